@@ -1,0 +1,169 @@
+//! `file`: objects as files in one directory.
+//!
+//! Each object is the file `<dir>/<object id>`. Shared file systems make this the
+//! simplest way to pass objects between processes and nodes of one cluster.
+//!
+//! **Atomicity.** A put writes a hidden sibling temporary file (`.<id>.<pid>.tmp`) and
+//! renames it into place, so a reader never sees a partial object under its key, even if
+//! the writer crashes mid-write. A crash can leave a temporary file behind; it is never
+//! readable through a key and is safe to delete.
+//!
+//! **Durability.** No `fsync` is done: after a put returns, the object survives the
+//! process but not necessarily a power loss or kernel crash of the machine. This keeps a
+//! small put near the cost of the bare system calls.
+//!
+//! **Confinement.** Object ids are restricted to `A-Z a-z 0-9 _ -` (see
+//! [`Key`]), so no key can name a path outside the directory.
+//!
+//! **I/O.** Operations use plain blocking `std::fs` calls on the calling thread: for
+//! small objects that is several times faster than a hop to a blocking thread pool. A
+//! large read allocates the whole object once and reads into it (one copy, from the page
+//! cache). Async code that moves very large objects on a latency-critical runtime can run
+//! the call inside `tokio::task::spawn_blocking`.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Connector, ConnectorConfig, Key, PutOptions};
+use crate::error::{Error, Result};
+
+/// A connector that keeps each object in a file of one directory.
+///
+/// ```
+/// use ps_globus::connector::{Connector, FileConnector, PutOptions};
+/// let dir = tempfile::tempdir()?;
+/// let connector = FileConnector::new(dir.path())?;
+/// ps_globus::block_on(async {
+///     let key = connector.put(b"hello", &PutOptions::default()).await?;
+///     assert_eq!(std::fs::read(dir.path().join(key.id()))?, b"hello");
+///     connector.evict(&key).await?;
+///     assert!(!connector.exists(&key).await?);
+///     Ok::<(), Box<dyn std::error::Error>>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileConnector {
+    dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileOptions {
+    dir: PathBuf,
+}
+
+impl FileConnector {
+    /// The kind name in keys and configs.
+    pub const KIND: &'static str = "file";
+
+    /// A connector on `dir`, created if missing. The path is made absolute, so the
+    /// connector's config means the same directory in any process.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let dir = fs::canonicalize(dir).map_err(|e| Error::io("resolve directory", dir, e))?;
+        Ok(FileConnector { dir })
+    }
+
+    /// The directory holding the objects.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        let options: FileOptions = config.options_as()?;
+        if !options.dir.is_absolute() {
+            return Err(Error::InvalidConfig {
+                what: "file connector".into(),
+                message: format!(
+                    "dir {} is relative; a config must name an absolute directory",
+                    options.dir.display()
+                ),
+            });
+        }
+        Ok(Arc::new(Self::new(options.dir)?))
+    }
+
+    /// The path of the object `key` names, after checking the key.
+    fn path(&self, key: &Key) -> Result<PathBuf> {
+        key.check_kind(Self::KIND)?;
+        Ok(self.dir.join(key.id()))
+    }
+}
+
+/// Writes `data` to `path` atomically: a sibling temporary file, then a rename.
+///
+/// On failure the temporary file is removed and `path` is untouched.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::io("write", path, ErrorKind::InvalidInput.into()))?;
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = fs::File::create(&tmp).and_then(|mut file| file.write_all(data));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("write", tmp, e));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("rename into place", path, e)
+    })
+}
+
+#[async_trait]
+impl Connector for FileConnector {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        ConnectorConfig {
+            kind: Self::KIND.to_owned(),
+            options: serde_json::json!({ "dir": self.dir }),
+        }
+    }
+
+    async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
+        let key = Key::new(Self::KIND, Key::new_id())?;
+        write_atomic(&self.dir.join(key.id()), data)?;
+        Ok(key)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(data) => Ok(Some(Bytes::from(data))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", path, e)),
+        }
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("inspect", path, e)),
+        }
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", path, e)),
+        }
+    }
+
+    fn not_found_hint(&self) -> &'static str {
+        "a file connector's objects are visible only where its directory is mounted"
+    }
+}

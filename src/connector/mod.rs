@@ -1,0 +1,393 @@
+//! Connectors: where the bytes of stored objects live.
+//!
+//! A [`Connector`] is a byte-level object store: `put` bytes, get back a [`Key`]; `get`,
+//! `exists` and `evict` by key. It knows nothing of types or codecs (that is the
+//! [`Store`](crate::Store)'s job). Each implementation lives in its own file:
+//!
+//! | kind | type | where objects live |
+//! | --- | --- | --- |
+//! | `local` | [`LocalConnector`] | this process's memory |
+//! | `file` | [`FileConnector`] | files in one directory |
+//!
+//! Every connector can describe itself with [`Connector::config`], a serializable
+//! [`ConnectorConfig`] from which [`ConnectorConfig::build`] rebuilds an equivalent
+//! connector in any process. This is how a proxy deserialized elsewhere finds its bytes.
+//! New kinds plug in with [`register_kind`].
+//!
+//! Keys are small serde values tagged with a format version and the connector kind that
+//! made them, so a key handed to the wrong connector, or a malformed one, is a typed
+//! error rather than a wrong read.
+
+mod file;
+mod local;
+
+pub use file::FileConnector;
+pub use local::LocalConnector;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The newest key format this build writes and reads.
+pub const KEY_VERSION: u16 = 1;
+
+/// Longest object id a key may carry.
+const MAX_ID_LEN: usize = 128;
+
+/// A reference to one stored object, as handed out by [`Connector::put`].
+///
+/// A key is a small serde value: format version, the kind of connector that made it, the
+/// object id and, for connectors that need more (such as the Globus connector's
+/// collection, path and checksum), connector-specific metadata. Its text form
+/// ([`Display`](fmt::Display) / [`FromStr`]) is compact JSON.
+///
+/// Object ids are 1 to 128 characters of `A-Z a-z 0-9 _ -`, so an id can never name a
+/// path outside a connector's directory.
+///
+/// ```
+/// use ps_globus::connector::Key;
+/// let key: Key = r#"{"v":1,"kind":"file","id":"0123abcd"}"#.parse()?;
+/// assert_eq!(key.kind(), "file");
+/// assert_eq!(key.id(), "0123abcd");
+/// assert_eq!(key.to_string().parse::<Key>()?, key);
+///
+/// // An id that tries to climb out of a directory is refused.
+/// assert!(r#"{"v":1,"kind":"file","id":"../etc/passwd"}"#.parse::<Key>().is_err());
+/// # Ok::<(), ps_globus::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawKey")]
+pub struct Key {
+    #[serde(rename = "v")]
+    version: u16,
+    kind: Cow<'static, str>,
+    id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meta: Option<serde_json::Value>,
+}
+
+/// The unchecked shape of a key, validated into a [`Key`] on deserialization.
+// Unknown fields are ignored rather than refused: a key from a newer release must fail
+// on its version number, with the "upgrade" advice, not on a field name.
+#[derive(Deserialize)]
+struct RawKey {
+    v: u16,
+    kind: String,
+    id: String,
+    #[serde(default)]
+    meta: Option<serde_json::Value>,
+}
+
+impl TryFrom<RawKey> for Key {
+    type Error = Error;
+
+    fn try_from(raw: RawKey) -> Result<Self> {
+        if raw.v == 0 {
+            return Err(Error::malformed("version 0 is not a key format version"));
+        }
+        if raw.v > KEY_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "key",
+                found: raw.v,
+                supported: KEY_VERSION,
+            });
+        }
+        if raw.kind.is_empty() {
+            return Err(Error::malformed("the connector kind is empty"));
+        }
+        validate_id(&raw.id)?;
+        Ok(Key {
+            version: raw.v,
+            kind: Cow::Owned(raw.kind),
+            id: raw.id,
+            meta: raw.meta,
+        })
+    }
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(ok_char) {
+        return Err(Error::malformed(format!(
+            "object id {id:?} is not 1-{MAX_ID_LEN} characters of A-Z a-z 0-9 _ -"
+        )));
+    }
+    Ok(())
+}
+
+impl Key {
+    /// A key of the current format for an object `id` made by a connector of `kind`.
+    ///
+    /// Fails with [`Error::MalformedKey`] if `id` is not a valid object id.
+    pub fn new(kind: &'static str, id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        validate_id(&id)?;
+        Ok(Key {
+            version: KEY_VERSION,
+            kind: Cow::Borrowed(kind),
+            id,
+            meta: None,
+        })
+    }
+
+    /// A fresh random object id (32 hex digits).
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    /// This key with connector-specific metadata attached.
+    pub fn with_meta(mut self, meta: impl Serialize) -> Result<Self> {
+        self.meta = Some(
+            serde_json::to_value(meta).map_err(|e| Error::malformed(format!("metadata: {e}")))?,
+        );
+        Ok(self)
+    }
+
+    /// The format version the key was written with.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The kind of connector that made the key (`"local"`, `"file"`, ...).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The object id, unique within its connector.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The connector-specific metadata, if any.
+    pub fn meta(&self) -> Option<&serde_json::Value> {
+        self.meta.as_ref()
+    }
+
+    /// The metadata decoded as `T`; a missing or mismatched one is [`Error::MalformedKey`].
+    pub fn meta_as<T: DeserializeOwned>(&self) -> Result<T> {
+        let meta = self
+            .meta
+            .clone()
+            .ok_or_else(|| Error::malformed(format!("key {self} carries no metadata")))?;
+        serde_json::from_value(meta).map_err(|e| Error::malformed(format!("key {self}: {e}")))
+    }
+
+    /// Checks that a connector of `kind` may use this key.
+    ///
+    /// Every connector calls this first, so keys built any way are re-validated.
+    pub fn check_kind(&self, kind: &str) -> Result<()> {
+        if self.kind != kind {
+            return Err(Error::ForeignKey {
+                expected: kind.to_owned(),
+                found: self.kind.to_string(),
+                key: self.to_string(),
+            });
+        }
+        validate_id(&self.id)
+    }
+}
+
+// Equal keys have equal kinds and ids, so hashing those two is consistent with `Eq`
+// (and avoids hashing the metadata, which `serde_json::Value` does not support).
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.id.hash(state);
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+impl FromStr for Key {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let raw: RawKey = serde_json::from_str(s.trim())
+            .map_err(|e| Error::malformed(format!("{e} in {s:?}")))?;
+        Key::try_from(raw)
+    }
+}
+
+/// Per-put settings.
+///
+/// Empty for the local and file connectors; connectors that move data between sites take
+/// their per-put settings (such as destinations) here. Build with `Default` and the
+/// setters, so that new settings do not break callers.
+///
+/// ```
+/// let options = ps_globus::connector::PutOptions::default();
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PutOptions {}
+
+/// A serializable description of a connector, from which an equivalent one is rebuilt.
+///
+/// `kind` selects the builder registered with [`register_kind`]; `options` is that
+/// kind's own settings.
+///
+/// ```
+/// use ps_globus::connector::{Connector, ConnectorConfig, FileConnector};
+/// let dir = tempfile::tempdir()?;
+/// let connector = FileConnector::new(dir.path())?;
+/// let config: ConnectorConfig = serde_json::from_str(&serde_json::to_string(&connector.config())?)?;
+/// let rebuilt = config.build()?;
+/// assert_eq!(rebuilt.config(), connector.config());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorConfig {
+    /// The connector kind, e.g. `"file"`.
+    pub kind: String,
+    /// The kind's own settings.
+    #[serde(default)]
+    pub options: serde_json::Value,
+}
+
+impl ConnectorConfig {
+    /// A config for `kind` with `options` serialized to JSON.
+    pub fn new(kind: &str, options: impl Serialize) -> Result<Self> {
+        let options = serde_json::to_value(options).map_err(|e| Error::InvalidConfig {
+            what: kind.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(ConnectorConfig {
+            kind: kind.to_owned(),
+            options,
+        })
+    }
+
+    /// The options decoded as `T`; a mismatch is [`Error::InvalidConfig`].
+    pub fn options_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.options.clone()).map_err(|e| Error::InvalidConfig {
+            what: format!("{} connector", self.kind),
+            message: e.to_string(),
+        })
+    }
+
+    /// Builds a connector from this config with the builder registered for its kind.
+    pub fn build(&self) -> Result<Arc<dyn Connector>> {
+        let builder = KINDS
+            .read()
+            .expect("connector registry poisoned")
+            .get(self.kind.as_str())
+            .copied();
+        match builder {
+            Some(build) => build(self),
+            None => Err(Error::UnknownConnector {
+                kind: self.kind.clone(),
+                known: known_kinds(),
+            }),
+        }
+    }
+}
+
+/// Builds a connector of one kind from its config.
+pub type BuildConnector = fn(&ConnectorConfig) -> Result<Arc<dyn Connector>>;
+
+static KINDS: LazyLock<RwLock<HashMap<String, BuildConnector>>> = LazyLock::new(|| {
+    let mut kinds: HashMap<String, BuildConnector> = HashMap::new();
+    kinds.insert(LocalConnector::KIND.into(), LocalConnector::build);
+    kinds.insert(FileConnector::KIND.into(), FileConnector::build);
+    RwLock::new(kinds)
+});
+
+/// Registers (or replaces) the builder for connector `kind` in this process.
+///
+/// A plug-in connector registers itself before any proxy that names it is resolved.
+pub fn register_kind(kind: &str, build: BuildConnector) {
+    KINDS
+        .write()
+        .expect("connector registry poisoned")
+        .insert(kind.to_owned(), build);
+}
+
+/// The connector kinds this process can build, sorted.
+pub fn known_kinds() -> Vec<String> {
+    let mut kinds: Vec<String> = KINDS
+        .read()
+        .expect("connector registry poisoned")
+        .keys()
+        .cloned()
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// A byte-level object store.
+///
+/// The required core is `put`, `get`, `exists`, `evict` and `config`; the batch forms
+/// have default implementations that a back end overrides when it can do better (one
+/// Globus task for many objects, say). Methods take `&self` and are called concurrently.
+///
+/// Contract, checked for every implementation by the conformance suite in `tests/`:
+/// - `put` returns a key no earlier put returned; the bytes are readable by `get`.
+/// - `get` of a key whose object is gone returns `Ok(None)`, never an error.
+/// - `evict` is idempotent; afterwards `exists` is false and `get` is `None`.
+/// - Batch results keep the order of their inputs.
+/// - A key of another kind is [`Error::ForeignKey`]; a malformed one [`Error::MalformedKey`].
+/// - `config().build()` yields a connector that reads the keys this one wrote.
+#[async_trait]
+pub trait Connector: Send + Sync + fmt::Debug {
+    /// The kind name that tags this connector's keys and configs.
+    fn kind(&self) -> &'static str;
+
+    /// A serializable config that rebuilds an equivalent connector anywhere.
+    fn config(&self) -> ConnectorConfig;
+
+    /// Stores `data` as a new object and returns its key.
+    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key>;
+
+    /// The object's bytes, or `None` if it does not exist.
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>>;
+
+    /// Whether the object exists.
+    async fn exists(&self, key: &Key) -> Result<bool>;
+
+    /// Removes the object; removing a missing one succeeds.
+    async fn evict(&self, key: &Key) -> Result<()>;
+
+    /// Stores many objects; keys come back in the order of `objects`.
+    async fn put_batch(&self, objects: &[&[u8]], options: &PutOptions) -> Result<Vec<Key>> {
+        let mut keys = Vec::with_capacity(objects.len());
+        for data in objects {
+            keys.push(self.put(data, options).await?);
+        }
+        Ok(keys)
+    }
+
+    /// Gets many objects; results come back in the order of `keys`.
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
+    /// Releases resources. Stored objects stay: closing never deletes data.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Advice added to "not found" errors, e.g. where this connector's objects are visible.
+    fn not_found_hint(&self) -> &'static str {
+        ""
+    }
+}

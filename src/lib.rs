@@ -1,0 +1,36 @@
+//! # ps-globus
+//!
+//! Pass-by-reference for distributed scientific workflows. A program puts an object into
+//! a [`Store`] and gets back a small, serializable [`Proxy`]; the proxy travels through
+//! the workflow system, and turns into the object only where and when it is used.
+//!
+//! ```
+//! use ps_globus::{Proxy, Store, connector::FileConnector};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::new("lib-doc", FileConnector::new(dir.path())?)?;
+//!
+//! // Producer: store the object, ship the proxy (a few hundred bytes of JSON).
+//! let proxy = store.proxy(&vec![0.5f64; 1000])?;
+//! let wire = serde_json::to_string(&proxy)?;
+//!
+//! // Consumer (here the same process; see examples/quickstart.rs for two processes):
+//! let proxy: Proxy<Vec<f64>> = serde_json::from_str(&wire)?;
+//! assert_eq!(proxy.iter().sum::<f64>(), 500.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Modules: [`connector`] (where bytes live), [`proxy`] (stores and proxies), and the
+//! [`block_on`] bridge that lets synchronous code wait on the library's async I/O.
+
+pub mod connector;
+mod error;
+pub mod proxy;
+mod runtime;
+
+pub use error::{Error, Result};
+pub use proxy::{
+    Codec, Proxy, ProxyOptions, Store, StoreConfig, get_or_create_store, get_store,
+    register_store, unregister_store,
+};
+pub use runtime::block_on;

@@ -1,0 +1,23 @@
+//! Stores and proxies: typed objects over connectors, and lazy references to them.
+//!
+//! - [`Store`]: a named [`Connector`](crate::connector::Connector) with a [`Codec`], a
+//!   cache of decoded objects and metrics. `put` a value, get a key; or `proxy` a value,
+//!   get a [`Proxy`].
+//! - [`Proxy<T>`]: a lazy reference that serializes as its factory (store config + key)
+//!   and becomes its object on first use, in whatever process it reaches.
+//! - The process-wide store registry ([`register_store`], [`get_store`],
+//!   [`get_or_create_store`]): how a proxy deserialized in a process that has never seen
+//!   its store finds one, built from the config it carries.
+
+mod cache;
+mod codec;
+mod lazy;
+mod metrics;
+mod registry;
+mod store;
+
+pub use codec::Codec;
+pub use lazy::{PROXY_VERSION, Proxy, ProxyFactory, ProxyOptions};
+pub use metrics::{MetricsSnapshot, OpStats};
+pub use registry::{get_or_create_store, get_store, register_store, unregister_store};
+pub use store::{IntoConnector, STORE_CONFIG_VERSION, Store, StoreBuilder, StoreConfig};

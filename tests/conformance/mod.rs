@@ -1,0 +1,289 @@
+//! The connector conformance suite: the contract of `Connector`, checked the same way for
+//! every implementation.
+//!
+//! Adding a connector is one `suite!` line in `tests/connectors.rs`. What a connector
+//! cannot do is a field of [`Capabilities`] that changes what a check expects; no check is
+//! skipped.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use ps_globus::Error;
+use ps_globus::connector::{Connector, ConnectorConfig, KEY_VERSION, Key, PutOptions};
+
+/// What a connector can do, where connectors legitimately differ.
+#[derive(Clone, Copy, Debug)]
+pub struct Capabilities {
+    /// Whether objects outlive every live instance of the connector (and so can be read by
+    /// a connector rebuilt from the config in another process).
+    pub outlives_instances: bool,
+}
+
+/// One connector under test, with whatever must stay alive beside it (a temp dir).
+pub struct Harness {
+    pub connector: Arc<dyn Connector>,
+    pub caps: Capabilities,
+    _keep: Vec<Box<dyn Any + Send>>,
+}
+
+impl Harness {
+    pub fn new(connector: impl Connector + 'static, caps: Capabilities) -> Self {
+        Harness {
+            connector: Arc::new(connector),
+            caps,
+            _keep: Vec::new(),
+        }
+    }
+
+    /// Keeps `guard` alive as long as the harness.
+    pub fn keep(mut self, guard: impl Any + Send) -> Self {
+        self._keep.push(Box::new(guard));
+        self
+    }
+}
+
+/// Generates one test per check for a connector: `suite!(name, || harness)`.
+macro_rules! suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            fn make() -> Harness {
+                ($make)()
+            }
+            suite!(@checks
+                round_trips_of_every_size,
+                missing_keys_are_none,
+                evict_is_idempotent,
+                batches_keep_order,
+                concurrent_puts_and_gets,
+                config_round_trip_reads_old_keys,
+                rebuilt_after_all_instances_dropped,
+                foreign_keys_are_refused,
+                malformed_keys_are_refused,
+                keys_are_tagged_and_versioned,
+            );
+        }
+    };
+    (@checks $($check:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                conformance::$check(make()).await;
+            }
+        )*
+    };
+}
+pub(crate) use suite;
+
+/// Bytes that differ at every offset, so a shifted or truncated read cannot pass.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32 * 7) as u8 ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn opts() -> PutOptions {
+    PutOptions::default()
+}
+
+pub async fn round_trips_of_every_size(h: Harness) {
+    let c = &h.connector;
+    for (seed, len) in [0usize, 1, 1 << 20, 64 << 20].into_iter().enumerate() {
+        let data = pattern(len, seed as u8);
+        let key = c.put(&data, &opts()).await.unwrap();
+        assert!(c.exists(&key).await.unwrap(), "exists after put of {len} bytes");
+        let back = c.get(&key).await.unwrap().expect("object just stored");
+        assert_eq!(back.len(), len);
+        assert!(back[..] == data[..], "bytes of a {len}-byte object differ");
+        c.evict(&key).await.unwrap();
+    }
+}
+
+pub async fn missing_keys_are_none(h: Harness) {
+    let c = &h.connector;
+    let never_stored = Key::new(c.kind(), Key::new_id()).unwrap();
+    assert_eq!(c.get(&never_stored).await.unwrap(), None);
+    assert!(!c.exists(&never_stored).await.unwrap());
+
+    let key = c.put(b"soon gone", &opts()).await.unwrap();
+    c.evict(&key).await.unwrap();
+    assert_eq!(c.get(&key).await.unwrap(), None);
+}
+
+pub async fn evict_is_idempotent(h: Harness) {
+    let c = &h.connector;
+    let key = c.put(b"x", &opts()).await.unwrap();
+    let other = c.put(b"stays", &opts()).await.unwrap();
+    c.evict(&key).await.unwrap();
+    c.evict(&key).await.unwrap();
+    assert!(!c.exists(&key).await.unwrap());
+    assert_eq!(c.get(&key).await.unwrap(), None);
+    assert_eq!(c.get(&other).await.unwrap().as_deref(), Some(&b"stays"[..]));
+}
+
+pub async fn batches_keep_order(h: Harness) {
+    let c = &h.connector;
+    let big = pattern(4096, 9);
+    let objects: Vec<&[u8]> = vec![b"first", b"", &big, b"last"];
+    let keys = c.put_batch(&objects, &opts()).await.unwrap();
+    assert_eq!(keys.len(), 4);
+    let mut ids: Vec<&str> = keys.iter().map(Key::id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "batch keys are distinct");
+
+    let missing = Key::new(c.kind(), Key::new_id()).unwrap();
+    let asked = [
+        keys[3].clone(),
+        missing,
+        keys[0].clone(),
+        keys[2].clone(),
+        keys[1].clone(),
+    ];
+    let got = c.get_batch(&asked).await.unwrap();
+    let got: Vec<Option<&[u8]>> = got.iter().map(|b| b.as_deref()).collect();
+    assert_eq!(
+        got,
+        vec![
+            Some(&b"last"[..]),
+            None,
+            Some(&b"first"[..]),
+            Some(&big[..]),
+            Some(&b""[..])
+        ]
+    );
+    assert!(c.put_batch(&[], &opts()).await.unwrap().is_empty());
+    assert!(c.get_batch(&[]).await.unwrap().is_empty());
+}
+
+pub async fn concurrent_puts_and_gets(h: Harness) {
+    let tasks: Vec<_> = (0..32u8)
+        .map(|t| {
+            let c = Arc::clone(&h.connector);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0..8u8 {
+                    let data = pattern(100 + t as usize * 8 + i as usize, t ^ i);
+                    mine.push((c.put(&data, &opts()).await.unwrap(), data));
+                }
+                for (key, data) in &mine {
+                    let back = c.get(key).await.unwrap().expect("stored by this task");
+                    assert!(back[..] == data[..], "task {t} read another object");
+                }
+                mine.into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let count = all.len();
+    all.sort_by(|a, b| a.id().cmp(b.id()));
+    all.dedup_by(|a, b| a.id() == b.id());
+    assert_eq!(all.len(), count, "every concurrent put got its own key");
+    assert_eq!(count, 256);
+}
+
+/// The config survives JSON and rebuilds a connector that reads the old keys, and the
+/// original reads what the rebuilt one writes.
+pub async fn config_round_trip_reads_old_keys(h: Harness) {
+    let c = &h.connector;
+    let key = c.put(b"before rebuild", &opts()).await.unwrap();
+    let json = serde_json::to_string(&c.config()).unwrap();
+    let config: ConnectorConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(config, c.config());
+    assert_eq!(config.kind, c.kind());
+
+    let rebuilt = config.build().unwrap();
+    assert_eq!(rebuilt.config(), c.config());
+    let back = rebuilt.get(&key).await.unwrap();
+    assert_eq!(back.as_deref(), Some(&b"before rebuild"[..]));
+    let key2 = rebuilt.put(b"after rebuild", &opts()).await.unwrap();
+    let back2 = c.get(&key2).await.unwrap();
+    assert_eq!(back2.as_deref(), Some(&b"after rebuild"[..]));
+}
+
+/// What a fresh process sees: a connector rebuilt once no instance is left alive.
+pub async fn rebuilt_after_all_instances_dropped(h: Harness) {
+    let Harness {
+        connector, caps, _keep, ..
+    } = h;
+    let key = connector.put(b"outlive me?", &opts()).await.unwrap();
+    let config = connector.config();
+    drop(connector);
+    let rebuilt = config.build().unwrap();
+    let expected = caps.outlives_instances.then_some(&b"outlive me?"[..]);
+    assert_eq!(rebuilt.get(&key).await.unwrap().as_deref(), expected);
+    assert_eq!(rebuilt.exists(&key).await.unwrap(), caps.outlives_instances);
+}
+
+pub async fn foreign_keys_are_refused(h: Harness) {
+    let c = &h.connector;
+    let foreign = Key::new("some-other-kind", Key::new_id()).unwrap();
+    let is_foreign = |e: Error| matches!(e, Error::ForeignKey { ref found, .. } if found == "some-other-kind");
+    assert!(is_foreign(c.get(&foreign).await.unwrap_err()));
+    assert!(is_foreign(c.exists(&foreign).await.unwrap_err()));
+    assert!(is_foreign(c.evict(&foreign).await.unwrap_err()));
+    assert!(is_foreign(
+        c.get_batch(std::slice::from_ref(&foreign))
+            .await
+            .unwrap_err()
+    ));
+}
+
+pub async fn malformed_keys_are_refused(h: Harness) {
+    let kind = h.connector.kind();
+    let bad_ids = [
+        "../escape",
+        "a/b",
+        "/etc/passwd",
+        "",
+        ".hidden",
+        "sp ace",
+        "nul\u{0}",
+    ];
+    for id in bad_ids {
+        assert!(
+            matches!(Key::new(kind, id), Err(Error::MalformedKey { .. })),
+            "Key::new accepted id {id:?}"
+        );
+        let json = serde_json::json!({"v": 1, "kind": kind, "id": id}).to_string();
+        assert!(
+            matches!(json.parse::<Key>(), Err(Error::MalformedKey { .. })),
+            "parsed id {id:?}"
+        );
+    }
+    let too_long = "x".repeat(129);
+    assert!(Key::new(kind, too_long).is_err());
+    for text in [
+        "not json",
+        "{}",
+        r#"{"v":1,"kind":"file"}"#,
+        r#"{"v":0,"kind":"file","id":"abc"}"#,
+        r#"{"v":1,"kind":"","id":"abc"}"#,
+        r#"{"v":"1","kind":"file","id":"abc"}"#,
+    ] {
+        assert!(
+            matches!(text.parse::<Key>(), Err(Error::MalformedKey { .. })),
+            "parsed {text}"
+        );
+    }
+    let future = format!(r#"{{"v":{},"kind":"{kind}","id":"abc","new_field":1}}"#, KEY_VERSION + 1);
+    assert!(matches!(
+        future.parse::<Key>(),
+        Err(Error::UnsupportedVersion { what: "key", .. })
+    ));
+}
+
+pub async fn keys_are_tagged_and_versioned(h: Harness) {
+    let c = &h.connector;
+    let key = c.put(b"tagged", &opts()).await.unwrap();
+    assert_eq!(key.kind(), c.kind());
+    assert_eq!(key.version(), KEY_VERSION);
+    let text = key.to_string();
+    assert!(text.len() < 200, "a key is small: {text}");
+    let parsed: Key = text.parse().unwrap();
+    assert_eq!(parsed, key);
+    assert_eq!(c.get(&parsed).await.unwrap().as_deref(), Some(&b"tagged"[..]));
+}
