@@ -65,9 +65,12 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Proxy(ProxyCommand::Fetch { file, output }) => {
             let factory = ProxyFactory::from_json(&read_input(&file)?)?;
             let store = Store::from_config((*factory.store).clone())?;
-            let bytes = ps_globus::block_on(store.connector().get(&factory.key))?
-                .ok_or_else(|| format!("object {} is not in store '{}'", factory.key, store.name()))?;
-            std::fs::write(&output, &bytes).map_err(|e| format!("write {}: {e}", output.display()))?;
+            let bytes =
+                ps_globus::block_on(store.connector().get(&factory.key))?.ok_or_else(|| {
+                    format!("object {} is not in store '{}'", factory.key, store.name())
+                })?;
+            std::fs::write(&output, &bytes)
+                .map_err(|e| format!("write {}: {e}", output.display()))?;
             eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
         }
     }

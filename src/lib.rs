@@ -30,7 +30,7 @@ mod runtime;
 
 pub use error::{Error, Result};
 pub use proxy::{
-    Codec, Proxy, ProxyOptions, Store, StoreConfig, get_or_create_store, get_store,
-    register_store, unregister_store,
+    Codec, Proxy, ProxyOptions, Store, StoreConfig, get_or_create_store, get_store, register_store,
+    unregister_store,
 };
 pub use runtime::block_on;

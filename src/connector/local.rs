@@ -18,8 +18,7 @@ use crate::error::Result;
 type Objects = RwLock<HashMap<String, Bytes>>;
 
 /// Live instances in this process, so a rebuilt connector shares its original's objects.
-static INSTANCES: LazyLock<Mutex<HashMap<String, Weak<Objects>>>> =
-    LazyLock::new(Default::default);
+static INSTANCES: LazyLock<Mutex<HashMap<String, Weak<Objects>>>> = LazyLock::new(Default::default);
 
 /// An in-memory connector.
 ///
@@ -101,7 +100,7 @@ impl Connector for LocalConnector {
     }
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
-        let key = Key::new(Self::KIND, Key::new_id())?;
+        let key = Key::generate(Self::KIND);
         let value = Bytes::copy_from_slice(data);
         self.write().insert(key.id().to_owned(), value);
         Ok(key)
@@ -127,7 +126,7 @@ impl Connector for LocalConnector {
         let mut keys = Vec::with_capacity(objects.len());
         let mut values = Vec::with_capacity(objects.len());
         for data in objects {
-            let key = Key::new(Self::KIND, Key::new_id())?;
+            let key = Key::generate(Self::KIND);
             values.push((key.id().to_owned(), Bytes::copy_from_slice(data)));
             keys.push(key);
         }

@@ -21,7 +21,7 @@
 mod file;
 mod local;
 
-pub use file::FileConnector;
+pub use file::{FileConnector, MMAP_THRESHOLD};
 pub use local::LocalConnector;
 
 use std::borrow::Cow;
@@ -116,8 +116,8 @@ impl TryFrom<RawKey> for Key {
 }
 
 fn validate_id(id: &str) -> Result<()> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(ok_char) {
+    let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(ok_byte) {
         return Err(Error::malformed(format!(
             "object id {id:?} is not 1-{MAX_ID_LEN} characters of A-Z a-z 0-9 _ -"
         )));
@@ -140,9 +140,28 @@ impl Key {
         })
     }
 
+    /// A key of the current format for a fresh random object id (32 hex digits).
+    ///
+    /// ```
+    /// let key = ps_globus::connector::Key::generate("file");
+    /// assert_eq!(key.id().len(), 32);
+    /// ```
+    pub fn generate(kind: &'static str) -> Self {
+        Key {
+            version: KEY_VERSION,
+            kind: Cow::Borrowed(kind),
+            id: Self::new_id(),
+            meta: None,
+        }
+    }
+
     /// A fresh random object id (32 hex digits).
     pub fn new_id() -> String {
-        uuid::Uuid::new_v4().simple().to_string()
+        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+        uuid::Uuid::new_v4()
+            .simple()
+            .encode_lower(&mut buf)
+            .to_owned()
     }
 
     /// This key with connector-specific metadata attached.

@@ -136,6 +136,10 @@ mod tests {
     #[test]
     fn decoding_the_wrong_type_is_an_error() {
         let bytes = Codec::MessagePack.encode(&"text").unwrap().into_owned();
-        assert!(Codec::MessagePack.decode::<u64>(Bytes::from(bytes)).is_err());
+        assert!(
+            Codec::MessagePack
+                .decode::<u64>(Bytes::from(bytes))
+                .is_err()
+        );
     }
 }

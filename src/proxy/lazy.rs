@@ -74,9 +74,10 @@ impl ProxyFactory {
     /// assert!(matches!(err, ps_globus::Error::MalformedProxy { .. }));
     /// ```
     pub fn from_json(text: &str) -> Result<Self> {
-        let factory: ProxyFactory = serde_json::from_str(text).map_err(|e| Error::MalformedProxy {
-            reason: e.to_string(),
-        })?;
+        let factory: ProxyFactory =
+            serde_json::from_str(text).map_err(|e| Error::MalformedProxy {
+                reason: e.to_string(),
+            })?;
         factory.check_version()?;
         Ok(factory)
     }
@@ -317,7 +318,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Proxy<T> {
         if slot.is_some() {
             return;
         }
-        let (key, evict, fetch) = (source.factory.key.clone(), source.factory.evict, source.fetch);
+        let (key, evict, fetch) = (
+            source.factory.key.clone(),
+            source.factory.evict,
+            source.fetch,
+        );
         let store = source.store();
         *slot = Some(runtime::handle().spawn(async move { fetch(store?, key, evict).await }));
     }

@@ -40,7 +40,11 @@ pub struct StoreConfig {
     #[serde(default)]
     pub cache_size: usize,
     /// Give up resolving a key after this long (`None`: wait as long as the connector does).
-    #[serde(default, with = "optional_millis", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "optional_millis",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resolve_timeout: Option<Duration>,
 }
 
@@ -100,7 +104,7 @@ impl IntoConnector for Arc<dyn Connector> {
 ///
 /// let proxy = store.proxy(&String::from("hello"))?;
 /// assert_eq!(proxy.len(), 5); // resolved here, on first use
-/// # Ok::<(), ps_globus::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Store {
@@ -276,7 +280,10 @@ impl Store {
         }
         .await;
         let bytes = result.as_ref().map_or(0, |(_, n)| *n);
-        self.inner.metrics.put.record(start, 1, bytes, result.is_ok());
+        self.inner
+            .metrics
+            .put
+            .record(start, 1, bytes, result.is_ok());
         result.map(|(key, _)| key)
     }
 
@@ -299,7 +306,9 @@ impl Store {
             self.inner.metrics.cache_misses.fetch_add(1, Relaxed);
         }
         let result = async {
-            let bytes = self.with_timeout(key, self.inner.connector.get(key)).await?;
+            let bytes = self
+                .with_timeout(key, self.inner.connector.get(key))
+                .await?;
             let len = bytes.as_ref().map_or(0, |b| b.len() as u64);
             let value = bytes.map(|b| self.decode::<T>(key, b)).transpose()?;
             if let Some(value) = &value {
@@ -309,7 +318,10 @@ impl Store {
         }
         .await;
         let bytes = result.as_ref().map_or(0, |(_, n)| *n);
-        self.inner.metrics.get.record(start, 1, bytes, result.is_ok());
+        self.inner
+            .metrics
+            .get
+            .record(start, 1, bytes, result.is_ok());
         result.map(|(value, _)| value)
     }
 
@@ -317,7 +329,10 @@ impl Store {
     pub async fn exists_async(&self, key: &Key) -> Result<bool> {
         let start = Instant::now();
         let result = self.inner.connector.exists(key).await;
-        self.inner.metrics.exists.record(start, 1, 0, result.is_ok());
+        self.inner
+            .metrics
+            .exists
+            .record(start, 1, 0, result.is_ok());
         result
     }
 
@@ -549,15 +564,13 @@ impl Store {
         let Some(limit) = self.inner.config.resolve_timeout else {
             return future.await;
         };
-        runtime::timeout(limit, future)
-            .await
-            .unwrap_or_else(|| {
-                Err(Error::Timeout {
-                    store: self.name().to_owned(),
-                    key: key.to_string(),
-                    after: limit,
-                })
+        runtime::timeout(limit, future).await.unwrap_or_else(|| {
+            Err(Error::Timeout {
+                store: self.name().to_owned(),
+                key: key.to_string(),
+                after: limit,
             })
+        })
     }
 }
 

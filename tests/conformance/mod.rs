@@ -91,7 +91,10 @@ pub async fn round_trips_of_every_size(h: Harness) {
     for (seed, len) in [0usize, 1, 1 << 20, 64 << 20].into_iter().enumerate() {
         let data = pattern(len, seed as u8);
         let key = c.put(&data, &opts()).await.unwrap();
-        assert!(c.exists(&key).await.unwrap(), "exists after put of {len} bytes");
+        assert!(
+            c.exists(&key).await.unwrap(),
+            "exists after put of {len} bytes"
+        );
         let back = c.get(&key).await.unwrap().expect("object just stored");
         assert_eq!(back.len(), len);
         assert!(back[..] == data[..], "bytes of a {len}-byte object differ");
@@ -207,7 +210,10 @@ pub async fn config_round_trip_reads_old_keys(h: Harness) {
 /// What a fresh process sees: a connector rebuilt once no instance is left alive.
 pub async fn rebuilt_after_all_instances_dropped(h: Harness) {
     let Harness {
-        connector, caps, _keep, ..
+        connector,
+        caps,
+        _keep,
+        ..
     } = h;
     let key = connector.put(b"outlive me?", &opts()).await.unwrap();
     let config = connector.config();
@@ -221,7 +227,8 @@ pub async fn rebuilt_after_all_instances_dropped(h: Harness) {
 pub async fn foreign_keys_are_refused(h: Harness) {
     let c = &h.connector;
     let foreign = Key::new("some-other-kind", Key::new_id()).unwrap();
-    let is_foreign = |e: Error| matches!(e, Error::ForeignKey { ref found, .. } if found == "some-other-kind");
+    let is_foreign =
+        |e: Error| matches!(e, Error::ForeignKey { ref found, .. } if found == "some-other-kind");
     assert!(is_foreign(c.get(&foreign).await.unwrap_err()));
     assert!(is_foreign(c.exists(&foreign).await.unwrap_err()));
     assert!(is_foreign(c.evict(&foreign).await.unwrap_err()));
@@ -269,7 +276,10 @@ pub async fn malformed_keys_are_refused(h: Harness) {
             "parsed {text}"
         );
     }
-    let future = format!(r#"{{"v":{},"kind":"{kind}","id":"abc","new_field":1}}"#, KEY_VERSION + 1);
+    let future = format!(
+        r#"{{"v":{},"kind":"{kind}","id":"abc","new_field":1}}"#,
+        KEY_VERSION + 1
+    );
     assert!(matches!(
         future.parse::<Key>(),
         Err(Error::UnsupportedVersion { what: "key", .. })
@@ -285,5 +295,8 @@ pub async fn keys_are_tagged_and_versioned(h: Harness) {
     assert!(text.len() < 200, "a key is small: {text}");
     let parsed: Key = text.parse().unwrap();
     assert_eq!(parsed, key);
-    assert_eq!(c.get(&parsed).await.unwrap().as_deref(), Some(&b"tagged"[..]));
+    assert_eq!(
+        c.get(&parsed).await.unwrap().as_deref(),
+        Some(&b"tagged"[..])
+    );
 }

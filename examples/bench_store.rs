@@ -1,0 +1,202 @@
+//! Store benchmark: put/get/evict and proxy/resolve round trips on the local and file
+//! connectors, beside the floors they are judged against, measured in the same run.
+//!
+//!     cargo run --release --example bench_store -- --json
+//!
+//! One JSON line per workload: `{"workload", "n", "per_op_us", "MBps"}` where MBps is
+//! object bytes per round trip / 10^6 / seconds per round trip.
+//!
+//! - `<local|file>.put_get_evict.<bytes>`: `store.put(&vec)`, `store.get`, `store.evict`
+//!   of a `Vec<u8>` (cache off).
+//! - `file.put_get_evict_zero_copy.<bytes>` (objects of 1 MiB and more): the same, but
+//!   the get asks for `bytes::Bytes`, which a large file object is returned as without any
+//!   copy (memory-mapped), instead of a freshly allocated `Vec<u8>`.
+//! - `<local|file>.proxy_resolve.<bytes>`: `store.proxy_with(&vec, evict)`, then
+//!   `proxy.resolve()`.
+//! - `floor.fs_syscalls.<bytes>`: the same file-system work done by hand with `std::fs`:
+//!   write a temporary file, rename it into place, read it, unlink it.
+//! - `floor.cat.<bytes>`: `cat` copying the bytes into a file, then `cat` reading that
+//!   file, then unlinking it (the page-cache speed of a plain tool).
+//!
+//! Options: `--json`, `--sizes 1024,1048576,67108864`, `--min-time-ms 400` (per
+//! workload), `--dir DIR` (where the file connector and the floors write; default a
+//! temporary directory).
+
+use std::fs;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ps_globus::connector::{FileConnector, LocalConnector};
+use ps_globus::{ProxyOptions, Store};
+
+struct Args {
+    json: bool,
+    sizes: Vec<usize>,
+    min_time: Duration,
+    dir: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        json: false,
+        sizes: vec![1024, 1 << 20, 64 << 20],
+        min_time: Duration::from_millis(400),
+        dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--json" => args.json = true,
+            "--sizes" => {
+                args.sizes = value()
+                    .split(',')
+                    .map(|s| s.parse().expect("--sizes takes numbers"))
+                    .collect()
+            }
+            "--min-time-ms" => {
+                args.min_time = Duration::from_millis(value().parse().expect("a number"))
+            }
+            "--dir" => args.dir = Some(PathBuf::from(value())),
+            "--bench" => {} // passed by `cargo bench`-style runners
+            other => panic!("unknown option {other}; see the header of examples/bench_store.rs"),
+        }
+    }
+    args
+}
+
+/// Runs `op` in rounds until `min_time` has passed (at least 3 times), after a warm-up,
+/// and returns (iterations, seconds per iteration).
+fn measure(min_time: Duration, mut op: impl FnMut()) -> (u64, f64) {
+    op(); // warm-up: first-touch allocations, runtime start, page cache
+    let mut n = 0u64;
+    let mut batch = 1u64;
+    let start = Instant::now();
+    loop {
+        for _ in 0..batch {
+            op();
+        }
+        n += batch;
+        let elapsed = start.elapsed();
+        if elapsed >= min_time && n >= 3 {
+            return (n, elapsed.as_secs_f64() / n as f64);
+        }
+        batch = (batch * 2).min(1 << 16);
+    }
+}
+
+fn report(args: &Args, workload: &str, size: usize, (n, secs): (u64, f64)) {
+    let per_op_us = secs * 1e6;
+    let mbps = size as f64 / 1e6 / secs;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"workload": workload, "n": n, "per_op_us": round3(per_op_us), "MBps": round3(mbps)})
+        );
+    } else {
+        println!("{workload:<36} n={n:<8} {per_op_us:>12.2} us/op {mbps:>10.1} MB/s");
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn store_workloads(args: &Args, label: &str, store: &Store, size: usize) {
+    let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+    let result = measure(args.min_time, || {
+        let key = store.put(&data).unwrap();
+        let back = store.get::<Vec<u8>>(&key).unwrap().unwrap();
+        assert_eq!(back.len(), size);
+        store.evict(&key).unwrap();
+    });
+    report(args, &format!("{label}.put_get_evict.{size}"), size, result);
+
+    if label == "file" && size as u64 >= ps_globus::connector::MMAP_THRESHOLD {
+        let result = measure(args.min_time, || {
+            let key = store.put(&data).unwrap();
+            let back = store.get::<bytes::Bytes>(&key).unwrap().unwrap();
+            assert_eq!(back.len(), size);
+            store.evict(&key).unwrap();
+        });
+        report(
+            args,
+            &format!("{label}.put_get_evict_zero_copy.{size}"),
+            size,
+            result,
+        );
+    }
+
+    let options = ProxyOptions::default().with_evict(true);
+    let result = measure(args.min_time, || {
+        let proxy = store.proxy_with(&data, &options).unwrap();
+        let value = proxy.resolve().unwrap();
+        assert_eq!(value.len(), size);
+    });
+    report(args, &format!("{label}.proxy_resolve.{size}"), size, result);
+}
+
+fn fs_floor(args: &Args, dir: &Path, size: usize) {
+    let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+    let mut i = 0u64;
+    let result = measure(args.min_time, || {
+        i += 1;
+        let tmp = dir.join(format!(".floor-{i}.tmp"));
+        let path = dir.join(format!("floor-{i}"));
+        fs::write(&tmp, &data).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        let back = fs::read(&path).unwrap();
+        black_box(&back);
+        fs::remove_file(&path).unwrap();
+    });
+    report(args, &format!("floor.fs_syscalls.{size}"), size, result);
+}
+
+fn cat_floor(args: &Args, dir: &Path, size: usize) {
+    let source = dir.join("cat-source");
+    fs::write(
+        &source,
+        (0..size).map(|i| (i % 253) as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let target = dir.join("cat-target");
+    let result = measure(args.min_time, || {
+        let out = fs::File::create(&target).unwrap();
+        let ok = Command::new("cat")
+            .arg(&source)
+            .stdout(out)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let ok = Command::new("cat")
+            .arg(&target)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        fs::remove_file(&target).unwrap();
+    });
+    fs::remove_file(&source).unwrap();
+    report(args, &format!("floor.cat.{size}"), size, result);
+}
+
+fn main() {
+    let args = parse_args();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let local = Store::new("bench-local", LocalConnector::new()).unwrap();
+    let file = Store::new("bench-file", FileConnector::new(dir.join("store")).unwrap()).unwrap();
+    let floor_dir = dir.join("floor");
+    fs::create_dir_all(&floor_dir).unwrap();
+
+    for &size in &args.sizes {
+        store_workloads(&args, "local", &local, size);
+        store_workloads(&args, "file", &file, size);
+        fs_floor(&args, &floor_dir, size);
+        if size >= 1 << 20 {
+            cat_floor(&args, &floor_dir, size);
+        }
+    }
+}

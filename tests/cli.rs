@@ -1,0 +1,88 @@
+//! The `ps-globus` binary: `proxy inspect` and `proxy fetch`, and its exit codes.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use ps_globus::Store;
+use ps_globus::connector::FileConnector;
+use support::unique_name;
+
+fn ps_globus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn inspect_and_fetch_a_serialized_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        unique_name("cli"),
+        FileConnector::new(dir.path().join("objects")).unwrap(),
+    )
+    .unwrap();
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let proxy = store.proxy(&payload).unwrap();
+    let proxy_file = dir.path().join("proxy.json");
+    std::fs::write(&proxy_file, serde_json::to_string(&proxy).unwrap()).unwrap();
+    let proxy_path = proxy_file.to_str().unwrap();
+
+    let out = ps_globus(&["proxy", "inspect", proxy_path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["store"]["name"], store.name());
+    assert_eq!(shown["key"]["id"], proxy.key().unwrap().id());
+    assert_eq!(shown["store"]["connector"]["kind"], "file");
+
+    let fetched = dir.path().join("fetched.bin");
+    let out = ps_globus(&[
+        "proxy",
+        "fetch",
+        proxy_path,
+        "-o",
+        fetched.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&fetched).unwrap(), payload);
+
+    store.evict(proxy.key().unwrap()).unwrap();
+    let out = ps_globus(&[
+        "proxy",
+        "fetch",
+        proxy_path,
+        "-o",
+        fetched.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not in store"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn malformed_input_exits_1_and_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"v": 1, "store": 3}"#).unwrap();
+    let out = ps_globus(&["proxy", "inspect", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("malformed proxy"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = ps_globus(&["proxy", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ps_globus(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("ps-globus "));
+}

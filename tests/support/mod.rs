@@ -1,0 +1,99 @@
+//! Test helpers shared by the integration tests.
+
+#![allow(dead_code)] // each test crate uses a different part
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ps_globus::Result;
+use ps_globus::connector::{Connector, ConnectorConfig, Key, LocalConnector, PutOptions};
+use tokio::sync::{Notify, Semaphore};
+
+/// A local connector whose reads wait at a gate, so tests can hold a resolve "in flight"
+/// and observe what happens meanwhile, synchronised by events rather than sleeps.
+#[derive(Debug)]
+pub struct GatedConnector {
+    inner: LocalConnector,
+    gate: Semaphore,
+    /// Reads that have started (reached the gate).
+    pub gets: AtomicUsize,
+    /// Notified every time a read reaches the gate.
+    pub get_started: Notify,
+}
+
+impl GatedConnector {
+    pub fn new() -> Arc<Self> {
+        Arc::new(GatedConnector {
+            inner: LocalConnector::new(),
+            gate: Semaphore::new(0),
+            gets: AtomicUsize::new(0),
+            get_started: Notify::new(),
+        })
+    }
+
+    /// Lets `n` reads through the gate.
+    pub fn open(&self, n: usize) {
+        self.gate.add_permits(n);
+    }
+
+    /// Lets every read through from now on.
+    pub fn open_all(&self) {
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
+    pub fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+
+    /// Waits (asynchronously) until at least `n` reads have reached the gate.
+    pub async fn wait_for_gets(&self, n: usize) {
+        loop {
+            let notified = self.get_started.notified();
+            if self.gets() >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for GatedConnector {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn config(&self) -> ConnectorConfig {
+        self.inner.config()
+    }
+    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
+        self.inner.put(data, options).await
+    }
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.get_started.notify_waiters();
+        self.gate.acquire().await.expect("gate closed").forget();
+        self.inner.get(key).await
+    }
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn evict(&self, key: &Key) -> Result<()> {
+        self.inner.evict(key).await
+    }
+}
+
+/// A store name no other test uses.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", Key::new_id())
+}
+
+/// The payload of a panic, as text.
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
