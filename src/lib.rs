@@ -23,6 +23,8 @@
 //! Modules: [`connector`] (where bytes live), [`proxy`] (stores and proxies), and the
 //! [`block_on`] bridge that lets synchronous code wait on the library's async I/O.
 
+#![warn(missing_docs)]
+
 pub mod connector;
 mod error;
 pub mod proxy;

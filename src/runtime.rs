@@ -54,10 +54,16 @@ pub fn handle() -> &'static Handle {
 /// assert_eq!(answer, 42);
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    // Decided before entering our own context, which would hide the caller's runtime.
-    let caller_is_multi_thread = Handle::try_current()
-        .map(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
-        .unwrap_or(false);
+    // Decided before entering our own context, which would hide the caller's runtime. A
+    // nested call (a proxy's factory resolving another proxy) leaves it to the outermost
+    // call: that one already left the worker, or was on a current-thread runtime, where
+    // `block_in_place` would panic.
+    let nested = DEPTH.get() > 0;
+    let caller_is_multi_thread = !nested
+        && Handle::try_current()
+            .map(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+            .unwrap_or(false);
+    let _depth = DepthGuard::enter();
     let _context = handle().enter();
     let mut future = pin!(future);
     if let Poll::Ready(value) = future
@@ -71,6 +77,26 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         tokio::task::block_in_place(park)
     } else {
         park()
+    }
+}
+
+thread_local! {
+    /// How many `block_on` calls are active on this thread.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+struct DepthGuard;
+
+impl DepthGuard {
+    fn enter() -> Self {
+        DEPTH.set(DEPTH.get() + 1);
+        DepthGuard
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DEPTH.set(DEPTH.get() - 1);
     }
 }
 

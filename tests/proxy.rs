@@ -410,3 +410,16 @@ async fn async_code_resolves_without_blocking() {
     assert_eq!(len, 2);
     assert_eq!(sum_of(&p), 3);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_factory_may_resolve_another_proxy_even_on_a_current_thread_runtime() {
+    let (store, gated) = gated_store("nested");
+    let inner = store.proxy(&vec![2u64, 3]).unwrap();
+    let outer = Proxy::new(move || inner.iter().product::<u64>() * 10);
+    let opener = std::thread::spawn(move || {
+        ps_globus::block_on(gated.wait_for_gets(1));
+        gated.open(1);
+    });
+    assert_eq!(*outer, 60);
+    opener.join().unwrap();
+}

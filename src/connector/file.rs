@@ -3,7 +3,7 @@
 //! Each object is the file `<dir>/<object id>`. Shared file systems make this the
 //! simplest way to pass objects between processes and nodes of one cluster.
 //!
-//! **Atomicity.** A put writes a hidden sibling temporary file (`.<id>.<pid>.tmp`) and
+//! **Atomicity.** A put writes a hidden sibling temporary file (`.<id>.<pid>-<n>.tmp`) and
 //! renames it into place, so a reader never sees a partial object under its key, even if
 //! the writer crashes mid-write. A crash can leave a temporary file behind; it is never
 //! readable through a key and is safe to delete.
@@ -30,6 +30,7 @@ use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -107,16 +108,26 @@ impl FileConnector {
 
 /// Writes `data` to `path` atomically: a sibling temporary file, then a rename.
 ///
-/// On failure the temporary file is removed and `path` is untouched.
+/// The temporary file is created exclusively (never an existing file or a planted link),
+/// under a name unique to this process and call. On failure it is removed and `path` is
+/// untouched.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::io("write", path, ErrorKind::InvalidInput.into()))?;
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = fs::File::create(&tmp).and_then(|mut file| file.write_all(data));
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.{}-{unique}.tmp", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(data));
     if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
+        if e.kind() != ErrorKind::AlreadyExists {
+            let _ = fs::remove_file(&tmp);
+        }
         return Err(Error::io("write", tmp, e));
     }
     fs::rename(&tmp, path).map_err(|e| {
@@ -188,5 +199,95 @@ impl Connector for FileConnector {
 
     fn not_found_hint(&self) -> &'static str {
         "a file connector's objects are visible only where its directory is mounted"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block_on;
+
+    #[test]
+    fn puts_leave_only_object_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let connector = FileConnector::new(dir.path()).unwrap();
+        let keys: Vec<Key> = (0..20)
+            .map(|i| {
+                block_on(connector.put(&vec![i as u8; i * 1000], &PutOptions::default())).unwrap()
+            })
+            .collect();
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut ids: Vec<String> = keys.iter().map(|k| k.id().to_owned()).collect();
+        ids.sort();
+        assert_eq!(names, ids, "no temporary files remain");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_and_keeps_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("object");
+        fs::write(&target, b"old").unwrap();
+        // A directory cannot be renamed over by a file: the write succeeds, the rename fails.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("inside"), b"x").unwrap();
+        let err = write_atomic(&blocked, b"new").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Io {
+                    op: "rename into place",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("blocked"), "names the path: {err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+    }
+
+    #[test]
+    fn disk_full_errors_say_what_to_do() {
+        let err = Error::io(
+            "write",
+            "/scratch/x",
+            std::io::ErrorKind::StorageFull.into(),
+        );
+        let text = err.to_string();
+        assert!(text.contains("/scratch/x"), "{text}");
+        assert!(text.contains("free space"), "{text}");
+        assert!(text.contains("existing objects are intact"), "{text}");
+    }
+
+    #[test]
+    fn large_objects_are_mapped_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let connector = FileConnector::new(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(MMAP_THRESHOLD as usize + 4097))
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let key = block_on(connector.put(&data, &PutOptions::default())).unwrap();
+        let back = block_on(connector.get(&key)).unwrap().unwrap();
+        assert!(back[..] == data[..]);
+        // The mapping outlives the unlink that evict does.
+        block_on(connector.evict(&key)).unwrap();
+        assert_eq!(back.len(), data.len());
+        assert_eq!(back[back.len() - 1], data[data.len() - 1]);
+    }
+
+    #[test]
+    fn relative_dirs_in_configs_are_refused() {
+        let config =
+            ConnectorConfig::new("file", serde_json::json!({"dir": "relative/path"})).unwrap();
+        assert!(matches!(config.build(), Err(Error::InvalidConfig { .. })));
     }
 }
