@@ -24,11 +24,16 @@
 //! [`block_on`] bridge that lets synchronous code wait on the library's async I/O.
 
 #![warn(missing_docs)]
+// The emulator's endpoint document is one large `json!` literal.
+#![recursion_limit = "256"]
 
 pub mod connector;
 mod error;
 pub mod proxy;
 mod runtime;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod transfer;
 
 pub use error::{Error, Result};
 pub use proxy::{

@@ -1,0 +1,252 @@
+//! The emulator's settings: the same struct backs `ps-globus sim serve` flags and
+//! `--config sim.toml` (where secrets can live, out of `ps`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How an emulator behaves. `Default` gives a quiet, fast emulator with no collections.
+///
+/// ```
+/// let config: ps_globus::sim::SimConfig = toml::from_str(r#"
+///     task_latency_ms = 250
+///     bandwidth = "500MB/s"
+///     static_token = "secret-token"
+///     [collections.a]
+///     root = "/tmp/a"
+///     [[faults]]
+///     kind = "file_not_found"
+///     path = "/broken/*"
+/// "#).unwrap();
+/// assert_eq!(config.bandwidth_bytes_per_s().unwrap(), Some(500_000_000));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Where to listen (default `127.0.0.1:0`: loopback, any free port).
+    pub listen: SocketAddr,
+    /// Collections by name.
+    pub collections: BTreeMap<String, CollectionConfig>,
+    /// A bearer token valid for every scope, for one fixed identity.
+    pub static_token: Option<String>,
+    /// Confidential clients for the `client_credentials` grant: id → secret.
+    pub clients: BTreeMap<String, String>,
+    /// Native-app client ids; when empty, any well-formed UUID is accepted.
+    pub native_clients: Vec<String>,
+    /// Per-task overhead, spent after a task takes a running slot (milliseconds).
+    pub task_latency_ms: u64,
+    /// Copy rate per running task, e.g. `"500MB/s"`, `"1GiB/s"`; absent: unlimited.
+    pub bandwidth: Option<String>,
+    /// Requests per second per identity, averaged over 10 s; absent: unlimited.
+    pub rate_limit: Option<u32>,
+    /// Probability that a Transfer request answers 503 (seeded; 0 disables).
+    pub fail_rate: f64,
+    /// Seed for every injected fault.
+    pub seed: u64,
+    /// Access-token lifetime in seconds (Globus: 172800).
+    pub token_lifetime_s: u64,
+    /// Queued + running tasks allowed per identity.
+    pub pending_cap: usize,
+    /// How often a task retries a failing path (milliseconds).
+    pub fault_retry_ms: u64,
+    /// Checksum mismatches tolerated per file before the task fails.
+    pub checksum_retries: u32,
+    /// Injected faults.
+    pub faults: Vec<FaultConfig>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            collections: BTreeMap::new(),
+            static_token: None,
+            clients: BTreeMap::new(),
+            native_clients: Vec::new(),
+            task_latency_ms: 0,
+            bandwidth: None,
+            rate_limit: None,
+            fail_rate: 0.0,
+            seed: 0,
+            token_lifetime_s: 172_800,
+            pending_cap: 100,
+            fault_retry_ms: 1000,
+            checksum_retries: 3,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// One collection: a local directory served as a Globus collection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// The directory that is the collection's `/` (and `/~/`).
+    pub root: PathBuf,
+    /// Present it as a GCSv5 mapped collection that needs a `data_access` consent.
+    pub requires_data_access: bool,
+    /// Present it as high-assurance (then no consent is needed).
+    pub high_assurance: bool,
+}
+
+/// One injected fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// What goes wrong.
+    pub kind: FaultKind,
+    /// For task faults: a glob matched against an item's source path (`/dir/*.dat`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// For HTTP faults: `"METHOD /route/template"`, e.g. `"GET /v0.10/task_list"`;
+    /// absent: every Transfer route.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Probability per request (HTTP faults), seeded. Default 1.
+    #[serde(default = "one")]
+    pub probability: f64,
+    /// HTTP faults hit only requests numbered `after ..` on their route per identity.
+    #[serde(default)]
+    pub after: u64,
+    /// ... and at most this many of them (absent: no end).
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// The `Retry-After` seconds of 429 and 503 answers.
+    #[serde(default = "one_u64")]
+    pub retry_after: u64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+/// The kinds of injected fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The source path is missing: retried inside the task (ACTIVE, nice_status
+    /// `FILE_NOT_FOUND`) until the deadline, or skipped with `skip_source_errors`.
+    FileNotFound,
+    /// The source path is unreadable: like `FileNotFound` with `PERMISSION_DENIED`.
+    PermissionDenied,
+    /// The destination is over quota: retried, or fatal with `fail_on_quota_errors`.
+    QuotaExceeded,
+    /// The copy's checksum never matches: `CHECKSUM_MISMATCH` events, then failure.
+    ChecksumMismatch,
+    /// The task goes INACTIVE (expired credentials or consent) until its deadline.
+    Inactive,
+    /// HTTP 429 with `Retry-After`.
+    Http429,
+    /// HTTP 503 `ServiceUnavailable` with `Retry-After`.
+    Http503,
+    /// HTTP 502 `ExternalError` (never retried by the SDK).
+    Http502,
+    /// The connection is cut in the middle of the response body.
+    ConnectionReset,
+}
+
+impl FaultKind {
+    /// Whether the fault acts on requests (rather than inside tasks).
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Http429
+                | FaultKind::Http503
+                | FaultKind::Http502
+                | FaultKind::ConnectionReset
+        )
+    }
+}
+
+impl SimConfig {
+    /// The task latency as a duration.
+    pub fn task_latency(&self) -> Duration {
+        Duration::from_millis(self.task_latency_ms)
+    }
+
+    /// The bandwidth in bytes per second, if limited.
+    pub fn bandwidth_bytes_per_s(&self) -> Result<Option<u64>, String> {
+        self.bandwidth.as_deref().map(parse_rate).transpose()
+    }
+
+    /// Checks the settings, saying what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        self.bandwidth_bytes_per_s()?;
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(format!(
+                "fail_rate {} is not between 0 and 1",
+                self.fail_rate
+            ));
+        }
+        for (name, collection) in &self.collections {
+            if name.is_empty() || name.contains(['/', ':', ' ']) {
+                return Err(format!(
+                    "collection name {name:?} must be non-empty, without / : or spaces"
+                ));
+            }
+            if !collection.root.is_dir() {
+                return Err(format!(
+                    "collection {name}: root {} is not a directory (create it first)",
+                    collection.root.display()
+                ));
+            }
+        }
+        for fault in &self.faults {
+            if fault.kind.is_http() == fault.path.is_some() {
+                return Err(format!(
+                    "fault {:?}: task faults need `path`, HTTP faults must not have one",
+                    fault.kind
+                ));
+            }
+            if let Some(path) = &fault.path {
+                glob::Pattern::new(path).map_err(|e| format!("fault path {path:?}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `500MB/s`, `1GiB/s`, `100 kB/s`, `12345` (bytes per second).
+///
+/// ```
+/// use ps_globus::sim::parse_rate;
+/// assert_eq!(parse_rate("500MB/s"), Ok(500_000_000));
+/// assert_eq!(parse_rate("1GiB/s"), Ok(1 << 30));
+/// assert!(parse_rate("fast").is_err());
+/// ```
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches("/s").trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("bandwidth {text:?}: expected a number and a unit, e.g. 500MB/s"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "bandwidth {text:?}: unknown unit {other:?} (use B, kB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    let rate = number * scale;
+    if rate < 1.0 {
+        return Err(format!("bandwidth {text:?} is below 1 byte per second"));
+    }
+    Ok(rate as u64)
+}

@@ -1,0 +1,852 @@
+//! Running tasks: wait for a slot, spend the latency, then really copy or delete files.
+//!
+//! The copy is streamed in fixed-size chunks (constant memory) and written in place, as
+//! the real service does, so a reader that does not wait for the task can see a partial
+//! file. Bandwidth is a token bucket per running task. Path faults make a task retry
+//! while it stays ACTIVE with the failing code as `nice_status`, until its deadline.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::SimState;
+use super::checksum::{self, Algorithm, Hasher};
+use super::config::FaultKind;
+use super::paths::{self, Resolved};
+use super::tasks::{Request, TaskHandle};
+use crate::transfer::types::{
+    DeleteRequest, FatalError, FilterRule, SkippedError, SuccessfulTransfer, TransferRequest,
+    format_time, status,
+};
+
+const CHUNK: usize = 256 * 1024;
+
+/// Drives one task from queued to final. Runs on the emulator's runtime.
+pub(crate) async fn run(sim: Arc<SimState>, task: Arc<TaskHandle>) {
+    // Wait for a running slot (in submission order), or for cancel or the deadline.
+    loop {
+        let slot_freed = sim.tasks.slots_changed.notified();
+        let changed = task.changed.notified();
+        if sim.tasks.try_start(&task) {
+            break;
+        }
+        if let Some(stop) = task.stop_reason() {
+            sim.tasks.leave_queue(&task);
+            finish(&sim, &task, Some(stop));
+            return;
+        }
+        let deadline = task.state().deadline;
+        tokio::select! {
+            _ = slot_freed => {}
+            _ = changed => {}
+            _ = sleep_until(deadline) => {}
+        }
+    }
+    let outcome = async {
+        // The per-task overhead, spent holding the slot, before any copying.
+        let latency = sim.config.task_latency();
+        let until = tokio::time::Instant::now() + latency;
+        loop {
+            if let Some(stop) = task.stop_reason() {
+                return Some(stop);
+            }
+            let changed = task.changed.notified();
+            let deadline = task.state().deadline;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = changed => {}
+                _ = sleep_until(deadline) => {}
+            }
+        }
+        {
+            let mut state = task.state();
+            state.started = Some(Instant::now());
+            state.set_ok();
+            state.event(
+                "STARTED",
+                "started",
+                "{\"type\": \"ps-globus emulator\"}",
+                false,
+            );
+        }
+        let (sim2, task2) = (Arc::clone(&sim), Arc::clone(&task));
+        tokio::task::spawn_blocking(move || execute(&sim2, &task2))
+            .await
+            .unwrap_or_else(|e| {
+                Some(FatalError {
+                    code: "ENDPOINT_ERROR".into(),
+                    description: format!("emulator worker failed: {e}"),
+                })
+            })
+    }
+    .await;
+    sim.tasks.release(&task);
+    finish(&sim, &task, outcome);
+}
+
+async fn sleep_until(deadline: chrono::DateTime<Utc>) {
+    let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::sleep(left).await;
+}
+
+fn finish(sim: &SimState, task: &TaskHandle, fatal: Option<FatalError>) {
+    let (kind, status) = {
+        let mut state = task.state();
+        state.finish(fatal);
+        (task.kind.as_str(), state.doc.status.clone())
+    };
+    sim.stats.task_finished(kind, &status);
+    task.changed.notify_waiters();
+}
+
+/// What a failing path does to the task.
+enum PathOutcome {
+    /// Skipped (skip_source_errors): go on with the next item.
+    Skipped,
+    /// The task must end with this error.
+    Fatal(FatalError),
+}
+
+/// Runs a task's work on a blocking thread; `Some` is the fatal error, `None` success.
+fn execute(sim: &SimState, task: &TaskHandle) -> Option<FatalError> {
+    let worker = Worker { sim, task };
+    let result = match &task.request {
+        Request::Transfer(req) => worker.transfer(req),
+        Request::Delete(req) => worker.delete(req),
+    };
+    result.err()
+}
+
+struct Worker<'a> {
+    sim: &'a SimState,
+    task: &'a TaskHandle,
+}
+
+/// One file to copy.
+struct FilePlan {
+    src: PathBuf,
+    src_path: String,
+    dst: PathBuf,
+    dst_path: String,
+    external: Option<(String, Option<String>)>,
+}
+
+fn fatal(code: &str, description: impl Into<String>) -> FatalError {
+    FatalError {
+        code: code.into(),
+        description: description.into(),
+    }
+}
+
+fn io_code(e: &io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::NotFound => "FILE_NOT_FOUND",
+        ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => "QUOTA_EXCEEDED",
+        ErrorKind::NotADirectory => "NOT_A_DIRECTORY",
+        _ => "ENDPOINT_ERROR",
+    }
+}
+
+impl Worker<'_> {
+    fn stop(&self) -> Result<(), FatalError> {
+        match self.task.stop_reason() {
+            Some(stop) => Err(stop),
+            None => Ok(()),
+        }
+    }
+
+    /// Sleeps up to `duration`, waking early (with the reason) on cancel or deadline.
+    fn sleep(&self, duration: Duration) -> Result<(), FatalError> {
+        let end = Instant::now() + duration;
+        loop {
+            self.stop()?;
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(10)));
+        }
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut super::tasks::TaskState) -> R) -> R {
+        f(&mut self.task.state())
+    }
+
+    fn path_fault(&self, path: &str) -> Option<FaultKind> {
+        self.sim.faults.path_fault(path)
+    }
+
+    /// Handles a failing source path: skip it, fail the task, or retry until it heals or
+    /// the task stops. `check` is re-run after each retry interval; `Ok` means healed.
+    fn retry_path<T>(
+        &self,
+        code: &str,
+        source_path: &str,
+        destination_path: &str,
+        skip_source_errors: bool,
+        fail_on_quota: bool,
+        mut check: impl FnMut() -> Result<T, (String, String)>,
+    ) -> Result<Result<T, PathOutcome>, FatalError> {
+        let mut code = code.to_owned();
+        loop {
+            let details = format!("{code} on {source_path}");
+            if skip_source_errors && (code == "FILE_NOT_FOUND" || code == "PERMISSION_DENIED") {
+                self.with_state(|s| {
+                    s.doc.subtasks_skipped_errors += 1;
+                    s.skipped.push(SkippedError {
+                        data_type: "skipped_error".into(),
+                        source_path: source_path.into(),
+                        destination_path: destination_path.into(),
+                        error_code: code.clone(),
+                        error_details: details.clone(),
+                        error_time: format_time(Utc::now()),
+                        is_directory: false,
+                        is_symlink: false,
+                        is_delete_destination_extra: false,
+                        external_checksum: None,
+                        checksum_algorithm: None,
+                    });
+                    s.event("SKIPPED_ERRORS", "skipped errors", &details, true);
+                });
+                return Ok(Err(PathOutcome::Skipped));
+            }
+            if code == "QUOTA_EXCEEDED" && fail_on_quota {
+                return Ok(Err(PathOutcome::Fatal(fatal(&code, details))));
+            }
+            let retry = Duration::from_millis(self.sim.config.fault_retry_ms);
+            self.with_state(|s| {
+                s.set_retrying(&code, &details, retry.as_secs() as i64);
+                s.event(
+                    &code,
+                    &code.to_lowercase().replace('_', " "),
+                    &details,
+                    true,
+                );
+            });
+            self.sleep(retry)?;
+            match check() {
+                Ok(value) => {
+                    self.with_state(|s| s.set_ok());
+                    return Ok(Ok(value));
+                }
+                Err((next, _)) => code = next,
+            }
+        }
+    }
+
+    fn transfer(&self, req: &TransferRequest) -> Result<(), FatalError> {
+        let src = self.sim.collection_by_id(&req.source_endpoint);
+        let dst = self.sim.collection_by_id(&req.destination_endpoint);
+        let (Some(src), Some(dst)) = (src, dst) else {
+            return Err(fatal(
+                "ENDPOINT_ERROR",
+                "a collection of this task no longer exists",
+            ));
+        };
+        let skip = req.skip_source_errors.unwrap_or(false);
+        let fail_on_quota = req.fail_on_quota_errors.unwrap_or(false);
+        let mut bucket = Bucket::new(self.sim.bandwidth);
+        for item in &req.data {
+            self.stop()?;
+            self.with_state(|s| s.doc.subtasks_total += 1);
+            let resolve = |root: &Path, p: &str| {
+                paths::resolve(root, p).map_err(|e| fatal("PERMISSION_DENIED", e.0))
+            };
+            let source = resolve(&src.root, &item.source_path)?;
+            let dest = resolve(&dst.root, &item.destination_path)?;
+
+            // Stat the source, through faults and real errors alike.
+            let stat = |source: &Resolved| -> Result<fs::Metadata, (String, String)> {
+                if let Some(kind) = self.path_fault(&source.path) {
+                    if let Some(code) = source_fault_code(kind) {
+                        return Err((code.into(), "injected".into()));
+                    }
+                }
+                fs::metadata(&source.local).map_err(|e| (io_code(&e).into(), e.to_string()))
+            };
+            let meta = match stat(&source) {
+                Ok(meta) => meta,
+                Err((code, _)) => {
+                    match self.retry_path(
+                        &code,
+                        &source.path,
+                        &dest.path,
+                        skip,
+                        fail_on_quota,
+                        || stat(&source),
+                    )? {
+                        Ok(meta) => meta,
+                        Err(PathOutcome::Skipped) => continue,
+                        Err(PathOutcome::Fatal(e)) => return Err(e),
+                    }
+                }
+            };
+            if self.path_fault(&source.path) == Some(FaultKind::Inactive) {
+                return self.go_inactive(&source.path);
+            }
+            let recursive = item.recursive.unwrap_or(meta.is_dir());
+            if recursive && !meta.is_dir() {
+                return Err(fatal(
+                    "NOT_A_DIRECTORY",
+                    format!("{} is a file; recursive was set", source.path),
+                ));
+            }
+            if !recursive && meta.is_dir() {
+                return Err(fatal(
+                    "IS_A_DIRECTORY",
+                    format!("{} is a directory; set recursive", source.path),
+                ));
+            }
+            let external = item
+                .external_checksum
+                .clone()
+                .map(|c| (c, item.checksum_algorithm.clone()));
+            let mut plans = Vec::new();
+            if recursive {
+                let rules = req.filter_rules.as_deref().unwrap_or_default();
+                self.expand(&source, &dest, rules, &mut plans)?;
+            } else {
+                plans.push(FilePlan {
+                    src: source.local.clone(),
+                    src_path: source.path.clone(),
+                    dst: dest.local.clone(),
+                    dst_path: dest.path.clone(),
+                    external,
+                });
+            }
+            self.with_state(|s| {
+                s.doc.subtasks_succeeded += 1;
+                s.doc.files += plans.len() as u64;
+                s.doc.subtasks_total += plans.len() as u64;
+            });
+            let mut copied = BTreeSet::new();
+            for plan in &plans {
+                copied.insert(plan.dst.clone());
+                self.copy_one(req, plan, &mut bucket, skip, fail_on_quota)?;
+            }
+            if recursive && req.delete_destination_extra.unwrap_or(false) {
+                self.delete_extra(&dest.local, &source.local, &copied)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists a source directory recursively (applying filter rules), creating the
+    /// destination directories and planning every file.
+    fn expand(
+        &self,
+        source: &Resolved,
+        dest: &Resolved,
+        rules: &[FilterRule],
+        plans: &mut Vec<FilePlan>,
+    ) -> Result<(), FatalError> {
+        let mut stack = vec![(
+            source.local.clone(),
+            source.path.clone(),
+            dest.local.clone(),
+            dest.path.clone(),
+        )];
+        while let Some((src_dir, src_path, dst_dir, dst_path)) = stack.pop() {
+            self.stop()?;
+            fs::create_dir_all(&dst_dir)
+                .map_err(|e| fatal(io_code(&e), format!("mkdir {dst_path}: {e}")))?;
+            let entries = fs::read_dir(&src_dir)
+                .map_err(|e| fatal(io_code(&e), format!("list {src_path}: {e}")))?;
+            let mut names: Vec<(String, bool)> = Vec::new();
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| fatal(io_code(&e), format!("list {src_path}: {e}")))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                // Symlinks are not followed ("recursive_symlinks": "ignore").
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_symlink() {
+                    continue;
+                }
+                names.push((name, kind.is_dir()));
+            }
+            names.sort();
+            for (name, is_dir) in names {
+                if !filter_allows(rules, &name, is_dir) {
+                    continue;
+                }
+                let (s, sp) = (src_dir.join(&name), paths::join(&src_path, &name));
+                let (d, dp) = (dst_dir.join(&name), paths::join(&dst_path, &name));
+                if is_dir {
+                    self.with_state(|st| st.doc.directories += 1);
+                    stack.push((s, sp, d, dp));
+                } else {
+                    plans.push(FilePlan {
+                        src: s,
+                        src_path: sp,
+                        dst: d,
+                        dst_path: dp,
+                        external: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_extra(
+        &self,
+        dst_root: &Path,
+        src_root: &Path,
+        keep: &BTreeSet<PathBuf>,
+    ) -> Result<(), FatalError> {
+        let mut stack = vec![dst_root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let relative = path.strip_prefix(dst_root).unwrap_or(&path);
+                let in_source = src_root.join(relative).exists();
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    if in_source {
+                        stack.push(path);
+                    } else {
+                        let _ = fs::remove_dir_all(&path);
+                    }
+                } else if !keep.contains(&path) && !in_source {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn go_inactive(&self, path: &str) -> Result<(), FatalError> {
+        self.with_state(|s| {
+            let d = &mut s.doc;
+            d.status = status::INACTIVE.into();
+            d.is_ok = Some(false);
+            d.nice_status = Some("INACTIVE".into());
+            d.nice_status_short_description = Some("credentials or consent expired".into());
+            d.nice_status_details = Some(format!(
+                "the task cannot use its collections' credentials or consent (at {path}); \
+                 log in again with the needed consents"
+            ));
+            s.event("PAUSED", "paused", "credentials or consent expired", true);
+        });
+        loop {
+            self.sleep(Duration::from_millis(50))?;
+        }
+    }
+
+    /// Copies one file (or skips it by sync level), verifying checksums; retries
+    /// failing paths as the task's policy says.
+    fn copy_one(
+        &self,
+        req: &TransferRequest,
+        plan: &FilePlan,
+        bucket: &mut Bucket,
+        skip: bool,
+        fail_on_quota: bool,
+    ) -> Result<(), FatalError> {
+        let mut mismatches = 0u32;
+        loop {
+            self.stop()?;
+            let fault = self.path_fault(&plan.src_path);
+            let mut attempt = || -> Result<Copied, (String, String)> {
+                if let Some(code) = fault.and_then(source_fault_code) {
+                    return Err((code.into(), "injected".into()));
+                }
+                if fault == Some(FaultKind::QuotaExceeded) {
+                    return Err(("QUOTA_EXCEEDED".into(), "injected".into()));
+                }
+                self.copy_bytes(req, plan, bucket)
+                    .map_err(|e| (io_code(&e).into(), e.to_string()))
+            };
+            let copied = match attempt() {
+                Ok(copied) => copied,
+                Err((code, _)) => {
+                    match self.retry_path(
+                        &code,
+                        &plan.src_path,
+                        &plan.dst_path,
+                        skip,
+                        fail_on_quota,
+                        attempt,
+                    )? {
+                        Ok(copied) => copied,
+                        Err(PathOutcome::Skipped) => return Ok(()),
+                        Err(PathOutcome::Fatal(e)) => return Err(e),
+                    }
+                }
+            };
+            let copied = match copied {
+                Copied::Skipped => {
+                    self.with_state(|s| {
+                        s.doc.files_skipped += 1;
+                        s.doc.subtasks_succeeded += 1;
+                    });
+                    return Ok(());
+                }
+                Copied::Done(done) => done,
+            };
+            let mismatch = self.checksum_problem(req, plan, &copied, fault);
+            match mismatch {
+                None => {
+                    if req.preserve_timestamp.unwrap_or(false) {
+                        if let Ok(mtime) = fs::metadata(&plan.src).and_then(|m| m.modified()) {
+                            let _ = fs::File::options()
+                                .write(true)
+                                .open(&plan.dst)
+                                .and_then(|f| f.set_modified(mtime));
+                        }
+                    }
+                    self.with_state(|s| {
+                        s.doc.files_transferred += 1;
+                        s.doc.subtasks_succeeded += 1;
+                        s.successful.push(SuccessfulTransfer {
+                            data_type: "successful_transfer".into(),
+                            source_path: plan.src_path.clone(),
+                            destination_path: plan.dst_path.clone(),
+                        });
+                    });
+                    return Ok(());
+                }
+                Some(details) => {
+                    mismatches += 1;
+                    self.with_state(|s| {
+                        s.set_retrying("CHECKSUM_MISMATCH", &details, 1);
+                        s.event("CHECKSUM_MISMATCH", "checksum mismatch", &details, true);
+                    });
+                    if mismatches > self.sim.config.checksum_retries {
+                        return Err(fatal("CHECKSUM_MISMATCH", details));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why the copy's checksum is not acceptable, if it is not.
+    fn checksum_problem(
+        &self,
+        req: &TransferRequest,
+        plan: &FilePlan,
+        copied: &Done,
+        fault: Option<FaultKind>,
+    ) -> Option<String> {
+        if fault == Some(FaultKind::ChecksumMismatch) {
+            return Some(format!(
+                "checksum of {} at the destination does not match the source (injected)",
+                plan.dst_path
+            ));
+        }
+        if let Some((expected, algorithm)) = &plan.external {
+            let got = copied.external.as_deref().unwrap_or_default();
+            if !expected.eq_ignore_ascii_case(got) {
+                return Some(format!(
+                    "{} checksum of {} is {got}, but the external checksum is {expected}",
+                    algorithm.as_deref().unwrap_or("MD5"),
+                    plan.src_path
+                ));
+            }
+        }
+        if req.verify_checksum.unwrap_or(false) {
+            let dest = checksum::of_file(&plan.dst, Algorithm::Md5).unwrap_or_default();
+            self.with_state(|s| s.doc.bytes_checksummed += copied.bytes);
+            if Some(&dest) != copied.md5.as_ref() {
+                return Some(format!(
+                    "checksum of {} differs after the copy",
+                    plan.dst_path
+                ));
+            }
+        }
+        None
+    }
+
+    /// Streams `plan.src` into `plan.dst` in place, honouring the sync level and the
+    /// bandwidth; returns the checksums computed on the way.
+    fn copy_bytes(
+        &self,
+        req: &TransferRequest,
+        plan: &FilePlan,
+        bucket: &mut Bucket,
+    ) -> io::Result<Copied> {
+        let src_meta = fs::metadata(&plan.src)?;
+        if let Some(level) = req.sync_level {
+            if let Ok(dst_meta) = fs::metadata(&plan.dst) {
+                let same = match level {
+                    0 => true,
+                    1 => dst_meta.len() == src_meta.len(),
+                    2 => {
+                        dst_meta.len() == src_meta.len()
+                            && dst_meta.modified()? >= src_meta.modified()?
+                    }
+                    _ => {
+                        dst_meta.len() == src_meta.len()
+                            && checksum::of_file(&plan.src, Algorithm::Md5)?
+                                == checksum::of_file(&plan.dst, Algorithm::Md5)?
+                    }
+                };
+                if same {
+                    return Ok(Copied::Skipped);
+                }
+            }
+        }
+        let mut md5 = req
+            .verify_checksum
+            .unwrap_or(false)
+            .then(|| Hasher::new(Algorithm::Md5));
+        let external_algorithm = plan.external.as_ref().map(|(_, a)| {
+            a.as_deref()
+                .map(Algorithm::parse)
+                .unwrap_or(Some(Algorithm::Md5))
+        });
+        let mut external = match external_algorithm {
+            Some(Some(a)) => Some(Hasher::new(a)),
+            Some(None) => {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidInput,
+                    "unknown checksum algorithm",
+                ));
+            }
+            None => None,
+        };
+        let mut input = fs::File::open(&plan.src)?;
+        if let Some(parent) = plan.dst.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let mut output = fs::File::create(&plan.dst)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        loop {
+            if self.task.stop_reason().is_some() {
+                return Err(io::Error::new(ErrorKind::Interrupted, "task stopped"));
+            }
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(wait) = bucket.take(n as u64) {
+                self.sleep(wait)
+                    .map_err(|_| io::Error::new(ErrorKind::Interrupted, "task stopped"))?;
+            }
+            output.write_all(&buf[..n])?;
+            for h in [md5.as_mut(), external.as_mut()].into_iter().flatten() {
+                h.update(&buf[..n]);
+            }
+            total += n as u64;
+            self.with_state(|s| s.doc.bytes_transferred += n as u64);
+            self.sim.stats.bytes_copied(n as u64);
+        }
+        output.flush()?;
+        Ok(Copied::Done(Done {
+            bytes: total,
+            md5: md5.map(Hasher::finish),
+            external: external.map(Hasher::finish),
+        }))
+    }
+
+    fn delete(&self, req: &DeleteRequest) -> Result<(), FatalError> {
+        let Some(collection) = self.sim.collection_by_id(&req.endpoint) else {
+            return Err(fatal(
+                "ENDPOINT_ERROR",
+                "the task's collection no longer exists",
+            ));
+        };
+        let recursive = req.recursive.unwrap_or(false);
+        let ignore_missing = req.ignore_missing.unwrap_or(false);
+        for item in &req.data {
+            self.stop()?;
+            self.with_state(|s| s.doc.subtasks_total += 1);
+            let targets = if req.interpret_globs.unwrap_or(false) {
+                expand_glob(&collection.root, &item.path)?
+            } else {
+                vec![
+                    paths::resolve(&collection.root, &item.path)
+                        .map_err(|e| fatal("PERMISSION_DENIED", e.0))?,
+                ]
+            };
+            let mut missing = targets.is_empty();
+            for target in &targets {
+                if target.path == "/" {
+                    return Err(fatal(
+                        "PERMISSION_DENIED",
+                        "refusing to delete the collection root",
+                    ));
+                }
+                match fs::symlink_metadata(&target.local) {
+                    Err(e) if e.kind() == ErrorKind::NotFound => missing = true,
+                    Err(e) => return Err(fatal(io_code(&e), format!("{}: {e}", target.path))),
+                    Ok(meta) if meta.is_dir() => {
+                        if !recursive {
+                            return Err(fatal(
+                                "IS_A_DIRECTORY",
+                                format!("{} is a directory; set recursive", target.path),
+                            ));
+                        }
+                        fs::remove_dir_all(&target.local)
+                            .map_err(|e| fatal(io_code(&e), e.to_string()))?;
+                        self.with_state(|s| s.doc.directories += 1);
+                    }
+                    Ok(_) => {
+                        fs::remove_file(&target.local)
+                            .map_err(|e| fatal(io_code(&e), e.to_string()))?;
+                        self.with_state(|s| s.doc.files += 1);
+                    }
+                }
+            }
+            if missing && !ignore_missing {
+                self.with_state(|s| {
+                    s.doc.faults += 1;
+                    s.doc.subtasks_failed += 1;
+                });
+                return Err(fatal("FILE_NOT_FOUND", "file not found"));
+            }
+            self.with_state(|s| s.doc.subtasks_succeeded += 1);
+        }
+        Ok(())
+    }
+}
+
+/// Expands `*`, `?` and `[...]` in the last component of a delete path.
+fn expand_glob(root: &Path, path: &str) -> Result<Vec<Resolved>, FatalError> {
+    let (dir, pattern) = path.rsplit_once('/').unwrap_or(("", path));
+    let dir = paths::resolve(root, if dir.is_empty() { "/" } else { dir })
+        .map_err(|e| fatal("PERMISSION_DENIED", e.0))?;
+    if !pattern.contains(['*', '?', '[']) {
+        return Ok(vec![
+            paths::resolve(root, path).map_err(|e| fatal("PERMISSION_DENIED", e.0))?,
+        ]);
+    }
+    let glob = glob::Pattern::new(pattern)
+        .map_err(|e| fatal("ENDPOINT_ERROR", format!("bad glob {pattern:?}: {e}")))?;
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir(&dir.local) {
+        for entry in entries.flatten() {
+            if let Ok(name) = entry.file_name().into_string() {
+                if glob.matches(&name) {
+                    let p = paths::join(&dir.path, &name);
+                    found.push(
+                        paths::resolve(root, &p).map_err(|e| fatal("PERMISSION_DENIED", e.0))?,
+                    );
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// First matching rule wins; no match includes.
+fn filter_allows(rules: &[FilterRule], name: &str, is_dir: bool) -> bool {
+    for rule in rules {
+        let applies = match rule.kind.as_deref() {
+            Some("file") => !is_dir,
+            Some("dir") => is_dir,
+            _ => true,
+        };
+        if applies
+            && glob::Pattern::new(&rule.name)
+                .map(|p| p.matches(name))
+                .unwrap_or(false)
+        {
+            return rule.method != "exclude";
+        }
+    }
+    true
+}
+
+fn source_fault_code(kind: FaultKind) -> Option<&'static str> {
+    match kind {
+        FaultKind::FileNotFound => Some("FILE_NOT_FOUND"),
+        FaultKind::PermissionDenied => Some("PERMISSION_DENIED"),
+        _ => None,
+    }
+}
+
+enum Copied {
+    Skipped,
+    Done(Done),
+}
+
+struct Done {
+    bytes: u64,
+    md5: Option<String>,
+    external: Option<String>,
+}
+
+/// A token bucket of bytes per second, with a tenth of a second of burst.
+struct Bucket {
+    rate: Option<f64>,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Option<u64>) -> Self {
+        Bucket {
+            rate: rate.map(|r| r as f64),
+            tokens: rate.map_or(0.0, |r| r as f64 / 10.0),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` bytes' worth of tokens; returns how long to wait before sending them.
+    fn take(&mut self, n: u64) -> Option<Duration> {
+        let rate = self.rate?;
+        let now = Instant::now();
+        let burst = rate / 10.0;
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate)
+            .min(burst.max(n as f64));
+        self.last = now;
+        self.tokens -= n as f64;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(method: &str, name: &str, kind: Option<&str>) -> FilterRule {
+        FilterRule {
+            data_type: "filter_rule".into(),
+            method: method.into(),
+            name: name.into(),
+            kind: kind.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn filter_rules_first_match_wins() {
+        let rules = [
+            rule("include", "keep.tmp", None),
+            rule("exclude", "*.tmp", Some("file")),
+            rule("exclude", "cache", Some("dir")),
+        ];
+        assert!(filter_allows(&rules, "keep.tmp", false));
+        assert!(!filter_allows(&rules, "x.tmp", false));
+        assert!(
+            filter_allows(&rules, "x.tmp", true),
+            "the exclude applies to files only"
+        );
+        assert!(!filter_allows(&rules, "cache", true));
+        assert!(filter_allows(&rules, "data.bin", false));
+    }
+
+    #[test]
+    fn bucket_accounts_bytes_over_time() {
+        let mut bucket = Bucket::new(Some(1_000_000));
+        // The first tenth of a second is burst; then 1 MB costs ~1 s.
+        assert!(bucket.take(100_000).is_none());
+        let wait = bucket.take(1_000_000).unwrap();
+        assert!(wait >= Duration::from_millis(900), "{wait:?}");
+        assert!(Bucket::new(None).take(u64::MAX).is_none());
+    }
+}
