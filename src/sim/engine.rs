@@ -47,6 +47,18 @@ pub(crate) async fn run(sim: Arc<SimState>, task: Arc<TaskHandle>) {
             _ = sleep_until(deadline) => {}
         }
     }
+    {
+        let mut state = task.state();
+        state.started = Some(Instant::now());
+        state.set_ok();
+        state.event(
+            "STARTED",
+            "started",
+            "{\"type\": \"ps-globus emulator\"}",
+            false,
+        );
+    }
+    task.changed.notify_waiters();
     let outcome = async {
         // The per-task overhead, spent holding the slot, before any copying.
         let latency = sim.config.task_latency();
@@ -62,17 +74,6 @@ pub(crate) async fn run(sim: Arc<SimState>, task: Arc<TaskHandle>) {
                 _ = changed => {}
                 _ = sleep_until(deadline) => {}
             }
-        }
-        {
-            let mut state = task.state();
-            state.started = Some(Instant::now());
-            state.set_ok();
-            state.event(
-                "STARTED",
-                "started",
-                "{\"type\": \"ps-globus emulator\"}",
-                false,
-            );
         }
         let (sim2, task2) = (Arc::clone(&sim), Arc::clone(&task));
         tokio::task::spawn_blocking(move || execute(&sim2, &task2))
@@ -174,8 +175,11 @@ impl Worker<'_> {
         }
     }
 
+    /// Changes the task's state and wakes whoever watches it.
     fn with_state<R>(&self, f: impl FnOnce(&mut super::tasks::TaskState) -> R) -> R {
-        f(&mut self.task.state())
+        let result = f(&mut self.task.state());
+        self.task.changed.notify_waiters();
+        result
     }
 
     fn path_fault(&self, path: &str) -> Option<FaultKind> {

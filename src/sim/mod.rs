@@ -309,7 +309,64 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/v2/api/clients", post(auth::create_client))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe));
-    api.route("/__sim/stats", get(sim_stats)).with_state(state)
+    api.route("/__sim/stats", get(sim_stats))
+        .route("/__sim/wait/{id}", get(sim_wait))
+        .with_state(state)
+}
+
+/// `GET /__sim/wait/{task}?until=final|running|progress|retrying|inactive&timeout_ms=N`:
+/// answers with the task document once the condition holds (or the task is final), or
+/// 408 after the timeout (default 60 s). A test affordance: it lets a test observe a
+/// task's states without polling, and it is not counted in the stats.
+async fn sim_wait(
+    State(sim): State<Arc<SimState>>,
+    axum::extract::Path(id): axum::extract::Path<Uuid>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(task) = sim.tasks.get(&id) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "TaskNotFound",
+            format!("Task {id} not found"),
+        )
+        .into_response();
+    };
+    let until = q.get("until").map_or("final", String::as_str).to_owned();
+    let timeout = std::time::Duration::from_millis(
+        q.get("timeout_ms")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(60_000),
+    );
+    let holds = |doc: &crate::transfer::types::Task| {
+        doc.is_final()
+            || match until.as_str() {
+                "running" => doc.nice_status.as_deref() != Some("Queued"),
+                "progress" => doc.bytes_transferred > 0,
+                "retrying" => doc.is_ok == Some(false),
+                "inactive" => doc.status == crate::transfer::types::status::INACTIVE,
+                _ => false,
+            }
+    };
+    let waited = tokio::time::timeout(timeout, async {
+        loop {
+            let changed = task.changed.notified();
+            let doc = task.state().doc.clone();
+            if holds(&doc) {
+                return doc;
+            }
+            changed.await;
+        }
+    })
+    .await;
+    match waited {
+        Ok(doc) => axum::Json(doc).into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "Timeout",
+            format!("task {id} did not reach {until:?} in time"),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(request: Request) -> Response {

@@ -1,0 +1,1108 @@
+//! The emulator over HTTP: each Transfer resource, the task lifecycle, Duplicate, filters,
+//! pagination, concurrency limits, the latency model, faults, path confinement, and Auth.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ps_globus::sim::{CollectionConfig, FaultConfig, FaultKind};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::emulator::{Emu, write};
+
+fn fault(kind: FaultKind, path: Option<&str>, route: Option<&str>) -> FaultConfig {
+    FaultConfig {
+        kind,
+        path: path.map(Into::into),
+        route: route.map(Into::into),
+        probability: 1.0,
+        after: 0,
+        count: None,
+        retry_after: 1,
+    }
+}
+
+/// Every key SPEC §3.4 lists for the task document.
+const TASK_KEYS: &[&str] = &[
+    "task_id",
+    "type",
+    "status",
+    "label",
+    "owner_id",
+    "request_time",
+    "completion_time",
+    "deadline",
+    "source_endpoint_id",
+    "source_endpoint_display_name",
+    "destination_endpoint_id",
+    "destination_endpoint_display_name",
+    "sync_level",
+    "verify_checksum",
+    "encrypt_data",
+    "preserve_timestamp",
+    "delete_destination_extra",
+    "skip_source_errors",
+    "fail_on_quota_errors",
+    "recursive_symlinks",
+    "filter_rules",
+    "command",
+    "files",
+    "directories",
+    "symlinks",
+    "files_transferred",
+    "files_skipped",
+    "bytes_transferred",
+    "bytes_checksummed",
+    "effective_bytes_per_second",
+    "subtasks_total",
+    "subtasks_pending",
+    "subtasks_retrying",
+    "subtasks_succeeded",
+    "subtasks_failed",
+    "subtasks_canceled",
+    "subtasks_expired",
+    "subtasks_skipped_errors",
+    "faults",
+    "fatal_error",
+    "is_ok",
+    "is_paused",
+    "nice_status",
+    "nice_status_short_description",
+    "nice_status_details",
+    "nice_status_expires_in",
+    "canceled_by_admin",
+    "canceled_by_admin_message",
+    "history_deleted",
+];
+
+#[tokio::test]
+async fn a_transfer_really_copies_and_reports_like_globus() {
+    let emu = Emu::start();
+    write(emu.root_a(), "data/x.bin", &vec![7u8; 300_000]);
+    write(emu.root_a(), "tree/keep.txt", b"keep");
+    write(emu.root_a(), "tree/skip.tmp", b"skip");
+    write(emu.root_a(), "tree/sub/deep.txt", b"deep");
+    let task = emu
+        .submit(
+            &[("/~/data/x.bin", "/~/out/x.bin"), ("/tree", "/copy")],
+            json!({"label": "first", "verify_checksum": true,
+                   "filter_rules": [{"DATA_TYPE": "filter_rule", "method": "exclude", "name": "*.tmp", "type": "file"}]}),
+        )
+        .await;
+    let doc = emu.wait(&task, "final").await;
+    for key in TASK_KEYS {
+        assert!(doc.get(*key).is_some(), "task document lacks {key}");
+    }
+    assert_eq!(doc["status"], "SUCCEEDED");
+    assert_eq!(doc["type"], "TRANSFER");
+    assert_eq!(doc["label"], "first");
+    assert_eq!(doc["files"], 3);
+    assert_eq!(doc["files_transferred"], 3);
+    assert_eq!(doc["bytes_transferred"], 300_008);
+    assert_eq!(doc["bytes_checksummed"], 300_008);
+    assert_eq!(
+        doc["subtasks_total"], 5,
+        "two item expansions plus three files"
+    );
+    assert_eq!(doc["subtasks_succeeded"], 5);
+    assert_eq!(doc["subtasks_pending"], 0);
+    assert_eq!(doc["is_ok"], Value::Null);
+    assert_eq!(doc["nice_status"], Value::Null);
+    assert!(doc["completion_time"].as_str().unwrap().ends_with("+00:00"));
+    assert_eq!(
+        std::fs::read(emu.root_b().join("out/x.bin")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    assert_eq!(
+        std::fs::read(emu.root_b().join("copy/sub/deep.txt")).unwrap(),
+        b"deep"
+    );
+    assert!(
+        !emu.root_b().join("copy/skip.tmp").exists(),
+        "filter rule excluded it"
+    );
+
+    let (_, ok) = emu
+        .get(&format!("/v0.10/task/{task}/successful_transfers"))
+        .await;
+    let mut copied: Vec<&str> = ok["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["destination_path"].as_str().unwrap())
+        .collect();
+    copied.sort();
+    assert_eq!(
+        copied,
+        vec!["/copy/keep.txt", "/copy/sub/deep.txt", "/out/x.bin"]
+    );
+    assert_eq!(ok["next_marker"], Value::Null);
+
+    let (_, events) = emu
+        .get(&format!("/v0.10/task/{task}/event_list?limit=1000&filter="))
+        .await;
+    let codes: Vec<&str> = events["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes.first(), Some(&"SUCCEEDED"), "newest first");
+    assert_eq!(codes.last(), Some(&"STARTED"));
+    let (_, errors) = emu
+        .get(&format!("/v0.10/task/{task}/event_list?filter=is_error:1"))
+        .await;
+    assert_eq!(errors["total"], 0);
+}
+
+#[tokio::test]
+async fn a_reused_submission_id_answers_duplicate_and_never_makes_a_second_task() {
+    let emu = Emu::start();
+    write(emu.root_a(), "f", b"once");
+    let doc = emu.transfer_doc(&[("/f", "/g")], json!({})).await;
+    let (status, first) = emu.post("/v0.10/transfer", doc.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    for _ in 0..3 {
+        let (status, again) = emu.post("/v0.10/transfer", doc.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["code"], "Duplicate");
+        assert_eq!(again["task_id"], first["task_id"]);
+    }
+    assert_eq!(emu.sim.stats().tasks(), 1);
+    let (_, list) = emu.get("/v0.10/task_list?limit=1000").await;
+    assert_eq!(list["total"], 1);
+}
+
+#[tokio::test]
+async fn bad_requests_get_globus_error_documents() {
+    let emu = Emu::start();
+    let mut doc = emu.transfer_doc(&[("/x", "/y")], json!({})).await;
+    doc["DATA"] = json!([]);
+    let (status, body) = emu.post("/v0.10/transfer", doc.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("ClientError.BadRequest.NoTransferItems")
+        )
+    );
+    assert_eq!(body["request_id"].as_str().unwrap().len(), 9);
+
+    let mut doc = emu
+        .transfer_doc(&[("/x", "/y")], json!({"label": "two\nlines"}))
+        .await;
+    let (status, _) = emu.post("/v0.10/transfer", doc.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    doc["label"] = json!("fine");
+    doc["destination_endpoint"] = json!("00000000-0000-0000-0000-000000000000");
+    let (status, body) = emu.post("/v0.10/transfer", doc).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("EndpointNotFound"))
+    );
+
+    let (status, body) = emu
+        .get("/v0.10/task/00000000-0000-0000-0000-000000000000")
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("TaskNotFound"))
+    );
+    let (status, _) = emu.get("/v0.10/task_list?limit=1001").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = emu.get("/v0.10/task_list?filter=colour:red").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ClientError.BadRequest"))
+    );
+    let (status, body) = emu
+        .call_as("wrong", Method::GET, "/v0.10/task_list", None)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("ClientError.AuthenticationFailed")
+        )
+    );
+    let (status, _) = emu
+        .http
+        .get(emu.url("/v0.10/task_list"))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = emu.get("/v0.10/no/such/resource").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ClientError.NotFound"))
+    );
+}
+
+#[tokio::test]
+async fn tasks_are_visible_only_to_their_owner() {
+    let emu = Emu::with(|c| {
+        c.clients.insert(
+            "11111111-2222-3333-4444-555555555555".into(),
+            "s3cret".into(),
+        );
+    });
+    write(emu.root_a(), "f", b"mine");
+    let task = emu.submit(&[("/f", "/g")], json!({})).await;
+    let other = emu
+        .client_token(
+            "11111111-2222-3333-4444-555555555555",
+            "s3cret",
+            "urn:globus:auth:scope:transfer.api.globus.org:all",
+        )
+        .await;
+    let (status, body) = emu
+        .call_as(&other, Method::GET, &format!("/v0.10/task/{task}"), None)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("TaskNotFound"))
+    );
+    let (_, list) = emu
+        .call_as(&other, Method::GET, "/v0.10/task_list", None)
+        .await;
+    assert_eq!(list["total"], 0);
+    let (status, _) = emu
+        .call_as(
+            &other,
+            Method::POST,
+            &format!("/v0.10/task/{task}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn task_list_filters_orders_projects_and_pages() {
+    let emu = Emu::start();
+    write(emu.root_a(), "f", b"x");
+    let mut ids = Vec::new();
+    for label in ["psg-aaa", "psg-bbb", "other"] {
+        let task = emu
+            .submit(&[("/f", &format!("/{label}"))], json!({"label": label}))
+            .await;
+        emu.wait(&task, "final").await;
+        ids.push(task);
+    }
+    let count = |list: &Value| list["DATA"].as_array().unwrap().len();
+    let (_, list) = emu.get("/v0.10/task_list?filter=label:=psg-bbb").await;
+    assert_eq!(
+        (count(&list), list["DATA"][0]["task_id"].as_str()),
+        (1, Some(ids[1].as_str()))
+    );
+    let (_, list) = emu.get("/v0.10/task_list?filter=label:~psg-*").await;
+    assert_eq!(count(&list), 2);
+    let (_, list) = emu.get("/v0.10/task_list?filter=label:!~psg").await;
+    assert_eq!(list["DATA"][0]["label"], "other");
+    let (_, list) = emu
+        .get(&format!(
+            "/v0.10/task_list?filter=task_id:{},{}/status:SUCCEEDED/type:TRANSFER,DELETE",
+            ids[0], ids[2]
+        ))
+        .await;
+    assert_eq!(count(&list), 2);
+    let (_, list) = emu
+        .get("/v0.10/task_list?filter=status:ACTIVE,INACTIVE")
+        .await;
+    assert_eq!(list["total"], 0);
+    let (_, list) = emu
+        .get("/v0.10/task_list?filter=request_time:2000-01-01,")
+        .await;
+    assert_eq!(list["total"], 3);
+
+    let (_, list) = emu.get("/v0.10/task_list").await;
+    let order: Vec<&str> = list["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        vec![ids[2].as_str(), ids[1].as_str(), ids[0].as_str()],
+        "newest first by default"
+    );
+    let (_, list) = emu
+        .get("/v0.10/task_list?orderby=label+ASC&fields=task_id,label")
+        .await;
+    let labels: Vec<&str> = list["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, vec!["other", "psg-aaa", "psg-bbb"]);
+    assert!(list["DATA"][0].get("status").is_none(), "fields projects");
+
+    let (_, page) = emu.get("/v0.10/task_list?limit=2&offset=2").await;
+    assert_eq!(
+        (
+            count(&page),
+            page["total"].as_u64(),
+            page["offset"].as_u64()
+        ),
+        (1, Some(3), Some(2))
+    );
+}
+
+#[tokio::test]
+async fn three_tasks_run_per_identity_the_rest_queue_and_the_cap_refuses_more() {
+    let emu = Emu::with(|c| {
+        c.task_latency_ms = 3_600_000; // tasks hold their slot until canceled
+        c.pending_cap = 5;
+    });
+    write(emu.root_a(), "f", b"x");
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        tasks.push(emu.submit(&[("/f", &format!("/g{i}"))], json!({})).await);
+    }
+    for task in &tasks[..3] {
+        emu.wait(task, "running").await;
+    }
+    for task in &tasks[3..] {
+        let doc = emu.task(task).await;
+        assert_eq!(
+            (doc["status"].as_str(), doc["nice_status"].as_str()),
+            (Some("ACTIVE"), Some("Queued"))
+        );
+        assert_eq!(doc["nice_status_expires_in"], -1);
+    }
+    let doc = emu.transfer_doc(&[("/f", "/over")], json!({})).await;
+    let (status, body) = emu.post("/v0.10/transfer", doc).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Cancelling a running task lets the first queued one start, in order.
+    let (status, body) = emu
+        .post(&format!("/v0.10/task/{}/cancel", tasks[0]), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::OK, Some("Canceled"))
+    );
+    let canceled = emu.task(&tasks[0]).await;
+    assert_eq!(canceled["status"], "FAILED");
+    assert_eq!(canceled["fatal_error"]["code"], "CANCELED");
+    emu.wait(&tasks[3], "running").await;
+    assert_eq!(emu.task(&tasks[4]).await["nice_status"], "Queued");
+    let (_, again) = emu
+        .post(&format!("/v0.10/task/{}/cancel", tasks[0]), json!({}))
+        .await;
+    assert_eq!(again["code"], "TaskComplete");
+    for task in &tasks[1..] {
+        emu.post(&format!("/v0.10/task/{task}/cancel"), json!({}))
+            .await;
+    }
+    let stats = emu.sim.stats();
+    assert_eq!(stats.tasks_finished["TRANSFER"]["FAILED"], 5);
+}
+
+#[tokio::test]
+async fn the_latency_is_paid_per_task_after_taking_a_slot() {
+    let latency = Duration::from_millis(150);
+    let emu = Emu::with(|c| c.task_latency_ms = latency.as_millis() as u64);
+    write(emu.root_a(), "f", b"x");
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..7 {
+        tasks.push(emu.submit(&[("/f", &format!("/g{i}"))], json!({})).await);
+    }
+    for task in &tasks {
+        assert_eq!(emu.wait(task, "final").await["status"], "SUCCEEDED");
+    }
+    // 7 tasks through 3 slots need at least 3 rounds of latency.
+    assert!(start.elapsed() >= latency * 3, "{:?}", start.elapsed());
+
+    // One task of many files pays the latency once.
+    let files: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("/many/{i}"), format!("/many-out/{i}")))
+        .collect();
+    for (s, _) in &files {
+        write(emu.root_a(), s.trim_start_matches('/'), b"y");
+    }
+    let items: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(s, d)| (s.as_str(), d.as_str()))
+        .collect();
+    let task = emu.submit(&items, json!({})).await;
+    assert_eq!(emu.wait(&task, "final").await["files_transferred"], 30);
+}
+
+#[tokio::test]
+async fn bandwidth_paces_a_copy_and_readers_can_see_a_partial_file() {
+    let emu = Emu::with(|c| c.bandwidth = Some("2MB/s".into()));
+    write(emu.root_a(), "big", &vec![1u8; 1_000_000]);
+    let start = Instant::now();
+    let task = emu.submit(&[("/big", "/big")], json!({})).await;
+    let during = emu.wait(&task, "progress").await;
+    if during["status"] == "ACTIVE" {
+        let partial = std::fs::metadata(emu.root_b().join("big"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(partial < 1_000_000, "written in place while the task runs");
+    }
+    emu.wait(&task, "final").await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "1 MB at 2 MB/s: {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn sync_levels_and_checksums() {
+    let emu = Emu::start();
+    write(emu.root_a(), "same", b"12345");
+    write(emu.root_b(), "same", b"abcde");
+    write(emu.root_a(), "grown", b"123456");
+    write(emu.root_b(), "grown", b"abc");
+    let task = emu
+        .submit(
+            &[("/same", "/same"), ("/grown", "/grown")],
+            json!({"sync_level": 1}),
+        )
+        .await;
+    let doc = emu.wait(&task, "final").await;
+    assert_eq!(
+        (
+            doc["files_skipped"].as_u64(),
+            doc["files_transferred"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        std::fs::read(emu.root_b().join("same")).unwrap(),
+        b"abcde",
+        "same size: skipped"
+    );
+    let task = emu
+        .submit(&[("/same", "/same")], json!({"sync_level": 3}))
+        .await;
+    assert_eq!(
+        emu.wait(&task, "final").await["files_transferred"],
+        1,
+        "checksums differ: copied"
+    );
+
+    // External checksums in several algorithms: the right one passes, a wrong one fails.
+    let sha256 = "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"; // "12345"
+    let doc = emu.transfer_doc(&[("/same", "/ok")], json!({})).await;
+    let mut ok = doc.clone();
+    ok["DATA"][0]["external_checksum"] = json!(sha256);
+    ok["DATA"][0]["checksum_algorithm"] = json!("SHA256");
+    let (_, r) = emu.post("/v0.10/transfer", ok).await;
+    assert_eq!(
+        emu.wait(r["task_id"].as_str().unwrap(), "final").await["status"],
+        "SUCCEEDED"
+    );
+    let mut bad = emu.transfer_doc(&[("/same", "/bad")], json!({})).await;
+    bad["DATA"][0]["external_checksum"] = json!("00000000");
+    bad["DATA"][0]["checksum_algorithm"] = json!("ADLER32");
+    let (_, r) = emu.post("/v0.10/transfer", bad).await;
+    let doc = emu.wait(r["task_id"].as_str().unwrap(), "final").await;
+    assert_eq!(
+        (doc["status"].as_str(), doc["fatal_error"]["code"].as_str()),
+        (Some("FAILED"), Some("CHECKSUM_MISMATCH"))
+    );
+}
+
+#[tokio::test]
+async fn a_missing_source_retries_while_active_until_the_deadline() {
+    let emu = Emu::start();
+    let deadline = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let task = emu
+        .submit(&[("/nope", "/x")], json!({"deadline": deadline}))
+        .await;
+    let retrying = emu.wait(&task, "retrying").await;
+    assert_eq!(retrying["status"], "ACTIVE");
+    assert_eq!(retrying["nice_status"], "FILE_NOT_FOUND");
+    assert!(retrying["faults"].as_u64().unwrap() >= 1);
+    let done = emu.wait(&task, "final").await;
+    assert_eq!(done["status"], "FAILED");
+    assert_eq!(done["fatal_error"]["code"], "EXPIRED");
+    assert!(done["subtasks_expired"].as_u64().unwrap() >= 1);
+    let (_, events) = emu
+        .get(&format!(
+            "/v0.10/task/{task}/event_list?filter=is_error:1&limit=1000"
+        ))
+        .await;
+    let codes: Vec<&str> = events["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"FILE_NOT_FOUND") && codes.contains(&"EXPIRED"),
+        "{codes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_appears_heals_the_retrying_task() {
+    let emu = Emu::start();
+    let task = emu.submit(&[("/late", "/late")], json!({})).await;
+    emu.wait(&task, "retrying").await;
+    write(emu.root_a(), "late", b"here now");
+    let done = emu.wait(&task, "final").await;
+    assert_eq!(done["status"], "SUCCEEDED");
+    assert_eq!(
+        std::fs::read(emu.root_b().join("late")).unwrap(),
+        b"here now"
+    );
+}
+
+#[tokio::test]
+async fn injected_path_faults() {
+    let emu = Emu::with(|c| {
+        c.checksum_retries = 2;
+        c.faults = vec![
+            fault(FaultKind::PermissionDenied, Some("/denied/*"), None),
+            fault(FaultKind::ChecksumMismatch, Some("/corrupt"), None),
+            fault(FaultKind::Inactive, Some("/expired-consent"), None),
+        ];
+    });
+    write(emu.root_a(), "denied/a", b"a");
+    write(emu.root_a(), "fine", b"fine");
+    write(emu.root_a(), "corrupt", b"c");
+    write(emu.root_a(), "expired-consent", b"e");
+
+    // skip_source_errors: the failing path is skipped, its neighbour copied.
+    let task = emu
+        .submit(
+            &[("/denied/a", "/a"), ("/fine", "/fine")],
+            json!({"skip_source_errors": true}),
+        )
+        .await;
+    let doc = emu.wait(&task, "final").await;
+    assert_eq!(
+        (
+            doc["status"].as_str(),
+            doc["subtasks_skipped_errors"].as_u64()
+        ),
+        (Some("SUCCEEDED"), Some(1))
+    );
+    let (_, skipped) = emu.get(&format!("/v0.10/task/{task}/skipped_errors")).await;
+    assert_eq!(skipped["DATA"][0]["error_code"], "PERMISSION_DENIED");
+    assert_eq!(skipped["DATA"][0]["source_path"], "/denied/a");
+    assert!(emu.root_b().join("fine").exists());
+
+    // Without it, the task retries with that nice_status.
+    let task = emu.submit(&[("/denied/a", "/a")], json!({})).await;
+    assert_eq!(
+        emu.wait(&task, "retrying").await["nice_status"],
+        "PERMISSION_DENIED"
+    );
+    emu.post(&format!("/v0.10/task/{task}/cancel"), json!({}))
+        .await;
+
+    let task = emu
+        .submit(
+            &[("/corrupt", "/corrupt")],
+            json!({"verify_checksum": true}),
+        )
+        .await;
+    let doc = emu.wait(&task, "final").await;
+    assert_eq!(doc["fatal_error"]["code"], "CHECKSUM_MISMATCH");
+    let (_, events) = emu
+        .get(&format!(
+            "/v0.10/task/{task}/event_list?filter=is_error:1&limit=1000"
+        ))
+        .await;
+    let mismatches = events["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["code"] == "CHECKSUM_MISMATCH")
+        .count();
+    assert_eq!(
+        mismatches, 4,
+        "an event per mismatch (two retried, the third too many), then the fatal one"
+    );
+
+    let task = emu.submit(&[("/expired-consent", "/e")], json!({})).await;
+    let doc = emu.wait(&task, "inactive").await;
+    assert_eq!(doc["status"], "INACTIVE");
+    emu.post(&format!("/v0.10/task/{task}/cancel"), json!({}))
+        .await;
+    assert_eq!(emu.task(&task).await["fatal_error"]["code"], "CANCELED");
+}
+
+#[tokio::test]
+async fn http_faults_storms_bursts_and_resets() {
+    let emu = Emu::with(|c| {
+        let mut storm = fault(FaultKind::Http429, None, Some("GET /v0.10/task_list"));
+        storm.count = Some(3);
+        storm.retry_after = 2;
+        let mut burst = fault(FaultKind::Http503, None, Some("GET /v0.10/endpoint/{id}"));
+        burst.after = 1;
+        burst.count = Some(2);
+        let mut reset = fault(
+            FaultKind::ConnectionReset,
+            None,
+            Some("POST /v0.10/transfer"),
+        );
+        reset.count = Some(1);
+        c.faults = vec![
+            storm,
+            burst,
+            reset,
+            fault(FaultKind::Http502, None, Some("GET /v0.10/endpoint_search")),
+        ];
+    });
+    for _ in 0..3 {
+        let response = emu
+            .http
+            .get(emu.url("/v0.10/task_list"))
+            .bearer_auth(&emu.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "2");
+    }
+    assert_eq!(emu.get("/v0.10/task_list").await.0, StatusCode::OK);
+    let path = format!("/v0.10/endpoint/{}", emu.a);
+    let statuses = [
+        emu.get(&path).await.0,
+        emu.get(&path).await.0,
+        emu.get(&path).await.0,
+        emu.get(&path).await.0,
+    ];
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::OK
+        ]
+    );
+    let (status, body) = emu.get("/v0.10/endpoint_search").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("ExternalError.Backend"))
+    );
+
+    // The reset submission took effect: the re-post is a Duplicate of that task.
+    write(emu.root_a(), "f", b"x");
+    let doc = emu.transfer_doc(&[("/f", "/g")], json!({})).await;
+    let cut = emu
+        .http
+        .post(emu.url("/v0.10/transfer"))
+        .bearer_auth(&emu.token)
+        .json(&doc)
+        .send()
+        .await;
+    let failed = match cut {
+        Err(_) => true,
+        Ok(response) => response.text().await.is_err(),
+    };
+    assert!(failed, "the client saw the connection drop");
+    let (status, again) = emu.post("/v0.10/transfer", doc).await;
+    assert_eq!(
+        (status, again["code"].as_str()),
+        (StatusCode::OK, Some("Duplicate"))
+    );
+    let stats = emu.sim.stats();
+    assert_eq!(stats.tasks(), 1);
+    assert_eq!((stats.responses_429, stats.responses_503), (3, 2));
+}
+
+#[tokio::test]
+async fn fail_rate_replays_from_the_seed() {
+    let run = || async {
+        let emu = Emu::with(|c| {
+            c.fail_rate = 0.4;
+            c.seed = 1234;
+        });
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            seen.push(emu.get("/v0.10/task_list").await.0.as_u16());
+        }
+        seen
+    };
+    let (first, second) = (run().await, run().await);
+    assert_eq!(first, second);
+    assert!(first.contains(&503) && first.contains(&200), "{first:?}");
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let emu = Emu::with(|c| c.rate_limit = Some(1));
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(emu.get("/v0.10/task_list").await.0);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        10,
+        "1/s over a 10 s window"
+    );
+    let response = emu
+        .http
+        .get(emu.url("/v0.10/task_list"))
+        .bearer_auth(&emu.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn paths_are_confined_to_their_collection() {
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret", b"secret");
+    let emu = Emu::start();
+    std::os::unix::fs::symlink(outside.path(), emu.root_a().join("escape")).unwrap();
+    let ls = |p: &str| format!("/v0.10/operation/endpoint/{}/ls?path={p}", emu.a);
+    for path in ["/../", "/~/../../", "/escape/"] {
+        let (status, body) = emu.get(&ls(path)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("EndpointPermissionDenied")),
+            "{path}"
+        );
+    }
+    let (status, _) = emu
+        .get(&format!(
+            "/v0.10/operation/endpoint/{}/stat?path=/escape/secret",
+            emu.a
+        ))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = emu
+        .post(
+            &format!("/v0.10/operation/endpoint/{}/mkdir", emu.a),
+            json!({"DATA_TYPE": "mkdir", "path": "/../x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let task = emu
+        .submit(&[("/escape/secret", "/stolen")], json!({}))
+        .await;
+    let doc = emu.wait(&task, "final").await;
+    assert_eq!(doc["fatal_error"]["code"], "PERMISSION_DENIED");
+    assert!(!emu.root_b().join("stolen").exists());
+    let task = emu.submit(&[("/fine", "/../../outside")], json!({})).await;
+    assert_eq!(emu.wait(&task, "final").await["status"], "FAILED");
+}
+
+#[tokio::test]
+async fn file_operations_match_the_service() {
+    let emu = Emu::start();
+    write(emu.root_a(), "dir/one.txt", b"1");
+    write(emu.root_a(), "dir/two.dat", b"22");
+    write(emu.root_a(), "dir/.hidden", b"h");
+    write(emu.root_a(), "dir/sub/x", b"x");
+    let op = |what: &str| format!("/v0.10/operation/endpoint/{}/{what}", emu.a);
+
+    let (status, list) = emu
+        .get(&format!("{}?path=/~/dir&show_hidden=0", op("ls")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["path"], "/dir/");
+    let names: Vec<&str> = list["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["sub", "one.txt", "two.dat"],
+        "dirs first, hidden files hidden"
+    );
+    let (_, list) = emu
+        .get(&format!(
+            "{}?path=/dir&filter=type:dir&filter=name:~*.txt",
+            op("ls")
+        ))
+        .await;
+    assert_eq!(
+        list["DATA"].as_array().unwrap().len(),
+        2,
+        "separate filter params OR"
+    );
+    let (_, list) = emu
+        .get(&format!("{}?path=/dir&show_hidden=1", op("ls")))
+        .await;
+    assert_eq!(list["total"], 4);
+    let (status, body) = emu.get(&format!("{}?path=/nope", op("ls"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ClientError.NotFound"))
+    );
+    let (status, body) = emu.get(&format!("{}?path=/dir/one.txt", op("ls"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::BAD_GATEWAY,
+            Some("ExternalError.DirListingFailed.NotDirectory")
+        )
+    );
+
+    let (status, entry) = emu.get(&format!("{}?path=/dir/two.dat", op("stat"))).await;
+    assert_eq!(
+        (status, entry["size"].as_u64(), entry["type"].as_str()),
+        (StatusCode::OK, Some(2), Some("file"))
+    );
+    let (status, body) = emu.get(&format!("{}?path=/dir/none", op("stat"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NotFound"))
+    );
+
+    let (status, body) = emu
+        .post(
+            &op("mkdir"),
+            json!({"DATA_TYPE": "mkdir", "path": "/~/new"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::ACCEPTED, Some("DirectoryCreated"))
+    );
+    let (status, body) = emu
+        .post(
+            &op("mkdir"),
+            json!({"DATA_TYPE": "mkdir", "path": "/~/new"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::BAD_GATEWAY,
+            Some("ExternalError.MkdirFailed.Exists")
+        )
+    );
+    let (status, _) = emu
+        .post(
+            &op("mkdir"),
+            json!({"DATA_TYPE": "mkdir", "path": "/a/b/c"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "mkdir is not recursive");
+
+    let (status, body) = emu
+        .post(
+            &op("rename"),
+            json!({"DATA_TYPE": "rename", "old_path": "/dir/one.txt", "new_path": "/dir/uno.txt"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::OK, Some("FileRenamed"))
+    );
+    assert!(emu.root_a().join("dir/uno.txt").exists());
+    let (status, _) = emu
+        .post(
+            &op("rename"),
+            json!({"DATA_TYPE": "rename", "old_path": "/dir/gone", "new_path": "/dir/x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, endpoint) = emu.get(&format!("/v0.10/endpoint/{}", emu.a)).await;
+    assert_eq!(
+        (
+            endpoint["entity_type"].as_str(),
+            endpoint["display_name"].as_str()
+        ),
+        (Some("GCP_mapped_collection"), Some("a"))
+    );
+    let (_, found) = emu
+        .get("/v0.10/endpoint_search?filter_fulltext=b&filter_scope=my-endpoints")
+        .await;
+    assert_eq!(found["DATA"][0]["id"].as_str(), Some(emu.b.as_str()));
+}
+
+#[tokio::test]
+async fn delete_tasks() {
+    let emu = Emu::start();
+    write(emu.root_a(), "d/x1.log", b"1");
+    write(emu.root_a(), "d/x2.log", b"2");
+    write(emu.root_a(), "d/keep.txt", b"k");
+    write(emu.root_a(), "tree/a/b", b"b");
+    let delete = |items: &[&str], extra: Value| {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|p| json!({"DATA_TYPE": "delete_item", "path": p}))
+            .collect();
+        let emu = &emu;
+        async move {
+            let mut doc = json!({"DATA_TYPE": "delete", "submission_id": emu.submission_id().await, "endpoint": emu.a, "DATA": items});
+            for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+                doc[k] = v;
+            }
+            let (status, body) = emu.post("/v0.10/delete", doc).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            assert_eq!(body["DATA_TYPE"], "delete_result");
+            emu.wait(body["task_id"].as_str().unwrap(), "final").await
+        }
+    };
+    let doc = delete(&["/d/x*.log"], json!({"interpret_globs": true})).await;
+    assert_eq!(
+        (doc["status"].as_str(), doc["type"].as_str()),
+        (Some("SUCCEEDED"), Some("DELETE"))
+    );
+    assert_eq!(doc["destination_endpoint_id"], Value::Null);
+    assert!(!emu.root_a().join("d/x1.log").exists() && emu.root_a().join("d/keep.txt").exists());
+    let doc = delete(&["/tree"], json!({})).await;
+    assert_eq!(doc["status"], "FAILED", "a directory needs recursive");
+    let doc = delete(&["/tree"], json!({"recursive": true})).await;
+    assert_eq!(doc["status"], "SUCCEEDED");
+    assert!(!emu.root_a().join("tree").exists());
+    let doc = delete(&["/missing"], json!({})).await;
+    assert_eq!(
+        (
+            doc["fatal_error"]["code"].as_str(),
+            doc["faults"].as_u64(),
+            doc["subtasks_failed"].as_u64()
+        ),
+        (Some("FILE_NOT_FOUND"), Some(1), Some(1))
+    );
+    let doc = delete(&["/missing"], json!({"ignore_missing": true})).await;
+    assert_eq!(doc["status"], "SUCCEEDED");
+}
+
+#[tokio::test]
+async fn task_update_and_deadlines() {
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "f", b"x");
+    let task = emu
+        .submit(&[("/f", "/g")], json!({"label": "before"}))
+        .await;
+    emu.wait(&task, "running").await;
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(300)).to_rfc3339();
+    let (status, body) = emu
+        .call(
+            Method::PUT,
+            &format!("/v0.10/task/{task}"),
+            Some(json!({"DATA_TYPE": "task", "label": "after", "deadline": soon})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::OK, Some("Updated"))
+    );
+    let doc = emu.wait(&task, "final").await;
+    assert_eq!(
+        (doc["label"].as_str(), doc["fatal_error"]["code"].as_str()),
+        (Some("after"), Some("EXPIRED"))
+    );
+    let (status, _) = emu
+        .call(
+            Method::PUT,
+            &format!("/v0.10/task/{task}"),
+            Some(json!({"DATA_TYPE": "task", "label": "late"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, pause) = emu.get(&format!("/v0.10/task/{task}/pause_info")).await;
+    assert_eq!(pause["DATA_TYPE"], "pause_info_limited");
+}
+
+#[tokio::test]
+async fn large_files_stream_through_intact() {
+    let emu = Emu::start();
+    let data: Vec<u8> = (0..(24u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    write(emu.root_a(), "big.bin", &data);
+    let task = emu
+        .submit(
+            &[("/big.bin", "/big.bin")],
+            json!({"verify_checksum": true}),
+        )
+        .await;
+    assert_eq!(emu.wait(&task, "final").await["status"], "SUCCEEDED");
+    assert!(std::fs::read(emu.root_b().join("big.bin")).unwrap() == data);
+    assert_eq!(emu.sim.stats().bytes_copied, data.len() as u64);
+}
+
+#[tokio::test]
+async fn stats_count_api_requests_by_identity_route_and_status() {
+    let emu = Emu::start();
+    emu.get("/v0.10/task_list").await;
+    emu.get("/v0.10/task_list").await;
+    emu.call_as("bad", Method::GET, "/v0.10/task_list", None)
+        .await;
+    emu.http.get(emu.url("/__sim/stats")).send().await.unwrap();
+    let stats = emu.sim.stats();
+    assert_eq!(stats.api_requests, 3, "/__sim is not counted");
+    assert_eq!(stats.route("GET /v0.10/task_list"), 3);
+    assert_eq!(stats.by_status[&200], 2);
+    assert_eq!(stats.by_status[&401], 1);
+    assert_eq!(stats.by_identity["anonymous"], 1);
+    let served: ps_globus::sim::SimStats = emu
+        .http
+        .get(emu.url("/__sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, stats);
+}
+
+#[tokio::test]
+async fn consent_required_until_the_token_carries_data_access() {
+    let client = "aaaaaaaa-0000-0000-0000-000000000001";
+    let emu = Emu::with(|c| {
+        c.clients.insert(client.into(), "pw".into());
+        let guarded = c.collections.get_mut("b").unwrap();
+        *guarded = CollectionConfig {
+            requires_data_access: true,
+            ..guarded.clone()
+        };
+    });
+    let plain = emu
+        .client_token(
+            client,
+            "pw",
+            "urn:globus:auth:scope:transfer.api.globus.org:all",
+        )
+        .await;
+    let ls = format!("/v0.10/operation/endpoint/{}/ls", emu.b);
+    let (status, body) = emu.call_as(&plain, Method::GET, &ls, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("ConsentRequired"))
+    );
+    let required = body["required_scopes"][0].as_str().unwrap().to_owned();
+    assert!(
+        required.contains(&format!("{}/data_access", emu.b)),
+        "{required}"
+    );
+    let (_, endpoint) = emu
+        .call_as(
+            &plain,
+            Method::GET,
+            &format!("/v0.10/endpoint/{}", emu.b),
+            None,
+        )
+        .await;
+    assert_eq!(endpoint["entity_type"], "GCSv5_mapped_collection");
+
+    let consented = emu.client_token(client, "pw", &required).await;
+    let (status, _) = emu.call_as(&consented, Method::GET, &ls, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
