@@ -143,10 +143,13 @@ pub enum FaultKind {
     /// The task goes INACTIVE (expired credentials or consent) until its deadline.
     Inactive,
     /// HTTP 429 with `Retry-After`.
+    #[serde(rename = "http_429")]
     Http429,
     /// HTTP 503 `ServiceUnavailable` with `Retry-After`.
+    #[serde(rename = "http_503")]
     Http503,
     /// HTTP 502 `ExternalError` (never retried by the SDK).
+    #[serde(rename = "http_502")]
     Http502,
     /// The connection is cut in the middle of the response body.
     ConnectionReset,
@@ -249,4 +252,61 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         return Err(format!("bandwidth {text:?} is below 1 byte per second"));
     }
     Ok(rate as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_kind_parses_by_its_documented_name() {
+        let names = [
+            ("file_not_found", FaultKind::FileNotFound),
+            ("permission_denied", FaultKind::PermissionDenied),
+            ("quota_exceeded", FaultKind::QuotaExceeded),
+            ("checksum_mismatch", FaultKind::ChecksumMismatch),
+            ("inactive", FaultKind::Inactive),
+            ("http_429", FaultKind::Http429),
+            ("http_503", FaultKind::Http503),
+            ("http_502", FaultKind::Http502),
+            ("connection_reset", FaultKind::ConnectionReset),
+        ];
+        for (name, kind) in names {
+            let path = if kind.is_http() {
+                ""
+            } else {
+                "path = \"/x\"\n"
+            };
+            let config: SimConfig =
+                toml::from_str(&format!("[[faults]]\nkind = \"{name}\"\n{path}")).unwrap();
+            assert_eq!(config.faults[0].kind, kind);
+            config.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn invalid_settings_say_what_is_wrong() {
+        let bad = |text: &str| {
+            toml::from_str::<SimConfig>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate())
+        };
+        assert!(bad("fail_rate = 2.0").unwrap_err().contains("fail_rate"));
+        assert!(
+            bad("bandwidth = \"fast\"")
+                .unwrap_err()
+                .contains("bandwidth")
+        );
+        assert!(
+            bad("[[faults]]\nkind = \"http_429\"\npath = \"/x\"")
+                .unwrap_err()
+                .contains("must not have")
+        );
+        assert!(
+            bad("[collections.a]\nroot = \"/no/such/dir\"")
+                .unwrap_err()
+                .contains("not a directory")
+        );
+        assert!(bad("unknown_key = 1").is_err());
+    }
 }
