@@ -157,10 +157,10 @@ pub(crate) fn resource_server(base: &str) -> String {
 fn data_access_collections(scopes: &[Scope]) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for scope in scopes {
-        if let Some(rest) = scope.base.strip_prefix(DATA_ACCESS_PREFIX) {
-            if let Some(id) = rest.strip_suffix("/data_access") {
-                found.insert(id.to_owned());
-            }
+        if let Some(rest) = scope.base.strip_prefix(DATA_ACCESS_PREFIX)
+            && let Some(id) = rest.strip_suffix("/data_access")
+        {
+            found.insert(id.to_owned());
         }
         found.extend(data_access_collections(&scope.deps));
     }
@@ -552,30 +552,19 @@ fn client_auth(
     auth: &AuthState,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
-) -> Result<ClientAuth, Response> {
+) -> Result<ClientAuth, Box<Response>> {
+    let refuse = |why: &str| Box::new(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why));
     if let Some((id, secret)) = basic_credentials(headers) {
         return if auth.client_secret_ok(&id, &secret) {
             Ok(ClientAuth::Confidential(id))
         } else {
-            Err(oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "unknown client or wrong secret",
-            ))
+            Err(refuse("unknown client or wrong secret"))
         };
     }
     match form.get("client_id") {
         Some(id) if auth.is_native_client(id) => Ok(ClientAuth::Native(id.clone())),
-        Some(_) => Err(oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "unknown client id",
-        )),
-        None => Err(oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication is required",
-        )),
+        Some(_) => Err(refuse("unknown client id")),
+        None => Err(refuse("client authentication is required")),
     }
 }
 
@@ -684,7 +673,7 @@ pub(crate) async fn token(
     let auth = &sim.auth;
     let client = match client_auth(auth, &headers, &form) {
         Ok(client) => client,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let client_id = match &client {
         ClientAuth::Confidential(id) | ClientAuth::Native(id) => id.clone(),
@@ -787,10 +776,10 @@ pub(crate) async fn token(
             let mut response = auth.grant(base, &record.identity, &client_id, &scopes, false, None);
             // The refresh token stays the same; the new access token hangs off it.
             response["refresh_token"] = json!(presented);
-            if let Some(access) = response["access_token"].as_str() {
-                if let Some(t) = auth.lock().tokens.get_mut(access) {
-                    t.parent = Some(presented.clone());
-                }
+            if let Some(access) = response["access_token"].as_str()
+                && let Some(t) = auth.lock().tokens.get_mut(access)
+            {
+                t.parent = Some(presented.clone());
             }
             Json(response).into_response()
         }
@@ -814,7 +803,7 @@ pub(crate) async fn revoke(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(response) = client_auth(&sim.auth, &headers, &form) {
-        return response;
+        return *response;
     }
     let token = form.get("token").cloned().unwrap_or_default();
     let mut inner = sim.auth.lock();
@@ -850,7 +839,7 @@ pub(crate) async fn introspect(
                 "introspection needs a confidential client",
             );
         }
-        Err(response) => return response,
+        Err(response) => return *response,
     }
     let token = form.get("token").cloned().unwrap_or_default();
     let Some(record) = token_status(&sim, &token) else {
@@ -875,7 +864,7 @@ pub(crate) async fn validate(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(response) = client_auth(&sim.auth, &headers, &form) {
-        return response;
+        return *response;
     }
     let token = form.get("token").cloned().unwrap_or_default();
     Json(json!({"active": token_status(&sim, &token).is_some()})).into_response()

@@ -267,10 +267,10 @@ impl Worker<'_> {
 
             // Stat the source, through faults and real errors alike.
             let stat = |source: &Resolved| -> Result<fs::Metadata, (String, String)> {
-                if let Some(kind) = self.path_fault(&source.path) {
-                    if let Some(code) = source_fault_code(kind) {
-                        return Err((code.into(), "injected".into()));
-                    }
+                if let Some(kind) = self.path_fault(&source.path)
+                    && let Some(code) = source_fault_code(kind)
+                {
+                    return Err((code.into(), "injected".into()));
                 }
                 fs::metadata(&source.local).map_err(|e| (io_code(&e).into(), e.to_string()))
             };
@@ -503,13 +503,13 @@ impl Worker<'_> {
             let mismatch = self.checksum_problem(req, plan, &copied, fault);
             match mismatch {
                 None => {
-                    if req.preserve_timestamp.unwrap_or(false) {
-                        if let Ok(mtime) = fs::metadata(&plan.src).and_then(|m| m.modified()) {
-                            let _ = fs::File::options()
-                                .write(true)
-                                .open(&plan.dst)
-                                .and_then(|f| f.set_modified(mtime));
-                        }
+                    if req.preserve_timestamp.unwrap_or(false)
+                        && let Ok(mtime) = fs::metadata(&plan.src).and_then(|m| m.modified())
+                    {
+                        let _ = fs::File::options()
+                            .write(true)
+                            .open(&plan.dst)
+                            .and_then(|f| f.set_modified(mtime));
                     }
                     self.with_state(|s| {
                         s.doc.files_transferred += 1;
@@ -582,24 +582,24 @@ impl Worker<'_> {
         bucket: &mut Bucket,
     ) -> io::Result<Copied> {
         let src_meta = fs::metadata(&plan.src)?;
-        if let Some(level) = req.sync_level {
-            if let Ok(dst_meta) = fs::metadata(&plan.dst) {
-                let same = match level {
-                    0 => true,
-                    1 => dst_meta.len() == src_meta.len(),
-                    2 => {
-                        dst_meta.len() == src_meta.len()
-                            && dst_meta.modified()? >= src_meta.modified()?
-                    }
-                    _ => {
-                        dst_meta.len() == src_meta.len()
-                            && checksum::of_file(&plan.src, Algorithm::Md5)?
-                                == checksum::of_file(&plan.dst, Algorithm::Md5)?
-                    }
-                };
-                if same {
-                    return Ok(Copied::Skipped);
+        if let Some(level) = req.sync_level
+            && let Ok(dst_meta) = fs::metadata(&plan.dst)
+        {
+            let same = match level {
+                0 => true,
+                1 => dst_meta.len() == src_meta.len(),
+                2 => {
+                    dst_meta.len() == src_meta.len()
+                        && dst_meta.modified()? >= src_meta.modified()?
                 }
+                _ => {
+                    dst_meta.len() == src_meta.len()
+                        && checksum::of_file(&plan.src, Algorithm::Md5)?
+                            == checksum::of_file(&plan.dst, Algorithm::Md5)?
+                }
+            };
+            if same {
+                return Ok(Copied::Skipped);
             }
         }
         let mut md5 = req
@@ -733,13 +733,11 @@ fn expand_glob(root: &Path, path: &str) -> Result<Vec<Resolved>, FatalError> {
     let mut found = Vec::new();
     if let Ok(entries) = fs::read_dir(&dir.local) {
         for entry in entries.flatten() {
-            if let Ok(name) = entry.file_name().into_string() {
-                if glob.matches(&name) {
-                    let p = paths::join(&dir.path, &name);
-                    found.push(
-                        paths::resolve(root, &p).map_err(|e| fatal("PERMISSION_DENIED", e.0))?,
-                    );
-                }
+            if let Ok(name) = entry.file_name().into_string()
+                && glob.matches(&name)
+            {
+                let p = paths::join(&dir.path, &name);
+                found.push(paths::resolve(root, &p).map_err(|e| fatal("PERMISSION_DENIED", e.0))?);
             }
         }
     }

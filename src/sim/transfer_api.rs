@@ -25,21 +25,21 @@ use crate::transfer::types::{
 /// An error answer in the Transfer dialect.
 pub(crate) struct ApiError {
     status: StatusCode,
-    doc: ErrorDoc,
+    doc: Box<ErrorDoc>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            doc: ErrorDoc {
+            doc: Box::new(ErrorDoc {
                 code: code.into(),
                 message: message.into(),
                 request_id: Some(request_id()),
                 resource: None,
                 required_scopes: None,
                 authorization_parameters: None,
-            },
+            }),
         }
     }
 
@@ -179,12 +179,12 @@ pub(crate) async fn submission_id() -> ApiResult {
 }
 
 fn check_label(label: &Option<String>) -> ApiResult<()> {
-    if let Some(label) = label {
-        if label.chars().count() > 128 || label.contains(['\r', '\n']) || label.trim() != label {
-            return Err(ApiError::bad_request(
-                "label must be at most 128 characters, one line, without surrounding spaces",
-            ));
-        }
+    if let Some(label) = label
+        && (label.chars().count() > 128 || label.contains(['\r', '\n']) || label.trim() != label)
+    {
+        return Err(ApiError::bad_request(
+            "label must be at most 128 characters, one line, without surrounding spaces",
+        ));
     }
     Ok(())
 }
@@ -248,12 +248,12 @@ pub(crate) async fn submit_transfer(
                 "external_checksum is not allowed on recursive items",
             ));
         }
-        if let Some(a) = &item.checksum_algorithm {
-            if Algorithm::parse(a).is_none() {
-                return Err(ApiError::bad_request(format!(
-                    "unsupported checksum_algorithm {a:?} (MD5, SHA1, SHA256, SHA512, ADLER32)"
-                )));
-            }
+        if let Some(a) = &item.checksum_algorithm
+            && Algorithm::parse(a).is_none()
+        {
+            return Err(ApiError::bad_request(format!(
+                "unsupported checksum_algorithm {a:?} (MD5, SHA1, SHA256, SHA512, ADLER32)"
+            )));
         }
     }
     let src = usable_collection(&sim, &caller, &req.source_endpoint)?;
@@ -1028,10 +1028,10 @@ pub(crate) async fn ls(
         if !show_hidden && name.starts_with('.') {
             continue;
         }
-        if let Ok(e) = file_entry(&name, &entry.path()) {
-            if filters.is_empty() || filters.iter().any(|f| ls_filter_matches(f, &e)) {
-                entries.push(e);
-            }
+        if let Ok(e) = file_entry(&name, &entry.path())
+            && (filters.is_empty() || filters.iter().any(|f| ls_filter_matches(f, &e)))
+        {
+            entries.push(e);
         }
     }
     entries.sort_by(|a, b| (a.kind != "dir", &a.name).cmp(&(b.kind != "dir", &b.name)));

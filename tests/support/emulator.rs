@@ -26,9 +26,11 @@ impl Emu {
     /// Starts with the default test config changed by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut SimConfig)) -> Emu {
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut config = SimConfig::default();
-        config.static_token = Some(TOKEN.into());
-        config.fault_retry_ms = 20;
+        let mut config = SimConfig {
+            static_token: Some(TOKEN.into()),
+            fault_retry_ms: 20,
+            ..SimConfig::default()
+        };
         for (name, dir) in [("a", da.path()), ("b", db.path())] {
             config.collections.insert(
                 name.into(),
