@@ -86,3 +86,68 @@ fn malformed_input_exits_1_and_usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("ps-globus "));
 }
+
+#[test]
+fn sim_serve_prints_one_json_line_and_exits_cleanly_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let collection = dir.path().join("laptop");
+    std::fs::create_dir(&collection).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+        .args([
+            "sim",
+            "serve",
+            "--collection",
+            &format!("laptop={}", collection.display()),
+            "--task-latency-ms",
+            "5",
+        ])
+        .env("PS_GLOBUS_SIM_STATIC_TOKEN", "t")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = info["transfer_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        "{url}"
+    );
+    assert_eq!(info["auth_url"], info["transfer_url"]);
+    let laptop = &info["collections"]["laptop"];
+    assert_eq!(
+        laptop["id"],
+        ps_globus::sim::collection_id("laptop").to_string()
+    );
+    assert_eq!(
+        laptop["root"],
+        std::fs::canonicalize(&collection)
+            .unwrap()
+            .display()
+            .to_string()
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn sim_serve_refuses_bad_settings_with_exit_1() {
+    let out = ps_globus(&["sim", "serve", "--collection", "x=/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ps_globus(&["sim", "serve", "--bandwidth", "fast"]);
+    assert_eq!(out.status.code(), Some(1));
+}

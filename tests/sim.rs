@@ -1106,3 +1106,103 @@ async fn consent_required_until_the_token_carries_data_access() {
     let (status, _) = emu.call_as(&consented, Method::GET, &ls, None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn mirror_options_timestamps_and_the_remaining_sync_levels() {
+    let emu = Emu::start();
+    write(emu.root_a(), "src/keep", b"k");
+    write(emu.root_b(), "dst/keep", b"old");
+    write(emu.root_b(), "dst/extra", b"gone soon");
+    write(emu.root_b(), "dst/olddir/x", b"gone too");
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(emu.root_a().join("src/keep"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let task = emu
+        .submit(
+            &[("/src", "/dst")],
+            json!({"delete_destination_extra": true, "preserve_timestamp": true}),
+        )
+        .await;
+    assert_eq!(emu.wait(&task, "final").await["status"], "SUCCEEDED");
+    assert_eq!(std::fs::read(emu.root_b().join("dst/keep")).unwrap(), b"k");
+    assert!(!emu.root_b().join("dst/extra").exists() && !emu.root_b().join("dst/olddir").exists());
+    let mtime = std::fs::metadata(emu.root_b().join("dst/keep"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, old, "preserve_timestamp");
+
+    // sync_level 0: the destination exists, so nothing is copied.
+    write(emu.root_a(), "s0", b"new");
+    write(emu.root_b(), "s0", b"old!");
+    let task = emu
+        .submit(&[("/s0", "/s0")], json!({"sync_level": 0}))
+        .await;
+    assert_eq!(emu.wait(&task, "final").await["files_skipped"], 1);
+    // sync_level 2: same size but the source is newer, so it is copied; then it is not.
+    write(emu.root_a(), "s2", b"AAAA");
+    write(emu.root_b(), "s2", b"BBBB");
+    std::fs::File::options()
+        .write(true)
+        .open(emu.root_b().join("s2"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let task = emu
+        .submit(
+            &[("/s2", "/s2")],
+            json!({"sync_level": 2, "preserve_timestamp": true}),
+        )
+        .await;
+    assert_eq!(emu.wait(&task, "final").await["files_transferred"], 1);
+    let task = emu
+        .submit(&[("/s2", "/s2")], json!({"sync_level": 2}))
+        .await;
+    assert_eq!(emu.wait(&task, "final").await["files_skipped"], 1);
+}
+
+#[tokio::test]
+async fn delete_tasks_have_their_own_three_slots() {
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "f", b"x");
+    let mut transfers = Vec::new();
+    for i in 0..3 {
+        transfers.push(emu.submit(&[("/f", &format!("/g{i}"))], json!({})).await);
+    }
+    let doc = json!({"DATA_TYPE": "delete", "submission_id": emu.submission_id().await, "endpoint": emu.a,
+                     "DATA": [{"DATA_TYPE": "delete_item", "path": "/f"}]});
+    let (_, submitted) = emu.post("/v0.10/delete", doc).await;
+    let delete = submitted["task_id"].as_str().unwrap().to_owned();
+    let running = emu.wait(&delete, "running").await;
+    assert_eq!(
+        running["nice_status"], "OK",
+        "three running transfers do not block a delete"
+    );
+    for task in transfers.iter().chain([&delete]) {
+        emu.post(&format!("/v0.10/task/{task}/cancel"), json!({}))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn quota_errors_retry_or_fail_as_asked() {
+    let emu =
+        Emu::with(|c| c.faults = vec![fault(FaultKind::QuotaExceeded, Some("/full/*"), None)]);
+    write(emu.root_a(), "full/x", b"x");
+    let task = emu
+        .submit(&[("/full/x", "/x")], json!({"fail_on_quota_errors": true}))
+        .await;
+    let doc = emu.wait(&task, "final").await;
+    assert_eq!(doc["fatal_error"]["code"], "QUOTA_EXCEEDED");
+    let task = emu.submit(&[("/full/x", "/x")], json!({})).await;
+    assert_eq!(
+        emu.wait(&task, "retrying").await["nice_status"],
+        "QUOTA_EXCEEDED"
+    );
+    emu.post(&format!("/v0.10/task/{task}/cancel"), json!({}))
+        .await;
+}

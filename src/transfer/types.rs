@@ -151,7 +151,7 @@ pub struct DeleteRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Link {
     /// Always `"link"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// Relative reference, e.g. `task/<id>?format=json`.
     pub href: String,
@@ -167,7 +167,7 @@ pub struct Link {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubmitResult {
     /// `"transfer_result"` or `"delete_result"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// `"Accepted"`, or `"Duplicate"` for a reused submission id.
     pub code: String,
@@ -216,7 +216,7 @@ pub mod status {
 #[serde(default)]
 #[allow(missing_docs)] // the field names are the service's; see SPEC §3.4
 pub struct Task {
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     pub task_id: String,
     #[serde(rename = "type")]
@@ -290,7 +290,7 @@ impl Task {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
     /// `"task_list"`, `"event_list"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// This page's entries.
     #[serde(rename = "DATA")]
@@ -309,7 +309,7 @@ pub struct Page<T> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Always `"event"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// E.g. `STARTED`, `SUCCEEDED`, `FILE_NOT_FOUND`.
     pub code: String,
@@ -327,7 +327,7 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MarkerPage<T> {
     /// `"successful_transfers"`, `"skipped_errors"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// Where this page starts.
     #[serde(default)]
@@ -343,7 +343,7 @@ pub struct MarkerPage<T> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SuccessfulTransfer {
     /// Always `"successful_transfer"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// Source path.
     pub source_path: String,
@@ -355,7 +355,7 @@ pub struct SuccessfulTransfer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the field names are the service's
 pub struct SkippedError {
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     pub source_path: String,
     pub destination_path: String,
@@ -373,7 +373,7 @@ pub struct SkippedError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultDoc {
     /// `"result"` or `"mkdir_result"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// E.g. `Canceled`, `FileRenamed`, `DirectoryCreated`.
     pub code: String,
@@ -409,7 +409,7 @@ pub struct ErrorDoc {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the field names are the service's
 pub struct FileEntry {
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     pub name: String,
     /// `file`, `dir` or `invalid_symlink`.
@@ -432,7 +432,7 @@ pub struct FileEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the field names are the service's
 pub struct FileList {
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     pub path: String,
     pub absolute_path: Option<String>,
@@ -486,7 +486,7 @@ pub struct TaskUpdate {
 #[serde(default)]
 pub struct Endpoint {
     /// Always `"endpoint"`.
-    #[serde(rename = "DATA_TYPE")]
+    #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     /// The collection id.
     pub id: String,

@@ -74,3 +74,30 @@ def test_api_errors_exit_1_with_the_code(emulator, tmp_path):
     result = globus(emulator, tmp_path, "ls", f"{emulator.ids['a']}:/missing/")
     assert result.returncode == 1
     assert "ClientError.NotFound" in result.stderr
+
+
+def test_user_mode_login_whoami_and_logout(emulator, tmp_path):
+    """`globus login` in user mode, with curl as the browser: the whole Auth dance."""
+    env = emulator.env()
+    env.update(HOME=str(tmp_path), BROWSER="curl -s -L -o /dev/null %s")
+    for var in ("SSH_TTY", "SSH_CONNECTION", "GLOBUS_CLI_CLIENT_ID", "GLOBUS_CLI_CLIENT_SECRET"):
+        env.pop(var, None)
+
+    def run(*args):
+        return subprocess.run([GLOBUS, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    login = run("login")
+    assert login.returncode == 0, login.stdout + login.stderr
+    whoami = run("whoami")
+    assert whoami.returncode == 0, whoami.stderr
+    assert whoami.stdout.strip() == "user@sim.ps-globus.local"
+    (emulator.a / "mine.txt").write_text("mine")
+    listed = run("ls", f"{emulator.ids['a']}:/")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["mine.txt"]
+    again = run("login")
+    assert "already logged in" in again.stdout.lower() + again.stderr.lower()
+    logout = run("logout", "--yes")
+    assert logout.returncode == 0, logout.stderr
+    after = run("whoami")
+    assert after.returncode != 0
