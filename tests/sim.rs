@@ -436,23 +436,28 @@ async fn the_latency_is_paid_per_task_after_taking_a_slot() {
 
 #[tokio::test]
 async fn bandwidth_paces_a_copy_and_readers_can_see_a_partial_file() {
-    let emu = Emu::with(|c| c.bandwidth = Some("2MB/s".into()));
+    // 1 MB at 200 kB/s: each 256 KiB chunk waits for its tokens, so the task is still
+    // copying when its first chunk lands.
+    let emu = Emu::with(|c| c.bandwidth = Some("200kB/s".into()));
     write(emu.root_a(), "big", &vec![1u8; 1_000_000]);
     let start = Instant::now();
     let task = emu.submit(&[("/big", "/big")], json!({})).await;
     let during = emu.wait(&task, "progress").await;
-    if during["status"] == "ACTIVE" {
-        let partial = std::fs::metadata(emu.root_b().join("big"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        assert!(partial < 1_000_000, "written in place while the task runs");
-    }
-    emu.wait(&task, "final").await;
+    assert_eq!(during["status"], "ACTIVE");
+    let partial = std::fs::metadata(emu.root_b().join("big")).unwrap().len();
     assert!(
-        start.elapsed() >= Duration::from_millis(400),
-        "1 MB at 2 MB/s: {:?}",
+        partial > 0 && partial < 1_000_000,
+        "written in place while the task runs: {partial}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "the first chunk waited for its tokens: {:?}",
         start.elapsed()
     );
+    let (_, canceled) = emu
+        .post(&format!("/v0.10/task/{task}/cancel"), json!({}))
+        .await;
+    assert_eq!(canceled["code"], "Canceled");
 }
 
 #[tokio::test]

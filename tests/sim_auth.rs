@@ -66,7 +66,7 @@ async fn authorize(emu: &Emu, verifier: &str, scope: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.status(), StatusCode::FOUND);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with(REDIRECT), "{location}");
     assert!(location.contains("state=xyz"), "{location}");

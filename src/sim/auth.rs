@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -530,6 +530,17 @@ enum ClientAuth {
     Native(String),
 }
 
+/// Who an Auth request is from, for the stats: the Basic client id, else the bearer
+/// token's identity, else `anonymous`. Never the secret or the token.
+pub(crate) fn requester(auth: &AuthState, headers: &HeaderMap) -> String {
+    if let Some((id, _)) = basic_credentials(headers) {
+        return id;
+    }
+    auth.check(bearer(headers), AUTH_RS)
+        .map(|caller| caller.identity.id.to_string())
+        .unwrap_or_else(|_| "anonymous".into())
+}
+
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value
@@ -634,7 +645,8 @@ pub(crate) async fn authorize(
     if let Some(state) = q.state {
         target.push_str(&format!("&state={}", urlencode(&state)));
     }
-    Redirect::to(&target).into_response()
+    // 302 Found, as Globus answers (axum's Redirect::to would say 303).
+    (StatusCode::FOUND, [(header::LOCATION, target)]).into_response()
 }
 
 fn urlencode(text: &str) -> String {

@@ -414,6 +414,7 @@ async fn observe(State(sim): State<Arc<SimState>>, request: Request, next: Next)
             }
         }
     } else {
+        who = auth::requester(&sim.auth, request.headers());
         next.run(request).await
     };
     let status = response.status().as_u16();
