@@ -205,26 +205,72 @@ fn check_submission_id(id: &str) -> ApiResult<()> {
     })
 }
 
+/// What transfer and delete documents share.
+trait Submission: serde::de::DeserializeOwned {
+    /// `"transfer"` or `"delete"`.
+    const KIND: &'static str;
+    /// The error code for a document without items.
+    const NO_ITEMS: &'static str;
+    /// (DATA_TYPE, submission id, number of items, label).
+    fn header(&self) -> (&str, &str, usize, &Option<String>);
+}
+
+impl Submission for TransferRequest {
+    const KIND: &'static str = "transfer";
+    const NO_ITEMS: &'static str = "ClientError.BadRequest.NoTransferItems";
+    fn header(&self) -> (&str, &str, usize, &Option<String>) {
+        (
+            &self.data_type,
+            &self.submission_id,
+            self.data.len(),
+            &self.label,
+        )
+    }
+}
+
+impl Submission for DeleteRequest {
+    const KIND: &'static str = "delete";
+    const NO_ITEMS: &'static str = "ClientError.BadRequest.NoDeleteItems";
+    fn header(&self) -> (&str, &str, usize, &Option<String>) {
+        (
+            &self.data_type,
+            &self.submission_id,
+            self.data.len(),
+            &self.label,
+        )
+    }
+}
+
+/// Parses a submission and checks its DATA_TYPE, submission id, items and label.
+fn parse_submission<T: Submission>(body: &[u8]) -> ApiResult<T> {
+    let kind = T::KIND;
+    let doc: T = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid {kind} document: {e}")))?;
+    let (data_type, submission_id, items, label) = doc.header();
+    if data_type != kind {
+        return Err(ApiError::bad_request(format!(
+            "DATA_TYPE must be \"{kind}\""
+        )));
+    }
+    check_submission_id(submission_id)?;
+    if items == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            T::NO_ITEMS,
+            format!("A {kind} requires at least one item"),
+        ));
+    }
+    check_label(label)?;
+    Ok(doc)
+}
+
 /// `POST /transfer`.
 pub(crate) async fn submit_transfer(
     State(sim): State<Arc<SimState>>,
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let req: TransferRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid transfer document: {e}")))?;
-    if req.data_type != "transfer" {
-        return Err(ApiError::bad_request("DATA_TYPE must be \"transfer\""));
-    }
-    check_submission_id(&req.submission_id)?;
-    if req.data.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ClientError.BadRequest.NoTransferItems",
-            "A transfer requires at least one item",
-        ));
-    }
-    check_label(&req.label)?;
+    let req: TransferRequest = parse_submission(&body)?;
     if req.sync_level.is_some_and(|l| l > 3) {
         return Err(ApiError::bad_request("sync_level must be 0, 1, 2 or 3"));
     }
@@ -297,20 +343,7 @@ pub(crate) async fn submit_delete(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let req: DeleteRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid delete document: {e}")))?;
-    if req.data_type != "delete" {
-        return Err(ApiError::bad_request("DATA_TYPE must be \"delete\""));
-    }
-    check_submission_id(&req.submission_id)?;
-    if req.data.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ClientError.BadRequest.NoDeleteItems",
-            "A delete requires at least one item",
-        ));
-    }
-    check_label(&req.label)?;
+    let req: DeleteRequest = parse_submission(&body)?;
     let c = usable_collection(&sim, &caller, &req.endpoint)?;
     let deadline = deadline(&req.deadline, Duration::from_secs(24 * 3600))?;
     let mut doc = new_task_doc(&caller, Kind::Delete, &req.label, deadline);
