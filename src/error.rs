@@ -169,6 +169,111 @@ pub enum Error {
     #[error("the proxy's factory panicked during an earlier resolve and cannot run again")]
     FactoryConsumed,
 
+    /// Globus answered a request with an error document.
+    #[error(
+        "Globus answered {status} {code} to {method} {path}: {message} (request id {request_id}; \
+         {retries} retries)"
+    )]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The Globus error code, e.g. `ClientError.NotFound`.
+        code: String,
+        /// The service's message.
+        message: String,
+        /// The service's request id, for a support ticket.
+        request_id: String,
+        /// The HTTP method.
+        method: String,
+        /// The request path.
+        path: String,
+        /// How many times the request was retried.
+        retries: u32,
+    },
+
+    /// Globus needs a `data_access` consent that the current login lacks.
+    #[error(
+        "Globus requires a data_access consent for collection {}: run `{}`",
+        collections.join(", "),
+        consent_command(collections)
+    )]
+    ConsentRequired {
+        /// The scopes to ask for, as Globus listed them.
+        required_scopes: Vec<String>,
+        /// The collections named in them.
+        collections: Vec<String>,
+    },
+
+    /// The credentials were refused or are missing.
+    #[error(
+        "Globus refused the credentials ({message}): run `ps-globus login`, or on a compute \
+         node use a service identity (PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET)"
+    )]
+    Unauthorized {
+        /// What the service said.
+        message: String,
+    },
+
+    /// A service could not be reached.
+    #[error(
+        "could not reach {url}: {message} ({retries} retries); check the network and the service URL"
+    )]
+    Network {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+        /// How many times the request was retried.
+        retries: u32,
+    },
+
+    /// The state database failed.
+    #[error("state database {}: {message}", path.display())]
+    State {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong, and what to do.
+        message: String,
+    },
+
+    /// A transfer item failed at Globus.
+    #[error(
+        "transfer of {source_path} to {destination_path} failed with {code}: {description}{}",
+        task_id.as_ref().map(|t| format!(" (Globus task {t})")).unwrap_or_default()
+    )]
+    TransferFailed {
+        /// The Globus task, if one was created.
+        task_id: Option<String>,
+        /// The Globus code, e.g. `FILE_NOT_FOUND`, `CANCELED`, `EXPIRED`.
+        code: String,
+        /// The event description or fatal error text.
+        description: String,
+        /// Source path (collection path).
+        source_path: String,
+        /// Destination path (collection path).
+        destination_path: String,
+    },
+
+    /// A Globus task is paused (INACTIVE) until someone acts.
+    #[error("Globus task {task_id} needs attention: {reason}. To fix it: {fix}")]
+    NeedsAttention {
+        /// The task.
+        task_id: String,
+        /// Why it is paused.
+        reason: String,
+        /// What to run or do.
+        fix: String,
+    },
+
+    /// Waiting for something took longer than allowed.
+    #[error("timed out after {after:?} waiting for {what}")]
+    WaitTimeout {
+        /// What was awaited.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
+
     /// A background resolve ended abnormally (its task panicked or was cancelled).
     #[error("background resolve failed: {0}")]
     Background(String),
@@ -185,7 +290,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         use std::io::ErrorKind::*;
         match self {
-            Error::Timeout { .. } => true,
+            Error::Timeout { .. } | Error::Network { .. } | Error::WaitTimeout { .. } => true,
+            Error::Api { status, code, .. } => {
+                matches!(status, 429 | 500 | 502 | 503 | 504)
+                    && !code.contains("ExternalError")
+                    && !code.contains("EndpointError")
+            }
             Error::Io { source, .. } => matches!(
                 source.kind(),
                 Interrupted | WouldBlock | TimedOut | ResourceBusy
@@ -222,6 +332,16 @@ impl Error {
             },
         }
     }
+}
+
+/// The login command that grants `data_access` consents for `collections`.
+pub(crate) fn consent_command(collections: &[String]) -> String {
+    let mut command = String::from("ps-globus login");
+    for c in collections {
+        command.push_str(" --collection ");
+        command.push_str(c);
+    }
+    command
 }
 
 /// Advice for the I/O failures a user can fix.

@@ -27,12 +27,14 @@
 // The emulator's endpoint document is one large `json!` literal.
 #![recursion_limit = "256"]
 
+pub mod auth;
 pub mod connector;
 mod error;
 pub mod proxy;
 mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod state;
 pub mod transfer;
 
 pub use error::{Error, Result};

@@ -1,6 +1,19 @@
-//! Globus Transfer: the API's documents (shared by the client and the emulator).
+//! Globus Transfer: the API's documents, a typed client, and the transfer manager.
 //!
-//! [`types`] holds every request and response document of Transfer API v0.10 that the
-//! product and the emulator use, defined once so that both sides of the wire agree.
+//! - [`types`]: every request and response document of Transfer API v0.10 the product and
+//!   the emulator use, defined once so both sides of the wire agree.
+//! - [`TransferClient`]: typed requests with globus-sdk's retry policy ([`RetryConfig`]).
+//! - [`TransferManager`]: coalesced, exactly-once, crash-resumable transfers tracked in
+//!   the [state database](crate::state), polled by one poller per identity.
 
+mod client;
+mod manager;
+mod retry;
 pub mod types;
+
+pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, TaskQuery, TransferClient};
+pub use manager::{
+    BatchOptions, BatchStatus, Enqueued, ItemSpec, ItemStatus, ManagerConfig, Priority,
+    TransferManager, new_label,
+};
+pub use retry::RetryConfig;

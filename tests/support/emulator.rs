@@ -42,6 +42,8 @@ impl Emu {
         }
         tweak(&mut config);
         let sim = Simulator::start(config).unwrap();
+        // reqwest is built without a default TLS provider (see Cargo.toml).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (a, b) = (
             sim.collection("a").unwrap().id.to_string(),
             sim.collection("b").unwrap().id.to_string(),

@@ -1,0 +1,191 @@
+//! The state database: every transfer batch and item ps-globus tracks, in SQLite.
+//!
+//! It lives in `$PS_GLOBUS_HOME/state.db`, else `$XDG_DATA_HOME/ps-globus/state.db`, else
+//! `~/.local/share/ps-globus/state.db`. Several processes may share it: writes that read
+//! first run in `BEGIN IMMEDIATE` transactions ([`StateDb::begin_immediate`]), which take
+//! the write lock up front and so never fail half-way with "database is locked".
+//!
+//! **Network file systems.** SQLite's WAL mode needs shared memory that NFS, Lustre, GPFS
+//! and friends do not provide, and is unsafe there. When the database sits on one, it is
+//! opened in the rollback-journal mode (`journal_mode=DELETE`) instead, and
+//! [`StateDb::warning`] says so and what to do (put `PS_GLOBUS_HOME` on a local disk).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::error::{Error, Result};
+
+/// The embedded schema migrations (`migrations/`).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The directory for ps-globus state (`PS_GLOBUS_HOME`, then XDG, then `~/.local/share`).
+pub fn default_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("PS_GLOBUS_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(data).join("ps-globus");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/ps-globus")
+}
+
+/// Names the network file system `path` is on, if it is on one.
+///
+/// `PS_GLOBUS_ASSUME_NETWORK_FS=1` forces a yes (to test the fallback, or where the
+/// detection cannot see through a mount).
+pub fn network_file_system(path: &Path) -> Option<&'static str> {
+    if std::env::var("PS_GLOBUS_ASSUME_NETWORK_FS").is_ok_and(|v| v == "1") {
+        return Some("network (PS_GLOBUS_ASSUME_NETWORK_FS=1)");
+    }
+    let stat = rustix::fs::statfs(path).ok()?;
+    classify_fs_magic(stat.f_type as i64)
+}
+
+/// The network file systems known by their `statfs` magic numbers.
+pub fn classify_fs_magic(magic: i64) -> Option<&'static str> {
+    match magic as u32 {
+        0x6969 => Some("NFS"),
+        0x0BD0_0BD0 => Some("Lustre"),
+        0x4750_4653 => Some("GPFS"),
+        0xFF53_4D42 | 0xFE53_4D42 => Some("SMB/CIFS"),
+        0x1983_0326 => Some("BeeGFS"),
+        0x00C3_6400 => Some("CephFS"),
+        0x0102_1997 => Some("9p"),
+        0x6B41_4653 => Some("AFS"),
+        0x5346_4846 => Some("WekaFS"),
+        _ => None,
+    }
+}
+
+/// An open state database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StateDb {
+    pool: SqlitePool,
+    path: PathBuf,
+    warning: Option<String>,
+}
+
+impl StateDb {
+    /// Opens (creating if needed) the database in [`default_home`].
+    pub async fn open_default() -> Result<StateDb> {
+        Self::open(default_home().join("state.db")).await
+    }
+
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: impl AsRef<Path>) -> Result<StateDb> {
+        let path = path.as_ref().to_path_buf();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let network = network_file_system(dir);
+        let journal = if network.is_some() {
+            SqliteJournalMode::Delete
+        } else {
+            SqliteJournalMode::Wal
+        };
+        let warning = network.map(|fs| {
+            format!(
+                "the state database {} is on {fs}, where SQLite's WAL mode is unsafe; it runs in \
+                 rollback-journal mode instead, which is slower and still relies on the file \
+                 system's locks. Put PS_GLOBUS_HOME on a local disk (e.g. /tmp or node-local \
+                 scratch) unless several hosts must share it",
+                path.display()
+            )
+        });
+        let state_error = |e: sqlx::Error| Error::State {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(state_error)?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(journal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(state_error)?;
+        MIGRATOR.run(&pool).await.map_err(|e| Error::State {
+            path: path.clone(),
+            message: format!(
+                "cannot bring the schema up to date ({e}); if a newer ps-globus wrote this \
+                 database, upgrade this one"
+            ),
+        })?;
+        Ok(StateDb {
+            pool,
+            path,
+            warning,
+        })
+    }
+
+    /// The connection pool, for queries that only read or write once.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Where the database is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Why the database runs in a degraded mode, if it does (network file system).
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
+    }
+
+    /// The journal mode in use (`wal`, or `delete` on network file systems).
+    pub async fn journal_mode(&self) -> Result<String> {
+        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(mode.0.to_lowercase())
+    }
+
+    /// A transaction that holds the write lock from its start: use it for every
+    /// read-then-write, so concurrent writers queue instead of failing.
+    pub async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Wraps a database error with the database's path.
+    pub fn error(&self, e: sqlx::Error) -> Error {
+        Error::State {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_file_systems_are_recognised_by_magic() {
+        assert_eq!(classify_fs_magic(0x6969), Some("NFS"));
+        assert_eq!(classify_fs_magic(0x0BD0_0BD0), Some("Lustre"));
+        assert_eq!(classify_fs_magic(0x4750_4653), Some("GPFS"));
+        assert_eq!(classify_fs_magic(0xEF53), None, "ext4 is local");
+        assert_eq!(classify_fs_magic(0x0102_1994), None, "tmpfs is local");
+    }
+}

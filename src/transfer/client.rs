@@ -1,0 +1,588 @@
+//! A typed client of the Globus Transfer API v0.10.
+//!
+//! Every request runs on the library's own runtime (so a pooled connection never belongs
+//! to a caller's short-lived runtime), goes through the retry policy of
+//! [`RetryConfig`](super::RetryConfig), and turns error documents into typed
+//! [`Error`]s: [`Error::Api`] with the status, code, message and request id;
+//! [`Error::ConsentRequired`] with the scopes and collections; [`Error::Unauthorized`]
+//! after one failed refresh. The `Authorization` header never reaches an error or a log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::RetryConfig;
+use super::types::{
+    DeleteRequest, Endpoint, ErrorDoc, Event, FileEntry, FileList, MarkerPage, MkdirRequest, Page,
+    RenameRequest, ResultDoc, SkippedError, SubmissionId, SubmitResult, SuccessfulTransfer, Task,
+    TaskUpdate, TransferRequest,
+};
+use crate::auth::Authorizer;
+use crate::error::{Error, Result};
+use crate::runtime;
+
+/// The real service's root.
+pub const DEFAULT_TRANSFER_URL: &str = "https://transfer.api.globus.org/";
+
+/// How many task ids one `task_list` filter may carry (keeps URLs short).
+pub const MAX_IDS_PER_LIST: usize = 100;
+
+/// A query of `GET /task_list`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// The filter grammar of SPEC §3.5, e.g. `status:ACTIVE/label:=psg-...`.
+    pub filter: Option<String>,
+    /// Only these keys of each task (comma-separated).
+    pub fields: Option<String>,
+    /// E.g. `request_time DESC`.
+    pub orderby: Option<String>,
+    /// Page size (at most 1000).
+    pub limit: Option<u32>,
+    /// Where the page starts.
+    pub offset: Option<u32>,
+}
+
+/// A client of one Transfer service as one identity. Cheap to clone.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use ps_globus::auth::StaticTokenAuthorizer;
+/// use ps_globus::transfer::TransferClient;
+/// # ps_globus::block_on(async {
+/// let client = TransferClient::new(Arc::new(StaticTokenAuthorizer::new("token")))?;
+/// let id = client.submission_id().await?;
+/// # Ok::<(), ps_globus::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct TransferClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    auth: Arc<dyn Authorizer>,
+    retry: RetryConfig,
+}
+
+impl std::fmt::Debug for TransferClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferClient")
+            .field("base", &self.inner.base)
+            .field("identity", &self.inner.auth.identity())
+            .finish()
+    }
+}
+
+/// A failed attempt, as the retry loop sees it.
+struct Failure {
+    error: Error,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn fatal(error: Error) -> Self {
+        Failure {
+            error,
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    /// The error, saying how many retries were made.
+    fn into_error(self, retries: u32) -> Error {
+        match self.error {
+            Error::Api {
+                status,
+                code,
+                message,
+                request_id,
+                method,
+                path,
+                ..
+            } => Error::Api {
+                status,
+                code,
+                message,
+                request_id,
+                method,
+                path,
+                retries,
+            },
+            Error::Network { url, message, .. } => Error::Network {
+                url,
+                message,
+                retries,
+            },
+            other => other,
+        }
+    }
+}
+
+impl TransferClient {
+    /// A client of the service at `PS_GLOBUS_TRANSFER_URL` (default: the real service).
+    pub fn new(auth: Arc<dyn Authorizer>) -> Result<Self> {
+        let base =
+            std::env::var("PS_GLOBUS_TRANSFER_URL").unwrap_or_else(|_| DEFAULT_TRANSFER_URL.into());
+        Self::with_base_url(&base, auth)
+    }
+
+    /// A client of the service rooted at `base_url` (e.g. an emulator's `transfer_url`).
+    pub fn with_base_url(base_url: &str, auth: Arc<dyn Authorizer>) -> Result<Self> {
+        Self::build(base_url, auth, RetryConfig::default())
+    }
+
+    /// This client with another retry policy.
+    pub fn with_retry(&self, retry: RetryConfig) -> Result<Self> {
+        Self::build(&self.inner.base, Arc::clone(&self.inner.auth), retry)
+    }
+
+    fn build(base_url: &str, auth: Arc<dyn Authorizer>, retry: RetryConfig) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidConfig {
+            what: "Transfer service URL".into(),
+            message,
+        };
+        let url =
+            reqwest::Url::parse(base_url).map_err(|e| invalid(format!("{base_url:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(format!("{base_url:?} is not an http(s) URL")));
+        }
+        let base = if base_url.ends_with('/') {
+            base_url.to_owned()
+        } else {
+            format!("{base_url}/")
+        };
+        // rustls needs a process-wide crypto provider; a second install is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("ps-globus/", env!("CARGO_PKG_VERSION")));
+        let loopback = matches!(
+            url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        );
+        if loopback {
+            // System proxies apply even to localhost in reqwest: never send loopback away.
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| invalid(format!("HTTP client: {e}")))?;
+        Ok(TransferClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                auth,
+                retry,
+            }),
+        })
+    }
+
+    /// The service root.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// The identity the client acts as (non-secret).
+    pub fn identity(&self) -> String {
+        self.inner.auth.identity()
+    }
+
+    async fn call<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: Method,
+        path: String,
+        query: Vec<(String, String)>,
+        body: Option<Value>,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        runtime::handle()
+            .spawn(async move { inner.execute(method, path, query, body).await })
+            .await
+            .map_err(|e| Error::Background(format!("Transfer request task: {e}")))?
+    }
+
+    async fn get<T: DeserializeOwned + Send + 'static>(
+        &self,
+        path: String,
+        query: Vec<(String, String)>,
+    ) -> Result<T> {
+        self.call(Method::GET, path, query, None).await
+    }
+
+    async fn post<T: DeserializeOwned + Send + 'static>(
+        &self,
+        path: String,
+        body: &impl Serialize,
+    ) -> Result<T> {
+        let body = serde_json::to_value(body).map_err(|e| Error::Encode {
+            codec: "json",
+            message: e.to_string(),
+        })?;
+        self.call(Method::POST, path, Vec::new(), Some(body)).await
+    }
+
+    /// `GET /submission_id`: a fresh submission id.
+    pub async fn submission_id(&self) -> Result<String> {
+        let doc: SubmissionId = self.get("v0.10/submission_id".into(), Vec::new()).await?;
+        Ok(doc.value)
+    }
+
+    /// `POST /transfer`. Safe to repeat: the submission id makes it idempotent.
+    pub async fn submit_transfer(&self, request: &TransferRequest) -> Result<SubmitResult> {
+        self.post("v0.10/transfer".into(), request).await
+    }
+
+    /// `POST /delete`.
+    pub async fn submit_delete(&self, request: &DeleteRequest) -> Result<SubmitResult> {
+        self.post("v0.10/delete".into(), request).await
+    }
+
+    /// `GET /task/{id}`.
+    pub async fn task(&self, task_id: &str) -> Result<Task> {
+        self.get(format!("v0.10/task/{task_id}"), Vec::new()).await
+    }
+
+    /// `GET /task_list`.
+    pub async fn task_list(&self, query: &TaskQuery) -> Result<Page<Task>> {
+        let mut q = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                q.push((k.to_owned(), v));
+            }
+        };
+        add("filter", query.filter.clone());
+        add("fields", query.fields.clone());
+        add("orderby", query.orderby.clone());
+        add("limit", query.limit.map(|l| l.to_string()));
+        add("offset", query.offset.map(|o| o.to_string()));
+        self.get("v0.10/task_list".into(), q).await
+    }
+
+    /// The tasks with these ids, in as few `task_list` requests as the URL limit allows
+    /// ([`MAX_IDS_PER_LIST`] ids each).
+    pub async fn tasks_by_id(&self, ids: &[String], fields: Option<&str>) -> Result<Vec<Task>> {
+        let mut tasks = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_LIST) {
+            let query = TaskQuery {
+                filter: Some(format!("task_id:{}", chunk.join(","))),
+                fields: fields.map(str::to_owned),
+                limit: Some(1000),
+                ..TaskQuery::default()
+            };
+            tasks.extend(self.task_list(&query).await?.data);
+        }
+        Ok(tasks)
+    }
+
+    /// `GET /task/{id}/event_list`, newest first; `errors_only` filters `is_error:1`.
+    pub async fn events(
+        &self,
+        task_id: &str,
+        limit: u32,
+        errors_only: bool,
+    ) -> Result<Page<Event>> {
+        let filter = if errors_only { "is_error:1" } else { "" };
+        let q = vec![
+            ("limit".into(), limit.to_string()),
+            ("filter".into(), filter.into()),
+        ];
+        self.get(format!("v0.10/task/{task_id}/event_list"), q)
+            .await
+    }
+
+    /// Every file a task copied (following the markers).
+    pub async fn successful_transfers(&self, task_id: &str) -> Result<Vec<SuccessfulTransfer>> {
+        self.all_markers(format!("v0.10/task/{task_id}/successful_transfers"))
+            .await
+    }
+
+    /// Every source path a task skipped (following the markers).
+    pub async fn skipped_errors(&self, task_id: &str) -> Result<Vec<SkippedError>> {
+        self.all_markers(format!("v0.10/task/{task_id}/skipped_errors"))
+            .await
+    }
+
+    async fn all_markers<T: DeserializeOwned + Send + 'static>(
+        &self,
+        path: String,
+    ) -> Result<Vec<T>> {
+        let mut all = Vec::new();
+        let mut marker = 0;
+        loop {
+            let page: MarkerPage<T> = self
+                .get(path.clone(), vec![("marker".into(), marker.to_string())])
+                .await?;
+            all.extend(page.data);
+            match page.next_marker {
+                Some(next) if next > marker => marker = next,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// `POST /task/{id}/cancel`.
+    pub async fn cancel(&self, task_id: &str) -> Result<ResultDoc> {
+        self.post(
+            format!("v0.10/task/{task_id}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `PUT /task/{id}`: a new label or deadline.
+    pub async fn update_task(&self, task_id: &str, update: &TaskUpdate) -> Result<ResultDoc> {
+        let body = serde_json::to_value(update).map_err(|e| Error::Encode {
+            codec: "json",
+            message: e.to_string(),
+        })?;
+        self.call(
+            Method::PUT,
+            format!("v0.10/task/{task_id}"),
+            Vec::new(),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET /endpoint/{id}`: a collection's document.
+    pub async fn endpoint(&self, collection: &str) -> Result<Endpoint> {
+        self.get(format!("v0.10/endpoint/{collection}"), Vec::new())
+            .await
+    }
+
+    /// `GET /operation/endpoint/{id}/ls`.
+    pub async fn ls(&self, collection: &str, path: &str) -> Result<FileList> {
+        self.get(
+            format!("v0.10/operation/endpoint/{collection}/ls"),
+            vec![("path".into(), path.into())],
+        )
+        .await
+    }
+
+    /// `GET /operation/endpoint/{id}/stat`.
+    pub async fn stat(&self, collection: &str, path: &str) -> Result<FileEntry> {
+        self.get(
+            format!("v0.10/operation/endpoint/{collection}/stat"),
+            vec![("path".into(), path.into())],
+        )
+        .await
+    }
+
+    /// `POST /operation/endpoint/{id}/mkdir`.
+    pub async fn mkdir(&self, collection: &str, path: &str) -> Result<ResultDoc> {
+        let doc = MkdirRequest {
+            data_type: "mkdir".into(),
+            path: path.into(),
+        };
+        self.post(format!("v0.10/operation/endpoint/{collection}/mkdir"), &doc)
+            .await
+    }
+
+    /// `POST /operation/endpoint/{id}/rename`.
+    pub async fn rename(
+        &self,
+        collection: &str,
+        old_path: &str,
+        new_path: &str,
+    ) -> Result<ResultDoc> {
+        let doc = RenameRequest {
+            data_type: "rename".into(),
+            old_path: old_path.into(),
+            new_path: new_path.into(),
+        };
+        self.post(
+            format!("v0.10/operation/endpoint/{collection}/rename"),
+            &doc,
+        )
+        .await
+    }
+}
+
+impl Inner {
+    async fn execute<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: String,
+        query: Vec<(String, String)>,
+        body: Option<Value>,
+    ) -> Result<T> {
+        let attempts = AtomicU32::new(0);
+        let refreshed = AtomicBool::new(false);
+        let max_sleep = self.retry.max_sleep;
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(&method, &path, &query, body.as_ref(), &refreshed)
+                .await
+        })
+        .retry(self.retry)
+        .when(|f: &Failure| f.retryable)
+        .adjust(|f: &Failure, backoff| match (f.retry_after, backoff) {
+            // Retry-After replaces the backoff sleep but still uses up an attempt.
+            (Some(wait), Some(_)) => Some(wait.min(max_sleep)),
+            (_, backoff) => backoff,
+        })
+        .await;
+        let retries = attempts.load(Ordering::Relaxed).saturating_sub(1);
+        let text = result.map_err(|f| f.into_error(retries))?;
+        serde_json::from_slice(&text).map_err(|e| Error::Api {
+            status: 200,
+            code: "ClientError.BadResponse".into(),
+            message: format!("the answer is not the expected document: {e}"),
+            request_id: String::new(),
+            method: method.to_string(),
+            path: format!("/{path}"),
+            retries,
+        })
+    }
+
+    /// One attempt (plus one repeat after a successful refresh on 401); the body of a
+    /// success.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+        refreshed: &AtomicBool,
+    ) -> Result<bytes::Bytes, Failure> {
+        let url = format!("{}{path}", self.base);
+        loop {
+            let header = self.auth.authorization().await.map_err(Failure::fatal)?;
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header(AUTHORIZATION, header);
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let network = |e: reqwest::Error| Failure {
+                error: Error::Network {
+                    url: url.clone(),
+                    message: without_url(&e),
+                    retries: 0,
+                },
+                retryable: true,
+                retry_after: None,
+            };
+            let response = request.send().await.map_err(network)?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = response.bytes().await.map_err(network)?;
+            if status.is_success() {
+                return Ok(text);
+            }
+            if status.as_u16() == 401 && !refreshed.swap(true, Ordering::SeqCst) {
+                if self.auth.refresh().await.map_err(Failure::fatal)? {
+                    continue;
+                }
+            }
+            let doc: Option<ErrorDoc> = serde_json::from_slice(&text).ok();
+            let (code, message, request_id) = match &doc {
+                Some(d) => (
+                    d.code.clone(),
+                    d.message.clone(),
+                    d.request_id.clone().unwrap_or_default(),
+                ),
+                None => (
+                    format!("HTTP{}", status.as_u16()),
+                    String::from_utf8_lossy(&text).chars().take(200).collect(),
+                    String::new(),
+                ),
+            };
+            if status.as_u16() == 401 {
+                return Err(Failure::fatal(Error::Unauthorized { message }));
+            }
+            if code == "ConsentRequired" {
+                let required_scopes = doc.and_then(|d| d.required_scopes).unwrap_or_default();
+                let collections = data_access_collections(&required_scopes);
+                return Err(Failure::fatal(Error::ConsentRequired {
+                    required_scopes,
+                    collections,
+                }));
+            }
+            let error = Error::Api {
+                status: status.as_u16(),
+                code,
+                message,
+                request_id,
+                method: method.to_string(),
+                path: format!("/{path}"),
+                retries: 0,
+            };
+            let retryable = error.is_transient();
+            let retry_after = matches!(status.as_u16(), 429 | 503)
+                .then_some(retry_after)
+                .flatten();
+            return Err(Failure {
+                error,
+                retryable,
+                retry_after,
+            });
+        }
+    }
+}
+
+/// A reqwest error's text without its URL (the URL is reported separately).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text
+            .replace(&format!(" ({url})"), "")
+            .replace(url.as_str(), "<url>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Collection ids in `https://auth.globus.org/scopes/<C>/data_access` dependencies.
+fn data_access_collections(scopes: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = scopes
+        .iter()
+        .flat_map(|s| s.split(['[', ']', ' ', '*']))
+        .filter_map(|part| {
+            part.strip_prefix("https://auth.globus.org/scopes/")?
+                .strip_suffix("/data_access")
+        })
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consent_scopes_name_their_collections() {
+        let scopes = vec![
+            "urn:globus:auth:scope:transfer.api.globus.org:all[*https://auth.globus.org/scopes/c1/data_access https://auth.globus.org/scopes/c2/data_access]".to_owned(),
+        ];
+        assert_eq!(data_access_collections(&scopes), vec!["c1", "c2"]);
+    }
+}

@@ -1,0 +1,779 @@
+//! The Transfer client and the TransferManager against the emulator: coalescing,
+//! admission, polling cost, retries under fault storms, crash resume at the failpoints,
+//! failing only what failed, deadlines, cancel, and two processes sharing one database.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ps_globus::Error;
+use ps_globus::auth::StaticTokenAuthorizer;
+use ps_globus::sim::{FaultConfig, FaultKind};
+use ps_globus::state::StateDb;
+use ps_globus::transfer::{
+    BatchOptions, ItemSpec, ManagerConfig, Priority, RetryConfig, TransferClient, TransferManager,
+};
+use support::emulator::{Emu, TOKEN, write};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 5,
+        max_sleep: Duration::from_millis(20),
+        base: Duration::from_millis(2),
+    }
+}
+
+fn config() -> ManagerConfig {
+    ManagerConfig {
+        poll_min: Duration::from_millis(50),
+        poll_max: Duration::from_millis(200),
+        ..ManagerConfig::default()
+    }
+}
+
+fn client(emu: &Emu) -> TransferClient {
+    TransferClient::with_base_url(
+        emu.sim.transfer_url(),
+        Arc::new(StaticTokenAuthorizer::new(TOKEN)),
+    )
+    .unwrap()
+    .with_retry(fast_retry())
+    .unwrap()
+}
+
+async fn manager(emu: &Emu, db: &std::path::Path, config: ManagerConfig) -> TransferManager {
+    TransferManager::start(StateDb::open(db).await.unwrap(), client(emu), config)
+        .await
+        .unwrap()
+}
+
+fn spec(emu: &Emu, from: &str, to: &str) -> ItemSpec {
+    ItemSpec::new(emu.a.clone(), from, emu.b.clone(), to)
+}
+
+fn fault(
+    kind: FaultKind,
+    path: Option<&str>,
+    route: Option<&str>,
+    count: Option<u64>,
+) -> FaultConfig {
+    FaultConfig {
+        kind,
+        path: path.map(Into::into),
+        route: route.map(Into::into),
+        probability: 1.0,
+        after: 0,
+        count,
+        retry_after: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_enqueues_becomes_a_handful_of_tasks() {
+    let emu = Emu::start();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..1000 {
+        write(
+            emu.root_a(),
+            &format!("in/{i}"),
+            format!("item {i}").as_bytes(),
+        );
+    }
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let handles: Vec<_> = (0..1000)
+        .map(|i| {
+            let (m, spec) = (
+                m.clone(),
+                spec(&emu, &format!("/in/{i}"), &format!("/out/{i}")),
+            );
+            tokio::spawn(async move { m.enqueue(spec).await.unwrap() })
+        })
+        .collect();
+    let mut items = Vec::new();
+    for h in handles {
+        items.push(h.await.unwrap());
+    }
+    for item in &items {
+        let done = m.wait(item.item, LONG).await.unwrap();
+        assert_eq!(done.state, "SUCCEEDED");
+        assert!(done.task_id.is_some());
+    }
+    let stats = emu.sim.stats();
+    assert!(
+        stats.tasks() <= 3,
+        "1000 items became {} tasks",
+        stats.tasks()
+    );
+    assert_eq!(
+        std::fs::read(emu.root_b().join("out/999")).unwrap(),
+        b"item 999"
+    );
+    let labels: std::collections::BTreeSet<_> = items.iter().map(|i| i.label.clone()).collect();
+    assert_eq!(labels.len() as u64, stats.tasks());
+    for label in &labels {
+        assert!(label.starts_with("psg-") && !label.contains([',', '/', ':']));
+        let batch = m.batch(label).await.unwrap().unwrap();
+        assert_eq!(
+            (batch.state.as_str(), batch.status.as_deref()),
+            ("DONE", Some("SUCCEEDED"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_from_one_loop_also_coalesce() {
+    let emu = Emu::start();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        write(emu.root_a(), &format!("in/{i}"), b"x");
+    }
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let mut items = Vec::new();
+    for i in 0..200 {
+        items.push(
+            m.enqueue(spec(&emu, &format!("/in/{i}"), &format!("/out/{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for item in &items {
+        m.wait(item.item, LONG).await.unwrap();
+    }
+    assert!(
+        emu.sim.stats().tasks() <= 5,
+        "{} tasks",
+        emu.sim.stats().tasks()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poll_cycle_lists_every_task_in_flight_with_at_most_100_ids_per_request() {
+    let emu = Emu::with(|c| {
+        c.task_latency_ms = 3_600_000;
+        c.pending_cap = 500;
+    });
+    write(emu.root_a(), "f", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = ManagerConfig {
+        max_items: 1, // every item its own task
+        max_pending_tasks: 250,
+        poll_min: Duration::from_secs(3600),
+        poll_max: Duration::from_secs(3600),
+        ..ManagerConfig::default()
+    };
+    let m = manager(&emu, &dir.path().join("state.db"), quiet).await;
+    for i in 0..150 {
+        m.enqueue(spec(&emu, "/f", &format!("/out/{i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(LONG, m.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(emu.sim.stats().tasks(), 150);
+    // One cycle updates every task; no cycle ever makes more than two requests for 150
+    // tasks (true at any instant: a cycle is counted before it sends anything).
+    m.poll_now().await.unwrap();
+    let polled = emu.sim.stats().route("GET /v0.10/task_list");
+    assert!(
+        polled >= 2 && polled <= 2 * m.poll_cycles(),
+        "{polled} requests in {} cycles",
+        m.poll_cycles()
+    );
+    for batch in m.batches(200).await.unwrap() {
+        assert_eq!(batch.status.as_deref(), Some("ACTIVE"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_lists_many_tasks_with_at_most_100_ids_per_request() {
+    let emu = Emu::with(|c| {
+        c.task_latency_ms = 3_600_000;
+        c.pending_cap = 500;
+    });
+    write(emu.root_a(), "f", b"x");
+    let c = client(&emu);
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let doc = ps_globus::transfer::types::TransferRequest {
+            data_type: "transfer".into(),
+            submission_id: c.submission_id().await.unwrap(),
+            source_endpoint: emu.a.clone(),
+            destination_endpoint: emu.b.clone(),
+            data: vec![ps_globus::transfer::types::TransferItem {
+                data_type: "transfer_item".into(),
+                source_path: "/f".into(),
+                destination_path: format!("/{i}"),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        ids.push(c.submit_transfer(&doc).await.unwrap().task_id);
+    }
+    let tasks = c.tasks_by_id(&ids, Some("task_id,status")).await.unwrap();
+    assert_eq!(tasks.len(), 150);
+    assert!(tasks.iter().all(|t| t.status == "ACTIVE"));
+    assert_eq!(emu.sim.stats().route("GET /v0.10/task_list"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_caps_pending_tasks_and_latency_goes_first_without_starving_bulk() {
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "f", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let capped = ManagerConfig {
+        max_items: 1,
+        max_pending_tasks: 2,
+        bulk_every: 3,
+        ..config()
+    };
+    let m = manager(&emu, &dir.path().join("state.db"), capped).await;
+    for i in 0..4 {
+        m.enqueue(spec(&emu, "/f", &format!("/bulk{i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(LONG, m.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        emu.sim.stats().tasks(),
+        2,
+        "only two pending at Globus; the rest wait locally"
+    );
+    for i in 0..3 {
+        m.enqueue(spec(&emu, "/f", &format!("/lat{i}")).priority(Priority::Latency))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(LONG, m.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(emu.sim.stats().tasks(), 2);
+
+    // Each freed slot admits one more batch.
+    let submitted = |batches: &[ps_globus::transfer::BatchStatus]| -> Vec<(String, String)> {
+        batches
+            .iter()
+            .filter(|b| b.task_id.is_some())
+            .map(|b| (b.label.clone(), b.priority.clone()))
+            .collect()
+    };
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        let before = submitted(&m.batches(100).await.unwrap());
+        let oldest = m
+            .batches(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.state == "SUBMITTED")
+            .last()
+            .unwrap();
+        m.cancel_task(oldest.task_id.as_deref().unwrap())
+            .await
+            .unwrap();
+        m.poll_now().await.unwrap();
+        tokio::time::timeout(LONG, m.flush())
+            .await
+            .unwrap()
+            .unwrap();
+        let after = submitted(&m.batches(100).await.unwrap());
+        let new: Vec<_> = after.into_iter().filter(|b| !before.contains(b)).collect();
+        assert_eq!(new.len(), 1, "one admission per freed slot");
+        order.push(new[0].1.clone());
+    }
+    assert_eq!(
+        order,
+        ["bulk", "latency", "latency", "bulk", "latency"],
+        "every third admission is bulk's"
+    );
+    assert_eq!(emu.sim.stats().tasks(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storms_of_429_and_bursts_of_503_deliver_every_item_exactly_once() {
+    let emu = Emu::with(|c| {
+        c.fail_rate = 0.2;
+        c.seed = 42;
+        c.faults = vec![
+            fault(
+                FaultKind::Http429,
+                None,
+                Some("POST /v0.10/transfer"),
+                Some(3),
+            ),
+            fault(
+                FaultKind::Http503,
+                None,
+                Some("GET /v0.10/submission_id"),
+                Some(2),
+            ),
+            fault(
+                FaultKind::ConnectionReset,
+                None,
+                Some("POST /v0.10/transfer"),
+                Some(4),
+            ),
+        ];
+    });
+    for i in 0..60 {
+        write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(
+        &emu,
+        &dir.path().join("state.db"),
+        ManagerConfig {
+            max_items: 20,
+            ..config()
+        },
+    )
+    .await;
+    let mut items = Vec::new();
+    for i in 0..60 {
+        items.push(
+            m.enqueue(spec(&emu, &format!("/in/{i}"), &format!("/out/{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for item in &items {
+        assert_eq!(m.wait(item.item, LONG).await.unwrap().state, "SUCCEEDED");
+    }
+    let stats = emu.sim.stats();
+    let batches = m.batches(100).await.unwrap();
+    assert_eq!(
+        stats.tasks(),
+        batches.len() as u64,
+        "one Globus task per batch, never two"
+    );
+    assert!(
+        stats.responses_429 >= 3 && stats.responses_503 >= 2,
+        "{stats:?}"
+    );
+    for i in 0..60 {
+        assert_eq!(
+            std::fs::read(emu.root_b().join(format!("out/{i}"))).unwrap(),
+            format!("{i}").as_bytes()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_retries_with_a_limit_and_never_retries_external_errors() {
+    let emu = Emu::with(|c| {
+        c.faults = vec![
+            fault(
+                FaultKind::Http429,
+                None,
+                Some("GET /v0.10/task_list"),
+                Some(100),
+            ),
+            fault(
+                FaultKind::Http502,
+                None,
+                Some("GET /v0.10/endpoint/{id}"),
+                None,
+            ),
+            fault(
+                FaultKind::Http503,
+                None,
+                Some("GET /v0.10/submission_id"),
+                Some(3),
+            ),
+        ];
+    });
+    let c = client(&emu);
+    assert_eq!(
+        c.submission_id().await.unwrap().len(),
+        36,
+        "three 503s, then success"
+    );
+    match c.task_list(&Default::default()).await.unwrap_err() {
+        Error::Api {
+            status: 429,
+            retries: 5,
+            ..
+        } => {}
+        other => panic!("expected 429 after 5 retries, got {other:?}"),
+    }
+    assert_eq!(emu.sim.stats().route("GET /v0.10/task_list"), 6);
+    match c.endpoint(&emu.a).await.unwrap_err() {
+        Error::Api {
+            status: 502,
+            code,
+            retries: 0,
+            ..
+        } => assert_eq!(code, "ExternalError.Backend"),
+        other => panic!("{other:?}"),
+    }
+    let bad = TransferClient::with_base_url(
+        emu.sim.transfer_url(),
+        Arc::new(StaticTokenAuthorizer::new("wrong")),
+    )
+    .unwrap();
+    let err = bad.submission_id().await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains("ps-globus login"));
+    assert!(!format!("{err:?}").contains("wrong"), "no token in errors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_source_fails_only_its_item_with_the_globus_reason() {
+    let emu = Emu::start();
+    for i in 0..10 {
+        if i != 4 {
+            write(emu.root_a(), &format!("in/{i}"), b"ok");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let mut items = Vec::new();
+    for i in 0..10 {
+        items.push(
+            m.enqueue(spec(&emu, &format!("/in/{i}"), &format!("/out/{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, item) in items.iter().enumerate() {
+        let result = m.wait(item.item, LONG).await;
+        if i == 4 {
+            match result.unwrap_err() {
+                Error::TransferFailed {
+                    code,
+                    source_path,
+                    destination_path,
+                    task_id,
+                    ..
+                } => {
+                    assert_eq!(code, "FILE_NOT_FOUND");
+                    assert_eq!(
+                        (source_path.as_str(), destination_path.as_str()),
+                        ("/in/4", "/out/4")
+                    );
+                    assert!(task_id.is_some());
+                }
+                other => panic!("{other:?}"),
+            }
+        } else {
+            assert_eq!(result.unwrap().state, "SUCCEEDED");
+        }
+    }
+    assert_eq!(emu.sim.stats().tasks(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stuck_on_a_fatal_error_is_cancelled_and_the_rest_resubmitted_once() {
+    let emu = Emu::with(|c| {
+        c.faults = vec![fault(
+            FaultKind::QuotaExceeded,
+            Some("/in/full*"),
+            None,
+            None,
+        )]
+    });
+    for name in ["a", "b", "full", "c", "d"] {
+        write(emu.root_a(), &format!("in/{name}"), name.as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fast_fail = ManagerConfig {
+        fail_fast_after: Duration::from_millis(300),
+        ..config()
+    };
+    let m = manager(&emu, &dir.path().join("state.db"), fast_fail).await;
+    let mut items = Vec::new();
+    for name in ["a", "b", "full", "c", "d"] {
+        items.push((
+            name,
+            m.enqueue(spec(&emu, &format!("/in/{name}"), &format!("/out/{name}")))
+                .await
+                .unwrap(),
+        ));
+    }
+    for (name, item) in &items {
+        let result = m.wait(item.item, LONG).await;
+        if *name == "full" {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(&err, Error::TransferFailed { code, .. } if code == "QUOTA_EXCEEDED"),
+                "{err:?}"
+            );
+        } else {
+            assert_eq!(result.unwrap().state, "SUCCEEDED", "{name}");
+            assert_eq!(
+                std::fs::read(emu.root_b().join(format!("out/{name}"))).unwrap(),
+                name.as_bytes()
+            );
+        }
+    }
+    let batches = m.batches(10).await.unwrap();
+    assert_eq!(batches.len(), 2, "the original and one re-split");
+    assert!(batches.iter().any(|b| b.resplit_of.is_some()));
+    assert_eq!(emu.sim.stats().tasks(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_expire_and_cancel_by_label() {
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "f", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(500)).to_rfc3339();
+    let options = BatchOptions {
+        deadline: Some(soon),
+        ..BatchOptions::default()
+    };
+    let expiring = m
+        .enqueue(spec(&emu, "/f", "/late").options(options))
+        .await
+        .unwrap();
+    match m.wait(expiring.item, LONG).await.unwrap_err() {
+        Error::TransferFailed { code, .. } => assert_eq!(code, "EXPIRED"),
+        other => panic!("{other:?}"),
+    }
+    let doomed = m.enqueue(spec(&emu, "/f", "/never")).await.unwrap();
+    tokio::time::timeout(LONG, m.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    m.cancel_label(&doomed.label).await.unwrap();
+    match m.wait(doomed.item, LONG).await.unwrap_err() {
+        Error::TransferFailed { code, .. } => assert_eq!(code, "CANCELED"),
+        other => panic!("{other:?}"),
+    }
+    let waited = m.wait(expiring.item, Duration::from_millis(1)).await;
+    assert!(waited.is_err());
+    let pending = m.enqueue(spec(&emu, "/f", "/slow")).await.unwrap();
+    match m
+        .wait(pending.item, Duration::from_millis(100))
+        .await
+        .unwrap_err()
+    {
+        Error::WaitTimeout { .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_task_is_a_needs_attention_error_naming_the_fix() {
+    let emu =
+        Emu::with(|c| c.faults = vec![fault(FaultKind::Inactive, Some("/expired"), None, None)]);
+    write(emu.root_a(), "expired", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let item = m.enqueue(spec(&emu, "/expired", "/x")).await.unwrap();
+    match m.wait(item.item, LONG).await.unwrap_err() {
+        Error::NeedsAttention { fix, task_id, .. } => {
+            assert!(fix.contains("ps-globus login"));
+            m.cancel_task(&task_id).await.unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- processes -------------------------------------------------------------------------
+
+const CHILD_ENV: &str = "PS_GLOBUS_TEST_CHILD";
+
+/// Runs the ignored `child` test in a new process with `vars`; returns (success, output).
+fn run_child(vars: &[(&str, String)]) -> (bool, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--ignored", "--exact", "child", "--nocapture"]);
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The other process: enqueues `COUNT` items from `a:/in/N` and, unless a failpoint kills
+/// it first, waits for them and reports how many poll cycles it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of the crash and sharing tests, which run it themselves"]
+async fn child() {
+    let var = |k: &str| std::env::var(format!("{CHILD_ENV}_{k}")).expect("run by a parent test");
+    let client =
+        TransferClient::with_base_url(&var("URL"), Arc::new(StaticTokenAuthorizer::new(TOKEN)))
+            .unwrap()
+            .with_retry(fast_retry())
+            .unwrap();
+    let m = TransferManager::start(StateDb::open(var("DB")).await.unwrap(), client, config())
+        .await
+        .unwrap();
+    let count: usize = var("COUNT").parse().unwrap();
+    let prefix = var("PREFIX");
+    let mut items = Vec::new();
+    for i in 0..count {
+        let spec = ItemSpec::new(
+            var("A"),
+            format!("/in/{i}"),
+            var("B"),
+            format!("/{prefix}/{i}"),
+        );
+        items.push(m.enqueue(spec).await.unwrap());
+    }
+    m.flush().await.unwrap();
+    for item in &items {
+        m.wait(item.item, LONG).await.unwrap();
+    }
+    println!("CHILD-POLLS {}", m.poll_cycles());
+}
+
+fn child_vars(
+    emu: &Emu,
+    db: &std::path::Path,
+    count: usize,
+    prefix: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "PS_GLOBUS_TEST_CHILD_URL",
+            emu.sim.transfer_url().to_owned(),
+        ),
+        ("PS_GLOBUS_TEST_CHILD_DB", db.display().to_string()),
+        ("PS_GLOBUS_TEST_CHILD_COUNT", count.to_string()),
+        ("PS_GLOBUS_TEST_CHILD_PREFIX", prefix.to_owned()),
+        ("PS_GLOBUS_TEST_CHILD_A", emu.a.clone()),
+        ("PS_GLOBUS_TEST_CHILD_B", emu.b.clone()),
+    ]
+}
+
+async fn crash_then_resume(failpoint: &str) {
+    let emu = Emu::start();
+    for i in 0..20 {
+        write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut vars = child_vars(&emu, &db, 20, "out");
+    vars.push(("PS_GLOBUS_FAILPOINT", failpoint.to_owned()));
+    let (ok, output) = run_child(&vars);
+    assert!(!ok, "the child died at the failpoint:\n{output}");
+    assert!(
+        output.contains(&format!("failpoint {failpoint} reached")),
+        "{output}"
+    );
+    let posted_before = emu.sim.stats().tasks();
+    assert_eq!(posted_before, u64::from(failpoint == "after-post"));
+
+    // A new process (here: this one) resumes from the database.
+    let m = manager(&emu, &db, config()).await;
+    let batch = m.batches(10).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(
+        batch[0].state, "SUBMITTING",
+        "the submission id was committed before the POST"
+    );
+    let done = tokio::time::timeout(LONG, m.wait_label(&batch[0].label, LONG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.len(), 20, "no item lost");
+    assert!(done.iter().all(|s| s.state == "SUCCEEDED"));
+    assert_eq!(
+        emu.sim.stats().tasks(),
+        1,
+        "the batch is one Globus task, not two"
+    );
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read(emu.root_b().join(format!("out/{i}"))).unwrap(),
+            format!("{i}").as_bytes()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_commit_the_batch_is_posted_once_on_resume() {
+    crash_then_resume("after-commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_post_the_repost_is_a_duplicate_not_a_second_task() {
+    crash_then_resume("after-post").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_database_with_one_poller() {
+    let emu = Emu::with(|c| c.task_latency_ms = 200);
+    for i in 0..20 {
+        write(emu.root_a(), &format!("in/{i}"), b"shared");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let m = manager(&emu, &db, config()).await;
+    // This process polls (it holds the lease) while the child submits and waits.
+    let mine = m.enqueue(spec(&emu, "/in/0", "/parent/0")).await.unwrap();
+    m.flush().await.unwrap();
+    m.poll_now().await.unwrap();
+    let vars = child_vars(&emu, &db, 20, "child");
+    let (ok, output) = tokio::task::spawn_blocking(move || run_child(&vars))
+        .await
+        .unwrap();
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("CHILD-POLLS 0"),
+        "only one process polls Globus:\n{output}"
+    );
+    m.wait(mine.item, LONG).await.unwrap();
+    let batches = m.batches(100).await.unwrap();
+    assert_eq!(
+        emu.sim.stats().tasks(),
+        batches.len() as u64,
+        "no batch submitted twice"
+    );
+    assert!(m.poll_cycles() > 0);
+    assert!(emu.root_b().join("child/19").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_immediate_serialises_concurrent_read_then_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+    assert_eq!(db.journal_mode().await.unwrap(), "wal");
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for _ in 0..30 {
+                    let mut tx = db.begin_immediate().await.unwrap();
+                    let value: i64 =
+                        sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
+                            .fetch_one(&mut *tx)
+                            .await
+                            .unwrap();
+                    sqlx::query("UPDATE generation SET value = ? WHERE id = 1")
+                        .bind(value + 1)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let value: i64 = sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(value, 240, "no lost update, no 'database is locked'");
+}
