@@ -274,8 +274,7 @@ async fn admission_caps_pending_tasks_and_latency_goes_first_without_starving_bu
             .await
             .unwrap()
             .into_iter()
-            .filter(|b| b.state == "SUBMITTED")
-            .last()
+            .rfind(|b| b.state == "SUBMITTED")
             .unwrap();
         m.cancel_task(oldest.task_id.as_deref().unwrap())
             .await

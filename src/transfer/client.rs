@@ -490,10 +490,11 @@ impl Inner {
             if status.is_success() {
                 return Ok(text);
             }
-            if status.as_u16() == 401 && !refreshed.swap(true, Ordering::SeqCst) {
-                if self.auth.refresh().await.map_err(Failure::fatal)? {
-                    continue;
-                }
+            if status.as_u16() == 401
+                && !refreshed.swap(true, Ordering::SeqCst)
+                && self.auth.refresh().await.map_err(Failure::fatal)?
+            {
+                continue;
             }
             let doc: Option<ErrorDoc> = serde_json::from_slice(&text).ok();
             let (code, message, request_id) = match &doc {

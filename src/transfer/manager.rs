@@ -264,7 +264,7 @@ enum WriteReq {
     Item {
         key: BatchKey,
         label: String,
-        spec: ItemSpec,
+        spec: Box<ItemSpec>,
         ack: oneshot::Sender<Result<i64>>,
     },
     Close {
@@ -326,8 +326,10 @@ impl Drop for Inner {
     }
 }
 
-static SHARED: LazyLock<Mutex<HashMap<(std::path::PathBuf, String), Weak<Inner>>>> =
-    LazyLock::new(Default::default);
+/// The running managers of this process, by (database, identity).
+type Registry = Mutex<HashMap<(std::path::PathBuf, String), Weak<Inner>>>;
+
+static SHARED: LazyLock<Registry> = LazyLock::new(Default::default);
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -482,7 +484,7 @@ impl TransferManager {
                 .send(WriteReq::Item {
                     key,
                     label: label.clone(),
-                    spec,
+                    spec: Box::new(spec),
                     ack,
                 })
                 .map_err(|_| Error::Background("the transfer manager has stopped".into()))?;
@@ -1216,15 +1218,14 @@ impl Inner {
             .as_ref()
             .map_or("FAILED".to_owned(), |f| f.code.clone());
         let mut description = fatal.map_or_else(String::new, |f| f.description);
-        if let Ok(events) = self.client.events(&task.task_id, 1, true).await {
-            if let Some(event) = events
+        if let Ok(events) = self.client.events(&task.task_id, 1, true).await
+            && let Some(event) = events
                 .data
                 .into_iter()
                 .next()
                 .filter(|e| !e.details.is_empty())
-            {
-                description = format!("{description}: {}", event.details);
-            }
+        {
+            description = format!("{description}: {}", event.details);
         }
         let succeeded = self.succeeded_items(task, &items).await?;
         self.finish_batch(batch, Some(task), &code, &description, &succeeded)
@@ -1573,12 +1574,12 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
             };
         } else {
             // Another process polls; notice its updates through the database.
-            if let Ok(generation) = inner.generation().await {
-                if generation != seen_generation {
-                    seen_generation = generation;
-                    inner.signals.changed.notify_waiters();
-                    inner.signals.submit_kick.notify_one();
-                }
+            if let Ok(generation) = inner.generation().await
+                && generation != seen_generation
+            {
+                seen_generation = generation;
+                inner.signals.changed.notify_waiters();
+                inner.signals.submit_kick.notify_one();
             }
             interval = config.poll_min;
         }
