@@ -776,3 +776,44 @@ async fn begin_immediate_serialises_concurrent_read_then_write() {
         .unwrap();
     assert_eq!(value, 240, "no lost update, no 'database is locked'");
 }
+
+/// An authorizer whose first token is stale; `refresh` switches to the good one.
+#[derive(Debug)]
+struct StaleThenFresh {
+    refreshed: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ps_globus::auth::Authorizer for StaleThenFresh {
+    async fn authorization(&self) -> ps_globus::Result<String> {
+        let fresh = self.refreshed.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        Ok(format!("Bearer {}", if fresh { TOKEN } else { "stale" }))
+    }
+    async fn refresh(&self) -> ps_globus::Result<bool> {
+        self.refreshed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(true)
+    }
+    fn identity(&self) -> String {
+        "test:stale-then-fresh".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_refreshes_the_credentials_once_and_retries() {
+    let emu = Emu::start();
+    let auth = Arc::new(StaleThenFresh {
+        refreshed: Default::default(),
+    });
+    let c = TransferClient::with_base_url(emu.sim.transfer_url(), auth.clone()).unwrap();
+    assert_eq!(c.submission_id().await.unwrap().len(), 36);
+    assert_eq!(auth.refreshed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(c.submission_id().await.unwrap().len(), 36);
+    assert_eq!(
+        auth.refreshed.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no refresh while the token works"
+    );
+    let stats = emu.sim.stats();
+    assert_eq!((stats.by_status[&401], stats.by_status[&200]), (1, 2));
+}
