@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use ps_globus::Error;
 use ps_globus::auth::StaticTokenAuthorizer;
-use ps_globus::sim::{FaultConfig, FaultKind};
+use ps_globus::sim::FaultKind;
 use ps_globus::state::StateDb;
 use ps_globus::transfer::{
     BatchOptions, ItemSpec, ManagerConfig, Priority, RetryConfig, TransferClient, TransferManager,
 };
-use support::emulator::{Emu, TOKEN, write};
+use support::emulator::{Emu, TOKEN, fault, write};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -53,23 +53,6 @@ async fn manager(emu: &Emu, db: &std::path::Path, config: ManagerConfig) -> Tran
 
 fn spec(emu: &Emu, from: &str, to: &str) -> ItemSpec {
     ItemSpec::new(emu.a.clone(), from, emu.b.clone(), to)
-}
-
-fn fault(
-    kind: FaultKind,
-    path: Option<&str>,
-    route: Option<&str>,
-    count: Option<u64>,
-) -> FaultConfig {
-    FaultConfig {
-        kind,
-        path: path.map(Into::into),
-        route: route.map(Into::into),
-        probability: 1.0,
-        after: 0,
-        count,
-        retry_after: 1,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

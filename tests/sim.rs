@@ -5,22 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ps_globus::sim::{CollectionConfig, FaultConfig, FaultKind};
+use ps_globus::sim::{CollectionConfig, FaultKind};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::emulator::{Emu, write};
-
-fn fault(kind: FaultKind, path: Option<&str>, route: Option<&str>) -> FaultConfig {
-    FaultConfig {
-        kind,
-        path: path.map(Into::into),
-        route: route.map(Into::into),
-        probability: 1.0,
-        after: 0,
-        count: None,
-        retry_after: 1,
-    }
-}
+use support::emulator::{Emu, fault, write};
 
 /// Every key SPEC §3.4 lists for the task document.
 const TASK_KEYS: &[&str] = &[
@@ -570,9 +558,9 @@ async fn injected_path_faults() {
     let emu = Emu::with(|c| {
         c.checksum_retries = 2;
         c.faults = vec![
-            fault(FaultKind::PermissionDenied, Some("/denied/*"), None),
-            fault(FaultKind::ChecksumMismatch, Some("/corrupt"), None),
-            fault(FaultKind::Inactive, Some("/expired-consent"), None),
+            fault(FaultKind::PermissionDenied, Some("/denied/*"), None, None),
+            fault(FaultKind::ChecksumMismatch, Some("/corrupt"), None, None),
+            fault(FaultKind::Inactive, Some("/expired-consent"), None, None),
         ];
     });
     write(emu.root_a(), "denied/a", b"a");
@@ -644,23 +632,34 @@ async fn injected_path_faults() {
 #[tokio::test]
 async fn http_faults_storms_bursts_and_resets() {
     let emu = Emu::with(|c| {
-        let mut storm = fault(FaultKind::Http429, None, Some("GET /v0.10/task_list"));
+        let mut storm = fault(FaultKind::Http429, None, Some("GET /v0.10/task_list"), None);
         storm.count = Some(3);
         storm.retry_after = 2;
-        let mut burst = fault(FaultKind::Http503, None, Some("GET /v0.10/endpoint/{id}"));
+        let mut burst = fault(
+            FaultKind::Http503,
+            None,
+            Some("GET /v0.10/endpoint/{id}"),
+            None,
+        );
         burst.after = 1;
         burst.count = Some(2);
         let mut reset = fault(
             FaultKind::ConnectionReset,
             None,
             Some("POST /v0.10/transfer"),
+            None,
         );
         reset.count = Some(1);
         c.faults = vec![
             storm,
             burst,
             reset,
-            fault(FaultKind::Http502, None, Some("GET /v0.10/endpoint_search")),
+            fault(
+                FaultKind::Http502,
+                None,
+                Some("GET /v0.10/endpoint_search"),
+                None,
+            ),
         ];
     });
     for _ in 0..3 {
@@ -1195,8 +1194,9 @@ async fn delete_tasks_have_their_own_three_slots() {
 
 #[tokio::test]
 async fn quota_errors_retry_or_fail_as_asked() {
-    let emu =
-        Emu::with(|c| c.faults = vec![fault(FaultKind::QuotaExceeded, Some("/full/*"), None)]);
+    let emu = Emu::with(|c| {
+        c.faults = vec![fault(FaultKind::QuotaExceeded, Some("/full/*"), None, None)]
+    });
     write(emu.root_a(), "full/x", b"x");
     let task = emu
         .submit(&[("/full/x", "/x")], json!({"fail_on_quota_errors": true}))

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ps_globus::sim::{CollectionConfig, SimConfig, Simulator};
+use ps_globus::sim::{CollectionConfig, FaultConfig, FaultKind, SimConfig, Simulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -184,4 +184,22 @@ pub fn write(root: &Path, relative: &str, bytes: &[u8]) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// A fault that always fires (probability 1), on a path or a route, `count` times (or always).
+pub fn fault(
+    kind: FaultKind,
+    path: Option<&str>,
+    route: Option<&str>,
+    count: Option<u64>,
+) -> FaultConfig {
+    FaultConfig {
+        kind,
+        path: path.map(Into::into),
+        route: route.map(Into::into),
+        probability: 1.0,
+        after: 0,
+        count,
+        retry_after: 1,
+    }
 }
