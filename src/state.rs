@@ -21,8 +21,29 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::error::{Error, Result};
 
-/// The embedded schema migrations (`migrations/`).
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// The schema migrations in `migrations/`, embedded in the binary: (version, name, SQL).
+/// A new migration is a new file there and a new line here.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sqlx::AssertSqlSafe(*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
 
 /// The directory for ps-globus state (`PS_GLOBUS_HOME`, then XDG, then `~/.local/share`).
 pub fn default_home() -> PathBuf {
@@ -120,7 +141,7 @@ impl StateDb {
             .connect_with(options)
             .await
             .map_err(state_error)?;
-        MIGRATOR.run(&pool).await.map_err(|e| Error::State {
+        migrator().run(&pool).await.map_err(|e| Error::State {
             path: path.clone(),
             message: format!(
                 "cannot bring the schema up to date ({e}); if a newer ps-globus wrote this \
