@@ -580,10 +580,10 @@ mod data_type {
 mod tests {
     use super::*;
 
-    /// The recorded documents in shared/globus-api/fixtures parse into these types.
+    /// The recorded documents (copies of shared/globus-api/fixtures) parse into these types.
     fn fixture(name: &str) -> serde_json::Value {
         let path = format!(
-            "{}/../shared/globus-api/fixtures/{name}",
+            "{}/tests/fixtures/globus-api/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
