@@ -2,8 +2,13 @@
 //!
 //! [`Authorizer`] is what the Transfer client asks for an `Authorization` header, and for
 //! one refresh after a 401. [`StaticTokenAuthorizer`] wraps a bearer token obtained
-//! elsewhere (or the emulator's `--static-token`). Tokens never appear in `Debug`
-//! output, errors or logs.
+//! elsewhere (or the emulator's `--static-token`); [`ClientCredentialsAuthorizer`] is a
+//! service identity (`PS_GLOBUS_CLIENT_ID` + `PS_GLOBUS_CLIENT_SECRET`). Tokens and
+//! secrets never appear in `Debug` output, errors or logs.
+
+mod client_credentials;
+
+pub use client_credentials::{ClientCredentialsAuthorizer, DEFAULT_AUTH_URL, TRANSFER_SCOPE};
 
 use std::fmt;
 

@@ -1,0 +1,189 @@
+//! A service identity: Globus Auth's client-credentials grant, renewed before expiry.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::Authorizer;
+use crate::error::{Error, Result};
+
+/// The real Globus Auth service root.
+pub const DEFAULT_AUTH_URL: &str = "https://auth.globus.org/";
+
+/// The Transfer scope.
+pub const TRANSFER_SCOPE: &str = "urn:globus:auth:scope:transfer.api.globus.org:all";
+
+/// Acts as a confidential client (a service identity): no interactive login, which is
+/// what compute nodes and batch jobs need.
+///
+/// The access token is fetched on first use and renewed `min(60 s, lifetime / 2)` before
+/// it expires, and once after a 401. The secret and the tokens never appear in `Debug`
+/// output or errors.
+///
+/// ```
+/// use ps_globus::auth::ClientCredentialsAuthorizer;
+/// let auth = ClientCredentialsAuthorizer::new("http://127.0.0.1:9/", "my-client-id", "my-secret", ps_globus::auth::TRANSFER_SCOPE)?;
+/// assert!(!format!("{auth:?}").contains("my-secret"));
+/// # Ok::<(), ps_globus::Error>(())
+/// ```
+pub struct ClientCredentialsAuthorizer {
+    token_url: String,
+    client_id: String,
+    secret: String,
+    scope: String,
+    http: reqwest::Client,
+    token: Mutex<Option<Token>>,
+}
+
+struct Token {
+    access: String,
+    renew_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: u64,
+}
+
+impl ClientCredentialsAuthorizer {
+    /// A service identity `client_id`/`secret` at the Auth service rooted at `auth_url`,
+    /// asking for `scope` (space-separated scopes, e.g. [`TRANSFER_SCOPE`]).
+    pub fn new(
+        auth_url: &str,
+        client_id: impl Into<String>,
+        secret: impl Into<String>,
+        scope: impl Into<String>,
+    ) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidConfig {
+            what: "Globus Auth URL".into(),
+            message,
+        };
+        let url =
+            reqwest::Url::parse(auth_url).map_err(|e| invalid(format!("{auth_url:?}: {e}")))?;
+        let base = if auth_url.ends_with('/') {
+            auth_url.to_owned()
+        } else {
+            format!("{auth_url}/")
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        if matches!(
+            url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        ) {
+            builder = builder.no_proxy();
+        }
+        Ok(ClientCredentialsAuthorizer {
+            token_url: format!("{base}v2/oauth2/token"),
+            client_id: client_id.into(),
+            secret: secret.into(),
+            scope: scope.into(),
+            http: builder
+                .build()
+                .map_err(|e| invalid(format!("HTTP client: {e}")))?,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// The service identity in `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET`, at
+    /// `PS_GLOBUS_AUTH_URL` (default the real service), for Transfer.
+    pub fn from_env() -> Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match (var("PS_GLOBUS_CLIENT_ID"), var("PS_GLOBUS_CLIENT_SECRET")) {
+            (Some(id), Some(secret)) => {
+                let url = var("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.into());
+                Self::new(&url, id, secret, TRANSFER_SCOPE)
+            }
+            _ => Err(Error::Unauthorized {
+                message: "PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET must both be set for a service identity".into(),
+            }),
+        }
+    }
+
+    /// Fetches a new access token.
+    async fn fetch(&self) -> Result<Token> {
+        let response = self
+            .http
+            .post(&self.token_url)
+            .basic_auth(&self.client_id, Some(&self.secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", self.scope.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| Error::Network {
+                url: self.token_url.clone(),
+                message: e.without_url().to_string(),
+                retries: 0,
+            })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| Error::Network {
+            url: self.token_url.clone(),
+            message: e.to_string(),
+            retries: 0,
+        })?;
+        if !status.is_success() {
+            // OAuth error documents carry `error` and maybe `error_description`; never a secret.
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let what = doc["error_description"]
+                .as_str()
+                .or(doc["error"].as_str())
+                .unwrap_or("no reason given");
+            return Err(Error::Unauthorized {
+                message: format!(
+                    "Globus Auth refused client {} ({status}: {what}); check PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET",
+                    self.client_id
+                ),
+            });
+        }
+        let token: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| Error::Unauthorized {
+                message: format!("unexpected token response from Globus Auth: {e}"),
+            })?;
+        let lifetime = Duration::from_secs(token.expires_in);
+        let margin = Duration::from_secs(60).min(lifetime / 2);
+        Ok(Token {
+            access: token.access_token,
+            renew_at: Instant::now() + lifetime - margin,
+        })
+    }
+}
+
+impl fmt::Debug for ClientCredentialsAuthorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentialsAuthorizer")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("secret", &"[redacted]")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Authorizer for ClientCredentialsAuthorizer {
+    async fn authorization(&self) -> Result<String> {
+        let mut token = self.token.lock().await;
+        if token.as_ref().is_none_or(|t| Instant::now() >= t.renew_at) {
+            *token = Some(self.fetch().await?);
+        }
+        Ok(format!(
+            "Bearer {}",
+            token.as_ref().expect("set above").access
+        ))
+    }
+
+    async fn refresh(&self) -> Result<bool> {
+        *self.token.lock().await = Some(self.fetch().await?);
+        Ok(true)
+    }
+
+    fn identity(&self) -> String {
+        format!("client:{}", self.client_id)
+    }
+}

@@ -1,0 +1,111 @@
+//! The service identity (client credentials) against the emulator's Auth.
+
+mod support;
+
+use std::sync::Arc;
+
+use ps_globus::Error;
+use ps_globus::auth::{Authorizer, ClientCredentialsAuthorizer, TRANSFER_SCOPE};
+use ps_globus::transfer::TransferClient;
+use support::emulator::Emu;
+
+const ID: &str = "eeeeeeee-0000-0000-0000-000000000001";
+const SECRET: &str = "service-secret-value";
+
+fn emu(lifetime_s: u64) -> Emu {
+    Emu::with(|c| {
+        c.clients.insert(ID.into(), SECRET.into());
+        c.token_lifetime_s = lifetime_s;
+    })
+}
+
+fn service(emu: &Emu, secret: &str) -> Arc<ClientCredentialsAuthorizer> {
+    Arc::new(
+        ClientCredentialsAuthorizer::new(emu.sim.auth_url(), ID, secret, TRANSFER_SCOPE).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_identity_fetches_one_token_and_reuses_it() {
+    let emu = emu(172_800);
+    let auth = service(&emu, SECRET);
+    assert_eq!(auth.identity(), format!("client:{ID}"));
+    let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth.clone()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(client.submission_id().await.unwrap().len(), 36);
+    }
+    assert_eq!(emu.sim.stats().route("POST /v2/oauth2/token"), 1);
+    assert_eq!(
+        emu.sim.stats().by_identity.get(ID).copied(),
+        Some(4),
+        "three Transfer calls as the client's own identity, plus its one token request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_renewed_before_they_expire() {
+    // A 2 s token is renewed min(60 s, 2 s / 2) = 1 s before it expires. The wait below
+    // lets that renewal point pass: time passing is the feature under test.
+    let emu = emu(2);
+    let client =
+        TransferClient::with_base_url(emu.sim.transfer_url(), service(&emu, SECRET)).unwrap();
+    client.submission_id().await.unwrap();
+    let before = emu.sim.stats().route("POST /v2/oauth2/token");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    client.submission_id().await.unwrap();
+    let after = emu.sim.stats().route("POST /v2/oauth2/token");
+    assert_eq!(after, before + 1, "renewed once the margin was reached");
+    assert_eq!(
+        emu.sim.stats().by_status.get(&401),
+        None,
+        "renewed before use, never after a refusal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_replaced_after_one_401() {
+    let emu = emu(172_800);
+    let auth = service(&emu, SECRET);
+    let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth.clone()).unwrap();
+    client.submission_id().await.unwrap();
+    let header = auth.authorization().await.unwrap();
+    let token = header.strip_prefix("Bearer ").unwrap();
+    let revoked = emu
+        .http
+        .post(format!("{}v2/oauth2/token/revoke", emu.sim.auth_url()))
+        .basic_auth(ID, Some(SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    assert_eq!(client.submission_id().await.unwrap().len(), 36);
+    let stats = emu.sim.stats();
+    assert_eq!(
+        (
+            stats.route("POST /v2/oauth2/token"),
+            stats.by_status.get(&401).copied()
+        ),
+        (2, Some(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_a_clear_error_that_never_shows_the_secret() {
+    let emu = emu(172_800);
+    let auth = service(&emu, "not-the-secret");
+    let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth.clone()).unwrap();
+    let err = client.submission_id().await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    let text = format!("{err} {err:?} {auth:?}");
+    assert!(
+        text.contains(ID) && text.contains("PS_GLOBUS_CLIENT_SECRET"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-secret"), "{text}");
+    assert_eq!(
+        emu.sim.stats().route("GET /v0.10/submission_id"),
+        0,
+        "no request without a token"
+    );
+}
