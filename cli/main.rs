@@ -181,17 +181,22 @@ fn sim_serve(args: SimServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         config.token_lifetime_s = v;
     }
     let sim = Simulator::start_with_logging(config, true)?;
+    // Handlers go in before the startup line: a supervisor may signal as soon as it reads it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut terminate, mut interrupt) = ps_globus::block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
     println!("{}", sim.startup_line());
     std::io::Write::flush(&mut std::io::stdout())?;
     ps_globus::block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-        Ok::<(), std::io::Error>(())
-    })?;
+    });
     eprintln!("ps-globus sim: shutting down");
     sim.shutdown();
     Ok(())
