@@ -109,3 +109,91 @@ async fn a_wrong_secret_is_a_clear_error_that_never_shows_the_secret() {
         "no request without a token"
     );
 }
+
+// ---- the file token store ------------------------------------------------------------
+
+use ps_globus::auth::{FileTokenStore, StoredToken, TokenStore};
+use std::os::unix::fs::PermissionsExt;
+
+fn token(access: &str) -> StoredToken {
+    StoredToken {
+        access_token: access.into(),
+        refresh_token: Some(format!("{access}-refresh")),
+        expires_at: 1,
+        scope: "s".into(),
+    }
+}
+
+#[test]
+fn the_token_file_is_0600_and_a_looser_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileTokenStore::new(dir.path().join("home/tokens.json"));
+    assert_eq!(store.load().unwrap(), None);
+    store
+        .update(&mut |set| {
+            set.tokens
+                .insert("transfer.api.globus.org".into(), token("AT-SECRET"));
+        })
+        .unwrap();
+    let mode = std::fs::metadata(store.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(
+        loaded.tokens["transfer.api.globus.org"].access_token,
+        "AT-SECRET"
+    );
+    assert!(
+        !format!("{loaded:?}").contains("AT-SECRET"),
+        "Debug redacts tokens"
+    );
+
+    std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = store.load().unwrap_err();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    assert!(!err.to_string().contains("AT-SECRET"));
+    store.delete().unwrap();
+    assert_eq!(store.load().unwrap(), None);
+    store.delete().unwrap();
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let path = path.clone();
+            scope.spawn(move || {
+                // Each writer uses its own store value, as separate processes would.
+                let store = FileTokenStore::new(path);
+                for i in 0..10 {
+                    store
+                        .update(&mut |set| {
+                            set.tokens
+                                .insert(format!("rs-{t}-{i}"), token(&format!("{t}-{i}")));
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let set = FileTokenStore::new(&path).load().unwrap().unwrap();
+    assert_eq!(
+        set.tokens.len(),
+        80,
+        "every read-modify-write kept the others' tokens"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "the file and its lock, no temporary files: {leftovers:?}"
+    );
+}

@@ -7,8 +7,10 @@
 //! secrets never appear in `Debug` output, errors or logs.
 
 mod client_credentials;
+mod store;
 
 pub use client_credentials::{ClientCredentialsAuthorizer, DEFAULT_AUTH_URL, TRANSFER_SCOPE};
+pub use store::{FileTokenStore, StoredToken, TOKEN_FORMAT_VERSION, TokenSet, TokenStore};
 
 use std::fmt;
 

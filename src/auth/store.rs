@@ -1,0 +1,215 @@
+//! Where tokens rest between processes: the [`TokenStore`] trait and its file back end.
+//!
+//! [`FileTokenStore`] is the fallback for machines without a working keyring (compute
+//! nodes, headless servers): a JSON file, mode 0600, written atomically (an exclusive
+//! temporary file, then rename) and updated under an exclusive lock, so several
+//! processes can refresh tokens at once without losing each other's writes. A file whose
+//! mode lets anyone but its owner read it is refused, not used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The newest token-file format this build writes and reads.
+pub const TOKEN_FORMAT_VERSION: u16 = 1;
+
+/// One resource server's tokens.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredToken {
+    /// The bearer token.
+    pub access_token: String,
+    /// The refresh token, for logins with `access_type=offline`.
+    pub refresh_token: Option<String>,
+    /// When the access token expires (Unix seconds).
+    pub expires_at: i64,
+    /// The scopes granted (space-separated).
+    pub scope: String,
+}
+
+impl fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("access_token", &"[redacted]")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// Everything one login holds: tokens by resource server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSet {
+    /// Format version.
+    #[serde(rename = "v")]
+    pub version: u16,
+    /// The identity the tokens belong to (the id_token's `sub`), if known.
+    pub identity: Option<String>,
+    /// Tokens by resource server (`transfer.api.globus.org`, ...).
+    pub tokens: BTreeMap<String, StoredToken>,
+}
+
+/// A place to keep a [`TokenSet`].
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    /// The stored set, if any.
+    fn load(&self) -> Result<Option<TokenSet>>;
+
+    /// Changes the stored set atomically with respect to other processes: `change` gets
+    /// the current set (empty if none) and what it leaves is saved.
+    fn update(&self, change: &mut dyn FnMut(&mut TokenSet)) -> Result<TokenSet>;
+
+    /// Forgets everything stored.
+    fn delete(&self) -> Result<()>;
+
+    /// Where the tokens are, for messages (never the tokens).
+    fn describe(&self) -> String;
+}
+
+/// Tokens in a 0600 JSON file.
+///
+/// ```
+/// use ps_globus::auth::{FileTokenStore, StoredToken, TokenStore};
+/// let dir = tempfile::tempdir()?;
+/// let store = FileTokenStore::new(dir.path().join("tokens.json"));
+/// store.update(&mut |set| {
+///     set.tokens.insert("transfer.api.globus.org".into(), StoredToken {
+///         access_token: "secret".into(), refresh_token: None, expires_at: 0, scope: "s".into(),
+///     });
+/// })?;
+/// assert!(store.load()?.unwrap().tokens.contains_key("transfer.api.globus.org"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct FileTokenStore {
+    path: PathBuf,
+}
+
+impl FileTokenStore {
+    /// A store at `path` (created on first save, with its directory).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileTokenStore { path: path.into() }
+    }
+
+    /// `tokens.json` in the state directory ([`default_home`](crate::state::default_home)).
+    pub fn default_location() -> Self {
+        Self::new(crate::state::default_home().join("tokens.json"))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&self) -> Result<Option<TokenSet>> {
+        let meta = match fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("inspect", &self.path, e)),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Unauthorized {
+                message: format!(
+                    "the token file {} has mode {mode:o}, readable by others; refusing to use it. \
+                     Run `chmod 600 {}` if you trust its contents, or delete it and log in again",
+                    self.path.display(),
+                    self.path.display()
+                ),
+            });
+        }
+        let text = fs::read(&self.path).map_err(|e| Error::io("read", &self.path, e))?;
+        let set: TokenSet = serde_json::from_slice(&text).map_err(|e| Error::State {
+            path: self.path.clone(),
+            message: format!("not a token file ({e}); delete it and log in again"),
+        })?;
+        if set.version > TOKEN_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "token file",
+                found: set.version,
+                supported: TOKEN_FORMAT_VERSION,
+            });
+        }
+        Ok(Some(set))
+    }
+
+    fn write(&self, set: &TokenSet) -> Result<()> {
+        let text = serde_json::to_vec_pretty(set).map_err(|e| Error::Encode {
+            codec: "json",
+            message: e.to_string(),
+        })?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("write", &tmp, e));
+        }
+        fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("rename into place", &self.path, e)
+        })
+    }
+
+    /// Runs `f` holding an exclusive lock on `<file>.lock` (other processes wait).
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let lock_path = self.path.with_extension("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io("lock", &lock_path, e.into()))?;
+        let result = f();
+        let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+        result
+    }
+}
+
+impl TokenStore for FileTokenStore {
+    fn load(&self) -> Result<Option<TokenSet>> {
+        self.read()
+    }
+
+    fn update(&self, change: &mut dyn FnMut(&mut TokenSet)) -> Result<TokenSet> {
+        self.locked(|| {
+            let mut set = self.read()?.unwrap_or_default();
+            set.version = TOKEN_FORMAT_VERSION;
+            change(&mut set);
+            self.write(&set)?;
+            Ok(set)
+        })
+    }
+
+    fn delete(&self) -> Result<()> {
+        self.locked(|| match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &self.path, e)),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+}
