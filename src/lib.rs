@@ -30,6 +30,7 @@
 pub mod auth;
 pub mod connector;
 mod error;
+mod fsutil;
 pub mod proxy;
 mod runtime;
 #[cfg(feature = "sim")]

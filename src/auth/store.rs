@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 
 /// The newest token-file format this build writes and reads.
 pub const TOKEN_FORMAT_VERSION: u16 = 1;
@@ -147,23 +147,7 @@ impl FileTokenStore {
             codec: "json",
             message: e.to_string(),
         })?;
-        let tmp = self
-            .path
-            .with_extension(format!("tmp-{}", std::process::id()));
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&text).and_then(|()| f.sync_all()));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io("write", &tmp, e));
-        }
-        fs::rename(&tmp, &self.path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io("rename into place", &self.path, e)
-        })
+        write_atomic(&self.path, &text, true)
     }
 
     /// Runs `f` holding an exclusive lock on `<file>.lock` (other processes wait).

@@ -27,10 +27,9 @@
 //! a latency-critical runtime can run the call inside `tokio::task::spawn_blocking`.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Connector, ConnectorConfig, Key, PutOptions};
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 
 /// Objects at least this large are memory-mapped by `get` rather than read into a buffer.
 pub const MMAP_THRESHOLD: u64 = 1 << 20;
@@ -106,36 +106,6 @@ impl FileConnector {
     }
 }
 
-/// Writes `data` to `path` atomically: a sibling temporary file, then a rename.
-///
-/// The temporary file is created exclusively (never an existing file or a planted link),
-/// under a name unique to this process and call. On failure it is removed and `path` is
-/// untouched.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::io("write", path, ErrorKind::InvalidInput.into()))?;
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_file_name(format!(".{name}.{}-{unique}.tmp", std::process::id()));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(data));
-    if let Err(e) = written {
-        if e.kind() != ErrorKind::AlreadyExists {
-            let _ = fs::remove_file(&tmp);
-        }
-        return Err(Error::io("write", tmp, e));
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("rename into place", path, e)
-    })
-}
-
 /// Reads a whole object file: into one exact-size buffer when small, mapped when large.
 fn read_object(path: &Path) -> std::io::Result<Bytes> {
     let mut file = fs::File::open(path)?;
@@ -166,7 +136,7 @@ impl Connector for FileConnector {
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
-        write_atomic(&self.dir.join(key.id()), data)?;
+        write_atomic(&self.dir.join(key.id()), data, false)?;
         Ok(key)
     }
 
@@ -235,7 +205,7 @@ mod tests {
         let blocked = dir.path().join("blocked");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("inside"), b"x").unwrap();
-        let err = write_atomic(&blocked, b"new").unwrap_err();
+        let err = write_atomic(&blocked, b"new", false).unwrap_err();
         assert!(
             matches!(
                 err,

@@ -1,0 +1,44 @@
+//! Small file-system helpers shared by the connectors and the token store.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Writes `data` to `path` atomically: a sibling temporary file, then a rename.
+///
+/// The temporary file is created exclusively (never an existing file or a planted link),
+/// under a name unique to this process and call. On failure it is removed and `path` is
+/// untouched. A `secret` file is created with mode 0600 and synced to disk before the
+/// rename; other files get the usual mode and no fsync.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::io("write", path, ErrorKind::InvalidInput.into()))?;
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.{}-{unique}.tmp", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o666 })
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(data)?;
+            if secret { file.sync_all() } else { Ok(()) }
+        });
+    if let Err(e) = written {
+        if e.kind() != ErrorKind::AlreadyExists {
+            let _ = fs::remove_file(&tmp);
+        }
+        return Err(Error::io("write", tmp, e));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("rename into place", path, e)
+    })
+}
