@@ -31,6 +31,7 @@ pub mod auth;
 pub mod connector;
 mod error;
 mod fsutil;
+mod http;
 pub mod proxy;
 mod runtime;
 #[cfg(feature = "sim")]

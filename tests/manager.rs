@@ -19,6 +19,14 @@ use support::emulator::{Emu, TOKEN, fault, write};
 
 const LONG: Duration = Duration::from_secs(120);
 
+/// Every `in/N` file (holding `N`) arrived intact as `out/N`, for N below `count`.
+fn assert_delivered(emu: &Emu, count: usize) {
+    for i in 0..count {
+        let arrived = std::fs::read(emu.root_b().join(format!("out/{i}"))).unwrap();
+        assert_eq!(arrived, format!("{i}").as_bytes(), "out/{i}");
+    }
+}
+
 fn fast_retry() -> RetryConfig {
     RetryConfig {
         max_retries: 5,
@@ -341,12 +349,7 @@ async fn storms_of_429_and_bursts_of_503_deliver_every_item_exactly_once() {
         stats.responses_429 >= 3 && stats.responses_503 >= 2,
         "{stats:?}"
     );
-    for i in 0..60 {
-        assert_eq!(
-            std::fs::read(emu.root_b().join(format!("out/{i}"))).unwrap(),
-            format!("{i}").as_bytes()
-        );
-    }
+    assert_delivered(&emu, 60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -673,12 +676,7 @@ async fn crash_then_resume(failpoint: &str) {
         1,
         "the batch is one Globus task, not two"
     );
-    for i in 0..20 {
-        assert_eq!(
-            std::fs::read(emu.root_b().join(format!("out/{i}"))).unwrap(),
-            format!("{i}").as_bytes()
-        );
-    }
+    assert_delivered(&emu, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

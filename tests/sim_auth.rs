@@ -80,6 +80,18 @@ async fn authorize(emu: &Emu, verifier: &str, scope: &str) -> String {
         .to_owned()
 }
 
+/// Exchanges a PKCE authorization code for tokens as the native client.
+async fn exchange(emu: &Emu, code: &str, verifier: &str) -> (StatusCode, Value) {
+    let fields = [
+        ("client_id", NATIVE),
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", REDIRECT),
+    ];
+    form(emu, "/v2/oauth2/token", None, &fields).await
+}
+
 #[tokio::test]
 async fn pkce_login_gives_tokens_per_resource_server_and_a_signed_id_token() {
     let emu = emu();
@@ -110,19 +122,7 @@ async fn pkce_login_gives_tokens_per_resource_server_and_a_signed_id_token() {
     );
 
     let code = authorize(&emu, verifier, scope).await;
-    let (status, tokens) = form(
-        &emu,
-        "/v2/oauth2/token",
-        None,
-        &[
-            ("client_id", NATIVE),
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("code_verifier", verifier),
-            ("redirect_uri", REDIRECT),
-        ],
-    )
-    .await;
+    let (status, tokens) = exchange(&emu, &code, verifier).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["resource_server"], "auth.globus.org");
     assert_eq!(tokens["state"], "xyz");
@@ -370,19 +370,7 @@ async fn refresh_renews_and_revoking_the_refresh_token_kills_its_access_tokens()
         "urn:globus:auth:scope:transfer.api.globus.org:all",
     )
     .await;
-    let (_, tokens) = form(
-        &emu,
-        "/v2/oauth2/token",
-        None,
-        &[
-            ("client_id", NATIVE),
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("code_verifier", verifier),
-            ("redirect_uri", REDIRECT),
-        ],
-    )
-    .await;
+    let (_, tokens) = exchange(&emu, &code, verifier).await;
     assert_eq!(tokens["resource_server"], "transfer.api.globus.org");
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (status, renewed) = form(

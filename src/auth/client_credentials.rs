@@ -58,33 +58,14 @@ impl ClientCredentialsAuthorizer {
         secret: impl Into<String>,
         scope: impl Into<String>,
     ) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            what: "Globus Auth URL".into(),
-            message,
-        };
-        let url =
-            reqwest::Url::parse(auth_url).map_err(|e| invalid(format!("{auth_url:?}: {e}")))?;
-        let base = if auth_url.ends_with('/') {
-            auth_url.to_owned()
-        } else {
-            format!("{auth_url}/")
-        };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
-        if matches!(
-            url.host_str(),
-            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-        ) {
-            builder = builder.no_proxy();
-        }
+        let (http, base) =
+            crate::http::client("Globus Auth URL", auth_url, reqwest::Client::builder())?;
         Ok(ClientCredentialsAuthorizer {
             token_url: format!("{base}v2/oauth2/token"),
             client_id: client_id.into(),
             secret: secret.into(),
             scope: scope.into(),
-            http: builder
-                .build()
-                .map_err(|e| invalid(format!("HTTP client: {e}")))?,
+            http,
             token: Mutex::new(None),
         })
     }

@@ -147,37 +147,9 @@ impl TransferClient {
     }
 
     fn build(base_url: &str, auth: Arc<dyn Authorizer>, retry: RetryConfig) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            what: "Transfer service URL".into(),
-            message,
-        };
-        let url =
-            reqwest::Url::parse(base_url).map_err(|e| invalid(format!("{base_url:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid(format!("{base_url:?} is not an http(s) URL")));
-        }
-        let base = if base_url.ends_with('/') {
-            base_url.to_owned()
-        } else {
-            format!("{base_url}/")
-        };
-        // rustls needs a process-wide crypto provider; a second install is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("ps-globus/", env!("CARGO_PKG_VERSION")));
-        let loopback = matches!(
-            url.host_str(),
-            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-        );
-        if loopback {
-            // System proxies apply even to localhost in reqwest: never send loopback away.
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| invalid(format!("HTTP client: {e}")))?;
+        let builder =
+            reqwest::Client::builder().user_agent(concat!("ps-globus/", env!("CARGO_PKG_VERSION")));
+        let (http, base) = crate::http::client("Transfer service URL", base_url, builder)?;
         Ok(TransferClient {
             inner: Arc::new(Inner {
                 http,
