@@ -1,6 +1,7 @@
 //! The `ps-globus` command line: a thin layer over the library.
 //!
-//! Exit codes follow globus-cli: 0 success, 1 failure, 2 usage.
+//! Exit codes follow globus-cli: 0 success, 1 failure, 2 usage, 4 login or consent
+//! needed.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,18 +15,59 @@ use ps_globus::proxy::ProxyFactory;
 #[derive(Parser)]
 #[command(name = "ps-globus", version, about, long_about = None)]
 struct Cli {
+    /// Log more to stderr (-v info, -vv debug, -vvv trace). PS_GLOBUS_LOG takes
+    /// tracing filter directives instead (e.g. `ps_globus=trace`). Tokens, codes and
+    /// secrets are never logged, at any level.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Log in to Globus as a user (a native app with PKCE; tokens kept in the OS keyring,
+    /// or a 0600 file where no keyring works).
+    ///
+    /// Needs the native app's client id in PS_GLOBUS_CLIENT_ID or the config file.
+    /// Collections given with --collection, and those of every configured site, get
+    /// the data_access consent they need (GCSv5 mapped collections); consents already
+    /// held are kept. On a desktop a browser opens and the login returns to a one-shot
+    /// loopback server; over SSH or without a display the URL is printed and the code
+    /// is pasted back.
+    Login(LoginArgs),
+    /// Revoke the stored tokens at Globus Auth and delete them here.
+    Logout,
+    /// Show who is logged in, the tokens held (never the tokens themselves), their
+    /// expiry and consents. Exits 4 when not logged in.
+    Whoami {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with serialized proxies (the JSON a proxy serializes to).
     #[command(subcommand)]
     Proxy(ProxyCommand),
     /// The local Globus emulator (Transfer + Auth APIs on loopback).
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+#[derive(clap::Args)]
+struct LoginArgs {
+    /// A collection that needs a data_access consent (repeatable).
+    #[arg(long = "collection", value_name = "UUID")]
+    collections: Vec<uuid::Uuid>,
+    /// Print the URL and read the code from standard input (the default over SSH or
+    /// without a display).
+    #[arg(long, conflicts_with = "local_server")]
+    no_local_server: bool,
+    /// Receive the code on a loopback server even where copy-paste is the default.
+    #[arg(long)]
+    local_server: bool,
+    /// Log in again even when the stored login already covers everything asked for.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -99,17 +141,45 @@ enum ProxyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            let needs_login = error
+                .downcast_ref::<ps_globus::Error>()
+                .is_some_and(ps_globus::Error::needs_login);
+            ExitCode::from(if needs_login { 4 } else { 1 })
         }
     }
 }
 
-fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+/// Logs go to stderr, filtered by PS_GLOBUS_LOG (tracing directives) or -v.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("PS_GLOBUS_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
+        _ => EnvFilter::new(match verbose {
+            0 => "warn",
+            1 => "ps_globus=info",
+            2 => "ps_globus=debug",
+            _ => "ps_globus=trace",
+        }),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn run(command: Command) -> CliResult {
     match command {
+        Command::Login(args) => login(args)?,
+        Command::Logout => logout()?,
+        Command::Whoami { json } => whoami(json)?,
         Command::Proxy(ProxyCommand::Inspect { file }) => {
             let factory = ProxyFactory::from_json(&read_input(&file)?)?;
             println!("{}", serde_json::to_string_pretty(&factory)?);
@@ -126,6 +196,149 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|e| format!("write {}: {e}", output.display()))?;
             eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
         }
+    }
+    Ok(())
+}
+
+/// The token store, saying so when the keyring was not usable.
+fn token_store()
+-> Result<std::sync::Arc<dyn ps_globus::auth::TokenStore>, Box<dyn std::error::Error>> {
+    let choice = ps_globus::auth::open_token_store()?;
+    if let Some(reason) = &choice.fallback_reason {
+        tracing::info!("{reason}");
+    }
+    Ok(choice.store)
+}
+
+/// Shows the login URL on stderr and reads a pasted code from stdin.
+struct TerminalPrompt;
+
+impl ps_globus::auth::LoginPrompt for TerminalPrompt {
+    fn show_url(&mut self, url: &str, delivery: ps_globus::auth::CodeDelivery) {
+        use ps_globus::auth::CodeDelivery;
+        match delivery {
+            CodeDelivery::LocalServer => {
+                eprintln!("Log in to Globus in your browser. If none opened, visit:\n\n  {url}\n");
+                if let Err(e) = webbrowser::open(url) {
+                    tracing::info!("could not open a browser: {e}");
+                }
+            }
+            CodeDelivery::CopyPaste => {
+                eprintln!(
+                    "Visit this URL, log in, and paste the authorization code shown at the end:\n\n  {url}\n"
+                );
+                eprint!("Authorization code: ");
+            }
+        }
+    }
+
+    fn read_code(&mut self) -> ps_globus::Result<String> {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| ps_globus::Error::LoginRequired {
+                reason: format!("could not read the code from standard input: {e}"),
+            })?;
+        Ok(line.trim().to_owned())
+    }
+}
+
+fn login(args: LoginArgs) -> CliResult {
+    use ps_globus::auth::{CodeDelivery, LoginOptions};
+    let config = ps_globus::config::Config::load()?;
+    let mut options = LoginOptions::from_env(&config)?;
+    options.collections.extend(args.collections);
+    options.collections.sort();
+    options.collections.dedup();
+    options.force = args.force;
+    if args.no_local_server {
+        options.delivery = CodeDelivery::CopyPaste;
+    } else if args.local_server {
+        options.delivery = CodeDelivery::LocalServer;
+    }
+    let store = token_store()?;
+    let outcome = ps_globus::block_on(ps_globus::auth::login(
+        &store,
+        &options,
+        &mut TerminalPrompt,
+    ))?;
+    let who = outcome.username.as_deref().unwrap_or(&outcome.identity);
+    if outcome.flows == 0 {
+        eprintln!("You are already logged in as {who} (use --force to log in again).");
+    } else {
+        eprintln!(
+            "You are logged in as {who}; tokens are in {}.",
+            store.describe()
+        );
+    }
+    for id in &outcome.consents {
+        eprintln!("  data_access consent held for collection {id}");
+    }
+    for id in &outcome.no_consent_needed {
+        eprintln!("  collection {id} needs no data_access consent");
+    }
+    Ok(())
+}
+
+fn logout() -> CliResult {
+    let store = token_store()?;
+    let auth_url = std::env::var("PS_GLOBUS_AUTH_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| ps_globus::auth::DEFAULT_AUTH_URL.into());
+    let outcome = ps_globus::block_on(ps_globus::auth::logout(store.as_ref(), &auth_url))?;
+    if !outcome.was_logged_in {
+        eprintln!("You were not logged in.");
+        return Ok(());
+    }
+    for failure in &outcome.revoke_failed {
+        eprintln!("warning: could not revoke a token ({failure}); it was deleted here anyway");
+    }
+    eprintln!(
+        "Logged out: {} token(s) revoked at Globus Auth and deleted from {}.",
+        outcome.revoked,
+        store.describe()
+    );
+    Ok(())
+}
+
+fn whoami(json: bool) -> CliResult {
+    let store = token_store()?;
+    let status = ps_globus::auth::status(store.as_ref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!(
+            "{}",
+            status
+                .username
+                .as_deref()
+                .or(status.identity.as_deref())
+                .unwrap_or("(unknown identity)")
+        );
+        if let Some(id) = &status.identity {
+            println!("  identity:    {id}");
+        }
+        println!("  tokens in:   {}", status.token_store);
+        for rs in &status.resource_servers {
+            println!(
+                "  {:<24} expires {}{}  [{}]",
+                rs.resource_server,
+                rs.expires_at,
+                if rs.refreshable {
+                    " (renews itself)"
+                } else {
+                    ""
+                },
+                rs.scope
+            );
+        }
+        for id in &status.consents {
+            println!("  data_access consent: {id}");
+        }
+    }
+    if let Some(warning) = &status.warning {
+        eprintln!("warning: {warning}");
     }
     Ok(())
 }

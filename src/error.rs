@@ -214,6 +214,17 @@ pub enum Error {
         message: String,
     },
 
+    /// There is no usable login: none stored, or Globus no longer accepts it.
+    #[error(
+        "not logged in to Globus ({reason}): run `ps-globus login`. On a compute node without \
+         a keyring, log in with PS_GLOBUS_TOKEN_STORE=file where the state directory is shared, \
+         or use a service identity (PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET)"
+    )]
+    LoginRequired {
+        /// Why.
+        reason: String,
+    },
+
     /// A service could not be reached.
     #[error(
         "could not reach {url}: {message} ({retries} retries); check the network and the service URL"
@@ -302,6 +313,17 @@ impl Error {
             ),
             _ => false,
         }
+    }
+
+    /// Whether a (new) login or consent would fix this: `ps-globus` exits 4 for these,
+    /// as globus-cli does.
+    pub fn needs_login(&self) -> bool {
+        matches!(
+            self,
+            Error::LoginRequired { .. }
+                | Error::ConsentRequired { .. }
+                | Error::Unauthorized { .. }
+        )
     }
 
     /// Builds an [`Error::Io`] for `op` on `path`.

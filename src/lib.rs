@@ -28,6 +28,7 @@
 #![recursion_limit = "256"]
 
 pub mod auth;
+pub mod config;
 pub mod connector;
 mod error;
 mod fsutil;

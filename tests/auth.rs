@@ -121,6 +121,7 @@ fn token(access: &str) -> StoredToken {
         refresh_token: Some(format!("{access}-refresh")),
         expires_at: 1,
         scope: "s".into(),
+        issued_at: 0,
     }
 }
 

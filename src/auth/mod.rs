@@ -1,23 +1,107 @@
 //! Globus Auth: who the library acts as.
 //!
 //! [`Authorizer`] is what the Transfer client asks for an `Authorization` header, and for
-//! one refresh after a 401. [`StaticTokenAuthorizer`] wraps a bearer token obtained
-//! elsewhere (or the emulator's `--static-token`); [`ClientCredentialsAuthorizer`] is a
-//! service identity (`PS_GLOBUS_CLIENT_ID` + `PS_GLOBUS_CLIENT_SECRET`). Tokens and
-//! secrets never appear in `Debug` output, errors or logs.
+//! one refresh after a 401. Three kinds:
+//! - [`UserAuthorizer`]: a user who ran `ps-globus login` ([`login`]); tokens from a
+//!   [`TokenStore`], refreshed before expiry;
+//! - [`ClientCredentialsAuthorizer`]: a service identity (`PS_GLOBUS_CLIENT_ID` +
+//!   `PS_GLOBUS_CLIENT_SECRET`), for compute nodes and batch jobs;
+//! - [`StaticTokenAuthorizer`]: a bearer token obtained elsewhere (or the emulator's
+//!   `--static-token`).
+//!
+//! [`default_authorizer`] picks the first two from the environment. Tokens live in the
+//! OS keyring where it works, else in a 0600 file ([`open_token_store`]). Tokens,
+//! authorization codes, PKCE verifiers and client secrets never appear in `Debug`
+//! output, errors or logs.
 
 mod client_credentials;
+mod keyring_store;
+mod login;
+mod oauth;
 mod store;
+mod user;
 
 pub use client_credentials::{ClientCredentialsAuthorizer, DEFAULT_AUTH_URL, TRANSFER_SCOPE};
+pub use keyring_store::{
+    KEYRING_SERVICE, KeyringTokenStore, TokenStoreChoice, choose_token_store, open_token_store,
+};
+pub use login::{
+    CodeDelivery, LoginOptions, LoginOutcome, LoginPrompt, LoginStatus, LogoutOutcome,
+    ResourceServerStatus, login, logout, status,
+};
 pub use store::{FileTokenStore, StoredToken, TOKEN_FORMAT_VERSION, TokenSet, TokenStore};
+pub use user::{REFRESH_TOKEN_LIFETIME_DAYS, STALE_AFTER_DAYS, UserAuthorizer, stale_warning};
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
+
+use uuid::Uuid;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+
+/// Globus Auth's own resource server.
+pub const AUTH_RS: &str = "auth.globus.org";
+
+/// Globus Transfer's resource server.
+pub const TRANSFER_RS: &str = "transfer.api.globus.org";
+
+/// The scopes every login asks for besides Transfer.
+pub const LOGIN_BASE_SCOPES: &[&str] = &["openid", "profile", "email"];
+
+/// The `data_access` scope of a GCSv5 collection.
+///
+/// ```
+/// let id = uuid::Uuid::nil();
+/// assert_eq!(ps_globus::auth::data_access_scope(&id),
+///     "https://auth.globus.org/scopes/00000000-0000-0000-0000-000000000000/data_access");
+/// ```
+pub fn data_access_scope(collection: &Uuid) -> String {
+    format!("https://auth.globus.org/scopes/{collection}/data_access")
+}
+
+/// The Transfer scope with the `data_access` consents of `collections` as (optional)
+/// dependencies, as globus-sdk writes it.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// let none = BTreeSet::new();
+/// assert_eq!(ps_globus::auth::transfer_scope(&none), ps_globus::auth::TRANSFER_SCOPE);
+/// let one = BTreeSet::from([uuid::Uuid::nil()]);
+/// assert!(ps_globus::auth::transfer_scope(&one).ends_with("/data_access]"));
+/// ```
+pub fn transfer_scope(collections: &BTreeSet<Uuid>) -> String {
+    if collections.is_empty() {
+        return TRANSFER_SCOPE.to_owned();
+    }
+    let deps: Vec<String> = collections
+        .iter()
+        .map(|c| format!("*{}", data_access_scope(c)))
+        .collect();
+    format!("{TRANSFER_SCOPE}[{}]", deps.join(" "))
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The Transfer authorizer this process should use: a service identity when
+/// `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET` are both set, else the login in
+/// the token store ([`open_token_store`]); [`Error::LoginRequired`](crate::Error::LoginRequired)
+/// when there is neither.
+pub fn default_authorizer() -> Result<Arc<dyn Authorizer>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let auth_url = var("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.into());
+    if var("PS_GLOBUS_CLIENT_ID").is_some() && var("PS_GLOBUS_CLIENT_SECRET").is_some() {
+        return Ok(Arc::new(ClientCredentialsAuthorizer::from_env()?));
+    }
+    let choice = open_token_store()?;
+    Ok(Arc::new(UserAuthorizer::transfer(choice.store, &auth_url)?))
+}
 
 /// Supplies credentials for Globus requests.
 #[async_trait]

@@ -6,13 +6,14 @@
 //! processes can refresh tokens at once without losing each other's writes. A file whose
 //! mode lets anyone but its owner read it is refused, not used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -31,6 +32,25 @@ pub struct StoredToken {
     pub expires_at: i64,
     /// The scopes granted (space-separated).
     pub scope: String,
+    /// When the token was issued (Unix seconds); for a refresh token, when it was last
+    /// used, which is what keeps it alive.
+    #[serde(default)]
+    pub issued_at: i64,
+}
+
+impl StoredToken {
+    /// When to renew the access token: `min(60 s, lifetime / 2)` before it expires.
+    ///
+    /// ```
+    /// use ps_globus::auth::StoredToken;
+    /// let t = StoredToken { access_token: "a".into(), refresh_token: None,
+    ///     expires_at: 1_000, scope: String::new(), issued_at: 900 };
+    /// assert_eq!(t.renew_at(), 950);
+    /// ```
+    pub fn renew_at(&self) -> i64 {
+        let lifetime = (self.expires_at - self.issued_at).max(0);
+        self.expires_at - (lifetime / 2).min(60)
+    }
 }
 
 impl fmt::Debug for StoredToken {
@@ -43,20 +63,54 @@ impl fmt::Debug for StoredToken {
             )
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
+            .field("issued_at", &self.issued_at)
             .finish()
     }
 }
 
 /// Everything one login holds: tokens by resource server.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TokenSet {
     /// Format version.
     #[serde(rename = "v")]
     pub version: u16,
-    /// The identity the tokens belong to (the id_token's `sub`), if known.
+    /// The identity the tokens belong to (Globus Auth's `sub`), if known.
     pub identity: Option<String>,
+    /// The identity's user name, for display.
+    pub username: Option<String>,
+    /// The native app that obtained the tokens (refreshes must use the same one).
+    pub client_id: Option<String>,
+    /// Collections whose `data_access` consent the Transfer token carries.
+    pub consents: BTreeSet<Uuid>,
     /// Tokens by resource server (`transfer.api.globus.org`, ...).
     pub tokens: BTreeMap<String, StoredToken>,
+}
+
+impl TokenSet {
+    /// Parses a stored set; `origin` names where it came from, for errors.
+    pub(crate) fn decode(text: &[u8], origin: &Path) -> Result<TokenSet> {
+        let set: TokenSet = serde_json::from_slice(text).map_err(|e| Error::State {
+            path: origin.to_owned(),
+            message: format!("not a token set ({e}); delete it and log in again"),
+        })?;
+        if set.version > TOKEN_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "token set",
+                found: set.version,
+                supported: TOKEN_FORMAT_VERSION,
+            });
+        }
+        Ok(set)
+    }
+
+    /// The stored form.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::Encode {
+            codec: "json",
+            message: e.to_string(),
+        })
+    }
 }
 
 /// A place to keep a [`TokenSet`].
@@ -83,7 +137,7 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
 /// let store = FileTokenStore::new(dir.path().join("tokens.json"));
 /// store.update(&mut |set| {
 ///     set.tokens.insert("transfer.api.globus.org".into(), StoredToken {
-///         access_token: "secret".into(), refresh_token: None, expires_at: 0, scope: "s".into(),
+///         access_token: "secret".into(), refresh_token: None, expires_at: 0, scope: "s".into(), issued_at: 0,
 ///     });
 /// })?;
 /// assert!(store.load()?.unwrap().tokens.contains_key("transfer.api.globus.org"));
@@ -128,46 +182,34 @@ impl FileTokenStore {
             });
         }
         let text = fs::read(&self.path).map_err(|e| Error::io("read", &self.path, e))?;
-        let set: TokenSet = serde_json::from_slice(&text).map_err(|e| Error::State {
-            path: self.path.clone(),
-            message: format!("not a token file ({e}); delete it and log in again"),
-        })?;
-        if set.version > TOKEN_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "token file",
-                found: set.version,
-                supported: TOKEN_FORMAT_VERSION,
-            });
-        }
-        Ok(Some(set))
+        TokenSet::decode(&text, &self.path).map(Some)
     }
 
     fn write(&self, set: &TokenSet) -> Result<()> {
-        let text = serde_json::to_vec_pretty(set).map_err(|e| Error::Encode {
-            codec: "json",
-            message: e.to_string(),
-        })?;
-        write_atomic(&self.path, &text, true)
+        write_atomic(&self.path, &set.encode()?, true)
     }
 
-    /// Runs `f` holding an exclusive lock on `<file>.lock` (other processes wait).
     fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let lock_path = self.path.with_extension("lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::io("lock", &lock_path, e.into()))?;
-        let result = f();
-        let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
-        result
+        with_lock(&self.path.with_extension("lock"), f)
     }
+}
+
+/// Runs `f` holding an exclusive `flock` on `lock_path` (other processes wait).
+pub(crate) fn with_lock<T>(lock_path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let dir = lock_path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path)
+        .map_err(|e| Error::io("open", lock_path, e))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io("lock", lock_path, e.into()))?;
+    let result = f();
+    let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+    result
 }
 
 impl TokenStore for FileTokenStore {

@@ -431,6 +431,14 @@ impl Inner {
         let url = format!("{}{path}", self.base);
         loop {
             let header = self.auth.authorization().await.map_err(Failure::fatal)?;
+            let mut header = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
+                Failure::fatal(Error::Unauthorized {
+                    message: "the authorizer produced a header that is not valid HTTP".into(),
+                })
+            })?;
+            // Sensitive: kept out of any Debug output of the request (logs at trace level).
+            header.set_sensitive(true);
+            tracing::trace!(%method, path, "Globus Transfer request");
             let mut request = self
                 .http
                 .request(method.clone(), &url)

@@ -1509,7 +1509,7 @@ async fn submitter_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                 Ok(Some((batch, sid))) => {
                     let fresh = sid.is_none();
                     if let Err(e) = inner.submit(batch, sid).await {
-                        eprintln!("ps-globus: submitting a transfer batch failed, will retry: {e}");
+                        tracing::warn!("submitting a transfer batch failed, will retry: {e}");
                         failed = true;
                         break;
                     }
@@ -1519,7 +1519,7 @@ async fn submitter_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    eprintln!("ps-globus: transfer manager: {e}");
+                    tracing::error!("transfer manager: {e}");
                     failed = true;
                     break;
                 }
@@ -1568,7 +1568,7 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                 Ok(true) => config.poll_min,
                 Ok(false) => (last_interval.max(config.poll_min).mul_f64(1.5)).min(config.poll_max),
                 Err(e) => {
-                    eprintln!("ps-globus: polling Globus failed, will retry: {e}");
+                    tracing::warn!("polling Globus failed, will retry: {e}");
                     (last_interval.max(config.poll_min) * 2).min(config.poll_max)
                 }
             };

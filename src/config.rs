@@ -1,0 +1,146 @@
+//! The client-side configuration file: the native app's client id and the sites.
+//!
+//! It lives at `$PS_GLOBUS_CONFIG`, else `$XDG_CONFIG_HOME/ps-globus/config.toml`, else
+//! `~/.config/ps-globus/config.toml`. A missing file is an empty configuration; a file
+//! that does not parse is an error naming the file and the line, never silently
+//! ignored. Every field is optional, and unknown fields are refused so that a typo does
+//! not go unnoticed.
+//!
+//! ```toml
+//! client_id = "6f7c3c35-0d8e-4f76-9cd1-3c1f5e3a6b11"
+//!
+//! [sites.polaris]
+//! collection = "05d2c76a-e867-4f67-aa57-76edeb0beda0"
+//! collection_path = "/projects/x"
+//! local_path = "/lus/grand/projects/x"
+//! host_regex = "^polaris-login-\\d+"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// The newest configuration format this build reads.
+pub const CONFIG_FORMAT_VERSION: u16 = 1;
+
+/// The contents of `config.toml`.
+///
+/// ```
+/// let config: ps_globus::config::Config = toml::from_str(r#"
+///     client_id = "6f7c3c35-0d8e-4f76-9cd1-3c1f5e3a6b11"
+///     [sites.lab]
+///     collection = "05d2c76a-e867-4f67-aa57-76edeb0beda0"
+///     collection_path = "/data"
+///     local_path = "/srv/data"
+/// "#).unwrap();
+/// assert_eq!(config.sites["lab"].collection_path, "/data");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Format version (absent means 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u16>,
+    /// The native app used by `ps-globus login` (`PS_GLOBUS_CLIENT_ID` overrides it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Sites by name.
+    pub sites: BTreeMap<String, SiteConfig>,
+}
+
+/// One Globus collection as one facility sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The collection's id.
+    pub collection: Uuid,
+    /// The collection path that `local_path` is (e.g. `/projects/x`).
+    pub collection_path: String,
+    /// Where that path is on this facility's file system.
+    pub local_path: PathBuf,
+    /// Hosts matching this regex are at this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_regex: Option<String>,
+}
+
+impl Config {
+    /// Where the configuration file is.
+    pub fn default_path() -> PathBuf {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(path) = var("PS_GLOBUS_CONFIG") {
+            return PathBuf::from(path);
+        }
+        let base = var("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                var("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join(".config")
+            });
+        base.join("ps-globus").join("config.toml")
+    }
+
+    /// Reads the default configuration file (missing: empty).
+    pub fn load() -> Result<Config> {
+        Self::load_from(&Self::default_path())
+    }
+
+    /// Reads `path` (missing: empty).
+    pub fn load_from(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        let config: Config = toml::from_str(&text).map_err(|e| Error::InvalidConfig {
+            what: "ps-globus".into(),
+            message: format!("{}: {e}", path.display()),
+        })?;
+        if let Some(found) = config.version.filter(|v| *v > CONFIG_FORMAT_VERSION) {
+            return Err(Error::UnsupportedVersion {
+                what: "configuration file",
+                found,
+                supported: CONFIG_FORMAT_VERSION,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Every collection named by a site, once each.
+    pub fn collections(&self) -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = self.sites.values().map(|s| s.collection).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_empty_and_bad_file_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        assert_eq!(Config::load_from(&path).unwrap(), Config::default());
+        std::fs::write(&path, "client_id = 3\n").unwrap();
+        let err = Config::load_from(&path).unwrap_err().to_string();
+        assert!(err.contains("config.toml"), "{err}");
+        std::fs::write(&path, "clientid = \"x\"\n").unwrap();
+        assert!(matches!(
+            Config::load_from(&path),
+            Err(Error::InvalidConfig { .. })
+        ));
+        std::fs::write(&path, "version = 9\n").unwrap();
+        assert!(matches!(
+            Config::load_from(&path),
+            Err(Error::UnsupportedVersion { found: 9, .. })
+        ));
+    }
+}

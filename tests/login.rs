@@ -1,0 +1,656 @@
+//! User logins against the emulator's Auth API: both PKCE flows through the real
+//! binary, refresh, revocation, consents, the token stores, and no secret in any log.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use ps_globus::Error;
+use ps_globus::auth::{
+    CodeDelivery, FileTokenStore, KeyringTokenStore, LoginOptions, LoginPrompt, TRANSFER_RS,
+    TokenSet, TokenStore, UserAuthorizer, choose_token_store,
+};
+use ps_globus::transfer::TransferClient;
+use support::emulator::Emu;
+
+const APP: &str = "a0a0a0a0-1111-4222-8333-444444444444";
+
+fn emu_with_flagged(flagged: &[&str]) -> Emu {
+    let flagged: Vec<String> = flagged.iter().map(|s| s.to_string()).collect();
+    Emu::with(move |c| {
+        for name in &flagged {
+            c.collections.get_mut(name).unwrap().requires_data_access = true;
+        }
+    })
+}
+
+/// A plain client that does not follow redirects.
+fn no_redirect() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Plays the browser: GETs the authorize URL on its own thread and runtime (the caller
+/// may be blocked in a login). Copy-paste: returns the code from the redirect.
+/// Loopback: follows the redirect to the login's server and returns its page.
+fn browse(url: &str, follow: bool) -> String {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if follow {
+                let http = reqwest::Client::builder().no_proxy().build().unwrap();
+                let response = http.get(&url).send().await.unwrap();
+                return response.text().await.unwrap();
+            }
+            let response = no_redirect().get(&url).send().await.unwrap();
+            assert_eq!(response.status(), 302, "authorize must redirect");
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            let parsed = oauth2::url::Url::parse(&location).unwrap();
+            assert!(parsed.path().ends_with("/v2/web/auth-code"), "{location}");
+            parsed
+                .query_pairs()
+                .find(|(k, _)| k == "code")
+                .map(|(_, v)| v.into_owned())
+                .expect("a code in the redirect")
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// A library-level prompt that approves every login like a browser would.
+#[derive(Default)]
+struct Approve {
+    code: Option<String>,
+    urls: Vec<String>,
+    pages: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LoginPrompt for Approve {
+    fn show_url(&mut self, url: &str, delivery: CodeDelivery) {
+        self.urls.push(url.to_owned());
+        match delivery {
+            CodeDelivery::CopyPaste => self.code = Some(browse(url, false)),
+            CodeDelivery::LocalServer => {
+                let (url, pages) = (url.to_owned(), self.pages.clone());
+                std::thread::spawn(move || pages.lock().unwrap().push(browse(&url, true)));
+            }
+        }
+    }
+
+    fn read_code(&mut self) -> ps_globus::Result<String> {
+        Ok(self.code.take().expect("show_url ran first"))
+    }
+}
+
+fn options(emu: &Emu, delivery: CodeDelivery, collections: &[&str]) -> LoginOptions {
+    LoginOptions {
+        auth_url: emu.sim.auth_url().to_owned(),
+        transfer_url: emu.sim.transfer_url().to_owned(),
+        client_id: APP.into(),
+        collections: collections.iter().map(|c| c.parse().unwrap()).collect(),
+        delivery,
+        force: false,
+    }
+}
+
+fn file_store(dir: &Path) -> Arc<dyn TokenStore> {
+    Arc::new(FileTokenStore::new(dir.join("tokens.json")))
+}
+
+fn stored(store: &Arc<dyn TokenStore>) -> TokenSet {
+    store.load().unwrap().expect("a stored login")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_login_stores_refreshable_tokens_for_the_user() {
+    let emu = Emu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let mut prompt = Approve::default();
+    let outcome = ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::LocalServer, &[]),
+        &mut prompt,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.flows, 1);
+    assert_eq!(
+        outcome.username.as_deref(),
+        Some("user@sim.ps-globus.local")
+    );
+    let url = &prompt.urls[0];
+    for part in [
+        "code_challenge_method=S256",
+        "access_type=offline",
+        "redirect_uri=http%3A%2F%2Flocalhost%3A",
+        "openid",
+    ] {
+        assert!(url.contains(part), "{part} missing from {url}");
+    }
+    assert!(prompt.pages.lock().unwrap()[0].contains("Login complete"));
+    let set = stored(&store);
+    assert_eq!(set.client_id.as_deref(), Some(APP));
+    let transfer = &set.tokens[TRANSFER_RS];
+    assert!(transfer.refresh_token.is_some());
+    assert!(set.tokens["auth.globus.org"].refresh_token.is_some());
+    // The tokens work: Transfer accepts them as this user.
+    let auth = Arc::new(UserAuthorizer::transfer(store.clone(), emu.sim.auth_url()).unwrap());
+    assert_eq!(
+        ps_globus::auth::Authorizer::identity(auth.as_ref()),
+        format!("user:{}", outcome.identity)
+    );
+    let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth).unwrap();
+    client.ls(&emu.a, "/").await.unwrap();
+    // A second login with nothing new is a no-op.
+    let again = ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::LocalServer, &[]),
+        &mut Approve::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.flows, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_with_the_wrong_state_is_refused() {
+    struct Forger;
+    impl LoginPrompt for Forger {
+        fn show_url(&mut self, url: &str, _: CodeDelivery) {
+            let parsed = oauth2::url::Url::parse(url).unwrap();
+            let redirect = parsed
+                .query_pairs()
+                .find(|(k, _)| k == "redirect_uri")
+                .unwrap()
+                .1
+                .into_owned();
+            let forged = format!("{redirect}?code=stolen&state=not-the-state");
+            std::thread::spawn(move || browse(&forged, true));
+        }
+        fn read_code(&mut self) -> ps_globus::Result<String> {
+            unreachable!()
+        }
+    }
+    let emu = Emu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let err = ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::LocalServer, &[]),
+        &mut Forger,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::LoginRequired { .. }), "{err}");
+    assert!(err.to_string().contains("state"), "{err}");
+    assert!(store.load().unwrap().is_none(), "nothing stored");
+    assert_eq!(emu.sim.stats().route("POST /v2/oauth2/token"), 0);
+}
+
+/// Makes the stored Transfer token look due for renewal (as if time had passed).
+fn age_transfer_token(store: &Arc<dyn TokenStore>) -> String {
+    let mut old = String::new();
+    store
+        .update(&mut |set| {
+            let t = set.tokens.get_mut(TRANSFER_RS).unwrap();
+            t.expires_at = chrono::Utc::now().timestamp() - 5;
+            old = t.access_token.clone();
+        })
+        .unwrap();
+    old
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refreshed_before_expiry_and_after_a_401() {
+    let emu = Emu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let opts = options(&emu, CodeDelivery::CopyPaste, &[]);
+    ps_globus::auth::login(&store, &opts, &mut Approve::default())
+        .await
+        .unwrap();
+    let grants = || emu.sim.stats().route("POST /v2/oauth2/token");
+    assert_eq!(grants(), 1);
+
+    // Due for renewal: refreshed before use, saved for other processes.
+    let old = age_transfer_token(&store);
+    let auth = Arc::new(UserAuthorizer::transfer(store.clone(), emu.sim.auth_url()).unwrap());
+    let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth.clone()).unwrap();
+    client.ls(&emu.a, "/").await.unwrap();
+    assert_eq!(grants(), 2);
+    let renewed = stored(&store).tokens[TRANSFER_RS].clone();
+    assert_ne!(renewed.access_token, old);
+    assert!(renewed.expires_at > chrono::Utc::now().timestamp() + 1000);
+    assert!(renewed.refresh_token.is_some(), "the refresh token is kept");
+
+    // Globus forgets the access token (revoked elsewhere): one 401, one refresh, success.
+    let current = renewed.access_token.clone();
+    let response = no_redirect()
+        .post(format!("{}v2/oauth2/token/revoke", emu.sim.auth_url()))
+        .form(&[("token", current.as_str()), ("client_id", APP)])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    client.ls(&emu.a, "/").await.unwrap();
+    assert_eq!(grants(), 3);
+    assert_ne!(stored(&store).tokens[TRANSFER_RS].access_token, current);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_refresh_token_asks_for_a_new_login_without_hanging() {
+    let emu = Emu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let opts = options(&emu, CodeDelivery::CopyPaste, &[]);
+    ps_globus::auth::login(&store, &opts, &mut Approve::default())
+        .await
+        .unwrap();
+    let refresh = stored(&store).tokens[TRANSFER_RS]
+        .refresh_token
+        .clone()
+        .unwrap();
+    no_redirect()
+        .post(format!("{}v2/oauth2/token/revoke", emu.sim.auth_url()))
+        .form(&[("token", refresh.as_str()), ("client_id", APP)])
+        .send()
+        .await
+        .unwrap();
+    age_transfer_token(&store);
+    let auth = Arc::new(UserAuthorizer::transfer(store.clone(), emu.sim.auth_url()).unwrap());
+    let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth).unwrap();
+    let err = client.ls(&emu.a, "/").await.unwrap_err();
+    assert!(matches!(err, Error::LoginRequired { .. }), "{err}");
+    assert!(err.needs_login());
+    assert!(err.to_string().contains("run `ps-globus login`"), "{err}");
+    assert!(!err.to_string().contains(refresh.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_required_then_login_with_the_collection_then_success() {
+    let emu = emu_with_flagged(&["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::CopyPaste, &[]),
+        &mut Approve::default(),
+    )
+    .await
+    .unwrap();
+    let ls = |store: Arc<dyn TokenStore>, collection: String| {
+        let auth_url = emu.sim.auth_url().to_owned();
+        let transfer_url = emu.sim.transfer_url().to_owned();
+        async move {
+            let auth = Arc::new(UserAuthorizer::transfer(store, &auth_url).unwrap());
+            let client = TransferClient::with_base_url(&transfer_url, auth).unwrap();
+            client.ls(&collection, "/").await
+        }
+    };
+    let err = ls(store.clone(), emu.a.clone()).await.unwrap_err();
+    let Error::ConsentRequired { collections, .. } = &err else {
+        panic!("expected ConsentRequired, got {err}");
+    };
+    assert_eq!(collections, &vec![emu.a.clone()]);
+    assert!(
+        err.to_string()
+            .contains(&format!("ps-globus login --collection {}", emu.a)),
+        "{err}"
+    );
+
+    // The transfer token exists, so this is one flow: look a up, then consent.
+    let mut prompt = Approve::default();
+    let outcome = ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::CopyPaste, &[&emu.a]),
+        &mut prompt,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.flows, 1);
+    assert!(prompt.urls[0].contains("data_access"));
+    ls(store.clone(), emu.a.clone()).await.unwrap();
+
+    // Asking for b keeps a: the new Transfer token carries the union.
+    let outcome = ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::CopyPaste, &[&emu.b]),
+        &mut Approve::default(),
+    )
+    .await
+    .unwrap();
+    let both: BTreeSet<uuid::Uuid> = [emu.a.parse().unwrap(), emu.b.parse().unwrap()].into();
+    assert_eq!(outcome.consents, both);
+    ls(store.clone(), emu.a.clone()).await.unwrap();
+    ls(store.clone(), emu.b.clone()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_that_need_no_consent_add_no_flow() {
+    let emu = emu_with_flagged(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let outcome = ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::CopyPaste, &[&emu.a]),
+        &mut Approve::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.flows, 1);
+    assert!(outcome.consents.is_empty());
+    assert!(outcome.no_consent_needed.contains(&emu.a.parse().unwrap()));
+    // An unknown collection is a clear error.
+    let unknown = "99999999-9999-4999-8999-999999999999";
+    let err = ps_globus::auth::login(
+        &store,
+        &options(&emu, CodeDelivery::CopyPaste, &[unknown]),
+        &mut Approve::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains(unknown), "{err}");
+}
+
+#[test]
+fn the_keyring_is_used_only_when_it_reads_back_and_a_file_choice_sticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileTokenStore::new(dir.path().join("tokens.json"));
+    let mock = keyring_core::mock::Store::new().unwrap();
+    let keyring = KeyringTokenStore::in_store(mock, dir.path().join("keyring.lock"));
+    let choice = choose_token_store("", file.clone(), keyring.clone()).unwrap();
+    assert!(choice.store.describe().contains("keyring"));
+    assert!(choice.fallback_reason.is_none());
+    choice
+        .store
+        .update(&mut |set| set.username = Some("ada".into()))
+        .unwrap();
+    assert_eq!(
+        choice.store.load().unwrap().unwrap().username.as_deref(),
+        Some("ada")
+    );
+    choice.store.delete().unwrap();
+    assert!(choice.store.load().unwrap().is_none());
+
+    let forced = choose_token_store("file", file.clone(), keyring.clone()).unwrap();
+    assert!(forced.store.describe().contains("tokens.json"));
+    forced.store.update(&mut |_| {}).unwrap();
+    // A login already in the file keeps being used.
+    let sticky = choose_token_store("", file.clone(), keyring.clone()).unwrap();
+    assert!(sticky.store.describe().contains("tokens.json"));
+    assert!(matches!(
+        choose_token_store("vault", file, keyring),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
+
+// ---- the binary ----
+
+struct Cli {
+    home: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Cli {
+    fn new(emu: &Emu) -> Cli {
+        let home = tempfile::tempdir().unwrap();
+        let env = vec![
+            ("PS_GLOBUS_HOME".into(), home.path().display().to_string()),
+            (
+                "PS_GLOBUS_CONFIG".into(),
+                home.path().join("config.toml").display().to_string(),
+            ),
+            ("PS_GLOBUS_AUTH_URL".into(), emu.sim.auth_url().into()),
+            (
+                "PS_GLOBUS_TRANSFER_URL".into(),
+                emu.sim.transfer_url().into(),
+            ),
+            ("PS_GLOBUS_CLIENT_ID".into(), APP.into()),
+            ("PS_GLOBUS_TOKEN_STORE".into(), "file".into()),
+            ("BROWSER".into(), "true".into()),
+        ];
+        Cli { home, env }
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.home.path().join("tokens.json")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ps-globus"));
+        command
+            .args(args)
+            .env_remove("PS_GLOBUS_CLIENT_SECRET")
+            .env_remove("SSH_TTY")
+            .env_remove("SSH_CONNECTION")
+            .env_remove("PS_GLOBUS_LOG");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    /// Runs a command to its end: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `login ARGS`, approving every URL it prints: copy-paste logins get the code
+    /// typed on stdin, loopback logins get a browser. Returns (exit code, stderr, codes).
+    fn login(&self, args: &[&str]) -> (i32, String, Vec<String>) {
+        let mut child = self
+            .command(&[&["login"], args].concat())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let (mut text, mut codes, mut line) = (String::new(), Vec::new(), String::new());
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            if let Some(at) = line.find("http") {
+                let url = line[at..].trim();
+                if url.contains("/v2/oauth2/authorize") {
+                    if url.contains("redirect_uri=http%3A%2F%2Flocalhost") {
+                        assert!(browse(url, true).contains("Login complete"));
+                    } else {
+                        let code = browse(url, false);
+                        writeln!(stdin, "{code}").unwrap();
+                        codes.push(code);
+                    }
+                }
+            }
+            text.push_str(&std::mem::take(&mut line));
+        }
+        (child.wait().unwrap().code().unwrap_or(-1), text, codes)
+    }
+}
+
+#[test]
+fn cli_copy_paste_login_whoami_logout() {
+    let emu = Emu::start();
+    let cli = Cli::new(&emu);
+    let (code, _, stderr) = cli.run(&["whoami"]);
+    assert_eq!(code, 4, "not logged in exits 4: {stderr}");
+    assert!(stderr.contains("ps-globus login"), "{stderr}");
+
+    let (code, stderr, codes) = cli.login(&["--no-local-server"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(codes.len(), 1);
+    assert!(
+        stderr.contains("logged in as user@sim.ps-globus.local"),
+        "{stderr}"
+    );
+    let mode = std::fs::metadata(cli.token_file())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let (code, stdout, stderr) = cli.run(&["whoami", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["username"], "user@sim.ps-globus.local");
+    let servers: Vec<&str> = doc["resource_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["resource_server"].as_str().unwrap())
+        .collect();
+    assert_eq!(servers, ["auth.globus.org", "transfer.api.globus.org"]);
+    assert_eq!(doc["resource_servers"][1]["refreshable"], true);
+
+    let set = TokenSet::clone(
+        &FileTokenStore::new(cli.token_file())
+            .load()
+            .unwrap()
+            .unwrap(),
+    );
+    let refresh = set.tokens[TRANSFER_RS].refresh_token.clone().unwrap();
+    let (code, _, stderr) = cli.run(&["logout"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("4 token(s) revoked"), "{stderr}");
+    assert!(!cli.token_file().exists());
+    // Revoked at Globus Auth: the refresh token no longer works.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        no_redirect()
+            .post(format!("{}v2/oauth2/token", emu.sim.auth_url()))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("client_id", APP),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    // 401 invalid_grant, as Globus answers (SPEC §2.2, the SDK's recorded fixture).
+    assert_eq!(status, 401);
+    let (code, _, _) = cli.run(&["whoami"]);
+    assert_eq!(code, 4);
+}
+
+#[test]
+fn cli_loopback_login_and_keyring_fallback() {
+    let emu = Emu::start();
+    let mut cli = Cli::new(&emu);
+    // Automatic store choice with no reachable Secret Service: the 0600 file, said so.
+    cli.env.retain(|(k, _)| k != "PS_GLOBUS_TOKEN_STORE");
+    cli.env.push((
+        "DBUS_SESSION_BUS_ADDRESS".into(),
+        "unix:path=/nonexistent/ps-globus-test-bus".into(),
+    ));
+    let (code, stderr, codes) = cli.login(&["--local-server", "-v"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(codes.is_empty(), "no code was typed");
+    assert!(stderr.contains("no usable OS keyring"), "{stderr}");
+    let mode = std::fs::metadata(cli.token_file())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let (code, stdout, _) = cli.run(&["whoami"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("user@sim.ps-globus.local"), "{stdout}");
+}
+
+#[test]
+fn cli_login_explains_missing_app_and_refuses_service_identities() {
+    let emu = Emu::start();
+    let mut cli = Cli::new(&emu);
+    cli.env.retain(|(k, _)| k != "PS_GLOBUS_CLIENT_ID");
+    let (code, _, stderr) = cli.run(&["login", "--no-local-server"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("Register one at"), "{stderr}");
+    assert!(stderr.contains("PS_GLOBUS_CLIENT_ID"), "{stderr}");
+
+    cli.env.push(("PS_GLOBUS_CLIENT_ID".into(), APP.into()));
+    cli.env
+        .push(("PS_GLOBUS_CLIENT_SECRET".into(), "shh-secret".into()));
+    let mut command = cli.command(&["login"]);
+    command.env("PS_GLOBUS_CLIENT_SECRET", "shh-secret");
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("service identity"), "{stderr}");
+    assert!(!stderr.contains("shh-secret"));
+
+    let (code, _, _) = cli.run(&["login", "--local-server", "--no-local-server"]);
+    assert_eq!(code, 2, "conflicting flags are a usage error");
+}
+
+#[test]
+fn cli_consent_login_asks_for_the_flagged_collection() {
+    let emu = emu_with_flagged(&["a"]);
+    let cli = Cli::new(&emu);
+    // First login naming a flagged collection: two phases (token, then consent).
+    let (code, stderr, codes) = cli.login(&["--no-local-server", "--collection", &emu.a]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(codes.len(), 2, "{stderr}");
+    assert!(stderr.contains(&format!("consent held for collection {}", emu.a)));
+    let set = FileTokenStore::new(cli.token_file())
+        .load()
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.consents, [emu.a.parse().unwrap()].into());
+}
+
+#[test]
+fn a_trace_level_session_logs_no_secret() {
+    let emu = Emu::start();
+    let mut cli = Cli::new(&emu);
+    cli.env.push(("PS_GLOBUS_LOG".into(), "trace".into()));
+    let (code, mut log, codes) = cli.login(&["--no-local-server"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logging is on: {log}"
+    );
+    let set = FileTokenStore::new(cli.token_file())
+        .load()
+        .unwrap()
+        .unwrap();
+    for args in [&["whoami", "--json"][..], &["logout"][..]] {
+        let (code, stdout, stderr) = cli.run(args);
+        assert_eq!(code, 0, "{stderr}");
+        log.push_str(&stdout);
+        log.push_str(&stderr);
+    }
+    let mut secrets: Vec<String> = codes;
+    for token in set.tokens.values() {
+        secrets.push(token.access_token.clone());
+        secrets.extend(token.refresh_token.clone());
+    }
+    assert_eq!(secrets.len(), 5, "a code and two token pairs");
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret leaked into the log"
+        );
+    }
+    assert!(!log.contains("code_verifier"), "the PKCE verifier leaked");
+}
