@@ -214,6 +214,45 @@ pub enum Error {
         message: String,
     },
 
+    /// Bytes at a site do not match the size or sha256 their key promises.
+    #[error(
+        "integrity check failed for {}: expected {expected}, found {found}; the file was \
+         changed or corrupted after transfer: evict the object and put it again",
+        path.display()
+    )]
+    Integrity {
+        /// The local file.
+        path: PathBuf,
+        /// What the key says (size and sha256).
+        expected: String,
+        /// What is there.
+        found: String,
+    },
+
+    /// The object was not sent to this site.
+    #[error(
+        "object {key} is not staged at site {site} (it was sent to: {}); put it with this \
+         site among its destinations, or enable pull_on_demand on the store",
+        destinations.join(", ")
+    )]
+    NotStaged {
+        /// The object id.
+        key: String,
+        /// This site.
+        site: String,
+        /// The sites it was sent to.
+        destinations: Vec<String>,
+    },
+
+    /// No configured site matches, or a name is not a site.
+    #[error("{message}; configured sites: {}", known.join(", "))]
+    UnknownSite {
+        /// What went wrong.
+        message: String,
+        /// The configured sites with their host regexes.
+        known: Vec<String>,
+    },
+
     /// There is no usable login: none stored, or Globus no longer accepts it.
     #[error(
         "not logged in to Globus ({reason}): run `ps-globus login`. On a compute node without \

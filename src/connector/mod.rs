@@ -19,9 +19,14 @@
 //! error rather than a wrong read.
 
 mod file;
+mod globus;
 mod local;
 
 pub use file::{FileConnector, MMAP_THRESHOLD};
+pub use globus::{
+    DEFAULT_WAIT, GlobusConfig, GlobusConnector, GlobusConnectorBuilder, META_VERSION, ObjectMeta,
+    ProcessDefaults, set_process_defaults,
+};
 pub use local::LocalConnector;
 
 use std::borrow::Cow;
@@ -324,6 +329,7 @@ static KINDS: LazyLock<RwLock<HashMap<String, BuildConnector>>> = LazyLock::new(
     let mut kinds: HashMap<String, BuildConnector> = HashMap::new();
     kinds.insert(LocalConnector::KIND.into(), LocalConnector::build);
     kinds.insert(FileConnector::KIND.into(), FileConnector::build);
+    kinds.insert(GlobusConnector::KIND.into(), GlobusConnector::build);
     RwLock::new(kinds)
 });
 

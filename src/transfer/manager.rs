@@ -370,7 +370,11 @@ impl TransferManager {
         config: ManagerConfig,
     ) -> Result<TransferManager> {
         let identity = client.identity();
-        let key = (db.path().to_path_buf(), identity.clone());
+        // Keyed by service too: one identity may talk to several emulators in one process.
+        let key = (
+            db.path().to_path_buf(),
+            format!("{identity}@{}", client.base_url()),
+        );
         if let Some(inner) = SHARED
             .lock()
             .expect("manager registry poisoned")

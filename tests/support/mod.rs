@@ -98,3 +98,4 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 pub mod emulator;
+pub mod sites;

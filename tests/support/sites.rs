@@ -1,0 +1,52 @@
+//! Two sites on the emulator for the Globus connector: `a` (this host's site by its
+//! host regex) and `b`, both served by one emulator per test process.
+
+use std::sync::{Arc, OnceLock};
+
+use ps_globus::auth::StaticTokenAuthorizer;
+use ps_globus::config::SiteConfig;
+use ps_globus::connector::{GlobusConfig, GlobusConnector, ProcessDefaults};
+
+use super::emulator::{Emu, TOKEN};
+
+/// The process's emulator; connectors rebuilt from a config act as its static token.
+pub fn shared() -> &'static Emu {
+    static EMU: OnceLock<Emu> = OnceLock::new();
+    EMU.get_or_init(|| {
+        let home = tempfile::tempdir().unwrap().keep();
+        ps_globus::connector::set_process_defaults(ProcessDefaults {
+            authorizer: Some(Arc::new(StaticTokenAuthorizer::new(TOKEN))),
+            home: Some(home),
+        });
+        Emu::start()
+    })
+}
+
+/// Sites `a` and `b` of `emu`, for a store in `store_dir`.
+pub fn config_for(emu: &Emu, store_dir: &str) -> GlobusConfig {
+    let site = |id: &str, root: &std::path::Path, regex: Option<&str>| SiteConfig {
+        collection: id.parse().unwrap(),
+        collection_path: "/".into(),
+        local_path: root.to_path_buf(),
+        host_regex: regex.map(str::to_owned),
+    };
+    GlobusConfig {
+        store_dir: store_dir.into(),
+        sites: [
+            ("a".to_string(), site(&emu.a, emu.root_a(), Some("."))),
+            ("b".to_string(), site(&emu.b, emu.root_b(), None)),
+        ]
+        .into(),
+        destinations: None,
+        pull_on_demand: false,
+        wait_timeout_s: None,
+        transfer_url: Some(emu.sim.transfer_url().into()),
+    }
+}
+
+/// A connector at `site` of the shared emulator (the guard is a placeholder to keep).
+pub fn connector(site: &str, store_dir: &str) -> ((), GlobusConnector) {
+    let config = config_for(shared(), store_dir);
+    let connector = GlobusConnector::builder(config).site(site).build().unwrap();
+    ((), connector)
+}
