@@ -42,3 +42,21 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<()>
         Error::io("rename into place", path, e)
     })
 }
+
+/// Runs `f` holding an exclusive `flock` on `lock_path` (other processes wait).
+pub(crate) fn with_file_lock<T>(lock_path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let dir = lock_path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path)
+        .map_err(|e| Error::io("open", lock_path, e))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io("lock", lock_path, e.into()))?;
+    let result = f();
+    let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+    result
+}

@@ -141,7 +141,18 @@ impl StateDb {
             .connect_with(options)
             .await
             .map_err(state_error)?;
-        migrator().run(&pool).await.map_err(|e| Error::State {
+        // Two opens of a fresh database must not both create it: one migrates at a time,
+        // in this process (async lock) and across processes (flock).
+        static MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_here = MIGRATING.lock().await;
+        let lock_path = path.with_extension("migrate.lock");
+        let migrated = crate::fsutil::with_file_lock(&lock_path, || {
+            crate::runtime::block_on(migrator().run(&pool)).map_err(|e| Error::State {
+                path: path.clone(),
+                message: e.to_string(),
+            })
+        });
+        migrated.map_err(|e| Error::State {
             path: path.clone(),
             message: format!(
                 "cannot bring the schema up to date ({e}); if a newer ps-globus wrote this \

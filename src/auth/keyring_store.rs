@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use keyring_core::{CredentialStore, Entry};
 
-use super::store::with_lock;
+use crate::fsutil::with_file_lock;
 use super::{FileTokenStore, TokenSet, TokenStore};
 use crate::error::{Error, Result};
 
@@ -116,7 +116,7 @@ impl TokenStore for KeyringTokenStore {
     }
 
     fn update(&self, change: &mut dyn FnMut(&mut TokenSet)) -> Result<TokenSet> {
-        with_lock(&self.lock_path, || {
+        with_file_lock(&self.lock_path, || {
             let mut set = self.read()?.unwrap_or_default();
             set.version = super::TOKEN_FORMAT_VERSION;
             change(&mut set);
@@ -128,7 +128,7 @@ impl TokenStore for KeyringTokenStore {
     }
 
     fn delete(&self) -> Result<()> {
-        with_lock(&self.lock_path, || {
+        with_file_lock(&self.lock_path, || {
             match self.entry(KEYRING_USER)?.delete_credential() {
                 Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
                 Err(e) => Err(keyring_error(e)),

@@ -9,14 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{with_file_lock, write_atomic};
 
 /// The newest token-file format this build writes and reads.
 pub const TOKEN_FORMAT_VERSION: u16 = 1;
@@ -190,26 +190,8 @@ impl FileTokenStore {
     }
 
     fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        with_lock(&self.path.with_extension("lock"), f)
+        with_file_lock(&self.path.with_extension("lock"), f)
     }
-}
-
-/// Runs `f` holding an exclusive `flock` on `lock_path` (other processes wait).
-pub(crate) fn with_lock<T>(lock_path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let dir = lock_path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(lock_path)
-        .map_err(|e| Error::io("open", lock_path, e))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| Error::io("lock", lock_path, e.into()))?;
-    let result = f();
-    let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
-    result
 }
 
 impl TokenStore for FileTokenStore {
