@@ -45,12 +45,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the product end to end on the built-in emulator: a producer at site A
+    /// proxies objects, a consumer process at site B resolves and verifies them, and
+    /// Globus (emulated) moves the bytes.
+    Demo(DemoArgs),
+    /// The consumer half of `demo` (reads `INDEX<TAB>PROXY` lines on stdin).
+    #[command(hide = true)]
+    DemoConsumer {
+        #[arg(long)]
+        max_size: usize,
+    },
     /// Work with serialized proxies (the JSON a proxy serializes to).
     #[command(subcommand)]
     Proxy(ProxyCommand),
     /// The local Globus emulator (Transfer + Auth APIs on loopback).
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// How many objects to proxy.
+    #[arg(long, default_value_t = 100)]
+    objects: usize,
+    /// The largest object, in bytes (sizes are mixed, from 1 KiB up).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_size: usize,
+    /// Globus's per-task overhead on the emulator, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    task_latency_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -177,6 +200,8 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn run(command: Command) -> CliResult {
     match command {
+        Command::Demo(args) => demo(args)?,
+        Command::DemoConsumer { max_size } => demo_consumer(max_size)?,
         Command::Login(args) => login(args)?,
         Command::Logout => logout()?,
         Command::Whoami { json } => whoami(json)?,
@@ -197,6 +222,102 @@ fn run(command: Command) -> CliResult {
             eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
         }
     }
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> CliResult {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    use std::io::{BufRead, Write};
+    let started = std::time::Instant::now();
+    let sites = ps_globus::demo::TwoSites::start(args.task_latency_ms)?;
+    eprintln!(
+        "ps-globus demo: emulator at {} with sites a and b (task latency {} ms)",
+        sites.sim.transfer_url(),
+        args.task_latency_ms
+    );
+    let store = Store::builder("ps-globus-demo", sites.producer()?).build()?;
+    let mut consumer = std::process::Command::new(std::env::current_exe()?)
+        .args(["demo-consumer", "--max-size", &args.max_size.to_string()])
+        .envs(sites.consumer_env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>22} [{bar:40}] {pos}/{len} {msg}")?
+        .progress_chars("=> ");
+    let put_bar = bars.add(ProgressBar::new(args.objects as u64));
+    put_bar.set_style(style.clone());
+    put_bar.set_prefix("proxied at site a");
+    let got_bar = bars.add(ProgressBar::new(args.objects as u64));
+    got_bar.set_style(style);
+    got_bar.set_prefix("resolved at site b");
+    let stdout = consumer.stdout.take().expect("piped");
+    let reader = {
+        let got_bar = got_bar.clone();
+        std::thread::spawn(move || {
+            let mut summary = None;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let doc: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if doc["resolved"].is_u64() {
+                    got_bar.inc(1);
+                } else if doc["objects"].is_u64() {
+                    summary = Some(doc);
+                }
+            }
+            summary
+        })
+    };
+    let mut stdin = consumer.stdin.take().expect("piped");
+    let mut bytes = 0u64;
+    for index in 0..args.objects {
+        let object = ps_globus::demo::object(index, args.max_size);
+        bytes += object.len() as u64;
+        let proxy = store.proxy(&object)?;
+        writeln!(stdin, "{index}\t{}", serde_json::to_string(&proxy)?)?;
+        put_bar.inc(1);
+    }
+    drop(stdin);
+    put_bar.finish_with_message("done");
+    let status = consumer.wait()?;
+    let summary = reader
+        .join()
+        .map_err(|_| "the demo's reader thread panicked")?;
+    got_bar.finish_with_message("verified");
+    let stats = sites.sim.stats();
+    if !status.success() {
+        return Err(format!("the consumer at site b failed ({status})").into());
+    }
+    let summary = summary.ok_or("the consumer at site b reported no summary")?;
+    println!(
+        "{} objects ({:.1} MiB) proxied at site a and resolved, verified, at site b by another process",
+        summary["objects"],
+        bytes as f64 / (1 << 20) as f64
+    );
+    println!(
+        "Globus tasks: {}   API requests: {}   wall time: {:.2} s",
+        stats.route("POST /v0.10/transfer"),
+        stats.api_requests,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo_consumer(max_size: usize) -> CliResult {
+    use std::io::Write;
+    let stdin = std::io::stdin();
+    let (objects, bytes) = ps_globus::block_on(ps_globus::demo::consume(
+        stdin.lock(),
+        max_size,
+        |index, len| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{{\"resolved\": {index}, \"bytes\": {len}}}");
+            let _ = out.flush();
+        },
+    ))?;
+    println!("{{\"objects\": {objects}, \"bytes\": {bytes}}}");
     Ok(())
 }
 

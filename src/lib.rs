@@ -30,6 +30,8 @@
 pub mod auth;
 pub mod config;
 pub mod connector;
+#[cfg(feature = "sim")]
+pub mod demo;
 mod error;
 mod fsutil;
 mod http;

@@ -228,3 +228,34 @@ fn child_resolves_a_proxy() {
     let sum: u64 = proxy.iter().sum();
     println!("resolved {} values, sum {sum}", proxy.len());
 }
+
+#[test]
+fn the_demo_runs_end_to_end_and_reports_what_it_did() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+        .args([
+            "demo",
+            "--objects",
+            "20",
+            "--max-size",
+            "65536",
+            "--task-latency-ms",
+            "100",
+        ])
+        .env_remove("PS_GLOBUS_SITE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("20 objects"), "{stdout}");
+    let tasks: u64 = stdout
+        .split("Globus tasks: ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .expect("a task count");
+    assert!((1..=3).contains(&tasks), "{stdout}");
+}

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use keyring_core::{CredentialStore, Entry};
 
-use crate::fsutil::with_file_lock;
 use super::{FileTokenStore, TokenSet, TokenStore};
 use crate::error::{Error, Result};
+use crate::fsutil::with_file_lock;
 
 /// The keyring service name under which tokens are saved.
 pub const KEYRING_SERVICE: &str = "ps-globus";
