@@ -310,7 +310,7 @@ fn demo_consumer(max_size: usize) -> CliResult {
     let stdin = std::io::stdin();
     let (objects, bytes) = ps_globus::block_on(ps_globus::demo::consume(
         stdin.lock(),
-        max_size,
+        |index| ps_globus::demo::object(index, max_size),
         |index, len| {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{{\"resolved\": {index}, \"bytes\": {len}}}");

@@ -142,13 +142,14 @@ pub fn object(index: usize, max_size: usize) -> Vec<u8> {
 }
 
 /// Resolves the proxies on `lines` (`INDEX<TAB>PROXY JSON` each), 64 at a time, and
-/// checks each against [`object`]. `resolved(index, bytes)` is called as each arrives.
-/// Returns (objects, bytes).
+/// checks each against `expected(index)`. `resolved(index, bytes)` is called as each
+/// arrives. Returns (objects, bytes).
 pub async fn consume(
     lines: impl BufRead,
-    max_size: usize,
+    expected: impl Fn(usize) -> Vec<u8>,
     mut resolved: impl FnMut(usize, usize),
 ) -> Result<(usize, u64)> {
+    let expected = &expected;
     let mut work = Vec::new();
     for line in lines.lines() {
         let line = line.map_err(|e| Error::io("read", "standard input", e))?;
@@ -167,10 +168,10 @@ pub async fn consume(
                     reason: e.to_string(),
                 })?;
             let value = proxy.resolve_async().await?;
-            if *value != object(index, max_size) {
+            if *value != expected(index) {
                 return Err(Error::Integrity {
                     path: PathBuf::from(format!("object {index}")),
-                    expected: "the demo's bytes".into(),
+                    expected: "the producer's bytes".into(),
                     found: format!("{} other bytes", value.len()),
                 });
             }

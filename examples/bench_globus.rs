@@ -1,0 +1,92 @@
+//! Globus connector benchmark: N objects put at site A, resolved at site B by another
+//! process, on the emulator.
+//!
+//!     cargo run --release --example bench_globus -- --objects 100 --size 1024 --task-latency-ms 1000 --json
+//!
+//! Starts the emulator in-process (the latency model of `sim serve`). Site A's store
+//! `put`s N objects of S bytes one at a time in a plain loop (`put_s`); then a second
+//! process — its own store instance, state database and identity's token — configured
+//! as site B resolves and verifies all N (`resolve_s`, from its spawn to its exit).
+//! Prints `{"objects", "size", "task_latency_ms", "put_s", "resolve_s", "total_s",
+//! "tasks", "api_requests"}` (`tasks`, `api_requests` from the emulator's stats, Auth
+//! requests included).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use ps_globus::Store;
+use ps_globus::demo::TwoSites;
+
+fn value(index: usize, size: usize) -> Vec<u8> {
+    vec![(index % 251) as u8; size]
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("a number"))
+        .unwrap_or(default)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let objects = arg(&args, "--objects", 100);
+    let size = arg(&args, "--size", 1024);
+    let latency = arg(&args, "--task-latency-ms", 1000) as u64;
+    if args.iter().any(|a| a == "--consumer") {
+        let stdin = std::io::stdin();
+        let (n, _) = ps_globus::block_on(ps_globus::demo::consume(
+            stdin.lock(),
+            |i| value(i, size),
+            |_, _| {},
+        ))?;
+        assert_eq!(n, objects, "every object resolved");
+        return Ok(());
+    }
+
+    let sites = TwoSites::start(latency)?;
+    let store = Store::builder("bench-globus", sites.producer()?).build()?;
+    let started = Instant::now();
+    let mut keys = Vec::with_capacity(objects);
+    for i in 0..objects {
+        keys.push(store.put(&value(i, size))?);
+    }
+    let put_s = started.elapsed().as_secs_f64();
+
+    let resolve_started = Instant::now();
+    let mut consumer = Command::new(std::env::current_exe()?)
+        .args(["--consumer", "--objects", &objects.to_string(), "--size", &size.to_string()])
+        .envs(sites.consumer_env())
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let mut stdin = consumer.stdin.take().expect("piped");
+    for (i, key) in keys.into_iter().enumerate() {
+        let proxy = store.proxy_from_key::<Vec<u8>>(key);
+        writeln!(stdin, "{i}\t{}", serde_json::to_string(&proxy)?)?;
+    }
+    drop(stdin);
+    let status = consumer.wait()?;
+    if !status.success() {
+        return Err(format!("the consumer at site b failed ({status})").into());
+    }
+    let resolve_s = resolve_started.elapsed().as_secs_f64();
+    let stats = sites.sim.stats();
+    let report = serde_json::json!({
+        "objects": objects,
+        "size": size,
+        "task_latency_ms": latency,
+        "put_s": put_s,
+        "resolve_s": resolve_s,
+        "total_s": put_s + resolve_s,
+        "tasks": stats.route("POST /v0.10/transfer"),
+        "api_requests": stats.api_requests,
+    });
+    if args.iter().any(|a| a == "--json") {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
