@@ -55,6 +55,9 @@ enum Command {
         #[arg(long)]
         max_size: usize,
     },
+    /// Named, persistent dataset references (kept in the state database).
+    #[command(subcommand)]
+    Ref(RefCommand),
     /// Work with serialized proxies (the JSON a proxy serializes to).
     #[command(subcommand)]
     Proxy(ProxyCommand),
@@ -143,6 +146,44 @@ struct SimServeArgs {
 }
 
 #[derive(Subcommand)]
+enum RefCommand {
+    /// List the references.
+    List {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one reference: its store, connector and key.
+    Show { name: String },
+    /// Wait until the data is at this site, verify it, and print its local path.
+    Resolve { name: String },
+    /// Forget a reference (the data stays).
+    Rm { name: String },
+    /// Print a reference's pasteable string form (psgref1....).
+    Export { name: String },
+    /// Save a reference from its string form.
+    Import {
+        /// The string form (psgref1....).
+        text: String,
+        /// Save it under this name instead of its own.
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace a reference of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Save a reference to the object a serialized proxy names.
+    Add {
+        name: String,
+        /// File holding the proxy's JSON; `-` reads standard input.
+        proxy: String,
+        /// Replace a reference of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ProxyCommand {
     /// Show what a serialized proxy refers to: its store, connector and key.
     Inspect {
@@ -202,6 +243,7 @@ fn run(command: Command) -> CliResult {
     match command {
         Command::Demo(args) => demo(args)?,
         Command::DemoConsumer { max_size } => demo_consumer(max_size)?,
+        Command::Ref(command) => ps_globus::block_on(reference(command))?,
         Command::Login(args) => login(args)?,
         Command::Logout => logout()?,
         Command::Whoami { json } => whoami(json)?,
@@ -220,6 +262,71 @@ fn run(command: Command) -> CliResult {
             std::fs::write(&output, &bytes)
                 .map_err(|e| format!("write {}: {e}", output.display()))?;
             eprintln!("wrote {} bytes to {}", bytes.len(), output.display());
+        }
+    }
+    Ok(())
+}
+
+async fn reference(command: RefCommand) -> CliResult {
+    use ps_globus::proxy::{DatasetRef, list_refs, load_ref, remove_ref, save_ref};
+    let db = ps_globus::state::StateDb::open_default().await?;
+    let find = |name: String| {
+        let db = db.clone();
+        async move {
+            let found: Result<DatasetRef, Box<dyn std::error::Error>> =
+                match load_ref(&db, &name).await? {
+                    Some(r) => Ok(r),
+                    None => Err(
+                        format!("no reference named {name:?} (see `ps-globus ref list`)").into(),
+                    ),
+                };
+            found
+        }
+    };
+    match command {
+        RefCommand::List { json } => {
+            let refs = list_refs(&db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&refs)?);
+            }
+            for r in refs.iter().filter(|_| !json) {
+                println!("{}\t{}\t{}", r.name, r.store.name, r.key.id());
+            }
+        }
+        RefCommand::Show { name } => {
+            println!("{}", serde_json::to_string_pretty(&find(name).await?)?);
+        }
+        RefCommand::Resolve { name } => {
+            let r = find(name).await?;
+            println!("{}", r.store()?.resolve_path_async(&r.key).await?.display());
+        }
+        RefCommand::Rm { name } => {
+            if !remove_ref(&db, &name).await? {
+                return Err(format!("no reference named {name:?}").into());
+            }
+        }
+        RefCommand::Export { name } => println!("{}", find(name).await?.to_string_form()?),
+        RefCommand::Import {
+            text,
+            name,
+            replace,
+        } => {
+            let mut r = DatasetRef::from_string_form(&text)?;
+            if let Some(name) = name {
+                r.name = name;
+            }
+            save_ref(&db, &r, replace).await?;
+            eprintln!("saved reference {}", r.name);
+        }
+        RefCommand::Add {
+            name,
+            proxy,
+            replace,
+        } => {
+            let factory = ProxyFactory::from_json(&read_input(&proxy)?)?;
+            let r = DatasetRef::new(name, (*factory.store).clone(), factory.key.clone());
+            save_ref(&db, &r, replace).await?;
+            eprintln!("saved reference {}", r.name);
         }
     }
     Ok(())

@@ -57,7 +57,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let resolve_started = Instant::now();
     let mut consumer = Command::new(std::env::current_exe()?)
-        .args(["--consumer", "--objects", &objects.to_string(), "--size", &size.to_string()])
+        .args([
+            "--consumer",
+            "--objects",
+            &objects.to_string(),
+            "--size",
+            &size.to_string(),
+        ])
         .envs(sites.consumer_env())
         .stdin(Stdio::piped())
         .spawn()?;

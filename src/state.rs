@@ -23,8 +23,10 @@ use crate::error::{Error, Result};
 
 /// The schema migrations in `migrations/`, embedded in the binary: (version, name, SQL).
 /// A new migration is a new file there and a new line here.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "refs", include_str!("../migrations/0002_refs.sql")),
+];
 
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;

@@ -115,7 +115,7 @@ async fn put_file_links_and_resolve_path_returns_the_verified_copy() {
     let source = dir.path().join("array.bin");
     let data: Vec<u8> = (0..(8 << 20)).map(|i: u32| (i % 251) as u8).collect();
     std::fs::write(&source, &data).unwrap();
-    let key = a.put_file(&source).await.unwrap();
+    let key = a.put_file(&source, &opts()).await.unwrap();
     let at_a = a.resolve_path(&key).await.unwrap();
     assert_eq!(
         std::fs::metadata(&at_a).unwrap().ino(),
@@ -125,7 +125,10 @@ async fn put_file_links_and_resolve_path_returns_the_verified_copy() {
     let at_b = b.resolve_path(&key).await.unwrap();
     assert!(at_b.starts_with(shared().root_b()));
     assert!(std::fs::read(&at_b).unwrap() == data);
-    let missing = a.put_file(&dir.path().join("nope")).await.unwrap_err();
+    let missing = a
+        .put_file(&dir.path().join("nope"), &opts())
+        .await
+        .unwrap_err();
     assert!(matches!(missing, Error::Io { .. }), "{missing}");
 }
 
@@ -258,4 +261,107 @@ fn the_demo_runs_end_to_end_and_reports_what_it_did() {
         .and_then(|t| t.parse().ok())
         .expect("a task count");
     assert!((1..=3).contains(&tasks), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_survive_restarts_and_refuse_bad_input() {
+    use ps_globus::proxy::{DatasetRef, list_refs, load_ref, remove_ref, save_ref};
+    use ps_globus::state::StateDb;
+    let (a, _) = pair(&unique_name("refs"));
+    let store = Store::builder(unique_name("ref-store"), a).build().unwrap();
+    let key = store.put_async(&b"dataset".to_vec()).await.unwrap();
+    let r = DatasetRef::new("run-1/input", store.config().clone(), key);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let db = StateDb::open(&path).await.unwrap();
+        save_ref(&db, &r, false).await.unwrap();
+        let again = save_ref(&db, &r, false).await.unwrap_err();
+        assert!(matches!(again, Error::InvalidConfig { .. }), "{again}");
+        save_ref(&db, &r, true).await.unwrap();
+        db.pool().close().await;
+    }
+    // A new process would see exactly this: a fresh pool on the same file.
+    let db = StateDb::open(&path).await.unwrap();
+    assert_eq!(load_ref(&db, "run-1/input").await.unwrap(), Some(r.clone()));
+    assert_eq!(list_refs(&db).await.unwrap(), vec![r.clone()]);
+    let text = r.to_string_form().unwrap();
+    assert_eq!(
+        DatasetRef::from_string_form(&format!(" {text}\n")).unwrap(),
+        r
+    );
+    for bad in ["psgref1.!!!", "nonsense", "psgref1.e30"] {
+        let err = DatasetRef::from_string_form(bad).unwrap_err();
+        assert!(matches!(err, Error::MalformedProxy { .. }), "{bad}: {err}");
+    }
+    let mut newer = serde_json::to_value(&r).unwrap();
+    newer["v"] = 9.into();
+    let newer = format!(
+        "psgref1.{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            newer.to_string()
+        )
+    );
+    assert!(matches!(
+        DatasetRef::from_string_form(&newer),
+        Err(Error::UnsupportedVersion { found: 9, .. })
+    ));
+    let bad_name = DatasetRef::new("no spaces", r.store.clone(), r.key.clone());
+    assert!(save_ref(&db, &bad_name, false).await.is_err());
+    assert!(remove_ref(&db, "run-1/input").await.unwrap());
+    assert!(!remove_ref(&db, "run-1/input").await.unwrap());
+    assert!(store.exists_async(&r.key).await.unwrap(), "the data stays");
+}
+
+#[test]
+fn cli_ref_import_resolve_at_site_b_and_remove() {
+    let emu = shared();
+    let (a, _) = pair(&unique_name("cli-refs"));
+    let store = Store::builder(unique_name("cli-ref-store"), a)
+        .build()
+        .unwrap();
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 199) as u8).collect();
+    let key = store.put(&data).unwrap();
+    let text = ps_globus::proxy::DatasetRef::new("input", store.config().clone(), key)
+        .to_string_form()
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+            .args(args)
+            .env("PS_GLOBUS_HOME", home.path())
+            .env("PS_GLOBUS_SITE", "b")
+            .env("PS_GLOBUS_ACCESS_TOKEN", support::emulator::TOKEN)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        run(&["ref", "import", &text, "--name", "staged/input"]).0,
+        0
+    );
+    let (code, list, _) = run(&["ref", "list"]);
+    assert_eq!(code, 0);
+    assert!(list.starts_with("staged/input\t"), "{list}");
+    let (code, path, stderr) = run(&["ref", "resolve", "staged/input"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        path.starts_with(&emu.root_b().display().to_string()),
+        "{path}"
+    );
+    assert!(std::fs::read(&path).unwrap() == data);
+    let (code, exported, _) = run(&["ref", "export", "staged/input"]);
+    assert_eq!(code, 0);
+    assert!(exported.starts_with("psgref1."));
+    assert_eq!(run(&["ref", "rm", "staged/input"]).0, 0);
+    let (code, _, stderr) = run(&["ref", "show", "staged/input"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no reference named"), "{stderr}");
+    let (code, _, _) = run(&["ref", "import", "garbage"]);
+    assert_eq!(code, 1);
 }

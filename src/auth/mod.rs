@@ -89,12 +89,16 @@ pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// The Transfer authorizer this process should use: a service identity when
-/// `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET` are both set, else the login in
-/// the token store ([`open_token_store`]); [`Error::LoginRequired`](crate::Error::LoginRequired)
-/// when there is neither.
+/// The Transfer authorizer this process should use: a bearer token in
+/// `PS_GLOBUS_ACCESS_TOKEN` (obtained elsewhere, or the emulator's static token); else a
+/// service identity when `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET` are both
+/// set; else the login in the token store ([`open_token_store`]);
+/// [`Error::LoginRequired`](crate::Error::LoginRequired) when there is none.
 pub fn default_authorizer() -> Result<Arc<dyn Authorizer>> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(token) = var("PS_GLOBUS_ACCESS_TOKEN") {
+        return Ok(Arc::new(StaticTokenAuthorizer::new(token)));
+    }
     let auth_url = var("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.into());
     if var("PS_GLOBUS_CLIENT_ID").is_some() && var("PS_GLOBUS_CLIENT_SECRET").is_some() {
         return Ok(Arc::new(ClientCredentialsAuthorizer::from_env()?));

@@ -149,6 +149,19 @@ impl Connector for FileConnector {
         }
     }
 
+    async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
+        let path = self.path(key)?;
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(Error::NotFound {
+                store: self.dir.display().to_string(),
+                key: key.to_string(),
+                hint: String::new(),
+            })
+        }
+    }
+
     async fn exists(&self, key: &Key) -> Result<bool> {
         let path = self.path(key)?;
         match fs::metadata(&path) {

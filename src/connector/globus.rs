@@ -407,13 +407,11 @@ impl GlobusConnector {
         })
     }
 
-    /// Stages an existing file without reading it into memory: a hard link into the
-    /// store directory when on the same file system, else a streamed copy; the sha256 is
-    /// streamed. Then the same transfers as [`Connector::put`].
-    ///
-    /// The hard link shares the file: change the original afterwards and readers get an
-    /// [`Error::Integrity`], not the changed bytes.
-    pub async fn put_file(&self, file: &Path) -> Result<Key> {
+    /// [`Connector::put_file`]: a hard link into the store directory when on the same
+    /// file system, else a streamed copy; the sha256 is streamed. Then the same
+    /// transfers as a `put`. The hard link shares the file: change the original
+    /// afterwards and readers get an [`Error::Integrity`], not the changed bytes.
+    async fn stage_file(&self, file: &Path) -> Result<Key> {
         let id = Key::new_id();
         let (local, _) = self.paths(&self.inner.site, &id)?;
         let dir = local.parent().expect("object paths have a parent");
@@ -435,9 +433,9 @@ impl GlobusConnector {
         self.stage(id, size, sha256).await
     }
 
-    /// The verified local path of `key` at this site, waiting for its transfer if it is
-    /// on the way: a 40 GB array never passes through memory.
-    pub async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
+    /// [`Connector::resolve_path`]: the verified local path at this site, waiting for
+    /// the transfer if it is on the way; a 40 GB array never passes through memory.
+    async fn verified_path(&self, key: &Key) -> Result<PathBuf> {
         let meta = self.meta(key)?.ok_or_else(|| Error::InvalidConfig {
             what: "globus key".into(),
             message: format!("key {} carries no object metadata", key.id()),
@@ -724,6 +722,14 @@ impl Connector for GlobusConnector {
             ));
         }
         Ok(Some(bytes.into()))
+    }
+
+    async fn put_file(&self, file: &Path, _options: &PutOptions) -> Result<Key> {
+        self.stage_file(file).await
+    }
+
+    async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
+        self.verified_path(key).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {

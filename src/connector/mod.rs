@@ -406,6 +406,24 @@ pub trait Connector: Send + Sync + fmt::Debug {
         Ok(values)
     }
 
+    /// Stores the file at `path` as an object. Connectors that keep objects as files
+    /// stage it without reading it into memory; this default reads it and `put`s it.
+    async fn put_file(&self, path: &std::path::Path, options: &PutOptions) -> Result<Key> {
+        let data = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        self.put(&data, options).await
+    }
+
+    /// The local file that holds `key`'s bytes at this site, verified where the
+    /// connector can (waiting for it where it is on its way). Connectors without one
+    /// file per object refuse.
+    async fn resolve_path(&self, key: &Key) -> Result<std::path::PathBuf> {
+        key.check_kind(self.kind())?;
+        Err(Error::InvalidConfig {
+            what: self.kind().into(),
+            message: "this connector keeps no local file per object: read it with get".into(),
+        })
+    }
+
     /// Releases resources. Stored objects stay: closing never deletes data.
     async fn close(&self) -> Result<()> {
         Ok(())

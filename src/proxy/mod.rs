@@ -13,11 +13,13 @@ mod cache;
 mod codec;
 mod lazy;
 mod metrics;
+mod reference;
 mod registry;
 mod store;
 
 pub use codec::Codec;
 pub use lazy::{PROXY_VERSION, Proxy, ProxyFactory, ProxyOptions};
 pub use metrics::{MetricsSnapshot, OpStats};
+pub use reference::{DatasetRef, REF_VERSION, list_refs, load_ref, remove_ref, save_ref};
 pub use registry::{get_or_create_store, get_store, register_store, unregister_store};
 pub use store::{IntoConnector, STORE_CONFIG_VERSION, Store, StoreBuilder, StoreConfig};

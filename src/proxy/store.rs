@@ -325,6 +325,32 @@ impl Store {
         result.map(|(value, _)| value)
     }
 
+    /// Stores the file at `path` as a raw-bytes object (read back as `Vec<u8>` or
+    /// `Bytes`). Connectors that keep files (Globus) stage it without reading it into
+    /// memory.
+    pub async fn put_file_async(&self, path: &std::path::Path) -> Result<Key> {
+        self.inner
+            .connector
+            .put_file(path, &PutOptions::default())
+            .await
+    }
+
+    /// Blocking [`put_file_async`](Self::put_file_async).
+    pub fn put_file(&self, path: &std::path::Path) -> Result<Key> {
+        block_on(self.put_file_async(path))
+    }
+
+    /// The verified local file holding `key` at this site (waiting for it if it is on
+    /// its way), for data too large to decode into memory.
+    pub async fn resolve_path_async(&self, key: &Key) -> Result<std::path::PathBuf> {
+        self.inner.connector.resolve_path(key).await
+    }
+
+    /// Blocking [`resolve_path_async`](Self::resolve_path_async).
+    pub fn resolve_path(&self, key: &Key) -> Result<std::path::PathBuf> {
+        block_on(self.resolve_path_async(key))
+    }
+
     /// Whether the object `key` names exists.
     pub async fn exists_async(&self, key: &Key) -> Result<bool> {
         let start = Instant::now();

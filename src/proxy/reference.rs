@@ -1,0 +1,199 @@
+//! Persistent dataset references: a named (store config, key) pair kept in the state
+//! database, with a stable string form to paste into another workflow or site.
+//!
+//! The string form is `psgref1.` followed by the reference's JSON in unpadded URL-safe
+//! base64: one shell-safe word, versioned by its prefix and by the `v` inside. A
+//! reference outlives every store and process; closing a store never deletes one.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreConfig};
+use crate::connector::Key;
+use crate::error::{Error, Result};
+use crate::state::StateDb;
+
+/// The newest reference format this build writes and reads.
+pub const REF_VERSION: u16 = 1;
+
+const PREFIX: &str = "psgref1.";
+
+/// A named reference to one stored object.
+///
+/// ```
+/// use ps_globus::proxy::DatasetRef;
+/// use ps_globus::{Store, connector::LocalConnector};
+/// let store = Store::new("refs-doc", LocalConnector::new())?;
+/// let key = store.put(&vec![1u8, 2, 3])?;
+/// let r = DatasetRef::new("run-42/input", store.config().clone(), key);
+/// let text = r.to_string_form()?;
+/// assert!(text.starts_with("psgref1."));
+/// assert_eq!(DatasetRef::from_string_form(&text)?, r);
+/// # Ok::<(), ps_globus::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    /// Format version.
+    pub v: u16,
+    /// The reference's name (`[A-Za-z0-9._/-]`, up to 200 characters).
+    pub name: String,
+    /// The store the object is in.
+    pub store: StoreConfig,
+    /// The object.
+    pub key: Key,
+}
+
+impl DatasetRef {
+    /// A reference named `name` to `key` in the store configured by `store`.
+    pub fn new(name: impl Into<String>, store: StoreConfig, key: Key) -> Self {
+        DatasetRef {
+            v: REF_VERSION,
+            name: name.into(),
+            store,
+            key,
+        }
+    }
+
+    /// The pasteable string form.
+    pub fn to_string_form(&self) -> Result<String> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::Encode {
+            codec: "json",
+            message: e.to_string(),
+        })?;
+        Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(json)))
+    }
+
+    /// Parses a string form (surrounding whitespace is ignored).
+    pub fn from_string_form(text: &str) -> Result<Self> {
+        let bad = |why: String| Error::MalformedProxy {
+            reason: format!("not a dataset reference ({why}); it starts with {PREFIX}"),
+        };
+        let text = text.trim();
+        let Some(body) = text.strip_prefix(PREFIX) else {
+            return Err(bad("wrong prefix".into()));
+        };
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|e| bad(format!("bad base64: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| bad(format!("bad JSON: {e}")))?;
+        let found = value["v"].as_u64().unwrap_or(0) as u16;
+        if found > REF_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "dataset reference",
+                found,
+                supported: REF_VERSION,
+            });
+        }
+        let r: DatasetRef = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        check_name(&r.name)?;
+        Ok(r)
+    }
+
+    /// The store, rebuilt (or found in this process's registry).
+    pub fn store(&self) -> Result<Store> {
+        crate::proxy::get_or_create_store(&self.store)
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            what: "dataset reference".into(),
+            message: format!(
+                "name {name:?} must be 1-200 characters of letters, digits, '.', '_', '/', '-'"
+            ),
+        })
+    }
+}
+
+/// Saves `r` in `db`; an existing reference of that name is replaced only if `replace`.
+pub async fn save_ref(db: &StateDb, r: &DatasetRef, replace: bool) -> Result<()> {
+    check_name(&r.name)?;
+    let sql = if replace {
+        "INSERT OR REPLACE INTO refs (name, v, store, key, created_at) VALUES (?, ?, ?, ?, ?)"
+    } else {
+        "INSERT INTO refs (name, v, store, key, created_at) VALUES (?, ?, ?, ?, ?)"
+    };
+    let result = sqlx::query(sql)
+        .bind(&r.name)
+        .bind(r.v as i64)
+        .bind(to_json(&r.store)?)
+        .bind(to_json(&r.key)?)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(db.pool())
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::InvalidConfig {
+            what: "dataset reference".into(),
+            message: format!(
+                "a reference named {:?} already exists; remove it first or replace it",
+                r.name
+            ),
+        }),
+        Err(e) => Err(db.error(e)),
+    }
+}
+
+/// The reference named `name`, if any.
+pub async fn load_ref(db: &StateDb, name: &str) -> Result<Option<DatasetRef>> {
+    let row: Option<(String, i64, String, String)> =
+        sqlx::query_as("SELECT name, v, store, key FROM refs WHERE name = ?")
+            .bind(name)
+            .fetch_optional(db.pool())
+            .await
+            .map_err(|e| db.error(e))?;
+    row.map(|row| decode_row(db, row)).transpose()
+}
+
+/// Every reference, by name.
+pub async fn list_refs(db: &StateDb) -> Result<Vec<DatasetRef>> {
+    let rows: Vec<(String, i64, String, String)> =
+        sqlx::query_as("SELECT name, v, store, key FROM refs ORDER BY name")
+            .fetch_all(db.pool())
+            .await
+            .map_err(|e| db.error(e))?;
+    rows.into_iter().map(|row| decode_row(db, row)).collect()
+}
+
+/// Forgets the reference named `name` (the object itself stays); `false` if none.
+pub async fn remove_ref(db: &StateDb, name: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM refs WHERE name = ?")
+        .bind(name)
+        .execute(db.pool())
+        .await
+        .map_err(|e| db.error(e))?;
+    Ok(done.rows_affected() > 0)
+}
+
+fn decode_row(
+    db: &StateDb,
+    (name, v, store, key): (String, i64, String, String),
+) -> Result<DatasetRef> {
+    let broken = |e: serde_json::Error| Error::State {
+        path: db.path().to_owned(),
+        message: format!("reference {name:?} is unreadable ({e})"),
+    };
+    Ok(DatasetRef {
+        v: v as u16,
+        store: serde_json::from_str(&store).map_err(broken)?,
+        key: serde_json::from_str(&key).map_err(broken)?,
+        name,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Encode {
+        codec: "json",
+        message: e.to_string(),
+    })
+}
