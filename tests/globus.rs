@@ -365,3 +365,114 @@ fn cli_ref_import_resolve_at_site_b_and_remove() {
     let (code, _, _) = run(&["ref", "import", "garbage"]);
     assert_eq!(code, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicting_at_the_source_removes_the_copies_in_one_delete_task() {
+    let store_dir = unique_name("evict");
+    let emu = Emu::start();
+    shared();
+    let config = support::sites::config_for(&emu, &store_dir);
+    let a = GlobusConnector::builder(config.clone())
+        .site("a")
+        .build()
+        .unwrap();
+    let b = GlobusConnector::builder(config).site("b").build().unwrap();
+    let mut keys = Vec::new();
+    for i in 0..5u8 {
+        let key = a.put(&[i; 100], &opts()).await.unwrap();
+        b.resolve_path(&key).await.unwrap();
+        keys.push(key);
+    }
+    let evictions = keys.iter().map(|k| a.evict(k));
+    for result in futures_util::future::join_all(evictions).await {
+        result.unwrap();
+    }
+    let (_, list) = emu.get("/v0.10/task_list?filter=type:DELETE").await;
+    let deletes = list["DATA"].as_array().unwrap();
+    assert_eq!(deletes.len(), 1, "five evictions, one delete task: {list}");
+    let task = deletes[0]["task_id"].as_str().unwrap();
+    assert_eq!(emu.wait(task, "final").await["status"], "SUCCEEDED");
+    for key in &keys {
+        assert!(!a.exists(key).await.unwrap());
+        assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_may_name_its_own_destinations() {
+    let (a, _) = pair(&unique_name("dest"));
+    let none = a
+        .put(
+            b"stays home",
+            &opts().with_destinations(Vec::<String>::new()),
+        )
+        .await
+        .unwrap();
+    let meta: ps_globus::connector::ObjectMeta = none.meta_as().unwrap();
+    assert!(meta.destinations.is_empty());
+    let err = a
+        .put(b"x", &opts().with_destinations(["mars"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownSite { .. }), "{err}");
+}
+
+/// Staging and resolving a 256 MiB file keeps memory far below the file's size (run in
+/// its own process, so its high-water mark is its own).
+#[test]
+fn put_file_of_a_large_file_keeps_memory_bounded() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_stages_a_large_file",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak_kib: u64 = stdout
+        .split("peak_kib=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .expect("the child reports its peak");
+    assert!(
+        peak_kib < 160 * 1024,
+        "peak RSS {peak_kib} KiB for a 256 MiB file"
+    );
+}
+
+#[test]
+#[ignore = "child process of put_file_of_a_large_file_keeps_memory_bounded"]
+fn child_stages_a_large_file() {
+    let emu = shared();
+    let (a, b) = pair(&unique_name("large"));
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("array.bin");
+    // Sparse: 256 MiB without writing them; every byte still goes through the hashes
+    // and the emulator's copy.
+    let file = std::fs::File::create(&source).unwrap();
+    file.set_len(256 << 20).unwrap();
+    let at_b = ps_globus::block_on(async {
+        let key = a.put_file(&source, &opts()).await.unwrap();
+        b.resolve_path(&key).await.unwrap()
+    });
+    assert!(at_b.starts_with(emu.root_b()));
+    assert_eq!(std::fs::metadata(&at_b).unwrap().len(), 256 << 20);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    println!("peak_kib={peak}");
+}

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell, oneshot};
 
 use super::{Connector, ConnectorConfig, Key, PutOptions};
 use crate::auth::Authorizer;
@@ -85,11 +85,18 @@ pub struct GlobusConfig {
 }
 
 impl GlobusConfig {
-    /// The destination sites of a put made at `source`.
+    /// The destination sites of a put made at `source` (the store's default).
     pub fn destinations_from(&self, source: &str) -> Result<Vec<String>> {
-        let names: Vec<String> = match &self.destinations {
-            Some(list) => list.clone(),
-            None => self.sites.keys().cloned().collect(),
+        self.destinations_for(source, None)
+    }
+
+    /// The destination sites of a put made at `source`: `asked` (a put's own), else the
+    /// store's, else every other site.
+    pub fn destinations_for(&self, source: &str, asked: Option<&[String]>) -> Result<Vec<String>> {
+        let names: Vec<String> = match (asked, &self.destinations) {
+            (Some(list), _) => list.to_vec(),
+            (None, Some(list)) => list.clone(),
+            (None, None) => self.sites.keys().cloned().collect(),
         };
         for name in &names {
             self.site(name)?;
@@ -254,6 +261,7 @@ impl GlobusConnectorBuilder {
                 client: OnceCell::new(),
                 manager: OnceCell::new(),
                 watcher: OnceCell::new(),
+                deleter: OnceCell::new(),
             }),
         })
     }
@@ -274,6 +282,7 @@ struct Inner {
     client: OnceCell<TransferClient>,
     manager: OnceCell<TransferManager>,
     watcher: OnceCell<Arc<Watcher>>,
+    deleter: OnceCell<Arc<Deleter>>,
 }
 
 impl std::fmt::Debug for GlobusConnector {
@@ -375,12 +384,21 @@ impl GlobusConnector {
     }
 
     /// Enqueues the transfers of a freshly written object; returns its key.
-    async fn stage(&self, id: String, size: u64, sha256: String) -> Result<Key> {
+    async fn stage(
+        &self,
+        id: String,
+        size: u64,
+        sha256: String,
+        options: &PutOptions,
+    ) -> Result<Key> {
         let source = self.inner.site.clone();
         let (_, source_path) = self.paths(&source, &id)?;
         let collection = self.inner.config.site(&source)?.collection;
         let mut destinations = BTreeMap::new();
-        let targets = self.inner.config.destinations_from(&source)?;
+        let targets = self
+            .inner
+            .config
+            .destinations_for(&source, options.destinations.as_deref())?;
         if !targets.is_empty() {
             let manager = self.manager().await?;
             for dest in targets {
@@ -411,7 +429,7 @@ impl GlobusConnector {
     /// file system, else a streamed copy; the sha256 is streamed. Then the same
     /// transfers as a `put`. The hard link shares the file: change the original
     /// afterwards and readers get an [`Error::Integrity`], not the changed bytes.
-    async fn stage_file(&self, file: &Path) -> Result<Key> {
+    async fn stage_file(&self, file: &Path, options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
         let (local, _) = self.paths(&self.inner.site, &id)?;
         let dir = local.parent().expect("object paths have a parent");
@@ -430,7 +448,7 @@ impl GlobusConnector {
             copied?;
         }
         let (size, sha256) = hash_file(&local)?;
-        self.stage(id, size, sha256).await
+        self.stage(id, size, sha256, options).await
     }
 
     /// [`Connector::resolve_path`]: the verified local path at this site, waiting for
@@ -576,28 +594,18 @@ impl GlobusConnector {
                     let _ = manager.wait(item.item, Duration::from_secs(3600)).await;
                 }
             }
-            let client = manager.client();
-            let request = DeleteRequest {
-                data_type: "delete".into(),
-                submission_id: client.submission_id().await?,
-                endpoint: self.inner.config.site(dest)?.collection.to_string(),
-                data: vec![DeleteItem {
-                    data_type: "delete_item".into(),
-                    path: dest_path,
-                }],
-                label: Some(format!("{label}-evict")),
-                deadline: None,
-                recursive: None,
-                ignore_missing: Some(true),
-                interpret_globs: None,
-                local_user: None,
-                notify_on_succeeded: Some(false),
-                notify_on_failed: Some(false),
-                notify_on_inactive: Some(false),
-            };
-            client.submit_delete(&request).await?;
+            let collection = self.inner.config.site(dest)?.collection.to_string();
+            self.deleter().await?.delete(collection, dest_path).await?;
         }
         Ok(())
+    }
+
+    async fn deleter(&self) -> Result<&Arc<Deleter>> {
+        let client = self.client().await?.clone();
+        self.inner
+            .deleter
+            .get_or_try_init(|| async { Ok(Arc::new(Deleter::new(client))) })
+            .await
     }
 }
 
@@ -678,7 +686,7 @@ impl Connector for GlobusConnector {
         ConnectorConfig::new(Self::KIND, &self.inner.config).expect("the config serializes")
     }
 
-    async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
+    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
         let (local, _) = self.paths(&self.inner.site, &id)?;
         if let Err(e) = write_atomic(&local, data, false) {
@@ -691,7 +699,7 @@ impl Connector for GlobusConnector {
             write_atomic(&local, data, false)?;
         }
         let sha256 = hex(&Sha256::digest(data));
-        self.stage(id, data.len() as u64, sha256).await
+        self.stage(id, data.len() as u64, sha256, options).await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
@@ -724,8 +732,8 @@ impl Connector for GlobusConnector {
         Ok(Some(bytes.into()))
     }
 
-    async fn put_file(&self, file: &Path, _options: &PutOptions) -> Result<Key> {
-        self.stage_file(file).await
+    async fn put_file(&self, file: &Path, options: &PutOptions) -> Result<Key> {
+        self.stage_file(file, options).await
     }
 
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
@@ -756,6 +764,86 @@ impl Connector for GlobusConnector {
             self.evict_remote(&meta).await?;
         }
         Ok(())
+    }
+}
+
+/// Coalesces evictions: the paths evicted within a few milliseconds of each other on
+/// one collection become one Globus delete task.
+struct Deleter {
+    client: TransferClient,
+    pending: Mutex<HashMap<String, Vec<PendingDelete>>>,
+}
+
+/// A path waiting for the next delete task, and who to tell when it is submitted.
+type PendingDelete = (String, oneshot::Sender<Result<(), String>>);
+
+impl Deleter {
+    fn new(client: TransferClient) -> Deleter {
+        Deleter {
+            client,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Deletes `path` on `collection` in the next delete task; returns once submitted.
+    async fn delete(self: &Arc<Self>, collection: String, path: String) -> Result<()> {
+        let (done, submitted) = oneshot::channel();
+        let first = {
+            let mut pending = self.pending.lock().expect("deleter lock");
+            let first = pending.is_empty();
+            pending.entry(collection).or_default().push((path, done));
+            first
+        };
+        if first {
+            let me = self.clone();
+            crate::runtime::handle().spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                me.flush().await;
+            });
+        }
+        match submitted.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Background(format!("deleting evicted copies: {e}"))),
+            Err(_) => Err(Error::Background("the delete batcher stopped".into())),
+        }
+    }
+
+    async fn flush(&self) {
+        let batches = std::mem::take(&mut *self.pending.lock().expect("deleter lock"));
+        for (collection, items) in batches {
+            let result = self
+                .submit(&collection, &items)
+                .await
+                .map_err(|e| e.to_string());
+            for (_, done) in items {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+
+    async fn submit(&self, collection: &str, items: &[PendingDelete]) -> Result<()> {
+        let request = DeleteRequest {
+            data_type: "delete".into(),
+            submission_id: self.client.submission_id().await?,
+            endpoint: collection.to_owned(),
+            data: items
+                .iter()
+                .map(|(path, _)| DeleteItem {
+                    data_type: "delete_item".into(),
+                    path: path.clone(),
+                })
+                .collect(),
+            label: Some(format!("{}-evict", crate::transfer::new_label())),
+            deadline: None,
+            recursive: None,
+            ignore_missing: Some(true),
+            interpret_globs: None,
+            local_user: None,
+            notify_on_succeeded: Some(false),
+            notify_on_failed: Some(false),
+            notify_on_inactive: Some(false),
+        };
+        self.client.submit_delete(&request).await.map(|_| ())
     }
 }
 
@@ -872,4 +960,65 @@ async fn poll_loop(watcher: Weak<Watcher>) {
 
 fn is_final(status: &str) -> bool {
     matches!(status, "SUCCEEDED" | "FAILED")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(regexes: &[(&str, Option<&str>)]) -> GlobusConfig {
+        GlobusConfig {
+            store_dir: "s".into(),
+            sites: regexes
+                .iter()
+                .map(|(name, re)| {
+                    (
+                        name.to_string(),
+                        SiteConfig {
+                            collection: uuid::Uuid::nil(),
+                            collection_path: "/".into(),
+                            local_path: "/tmp".into(),
+                            host_regex: re.map(str::to_owned),
+                        },
+                    )
+                })
+                .collect(),
+            destinations: None,
+            pull_on_demand: false,
+            wait_timeout_s: None,
+            transfer_url: None,
+        }
+    }
+
+    #[test]
+    fn the_current_site_comes_from_the_host_regex_or_a_clear_error() {
+        // (PS_GLOBUS_SITE is not set where the tests run.)
+        let found = config(&[("lab", Some("^no-such-host$")), ("hpc", Some("."))]);
+        assert_eq!(found.current_site().unwrap(), "hpc");
+        let none = config(&[("lab", Some("^no-such-host$")), ("hpc", None)]);
+        let err = none.current_site().unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::UnknownSite { .. }), "{text}");
+        assert!(text.contains("PS_GLOBUS_SITE"), "{text}");
+        assert!(
+            text.contains("lab (hosts matching ^no-such-host$)"),
+            "{text}"
+        );
+        assert!(text.contains("hpc"), "{text}");
+        let broken = config(&[("lab", Some("(unclosed"))]);
+        assert!(matches!(
+            broken.current_site(),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn paths_must_stay_inside_their_directory() {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "./x", "nul\0"] {
+            assert!(check_relative(bad, "path").is_err(), "{bad:?}");
+        }
+        for good in ["x", "a/b", "dir.d/file-1"] {
+            assert!(check_relative(good, "path").is_ok(), "{good:?}");
+        }
+    }
 }

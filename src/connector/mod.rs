@@ -254,12 +254,27 @@ impl FromStr for Key {
 /// setters, so that new settings do not break callers.
 ///
 /// ```
-/// let options = ps_globus::connector::PutOptions::default();
-/// # let _ = options;
+/// let options = ps_globus::connector::PutOptions::default().with_destinations(["lab"]);
+/// assert_eq!(options.destinations.as_deref(), Some(&["lab".to_string()][..]));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct PutOptions {}
+pub struct PutOptions {
+    /// Sites to send this object to (Globus connector); `None`: the store's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Vec<String>>,
+}
+
+impl PutOptions {
+    /// Sends the object to these sites (Globus connector).
+    pub fn with_destinations<S: Into<String>>(
+        mut self,
+        sites: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.destinations = Some(sites.into_iter().map(Into::into).collect());
+        self
+    }
+}
 
 /// A serializable description of a connector, from which an equivalent one is rebuilt.
 ///
