@@ -476,3 +476,44 @@ fn child_stages_a_large_file() {
         .to_owned();
     println!("peak_kib={peak}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
+    let c_root = tempfile::tempdir().unwrap();
+    let c_dir = c_root.path().to_path_buf();
+    let emu = Emu::with(move |cfg| {
+        cfg.collections.insert(
+            "c".into(),
+            ps_globus::sim::CollectionConfig {
+                root: c_dir,
+                ..Default::default()
+            },
+        );
+    });
+    shared();
+    let mut config = config_for(&emu, &unique_name("pull"));
+    let mut site_c = config.sites["b"].clone();
+    site_c.collection = emu.sim.collection("c").unwrap().id;
+    site_c.local_path = c_root.path().to_path_buf();
+    config.sites.insert("c".into(), site_c);
+    config.destinations = Some(vec!["b".into()]);
+    config.pull_on_demand = true;
+    let a = GlobusConnector::builder(config.clone())
+        .site("a")
+        .build()
+        .unwrap();
+    let c = GlobusConnector::builder(config).site("c").build().unwrap();
+    let key = a.put(b"fetched when needed", &opts()).await.unwrap();
+    let meta: ps_globus::connector::ObjectMeta = key.meta_as().unwrap();
+    assert!(!meta.destinations.contains_key("c"));
+    assert_eq!(
+        c.get(&key).await.unwrap().as_deref(),
+        Some(&b"fetched when needed"[..])
+    );
+    assert!(
+        c.resolve_path(&key)
+            .await
+            .unwrap()
+            .starts_with(c_root.path())
+    );
+}

@@ -85,6 +85,29 @@ pub struct GlobusConfig {
 }
 
 impl GlobusConfig {
+    /// A store in `store_dir` over the sites of the configuration file
+    /// ([`crate::config::Config::load`]).
+    pub fn from_config_file(store_dir: impl Into<String>) -> Result<GlobusConfig> {
+        let file = crate::config::Config::load()?;
+        if file.sites.is_empty() {
+            return Err(Error::InvalidConfig {
+                what: "globus".into(),
+                message: format!(
+                    "no sites in {}: add them (see `sites` in the README)",
+                    crate::config::Config::default_path().display()
+                ),
+            });
+        }
+        Ok(GlobusConfig {
+            store_dir: store_dir.into(),
+            sites: file.sites,
+            destinations: None,
+            pull_on_demand: false,
+            wait_timeout_s: None,
+            transfer_url: None,
+        })
+    }
+
     /// The destination sites of a put made at `source` (the store's default).
     pub fn destinations_from(&self, source: &str) -> Result<Vec<String>> {
         self.destinations_for(source, None)
