@@ -7,6 +7,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod stage;
+
 use clap::{Parser, Subcommand};
 use ps_globus::Store;
 use ps_globus::proxy::ProxyFactory;
@@ -45,6 +47,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Transfer files or directories between sites or collections (SITE:PATH,
+    /// COLLECTION_UUID:PATH, or a local path at the current site), through the
+    /// transfer manager: exactly once, coalesced into few Globus tasks, tracked in the
+    /// state database. Waits with progress unless --no-wait; Ctrl-C stops waiting, not
+    /// the transfer.
+    Transfer(stage::TransferArgs),
+    /// `transfer` into this site: the destination is a local path here.
+    StageIn(stage::TransferArgs),
+    /// `transfer` out of this site: the source is a local path here.
+    StageOut(stage::TransferArgs),
+    /// Globus tasks: list, show, wait, cancel, events.
+    #[command(subcommand)]
+    Task(stage::TaskCommand),
+    /// Every task the local state database tracks, with live totals.
+    Status {
+        /// Refresh every second until nothing is in flight (Ctrl-C to stop).
+        #[arg(long)]
+        watch: bool,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Sites in the configuration file.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Check the configuration, the current site, credentials and every site's
+    /// collection, with a fix for each problem.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Run the product end to end on the built-in emulator: a producer at site A
     /// proxies objects, a consumer process at site B resolves and verifies them, and
     /// Globus (emulated) moves the bytes.
@@ -64,6 +99,40 @@ enum Command {
     /// The local Globus emulator (Transfer + Auth APIs on loopback).
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Write a commented starting configuration (and print its path).
+    Init {
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print where the configuration file is.
+    Path,
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Add (or replace) a site: looks the collection up and checks the local path.
+    Add {
+        name: String,
+        collection: uuid::Uuid,
+        /// The collection path that --local-path is.
+        #[arg(long)]
+        collection_path: String,
+        /// Where that path is on this host.
+        #[arg(long)]
+        local_path: PathBuf,
+        /// Hosts matching this regex are at this site.
+        #[arg(long)]
+        host_regex: Option<String>,
+        /// Do not look the collection up at Globus.
+        #[arg(long)]
+        no_lookup: bool,
+    },
+    /// List the configured sites.
+    List,
 }
 
 #[derive(clap::Args)]
@@ -209,6 +278,12 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if let Some(Exit(code, message)) = error.downcast_ref::<Exit>() {
+                if !message.is_empty() {
+                    eprintln!("error: {message}");
+                }
+                return ExitCode::from(*code);
+            }
             eprintln!("error: {error}");
             let needs_login = error
                 .downcast_ref::<ps_globus::Error>()
@@ -239,8 +314,70 @@ fn init_logging(verbose: u8) {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Ends the command with this exit code (and message, if any), as globus-cli does for
+/// failed tasks and expired timeouts.
+#[derive(Debug)]
+struct Exit(u8, String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 fn run(command: Command) -> CliResult {
     match command {
+        Command::Transfer(args) => {
+            ps_globus::block_on(stage::transfer(args, stage::Direction::Any))?
+        }
+        Command::StageIn(args) => ps_globus::block_on(stage::transfer(args, stage::Direction::In))?,
+        Command::StageOut(args) => {
+            ps_globus::block_on(stage::transfer(args, stage::Direction::Out))?
+        }
+        Command::Task(command) => ps_globus::block_on(stage::task(command))?,
+        Command::Status { watch, json } => ps_globus::block_on(stage::status(watch, json))?,
+        Command::Config(ConfigCommand::Init { force }) => stage::config_init(force)?,
+        Command::Config(ConfigCommand::Path) => {
+            println!("{}", ps_globus::config::Config::default_path().display())
+        }
+        Command::Site(SiteCommand::Add {
+            name,
+            collection,
+            collection_path,
+            local_path,
+            host_regex,
+            no_lookup,
+        }) => ps_globus::block_on(stage::site_add(
+            name,
+            collection,
+            collection_path,
+            local_path,
+            host_regex,
+            no_lookup,
+        ))?,
+        Command::Site(SiteCommand::List) => {
+            for (name, s) in ps_globus::config::Config::load()?.sites {
+                println!(
+                    "{name}\t{}\t{} = {}\t{}",
+                    s.collection,
+                    s.collection_path,
+                    s.local_path.display(),
+                    s.host_regex.unwrap_or_default()
+                );
+            }
+        }
+        Command::Doctor => ps_globus::block_on(stage::doctor())?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ps-globus",
+                &mut std::io::stdout(),
+            );
+        }
         Command::Demo(args) => demo(args)?,
         Command::DemoConsumer { max_size } => demo_consumer(max_size)?,
         Command::Ref(command) => ps_globus::block_on(reference(command))?,
@@ -643,7 +780,7 @@ fn sim_serve(args: SimServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn read_input(file: &str) -> std::io::Result<String> {
+pub(crate) fn read_input(file: &str) -> std::io::Result<String> {
     if file == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;

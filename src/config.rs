@@ -120,6 +120,66 @@ impl Config {
     }
 }
 
+/// The site this process is at: `PS_GLOBUS_SITE` (which must name a site), else the
+/// first site whose host regex matches the host name; else an error listing the sites.
+pub fn current_site(sites: &BTreeMap<String, SiteConfig>) -> Result<String> {
+    let known = || -> Vec<String> {
+        sites
+            .iter()
+            .map(|(name, s)| match &s.host_regex {
+                Some(re) => format!("{name} (hosts matching {re})"),
+                None => name.clone(),
+            })
+            .collect()
+    };
+    if let Ok(name) = std::env::var("PS_GLOBUS_SITE")
+        && !name.is_empty()
+    {
+        if sites.contains_key(&name) {
+            return Ok(name);
+        }
+        return Err(Error::UnknownSite {
+            message: format!("PS_GLOBUS_SITE={name} is not a configured site"),
+            known: known(),
+        });
+    }
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    for (name, site) in sites {
+        if let Some(pattern) = &site.host_regex {
+            let re = regex_lite::Regex::new(pattern).map_err(|e| Error::InvalidConfig {
+                what: "site".into(),
+                message: format!("site {name}: host_regex {pattern:?}: {e}"),
+            })?;
+            if re.is_match(&host) {
+                return Ok(name.clone());
+            }
+        }
+    }
+    Err(Error::UnknownSite {
+        message: format!(
+            "host {host:?} matches no site's host_regex; set PS_GLOBUS_SITE to the site this process runs at"
+        ),
+        known: known(),
+    })
+}
+
+impl Config {
+    /// Writes the configuration to `path` (its directory is created).
+    pub fn save_to(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).map_err(|e| Error::Encode {
+            codec: "toml",
+            message: e.to_string(),
+        })?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        }
+        crate::fsutil::write_atomic(path, text.as_bytes(), false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,7 @@ pub mod proxy;
 mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod staging;
 pub mod state;
 pub mod transfer;
 

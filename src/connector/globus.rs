@@ -147,33 +147,7 @@ impl GlobusConfig {
     /// The site this process is at: `PS_GLOBUS_SITE`, else the first site whose host
     /// regex matches the host name.
     pub fn current_site(&self) -> Result<String> {
-        if let Ok(name) = std::env::var("PS_GLOBUS_SITE")
-            && !name.is_empty()
-        {
-            self.site(&name)?;
-            return Ok(name);
-        }
-        let host = rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned();
-        for (name, site) in &self.sites {
-            if let Some(pattern) = &site.host_regex {
-                let re = regex_lite::Regex::new(pattern).map_err(|e| Error::InvalidConfig {
-                    what: "site".into(),
-                    message: format!("site {name}: host_regex {pattern:?}: {e}"),
-                })?;
-                if re.is_match(&host) {
-                    return Ok(name.clone());
-                }
-            }
-        }
-        Err(Error::UnknownSite {
-            message: format!(
-                "host {host:?} matches no site's host_regex; set PS_GLOBUS_SITE to the site this process runs at"
-            ),
-            known: self.site_list(),
-        })
+        crate::config::current_site(&self.sites)
     }
 }
 

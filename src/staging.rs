@@ -1,0 +1,240 @@
+//! Stage-in and stage-out from the command line, as library calls: addresses, transfer
+//! plans, submission through the [`TransferManager`], and waiting.
+//!
+//! An address is `SITE:PATH` (a configured site; PATH absolute on its collection and
+//! under its collection path, or relative to it), `COLLECTION_UUID:PATH`, or a bare
+//! local path, which means the current site (the local path must lie under the site's
+//! local path).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::{Config, SiteConfig};
+use crate::error::{Error, Result};
+use crate::transfer::{BatchOptions, Enqueued, ItemSpec, ItemStatus, Priority, TransferManager};
+
+/// A place on a Globus collection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// The collection id.
+    pub collection: Uuid,
+    /// The path on the collection.
+    pub path: String,
+}
+
+/// Parses and resolves an address against the configured sites.
+///
+/// ```
+/// use ps_globus::config::{Config, SiteConfig};
+/// use ps_globus::staging::resolve_address;
+/// let mut config = Config::default();
+/// config.sites.insert("lab".into(), SiteConfig {
+///     collection: uuid::Uuid::nil(), collection_path: "/data".into(),
+///     local_path: "/srv/data".into(), host_regex: None });
+/// let at = resolve_address("lab:run1/in.h5", &config, None)?;
+/// assert_eq!(at.path, "/data/run1/in.h5");
+/// let local = resolve_address("/srv/data/run1", &config, Some("lab"))?;
+/// assert_eq!(local.path, "/data/run1");
+/// assert!(resolve_address("lab:/etc/passwd", &config, None).is_err());
+/// # Ok::<(), ps_globus::Error>(())
+/// ```
+pub fn resolve_address(text: &str, config: &Config, current: Option<&str>) -> Result<Location> {
+    let bad = |message: String| Error::InvalidConfig {
+        what: "address".into(),
+        message,
+    };
+    let local_form = text.starts_with('/') || text.starts_with('.') || !text.contains(':');
+    if local_form {
+        let site_name = current.ok_or_else(|| {
+            bad(format!(
+                "{text:?} is a local path, but the current site is unknown: set PS_GLOBUS_SITE \
+                 or write SITE:PATH"
+            ))
+        })?;
+        let site = site(config, site_name)?;
+        let absolute = absolute(Path::new(text))?;
+        let rest = absolute.strip_prefix(&site.local_path).map_err(|_| {
+            bad(format!(
+                "{} is not under site {site_name}'s local path {}",
+                absolute.display(),
+                site.local_path.display()
+            ))
+        })?;
+        return Ok(Location {
+            collection: site.collection,
+            path: join(&site.collection_path, &rest.to_string_lossy()),
+        });
+    }
+    let (prefix, path) = text.split_once(':').expect("checked above");
+    if let Ok(collection) = prefix.parse::<Uuid>() {
+        let path = if path.is_empty() { "/" } else { path };
+        check_path(path)?;
+        return Ok(Location {
+            collection,
+            path: if path.starts_with('/') {
+                path.to_owned()
+            } else {
+                format!("/~/{path}")
+            },
+        });
+    }
+    let site = site(config, prefix)?;
+    check_path(path)?;
+    let path = if path.starts_with('/') {
+        let root = site.collection_path.trim_end_matches('/');
+        let inside = path == root || path.starts_with(&format!("{root}/")) || root.is_empty();
+        if !inside {
+            return Err(bad(format!(
+                "{path} is outside site {prefix}'s collection path {}",
+                site.collection_path
+            )));
+        }
+        path.to_owned()
+    } else {
+        join(&site.collection_path, path)
+    };
+    Ok(Location {
+        collection: site.collection,
+        path,
+    })
+}
+
+fn site<'a>(config: &'a Config, name: &str) -> Result<&'a SiteConfig> {
+    config.sites.get(name).ok_or_else(|| Error::UnknownSite {
+        message: format!("{name:?} is neither a collection id nor a configured site"),
+        known: config.sites.keys().cloned().collect(),
+    })
+}
+
+fn join(prefix: &str, rest: &str) -> String {
+    let rest = rest.trim_start_matches('/');
+    let prefix = prefix.trim_end_matches('/');
+    if rest.is_empty() {
+        format!("{prefix}/")
+    } else {
+        format!("{prefix}/{rest}")
+    }
+}
+
+fn check_path(path: &str) -> Result<()> {
+    if path.split('/').any(|c| c == "..") || path.contains('\0') {
+        return Err(Error::InvalidConfig {
+            what: "address".into(),
+            message: format!("{path:?} may not contain `..`"),
+        });
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("read", ".", e))?
+            .join(path)
+    };
+    // Lexical normalisation: the path may not exist yet (a stage-in destination).
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// One source-destination pair of a transfer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedItem {
+    /// Where from.
+    pub source: Location,
+    /// Where to.
+    pub destination: Location,
+    /// Directory (`Some(true)`), file, or let Globus detect it (`None`).
+    pub recursive: Option<bool>,
+}
+
+/// Reads a `--batch` file: one `SRC DST` pair a line; `#` comments and blank lines are
+/// skipped.
+pub fn parse_batch(text: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(src), Some(dst), None) => pairs.push((src.to_owned(), dst.to_owned())),
+            _ => {
+                return Err(Error::InvalidConfig {
+                    what: "batch file".into(),
+                    message: format!("line {}: expected `SRC DST`, got {line:?}", n + 1),
+                });
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// Enqueues every planned item as bulk work; returns their handles.
+pub async fn submit(
+    manager: &TransferManager,
+    items: &[PlannedItem],
+    options: &BatchOptions,
+) -> Result<Vec<Enqueued>> {
+    // Enqueued concurrently, so that they commit together; flush closes the batches.
+    let enqueues = items.iter().map(|item| {
+        let mut destination = item.destination.path.clone();
+        if destination.ends_with('/') && item.recursive != Some(true) {
+            // `DIR/` as a file's destination means "into DIR", as with cp.
+            destination.push_str(item.source.path.rsplit('/').next().unwrap_or_default());
+        }
+        let mut spec = ItemSpec::new(
+            item.source.collection.to_string(),
+            item.source.path.clone(),
+            item.destination.collection.to_string(),
+            destination,
+        )
+        .priority(Priority::Bulk)
+        .options(options.clone());
+        spec.recursive = item.recursive;
+        manager.enqueue(spec)
+    });
+    let handles = futures_util::future::try_join_all(enqueues).await?;
+    manager.flush().await?;
+    Ok(handles)
+}
+
+/// Waits for every item (`timeout` in all); returns their final states. Failures are in
+/// the states, not errors: the caller reports them all.
+pub async fn wait_all(
+    manager: &TransferManager,
+    items: &[Enqueued],
+    timeout: Duration,
+    mut progress: impl FnMut(&ItemStatus),
+) -> Result<Vec<ItemStatus>> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut done = Vec::with_capacity(items.len());
+    for item in items {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let status = match manager.wait(item.item, left).await {
+            Ok(status) => status,
+            Err(Error::TransferFailed { .. }) | Err(Error::NeedsAttention { .. }) => {
+                manager.item(item.item).await?
+            }
+            Err(e) => return Err(e),
+        };
+        progress(&status);
+        done.push(status);
+    }
+    Ok(done)
+}

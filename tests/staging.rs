@@ -1,0 +1,388 @@
+//! The staging command line against the emulator: transfer, stage-in/out, task,
+//! status, config, site, doctor, completions; exit codes and JSON output.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use ps_globus::config::{Config, SiteConfig};
+use ps_globus::sim::FaultKind;
+use serde_json::Value;
+use support::emulator::{Emu, TOKEN, fault, write};
+
+/// A configured home (sites `a` and `b` of `emu`) for running the binary.
+struct Setup {
+    home: tempfile::TempDir,
+    transfer_url: String,
+    site: String,
+}
+
+impl Setup {
+    fn new(emu: &Emu) -> Setup {
+        let home = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        for (name, id, root) in [("a", &emu.a, emu.root_a()), ("b", &emu.b, emu.root_b())] {
+            config.sites.insert(
+                name.into(),
+                SiteConfig {
+                    collection: id.parse().unwrap(),
+                    collection_path: "/".into(),
+                    local_path: root.canonicalize().unwrap(),
+                    host_regex: None,
+                },
+            );
+        }
+        config.save_to(&home.path().join("config.toml")).unwrap();
+        Setup {
+            home,
+            transfer_url: emu.sim.transfer_url().into(),
+            site: "a".into(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ps-globus"));
+        c.args(args)
+            .env("PS_GLOBUS_HOME", self.home.path())
+            .env("PS_GLOBUS_CONFIG", self.home.path().join("config.toml"))
+            .env("PS_GLOBUS_TRANSFER_URL", &self.transfer_url)
+            .env("PS_GLOBUS_ACCESS_TOKEN", TOKEN)
+            .env("PS_GLOBUS_SITE", &self.site)
+            .env_remove("PS_GLOBUS_CLIENT_ID")
+            .env_remove("PS_GLOBUS_CLIENT_SECRET");
+        c
+    }
+
+    /// (exit code, stdout, stderr)
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let (code, stdout, stderr) = self.run(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    }
+}
+
+#[test]
+fn a_batch_of_500_files_is_one_command_and_few_tasks() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let mut batch = String::from("# staged inputs\n\n");
+    for i in 0..500 {
+        write(
+            emu.root_a(),
+            &format!("in/f{i}"),
+            format!("file {i}").as_bytes(),
+        );
+        batch.push_str(&format!("a:/in/f{i} b:/staged/f{i}\n"));
+    }
+    let batch_file = setup.home.path().join("batch.txt");
+    std::fs::write(&batch_file, batch).unwrap();
+    let doc = setup.json(&[
+        "transfer",
+        "--batch",
+        batch_file.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(doc["items"], 500);
+    assert_eq!(doc["succeeded"], 500);
+    assert!(doc["failed"].as_array().unwrap().is_empty());
+    let tasks = doc["task_ids"].as_array().unwrap().len();
+    assert!((1..=2).contains(&tasks), "{tasks} tasks");
+    assert_eq!(
+        emu.sim.stats().route("POST /v0.10/transfer") as usize,
+        tasks
+    );
+    for i in [0, 250, 499] {
+        let got = std::fs::read(emu.root_b().join(format!("staged/f{i}"))).unwrap();
+        assert_eq!(got, format!("file {i}").as_bytes());
+    }
+    // The local database knows them: status reports them, nothing in flight.
+    let status = setup.json(&["status", "--json"]);
+    assert_eq!(status["active"], 0);
+    assert!(!status["batches"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_failing_path_exits_1_with_the_globus_reason() {
+    let emu = Emu::with(|c| {
+        c.faults.push(fault(
+            FaultKind::PermissionDenied,
+            Some("/secret/*"),
+            None,
+            None,
+        ))
+    });
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "secret/x", b"x");
+    write(emu.root_a(), "open/y", b"y");
+    let (code, _, stderr) = setup.run(&["transfer", "a:/secret/x", "b:/x"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("PERMISSION_DENIED"), "{stderr}");
+    assert!(stderr.contains("/secret/x"), "{stderr}");
+    let (code, _, stderr) = setup.run(&["transfer", "a:/open/y", "b:/y"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn stage_in_and_out_use_local_paths_at_the_current_site() {
+    let emu = Emu::start();
+    let mut setup = Setup::new(&emu);
+    setup.site = "b".into();
+    write(emu.root_a(), "data/input.h5", b"input bytes");
+    let local_in = emu.root_b().canonicalize().unwrap().join("work/input.h5");
+    let (code, _, stderr) =
+        setup.run(&["stage-in", "a:/data/input.h5", local_in.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(&local_in).unwrap(), b"input bytes");
+
+    write(emu.root_b(), "work/result.txt", b"result");
+    let local_out = emu.root_b().canonicalize().unwrap().join("work/result.txt");
+    let (code, _, stderr) = setup.run(&["stage-out", local_out.to_str().unwrap(), "a:/results/"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        std::fs::read(emu.root_a().join("results/result.txt")).unwrap(),
+        b"result"
+    );
+
+    // Directories, recursively.
+    write(emu.root_a(), "tree/x/1", b"1");
+    write(emu.root_a(), "tree/y/2", b"2");
+    let dest = emu.root_b().canonicalize().unwrap().join("tree-copy");
+    let (code, _, stderr) =
+        setup.run(&["stage-in", "--recursive", "a:/tree", dest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(dest.join("y/2")).unwrap(), b"2");
+
+    // The wrong side, a path outside the site, an unknown site: clear errors, exit 1.
+    for (args, says) in [
+        (vec!["stage-out", "a:/data/input.h5", "b:/z"], "stage-out"),
+        (vec!["transfer", "/etc/passwd", "a:/z"], "not under site b"),
+        (vec!["transfer", "mars:/x", "a:/z"], "mars"),
+        (vec!["transfer", "a:/../etc", "b:/z"], ".."),
+    ] {
+        let (code, _, stderr) = setup.run(&args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let (code, _, _) = setup.run(&["transfer"]);
+    assert_eq!(code, 2, "missing arguments are a usage error");
+}
+
+#[test]
+fn dry_run_submits_nothing() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let doc = setup.json(&["transfer", "--dry-run", "--json", "a:/in/x", "b:/out/x"]);
+    assert_eq!(doc["dry_run"], true);
+    assert_eq!(doc["items"][0]["source"]["path"], "/in/x");
+    assert_eq!(doc["items"][0]["destination"]["collection"], emu.b.as_str());
+    assert_eq!(emu.sim.stats().route("POST /v0.10/transfer"), 0);
+}
+
+#[test]
+fn task_commands_follow_wait_time_out_and_cancel() {
+    let emu = Emu::with(|c| c.task_latency_ms = 600_000);
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "slow/x", b"x");
+    let (code, stdout, stderr) = setup.run(&["transfer", "--no-wait", "a:/slow/x", "b:/x"]);
+    assert_eq!(code, 0, "{stderr}");
+    let task = stdout.trim().to_owned();
+    assert_eq!(task.len(), 36, "{stdout}");
+
+    let shown = setup.json(&["task", "show", &task, "--json"]);
+    assert_eq!(shown["task_id"], task.as_str());
+    assert_eq!(shown["status"], "ACTIVE");
+    let listed = setup.json(&["task", "list", "--json"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["task_id"] == task.as_str())
+    );
+
+    let (code, _, stderr) = setup.run(&[
+        "task",
+        "wait",
+        &task,
+        "--timeout",
+        "0",
+        "--timeout-exit-code",
+        "50",
+    ]);
+    assert_eq!(code, 50, "{stderr}");
+    assert!(stderr.contains("yet to complete"), "{stderr}");
+
+    let (code, stdout, _) = setup.run(&["task", "cancel", &task]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains(&task));
+    let (code, _, stderr) = setup.run(&["task", "wait", &task, "--polling-interval", "0.1"]);
+    assert_eq!(code, 1, "a canceled task is a failure: {stderr}");
+    let events = setup.json(&["task", "events", &task, "--json"]);
+    assert!(!events.as_array().unwrap().is_empty());
+    let (code, _, _) = setup.run(&["task", "show", "00000000-0000-0000-0000-000000000000"]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn several_tasks_are_awaited_together() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let mut ids = Vec::new();
+    for name in ["p", "q", "r"] {
+        write(emu.root_a(), &format!("{name}/f"), name.as_bytes());
+        // Different destinations' options make separate tasks.
+        let level = match name {
+            "p" => "exists",
+            "q" => "size",
+            _ => "mtime",
+        };
+        let (code, stdout, stderr) = setup.run(&[
+            "transfer",
+            "--no-wait",
+            "--sync-level",
+            level,
+            &format!("a:/{name}/f"),
+            &format!("b:/{name}/f"),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        ids.push(stdout.trim().to_owned());
+    }
+    let mut args = vec!["task", "wait", "--json", "--polling-interval", "0.1"];
+    args.extend(ids.iter().map(String::as_str));
+    let done = setup.json(&args);
+    assert_eq!(done.as_array().unwrap().len(), 3);
+    assert!(
+        done.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "SUCCEEDED")
+    );
+}
+
+#[test]
+fn status_watch_in_a_terminal_shows_aggregate_progress() {
+    let emu = Emu::with(|c| c.task_latency_ms = 1500);
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "w/x", &vec![7u8; 4096]);
+    let (code, _, stderr) = setup.run(&["transfer", "--no-wait", "a:/w/x", "b:/w/x"]);
+    assert_eq!(code, 0, "{stderr}");
+    // `script` gives the command a real pseudo-terminal.
+    let bin = env!("CARGO_BIN_EXE_ps-globus");
+    let out = setup.command(&[]).env("TERM", "xterm").output_with_program(
+        "script",
+        &["-qec", &format!("{bin} status --watch"), "/dev/null"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("in flight: 1 task(s)"), "{text}");
+    assert!(text.contains("\x1b[2J"), "the view redraws in a terminal");
+    assert!(
+        text.contains("in flight: 0 task(s)"),
+        "it ends when all are done: {text}"
+    );
+}
+
+trait WithProgram {
+    fn output_with_program(&mut self, program: &str, args: &[&str]) -> std::process::Output;
+}
+
+impl WithProgram for Command {
+    /// Runs `program args` with this command's environment.
+    fn output_with_program(&mut self, program: &str, args: &[&str]) -> std::process::Output {
+        let mut other = Command::new(program);
+        other.args(args);
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => other.env(k, v),
+                None => other.env_remove(k),
+            };
+        }
+        other.output().unwrap()
+    }
+}
+
+#[test]
+fn config_init_site_add_doctor_and_completions() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let config_path = setup.home.path().join("config.toml");
+    std::fs::remove_file(&config_path).unwrap();
+    let (code, stdout, _) = setup.run(&["config", "init"]);
+    assert_eq!(code, 0);
+    assert_eq!(PathBuf::from(stdout.trim()), config_path);
+    assert_eq!(setup.run(&["config", "init"]).0, 1, "no silent overwrite");
+
+    let root_a = emu.root_a().to_str().unwrap().to_owned();
+    let (code, _, stderr) = setup.run(&[
+        "site",
+        "add",
+        "a",
+        &emu.a,
+        "--collection-path",
+        "/",
+        "--local-path",
+        &root_a,
+        "--host-regex",
+        "^never$",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let root_b = emu.root_b().to_str().unwrap().to_owned();
+    assert_eq!(
+        setup
+            .run(&[
+                "site",
+                "add",
+                "b",
+                &emu.b,
+                "--collection-path",
+                "/",
+                "--local-path",
+                &root_b
+            ])
+            .0,
+        0
+    );
+    let (code, _, stderr) = setup.run(&[
+        "site",
+        "add",
+        "c",
+        &emu.b,
+        "--collection-path",
+        "/",
+        "--local-path",
+        "/no/such/dir",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not a directory"), "{stderr}");
+    let config = Config::load_from(&config_path).unwrap();
+    assert_eq!(config.sites.len(), 2);
+    assert_eq!(config.sites["a"].host_regex.as_deref(), Some("^never$"));
+
+    let (code, stdout, _) = setup.run(&["doctor"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("ok    current site: a"), "{stdout}");
+    assert!(stdout.contains("ok    site b"), "{stdout}");
+
+    // A broken site: doctor says what is wrong and how to fix it.
+    let mut broken = config.clone();
+    broken.sites.get_mut("b").unwrap().collection_path = "/missing-dir".into();
+    broken.save_to(&config_path).unwrap();
+    let (code, stdout, _) = setup.run(&["doctor"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL  site b"), "{stdout}");
+    assert!(stdout.contains("fix:"), "{stdout}");
+
+    let (code, stdout, _) = setup.run(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("ps-globus") && stdout.contains("stage-in"));
+}
