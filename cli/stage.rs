@@ -461,9 +461,17 @@ pub async fn task(command: TaskCommand) -> CliResult {
     Ok(())
 }
 
-/// `status [--watch]`: what the local state database tracks, with live totals.
+/// `status [--watch]`: what the local state database tracks, with live totals. In a
+/// terminal, `--watch` shows a bar per task in flight and an aggregate bar (files,
+/// bytes, rate, ETA); elsewhere it prints plain lines.
 pub async fn status(watch: bool, json_out: bool) -> CliResult {
     let manager = manager().await?;
+    let live = watch && !json_out && std::io::stdout().is_terminal();
+    let bars = indicatif::MultiProgress::new();
+    let total = bars.add(indicatif::ProgressBar::new(0));
+    let mut per_task: std::collections::HashMap<String, indicatif::ProgressBar> =
+        Default::default();
+    let (mut last_bytes, mut last_time) = (None::<i64>, std::time::Instant::now());
     loop {
         manager.poll_now().await?;
         let batches = manager.batches(100).await?;
@@ -471,6 +479,9 @@ pub async fn status(watch: bool, json_out: bool) -> CliResult {
         let bytes: i64 = active.iter().map(|b| b.bytes_transferred).sum();
         let files: i64 = active.iter().map(|b| b.files_transferred).sum();
         let total_files: i64 = active.iter().map(|b| b.files).sum();
+        let elapsed = last_time.elapsed().as_secs_f64().max(1e-3);
+        let rate = last_bytes.map_or(0.0, |b| (bytes - b).max(0) as f64 / elapsed);
+        (last_bytes, last_time) = (Some(bytes), std::time::Instant::now());
         if json_out {
             println!(
                 "{}",
@@ -484,28 +495,75 @@ pub async fn status(watch: bool, json_out: bool) -> CliResult {
             );
             return Ok(());
         }
-        let mut out = String::new();
-        for b in &batches {
-            out.push_str(&format!(
-                "{:<38} {:<10} {:<9} {:>6}/{:<6} files {:>12} bytes\n",
-                b.task_id.as_deref().unwrap_or(&b.label),
-                b.state,
-                b.status.as_deref().unwrap_or("-"),
-                b.files_transferred,
-                b.files,
-                b.bytes_transferred
-            ));
-        }
-        out.push_str(&format!(
-            "in flight: {} task(s), {files}/{total_files} files, {bytes} bytes\n",
-            active.len()
-        ));
-        if watch && std::io::stdout().is_terminal() {
-            print!("\x1b[2J\x1b[H{out}");
+        let summary = format!(
+            "in flight: {} task(s), {files}/{total_files} files, {} transferred, {}/s",
+            active.len(),
+            indicatif::HumanBytes(bytes as u64),
+            indicatif::HumanBytes(rate as u64)
+        );
+        if live {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} files, ETA {eta}  {msg}",
+            ) {
+                total.set_style(style.progress_chars("=> "));
+            }
+            total.set_prefix("all tasks");
+            total.set_length(total_files.max(0) as u64);
+            total.set_position(files.max(0) as u64);
+            total.set_message(summary.clone());
+            for b in batches.iter().filter(|b| b.state == "DONE") {
+                let id = b.task_id.clone().unwrap_or_else(|| b.label.clone());
+                if let Some(bar) = per_task.get(&id).filter(|bar| !bar.is_finished()) {
+                    bar.set_position(b.files_transferred.max(0) as u64);
+                    bar.finish_with_message(format!(
+                        "{} {}",
+                        b.status.as_deref().unwrap_or("DONE"),
+                        indicatif::HumanBytes(b.bytes_transferred.max(0) as u64)
+                    ));
+                }
+            }
+            for b in &active {
+                let id = b.task_id.clone().unwrap_or_else(|| b.label.clone());
+                let bar = per_task.entry(id.clone()).or_insert_with(|| {
+                    let bar = bars.add(indicatif::ProgressBar::new(0));
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "  {prefix} [{bar:30}] {pos}/{len} {msg}",
+                    ) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar.set_prefix(id);
+                    bar
+                });
+                bar.set_length(b.files.max(0) as u64);
+                bar.set_position(b.files_transferred.max(0) as u64);
+                bar.set_message(format!(
+                    "{} {}",
+                    b.status.as_deref().unwrap_or(&b.state),
+                    indicatif::HumanBytes(b.bytes_transferred.max(0) as u64)
+                ));
+            }
         } else {
-            print!("{out}");
+            for b in &batches {
+                println!(
+                    "{:<38} {:<10} {:<9} {:>6}/{:<6} files {:>12} bytes",
+                    b.task_id.as_deref().unwrap_or(&b.label),
+                    b.state,
+                    b.status.as_deref().unwrap_or("-"),
+                    b.files_transferred,
+                    b.files,
+                    b.bytes_transferred
+                );
+            }
+            println!("{summary}");
         }
         if !watch || active.is_empty() {
+            if live {
+                for bar in per_task.values() {
+                    bar.finish();
+                }
+                total.finish_and_clear();
+                println!("{summary}");
+            }
             return Ok(());
         }
         tokio::select! {

@@ -284,8 +284,13 @@ fn status_watch_in_a_terminal_shows_aggregate_progress() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    assert!(text.contains("all tasks ["), "an aggregate bar: {text}");
     assert!(text.contains("in flight: 1 task(s)"), "{text}");
-    assert!(text.contains("\x1b[2J"), "the view redraws in a terminal");
+    assert!(
+        text.contains("SUCCEEDED"),
+        "the finished task is shown so: {text}"
+    );
+    assert!(text.contains("ETA"), "{text}");
     assert!(
         text.contains("in flight: 0 task(s)"),
         "it ends when all are done: {text}"

@@ -16,6 +16,11 @@
 //! reason at once, not a timeout, and the wait ends at the task's deadline. Bytes that do
 //! not match are an [`Error::Integrity`], never returned.
 //!
+//! **Closing.** `put` returns before the batch is submitted; a producer that exits right
+//! after its puts must call `Store::close` (or `Connector::close`) first, which submits
+//! what is still batching. Otherwise the next process at that site with the same state
+//! directory resumes it.
+//!
 //! **Sites.** The current site is fixed by the builder, else `PS_GLOBUS_SITE`, else the
 //! first site whose host regex matches the host name.
 
@@ -280,6 +285,25 @@ struct Inner {
     manager: OnceCell<TransferManager>,
     watcher: OnceCell<Arc<Watcher>>,
     deleter: OnceCell<Arc<Deleter>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Puts return once enqueued; make sure a process that ends now still submits.
+        if let Some(manager) = self.manager.get() {
+            let flushed = crate::runtime::block_on(crate::runtime::timeout(
+                Duration::from_secs(30),
+                manager.flush(),
+            ));
+            match flushed {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::warn!("submitting pending transfers at close: {e}"),
+                None => tracing::warn!(
+                    "pending transfers were not submitted within 30 s; the next run at this site resumes them"
+                ),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for GlobusConnector {
@@ -735,6 +759,16 @@ impl Connector for GlobusConnector {
 
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
         self.verified_path(key).await
+    }
+
+    /// Submits every transfer still waiting in an open batch, so that a producer that
+    /// exits right after its puts does not leave them for its next run. (Dropping the
+    /// last handle does the same, best effort.)
+    async fn close(&self) -> Result<()> {
+        if let Some(manager) = self.inner.manager.get() {
+            manager.flush().await?;
+        }
+        Ok(())
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
