@@ -76,8 +76,12 @@ enum Command {
     #[command(subcommand)]
     Site(SiteCommand),
     /// Check the configuration, the current site, credentials and every site's
-    /// collection, with a fix for each problem.
-    Doctor,
+    /// collection, with a fix for each problem. Exits 1 if anything is wrong.
+    Doctor {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Run the product end to end on the built-in emulator: a producer at site A
@@ -132,7 +136,11 @@ enum SiteCommand {
         no_lookup: bool,
     },
     /// List the configured sites.
-    List,
+    List {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -357,7 +365,11 @@ fn run(command: Command) -> CliResult {
             host_regex,
             no_lookup,
         ))?,
-        Command::Site(SiteCommand::List) => {
+        Command::Site(SiteCommand::List { json: true }) => {
+            let sites = ps_globus::config::Config::load()?.sites;
+            println!("{}", serde_json::to_string_pretty(&sites)?);
+        }
+        Command::Site(SiteCommand::List { json: false }) => {
             for (name, s) in ps_globus::config::Config::load()?.sites {
                 println!(
                     "{name}\t{}\t{} = {}\t{}",
@@ -368,7 +380,7 @@ fn run(command: Command) -> CliResult {
                 );
             }
         }
-        Command::Doctor => ps_globus::block_on(stage::doctor())?,
+        Command::Doctor { json } => ps_globus::block_on(stage::doctor(json))?,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

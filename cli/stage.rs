@@ -40,6 +40,9 @@ pub struct TransferArgs {
     /// Give up at this time (RFC 3339 or `YYYY-MM-DD HH:MM:SS`, UTC).
     #[arg(long)]
     deadline: Option<String>,
+    /// The Globus task label (find the tasks again with `task list --label`).
+    #[arg(long)]
+    label: Option<String>,
     /// Show what would be transferred, submit nothing.
     #[arg(long)]
     dry_run: bool,
@@ -110,6 +113,8 @@ pub enum TaskCommand {
         label: Option<String>,
         #[arg(long)]
         all: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// A task's events.
     Events {
@@ -195,6 +200,7 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         sync_level: args.sync_level.as_deref().map(sync_code),
         verify_checksum: !args.no_verify_checksum,
         deadline: args.deadline.clone(),
+        label: args.label.clone(),
         ..BatchOptions::default()
     };
     let manager = manager().await?;
@@ -418,6 +424,7 @@ pub async fn task(command: TaskCommand) -> CliResult {
             task_ids,
             label,
             all,
+            json,
         } => {
             let mut ids = task_ids;
             if label.is_some() || all {
@@ -442,9 +449,17 @@ pub async fn task(command: TaskCommand) -> CliResult {
             if ids.is_empty() {
                 eprintln!("no task to cancel");
             }
+            let mut results = Vec::new();
             for id in ids {
                 let result = client.cancel(&id).await?;
-                println!("{id}: {}", result.message);
+                if !json {
+                    println!("{id}: {}", result.message);
+                }
+                results
+                    .push(json!({"task_id": id, "code": result.code, "message": result.message}));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
             }
         }
         TaskCommand::Events { task_id, json } => {
@@ -642,13 +657,18 @@ pub async fn site_add(
 }
 
 /// `doctor`: every check, with a fix for each problem; exit 1 if any failed.
-pub async fn doctor() -> CliResult {
+pub async fn doctor(json_out: bool) -> CliResult {
     let mut problems = 0;
+    let mut checks = Vec::new();
     let mut check = |ok: bool, what: String, fix: &str| {
-        if ok {
+        if !ok {
+            problems += 1;
+        }
+        if json_out {
+            checks.push(json!({"ok": ok, "check": what, "fix": (!ok).then_some(fix)}));
+        } else if ok {
             println!("ok    {what}");
         } else {
-            problems += 1;
             println!("FAIL  {what}\n      fix: {fix}");
         }
     };
@@ -720,6 +740,12 @@ pub async fn doctor() -> CliResult {
                 }
             }
         }
+    }
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"problems": problems, "checks": checks}))?
+        );
     }
     if problems > 0 {
         return Err(Box::new(Exit(1, format!("{problems} problem(s)"))));

@@ -193,7 +193,14 @@ fn task_commands_follow_wait_time_out_and_cancel() {
     let emu = Emu::with(|c| c.task_latency_ms = 600_000);
     let setup = Setup::new(&emu);
     write(emu.root_a(), "slow/x", b"x");
-    let (code, stdout, stderr) = setup.run(&["transfer", "--no-wait", "a:/slow/x", "b:/x"]);
+    let (code, stdout, stderr) = setup.run(&[
+        "transfer",
+        "--no-wait",
+        "--label",
+        "nightly-run",
+        "a:/slow/x",
+        "b:/x",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let task = stdout.trim().to_owned();
     assert_eq!(task.len(), 36, "{stdout}");
@@ -222,9 +229,8 @@ fn task_commands_follow_wait_time_out_and_cancel() {
     assert_eq!(code, 50, "{stderr}");
     assert!(stderr.contains("yet to complete"), "{stderr}");
 
-    let (code, stdout, _) = setup.run(&["task", "cancel", &task]);
-    assert_eq!(code, 0);
-    assert!(stdout.contains(&task));
+    let cancelled = setup.json(&["task", "cancel", "--label", "nightly-run", "--json"]);
+    assert_eq!(cancelled[0]["task_id"], task.as_str());
     let (code, _, stderr) = setup.run(&["task", "wait", &task, "--polling-interval", "0.1"]);
     assert_eq!(code, 1, "a canceled task is a failure: {stderr}");
     let events = setup.json(&["task", "events", &task, "--json"]);
@@ -387,6 +393,10 @@ fn config_init_site_add_doctor_and_completions() {
     assert!(stdout.contains("FAIL  site b"), "{stdout}");
     assert!(stdout.contains("fix:"), "{stdout}");
 
+    let doctor = serde_json::from_str::<Value>(&setup.run(&["doctor", "--json"]).1).unwrap();
+    assert_eq!(doctor["problems"], 1);
+    let sites = setup.json(&["site", "list", "--json"]);
+    assert_eq!(sites["b"]["collection_path"], "/missing-dir");
     let (code, stdout, _) = setup.run(&["completions", "bash"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("ps-globus") && stdout.contains("stage-in"));

@@ -99,6 +99,9 @@ pub struct BatchOptions {
     pub fail_on_quota_errors: bool,
     /// The task's deadline (RFC 3339 or `YYYY-MM-DD HH:MM:SS`).
     pub deadline: Option<String>,
+    /// The Globus task's label (default: the batch label, `psg-...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl Default for BatchOptions {
@@ -110,6 +113,7 @@ impl Default for BatchOptions {
             preserve_timestamp: false,
             fail_on_quota_errors: false,
             deadline: None,
+            label: None,
         }
     }
 }
@@ -996,7 +1000,8 @@ impl Inner {
                     checksum_algorithm: i.get("checksum_algorithm"),
                 })
                 .collect(),
-            label: Some(row.get("label")),
+            // The user's label when staging asked for one; the batch keeps its own.
+            label: Some(options.label.clone().unwrap_or_else(|| row.get("label"))),
             sync_level: options.sync_level,
             verify_checksum: Some(options.verify_checksum),
             preserve_timestamp: Some(options.preserve_timestamp),
