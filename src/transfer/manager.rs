@@ -373,12 +373,11 @@ impl TransferManager {
         client: TransferClient,
         config: ManagerConfig,
     ) -> Result<TransferManager> {
-        let identity = client.identity();
-        // Keyed by service too: one identity may talk to several emulators in one process.
-        let key = (
-            db.path().to_path_buf(),
-            format!("{identity}@{}", client.base_url()),
-        );
+        // Batches and the poller lease belong to an identity *at one service*: a task id
+        // from one Transfer service means nothing to another (an emulator and Globus,
+        // or two emulators, with one state database).
+        let identity = format!("{}@{}", client.identity(), client.base_url());
+        let key = (db.path().to_path_buf(), identity.clone());
         if let Some(inner) = SHARED
             .lock()
             .expect("manager registry poisoned")
@@ -432,7 +431,7 @@ impl TransferManager {
         Ok(TransferManager { inner })
     }
 
-    /// The identity this manager acts as.
+    /// The identity this manager acts as, with the service: `IDENTITY@TRANSFER_URL`.
     pub fn identity(&self) -> &str {
         &self.inner.identity
     }

@@ -10,6 +10,11 @@ use ps_globus::connector::{GlobusConfig, GlobusConnector, ProcessDefaults};
 use super::emulator::{Emu, TOKEN};
 
 /// The process's emulator; connectors rebuilt from a config act as its static token.
+///
+/// A test with an emulator of its own gives its connectors a state directory of their
+/// own (`.home(...)`): the poller lease is per identity and database, and every emulator
+/// accepts the same static token, so a shared database would let one emulator's
+/// manager hold the lease while another's tasks go unpolled.
 pub fn shared() -> &'static Emu {
     static EMU: OnceLock<Emu> = OnceLock::new();
     EMU.get_or_init(|| {
