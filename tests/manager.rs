@@ -38,6 +38,7 @@ fn fast_retry() -> RetryConfig {
 fn config() -> ManagerConfig {
     ManagerConfig {
         poll_min: Duration::from_millis(50),
+        poll_idle: Duration::from_millis(50),
         poll_max: Duration::from_millis(200),
         ..ManagerConfig::default()
     }

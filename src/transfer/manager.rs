@@ -57,6 +57,9 @@ pub struct ManagerConfig {
     pub bulk_every: usize,
     /// The poll interval while tasks are young or progressing.
     pub poll_min: Duration,
+    /// The poll interval for young tasks that nobody in this process waits for (the
+    /// state database still learns their fate; a `wait` brings `poll_min` back).
+    pub poll_idle: Duration,
     /// The longest poll interval, for long quiet tasks.
     pub poll_max: Duration,
     /// Tasks younger than this are polled at `poll_min`.
@@ -76,6 +79,7 @@ impl Default for ManagerConfig {
             max_pending_tasks: 20,
             bulk_every: 3,
             poll_min: Duration::from_millis(250),
+            poll_idle: Duration::from_secs(1),
             poll_max: Duration::from_secs(15),
             young: Duration::from_secs(10),
             fail_fast_after: Duration::from_secs(60),
@@ -310,6 +314,9 @@ struct Inner {
     signals: Arc<Signals>,
     failpoint: Option<String>,
     poll_cycles: std::sync::atomic::AtomicU64,
+    /// Callers of `wait` in this process right now: with none, young tasks are polled
+    /// at `poll_idle` rather than `poll_min` (nobody here is waiting to be told).
+    waiters: std::sync::atomic::AtomicUsize,
 }
 
 /// Wake-ups shared with the background loops, which wait on them without keeping the
@@ -415,6 +422,7 @@ impl TransferManager {
                 .ok()
                 .filter(|f| !f.is_empty()),
             poll_cycles: std::sync::atomic::AtomicU64::new(0),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
         });
         inner.close_orphaned_open_batches().await?;
         let rt = runtime::handle();
@@ -520,6 +528,16 @@ impl TransferManager {
     /// task is [`Error::NeedsAttention`]; past `timeout`, [`Error::WaitTimeout`].
     pub async fn wait(&self, item: i64, timeout: Duration) -> Result<ItemStatus> {
         let inner = &self.inner;
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        inner
+            .waiters
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _waiting = Waiting(&inner.waiters);
         let waited = runtime::timeout(timeout, async {
             loop {
                 let changed = inner.signals.changed.notified();
@@ -1572,8 +1590,10 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         let _ = inner.heartbeat().await;
         let leader = inner.lease().await.unwrap_or(false);
         if leader {
+            let waited_on = inner.waiters.load(std::sync::atomic::Ordering::Relaxed) > 0;
             interval = match inner.poll_once().await {
-                Ok(true) => config.poll_min,
+                Ok(true) if waited_on => config.poll_min,
+                Ok(true) => config.poll_idle.max(config.poll_min),
                 Ok(false) => (last_interval.max(config.poll_min).mul_f64(1.5)).min(config.poll_max),
                 Err(e) => {
                     tracing::warn!("polling Globus failed, will retry: {e}");
