@@ -505,6 +505,10 @@ impl GlobusConnector {
                 });
             }
         };
+        // Already here: no need to follow the transfer (nor to ask Globus anything).
+        if matches!(verify_file(local, meta)?, Verdict::Match) {
+            return Ok(());
+        }
         let (_, source_path) = self.paths(&meta.source, &meta.path)?;
         let (_, dest_path) = self.paths(site, &meta.path)?;
         let watcher = self.watcher().await?.clone();
@@ -581,7 +585,8 @@ impl GlobusConnector {
                 });
             }
             let _ = crate::runtime::timeout(delay.min(until - now), changed).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
+            // A stat is cheap; the file is the completion signal, so look often.
+            delay = (delay * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -900,13 +905,17 @@ impl Watcher {
     }
 
     fn watch(self: &Arc<Self>, label: &str) -> WatchGuard {
-        self.labels
-            .lock()
-            .expect("watcher lock")
-            .entry(label.to_owned())
-            .or_insert((0, None))
-            .0 += 1;
-        self.wake.notify_one();
+        let new_label = {
+            let mut labels = self.labels.lock().expect("watcher lock");
+            let entry = labels.entry(label.to_owned()).or_insert((0, None));
+            entry.0 += 1;
+            entry.0 == 1
+        };
+        // Only a label nobody watched yet needs a poll now; more readers of the same
+        // batch share its next one.
+        if new_label {
+            self.wake.notify_one();
+        }
         WatchGuard {
             watcher: self.clone(),
             label: label.to_owned(),
