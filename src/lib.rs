@@ -20,8 +20,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Modules: [`connector`] (where bytes live), [`proxy`] (stores and proxies), and the
-//! [`block_on`] bridge that lets synchronous code wait on the library's async I/O.
+//! Modules: [`connector`] (where bytes live: memory, a directory, or Globus collections
+//! across sites), [`proxy`] (stores, proxies, persistent dataset references),
+//! [`transfer`] (the Globus Transfer client and the transfer manager), [`auth`] (login,
+//! service identities, token storage), [`staging`] (stage-in/out as library calls),
+//! [`config`] (sites and the client id), [`state`] (the state database), `sim` (the
+//! Globus emulator), `demo`, and the [`block_on`] bridge that lets synchronous code wait
+//! on the library's async I/O.
 
 #![warn(missing_docs)]
 // The emulator's endpoint document is one large `json!` literal.
