@@ -119,22 +119,7 @@ enum ConfigCommand {
 #[derive(Subcommand)]
 enum SiteCommand {
     /// Add (or replace) a site: looks the collection up and checks the local path.
-    Add {
-        name: String,
-        collection: uuid::Uuid,
-        /// The collection path that --local-path is.
-        #[arg(long)]
-        collection_path: String,
-        /// Where that path is on this host.
-        #[arg(long)]
-        local_path: PathBuf,
-        /// Hosts matching this regex are at this site.
-        #[arg(long)]
-        host_regex: Option<String>,
-        /// Do not look the collection up at Globus.
-        #[arg(long)]
-        no_lookup: bool,
-    },
+    Add(stage::SiteAddArgs),
     /// List the configured sites.
     List {
         /// One JSON document on stdout.
@@ -350,21 +335,7 @@ fn run(command: Command) -> CliResult {
         Command::Config(ConfigCommand::Path) => {
             println!("{}", ps_globus::config::Config::default_path().display())
         }
-        Command::Site(SiteCommand::Add {
-            name,
-            collection,
-            collection_path,
-            local_path,
-            host_regex,
-            no_lookup,
-        }) => ps_globus::block_on(stage::site_add(
-            name,
-            collection,
-            collection_path,
-            local_path,
-            host_regex,
-            no_lookup,
-        ))?,
+        Command::Site(SiteCommand::Add(args)) => ps_globus::block_on(stage::site_add(args))?,
         Command::Site(SiteCommand::List { json: true }) => {
             let sites = ps_globus::config::Config::load()?.sites;
             println!("{}", serde_json::to_string_pretty(&sites)?);

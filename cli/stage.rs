@@ -611,15 +611,35 @@ pub fn config_init(force: bool) -> CliResult {
     Ok(())
 }
 
-/// `site add`.
-pub async fn site_add(
+/// `site add NAME COLLECTION --collection-path P --local-path L [--host-regex R]`.
+#[derive(Args)]
+pub struct SiteAddArgs {
     name: String,
     collection: uuid::Uuid,
+    /// The collection path that --local-path is.
+    #[arg(long)]
     collection_path: String,
+    /// Where that path is on this host.
+    #[arg(long)]
     local_path: std::path::PathBuf,
+    /// Hosts matching this regex are at this site.
+    #[arg(long)]
     host_regex: Option<String>,
+    /// Do not look the collection up at Globus.
+    #[arg(long)]
     no_lookup: bool,
-) -> CliResult {
+}
+
+/// `site add`.
+pub async fn site_add(args: SiteAddArgs) -> CliResult {
+    let SiteAddArgs {
+        name,
+        collection,
+        collection_path,
+        local_path,
+        host_regex,
+        no_lookup,
+    } = args;
     let path = Config::default_path();
     let mut config = Config::load_from(&path)?;
     if !local_path.is_dir() {

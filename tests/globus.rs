@@ -44,17 +44,7 @@ async fn objects_put_at_a_resolve_verified_at_b_in_few_tasks() {
 async fn a_read_started_before_the_transfer_waits_for_it() {
     let emu = Emu::with(|c| c.task_latency_ms = 300);
     let config = config_for(&emu, &unique_name("early"));
-    let home = tempfile::tempdir().unwrap();
-    let a = GlobusConnector::builder(config.clone())
-        .site("a")
-        .home(home.path())
-        .build()
-        .unwrap();
-    let b = GlobusConnector::builder(config)
-        .site("b")
-        .home(home.path())
-        .build()
-        .unwrap();
+    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
     shared(); // process defaults: the static token
     let key = a.put(b"on its way", &opts()).await.unwrap();
     // The read starts while the batch is not even submitted.
@@ -78,17 +68,7 @@ async fn a_failed_transfer_is_a_typed_error_with_the_globus_reason() {
     });
     shared();
     let config = config_for(&emu, &store_dir);
-    let home = tempfile::tempdir().unwrap();
-    let a = GlobusConnector::builder(config.clone())
-        .site("a")
-        .home(home.path())
-        .build()
-        .unwrap();
-    let b = GlobusConnector::builder(config)
-        .site("b")
-        .home(home.path())
-        .build()
-        .unwrap();
+    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
     let key = a.put(b"never arrives", &opts()).await.unwrap();
     let err = b.get(&key).await.unwrap_err();
     let Error::TransferFailed {
@@ -384,17 +364,7 @@ async fn evicting_at_the_source_removes_the_copies_in_one_delete_task() {
     let emu = Emu::start();
     shared();
     let config = support::sites::config_for(&emu, &store_dir);
-    let home = tempfile::tempdir().unwrap();
-    let a = GlobusConnector::builder(config.clone())
-        .site("a")
-        .home(home.path())
-        .build()
-        .unwrap();
-    let b = GlobusConnector::builder(config)
-        .site("b")
-        .home(home.path())
-        .build()
-        .unwrap();
+    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
     let mut keys = Vec::new();
     for i in 0..5u8 {
         let key = a.put(&[i; 100], &opts()).await.unwrap();
@@ -516,17 +486,7 @@ async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
     config.sites.insert("c".into(), site_c);
     config.destinations = Some(vec!["b".into()]);
     config.pull_on_demand = true;
-    let home = tempfile::tempdir().unwrap();
-    let a = GlobusConnector::builder(config.clone())
-        .site("a")
-        .home(home.path())
-        .build()
-        .unwrap();
-    let c = GlobusConnector::builder(config)
-        .site("c")
-        .home(home.path())
-        .build()
-        .unwrap();
+    let (_home, a, c) = support::sites::own_pair(&config, "a", "c");
     let key = a.put(b"fetched when needed", &opts()).await.unwrap();
     let meta: ps_globus::connector::ObjectMeta = key.meta_as().unwrap();
     assert!(!meta.destinations.contains_key("c"));

@@ -110,6 +110,17 @@ fn file_store(dir: &Path) -> Arc<dyn TokenStore> {
     Arc::new(FileTokenStore::new(dir.join("tokens.json")))
 }
 
+/// A copy-paste login into a file store of its own.
+async fn logged_in(emu: &Emu) -> (tempfile::TempDir, Arc<dyn TokenStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let opts = options(emu, CodeDelivery::CopyPaste, &[]);
+    ps_globus::auth::login(&store, &opts, &mut Approve::default())
+        .await
+        .unwrap();
+    (dir, store)
+}
+
 fn stored(store: &Arc<dyn TokenStore>) -> TokenSet {
     store.load().unwrap().expect("a stored login")
 }
@@ -217,12 +228,7 @@ fn age_transfer_token(store: &Arc<dyn TokenStore>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_refreshed_before_expiry_and_after_a_401() {
     let emu = Emu::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = file_store(dir.path());
-    let opts = options(&emu, CodeDelivery::CopyPaste, &[]);
-    ps_globus::auth::login(&store, &opts, &mut Approve::default())
-        .await
-        .unwrap();
+    let (_dir, store) = logged_in(&emu).await;
     let grants = || emu.sim.stats().route("POST /v2/oauth2/token");
     assert_eq!(grants(), 1);
 
@@ -254,12 +260,7 @@ async fn tokens_are_refreshed_before_expiry_and_after_a_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_refresh_token_asks_for_a_new_login_without_hanging() {
     let emu = Emu::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = file_store(dir.path());
-    let opts = options(&emu, CodeDelivery::CopyPaste, &[]);
-    ps_globus::auth::login(&store, &opts, &mut Approve::default())
-        .await
-        .unwrap();
+    let (_dir, store) = logged_in(&emu).await;
     let refresh = stored(&store).tokens[TRANSFER_RS]
         .refresh_token
         .clone()

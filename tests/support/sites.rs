@@ -55,3 +55,23 @@ pub fn connector(site: &str, store_dir: &str) -> ((), GlobusConnector) {
     let connector = GlobusConnector::builder(config).site(site).build().unwrap();
     ((), connector)
 }
+
+/// Connectors at `first` and `second` for a test's own emulator, sharing a state
+/// directory of their own (kept alive by the returned guard).
+pub fn own_pair(
+    config: &GlobusConfig,
+    first: &str,
+    second: &str,
+) -> (tempfile::TempDir, GlobusConnector, GlobusConnector) {
+    shared(); // the process defaults: the static token
+    let home = tempfile::tempdir().unwrap();
+    let at = |site: &str| {
+        GlobusConnector::builder(config.clone())
+            .site(site)
+            .home(home.path())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (at(first), at(second));
+    (home, a, b)
+}
