@@ -142,6 +142,21 @@ async fn hand_crafted_paths_and_other_sites_are_refused() {
         assert!(matches!(err, Error::MalformedKey { .. }), "{err}");
     }
 
+    // A link planted where an object should arrive is refused, not followed.
+    let planted = a.put(b"secret?", &opts()).await.unwrap();
+    let at_b = b.resolve_path(&planted).await.unwrap();
+    std::fs::remove_file(&at_b).unwrap();
+    std::os::unix::fs::symlink(a.resolve_path(&planted).await.unwrap(), &at_b).unwrap();
+    for err in [
+        b.get(&planted).await.unwrap_err(),
+        b.resolve_path(&planted).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::MalformedKey { reason } if reason.contains("symbolic link")),
+            "{err}"
+        );
+    }
+
     // A site the object was not sent to.
     let mut config = config_for(shared(), &unique_name("only-b"));
     let mut c_site = config.sites["b"].clone();

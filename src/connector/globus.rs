@@ -666,6 +666,7 @@ enum Verdict {
 
 /// Whether `local` holds exactly the object: size first (cheap), then the sha256.
 fn verify_file(local: &Path, meta: &ObjectMeta) -> Result<Verdict> {
+    refuse_symlink(local)?;
     match fs::metadata(local) {
         Ok(m) if m.len() == meta.size => {}
         Ok(_) => return Ok(Verdict::Absent),
@@ -678,6 +679,18 @@ fn verify_file(local: &Path, meta: &ObjectMeta) -> Result<Verdict> {
     } else {
         Verdict::Mismatch(format!("sha256 {sha}"))
     })
+}
+
+/// An object file must be a file in its directory, not a link to elsewhere (DESIGN:
+/// "symlinks out are refused"): a planted link could make a reader return any file.
+fn refuse_symlink(local: &Path) -> Result<()> {
+    match fs::symlink_metadata(local) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::malformed(format!(
+            "{} is a symbolic link; objects are plain files in their store directory",
+            local.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn hash_file(path: &Path) -> Result<(u64, String)> {
@@ -742,6 +755,7 @@ impl Connector for GlobusConnector {
         if meta.source != self.inner.site {
             self.wait_for(&meta, &local).await?;
         }
+        refuse_symlink(&local)?;
         let bytes = match fs::read(&local) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
