@@ -120,18 +120,21 @@ impl Config {
     }
 }
 
+/// The sites with their host regexes, for error messages.
+pub(crate) fn site_list(sites: &BTreeMap<String, SiteConfig>) -> Vec<String> {
+    sites
+        .iter()
+        .map(|(name, s)| match &s.host_regex {
+            Some(re) => format!("{name} (hosts matching {re})"),
+            None => name.clone(),
+        })
+        .collect()
+}
+
 /// The site this process is at: `PS_GLOBUS_SITE` (which must name a site), else the
 /// first site whose host regex matches the host name; else an error listing the sites.
 pub fn current_site(sites: &BTreeMap<String, SiteConfig>) -> Result<String> {
-    let known = || -> Vec<String> {
-        sites
-            .iter()
-            .map(|(name, s)| match &s.host_regex {
-                Some(re) => format!("{name} (hosts matching {re})"),
-                None => name.clone(),
-            })
-            .collect()
-    };
+    let known = || site_list(sites);
     if let Ok(name) = std::env::var("PS_GLOBUS_SITE")
         && !name.is_empty()
     {

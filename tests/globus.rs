@@ -198,25 +198,19 @@ fn a_proxy_crosses_to_another_process_at_site_b() {
     let json = serde_json::to_string(&proxy).unwrap();
 
     let home = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_resolves_a_proxy",
-            "--nocapture",
-        ])
-        .env("PS_GLOBUS_CHILD_PROXY", &json)
-        .env("PS_GLOBUS_SITE", "b")
-        .env("PS_GLOBUS_HOME", home.path())
-        .env("PS_GLOBUS_TOKEN_STORE", "file")
-        .env("PS_GLOBUS_TEST_TOKEN", support::emulator::TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeded(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "child_resolves_a_proxy",
+                "--nocapture",
+            ])
+            .env("PS_GLOBUS_CHILD_PROXY", &json)
+            .env("PS_GLOBUS_SITE", "b")
+            .env("PS_GLOBUS_HOME", home.path())
+            .env("PS_GLOBUS_TOKEN_STORE", "file")
+            .env("PS_GLOBUS_TEST_TOKEN", support::emulator::TOKEN),
     );
     assert!(
         stdout.contains("resolved 10000 values, sum 49995000"),
@@ -241,24 +235,18 @@ fn child_resolves_a_proxy() {
 
 #[test]
 fn the_demo_runs_end_to_end_and_reports_what_it_did() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
-        .args([
-            "demo",
-            "--objects",
-            "20",
-            "--max-size",
-            "65536",
-            "--task-latency-ms",
-            "100",
-        ])
-        .env_remove("PS_GLOBUS_SITE")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeded(
+        Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+            .args([
+                "demo",
+                "--objects",
+                "20",
+                "--max-size",
+                "65536",
+                "--task-latency-ms",
+                "100",
+            ])
+            .env_remove("PS_GLOBUS_SITE"),
     );
     assert!(stdout.starts_with("20 objects"), "{stdout}");
     let tasks: u64 = stdout
@@ -424,21 +412,12 @@ async fn a_put_may_name_its_own_destinations() {
 /// its own process, so its high-water mark is its own).
 #[test]
 fn put_file_of_a_large_file_keeps_memory_bounded() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_stages_a_large_file",
-            "--nocapture",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(Command::new(std::env::current_exe().unwrap()).args([
+        "--ignored",
+        "--exact",
+        "child_stages_a_large_file",
+        "--nocapture",
+    ]));
     let peak_kib: u64 = stdout
         .split("peak_kib=")
         .nth(1)
@@ -515,4 +494,17 @@ async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
             .unwrap()
             .starts_with(c_root.path())
     );
+}
+
+/// Runs `command` to its end, fails the test with its output unless it succeeded, and
+/// returns its standard output.
+fn succeeded(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

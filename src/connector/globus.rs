@@ -135,18 +135,8 @@ impl GlobusConfig {
     fn site(&self, name: &str) -> Result<&SiteConfig> {
         self.sites.get(name).ok_or_else(|| Error::UnknownSite {
             message: format!("{name:?} is not a site of this store"),
-            known: self.site_list(),
+            known: crate::config::site_list(&self.sites),
         })
-    }
-
-    fn site_list(&self) -> Vec<String> {
-        self.sites
-            .iter()
-            .map(|(name, s)| match &s.host_regex {
-                Some(re) => format!("{name} (hosts matching {re})"),
-                None => name.clone(),
-            })
-            .collect()
     }
 
     /// The site this process is at: `PS_GLOBUS_SITE`, else the first site whose host
