@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ps_globus::Store;
-use ps_globus::demo::TwoSites;
+use ps_globus::sim::TwoSites;
 
 fn value(index: usize, size: usize) -> Vec<u8> {
     vec![(index % 251) as u8; size]

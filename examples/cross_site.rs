@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.get(1).map(String::as_str) {
         Some("produce") => {
             let n: usize = args.get(2).map_or(Ok(3), |n| n.parse())?;
-            let config = GlobusConfig::from_config_file("cross-site-example")?;
+            let config = GlobusConfig::from_config_file(
+                "cross-site-example",
+                ps_globus::Settings::global(),
+            )?;
             let store = Store::new("cross-site", GlobusConnector::builder(config).build()?)?;
             for i in 0..n {
                 let array: Vec<f64> = (0..100_000).map(|x| (x * (i + 1)) as f64).collect();

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::settings::Settings;
 
 /// The newest configuration format this build reads.
 pub const CONFIG_FORMAT_VERSION: u16 = 1;
@@ -68,26 +69,9 @@ pub struct SiteConfig {
 }
 
 impl Config {
-    /// Where the configuration file is.
-    pub fn default_path() -> PathBuf {
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        if let Some(path) = var("PS_GLOBUS_CONFIG") {
-            return PathBuf::from(path);
-        }
-        let base = var("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                var("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."))
-                    .join(".config")
-            });
-        base.join("ps-globus").join("config.toml")
-    }
-
-    /// Reads the default configuration file (missing: empty).
-    pub fn load() -> Result<Config> {
-        Self::load_from(&Self::default_path())
+    /// Reads the configuration file `settings` name (missing: empty).
+    pub fn load(settings: &Settings) -> Result<Config> {
+        Self::load_from(&settings.config_path)
     }
 
     /// Reads `path` (missing: empty).
@@ -131,15 +115,17 @@ pub(crate) fn site_list(sites: &BTreeMap<String, SiteConfig>) -> Vec<String> {
         .collect()
 }
 
-/// The site this process is at: `PS_GLOBUS_SITE` (which must name a site), else the
-/// first site whose host regex matches the host name; else an error listing the sites.
-pub fn current_site(sites: &BTreeMap<String, SiteConfig>) -> Result<String> {
+/// The site this process is at: `explicit` (`PS_GLOBUS_SITE`, which must name a site),
+/// else the first site whose host regex matches the host name; else an error listing
+/// the sites.
+pub fn current_site(
+    sites: &BTreeMap<String, SiteConfig>,
+    explicit: Option<&str>,
+) -> Result<String> {
     let known = || site_list(sites);
-    if let Ok(name) = std::env::var("PS_GLOBUS_SITE")
-        && !name.is_empty()
-    {
-        if sites.contains_key(&name) {
-            return Ok(name);
+    if let Some(name) = explicit {
+        if sites.contains_key(name) {
+            return Ok(name.to_owned());
         }
         return Err(Error::UnknownSite {
             message: format!("PS_GLOBUS_SITE={name} is not a configured site"),
@@ -172,10 +158,7 @@ pub fn current_site(sites: &BTreeMap<String, SiteConfig>) -> Result<String> {
 impl Config {
     /// Writes the configuration to `path` (its directory is created).
     pub fn save_to(&self, path: &Path) -> Result<()> {
-        let text = toml::to_string_pretty(self).map_err(|e| Error::Encode {
-            codec: "toml",
-            message: e.to_string(),
-        })?;
+        let text = toml::to_string_pretty(self).map_err(|e| Error::encode("toml", e))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         }

@@ -1,13 +1,18 @@
 //! The one public error type.
 //!
-//! Every variant is a kind a caller can act on, and carries what the user needs to act:
-//! the store, the key, the path, what to run. Back-end detail (an `io::Error`, a codec
-//! message) is kept as the source or as text, never a token or other secret.
+//! Every variant is a case a caller can act on, and carries what the user needs to act:
+//! the store, the key, the path. The failure underneath (an `io::Error`, a database or
+//! HTTP error, a codec's complaint) is kept as the [`source`](std::error::Error::source),
+//! never flattened into text, and never holds a token or other secret.
+//! [`Error::kind`] sorts the variants into a few [`ErrorKind`]s for code that only needs
+//! to know *what sort* of failure it is (as OpenDAL's `ErrorKind`), and [`Error::hint`]
+//! gives the remedy where one is known (`ps-globus` prints it under the error).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::connector::Key;
+/// Any underlying failure kept as an error's source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -73,18 +78,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// An object could not be encoded with the store's codec.
-    #[error("could not encode a value with codec {codec}: {message}")]
+    /// A value could not be encoded (with a store's codec, or as JSON or TOML).
+    #[error("could not encode a value with codec {codec}: {source}")]
     Encode {
         /// The codec's name.
         codec: &'static str,
         /// What the codec said.
-        message: String,
+        #[source]
+        source: BoxError,
     },
 
     /// Stored bytes could not be decoded into the requested type.
     #[error(
-        "could not decode key {key} of store '{store}' with codec {codec}: {message} \
+        "could not decode key {key} of store '{store}' with codec {codec}: {source} \
          (was it stored as a different type, or by a store with another codec?)"
     )]
     Decode {
@@ -95,7 +101,8 @@ pub enum Error {
         /// The codec's name.
         codec: &'static str,
         /// What the codec said.
-        message: String,
+        #[source]
+        source: BoxError,
     },
 
     /// A proxy was resolved, but its object is not in the store.
@@ -112,17 +119,13 @@ pub enum Error {
         hint: String,
     },
 
-    /// Resolving a key took longer than the store's resolve timeout.
-    #[error(
-        "timed out after {after:?} resolving key {key} in store '{store}': raise the store's \
-         resolve_timeout, or check that the object is on its way"
-    )]
+    /// Waiting for something took longer than allowed: a resolve past the store's
+    /// resolve timeout, a transfer past its wait limit.
+    #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
-        /// The store's name.
-        store: String,
-        /// The key, as text.
-        key: String,
-        /// The timeout that expired.
+        /// What was awaited (naming the store and key, or the transfer).
+        what: String,
+        /// The limit that expired.
         after: Duration,
     },
 
@@ -193,9 +196,8 @@ pub enum Error {
 
     /// Globus needs a `data_access` consent that the current login lacks.
     #[error(
-        "Globus requires a data_access consent for collection {}: run `{}`",
-        collections.join(", "),
-        consent_command(collections)
+        "Globus requires a data_access consent for collection {} that the current login lacks",
+        collections.join(", ")
     )]
     ConsentRequired {
         /// The scopes to ask for, as Globus listed them.
@@ -205,10 +207,7 @@ pub enum Error {
     },
 
     /// The credentials were refused or are missing.
-    #[error(
-        "Globus refused the credentials ({message}): run `ps-globus login`, or on a compute \
-         node use a service identity (PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET)"
-    )]
+    #[error("Globus refused the credentials ({message})")]
     Unauthorized {
         /// What the service said.
         message: String,
@@ -254,11 +253,7 @@ pub enum Error {
     },
 
     /// There is no usable login: none stored, or Globus no longer accepts it.
-    #[error(
-        "not logged in to Globus ({reason}): run `ps-globus login`. On a compute node without \
-         a keyring, log in with PS_GLOBUS_TOKEN_STORE=file where the state directory is shared, \
-         or use a service identity (PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET)"
-    )]
+    #[error("not logged in to Globus ({reason})")]
     LoginRequired {
         /// Why.
         reason: String,
@@ -266,24 +261,28 @@ pub enum Error {
 
     /// A service could not be reached.
     #[error(
-        "could not reach {url}: {message} ({retries} retries); check the network and the service URL"
+        "could not reach {url}: {source} ({retries} retries); check the network and the service URL"
     )]
     Network {
-        /// The URL.
+        /// The URL (without query or credentials).
         url: String,
-        /// What went wrong.
-        message: String,
+        /// What the HTTP client said.
+        #[source]
+        source: BoxError,
         /// How many times the request was retried.
         retries: u32,
     },
 
-    /// The state database failed.
-    #[error("state database {}: {message}", path.display())]
+    /// The state database (or another stored state file) failed.
+    #[error("state database {}: {message}{}", path.display(), caused_by(source))]
     State {
         /// The database file.
         path: PathBuf,
-        /// What went wrong, and what to do.
+        /// What was being done, or what is wrong, and what to do.
         message: String,
+        /// The database's (or parser's) error, where there is one.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A transfer item failed at Globus.
@@ -304,8 +303,8 @@ pub enum Error {
         destination_path: String,
     },
 
-    /// A Globus task is paused (INACTIVE) until someone acts.
-    #[error("Globus task {task_id} needs attention: {reason}. To fix it: {fix}")]
+    /// A Globus task is paused (INACTIVE) until someone acts; [`Error::hint`] says how.
+    #[error("Globus task {task_id} needs attention: {reason}")]
     NeedsAttention {
         /// The task.
         task_id: String,
@@ -315,18 +314,58 @@ pub enum Error {
         fix: String,
     },
 
-    /// Waiting for something took longer than allowed.
-    #[error("timed out after {after:?} waiting for {what}")]
-    WaitTimeout {
-        /// What was awaited.
+    /// Background work ended abnormally (its task panicked, was cancelled, or stopped).
+    #[error("{what} failed{}", caused_by(source))]
+    Background {
+        /// What was running in the background.
         what: String,
-        /// The limit.
-        after: Duration,
+        /// Why it ended, where known.
+        #[source]
+        source: Option<BoxError>,
     },
 
-    /// A background resolve ended abnormally (its task panicked or was cancelled).
-    #[error("background resolve failed: {0}")]
-    Background(String),
+    /// The connector cannot do this operation (see
+    /// [`Capabilities`](crate::connector::Capabilities)).
+    #[error("{operation} is not available on a '{connector}' connector: {advice}")]
+    Unsupported {
+        /// The operation asked for, e.g. `resolve_path`.
+        operation: &'static str,
+        /// The connector kind.
+        connector: String,
+        /// What to do instead.
+        advice: String,
+    },
+}
+
+/// What sort of failure an [`Error`] is, for code that decides by sort, not by variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Input that is not well-formed or not meant for this place: a key, a proxy, a
+    /// configuration, a name.
+    InvalidInput,
+    /// Written by a newer release than this one.
+    Unsupported,
+    /// The object (or the thing named) does not exist here.
+    NotFound,
+    /// A store name is taken by a different configuration.
+    Conflict,
+    /// Credentials are missing, refused, or lack a consent.
+    PermissionDenied,
+    /// Bytes do not match what their key promises.
+    Integrity,
+    /// A transfer failed at Globus, or waits for someone to act.
+    TransferFailed,
+    /// A time limit passed.
+    Timeout,
+    /// A service could not be reached, or answered with an error.
+    Service,
+    /// The local file system or the state database failed.
+    Storage,
+    /// Encoding or decoding a value failed.
+    Codec,
+    /// Something inside ps-globus went wrong (a background task, a panicking factory).
+    Internal,
 }
 
 impl Error {
@@ -340,7 +379,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         use std::io::ErrorKind::*;
         match self {
-            Error::Timeout { .. } | Error::Network { .. } | Error::WaitTimeout { .. } => true,
+            Error::Timeout { .. } | Error::Network { .. } => true,
             Error::Api { status, code, .. } => {
                 matches!(status, 429 | 500 | 502 | 503 | 504)
                     && !code.contains("ExternalError")
@@ -365,12 +404,109 @@ impl Error {
         )
     }
 
+    /// What sort of failure this is.
+    ///
+    /// ```
+    /// use ps_globus::{Error, ErrorKind};
+    /// assert_eq!(Error::NotSerializable.kind(), ErrorKind::InvalidInput);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::MalformedKey { .. }
+            | Error::MalformedProxy { .. }
+            | Error::ForeignKey { .. }
+            | Error::UnknownConnector { .. }
+            | Error::InvalidConfig { .. }
+            | Error::NotSerializable
+            | Error::UnknownSite { .. } => ErrorKind::InvalidInput,
+            Error::UnsupportedVersion { .. } | Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::NotFound { .. } | Error::NotStaged { .. } => ErrorKind::NotFound,
+            Error::StoreConflict { .. } => ErrorKind::Conflict,
+            Error::ConsentRequired { .. }
+            | Error::Unauthorized { .. }
+            | Error::LoginRequired { .. } => ErrorKind::PermissionDenied,
+            Error::Integrity { .. } => ErrorKind::Integrity,
+            Error::TransferFailed { .. } | Error::NeedsAttention { .. } => {
+                ErrorKind::TransferFailed
+            }
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Api { .. } | Error::Network { .. } => ErrorKind::Service,
+            Error::Io { .. } | Error::State { .. } => ErrorKind::Storage,
+            Error::Encode { .. } | Error::Decode { .. } => ErrorKind::Codec,
+            Error::FactoryConsumed | Error::Background { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// What to do about it, where that is a command to run or a setting to change (the
+    /// command line prints it under the error). Advice that needs no command is part of
+    /// the message itself.
+    ///
+    /// ```
+    /// use ps_globus::Error;
+    /// let e = Error::LoginRequired { reason: "no stored login".into() };
+    /// assert!(e.hint().unwrap().contains("ps-globus login"));
+    /// assert!(!e.to_string().contains("ps-globus login"));
+    /// ```
+    pub fn hint(&self) -> Option<String> {
+        const SERVICE_IDENTITY: &str =
+            "use a service identity (PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET)";
+        match self {
+            Error::ConsentRequired { collections, .. } => {
+                Some(format!("run `{}`", consent_command(collections)))
+            }
+            Error::Unauthorized { .. } => Some(format!(
+                "run `ps-globus login`, or on a compute node {SERVICE_IDENTITY}"
+            )),
+            Error::LoginRequired { .. } => Some(format!(
+                "run `ps-globus login`. On a compute node without a keyring, log in with \
+                 PS_GLOBUS_TOKEN_STORE=file where the state directory is shared, or \
+                 {SERVICE_IDENTITY}"
+            )),
+            Error::NeedsAttention { fix, .. } => Some(fix.clone()),
+            Error::Timeout { .. } => Some(
+                "raise the time limit (a store's resolve_timeout, a wait's timeout), or check \
+                 that the awaited transfer is on its way (`ps-globus status`)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Builds an [`Error::Io`] for `op` on `path`.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// Builds an [`Error::State`] for the database (or state file) at `path`.
+    pub(crate) fn state(
+        path: impl Into<PathBuf>,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::State {
+            path: path.into(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Builds an [`Error::Background`]: `what` ended abnormally, for `source` if known.
+    pub(crate) fn background(what: impl Into<String>, source: Option<BoxError>) -> Self {
+        Error::Background {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Encode`] for a value `codec` could not encode.
+    pub(crate) fn encode(codec: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Encode {
+            codec,
+            source: source.into(),
         }
     }
 
@@ -381,8 +517,8 @@ impl Error {
         }
     }
 
-    /// Builds an [`Error::NotFound`] for `key` in `store`.
-    pub(crate) fn not_found(store: &str, key: &Key, hint: &str) -> Self {
+    /// Builds an [`Error::NotFound`] for `key` (as text) in `store`.
+    pub(crate) fn not_found(store: &str, key: &impl std::fmt::Display, hint: &str) -> Self {
         Error::NotFound {
             store: store.to_owned(),
             key: key.to_string(),
@@ -403,6 +539,14 @@ pub(crate) fn consent_command(collections: &[String]) -> String {
         command.push_str(c);
     }
     command
+}
+
+/// `": <source>"`, or nothing.
+fn caused_by(source: &Option<BoxError>) -> String {
+    source
+        .as_ref()
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default()
 }
 
 /// Advice for the I/O failures a user can fix.

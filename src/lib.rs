@@ -34,23 +34,26 @@
 
 pub mod auth;
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod connector;
-#[cfg(feature = "sim")]
 pub mod demo;
 mod error;
 mod fsutil;
 mod http;
 pub mod proxy;
 mod runtime;
+pub mod settings;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod staging;
 pub mod state;
 pub mod transfer;
 
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, ErrorKind, Result};
 pub use proxy::{
     Codec, Proxy, ProxyOptions, Store, StoreConfig, get_or_create_store, get_store, register_store,
     unregister_store,
 };
 pub use runtime::block_on;
+pub use settings::Settings;

@@ -139,3 +139,15 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::
         _ = sleep => None,
     }
 }
+
+/// Runs `work` on the library runtime's blocking threads: for work that takes long
+/// enough (hashing a large file) to stall an async worker. A panic in `work` becomes
+/// [`Error::Background`](crate::Error::Background).
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> crate::Result<T> {
+    handle()
+        .spawn_blocking(work)
+        .await
+        .map_err(|e| crate::Error::background("blocking work", Some(e.into())))
+}

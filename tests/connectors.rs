@@ -1,40 +1,19 @@
-//! Runs the connector conformance suite (`tests/conformance/`) against every connector.
+//! Runs the public connector conformance suite (`ps_globus::conformance`) against every
+//! connector of this crate. Each connector reports its own capabilities.
 
-mod conformance;
 mod support;
 
-use conformance::{Capabilities, Harness, suite};
+use ps_globus::conformance::Harness;
 use ps_globus::connector::{FileConnector, LocalConnector};
 
-suite!(globus, || {
+ps_globus::conformance_suite!(globus, || {
     let (sites, connector) = support::sites::connector("a", &support::unique_name("conf"));
-    Harness::new(
-        connector,
-        Capabilities {
-            outlives_instances: true,
-            max_key_len: 600,
-        },
-    )
-    .keep(sites)
+    Harness::new(connector).keep(sites)
 });
 
-suite!(local, || Harness::new(
-    LocalConnector::new(),
-    Capabilities {
-        outlives_instances: false,
-        max_key_len: 200,
-    }
-));
+ps_globus::conformance_suite!(local, || Harness::new(LocalConnector::new()));
 
-suite!(file, || {
+ps_globus::conformance_suite!(file, || {
     let dir = tempfile::tempdir().unwrap();
-    let connector = FileConnector::new(dir.path()).unwrap();
-    Harness::new(
-        connector,
-        Capabilities {
-            outlives_instances: true,
-            max_key_len: 200,
-        },
-    )
-    .keep(dir)
+    Harness::new(FileConnector::new(dir.path()).unwrap()).keep(dir)
 });

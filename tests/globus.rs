@@ -226,6 +226,7 @@ fn child_resolves_a_proxy() {
     ps_globus::connector::set_process_defaults(ps_globus::connector::ProcessDefaults {
         authorizer: Some(Arc::new(ps_globus::auth::StaticTokenAuthorizer::new(token))),
         home: None,
+        settings: None,
     });
     let json = std::env::var("PS_GLOBUS_CHILD_PROXY").unwrap();
     let proxy: ps_globus::Proxy<Vec<u64>> = serde_json::from_str(&json).unwrap();
@@ -274,7 +275,7 @@ async fn references_survive_restarts_and_refuse_bad_input() {
         let again = save_ref(&db, &r, false).await.unwrap_err();
         assert!(matches!(again, Error::InvalidConfig { .. }), "{again}");
         save_ref(&db, &r, true).await.unwrap();
-        db.pool().close().await;
+        db.close().await;
     }
     // A new process would see exactly this: a fresh pool on the same file.
     let db = StateDb::open(&path).await.unwrap();

@@ -15,7 +15,7 @@ use ps_globus::auth::{
     CodeDelivery, FileTokenStore, KeyringTokenStore, LoginOptions, LoginPrompt, TRANSFER_RS,
     TokenSet, TokenStore, UserAuthorizer, choose_token_store,
 };
-use ps_globus::transfer::TransferClient;
+use ps_globus::transfer::{TransferClient, TransferCollectionLookup};
 use support::emulator::Emu;
 
 const APP: &str = "a0a0a0a0-1111-4222-8333-444444444444";
@@ -98,7 +98,7 @@ impl LoginPrompt for Approve {
 fn options(emu: &Emu, delivery: CodeDelivery, collections: &[&str]) -> LoginOptions {
     LoginOptions {
         auth_url: emu.sim.auth_url().to_owned(),
-        transfer_url: emu.sim.transfer_url().to_owned(),
+        lookup: Arc::new(TransferCollectionLookup::new(emu.sim.transfer_url())),
         client_id: APP.into(),
         collections: collections.iter().map(|c| c.parse().unwrap()).collect(),
         delivery,
@@ -277,7 +277,10 @@ async fn a_revoked_refresh_token_asks_for_a_new_login_without_hanging() {
     let err = client.ls(&emu.a, "/").await.unwrap_err();
     assert!(matches!(err, Error::LoginRequired { .. }), "{err}");
     assert!(err.needs_login());
-    assert!(err.to_string().contains("run `ps-globus login`"), "{err}");
+    assert!(
+        err.hint().unwrap().contains("run `ps-globus login`"),
+        "{err}"
+    );
     assert!(!err.to_string().contains(refresh.as_str()));
 }
 
@@ -308,7 +311,8 @@ async fn consent_required_then_login_with_the_collection_then_success() {
     };
     assert_eq!(collections, &vec![emu.a.clone()]);
     assert!(
-        err.to_string()
+        err.hint()
+            .unwrap()
             .contains(&format!("ps-globus login --collection {}", emu.a)),
         "{err}"
     );
@@ -548,7 +552,7 @@ fn cli_copy_paste_login_whoami_logout() {
             .unwrap()
             .status()
     });
-    // 401 invalid_grant, as Globus answers (SPEC §2.2, the SDK's recorded fixture).
+    // 401 invalid_grant, as Globus answers (the SDK's recorded fixture shows it).
     assert_eq!(status, 401);
     let (code, _, _) = cli.run(&["whoami"]);
     assert_eq!(code, 4);

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::emulator::{Emu, fault, write};
 
-/// Every key SPEC §3.4 lists for the task document.
+/// Every key of the Transfer task document (as `GET /task/{id}` returns it).
 const TASK_KEYS: &[&str] = &[
     "task_id",
     "type",

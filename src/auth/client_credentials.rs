@@ -11,7 +11,7 @@ use super::Authorizer;
 use crate::error::{Error, Result};
 
 /// The real Globus Auth service root.
-pub const DEFAULT_AUTH_URL: &str = "https://auth.globus.org/";
+pub use crate::settings::DEFAULT_AUTH_URL;
 
 /// The Transfer scope.
 pub const TRANSFER_SCOPE: &str = "urn:globus:auth:scope:transfer.api.globus.org:all";
@@ -70,14 +70,12 @@ impl ClientCredentialsAuthorizer {
         })
     }
 
-    /// The service identity in `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET`, at
-    /// `PS_GLOBUS_AUTH_URL` (default the real service), for Transfer.
-    pub fn from_env() -> Result<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        match (var("PS_GLOBUS_CLIENT_ID"), var("PS_GLOBUS_CLIENT_SECRET")) {
+    /// The service identity in the settings (`PS_GLOBUS_CLIENT_ID` and
+    /// `PS_GLOBUS_CLIENT_SECRET`, at `PS_GLOBUS_AUTH_URL`), for Transfer.
+    pub fn from_settings(settings: &crate::settings::Settings) -> Result<Self> {
+        match (&settings.client_id, &settings.client_secret) {
             (Some(id), Some(secret)) => {
-                let url = var("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.into());
-                Self::new(&url, id, secret, TRANSFER_SCOPE)
+                Self::new(&settings.auth_url, id.clone(), secret.clone(), TRANSFER_SCOPE)
             }
             _ => Err(Error::Unauthorized {
                 message: "PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET must both be set for a service identity".into(),
@@ -99,13 +97,13 @@ impl ClientCredentialsAuthorizer {
             .await
             .map_err(|e| Error::Network {
                 url: self.token_url.clone(),
-                message: e.without_url().to_string(),
+                source: Box::new(e.without_url()),
                 retries: 0,
             })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| Error::Network {
             url: self.token_url.clone(),
-            message: e.to_string(),
+            source: Box::new(e.without_url()),
             retries: 0,
         })?;
         if !status.is_success() {

@@ -157,12 +157,10 @@ pub struct TokenStoreChoice {
 /// - `keyring`: the OS keyring, or an error if it fails the write-then-read probe;
 /// - automatic: the file if one already holds a login (a choice made before sticks),
 ///   else the keyring if it passes the probe, else the file, with the reason.
-pub fn open_token_store() -> Result<TokenStoreChoice> {
-    let home = crate::state::default_home();
-    let file = FileTokenStore::new(home.join("tokens.json"));
-    let keyring = KeyringTokenStore::platform(home.join("keyring.lock"));
-    let mode = std::env::var("PS_GLOBUS_TOKEN_STORE").unwrap_or_default();
-    choose_token_store(&mode, file, keyring)
+pub fn open_token_store(settings: &crate::settings::Settings) -> Result<TokenStoreChoice> {
+    let file = FileTokenStore::default_location(settings);
+    let keyring = KeyringTokenStore::platform(settings.home.join("keyring.lock"));
+    choose_token_store(&settings.token_store, file, keyring)
 }
 
 /// [`open_token_store`] with the stores given (for tests).

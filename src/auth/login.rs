@@ -27,7 +27,6 @@ use super::{
     transfer_scope,
 };
 use crate::error::{Error, Result};
-use crate::transfer::TransferClient;
 
 /// How long a login waits for the browser or the user.
 const LOGIN_WAIT: Duration = Duration::from_secs(600);
@@ -44,10 +43,9 @@ pub enum CodeDelivery {
 impl CodeDelivery {
     /// Copy-paste on headless machines (an SSH session, or no display on Linux),
     /// loopback otherwise.
-    pub fn detect() -> Self {
-        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-        let headless = cfg!(target_os = "linux") && !set("DISPLAY") && !set("WAYLAND_DISPLAY");
-        if set("SSH_TTY") || set("SSH_CONNECTION") || headless {
+    pub fn detect(settings: &crate::settings::Settings) -> Self {
+        let headless = cfg!(target_os = "linux") && !settings.has_display;
+        if settings.remote_session || headless {
             CodeDelivery::CopyPaste
         } else {
             CodeDelivery::LocalServer
@@ -64,13 +62,28 @@ pub trait LoginPrompt: Send {
     fn read_code(&mut self) -> Result<String>;
 }
 
+/// How a login learns whether a collection needs a `data_access` consent: by looking
+/// it up at Globus Transfer with the Transfer token just obtained. Transfer provides it
+/// ([`TransferCollectionLookup`](crate::transfer::TransferCollectionLookup)); auth sits
+/// below Transfer and takes the lookup as a parameter.
+#[async_trait::async_trait]
+pub trait CollectionLookup: Send + Sync + std::fmt::Debug {
+    /// Whether `collection` needs a `data_access` consent, asked as `authorizer`. A
+    /// collection that does not exist is [`Error::Api`] with status 404.
+    async fn needs_data_access(
+        &self,
+        collection: &Uuid,
+        authorizer: Arc<dyn super::Authorizer>,
+    ) -> Result<bool>;
+}
+
 /// What to log in for.
 #[derive(Clone, Debug)]
 pub struct LoginOptions {
     /// The Auth service root (`PS_GLOBUS_AUTH_URL`).
     pub auth_url: String,
-    /// The Transfer service root, for looking collections up (`PS_GLOBUS_TRANSFER_URL`).
-    pub transfer_url: String,
+    /// Looks collections up (at `PS_GLOBUS_TRANSFER_URL`).
+    pub lookup: Arc<dyn CollectionLookup>,
     /// The native app's client id.
     pub client_id: String,
     /// Collections to hold `data_access` consents for, where they need one.
@@ -84,9 +97,12 @@ pub struct LoginOptions {
 impl LoginOptions {
     /// Options from the environment and the config file: `PS_GLOBUS_CLIENT_ID` (else the
     /// config's `client_id`), the service URLs, and every collection of every site.
-    pub fn from_env(config: &crate::config::Config) -> Result<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        if var("PS_GLOBUS_CLIENT_ID").is_some() && var("PS_GLOBUS_CLIENT_SECRET").is_some() {
+    pub fn from_settings(
+        settings: &crate::settings::Settings,
+        config: &crate::config::Config,
+        lookup: Arc<dyn CollectionLookup>,
+    ) -> Result<Self> {
+        if settings.has_service_identity() {
             return Err(Error::InvalidConfig {
                 what: "login".into(),
                 message: "PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET make this process a \
@@ -95,7 +111,9 @@ impl LoginOptions {
                     .into(),
             });
         }
-        let client_id = var("PS_GLOBUS_CLIENT_ID")
+        let client_id = settings
+            .client_id
+            .clone()
             .or_else(|| config.client_id.clone())
             .ok_or_else(|| Error::InvalidConfig {
                 what: "login".into(),
@@ -104,16 +122,15 @@ impl LoginOptions {
                      (\"Register a thick client or script that will be installed and run by users\", \
                      i.e. a native app), then set PS_GLOBUS_CLIENT_ID=<its client id> or put \
                      client_id = \"<its client id>\" in {}",
-                    crate::config::Config::default_path().display()
+                    settings.config_path.display()
                 ),
             })?;
         Ok(LoginOptions {
-            auth_url: var("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| super::DEFAULT_AUTH_URL.into()),
-            transfer_url: var("PS_GLOBUS_TRANSFER_URL")
-                .unwrap_or_else(|| crate::transfer::DEFAULT_TRANSFER_URL.into()),
+            auth_url: settings.auth_url.clone(),
+            lookup,
             client_id,
             collections: config.collections(),
-            delivery: CodeDelivery::detect(),
+            delivery: CodeDelivery::detect(settings),
             force: false,
         })
     }
@@ -154,19 +171,19 @@ pub async fn login(
         flows += 1;
     }
     // Look the collections up with the Transfer token we now hold.
-    let transfer_auth = Arc::new(super::UserAuthorizer::transfer(
+    let transfer_auth: Arc<dyn super::Authorizer> = Arc::new(super::UserAuthorizer::transfer(
         store.clone(),
         &options.auth_url,
     )?);
-    let transfer = TransferClient::with_base_url(&options.transfer_url, transfer_auth)?;
     let mut need = held.consents.clone();
     let mut no_consent_needed = BTreeSet::new();
     for id in &options.collections {
         if held.consents.contains(id) {
             continue;
         }
-        let endpoint = transfer
-            .endpoint(&id.to_string())
+        let needs = options
+            .lookup
+            .needs_data_access(id, transfer_auth.clone())
             .await
             .map_err(|e| match e {
                 Error::Api { status: 404, .. } => Error::InvalidConfig {
@@ -177,7 +194,7 @@ pub async fn login(
                 },
                 other => other,
             })?;
-        if endpoint.requires_data_access_scope() {
+        if needs {
             need.insert(*id);
         } else {
             no_consent_needed.insert(*id);
@@ -438,7 +455,7 @@ pub fn status(store: &dyn TokenStore) -> Result<LoginStatus> {
         })?;
     let time = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0)
-            .map(crate::transfer::types::format_time)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string())
             .unwrap_or_default()
     };
     Ok(LoginStatus {

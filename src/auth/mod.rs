@@ -26,8 +26,8 @@ pub use keyring_store::{
     KEYRING_SERVICE, KeyringTokenStore, TokenStoreChoice, choose_token_store, open_token_store,
 };
 pub use login::{
-    CodeDelivery, LoginOptions, LoginOutcome, LoginPrompt, LoginStatus, LogoutOutcome,
-    ResourceServerStatus, login, logout, status,
+    CodeDelivery, CollectionLookup, LoginOptions, LoginOutcome, LoginPrompt, LoginStatus,
+    LogoutOutcome, ResourceServerStatus, login, logout, status,
 };
 pub use store::{FileTokenStore, StoredToken, TOKEN_FORMAT_VERSION, TokenSet, TokenStore};
 pub use user::{REFRESH_TOKEN_LIFETIME_DAYS, STALE_AFTER_DAYS, UserAuthorizer, stale_warning};
@@ -42,6 +42,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+use crate::settings::Settings;
 
 /// Globus Auth's own resource server.
 pub const AUTH_RS: &str = "auth.globus.org";
@@ -94,17 +95,20 @@ pub(crate) fn now() -> i64 {
 /// service identity when `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET` are both
 /// set; else the login in the token store ([`open_token_store`]);
 /// [`Error::LoginRequired`](crate::Error::LoginRequired) when there is none.
-pub fn default_authorizer() -> Result<Arc<dyn Authorizer>> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let Some(token) = var("PS_GLOBUS_ACCESS_TOKEN") {
-        return Ok(Arc::new(StaticTokenAuthorizer::new(token)));
+pub fn default_authorizer(settings: &Settings) -> Result<Arc<dyn Authorizer>> {
+    if let Some(token) = &settings.access_token {
+        return Ok(Arc::new(StaticTokenAuthorizer::new(token.clone())));
     }
-    let auth_url = var("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.into());
-    if var("PS_GLOBUS_CLIENT_ID").is_some() && var("PS_GLOBUS_CLIENT_SECRET").is_some() {
-        return Ok(Arc::new(ClientCredentialsAuthorizer::from_env()?));
+    if settings.has_service_identity() {
+        return Ok(Arc::new(ClientCredentialsAuthorizer::from_settings(
+            settings,
+        )?));
     }
-    let choice = open_token_store()?;
-    Ok(Arc::new(UserAuthorizer::transfer(choice.store, &auth_url)?))
+    let choice = open_token_store(settings)?;
+    Ok(Arc::new(UserAuthorizer::transfer(
+        choice.store,
+        &settings.auth_url,
+    )?))
 }
 
 /// Supplies credentials for Globus requests.

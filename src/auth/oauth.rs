@@ -217,7 +217,7 @@ async fn send(http: reqwest::Client, request: oauth2::HttpRequest) -> OAuthResul
 fn network(url: &str, e: reqwest::Error) -> Error {
     Error::Network {
         url: url.to_owned(),
-        message: e.without_url().to_string(),
+        source: Box::new(e.without_url()),
         retries: 0,
     }
 }
@@ -244,9 +244,9 @@ pub(crate) fn token_error(
         }
         RequestTokenError::Request(e) => Error::Network {
             url: url.to_owned(),
-            message: match e {
-                HttpClientError::Reqwest(e) => e.without_url().to_string(),
-                other => other.to_string(),
+            source: match e {
+                HttpClientError::Reqwest(e) => Box::new(e.without_url()),
+                other => other.to_string().into(),
             },
             retries: 0,
         },

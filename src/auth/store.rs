@@ -90,10 +90,8 @@ pub struct TokenSet {
 impl TokenSet {
     /// Parses a stored set; `origin` names where it came from, for errors.
     pub(crate) fn decode(text: &[u8], origin: &Path) -> Result<TokenSet> {
-        let set: TokenSet = serde_json::from_slice(text).map_err(|e| Error::State {
-            path: origin.to_owned(),
-            message: format!("not a token set ({e}); delete it and log in again"),
-        })?;
+        let set: TokenSet = serde_json::from_slice(text)
+            .map_err(|e| Error::state(origin, "not a token set; delete it and log in again", e))?;
         if set.version > TOKEN_FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "token set",
@@ -106,10 +104,7 @@ impl TokenSet {
 
     /// The stored form.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec_pretty(self).map_err(|e| Error::Encode {
-            codec: "json",
-            message: e.to_string(),
-        })
+        serde_json::to_vec_pretty(self).map_err(|e| Error::encode("json", e))
     }
 }
 
@@ -154,9 +149,9 @@ impl FileTokenStore {
         FileTokenStore { path: path.into() }
     }
 
-    /// `tokens.json` in the state directory ([`default_home`](crate::state::default_home)).
-    pub fn default_location() -> Self {
-        Self::new(crate::state::default_home().join("tokens.json"))
+    /// `tokens.json` in the state directory the settings name.
+    pub fn default_location(settings: &crate::settings::Settings) -> Self {
+        Self::new(settings.home.join("tokens.json"))
     }
 
     /// The file's path.

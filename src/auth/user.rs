@@ -104,10 +104,7 @@ impl UserAuthorizer {
                 .get(&self.resource_server)
                 .cloned()
                 .ok_or_else(|| Error::Unauthorized {
-                    message: format!(
-                        "Globus Auth refreshed no {} token; run `ps-globus login`",
-                        self.resource_server
-                    ),
+                    message: format!("Globus Auth refreshed no {} token", self.resource_server),
                 })?;
         let rs = self.resource_server.clone();
         let mut keep = fresh.clone();
@@ -131,7 +128,7 @@ impl UserAuthorizer {
 ///     access_token: "a".into(), refresh_token: Some("r".into()),
 ///     expires_at: 0, scope: String::new(), issued_at: 0 });
 /// assert!(stale_warning(&set, 10 * 86_400).is_none());
-/// assert!(stale_warning(&set, 150 * 86_400).unwrap().contains("ps-globus login"));
+/// assert!(stale_warning(&set, 150 * 86_400).unwrap().contains("log in again"));
 /// ```
 pub fn stale_warning(set: &TokenSet, now: i64) -> Option<String> {
     let last_used = set
@@ -145,8 +142,12 @@ pub fn stale_warning(set: &TokenSet, now: i64) -> Option<String> {
         let left = REFRESH_TOKEN_LIFETIME_DAYS - idle_days;
         format!(
             "the Globus login was last used {idle_days} days ago; Globus forgets unused logins \
-             after about {REFRESH_TOKEN_LIFETIME_DAYS} days ({} left): run `ps-globus login` to renew it",
-            if left > 0 { format!("about {left} days") } else { "possibly none".into() }
+             after about {REFRESH_TOKEN_LIFETIME_DAYS} days ({} left): log in again to renew it",
+            if left > 0 {
+                format!("about {left} days")
+            } else {
+                "possibly none".into()
+            }
         )
     })
 }

@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Connector, ConnectorConfig, Key, PutOptions};
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
@@ -132,6 +132,13 @@ impl Connector for FileConnector {
             kind: Self::KIND.to_owned(),
             options: serde_json::json!({ "dir": self.dir }),
         }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::in_memory().outliving_instances();
+        // One file per object, so `resolve_path` works; `put_file` reads the file and puts.
+        caps.resolve_path = true;
+        caps
     }
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {

@@ -8,6 +8,7 @@
 //! | --- | --- | --- |
 //! | `local` | [`LocalConnector`] | this process's memory |
 //! | `file` | [`FileConnector`] | files in one directory |
+//! | `globus` | [`GlobusConnector`] | files at each site, copied between sites by Globus |
 //!
 //! Every connector can describe itself with [`Connector::config`], a serializable
 //! [`ConnectorConfig`] from which [`ConnectorConfig::build`] rebuilds an equivalent
@@ -24,8 +25,8 @@ mod local;
 
 pub use file::{FileConnector, MMAP_THRESHOLD};
 pub use globus::{
-    DEFAULT_WAIT, GlobusConfig, GlobusConnector, GlobusConnectorBuilder, META_VERSION, ObjectMeta,
-    ProcessDefaults, set_process_defaults,
+    DEFAULT_WAIT, GlobusConfig, GlobusConnector, GlobusConnectorBuilder, INLINE_HASH_LIMIT,
+    META_VERSION, ObjectMeta, ProcessDefaults, set_process_defaults,
 };
 pub use local::LocalConnector;
 
@@ -370,6 +371,56 @@ pub fn known_kinds() -> Vec<String> {
     kinds
 }
 
+/// What a connector can do, where connectors legitimately differ. The conformance
+/// suite ([`crate::conformance`], feature `conformance`) reads it to know what to expect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Objects outlive every live instance of the connector, so a connector rebuilt from
+    /// the config in another process reads them.
+    pub outlives_instances: bool,
+    /// The longest serialized key this connector hands out.
+    pub max_key_len: usize,
+    /// `put_file` stages a file without reading it into memory (otherwise the default:
+    /// read, then `put`).
+    pub put_file: bool,
+    /// `resolve_path` gives a local file per object (otherwise it is
+    /// [`Error::Unsupported`]).
+    pub resolve_path: bool,
+}
+
+impl Capabilities {
+    /// A connector whose objects live in this process only, with small keys, and
+    /// without local files.
+    pub const fn in_memory() -> Self {
+        Capabilities {
+            outlives_instances: false,
+            max_key_len: 200,
+            put_file: false,
+            resolve_path: false,
+        }
+    }
+
+    /// With `outlives_instances` set.
+    pub const fn outliving_instances(mut self) -> Self {
+        self.outlives_instances = true;
+        self
+    }
+
+    /// With `max_key_len` set.
+    pub const fn with_max_key_len(mut self, len: usize) -> Self {
+        self.max_key_len = len;
+        self
+    }
+
+    /// With one local file per object (`put_file` and `resolve_path`).
+    pub const fn with_local_files(mut self) -> Self {
+        self.put_file = true;
+        self.resolve_path = true;
+        self
+    }
+}
+
 /// A byte-level object store.
 ///
 /// The required core is `put`, `get`, `exists`, `evict` and `config`; the batch forms
@@ -390,6 +441,11 @@ pub trait Connector: Send + Sync + fmt::Debug {
 
     /// A serializable config that rebuilds an equivalent connector anywhere.
     fn config(&self) -> ConnectorConfig;
+
+    /// What this connector can do (see [`Capabilities`]).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::in_memory()
+    }
 
     /// Stores `data` as a new object and returns its key.
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key>;
@@ -433,9 +489,10 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// file per object refuse.
     async fn resolve_path(&self, key: &Key) -> Result<std::path::PathBuf> {
         key.check_kind(self.kind())?;
-        Err(Error::InvalidConfig {
-            what: self.kind().into(),
-            message: "this connector keeps no local file per object: read it with get".into(),
+        Err(Error::Unsupported {
+            operation: "resolve_path",
+            connector: self.kind().into(),
+            advice: "this connector keeps no local file per object: read it with get".into(),
         })
     }
 

@@ -53,10 +53,9 @@ impl Codec {
             Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
             Codec::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
         };
-        encoded.map(Cow::Owned).map_err(|message| Error::Encode {
-            codec: self.name(),
-            message,
-        })
+        encoded
+            .map(Cow::Owned)
+            .map_err(|message| Error::encode(self.name(), message))
     }
 
     /// Decodes stored bytes as `T`. The error is the codec's message, for the caller to

@@ -239,7 +239,9 @@ impl<T> Proxy<T> {
     async fn load(&self) -> Result<Arc<T>> {
         let prefetch = self.prefetch.lock().expect("proxy poisoned").take();
         if let Some(handle) = prefetch {
-            return handle.await.map_err(|e| Error::Background(e.to_string()))?;
+            return handle
+                .await
+                .map_err(|e| Error::background("background resolve", Some(e.into())))?;
         }
         match &self.source {
             Source::Closure(factory) => {

@@ -13,6 +13,7 @@ use super::{Store, StoreConfig};
 use crate::connector::Key;
 use crate::error::{Error, Result};
 use crate::state::StateDb;
+use crate::state::refs::{self, RefRow};
 
 /// The newest reference format this build writes and reads.
 pub const REF_VERSION: u16 = 1;
@@ -57,10 +58,7 @@ impl DatasetRef {
 
     /// The pasteable string form.
     pub fn to_string_form(&self) -> Result<String> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::Encode {
-            codec: "json",
-            message: e.to_string(),
-        })?;
+        let json = serde_json::to_vec(self).map_err(|e| Error::encode("json", e))?;
         Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(json)))
     }
 
@@ -118,82 +116,47 @@ fn check_name(name: &str) -> Result<()> {
 /// Saves `r` in `db`; an existing reference of that name is replaced only if `replace`.
 pub async fn save_ref(db: &StateDb, r: &DatasetRef, replace: bool) -> Result<()> {
     check_name(&r.name)?;
-    let sql = if replace {
-        "INSERT OR REPLACE INTO refs (name, v, store, key, created_at) VALUES (?, ?, ?, ?, ?)"
-    } else {
-        "INSERT INTO refs (name, v, store, key, created_at) VALUES (?, ?, ?, ?, ?)"
+    let row = RefRow {
+        name: r.name.clone(),
+        v: i64::from(r.v),
+        store: to_json(&r.store)?,
+        key: to_json(&r.key)?,
     };
-    let result = sqlx::query(sql)
-        .bind(&r.name)
-        .bind(r.v as i64)
-        .bind(to_json(&r.store)?)
-        .bind(to_json(&r.key)?)
-        .bind(chrono::Utc::now().timestamp_millis())
-        .execute(db.pool())
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::InvalidConfig {
-            what: "dataset reference".into(),
-            message: format!(
-                "a reference named {:?} already exists; remove it first or replace it",
-                r.name
-            ),
-        }),
-        Err(e) => Err(db.error(e)),
-    }
+    refs::save(db, &row, replace).await
 }
 
 /// The reference named `name`, if any.
 pub async fn load_ref(db: &StateDb, name: &str) -> Result<Option<DatasetRef>> {
-    let row: Option<(String, i64, String, String)> =
-        sqlx::query_as("SELECT name, v, store, key FROM refs WHERE name = ?")
-            .bind(name)
-            .fetch_optional(db.pool())
-            .await
-            .map_err(|e| db.error(e))?;
-    row.map(|row| decode_row(db, row)).transpose()
+    refs::load(db, name)
+        .await?
+        .map(|row| decode_row(db, row))
+        .transpose()
 }
 
 /// Every reference, by name.
 pub async fn list_refs(db: &StateDb) -> Result<Vec<DatasetRef>> {
-    let rows: Vec<(String, i64, String, String)> =
-        sqlx::query_as("SELECT name, v, store, key FROM refs ORDER BY name")
-            .fetch_all(db.pool())
-            .await
-            .map_err(|e| db.error(e))?;
+    let rows = refs::list(db).await?;
     rows.into_iter().map(|row| decode_row(db, row)).collect()
 }
 
 /// Forgets the reference named `name` (the object itself stays); `false` if none.
 pub async fn remove_ref(db: &StateDb, name: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM refs WHERE name = ?")
-        .bind(name)
-        .execute(db.pool())
-        .await
-        .map_err(|e| db.error(e))?;
-    Ok(done.rows_affected() > 0)
+    refs::remove(db, name).await
 }
 
-fn decode_row(
-    db: &StateDb,
-    (name, v, store, key): (String, i64, String, String),
-) -> Result<DatasetRef> {
-    let broken = |e: serde_json::Error| Error::State {
-        path: db.path().to_owned(),
-        message: format!("reference {name:?} is unreadable ({e})"),
+fn decode_row(db: &StateDb, row: RefRow) -> Result<DatasetRef> {
+    let name = row.name;
+    let broken = |e: serde_json::Error| {
+        Error::state(db.path(), format!("reference {name:?} is unreadable"), e)
     };
     Ok(DatasetRef {
-        v: v as u16,
-        store: serde_json::from_str(&store).map_err(broken)?,
-        key: serde_json::from_str(&key).map_err(broken)?,
+        v: row.v as u16,
+        store: serde_json::from_str(&row.store).map_err(broken)?,
+        key: serde_json::from_str(&row.key).map_err(broken)?,
         name,
     })
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Encode {
-        codec: "json",
-        message: e.to_string(),
-    })
+    serde_json::to_string(value).map_err(|e| Error::encode("json", e))
 }

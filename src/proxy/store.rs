@@ -578,7 +578,7 @@ impl Store {
                 store: self.name().to_owned(),
                 key: key.to_string(),
                 codec: codec.name(),
-                message,
+                source: message.into(),
             })
     }
 
@@ -592,8 +592,7 @@ impl Store {
         };
         runtime::timeout(limit, future).await.unwrap_or_else(|| {
             Err(Error::Timeout {
-                store: self.name().to_owned(),
-                key: key.to_string(),
+                what: format!("key {key} of store '{}' to resolve", self.name()),
                 after: limit,
             })
         })

@@ -29,9 +29,11 @@ mod paths;
 mod stats;
 mod tasks;
 mod transfer_api;
+mod two_sites;
 
 pub use config::{CollectionConfig, FaultConfig, FaultKind, SimConfig, parse_rate};
 pub use stats::SimStats;
+pub use two_sites::TwoSites;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -343,7 +345,7 @@ async fn sim_wait(
                 "running" => doc.nice_status.as_deref() != Some("Queued"),
                 "progress" => doc.bytes_transferred > 0,
                 "retrying" => doc.is_ok == Some(false),
-                "inactive" => doc.status == crate::transfer::types::status::INACTIVE,
+                "inactive" => doc.status == crate::transfer::types::TaskStatus::Inactive,
                 _ => false,
             }
     };

@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::transfer::types::{
-    DeleteRequest, Event, FatalError, SkippedError, SuccessfulTransfer, Task, TransferRequest,
-    format_time, status,
+    DeleteRequest, Event, FatalError, SkippedError, SuccessfulTransfer, Task, TaskStatus,
+    TransferRequest, format_time,
 };
 
 /// Tasks of one kind that may run at once per identity.
@@ -87,11 +87,11 @@ impl TaskState {
         let pending = self.doc.subtasks_pending;
         match &fatal {
             None => {
-                self.doc.status = status::SUCCEEDED.into();
+                self.doc.status = TaskStatus::Succeeded;
                 self.event("SUCCEEDED", "succeeded", "", false);
             }
             Some(error) => {
-                self.doc.status = status::FAILED.into();
+                self.doc.status = TaskStatus::Failed;
                 match error.code.as_str() {
                     "CANCELED" => self.doc.subtasks_canceled += pending,
                     "EXPIRED" => self.doc.subtasks_expired += pending,
@@ -124,7 +124,7 @@ impl TaskState {
     /// Marks the task healthy and running.
     pub(crate) fn set_ok(&mut self) {
         let d = &mut self.doc;
-        d.status = status::ACTIVE.into();
+        d.status = TaskStatus::Active;
         d.is_ok = Some(true);
         d.nice_status = Some("OK".into());
         d.nice_status_short_description = Some("OK".into());

@@ -27,9 +27,10 @@ use super::types::{
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
 use crate::runtime;
+use crate::settings::Settings;
 
 /// The real service's root.
-pub const DEFAULT_TRANSFER_URL: &str = "https://transfer.api.globus.org/";
+pub use crate::settings::DEFAULT_TRANSFER_URL;
 
 /// How many task ids one `task_list` filter may carry (keeps URLs short).
 pub const MAX_IDS_PER_LIST: usize = 100;
@@ -37,7 +38,8 @@ pub const MAX_IDS_PER_LIST: usize = 100;
 /// A query of `GET /task_list`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskQuery {
-    /// The filter grammar of SPEC §3.5, e.g. `status:ACTIVE/label:=psg-...`.
+    /// The Transfer filter grammar: `field:value,value` clauses joined by `/`, e.g.
+    /// `status:ACTIVE/label:=psg-...`.
     pub filter: Option<String>,
     /// Only these keys of each task (comma-separated).
     pub fields: Option<String>,
@@ -56,7 +58,7 @@ pub struct TaskQuery {
 /// use ps_globus::auth::StaticTokenAuthorizer;
 /// use ps_globus::transfer::TransferClient;
 /// # ps_globus::block_on(async {
-/// let client = TransferClient::new(Arc::new(StaticTokenAuthorizer::new("token")))?;
+/// let client = TransferClient::new(ps_globus::Settings::global(), Arc::new(StaticTokenAuthorizer::new("token")))?;
 /// let id = client.submission_id().await?;
 /// # Ok::<(), ps_globus::Error>(())
 /// # }).unwrap();
@@ -118,9 +120,9 @@ impl Failure {
                 path,
                 retries,
             },
-            Error::Network { url, message, .. } => Error::Network {
+            Error::Network { url, source, .. } => Error::Network {
                 url,
-                message,
+                source,
                 retries,
             },
             other => other,
@@ -129,11 +131,10 @@ impl Failure {
 }
 
 impl TransferClient {
-    /// A client of the service at `PS_GLOBUS_TRANSFER_URL` (default: the real service).
-    pub fn new(auth: Arc<dyn Authorizer>) -> Result<Self> {
-        let base =
-            std::env::var("PS_GLOBUS_TRANSFER_URL").unwrap_or_else(|_| DEFAULT_TRANSFER_URL.into());
-        Self::with_base_url(&base, auth)
+    /// A client of the service the settings name (`PS_GLOBUS_TRANSFER_URL`, default the
+    /// real service).
+    pub fn new(settings: &Settings, auth: Arc<dyn Authorizer>) -> Result<Self> {
+        Self::with_base_url(&settings.transfer_url, auth)
     }
 
     /// A client of the service rooted at `base_url` (e.g. an emulator's `transfer_url`).
@@ -181,7 +182,7 @@ impl TransferClient {
         runtime::handle()
             .spawn(async move { inner.execute(method, path, query, body).await })
             .await
-            .map_err(|e| Error::Background(format!("Transfer request task: {e}")))?
+            .map_err(|e| Error::background("a Transfer request task", Some(e.into())))?
     }
 
     async fn get<T: DeserializeOwned + Send + 'static>(
@@ -197,10 +198,7 @@ impl TransferClient {
         path: String,
         body: &impl Serialize,
     ) -> Result<T> {
-        let body = serde_json::to_value(body).map_err(|e| Error::Encode {
-            codec: "json",
-            message: e.to_string(),
-        })?;
+        let body = serde_json::to_value(body).map_err(|e| Error::encode("json", e))?;
         self.call(Method::POST, path, Vec::new(), Some(body)).await
     }
 
@@ -314,10 +312,7 @@ impl TransferClient {
 
     /// `PUT /task/{id}`: a new label or deadline.
     pub async fn update_task(&self, task_id: &str, update: &TaskUpdate) -> Result<ResultDoc> {
-        let body = serde_json::to_value(update).map_err(|e| Error::Encode {
-            codec: "json",
-            message: e.to_string(),
-        })?;
+        let body = serde_json::to_value(update).map_err(|e| Error::encode("json", e))?;
         self.call(
             Method::PUT,
             format!("v0.10/task/{task_id}"),
@@ -452,7 +447,7 @@ impl Inner {
             let network = |e: reqwest::Error| Failure {
                 error: Error::Network {
                     url: url.clone(),
-                    message: without_url(&e),
+                    source: without_url(&e).into(),
                     retries: 0,
                 },
                 retryable: true,

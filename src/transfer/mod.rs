@@ -7,13 +7,19 @@
 //!   the [state database](crate::state), polled by one poller per identity.
 
 mod client;
+pub(crate) mod delete;
+mod lookup;
 mod manager;
 mod retry;
+pub(crate) mod states;
 pub mod types;
+pub(crate) mod watch;
 
 pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, TaskQuery, TransferClient};
+pub use lookup::TransferCollectionLookup;
 pub use manager::{
     BatchOptions, BatchStatus, Enqueued, ItemSpec, ItemStatus, ManagerConfig, Priority,
     TransferManager, new_label,
 };
 pub use retry::RetryConfig;
+pub use states::{BatchState, ItemState, TaskStatus};

@@ -1,4 +1,4 @@
-//! The retry policy of the Transfer client, matching globus-sdk's (SPEC §4.2).
+//! The retry policy of the Transfer client, matching globus-sdk's.
 //!
 //! Up to 5 retries; attempt `k` sleeps `(0.25 + 0.5·random) · 2^k` seconds, capped at 10 s;
 //! an integer `Retry-After` on 429 or 503 replaces that sleep (still capped, still

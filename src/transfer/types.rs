@@ -2,7 +2,7 @@
 //!
 //! Request documents leave out absent fields (the service applies its defaults); the
 //! task document carries every key, with `null` where none applies, as the service does.
-//! Field names follow the wire (`DATA_TYPE`, `DATA`); see `shared/globus-api/SPEC.md` §3.
+//! Field names follow the wire (`DATA_TYPE`, `DATA`), as Transfer API v0.10 sends them.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -197,31 +197,21 @@ pub struct FatalError {
     pub description: String,
 }
 
-/// Task states.
-pub mod status {
-    /// Queued or running.
-    pub const ACTIVE: &str = "ACTIVE";
-    /// Paused by a credential or consent problem.
-    pub const INACTIVE: &str = "INACTIVE";
-    /// Finished with success.
-    pub const SUCCEEDED: &str = "SUCCEEDED";
-    /// Finished with failure, cancellation or expiry.
-    pub const FAILED: &str = "FAILED";
-}
+pub use super::states::TaskStatus;
 
 /// `GET /task/{id}`: the task document (every key present, `null` where none applies).
 ///
 /// Every field defaults, so partial documents (`task_list?fields=...`) parse too.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-#[allow(missing_docs)] // the field names are the service's; see SPEC §3.4
+#[allow(missing_docs)] // the field names are the service's task document keys
 pub struct Task {
     #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
     pub task_id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub status: String,
+    pub status: TaskStatus,
     pub label: Option<String>,
     pub owner_id: String,
     pub username: Option<String>,
@@ -282,7 +272,7 @@ pub struct Task {
 impl Task {
     /// Whether the task has finished (SUCCEEDED or FAILED).
     pub fn is_final(&self) -> bool {
-        self.status == status::SUCCEEDED || self.status == status::FAILED
+        self.status.is_final()
     }
 }
 
@@ -593,7 +583,7 @@ mod tests {
     #[test]
     fn recorded_documents_parse() {
         let list: Page<Task> = serde_json::from_value(fixture("cli.task_list.0.json")).unwrap();
-        assert_eq!(list.data[0].status, "SUCCEEDED");
+        assert_eq!(list.data[0].status, TaskStatus::Succeeded);
         assert_eq!(list.data[0].subtasks_total, 2);
         assert!(list.data[0].is_final());
         let events: Page<Event> =

@@ -21,6 +21,7 @@ pub fn shared() -> &'static Emu {
         let home = tempfile::tempdir().unwrap().keep();
         ps_globus::connector::set_process_defaults(ProcessDefaults {
             authorizer: Some(Arc::new(StaticTokenAuthorizer::new(TOKEN))),
+            settings: Some(ps_globus::Settings::isolated(&home)),
             home: Some(home),
         });
         Emu::start()

@@ -1,58 +1,61 @@
-//! The connector conformance suite: the contract of `Connector`, checked the same way for
-//! every implementation.
+//! The connector conformance suite: the contract of [`Connector`], checked the same way
+//! for every implementation, including connectors written outside this crate.
 //!
-//! Adding a connector is one `suite!` line in `tests/connectors.rs`. What a connector
-//! cannot do is a field of [`Capabilities`] that changes what a check expects; no check is
-//! skipped.
+//! A connector proves itself with one line per connector in an integration test (the
+//! test crate needs `tokio` with the `macros` and `rt-multi-thread` features):
+//!
+//! ```ignore
+//! use ps_globus::conformance::Harness;
+//! ps_globus::conformance_suite!(my_connector, || Harness::new(MyConnector::new()));
+//! ```
+//!
+//! What a connector cannot do is a field of the [`Capabilities`] it reports, which
+//! changes what a check expects; no check is skipped.
 
 use std::any::Any;
 use std::sync::Arc;
 
-use ps_globus::Error;
-use ps_globus::connector::{Connector, ConnectorConfig, KEY_VERSION, Key, PutOptions};
+use crate::Error;
+use crate::connector::{Capabilities, Connector, ConnectorConfig, KEY_VERSION, Key, PutOptions};
 
-/// What a connector can do, where connectors legitimately differ.
-#[derive(Clone, Copy, Debug)]
-pub struct Capabilities {
-    /// Whether objects outlive every live instance of the connector (and so can be read by
-    /// a connector rebuilt from the config in another process).
-    pub outlives_instances: bool,
-    /// The longest serialized key (a Globus key carries size, sha256 and labels).
-    pub max_key_len: usize,
-}
-
-/// One connector under test, with whatever must stay alive beside it (a temp dir).
+/// One connector under test, with whatever must stay alive beside it (a temp dir, an
+/// emulator).
 pub struct Harness {
+    /// The connector.
     pub connector: Arc<dyn Connector>,
+    /// What it reports it can do.
     pub caps: Capabilities,
-    _keep: Vec<Box<dyn Any + Send>>,
+    keep: Vec<Box<dyn Any + Send>>,
 }
 
 impl Harness {
-    pub fn new(connector: impl Connector + 'static, caps: Capabilities) -> Self {
+    /// A harness for `connector`, with the capabilities it reports.
+    pub fn new(connector: impl Connector + 'static) -> Self {
+        let caps = connector.capabilities();
         Harness {
             connector: Arc::new(connector),
             caps,
-            _keep: Vec::new(),
+            keep: Vec::new(),
         }
     }
 
     /// Keeps `guard` alive as long as the harness.
     pub fn keep(mut self, guard: impl Any + Send) -> Self {
-        self._keep.push(Box::new(guard));
+        self.keep.push(Box::new(guard));
         self
     }
 }
 
-/// Generates one test per check for a connector: `suite!(name, || harness)`.
-macro_rules! suite {
+/// Generates one test per check for a connector: `conformance_suite!(name, || harness)`.
+#[macro_export]
+macro_rules! conformance_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
-            fn make() -> Harness {
+            fn make() -> $crate::conformance::Harness {
                 ($make)()
             }
-            suite!(@checks
+            $crate::conformance_suite!(@checks
                 round_trips_of_every_size,
                 missing_keys_are_none,
                 evict_is_idempotent,
@@ -63,6 +66,9 @@ macro_rules! suite {
                 foreign_keys_are_refused,
                 malformed_keys_are_refused,
                 keys_are_tagged_and_versioned,
+                put_file_stores_the_file,
+                resolve_path_gives_the_bytes_or_is_unsupported,
+                close_keeps_every_object,
             );
         }
     };
@@ -70,12 +76,11 @@ macro_rules! suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                conformance::$check(make()).await;
+                $crate::conformance::$check(make()).await;
             }
         )*
     };
 }
-pub(crate) use suite;
 
 /// Bytes that differ at every offset, so a shifted or truncated read cannot pass.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -88,6 +93,7 @@ fn opts() -> PutOptions {
     PutOptions::default()
 }
 
+/// Objects of 0 B to 64 MiB come back byte for byte, and `exists` sees them.
 pub async fn round_trips_of_every_size(h: Harness) {
     let c = &h.connector;
     for (seed, len) in [0usize, 1, 1 << 20, 64 << 20].into_iter().enumerate() {
@@ -104,6 +110,7 @@ pub async fn round_trips_of_every_size(h: Harness) {
     }
 }
 
+/// A key never stored, or evicted, reads as `None`, never an error.
 pub async fn missing_keys_are_none(h: Harness) {
     let c = &h.connector;
     let never_stored = Key::new(c.kind(), Key::new_id()).unwrap();
@@ -115,6 +122,7 @@ pub async fn missing_keys_are_none(h: Harness) {
     assert_eq!(c.get(&key).await.unwrap(), None);
 }
 
+/// Evicting twice succeeds and leaves other objects alone.
 pub async fn evict_is_idempotent(h: Harness) {
     let c = &h.connector;
     let key = c.put(b"x", &opts()).await.unwrap();
@@ -126,6 +134,7 @@ pub async fn evict_is_idempotent(h: Harness) {
     assert_eq!(c.get(&other).await.unwrap().as_deref(), Some(&b"stays"[..]));
 }
 
+/// Batch results keep the order of their inputs, with `None` for missing keys.
 pub async fn batches_keep_order(h: Harness) {
     let c = &h.connector;
     let big = pattern(4096, 9);
@@ -161,6 +170,7 @@ pub async fn batches_keep_order(h: Harness) {
     assert!(c.get_batch(&[]).await.unwrap().is_empty());
 }
 
+/// 32 tasks putting and getting at once each get their own keys and bytes.
 pub async fn concurrent_puts_and_gets(h: Harness) {
     let tasks: Vec<_> = (0..32u8)
         .map(|t| {
@@ -214,8 +224,7 @@ pub async fn rebuilt_after_all_instances_dropped(h: Harness) {
     let Harness {
         connector,
         caps,
-        _keep,
-        ..
+        keep: _keep,
     } = h;
     let key = connector.put(b"outlive me?", &opts()).await.unwrap();
     let config = connector.config();
@@ -226,6 +235,7 @@ pub async fn rebuilt_after_all_instances_dropped(h: Harness) {
     assert_eq!(rebuilt.exists(&key).await.unwrap(), caps.outlives_instances);
 }
 
+/// A key of another kind is [`Error::ForeignKey`] for every operation.
 pub async fn foreign_keys_are_refused(h: Harness) {
     let c = &h.connector;
     let foreign = Key::new("some-other-kind", Key::new_id()).unwrap();
@@ -241,6 +251,7 @@ pub async fn foreign_keys_are_refused(h: Harness) {
     ));
 }
 
+/// Ids that could escape a directory, and malformed or future keys, are refused.
 pub async fn malformed_keys_are_refused(h: Harness) {
     let kind = h.connector.kind();
     let bad_ids = [
@@ -288,6 +299,7 @@ pub async fn malformed_keys_are_refused(h: Harness) {
     ));
 }
 
+/// Keys name their kind and format version, and stay small.
 pub async fn keys_are_tagged_and_versioned(h: Harness) {
     let c = &h.connector;
     let key = c.put(b"tagged", &opts()).await.unwrap();
@@ -301,4 +313,72 @@ pub async fn keys_are_tagged_and_versioned(h: Harness) {
         c.get(&parsed).await.unwrap().as_deref(),
         Some(&b"tagged"[..])
     );
+}
+
+/// `put_file` stores the file's bytes; the object stays whatever happens to the file
+/// afterwards (it is removed here).
+pub async fn put_file_stores_the_file(h: Harness) {
+    let c = &h.connector;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("input.bin");
+    let data = pattern(3 << 20, 5);
+    std::fs::write(&path, &data).unwrap();
+    let key = c.put_file(&path, &opts()).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let back = c.get(&key).await.unwrap().expect("stored from a file");
+    assert!(back[..] == data[..], "put_file stored other bytes");
+    let missing = c.put_file(&dir.path().join("absent"), &opts()).await;
+    assert!(
+        matches!(missing, Err(Error::Io { .. })),
+        "a missing file is an I/O error naming it: {missing:?}"
+    );
+}
+
+/// `resolve_path` gives a local file holding exactly the object where the connector
+/// keeps one ([`Capabilities::resolve_path`]), else [`Error::Unsupported`].
+pub async fn resolve_path_gives_the_bytes_or_is_unsupported(h: Harness) {
+    let c = &h.connector;
+    let data = pattern(70_000, 3);
+    let key = c.put(&data, &opts()).await.unwrap();
+    match c.resolve_path(&key).await {
+        Ok(path) => {
+            assert!(
+                h.caps.resolve_path,
+                "resolve_path worked but is not a capability"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), data);
+        }
+        Err(Error::Unsupported { operation, .. }) => {
+            assert!(
+                !h.caps.resolve_path,
+                "resolve_path is a capability but refused"
+            );
+            assert_eq!(operation, "resolve_path");
+        }
+        Err(other) => panic!("resolve_path failed: {other}"),
+    }
+    let foreign = Key::new("some-other-kind", Key::new_id()).unwrap();
+    assert!(matches!(
+        c.resolve_path(&foreign).await,
+        Err(Error::ForeignKey { .. })
+    ));
+}
+
+/// `close` never deletes: objects stay readable by a connector rebuilt from the config
+/// (where objects outlive instances), and by the closed one.
+pub async fn close_keeps_every_object(h: Harness) {
+    let c = &h.connector;
+    let key = c.put(b"closing keeps me", &opts()).await.unwrap();
+    c.close().await.unwrap();
+    assert_eq!(
+        c.get(&key).await.unwrap().as_deref(),
+        Some(&b"closing keeps me"[..])
+    );
+    if h.caps.outlives_instances {
+        let rebuilt = c.config().build().unwrap();
+        assert_eq!(
+            rebuilt.get(&key).await.unwrap().as_deref(),
+            Some(&b"closing keeps me"[..])
+        );
+    }
 }

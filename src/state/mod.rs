@@ -1,7 +1,14 @@
-//! The state database: every transfer batch and item ps-globus tracks, in SQLite.
+//! The state database: every transfer batch and item ps-globus tracks, and the named
+//! dataset references, in SQLite.
 //!
-//! It lives in `$PS_GLOBUS_HOME/state.db`, else `$XDG_DATA_HOME/ps-globus/state.db`, else
-//! `~/.local/share/ps-globus/state.db`. Several processes may share it: writes that read
+//! The SQL lives in two files, each the whole storage interface of one user:
+//! `transfer/manager/sql.rs` (batches, items, processes, leases) and `state/refs.rs`
+//! (references). Nothing else in the library sees a connection: [`StateDb`]'s pool and
+//! transactions are crate-private, so a second engine (PostgreSQL) implements those two
+//! files and the opening code here.
+//!
+//! It lives in the state directory ([`Settings::home`]): `$PS_GLOBUS_HOME/state.db`, else
+//! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`. Several processes may share it: writes that read
 //! first run in `BEGIN IMMEDIATE` transactions ([`StateDb::begin_immediate`]), which take
 //! the write lock up front and so never fail half-way with "database is locked".
 //!
@@ -20,12 +27,15 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+pub(crate) mod refs;
 
 /// The schema migrations in `migrations/`, embedded in the binary: (version, name, SQL).
 /// A new migration is a new file there and a new line here.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/0001_init.sql")),
-    (2, "refs", include_str!("../migrations/0002_refs.sql")),
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (2, "refs", include_str!("../../migrations/0002_refs.sql")),
 ];
 
 fn migrator() -> sqlx::migrate::Migrator {
@@ -47,26 +57,12 @@ fn migrator() -> sqlx::migrate::Migrator {
     )
 }
 
-/// The directory for ps-globus state (`PS_GLOBUS_HOME`, then XDG, then `~/.local/share`).
-pub fn default_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("PS_GLOBUS_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(home);
-    }
-    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(data).join("ps-globus");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/ps-globus")
-}
-
 /// Names the network file system `path` is on, if it is on one.
 ///
-/// `PS_GLOBUS_ASSUME_NETWORK_FS=1` forces a yes (to test the fallback, or where the
-/// detection cannot see through a mount).
-pub fn network_file_system(path: &Path) -> Option<&'static str> {
-    if std::env::var("PS_GLOBUS_ASSUME_NETWORK_FS").is_ok_and(|v| v == "1") {
+/// [`Settings::assume_network_fs`] (`PS_GLOBUS_ASSUME_NETWORK_FS=1`) forces a yes (to
+/// test the fallback, or where the detection cannot see through a mount).
+pub fn network_file_system(path: &Path, settings: &Settings) -> Option<&'static str> {
+    if settings.assume_network_fs {
         return Some("network (PS_GLOBUS_ASSUME_NETWORK_FS=1)");
     }
     let stat = rustix::fs::statfs(path).ok()?;
@@ -98,20 +94,25 @@ pub struct StateDb {
 }
 
 impl StateDb {
-    /// Opens (creating if needed) the database in [`default_home`].
-    pub async fn open_default() -> Result<StateDb> {
-        Self::open(default_home().join("state.db")).await
+    /// Opens (creating if needed) the database in the settings' state directory.
+    pub async fn open_default(settings: &Settings) -> Result<StateDb> {
+        Self::open_with(settings.state_db_path(), settings).await
     }
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: impl AsRef<Path>) -> Result<StateDb> {
+        Self::open_with(path, Settings::global()).await
+    }
+
+    /// [`open`](Self::open), with `settings` deciding what the environment would.
+    pub async fn open_with(path: impl AsRef<Path>, settings: &Settings) -> Result<StateDb> {
         let path = path.as_ref().to_path_buf();
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let network = network_file_system(dir);
+        let network = network_file_system(dir, settings);
         let journal = if network.is_some() {
             SqliteJournalMode::Delete
         } else {
@@ -126,10 +127,7 @@ impl StateDb {
                 path.display()
             )
         });
-        let state_error = |e: sqlx::Error| Error::State {
-            path: path.clone(),
-            message: e.to_string(),
-        };
+        let state_error = |e: sqlx::Error| Error::state(&path, "cannot open it", e);
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(state_error)?
             .filename(&path)
@@ -149,18 +147,16 @@ impl StateDb {
         let _one_here = MIGRATING.lock().await;
         let lock_path = path.with_extension("migrate.lock");
         let migrated = crate::fsutil::with_file_lock(&lock_path, || {
-            crate::runtime::block_on(migrator().run(&pool)).map_err(|e| Error::State {
-                path: path.clone(),
-                message: e.to_string(),
+            crate::runtime::block_on(migrator().run(&pool)).map_err(|e| {
+                Error::state(
+                    &path,
+                    "cannot bring the schema up to date (if a newer ps-globus wrote this \
+                     database, upgrade this one)",
+                    e,
+                )
             })
         });
-        migrated.map_err(|e| Error::State {
-            path: path.clone(),
-            message: format!(
-                "cannot bring the schema up to date ({e}); if a newer ps-globus wrote this \
-                 database, upgrade this one"
-            ),
-        })?;
+        migrated?;
         Ok(StateDb {
             pool,
             path,
@@ -169,8 +165,13 @@ impl StateDb {
     }
 
     /// The connection pool, for queries that only read or write once.
-    pub fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Closes every connection (waiting for queries in flight); a later query fails.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Where the database is.
@@ -194,7 +195,7 @@ impl StateDb {
 
     /// A transaction that holds the write lock from its start: use it for every
     /// read-then-write, so concurrent writers queue instead of failing.
-    pub async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>> {
         self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -202,17 +203,93 @@ impl StateDb {
     }
 
     /// Wraps a database error with the database's path.
-    pub fn error(&self, e: sqlx::Error) -> Error {
-        Error::State {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+    pub(crate) fn error(&self, e: sqlx::Error) -> Error {
+        Error::state(&self.path, "a query failed", e)
+    }
+}
+
+/// `.at(db)` turns a database error into an [`Error::State`] naming the database.
+pub(crate) trait SqlResultExt<T> {
+    /// The result, with a failure wrapped as the state database's.
+    fn at(self, db: &StateDb) -> Result<T>;
+}
+
+impl<T> SqlResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn at(self, db: &StateDb) -> Result<T> {
+        self.map_err(|e| db.error(e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn on_a_network_file_system_the_database_leaves_wal_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let local =
+            StateDb::open_with(dir.path().join("local.db"), &Settings::isolated(dir.path()))
+                .await
+                .unwrap();
+        assert_eq!(local.journal_mode().await.unwrap(), "wal");
+        assert!(local.warning().is_none());
+
+        let mut settings = Settings::isolated(dir.path());
+        settings.assume_network_fs = true;
+        let shared = StateDb::open_with(dir.path().join("shared.db"), &settings)
+            .await
+            .unwrap();
+        assert_eq!(shared.journal_mode().await.unwrap(), "delete");
+        let warning = shared.warning().unwrap();
+        assert!(
+            warning.contains("WAL") && warning.contains("PS_GLOBUS_HOME"),
+            "{warning}"
+        );
+
+        // It still works, read-then-write transactions included.
+        let mut tx = shared.begin_immediate().await.unwrap();
+        sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn begin_immediate_serialises_concurrent_read_then_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        assert_eq!(db.journal_mode().await.unwrap(), "wal");
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    for _ in 0..30 {
+                        let mut tx = db.begin_immediate().await.unwrap();
+                        let value: i64 =
+                            sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
+                                .fetch_one(&mut *tx)
+                                .await
+                                .unwrap();
+                        sqlx::query("UPDATE generation SET value = ? WHERE id = 1")
+                            .bind(value + 1)
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let value: i64 = sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(value, 240, "no lost update, no 'database is locked'");
+    }
 
     #[test]
     fn network_file_systems_are_recognised_by_magic() {

@@ -1,0 +1,137 @@
+//! `doctor`: every check of the set-up, with a fix for each problem; exit 1 if any
+//! failed.
+
+use std::sync::Arc;
+
+use ps_globus::auth::Authorizer;
+use ps_globus::config::Config;
+use ps_globus::transfer::TransferClient;
+use serde_json::{Value, json};
+
+use super::settings;
+use crate::output::print_json;
+use crate::{CliResult, Exit};
+
+/// The checks made so far, printed as they come (or kept for `--json`).
+struct Report {
+    json: bool,
+    problems: usize,
+    checks: Vec<Value>,
+}
+
+impl Report {
+    fn check(&mut self, ok: bool, what: String, fix: &str) {
+        if !ok {
+            self.problems += 1;
+        }
+        if self.json {
+            self.checks
+                .push(json!({"ok": ok, "check": what, "fix": (!ok).then_some(fix)}));
+        } else if ok {
+            println!("ok    {what}");
+        } else {
+            println!("FAIL  {what}\n      fix: {fix}");
+        }
+    }
+}
+
+/// `doctor [--json]`.
+pub async fn doctor(json_out: bool) -> CliResult {
+    let mut report = Report {
+        json: json_out,
+        problems: 0,
+        checks: Vec::new(),
+    };
+    let config = check_config(&mut report);
+    check_current_site(&mut report, &config);
+    if let Some(auth) = check_credentials(&mut report) {
+        check_sites_reachable(&mut report, &config, auth).await?;
+    }
+    if json_out {
+        print_json(&json!({"problems": report.problems, "checks": report.checks}))?;
+    }
+    if report.problems > 0 {
+        return Err(Box::new(Exit(1, format!("{} problem(s)", report.problems))));
+    }
+    Ok(())
+}
+
+fn check_config(report: &mut Report) -> Config {
+    let path = &settings().config_path;
+    let config = match Config::load_from(path) {
+        Ok(c) => {
+            report.check(true, format!("config {}", path.display()), "");
+            c
+        }
+        Err(e) => {
+            report.check(
+                false,
+                format!("config: {e}"),
+                "fix the file, or `ps-globus config init`",
+            );
+            Config::default()
+        }
+    };
+    report.check(
+        !config.sites.is_empty(),
+        format!("{} site(s) configured", config.sites.len()),
+        "`ps-globus site add NAME COLLECTION_UUID --collection-path P --local-path L`",
+    );
+    config
+}
+
+fn check_current_site(report: &mut Report, config: &Config) {
+    match ps_globus::config::current_site(&config.sites, settings().site.as_deref()) {
+        Ok(site) => {
+            report.check(true, format!("current site: {site}"), "");
+            let s = &config.sites[&site];
+            report.check(
+                s.local_path.is_dir(),
+                format!("local path {} exists", s.local_path.display()),
+                "mount it, or correct local_path for this site",
+            );
+        }
+        Err(e) => report.check(false, e.to_string(), "set PS_GLOBUS_SITE or a host_regex"),
+    }
+}
+
+fn check_credentials(report: &mut Report) -> Option<Arc<dyn Authorizer>> {
+    let auth = ps_globus::auth::default_authorizer(settings());
+    report.check(
+        auth.is_ok(),
+        match &auth {
+            Ok(a) => format!("credentials: {}", a.identity()),
+            Err(e) => format!("credentials: {e}"),
+        },
+        "`ps-globus login`, or set PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET",
+    );
+    auth.ok()
+}
+
+async fn check_sites_reachable(
+    report: &mut Report,
+    config: &Config,
+    auth: Arc<dyn Authorizer>,
+) -> CliResult {
+    let client = TransferClient::new(settings(), auth)?;
+    for (name, site) in &config.sites {
+        match client
+            .ls(&site.collection.to_string(), &site.collection_path)
+            .await
+        {
+            Ok(_) => report.check(
+                true,
+                format!("site {name}: {} reachable", site.collection_path),
+                "",
+            ),
+            Err(e) => {
+                let fix = match e.hint() {
+                    Some(hint) if e.needs_login() => hint,
+                    _ => "check the collection id and the collection path".into(),
+                };
+                report.check(false, format!("site {name}: {e}"), &fix)
+            }
+        }
+    }
+    Ok(())
+}

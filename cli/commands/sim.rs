@@ -1,0 +1,138 @@
+//! `sim serve`: the Globus emulator as a process, for the official tools and for
+//! workflows developed without a Globus account.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::CliResult;
+
+/// The `sim` subcommands.
+#[derive(Subcommand)]
+pub enum SimCommand {
+    /// Serve the emulator until SIGINT or SIGTERM.
+    ///
+    /// Prints one JSON line on stdout once it accepts connections:
+    /// {"transfer_url": ..., "auth_url": ..., "collections": {NAME: {"id": ..., "root": ...}}}
+    /// then logs one line per request to stderr. Point the official tools at it with
+    /// GLOBUS_SDK_SERVICE_URL_TRANSFER and GLOBUS_SDK_SERVICE_URL_AUTH set to those URLs.
+    Serve(SimServeArgs),
+}
+
+/// `sim serve` options.
+#[derive(clap::Args)]
+pub struct SimServeArgs {
+    /// Address to listen on (loopback unless you say otherwise).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// A collection: NAME=DIR (repeatable). DIR must exist.
+    #[arg(long = "collection", value_name = "NAME=DIR")]
+    collections: Vec<String>,
+    /// A bearer token valid for every scope, for one fixed identity.
+    #[arg(long, env = "PS_GLOBUS_SIM_STATIC_TOKEN", hide_env_values = true)]
+    static_token: Option<String>,
+    /// A confidential client for the client_credentials grant: ID:SECRET (repeatable).
+    /// Prefer --config to keep secrets out of the process list.
+    #[arg(long = "client", value_name = "ID:SECRET")]
+    clients: Vec<String>,
+    /// Per-task overhead in milliseconds, spent after a task takes a running slot.
+    #[arg(long)]
+    task_latency_ms: Option<u64>,
+    /// Copy rate per running task, e.g. 500MB/s or 1GiB/s (default unlimited).
+    #[arg(long)]
+    bandwidth: Option<String>,
+    /// Requests per second per identity, averaged over 10 s (default unlimited).
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Probability that a Transfer request answers 503 (seeded).
+    #[arg(long)]
+    fail_rate: Option<f64>,
+    /// Seed for injected faults.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Access-token lifetime in seconds.
+    #[arg(long)]
+    token_lifetime_s: Option<u64>,
+    /// A TOML file with any of the settings above, plus per-collection and fault options.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `sim ...`
+pub fn run(command: SimCommand) -> CliResult {
+    match command {
+        SimCommand::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: SimServeArgs) -> CliResult {
+    use ps_globus::sim::{CollectionConfig, SimConfig, Simulator};
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            toml::from_str::<SimConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => SimConfig::default(),
+    };
+    for spec in &args.collections {
+        let (name, dir) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--collection {spec:?}: expected NAME=DIR"))?;
+        let entry = config
+            .collections
+            .entry(name.to_owned())
+            .or_insert_with(CollectionConfig::default);
+        entry.root = PathBuf::from(dir);
+    }
+    for spec in &args.clients {
+        let (id, secret) = spec
+            .split_once(':')
+            .ok_or_else(|| "--client: expected ID:SECRET".to_owned())?;
+        config.clients.insert(id.to_owned(), secret.to_owned());
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if args.static_token.is_some() {
+        config.static_token = args.static_token;
+    }
+    if let Some(v) = args.task_latency_ms {
+        config.task_latency_ms = v;
+    }
+    if args.bandwidth.is_some() {
+        config.bandwidth = args.bandwidth;
+    }
+    if args.rate_limit.is_some() {
+        config.rate_limit = args.rate_limit;
+    }
+    if let Some(v) = args.fail_rate {
+        config.fail_rate = v;
+    }
+    if let Some(v) = args.seed {
+        config.seed = v;
+    }
+    if let Some(v) = args.token_lifetime_s {
+        config.token_lifetime_s = v;
+    }
+    let sim = Simulator::start_with_logging(config, true)?;
+    // Handlers go in before the startup line: a supervisor may signal as soon as it reads it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut terminate, mut interrupt) = ps_globus::block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    println!("{}", sim.startup_line());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    ps_globus::block_on(async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    });
+    eprintln!("ps-globus sim: shutting down");
+    sim.shutdown();
+    Ok(())
+}

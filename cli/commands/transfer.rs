@@ -1,0 +1,262 @@
+//! `transfer`, `stage-in`, `stage-out`: addresses resolved by `ps_globus::staging`,
+//! items submitted through this process's manager, waited for with a progress bar.
+
+use std::time::Duration;
+
+use clap::Args;
+use ps_globus::config::Config;
+use ps_globus::staging::{PlannedItem, parse_batch, resolve_address, submit, wait_all};
+use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
+use serde_json::json;
+
+use super::{manager, settings};
+use crate::output::{item_bar, print_json};
+use crate::{CliResult, Exit};
+
+/// Options shared by `transfer`, `stage-in` and `stage-out`.
+#[derive(Args)]
+pub struct TransferArgs {
+    /// Source: SITE:PATH, COLLECTION_UUID:PATH, or a local path (the current site).
+    #[arg(required_unless_present = "batch")]
+    source: Option<String>,
+    /// Destination, in the same forms.
+    #[arg(required_unless_present = "batch")]
+    destination: Option<String>,
+    /// One `SRC DST` pair a line (same address forms); `-` reads standard input.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "destination"])]
+    batch: Option<String>,
+    /// Transfer directories recursively (default: Globus detects files and directories).
+    #[arg(short, long)]
+    recursive: bool,
+    /// Skip files whose destination already matches: exists, size, mtime or checksum.
+    #[arg(long, value_parser = ["exists", "size", "mtime", "checksum"])]
+    sync_level: Option<String>,
+    /// Do not verify checksums after copying (verification is on by default).
+    #[arg(long)]
+    no_verify_checksum: bool,
+    /// Give up at this time (RFC 3339 or `YYYY-MM-DD HH:MM:SS`, UTC).
+    #[arg(long)]
+    deadline: Option<String>,
+    /// The Globus task label (find the tasks again with `task list --label`).
+    #[arg(long)]
+    label: Option<String>,
+    /// Show what would be transferred, submit nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the task ids and return instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
+    /// Stop waiting after this many seconds (the transfer goes on).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Exit code when --timeout expires.
+    #[arg(long, default_value_t = 1)]
+    timeout_exit_code: u8,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which side the current site fills in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Both sides given.
+    Any,
+    /// Into the current site.
+    In,
+    /// Out of the current site.
+    Out,
+}
+
+/// `transfer`, `stage-in`, `stage-out`.
+pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
+    let items = plan(&args, direction)?;
+    if args.dry_run {
+        return show_dry_run(&items, args.json);
+    }
+    let options = BatchOptions {
+        sync_level: args.sync_level.as_deref().map(sync_code),
+        verify_checksum: !args.no_verify_checksum,
+        deadline: args.deadline.clone(),
+        label: args.label.clone(),
+        ..BatchOptions::default()
+    };
+    let manager = manager().await?;
+    let handles = submit(&manager, &items, &options).await?;
+    let (labels, task_ids) = tasks_of(&manager, &handles).await?;
+    if args.no_wait {
+        return show_submitted(items.len(), &labels, &task_ids, args.json);
+    }
+    let statuses = wait_with_progress(&manager, &handles, &task_ids, &args).await?;
+    report(&statuses, &task_ids, args.json)
+}
+
+/// The items the arguments name, checked against the direction.
+fn plan(
+    args: &TransferArgs,
+    direction: Direction,
+) -> Result<Vec<PlannedItem>, Box<dyn std::error::Error>> {
+    let config = Config::load(settings())?;
+    let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref()).ok();
+    let pairs = match &args.batch {
+        Some(file) => parse_batch(&crate::read_input(file)?)?,
+        None => vec![(
+            args.source.clone().expect("clap requires it"),
+            args.destination.clone().expect("clap requires it"),
+        )],
+    };
+    let local = |addr: &str| !addr.contains(':') || addr.starts_with('/') || addr.starts_with('.');
+    let mut items = Vec::with_capacity(pairs.len());
+    for (src, dst) in &pairs {
+        if direction == Direction::In && !local(dst) {
+            return Err("stage-in: the destination must be a local path at this site".into());
+        }
+        if direction == Direction::Out && !local(src) {
+            return Err("stage-out: the source must be a local path at this site".into());
+        }
+        items.push(PlannedItem {
+            source: resolve_address(src, &config, current.as_deref())?,
+            destination: resolve_address(dst, &config, current.as_deref())?,
+            recursive: args.recursive.then_some(true),
+        });
+    }
+    Ok(items)
+}
+
+fn show_dry_run(items: &[PlannedItem], json_out: bool) -> CliResult {
+    if json_out {
+        print_json(&json!({"dry_run": true, "items": items}))?;
+    } else {
+        for i in items {
+            println!(
+                "{}:{} -> {}:{}",
+                i.source.collection, i.source.path, i.destination.collection, i.destination.path
+            );
+        }
+        eprintln!("dry run: {} item(s), nothing submitted", items.len());
+    }
+    Ok(())
+}
+
+/// The batch labels of the submitted items, and the Globus tasks they became.
+async fn tasks_of(
+    manager: &TransferManager,
+    handles: &[Enqueued],
+) -> Result<(Vec<String>, Vec<String>), ps_globus::Error> {
+    let mut labels: Vec<String> = handles.iter().map(|h| h.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut task_ids = Vec::new();
+    for label in &labels {
+        if let Some(task) = manager.batch(label).await?.and_then(|b| b.task_id) {
+            task_ids.push(task);
+        }
+    }
+    Ok((labels, task_ids))
+}
+
+fn show_submitted(
+    items: usize,
+    labels: &[String],
+    task_ids: &[String],
+    json_out: bool,
+) -> CliResult {
+    if json_out {
+        print_json(&json!({"items": items, "task_ids": task_ids, "labels": labels}))?;
+    } else {
+        for id in task_ids {
+            println!("{id}");
+        }
+        eprintln!(
+            "{items} item(s) submitted in {} task(s); wait with `ps-globus task wait {}`",
+            task_ids.len(),
+            task_ids.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Waits for every item with a progress bar; Ctrl-C and `--timeout` end the wait (not
+/// the transfer) with the exit code globus-cli uses.
+async fn wait_with_progress(
+    manager: &TransferManager,
+    handles: &[Enqueued],
+    task_ids: &[String],
+    args: &TransferArgs,
+) -> Result<Vec<ItemStatus>, Box<dyn std::error::Error>> {
+    let bar = item_bar(handles.len() as u64, args.json);
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(365 * 24 * 3600));
+    let waited = tokio::select! {
+        waited = wait_all(manager, handles, timeout, |_| bar.inc(1)) => waited,
+        _ = tokio::signal::ctrl_c() => {
+            bar.abandon();
+            eprintln!(
+                "\nStopped waiting; the transfer goes on. Resume with `ps-globus task wait {ids}`, \
+                 or stop it with `ps-globus task cancel {ids}`.",
+                ids = task_ids.join(" ")
+            );
+            return Err(Box::new(Exit(130, String::new())));
+        }
+    };
+    bar.finish_and_clear();
+    match waited {
+        Ok(statuses) => Ok(statuses),
+        Err(ps_globus::Error::Timeout { .. }) => {
+            eprintln!(
+                "Transfer has yet to complete after {} seconds (tasks: {})",
+                timeout.as_secs(),
+                task_ids.join(" ")
+            );
+            Err(Box::new(Exit(args.timeout_exit_code, String::new())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn sync_code(level: &str) -> u8 {
+    match level {
+        "exists" => 0,
+        "size" => 1,
+        "mtime" => 2,
+        _ => 3,
+    }
+}
+
+fn report(statuses: &[ItemStatus], task_ids: &[String], json_out: bool) -> CliResult {
+    let failed: Vec<&ItemStatus> = statuses
+        .iter()
+        .filter(|s| s.state != ItemState::Succeeded)
+        .collect();
+    if json_out {
+        print_json(&json!({
+            "task_ids": task_ids,
+            "items": statuses.len(),
+            "succeeded": statuses.len() - failed.len(),
+            "failed": failed,
+        }))?;
+    } else {
+        eprintln!(
+            "{} of {} item(s) succeeded in {} task(s)",
+            statuses.len() - failed.len(),
+            statuses.len(),
+            task_ids.len()
+        );
+    }
+    for f in &failed {
+        eprintln!(
+            "FAILED {} -> {}: {} {}",
+            f.source_path,
+            f.destination_path,
+            f.code.as_deref().unwrap_or(f.state.as_str()),
+            f.description.as_deref().unwrap_or("")
+        );
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Box::new(Exit(
+            1,
+            format!("{} item(s) failed", failed.len()),
+        )))
+    }
+}

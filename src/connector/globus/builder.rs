@@ -1,0 +1,128 @@
+//! Building a [`GlobusConnector`]: from a builder in the producer, or from its config in
+//! whatever process a proxy reaches (with that process's defaults).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::OnceCell;
+
+use super::config::{GlobusConfig, check_relative};
+use super::{GlobusConnector, Inner};
+use crate::auth::Authorizer;
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+/// Process-wide defaults for Globus connectors rebuilt from a config (in a proxy).
+#[derive(Clone, Default)]
+pub struct ProcessDefaults {
+    /// The identity to act as (default: [`crate::auth::default_authorizer`]).
+    pub authorizer: Option<Arc<dyn Authorizer>>,
+    /// The state directory (default: the settings' [`home`](Settings::home)).
+    pub home: Option<PathBuf>,
+    /// The settings (default: [`Settings::global`]).
+    pub settings: Option<Settings>,
+}
+
+static DEFAULTS: RwLock<Option<ProcessDefaults>> = RwLock::new(None);
+
+/// Sets what connectors rebuilt from a config use in this process.
+pub fn set_process_defaults(defaults: ProcessDefaults) {
+    *DEFAULTS.write().expect("defaults lock") = Some(defaults);
+}
+
+/// Builds a [`GlobusConnector`].
+pub struct GlobusConnectorBuilder {
+    config: GlobusConfig,
+    site: Option<String>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    home: Option<PathBuf>,
+    settings: Option<Settings>,
+}
+
+impl GlobusConnectorBuilder {
+    pub(super) fn new(config: GlobusConfig) -> Self {
+        GlobusConnectorBuilder {
+            config,
+            site: None,
+            authorizer: None,
+            home: None,
+            settings: None,
+        }
+    }
+
+    /// Acts as site `name` (default: [`GlobusConfig::current_site`]).
+    pub fn site(mut self, name: impl Into<String>) -> Self {
+        self.site = Some(name.into());
+        self
+    }
+
+    /// Acts as this identity (default: the process defaults, else the settings).
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Keeps transfer state in `home/state.db`.
+    pub fn home(mut self, home: impl Into<PathBuf>) -> Self {
+        self.home = Some(home.into());
+        self
+    }
+
+    /// Takes the site, service URL, state directory and credentials from `settings`
+    /// where nothing more specific is given (default: the process defaults, else
+    /// [`Settings::global`]).
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// Checks the configuration and builds the connector. No network yet: the Transfer
+    /// client and manager start on first use.
+    pub fn build(self) -> Result<GlobusConnector> {
+        let config = self.config;
+        check_relative(&config.store_dir, "store_dir")?;
+        if config.sites.is_empty() {
+            return Err(Error::InvalidConfig {
+                what: "globus".into(),
+                message: "no sites: add at least two to the store's configuration".into(),
+            });
+        }
+        let defaults = DEFAULTS
+            .read()
+            .expect("defaults lock")
+            .clone()
+            .unwrap_or_default();
+        let settings = self
+            .settings
+            .or(defaults.settings)
+            .unwrap_or_else(|| Settings::global().clone());
+        let site = match self.site {
+            Some(site) => {
+                config.site(&site)?;
+                site
+            }
+            None => config.current_site(&settings)?,
+        };
+        let transfer_url = config
+            .transfer_url
+            .clone()
+            .unwrap_or_else(|| settings.transfer_url.clone());
+        Ok(GlobusConnector {
+            inner: Arc::new(Inner {
+                config,
+                site,
+                authorizer: self.authorizer.or(defaults.authorizer),
+                home: self
+                    .home
+                    .or(defaults.home)
+                    .unwrap_or_else(|| settings.home.clone()),
+                transfer_url,
+                settings,
+                client: OnceCell::new(),
+                manager: OnceCell::new(),
+                watcher: OnceCell::new(),
+                deleter: OnceCell::new(),
+            }),
+        })
+    }
+}

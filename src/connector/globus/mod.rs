@@ -1,0 +1,317 @@
+//! Objects staged to Globus collections: written at the local site, copied to the other
+//! sites by Globus Transfer, verified where they are read.
+//!
+//! **Put.** The bytes go atomically to `<site local path>/<store dir>/<object id>`; one
+//! transfer item per destination site is committed to the [`TransferManager`]'s state
+//! database, which coalesces items from back-to-back and concurrent puts into few Globus
+//! tasks. `put` returns once the items are durably enqueued, not when they arrive. The
+//! key carries, versioned: the source site and collection, the path under the store
+//! directory, the size, the sha256, and per destination the batch label.
+//!
+//! **Get.** At the source site, a local read. At a destination, the completion signal is
+//! the file itself, present with the key's size and sha256: that needs no credentials
+//! and cannot be fooled by a partial file. Where this process can see the task (same
+//! Globus identity), one shared poller follows every awaited batch with one
+//! `task_list` request per cycle, so a failed transfer is a typed error with the Globus
+//! reason at once, not a timeout, and the wait ends at the task's deadline. Bytes that do
+//! not match are an [`Error::Integrity`], never returned.
+//!
+//! **Closing.** `put` returns before the batch is submitted; a producer that exits right
+//! after its puts must call `Store::close` (or `Connector::close`) first, which submits
+//! what is still batching. Otherwise the next process at that site with the same state
+//! directory resumes it.
+//!
+//! **Sites.** The current site is fixed by the builder, else `PS_GLOBUS_SITE`, else the
+//! first site whose host regex matches the host name.
+//!
+//! **Files.** `config.rs` (the serializable configuration and key metadata), `builder.rs`
+//! (building, process defaults), `stage.rs` (put: write, then enqueue the transfers),
+//! `read.rs` (get: wait for the file, follow the task, verify), `verify.rs` (size and
+//! sha256 checks, off the async workers for large files). The transfer machinery it
+//! uses lives in [`crate::transfer`]: the manager, the [`Watcher`] readers wait on, and
+//! the [`Deleter`] that batches evictions.
+
+mod builder;
+mod config;
+mod read;
+mod stage;
+mod verify;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+
+pub use builder::{GlobusConnectorBuilder, ProcessDefaults, set_process_defaults};
+pub use config::{DEFAULT_WAIT, GlobusConfig, META_VERSION, ObjectMeta};
+pub use verify::INLINE_HASH_LIMIT;
+
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use crate::auth::Authorizer;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::settings::Settings;
+use crate::state::StateDb;
+use crate::transfer::delete::Deleter;
+use crate::transfer::watch::Watcher;
+use crate::transfer::{ManagerConfig, TransferClient, TransferManager};
+use config::check_relative;
+use verify::sha256_hex;
+
+/// The Globus connector (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct GlobusConnector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GlobusConfig,
+    site: String,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    home: PathBuf,
+    transfer_url: String,
+    settings: Settings,
+    client: OnceCell<TransferClient>,
+    manager: OnceCell<TransferManager>,
+    watcher: OnceCell<Arc<Watcher>>,
+    deleter: OnceCell<Arc<Deleter>>,
+}
+
+/// How long dropping the last handle waits for pending submissions.
+const DROP_FLUSH_LIMIT: Duration = Duration::from_secs(30);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Puts return once enqueued; make sure a process that ends now still submits.
+        let Some(manager) = self.manager.get().cloned() else {
+            return;
+        };
+        let flush = async move {
+            match crate::runtime::timeout(DROP_FLUSH_LIMIT, manager.flush()).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::warn!("submitting pending transfers at close: {e}"),
+                None => tracing::warn!(
+                    "pending transfers were not submitted within 30 s; the next run at this site resumes them"
+                ),
+            }
+        };
+        let on_current_thread_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if on_current_thread_runtime {
+            // Its only worker must not block: the flush goes on in the background. A
+            // process that exits right away should call `close` first.
+            crate::runtime::handle().spawn(flush);
+        } else {
+            // Off any runtime this blocks the dropping thread; on a multi-thread worker,
+            // `block_on` first hands the worker's other tasks to another thread.
+            crate::runtime::block_on(flush);
+        }
+    }
+}
+
+impl std::fmt::Debug for GlobusConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobusConnector")
+            .field("site", &self.inner.site)
+            .field("store_dir", &self.inner.config.store_dir)
+            .finish()
+    }
+}
+
+impl GlobusConnector {
+    /// The registry name of this kind.
+    pub const KIND: &'static str = "globus";
+
+    /// A builder for `config`.
+    pub fn builder(config: GlobusConfig) -> GlobusConnectorBuilder {
+        GlobusConnectorBuilder::new(config)
+    }
+
+    /// Rebuilds from a [`ConnectorConfig`] (the registry's builder).
+    pub(crate) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        let config: GlobusConfig = config.options_as()?;
+        Ok(Arc::new(Self::builder(config).build()?))
+    }
+
+    /// The site this connector acts at.
+    pub fn site(&self) -> &str {
+        &self.inner.site
+    }
+
+    /// The configuration.
+    pub fn globus_config(&self) -> &GlobusConfig {
+        &self.inner.config
+    }
+
+    async fn client(&self) -> Result<&TransferClient> {
+        self.inner
+            .client
+            .get_or_try_init(|| async {
+                let auth = match &self.inner.authorizer {
+                    Some(auth) => auth.clone(),
+                    None => crate::auth::default_authorizer(&self.inner.settings)?,
+                };
+                TransferClient::with_base_url(&self.inner.transfer_url, auth)
+            })
+            .await
+    }
+
+    async fn manager(&self) -> Result<&TransferManager> {
+        self.inner
+            .manager
+            .get_or_try_init(|| async {
+                let db = StateDb::open_with(self.inner.home.join("state.db"), &self.inner.settings)
+                    .await?;
+                let config = ManagerConfig::from_settings(&self.inner.settings);
+                TransferManager::start(db, self.client().await?.clone(), config).await
+            })
+            .await
+    }
+
+    async fn watcher(&self) -> Result<&Arc<Watcher>> {
+        let client = self.client().await?.clone();
+        self.inner
+            .watcher
+            .get_or_try_init(|| async { Ok(Watcher::start(client)) })
+            .await
+    }
+
+    /// `<site local path>/<store dir>/<path>` and the same on the collection.
+    fn paths(&self, site: &str, path: &str) -> Result<(PathBuf, String)> {
+        check_relative(path, "object path")?;
+        let s = self.inner.config.site(site)?;
+        let store = &self.inner.config.store_dir;
+        let local = s.local_path.join(store).join(path);
+        let remote = format!("{}/{store}/{path}", s.collection_path.trim_end_matches('/'));
+        Ok((local, remote))
+    }
+
+    fn meta(&self, key: &Key) -> Result<Option<ObjectMeta>> {
+        key.check_kind(Self::KIND)?;
+        if key.meta().is_none() {
+            return Ok(None);
+        }
+        let meta: ObjectMeta = key.meta_as()?;
+        if meta.v > META_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "Globus object metadata",
+                found: meta.v,
+                supported: META_VERSION,
+            });
+        }
+        check_relative(&meta.path, "object path")?;
+        Ok(Some(meta))
+    }
+
+    async fn deleter(&self) -> Result<&Arc<Deleter>> {
+        let client = self.client().await?.clone();
+        self.inner
+            .deleter
+            .get_or_try_init(|| async { Ok(Arc::new(Deleter::new(client))) })
+            .await
+    }
+}
+
+#[async_trait]
+impl Connector for GlobusConnector {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        ConnectorConfig::new(Self::KIND, &self.inner.config).expect("the config serializes")
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            outlives_instances: true,
+            // A key carries the size, the sha256 and a label per destination.
+            max_key_len: 600,
+            put_file: true,
+            resolve_path: true,
+        }
+    }
+
+    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
+        let id = Key::new_id();
+        let (local, _) = self.paths(&self.inner.site, &id)?;
+        if let Err(e) = write_atomic(&local, data, false) {
+            // The store directory is created on first use.
+            let dir = local.parent().expect("object paths have a parent");
+            if dir.exists() {
+                return Err(e);
+            }
+            fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+            write_atomic(&local, data, false)?;
+        }
+        // The caller's bytes are in memory and borrowed: they are hashed where they are.
+        let sha256 = sha256_hex(data);
+        self.stage(id, data.len() as u64, sha256, options).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let Some(meta) = self.meta(key)? else {
+            // A bare id names `<store dir>/<id>` here; nothing stored under it is "missing".
+            let (local, _) = self.paths(&self.inner.site, key.id())?;
+            return match fs::read(&local) {
+                Ok(bytes) => Ok(Some(bytes.into())),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("read", local, e)),
+            };
+        };
+        let (local, _) = self.paths(&self.inner.site, &meta.path)?;
+        if meta.source != self.inner.site {
+            self.wait_for(&meta, &local).await?;
+        }
+        verify::read_verified(&local, &meta).await
+    }
+
+    async fn put_file(&self, file: &Path, options: &PutOptions) -> Result<Key> {
+        self.stage_file(file, options).await
+    }
+
+    async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
+        self.verified_path(key).await
+    }
+
+    /// Submits every transfer still waiting in an open batch, so that a producer that
+    /// exits right after its puts does not leave them for its next run. (Dropping the
+    /// last handle does the same, best effort.)
+    async fn close(&self) -> Result<()> {
+        if let Some(manager) = self.inner.manager.get() {
+            manager.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        let path = match self.meta(key)? {
+            Some(meta) => meta.path,
+            None => key.id().to_owned(),
+        };
+        let (local, _) = self.paths(&self.inner.site, &path)?;
+        Ok(local.exists())
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        let meta = self.meta(key)?;
+        let path = meta.as_ref().map_or(key.id(), |m| m.path.as_str());
+        let (local, _) = self.paths(&self.inner.site, path)?;
+        match fs::remove_file(&local) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", local, e)),
+        }
+        if let Some(meta) = meta.filter(|m| m.source == self.inner.site)
+            && !meta.destinations.is_empty()
+        {
+            self.evict_remote(&meta).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The reader's side: wait until the object is at this site (a destination, or pulled
+//! on demand), following its Globus task where this process can see it, then verify.
+//!
+//! The completion signal is the file itself, present with the key's size and sha256: that
+//! needs no credentials and cannot be fooled by a partial file (Globus writes in place).
+//! The task adds early, precise failure: a FAILED task, or this object among a succeeded
+//! task's skipped errors, is an [`Error::TransferFailed`] at once, not a timeout; and the
+//! wait ends at the task's deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::GlobusConnector;
+use super::config::{DEFAULT_WAIT, ObjectMeta};
+use super::verify::{Verdict, integrity, verify_file};
+use crate::connector::Key;
+use crate::error::{Error, Result};
+use crate::transfer::states::TaskStatus;
+use crate::transfer::{ItemSpec, Priority};
+
+impl GlobusConnector {
+    /// [`Connector::resolve_path`](crate::connector::Connector::resolve_path): the
+    /// verified local path at this site, waiting for the transfer if it is on the way; a
+    /// 40 GB array never passes through memory.
+    pub(super) async fn verified_path(&self, key: &Key) -> Result<PathBuf> {
+        let meta = self.meta(key)?.ok_or_else(|| Error::InvalidConfig {
+            what: "globus key".into(),
+            message: format!("key {} carries no object metadata", key.id()),
+        })?;
+        let (local, _) = self.paths(&self.inner.site, &meta.path)?;
+        if meta.source != self.inner.site {
+            self.wait_for(&meta, &local).await?;
+        }
+        match verify_file(&local, &meta).await? {
+            Verdict::Match => Ok(local),
+            Verdict::Absent => Err(Error::not_found(&self.inner.config.store_dir, key, "")),
+            Verdict::Mismatch(found) => Err(integrity(&local, &meta, found)),
+        }
+    }
+
+    /// Waits until the object is at this site (a destination, or pulled on demand).
+    pub(super) async fn wait_for(&self, meta: &ObjectMeta, local: &Path) -> Result<()> {
+        let site = &self.inner.site;
+        let label = match meta.destinations.get(site) {
+            Some(label) => label.clone(),
+            None if matches!(verify_file(local, meta).await?, Verdict::Match) => return Ok(()),
+            None if self.inner.config.pull_on_demand => self.pull(meta).await?,
+            None => {
+                return Err(Error::NotStaged {
+                    key: meta.path.clone(),
+                    site: site.clone(),
+                    destinations: meta.destinations.keys().cloned().collect(),
+                });
+            }
+        };
+        // Already here: no need to follow the transfer (nor to ask Globus anything).
+        if matches!(verify_file(local, meta).await?, Verdict::Match) {
+            return Ok(());
+        }
+        let (_, source_path) = self.paths(&meta.source, &meta.path)?;
+        let (_, dest_path) = self.paths(site, &meta.path)?;
+        let watcher = self.watcher().await?.clone();
+        let _watch = watcher.watch(&label);
+        let explicit = self.inner.config.wait_timeout_s.map(Duration::from_secs);
+        let mut until = Instant::now() + explicit.unwrap_or(DEFAULT_WAIT);
+        let mut delay = Duration::from_millis(10);
+        let mut checked_skips = false;
+        loop {
+            let changed = watcher.changed();
+            let verdict = verify_file(local, meta).await?;
+            if matches!(verdict, Verdict::Match) {
+                return Ok(());
+            }
+            let task = watcher.task(&label);
+            if let Some(task) = &task {
+                if explicit.is_none()
+                    && let Some(deadline) = task
+                        .deadline
+                        .as_deref()
+                        .and_then(crate::transfer::types::parse_time)
+                {
+                    let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+                    until = Instant::now() + left + Duration::from_secs(5);
+                }
+                let failed = |code: String, description: String| Error::TransferFailed {
+                    task_id: Some(task.task_id.clone()),
+                    code,
+                    description,
+                    source_path: source_path.clone(),
+                    destination_path: dest_path.clone(),
+                };
+                match task.status {
+                    TaskStatus::Failed => {
+                        let (code, description) = match &task.fatal_error {
+                            Some(f) => (f.code.clone(), f.description.clone()),
+                            None => ("FAILED".into(), "the Globus task failed".into()),
+                        };
+                        return Err(failed(code, description));
+                    }
+                    TaskStatus::Succeeded if !checked_skips => {
+                        checked_skips = true;
+                        let client = self.client().await?;
+                        let skipped = client.skipped_errors(&task.task_id).await?;
+                        if let Some(s) = skipped.iter().find(|s| s.destination_path == dest_path) {
+                            return Err(failed(s.error_code.clone(), s.error_details.clone()));
+                        }
+                        // The file should be there now: one more look below.
+                        continue;
+                    }
+                    TaskStatus::Succeeded => {
+                        return Err(match verdict {
+                            Verdict::Mismatch(found) => integrity(local, meta, found),
+                            _ => failed(
+                                "MISSING".into(),
+                                format!(
+                                    "the task succeeded but {} is not there (deleted since?)",
+                                    local.display()
+                                ),
+                            ),
+                        });
+                    }
+                    _ => {}
+                }
+            } else if let Verdict::Mismatch(found) = verdict {
+                // Right size, wrong bytes, and no task of ours in flight to explain it.
+                return Err(integrity(local, meta, found));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(Error::Timeout {
+                    what: format!("{} to arrive at site {site}", meta.path),
+                    after: explicit.unwrap_or(DEFAULT_WAIT),
+                });
+            }
+            let _ = crate::runtime::timeout(delay.min(until - now), changed).await;
+            // A stat is cheap; the file is the completion signal, so look often.
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Transfers an object from its source to this site; returns the batch label.
+    async fn pull(&self, meta: &ObjectMeta) -> Result<String> {
+        let (_, source_path) = self.paths(&meta.source, &meta.path)?;
+        let (_, dest_path) = self.paths(&self.inner.site, &meta.path)?;
+        let spec = ItemSpec::new(
+            meta.collection.to_string(),
+            source_path,
+            self.inner
+                .config
+                .site(&self.inner.site)?
+                .collection
+                .to_string(),
+            dest_path,
+        )
+        .priority(Priority::Latency)
+        .checksum(meta.sha256.clone(), "SHA256");
+        Ok(self.manager().await?.enqueue(spec).await?.label)
+    }
+}

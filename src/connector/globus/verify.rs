@@ -1,0 +1,184 @@
+//! Checking that a file at this site is exactly the object its key describes.
+//!
+//! Size first (a `stat`), then the sha256. Objects of [`INLINE_HASH_LIMIT`] or more (up to
+//! tens of GB) are read and hashed on the library runtime's blocking threads, never on an
+//! async worker; smaller ones inline, where a thread hop would cost more than the hash.
+
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::config::ObjectMeta;
+use crate::error::{Error, Result};
+use crate::runtime;
+
+/// Files smaller than this are hashed on the calling task.
+pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
+
+/// What a look at an object's file found.
+pub(super) enum Verdict {
+    /// The file holds exactly the object.
+    Match,
+    /// No file, or not yet the right size (a transfer writes in place).
+    Absent,
+    /// The right size, the wrong bytes: what was found.
+    Mismatch(String),
+}
+
+/// Whether `local` holds exactly the object.
+pub(super) async fn verify_file(local: &Path, meta: &ObjectMeta) -> Result<Verdict> {
+    refuse_symlink(local)?;
+    match fs::metadata(local) {
+        Ok(m) if m.len() == meta.size => {}
+        Ok(_) => return Ok(Verdict::Absent),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Verdict::Absent),
+        Err(e) => return Err(Error::io("inspect", local, e)),
+    }
+    let (_, sha) = hash_file(local, meta.size).await?;
+    Ok(if sha == meta.sha256 {
+        Verdict::Match
+    } else {
+        Verdict::Mismatch(format!("sha256 {sha}"))
+    })
+}
+
+/// The object's bytes if `local` holds exactly them; `None` if there is no file.
+pub(super) async fn read_verified(local: &Path, meta: &ObjectMeta) -> Result<Option<Bytes>> {
+    refuse_symlink(local)?;
+    let read = |local: PathBuf, meta: ObjectMeta| -> Result<Option<Bytes>> {
+        let bytes = match fs::read(&local) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", local, e)),
+        };
+        let sha = hex(&Sha256::digest(&bytes));
+        if bytes.len() as u64 != meta.size || sha != meta.sha256 {
+            let found = format!("{} bytes, sha256 {sha}", bytes.len());
+            return Err(integrity(&local, &meta, found));
+        }
+        Ok(Some(bytes.into()))
+    };
+    if meta.size < INLINE_HASH_LIMIT {
+        read(local.to_owned(), meta.clone())
+    } else {
+        let (local, meta) = (local.to_owned(), meta.clone());
+        runtime::blocking(move || read(local, meta)).await?
+    }
+}
+
+/// The size and sha256 of the file at `path`, expected to be about `size_hint` bytes
+/// (which decides whether to hash inline).
+pub(super) async fn hash_file(path: &Path, size_hint: u64) -> Result<(u64, String)> {
+    if size_hint < INLINE_HASH_LIMIT {
+        hash_file_now(path)
+    } else {
+        let path = path.to_owned();
+        runtime::blocking(move || hash_file_now(&path)).await?
+    }
+}
+
+fn hash_file_now(path: &Path) -> Result<(u64, String)> {
+    let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+/// An object file must be a file in its directory, not a link to elsewhere: a planted
+/// link could make a reader return any file.
+pub(super) fn refuse_symlink(local: &Path) -> Result<()> {
+    match fs::symlink_metadata(local) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::malformed(format!(
+            "{} is a symbolic link; objects are plain files in their store directory",
+            local.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The sha256 of bytes in memory, lowercase hex.
+pub(super) fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The error for a file that is not the object its key describes.
+pub(super) fn integrity(local: &Path, meta: &ObjectMeta, found: String) -> Error {
+    Error::Integrity {
+        path: local.to_owned(),
+        expected: format!("{} bytes, sha256 {}", meta.size, meta.sha256),
+        found,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_of(data: &[u8]) -> ObjectMeta {
+        ObjectMeta {
+            v: super::super::META_VERSION,
+            source: "a".into(),
+            collection: uuid::Uuid::nil(),
+            path: "x".into(),
+            size: data.len() as u64,
+            sha256: sha256_hex(data),
+            destinations: Default::default(),
+        }
+    }
+
+    /// Both sides of the inline/blocking threshold give the same verdicts.
+    #[tokio::test(flavor = "current_thread")]
+    async fn large_and_small_files_verify_alike_on_a_current_thread_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [10usize, (INLINE_HASH_LIMIT as usize) + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            fs::write(&path, &data).unwrap();
+            let meta = meta_of(&data);
+            assert!(matches!(
+                verify_file(&path, &meta).await.unwrap(),
+                Verdict::Match
+            ));
+            assert_eq!(read_verified(&path, &meta).await.unwrap().unwrap(), data);
+            assert_eq!(
+                hash_file(&path, len as u64).await.unwrap(),
+                (len as u64, meta.sha256.clone())
+            );
+            let mut changed = data.clone();
+            changed[len / 2] ^= 1;
+            fs::write(&path, &changed).unwrap();
+            assert!(matches!(
+                verify_file(&path, &meta).await.unwrap(),
+                Verdict::Mismatch(_)
+            ));
+            assert!(matches!(
+                read_verified(&path, &meta).await,
+                Err(Error::Integrity { .. })
+            ));
+        }
+        assert!(matches!(
+            verify_file(&dir.path().join("none"), &meta_of(b"x"))
+                .await
+                .unwrap(),
+            Verdict::Absent
+        ));
+    }
+}

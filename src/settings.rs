@@ -1,0 +1,213 @@
+//! Settings from the environment, read in one place.
+//!
+//! The library reads no environment variable anywhere else: [`Settings::from_env`] reads
+//! them all once, and builders take a [`Settings`] value (or use [`Settings::global`],
+//! the process's environment as first read). Tests build a `Settings` instead of changing
+//! the environment, which is unsound while other threads run.
+//!
+//! | variable | field |
+//! | --- | --- |
+//! | `PS_GLOBUS_HOME`, else `XDG_DATA_HOME/ps-globus`, else `~/.local/share/ps-globus` | [`home`](Settings::home) |
+//! | `PS_GLOBUS_CONFIG`, else `XDG_CONFIG_HOME/ps-globus/config.toml`, else `~/.config/…` | [`config_path`](Settings::config_path) |
+//! | `PS_GLOBUS_SITE` | [`site`](Settings::site) |
+//! | `PS_GLOBUS_TRANSFER_URL`, `PS_GLOBUS_AUTH_URL` | [`transfer_url`](Settings::transfer_url), [`auth_url`](Settings::auth_url) |
+//! | `PS_GLOBUS_CLIENT_ID`, `PS_GLOBUS_CLIENT_SECRET` | [`client_id`](Settings::client_id), [`client_secret`](Settings::client_secret) |
+//! | `PS_GLOBUS_ACCESS_TOKEN` | [`access_token`](Settings::access_token) |
+//! | `PS_GLOBUS_TOKEN_STORE` (`auto`, `file`, `keyring`) | [`token_store`](Settings::token_store) |
+//! | `PS_GLOBUS_ASSUME_NETWORK_FS=1` | [`assume_network_fs`](Settings::assume_network_fs) |
+//! | `SSH_TTY`, `SSH_CONNECTION`, `DISPLAY`, `WAYLAND_DISPLAY` | [`remote_session`](Settings::remote_session), [`has_display`](Settings::has_display) |
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The Transfer service root of the real Globus.
+pub const DEFAULT_TRANSFER_URL: &str = "https://transfer.api.globus.org/";
+
+/// The Auth service root of the real Globus.
+pub const DEFAULT_AUTH_URL: &str = "https://auth.globus.org/";
+
+/// What the environment says, read once. Secrets never show in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The state directory: the state database, and `tokens.json` where no keyring works.
+    pub home: PathBuf,
+    /// The configuration file.
+    pub config_path: PathBuf,
+    /// The site this process is at, when set explicitly.
+    pub site: Option<String>,
+    /// The Transfer service root.
+    pub transfer_url: String,
+    /// The Auth service root.
+    pub auth_url: String,
+    /// The app's client id (a native app for `login`; with a secret, a service identity).
+    pub client_id: Option<String>,
+    /// A service identity's secret.
+    pub client_secret: Option<String>,
+    /// A bearer token obtained elsewhere, used as is.
+    pub access_token: Option<String>,
+    /// Where tokens are kept: `auto` (empty), `file` or `keyring`.
+    pub token_store: String,
+    /// Treat the state directory as a network file system (to test the fallback, or
+    /// where detection cannot see through a mount).
+    pub assume_network_fs: bool,
+    /// Whether this is an SSH session (login then prefers the copy-paste flow).
+    pub remote_session: bool,
+    /// Whether a graphical display is available (a browser can open).
+    pub has_display: bool,
+    /// The named point where the transfer manager aborts (`PS_GLOBUS_FAILPOINT`).
+    #[cfg(feature = "failpoints")]
+    pub failpoint: Option<String>,
+}
+
+impl Settings {
+    /// Reads every setting from this process's environment.
+    pub fn from_env() -> Settings {
+        Settings::from_lookup(|name| std::env::var_os(name))
+    }
+
+    /// The settings as this process's environment held them when first asked.
+    pub fn global() -> &'static Settings {
+        static GLOBAL: OnceLock<Settings> = OnceLock::new();
+        GLOBAL.get_or_init(Settings::from_env)
+    }
+
+    /// Reads every setting through `lookup` (a variable's value, or `None`); an empty
+    /// value counts as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Settings {
+        let os = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let text = |name: &str| os(name).map(|v| v.to_string_lossy().into_owned());
+        let user_home = || os("HOME").map(PathBuf::from).unwrap_or_else(|| ".".into());
+        let home = os("PS_GLOBUS_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            os("XDG_DATA_HOME")
+                .map(|d| PathBuf::from(d).join("ps-globus"))
+                .unwrap_or_else(|| user_home().join(".local/share/ps-globus"))
+        });
+        let config_path = os("PS_GLOBUS_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                os("XDG_CONFIG_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| user_home().join(".config"))
+                    .join("ps-globus")
+                    .join("config.toml")
+            });
+        Settings {
+            home,
+            config_path,
+            site: text("PS_GLOBUS_SITE"),
+            transfer_url: text("PS_GLOBUS_TRANSFER_URL")
+                .unwrap_or_else(|| DEFAULT_TRANSFER_URL.into()),
+            auth_url: text("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.into()),
+            client_id: text("PS_GLOBUS_CLIENT_ID"),
+            client_secret: text("PS_GLOBUS_CLIENT_SECRET"),
+            access_token: text("PS_GLOBUS_ACCESS_TOKEN"),
+            token_store: text("PS_GLOBUS_TOKEN_STORE").unwrap_or_default(),
+            assume_network_fs: text("PS_GLOBUS_ASSUME_NETWORK_FS").as_deref() == Some("1"),
+            remote_session: os("SSH_TTY").is_some() || os("SSH_CONNECTION").is_some(),
+            has_display: os("DISPLAY").is_some() || os("WAYLAND_DISPLAY").is_some(),
+            #[cfg(feature = "failpoints")]
+            failpoint: text("PS_GLOBUS_FAILPOINT"),
+        }
+    }
+
+    /// The settings of an empty environment, with `home` as the state directory: a
+    /// starting point for tests and embedded use.
+    pub fn isolated(home: impl Into<PathBuf>) -> Settings {
+        let home = home.into();
+        let mut settings = Settings::from_lookup(|_| None);
+        settings.config_path = home.join("config.toml");
+        settings.home = home;
+        settings
+    }
+
+    /// The state database's path: `home/state.db`.
+    pub fn state_db_path(&self) -> PathBuf {
+        self.home.join("state.db")
+    }
+
+    /// Whether both halves of a service identity are set.
+    pub fn has_service_identity(&self) -> bool {
+        self.client_id.is_some() && self.client_secret.is_some()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "[redacted]");
+        f.debug_struct("Settings")
+            .field("home", &self.home)
+            .field("config_path", &self.config_path)
+            .field("site", &self.site)
+            .field("transfer_url", &self.transfer_url)
+            .field("auth_url", &self.auth_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &secret(&self.client_secret))
+            .field("access_token", &secret(&self.access_token))
+            .field("token_store", &self.token_store)
+            .field("assume_network_fs", &self.assume_network_fs)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Settings {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()))
+    }
+
+    #[test]
+    fn paths_follow_ps_globus_then_xdg_then_home() {
+        let s = env(&[("HOME", "/h")]);
+        assert_eq!(s.home, PathBuf::from("/h/.local/share/ps-globus"));
+        assert_eq!(
+            s.config_path,
+            PathBuf::from("/h/.config/ps-globus/config.toml")
+        );
+        let s = env(&[
+            ("HOME", "/h"),
+            ("XDG_DATA_HOME", "/d"),
+            ("XDG_CONFIG_HOME", "/c"),
+        ]);
+        assert_eq!(s.home, PathBuf::from("/d/ps-globus"));
+        assert_eq!(s.config_path, PathBuf::from("/c/ps-globus/config.toml"));
+        let s = env(&[
+            ("PS_GLOBUS_HOME", "/p"),
+            ("PS_GLOBUS_CONFIG", "/p/c.toml"),
+            ("XDG_DATA_HOME", "/d"),
+        ]);
+        assert_eq!(s.home, PathBuf::from("/p"));
+        assert_eq!(s.config_path, PathBuf::from("/p/c.toml"));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset_and_urls_default_to_globus() {
+        let s = env(&[("PS_GLOBUS_SITE", ""), ("PS_GLOBUS_TRANSFER_URL", "")]);
+        assert_eq!(s.site, None);
+        assert_eq!(s.transfer_url, DEFAULT_TRANSFER_URL);
+        assert_eq!(s.auth_url, DEFAULT_AUTH_URL);
+        assert!(!s.has_service_identity());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = env(&[
+            ("PS_GLOBUS_CLIENT_SECRET", "hunter2-secret"),
+            ("PS_GLOBUS_ACCESS_TOKEN", "tok-abc123"),
+        ]);
+        let text = format!("{s:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("abc123"),
+            "{text}"
+        );
+        assert!(text.contains("[redacted]"), "{text}");
+    }
+}

@@ -1,0 +1,295 @@
+//! Running tasks: wait for a slot, spend the latency, then really copy or delete files.
+//!
+//! The copy is streamed in fixed-size chunks (constant memory) and written in place, as
+//! the real service does, so a reader that does not wait for the task can see a partial
+//! file. Bandwidth is a token bucket per running task. Path faults make a task retry
+//! while it stays ACTIVE with the failing code as `nice_status`, until its deadline.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::SimState;
+use super::checksum::{self, Algorithm, Hasher};
+use super::config::FaultKind;
+use super::paths::{self, Resolved};
+use super::tasks::{Request, TaskHandle};
+use crate::transfer::types::{
+    DeleteRequest, FatalError, FilterRule, SkippedError, SuccessfulTransfer, TaskStatus,
+    TransferRequest, format_time,
+};
+
+mod worker;
+
+#[allow(unused_imports)]
+pub(crate) use worker::*;
+
+const CHUNK: usize = 256 * 1024;
+
+/// Drives one task from queued to final. Runs on the emulator's runtime.
+pub(crate) async fn run(sim: Arc<SimState>, task: Arc<TaskHandle>) {
+    // Wait for a running slot (in submission order), or for cancel or the deadline.
+    loop {
+        let slot_freed = sim.tasks.slots_changed.notified();
+        let changed = task.changed.notified();
+        if sim.tasks.try_start(&task) {
+            break;
+        }
+        if let Some(stop) = task.stop_reason() {
+            sim.tasks.leave_queue(&task);
+            finish(&sim, &task, Some(stop));
+            return;
+        }
+        let deadline = task.state().deadline;
+        tokio::select! {
+            _ = slot_freed => {}
+            _ = changed => {}
+            _ = sleep_until(deadline) => {}
+        }
+    }
+    {
+        let mut state = task.state();
+        state.started = Some(Instant::now());
+        state.set_ok();
+        state.event(
+            "STARTED",
+            "started",
+            "{\"type\": \"ps-globus emulator\"}",
+            false,
+        );
+    }
+    task.changed.notify_waiters();
+    let outcome = async {
+        // The per-task overhead, spent holding the slot, before any copying.
+        let latency = sim.config.task_latency();
+        let until = tokio::time::Instant::now() + latency;
+        loop {
+            if let Some(stop) = task.stop_reason() {
+                return Some(stop);
+            }
+            let changed = task.changed.notified();
+            let deadline = task.state().deadline;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = changed => {}
+                _ = sleep_until(deadline) => {}
+            }
+        }
+        let (sim2, task2) = (Arc::clone(&sim), Arc::clone(&task));
+        tokio::task::spawn_blocking(move || execute(&sim2, &task2))
+            .await
+            .unwrap_or_else(|e| {
+                Some(FatalError {
+                    code: "ENDPOINT_ERROR".into(),
+                    description: format!("emulator worker failed: {e}"),
+                })
+            })
+    }
+    .await;
+    sim.tasks.release(&task);
+    finish(&sim, &task, outcome);
+}
+
+async fn sleep_until(deadline: chrono::DateTime<Utc>) {
+    let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::sleep(left).await;
+}
+
+fn finish(sim: &SimState, task: &TaskHandle, fatal: Option<FatalError>) {
+    let (kind, status) = {
+        let mut state = task.state();
+        state.finish(fatal);
+        (task.kind.as_str(), state.doc.status.clone())
+    };
+    sim.stats.task_finished(kind, status.as_str());
+    task.changed.notify_waiters();
+}
+
+/// What a failing path does to the task.
+enum PathOutcome {
+    /// Skipped (skip_source_errors): go on with the next item.
+    Skipped,
+    /// The task must end with this error.
+    Fatal(FatalError),
+}
+
+/// Runs a task's work on a blocking thread; `Some` is the fatal error, `None` success.
+fn execute(sim: &SimState, task: &TaskHandle) -> Option<FatalError> {
+    let worker = Worker { sim, task };
+    let result = match &task.request {
+        Request::Transfer(req) => worker.transfer(req),
+        Request::Delete(req) => worker.delete(req),
+    };
+    result.err()
+}
+
+struct Worker<'a> {
+    sim: &'a SimState,
+    task: &'a TaskHandle,
+}
+
+/// One file to copy.
+struct FilePlan {
+    src: PathBuf,
+    src_path: String,
+    dst: PathBuf,
+    dst_path: String,
+    external: Option<(String, Option<String>)>,
+}
+
+fn fatal(code: &str, description: impl Into<String>) -> FatalError {
+    FatalError {
+        code: code.into(),
+        description: description.into(),
+    }
+}
+
+fn io_code(e: &io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::NotFound => "FILE_NOT_FOUND",
+        ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => "QUOTA_EXCEEDED",
+        ErrorKind::NotADirectory => "NOT_A_DIRECTORY",
+        _ => "ENDPOINT_ERROR",
+    }
+}
+
+/// Expands `*`, `?` and `[...]` in the last component of a delete path.
+fn expand_glob(root: &Path, path: &str) -> Result<Vec<Resolved>, FatalError> {
+    let (dir, pattern) = path.rsplit_once('/').unwrap_or(("", path));
+    let dir = paths::resolve(root, if dir.is_empty() { "/" } else { dir })
+        .map_err(|e| fatal("PERMISSION_DENIED", e.0))?;
+    if !pattern.contains(['*', '?', '[']) {
+        return Ok(vec![
+            paths::resolve(root, path).map_err(|e| fatal("PERMISSION_DENIED", e.0))?,
+        ]);
+    }
+    let glob = glob::Pattern::new(pattern)
+        .map_err(|e| fatal("ENDPOINT_ERROR", format!("bad glob {pattern:?}: {e}")))?;
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir(&dir.local) {
+        for entry in entries.flatten() {
+            if let Ok(name) = entry.file_name().into_string()
+                && glob.matches(&name)
+            {
+                let p = paths::join(&dir.path, &name);
+                found.push(paths::resolve(root, &p).map_err(|e| fatal("PERMISSION_DENIED", e.0))?);
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// First matching rule wins; no match includes.
+fn filter_allows(rules: &[FilterRule], name: &str, is_dir: bool) -> bool {
+    for rule in rules {
+        let applies = match rule.kind.as_deref() {
+            Some("file") => !is_dir,
+            Some("dir") => is_dir,
+            _ => true,
+        };
+        if applies
+            && glob::Pattern::new(&rule.name)
+                .map(|p| p.matches(name))
+                .unwrap_or(false)
+        {
+            return rule.method != "exclude";
+        }
+    }
+    true
+}
+
+fn source_fault_code(kind: FaultKind) -> Option<&'static str> {
+    match kind {
+        FaultKind::FileNotFound => Some("FILE_NOT_FOUND"),
+        FaultKind::PermissionDenied => Some("PERMISSION_DENIED"),
+        _ => None,
+    }
+}
+
+enum Copied {
+    Skipped,
+    Done(Done),
+}
+
+struct Done {
+    bytes: u64,
+    md5: Option<String>,
+    external: Option<String>,
+}
+
+/// A token bucket of bytes per second, with a tenth of a second of burst.
+struct Bucket {
+    rate: Option<f64>,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Option<u64>) -> Self {
+        Bucket {
+            rate: rate.map(|r| r as f64),
+            tokens: rate.map_or(0.0, |r| r as f64 / 10.0),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` bytes' worth of tokens; returns how long to wait before sending them.
+    fn take(&mut self, n: u64) -> Option<Duration> {
+        let rate = self.rate?;
+        let now = Instant::now();
+        let burst = rate / 10.0;
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate)
+            .min(burst.max(n as f64));
+        self.last = now;
+        self.tokens -= n as f64;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(method: &str, name: &str, kind: Option<&str>) -> FilterRule {
+        FilterRule {
+            data_type: "filter_rule".into(),
+            method: method.into(),
+            name: name.into(),
+            kind: kind.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn filter_rules_first_match_wins() {
+        let rules = [
+            rule("include", "keep.tmp", None),
+            rule("exclude", "*.tmp", Some("file")),
+            rule("exclude", "cache", Some("dir")),
+        ];
+        assert!(filter_allows(&rules, "keep.tmp", false));
+        assert!(!filter_allows(&rules, "x.tmp", false));
+        assert!(
+            filter_allows(&rules, "x.tmp", true),
+            "the exclude applies to files only"
+        );
+        assert!(!filter_allows(&rules, "cache", true));
+        assert!(filter_allows(&rules, "data.bin", false));
+    }
+
+    #[test]
+    fn bucket_accounts_bytes_over_time() {
+        let mut bucket = Bucket::new(Some(1_000_000));
+        // The first tenth of a second is burst; then 1 MB costs ~1 s.
+        assert!(bucket.take(100_000).is_none());
+        let wait = bucket.take(1_000_000).unwrap();
+        assert!(wait >= Duration::from_millis(900), "{wait:?}");
+        assert!(Bucket::new(None).take(u64::MAX).is_none());
+    }
+}

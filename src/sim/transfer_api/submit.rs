@@ -1,0 +1,301 @@
+//! Submitting transfer and delete tasks: parsing, validation, admission.
+
+use super::*;
+
+// ---- submission ----------------------------------------------------------------------
+
+/// `GET /submission_id`.
+pub(crate) async fn submission_id() -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!({"DATA_TYPE": "submission_id", "value": Uuid::new_v4()}),
+    )
+}
+
+pub(super) fn check_label(label: &Option<String>) -> ApiResult<()> {
+    if let Some(label) = label
+        && (label.chars().count() > 128 || label.contains(['\r', '\n']) || label.trim() != label)
+    {
+        return Err(ApiError::bad_request(
+            "label must be at most 128 characters, one line, without surrounding spaces",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn deadline(text: &Option<String>, default: Duration) -> ApiResult<DateTime<Utc>> {
+    match text {
+        None => Ok(Utc::now() + chrono::Duration::from_std(default).unwrap_or_default()),
+        Some(t) => parse_time(t)
+            .ok_or_else(|| ApiError::bad_request(format!("deadline {t:?} is not a date or time"))),
+    }
+}
+
+pub(super) fn check_submission_id(id: &str) -> ApiResult<()> {
+    Uuid::parse_str(id).map(|_| ()).map_err(|_| {
+        ApiError::bad_request(format!(
+            "submission_id {id:?} is not a UUID (get one from /submission_id)"
+        ))
+    })
+}
+
+/// What transfer and delete documents share.
+pub(super) trait Submission: serde::de::DeserializeOwned {
+    /// `"transfer"` or `"delete"`.
+    const KIND: &'static str;
+    /// The error code for a document without items.
+    const NO_ITEMS: &'static str;
+    /// (DATA_TYPE, submission id, number of items, label).
+    fn header(&self) -> (&str, &str, usize, &Option<String>);
+}
+
+impl Submission for TransferRequest {
+    const KIND: &'static str = "transfer";
+    const NO_ITEMS: &'static str = "ClientError.BadRequest.NoTransferItems";
+    fn header(&self) -> (&str, &str, usize, &Option<String>) {
+        (
+            &self.data_type,
+            &self.submission_id,
+            self.data.len(),
+            &self.label,
+        )
+    }
+}
+
+impl Submission for DeleteRequest {
+    const KIND: &'static str = "delete";
+    const NO_ITEMS: &'static str = "ClientError.BadRequest.NoDeleteItems";
+    fn header(&self) -> (&str, &str, usize, &Option<String>) {
+        (
+            &self.data_type,
+            &self.submission_id,
+            self.data.len(),
+            &self.label,
+        )
+    }
+}
+
+/// Parses a submission and checks its DATA_TYPE, submission id, items and label.
+pub(super) fn parse_submission<T: Submission>(body: &[u8]) -> ApiResult<T> {
+    let kind = T::KIND;
+    let doc: T = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid {kind} document: {e}")))?;
+    let (data_type, submission_id, items, label) = doc.header();
+    if data_type != kind {
+        return Err(ApiError::bad_request(format!(
+            "DATA_TYPE must be \"{kind}\""
+        )));
+    }
+    check_submission_id(submission_id)?;
+    if items == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            T::NO_ITEMS,
+            format!("A {kind} requires at least one item"),
+        ));
+    }
+    check_label(label)?;
+    Ok(doc)
+}
+
+/// `POST /transfer`.
+pub(crate) async fn submit_transfer(
+    State(sim): State<Arc<SimState>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let req: TransferRequest = parse_submission(&body)?;
+    if req.sync_level.is_some_and(|l| l > 3) {
+        return Err(ApiError::bad_request("sync_level must be 0, 1, 2 or 3"));
+    }
+    for item in &req.data {
+        if !matches!(
+            item.data_type.as_str(),
+            "transfer_item" | "transfer_symlink_item"
+        ) {
+            return Err(ApiError::bad_request(format!(
+                "unknown item DATA_TYPE {:?}",
+                item.data_type
+            )));
+        }
+        if item.source_path.is_empty() || item.destination_path.is_empty() {
+            return Err(ApiError::bad_request(
+                "every item needs source_path and destination_path",
+            ));
+        }
+        if item.external_checksum.is_some() && item.recursive == Some(true) {
+            return Err(ApiError::bad_request(
+                "external_checksum is not allowed on recursive items",
+            ));
+        }
+        if let Some(a) = &item.checksum_algorithm
+            && Algorithm::parse(a).is_none()
+        {
+            return Err(ApiError::bad_request(format!(
+                "unsupported checksum_algorithm {a:?} (MD5, SHA1, SHA256, SHA512, ADLER32)"
+            )));
+        }
+    }
+    let src = usable_collection(&sim, &caller, &req.source_endpoint)?;
+    let dst = usable_collection(&sim, &caller, &req.destination_endpoint)?;
+    let deadline = deadline(&req.deadline, Duration::from_secs(24 * 3600))?;
+    let mut doc = new_task_doc(&caller, Kind::Transfer, &req.label, deadline);
+    doc.source_endpoint = Some(src.name.clone());
+    doc.source_endpoint_id = Some(src.id.to_string());
+    doc.source_endpoint_display_name = Some(src.name.clone());
+    doc.destination_endpoint = Some(dst.name.clone());
+    doc.destination_endpoint_id = Some(dst.id.to_string());
+    doc.destination_endpoint_display_name = Some(dst.name.clone());
+    doc.sync_level = req.sync_level;
+    doc.verify_checksum = req.verify_checksum.unwrap_or(false);
+    doc.encrypt_data = req.encrypt_data.unwrap_or(false);
+    doc.preserve_timestamp = req.preserve_timestamp.unwrap_or(false);
+    doc.delete_destination_extra = req.delete_destination_extra.unwrap_or(false);
+    doc.skip_source_errors = req.skip_source_errors.unwrap_or(false);
+    doc.fail_on_quota_errors = req.fail_on_quota_errors.unwrap_or(false);
+    doc.filter_rules = req.filter_rules.clone();
+    doc.recursive_symlinks = Some(
+        req.recursive_symlinks
+            .clone()
+            .unwrap_or_else(|| "ignore".into()),
+    );
+    let submission = req.submission_id.clone();
+    admit(
+        &sim,
+        &caller,
+        Kind::Transfer,
+        &submission,
+        Request::Transfer(req),
+        doc,
+        deadline,
+    )
+}
+
+/// `POST /delete`.
+pub(crate) async fn submit_delete(
+    State(sim): State<Arc<SimState>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let req: DeleteRequest = parse_submission(&body)?;
+    let c = usable_collection(&sim, &caller, &req.endpoint)?;
+    let deadline = deadline(&req.deadline, Duration::from_secs(24 * 3600))?;
+    let mut doc = new_task_doc(&caller, Kind::Delete, &req.label, deadline);
+    doc.source_endpoint = Some(c.name.clone());
+    doc.source_endpoint_id = Some(c.id.to_string());
+    doc.source_endpoint_display_name = Some(c.name.clone());
+    let submission = req.submission_id.clone();
+    admit(
+        &sim,
+        &caller,
+        Kind::Delete,
+        &submission,
+        Request::Delete(req),
+        doc,
+        deadline,
+    )
+}
+
+pub(super) fn new_task_doc(
+    caller: &Caller,
+    kind: Kind,
+    label: &Option<String>,
+    deadline: DateTime<Utc>,
+) -> Task {
+    Task {
+        data_type: "task".into(),
+        task_id: String::new(),
+        kind: kind.as_str().into(),
+        status: TaskStatus::Active,
+        label: label.clone(),
+        owner_id: caller.identity.id.to_string(),
+        username: Some(caller.identity.username.clone()),
+        request_time: Some(format_time(Utc::now())),
+        deadline: Some(format_time(deadline)),
+        command: "API 0.10".into(),
+        is_ok: Some(true),
+        nice_status: Some("Queued".into()),
+        nice_status_short_description: Some("Queued".into()),
+        nice_status_expires_in: Some(-1),
+        ..Task::default()
+    }
+}
+
+pub(super) fn admit(
+    sim: &Arc<SimState>,
+    caller: &Caller,
+    kind: Kind,
+    submission: &str,
+    request: Request,
+    mut doc: Task,
+    deadline: DateTime<Utc>,
+) -> ApiResult {
+    let id = Uuid::new_v4();
+    doc.task_id = id.to_string();
+    let make = || {
+        let state = TaskState {
+            doc,
+            events: Vec::new(),
+            successful: Vec::new(),
+            skipped: Vec::new(),
+            deadline,
+            started: None,
+        };
+        TaskHandle::new(id, caller.identity.id, kind, request, state)
+    };
+    let (kind_name, result_type) = match kind {
+        Kind::Transfer => ("transfer", "transfer_result"),
+        Kind::Delete => ("delete", "delete_result"),
+    };
+    let (code, message, task_id, status) = match sim.tasks.admit(
+        submission,
+        sim.config.pending_cap,
+        make,
+    ) {
+        Admission::Accepted(task) => {
+            sim.stats.task_submitted(kind.as_str());
+            tokio::spawn(engine::run(Arc::clone(sim), task));
+            let message = format!(
+                "The {kind_name} has been accepted and a task has been created and queued for execution"
+            );
+            ("Accepted", message, id, StatusCode::ACCEPTED)
+        }
+        Admission::Duplicate(original) => (
+            "Duplicate",
+            format!(
+                "A {kind_name} with submission id {submission} was already accepted as task {original}"
+            ),
+            original,
+            StatusCode::OK,
+        ),
+        Admission::OverCap(pending) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ClientError.Conflict.PendingTaskLimit",
+                format!(
+                    "You have {pending} tasks queued or running, the most allowed ({}); wait for some to finish",
+                    sim.config.pending_cap
+                ),
+            ));
+        }
+    };
+    ok(
+        status,
+        SubmitResult {
+            data_type: result_type.into(),
+            code: code.into(),
+            message,
+            request_id: request_id(),
+            resource: format!("/{kind_name}"),
+            submission_id: submission.into(),
+            task_id: task_id.to_string(),
+            task_link: Some(Link {
+                data_type: "link".into(),
+                href: format!("task/{task_id}?format=json"),
+                rel: "related".into(),
+                resource: "task".into(),
+                title: "related task".into(),
+            }),
+        },
+    )
+}

@@ -1,0 +1,117 @@
+//! Two sites on the built-in emulator, for `ps-globus demo`, the Globus benchmark and
+//! tests: collections `a` and `b` in a temporary directory, a service identity both sites
+//! act as, and a [`GlobusConfig`] naming both. A producer at `a` proxies objects; a
+//! consumer in another process, configured as `b` through [`TwoSites::consumer_env`],
+//! resolves them.
+//!
+//! This harness is the one part of the emulator that uses the library above the
+//! Transfer document types: it builds the connector a producer uses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{CollectionConfig, SimConfig, Simulator};
+use crate::auth::{ClientCredentialsAuthorizer, TRANSFER_SCOPE};
+use crate::config::SiteConfig;
+use crate::connector::{GlobusConfig, GlobusConnector};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+const CLIENT_ID: &str = "d3m0d3m0-0000-4000-8000-000000000001";
+const CLIENT_SECRET: &str = "demo-service-secret";
+
+/// An emulator with sites `a` and `b` in a temporary directory (removed on drop).
+pub struct TwoSites {
+    /// The emulator.
+    pub sim: Simulator,
+    /// The store configuration both sites use.
+    pub config: GlobusConfig,
+    dir: tempfile::TempDir,
+}
+
+impl TwoSites {
+    /// Starts the emulator with `task_latency_ms` of per-task overhead.
+    pub fn start(task_latency_ms: u64) -> Result<TwoSites> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        let mut sim_config = SimConfig {
+            task_latency_ms,
+            ..SimConfig::default()
+        };
+        sim_config
+            .clients
+            .insert(CLIENT_ID.into(), CLIENT_SECRET.into());
+        for name in ["a", "b"] {
+            let root = dir.path().join(format!("site-{name}"));
+            std::fs::create_dir_all(&root).map_err(|e| Error::io("create", &root, e))?;
+            sim_config.collections.insert(
+                name.into(),
+                CollectionConfig {
+                    root,
+                    ..Default::default()
+                },
+            );
+        }
+        let sim = Simulator::start(sim_config)?;
+        let mut sites = std::collections::BTreeMap::new();
+        for name in ["a", "b"] {
+            let collection = sim.collection(name).expect("started with it");
+            sites.insert(
+                name.to_string(),
+                SiteConfig {
+                    collection: collection.id,
+                    collection_path: "/".into(),
+                    local_path: collection.root.clone(),
+                    host_regex: None,
+                },
+            );
+        }
+        let config = GlobusConfig {
+            store_dir: "demo-store".into(),
+            sites,
+            destinations: None,
+            pull_on_demand: false,
+            wait_timeout_s: Some(600),
+            transfer_url: Some(sim.transfer_url().into()),
+        };
+        Ok(TwoSites { sim, config, dir })
+    }
+
+    /// The state directory of `site`'s processes.
+    pub fn home(&self, site: &str) -> PathBuf {
+        self.dir.path().join(format!("home-{site}"))
+    }
+
+    /// The connector of a producer at site `a`, in this process.
+    pub fn producer(&self) -> Result<GlobusConnector> {
+        let auth = ClientCredentialsAuthorizer::new(
+            self.sim.auth_url(),
+            CLIENT_ID,
+            CLIENT_SECRET,
+            TRANSFER_SCOPE,
+        )?;
+        GlobusConnector::builder(self.config.clone())
+            .site("a")
+            .authorizer(Arc::new(auth))
+            .settings(Settings::isolated(self.home("a")))
+            .build()
+    }
+
+    /// The environment of a consumer process at site `b`: it rebuilds the store from
+    /// the proxies and acts as the same service identity.
+    pub fn consumer_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PS_GLOBUS_SITE".into(), "b".into()),
+            (
+                "PS_GLOBUS_HOME".into(),
+                self.home("b").display().to_string(),
+            ),
+            ("PS_GLOBUS_CLIENT_ID".into(), CLIENT_ID.into()),
+            ("PS_GLOBUS_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
+            ("PS_GLOBUS_AUTH_URL".into(), self.sim.auth_url().into()),
+            (
+                "PS_GLOBUS_TRANSFER_URL".into(),
+                self.sim.transfer_url().into(),
+            ),
+        ]
+    }
+}

@@ -1,0 +1,204 @@
+//! What a caller hands the manager: its configuration, per-task options, and items.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the manager batches, admits and polls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManagerConfig {
+    /// Close a batch after this long without a new item.
+    pub quiet: Duration,
+    /// Close a batch this long after its first item, however busy.
+    pub max_delay: Duration,
+    /// Close a batch at this many items.
+    pub max_items: usize,
+    /// Tasks of this identity pending at Globus at once (Globus allows 100).
+    pub max_pending_tasks: usize,
+    /// Every this-many admissions, waiting bulk work goes before latency work.
+    pub bulk_every: usize,
+    /// The poll interval while tasks are young or progressing.
+    pub poll_min: Duration,
+    /// The poll interval for young tasks that nobody in this process waits for (the
+    /// state database still learns their fate; a `wait` brings `poll_min` back).
+    pub poll_idle: Duration,
+    /// The longest poll interval, for long quiet tasks.
+    pub poll_max: Duration,
+    /// Tasks younger than this are polled at `poll_min`.
+    pub young: Duration,
+    /// A task ACTIVE with a fatal `nice_status` this long is cancelled and re-split.
+    pub fail_fast_after: Duration,
+    /// How long a poller lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// Aborts the process at this named point of submission (`after-commit`,
+    /// `after-post`), to test crash recovery. Only in builds with the `failpoints`
+    /// feature, never in a release binary.
+    #[cfg(feature = "failpoints")]
+    pub failpoint: Option<String>,
+}
+
+impl ManagerConfig {
+    /// The defaults, with what `settings` say about the manager (in builds with the
+    /// `failpoints` feature, `PS_GLOBUS_FAILPOINT`).
+    pub fn from_settings(settings: &crate::settings::Settings) -> Self {
+        #[cfg(not(feature = "failpoints"))]
+        let _ = settings;
+        ManagerConfig {
+            #[cfg(feature = "failpoints")]
+            failpoint: settings.failpoint.clone(),
+            ..ManagerConfig::default()
+        }
+    }
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            quiet: Duration::from_millis(20),
+            max_delay: Duration::from_millis(500),
+            max_items: 10_000,
+            max_pending_tasks: 20,
+            bulk_every: 3,
+            poll_min: Duration::from_millis(250),
+            poll_idle: Duration::from_secs(1),
+            poll_max: Duration::from_secs(15),
+            young: Duration::from_secs(10),
+            fail_fast_after: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(10),
+            #[cfg(feature = "failpoints")]
+            failpoint: None,
+        }
+    }
+}
+
+/// Per-task options; items with different options go to different tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchOptions {
+    /// 0 exists, 1 size, 2 mtime, 3 checksum; `None`: always copy.
+    pub sync_level: Option<u8>,
+    /// Verify checksums after copying (default true).
+    pub verify_checksum: bool,
+    /// Skip missing or unreadable sources, failing only their items (default true).
+    pub skip_source_errors: bool,
+    /// Copy modification times.
+    pub preserve_timestamp: bool,
+    /// Fail on quota errors instead of retrying.
+    pub fail_on_quota_errors: bool,
+    /// The task's deadline (RFC 3339 or `YYYY-MM-DD HH:MM:SS`).
+    pub deadline: Option<String>,
+    /// The Globus task's label (default: the batch label, `psg-...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            sync_level: None,
+            verify_checksum: true,
+            skip_source_errors: true,
+            preserve_timestamp: false,
+            fail_on_quota_errors: false,
+            deadline: None,
+            label: None,
+        }
+    }
+}
+
+/// Who waits for an item: latency-sensitive proxy traffic, or bulk staging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    /// Proxies being resolved: goes first.
+    Latency,
+    /// Staging: goes after latency work, but is never starved.
+    Bulk,
+}
+
+/// One path to transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemSpec {
+    /// Source collection id.
+    pub source: String,
+    /// Destination collection id.
+    pub destination: String,
+    /// Path on the source collection.
+    pub source_path: String,
+    /// Path on the destination collection.
+    pub destination_path: String,
+    /// Directory or file; `None` lets Globus detect it.
+    pub recursive: Option<bool>,
+    /// A checksum the copy must match, with its algorithm (e.g. `SHA256`).
+    pub external_checksum: Option<(String, String)>,
+    /// Task options.
+    pub options: BatchOptions,
+    /// Scheduling class.
+    pub priority: Priority,
+}
+
+impl ItemSpec {
+    /// A file or directory from `source:source_path` to `destination:destination_path`,
+    /// default options, bulk priority.
+    pub fn new(
+        source: impl Into<String>,
+        source_path: impl Into<String>,
+        destination: impl Into<String>,
+        destination_path: impl Into<String>,
+    ) -> Self {
+        ItemSpec {
+            source: source.into(),
+            destination: destination.into(),
+            source_path: source_path.into(),
+            destination_path: destination_path.into(),
+            recursive: None,
+            external_checksum: None,
+            options: BatchOptions::default(),
+            priority: Priority::Bulk,
+        }
+    }
+
+    /// With `priority`.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// With `options`.
+    pub fn options(mut self, options: BatchOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// With an external checksum (`algorithm` e.g. `SHA256`).
+    pub fn checksum(mut self, checksum: impl Into<String>, algorithm: impl Into<String>) -> Self {
+        self.external_checksum = Some((checksum.into(), algorithm.into()));
+        self
+    }
+}
+
+/// What [`TransferManager::enqueue`](super::TransferManager::enqueue) hands back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueued {
+    /// The item's id in the state database.
+    pub item: i64,
+    /// The label of its batch (and of the Globus task it becomes).
+    pub label: String,
+}
+
+impl Priority {
+    /// The stored form: latency work sorts first.
+    pub(super) fn code(self) -> i64 {
+        match self {
+            Priority::Latency => 0,
+            Priority::Bulk => 1,
+        }
+    }
+
+    /// The name `status` shows for a stored priority code.
+    pub(super) fn name_of(code: i64) -> &'static str {
+        if code == Priority::Latency.code() {
+            "latency"
+        } else {
+            "bulk"
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Which processes sharing the state database are alive, and the poller lease.
+//!
+//! A process is named `host:pid:start-time`: on its own host a pid is alive when
+//! `/proc/<pid>/stat` shows the same start time (a reused pid is another process); on
+//! another host, when its heartbeat is fresh. Work owned by a dead process (open
+//! batches, half-submitted ones, the poller lease) is taken over by a live one.
+
+use std::collections::BTreeSet;
+
+use super::Inner;
+use super::sql::{self, ProcessRow, now_ms};
+use crate::error::Result;
+
+/// This process, as it records itself in the database.
+pub(super) fn this_process() -> ProcessRow {
+    let pid = std::process::id();
+    let host = hostname();
+    let started = process_start(pid).unwrap_or_else(|| now_ms().to_string());
+    ProcessRow {
+        owner: format!("{host}:{pid}:{started}"),
+        host,
+        pid,
+        started,
+        heartbeat_at: now_ms(),
+    }
+}
+
+/// A process's start time (field 22 of `/proc/<pid>/stat`), to tell a live pid from a
+/// reused one.
+pub(super) fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Counted after the parenthesised command name, which may hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
+
+fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Inner {
+    /// Owners that are alive: this process, processes on this host whose pid still runs
+    /// with the same start time, and other hosts' processes with a fresh heartbeat.
+    pub(super) async fn live_owners(&self) -> Result<BTreeSet<String>> {
+        let fresh = now_ms() - 3 * self.config.lease_ttl.as_millis() as i64;
+        Ok(sql::processes(&self.db)
+            .await?
+            .into_iter()
+            .filter(|p| {
+                if p.owner == self.owner {
+                    true
+                } else if p.host == self.host {
+                    process_start(p.pid).as_deref() == Some(p.started.as_str())
+                } else {
+                    p.heartbeat_at > fresh
+                }
+            })
+            .map(|p| p.owner)
+            .collect())
+    }
+
+    /// Open batches whose process died are closed, so they get submitted.
+    pub(super) async fn close_orphaned_open_batches(&self) -> Result<()> {
+        let live = self.live_owners().await?;
+        for (batch, owner) in sql::open_batches(&self.db, &self.identity).await? {
+            if !live.contains(&owner) {
+                sql::adopt_open_batch(&self.db, batch, &self.owner).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews this process's heartbeat, which other hosts read as "alive".
+    pub(super) async fn heartbeat(&self) -> Result<()> {
+        sql::heartbeat(&self.db, &self.owner).await
+    }
+
+    /// Takes or renews the poller lease for this identity; true if this process polls.
+    pub(super) async fn lease(&self) -> Result<bool> {
+        let live = self.live_owners().await?;
+        let expires = now_ms() + self.config.lease_ttl.as_millis() as i64;
+        sql::take_lease(
+            &self.db,
+            &format!("poller:{}", self.identity),
+            &self.owner,
+            expires,
+            |owner| live.contains(owner),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_a_start_time() {
+        assert!(process_start(std::process::id()).is_some());
+        assert_eq!(
+            process_start(std::process::id()),
+            process_start(std::process::id())
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The manager's background work: the group-commit writer, the batcher that closes
+//! batches, the submitter and the poller. Each loop holds only a weak reference to the
+//! manager and ends with it (or at `shutdown`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::ItemSpec;
+use super::sql::{self, BatchKey};
+use super::{Inner, Signals};
+use crate::error::{Error, Result};
+
+/// A batch that takes items, as this process sees it.
+pub(super) struct OpenBatch {
+    pub label: String,
+    pub first: Instant,
+    pub last: Instant,
+    pub items: usize,
+}
+
+/// A request to the writer: commit an item, or close a batch.
+pub(super) enum WriteReq {
+    Item {
+        key: BatchKey,
+        label: String,
+        spec: Box<ItemSpec>,
+        ack: oneshot::Sender<Result<i64>>,
+    },
+    Close {
+        label: String,
+        ack: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Starts the four loops on the library runtime.
+pub(super) fn spawn(inner: &Arc<Inner>, requests: mpsc::UnboundedReceiver<WriteReq>) {
+    let rt = crate::runtime::handle();
+    let weak = Arc::downgrade(inner);
+    let signals = &inner.signals;
+    rt.spawn(writer_loop(weak.clone(), requests));
+    rt.spawn(batcher_loop(weak.clone(), Arc::clone(signals)));
+    rt.spawn(submitter_loop(weak.clone(), Arc::clone(signals)));
+    rt.spawn(poller_loop(weak, Arc::clone(signals)));
+}
+
+/// Commits whatever enqueues and closes arrived since its last wake-up in one
+/// transaction (group commit), then answers each caller.
+async fn writer_loop(manager: Weak<Inner>, mut requests: mpsc::UnboundedReceiver<WriteReq>) {
+    let mut ids: HashMap<String, i64> = HashMap::new();
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 10_000 {
+            match requests.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = manager.upgrade() else {
+            return;
+        };
+        let result =
+            sql::commit_writes(&inner.db, &inner.identity, &inner.owner, &batch, &mut ids).await;
+        let mut item_ids = match &result {
+            Ok(ids) => ids.clone().into_iter(),
+            Err(_) => Vec::new().into_iter(),
+        };
+        for request in batch {
+            // Every caller of the group gets its own error; they share the cause's text.
+            let failed = || {
+                let cause = result.as_ref().err().map(ToString::to_string);
+                Error::state(
+                    inner.db.path(),
+                    "committing enqueued transfers failed",
+                    cause.unwrap_or_else(|| "fewer item ids than items".into()),
+                )
+            };
+            match request {
+                WriteReq::Item { ack, .. } => {
+                    let _ = ack.send(if result.is_ok() {
+                        item_ids.next().ok_or_else(failed)
+                    } else {
+                        Err(failed())
+                    });
+                }
+                WriteReq::Close { label, ack } => {
+                    ids.remove(&label);
+                    let _ = ack.send(if result.is_ok() {
+                        Ok(())
+                    } else {
+                        Err(failed())
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Closes batches that have been quiet for `quiet`, are `max_delay` old, or are full.
+async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
+    loop {
+        let Some(inner) = manager.upgrade() else {
+            return;
+        };
+        if inner.stopped() {
+            return;
+        }
+        let config = &inner.config;
+        let now = Instant::now();
+        let (due, next) = {
+            let mut open = inner.open.lock().expect("open batches poisoned");
+            let due: Vec<String> = open
+                .values()
+                .filter(|b| {
+                    now >= b.last + config.quiet
+                        || now >= b.first + config.max_delay
+                        || b.items >= config.max_items
+                })
+                .map(|b| b.label.clone())
+                .collect();
+            open.retain(|_, b| !due.contains(&b.label));
+            let next = open
+                .values()
+                .map(|b| (b.last + config.quiet).min(b.first + config.max_delay))
+                .min();
+            (due, next)
+        };
+        for label in &due {
+            let (ack, done) = oneshot::channel();
+            if inner
+                .writer
+                .send(WriteReq::Close {
+                    label: label.clone(),
+                    ack,
+                })
+                .is_ok()
+            {
+                let _ = done.await;
+            }
+        }
+        if !due.is_empty() {
+            inner.signals.submit_kick.notify_one();
+        }
+        drop(inner);
+        let kick = signals.batcher_kick.notified();
+        let mut stop = signals.stop.subscribe();
+        let wait = next.map_or(Duration::from_secs(3600), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        tokio::select! {
+            _ = kick => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Submits admitted batches; retries failed submissions with a growing back-off.
+async fn submitter_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
+    let mut admissions = 0usize;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(inner) = manager.upgrade() else {
+            return;
+        };
+        if inner.stopped() {
+            return;
+        }
+        let mut failed = false;
+        loop {
+            match inner.next_to_submit(admissions).await {
+                Ok(Some((batch, sid))) => {
+                    let fresh = sid.is_none();
+                    if let Err(e) = inner.submit(batch, sid).await {
+                        tracing::warn!("submitting a transfer batch failed, will retry: {e}");
+                        failed = true;
+                        break;
+                    }
+                    if fresh {
+                        admissions += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("transfer manager: {e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        backoff = if failed {
+            (backoff * 2).min(Duration::from_secs(30))
+        } else {
+            Duration::from_millis(200)
+        };
+        drop(inner);
+        let kick = signals.submit_kick.notified();
+        let changed = signals.changed.notified();
+        let mut stop = signals.stop.subscribe();
+        // Woken by new batches, by tasks finishing (admission frees up), or to retry.
+        let wait = if failed {
+            backoff
+        } else {
+            Duration::from_secs(2)
+        };
+        tokio::select! {
+            _ = kick, if !failed => {}
+            _ = changed, if !failed => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Polls Globus while this process holds the poller lease; otherwise watches the
+/// database's generation for the holder's updates.
+async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
+    let mut interval;
+    let mut seen_generation = -1;
+    let mut last_interval = Duration::ZERO;
+    loop {
+        let Some(inner) = manager.upgrade() else {
+            return;
+        };
+        if inner.stopped() {
+            return;
+        }
+        let config = inner.config.clone();
+        let _ = inner.heartbeat().await;
+        let leader = inner.lease().await.unwrap_or(false);
+        if leader {
+            let waited_on = inner.waiters.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            interval = match inner.poll_once().await {
+                Ok(true) if waited_on => config.poll_min,
+                Ok(true) => config.poll_idle.max(config.poll_min),
+                Ok(false) => (last_interval.max(config.poll_min).mul_f64(1.5)).min(config.poll_max),
+                Err(e) => {
+                    tracing::warn!("polling Globus failed, will retry: {e}");
+                    (last_interval.max(config.poll_min) * 2).min(config.poll_max)
+                }
+            };
+        } else {
+            // Another process polls; notice its updates through the database.
+            if let Ok(generation) = sql::generation(&inner.db).await
+                && generation != seen_generation
+            {
+                seen_generation = generation;
+                inner.signals.changed.notify_waiters();
+                inner.signals.submit_kick.notify_one();
+            }
+            interval = config.poll_min;
+        }
+        last_interval = interval;
+        drop(inner);
+        let kick = signals.poll_kick.notified();
+        let mut stop = signals.stop.subscribe();
+        // The lease must be renewed before it expires, whatever the interval.
+        let wait = interval.min(config.lease_ttl / 2);
+        tokio::select! {
+            _ = kick => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

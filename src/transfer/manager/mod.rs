@@ -1,0 +1,434 @@
+//! The `TransferManager`: every transfer item tracked in the state database, coalesced
+//! into few Globus tasks, submitted exactly once, polled by one poller, resumed after a
+//! crash.
+//!
+//! ## The life of an item
+//!
+//! 1. [`enqueue`](TransferManager::enqueue) puts the item in the *open batch* for its
+//!    (source, destination, options, priority) and returns once the item row is committed
+//!    (group commit: one transaction per wake-up of the writer, however many items
+//!    arrived meanwhile). The batch's label, `psg-<32 hex>`, is fixed when it opens.
+//! 2. A batch *closes* after [`quiet`](ManagerConfig::quiet) without new items, or at
+//!    [`max_delay`](ManagerConfig::max_delay), or at [`max_items`](ManagerConfig::max_items).
+//!    Its items are fixed from then on (`READY`).
+//! 3. Admission: at most [`max_pending_tasks`](ManagerConfig::max_pending_tasks) tasks of
+//!    this identity are pending at Globus; latency-priority batches go first, but every
+//!    [`bulk_every`](ManagerConfig::bulk_every)-th admission goes to waiting bulk work.
+//! 4. Submission: a fresh id from `GET /submission_id` is committed with the batch
+//!    (`SUBMITTING`) *before* `POST /transfer`. A retry or a restarted process re-posts
+//!    the same id and items; Globus answers `Duplicate` with the original task id, so a
+//!    batch never becomes two tasks, whenever the process dies.
+//! 5. One poller per identity and database (a lease, renewed each cycle, taken over when
+//!    its holder dies) lists every task in flight with `task_list?filter=task_id:...`
+//!    (at most 100 ids per request), adapting its interval: fast while tasks are young or
+//!    progressing, backing off for long ones. Other processes read the results from the
+//!    database. Waiters are woken by the poller; they never poll Globus.
+//! 6. Outcomes per item: skipped source errors fail only their own item; a task stuck
+//!    ACTIVE on a fatal `nice_status` for [`fail_fast_after`](ManagerConfig::fail_fast_after)
+//!    is cancelled, its failing item failed with the Globus reason, and the rest re-split
+//!    into a new batch (once); INACTIVE tasks report [`Error::NeedsAttention`].
+//!
+//! ## Files
+//!
+//! `config.rs` (what callers hand in), `status.rs` (what they get back), `sql.rs` (every
+//! statement against the state database), `liveness.rs` (which processes are alive, the
+//! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
+//! and outcomes), `loops.rs` (the background loops).
+
+mod config;
+mod liveness;
+mod loops;
+mod poll;
+mod sql;
+mod status;
+mod submit;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+pub use config::{BatchOptions, Enqueued, ItemSpec, ManagerConfig, Priority};
+pub use status::{BatchStatus, ItemStatus};
+
+use loops::{OpenBatch, WriteReq};
+use sql::BatchKey;
+
+use super::TransferClient;
+use crate::error::{Error, Result};
+use crate::runtime;
+use crate::state::StateDb;
+
+/// Coalesces, submits and tracks Globus transfers for one identity. Cheap to clone.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use ps_globus::auth::StaticTokenAuthorizer;
+/// use ps_globus::state::StateDb;
+/// use ps_globus::transfer::{ItemSpec, ManagerConfig, TransferClient, TransferManager};
+/// # ps_globus::block_on(async {
+/// let settings = ps_globus::Settings::from_env();
+/// let client = TransferClient::new(&settings, Arc::new(StaticTokenAuthorizer::new("token")))?;
+/// let db = StateDb::open_default(&settings).await?;
+/// let manager = TransferManager::start(db, client, ManagerConfig::from_settings(&settings)).await?;
+/// let item = manager.enqueue(ItemSpec::new("SRC-UUID", "/data/a.h5", "DST-UUID", "/scratch/a.h5")).await?;
+/// let done = manager.wait(item.item, std::time::Duration::from_secs(3600)).await?;
+/// println!("copied by task {:?}", done.task_id);
+/// # Ok::<(), ps_globus::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct TransferManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: StateDb,
+    client: TransferClient,
+    identity: String,
+    config: ManagerConfig,
+    /// This process, as the database names it: `host:pid:start-time`.
+    owner: String,
+    host: String,
+    writer: mpsc::UnboundedSender<WriteReq>,
+    open: Mutex<HashMap<BatchKey, OpenBatch>>,
+    signals: Arc<Signals>,
+    poll_cycles: AtomicU64,
+    /// Callers of `wait` in this process right now: with none, young tasks are polled
+    /// at `poll_idle` rather than `poll_min` (nobody here is waiting to be told).
+    waiters: AtomicUsize,
+}
+/// Wake-ups shared with the background loops, which wait on them without keeping the
+/// manager alive.
+struct Signals {
+    batcher_kick: Notify,
+    submit_kick: Notify,
+    poll_kick: Notify,
+    /// Notified whenever item or batch states change (here or, seen through the
+    /// database generation, in another process).
+    changed: Notify,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.signals.stop.send(true);
+    }
+}
+
+/// The running managers of this process, by (database, identity).
+type Registry = Mutex<HashMap<(std::path::PathBuf, String), Weak<Inner>>>;
+
+static SHARED: LazyLock<Registry> = LazyLock::new(Default::default);
+
+/// A fresh batch label: `psg-` and 32 hex digits (no `,` `/` `:`, which the filter
+/// grammar uses).
+pub fn new_label() -> String {
+    format!("psg-{}", uuid::Uuid::new_v4().simple())
+}
+
+impl TransferManager {
+    /// Starts a manager for the client's identity on `db`, resuming whatever the
+    /// database holds: open and ready batches are submitted, batches caught between
+    /// commit and answer are re-posted with their submission id, tasks in flight are
+    /// polled.
+    ///
+    /// In one process, one manager serves each (database, identity): a second `start`
+    /// returns the running one.
+    pub async fn start(
+        db: StateDb,
+        client: TransferClient,
+        config: ManagerConfig,
+    ) -> Result<TransferManager> {
+        // Batches and the poller lease belong to an identity *at one service*: a task id
+        // from one Transfer service means nothing to another (an emulator and Globus,
+        // or two emulators, with one state database).
+        let identity = format!("{}@{}", client.identity(), client.base_url());
+        let key = (db.path().to_path_buf(), identity.clone());
+        if let Some(inner) = SHARED
+            .lock()
+            .expect("manager registry poisoned")
+            .get(&key)
+            .and_then(Weak::upgrade)
+        {
+            return Ok(TransferManager { inner });
+        }
+        let me = liveness::this_process();
+        sql::register_process(&db, &me).await?;
+        let (writer, requests) = mpsc::unbounded_channel();
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            db,
+            client,
+            identity,
+            config,
+            owner: me.owner,
+            host: me.host,
+            writer,
+            open: Mutex::new(HashMap::new()),
+            signals: Arc::new(Signals {
+                batcher_kick: Notify::new(),
+                submit_kick: Notify::new(),
+                poll_kick: Notify::new(),
+                changed: Notify::new(),
+                stop,
+            }),
+            poll_cycles: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+        });
+        inner.close_orphaned_open_batches().await?;
+        loops::spawn(&inner, requests);
+        SHARED
+            .lock()
+            .expect("manager registry poisoned")
+            .insert(key, Arc::downgrade(&inner));
+        Ok(TransferManager { inner })
+    }
+
+    /// The identity this manager acts as, with the service: `IDENTITY@TRANSFER_URL`.
+    pub fn identity(&self) -> &str {
+        &self.inner.identity
+    }
+
+    /// The state database.
+    pub fn db(&self) -> &StateDb {
+        &self.inner.db
+    }
+
+    /// The Transfer client.
+    pub fn client(&self) -> &TransferClient {
+        &self.inner.client
+    }
+
+    /// Adds an item to the open batch for its source, destination, options and priority;
+    /// returns once the item is committed to the state database.
+    pub async fn enqueue(&self, spec: ItemSpec) -> Result<Enqueued> {
+        let options = serde_json::to_string(&spec.options).map_err(|e| Error::encode("json", e))?;
+        let key: BatchKey = (
+            spec.source.clone(),
+            spec.destination.clone(),
+            options,
+            spec.priority.code(),
+        );
+        let (ack, done) = oneshot::channel();
+        let label = {
+            let mut open = self.inner.open.lock().expect("open batches poisoned");
+            let now = Instant::now();
+            if open
+                .get(&key)
+                .is_some_and(|b| b.items >= self.inner.config.max_items)
+            {
+                // Full: close it here, behind its own items in the writer's queue.
+                let full = open.remove(&key).expect("checked above");
+                let (ack, _) = oneshot::channel();
+                let _ = self.inner.writer.send(WriteReq::Close {
+                    label: full.label,
+                    ack,
+                });
+                self.inner.signals.submit_kick.notify_one();
+            }
+            let batch = open.entry(key.clone()).or_insert_with(|| OpenBatch {
+                label: new_label(),
+                first: now,
+                last: now,
+                items: 0,
+            });
+            batch.last = now;
+            batch.items += 1;
+            let label = batch.label.clone();
+            // Sent under the lock, so the batcher's Close for this label comes after it.
+            self.inner
+                .writer
+                .send(WriteReq::Item {
+                    key,
+                    label: label.clone(),
+                    spec: Box::new(spec),
+                    ack,
+                })
+                .map_err(|_| {
+                    Error::background("the transfer manager", Some("it has stopped".into()))
+                })?;
+            label
+        };
+        self.inner.signals.batcher_kick.notify_one();
+        let item = done.await.map_err(|_| {
+            Error::background("the transfer manager", Some("it has stopped".into()))
+        })??;
+        Ok(Enqueued { item, label })
+    }
+
+    /// Where item `item` stands.
+    pub async fn item(&self, item: i64) -> Result<ItemStatus> {
+        sql::item_status(&self.inner.db, item)
+            .await?
+            .ok_or_else(|| Error::InvalidConfig {
+                what: "transfer item".into(),
+                message: format!("no item {item} in {}", self.inner.db.path().display()),
+            })
+    }
+
+    /// Waits until `item` is final. Success is `Ok`; a failure is
+    /// [`Error::TransferFailed`] with the Globus code, description and paths; a paused
+    /// task is [`Error::NeedsAttention`]; past `timeout`, [`Error::Timeout`].
+    pub async fn wait(&self, item: i64, timeout: Duration) -> Result<ItemStatus> {
+        let inner = &self.inner;
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        inner.waiters.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&inner.waiters);
+        let waited = runtime::timeout(timeout, async {
+            loop {
+                let changed = inner.signals.changed.notified();
+                let status = self.item(item).await?;
+                if let Some(result) = poll::outcome(&status) {
+                    return result;
+                }
+                changed.await;
+            }
+        });
+        waited.await.unwrap_or_else(|| {
+            Err(Error::Timeout {
+                what: format!("transfer item {item}"),
+                after: timeout,
+            })
+        })
+    }
+
+    /// Waits for every item of the batch labelled `label`; the first failure is returned.
+    pub async fn wait_label(&self, label: &str, timeout: Duration) -> Result<Vec<ItemStatus>> {
+        let ids = sql::item_ids_of(&self.inner.db, label).await?;
+        let deadline = Instant::now() + timeout;
+        let mut done = Vec::with_capacity(ids.len());
+        for id in ids {
+            done.push(
+                self.wait(id, deadline.saturating_duration_since(Instant::now()))
+                    .await?,
+            );
+        }
+        Ok(done)
+    }
+
+    /// The batch labelled `label`.
+    pub async fn batch(&self, label: &str) -> Result<Option<BatchStatus>> {
+        let rows = sql::batches(&self.inner.db, &self.inner.identity, Some(label), 1).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// The most recent batches of this identity, newest first.
+    pub async fn batches(&self, limit: i64) -> Result<Vec<BatchStatus>> {
+        sql::batches(&self.inner.db, &self.inner.identity, None, limit).await
+    }
+
+    /// Every item of the batch labelled `label`.
+    pub async fn items(&self, label: &str) -> Result<Vec<ItemStatus>> {
+        let ids = sql::item_ids_of(&self.inner.db, label).await?;
+        let mut all = Vec::with_capacity(ids.len());
+        for id in ids {
+            all.extend(sql::item_status(&self.inner.db, id).await?);
+        }
+        Ok(all)
+    }
+
+    /// Cancels the Globus task `task_id`; its items end CANCELED at the next poll.
+    pub async fn cancel_task(&self, task_id: &str) -> Result<()> {
+        self.inner.client.cancel(task_id).await?;
+        self.inner.signals.poll_kick.notify_one();
+        Ok(())
+    }
+
+    /// Cancels the batch labelled `label`: its task at Globus if it has one, else locally.
+    pub async fn cancel_label(&self, label: &str) -> Result<()> {
+        let Some(batch) = self.batch(label).await? else {
+            return Err(Error::InvalidConfig {
+                what: "transfer batch".into(),
+                message: format!("no batch labelled {label}"),
+            });
+        };
+        if let Some(task) = batch.task_id {
+            return self.cancel_task(&task).await;
+        }
+        {
+            let mut open = self.inner.open.lock().expect("open batches poisoned");
+            open.retain(|_, b| b.label != label);
+        }
+        sql::cancel_unsubmitted(&self.inner.db, label).await?;
+        self.inner.signals.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Closes every open batch now and returns once each batch of this process is at
+    /// Globus or waits only for admission (before a short-lived process exits, say).
+    pub async fn flush(&self) -> Result<()> {
+        {
+            let mut open = self.inner.open.lock().expect("open batches poisoned");
+            for batch in open.values_mut() {
+                batch.items = batch.items.max(self.inner.config.max_items);
+            }
+        }
+        self.inner.signals.batcher_kick.notify_one();
+        loop {
+            let changed = self.inner.signals.changed.notified();
+            let open_here = !self
+                .inner
+                .open
+                .lock()
+                .expect("open batches poisoned")
+                .is_empty();
+            let (unsettled, ready, pending) =
+                sql::flush_counts(&self.inner.db, &self.inner.identity, &self.inner.owner).await?;
+            let admitted_all =
+                ready == 0 || pending as usize >= self.inner.config.max_pending_tasks;
+            if !open_here && unsettled == 0 && admitted_all {
+                return Ok(());
+            }
+            self.inner.signals.submit_kick.notify_one();
+            changed.await;
+        }
+    }
+
+    /// Polls Globus now, if this process holds the poller lease.
+    pub async fn poll_now(&self) -> Result<()> {
+        if self.inner.lease().await? {
+            self.inner.poll_once().await?;
+        }
+        Ok(())
+    }
+
+    /// How many poll cycles this process has made (0 where another process polls).
+    pub fn poll_cycles(&self) -> u64 {
+        self.inner.poll_cycles.load(Ordering::Relaxed)
+    }
+
+    /// Stops the manager's background work (pending work resumes at the next start).
+    pub fn shutdown(&self) {
+        let _ = self.inner.signals.stop.send(true);
+        SHARED
+            .lock()
+            .expect("manager registry poisoned")
+            .retain(|_, w| w.strong_count() > 0 && !w.ptr_eq(&Arc::downgrade(&self.inner)));
+    }
+}
+
+impl Inner {
+    fn stopped(&self) -> bool {
+        *self.signals.stop.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_suit_the_filter_grammar() {
+        let label = new_label();
+        assert!(label.starts_with("psg-") && label.len() == 36);
+        assert!(!label.contains([',', '/', ':']));
+    }
+}

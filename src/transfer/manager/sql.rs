@@ -1,0 +1,716 @@
+//! Every statement the manager runs against the state database, one function per state
+//! change.
+//!
+//! This file is the manager's whole view of storage: the rest of the manager calls these
+//! functions with typed values and gets typed rows back, and never sees SQL or a
+//! connection. A second database engine implements these functions and nothing else.
+//! Writes that read first run in one `BEGIN IMMEDIATE` transaction
+//! ([`StateDb::begin_immediate`]), so concurrent processes queue instead of failing with
+//! "database is locked". Times are Unix milliseconds.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::config::ItemSpec;
+use super::loops::WriteReq;
+use super::status::{BatchStatus, ItemStatus};
+use crate::error::Result;
+use crate::state::{SqlResultExt, StateDb};
+use crate::transfer::states::{BatchState, ItemState};
+use crate::transfer::types::Task;
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// Now, as stored.
+pub(super) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The batch an item joins: (source, destination, options as JSON, priority code).
+pub(super) type BatchKey = (String, String, String, i64);
+
+/// A process as the `processes` table records it.
+pub(super) struct ProcessRow {
+    pub owner: String,
+    pub host: String,
+    pub pid: u32,
+    pub started: String,
+    pub heartbeat_at: i64,
+}
+
+/// A batch at Globus that the poller follows.
+pub(super) struct InFlight {
+    pub id: i64,
+    pub task_id: String,
+    pub submitted_at: i64,
+    pub bytes_transferred: i64,
+    pub status: Option<String>,
+    pub nice_status: Option<String>,
+    pub nice_status_since: Option<i64>,
+    pub resplit_of: Option<i64>,
+}
+
+/// An item of a batch that is not final yet: (id, source path, destination path).
+pub(super) type PendingItem = (i64, String, String);
+
+/// What one poll learnt about one batch's task.
+pub(super) struct Observed<'a> {
+    pub batch: i64,
+    pub task: &'a Task,
+    /// Since when the task has been stuck on a fatal `nice_status` (`None`: it is not).
+    pub fatal_since: Option<i64>,
+}
+
+/// What a batch becomes at Globus: its request's fields.
+pub(super) struct BatchToPost {
+    pub label: String,
+    pub source: String,
+    pub destination: String,
+    pub options: String,
+    pub items: Vec<ItemToPost>,
+}
+
+/// One item of a [`BatchToPost`].
+pub(super) struct ItemToPost {
+    pub source_path: String,
+    pub destination_path: String,
+    pub recursive: Option<bool>,
+    pub external_checksum: Option<String>,
+    pub checksum_algorithm: Option<String>,
+}
+
+/// Records this process (or refreshes its heartbeat).
+pub(super) async fn register_process(db: &StateDb, me: &ProcessRow) -> Result<()> {
+    sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at")
+        .bind(&me.owner).bind(&me.host).bind(me.pid as i64).bind(&me.started).bind(me.heartbeat_at)
+        .execute(db.pool()).await.at(db)?;
+    Ok(())
+}
+
+/// Every process that ever used the database.
+pub(super) async fn processes(db: &StateDb) -> Result<Vec<ProcessRow>> {
+    let rows = sqlx::query("SELECT owner, host, pid, started, heartbeat_at FROM processes")
+        .fetch_all(db.pool())
+        .await
+        .at(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ProcessRow {
+            owner: r.get("owner"),
+            host: r.get("host"),
+            pid: r.get::<i64, _>("pid") as u32,
+            started: r.get("started"),
+            heartbeat_at: r.get("heartbeat_at"),
+        })
+        .collect())
+}
+
+/// Renews this process's heartbeat.
+pub(super) async fn heartbeat(db: &StateDb, owner: &str) -> Result<()> {
+    sqlx::query("UPDATE processes SET heartbeat_at = ? WHERE owner = ?")
+        .bind(now_ms())
+        .bind(owner)
+        .execute(db.pool())
+        .await
+        .at(db)?;
+    Ok(())
+}
+
+/// Takes or renews the lease `name` for `owner` until `expires_at`, if it is free, ours,
+/// expired, or held by a process `is_live` says is dead; true if `owner` holds it now.
+pub(super) async fn take_lease(
+    db: &StateDb,
+    name: &str,
+    owner: &str,
+    expires_at: i64,
+    is_live: impl Fn(&str) -> bool,
+) -> Result<bool> {
+    let mut tx = db.begin_immediate().await?;
+    let held: Option<(String, i64)> =
+        sqlx::query_as("SELECT owner, expires_at FROM leases WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .at(db)?;
+    let ours = match &held {
+        None => true,
+        Some((holder, expires)) => holder == owner || *expires < now_ms() || !is_live(holder),
+    };
+    if ours {
+        sqlx::query("INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at")
+            .bind(name).bind(owner).bind(expires_at)
+            .execute(&mut *tx).await.at(db)?;
+    }
+    tx.commit().await.at(db)?;
+    Ok(ours)
+}
+
+/// The open batches of `identity`, with their owners.
+pub(super) async fn open_batches(db: &StateDb, identity: &str) -> Result<Vec<(i64, String)>> {
+    sqlx::query_as("SELECT id, owner FROM batches WHERE identity = ? AND state = ?")
+        .bind(identity)
+        .bind(BatchState::Open.as_str())
+        .fetch_all(db.pool())
+        .await
+        .at(db)
+}
+
+/// Closes an open batch on behalf of `owner` (its own died).
+pub(super) async fn adopt_open_batch(db: &StateDb, batch: i64, owner: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE batches SET state = ?, closed_at = ?, owner = ? WHERE id = ? AND state = ?",
+    )
+    .bind(BatchState::Ready.as_str())
+    .bind(now_ms())
+    .bind(owner)
+    .bind(batch)
+    .bind(BatchState::Open.as_str())
+    .execute(db.pool())
+    .await
+    .at(db)?;
+    Ok(())
+}
+
+/// Commits a group of enqueues and closes in one transaction; returns the new item ids
+/// in the order of the group's items. `ids` caches batch ids by label across groups.
+pub(super) async fn commit_writes(
+    db: &StateDb,
+    identity: &str,
+    owner: &str,
+    requests: &[WriteReq],
+    ids: &mut HashMap<String, i64>,
+) -> Result<Vec<i64>> {
+    let mut tx = db.begin_immediate().await?;
+    let mut item_ids = Vec::new();
+    let now = now_ms();
+    for request in requests {
+        match request {
+            WriteReq::Item {
+                key, label, spec, ..
+            } => {
+                let batch_id = match ids.get(label) {
+                    Some(id) => *id,
+                    None => {
+                        let id =
+                            insert_batch(&mut tx, db, label, identity, key, owner, now).await?;
+                        ids.insert(label.clone(), id);
+                        id
+                    }
+                };
+                item_ids.push(insert_item(&mut tx, db, batch_id, spec, now).await?);
+            }
+            WriteReq::Close { label, .. } => {
+                sqlx::query(
+                    "UPDATE batches SET state = ?, closed_at = ? WHERE label = ? AND state = ?",
+                )
+                .bind(BatchState::Ready.as_str())
+                .bind(now)
+                .bind(label)
+                .bind(BatchState::Open.as_str())
+                .execute(&mut *tx)
+                .await
+                .at(db)?;
+            }
+        }
+    }
+    tx.commit().await.at(db)?;
+    Ok(item_ids)
+}
+
+async fn insert_batch(
+    tx: &mut Tx,
+    db: &StateDb,
+    label: &str,
+    identity: &str,
+    key: &BatchKey,
+    owner: &str,
+    now: i64,
+) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(label).bind(identity).bind(&key.0).bind(&key.1).bind(&key.2).bind(key.3)
+    .bind(BatchState::Open.as_str()).bind(owner).bind(now)
+    .fetch_one(&mut **tx).await.at(db)
+}
+
+async fn insert_item(
+    tx: &mut Tx,
+    db: &StateDb,
+    batch_id: i64,
+    spec: &ItemSpec,
+    now: i64,
+) -> Result<i64> {
+    let (checksum, algorithm) = spec.external_checksum.clone().unzip();
+    sqlx::query_scalar(
+        "INSERT INTO items (batch_id, source_path, destination_path, recursive, external_checksum, checksum_algorithm, state, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(batch_id).bind(&spec.source_path).bind(&spec.destination_path).bind(spec.recursive)
+    .bind(checksum).bind(algorithm).bind(ItemState::Pending.as_str()).bind(now)
+    .fetch_one(&mut **tx).await.at(db)
+}
+
+/// Where item `item` stands, with its batch's state.
+pub(super) async fn item_status(db: &StateDb, item: i64) -> Result<Option<ItemStatus>> {
+    let row = sqlx::query(
+        "SELECT items.id, items.state, items.code, items.description, items.source_path, items.destination_path, \
+         batches.label, batches.state AS batch_state, batches.task_id, batches.status, batches.nice_status, batches.bytes_transferred \
+         FROM items JOIN batches ON batches.id = items.batch_id WHERE items.id = ?",
+    )
+    .bind(item)
+    .fetch_optional(db.pool())
+    .await
+    .at(db)?;
+    Ok(row.map(|r| ItemStatus {
+        item: r.get("id"),
+        state: r.get::<String, _>("state").into(),
+        code: r.get("code"),
+        description: r.get("description"),
+        source_path: r.get("source_path"),
+        destination_path: r.get("destination_path"),
+        label: r.get("label"),
+        batch_state: r.get::<String, _>("batch_state").into(),
+        task_id: r.get("task_id"),
+        task_status: r.get::<Option<String>, _>("status").map(Into::into),
+        nice_status: r.get("nice_status"),
+        bytes_transferred: r.get("bytes_transferred"),
+    }))
+}
+
+/// The ids of every item of the batch labelled `label`, in enqueue order.
+pub(super) async fn item_ids_of(db: &StateDb, label: &str) -> Result<Vec<i64>> {
+    sqlx::query_scalar("SELECT items.id FROM items JOIN batches ON batches.id = items.batch_id WHERE batches.label = ? ORDER BY items.id")
+        .bind(label).fetch_all(db.pool()).await.at(db)
+}
+
+/// The batches of `identity`, newest first: all of them, or the one labelled `label`.
+pub(super) async fn batches(
+    db: &StateDb,
+    identity: &str,
+    label: Option<&str>,
+    limit: i64,
+) -> Result<Vec<BatchStatus>> {
+    let rows = sqlx::query(
+        "SELECT label, state, source, destination, priority, submission_id, task_id, status, nice_status, bytes_transferred, \
+         files, files_transferred, fatal_code, fatal_description, resplit_of, \
+         (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) AS items \
+         FROM batches WHERE identity = ? AND (? IS NULL OR label = ?) ORDER BY id DESC LIMIT ?",
+    )
+    .bind(identity)
+    .bind(label)
+    .bind(label)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await
+    .at(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| BatchStatus {
+            label: r.get("label"),
+            state: r.get::<String, _>("state").into(),
+            source: r.get("source"),
+            destination: r.get("destination"),
+            priority: super::config::Priority::name_of(r.get("priority")).into(),
+            items: r.get("items"),
+            submission_id: r.get("submission_id"),
+            task_id: r.get("task_id"),
+            status: r.get::<Option<String>, _>("status").map(Into::into),
+            nice_status: r.get("nice_status"),
+            bytes_transferred: r.get("bytes_transferred"),
+            files: r.get("files"),
+            files_transferred: r.get("files_transferred"),
+            fatal_code: r.get("fatal_code"),
+            fatal_description: r.get("fatal_description"),
+            resplit_of: r.get("resplit_of"),
+        })
+        .collect())
+}
+
+/// Cancels the batch labelled `label` if it was never submitted (`OPEN` or `READY`):
+/// the batch ends `DONE` and its pending items `CANCELED`.
+pub(super) async fn cancel_unsubmitted(db: &StateDb, label: &str) -> Result<()> {
+    const WHY: &str = "canceled before submission";
+    let now = now_ms();
+    let mut tx = db.begin_immediate().await?;
+    sqlx::query("UPDATE batches SET state = ?, fatal_code = 'CANCELED', fatal_description = ?, completed_at = ? WHERE label = ? AND state IN (?, ?)")
+        .bind(BatchState::Done.as_str()).bind(WHY).bind(now).bind(label)
+        .bind(BatchState::Open.as_str()).bind(BatchState::Ready.as_str())
+        .execute(&mut *tx).await.at(db)?;
+    sqlx::query("UPDATE items SET state = ?, code = 'CANCELED', description = ?, completed_at = ? WHERE state = ? AND batch_id = (SELECT id FROM batches WHERE label = ? AND state = ?)")
+        .bind(ItemState::Canceled.as_str()).bind(WHY).bind(now).bind(ItemState::Pending.as_str())
+        .bind(label).bind(BatchState::Done.as_str())
+        .execute(&mut *tx).await.at(db)?;
+    tx.commit().await.at(db)?;
+    Ok(())
+}
+
+/// Counts of `owner`'s batches, for `flush`: (open or submitting, ready, at Globus).
+pub(super) async fn flush_counts(
+    db: &StateDb,
+    identity: &str,
+    owner: &str,
+) -> Result<(i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT COALESCE(SUM(state IN ('OPEN', 'SUBMITTING')), 0), COALESCE(SUM(state = 'READY'), 0), \
+         COALESCE(SUM(state IN ('SUBMITTING', 'SUBMITTED')), 0) FROM batches WHERE identity = ? AND owner = ?",
+    )
+    .bind(identity)
+    .bind(owner)
+    .fetch_one(db.pool())
+    .await
+    .at(db)
+}
+
+/// How many of `identity`'s batches are pending at Globus (or about to be).
+pub(super) async fn pending_at_globus(db: &StateDb, identity: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM batches WHERE identity = ? AND state IN (?, ?)")
+        .bind(identity)
+        .bind(BatchState::Submitting.as_str())
+        .bind(BatchState::Submitted.as_str())
+        .fetch_one(db.pool())
+        .await
+        .at(db)
+}
+
+/// `identity`'s batches caught between their commit and Globus's answer, oldest first:
+/// (id, owner, submission id).
+pub(super) async fn submitting(
+    db: &StateDb,
+    identity: &str,
+) -> Result<Vec<(i64, String, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT id, owner, submission_id FROM batches WHERE identity = ? AND state = ? ORDER BY id",
+    )
+    .bind(identity)
+    .bind(BatchState::Submitting.as_str())
+    .fetch_all(db.pool())
+    .await
+    .at(db)
+}
+
+/// `identity`'s batches waiting for admission, latency work first: (id, priority, owner).
+pub(super) async fn ready(db: &StateDb, identity: &str) -> Result<Vec<(i64, i64, String)>> {
+    sqlx::query_as(
+        "SELECT id, priority, owner FROM batches WHERE identity = ? AND state = ? ORDER BY priority, id",
+    )
+    .bind(identity)
+    .bind(BatchState::Ready.as_str())
+    .fetch_all(db.pool())
+    .await
+    .at(db)
+}
+
+/// Fixes `submission_id` for a `READY` batch, which becomes `SUBMITTING` and `owner`'s;
+/// false if another process took it first.
+pub(super) async fn fix_submission_id(
+    db: &StateDb,
+    batch: i64,
+    submission_id: &str,
+    owner: &str,
+) -> Result<bool> {
+    let mut tx = db.begin_immediate().await?;
+    let fixed = sqlx::query(
+        "UPDATE batches SET state = ?, submission_id = ?, owner = ? WHERE id = ? AND state = ?",
+    )
+    .bind(BatchState::Submitting.as_str())
+    .bind(submission_id)
+    .bind(owner)
+    .bind(batch)
+    .bind(BatchState::Ready.as_str())
+    .execute(&mut *tx)
+    .await
+    .at(db)?;
+    tx.commit().await.at(db)?;
+    Ok(fixed.rows_affected() > 0)
+}
+
+/// A batch with its items, as its transfer request needs them.
+pub(super) async fn batch_to_post(db: &StateDb, batch: i64) -> Result<BatchToPost> {
+    let row = sqlx::query("SELECT label, source, destination, options FROM batches WHERE id = ?")
+        .bind(batch)
+        .fetch_one(db.pool())
+        .await
+        .at(db)?;
+    let items = sqlx::query("SELECT source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = ? ORDER BY id")
+        .bind(batch).fetch_all(db.pool()).await.at(db)?;
+    Ok(BatchToPost {
+        label: row.get("label"),
+        source: row.get("source"),
+        destination: row.get("destination"),
+        options: row.get("options"),
+        items: items
+            .iter()
+            .map(|i| ItemToPost {
+                source_path: i.get("source_path"),
+                destination_path: i.get("destination_path"),
+                recursive: i.get("recursive"),
+                external_checksum: i.get("external_checksum"),
+                checksum_algorithm: i.get("checksum_algorithm"),
+            })
+            .collect(),
+    })
+}
+
+/// The batch is at Globus as task `task_id`.
+pub(super) async fn mark_submitted(db: &StateDb, batch: i64, task_id: &str) -> Result<()> {
+    sqlx::query("UPDATE batches SET state = ?, task_id = ?, submitted_at = ?, last_error = NULL WHERE id = ?")
+        .bind(BatchState::Submitted.as_str()).bind(task_id).bind(now_ms()).bind(batch)
+        .execute(db.pool()).await.at(db)?;
+    Ok(())
+}
+
+/// Records why the last submission attempt of a batch failed (it will be retried).
+pub(super) async fn record_submit_error(db: &StateDb, batch: i64, error: &str) -> Result<()> {
+    sqlx::query("UPDATE batches SET last_error = ? WHERE id = ?")
+        .bind(error)
+        .bind(batch)
+        .execute(db.pool())
+        .await
+        .at(db)?;
+    Ok(())
+}
+
+/// Ends a batch: the items in `succeeded` succeed, every other pending one ends `CANCELED`
+/// (when `code` is `CANCELED`) or `FAILED` with `code` and `description`.
+pub(super) async fn finish_batch(
+    db: &StateDb,
+    batch: i64,
+    task: Option<&Task>,
+    code: &str,
+    description: &str,
+    succeeded: &[i64],
+) -> Result<()> {
+    let now = now_ms();
+    let mut tx = db.begin_immediate().await?;
+    if let Some(task) = task {
+        update_counters(&mut tx, db, batch, task).await?;
+    }
+    sqlx::query("UPDATE batches SET state = ?, completed_at = ?, fatal_code = ?, fatal_description = ? WHERE id = ?")
+        .bind(BatchState::Done.as_str()).bind(now).bind(code).bind(description).bind(batch)
+        .execute(&mut *tx).await.at(db)?;
+    for id in succeeded {
+        set_item(&mut tx, db, *id, &ItemState::Succeeded, None, now).await?;
+    }
+    let state = if code == "CANCELED" {
+        ItemState::Canceled
+    } else {
+        ItemState::Failed
+    };
+    sqlx::query("UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE batch_id = ? AND state = ?")
+        .bind(state.as_str()).bind(code).bind(description).bind(now).bind(batch)
+        .bind(ItemState::Pending.as_str())
+        .execute(&mut *tx).await.at(db)?;
+    bump_generation(&mut tx, db).await?;
+    tx.commit().await.at(db)
+}
+
+/// `identity`'s batches at Globus, for the poller.
+pub(super) async fn in_flight(db: &StateDb, identity: &str) -> Result<Vec<InFlight>> {
+    let rows = sqlx::query("SELECT id, task_id, submitted_at, bytes_transferred, nice_status, nice_status_since, status, resplit_of FROM batches WHERE identity = ? AND state = ?")
+        .bind(identity).bind(BatchState::Submitted.as_str()).fetch_all(db.pool()).await.at(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| InFlight {
+            id: r.get("id"),
+            task_id: r.get("task_id"),
+            submitted_at: r.get("submitted_at"),
+            bytes_transferred: r.get("bytes_transferred"),
+            status: r.get("status"),
+            nice_status: r.get("nice_status"),
+            nice_status_since: r.get("nice_status_since"),
+            resplit_of: r.get("resplit_of"),
+        })
+        .collect())
+}
+
+/// Records one poll: each task's counters and since when it is stuck, in one
+/// transaction that other processes notice through the generation.
+pub(super) async fn record_poll(db: &StateDb, observed: &[Observed<'_>]) -> Result<()> {
+    let mut tx = db.begin_immediate().await?;
+    for seen in observed {
+        update_counters(&mut tx, db, seen.batch, seen.task).await?;
+        if !seen.task.is_final() {
+            sqlx::query("UPDATE batches SET nice_status_since = ? WHERE id = ?")
+                .bind(seen.fatal_since)
+                .bind(seen.batch)
+                .execute(&mut *tx)
+                .await
+                .at(db)?;
+        }
+    }
+    bump_generation(&mut tx, db).await?;
+    tx.commit().await.at(db)
+}
+
+/// The items of a batch that are not final yet.
+pub(super) async fn pending_items(db: &StateDb, batch: i64) -> Result<Vec<PendingItem>> {
+    sqlx::query_as("SELECT id, source_path, destination_path FROM items WHERE batch_id = ? AND state = ? ORDER BY id")
+        .bind(batch).bind(ItemState::Pending.as_str()).fetch_all(db.pool()).await.at(db)
+}
+
+/// A succeeded task's outcome: each item in `failed` fails with its (code, details),
+/// every other pending item of the batch succeeds, and the batch is `DONE`.
+pub(super) async fn finish_succeeded(
+    db: &StateDb,
+    batch: i64,
+    items: &[PendingItem],
+    failed: &HashMap<i64, (String, String)>,
+) -> Result<()> {
+    let now = now_ms();
+    let mut tx = db.begin_immediate().await?;
+    for (id, _, _) in items {
+        match failed.get(id) {
+            Some(failure) => {
+                set_item(&mut tx, db, *id, &ItemState::Failed, Some(failure), now).await?
+            }
+            None => set_item(&mut tx, db, *id, &ItemState::Succeeded, None, now).await?,
+        }
+    }
+    sqlx::query("UPDATE batches SET state = ?, completed_at = ? WHERE id = ?")
+        .bind(BatchState::Done.as_str())
+        .bind(now)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await
+        .at(db)?;
+    bump_generation(&mut tx, db).await?;
+    tx.commit().await.at(db)
+}
+
+/// What fail-fast decided for a stuck batch.
+pub(super) struct FailFast<'a> {
+    pub batch: i64,
+    pub task: &'a Task,
+    pub succeeded: &'a [i64],
+    /// The failing items, with their description; they fail with `code`.
+    pub failing: &'a [(i64, String)],
+    /// The rest: re-split into a new batch (`Some(new label)`), or failed with `reason`.
+    pub rest: &'a [i64],
+    pub resplit_label: Option<String>,
+    pub code: &'a str,
+    pub reason: &'a str,
+    pub identity: &'a str,
+    pub owner: &'a str,
+}
+
+/// Records a fail-fast: one transaction for the items, the re-split and the batch.
+pub(super) async fn record_fail_fast(db: &StateDb, f: &FailFast<'_>) -> Result<()> {
+    let now = now_ms();
+    let mut tx = db.begin_immediate().await?;
+    update_counters(&mut tx, db, f.batch, f.task).await?;
+    for id in f.succeeded {
+        sqlx::query("UPDATE items SET state = ?, completed_at = ? WHERE id = ?")
+            .bind(ItemState::Succeeded.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .at(db)?;
+    }
+    for (id, description) in f.failing {
+        fail_item(&mut tx, db, *id, f.code, description, now).await?;
+    }
+    match &f.resplit_label {
+        Some(label) => {
+            let row = sqlx::query(
+                "SELECT source, destination, options, priority FROM batches WHERE id = ?",
+            )
+            .bind(f.batch)
+            .fetch_one(&mut *tx)
+            .await
+            .at(db)?;
+            let new_batch: i64 = sqlx::query_scalar(
+                "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at, closed_at, resplit_of) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(label).bind(f.identity).bind(row.get::<String, _>("source")).bind(row.get::<String, _>("destination"))
+            .bind(row.get::<String, _>("options")).bind(row.get::<i64, _>("priority")).bind(BatchState::Ready.as_str())
+            .bind(f.owner).bind(now).bind(now).bind(f.batch)
+            .fetch_one(&mut *tx).await.at(db)?;
+            for id in f.rest {
+                sqlx::query("UPDATE items SET batch_id = ? WHERE id = ?")
+                    .bind(new_batch)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .at(db)?;
+            }
+        }
+        None => {
+            for id in f.rest {
+                fail_item(&mut tx, db, *id, f.code, f.reason, now).await?;
+            }
+        }
+    }
+    sqlx::query("UPDATE batches SET state = ?, completed_at = ?, fatal_code = ?, fatal_description = ? WHERE id = ?")
+        .bind(BatchState::Done.as_str()).bind(now).bind(f.code).bind(f.reason).bind(f.batch)
+        .execute(&mut *tx).await.at(db)?;
+    bump_generation(&mut tx, db).await?;
+    tx.commit().await.at(db)
+}
+
+/// The database's generation: it changes whenever a poll or an outcome is recorded.
+pub(super) async fn generation(db: &StateDb) -> Result<i64> {
+    sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
+        .fetch_one(db.pool())
+        .await
+        .at(db)
+}
+
+/// Makes a pending item final: `Succeeded`, or `Failed` with (code, description).
+async fn set_item(
+    tx: &mut Tx,
+    db: &StateDb,
+    item: i64,
+    state: &ItemState,
+    failure: Option<&(String, String)>,
+    now: i64,
+) -> Result<()> {
+    let (code, description) = failure.cloned().unzip();
+    sqlx::query("UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE id = ? AND state = ?")
+        .bind(state.as_str()).bind(code).bind(description).bind(now).bind(item)
+        .bind(ItemState::Pending.as_str())
+        .execute(&mut **tx).await.at(db)?;
+    Ok(())
+}
+
+async fn fail_item(
+    tx: &mut Tx,
+    db: &StateDb,
+    item: i64,
+    code: &str,
+    description: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE id = ?",
+    )
+    .bind(ItemState::Failed.as_str())
+    .bind(code)
+    .bind(description)
+    .bind(now)
+    .bind(item)
+    .execute(&mut **tx)
+    .await
+    .at(db)?;
+    Ok(())
+}
+
+async fn update_counters(tx: &mut Tx, db: &StateDb, batch: i64, task: &Task) -> Result<()> {
+    sqlx::query("UPDATE batches SET status = ?, nice_status = ?, bytes_transferred = ?, files = ?, files_transferred = ? WHERE id = ?")
+        .bind(task.status.as_str()).bind(&task.nice_status).bind(task.bytes_transferred as i64).bind(task.files as i64)
+        .bind(task.files_transferred as i64).bind(batch)
+        .execute(&mut **tx).await.at(db)?;
+    Ok(())
+}
+
+async fn bump_generation(tx: &mut Tx, db: &StateDb) -> Result<()> {
+    sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .at(db)?;
+    Ok(())
+}

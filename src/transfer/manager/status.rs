@@ -1,0 +1,63 @@
+//! What the manager reports: where an item stands, what a batch is.
+
+use serde::{Deserialize, Serialize};
+
+use crate::transfer::states::{BatchState, ItemState, TaskStatus};
+
+/// Where an item stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemStatus {
+    /// The item id.
+    pub item: i64,
+    /// `PENDING`, `SUCCEEDED`, `FAILED` or `CANCELED`.
+    pub state: ItemState,
+    /// The Globus code of a failure.
+    pub code: Option<String>,
+    /// The Globus description of a failure.
+    pub description: Option<String>,
+    /// Source path.
+    pub source_path: String,
+    /// Destination path.
+    pub destination_path: String,
+    /// The batch label.
+    pub label: String,
+    /// The batch state (`OPEN`, `READY`, `SUBMITTING`, `SUBMITTED`, `DONE`).
+    pub batch_state: BatchState,
+    /// The Globus task, once known.
+    pub task_id: Option<String>,
+    /// The task's last Globus status (`ACTIVE`, `INACTIVE`, ...).
+    pub task_status: Option<TaskStatus>,
+    /// The task's last `nice_status`.
+    pub nice_status: Option<String>,
+    /// Bytes the task has moved so far.
+    pub bytes_transferred: i64,
+}
+
+impl ItemStatus {
+    /// Whether the item has reached a final state.
+    pub fn is_final(&self) -> bool {
+        self.state.is_final()
+    }
+}
+
+/// A batch, as the state database records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)] // the column names say it
+pub struct BatchStatus {
+    pub label: String,
+    pub state: BatchState,
+    pub source: String,
+    pub destination: String,
+    pub priority: String,
+    pub items: i64,
+    pub submission_id: Option<String>,
+    pub task_id: Option<String>,
+    pub status: Option<TaskStatus>,
+    pub nice_status: Option<String>,
+    pub bytes_transferred: i64,
+    pub files: i64,
+    pub files_transferred: i64,
+    pub fatal_code: Option<String>,
+    pub fatal_description: Option<String>,
+    pub resplit_of: Option<i64>,
+}

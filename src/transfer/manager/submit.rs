@@ -1,0 +1,154 @@
+//! Admission and exactly-once submission.
+//!
+//! Admission: at most `max_pending_tasks` of the identity's tasks are pending at Globus;
+//! latency work goes first, but every `bulk_every`-th admission goes to waiting bulk
+//! work. Submission: a fresh id from `GET /submission_id` is committed with the batch
+//! (`SUBMITTING`) *before* `POST /transfer`, so a retry or a restarted process re-posts
+//! the same id and items, and Globus answers `Duplicate` with the original task id: a
+//! batch never becomes two tasks, whenever the process dies.
+
+use super::Inner;
+use super::config::{BatchOptions, Priority};
+use super::sql::{self, BatchToPost};
+use crate::error::{Error, Result};
+use crate::transfer::types::{Task, TransferItem, TransferRequest};
+
+impl Inner {
+    /// The next batch to submit, with its submission id if it already has one, if
+    /// admission allows one now.
+    pub(super) async fn next_to_submit(
+        &self,
+        admissions: usize,
+    ) -> Result<Option<(i64, Option<String>)>> {
+        let pending = sql::pending_at_globus(&self.db, &self.identity).await?;
+        let live = self.live_owners().await?;
+        let ours = |owner: &String| owner == &self.owner || !live.contains(owner);
+        // Re-posts of batches already at Globus (or about to be) never wait for admission.
+        let stuck = sql::submitting(&self.db, &self.identity).await?;
+        if let Some((id, _, sid)) = stuck.into_iter().find(|(_, owner, _)| ours(owner)) {
+            return Ok(Some((id, sid)));
+        }
+        if pending as usize >= self.config.max_pending_tasks {
+            return Ok(None);
+        }
+        let mine: Vec<(i64, i64)> = sql::ready(&self.db, &self.identity)
+            .await?
+            .into_iter()
+            .filter(|(_, _, owner)| ours(owner))
+            .map(|(id, priority, _)| (id, priority))
+            .collect();
+        let bulk_turn = self.config.bulk_every > 0
+            && admissions % self.config.bulk_every == self.config.bulk_every - 1;
+        let pick = if bulk_turn {
+            mine.iter()
+                .find(|(_, p)| *p == Priority::Bulk.code())
+                .or(mine.first())
+        } else {
+            mine.first()
+        };
+        Ok(pick.map(|(id, _)| (*id, None)))
+    }
+
+    /// Fixes a submission id for the batch (if it has none), then posts it.
+    pub(super) async fn submit(&self, batch: i64, submission_id: Option<String>) -> Result<()> {
+        let submission_id = match submission_id {
+            Some(sid) => sid,
+            None => {
+                let sid = self.client.submission_id().await?;
+                if !sql::fix_submission_id(&self.db, batch, &sid, &self.owner).await? {
+                    return Ok(()); // another process took it
+                }
+                self.fail_point("after-commit");
+                sid
+            }
+        };
+        let request = transfer_request(sql::batch_to_post(&self.db, batch).await?, submission_id);
+        match self.client.submit_transfer(&request).await {
+            Ok(result) => {
+                self.fail_point("after-post");
+                sql::mark_submitted(&self.db, batch, &result.task_id).await?;
+                self.signals.poll_kick.notify_one();
+                self.signals.changed.notify_waiters();
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                sql::record_submit_error(&self.db, batch, &e.to_string()).await?;
+                Err(e)
+            }
+            Err(e) => {
+                // Globus refused the batch for good (bad path, unknown collection, consent).
+                let code = match &e {
+                    Error::Api { code, .. } => code.clone(),
+                    Error::ConsentRequired { .. } => "ConsentRequired".into(),
+                    Error::Unauthorized { .. } => "AuthenticationFailed".into(),
+                    _ => "SubmitFailed".into(),
+                };
+                self.finish_batch(batch, None, &code, &e.to_string(), &[])
+                    .await
+            }
+        }
+    }
+
+    /// Ends a batch: items not listed as succeeded fail with `code`; waiters are told.
+    pub(super) async fn finish_batch(
+        &self,
+        batch: i64,
+        task: Option<&Task>,
+        code: &str,
+        description: &str,
+        succeeded: &[i64],
+    ) -> Result<()> {
+        sql::finish_batch(&self.db, batch, task, code, description, succeeded).await?;
+        self.signals.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Aborts the process at the named point when this build and configuration ask for
+    /// it, to test that a crash there loses nothing and duplicates nothing.
+    #[cfg(feature = "failpoints")]
+    fn fail_point(&self, name: &str) {
+        if self.config.failpoint.as_deref() == Some(name) {
+            eprintln!("ps-globus: failpoint {name} reached, aborting the process");
+            std::process::abort();
+        }
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    fn fail_point(&self, _name: &str) {}
+}
+
+/// The `POST /transfer` document for a batch. Tasks the manager creates never e-mail.
+fn transfer_request(batch: BatchToPost, submission_id: String) -> TransferRequest {
+    // Options written by an older build that this one cannot read fall back to defaults.
+    let options: BatchOptions = serde_json::from_str(&batch.options).unwrap_or_default();
+    TransferRequest {
+        data_type: "transfer".into(),
+        submission_id,
+        source_endpoint: batch.source,
+        destination_endpoint: batch.destination,
+        data: batch
+            .items
+            .into_iter()
+            .map(|i| TransferItem {
+                data_type: "transfer_item".into(),
+                source_path: i.source_path,
+                destination_path: i.destination_path,
+                recursive: i.recursive,
+                external_checksum: i.external_checksum,
+                checksum_algorithm: i.checksum_algorithm,
+            })
+            .collect(),
+        // The user's label when staging asked for one; the batch keeps its own.
+        label: Some(options.label.clone().unwrap_or(batch.label)),
+        sync_level: options.sync_level,
+        verify_checksum: Some(options.verify_checksum),
+        preserve_timestamp: Some(options.preserve_timestamp),
+        skip_source_errors: Some(options.skip_source_errors),
+        fail_on_quota_errors: Some(options.fail_on_quota_errors),
+        deadline: options.deadline.clone(),
+        notify_on_succeeded: Some(false),
+        notify_on_failed: Some(false),
+        notify_on_inactive: Some(false),
+        ..TransferRequest::default()
+    }
+}
