@@ -362,6 +362,52 @@ fn cli_ref_import_resolve_at_site_b_and_remove() {
     assert_eq!(code, 1);
 }
 
+/// Dropping the last handle submits what is still batching (a producer that never
+/// calls `close`); on a current-thread runtime it does so in the background, since
+/// blocking the runtime's only worker would stall every other task on it.
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_last_handle_submits_pending_puts_even_on_a_current_thread_runtime() {
+    let store_dir = unique_name("drop");
+    let emu = Emu::start();
+    shared();
+    let config = support::sites::config_for(&emu, &store_dir);
+    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let key = a.put(b"last words", &opts()).await.unwrap();
+    drop(a);
+    let path = b.resolve_path(&key).await.unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), b"last words");
+}
+
+/// Regression: an eviction that first waits for its object's transfer used to miss the
+/// delete batch of the evictions made with it (a second delete task a poll later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_waiting_for_its_transfer_joins_the_delete_task_of_its_peers() {
+    let store_dir = unique_name("evict-wait");
+    let emu = Emu::with(|c| c.task_latency_ms = 300);
+    shared();
+    let config = support::sites::config_for(&emu, &store_dir);
+    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let arrived = a.put(b"arrived", &opts()).await.unwrap();
+    b.resolve_path(&arrived).await.unwrap();
+    // Still on its way: its eviction waits for the transfer before deleting the copy.
+    let in_flight = a.put(b"in flight", &opts()).await.unwrap();
+    let (first, second) = tokio::join!(a.evict(&arrived), a.evict(&in_flight));
+    first.unwrap();
+    second.unwrap();
+    let (_, list) = emu.get("/v0.10/task_list?filter=type:DELETE").await;
+    let deletes = list["DATA"].as_array().unwrap();
+    assert_eq!(deletes.len(), 1, "two evictions, one delete task: {list}");
+    let task = deletes[0]["task_id"].as_str().unwrap();
+    let done = emu.wait(task, "final").await;
+    assert_eq!(done["status"], "SUCCEEDED");
+    assert_eq!(done["subtasks_succeeded"], 2, "{done}");
+    assert!(!b.exists(&arrived).await.unwrap());
+    assert!(
+        !b.exists(&in_flight).await.unwrap(),
+        "the late copy is gone too"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicting_at_the_source_removes_the_copies_in_one_delete_task() {
     let store_dir = unique_name("evict");

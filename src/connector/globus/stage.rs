@@ -84,10 +84,15 @@ impl GlobusConnector {
         self.stage(id, size, sha256, options).await
     }
 
-    /// Deletes the object's copies at the destinations, after their transfers end.
+    /// Deletes the object's copies at the destinations, after their transfers end. The
+    /// deletes join the delete batch at once (a hold on their place), so evictions made
+    /// together become one delete task even when one waits for its transfer.
     pub(super) async fn evict_remote(&self, meta: &ObjectMeta) -> Result<()> {
         let manager = self.manager().await?;
-        for (dest, label) in &meta.destinations {
+        let deleter = self.deleter().await?;
+        let holds: Vec<_> = meta.destinations.iter().map(|_| deleter.hold()).collect();
+        let mut receipts = Vec::with_capacity(holds.len());
+        for ((dest, label), hold) in meta.destinations.iter().zip(holds) {
             let (_, dest_path) = self.paths(dest, &meta.path)?;
             // Let an in-flight transfer finish first, or it would land after the delete.
             for item in manager.items(label).await? {
@@ -96,7 +101,10 @@ impl GlobusConnector {
                 }
             }
             let collection = self.inner.config.site(dest)?.collection.to_string();
-            self.deleter().await?.delete(collection, dest_path).await?;
+            receipts.push(hold.add(collection, dest_path));
+        }
+        for receipt in receipts {
+            receipt.submitted().await?;
         }
         Ok(())
     }

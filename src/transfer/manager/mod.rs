@@ -31,7 +31,8 @@
 //! ## Files
 //!
 //! `config.rs` (what callers hand in), `status.rs` (what they get back), `sql.rs` (every
-//! statement against the state database), `liveness.rs` (which processes are alive, the
+//! statement against the state database) with `rows.rs` (the typed rows it reads and
+//! writes), `liveness.rs` (which processes are alive, the
 //! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
 //! and outcomes), `loops.rs` (the background loops).
 
@@ -39,6 +40,7 @@ mod config;
 mod liveness;
 mod loops;
 mod poll;
+mod rows;
 mod sql;
 mod status;
 mod submit;

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::sql::{self, FailFast, InFlight, Observed, PendingItem, now_ms};
+use super::sql::{self, BatchEnd, FailFast, InFlight, Observed, PendingItem, now_ms};
 use super::status::ItemStatus;
 use super::{Inner, new_label};
 use crate::error::{Error, Result};
@@ -117,8 +117,14 @@ impl Inner {
             description = format!("{description}: {}", event.details);
         }
         let succeeded = self.succeeded_items(task, &items).await?;
-        self.finish_batch(batch, Some(task), &code, &description, &succeeded)
-            .await
+        self.finish_batch(BatchEnd {
+            batch,
+            task: Some(task),
+            code: &code,
+            description: &description,
+            succeeded: &succeeded,
+        })
+        .await
     }
 
     /// The pending items Globus reports as copied.

@@ -14,6 +14,7 @@ use sqlx::Row;
 
 use super::config::ItemSpec;
 use super::loops::WriteReq;
+pub(super) use super::rows::*;
 use super::status::{BatchStatus, ItemStatus};
 use crate::error::Result;
 use crate::state::{SqlResultExt, StateDb};
@@ -25,59 +26,6 @@ type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 /// Now, as stored.
 pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// The batch an item joins: (source, destination, options as JSON, priority code).
-pub(super) type BatchKey = (String, String, String, i64);
-
-/// A process as the `processes` table records it.
-pub(super) struct ProcessRow {
-    pub owner: String,
-    pub host: String,
-    pub pid: u32,
-    pub started: String,
-    pub heartbeat_at: i64,
-}
-
-/// A batch at Globus that the poller follows.
-pub(super) struct InFlight {
-    pub id: i64,
-    pub task_id: String,
-    pub submitted_at: i64,
-    pub bytes_transferred: i64,
-    pub status: Option<String>,
-    pub nice_status: Option<String>,
-    pub nice_status_since: Option<i64>,
-    pub resplit_of: Option<i64>,
-}
-
-/// An item of a batch that is not final yet: (id, source path, destination path).
-pub(super) type PendingItem = (i64, String, String);
-
-/// What one poll learnt about one batch's task.
-pub(super) struct Observed<'a> {
-    pub batch: i64,
-    pub task: &'a Task,
-    /// Since when the task has been stuck on a fatal `nice_status` (`None`: it is not).
-    pub fatal_since: Option<i64>,
-}
-
-/// What a batch becomes at Globus: its request's fields.
-pub(super) struct BatchToPost {
-    pub label: String,
-    pub source: String,
-    pub destination: String,
-    pub options: String,
-    pub items: Vec<ItemToPost>,
-}
-
-/// One item of a [`BatchToPost`].
-pub(super) struct ItemToPost {
-    pub source_path: String,
-    pub destination_path: String,
-    pub recursive: Option<bool>,
-    pub external_checksum: Option<String>,
-    pub checksum_algorithm: Option<String>,
 }
 
 /// Records this process (or refreshes its heartbeat).
@@ -473,16 +421,16 @@ pub(super) async fn record_submit_error(db: &StateDb, batch: i64, error: &str) -
     Ok(())
 }
 
-/// Ends a batch: the items in `succeeded` succeed, every other pending one ends `CANCELED`
-/// (when `code` is `CANCELED`) or `FAILED` with `code` and `description`.
-pub(super) async fn finish_batch(
-    db: &StateDb,
-    batch: i64,
-    task: Option<&Task>,
-    code: &str,
-    description: &str,
-    succeeded: &[i64],
-) -> Result<()> {
+/// Ends a batch: the items in `end.succeeded` succeed, every other pending one ends
+/// `CANCELED` (when the code is `CANCELED`) or `FAILED` with the code and description.
+pub(super) async fn finish_batch(db: &StateDb, end: &BatchEnd<'_>) -> Result<()> {
+    let BatchEnd {
+        batch,
+        task,
+        code,
+        description,
+        succeeded,
+    } = *end;
     let now = now_ms();
     let mut tx = db.begin_immediate().await?;
     if let Some(task) = task {
@@ -578,22 +526,6 @@ pub(super) async fn finish_succeeded(
         .at(db)?;
     bump_generation(&mut tx, db).await?;
     tx.commit().await.at(db)
-}
-
-/// What fail-fast decided for a stuck batch.
-pub(super) struct FailFast<'a> {
-    pub batch: i64,
-    pub task: &'a Task,
-    pub succeeded: &'a [i64],
-    /// The failing items, with their description; they fail with `code`.
-    pub failing: &'a [(i64, String)],
-    /// The rest: re-split into a new batch (`Some(new label)`), or failed with `reason`.
-    pub rest: &'a [i64],
-    pub resplit_label: Option<String>,
-    pub code: &'a str,
-    pub reason: &'a str,
-    pub identity: &'a str,
-    pub owner: &'a str,
 }
 
 /// Records a fail-fast: one transaction for the items, the re-split and the batch.

@@ -9,9 +9,9 @@
 
 use super::Inner;
 use super::config::{BatchOptions, Priority};
-use super::sql::{self, BatchToPost};
+use super::sql::{self, BatchEnd, BatchToPost};
 use crate::error::{Error, Result};
-use crate::transfer::types::{Task, TransferItem, TransferRequest};
+use crate::transfer::types::{TransferItem, TransferRequest};
 
 impl Inner {
     /// The next batch to submit, with its submission id if it already has one, if
@@ -83,22 +83,21 @@ impl Inner {
                     Error::Unauthorized { .. } => "AuthenticationFailed".into(),
                     _ => "SubmitFailed".into(),
                 };
-                self.finish_batch(batch, None, &code, &e.to_string(), &[])
-                    .await
+                self.finish_batch(BatchEnd {
+                    batch,
+                    task: None,
+                    code: &code,
+                    description: &e.to_string(),
+                    succeeded: &[],
+                })
+                .await
             }
         }
     }
 
-    /// Ends a batch: items not listed as succeeded fail with `code`; waiters are told.
-    pub(super) async fn finish_batch(
-        &self,
-        batch: i64,
-        task: Option<&Task>,
-        code: &str,
-        description: &str,
-        succeeded: &[i64],
-    ) -> Result<()> {
-        sql::finish_batch(&self.db, batch, task, code, description, succeeded).await?;
+    /// Ends a batch (see [`BatchEnd`]) and tells the waiters.
+    pub(super) async fn finish_batch(&self, end: BatchEnd<'_>) -> Result<()> {
+        sql::finish_batch(&self.db, &end).await?;
         self.signals.changed.notify_waiters();
         Ok(())
     }
