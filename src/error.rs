@@ -562,3 +562,79 @@ fn io_hint(e: &std::io::Error) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn wrapped_failures_keep_their_cause_as_the_source() {
+        let json = serde_json::from_str::<u8>("nope").unwrap_err();
+        let e = Error::state("/x/state.db", "reference \"r\" is unreadable", json);
+        let source = e.source().expect("the parser's error is kept");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        assert!(e.to_string().contains("/x/state.db"), "{e}");
+        let e = Error::encode("json", "bad value");
+        assert_eq!(e.source().unwrap().to_string(), "bad value");
+        let e = Error::background("the delete batcher", None);
+        assert!(e.source().is_none());
+        assert_eq!(e.kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn remedies_are_hints_and_messages_name_no_command() {
+        let consent = Error::ConsentRequired {
+            required_scopes: vec![],
+            collections: vec!["c1".into(), "c2".into()],
+        };
+        let login = Error::LoginRequired {
+            reason: "no stored login".into(),
+        };
+        let refused = Error::Unauthorized {
+            message: "token expired".into(),
+        };
+        for e in [&consent, &login, &refused] {
+            assert!(!e.to_string().contains("ps-globus"), "{e}");
+            assert!(e.hint().unwrap().contains("ps-globus login"), "{e}");
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+            assert!(e.needs_login());
+        }
+        assert_eq!(
+            consent.hint().unwrap(),
+            "run `ps-globus login --collection c1 --collection c2`"
+        );
+        let attention = Error::NeedsAttention {
+            task_id: "t".into(),
+            reason: "paused".into(),
+            fix: "log in again".into(),
+        };
+        assert_eq!(attention.hint().as_deref(), Some("log in again"));
+        assert!(!attention.to_string().contains("log in again"));
+    }
+
+    #[test]
+    fn kinds_sort_the_variants_a_caller_acts_on() {
+        let timeout = Error::Timeout {
+            what: "a transfer".into(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(timeout.kind(), ErrorKind::Timeout);
+        assert!(timeout.is_transient());
+        let unsupported = Error::Unsupported {
+            operation: "resolve_path",
+            connector: "local".into(),
+            advice: "read it with get".into(),
+        };
+        assert_eq!(unsupported.kind(), ErrorKind::Unsupported);
+        assert!(!unsupported.is_transient());
+        assert_eq!(Error::malformed("x").kind(), ErrorKind::InvalidInput);
+        let io = Error::io(
+            "write",
+            "/full",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert_eq!(io.kind(), ErrorKind::Storage);
+        assert!(io.to_string().contains("free space"), "{io}");
+    }
+}

@@ -570,7 +570,8 @@ mod data_type {
 mod tests {
     use super::*;
 
-    /// The recorded documents (copies of shared/globus-api/fixtures) parse into these types.
+    /// Documents recorded from the real service (`tests/fixtures/globus-api/`) parse into
+    /// these types.
     fn fixture(name: &str) -> serde_json::Value {
         let path = format!(
             "{}/tests/fixtures/globus-api/{name}",
