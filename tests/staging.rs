@@ -401,3 +401,53 @@ fn config_init_site_add_doctor_and_completions() {
     assert_eq!(code, 0);
     assert!(stdout.contains("ps-globus") && stdout.contains("stage-in"));
 }
+
+/// Regression: with eight `transfer` processes sharing one state directory, one of them
+/// sometimes never returned although its item SUCCEEDED (its outcome was recorded by a
+/// poller in another process that then exited). Every process must return, every time.
+#[test]
+fn eight_transfer_processes_sharing_a_state_directory_all_return() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    for i in 0..8 {
+        write(
+            emu.root_a(),
+            &format!("in/{i}"),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    for round in 0..3 {
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                let (src, dst) = (format!("a:/in/{i}"), format!("b:/out/{round}/{i}"));
+                // A hang ends at the timeout with exit code 3, not in a stuck test.
+                let args = [
+                    "transfer",
+                    &src,
+                    &dst,
+                    "--timeout",
+                    "120",
+                    "--timeout-exit-code",
+                    "3",
+                ];
+                setup
+                    .command(&args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}, process {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let arrived = std::fs::read(emu.root_b().join(format!("out/{round}/{i}"))).unwrap();
+            assert_eq!(arrived, format!("file {i}").as_bytes());
+        }
+    }
+}

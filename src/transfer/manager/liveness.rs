@@ -25,13 +25,19 @@ pub(super) fn this_process() -> ProcessRow {
     }
 }
 
-/// A process's start time (field 22 of `/proc/<pid>/stat`), to tell a live pid from a
-/// reused one.
+/// A running process's start time (field 22 of `/proc/<pid>/stat`), to tell a live pid
+/// from a reused one; `None` if the process is gone, or has exited and only waits to be
+/// reaped by its parent (a zombie holds no lease: treating it as alive kept the poller
+/// lease of an exited `ps-globus transfer` for a whole lease period).
 pub(super) fn process_start(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Counted after the parenthesised command name, which may hold spaces.
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19).map(str::to_owned)
+    // Counted after the parenthesised command name, which may hold spaces: field 3 is
+    // the state, field 22 the start time.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18).map(str::to_owned)
 }
 
 fn hostname() -> String {
@@ -96,6 +102,23 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: an exited child that its parent has not reaped yet (a zombie) was
+    /// taken for alive, so its poller lease blocked every other process for a lease
+    /// period.
+    #[test]
+    fn an_exited_but_unreaped_process_is_not_alive() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        // Wait for the exit but leave the child unreaped: a zombie.
+        let options =
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
+        rustix::process::waitid(rustix::process::WaitId::Pid(pid), options).unwrap();
+        assert!(std::fs::read_to_string(format!("/proc/{}/stat", child.id())).is_ok());
+        assert_eq!(process_start(child.id()), None);
+        let mut child = child;
+        child.wait().unwrap();
+    }
 
     #[test]
     fn this_process_has_a_start_time() {

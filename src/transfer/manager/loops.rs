@@ -229,10 +229,21 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         }
         let config = inner.config.clone();
         let _ = inner.heartbeat().await;
+        // Other processes record outcomes too (the previous poller, a refused submission,
+        // a cancel): whoever polls now, notice their changes through the database's
+        // generation. Checking it only while another process held the lease left a
+        // waiter hanging when its item was finished by a poller that then exited.
+        if let Ok(generation) = sql::generation(&inner.db).await
+            && generation != seen_generation
+        {
+            seen_generation = generation;
+            inner.signals.changed.notify_waiters();
+            inner.signals.submit_kick.notify_one();
+        }
         let leader = inner.lease().await.unwrap_or(false);
-        if leader {
+        interval = if leader {
             let waited_on = inner.waiters.load(std::sync::atomic::Ordering::Relaxed) > 0;
-            interval = match inner.poll_once().await {
+            match inner.poll_once().await {
                 Ok(true) if waited_on => config.poll_min,
                 Ok(true) => config.poll_idle.max(config.poll_min),
                 Ok(false) => (last_interval.max(config.poll_min).mul_f64(1.5)).min(config.poll_max),
@@ -240,18 +251,11 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                     tracing::warn!("polling Globus failed, will retry: {e}");
                     (last_interval.max(config.poll_min) * 2).min(config.poll_max)
                 }
-            };
-        } else {
-            // Another process polls; notice its updates through the database.
-            if let Ok(generation) = sql::generation(&inner.db).await
-                && generation != seen_generation
-            {
-                seen_generation = generation;
-                inner.signals.changed.notify_waiters();
-                inner.signals.submit_kick.notify_one();
             }
-            interval = config.poll_min;
-        }
+        } else {
+            // Another process polls Globus; its updates arrive through the generation.
+            config.poll_min
+        };
         last_interval = interval;
         drop(inner);
         let kick = signals.poll_kick.notified();

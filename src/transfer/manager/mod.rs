@@ -62,6 +62,8 @@ use super::TransferClient;
 use crate::error::{Error, Result};
 use crate::runtime;
 use crate::state::StateDb;
+#[cfg(test)]
+use crate::transfer::states::ItemState;
 
 /// Coalesces, submits and tracks Globus transfers for one identity. Cheap to clone.
 ///
@@ -426,6 +428,72 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::StaticTokenAuthorizer;
+
+    /// Regression (eight `transfer` processes, one hung although its item SUCCEEDED):
+    /// the poller noticed other processes' outcomes only while *another* process held
+    /// the lease. A waiter whose item was finished elsewhere, in a process that holds the
+    /// lease and has nothing in flight, must still be told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_in_the_lease_holder_learns_of_outcomes_recorded_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
+        // Nothing is in flight, so this client never sends a request.
+        let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
+        let config = ManagerConfig {
+            poll_min: Duration::from_millis(20),
+            poll_idle: Duration::from_millis(20),
+            poll_max: Duration::from_millis(50),
+            ..ManagerConfig::default()
+        };
+        let m = TransferManager::start(db.clone(), client, config)
+            .await
+            .unwrap();
+        // Another live process (on another host, fresh heartbeat) owns an open batch.
+        let other = "elsewhere:1:1";
+        sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, 'elsewhere', 1, '1', ?)")
+            .bind(other).bind(sql::now_ms()).execute(db.pool()).await.unwrap();
+        let batch: i64 = sqlx::query_scalar("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-other', ?, 's', 'd', '{}', 1, 'OPEN', ?, 0) RETURNING id")
+            .bind(m.identity()).bind(other).fetch_one(db.pool()).await.unwrap();
+        let item: i64 = sqlx::query_scalar("INSERT INTO items (batch_id, source_path, destination_path, state, created_at) VALUES (?, '/a', '/b', 'PENDING', 0) RETURNING id")
+            .bind(batch).fetch_one(db.pool()).await.unwrap();
+        m.poll_now().await.unwrap();
+        assert!(
+            m.poll_cycles() == 0,
+            "nothing in flight: no request to Globus"
+        );
+        let waiting = {
+            let m = m.clone();
+            tokio::spawn(async move { m.wait(item, Duration::from_secs(30)).await })
+        };
+        // The other process's poller records the outcome, then exits.
+        let mut tx = db.begin_immediate().await.unwrap();
+        for statement in [
+            "UPDATE items SET state = 'SUCCEEDED' WHERE batch_id = ?",
+            "UPDATE batches SET state = 'DONE' WHERE id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        bump_generation_for_test(&mut tx).await;
+        tx.commit().await.unwrap();
+        let done = waiting
+            .await
+            .unwrap()
+            .expect("the waiter is told, not left to time out");
+        assert_eq!(done.state, ItemState::Succeeded);
+    }
+
+    async fn bump_generation_for_test(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>) {
+        sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn labels_suit_the_filter_grammar() {

@@ -291,8 +291,9 @@ pub(super) async fn cancel_unsubmitted(db: &StateDb, label: &str) -> Result<()> 
         .bind(ItemState::Canceled.as_str()).bind(WHY).bind(now).bind(ItemState::Pending.as_str())
         .bind(label).bind(BatchState::Done.as_str())
         .execute(&mut *tx).await.at(db)?;
-    tx.commit().await.at(db)?;
-    Ok(())
+    // Waiters in other processes learn of it through the generation.
+    bump_generation(&mut tx, db).await?;
+    tx.commit().await.at(db)
 }
 
 /// Counts of `owner`'s batches, for `flush`: (open or submitting, ready, at Globus).
