@@ -185,19 +185,95 @@ pub fn parse_batch(text: &str) -> Result<Vec<(String, String)>> {
     Ok(pairs)
 }
 
-/// Enqueues every planned item as bulk work; returns their handles.
+impl PlannedItem {
+    /// The destination path Globus is given: `DIR/` as a file's destination means "into
+    /// DIR", as with cp.
+    pub fn destination_path(&self) -> String {
+        let mut destination = self.destination.path.clone();
+        if destination.ends_with('/') && self.recursive != Some(true) {
+            destination.push_str(self.source.path.rsplit('/').next().unwrap_or_default());
+        }
+        destination
+    }
+}
+
+/// Refuses plans that would lose data or never end: an item whose destination is its
+/// own source (the copy would truncate the file it reads), a destination inside its
+/// own source (a recursive copy would nest into itself), and two items with one
+/// destination (only one source could end up there, yet both would report success).
+///
+/// ```
+/// use ps_globus::staging::{Location, PlannedItem, check_plan};
+/// let at = |path: &str| Location { collection: uuid::Uuid::nil(), path: path.into() };
+/// let item = |src: &str, dst: &str| PlannedItem { source: at(src), destination: at(dst), recursive: None };
+/// assert!(check_plan(&[item("/a/x", "/b/x")]).is_ok());
+/// assert!(check_plan(&[item("/a/x", "/a//x/")]).is_err());
+/// assert!(check_plan(&[item("/a", "/a/copy")]).is_err());
+/// assert!(check_plan(&[item("/a/x", "/b/x"), item("/a/y", "/b/./x")]).is_err());
+/// ```
+pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
+    let refuse = |message: String| Error::InvalidConfig {
+        what: "transfer".into(),
+        message,
+    };
+    let mut destinations: std::collections::HashMap<(Uuid, String), usize> = Default::default();
+    for (n, item) in items.iter().enumerate() {
+        let source = normalise(&item.source.path);
+        let destination = normalise(&item.destination_path());
+        if item.source.collection == item.destination.collection {
+            if source == destination {
+                return Err(refuse(format!(
+                    "item {}: {} is both the source and the destination; a copy onto itself \
+                     would destroy it",
+                    n + 1,
+                    item.source.path
+                )));
+            }
+            if destination.starts_with(&format!("{}/", source.trim_end_matches('/'))) {
+                return Err(refuse(format!(
+                    "item {}: the destination {} lies inside the source {}; the copy would \
+                     nest into itself",
+                    n + 1,
+                    item.destination.path,
+                    item.source.path
+                )));
+            }
+        }
+        let key = (item.destination.collection, destination);
+        if let Some(first) = destinations.insert(key, n) {
+            return Err(refuse(format!(
+                "items {} and {} have the same destination {}; only one source could end up \
+                 there: give each its own destination",
+                first + 1,
+                n + 1,
+                item.destination_path()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A collection path without doubled slashes, `.` components or a trailing slash.
+fn normalise(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let prefix = if path.starts_with('/') { "/" } else { "" };
+    format!("{prefix}{}", parts.join("/"))
+}
+
+/// Enqueues every planned item as bulk work; returns their handles. A plan that
+/// [`check_plan`] refuses submits nothing.
 pub async fn submit(
     manager: &TransferManager,
     items: &[PlannedItem],
     options: &BatchOptions,
 ) -> Result<Vec<Enqueued>> {
+    check_plan(items)?;
     // Enqueued concurrently, so that they commit together; flush closes the batches.
     let enqueues = items.iter().map(|item| {
-        let mut destination = item.destination.path.clone();
-        if destination.ends_with('/') && item.recursive != Some(true) {
-            // `DIR/` as a file's destination means "into DIR", as with cp.
-            destination.push_str(item.source.path.rsplit('/').next().unwrap_or_default());
-        }
+        let destination = item.destination_path();
         let mut spec = ItemSpec::new(
             item.source.collection.to_string(),
             item.source.path.clone(),

@@ -33,6 +33,7 @@ fn fast_retry() -> RetryConfig {
         max_retries: 5,
         max_sleep: Duration::from_millis(20),
         base: Duration::from_millis(2),
+        ..RetryConfig::default()
     }
 }
 
@@ -772,4 +773,61 @@ async fn a_401_refreshes_the_credentials_once_and_retries() {
     );
     let stats = emu.sim.stats();
     assert_eq!((stats.by_status[&401], stats.by_status[&200]), (1, 2));
+}
+
+/// Regression: a service that accepts connections but never answers made `task list`
+/// take 373 s to fail (60 s a request, six attempts). Requests now time out as their
+/// operation warrants, and no retry starts past the call's budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_never_answers_fails_within_the_retry_budget() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream); // accepted, never answered
+        }
+    });
+    let client =
+        TransferClient::with_base_url(&url, Arc::new(StaticTokenAuthorizer::new(TOKEN))).unwrap();
+    let per_request = RetryConfig {
+        max_retries: 2,
+        max_sleep: Duration::from_millis(5),
+        base: Duration::from_millis(1),
+        read_timeout: Duration::from_millis(100),
+        ..RetryConfig::default()
+    };
+    let err = client
+        .with_retry(per_request)
+        .unwrap()
+        .task_list(&Default::default())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Network {
+            url: at, retries, ..
+        } => {
+            assert_eq!(*retries, 2, "every attempt timed out and was retried");
+            assert!(at.starts_with(&url), "{at}");
+        }
+        other => panic!("expected a network error, got {other:?}"),
+    }
+    assert_eq!(err.kind(), ps_globus::ErrorKind::Service);
+    // With a budget shorter than its retries, the call stops retrying at the budget.
+    let budgeted = RetryConfig {
+        max_retries: 1000,
+        total: Duration::from_millis(300),
+        ..per_request
+    };
+    let err = client
+        .with_retry(budgeted)
+        .unwrap()
+        .task_list(&Default::default())
+        .await
+        .unwrap_err();
+    match err {
+        Error::Network { retries, .. } => assert!(retries < 1000, "{retries} retries"),
+        other => panic!("expected a network error, got {other:?}"),
+    }
+    silent.abort();
 }

@@ -451,3 +451,52 @@ fn eight_transfer_processes_sharing_a_state_directory_all_return() {
         }
     }
 }
+
+/// Regression: a transfer of a file onto itself truncated it and reported success, and a
+/// recursive transfer into its own subtree nested until the path was too long. Both are
+/// refused before anything is submitted, and the file is intact.
+#[test]
+fn a_transfer_onto_itself_or_into_its_own_subtree_is_refused() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "data/x", b"precious");
+    for args in [
+        vec!["transfer", "a:/data/x", "a:/data/x"],
+        vec!["transfer", "a:/data/x", "a://data/./x"],
+        vec!["transfer", "a:/data/x", "a:/data/"],
+        vec!["transfer", "--recursive", "a:/data", "a:/data/copy"],
+        vec!["transfer", "--dry-run", "a:/data/x", "a:/data/x"],
+    ] {
+        let (code, _, stderr) = setup.run(&args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("onto itself") || stderr.contains("nest into itself"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(emu.root_a().join("data/x")).unwrap(),
+        b"precious"
+    );
+    assert_eq!(emu.sim.stats().tasks(), 0, "nothing was submitted");
+}
+
+/// Regression: two batch lines with one destination both reported success while the
+/// file held only one of the sources. Such a batch is refused, naming both lines.
+#[test]
+fn a_batch_with_two_lines_to_one_destination_is_refused() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/1", b"one");
+    write(emu.root_a(), "in/2", b"two");
+    let batch = setup.home.path().join("batch.txt");
+    std::fs::write(&batch, "a:/in/1 b:/out/same\na:/in/2 b:/out//same\n").unwrap();
+    let (code, _, stderr) = setup.run(&["transfer", "--batch", batch.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("items 1 and 2 have the same destination"),
+        "{stderr}"
+    );
+    assert_eq!(emu.sim.stats().tasks(), 0, "nothing was submitted");
+    assert!(!emu.root_b().join("out/same").exists());
+}

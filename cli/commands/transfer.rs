@@ -120,6 +120,8 @@ fn plan(
             recursive: args.recursive.then_some(true),
         });
     }
+    // Refused before anything is shown or submitted, dry runs included.
+    ps_globus::staging::check_plan(&items)?;
     Ok(items)
 }
 

@@ -387,13 +387,15 @@ impl Inner {
         let attempts = AtomicU32::new(0);
         let refreshed = AtomicBool::new(false);
         let max_sleep = self.retry.max_sleep;
+        let started = std::time::Instant::now();
+        let within_budget = || started.elapsed() < self.retry.total;
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
             self.attempt(&method, &path, &query, body.as_ref(), &refreshed)
                 .await
         })
         .retry(self.retry)
-        .when(|f: &Failure| f.retryable)
+        .when(|f: &Failure| f.retryable && within_budget())
         .adjust(|f: &Failure, backoff| match (f.retry_after, backoff) {
             // Retry-After replaces the backoff sleep but still uses up an attempt.
             (Some(wait), Some(_)) => Some(wait.min(max_sleep)),
@@ -434,9 +436,15 @@ impl Inner {
             // Sensitive: kept out of any Debug output of the request (logs at trace level).
             header.set_sensitive(true);
             tracing::trace!(%method, path, "Globus Transfer request");
+            let timeout = if *method == Method::GET {
+                self.retry.read_timeout
+            } else {
+                self.retry.write_timeout
+            };
             let mut request = self
                 .http
                 .request(method.clone(), &url)
+                .timeout(timeout)
                 .header(AUTHORIZATION, header);
             if !query.is_empty() {
                 request = request.query(query);

@@ -1,6 +1,7 @@
 //! The retry policy of the Transfer client, matching globus-sdk's.
 //!
-//! Up to 5 retries; attempt `k` sleeps `(0.25 + 0.5·random) · 2^k` seconds, capped at 10 s;
+//! A reading request may take 20 s, a writing one 60 s (connecting: 10 s); no retry
+//! starts once the call has taken 90 s. Up to 5 retries; attempt `k` sleeps `(0.25 + 0.5·random) · 2^k` seconds, capped at 10 s;
 //! an integer `Retry-After` on 429 or 503 replaces that sleep (still capped, still
 //! counted as an attempt, so a storm of 429s cannot retry forever). Retried: 429, 500,
 //! 502, 503, 504 and connection failures, but never an `ExternalError*` or
@@ -23,6 +24,14 @@ pub struct RetryConfig {
     pub max_sleep: Duration,
     /// The unit of the backoff: attempt `k` sleeps `(0.5 + random) · base · 2^k`.
     pub base: Duration,
+    /// How long one reading request (`GET`) may take, answer included.
+    pub read_timeout: Duration,
+    /// How long one writing request (a submission, a cancel) may take.
+    pub write_timeout: Duration,
+    /// No retry starts once a call has taken this long: a service that accepts
+    /// connections but never answers fails a call in about this time, not
+    /// `max_retries` times the request timeout.
+    pub total: Duration,
 }
 
 impl Default for RetryConfig {
@@ -31,6 +40,9 @@ impl Default for RetryConfig {
             max_retries: 5,
             max_sleep: Duration::from_secs(10),
             base: Duration::from_millis(500),
+            read_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(60),
+            total: Duration::from_secs(90),
         }
     }
 }
