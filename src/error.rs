@@ -394,13 +394,14 @@ impl Error {
     }
 
     /// Whether a (new) login or consent would fix this: `ps-globus` exits 4 for these,
-    /// as globus-cli does.
+    /// as globus-cli does. A task Globus paused (INACTIVE) waits for exactly that.
     pub fn needs_login(&self) -> bool {
         matches!(
             self,
             Error::LoginRequired { .. }
                 | Error::ConsentRequired { .. }
                 | Error::Unauthorized { .. }
+                | Error::NeedsAttention { .. }
         )
     }
 

@@ -342,6 +342,26 @@ fn deserialized_proxy_finds_the_registered_store() {
     assert_eq!(r.0, "pair");
 }
 
+/// Regression: a proxy whose store config asked for a huge `cache_size` aborted any
+/// process that resolved it (the cache table was allocated up front). Sizes that come
+/// from outside allocate nothing until used.
+#[test]
+fn a_proxy_with_a_huge_cache_size_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        unique_name("huge-cache"),
+        ps_globus::connector::FileConnector::new(dir.path()).unwrap(),
+    )
+    .unwrap();
+    let p = store.proxy(&String::from("small object")).unwrap();
+    let mut doc: serde_json::Value = serde_json::to_value(&p).unwrap();
+    doc["store"]["name"] = unique_name("huge-cache-elsewhere").into();
+    doc["store"]["cache_size"] = serde_json::json!(1u64 << 62);
+    let q: Proxy<String> = serde_json::from_value(doc).unwrap();
+    assert_eq!(q.resolve().unwrap().as_str(), "small object");
+    assert_eq!(q.as_str(), "small object", "resolved again from the cache");
+}
+
 #[test]
 fn bad_serialized_proxies_are_typed_errors() {
     let store = local_store("bad");

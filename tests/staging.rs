@@ -500,3 +500,19 @@ fn a_batch_with_two_lines_to_one_destination_is_refused() {
     assert_eq!(emu.sim.stats().tasks(), 0, "nothing was submitted");
     assert!(!emu.root_b().join("out/same").exists());
 }
+
+/// Regression: a task Globus paused (INACTIVE: credentials or a consent expired) printed
+/// `FAILED … PENDING` with no description and exited 1. It is reported as paused, with
+/// the login hint, and exits 4 as globus-cli does for a login problem.
+#[test]
+fn a_paused_task_exits_4_with_the_login_hint() {
+    let emu =
+        Emu::with(|c| c.faults = vec![fault(FaultKind::Inactive, Some("/expired"), None, None)]);
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "expired", b"needs a fresh consent");
+    let (code, _, stderr) = setup.run(&["transfer", "a:/expired", "b:/expired"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("PAUSED /expired -> /expired"), "{stderr}");
+    assert!(stderr.contains("hint: run `ps-globus login`"), "{stderr}");
+    assert!(!stderr.contains("FAILED"), "{stderr}");
+}

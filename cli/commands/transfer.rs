@@ -244,14 +244,25 @@ fn report(statuses: &[ItemStatus], task_ids: &[String], json_out: bool) -> CliRe
             task_ids.len()
         );
     }
+    let mut paused = None;
     for f in &failed {
-        eprintln!(
-            "FAILED {} -> {}: {} {}",
-            f.source_path,
-            f.destination_path,
-            f.code.as_deref().unwrap_or(f.state.as_str()),
-            f.description.as_deref().unwrap_or("")
-        );
+        match f.error() {
+            Some(e @ ps_globus::Error::NeedsAttention { .. }) => {
+                eprintln!("PAUSED {} -> {}: {e}", f.source_path, f.destination_path);
+                paused = Some(e);
+            }
+            _ => eprintln!(
+                "FAILED {} -> {}: {} {}",
+                f.source_path,
+                f.destination_path,
+                f.code.as_deref().unwrap_or(f.state.as_str()),
+                f.description.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    if let Some(e) = paused {
+        // Exit 4 with the remedy: the paused task resumes once the login is renewed.
+        return Err(Box::new(e));
     }
     if failed.is_empty() {
         Ok(())

@@ -17,9 +17,16 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
+    /// A cache of at most `size` entries. The size may come from a proxy made anywhere,
+    /// so nothing is allocated up front: the table grows with what is cached (a
+    /// preallocated table for a huge `cache_size` aborted the process that resolved it).
     pub(crate) fn new(size: usize) -> Self {
         Cache {
-            entries: NonZeroUsize::new(size).map(|n| Mutex::new(LruCache::new(n))),
+            entries: NonZeroUsize::new(size).map(|n| {
+                let mut cache = LruCache::unbounded();
+                cache.resize(n);
+                Mutex::new(cache)
+            }),
         }
     }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::sql::{self, BatchEnd, FailFast, InFlight, Observed, PendingItem, now_ms};
 use super::status::ItemStatus;
 use super::{Inner, new_label};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::transfer::states::{ItemState, TaskStatus};
 use crate::transfer::types::Task;
 
@@ -224,27 +224,10 @@ fn fatal_since(row: &InFlight, task: &Task, now: i64) -> Option<i64> {
 
 /// The result of a wait, if the item is done (or its task needs attention).
 pub(super) fn outcome(status: &ItemStatus) -> Option<Result<ItemStatus>> {
-    match status.state {
-        ItemState::Succeeded => Some(Ok(status.clone())),
-        ItemState::Failed | ItemState::Canceled => Some(Err(Error::TransferFailed {
-            task_id: status.task_id.clone(),
-            code: status
-                .code
-                .clone()
-                .unwrap_or_else(|| status.state.to_string()),
-            description: status.description.clone().unwrap_or_default(),
-            source_path: status.source_path.clone(),
-            destination_path: status.destination_path.clone(),
-        })),
-        _ if status.task_status == Some(TaskStatus::Inactive) => Some(Err(Error::NeedsAttention {
-            task_id: status.task_id.clone().unwrap_or_default(),
-            reason: format!(
-                "Globus paused it ({}): the credentials or a data_access consent expired",
-                status.nice_status.as_deref().unwrap_or("INACTIVE")
-            ),
-            fix: "run `ps-globus login` (with `--collection <id>` for each collection involved); the task resumes by itself".into(),
-        })),
-        _ => None,
+    match status.error() {
+        Some(error) => Some(Err(error)),
+        None if status.state == ItemState::Succeeded => Some(Ok(status.clone())),
+        None => None,
     }
 }
 

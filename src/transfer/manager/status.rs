@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::transfer::states::{BatchState, ItemState, TaskStatus};
 
 /// Where an item stands.
@@ -37,6 +38,35 @@ impl ItemStatus {
     /// Whether the item has reached a final state.
     pub fn is_final(&self) -> bool {
         self.state.is_final()
+    }
+
+    /// Why the item did not arrive, as the error a wait returns: [`Error::TransferFailed`]
+    /// with the Globus code and description, or [`Error::NeedsAttention`] while its task
+    /// is paused (INACTIVE); `None` if it succeeded or is still on its way.
+    pub fn error(&self) -> Option<Error> {
+        match self.state {
+            ItemState::Succeeded => None,
+            ItemState::Failed | ItemState::Canceled | ItemState::Other(_) if self.is_final() => {
+                Some(Error::TransferFailed {
+                    task_id: self.task_id.clone(),
+                    code: self.code.clone().unwrap_or_else(|| self.state.to_string()),
+                    description: self.description.clone().unwrap_or_default(),
+                    source_path: self.source_path.clone(),
+                    destination_path: self.destination_path.clone(),
+                })
+            }
+            _ if self.task_status == Some(TaskStatus::Inactive) => Some(Error::NeedsAttention {
+                task_id: self.task_id.clone().unwrap_or_default(),
+                reason: format!(
+                    "Globus paused it ({}): the credentials or a data_access consent expired",
+                    self.nice_status.as_deref().unwrap_or("INACTIVE")
+                ),
+                fix: "run `ps-globus login` (with `--collection <id>` for each collection \
+                      involved); the task resumes by itself"
+                    .into(),
+            }),
+            _ => None,
+        }
     }
 }
 
