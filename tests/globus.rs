@@ -124,6 +124,74 @@ async fn put_file_links_and_resolve_path_returns_the_verified_copy() {
     assert!(matches!(missing, Error::Io { .. }), "{missing}");
 }
 
+/// Regression: a key without metadata read through a link at `<store>/<id>`; a link to
+/// a directory in an object's path passed (only the last component was checked), and
+/// the integrity error then gave the size and sha256 of any file on the host; an evict
+/// through such a link removed a file outside the store. Links anywhere below the
+/// site's local path are refused, and no error describes a file outside the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_anywhere_in_an_objects_path_are_refused_and_no_outside_file_is_described() {
+    let (a, b) = pair(&unique_name("links"));
+    let outside = tempfile::tempdir().unwrap();
+    let secret = b"top secret bytes";
+    std::fs::write(outside.path().join("secret"), secret).unwrap();
+    let key = a.put(b"x", &opts()).await.unwrap();
+    let store_b = b
+        .resolve_path(&key)
+        .await
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let store_a = a
+        .resolve_path(&key)
+        .await
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let refused = |err: Error| {
+        let text = err.to_string();
+        assert!(
+            matches!(&err, Error::MalformedKey { reason } if reason.contains("symbolic link")),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&outside.path().display().to_string()),
+            "{text}"
+        );
+        assert!(!text.contains(&format!("{} bytes", secret.len())), "{text}");
+    };
+
+    // A bare key whose file is a link.
+    std::os::unix::fs::symlink(outside.path().join("secret"), store_b.join("barelink")).unwrap();
+    let bare = Key::new(GlobusConnector::KIND, "barelink").unwrap();
+    refused(b.get(&bare).await.unwrap_err());
+    refused(b.exists(&bare).await.unwrap_err());
+
+    // A link to a directory on the way to the object, at both sites.
+    for store in [&store_a, &store_b] {
+        std::os::unix::fs::symlink(outside.path(), store.join("dirlink")).unwrap();
+    }
+    let mut meta = key.meta().unwrap().clone();
+    meta["path"] = "dirlink/secret".into();
+    meta["size"] = secret.len().into();
+    meta["sha256"] = "0".repeat(64).into();
+    let evil = Key::new(GlobusConnector::KIND, key.id())
+        .unwrap()
+        .with_meta(meta)
+        .unwrap();
+    refused(b.get(&evil).await.unwrap_err());
+    refused(b.resolve_path(&evil).await.unwrap_err());
+    refused(a.get(&evil).await.unwrap_err());
+    refused(a.evict(&evil).await.unwrap_err());
+    assert_eq!(
+        std::fs::read(outside.path().join("secret")).unwrap(),
+        secret,
+        "nothing outside the store was removed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_crafted_paths_and_other_sites_are_refused() {
     let (a, b) = pair(&unique_name("guard"));

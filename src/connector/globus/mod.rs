@@ -181,6 +181,15 @@ impl GlobusConnector {
             .await
     }
 
+    /// This site's local path, below which its objects live, and `<it>/<store dir>/<path>`,
+    /// checked to pass through no symbolic link.
+    fn local_object(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
+        let (local, _) = self.paths(&self.inner.site, path)?;
+        let root = self.inner.config.site(&self.inner.site)?.local_path.clone();
+        verify::refuse_links(&root, &local)?;
+        Ok((root, local))
+    }
+
     /// `<site local path>/<store dir>/<path>` and the same on the collection.
     fn paths(&self, site: &str, path: &str) -> Result<(PathBuf, String)> {
         check_relative(path, "object path")?;
@@ -239,7 +248,7 @@ impl Connector for GlobusConnector {
 
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
-        let (local, _) = self.paths(&self.inner.site, &id)?;
+        let (_, local) = self.local_object(&id)?;
         if let Err(e) = write_atomic(&local, data, false) {
             // The store directory is created on first use.
             let dir = local.parent().expect("object paths have a parent");
@@ -257,18 +266,18 @@ impl Connector for GlobusConnector {
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let Some(meta) = self.meta(key)? else {
             // A bare id names `<store dir>/<id>` here; nothing stored under it is "missing".
-            let (local, _) = self.paths(&self.inner.site, key.id())?;
+            let (_, local) = self.local_object(key.id())?;
             return match fs::read(&local) {
                 Ok(bytes) => Ok(Some(bytes.into())),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io("read", local, e)),
             };
         };
-        let (local, _) = self.paths(&self.inner.site, &meta.path)?;
+        let (root, local) = self.local_object(&meta.path)?;
         if meta.source != self.inner.site {
-            self.wait_for(&meta, &local).await?;
+            self.wait_for(&meta, &root, &local).await?;
         }
-        verify::read_verified(&local, &meta).await
+        verify::read_verified(&root, &local, &meta).await
     }
 
     async fn put_file(&self, file: &Path, options: &PutOptions) -> Result<Key> {
@@ -294,7 +303,7 @@ impl Connector for GlobusConnector {
             Some(meta) => meta.path,
             None => key.id().to_owned(),
         };
-        let (local, _) = self.paths(&self.inner.site, &path)?;
+        let (_, local) = self.local_object(&path)?;
         Ok(local.exists())
     }
 
@@ -302,6 +311,10 @@ impl Connector for GlobusConnector {
         let meta = self.meta(key)?;
         let path = meta.as_ref().map_or(key.id(), |m| m.path.as_str());
         let (local, _) = self.paths(&self.inner.site, path)?;
+        // A link where the object should be is removed (not what it points to); a link
+        // on the way there would make the removal hit a file outside the store.
+        let root = &self.inner.config.site(&self.inner.site)?.local_path;
+        verify::refuse_links(root, local.parent().unwrap_or(root))?;
         match fs::remove_file(&local) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}

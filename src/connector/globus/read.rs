@@ -27,11 +27,11 @@ impl GlobusConnector {
             what: "globus key".into(),
             message: format!("key {} carries no object metadata", key.id()),
         })?;
-        let (local, _) = self.paths(&self.inner.site, &meta.path)?;
+        let (root, local) = self.local_object(&meta.path)?;
         if meta.source != self.inner.site {
-            self.wait_for(&meta, &local).await?;
+            self.wait_for(&meta, &root, &local).await?;
         }
-        match verify_file(&local, &meta).await? {
+        match verify_file(&root, &local, &meta).await? {
             Verdict::Match => Ok(local),
             Verdict::Absent => Err(Error::not_found(&self.inner.config.store_dir, key, "")),
             Verdict::Mismatch(found) => Err(integrity(&local, &meta, found)),
@@ -39,11 +39,18 @@ impl GlobusConnector {
     }
 
     /// Waits until the object is at this site (a destination, or pulled on demand).
-    pub(super) async fn wait_for(&self, meta: &ObjectMeta, local: &Path) -> Result<()> {
+    pub(super) async fn wait_for(
+        &self,
+        meta: &ObjectMeta,
+        root: &Path,
+        local: &Path,
+    ) -> Result<()> {
         let site = &self.inner.site;
         let label = match meta.destinations.get(site) {
             Some(label) => label.clone(),
-            None if matches!(verify_file(local, meta).await?, Verdict::Match) => return Ok(()),
+            None if matches!(verify_file(root, local, meta).await?, Verdict::Match) => {
+                return Ok(());
+            }
             None if self.inner.config.pull_on_demand => self.pull(meta).await?,
             None => {
                 return Err(Error::NotStaged {
@@ -54,7 +61,7 @@ impl GlobusConnector {
             }
         };
         // Already here: no need to follow the transfer (nor to ask Globus anything).
-        if matches!(verify_file(local, meta).await?, Verdict::Match) {
+        if matches!(verify_file(root, local, meta).await?, Verdict::Match) {
             return Ok(());
         }
         let (_, source_path) = self.paths(&meta.source, &meta.path)?;
@@ -67,7 +74,7 @@ impl GlobusConnector {
         let mut checked_skips = false;
         loop {
             let changed = watcher.changed();
-            let verdict = verify_file(local, meta).await?;
+            let verdict = verify_file(root, local, meta).await?;
             if matches!(verdict, Verdict::Match) {
                 return Ok(());
             }

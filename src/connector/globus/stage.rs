@@ -63,7 +63,7 @@ impl GlobusConnector {
     /// afterwards and readers get an [`Error::Integrity`], not the changed bytes.
     pub(super) async fn stage_file(&self, file: &Path, options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
-        let (local, _) = self.paths(&self.inner.site, &id)?;
+        let (_, local) = self.local_object(&id)?;
         let dir = local.parent().expect("object paths have a parent");
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         if let Err(link_error) = fs::hard_link(file, &local) {

@@ -28,9 +28,9 @@ pub(super) enum Verdict {
     Mismatch(String),
 }
 
-/// Whether `local` holds exactly the object.
-pub(super) async fn verify_file(local: &Path, meta: &ObjectMeta) -> Result<Verdict> {
-    refuse_symlink(local)?;
+/// Whether `local` (below the site's `root`) holds exactly the object.
+pub(super) async fn verify_file(root: &Path, local: &Path, meta: &ObjectMeta) -> Result<Verdict> {
+    refuse_links(root, local)?;
     match fs::metadata(local) {
         Ok(m) if m.len() == meta.size => {}
         Ok(_) => return Ok(Verdict::Absent),
@@ -45,9 +45,14 @@ pub(super) async fn verify_file(local: &Path, meta: &ObjectMeta) -> Result<Verdi
     })
 }
 
-/// The object's bytes if `local` holds exactly them; `None` if there is no file.
-pub(super) async fn read_verified(local: &Path, meta: &ObjectMeta) -> Result<Option<Bytes>> {
-    refuse_symlink(local)?;
+/// The object's bytes if `local` (below the site's `root`) holds exactly them; `None` if
+/// there is no file.
+pub(super) async fn read_verified(
+    root: &Path,
+    local: &Path,
+    meta: &ObjectMeta,
+) -> Result<Option<Bytes>> {
+    refuse_links(root, local)?;
     let read = |local: PathBuf, meta: ObjectMeta| -> Result<Option<Bytes>> {
         let bytes = match fs::read(&local) {
             Ok(bytes) => bytes,
@@ -98,16 +103,34 @@ fn hash_file_now(path: &Path) -> Result<(u64, String)> {
     Ok((size, hex(&hasher.finalize())))
 }
 
-/// An object file must be a file in its directory, not a link to elsewhere: a planted
-/// link could make a reader return any file.
-pub(super) fn refuse_symlink(local: &Path) -> Result<()> {
-    match fs::symlink_metadata(local) {
-        Ok(m) if m.file_type().is_symlink() => Err(Error::malformed(format!(
-            "{} is a symbolic link; objects are plain files in their store directory",
+/// An object's path below the site's `root` (the store directory, any directories of
+/// the object's path, the file itself) may not pass through a symbolic link: a planted
+/// link could make a reader return, or an integrity error describe, any file on the
+/// host. Every component is checked, not only the last. The error names only the path
+/// inside the site, never what a link points to.
+pub(super) fn refuse_links(root: &Path, local: &Path) -> Result<()> {
+    let inside = local.strip_prefix(root).map_err(|_| {
+        Error::malformed(format!(
+            "{} is not under the site's local path",
             local.display()
-        ))),
-        _ => Ok(()),
+        ))
+    })?;
+    let mut at = root.to_path_buf();
+    for component in inside.components() {
+        at.push(component);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::malformed(format!(
+                    "{} is a symbolic link; objects are plain files in their store directory",
+                    at.display()
+                )));
+            }
+            Ok(_) => {}
+            // Not there (yet): nothing below it can be a link.
+            Err(_) => break,
+        }
     }
+    Ok(())
 }
 
 /// The sha256 of bytes in memory, lowercase hex.
@@ -154,10 +177,16 @@ mod tests {
             fs::write(&path, &data).unwrap();
             let meta = meta_of(&data);
             assert!(matches!(
-                verify_file(&path, &meta).await.unwrap(),
+                verify_file(dir.path(), &path, &meta).await.unwrap(),
                 Verdict::Match
             ));
-            assert_eq!(read_verified(&path, &meta).await.unwrap().unwrap(), data);
+            assert_eq!(
+                read_verified(dir.path(), &path, &meta)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                data
+            );
             assert_eq!(
                 hash_file(&path, len as u64).await.unwrap(),
                 (len as u64, meta.sha256.clone())
@@ -166,16 +195,16 @@ mod tests {
             changed[len / 2] ^= 1;
             fs::write(&path, &changed).unwrap();
             assert!(matches!(
-                verify_file(&path, &meta).await.unwrap(),
+                verify_file(dir.path(), &path, &meta).await.unwrap(),
                 Verdict::Mismatch(_)
             ));
             assert!(matches!(
-                read_verified(&path, &meta).await,
+                read_verified(dir.path(), &path, &meta).await,
                 Err(Error::Integrity { .. })
             ));
         }
         assert!(matches!(
-            verify_file(&dir.path().join("none"), &meta_of(b"x"))
+            verify_file(dir.path(), &dir.path().join("none"), &meta_of(b"x"))
                 .await
                 .unwrap(),
             Verdict::Absent
