@@ -831,3 +831,39 @@ async fn a_service_that_never_answers_fails_within_the_retry_budget() {
     }
     silent.abort();
 }
+
+/// Regression: a task the service no longer knows (lost in a restart, or deleted from
+/// history) stayed SUBMITTED forever, and `transfer` and `status --watch` never ended.
+/// After its first moments, a task missing from the list and unknown to a direct
+/// lookup fails its items with a typed reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_the_service_lost_fails_its_items_instead_of_waiting_forever() {
+    // The task would never finish on its own.
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "in/0", b"0");
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ManagerConfig {
+        young: Duration::from_millis(50),
+        ..config()
+    };
+    let m = manager(&emu, &dir.path().join("state.db"), quick).await;
+    let item = m.enqueue(spec(&emu, "/in/0", "/out/0")).await.unwrap();
+    m.flush().await.unwrap();
+    let task = m.item(item.item).await.unwrap().task_id.expect("submitted");
+    assert!(emu.sim.forget_task(&task), "the emulator knew the task");
+    match m.wait(item.item, LONG).await.unwrap_err() {
+        Error::TransferFailed {
+            code,
+            task_id,
+            description,
+            ..
+        } => {
+            assert_eq!(code, "TASK_NOT_FOUND");
+            assert_eq!(task_id.as_deref(), Some(task.as_str()));
+            assert!(description.contains(&task), "{description}");
+        }
+        other => panic!("expected a typed failure, got {other:?}"),
+    }
+    let batch = &m.batches(1).await.unwrap()[0];
+    assert_eq!(batch.state, BatchState::Done);
+}

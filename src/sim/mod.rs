@@ -233,6 +233,14 @@ impl Simulator {
         self.collections.get(name)
     }
 
+    /// Forgets task `id` (any identity's), as a service restarted without its state or
+    /// a deletion from history does: it is then unknown to every route. False if no such
+    /// task. For testing how clients survive a service that lost a task.
+    pub fn forget_task(&self, id: &str) -> bool {
+        id.parse::<Uuid>()
+            .is_ok_and(|id| self.state.tasks.forget(&id))
+    }
+
     /// A snapshot of the counters (`GET /__sim/stats`).
     pub fn stats(&self) -> SimStats {
         self.state.stats.snapshot()

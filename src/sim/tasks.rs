@@ -309,6 +309,21 @@ impl TaskTable {
         self.slots_changed.notify_waiters();
     }
 
+    /// Forgets a task, its submission id included, as a service restarted without its
+    /// state (or a task deleted from history) has; true if it was known.
+    pub(crate) fn forget(&self, id: &Uuid) -> bool {
+        let mut t = self.lock();
+        let Some(task) = t.tasks.remove(id) else {
+            return false;
+        };
+        t.order.retain(|known| known != id);
+        t.submissions.retain(|_, known| known != id);
+        if let Some(slots) = t.slots.get_mut(&(task.owner, task.kind)) {
+            slots.queue.retain(|queued| queued != id);
+        }
+        true
+    }
+
     pub(crate) fn get(&self, id: &Uuid) -> Option<Arc<TaskHandle>> {
         self.lock().tasks.get(id).cloned()
     }

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::sql::{self, BatchEnd, FailFast, InFlight, Observed, PendingItem, now_ms};
 use super::status::ItemStatus;
 use super::{Inner, new_label};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::transfer::states::{ItemState, TaskStatus};
 use crate::transfer::types::Task;
 
@@ -46,8 +46,14 @@ impl Inner {
         let mut observed = Vec::new();
         let mut finals = Vec::new();
         let mut stuck = Vec::new();
+        let mut missing = Vec::new();
         for row in &rows {
             let Some(task) = by_id.get(row.task_id.as_str()).copied() else {
+                // Past its first moments, a task the list lacks may be one the service
+                // lost: asked for directly below.
+                if now - row.submitted_at >= self.config.young.as_millis() as i64 {
+                    missing.push(row);
+                }
                 continue;
             };
             lively |= now - row.submitted_at < self.config.young.as_millis() as i64
@@ -76,7 +82,38 @@ impl Inner {
             self.fail_fast(batch, task, already_resplit).await?;
             lively = true;
         }
+        for row in missing {
+            self.fail_if_unknown(row).await?;
+        }
         Ok(lively)
+    }
+
+    /// Ends a batch whose task the service no longer knows (it lost it in a restart, or
+    /// the task was deleted from history): nothing more will happen to it, so waiting
+    /// would never end. A task the direct lookup still finds is left alone.
+    async fn fail_if_unknown(&self, row: &InFlight) -> Result<()> {
+        match self.client.task(&row.task_id).await {
+            Err(Error::Api { status: 404, .. }) => {
+                let description = format!(
+                    "Globus no longer knows task {} (the service lost it, or it was deleted \
+                     from history); nothing more will happen to it: transfer the items again",
+                    row.task_id
+                );
+                self.finish_batch(BatchEnd {
+                    batch: row.id,
+                    task: None,
+                    code: "TASK_NOT_FOUND",
+                    description: &description,
+                    succeeded: &[],
+                })
+                .await
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!("looking up task {} failed, will retry: {e}", row.task_id);
+                Ok(())
+            }
+        }
     }
 
     /// Records a finished task's outcome per item.
