@@ -107,6 +107,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Output into a closed pipe (`ps-globus doctor | head -1`) ends the process quietly,
+    // as it does for other Unix tools, instead of a panic in `println!`.
+    // SAFETY: called first thing, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match run(cli.command) {

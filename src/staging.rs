@@ -120,11 +120,17 @@ fn join(prefix: &str, rest: &str) -> String {
 }
 
 fn check_path(path: &str) -> Result<()> {
-    if path.split('/').any(|c| c == "..") || path.contains('\0') {
-        return Err(Error::InvalidConfig {
+    let refuse = |why: &str| {
+        Err(Error::InvalidConfig {
             what: "address".into(),
-            message: format!("{path:?} may not contain `..`"),
-        });
+            message: format!("{path:?} may not contain {why}"),
+        })
+    };
+    if path.contains('\0') {
+        return refuse("a NUL byte");
+    }
+    if path.split('/').any(|c| c == "..") {
+        return refuse("`..`");
     }
     Ok(())
 }

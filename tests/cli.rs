@@ -151,3 +151,25 @@ fn sim_serve_refuses_bad_settings_with_exit_1() {
     let out = ps_globus(&["sim", "serve", "--bandwidth", "fast"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Regression: `sim serve --collection x=A --collection x=B` silently kept the last.
+#[test]
+fn sim_serve_refuses_a_collection_named_twice() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = format!("x={}", a.path().display());
+    let second = format!("x={}", b.path().display());
+    let out = ps_globus(&[
+        "sim",
+        "serve",
+        "--collection",
+        &first,
+        "--collection",
+        &second,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--collection x is given twice"),
+        "{}",
+        text(&out.stderr)
+    );
+}

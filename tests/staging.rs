@@ -516,3 +516,77 @@ fn a_paused_task_exits_4_with_the_login_hint() {
     assert!(stderr.contains("hint: run `ps-globus login`"), "{stderr}");
     assert!(!stderr.contains("FAILED"), "{stderr}");
 }
+
+/// Regressions: the reason the current site is unknown was dropped (`PS_GLOBUS_SITE=mars`),
+/// a NUL in an address was reported as "may not contain `..`", `--batch /missing` did not
+/// name the file, and `doctor` said "ok config" for a missing file.
+#[test]
+fn address_and_setup_errors_say_what_is_wrong() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let out = setup
+        .command(&["transfer", "/tmp/x", "b:/x"])
+        .env("PS_GLOBUS_SITE", "mars")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("PS_GLOBUS_SITE=mars is not a configured site"),
+        "{stderr}"
+    );
+
+    // (A NUL cannot travel in an argument; a batch file can hold one.)
+    let nul = setup.home.path().join("nul-batch.txt");
+    std::fs::write(&nul, "a:/x\0y b:/x\n").unwrap();
+    let (code, _, stderr) = setup.run(&["transfer", "--batch", nul.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("NUL") && !stderr.contains("`..`"),
+        "{stderr}"
+    );
+
+    let missing = setup.home.path().join("no-such-batch.txt");
+    let (code, _, stderr) = setup.run(&["transfer", "--batch", missing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+
+    std::fs::remove_file(setup.home.path().join("config.toml")).unwrap();
+    let (code, stdout, _) = setup.run(&["doctor"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  config") && stdout.contains("does not exist"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ok    config"), "{stdout}");
+}
+
+/// Regression: `ps-globus doctor | head -1` panicked on the broken pipe. (The
+/// completion script is longer than a pipe's buffer, so the writer surely meets the
+/// closed pipe.)
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let mut child = setup
+        .command(&["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap(); // the reader, and so the pipe, is dropped here
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!first.is_empty());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.signal() == Some(13) || out.status.success(),
+        "ended by SIGPIPE, as Unix tools are: {:?}",
+        out.status
+    );
+}

@@ -59,6 +59,15 @@ pub async fn doctor(json_out: bool) -> CliResult {
 fn check_config(report: &mut Report) -> Config {
     let path = &settings().config_path;
     let config = match Config::load_from(path) {
+        // A missing file reads as an empty configuration; it is still not "ok".
+        Ok(c) if !path.exists() => {
+            report.check(
+                false,
+                format!("config {} does not exist", path.display()),
+                "`ps-globus config init`, then `ps-globus site add` for each site",
+            );
+            c
+        }
         Ok(c) => {
             report.check(true, format!("config {}", path.display()), "");
             c

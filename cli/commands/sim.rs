@@ -75,10 +75,17 @@ fn serve(args: SimServeArgs) -> CliResult {
         }
         None => SimConfig::default(),
     };
+    let mut named = std::collections::BTreeSet::new();
     for spec in &args.collections {
         let (name, dir) = spec
             .split_once('=')
             .ok_or_else(|| format!("--collection {spec:?}: expected NAME=DIR"))?;
+        if !named.insert(name) {
+            return Err(format!(
+                "--collection {name} is given twice: give each collection its own name"
+            )
+            .into());
+        }
         let entry = config
             .collections
             .entry(name.to_owned())

@@ -97,9 +97,12 @@ fn plan(
     direction: Direction,
 ) -> Result<Vec<PlannedItem>, Box<dyn std::error::Error>> {
     let config = Config::load(settings())?;
-    let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref()).ok();
+    let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
     let pairs = match &args.batch {
-        Some(file) => parse_batch(&crate::read_input(file)?)?,
+        Some(file) => {
+            let text = crate::read_input(file).map_err(|e| format!("--batch {file}: {e}"))?;
+            parse_batch(&text)?
+        }
         None => vec![(
             args.source.clone().expect("clap requires it"),
             args.destination.clone().expect("clap requires it"),
@@ -114,9 +117,19 @@ fn plan(
         if direction == Direction::Out && !local(src) {
             return Err("stage-out: the source must be a local path at this site".into());
         }
+        // A local path needs the current site: say why it is unknown, if it is.
+        let resolve = |addr: &str| -> Result<_, Box<dyn std::error::Error>> {
+            match &current {
+                Err(why) if local(addr) => Err(format!(
+                    "{addr:?} is a local path, but the current site is unknown: {why}"
+                )
+                .into()),
+                _ => Ok(resolve_address(addr, &config, current.as_deref().ok())?),
+            }
+        };
         items.push(PlannedItem {
-            source: resolve_address(src, &config, current.as_deref())?,
-            destination: resolve_address(dst, &config, current.as_deref())?,
+            source: resolve(src)?,
+            destination: resolve(dst)?,
             recursive: args.recursive.then_some(true),
         });
     }
