@@ -124,6 +124,25 @@ async fn put_file_links_and_resolve_path_returns_the_verified_copy() {
     assert!(matches!(missing, Error::Io { .. }), "{missing}");
 }
 
+/// Regression: an object whose size changed after it arrived was reported as MISSING
+/// ("deleted since?"), not as the integrity failure it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_size_changed_after_arrival_is_an_integrity_error() {
+    let (a, b) = pair(&unique_name("resized"));
+    let key = a.put(b"exactly these bytes", &opts()).await.unwrap();
+    let arrived = b.resolve_path(&key).await.unwrap();
+    std::fs::write(&arrived, b"exactly these bytes, and more").unwrap();
+    for err in [
+        b.resolve_path(&key).await.unwrap_err(),
+        b.get(&key).await.unwrap_err(),
+    ] {
+        match &err {
+            Error::Integrity { found, .. } => assert!(found.contains("29 bytes"), "{err}"),
+            other => panic!("expected an integrity error, got {other}"),
+        }
+    }
+}
+
 /// Regression: a key without metadata read through a link at `<store>/<id>`; a link to
 /// a directory in an object's path passed (only the last component was checked), and
 /// the integrity error then gave the size and sha256 of any file on the host; an evict

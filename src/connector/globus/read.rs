@@ -34,6 +34,7 @@ impl GlobusConnector {
         match verify_file(&root, &local, &meta).await? {
             Verdict::Match => Ok(local),
             Verdict::Absent => Err(Error::not_found(&self.inner.config.store_dir, key, "")),
+            Verdict::WrongSize(size) => Err(integrity(&local, &meta, format!("{size} bytes"))),
             Verdict::Mismatch(found) => Err(integrity(&local, &meta, found)),
         }
     }
@@ -117,6 +118,10 @@ impl GlobusConnector {
                     TaskStatus::Succeeded => {
                         return Err(match verdict {
                             Verdict::Mismatch(found) => integrity(local, meta, found),
+                            // The copy is done: a size that differs is a changed file.
+                            Verdict::WrongSize(size) => {
+                                integrity(local, meta, format!("{size} bytes"))
+                            }
                             _ => failed(
                                 "MISSING".into(),
                                 format!(

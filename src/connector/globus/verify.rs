@@ -22,8 +22,11 @@ pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 pub(super) enum Verdict {
     /// The file holds exactly the object.
     Match,
-    /// No file, or not yet the right size (a transfer writes in place).
+    /// No file.
     Absent,
+    /// A file of another size: still being written (a transfer writes in place), or
+    /// changed since; which one, only the transfer's state can tell.
+    WrongSize(u64),
     /// The right size, the wrong bytes: what was found.
     Mismatch(String),
 }
@@ -33,7 +36,7 @@ pub(super) async fn verify_file(root: &Path, local: &Path, meta: &ObjectMeta) ->
     refuse_links(root, local)?;
     match fs::metadata(local) {
         Ok(m) if m.len() == meta.size => {}
-        Ok(_) => return Ok(Verdict::Absent),
+        Ok(m) => return Ok(Verdict::WrongSize(m.len())),
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Verdict::Absent),
         Err(e) => return Err(Error::io("inspect", local, e)),
     }
