@@ -273,8 +273,9 @@ pub enum Error {
         retries: u32,
     },
 
-    /// The state database (or another stored state file) failed.
-    #[error("state database {}: {message}{}", path.display(), caused_by(source))]
+    /// A file of stored state failed: the state database, or the token file. The message
+    /// says which.
+    #[error("{}: {message}{}", path.display(), caused_by(source))]
     State {
         /// The database file.
         path: PathBuf,

@@ -198,3 +198,33 @@ fn concurrent_writers_lose_nothing() {
         "the file and its lock, no temporary files: {leftovers:?}"
     );
 }
+
+/// Regression: a 0644 token file was reported as "Globus refused the credentials" (no
+/// request was made), and a truncated one as a "state database". Both name the token
+/// file and what to do.
+#[test]
+fn token_file_problems_say_what_the_file_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.json");
+    let store = FileTokenStore::new(&path);
+    std::fs::write(&path, b"{\"version\": 1, \"tok").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = store.load().unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("token file") && !text.contains("state database"),
+        "{text}"
+    );
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert_eq!(err.kind(), ps_globus::ErrorKind::Storage);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = store.load().unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("Globus refused"), "{text}");
+    assert!(
+        text.contains("token file") && text.contains("chmod 600"),
+        "{text}"
+    );
+}

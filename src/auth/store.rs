@@ -90,8 +90,14 @@ pub struct TokenSet {
 impl TokenSet {
     /// Parses a stored set; `origin` names where it came from, for errors.
     pub(crate) fn decode(text: &[u8], origin: &Path) -> Result<TokenSet> {
-        let set: TokenSet = serde_json::from_slice(text)
-            .map_err(|e| Error::state(origin, "not a token set; delete it and log in again", e))?;
+        let set: TokenSet = serde_json::from_slice(text).map_err(|e| {
+            Error::state(
+                origin,
+                "this token file does not hold a token set (cut short, or not ours); \
+                     delete it and log in again",
+                e,
+            )
+        })?;
         if set.version > TOKEN_FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "token set",
@@ -167,13 +173,15 @@ impl FileTokenStore {
         };
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(Error::Unauthorized {
+            // Not "Globus refused the credentials": nothing was asked of Globus.
+            return Err(Error::State {
+                path: self.path.clone(),
                 message: format!(
-                    "the token file {} has mode {mode:o}, readable by others; refusing to use it. \
+                    "this token file has mode {mode:o}, readable by others; refusing to use it. \
                      Run `chmod 600 {}` if you trust its contents, or delete it and log in again",
-                    self.path.display(),
                     self.path.display()
                 ),
+                source: None,
             });
         }
         let text = fs::read(&self.path).map_err(|e| Error::io("read", &self.path, e))?;

@@ -147,7 +147,11 @@ pub async fn remove_ref(db: &StateDb, name: &str) -> Result<bool> {
 fn decode_row(db: &StateDb, row: RefRow) -> Result<DatasetRef> {
     let name = row.name;
     let broken = |e: serde_json::Error| {
-        Error::state(db.path(), format!("reference {name:?} is unreadable"), e)
+        Error::state(
+            db.path(),
+            format!("reference {name:?} in the state database is unreadable"),
+            e,
+        )
     };
     Ok(DatasetRef {
         v: row.v as u16,

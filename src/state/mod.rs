@@ -127,7 +127,8 @@ impl StateDb {
                 path.display()
             )
         });
-        let state_error = |e: sqlx::Error| Error::state(&path, "cannot open it", e);
+        let state_error =
+            |e: sqlx::Error| Error::state(&path, "the state database cannot be opened", e);
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(state_error)?
             .filename(&path)
@@ -150,8 +151,8 @@ impl StateDb {
             crate::runtime::block_on(migrator().run(&pool)).map_err(|e| {
                 Error::state(
                     &path,
-                    "cannot bring the schema up to date (if a newer ps-globus wrote this \
-                     database, upgrade this one)",
+                    "cannot bring the state database's schema up to date (if a newer \
+                     ps-globus wrote this database, upgrade this one)",
                     e,
                 )
             })
@@ -204,7 +205,7 @@ impl StateDb {
 
     /// Wraps a database error with the database's path.
     pub(crate) fn error(&self, e: sqlx::Error) -> Error {
-        Error::state(&self.path, "a query failed", e)
+        Error::state(&self.path, "a query of the state database failed", e)
     }
 }
 

@@ -73,7 +73,7 @@ async fn writer_loop(manager: Weak<Inner>, mut requests: mpsc::UnboundedReceiver
                 let cause = result.as_ref().err().map(ToString::to_string);
                 Error::state(
                     inner.db.path(),
-                    "committing enqueued transfers failed",
+                    "committing enqueued transfers to the state database failed",
                     cause.unwrap_or_else(|| "fewer item ids than items".into()),
                 )
             };
