@@ -305,6 +305,70 @@ fn a_proxy_crosses_to_another_process_at_site_b() {
     );
 }
 
+/// Regression: a producer that exited without `close()` right after a put (an error in
+/// its own code, say) left the transfer of an object whose key it had already handed
+/// out unsubmitted for ever: stores in the process registry are never dropped. An exit
+/// hook submits what is held back.
+#[test]
+fn puts_of_a_producer_that_exits_without_close_reach_the_destination() {
+    let emu = shared();
+    let mut config = config_for(emu, &unique_name("no-close"));
+    let home = tempfile::tempdir().unwrap();
+    let stdout = succeeded(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "child_puts_and_exits_without_close",
+                "--nocapture",
+            ])
+            .env(
+                "PS_GLOBUS_CHILD_CONFIG",
+                serde_json::to_string(&config).unwrap(),
+            )
+            .env("PS_GLOBUS_CHILD_HOME", home.path())
+            .env("PS_GLOBUS_TEST_TOKEN", support::emulator::TOKEN),
+    );
+    let key: Key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("KEY "))
+        .expect("the child printed its key")
+        .parse()
+        .unwrap();
+    // Without the hook, the object never left site a and this wait ran out.
+    config.wait_timeout_s = Some(60);
+    let b = GlobusConnector::builder(config).site("b").build().unwrap();
+    let path = ps_globus::block_on(b.resolve_path(&key)).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), b"handed out, never closed");
+}
+
+#[test]
+#[ignore = "child process of puts_of_a_producer_that_exits_without_close_reach_the_destination"]
+fn child_puts_and_exits_without_close() {
+    let var = |k: &str| std::env::var(k).unwrap();
+    let config = serde_json::from_str(&var("PS_GLOBUS_CHILD_CONFIG")).unwrap();
+    let token = var("PS_GLOBUS_TEST_TOKEN");
+    let connector = GlobusConnector::builder(config)
+        .site("a")
+        .authorizer(Arc::new(ps_globus::auth::StaticTokenAuthorizer::new(token)))
+        .home(var("PS_GLOBUS_CHILD_HOME"))
+        .build()
+        .unwrap();
+    let store = Store::builder(unique_name("no-close"), connector)
+        .build()
+        .unwrap();
+    let store = ps_globus::register_store(&store).unwrap();
+    let key = ps_globus::block_on(
+        store
+            .connector()
+            .put(b"handed out, never closed", &PutOptions::default()),
+    )
+    .unwrap();
+    println!("KEY {key}");
+    // Exits at once: no close, no drop, the batch still open.
+    std::process::exit(0);
+}
+
 #[test]
 #[ignore = "child process of a_proxy_crosses_to_another_process_at_site_b"]
 fn child_resolves_a_proxy() {

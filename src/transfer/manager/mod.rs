@@ -127,6 +127,51 @@ type Registry = Mutex<HashMap<(std::path::PathBuf, String), Weak<Inner>>>;
 
 static SHARED: LazyLock<Registry> = LazyLock::new(Default::default);
 
+/// How long the exit hook waits for each manager's held-back batches to be submitted.
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Registers, once per process, an exit hook that submits what every running manager
+/// still holds back. A `put` returns once its transfer is committed, while the batch
+/// waits a few milliseconds for company; a program that exits right then (an error in
+/// its own code, a forgotten `close`) would otherwise leave proxies it already handed
+/// out pointing at objects that never travel. (`abort` and `kill -9` skip the hook: the
+/// next process on the same state database submits those batches.)
+fn install_exit_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn submit_held_back() {
+        // Nothing may unwind out of an exit hook.
+        let _ = std::panic::catch_unwind(|| {
+            let managers: Vec<TransferManager> = SHARED
+                .lock()
+                .map(|shared| {
+                    shared
+                        .values()
+                        .filter_map(Weak::upgrade)
+                        .map(|inner| TransferManager { inner })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for manager in managers {
+                let flushed =
+                    runtime::block_on(runtime::timeout(EXIT_FLUSH_LIMIT, manager.flush()));
+                if !matches!(flushed, Some(Ok(()))) {
+                    eprintln!(
+                        "ps-globus: transfers held back at exit were not all submitted; the next \
+                         process using {} submits them",
+                        manager.db().path().display()
+                    );
+                }
+            }
+        });
+    }
+    ONCE.call_once(|| {
+        // SAFETY: `submit_held_back` is an `extern "C" fn()` that never unwinds.
+        unsafe {
+            libc::atexit(submit_held_back);
+        }
+    });
+}
+
 /// A fresh batch label: `psg-` and 32 hex digits (no `,` `/` `:`, which the filter
 /// grammar uses).
 pub fn new_label() -> String {
@@ -184,6 +229,7 @@ impl TransferManager {
         });
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner, requests);
+        install_exit_hook();
         SHARED
             .lock()
             .expect("manager registry poisoned")
