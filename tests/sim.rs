@@ -1211,3 +1211,59 @@ async fn quota_errors_retry_or_fail_as_asked() {
     emu.post(&format!("/v0.10/task/{task}/cancel"), json!({}))
         .await;
 }
+
+/// Regression: a symbolic link planted under a recursive transfer's destination made
+/// the emulator create and overwrite files outside the collection, and `ls` showed the
+/// size and owner of what a link outside pointed to. Nothing is written through such a
+/// link, and `ls` shows only the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_under_a_destination_are_not_followed_and_ls_hides_what_they_point_to() {
+    let emu = Emu::start();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("file"), b"original").unwrap();
+    write(emu.root_a(), "tree/sub/file", b"overwrite?");
+    std::fs::create_dir_all(emu.root_b().join("dest")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), emu.root_b().join("dest/sub")).unwrap();
+    let task = emu
+        .submit(&[("/tree", "/dest")], json!({"recursive": true}))
+        .await;
+    let done = emu.wait(&task, "final").await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    let (_, events) = emu.get(&format!("/v0.10/task/{task}/event_list")).await;
+    let text = events.to_string();
+    assert!(
+        !text.contains(&outside.path().display().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("file")).unwrap(),
+        b"original"
+    );
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        1,
+        "nothing created outside"
+    );
+
+    let (status, listing) = emu
+        .get(&format!(
+            "/v0.10/operation/endpoint/{}/ls?path=/dest/",
+            emu.b
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let entry = listing["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "sub")
+        .expect("the link is listed")
+        .clone();
+    assert_eq!(entry["type"], "invalid_symlink", "{entry}");
+    assert!(entry["link_target"].is_null(), "{entry}");
+    assert!(
+        !listing
+            .to_string()
+            .contains(&outside.path().display().to_string())
+    );
+}

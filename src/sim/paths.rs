@@ -74,6 +74,30 @@ fn check_no_symlink_escape(root: &Path, local: &Path, path: &str) -> Result<(), 
     }
 }
 
+/// Refuses `local` if any existing component of it below `root` is a symbolic link.
+/// A transfer creates and writes paths below the item's (checked) destination; a link
+/// planted there would otherwise carry those writes outside the collection. The reason
+/// names the collection path only, never where the link leads.
+pub(crate) fn refuse_links_below(root: &Path, local: &Path, path: &str) -> Result<(), Escape> {
+    let Ok(inside) = local.strip_prefix(root) else {
+        return Err(Escape(format!("path {path:?} is outside the collection")));
+    };
+    let mut at = root.to_path_buf();
+    for component in inside.components() {
+        at.push(component);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Escape(format!(
+                    "path {path:?} passes through a symbolic link, which transfers do not follow"
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
 /// Joins a collection directory path and an entry name.
 pub(crate) fn join(dir: &str, name: &str) -> String {
     if dir.ends_with('/') {

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,6 +140,8 @@ struct FilePlan {
     src_path: String,
     dst: PathBuf,
     dst_path: String,
+    /// The destination collection's root, which `dst` may not leave.
+    dst_root: PathBuf,
     external: Option<(String, Option<String>)>,
 }
 

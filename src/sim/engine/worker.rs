@@ -162,13 +162,14 @@ impl Worker<'_> {
             let mut plans = Vec::new();
             if recursive {
                 let rules = req.filter_rules.as_deref().unwrap_or_default();
-                self.expand(&source, &dest, rules, &mut plans)?;
+                self.expand(&source, &dest, &dst.root, rules, &mut plans)?;
             } else {
                 plans.push(FilePlan {
                     src: source.local.clone(),
                     src_path: source.path.clone(),
                     dst: dest.local.clone(),
                     dst_path: dest.path.clone(),
+                    dst_root: dst.root.clone(),
                     external,
                 });
             }
@@ -195,6 +196,7 @@ impl Worker<'_> {
         &self,
         source: &Resolved,
         dest: &Resolved,
+        dst_root: &Path,
         rules: &[FilterRule],
         plans: &mut Vec<FilePlan>,
     ) -> Result<(), FatalError> {
@@ -206,6 +208,8 @@ impl Worker<'_> {
         )];
         while let Some((src_dir, src_path, dst_dir, dst_path)) = stack.pop() {
             self.stop()?;
+            paths::refuse_links_below(dst_root, &dst_dir, &dst_path)
+                .map_err(|e| fatal("PERMISSION_DENIED", e.0))?;
             fs::create_dir_all(&dst_dir)
                 .map_err(|e| fatal(io_code(&e), format!("mkdir {dst_path}: {e}")))?;
             let entries = fs::read_dir(&src_dir)
@@ -242,6 +246,7 @@ impl Worker<'_> {
                         src_path: sp,
                         dst: d,
                         dst_path: dp,
+                        dst_root: dst_root.to_path_buf(),
                         external: None,
                     });
                 }
@@ -470,10 +475,19 @@ impl Worker<'_> {
             None => None,
         };
         let mut input = fs::File::open(&plan.src)?;
+        // Nothing is created or written through a link below the destination.
+        paths::refuse_links_below(&plan.dst_root, &plan.dst, &plan.dst_path)
+            .map_err(|e| io::Error::new(ErrorKind::PermissionDenied, e.0))?;
         if let Some(parent) = plan.dst.parent() {
             fs::create_dir_all(parent)?;
         }
-        let mut output = fs::File::create(&plan.dst)?;
+        // O_NOFOLLOW: a link swapped in at the last moment is refused, not followed.
+        let mut output = fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&plan.dst)?;
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
         loop {

@@ -74,16 +74,24 @@ pub(crate) async fn endpoint_search(
 
 // ---- file operations -----------------------------------------------------------------
 
-pub(super) fn file_entry(name: &str, local: &std::path::Path) -> std::io::Result<FileEntry> {
+pub(super) fn file_entry(
+    root: &std::path::Path,
+    name: &str,
+    local: &std::path::Path,
+) -> std::io::Result<FileEntry> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let link = std::fs::symlink_metadata(local)?;
     let (kind, meta, link_target) = if link.file_type().is_symlink() {
+        // A link that leads outside the collection shows only itself: never the size,
+        // times, owner or name of what it points to.
+        let inside = std::fs::canonicalize(local).is_ok_and(|real| real.starts_with(root));
         let target = std::fs::read_link(local)
             .ok()
+            .filter(|_| inside)
             .map(|t| t.display().to_string());
         match std::fs::metadata(local) {
-            Ok(m) => (if m.is_dir() { "dir" } else { "file" }, m, target),
-            Err(_) => ("invalid_symlink", link.clone(), target),
+            Ok(m) if inside => (if m.is_dir() { "dir" } else { "file" }, m, target),
+            _ => ("invalid_symlink", link.clone(), target),
         }
     } else {
         (
@@ -188,7 +196,7 @@ pub(crate) async fn ls(
         if !show_hidden && name.starts_with('.') {
             continue;
         }
-        if let Ok(e) = file_entry(&name, &entry.path())
+        if let Ok(e) = file_entry(&c.root, &name, &entry.path())
             && (filters.is_empty() || filters.iter().any(|f| ls_filter_matches(f, &e)))
         {
             entries.push(e);
@@ -234,7 +242,7 @@ pub(crate) async fn stat(
     let path = param(&q, "path").filter(|p| !p.is_empty()).unwrap_or("/~/");
     let target = confine(&c, path)?;
     let name = target.path.rsplit('/').next().unwrap_or("").to_owned();
-    match file_entry(&name, &target.local) {
+    match file_entry(&c.root, &name, &target.local) {
         Ok(entry) => ok(StatusCode::OK, entry),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
