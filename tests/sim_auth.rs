@@ -532,6 +532,7 @@ async fn identities_consents_clients_and_the_auth_code_page() {
     let created: Value = emu
         .http
         .post(auth(&emu, "/v2/api/clients"))
+        .bearer_auth(support::emulator::TOKEN)
         .json(&json!({"client": {"template_id": "95fdeba8-fac2-42bd-a357-e068d82ff78e", "name": "Globus CLI"}}))
         .send()
         .await
@@ -577,4 +578,27 @@ async fn identities_consents_clients_and_the_auth_code_page() {
         !page.contains("<script>"),
         "the code is not echoed as markup"
     );
+}
+
+/// Regression: the emulator registered clients for anyone (a way to mint credentials
+/// with no token at all), and `/__sim/wait` answered for any identity's task without a
+/// token. Both need the credentials the real service would ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_clients_and_watching_tasks_need_credentials() {
+    let emu = Emu::start();
+    let anonymous = emu
+        .http
+        .post(auth(&emu, "/v2/api/clients"))
+        .json(&json!({"client": {"name": "intruder"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    support::emulator::write(emu.root_a(), "watched", b"w");
+    let task = emu.submit(&[("/watched", "/watched")], json!({})).await;
+    let url = emu.url(&format!("/__sim/wait/{task}?until=final&timeout_ms=10"));
+    let no_token = emu.http.get(&url).send().await.unwrap();
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(emu.wait(&task, "final").await["status"], "SUCCEEDED");
 }

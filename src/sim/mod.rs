@@ -330,10 +330,23 @@ fn router(state: Arc<SimState>) -> Router {
 /// task's states without polling, and it is not counted in the stats.
 async fn sim_wait(
     State(sim): State<Arc<SimState>>,
+    headers: axum::http::HeaderMap,
     axum::extract::Path(id): axum::extract::Path<Uuid>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let Some(task) = sim.tasks.get(&id) else {
+    // Only the task's owner may watch it, with a Transfer token, as for `GET /task`.
+    let caller = match sim.auth.check(auth::bearer(&headers), auth::TRANSFER_RS) {
+        Ok(caller) => caller,
+        Err(problem) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "AuthenticationFailed",
+                problem.message(),
+            )
+            .into_response();
+        }
+    };
+    let Some(task) = sim.tasks.get(&id).filter(|t| t.owner == caller.identity.id) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "TaskNotFound",

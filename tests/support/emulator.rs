@@ -147,7 +147,13 @@ impl Emu {
         let url = self.url(&format!(
             "/__sim/wait/{task}?until={until}&timeout_ms=60000"
         ));
-        let response = self.http.get(url).send().await.unwrap();
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(
             response.status(),
             StatusCode::OK,

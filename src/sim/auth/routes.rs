@@ -488,8 +488,14 @@ pub(crate) async fn consents(
 /// `POST /v2/api/clients`: creates a confidential client (what `globus login` does first).
 pub(crate) async fn create_client(
     State(sim): State<Arc<SimState>>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    // As at Globus Auth, only a logged-in identity registers clients: an anonymous
+    // request could otherwise mint itself credentials.
+    if let Err(problem) = sim.auth.check(bearer(&headers), AUTH_RS) {
+        return auth_api_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &problem.message());
+    }
     let name = body["client"]["name"]
         .as_str()
         .unwrap_or("client")
