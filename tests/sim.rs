@@ -1267,3 +1267,33 @@ async fn links_under_a_destination_are_not_followed_and_ls_hides_what_they_point
             .contains(&outside.path().display().to_string())
     );
 }
+
+/// Regression: a transfer of a file onto itself truncated it and reported success, and
+/// a recursive one into its own subtree nested until the path was too long. Within one
+/// collection both are refused at submission, before anything is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_onto_itself_or_into_its_own_subtree_is_refused_at_submission() {
+    let emu = Emu::start();
+    write(emu.root_a(), "dir/file", b"precious");
+    for (source, destination, recursive) in [
+        ("/dir/file", "/dir/file", false),
+        ("/dir/file", "/~/dir//./file", false),
+        ("/dir", "/dir/copy", true),
+    ] {
+        let mut doc = emu.transfer_doc(&[(source, destination)], json!({})).await;
+        doc["destination_endpoint"] = emu.a.clone().into();
+        doc["DATA"][0]["recursive"] = recursive.into();
+        let (status, body) = emu.post("/v0.10/transfer", doc).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{source} -> {destination}: {body}"
+        );
+        assert_eq!(body["code"], "ClientError.BadRequest", "{body}");
+    }
+    assert_eq!(
+        std::fs::read(emu.root_a().join("dir/file")).unwrap(),
+        b"precious"
+    );
+    assert!(!emu.root_a().join("dir/copy").exists());
+}

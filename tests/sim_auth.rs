@@ -580,9 +580,10 @@ async fn identities_consents_clients_and_the_auth_code_page() {
     );
 }
 
-/// Regression: the emulator registered clients for anyone (a way to mint credentials
+/// Regression: the emulator registered any client for anyone (a way to mint credentials
 /// with no token at all), and `/__sim/wait` answered for any identity's task without a
-/// token. Both need the credentials the real service would ask for.
+/// token. Both need the credentials the real service would ask for (instantiating a
+/// public template, as globus-cli does, needs none there either).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_clients_and_watching_tasks_need_credentials() {
     let emu = Emu::start();

@@ -491,9 +491,13 @@ pub(crate) async fn create_client(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    // As at Globus Auth, only a logged-in identity registers clients: an anonymous
-    // request could otherwise mint itself credentials.
-    if let Err(problem) = sim.auth.check(bearer(&headers), AUTH_RS) {
+    // As at Globus Auth: anyone may instantiate a public (native app) template, which
+    // is how globus-cli registers itself; any other registration needs a logged-in
+    // identity, or an anonymous request could mint itself credentials.
+    let templated = body["client"]["template_id"]
+        .as_str()
+        .is_some_and(|t| sim.auth.is_native_client(t));
+    if !templated && let Err(problem) = sim.auth.check(bearer(&headers), AUTH_RS) {
         return auth_api_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &problem.message());
     }
     let name = body["client"]["name"]

@@ -99,6 +99,40 @@ pub(super) fn parse_submission<T: Submission>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// `POST /transfer`.
+/// Within one collection, refuses an item whose destination is its source (the copy
+/// would truncate what it reads) or lies inside its source directory (a recursive copy
+/// would nest into itself), before anything is opened.
+pub(super) fn refuse_copies_onto_themselves(
+    collection: &Collection,
+    req: &TransferRequest,
+) -> ApiResult<()> {
+    for item in &req.data {
+        let (Ok(source), Ok(dest)) = (
+            paths::resolve(&collection.root, &item.source_path),
+            paths::resolve(&collection.root, &item.destination_path),
+        ) else {
+            continue; // the task reports paths that leave the collection
+        };
+        let is_dir = std::fs::metadata(&source.local).is_ok_and(|m| m.is_dir());
+        let inside = dest
+            .path
+            .starts_with(&format!("{}/", source.path.trim_end_matches('/')));
+        if source.path == dest.path {
+            return Err(ApiError::bad_request(format!(
+                "the source and the destination of {} are the same path",
+                item.source_path
+            )));
+        }
+        if inside && (is_dir || item.recursive == Some(true)) {
+            return Err(ApiError::bad_request(format!(
+                "the destination {} lies inside the source directory {}",
+                item.destination_path, item.source_path
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn submit_transfer(
     State(sim): State<Arc<SimState>>,
     Extension(caller): Extension<Caller>,
@@ -138,6 +172,9 @@ pub(crate) async fn submit_transfer(
     }
     let src = usable_collection(&sim, &caller, &req.source_endpoint)?;
     let dst = usable_collection(&sim, &caller, &req.destination_endpoint)?;
+    if src.id == dst.id {
+        refuse_copies_onto_themselves(&src, &req)?;
+    }
     let deadline = deadline(&req.deadline, Duration::from_secs(24 * 3600))?;
     let mut doc = new_task_doc(&caller, Kind::Transfer, &req.label, deadline);
     doc.source_endpoint = Some(src.name.clone());
