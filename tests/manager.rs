@@ -605,10 +605,17 @@ async fn child() {
             .with_retry(fast_retry())
             .unwrap();
     // The failpoint comes from the environment the parent set, read once as settings.
-    let config = ManagerConfig {
+    let mut config = ManagerConfig {
         failpoint: ps_globus::Settings::from_env().failpoint,
         ..config()
     };
+    // HOLD: keep the batch open (no quiet or age limit will close it) and wait to be
+    // killed once the items are committed.
+    let hold = std::env::var(format!("{CHILD_ENV}_HOLD")).is_ok();
+    if hold {
+        config.quiet = Duration::from_secs(3600);
+        config.max_delay = Duration::from_secs(3600);
+    }
     let m = TransferManager::start(StateDb::open(var("DB")).await.unwrap(), client, config)
         .await
         .unwrap();
@@ -623,6 +630,11 @@ async fn child() {
             format!("/{prefix}/{i}"),
         );
         items.push(m.enqueue(spec).await.unwrap());
+    }
+    if hold {
+        println!("ENQUEUED");
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        std::future::pending::<()>().await;
     }
     m.flush().await.unwrap();
     for item in &items {
@@ -866,4 +878,45 @@ async fn a_task_the_service_lost_fails_its_items_instead_of_waiting_forever() {
     }
     let batch = &m.batches(1).await.unwrap()[0];
     assert_eq!(batch.state, BatchState::Done);
+}
+
+/// Items enqueued by a process killed with `kill -9` while their batch was still open
+/// (no exit hook runs then) are submitted by the next process on the same state
+/// database: it adopts the open batches of dead processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_left_open_by_a_killed_process_is_submitted_by_the_next() {
+    use std::io::BufRead;
+    let emu = Emu::start();
+    for i in 0..5 {
+        write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut vars = child_vars(&emu, &db, 5, "out");
+    vars.push(("PS_GLOBUS_TEST_CHILD_HOLD", "1".into()));
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--ignored", "--exact", "child", "--nocapture"])
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in &vars {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let committed = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "ENQUEUED");
+    assert!(committed, "the child committed its items");
+    child.kill().unwrap(); // SIGKILL: no exit hook, no flush
+    child.wait().unwrap();
+    assert_eq!(emu.sim.stats().tasks(), 0, "nothing reached Globus");
+
+    let m = manager(&emu, &db, config()).await;
+    let batches = m.batches(10).await.unwrap();
+    assert_eq!(batches.len(), 1);
+    let done = m.wait_label(&batches[0].label, LONG).await.unwrap();
+    assert_eq!(done.len(), 5, "no item lost");
+    assert_eq!(emu.sim.stats().tasks(), 1);
+    assert_delivered(&emu, 5);
 }
