@@ -155,20 +155,12 @@ async fn links_anywhere_in_an_objects_path_are_refused_and_no_outside_file_is_de
     let secret = b"top secret bytes";
     std::fs::write(outside.path().join("secret"), secret).unwrap();
     let key = a.put(b"x", &opts()).await.unwrap();
-    let store_b = b
-        .resolve_path(&key)
-        .await
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let store_a = a
-        .resolve_path(&key)
-        .await
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
+    let mut stores = Vec::new();
+    for site in [&a, &b] {
+        let path = site.resolve_path(&key).await.unwrap();
+        stores.push(path.parent().unwrap().to_owned());
+    }
+    let (store_a, store_b) = (&stores[0], &stores[1]);
     let refused = |err: Error| {
         let text = err.to_string();
         assert!(
@@ -189,7 +181,7 @@ async fn links_anywhere_in_an_objects_path_are_refused_and_no_outside_file_is_de
     refused(b.exists(&bare).await.unwrap_err());
 
     // A link to a directory on the way to the object, at both sites.
-    for store in [&store_a, &store_b] {
+    for store in [store_a, store_b] {
         std::os::unix::fs::symlink(outside.path(), store.join("dirlink")).unwrap();
     }
     let mut meta = key.meta().unwrap().clone();
