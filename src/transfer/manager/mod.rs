@@ -151,16 +151,28 @@ fn install_exit_hook() {
                         .collect()
                 })
                 .unwrap_or_default();
-            for manager in managers {
-                let flushed =
-                    runtime::block_on(runtime::timeout(EXIT_FLUSH_LIMIT, manager.flush()));
-                if !matches!(flushed, Some(Ok(()))) {
-                    eprintln!(
-                        "ps-globus: transfers held back at exit were not all submitted; the next \
-                         process using {} submits them",
-                        manager.db().path().display()
-                    );
-                }
+            if managers.is_empty() {
+                return;
+            }
+            // On a thread of its own: the exiting thread's thread-locals (the tokio
+            // context among them) may already be gone when exit hooks run.
+            let flusher = std::thread::Builder::new()
+                .name("ps-globus-exit".into())
+                .spawn(move || {
+                    for manager in managers {
+                        let flushed =
+                            runtime::block_on(runtime::timeout(EXIT_FLUSH_LIMIT, manager.flush()));
+                        if !matches!(flushed, Some(Ok(()))) {
+                            eprintln!(
+                                "ps-globus: transfers held back at exit were not all submitted; \
+                                 the next process using {} submits them",
+                                manager.db().path().display()
+                            );
+                        }
+                    }
+                });
+            if let Ok(flusher) = flusher {
+                let _ = flusher.join();
             }
         });
     }
