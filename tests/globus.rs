@@ -402,6 +402,29 @@ fn the_demo_runs_end_to_end_and_reports_what_it_did() {
     assert!((1..=3).contains(&tasks), "{stdout}");
 }
 
+/// Regression: the exit hook, running after `main` returned, used the exiting thread's
+/// tokio context, which was already gone, and panicked (quietly caught, but loud on
+/// stderr, and nothing was flushed). A process that ends normally prints no panic.
+#[test]
+fn a_process_that_returns_from_main_exits_without_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+        .args([
+            "demo",
+            "--objects",
+            "3",
+            "--max-size",
+            "4096",
+            "--task-latency-ms",
+            "50",
+        ])
+        .env_remove("PS_GLOBUS_SITE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn references_survive_restarts_and_refuse_bad_input() {
     use ps_globus::proxy::{DatasetRef, list_refs, load_ref, remove_ref, save_ref};
