@@ -249,14 +249,17 @@ impl Connector for GlobusConnector {
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
         let (_, local) = self.local_object(&id)?;
-        if let Err(e) = write_atomic(&local, data, false) {
-            // The store directory is created on first use.
-            let dir = local.parent().expect("object paths have a parent");
-            if dir.exists() {
-                return Err(e);
+        match write_atomic(&local, data, false) {
+            // The store directory is created on first use. Concurrent first puts may all
+            // miss it, and any of them may create it: each creates it (which is
+            // idempotent) and writes again. (Checking whether it exists first lost the
+            // race to a put that created it in between, failing a healthy put.)
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                let dir = local.parent().expect("object paths have a parent");
+                fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+                write_atomic(&local, data, false)?;
             }
-            fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-            write_atomic(&local, data, false)?;
+            written => written?,
         }
         // The caller's bytes are in memory and borrowed: they are hashed where they are.
         let sha256 = sha256_hex(data);
