@@ -1297,3 +1297,24 @@ async fn a_copy_onto_itself_or_into_its_own_subtree_is_refused_at_submission() {
     );
     assert!(!emu.root_a().join("dir/copy").exists());
 }
+
+/// Regression: a file copied again after a checksum mismatch was counted again in
+/// `bytes_transferred` on every attempt. Each byte of the file counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_file_counts_its_bytes_once() {
+    let emu = Emu::with(|c| {
+        c.checksum_retries = 2;
+        c.faults = vec![fault(
+            FaultKind::ChecksumMismatch,
+            Some("/retried"),
+            None,
+            None,
+        )];
+    });
+    let data = vec![7u8; 300_000];
+    write(emu.root_a(), "retried", &data);
+    let task = emu.submit(&[("/retried", "/retried")], json!({})).await;
+    let doc = emu.wait(&task, "final").await;
+    assert_eq!(doc["faults"], 3, "copied three times: {doc}");
+    assert_eq!(doc["bytes_transferred"], data.len() as u64, "{doc}");
+}

@@ -313,6 +313,9 @@ impl Worker<'_> {
         fail_on_quota: bool,
     ) -> Result<(), FatalError> {
         let mut mismatches = 0u32;
+        // Bytes this file's latest attempt added to the task's count: a retry takes
+        // them back first, so `bytes_transferred` counts each byte once.
+        let counted = std::cell::Cell::new(0u64);
         loop {
             self.stop()?;
             let fault = self.path_fault(&plan.src_path);
@@ -323,7 +326,7 @@ impl Worker<'_> {
                 if fault == Some(FaultKind::QuotaExceeded) {
                     return Err(("QUOTA_EXCEEDED".into(), "injected".into()));
                 }
-                self.copy_bytes(req, plan, bucket)
+                self.copy_bytes(req, plan, bucket, &counted)
                     .map_err(|e| (io_code(&e).into(), e.to_string()))
             };
             let copied = match attempt() {
@@ -433,7 +436,12 @@ impl Worker<'_> {
         req: &TransferRequest,
         plan: &FilePlan,
         bucket: &mut Bucket,
+        counted: &std::cell::Cell<u64>,
     ) -> io::Result<Copied> {
+        let retried = counted.replace(0);
+        if retried > 0 {
+            self.with_state(|s| s.doc.bytes_transferred -= retried);
+        }
         let src_meta = fs::metadata(&plan.src)?;
         if let Some(level) = req.sync_level
             && let Ok(dst_meta) = fs::metadata(&plan.dst)
@@ -507,6 +515,7 @@ impl Worker<'_> {
                 h.update(&buf[..n]);
             }
             total += n as u64;
+            counted.set(total);
             self.with_state(|s| s.doc.bytes_transferred += n as u64);
             self.sim.stats.bytes_copied(n as u64);
         }
