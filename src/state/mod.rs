@@ -205,8 +205,30 @@ impl StateDb {
 
     /// Wraps a database error with the database's path.
     pub(crate) fn error(&self, e: sqlx::Error) -> Error {
+        let code = e.as_database_error().and_then(|d| d.code());
+        if code.as_deref().is_some_and(means_disk_full) {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            return Error::state(
+                &self.path,
+                format!(
+                    "the file system holding the state database is full, over quota or failing: \
+                     free space under {} (nothing of this operation was committed)",
+                    dir.display()
+                ),
+                e,
+            );
+        }
         Error::state(&self.path, "a query of the state database failed", e)
     }
+}
+
+/// Whether a SQLite result code (extended codes included) means the disk is full:
+/// `SQLITE_FULL` in any of its forms, or the I/O errors a full disk causes in WAL mode
+/// (growing the shared-memory file, `SQLITE_IOERR_SHMSIZE`, 4874; writing,
+/// `SQLITE_IOERR_WRITE`, 778), which SQLite reports only as "disk I/O error".
+fn means_disk_full(code: &str) -> bool {
+    const SQLITE_FULL: i64 = 13;
+    matches!(code.parse::<i64>(), Ok(c) if c & 0xff == SQLITE_FULL || c == 4874 || c == 778)
 }
 
 /// `.at(db)` turns a database error into an [`Error::State`] naming the database.
@@ -254,6 +276,51 @@ mod tests {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+    }
+
+    /// Regression: a full disk under the state directory was reported as "disk I/O
+    /// error (code 4874)". (`max_page_count` makes SQLite meet a full database
+    /// deterministically.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_reported_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let big = "x".repeat(64 * 1024);
+        let full = sqlx::query(
+            "INSERT INTO refs (name, v, store, key, created_at) VALUES ('r', 1, ?, '{}', 0)",
+        )
+        .bind(&big)
+        .execute(&mut *conn)
+        .await
+        .unwrap_err();
+        let err = db.error(full);
+        let text = err.to_string();
+        assert!(
+            text.contains("full") && text.contains("free space under"),
+            "{text}"
+        );
+        assert!(
+            matches!(
+                err,
+                Error::State {
+                    source: Some(_),
+                    ..
+                }
+            ),
+            "the cause is kept"
+        );
+        assert!(means_disk_full("4874") && means_disk_full("13") && !means_disk_full("5"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
