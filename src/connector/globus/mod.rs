@@ -181,11 +181,17 @@ impl GlobusConnector {
             .await
     }
 
-    /// This site's local path, below which its objects live, and `<it>/<store dir>/<path>`,
-    /// checked to pass through no symbolic link.
-    fn local_object(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
+    /// This site's local path, below which its objects live, and `<it>/<store dir>/<path>`.
+    /// Unchecked: for the reads whose verification checks the links right before reading.
+    fn object_at_site(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
         let (local, _) = self.paths(&self.inner.site, path)?;
         let root = self.inner.config.site(&self.inner.site)?.local_path.clone();
+        Ok((root, local))
+    }
+
+    /// [`object_at_site`](Self::object_at_site), checked to pass through no symbolic link.
+    fn local_object(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
+        let (root, local) = self.object_at_site(path)?;
         verify::refuse_links(&root, &local)?;
         Ok((root, local))
     }
@@ -276,7 +282,8 @@ impl Connector for GlobusConnector {
                 Err(e) => Err(Error::io("read", local, e)),
             };
         };
-        let (root, local) = self.local_object(&meta.path)?;
+        // The waits and the read check the links themselves, right before each look.
+        let (root, local) = self.object_at_site(&meta.path)?;
         if meta.source != self.inner.site {
             self.wait_for(&meta, &root, &local).await?;
         }
@@ -313,11 +320,10 @@ impl Connector for GlobusConnector {
     async fn evict(&self, key: &Key) -> Result<()> {
         let meta = self.meta(key)?;
         let path = meta.as_ref().map_or(key.id(), |m| m.path.as_str());
-        let (local, _) = self.paths(&self.inner.site, path)?;
+        let (root, local) = self.object_at_site(path)?;
         // A link where the object should be is removed (not what it points to); a link
         // on the way there would make the removal hit a file outside the store.
-        let root = &self.inner.config.site(&self.inner.site)?.local_path;
-        verify::refuse_links(root, local.parent().unwrap_or(root))?;
+        verify::refuse_links(&root, local.parent().unwrap_or(&root))?;
         match fs::remove_file(&local) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}

@@ -27,7 +27,8 @@ impl GlobusConnector {
             what: "globus key".into(),
             message: format!("key {} carries no object metadata", key.id()),
         })?;
-        let (root, local) = self.local_object(&meta.path)?;
+        // The waits and the final check look for links themselves, right before each look.
+        let (root, local) = self.object_at_site(&meta.path)?;
         if meta.source != self.inner.site {
             self.wait_for(&meta, &root, &local).await?;
         }

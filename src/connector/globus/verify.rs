@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{ErrorKind, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -56,25 +56,26 @@ pub(super) async fn read_verified(
     meta: &ObjectMeta,
 ) -> Result<Option<Bytes>> {
     refuse_links(root, local)?;
-    let read = |local: PathBuf, meta: ObjectMeta| -> Result<Option<Bytes>> {
-        let bytes = match fs::read(&local) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", local, e)),
-        };
-        let sha = hex(&Sha256::digest(&bytes));
-        if bytes.len() as u64 != meta.size || sha != meta.sha256 {
-            let found = format!("{} bytes, sha256 {sha}", bytes.len());
-            return Err(integrity(&local, &meta, found));
-        }
-        Ok(Some(bytes.into()))
-    };
     if meta.size < INLINE_HASH_LIMIT {
-        read(local.to_owned(), meta.clone())
+        read_verified_now(local, meta)
     } else {
         let (local, meta) = (local.to_owned(), meta.clone());
-        runtime::blocking(move || read(local, meta)).await?
+        runtime::blocking(move || read_verified_now(&local, &meta)).await?
     }
+}
+
+fn read_verified_now(local: &Path, meta: &ObjectMeta) -> Result<Option<Bytes>> {
+    let bytes = match fs::read(local) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", local, e)),
+    };
+    let sha = hex(&Sha256::digest(&bytes));
+    if bytes.len() as u64 != meta.size || sha != meta.sha256 {
+        let found = format!("{} bytes, sha256 {sha}", bytes.len());
+        return Err(integrity(local, meta, found));
+    }
+    Ok(Some(bytes.into()))
 }
 
 /// The size and sha256 of the file at `path`, expected to be about `size_hint` bytes
