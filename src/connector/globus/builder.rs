@@ -17,9 +17,7 @@ use crate::settings::Settings;
 pub struct ProcessDefaults {
     /// The identity to act as (default: [`crate::auth::default_authorizer`]).
     pub authorizer: Option<Arc<dyn Authorizer>>,
-    /// The state directory (default: the settings' [`home`](Settings::home)).
-    pub home: Option<PathBuf>,
-    /// The settings (default: [`Settings::global`]).
+    /// The settings, the state directory among them (default: [`Settings::global`]).
     pub settings: Option<Settings>,
 }
 
@@ -112,10 +110,7 @@ impl GlobusConnectorBuilder {
                 config,
                 site,
                 authorizer: self.authorizer.or(defaults.authorizer),
-                home: self
-                    .home
-                    .or(defaults.home)
-                    .unwrap_or_else(|| settings.home.clone()),
+                home: self.home.unwrap_or_else(|| settings.home.clone()),
                 transfer_url,
                 settings,
                 client: OnceCell::new(),
