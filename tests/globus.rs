@@ -278,13 +278,7 @@ fn a_proxy_crosses_to_another_process_at_site_b() {
 
     let home = tempfile::tempdir().unwrap();
     let stdout = succeeded(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "child_resolves_a_proxy",
-                "--nocapture",
-            ])
+        child_test("child_resolves_a_proxy")
             .env("PS_GLOBUS_CHILD_PROXY", &json)
             .env("PS_GLOBUS_SITE", "b")
             .env("PS_GLOBUS_HOME", home.path())
@@ -307,13 +301,7 @@ fn puts_of_a_producer_that_exits_without_close_reach_the_destination() {
     let mut config = config_for(emu, &unique_name("no-close"));
     let home = tempfile::tempdir().unwrap();
     let stdout = succeeded(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "child_puts_and_exits_without_close",
-                "--nocapture",
-            ])
+        child_test("child_puts_and_exits_without_close")
             .env(
                 "PS_GLOBUS_CHILD_CONFIG",
                 serde_json::to_string(&config).unwrap(),
@@ -368,7 +356,6 @@ fn child_resolves_a_proxy() {
     let token = std::env::var("PS_GLOBUS_TEST_TOKEN").unwrap();
     ps_globus::connector::set_process_defaults(ps_globus::connector::ProcessDefaults {
         authorizer: Some(Arc::new(ps_globus::auth::StaticTokenAuthorizer::new(token))),
-        home: None,
         settings: None,
     });
     let json = std::env::var("PS_GLOBUS_CHILD_PROXY").unwrap();
@@ -711,6 +698,13 @@ async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
 
 /// Runs `command` to its end, fails the test with its output unless it succeeded, and
 /// returns its standard output.
+/// This test binary, running only the ignored test `name` (a child process's half).
+fn child_test(name: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--ignored", "--exact", name, "--nocapture"]);
+    command
+}
+
 fn succeeded(command: &mut Command) -> String {
     let out = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
