@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, SiteConfig};
 use crate::error::{Error, Result};
+use crate::transfer::types::normalise_path;
 use crate::transfer::{BatchOptions, Enqueued, ItemSpec, ItemStatus, Priority, TransferManager};
 
 /// A place on a Globus collection.
@@ -46,8 +47,7 @@ pub fn resolve_address(text: &str, config: &Config, current: Option<&str>) -> Re
         what: "address".into(),
         message,
     };
-    let local_form = text.starts_with('/') || text.starts_with('.') || !text.contains(':');
-    if local_form {
+    if is_local_address(text) {
         let site_name = current.ok_or_else(|| {
             bad(format!(
                 "{text:?} is a local path, but the current site is unknown: set PS_GLOBUS_SITE \
@@ -100,6 +100,12 @@ pub fn resolve_address(text: &str, config: &Config, current: Option<&str>) -> Re
         collection: site.collection,
         path,
     })
+}
+
+/// Whether an address is a local path at the current site (not `SITE:PATH` or
+/// `COLLECTION:PATH`).
+pub fn is_local_address(text: &str) -> bool {
+    text.starts_with('/') || text.starts_with('.') || !text.contains(':')
 }
 
 fn site<'a>(config: &'a Config, name: &str) -> Result<&'a SiteConfig> {
@@ -224,8 +230,8 @@ pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
     };
     let mut destinations: std::collections::HashMap<(Uuid, String), usize> = Default::default();
     for (n, item) in items.iter().enumerate() {
-        let source = normalise(&item.source.path);
-        let destination = normalise(&item.destination_path());
+        let source = normalise_path(&item.source.path);
+        let destination = normalise_path(&item.destination_path());
         if item.source.collection == item.destination.collection {
             if source == destination {
                 return Err(refuse(format!(
@@ -257,16 +263,6 @@ pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A collection path without doubled slashes, `.` components or a trailing slash.
-fn normalise(path: &str) -> String {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    let prefix = if path.starts_with('/') { "/" } else { "" };
-    format!("{prefix}{}", parts.join("/"))
 }
 
 /// Enqueues every planned item as bulk work; returns their handles. A plan that

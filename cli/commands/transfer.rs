@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 use ps_globus::config::Config;
-use ps_globus::staging::{PlannedItem, parse_batch, resolve_address, submit, wait_all};
+use ps_globus::staging::{
+    PlannedItem, is_local_address, parse_batch, resolve_address, submit, wait_all,
+};
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
@@ -108,19 +110,18 @@ fn plan(
             args.destination.clone().expect("clap requires it"),
         )],
     };
-    let local = |addr: &str| !addr.contains(':') || addr.starts_with('/') || addr.starts_with('.');
     let mut items = Vec::with_capacity(pairs.len());
     for (src, dst) in &pairs {
-        if direction == Direction::In && !local(dst) {
+        if direction == Direction::In && !is_local_address(dst) {
             return Err("stage-in: the destination must be a local path at this site".into());
         }
-        if direction == Direction::Out && !local(src) {
+        if direction == Direction::Out && !is_local_address(src) {
             return Err("stage-out: the source must be a local path at this site".into());
         }
         // A local path needs the current site: say why it is unknown, if it is.
         let resolve = |addr: &str| -> Result<_, Box<dyn std::error::Error>> {
             match &current {
-                Err(why) if local(addr) => Err(format!(
+                Err(why) if is_local_address(addr) => Err(format!(
                     "{addr:?} is a local path, but the current site is unknown: {why}"
                 )
                 .into()),

@@ -506,6 +506,28 @@ pub fn format_time(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
 }
 
+/// A collection path as Globus reports it, for comparing paths: `/~/` and `/` are the
+/// same root, and doubled slashes, `.` components and a trailing slash do not count.
+///
+/// ```
+/// use ps_globus::transfer::types::normalise_path;
+/// assert_eq!(normalise_path("/~/a//b/./c"), "/a/b/c");
+/// assert_eq!(normalise_path("/a/b"), "/a/b");
+/// assert_eq!(normalise_path("~/x"), "/x");
+/// assert_eq!(normalise_path("/a/b/"), "/a/b");
+/// ```
+pub fn normalise_path(path: &str) -> String {
+    let trimmed = path
+        .strip_prefix("/~")
+        .or_else(|| path.strip_prefix('~'))
+        .unwrap_or(path);
+    let parts: Vec<&str> = trimmed
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
 /// Parses the time forms clients send: RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC), a date.
 ///
 /// ```

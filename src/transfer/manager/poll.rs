@@ -15,7 +15,7 @@ use super::status::ItemStatus;
 use super::{Inner, new_label};
 use crate::error::{Error, Result};
 use crate::transfer::states::{ItemState, TaskStatus};
-use crate::transfer::types::Task;
+use crate::transfer::types::{Task, normalise_path as normalise};
 
 /// The `nice_status` values that never clear up by themselves while a task stays ACTIVE.
 const FATAL_NICE_STATUSES: &[&str] = &[
@@ -265,30 +265,5 @@ pub(super) fn outcome(status: &ItemStatus) -> Option<Result<ItemStatus>> {
         Some(error) => Some(Err(error)),
         None if status.state == ItemState::Succeeded => Some(Ok(status.clone())),
         None => None,
-    }
-}
-
-/// Paths as Globus reports them: `/~/` and `/` are the same root, no doubled slashes.
-fn normalise(path: &str) -> String {
-    let trimmed = path
-        .strip_prefix("/~")
-        .or_else(|| path.strip_prefix('~'))
-        .unwrap_or(path);
-    let parts: Vec<&str> = trimmed
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    format!("/{}", parts.join("/"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_normalise_like_globus_reports_them() {
-        assert_eq!(normalise("/~/a//b/./c"), "/a/b/c");
-        assert_eq!(normalise("/a/b"), "/a/b");
-        assert_eq!(normalise("~/x"), "/x");
     }
 }
