@@ -11,6 +11,7 @@ use indicatif::{MultiProgress, ProgressBar};
 use ps_globus::Store;
 use ps_globus::sim::TwoSites;
 
+use super::CommandError;
 use crate::CliResult;
 use crate::output::demo_bar;
 
@@ -80,7 +81,7 @@ fn produce(
     consumer: &mut Child,
     args: &DemoArgs,
     bar: &ProgressBar,
-) -> Result<u64, Box<dyn std::error::Error>> {
+) -> Result<u64, CommandError> {
     let mut stdin = consumer.stdin.take().expect("piped");
     let mut bytes = 0u64;
     for index in 0..args.objects {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ps_globus::transfer::TransferCollectionLookup;
 
-use super::settings;
+use super::{CommandError, settings};
 use crate::CliResult;
 use crate::output::print_json;
 
@@ -27,8 +27,7 @@ pub struct LoginArgs {
 }
 
 /// The token store, saying so when the keyring was not usable.
-fn token_store()
--> Result<std::sync::Arc<dyn ps_globus::auth::TokenStore>, Box<dyn std::error::Error>> {
+fn token_store() -> Result<std::sync::Arc<dyn ps_globus::auth::TokenStore>, CommandError> {
     let choice = ps_globus::auth::open_token_store(settings())?;
     if let Some(reason) = &choice.fallback_reason {
         tracing::info!("{reason}");

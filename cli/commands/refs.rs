@@ -5,7 +5,7 @@ use clap::Subcommand;
 use ps_globus::proxy::ProxyFactory;
 use ps_globus::state::StateDb;
 
-use super::settings;
+use super::{CommandError, settings};
 use crate::CliResult;
 use crate::output::print_json;
 
@@ -55,13 +55,12 @@ pub async fn run(command: RefCommand) -> CliResult {
     let find = |name: String| {
         let db = db.clone();
         async move {
-            let found: Result<DatasetRef, Box<dyn std::error::Error>> =
-                match load_ref(&db, &name).await? {
-                    Some(r) => Ok(r),
-                    None => Err(
-                        format!("no reference named {name:?} (see `ps-globus ref list`)").into(),
-                    ),
-                };
+            let found: Result<DatasetRef, CommandError> = match load_ref(&db, &name).await? {
+                Some(r) => Ok(r),
+                None => {
+                    Err(format!("no reference named {name:?} (see `ps-globus ref list`)").into())
+                }
+            };
             found
         }
     };

@@ -11,7 +11,7 @@ use ps_globus::staging::{
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
-use super::{manager, settings};
+use super::{CommandError, manager, settings};
 use crate::output::{item_bar, print_json};
 use crate::{CliResult, Exit};
 
@@ -94,10 +94,7 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
 }
 
 /// The items the arguments name, checked against the direction.
-fn plan(
-    args: &TransferArgs,
-    direction: Direction,
-) -> Result<Vec<PlannedItem>, Box<dyn std::error::Error>> {
+fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, CommandError> {
     let config = Config::load(settings())?;
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
     let pairs = match &args.batch {
@@ -119,7 +116,7 @@ fn plan(
             return Err("stage-out: the source must be a local path at this site".into());
         }
         // A local path needs the current site: say why it is unknown, if it is.
-        let resolve = |addr: &str| -> Result<_, Box<dyn std::error::Error>> {
+        let resolve = |addr: &str| -> Result<_, CommandError> {
             match &current {
                 Err(why) if is_local_address(addr) => Err(format!(
                     "{addr:?} is a local path, but the current site is unknown: {why}"
@@ -199,7 +196,7 @@ async fn wait_with_progress(
     handles: &[Enqueued],
     task_ids: &[String],
     args: &TransferArgs,
-) -> Result<Vec<ItemStatus>, Box<dyn std::error::Error>> {
+) -> Result<Vec<ItemStatus>, CommandError> {
     let bar = item_bar(handles.len() as u64, args.json);
     let timeout = Duration::from_secs(args.timeout.unwrap_or(365 * 24 * 3600));
     let waited = tokio::select! {

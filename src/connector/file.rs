@@ -135,10 +135,10 @@ impl Connector for FileConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::in_memory().outliving_instances();
         // One file per object, so `resolve_path` works; `put_file` reads the file and puts.
-        caps.resolve_path = true;
-        caps
+        Capabilities::in_memory()
+            .outliving_instances()
+            .with_resolve_path()
     }
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {

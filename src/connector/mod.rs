@@ -413,9 +413,14 @@ impl Capabilities {
         self
     }
 
-    /// With one local file per object (`put_file` and `resolve_path`).
-    pub const fn with_local_files(mut self) -> Self {
+    /// With a `put_file` that stages the file without reading it into memory.
+    pub const fn with_put_file(mut self) -> Self {
         self.put_file = true;
+        self
+    }
+
+    /// With one local file per object, which `resolve_path` gives.
+    pub const fn with_resolve_path(mut self) -> Self {
         self.resolve_path = true;
         self
     }

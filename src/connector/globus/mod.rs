@@ -243,13 +243,12 @@ impl Connector for GlobusConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            outlives_instances: true,
+        Capabilities::in_memory()
+            .outliving_instances()
             // A key carries the size, the sha256 and a label per destination.
-            max_key_len: 600,
-            put_file: true,
-            resolve_path: true,
-        }
+            .with_max_key_len(600)
+            .with_put_file()
+            .with_resolve_path()
     }
 
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
