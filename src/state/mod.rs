@@ -128,7 +128,7 @@ impl StateDb {
             )
         });
         let state_error =
-            |e: sqlx::Error| Error::state(&path, "the state database cannot be opened", e);
+            |e: sqlx::Error| database_error(&path, "the state database cannot be opened", e);
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(state_error)?
             .filename(&path)
@@ -148,13 +148,18 @@ impl StateDb {
         let _one_here = MIGRATING.lock().await;
         let lock_path = path.with_extension("migrate.lock");
         let migrated = crate::fsutil::with_file_lock(&lock_path, || {
-            crate::runtime::block_on(migrator().run(&pool)).map_err(|e| {
-                Error::state(
+            crate::runtime::block_on(migrator().run(&pool)).map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => database_error(
+                    &path,
+                    "cannot bring the state database's schema up to date",
+                    e,
+                ),
+                e => Error::state(
                     &path,
                     "cannot bring the state database's schema up to date (if a newer \
                      ps-globus wrote this database, upgrade this one)",
                     e,
-                )
+                ),
             })
         });
         migrated?;
@@ -205,21 +210,27 @@ impl StateDb {
 
     /// Wraps a database error with the database's path.
     pub(crate) fn error(&self, e: sqlx::Error) -> Error {
-        let code = e.as_database_error().and_then(|d| d.code());
-        if code.as_deref().is_some_and(means_disk_full) {
-            let dir = self.path.parent().unwrap_or(Path::new("."));
-            return Error::state(
-                &self.path,
-                format!(
-                    "the file system holding the state database is full, over quota or failing: \
-                     free space under {} (nothing of this operation was committed)",
-                    dir.display()
-                ),
-                e,
-            );
-        }
-        Error::state(&self.path, "a query of the state database failed", e)
+        database_error(&self.path, "a query of the state database failed", e)
     }
+}
+
+/// A database error on the database at `path` while doing `context`; a full disk is
+/// said to be one, whatever SQLite called it, with the directory to free.
+fn database_error(path: &Path, context: &str, e: sqlx::Error) -> Error {
+    let code = e.as_database_error().and_then(|d| d.code());
+    if code.as_deref().is_some_and(means_disk_full) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return Error::state(
+            path,
+            format!(
+                "the file system holding the state database is full, over quota or failing: \
+                 free space under {} (nothing of this operation was committed)",
+                dir.display()
+            ),
+            e,
+        );
+    }
+    Error::state(path, context, e)
 }
 
 /// Whether a SQLite result code (extended codes included) means the disk is full:
