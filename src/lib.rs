@@ -24,9 +24,12 @@
 //! across sites), [`proxy`] (stores, proxies, persistent dataset references),
 //! [`transfer`] (the Globus Transfer client and the transfer manager), [`auth`] (login,
 //! service identities, token storage), [`staging`] (stage-in/out as library calls),
-//! [`config`] (sites and the client id), [`state`] (the state database), `sim` (the
-//! Globus emulator), `demo`, and the [`block_on`] bridge that lets synchronous code wait
-//! on the library's async I/O.
+//! [`config`] (sites and the client id), [`state`] (the state database), [`settings`]
+//! (the environment, read once), `conformance` (the connector test suite, feature
+//! `conformance`), `sim` (the Globus emulator and its two-site harness), [`demo`] (the
+//! demo's workload), and the [`block_on`] bridge that lets synchronous code wait on the
+//! library's async I/O. `docs/ARCHITECTURE.md` maps the layers and the flow of one
+//! object.
 
 #![warn(missing_docs)]
 // The emulator's endpoint document is one large `json!` literal.

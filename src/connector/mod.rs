@@ -372,7 +372,7 @@ pub fn known_kinds() -> Vec<String> {
 }
 
 /// What a connector can do, where connectors legitimately differ. The conformance
-/// suite ([`crate::conformance`], feature `conformance`) reads it to know what to expect.
+/// suite (`ps_globus::conformance`, feature `conformance`) reads it to know what to expect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {

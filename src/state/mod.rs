@@ -8,9 +8,10 @@
 //! files and the opening code here.
 //!
 //! It lives in the state directory ([`Settings::home`]): `$PS_GLOBUS_HOME/state.db`, else
-//! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`. Several processes may share it: writes that read
-//! first run in `BEGIN IMMEDIATE` transactions ([`StateDb::begin_immediate`]), which take
-//! the write lock up front and so never fail half-way with "database is locked".
+//! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`. Several
+//! processes may share it: writes that read first run in `BEGIN IMMEDIATE` transactions,
+//! which take the write lock up front and so never fail half-way with "database is
+//! locked".
 //!
 //! **Network file systems.** SQLite's WAL mode needs shared memory that NFS, Lustre, GPFS
 //! and friends do not provide, and is unsafe there. When the database sits on one, it is

@@ -5,6 +5,11 @@
 //! - [`TransferClient`]: typed requests with globus-sdk's retry policy ([`RetryConfig`]).
 //! - [`TransferManager`]: coalesced, exactly-once, crash-resumable transfers tracked in
 //!   the [state database](crate::state), polled by one poller per identity.
+//! - [`ItemState`], [`BatchState`], [`TaskStatus`]: the states, as enums that keep words
+//!   they do not know.
+//! - `watch` and `delete` (crate-private): the watcher readers wait on, one `task_list`
+//!   per cycle for every awaited label, and the batcher that turns evictions into few
+//!   delete tasks. `lookup`: the collection lookup a login is given.
 
 mod client;
 pub(crate) mod delete;
