@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, SiteConfig};
 use crate::error::{Error, Result};
-use crate::transfer::types::normalise_path;
+use crate::transfer::types::collection_path;
 use crate::transfer::{BatchOptions, Enqueued, ItemSpec, ItemStatus, Priority, TransferManager};
 
 /// A place on a Globus collection.
@@ -230,8 +230,10 @@ pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
     };
     let mut destinations: std::collections::HashMap<(Uuid, String), usize> = Default::default();
     for (n, item) in items.iter().enumerate() {
-        let source = normalise_path(&item.source.path);
-        let destination = normalise_path(&item.destination_path());
+        let read =
+            |path: &str| collection_path(path).map_err(|e| refuse(format!("item {}: {e}", n + 1)));
+        let source = read(&item.source.path)?;
+        let destination = read(&item.destination_path())?;
         if item.source.collection == item.destination.collection {
             if source == destination {
                 return Err(refuse(format!(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ps_globus::connector::{Connector, GlobusConnector, Key, PutOptions};
 use ps_globus::sim::FaultKind;
+use ps_globus::transfer::{ManagerConfig, RESPLIT_SUFFIX};
 use ps_globus::{Error, Store};
 use support::emulator::{Emu, fault};
 use support::sites::{config_for, connector, shared};
@@ -83,6 +84,67 @@ async fn a_failed_transfer_is_a_typed_error_with_the_globus_reason() {
     assert_eq!(code, "PERMISSION_DENIED", "{err}");
     assert!(task_id.is_some());
     assert!(destination_path.ends_with(key.id()), "{destination_path}");
+}
+
+/// Defect 13: a task stuck on a fatal error is cancelled and what it did not copy is
+/// re-split into a new batch; readers follow their objects there instead of failing with
+/// the cancel of the task they first followed. (Here the re-split is stuck too, so the
+/// readers end with *its* cancel: the task id tells which one they followed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_follow_their_objects_into_the_resplit_of_a_cancelled_task() {
+    let store_dir = unique_name("resplit");
+    let emu = Emu::with(|c| {
+        c.faults.push(fault(
+            FaultKind::QuotaExceeded,
+            Some(&format!("/{store_dir}/*")),
+            None,
+            None,
+        ));
+        c.fault_retry_ms = 50;
+    });
+    shared();
+    let config = config_for(&emu, &store_dir);
+    let home = tempfile::tempdir().unwrap();
+    let at = |site: &str| {
+        GlobusConnector::builder(config.clone())
+            .site(site)
+            .home(home.path())
+            .manager_config(ManagerConfig {
+                fail_fast_after: std::time::Duration::from_millis(300),
+                ..ManagerConfig::default()
+            })
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (at("a"), Arc::new(at("b")));
+    let mut readers = Vec::new();
+    for n in 0..3u8 {
+        let key = a.put(&[n; 64], &opts()).await.unwrap();
+        let b = b.clone();
+        readers.push(tokio::spawn(async move { b.get(&key).await }));
+    }
+    let mut followed = Vec::new();
+    for reader in readers {
+        match reader.await.unwrap().unwrap_err() {
+            Error::TransferFailed { code, task_id, .. } if code == "CANCELED" => {
+                followed.push(task_id.expect("a task id"))
+            }
+            other => panic!("{other}"),
+        }
+    }
+    let (_, list) = emu.get("/v0.10/task_list?limit=100").await;
+    let tasks = list["DATA"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "the batch and its one re-split: {list}");
+    let resplit = tasks
+        .iter()
+        .find(|t| t["label"].as_str().unwrap().ends_with(RESPLIT_SUFFIX))
+        .expect("a re-split task");
+    assert!(
+        followed
+            .iter()
+            .all(|id| id == resplit["task_id"].as_str().unwrap()),
+        "readers ended with {followed:?}, not with the re-split {resplit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

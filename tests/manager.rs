@@ -462,6 +462,85 @@ async fn a_missing_source_fails_only_its_item_with_the_globus_reason() {
     assert_eq!(emu.sim.stats().tasks(), 1);
 }
 
+/// The code and description an item failed with.
+async fn failure(m: &TransferManager, item: i64) -> (String, String) {
+    match m.wait(item, LONG).await {
+        Err(Error::TransferFailed {
+            code, description, ..
+        }) => (code, description),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Defect 5: the client and the emulator once read `/in/x ` differently (the emulator
+/// trimmed it), so a source that does not exist was copied from its trimmed namesake and
+/// reported as copied. Names are taken literally on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_named_with_a_trailing_space_is_that_file_not_its_trimmed_namesake() {
+    let emu = Emu::start();
+    write(emu.root_a(), "in/x", b"the namesake");
+    write(emu.root_a(), "in/y ", b"spaced");
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let missing = m.enqueue(spec(&emu, "/in/x ", "/out/x ")).await.unwrap();
+    let spaced = m.enqueue(spec(&emu, "/in/y ", "/out/y ")).await.unwrap();
+    assert_eq!(failure(&m, missing.item).await.0, "FILE_NOT_FOUND");
+    assert_eq!(
+        m.wait(spaced.item, LONG).await.unwrap().state,
+        ItemState::Succeeded
+    );
+    assert_eq!(
+        std::fs::read(emu.root_b().join("out/y ")).unwrap(),
+        b"spaced"
+    );
+    assert!(!emu.root_b().join("out/x ").exists());
+    assert!(!emu.root_b().join("out/x").exists());
+}
+
+/// Defect 13: a task that fails gives each item its own reason: the copied one
+/// succeeds, the skipped one keeps its skip reason, the one that failed the task gets the
+/// task's code, and the one never reached says it was not copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_item_of_a_failed_task_keeps_its_own_reason() {
+    let emu = Emu::with(|c| {
+        c.faults = vec![fault(
+            FaultKind::QuotaExceeded,
+            Some("/in/full"),
+            None,
+            None,
+        )]
+    });
+    for name in ["a", "full", "c"] {
+        write(emu.root_a(), &format!("in/{name}"), name.as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let options = BatchOptions {
+        fail_on_quota_errors: true,
+        ..BatchOptions::default()
+    };
+    let mut items = Vec::new();
+    // The emulator copies in request order: `c` comes after the file that fails the task.
+    for name in ["a", "missing", "full", "c"] {
+        let item = spec(&emu, &format!("/in/{name}"), &format!("/out/{name}"));
+        items.push(m.enqueue(item.options(options.clone())).await.unwrap().item);
+    }
+    assert_eq!(
+        m.wait(items[0], LONG).await.unwrap().state,
+        ItemState::Succeeded
+    );
+    let (code, description) = failure(&m, items[1]).await;
+    assert_eq!(code, "FILE_NOT_FOUND", "{description}");
+    assert_eq!(failure(&m, items[2]).await.0, "QUOTA_EXCEEDED");
+    let (code, description) = failure(&m, items[3]).await;
+    assert_eq!(code, "QUOTA_EXCEEDED");
+    assert!(
+        description.contains("before this item was copied"),
+        "{description}"
+    );
+    assert_eq!(emu.sim.stats().tasks(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_stuck_on_a_fatal_error_is_cancelled_and_the_rest_resubmitted_once() {
     let emu = Emu::with(|c| {

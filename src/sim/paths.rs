@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::transfer::types::collection_path;
+
 /// A collection path resolved inside its root.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Resolved {
@@ -18,36 +20,18 @@ pub(crate) struct Resolved {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Escape(pub String);
 
-/// Resolves collection `path` under `root` (which must be canonical).
+/// Resolves collection `path` under `root` (which must be canonical), reading the path
+/// exactly as the client does ([`collection_path`]).
 pub(crate) fn resolve(root: &Path, path: &str) -> Result<Resolved, Escape> {
-    let mut parts: Vec<&str> = Vec::new();
-    let trimmed = path.trim();
-    let relative = trimmed
-        .strip_prefix("~/")
-        .or(if trimmed == "~" { Some("") } else { None });
-    let body = relative.unwrap_or(trimmed);
-    for (i, part) in body.split('/').enumerate() {
-        match part {
-            "" | "." => {}
-            "~" if i <= 1 && relative.is_none() => {} // the leading /~/
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(Escape(format!(
-                        "path {path:?} climbs above the collection root"
-                    )));
-                }
-            }
-            p if p.contains('\0') => {
-                return Err(Escape(format!("path {path:?} contains a NUL byte")));
-            }
-            p => parts.push(p),
-        }
-    }
-    let local = parts.iter().fold(root.to_path_buf(), |acc, p| acc.join(p));
+    let normalised = collection_path(path).map_err(|e| Escape(e.to_string()))?;
+    let local = normalised
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .fold(root.to_path_buf(), |acc, p| acc.join(p));
     check_no_symlink_escape(root, &local, path)?;
     Ok(Resolved {
         local,
-        path: format!("/{}", parts.join("/")),
+        path: normalised,
     })
 }
 
@@ -141,5 +125,52 @@ mod tests {
         assert!(resolve(&root, "/out/secret").is_err());
         assert!(resolve(&root, "/out/not-yet/created").is_err());
         assert!(resolve(&root, "/inside-link").is_ok());
+    }
+
+    /// Paths built from the pieces that have been read differently before: spaces at
+    /// either end, `~` alone and inside names, `.`, `..`, empty components.
+    fn any_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let component = prop::sample::select(vec![
+            "a", "b", " c", "d ", "~", "~x", ".", "..", "", " ", "a b", "é",
+        ]);
+        let lead = prop::sample::select(vec!["", "/", "~/", "/~/", "~", "/~"]);
+        (lead, prop::collection::vec(component, 0..7))
+            .prop_map(|(lead, parts)| format!("{lead}{}", parts.join("/")))
+    }
+
+    proptest::proptest! {
+        /// The client and the emulator read every path alike, and no path the emulator
+        /// accepts leads out of its collection.
+        #[test]
+        fn client_and_emulator_read_every_path_alike_and_none_leaves_the_collection(
+            path in any_path()
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = std::fs::canonicalize(dir.path()).unwrap();
+            let client = collection_path(&path);
+            match resolve(&root, &path) {
+                Ok(resolved) => {
+                    let client = client.expect("the emulator accepted what the client refuses");
+                    proptest::prop_assert_eq!(&resolved.path, &client);
+                    proptest::prop_assert_eq!(
+                        crate::transfer::types::normalise_path(&resolved.path),
+                        crate::transfer::types::normalise_path(&path)
+                    );
+                    proptest::prop_assert_eq!(collection_path(&client).unwrap(), client.clone());
+                    proptest::prop_assert!(resolved.local.starts_with(&root));
+                    let below = resolved.local.strip_prefix(&root).unwrap();
+                    proptest::prop_assert!(below.components().all(|c| matches!(
+                        c,
+                        std::path::Component::Normal(_)
+                    )));
+                    proptest::prop_assert_eq!(
+                        below.to_str().unwrap(),
+                        client.trim_start_matches('/')
+                    );
+                }
+                Err(_) => proptest::prop_assert!(client.is_err()),
+            }
+        }
     }
 }

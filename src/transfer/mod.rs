@@ -24,7 +24,7 @@ pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, TaskQuery, TransferClie
 pub use lookup::TransferCollectionLookup;
 pub use manager::{
     BatchOptions, BatchStatus, Enqueued, ItemSpec, ItemStatus, ManagerConfig, Priority,
-    TransferManager, new_label,
+    RESPLIT_SUFFIX, TransferManager, new_label, resplit_label,
 };
 pub use retry::RetryConfig;
 pub use states::{BatchState, ItemState, TaskStatus};

@@ -11,6 +11,7 @@ use super::{GlobusConnector, Inner};
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
+use crate::transfer::ManagerConfig;
 
 /// Process-wide defaults for Globus connectors rebuilt from a config (in a proxy).
 #[derive(Clone, Default)]
@@ -35,6 +36,7 @@ pub struct GlobusConnectorBuilder {
     authorizer: Option<Arc<dyn Authorizer>>,
     home: Option<PathBuf>,
     settings: Option<Settings>,
+    manager: Option<ManagerConfig>,
 }
 
 impl GlobusConnectorBuilder {
@@ -45,6 +47,7 @@ impl GlobusConnectorBuilder {
             authorizer: None,
             home: None,
             settings: None,
+            manager: None,
         }
     }
 
@@ -71,6 +74,13 @@ impl GlobusConnectorBuilder {
     /// [`Settings::global`]).
     pub fn settings(mut self, settings: Settings) -> Self {
         self.settings = Some(settings);
+        self
+    }
+
+    /// Tunes the transfer manager this connector starts (batching, polling, when a stuck
+    /// task is cancelled); default: [`ManagerConfig::from_settings`].
+    pub fn manager_config(mut self, config: ManagerConfig) -> Self {
+        self.manager = Some(config);
         self
     }
 
@@ -112,6 +122,9 @@ impl GlobusConnectorBuilder {
                 authorizer: self.authorizer.or(defaults.authorizer),
                 home: self.home.unwrap_or_else(|| settings.home.clone()),
                 transfer_url,
+                manager_config: self
+                    .manager
+                    .unwrap_or_else(|| ManagerConfig::from_settings(&settings)),
                 settings,
                 client: OnceCell::new(),
                 manager: OnceCell::new(),

@@ -76,6 +76,7 @@ struct Inner {
     home: PathBuf,
     transfer_url: String,
     settings: Settings,
+    manager_config: ManagerConfig,
     client: OnceCell<TransferClient>,
     manager: OnceCell<TransferManager>,
     watcher: OnceCell<Arc<Watcher>>,
@@ -167,7 +168,7 @@ impl GlobusConnector {
             .get_or_try_init(|| async {
                 let db = StateDb::open_with(self.inner.home.join("state.db"), &self.inner.settings)
                     .await?;
-                let config = ManagerConfig::from_settings(&self.inner.settings);
+                let config = self.inner.manager_config.clone();
                 TransferManager::start(db, self.client().await?.clone(), config).await
             })
             .await

@@ -16,7 +16,13 @@ use super::verify::{Verdict, integrity, verify_file};
 use crate::connector::Key;
 use crate::error::{Error, Result};
 use crate::transfer::states::TaskStatus;
-use crate::transfer::{ItemSpec, Priority};
+use crate::transfer::types::normalise_path;
+use crate::transfer::{ItemSpec, Priority, RESPLIT_SUFFIX, resplit_label};
+
+/// How long a reader whose object's task was cancelled looks for the re-split that may
+/// carry the object on, before it reports the cancel: the producer's manager submits a
+/// re-split within moments of its cancel.
+const RESPLIT_GRACE: Duration = Duration::from_secs(15);
 
 impl GlobusConnector {
     /// [`Connector::resolve_path`](crate::connector::Connector::resolve_path): the
@@ -69,7 +75,12 @@ impl GlobusConnector {
         let (_, source_path) = self.paths(&meta.source, &meta.path)?;
         let (_, dest_path) = self.paths(site, &meta.path)?;
         let watcher = self.watcher().await?.clone();
-        let _watch = watcher.watch(&label);
+        let mut label = label;
+        let mut _watch = watcher.watch(&label);
+        // A task cancelled by fail-fast hands its unfinished items to a re-split whose
+        // label derives from its own: the reader follows it there for a while before
+        // taking the cancel as the object's fate.
+        let mut cancelled: Option<(Error, Instant)> = None;
         let explicit = self.inner.config.wait_timeout_s.map(Duration::from_secs);
         let mut until = Instant::now() + explicit.unwrap_or(DEFAULT_WAIT);
         let mut delay = Duration::from_millis(10);
@@ -81,6 +92,12 @@ impl GlobusConnector {
                 return Ok(());
             }
             let task = watcher.task(&label);
+            if task.is_none()
+                && let Some((_, given_up_at)) = &cancelled
+                && Instant::now() >= *given_up_at
+            {
+                return Err(cancelled.take().expect("checked above").0);
+            }
             if let Some(task) = &task {
                 if explicit.is_none()
                     && let Some(deadline) = task
@@ -104,13 +121,23 @@ impl GlobusConnector {
                             Some(f) => (f.code.clone(), f.description.clone()),
                             None => ("FAILED".into(), "the Globus task failed".into()),
                         };
-                        return Err(failed(code, description));
+                        let error = failed(code.clone(), description);
+                        if code == "CANCELED" && !label.ends_with(RESPLIT_SUFFIX) {
+                            label = resplit_label(&label);
+                            _watch = watcher.watch(&label);
+                            cancelled = Some((error, Instant::now() + RESPLIT_GRACE));
+                            checked_skips = false;
+                            continue;
+                        }
+                        return Err(error);
                     }
                     TaskStatus::Succeeded if !checked_skips => {
                         checked_skips = true;
                         let client = self.client().await?;
                         let skipped = client.skipped_errors(&task.task_id).await?;
-                        if let Some(s) = skipped.iter().find(|s| s.destination_path == dest_path) {
+                        if let Some(s) = skipped.iter().find(|s| {
+                            normalise_path(&s.destination_path) == normalise_path(&dest_path)
+                        }) {
                             return Err(failed(s.error_code.clone(), s.error_details.clone()));
                         }
                         // The file should be there now: one more look below.

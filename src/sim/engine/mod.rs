@@ -22,7 +22,7 @@ use super::paths::{self, Resolved};
 use super::tasks::{Request, TaskHandle};
 use crate::transfer::types::{
     DeleteRequest, FatalError, FilterRule, SkippedError, SuccessfulTransfer, TaskStatus,
-    TransferRequest, format_time,
+    TransferItem, TransferRequest, format_time,
 };
 
 mod worker;
@@ -117,6 +117,9 @@ enum PathOutcome {
     Skipped,
     /// The task must end with this error.
     Fatal(FatalError),
+    /// Put off until the task's other paths are done, as Globus retries a failing file
+    /// while it copies the rest (the task shows the fault meanwhile).
+    Deferred,
 }
 
 /// Runs a task's work on a blocking thread; `Some` is the fatal error, `None` success.
@@ -134,7 +137,29 @@ struct Worker<'a> {
     task: &'a TaskHandle,
 }
 
+/// How a task treats a failing path.
+#[derive(Clone, Copy)]
+struct Policy {
+    /// `skip_source_errors`: a missing or unreadable source is skipped, not retried.
+    skip_source_errors: bool,
+    /// `fail_on_quota_errors`: a full destination fails the task.
+    fail_on_quota: bool,
+    /// Put a failing path off until the rest of the task is done (the first pass).
+    defer: bool,
+}
+
+/// What one item of a transfer left for the second pass.
+enum ItemRun {
+    /// Nothing: copied, skipped or up to date.
+    Done,
+    /// The whole item: its source failed to stat.
+    Later,
+    /// These of its files.
+    Files(Vec<FilePlan>),
+}
+
 /// One file to copy.
+#[derive(Clone)]
 struct FilePlan {
     src: PathBuf,
     src_path: String,

@@ -1,6 +1,7 @@
 //! The worker that runs one task: plans the files, copies them in chunks (with checksums and bandwidth), deletes, and records per-file outcomes.
 
 use super::*;
+use crate::sim::Collection;
 
 impl Worker<'_> {
     fn stop(&self) -> Result<(), FatalError> {
@@ -41,10 +42,14 @@ impl Worker<'_> {
         code: &str,
         source_path: &str,
         destination_path: &str,
-        skip_source_errors: bool,
-        fail_on_quota: bool,
+        policy: Policy,
         mut check: impl FnMut() -> Result<T, (String, String)>,
     ) -> Result<Result<T, PathOutcome>, FatalError> {
+        let Policy {
+            skip_source_errors,
+            fail_on_quota,
+            defer,
+        } = policy;
         let mut code = code.to_owned();
         loop {
             let details = format!("{code} on {source_path}");
@@ -81,6 +86,9 @@ impl Worker<'_> {
                     true,
                 );
             });
+            if defer {
+                return Ok(Err(PathOutcome::Deferred));
+            }
             self.sleep(retry)?;
             match check() {
                 Ok(value) => {
@@ -101,93 +109,132 @@ impl Worker<'_> {
                 "a collection of this task no longer exists",
             ));
         };
-        let skip = req.skip_source_errors.unwrap_or(false);
-        let fail_on_quota = req.fail_on_quota_errors.unwrap_or(false);
+        let policy = Policy {
+            skip_source_errors: req.skip_source_errors.unwrap_or(false),
+            fail_on_quota: req.fail_on_quota_errors.unwrap_or(false),
+            defer: true,
+        };
         let mut bucket = Bucket::new(self.sim.bandwidth);
+        // A first pass copies what it can and puts off what fails; the second retries
+        // those until they heal or the task ends, so one bad path does not hold up the
+        // others (as at Globus, which copies a task's files in parallel).
+        let mut later_items = Vec::new();
+        let mut later_files = Vec::new();
         for item in &req.data {
-            self.stop()?;
             self.with_state(|s| s.doc.subtasks_total += 1);
-            let resolve = |root: &Path, p: &str| {
-                paths::resolve(root, p).map_err(|e| fatal("PERMISSION_DENIED", e.0))
-            };
-            let source = resolve(&src.root, &item.source_path)?;
-            let dest = resolve(&dst.root, &item.destination_path)?;
-
-            // Stat the source, through faults and real errors alike.
-            let stat = |source: &Resolved| -> Result<fs::Metadata, (String, String)> {
-                if let Some(kind) = self.path_fault(&source.path)
-                    && let Some(code) = source_fault_code(kind)
-                {
-                    return Err((code.into(), "injected".into()));
-                }
-                fs::metadata(&source.local).map_err(|e| (io_code(&e).into(), e.to_string()))
-            };
-            let meta = match stat(&source) {
-                Ok(meta) => meta,
-                Err((code, _)) => {
-                    match self.retry_path(
-                        &code,
-                        &source.path,
-                        &dest.path,
-                        skip,
-                        fail_on_quota,
-                        || stat(&source),
-                    )? {
-                        Ok(meta) => meta,
-                        Err(PathOutcome::Skipped) => continue,
-                        Err(PathOutcome::Fatal(e)) => return Err(e),
-                    }
-                }
-            };
-            if self.path_fault(&source.path) == Some(FaultKind::Inactive) {
-                return self.go_inactive(&source.path);
-            }
-            let recursive = item.recursive.unwrap_or(meta.is_dir());
-            if recursive && !meta.is_dir() {
-                return Err(fatal(
-                    "NOT_A_DIRECTORY",
-                    format!("{} is a file; recursive was set", source.path),
-                ));
-            }
-            if !recursive && meta.is_dir() {
-                return Err(fatal(
-                    "IS_A_DIRECTORY",
-                    format!("{} is a directory; set recursive", source.path),
-                ));
-            }
-            let external = item
-                .external_checksum
-                .clone()
-                .map(|c| (c, item.checksum_algorithm.clone()));
-            let mut plans = Vec::new();
-            if recursive {
-                let rules = req.filter_rules.as_deref().unwrap_or_default();
-                self.expand(&source, &dest, &dst.root, rules, &mut plans)?;
-            } else {
-                plans.push(FilePlan {
-                    src: source.local.clone(),
-                    src_path: source.path.clone(),
-                    dst: dest.local.clone(),
-                    dst_path: dest.path.clone(),
-                    dst_root: dst.root.clone(),
-                    external,
-                });
-            }
-            self.with_state(|s| {
-                s.doc.subtasks_succeeded += 1;
-                s.doc.files += plans.len() as u64;
-                s.doc.subtasks_total += plans.len() as u64;
-            });
-            let mut copied = BTreeSet::new();
-            for plan in &plans {
-                copied.insert(plan.dst.clone());
-                self.copy_one(req, plan, &mut bucket, skip, fail_on_quota)?;
-            }
-            if recursive && req.delete_destination_extra.unwrap_or(false) {
-                self.delete_extra(&dest.local, &source.local, &copied)?;
+            match self.run_item(req, item, (&src, &dst), &mut bucket, policy)? {
+                ItemRun::Done => {}
+                ItemRun::Later => later_items.push(item),
+                ItemRun::Files(files) => later_files.extend(files),
             }
         }
+        let policy = Policy {
+            defer: false,
+            ..policy
+        };
+        for item in later_items {
+            self.run_item(req, item, (&src, &dst), &mut bucket, policy)?;
+        }
+        for plan in &later_files {
+            self.copy_one(req, plan, &mut bucket, policy)?;
+        }
         Ok(())
+    }
+
+    /// Runs one item of a transfer: stats its source, plans its files and copies them.
+    fn run_item(
+        &self,
+        req: &TransferRequest,
+        item: &TransferItem,
+        (src, dst): (&Collection, &Collection),
+        bucket: &mut Bucket,
+        policy: Policy,
+    ) -> Result<ItemRun, FatalError> {
+        let defer = policy.defer;
+        self.stop()?;
+        let resolve = |root: &Path, p: &str| {
+            paths::resolve(root, p).map_err(|e| fatal("PERMISSION_DENIED", e.0))
+        };
+        let source = resolve(&src.root, &item.source_path)?;
+        let dest = resolve(&dst.root, &item.destination_path)?;
+
+        // Stat the source, through faults and real errors alike.
+        let stat = |source: &Resolved| -> Result<fs::Metadata, (String, String)> {
+            if let Some(kind) = self.path_fault(&source.path)
+                && let Some(code) = source_fault_code(kind)
+            {
+                return Err((code.into(), "injected".into()));
+            }
+            fs::metadata(&source.local).map_err(|e| (io_code(&e).into(), e.to_string()))
+        };
+        let meta = match stat(&source) {
+            Ok(meta) => meta,
+            Err((code, _)) => {
+                match self.retry_path(
+                    &code,
+                    &source.path,
+                    &dest.path,
+                    Policy { defer, ..policy },
+                    || stat(&source),
+                )? {
+                    Ok(meta) => meta,
+                    Err(PathOutcome::Skipped) => return Ok(ItemRun::Done),
+                    Err(PathOutcome::Deferred) => return Ok(ItemRun::Later),
+                    Err(PathOutcome::Fatal(e)) => return Err(e),
+                }
+            }
+        };
+        if self.path_fault(&source.path) == Some(FaultKind::Inactive) {
+            return self.go_inactive(&source.path).map(|()| ItemRun::Done);
+        }
+        let recursive = item.recursive.unwrap_or(meta.is_dir());
+        if recursive && !meta.is_dir() {
+            return Err(fatal(
+                "NOT_A_DIRECTORY",
+                format!("{} is a file; recursive was set", source.path),
+            ));
+        }
+        if !recursive && meta.is_dir() {
+            return Err(fatal(
+                "IS_A_DIRECTORY",
+                format!("{} is a directory; set recursive", source.path),
+            ));
+        }
+        let external = item
+            .external_checksum
+            .clone()
+            .map(|c| (c, item.checksum_algorithm.clone()));
+        let mut plans = Vec::new();
+        if recursive {
+            let rules = req.filter_rules.as_deref().unwrap_or_default();
+            self.expand(&source, &dest, &dst.root, rules, &mut plans)?;
+        } else {
+            plans.push(FilePlan {
+                src: source.local.clone(),
+                src_path: source.path.clone(),
+                dst: dest.local.clone(),
+                dst_path: dest.path.clone(),
+                dst_root: dst.root.clone(),
+                external,
+            });
+        }
+        self.with_state(|s| {
+            s.doc.subtasks_succeeded += 1;
+            s.doc.files += plans.len() as u64;
+            s.doc.subtasks_total += plans.len() as u64;
+        });
+        let mut copied = BTreeSet::new();
+        let mut later = Vec::new();
+        for plan in plans {
+            copied.insert(plan.dst.clone());
+            if self.copy_one(req, &plan, bucket, Policy { defer, ..policy })? {
+                later.push(plan);
+            }
+        }
+        if recursive && req.delete_destination_extra.unwrap_or(false) {
+            self.delete_extra(&dest.local, &source.local, &copied)?;
+        }
+        Ok(ItemRun::Files(later))
     }
 
     /// Lists a source directory recursively (applying filter rules), creating the
@@ -309,9 +356,8 @@ impl Worker<'_> {
         req: &TransferRequest,
         plan: &FilePlan,
         bucket: &mut Bucket,
-        skip: bool,
-        fail_on_quota: bool,
-    ) -> Result<(), FatalError> {
+        policy: Policy,
+    ) -> Result<bool, FatalError> {
         let mut mismatches = 0u32;
         // Bytes this file's latest attempt added to the task's count: a retry takes
         // them back first, so `bytes_transferred` counts each byte once.
@@ -332,16 +378,10 @@ impl Worker<'_> {
             let copied = match attempt() {
                 Ok(copied) => copied,
                 Err((code, _)) => {
-                    match self.retry_path(
-                        &code,
-                        &plan.src_path,
-                        &plan.dst_path,
-                        skip,
-                        fail_on_quota,
-                        attempt,
-                    )? {
+                    match self.retry_path(&code, &plan.src_path, &plan.dst_path, policy, attempt)? {
                         Ok(copied) => copied,
-                        Err(PathOutcome::Skipped) => return Ok(()),
+                        Err(PathOutcome::Skipped) => return Ok(false),
+                        Err(PathOutcome::Deferred) => return Ok(true),
                         Err(PathOutcome::Fatal(e)) => return Err(e),
                     }
                 }
@@ -352,7 +392,7 @@ impl Worker<'_> {
                         s.doc.files_skipped += 1;
                         s.doc.subtasks_succeeded += 1;
                     });
-                    return Ok(());
+                    return Ok(false);
                 }
                 Copied::Done(done) => done,
             };
@@ -376,7 +416,7 @@ impl Worker<'_> {
                             destination_path: plan.dst_path.clone(),
                         });
                     });
-                    return Ok(());
+                    return Ok(false);
                 }
                 Some(details) => {
                     mismatches += 1;

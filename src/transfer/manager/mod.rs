@@ -190,6 +190,16 @@ pub fn new_label() -> String {
     format!("psg-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The label of the batch that takes over the unfinished items of batch `label` after
+/// its task was cancelled (fail-fast): derived, so that a reader at another site, who
+/// knows only the old label, can follow its object there.
+pub fn resplit_label(label: &str) -> String {
+    format!("{label}{RESPLIT_SUFFIX}")
+}
+
+/// What [`resplit_label`] appends; a batch whose label ends so is never re-split again.
+pub const RESPLIT_SUFFIX: &str = "-resplit";
+
 impl TransferManager {
     /// Starts a manager for the client's identity on `db`, resuming whatever the
     /// database holds: open and ready batches are submitted, batches caught between

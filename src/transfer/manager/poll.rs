@@ -3,19 +3,22 @@
 //! One poller per identity and database (the process holding the lease) lists every task
 //! in flight with `task_list?filter=task_id:...`, adapting its interval: fast while tasks
 //! are young or progressing, backing off for long ones. Other processes read the results
-//! from the database. Outcomes per item: skipped source errors fail only their own item;
-//! a task stuck ACTIVE on a fatal `nice_status` for `fail_fast_after` is cancelled, its
-//! failing items failed with the Globus reason and the rest re-split into a new batch
-//! (once); an INACTIVE task is [`Error::NeedsAttention`].
+//! from the database. Each item's outcome rests on positive evidence: it succeeded if
+//! `successful_transfers` lists it, or if its task succeeded without skipping anything;
+//! a skipped source fails only its own item, with its own reason. A task stuck ACTIVE on
+//! a fatal `nice_status`, without progress, for `fail_fast_after` is cancelled and what
+//! it did not copy is re-split into a new batch (once); an INACTIVE task is
+//! [`Error::NeedsAttention`].
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::sql::{self, BatchEnd, FailFast, InFlight, Observed, PendingItem, now_ms};
+use super::Inner;
+use super::sql::{self, BatchEnd, InFlight, ItemEnd, Observed, PendingItem, now_ms};
 use super::status::ItemStatus;
-use super::{Inner, new_label};
 use crate::error::{Error, Result};
+use crate::transfer::client::TransferClient;
 use crate::transfer::states::{ItemState, TaskStatus};
-use crate::transfer::types::{Task, normalise_path as normalise};
+use crate::transfer::types::{SkippedError, Task, normalise_path as normalise};
 
 /// The `nice_status` values that never clear up by themselves while a task stays ACTIVE.
 const FATAL_NICE_STATUSES: &[&str] = &[
@@ -102,9 +105,9 @@ impl Inner {
                 self.finish_batch(BatchEnd {
                     batch: row.id,
                     task: None,
-                    code: "TASK_NOT_FOUND",
-                    description: &description,
-                    succeeded: &[],
+                    fatal: Some(("TASK_NOT_FOUND", &description)),
+                    items: Vec::new(),
+                    owner: &self.owner,
                 })
                 .await
             }
@@ -116,76 +119,63 @@ impl Inner {
         }
     }
 
-    /// Records a finished task's outcome per item.
+    /// Records a finished task's outcome per item, each on its own evidence.
     async fn finalize(&self, batch: i64, task: &Task) -> Result<()> {
         let items = sql::pending_items(&self.db, batch).await?;
+        let evidence = Evidence::of(&self.client, task).await?;
         if task.status == TaskStatus::Succeeded {
-            // Only the skipped sources fail; everything else was copied.
-            let skipped = if task.subtasks_skipped_errors > 0 {
-                self.client.skipped_errors(&task.task_id).await?
-            } else {
-                Vec::new()
-            };
-            let failed: HashMap<i64, (String, String)> = items
+            let items = items
                 .iter()
-                .filter_map(|(id, source, _)| {
-                    skipped
-                        .iter()
-                        .find(|s| normalise(&s.source_path) == normalise(source))
-                        .map(|s| (*id, (s.error_code.clone(), s.error_details.clone())))
-                })
+                .map(|item| (item.id, evidence.end_after_success(task, item)))
                 .collect();
-            sql::finish_succeeded(&self.db, batch, &items, &failed).await?;
-            self.signals.changed.notify_waiters();
-            return Ok(());
+            return self
+                .finish_batch(BatchEnd {
+                    batch,
+                    task: Some(task),
+                    fatal: None,
+                    items,
+                    owner: &self.owner,
+                })
+                .await;
         }
-        let fatal = task.fatal_error.clone();
-        let code = fatal
+        let code = task
+            .fatal_error
             .as_ref()
             .map_or("FAILED".to_owned(), |f| f.code.clone());
-        let mut description = fatal.map_or_else(String::new, |f| f.description);
+        let mut description = task
+            .fatal_error
+            .as_ref()
+            .map_or_else(String::new, |f| f.description.clone());
         if let Ok(events) = self.client.events(&task.task_id, 1, true).await
-            && let Some(event) = events
-                .data
-                .into_iter()
-                .next()
-                .filter(|e| !e.details.is_empty())
+            && let Some(event) = events.data.into_iter().next()
         {
-            description = format!("{description}: {}", event.details);
+            description = join_reasons(&description, &event.details);
         }
-        let succeeded = self.succeeded_items(task, &items).await?;
+        let unconfirmed = ItemEnd::Failed {
+            code: code.clone(),
+            description: format!(
+                "task {} ended {code} before this item was copied: {description}",
+                task.task_id
+            ),
+        };
+        let items = items
+            .iter()
+            .map(|item| (item.id, evidence.end(item, || unconfirmed.clone())))
+            .collect();
         self.finish_batch(BatchEnd {
             batch,
             task: Some(task),
-            code: &code,
-            description: &description,
-            succeeded: &succeeded,
+            fatal: Some((&code, &description)),
+            items,
+            owner: &self.owner,
         })
         .await
     }
 
-    /// The pending items Globus reports as copied.
-    async fn succeeded_items(&self, task: &Task, items: &[PendingItem]) -> Result<Vec<i64>> {
-        if task.files_transferred == 0 {
-            return Ok(Vec::new());
-        }
-        let done: BTreeSet<String> = self
-            .client
-            .successful_transfers(&task.task_id)
-            .await?
-            .into_iter()
-            .map(|t| normalise(&t.destination_path))
-            .collect();
-        Ok(items
-            .iter()
-            .filter(|(_, _, d)| done.contains(&normalise(d)))
-            .map(|(id, _, _)| *id)
-            .collect())
-    }
-
-    /// Cancels a task stuck on a fatal error, fails the failing items with the Globus
-    /// reason and re-splits the rest into a new batch (once: a re-split that sticks too
-    /// fails all its items).
+    /// Cancels a task stuck on a fatal error. Its copied items succeed and its skipped
+    /// ones fail with their own reasons; the rest, which Globus kept failing on or never
+    /// reached, are re-split into a new batch (labelled by [`resplit_label`](super::resplit_label)) once: what
+    /// a re-split still cannot copy fails with the code it was stuck on.
     async fn fail_fast(&self, batch: i64, task: &Task, already_resplit: bool) -> Result<()> {
         let code = task.nice_status.clone().unwrap_or_else(|| "FAILED".into());
         let _ = self.client.cancel(&task.task_id).await;
@@ -195,53 +185,145 @@ impl Inner {
             .await
             .unwrap_or_else(|_| task.clone());
         let items = sql::pending_items(&self.db, batch).await?;
-        let succeeded = self.succeeded_items(&final_task, &items).await?;
-        let events = self
-            .client
-            .events(&task.task_id, 100, true)
-            .await
-            .map(|p| p.data)
-            .unwrap_or_default();
-        let failing: Vec<(i64, String)> = items
-            .iter()
-            .filter(|(id, _, _)| !succeeded.contains(id))
-            .filter_map(|(id, source, _)| {
-                let source = normalise(source);
-                events
-                    .iter()
-                    .find(|e| e.code == code && e.details.contains(&source))
-                    .map(|e| (*id, format!("{} ({})", e.description, e.details)))
-            })
-            .collect();
+        let evidence = Evidence::of(&self.client, &final_task).await?;
+        let details = task
+            .nice_status_details
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("no details given");
         let reason = format!(
-            "task {} stayed ACTIVE with {code} and was cancelled",
+            "task {} stayed ACTIVE with {code} ({details}) and was cancelled",
             task.task_id
         );
-        let rest: Vec<i64> = items
+        let rest = if already_resplit {
+            ItemEnd::Failed {
+                code: code.clone(),
+                description: format!("not copied twice: {reason}"),
+            }
+        } else {
+            ItemEnd::Resplit
+        };
+        let items = items
             .iter()
-            .map(|(id, _, _)| *id)
-            .filter(|id| !succeeded.contains(id) && !failing.iter().any(|(f, _)| f == id))
+            .map(|item| (item.id, evidence.end(item, || rest.clone())))
             .collect();
-        let resplit = !rest.is_empty() && !already_resplit && !failing.is_empty();
-        sql::record_fail_fast(
-            &self.db,
-            &FailFast {
-                batch,
-                task: &final_task,
-                succeeded: &succeeded,
-                failing: &failing,
-                rest: &rest,
-                resplit_label: resplit.then(new_label),
-                code: &code,
-                reason: &reason,
-                identity: &self.identity,
-                owner: &self.owner,
-            },
-        )
+        self.finish_batch(BatchEnd {
+            batch,
+            task: Some(&final_task),
+            fatal: Some((&code, &reason)),
+            items,
+            owner: &self.owner,
+        })
         .await?;
-        self.signals.changed.notify_waiters();
         self.signals.submit_kick.notify_one();
         Ok(())
+    }
+}
+
+/// What Globus reported about a task's paths: the positive evidence each item is judged
+/// on. Paths are compared as [`normalise`] reads them, on both sides.
+struct Evidence {
+    /// Destination paths of the files copied.
+    copied: BTreeSet<String>,
+    /// Skipped sources, each with its own reason.
+    skipped: Vec<SkippedError>,
+}
+
+impl Evidence {
+    /// Fetches what the task's documents say (only the lists that can hold anything).
+    async fn of(client: &TransferClient, task: &Task) -> Result<Evidence> {
+        let copied = if task.files_transferred > 0 {
+            client
+                .successful_transfers(&task.task_id)
+                .await?
+                .into_iter()
+                .map(|t| normalise(&t.destination_path))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let skipped = if task.subtasks_skipped_errors > 0 {
+            client.skipped_errors(&task.task_id).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Evidence { copied, skipped })
+    }
+
+    /// `item`'s end on this evidence: its own skipped error, copied, or `otherwise`.
+    fn end(&self, item: &PendingItem, otherwise: impl FnOnce() -> ItemEnd) -> ItemEnd {
+        if let Some(s) = self.skipped_error(item) {
+            ItemEnd::Failed {
+                code: s.error_code.clone(),
+                description: s.error_details.clone(),
+            }
+        } else if self.was_copied(item) {
+            ItemEnd::Succeeded
+        } else {
+            otherwise()
+        }
+    }
+
+    /// `item`'s end in a task that SUCCEEDED: without a word of it in either list, it
+    /// succeeded only if the task skipped nothing (it may have been up to date, or an
+    /// empty directory); otherwise nothing proves it was copied.
+    fn end_after_success(&self, task: &Task, item: &PendingItem) -> ItemEnd {
+        self.end(item, || {
+            if task.subtasks_skipped_errors == 0 {
+                ItemEnd::Succeeded
+            } else {
+                ItemEnd::Failed {
+                    code: "NOT_CONFIRMED".into(),
+                    description: format!(
+                        "task {} skipped {} path(s), and Globus lists this item neither as \
+                         copied nor as skipped; check {} and transfer it again",
+                        task.task_id, task.subtasks_skipped_errors, item.destination_path
+                    ),
+                }
+            }
+        })
+    }
+
+    /// Whether Globus lists `item` (or, for a directory, a file below it) as copied.
+    fn was_copied(&self, item: &PendingItem) -> bool {
+        let destination = normalise(&item.destination_path);
+        if !item.recursive {
+            return self.copied.contains(&destination);
+        }
+        // The set is ordered: the paths below a directory follow `below` directly.
+        let below = under(&destination);
+        self.copied.contains(&destination)
+            || self
+                .copied
+                .range(below.clone()..)
+                .next()
+                .is_some_and(|d| d.starts_with(&below))
+    }
+
+    /// The skipped error of `item`'s source (or, for a directory, of a path below it).
+    fn skipped_error(&self, item: &PendingItem) -> Option<&SkippedError> {
+        let source = normalise(&item.source_path);
+        let below = under(&source);
+        self.skipped.iter().find(|s| {
+            let skipped = normalise(&s.source_path);
+            skipped == source || (item.recursive && skipped.starts_with(&below))
+        })
+    }
+}
+
+/// The prefix every path below directory `path` starts with.
+fn under(path: &str) -> String {
+    format!("{}/", path.trim_end_matches('/'))
+}
+
+/// A fatal description and an event's details, without saying the same thing twice.
+fn join_reasons(description: &str, details: &str) -> String {
+    match (description.trim(), details.trim()) {
+        (d, "") => d.to_owned(),
+        ("", e) => e.to_owned(),
+        (d, e) if d.contains(e) => d.to_owned(),
+        (d, e) if e.contains(d) => e.to_owned(),
+        (d, e) => format!("{d}: {e}"),
     }
 }
 
@@ -254,7 +336,14 @@ fn fatal_since(row: &InFlight, task: &Task, now: i64) -> Option<i64> {
             .is_some_and(|n| FATAL_NICE_STATUSES.contains(&n));
     match (fatal, row.nice_status_since) {
         (false, _) => None,
-        (true, Some(since)) if row.nice_status == task.nice_status => Some(since),
+        // A task that still moves is not stuck: Globus copies the other files while it
+        // retries the failing one, so the clock starts when progress stops.
+        (true, Some(since))
+            if row.nice_status == task.nice_status
+                && row.bytes_transferred == task.bytes_transferred as i64 =>
+        {
+            Some(since)
+        }
         (true, _) => Some(now),
     }
 }
@@ -265,5 +354,92 @@ pub(super) fn outcome(status: &ItemStatus) -> Option<Result<ItemStatus>> {
         Some(error) => Some(Err(error)),
         None if status.state == ItemState::Succeeded => Some(Ok(status.clone())),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(source: &str, destination: &str, recursive: bool) -> PendingItem {
+        PendingItem {
+            id: 1,
+            source_path: source.into(),
+            destination_path: destination.into(),
+            recursive,
+        }
+    }
+
+    fn skipped(source: &str, code: &str) -> SkippedError {
+        SkippedError {
+            data_type: "skipped_error".into(),
+            source_path: source.into(),
+            destination_path: String::new(),
+            error_code: code.into(),
+            error_details: format!("{code} on {source}"),
+            error_time: String::new(),
+            is_directory: false,
+            is_symlink: false,
+            is_delete_destination_extra: false,
+            external_checksum: None,
+            checksum_algorithm: None,
+        }
+    }
+
+    fn succeeded_task(skipped_errors: u64) -> Task {
+        Task {
+            task_id: "t".into(),
+            status: TaskStatus::Succeeded,
+            subtasks_skipped_errors: skipped_errors,
+            ..Task::default()
+        }
+    }
+
+    /// Defect 5: an item is copied only on positive evidence. Where the task skipped
+    /// something and neither list names the item (the paths were read differently, say),
+    /// nothing proves it was copied.
+    #[test]
+    fn an_item_is_reported_copied_only_on_globus_evidence() {
+        let evidence = Evidence {
+            copied: ["/out/a", "/out/dir/x/y"].map(String::from).into(),
+            skipped: vec![
+                skipped("/in/gone", "FILE_NOT_FOUND"),
+                skipped("/in/tree/bad", "PERMISSION_DENIED"),
+            ],
+        };
+        let with_skips = succeeded_task(2);
+        let end = |i: &PendingItem| evidence.end_after_success(&with_skips, i);
+        assert_eq!(end(&item("/in/a", "/~/out//a", false)), ItemEnd::Succeeded);
+        assert!(matches!(end(&item("/in/gone", "/out/gone", false)),
+            ItemEnd::Failed { code, .. } if code == "FILE_NOT_FOUND"));
+        assert!(matches!(end(&item("/in/gone ", "/out/gone ", false)),
+            ItemEnd::Failed { code, .. } if code == "NOT_CONFIRMED"));
+        // A directory: copied if a file below it was, failed by a skip below it.
+        assert_eq!(end(&item("/in/dir", "/out/dir", true)), ItemEnd::Succeeded);
+        assert!(matches!(end(&item("/in/di", "/out/di", true)),
+            ItemEnd::Failed { code, .. } if code == "NOT_CONFIRMED"));
+        assert!(matches!(end(&item("/in/tree", "/out/tree", true)),
+            ItemEnd::Failed { code, .. } if code == "PERMISSION_DENIED"));
+        // Without skips, a succeeded task vouches for every item it held.
+        let clean = succeeded_task(0);
+        let nothing = Evidence {
+            copied: BTreeSet::new(),
+            skipped: Vec::new(),
+        };
+        assert_eq!(
+            nothing.end_after_success(&clean, &item("/in/empty", "/out/empty", true)),
+            ItemEnd::Succeeded
+        );
+    }
+
+    #[test]
+    fn reasons_are_not_said_twice() {
+        assert_eq!(join_reasons("X", "X"), "X");
+        assert_eq!(
+            join_reasons("quota", "quota exceeded on disk"),
+            "quota exceeded on disk"
+        );
+        assert_eq!(join_reasons("failed", "disk full"), "failed: disk full");
+        assert_eq!(join_reasons("", "disk full"), "disk full");
     }
 }

@@ -27,8 +27,14 @@ pub(super) struct InFlight {
     pub resplit_of: Option<i64>,
 }
 
-/// An item of a batch that is not final yet: (id, source path, destination path).
-pub(super) type PendingItem = (i64, String, String);
+/// An item of a batch that is not final yet.
+pub(super) struct PendingItem {
+    pub id: i64,
+    pub source_path: String,
+    pub destination_path: String,
+    /// Whether the item is a directory copied recursively.
+    pub recursive: bool,
+}
 
 /// What one poll learnt about one batch's task.
 pub(super) struct Observed<'a> {
@@ -56,30 +62,27 @@ pub(super) struct ItemToPost {
     pub checksum_algorithm: Option<String>,
 }
 
-/// How a batch ended without a succeeded task: failed at Globus, or refused at
-/// submission (then there is no task).
+/// How one pending item of an ending batch ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum ItemEnd {
+    /// Copied: Globus gave positive evidence.
+    Succeeded,
+    /// Failed with its own code and description (`CANCELED` ends it CANCELED).
+    Failed { code: String, description: String },
+    /// Moved to the batch's re-split, to be submitted again.
+    Resplit,
+}
+
+/// How a batch ends: at Globus, refused at submission (then there is no task), or
+/// forgotten by the service.
 pub(super) struct BatchEnd<'a> {
     pub batch: i64,
     pub task: Option<&'a Task>,
-    /// The Globus code; `CANCELED` ends the pending items CANCELED, anything else FAILED.
-    pub code: &'a str,
-    pub description: &'a str,
-    /// Items Globus reports as copied all the same.
-    pub succeeded: &'a [i64],
-}
-
-/// What fail-fast decided for a stuck batch.
-pub(super) struct FailFast<'a> {
-    pub batch: i64,
-    pub task: &'a Task,
-    pub succeeded: &'a [i64],
-    /// The failing items, with their description; they fail with `code`.
-    pub failing: &'a [(i64, String)],
-    /// The rest: re-split into a new batch (`Some(new label)`), or failed with `reason`.
-    pub rest: &'a [i64],
-    pub resplit_label: Option<String>,
-    pub code: &'a str,
-    pub reason: &'a str,
-    pub identity: &'a str,
+    /// The batch's own code and description; `None`: it ended well.
+    pub fatal: Option<(&'a str, &'a str)>,
+    /// The fate of pending items. Pending items not listed end with the batch's code
+    /// and description (`CANCELED` ends them CANCELED, anything else FAILED).
+    pub items: Vec<(i64, ItemEnd)>,
+    /// The process ending the batch, which owns its re-split if there is one.
     pub owner: &'a str,
 }

@@ -14,6 +14,7 @@ use sqlx::Row;
 
 use super::config::ItemSpec;
 use super::loops::WriteReq;
+use super::resplit_label;
 pub(super) use super::rows::*;
 use super::status::{BatchStatus, ItemStatus};
 use crate::error::Result;
@@ -422,40 +423,6 @@ pub(super) async fn record_submit_error(db: &StateDb, batch: i64, error: &str) -
     Ok(())
 }
 
-/// Ends a batch: the items in `end.succeeded` succeed, every other pending one ends
-/// `CANCELED` (when the code is `CANCELED`) or `FAILED` with the code and description.
-pub(super) async fn finish_batch(db: &StateDb, end: &BatchEnd<'_>) -> Result<()> {
-    let BatchEnd {
-        batch,
-        task,
-        code,
-        description,
-        succeeded,
-    } = *end;
-    let now = now_ms();
-    let mut tx = db.begin_immediate().await?;
-    if let Some(task) = task {
-        update_counters(&mut tx, db, batch, task).await?;
-    }
-    sqlx::query("UPDATE batches SET state = ?, completed_at = ?, fatal_code = ?, fatal_description = ? WHERE id = ?")
-        .bind(BatchState::Done.as_str()).bind(now).bind(code).bind(description).bind(batch)
-        .execute(&mut *tx).await.at(db)?;
-    for id in succeeded {
-        set_item(&mut tx, db, *id, &ItemState::Succeeded, None, now).await?;
-    }
-    let state = if code == "CANCELED" {
-        ItemState::Canceled
-    } else {
-        ItemState::Failed
-    };
-    sqlx::query("UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE batch_id = ? AND state = ?")
-        .bind(state.as_str()).bind(code).bind(description).bind(now).bind(batch)
-        .bind(ItemState::Pending.as_str())
-        .execute(&mut *tx).await.at(db)?;
-    bump_generation(&mut tx, db).await?;
-    tx.commit().await.at(db)
-}
-
 /// `identity`'s batches at Globus, for the poller.
 pub(super) async fn in_flight(db: &StateDb, identity: &str) -> Result<Vec<InFlight>> {
     let rows = sqlx::query("SELECT id, task_id, submitted_at, bytes_transferred, nice_status, nice_status_since, status, resplit_of FROM batches WHERE identity = ? AND state = ?")
@@ -496,93 +463,94 @@ pub(super) async fn record_poll(db: &StateDb, observed: &[Observed<'_>]) -> Resu
 
 /// The items of a batch that are not final yet.
 pub(super) async fn pending_items(db: &StateDb, batch: i64) -> Result<Vec<PendingItem>> {
-    sqlx::query_as("SELECT id, source_path, destination_path FROM items WHERE batch_id = ? AND state = ? ORDER BY id")
-        .bind(batch).bind(ItemState::Pending.as_str()).fetch_all(db.pool()).await.at(db)
+    let rows = sqlx::query("SELECT id, source_path, destination_path, recursive FROM items WHERE batch_id = ? AND state = ? ORDER BY id")
+        .bind(batch).bind(ItemState::Pending.as_str()).fetch_all(db.pool()).await.at(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PendingItem {
+            id: r.get("id"),
+            source_path: r.get("source_path"),
+            destination_path: r.get("destination_path"),
+            recursive: r.get::<Option<bool>, _>("recursive").unwrap_or(false),
+        })
+        .collect())
 }
 
-/// A succeeded task's outcome: each item in `failed` fails with its (code, details),
-/// every other pending item of the batch succeeds, and the batch is `DONE`.
-pub(super) async fn finish_succeeded(
-    db: &StateDb,
-    batch: i64,
-    items: &[PendingItem],
-    failed: &HashMap<i64, (String, String)>,
-) -> Result<()> {
+/// Ends a batch in one transaction: its counters, each pending item's fate, the
+/// re-split its [`ItemEnd::Resplit`] items move to, and the batch itself.
+pub(super) async fn finish_batch(db: &StateDb, end: &BatchEnd<'_>) -> Result<()> {
     let now = now_ms();
     let mut tx = db.begin_immediate().await?;
-    for (id, _, _) in items {
-        match failed.get(id) {
-            Some(failure) => {
-                set_item(&mut tx, db, *id, &ItemState::Failed, Some(failure), now).await?
+    if let Some(task) = end.task {
+        update_counters(&mut tx, db, end.batch, task).await?;
+    }
+    let mut resplit_batch = None;
+    for (id, item_end) in &end.items {
+        match item_end {
+            ItemEnd::Succeeded => set_item(&mut tx, db, *id, None, now).await?,
+            ItemEnd::Failed { code, description } => {
+                set_item(&mut tx, db, *id, Some((code, description)), now).await?
             }
-            None => set_item(&mut tx, db, *id, &ItemState::Succeeded, None, now).await?,
-        }
-    }
-    sqlx::query("UPDATE batches SET state = ?, completed_at = ? WHERE id = ?")
-        .bind(BatchState::Done.as_str())
-        .bind(now)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await
-        .at(db)?;
-    bump_generation(&mut tx, db).await?;
-    tx.commit().await.at(db)
-}
-
-/// Records a fail-fast: one transaction for the items, the re-split and the batch.
-pub(super) async fn record_fail_fast(db: &StateDb, f: &FailFast<'_>) -> Result<()> {
-    let now = now_ms();
-    let mut tx = db.begin_immediate().await?;
-    update_counters(&mut tx, db, f.batch, f.task).await?;
-    for id in f.succeeded {
-        sqlx::query("UPDATE items SET state = ?, completed_at = ? WHERE id = ?")
-            .bind(ItemState::Succeeded.as_str())
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .at(db)?;
-    }
-    for (id, description) in f.failing {
-        fail_item(&mut tx, db, *id, f.code, description, now).await?;
-    }
-    match &f.resplit_label {
-        Some(label) => {
-            let row = sqlx::query(
-                "SELECT source, destination, options, priority FROM batches WHERE id = ?",
-            )
-            .bind(f.batch)
-            .fetch_one(&mut *tx)
-            .await
-            .at(db)?;
-            let new_batch: i64 = sqlx::query_scalar(
-                "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at, closed_at, resplit_of) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(label).bind(f.identity).bind(row.get::<String, _>("source")).bind(row.get::<String, _>("destination"))
-            .bind(row.get::<String, _>("options")).bind(row.get::<i64, _>("priority")).bind(BatchState::Ready.as_str())
-            .bind(f.owner).bind(now).bind(now).bind(f.batch)
-            .fetch_one(&mut *tx).await.at(db)?;
-            for id in f.rest {
-                sqlx::query("UPDATE items SET batch_id = ? WHERE id = ?")
+            ItemEnd::Resplit => {
+                let new_batch = match resplit_batch {
+                    Some(b) => b,
+                    None => {
+                        let b = insert_resplit(&mut tx, db, end).await?;
+                        *resplit_batch.insert(b)
+                    }
+                };
+                sqlx::query("UPDATE items SET batch_id = ? WHERE id = ? AND state = ?")
                     .bind(new_batch)
                     .bind(id)
+                    .bind(ItemState::Pending.as_str())
                     .execute(&mut *tx)
                     .await
                     .at(db)?;
             }
         }
-        None => {
-            for id in f.rest {
-                fail_item(&mut tx, db, *id, f.code, f.reason, now).await?;
-            }
-        }
     }
+    let (code, description) = end.fatal.unzip();
+    // Whatever is still pending shares the batch's fate.
+    sqlx::query("UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE batch_id = ? AND state = ?")
+        .bind(item_state(code).as_str()).bind(code.unwrap_or("FAILED"))
+        .bind(description.unwrap_or("the batch ended without news of this item"))
+        .bind(now).bind(end.batch).bind(ItemState::Pending.as_str())
+        .execute(&mut *tx).await.at(db)?;
     sqlx::query("UPDATE batches SET state = ?, completed_at = ?, fatal_code = ?, fatal_description = ? WHERE id = ?")
-        .bind(BatchState::Done.as_str()).bind(now).bind(f.code).bind(f.reason).bind(f.batch)
+        .bind(BatchState::Done.as_str()).bind(now).bind(code).bind(description).bind(end.batch)
         .execute(&mut *tx).await.at(db)?;
     bump_generation(&mut tx, db).await?;
     tx.commit().await.at(db)
+}
+
+/// Creates `end`'s re-split: a READY batch with the same collections and options, and
+/// the label readers derive from the old one ([`resplit_label`]).
+async fn insert_resplit(tx: &mut Tx, db: &StateDb, end: &BatchEnd<'_>) -> Result<i64> {
+    let row = sqlx::query(
+        "SELECT label, identity, source, destination, options, priority FROM batches WHERE id = ?",
+    )
+    .bind(end.batch)
+    .fetch_one(&mut **tx)
+    .await
+    .at(db)?;
+    let now = now_ms();
+    sqlx::query_scalar(
+        "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at, closed_at, resplit_of) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(resplit_label(&row.get::<String, _>("label"))).bind(row.get::<String, _>("identity"))
+    .bind(row.get::<String, _>("source")).bind(row.get::<String, _>("destination"))
+    .bind(row.get::<String, _>("options")).bind(row.get::<i64, _>("priority")).bind(BatchState::Ready.as_str())
+    .bind(end.owner).bind(now).bind(now).bind(end.batch)
+    .fetch_one(&mut **tx).await.at(db)
+}
+
+/// The state an item ends in for a batch's code: `CANCELED` is a cancel, not a failure.
+fn item_state(code: Option<&str>) -> ItemState {
+    match code {
+        Some("CANCELED") => ItemState::Canceled,
+        _ => ItemState::Failed,
+    }
 }
 
 /// The database's generation: it changes whenever a poll or an outcome is recorded.
@@ -593,42 +561,24 @@ pub(super) async fn generation(db: &StateDb) -> Result<i64> {
         .at(db)
 }
 
-/// Makes a pending item final: `Succeeded`, or `Failed` with (code, description).
+/// Makes a pending item final: `Succeeded`, or with (code, description) `Failed` (or
+/// `Canceled` for `CANCELED`).
 async fn set_item(
     tx: &mut Tx,
     db: &StateDb,
     item: i64,
-    state: &ItemState,
-    failure: Option<&(String, String)>,
+    failure: Option<(&str, &str)>,
     now: i64,
 ) -> Result<()> {
-    let (code, description) = failure.cloned().unzip();
+    let state = match failure {
+        None => ItemState::Succeeded,
+        Some((code, _)) => item_state(Some(code)),
+    };
+    let (code, description) = failure.unzip();
     sqlx::query("UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE id = ? AND state = ?")
         .bind(state.as_str()).bind(code).bind(description).bind(now).bind(item)
         .bind(ItemState::Pending.as_str())
         .execute(&mut **tx).await.at(db)?;
-    Ok(())
-}
-
-async fn fail_item(
-    tx: &mut Tx,
-    db: &StateDb,
-    item: i64,
-    code: &str,
-    description: &str,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE id = ?",
-    )
-    .bind(ItemState::Failed.as_str())
-    .bind(code)
-    .bind(description)
-    .bind(now)
-    .bind(item)
-    .execute(&mut **tx)
-    .await
-    .at(db)?;
     Ok(())
 }
 

@@ -86,9 +86,9 @@ impl Inner {
                 self.finish_batch(BatchEnd {
                     batch,
                     task: None,
-                    code: &code,
-                    description: &e.to_string(),
-                    succeeded: &[],
+                    fatal: Some((&code, &e.to_string())),
+                    items: Vec::new(),
+                    owner: &self.owner,
                 })
                 .await
             }
