@@ -81,9 +81,14 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        let config: Config = toml::from_str(&text).map_err(|e| Error::InvalidConfig {
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text; `origin` (the file's name) starts any error message.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::InvalidConfig {
             what: "ps-globus".into(),
-            message: format!("{}: {e}", path.display()),
+            message: format!("{origin}: {e}"),
         })?;
         if let Some(found) = config.version.filter(|v| *v > CONFIG_FORMAT_VERSION) {
             return Err(Error::UnsupportedVersion {

@@ -43,6 +43,8 @@ pub mod connector;
 pub mod demo;
 mod error;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod proxy;
 mod runtime;

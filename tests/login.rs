@@ -177,10 +177,14 @@ async fn loopback_login_stores_refreshable_tokens_for_the_user() {
     assert_eq!(again.flows, 0);
 }
 
+/// Defect 14: a redirect with another state (forged by a local process, or a stale tab)
+/// is answered and ignored; it neither ends the login nor has its code exchanged, and the
+/// real redirect that follows completes the login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redirect_with_the_wrong_state_is_refused() {
-    struct Forger;
-    impl LoginPrompt for Forger {
+async fn a_forged_redirect_is_ignored_and_the_real_one_completes_the_login() {
+    /// Forges two redirects, checks they are ignored, then approves as the user would.
+    struct ForgerThenUser;
+    impl LoginPrompt for ForgerThenUser {
         fn show_url(&mut self, url: &str, _: CodeDelivery) {
             let parsed = oauth2::url::Url::parse(url).unwrap();
             let redirect = parsed
@@ -189,8 +193,18 @@ async fn a_redirect_with_the_wrong_state_is_refused() {
                 .unwrap()
                 .1
                 .into_owned();
-            let forged = format!("{redirect}?code=stolen&state=not-the-state");
-            std::thread::spawn(move || browse(&forged, true));
+            let url = url.to_owned();
+            // The login answers redirects once this returns: browse from another thread.
+            std::thread::spawn(move || {
+                for forged in [
+                    "code=stolen&state=not-the-state",
+                    "error=access_denied&state=x",
+                ] {
+                    let page = browse(&format!("{redirect}?{forged}"), true);
+                    assert!(page.contains("Ignored"), "{page}");
+                }
+                browse(&url, true)
+            });
         }
         fn read_code(&mut self) -> ps_globus::Result<String> {
             unreachable!()
@@ -199,17 +213,21 @@ async fn a_redirect_with_the_wrong_state_is_refused() {
     let emu = Emu::start();
     let dir = tempfile::tempdir().unwrap();
     let store = file_store(dir.path());
-    let err = ps_globus::auth::login(
+    let mut prompt = ForgerThenUser;
+    let outcome = ps_globus::auth::login(
         &store,
         &options(&emu, CodeDelivery::LocalServer, &[]),
-        &mut Forger,
+        &mut prompt,
     )
     .await
-    .unwrap_err();
-    assert!(matches!(err, Error::LoginRequired { .. }), "{err}");
-    assert!(err.to_string().contains("state"), "{err}");
-    assert!(store.load().unwrap().is_none(), "nothing stored");
-    assert_eq!(emu.sim.stats().route("POST /v2/oauth2/token"), 0);
+    .unwrap();
+    assert_eq!(outcome.flows, 1);
+    assert!(store.load().unwrap().is_some(), "the real login is stored");
+    assert_eq!(
+        emu.sim.stats().route("POST /v2/oauth2/token"),
+        1,
+        "one exchange: the real code"
+    );
 }
 
 /// Makes the stored Transfer token look due for renewal (as if time had passed).

@@ -1318,3 +1318,93 @@ async fn a_retried_file_counts_its_bytes_once() {
     assert_eq!(doc["faults"], 3, "copied three times: {doc}");
     assert_eq!(doc["bytes_transferred"], data.len() as u64, "{doc}");
 }
+
+/// With `--state FILE`, a restart is a service blip, not amnesia: finished tasks keep
+/// their documents, events and file lists, a re-posted submission id is still a
+/// duplicate, and an unfinished task runs again. Without it, every task is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_state_file_keeps_every_task_and_resumes_the_unfinished() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("sim-state.json");
+    let keep = |c: &mut ps_globus::sim::SimConfig| c.state_file = Some(state.clone());
+    let emu = Emu::with(keep);
+    write(emu.root_a(), "f", b"done before");
+    let doc = emu
+        .transfer_doc(&[("/f", "/f")], json!({"label": "kept"}))
+        .await;
+    let (status, first) = emu.post("/v0.10/transfer", doc.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let done = first["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(emu.wait(&done, "final").await["status"], "SUCCEEDED");
+    // Its source is missing: it retries, unfinished, when the service goes down.
+    let waiting = emu.submit(&[("/late", "/late")], json!({})).await;
+    emu.wait(&waiting, "retrying").await;
+    let before = emu.task(&done).await;
+
+    let emu = emu.restart(keep);
+    let after = emu.task(&done).await;
+    for field in [
+        "status",
+        "label",
+        "request_time",
+        "completion_time",
+        "files_transferred",
+        "bytes_transferred",
+    ] {
+        assert_eq!(after[field], before[field], "{field}");
+    }
+    let (_, copied) = emu
+        .get(&format!("/v0.10/task/{done}/successful_transfers"))
+        .await;
+    assert_eq!(copied["DATA"][0]["destination_path"], "/f", "{copied}");
+    let (status, again) = emu.post("/v0.10/transfer", doc).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["code"], "Duplicate");
+    assert_eq!(again["task_id"], done.as_str());
+    write(emu.root_a(), "late", b"here now");
+    let resumed = emu.wait(&waiting, "final").await;
+    assert_eq!(resumed["status"], "SUCCEEDED", "{resumed}");
+    assert_eq!(
+        resumed["files_transferred"], 1,
+        "counted once, after the restart"
+    );
+    let (_, events) = emu
+        .get(&format!("/v0.10/task/{waiting}/event_list?limit=1000"))
+        .await;
+    assert!(
+        events["DATA"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["code"] == "RESTARTED"),
+        "{events}"
+    );
+    assert_eq!(
+        std::fs::read(emu.root_b().join("late")).unwrap(),
+        b"here now"
+    );
+
+    let emu = emu.restart(|_| {});
+    let (status, _) = emu.get(&format!("/v0.10/task/{done}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no state file: forgotten");
+}
+
+/// A state file that is not one is refused with its name, not silently replaced.
+#[test]
+fn a_state_file_that_is_not_one_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, b"{ not json").unwrap();
+    let err = ps_globus::sim::Simulator::start(ps_globus::sim::SimConfig {
+        state_file: Some(state.clone()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("state.json"), "{err}");
+    assert!(err.to_string().contains("move it away"), "{err}");
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        b"{ not json",
+        "left as it was"
+    );
+}

@@ -53,6 +53,10 @@ pub struct SimServeArgs {
     /// Access-token lifetime in seconds.
     #[arg(long)]
     token_lifetime_s: Option<u64>,
+    /// Keep tasks, submission ids and events in FILE across restarts, as Globus does
+    /// (created if missing). Without it, a restart forgets every task.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// A TOML file with any of the settings above, plus per-collection and fault options.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -115,6 +119,9 @@ fn serve(args: SimServeArgs) -> CliResult {
     }
     if let Some(v) = args.fail_rate {
         config.fail_rate = v;
+    }
+    if args.state.is_some() {
+        config.state_file = args.state;
     }
     if let Some(v) = args.seed {
         config.seed = v;

@@ -320,30 +320,36 @@ async fn receive_redirect(listener: TcpListener, state: &str) -> Result<String> 
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let (status, page, outcome) = match (get("code"), get("error")) {
-            (Some(code), _) if get("state").as_deref() == Some(state) => (
+        // Only a redirect carrying this login's state speaks for it. Anything else on the
+        // port (a stale tab, another local process forging a redirect) is answered and
+        // ignored: it must not end the login, in success or failure.
+        let ours = get("state").as_deref() == Some(state);
+        let (status, page, outcome) = match (ours, get("code"), get("error")) {
+            (true, Some(code), _) => (
                 "200 OK",
                 "Login complete: you can close this window.",
                 Some(Ok(code)),
             ),
-            (Some(_), _) => (
-                "400 Bad Request",
-                "Login refused: the state did not match.",
-                Some(Err(Error::LoginRequired {
-                    reason:
-                        "the redirect's state did not match this login (a stale or forged redirect)"
-                            .into(),
-                })),
-            ),
-            (None, Some(error)) => (
+            (true, None, Some(error)) => (
                 "200 OK",
                 "Login was not completed.",
                 Some(Err(Error::LoginRequired {
                     reason: format!("Globus Auth answered {error}"),
                 })),
             ),
+            (false, Some(_), _) | (false, None, Some(_)) => {
+                tracing::warn!(
+                    "ignored a login redirect whose state did not match this login \
+                     (a stale or forged redirect)"
+                );
+                (
+                    "400 Bad Request",
+                    "Ignored: the state did not match this login.",
+                    None,
+                )
+            }
             // A favicon or a stray request: keep waiting.
-            (None, None) => ("404 Not Found", "Waiting for the Globus login.", None),
+            (_, None, None) => ("404 Not Found", "Waiting for the Globus login.", None),
         };
         let body = format!("<!doctype html><html><body><p>{page}</p></body></html>");
         let reply = format!(

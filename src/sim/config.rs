@@ -56,6 +56,9 @@ pub struct SimConfig {
     pub checksum_retries: u32,
     /// Injected faults.
     pub faults: Vec<FaultConfig>,
+    /// Where tasks are kept across restarts (`sim serve --state FILE`); absent: in
+    /// memory only.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -76,6 +79,7 @@ impl Default for SimConfig {
             fault_retry_ms: 1000,
             checksum_retries: 3,
             faults: Vec::new(),
+            state_file: None,
         }
     }
 }

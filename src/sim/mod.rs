@@ -26,6 +26,7 @@ mod config;
 mod engine;
 mod faults;
 mod paths;
+mod persist;
 mod stats;
 mod tasks;
 mod transfer_api;
@@ -33,6 +34,7 @@ mod two_sites;
 
 pub use config::{CollectionConfig, FaultConfig, FaultKind, SimConfig, parse_rate};
 pub use stats::SimStats;
+pub use transfer_api::check_transfer_document;
 pub use two_sites::TwoSites;
 
 use std::collections::BTreeMap;
@@ -88,6 +90,27 @@ pub(crate) struct SimState {
     pub faults: faults::Faults,
     pub stats: stats::Stats,
     pub log_requests: bool,
+    /// Tasks changed since the state file was last written.
+    pub state_dirty: std::sync::atomic::AtomicBool,
+    /// Held while the state file is written.
+    pub state_lock: std::sync::Mutex<()>,
+}
+
+impl SimState {
+    /// Notes that tasks changed, for the next save of the state file.
+    pub(crate) fn touch(&self) {
+        self.state_dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Writes the state file now (a submission or an outcome the service has answered
+    /// for must survive a restart); a failure is reported, and retried by the next save.
+    pub(crate) fn save_now(&self) {
+        self.touch();
+        if let Err(e) = persist::save(self) {
+            eprintln!("ps-globus sim: saving the state failed, will retry: {e}");
+        }
+    }
 }
 
 impl SimState {
@@ -177,7 +200,21 @@ impl Simulator {
             collections,
             config,
             log_requests,
+            state_dirty: Default::default(),
+            state_lock: Default::default(),
         });
+        let mut unfinished = Vec::new();
+        if let Some(path) = &state.config.state_file {
+            for restored in persist::load(path)? {
+                if restored.unfinished {
+                    unfinished.push(Arc::clone(&restored.task));
+                }
+                state
+                    .tasks
+                    .restore(restored.task, &restored.submission_id, restored.unfinished);
+            }
+        }
+        let keeper = Arc::clone(&state);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = router(Arc::clone(&state));
         let thread = std::thread::Builder::new()
@@ -190,6 +227,12 @@ impl Simulator {
                     .build()
                     .expect("emulator runtime");
                 runtime.block_on(async move {
+                    if keeper.config.state_file.is_some() {
+                        for task in unfinished {
+                            tokio::spawn(engine::run(Arc::clone(&keeper), task));
+                        }
+                        tokio::spawn(persist::keep_saved(Arc::clone(&keeper)));
+                    }
                     let listener =
                         tokio::net::TcpListener::from_std(listener).expect("emulator listener");
                     let served = axum::serve(listener, router).with_graceful_shutdown(async {
@@ -197,6 +240,9 @@ impl Simulator {
                     });
                     if let Err(e) = served.await {
                         eprintln!("ps-globus sim: server stopped: {e}");
+                    }
+                    if keeper.config.state_file.is_some() {
+                        keeper.save_now();
                     }
                 });
                 // In-flight tasks are dropped with the runtime.
@@ -237,8 +283,12 @@ impl Simulator {
     /// a deletion from history does: it is then unknown to every route. False if no such
     /// task. For testing how clients survive a service that lost a task.
     pub fn forget_task(&self, id: &str) -> bool {
-        id.parse::<Uuid>()
-            .is_ok_and(|id| self.state.tasks.forget(&id))
+        id.parse::<Uuid>().is_ok_and(|id| {
+            self.state.tasks.forget(&id) && {
+                self.state.touch();
+                true
+            }
+        })
     }
 
     /// A snapshot of the counters (`GET /__sim/stats`).

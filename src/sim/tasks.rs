@@ -324,6 +324,44 @@ impl TaskTable {
         true
     }
 
+    /// Puts back a task read from the state file; an unfinished one queues to run again.
+    pub(crate) fn restore(&self, task: Arc<TaskHandle>, submission_id: &str, unfinished: bool) {
+        let mut t = self.lock();
+        t.submissions
+            .insert((task.owner, submission_id.to_owned()), task.id);
+        t.order.push(task.id);
+        if unfinished {
+            t.slots
+                .entry((task.owner, task.kind))
+                .or_default()
+                .queue
+                .push_back(task.id);
+        }
+        t.tasks.insert(task.id, task);
+    }
+
+    /// Every task in submission order, with its submission id (for the state file).
+    pub(crate) fn all(&self) -> Vec<(Arc<TaskHandle>, String)> {
+        let t = self.lock();
+        let mut ids: HashMap<Uuid, String> = HashMap::new();
+        for ((_, submission), id) in &t.submissions {
+            ids.insert(*id, submission.clone());
+        }
+        t.order
+            .iter()
+            .filter_map(|id| {
+                let task = t.tasks.get(id)?;
+                Some((Arc::clone(task), ids.get(id).cloned().unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// Whether any task is still queued or running.
+    pub(crate) fn any_unfinished(&self) -> bool {
+        let tasks: Vec<Arc<TaskHandle>> = self.lock().tasks.values().cloned().collect();
+        tasks.iter().any(|task| !task.state().is_final())
+    }
+
     pub(crate) fn get(&self, id: &Uuid) -> Option<Arc<TaskHandle>> {
         self.lock().tasks.get(id).cloned()
     }

@@ -25,7 +25,23 @@ impl Emu {
 
     /// Starts with the default test config changed by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut SimConfig)) -> Emu {
-        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        Self::start_in(dirs, tweak)
+    }
+
+    /// Stops this emulator and starts another on the same collections, with the default
+    /// test config changed by `tweak` (a service restart).
+    #[allow(dead_code)]
+    pub fn restart(self, tweak: impl FnOnce(&mut SimConfig)) -> Emu {
+        let Emu { sim, dirs, .. } = self;
+        sim.shutdown();
+        Self::start_in(dirs, tweak)
+    }
+
+    fn start_in(
+        (da, db): (tempfile::TempDir, tempfile::TempDir),
+        tweak: impl FnOnce(&mut SimConfig),
+    ) -> Emu {
         let mut config = SimConfig {
             static_token: Some(TOKEN.into()),
             fault_retry_ms: 20,

@@ -29,6 +29,7 @@ mod tasks;
 
 #[allow(unused_imports)]
 pub(crate) use files::*;
+pub use submit::check_transfer_document;
 #[allow(unused_imports)]
 pub(crate) use submit::*;
 #[allow(unused_imports)]

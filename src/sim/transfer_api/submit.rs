@@ -98,7 +98,21 @@ pub(super) fn parse_submission<T: Submission>(body: &[u8]) -> ApiResult<T> {
     Ok(doc)
 }
 
-/// `POST /transfer`.
+/// Runs the checks a transfer document passes before anything touches a collection:
+/// its shape, submission id, label, deadline and every path. For the fuzzer: whatever
+/// the bytes, this returns, and never panics.
+#[doc(hidden)]
+pub fn check_transfer_document(body: &[u8]) -> Result<(), String> {
+    let doc: TransferRequest = parse_submission(body).map_err(|e| e.doc.message)?;
+    deadline(&doc.deadline, Duration::from_secs(86_400)).map_err(|e| e.doc.message)?;
+    for item in &doc.data {
+        for path in [&item.source_path, &item.destination_path] {
+            crate::transfer::types::collection_path(path).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// Within one collection, refuses an item whose destination is its source (the copy
 /// would truncate what it reads) or lies inside its source directory (a recursive copy
 /// would nest into itself), before anything is opened.
@@ -291,6 +305,7 @@ pub(super) fn admit(
     ) {
         Admission::Accepted(task) => {
             sim.stats.task_submitted(kind.as_str());
+            sim.save_now();
             tokio::spawn(engine::run(Arc::clone(sim), task));
             let message = format!(
                 "The {kind_name} has been accepted and a task has been created and queued for execution"

@@ -1,0 +1,118 @@
+//! The bodies of the fuzz targets (`fuzz/fuzz_targets/*.rs`), kept in the library so that
+//! an ordinary test replays the fuzz corpora (`fuzz/corpus/<target>/`) with the same code.
+//!
+//! Each function takes arbitrary bytes, parses them the way ps-globus meets such input
+//! from outside, and checks what must hold for anything that parses: it round-trips, and
+//! a path never leaves its collection. A panic is a bug. Not a stable API.
+
+use std::str::FromStr;
+
+use crate::config::Config;
+use crate::connector::Key;
+use crate::proxy::{DatasetRef, ProxyFactory};
+use crate::staging;
+use crate::transfer::types::collection_path;
+
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
+/// The fuzz targets, by name: what `scripts/fuzz` runs and the corpus test replays.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("key", key),
+    ("proxy_json", proxy_json),
+    ("reference", reference),
+    ("config_toml", config_toml),
+    ("address", address),
+    ("batch_file", batch_file),
+    #[cfg(feature = "sim")]
+    ("transfer_document", transfer_document),
+];
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data).ok()
+}
+
+/// A key's text form: what parses prints and parses back to the same key.
+pub fn key(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(key) = Key::from_str(text) {
+        let again = Key::from_str(&key.to_string()).expect("a printed key parses");
+        assert_eq!(again, key);
+    }
+}
+
+/// A proxy's JSON: what parses serialises and parses back to the same factory.
+pub fn proxy_json(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(factory) = ProxyFactory::from_json(text) {
+        let json = serde_json::to_string(&factory).expect("a factory serialises");
+        assert_eq!(
+            ProxyFactory::from_json(&json).expect("parses back"),
+            factory
+        );
+    }
+}
+
+/// A `psgref1.` string: what parses prints and parses back to the same reference.
+pub fn reference(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(reference) = DatasetRef::from_string_form(text) {
+        let printed = reference.to_string_form().expect("a reference prints");
+        assert_eq!(
+            DatasetRef::from_string_form(&printed).expect("parses back"),
+            reference
+        );
+    }
+}
+
+/// The configuration file: it parses or says why, and every site it accepts resolves
+/// addresses inside its own collection path.
+pub fn config_toml(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(config) = Config::from_toml(text, "fuzz.toml") {
+        for name in config.sites.keys() {
+            let _ = staging::resolve_address(&format!("{name}:/x"), &config, Some(name));
+        }
+    }
+}
+
+/// A command line address, at a fixed two-site configuration: whatever resolves is a
+/// collection path the shared reading accepts, and reads back as itself.
+pub fn address(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let _ = collection_path(text).map(|p| {
+        assert_eq!(collection_path(&p).as_deref(), Ok(p.as_str()));
+        assert!(!p.split('/').any(|c| c == ".." || c == "."));
+    });
+    let config = Config::from_toml(ADDRESS_CONFIG, "fuzz").expect("the fixed configuration");
+    if let Ok(location) = staging::resolve_address(text, &config, Some("a"))
+        && let Ok(path) = collection_path(&location.path)
+    {
+        assert!(!path.split('/').any(|c| c == ".."));
+    }
+}
+
+const ADDRESS_CONFIG: &str = r#"
+[sites.a]
+collection = "4efbb335-3676-5cf2-b072-9f80cb395e68"
+collection_path = "/projects/a"
+local_path = "/tmp/ps-globus-fuzz/a"
+[sites.b]
+collection = "fcbea9c4-1c9b-5147-93b2-9171bbe2b2df"
+collection_path = "/"
+local_path = "/tmp/ps-globus-fuzz/b"
+"#;
+
+/// A `--batch` file: it parses or names the bad line.
+pub fn batch_file(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(pairs) = staging::parse_batch(text) {
+        assert!(pairs.iter().all(|(s, d)| !s.is_empty() && !d.is_empty()));
+    }
+}
+
+/// A transfer document as the emulator receives it: checked without a panic.
+#[cfg(feature = "sim")]
+pub fn transfer_document(data: &[u8]) {
+    let _ = crate::sim::check_transfer_document(data);
+}
