@@ -1408,3 +1408,26 @@ fn a_state_file_that_is_not_one_is_refused_by_name() {
         "left as it was"
     );
 }
+
+/// A task fault with a `count` heals after acting that often on a path: the task
+/// retries through it and succeeds, as with a destination whose quota was raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counted_path_fault_heals_and_the_task_succeeds() {
+    let emu = Emu::with(|c| {
+        c.faults = vec![fault(
+            FaultKind::QuotaExceeded,
+            Some("/heal/*"),
+            None,
+            Some(3),
+        )]
+    });
+    write(emu.root_a(), "heal/x", b"after a while");
+    let task = emu.submit(&[("/heal/x", "/x")], json!({})).await;
+    let done = emu.wait(&task, "final").await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert!(done["faults"].as_u64().unwrap() >= 1, "{done}");
+    assert_eq!(
+        std::fs::read(emu.root_b().join("x")).unwrap(),
+        b"after a while"
+    );
+}

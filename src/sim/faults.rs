@@ -25,7 +25,10 @@ pub(crate) struct Faults {
     seed: u64,
     fail_rate: f64,
     http: Vec<FaultConfig>,
-    paths: Vec<(glob::Pattern, FaultKind)>,
+    /// Task faults: pattern, kind, and how many times per path (absent: always).
+    paths: Vec<(glob::Pattern, FaultKind, Option<u64>)>,
+    /// How often each task fault (by index) has acted on each path.
+    path_hits: Mutex<HashMap<(usize, String), u64>>,
     rate_limit: Option<u32>,
     counters: Mutex<HashMap<(String, String), u64>>,
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -48,20 +51,38 @@ impl Faults {
             paths: config
                 .faults
                 .iter()
-                .filter_map(|f| Some((glob::Pattern::new(f.path.as_deref()?).ok()?, f.kind)))
+                .filter_map(|f| {
+                    Some((
+                        glob::Pattern::new(f.path.as_deref()?).ok()?,
+                        f.kind,
+                        f.count,
+                    ))
+                })
                 .collect(),
+            path_hits: Mutex::default(),
             rate_limit: config.rate_limit,
             counters: Mutex::default(),
             windows: Mutex::default(),
         }
     }
 
-    /// The task fault for a source path, if one is configured.
+    /// The task fault for a source path, if one is configured and, for a fault with a
+    /// `count`, has not yet acted that many times on this path (then the path heals: a
+    /// recoverable fault).
     pub(crate) fn path_fault(&self, path: &str) -> Option<FaultKind> {
+        let mut hits = self.path_hits.lock().expect("fault counters poisoned");
         self.paths
             .iter()
-            .find(|(p, _)| p.matches(path))
-            .map(|(_, kind)| *kind)
+            .enumerate()
+            .filter(|(_, (pattern, _, _))| pattern.matches(path))
+            .find_map(|(i, (_, kind, count))| {
+                let hit = hits.entry((i, path.to_owned())).or_default();
+                if count.is_some_and(|c| *hit >= c) {
+                    return None;
+                }
+                *hit += 1;
+                Some(*kind)
+            })
     }
 
     /// Decides the fault (if any) for one Transfer request. `occurrence` is the submission

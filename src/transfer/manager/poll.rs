@@ -122,7 +122,13 @@ impl Inner {
     /// Records a finished task's outcome per item, each on its own evidence.
     async fn finalize(&self, batch: i64, task: &Task) -> Result<()> {
         let items = sql::pending_items(&self.db, batch).await?;
-        let evidence = Evidence::of(&self.client, task).await?;
+        // A task that succeeded without a skip vouches for every item: nothing to fetch.
+        let clean = task.status == TaskStatus::Succeeded && task.subtasks_skipped_errors == 0;
+        let evidence = if clean {
+            Evidence::default()
+        } else {
+            Evidence::of(&self.client, task).await?
+        };
         if task.status == TaskStatus::Succeeded {
             let items = items
                 .iter()
@@ -222,6 +228,7 @@ impl Inner {
 
 /// What Globus reported about a task's paths: the positive evidence each item is judged
 /// on. Paths are compared as [`normalise`] reads them, on both sides.
+#[derive(Default)]
 struct Evidence {
     /// Destination paths of the files copied.
     copied: BTreeSet<String>,
