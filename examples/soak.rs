@@ -511,7 +511,9 @@ fn producer(work: &Path, id: &str) -> Outcome {
         connector(work, "a", STORE, "home-a")?,
         connector(work, "a", DOOMED, "home-a")?,
     ];
-    let salt = id.bytes().fold(0x5EED_u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+    let salt = id
+        .bytes()
+        .fold(0x5EED_u64, |h, b| h.rotate_left(5) ^ u64::from(b));
     let mut rng = Rng(salt ^ ((next + 1) * 0x9E37_79B9));
     while !work.join("stop").exists() {
         // A burst of puts (they share a batch), then a pause: a workflow step's outputs.

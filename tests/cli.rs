@@ -173,3 +173,25 @@ fn sim_serve_refuses_a_collection_named_twice() {
         text(&out.stderr)
     );
 }
+
+/// `--allow` names a collection given with `--collection`; a typo is refused, not
+/// silently an open collection.
+#[test]
+fn sim_serve_refuses_access_rules_for_an_unknown_collection() {
+    let a = tempfile::tempdir().unwrap();
+    let collection = format!("x={}", a.path().display());
+    let out = ps_globus(&[
+        "sim",
+        "serve",
+        "--collection",
+        &collection,
+        "--allow",
+        "y=user@sim.ps-globus.local",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no collection y"),
+        "{}",
+        text(&out.stderr)
+    );
+}

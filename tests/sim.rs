@@ -1431,3 +1431,24 @@ async fn a_counted_path_fault_heals_and_the_task_succeeds() {
         b"after a while"
     );
 }
+
+/// A kill in the middle of a save leaves half a line at the end of the state file: the
+/// restart ignores it and keeps everything saved before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_written_last_line_of_the_state_file_is_ignored() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("sim-state.json");
+    let keep = |c: &mut ps_globus::sim::SimConfig| c.state_file = Some(state.clone());
+    let emu = Emu::with(keep);
+    write(emu.root_a(), "f", b"kept");
+    let task = emu.submit(&[("/f", "/f")], json!({})).await;
+    assert_eq!(emu.wait(&task, "final").await["status"], "SUCCEEDED");
+    let emu = emu.restart(|_| {});
+    let mut journal = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&state)
+        .unwrap();
+    std::io::Write::write_all(&mut journal, br#"{"v":1,"task":{"id":"#).unwrap();
+    let emu = emu.restart(keep);
+    assert_eq!(emu.task(&task).await["status"], "SUCCEEDED");
+}

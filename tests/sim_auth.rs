@@ -603,3 +603,40 @@ async fn registering_clients_and_watching_tasks_need_credentials() {
     assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(emu.wait(&task, "final").await["status"], "SUCCEEDED");
 }
+
+/// Defect 3: a collection's access rules are a boundary. A token the emulator mints for
+/// a registered client reaches only the collections that allow that client; the
+/// identity a rule names keeps its access; a collection without rules stays open.
+#[tokio::test]
+async fn a_collection_with_access_rules_refuses_other_identities() {
+    let emu = Emu::with(|c| {
+        c.clients.insert(CLIENT.into(), SECRET.into());
+        c.collections.get_mut("b").unwrap().allow = Some(vec!["user@sim.ps-globus.local".into()]);
+    });
+    let client = emu
+        .client_token(
+            CLIENT,
+            SECRET,
+            "urn:globus:auth:scope:transfer.api.globus.org:all",
+        )
+        .await;
+    let ls = |c: &str| format!("/v0.10/operation/endpoint/{c}/ls?path=/");
+    let (status, body) = emu.call_as(&client, Method::GET, &ls(&emu.b), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "PermissionDenied");
+    let (status, _) = emu.call_as(&client, Method::GET, &ls(&emu.a), None).await;
+    assert_eq!(status, StatusCode::OK, "no rules: open");
+    let (status, _) = emu.call(Method::GET, &ls(&emu.b), None).await;
+    assert_eq!(status, StatusCode::OK, "the identity the rule names");
+
+    let (_, sid) = emu
+        .call_as(&client, Method::GET, "/v0.10/submission_id", None)
+        .await;
+    let mut doc = emu.transfer_doc(&[("/x", "/x")], json!({})).await;
+    doc["submission_id"] = sid["value"].clone();
+    let (status, body) = emu
+        .call_as(&client, Method::POST, "/v0.10/transfer", Some(doc))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(emu.sim.stats().tasks(), 0, "no task for a refused identity");
+}

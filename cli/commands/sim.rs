@@ -28,6 +28,11 @@ pub struct SimServeArgs {
     /// A collection: NAME=DIR (repeatable). DIR must exist.
     #[arg(long = "collection", value_name = "NAME=DIR")]
     collections: Vec<String>,
+    /// Let only these identities use collection NAME (repeatable): a username, identity
+    /// id or client id. A collection without any may be used by every identity the
+    /// emulator authenticates.
+    #[arg(long = "allow", value_name = "NAME=IDENTITY")]
+    allow: Vec<String>,
     /// A bearer token valid for every scope, for one fixed identity.
     #[arg(long, env = "PS_GLOBUS_SIM_STATIC_TOKEN", hide_env_values = true)]
     static_token: Option<String>,
@@ -95,6 +100,18 @@ fn serve(args: SimServeArgs) -> CliResult {
             .entry(name.to_owned())
             .or_insert_with(CollectionConfig::default);
         entry.root = PathBuf::from(dir);
+    }
+    for spec in &args.allow {
+        let (name, identity) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--allow {spec:?}: expected NAME=IDENTITY"))?;
+        let collection = config.collections.get_mut(name).ok_or_else(|| {
+            format!("--allow {spec:?}: no collection {name} (name it with --collection)")
+        })?;
+        collection
+            .allow
+            .get_or_insert_with(Vec::new)
+            .push(identity.to_owned());
     }
     for spec in &args.clients {
         let (id, secret) = spec

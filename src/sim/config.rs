@@ -94,6 +94,10 @@ pub struct CollectionConfig {
     pub requires_data_access: bool,
     /// Present it as high-assurance (then no consent is needed).
     pub high_assurance: bool,
+    /// The identities that may use it (its access rules): usernames
+    /// (`user@sim.ps-globus.local`, `CLIENT_ID@clients.auth.globus.org`), identity ids or
+    /// client ids. Absent: every identity the emulator authenticates.
+    pub allow: Option<Vec<String>>,
 }
 
 /// One injected fault.

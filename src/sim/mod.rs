@@ -90,30 +90,22 @@ pub(crate) struct SimState {
     pub faults: faults::Faults,
     pub stats: stats::Stats,
     pub log_requests: bool,
-    /// Tasks changed since the state file was last written.
-    pub state_dirty: std::sync::atomic::AtomicBool,
-    /// Held while the state file is written.
-    pub state_lock: std::sync::Mutex<()>,
+    /// The state file's journal, with `--state FILE`.
+    pub journal: Option<persist::Journal>,
 }
 
 impl SimState {
-    /// Notes that tasks changed, for the next save of the state file.
-    pub(crate) fn touch(&self) {
-        self.state_dirty
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Writes the state file now (a submission or an outcome the service has answered
-    /// for must survive a restart); a failure is reported, and retried by the next save.
-    pub(crate) fn save_now(&self) {
-        self.touch();
-        if let Err(e) = persist::save(self) {
-            eprintln!("ps-globus sim: saving the state failed, will retry: {e}");
+    /// Saves `task` as it stands now, if the emulator keeps a state file (a submission
+    /// or an outcome the service has answered for must survive a restart). A failure is
+    /// reported; the next save of the task tries again.
+    pub(crate) fn record(&self, task: &tasks::TaskHandle) {
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.record(task)
+        {
+            eprintln!("ps-globus sim: saving task {} failed: {e}", task.id);
         }
     }
-}
 
-impl SimState {
     pub(crate) fn collection_by_id(&self, id: &str) -> Option<Arc<Collection>> {
         let id = Uuid::parse_str(id).ok()?;
         self.collections.iter().find(|c| c.id == id).cloned()
@@ -190,30 +182,32 @@ impl Simulator {
             }));
         }
         auth::warm_up_keys();
+        let tasks = tasks::TaskTable::default();
+        let mut unfinished = Vec::new();
+        let journal = match &config.state_file {
+            Some(path) => {
+                for restored in persist::load(path)? {
+                    if restored.unfinished {
+                        unfinished.push(Arc::clone(&restored.task));
+                    }
+                    tasks.restore(restored.task, restored.unfinished);
+                }
+                Some(persist::Journal::create(path, &tasks.all())?)
+            }
+            None => None,
+        };
         let state = Arc::new(SimState {
             bandwidth: config.bandwidth_bytes_per_s().map_err(invalid)?,
             auth: auth::AuthState::new(&config),
-            tasks: tasks::TaskTable::default(),
+            tasks,
             faults: faults::Faults::new(&config),
             stats: stats::Stats::default(),
             base_url: url.clone(),
             collections,
             config,
             log_requests,
-            state_dirty: Default::default(),
-            state_lock: Default::default(),
+            journal,
         });
-        let mut unfinished = Vec::new();
-        if let Some(path) = &state.config.state_file {
-            for restored in persist::load(path)? {
-                if restored.unfinished {
-                    unfinished.push(Arc::clone(&restored.task));
-                }
-                state
-                    .tasks
-                    .restore(restored.task, &restored.submission_id, restored.unfinished);
-            }
-        }
         let keeper = Arc::clone(&state);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = router(Arc::clone(&state));
@@ -227,7 +221,7 @@ impl Simulator {
                     .build()
                     .expect("emulator runtime");
                 runtime.block_on(async move {
-                    if keeper.config.state_file.is_some() {
+                    if keeper.journal.is_some() {
                         for task in unfinished {
                             tokio::spawn(engine::run(Arc::clone(&keeper), task));
                         }
@@ -241,8 +235,8 @@ impl Simulator {
                     if let Err(e) = served.await {
                         eprintln!("ps-globus sim: server stopped: {e}");
                     }
-                    if keeper.config.state_file.is_some() {
-                        keeper.save_now();
+                    for task in keeper.tasks.unfinished() {
+                        keeper.record(&task);
                     }
                 });
                 // In-flight tasks are dropped with the runtime.
@@ -283,12 +277,8 @@ impl Simulator {
     /// a deletion from history does: it is then unknown to every route. False if no such
     /// task. For testing how clients survive a service that lost a task.
     pub fn forget_task(&self, id: &str) -> bool {
-        id.parse::<Uuid>().is_ok_and(|id| {
-            self.state.tasks.forget(&id) && {
-                self.state.touch();
-                true
-            }
-        })
+        id.parse::<Uuid>()
+            .is_ok_and(|id| self.state.tasks.forget(&id))
     }
 
     /// A snapshot of the counters (`GET /__sim/stats`).

@@ -2,16 +2,19 @@
 //! service blip, not amnesia: every task, its submission id, events and file lists
 //! survive, as they do at Globus.
 //!
-//! The file is one JSON document, replaced atomically (written beside it, synced, then
-//! renamed over it): a kill at any moment leaves the old state or the new one. A task is
-//! saved before its submission is answered, and again when it ends; progress in between
-//! is saved within [`SAVE_EVERY`]. A task caught unfinished by a restart runs again from
-//! its start (copies are idempotent), with its counters reset and an event saying so.
-//! Auth state (minted tokens, registered clients) is not kept: clients log in again.
+//! The file is a journal: one JSON line per saved task state, appended and synced, the
+//! last line of a task winning. A task is saved before its submission is answered and
+//! again when it ends; a running task's progress within [`SAVE_EVERY`]. Each save costs
+//! one line, however many tasks the file holds; a start reads the journal and rewrites it
+//! with one line per task (atomically: written beside it, synced, renamed over it). A
+//! half-written last line (a kill mid-write) is ignored. A task caught unfinished by a
+//! restart runs again from its start (copies are idempotent), with its counters reset and
+//! an event saying so. Auth state (minted tokens, registered clients) is not kept:
+//! clients log in again.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,9 +35,10 @@ pub(crate) const SAVE_EVERY: Duration = Duration::from_millis(250);
 const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
-struct Snapshot {
+struct Line {
+    #[serde(rename = "v")]
     version: u32,
-    tasks: Vec<SavedTask>,
+    task: SavedTask,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,44 +62,68 @@ enum SavedRequest {
     Delete(DeleteRequest),
 }
 
-/// Writes every task of `sim` to its state file, if it has one.
-pub(crate) fn save(sim: &SimState) -> Result<()> {
-    let Some(path) = &sim.config.state_file else {
-        return Ok(());
-    };
-    // One writer at a time: they share the file written beside the state.
-    let _writing = sim.state_lock.lock().unwrap_or_else(|e| e.into_inner());
-    // Clear first: a change made while writing marks the state dirty again.
-    sim.state_dirty.store(false, Ordering::SeqCst);
-    let tasks = sim
-        .tasks
-        .all()
-        .into_iter()
-        .map(|(task, submission_id)| {
-            let state = task.state();
-            SavedTask {
-                id: task.id,
-                owner: task.owner,
-                submission_id,
-                request: match &task.request {
-                    Request::Transfer(r) => SavedRequest::Transfer(r.clone()),
-                    Request::Delete(r) => SavedRequest::Delete(r.clone()),
-                },
-                doc: state.doc.clone(),
-                events: state.events.clone(),
-                successful: state.successful.clone(),
-                skipped: state.skipped.clone(),
-                deadline: state.deadline,
-                cancel_requested: task.is_cancel_requested(),
-            }
+/// The journal a running emulator appends to.
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl Journal {
+    /// Rewrites `path` with one line per task of `tasks` and opens it for appending.
+    pub(crate) fn create(path: &Path, tasks: &[(Arc<TaskHandle>, String)]) -> Result<Journal> {
+        let mut text = Vec::new();
+        for (task, submission_id) in tasks {
+            text.extend(line(task, submission_id)?);
+        }
+        write_atomically(path, &text)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io("open the emulator state", path, e))?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
         })
-        .collect();
-    let json = serde_json::to_vec(&Snapshot {
+    }
+
+    /// Appends `task`'s state and syncs it: once this returns, a restart keeps it.
+    pub(crate) fn record(&self, task: &TaskHandle) -> Result<()> {
+        use std::io::Write;
+        let line = line(task, &task.submission_id)?;
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io("write the emulator state", &self.path, e))
+    }
+}
+
+/// One journal line: `task` as it stands, newline-terminated.
+fn line(task: &TaskHandle, submission_id: &str) -> Result<Vec<u8>> {
+    let saved = {
+        let state = task.state();
+        SavedTask {
+            id: task.id,
+            owner: task.owner,
+            submission_id: submission_id.to_owned(),
+            request: match &task.request {
+                Request::Transfer(r) => SavedRequest::Transfer(r.clone()),
+                Request::Delete(r) => SavedRequest::Delete(r.clone()),
+            },
+            doc: state.doc.clone(),
+            events: state.events.clone(),
+            successful: state.successful.clone(),
+            skipped: state.skipped.clone(),
+            deadline: state.deadline,
+            cancel_requested: task.is_cancel_requested(),
+        }
+    };
+    let mut bytes = serde_json::to_vec(&Line {
         version: VERSION,
-        tasks,
+        task: saved,
     })
     .map_err(|e| Error::encode("json", e))?;
-    write_atomically(path, &json)
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -114,13 +142,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// A task read back from the state file, and whether it still has to run.
 pub(crate) struct Restored {
     pub task: Arc<TaskHandle>,
-    pub submission_id: String,
     pub unfinished: bool,
 }
 
-/// Reads the tasks of `path` (none if it does not exist yet).
+/// Reads the tasks of the journal at `path` (none if it does not exist yet), in the
+/// order they were first saved.
 pub(crate) fn load(path: &Path) -> Result<Vec<Restored>> {
-    let bytes = match std::fs::read(path) {
+    let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("read the emulator state", path, e)),
@@ -132,15 +160,39 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Restored>> {
             path.display()
         ),
     };
-    let snapshot: Snapshot =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a state file: {e}")))?;
-    if snapshot.version != VERSION {
-        return Err(invalid(format!(
-            "format {} (this emulator reads {VERSION})",
-            snapshot.version
-        )));
+    let mut order = Vec::new();
+    let mut latest: HashMap<Uuid, SavedTask> = HashMap::new();
+    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    for (n, bytes) in lines.iter().enumerate() {
+        if bytes.is_empty() {
+            continue;
+        }
+        let line: Line = match serde_json::from_slice(bytes) {
+            Ok(line) => line,
+            // A kill in the middle of an append leaves half a last line, without its
+            // newline: ignored (if it is ours: after a saved line, or starting as one).
+            Err(_) if n + 1 == lines.len() && (n > 0 || bytes.starts_with(b"{\"v\":")) => {
+                break;
+            }
+            Err(e) => return Err(invalid(format!("line {}: not a saved task: {e}", n + 1))),
+        };
+        if line.version != VERSION {
+            return Err(invalid(format!(
+                "line {}: format {} (this emulator reads {VERSION})",
+                n + 1,
+                line.version
+            )));
+        }
+        if !latest.contains_key(&line.task.id) {
+            order.push(line.task.id);
+        }
+        latest.insert(line.task.id, line.task);
     }
-    Ok(snapshot.tasks.into_iter().map(restore).collect())
+    Ok(order
+        .into_iter()
+        .filter_map(|id| latest.remove(&id))
+        .map(restore)
+        .collect())
 }
 
 fn restore(saved: SavedTask) -> Restored {
@@ -160,13 +212,18 @@ fn restore(saved: SavedTask) -> Restored {
     if unfinished {
         restart(&mut state);
     }
-    let task = TaskHandle::new(saved.id, saved.owner, kind, request, state);
+    let task = TaskHandle::new(
+        saved.id,
+        saved.owner,
+        kind,
+        (saved.submission_id, request),
+        state,
+    );
     if saved.cancel_requested {
         task.request_cancel();
     }
     Restored {
         task: Arc::new(task),
-        submission_id: saved.submission_id,
         unfinished,
     }
 }
@@ -209,14 +266,12 @@ fn restart(state: &mut TaskState) {
     );
 }
 
-/// Writes the state whenever it changed, every [`SAVE_EVERY`], until the emulator stops.
+/// Saves the progress of running tasks every [`SAVE_EVERY`], until the emulator stops.
 pub(crate) async fn keep_saved(sim: Arc<SimState>) {
     loop {
         tokio::time::sleep(SAVE_EVERY).await;
-        if (sim.state_dirty.load(Ordering::SeqCst) || sim.tasks.any_unfinished())
-            && let Err(e) = save(&sim)
-        {
-            eprintln!("ps-globus sim: saving the state failed, will retry: {e}");
+        for task in sim.tasks.unfinished() {
+            sim.record(&task);
         }
     }
 }

@@ -151,6 +151,8 @@ pub(crate) struct TaskHandle {
     pub id: Uuid,
     pub owner: Uuid,
     pub kind: Kind,
+    /// The submission id it was accepted under.
+    pub submission_id: String,
     pub request: Request,
     state: Mutex<TaskState>,
     cancel: AtomicBool,
@@ -163,13 +165,14 @@ impl TaskHandle {
         id: Uuid,
         owner: Uuid,
         kind: Kind,
-        request: Request,
+        (submission_id, request): (String, Request),
         state: TaskState,
     ) -> Self {
         TaskHandle {
             id,
             owner,
             kind,
+            submission_id,
             request,
             state: Mutex::new(state),
             cancel: AtomicBool::new(false),
@@ -325,10 +328,10 @@ impl TaskTable {
     }
 
     /// Puts back a task read from the state file; an unfinished one queues to run again.
-    pub(crate) fn restore(&self, task: Arc<TaskHandle>, submission_id: &str, unfinished: bool) {
+    pub(crate) fn restore(&self, task: Arc<TaskHandle>, unfinished: bool) {
         let mut t = self.lock();
         t.submissions
-            .insert((task.owner, submission_id.to_owned()), task.id);
+            .insert((task.owner, task.submission_id.clone()), task.id);
         t.order.push(task.id);
         if unfinished {
             t.slots
@@ -343,23 +346,20 @@ impl TaskTable {
     /// Every task in submission order, with its submission id (for the state file).
     pub(crate) fn all(&self) -> Vec<(Arc<TaskHandle>, String)> {
         let t = self.lock();
-        let mut ids: HashMap<Uuid, String> = HashMap::new();
-        for ((_, submission), id) in &t.submissions {
-            ids.insert(*id, submission.clone());
-        }
         t.order
             .iter()
-            .filter_map(|id| {
-                let task = t.tasks.get(id)?;
-                Some((Arc::clone(task), ids.get(id).cloned().unwrap_or_default()))
-            })
+            .filter_map(|id| t.tasks.get(id))
+            .map(|task| (Arc::clone(task), task.submission_id.clone()))
             .collect()
     }
 
-    /// Whether any task is still queued or running.
-    pub(crate) fn any_unfinished(&self) -> bool {
+    /// The tasks still queued or running.
+    pub(crate) fn unfinished(&self) -> Vec<Arc<TaskHandle>> {
         let tasks: Vec<Arc<TaskHandle>> = self.lock().tasks.values().cloned().collect();
-        tasks.iter().any(|task| !task.state().is_final())
+        tasks
+            .into_iter()
+            .filter(|task| !task.state().is_final())
+            .collect()
     }
 
     pub(crate) fn get(&self, id: &Uuid) -> Option<Arc<TaskHandle>> {

@@ -108,7 +108,7 @@ fn finish(sim: &SimState, task: &TaskHandle, fatal: Option<FatalError>) {
         (task.kind.as_str(), state.doc.status.clone())
     };
     sim.stats.task_finished(kind, status.as_str());
-    sim.save_now();
+    sim.record(task);
     task.changed.notify_waiters();
 }
 

@@ -152,9 +152,27 @@ fn collection(sim: &SimState, id: &str) -> ApiResult<Arc<Collection>> {
     })
 }
 
-/// The collection, after checking the caller may use it (the `data_access` consent).
+/// The collection, after checking the caller may use it: its access rules, then the
+/// `data_access` consent.
 fn usable_collection(sim: &SimState, caller: &Caller, id: &str) -> ApiResult<Arc<Collection>> {
     let c = collection(sim, id)?;
+    if let Some(allow) = &c.config.allow {
+        let who = &caller.identity;
+        let client_id = who.username.strip_suffix("@clients.auth.globus.org");
+        let allowed = allow.iter().any(|a| {
+            *a == who.username || *a == who.id.to_string() || Some(a.as_str()) == client_id
+        });
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "PermissionDenied",
+                format!(
+                    "{} has no role on collection {} ({}); its access rules allow others",
+                    who.username, c.name, c.id
+                ),
+            ));
+        }
+    }
     if c.config.requires_data_access && !c.config.high_assurance && !caller.has_data_access(&c.id) {
         return Err(ApiError::consent_required(&c));
     }

@@ -292,7 +292,13 @@ pub(super) fn admit(
             deadline,
             started: None,
         };
-        TaskHandle::new(id, caller.identity.id, kind, request, state)
+        TaskHandle::new(
+            id,
+            caller.identity.id,
+            kind,
+            (submission.to_owned(), request),
+            state,
+        )
     };
     let (kind_name, result_type) = match kind {
         Kind::Transfer => ("transfer", "transfer_result"),
@@ -305,7 +311,7 @@ pub(super) fn admit(
     ) {
         Admission::Accepted(task) => {
             sim.stats.task_submitted(kind.as_str());
-            sim.save_now();
+            sim.record(&task);
             tokio::spawn(engine::run(Arc::clone(sim), task));
             let message = format!(
                 "The {kind_name} has been accepted and a task has been created and queued for execution"
