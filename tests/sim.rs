@@ -1298,6 +1298,60 @@ async fn a_copy_onto_itself_or_into_its_own_subtree_is_refused_at_submission() {
     assert!(!emu.root_a().join("dir/copy").exists());
 }
 
+/// Defect 4, what a path check misses: a destination that is the source file under
+/// another name (a hard link, a link inside the collection) is refused at submission,
+/// and the file keeps its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_onto_the_same_file_under_another_name_is_refused() {
+    let emu = Emu::start();
+    write(emu.root_a(), "dir/file", b"precious");
+    std::fs::hard_link(emu.root_a().join("dir/file"), emu.root_a().join("hard")).unwrap();
+    std::os::unix::fs::symlink("dir/file", emu.root_a().join("soft")).unwrap();
+    for destination in ["/hard", "/soft"] {
+        let mut doc = emu
+            .transfer_doc(&[("/dir/file", destination)], json!({}))
+            .await;
+        doc["destination_endpoint"] = emu.a.clone().into();
+        let (status, body) = emu.post("/v0.10/transfer", doc).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{destination}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("under another name"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(emu.root_a().join("dir/file")).unwrap(),
+        b"precious"
+    );
+}
+
+/// ... and a hard link made after submission, while the task waits to copy, is found at
+/// copy time: nothing is written, the task never succeeds, the file keeps its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_linked_to_its_source_after_submission_is_not_written() {
+    let emu = Emu::with(|c| c.task_latency_ms = 300);
+    write(emu.root_a(), "file", b"precious");
+    let deadline = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let mut doc = emu
+        .transfer_doc(&[("/file", "/later")], json!({"deadline": deadline}))
+        .await;
+    doc["destination_endpoint"] = emu.a.clone().into();
+    let (status, body) = emu.post("/v0.10/transfer", doc).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    std::fs::hard_link(emu.root_a().join("file"), emu.root_a().join("later")).unwrap();
+    let done = emu.wait(body["task_id"].as_str().unwrap(), "final").await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(
+        std::fs::read(emu.root_a().join("file")).unwrap(),
+        b"precious"
+    );
+}
+
 /// Regression: a file copied again after a checksum mismatch was counted again in
 /// `bytes_transferred` on every attempt. Each byte of the file counts once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

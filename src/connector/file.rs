@@ -107,9 +107,25 @@ impl FileConnector {
 }
 
 /// Reads a whole object file: into one exact-size buffer when small, mapped when large.
+///
+/// Only a regular file is an object: a symbolic link, FIFO or device planted under an
+/// object's name in a shared directory is refused, not read through (a link to
+/// `/dev/zero` would otherwise be read without end, a FIFO would block forever).
 fn read_object(path: &Path) -> std::io::Result<Bytes> {
-    let mut file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => not_an_object(),
+            _ => e,
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_an_object());
+    }
+    let len = meta.len();
     if len < MMAP_THRESHOLD {
         let mut data = Vec::with_capacity(len as usize);
         file.read_to_end(&mut data)?;
@@ -119,6 +135,23 @@ fn read_object(path: &Path) -> std::io::Result<Bytes> {
     // so the mapped bytes cannot change or shrink under the mapping.
     let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
     Ok(Bytes::from_owner(map))
+}
+
+fn not_an_object() -> std::io::Error {
+    std::io::Error::new(
+        ErrorKind::InvalidData,
+        "not a regular file (a link, FIFO or device put under an object's name?); \
+         remove it: puts never make one",
+    )
+}
+
+/// The object file's metadata, without following a link; `None`: no such file.
+fn object_meta(path: &Path) -> std::io::Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[async_trait]
@@ -158,23 +191,23 @@ impl Connector for FileConnector {
 
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
         let path = self.path(key)?;
-        if path.exists() {
-            Ok(path)
-        } else {
-            Err(Error::NotFound {
+        match object_meta(&path).map_err(|e| Error::io("inspect", &path, e))? {
+            Some(meta) if meta.is_file() => Ok(path),
+            Some(_) => Err(Error::io("inspect", path, not_an_object())),
+            None => Err(Error::NotFound {
                 store: self.dir.display().to_string(),
                 key: key.to_string(),
                 hint: String::new(),
-            })
+            }),
         }
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         let path = self.path(key)?;
-        match fs::metadata(&path) {
-            Ok(meta) => Ok(meta.is_file()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("inspect", path, e)),
+        match object_meta(&path).map_err(|e| Error::io("inspect", &path, e))? {
+            Some(meta) if meta.is_file() => Ok(true),
+            Some(_) => Err(Error::io("inspect", path, not_an_object())),
+            None => Ok(false),
         }
     }
 
@@ -196,6 +229,36 @@ impl Connector for FileConnector {
 mod tests {
     use super::*;
     use crate::block_on;
+
+    /// A link, FIFO or device planted under an object's name in a shared directory is
+    /// refused by get, exists and resolve_path: never read through (a link to
+    /// `/dev/zero` was read without end), never waited on (a FIFO blocked for ever).
+    #[test]
+    fn a_link_fifo_or_device_under_an_objects_name_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"not yours").unwrap();
+        let connector = FileConnector::new(dir.path()).unwrap();
+        let planted = |name: &str| Key::new(FileConnector::KIND, name).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        for name in ["zero", "link", "fifo"] {
+            let key = planted(name);
+            for err in [
+                block_on(connector.get(&key)).unwrap_err(),
+                block_on(connector.exists(&key)).unwrap_err(),
+                block_on(connector.resolve_path(&key)).unwrap_err(),
+            ] {
+                assert!(
+                    err.to_string().contains("not a regular file"),
+                    "{name}: {err}"
+                );
+                assert!(!err.to_string().contains("not yours"));
+            }
+        }
+    }
 
     #[test]
     fn puts_leave_only_object_files() {

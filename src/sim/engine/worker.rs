@@ -523,6 +523,17 @@ impl Worker<'_> {
             None => None,
         };
         let mut input = fs::File::open(&plan.src)?;
+        // The destination may be the source under another name (a hard link made since
+        // submission): writing would truncate what is being read.
+        if let (Ok(read), Ok(written)) = (input.metadata(), fs::symlink_metadata(&plan.dst)) {
+            use std::os::unix::fs::MetadataExt;
+            if (read.dev(), read.ino()) == (written.dev(), written.ino()) {
+                return Err(io::Error::other(format!(
+                    "{} is the source {} itself under another name; not overwritten",
+                    plan.dst_path, plan.src_path
+                )));
+            }
+        }
         // Nothing is created or written through a link below the destination.
         paths::refuse_links_below(&plan.dst_root, &plan.dst, &plan.dst_path)
             .map_err(|e| io::Error::new(ErrorKind::PermissionDenied, e.0))?;

@@ -147,6 +147,38 @@ pub(super) fn refuse_copies_onto_themselves(
     Ok(())
 }
 
+/// Refuses an item whose destination is the very file of its source under another name
+/// (a hard link, a link inside the collection, or collections whose folders overlap):
+/// copying would truncate what it reads.
+fn refuse_copies_onto_the_same_file(
+    src: &Collection,
+    dst: &Collection,
+    req: &TransferRequest,
+) -> ApiResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    for item in &req.data {
+        let (Ok(source), Ok(dest)) = (
+            paths::resolve(&src.root, &item.source_path),
+            paths::resolve(&dst.root, &item.destination_path),
+        ) else {
+            continue; // the task reports paths that leave the collection
+        };
+        if let (Ok(a), Ok(b)) = (
+            std::fs::metadata(&source.local),
+            std::fs::metadata(&dest.local),
+        ) && a.is_file()
+            && (a.dev(), a.ino()) == (b.dev(), b.ino())
+        {
+            return Err(ApiError::bad_request(format!(
+                "the destination {} is the source {} itself under another name; the copy \
+                 would destroy it",
+                item.destination_path, item.source_path
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn submit_transfer(
     State(sim): State<Arc<SimState>>,
     Extension(caller): Extension<Caller>,
@@ -189,6 +221,7 @@ pub(crate) async fn submit_transfer(
     if src.id == dst.id {
         refuse_copies_onto_themselves(&src, &req)?;
     }
+    refuse_copies_onto_the_same_file(&src, &dst, &req)?;
     let deadline = deadline(&req.deadline, Duration::from_secs(24 * 3600))?;
     let mut doc = new_task_doc(&caller, Kind::Transfer, &req.label, deadline);
     doc.source_endpoint = Some(src.name.clone());
