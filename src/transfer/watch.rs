@@ -16,12 +16,27 @@ use tokio::sync::Notify;
 use super::client::{TaskQuery, TransferClient};
 use super::types::Task;
 
+/// How long a task seen before may be missing from the list before the watcher asks for
+/// it directly (a task the service lost, or deleted from history, is then `FAILED` with
+/// `TASK_NOT_FOUND` for its readers instead of waited on until its deadline).
+pub const MISSING_GRACE: Duration = Duration::from_secs(10);
+
+/// One watched label.
+#[derive(Default)]
+struct Watched {
+    /// How many readers watch it.
+    readers: usize,
+    /// Its task as last seen.
+    task: Option<Task>,
+    /// Since when the list no longer shows a task it showed before.
+    missing_since: Option<std::time::Instant>,
+}
+
 /// Follows the Globus tasks of awaited batches: one `task_list` request per cycle for
 /// all of them, whatever the number of readers.
 pub struct Watcher {
     client: TransferClient,
-    /// Per label: how many readers watch it, and its task as last seen.
-    labels: Mutex<HashMap<String, (usize, Option<Task>)>>,
+    labels: Mutex<HashMap<String, Watched>>,
     changed: Notify,
     wake: Notify,
 }
@@ -43,9 +58,9 @@ impl Watcher {
     pub fn watch(self: &Arc<Self>, label: &str) -> WatchGuard {
         let new_label = {
             let mut labels = self.labels.lock().expect("watcher lock");
-            let entry = labels.entry(label.to_owned()).or_insert((0, None));
-            entry.0 += 1;
-            entry.0 == 1
+            let entry = labels.entry(label.to_owned()).or_default();
+            entry.readers += 1;
+            entry.readers == 1
         };
         // Only a label nobody watched yet needs a poll now; more readers of the same
         // batch share its next one.
@@ -64,7 +79,7 @@ impl Watcher {
             .lock()
             .expect("watcher lock")
             .get(label)
-            .and_then(|(_, t)| t.clone())
+            .and_then(|w| w.task.clone())
     }
 
     /// Resolves at the end of the next polling cycle (create it before looking, so a
@@ -84,8 +99,8 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         let mut labels = self.watcher.labels.lock().expect("watcher lock");
         if let Some(entry) = labels.get_mut(&self.label) {
-            entry.0 -= 1;
-            if entry.0 == 0 {
+            entry.readers -= 1;
+            if entry.readers == 0 {
                 labels.remove(&self.label);
             }
         }
@@ -101,7 +116,7 @@ async fn poll_loop(watcher: Weak<Watcher>) {
             .lock()
             .expect("watcher lock")
             .iter()
-            .filter(|(_, (_, task))| task.as_ref().is_none_or(|t| !t.is_final()))
+            .filter(|(_, w)| w.task.as_ref().is_none_or(|t| !t.is_final()))
             .map(|(label, _)| label.clone())
             .collect();
         if labels.is_empty() {
@@ -110,6 +125,7 @@ async fn poll_loop(watcher: Weak<Watcher>) {
             continue;
         }
         let mut progressed = false;
+        let mut missing = Vec::new();
         for chunk in labels.chunks(50) {
             let query = TaskQuery {
                 filter: Some(format!("label:{}", chunk.join(","))),
@@ -119,17 +135,40 @@ async fn poll_loop(watcher: Weak<Watcher>) {
             match w.client.task_list(&query).await {
                 Ok(page) => {
                     let mut map = w.labels.lock().expect("watcher lock");
+                    let mut listed = std::collections::HashSet::new();
                     for task in page.data {
                         if let Some(entry) = task.label.clone().and_then(|l| map.get_mut(&l)) {
-                            progressed |= entry.1.as_ref().is_none_or(|old| {
+                            listed.extend(task.label.clone());
+                            progressed |= entry.task.as_ref().is_none_or(|old| {
                                 old.status != task.status
                                     || old.bytes_transferred != task.bytes_transferred
                             });
-                            entry.1 = Some(task);
+                            entry.task = Some(task);
+                            entry.missing_since = None;
+                        }
+                    }
+                    let now = std::time::Instant::now();
+                    for label in chunk.iter().filter(|l| !listed.contains(*l)) {
+                        if let Some(entry) = map.get_mut(label)
+                            && entry.task.is_some()
+                        {
+                            let since = *entry.missing_since.get_or_insert(now);
+                            if now - since >= MISSING_GRACE {
+                                missing.extend(entry.task.clone());
+                            }
                         }
                     }
                 }
                 Err(e) => tracing::warn!("following Globus tasks failed, will retry: {e}"),
+            }
+        }
+        for task in missing {
+            if let Some(lost) = lost(&w.client, task).await {
+                let mut map = w.labels.lock().expect("watcher lock");
+                if let Some(entry) = lost.label.as_ref().and_then(|l| map.get_mut(l)) {
+                    entry.task = Some(lost);
+                    progressed = true;
+                }
             }
         }
         w.changed.notify_waiters();
@@ -139,5 +178,25 @@ async fn poll_loop(watcher: Weak<Watcher>) {
             (interval * 3 / 2).min(Duration::from_secs(5))
         };
         let _ = crate::runtime::timeout(interval, w.wake.notified()).await;
+    }
+}
+
+/// `task`, ended `FAILED` with `TASK_NOT_FOUND`, if the service no longer knows it (a
+/// direct lookup answers 404); `None` while it does, or cannot say.
+async fn lost(client: &TransferClient, mut task: Task) -> Option<Task> {
+    match client.task(&task.task_id).await {
+        Err(crate::Error::Api { status: 404, .. }) => {
+            task.status = super::states::TaskStatus::Failed;
+            task.fatal_error = Some(super::types::FatalError {
+                code: "TASK_NOT_FOUND".into(),
+                description: format!(
+                    "Globus no longer knows task {} (the service lost it, or it was deleted \
+                     from history); nothing more will happen to it",
+                    task.task_id
+                ),
+            });
+            Some(task)
+        }
+        _ => None,
     }
 }
