@@ -153,36 +153,6 @@ async fn readers_follow_their_objects_into_the_resplit_of_a_cancelled_task() {
     );
 }
 
-/// Defect 9, the reader's side: a reader following a task the service then lost (an
-/// emulator restarted without its state) fails with `TASK_NOT_FOUND` soon after, instead
-/// of waiting until the task's deadline, a day away.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_of_a_task_the_service_lost_fails_instead_of_waiting_for_its_deadline() {
-    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
-    shared();
-    let config = config_for(&emu, &unique_name("lost"));
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
-    let key = a.put(b"on a task about to be lost", &opts()).await.unwrap();
-    let reader = tokio::spawn(async move { b.get(&key).await });
-    let task_id = loop {
-        let (_, list) = emu.get("/v0.10/task_list?limit=10").await;
-        if let Some(id) = list["DATA"][0]["task_id"].as_str() {
-            break id.to_owned();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    assert!(emu.sim.forget_task(&task_id));
-    let err = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
-        .await
-        .expect("the reader ends long before the task's deadline")
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::TransferFailed { code, .. } if code == "TASK_NOT_FOUND"),
-        "{err}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_bytes_at_the_destination_are_an_integrity_error() {
     let (a, b) = pair(&unique_name("corrupt"));

@@ -999,3 +999,44 @@ async fn a_batch_left_open_by_a_killed_process_is_submitted_by_the_next() {
     assert_eq!(emu.sim.stats().tasks(), 1);
     assert_delivered(&emu, 5);
 }
+
+/// Defect 9, the readers' side: the watcher that readers at other sites follow tasks
+/// with reports a task the service lost (an emulator restarted without its state) as
+/// `FAILED` with `TASK_NOT_FOUND`, so readers end instead of waiting until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reports_a_task_the_service_lost_as_not_found() {
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "f", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let item = m.enqueue(spec(&emu, "/f", "/g")).await.unwrap();
+    tokio::time::timeout(LONG, m.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let watcher = ps_globus::transfer::watch::Watcher::start(client(&emu));
+    let _watch = watcher.watch(&item.label);
+    // Event-driven: each cycle of the watcher wakes `changed`.
+    let seen = loop {
+        let changed = watcher.changed();
+        if let Some(task) = watcher.task(&item.label) {
+            break task;
+        }
+        tokio::time::timeout(LONG, changed).await.unwrap();
+    };
+    assert_eq!(seen.status, TaskStatus::Active);
+    assert!(emu.sim.forget_task(&seen.task_id));
+    let lost = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let changed = watcher.changed();
+            let task = watcher.task(&item.label).unwrap();
+            if task.status == TaskStatus::Failed {
+                break task;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("reported well before the task's deadline, a day away");
+    assert_eq!(lost.fatal_error.unwrap().code, "TASK_NOT_FOUND");
+}

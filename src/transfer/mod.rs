@@ -18,7 +18,7 @@ mod manager;
 mod retry;
 pub(crate) mod states;
 pub mod types;
-pub(crate) mod watch;
+pub mod watch;
 
 pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, TaskQuery, TransferClient};
 pub use lookup::TransferCollectionLookup;
