@@ -607,7 +607,14 @@ async fn deadlines_expire_and_cancel_by_label() {
         .await
         .unwrap();
     match m.wait(expiring.item, LONG).await.unwrap_err() {
-        Error::TransferFailed { code, .. } => assert_eq!(code, "EXPIRED"),
+        Error::TransferFailed {
+            code, description, ..
+        } => {
+            assert_eq!(code, "EXPIRED");
+            // Defect 14: the fatal error and the last event say the same; it is said once.
+            let reason = "the task's deadline passed before it completed";
+            assert_eq!(description.matches(reason).count(), 1, "{description}");
+        }
         other => panic!("{other:?}"),
     }
     let doomed = m.enqueue(spec(&emu, "/f", "/never")).await.unwrap();
