@@ -1,31 +1,31 @@
-//! Replays every fuzz corpus (`fuzz/corpus/<target>/`) through its target's body in
-//! `ps_globus::fuzzing`, so that CI checks what `scripts/fuzz` found and kept: a panic
-//! here is a regression of a bug the fuzzer once found (or of a seed).
+//! Replays every fuzz seed (`fuzz/seeds/<target>/`, hand-written valid inputs) and
+//! corpus (`fuzz/corpus/<target>/`, what `scripts/fuzz` kept) through its target's body
+//! in `ps_globus::fuzzing`, so that CI checks them: a panic here is a regression of a
+//! bug the fuzzer once found, or of an input that once worked.
 
 use std::path::Path;
 
 use ps_globus::fuzzing::TARGETS;
 
 #[test]
-fn every_fuzz_corpus_replays_without_a_panic() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let mut replayed = 0;
+fn every_fuzz_seed_and_corpus_replays_without_a_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, target) in TARGETS {
-        let dir = root.join(name);
-        let entries = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}: every target keeps a corpus", dir.display()));
-        let mut count = 0;
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            let caught = std::panic::catch_unwind(|| target(&data));
-            assert!(caught.is_ok(), "{name}: {} panics", path.display());
-            count += 1;
+        for kind in ["seeds", "corpus"] {
+            let dir = root.join(kind).join(name);
+            let entries = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}: every target keeps {kind}", dir.display()));
+            let mut count = 0;
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let data = std::fs::read(&path).unwrap();
+                let caught = std::panic::catch_unwind(|| target(&data));
+                assert!(caught.is_ok(), "{name}: {} panics", path.display());
+                count += 1;
+            }
+            assert!(count > 0, "{}: empty, it checks nothing", dir.display());
         }
-        assert!(count > 0, "{name}: an empty corpus checks nothing");
-        replayed += count;
     }
-    assert!(replayed >= TARGETS.len());
 }
 
 /// The targets are the ones the fuzz crate builds: a target without a corpus, or a
