@@ -113,44 +113,12 @@ pub fn check_transfer_document(body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Within one collection, refuses an item whose destination is its source (the copy
-/// would truncate what it reads) or lies inside its source directory (a recursive copy
-/// would nest into itself), before anything is opened.
+/// Refuses, before anything is opened, an item whose copy would destroy its source: a
+/// destination that is the source path, or lies inside the source directory (a
+/// recursive copy would nest into itself), within one collection; or a destination that
+/// is the very file of the source under another name (a hard link, a link inside the
+/// collection, collections whose folders overlap), where writing truncates what is read.
 pub(super) fn refuse_copies_onto_themselves(
-    collection: &Collection,
-    req: &TransferRequest,
-) -> ApiResult<()> {
-    for item in &req.data {
-        let (Ok(source), Ok(dest)) = (
-            paths::resolve(&collection.root, &item.source_path),
-            paths::resolve(&collection.root, &item.destination_path),
-        ) else {
-            continue; // the task reports paths that leave the collection
-        };
-        let is_dir = std::fs::metadata(&source.local).is_ok_and(|m| m.is_dir());
-        let inside = dest
-            .path
-            .starts_with(&format!("{}/", source.path.trim_end_matches('/')));
-        if source.path == dest.path {
-            return Err(ApiError::bad_request(format!(
-                "the source and the destination of {} are the same path",
-                item.source_path
-            )));
-        }
-        if inside && (is_dir || item.recursive == Some(true)) {
-            return Err(ApiError::bad_request(format!(
-                "the destination {} lies inside the source directory {}",
-                item.destination_path, item.source_path
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses an item whose destination is the very file of its source under another name
-/// (a hard link, a link inside the collection, or collections whose folders overlap):
-/// copying would truncate what it reads.
-fn refuse_copies_onto_the_same_file(
     src: &Collection,
     dst: &Collection,
     req: &TransferRequest,
@@ -163,10 +131,27 @@ fn refuse_copies_onto_the_same_file(
         ) else {
             continue; // the task reports paths that leave the collection
         };
-        if let (Ok(a), Ok(b)) = (
-            std::fs::metadata(&source.local),
-            std::fs::metadata(&dest.local),
-        ) && a.is_file()
+        let source_meta = std::fs::metadata(&source.local);
+        if src.id == dst.id {
+            let is_dir = source_meta.as_ref().is_ok_and(|m| m.is_dir());
+            let inside = dest
+                .path
+                .starts_with(&format!("{}/", source.path.trim_end_matches('/')));
+            if source.path == dest.path {
+                return Err(ApiError::bad_request(format!(
+                    "the source and the destination of {} are the same path",
+                    item.source_path
+                )));
+            }
+            if inside && (is_dir || item.recursive == Some(true)) {
+                return Err(ApiError::bad_request(format!(
+                    "the destination {} lies inside the source directory {}",
+                    item.destination_path, item.source_path
+                )));
+            }
+        }
+        if let (Ok(a), Ok(b)) = (&source_meta, std::fs::metadata(&dest.local))
+            && a.is_file()
             && (a.dev(), a.ino()) == (b.dev(), b.ino())
         {
             return Err(ApiError::bad_request(format!(
@@ -218,10 +203,7 @@ pub(crate) async fn submit_transfer(
     }
     let src = usable_collection(&sim, &caller, &req.source_endpoint)?;
     let dst = usable_collection(&sim, &caller, &req.destination_endpoint)?;
-    if src.id == dst.id {
-        refuse_copies_onto_themselves(&src, &req)?;
-    }
-    refuse_copies_onto_the_same_file(&src, &dst, &req)?;
+    refuse_copies_onto_themselves(&src, &dst, &req)?;
     let deadline = deadline(&req.deadline, Duration::from_secs(24 * 3600))?;
     let mut doc = new_task_doc(&caller, Kind::Transfer, &req.label, deadline);
     doc.source_endpoint = Some(src.name.clone());
