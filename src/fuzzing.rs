@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::connector::Key;
 use crate::proxy::{DatasetRef, ProxyFactory};
 use crate::staging;
-use crate::transfer::types::collection_path;
+use crate::transfer::path::collection_path;
 
 /// A fuzz target's body.
 pub type Target = fn(&[u8]);
@@ -84,8 +84,11 @@ pub fn address(data: &[u8]) {
         assert_eq!(collection_path(&p).as_deref(), Ok(p.as_str()));
         assert!(!p.split('/').any(|c| c == ".." || c == "."));
     });
-    let config = Config::from_toml(ADDRESS_CONFIG, "fuzz").expect("the fixed configuration");
-    if let Ok(location) = staging::resolve_address(text, &config, Some("a"))
+    // Parsed once: the fuzzer calls this hundreds of thousands of times a second.
+    static CONFIG: std::sync::LazyLock<Config> = std::sync::LazyLock::new(|| {
+        Config::from_toml(ADDRESS_CONFIG, "fuzz").expect("the fixed configuration")
+    });
+    if let Ok(location) = staging::resolve_address(text, &CONFIG, Some("a"))
         && let Ok(path) = collection_path(&location.path)
     {
         assert!(!path.split('/').any(|c| c == ".."));

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, SiteConfig};
 use crate::error::{Error, Result};
-use crate::transfer::types::collection_path;
+use crate::transfer::path::collection_path;
 use crate::transfer::{BatchOptions, Enqueued, ItemSpec, ItemStatus, Priority, TransferManager};
 
 /// A place on a Globus collection.

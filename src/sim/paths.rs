@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::transfer::types::collection_path;
+use crate::transfer::path::collection_path;
 
 /// A collection path resolved inside its root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,8 +154,8 @@ mod tests {
                     let client = client.expect("the emulator accepted what the client refuses");
                     proptest::prop_assert_eq!(&resolved.path, &client);
                     proptest::prop_assert_eq!(
-                        crate::transfer::types::normalise_path(&resolved.path),
-                        crate::transfer::types::normalise_path(&path)
+                        crate::transfer::path::normalise_path(&resolved.path),
+                        crate::transfer::path::normalise_path(&path)
                     );
                     proptest::prop_assert_eq!(collection_path(&client).unwrap(), client.clone());
                     proptest::prop_assert!(resolved.local.starts_with(&root));

@@ -4,10 +4,10 @@
 //!
 //! The file is a journal: one JSON line per saved task state, appended and synced, the
 //! last line of a task winning. A task is saved before its submission is answered and
-//! again when it ends; a running task's progress within [`SAVE_EVERY`]. Each save costs
-//! one line, however many tasks the file holds; a start reads the journal and rewrites it
-//! with one line per task (atomically: written beside it, synced, renamed over it). A
-//! half-written last line (a kill mid-write) is ignored. A task caught unfinished by a
+//! again when it ends; a running task's progress, if it changed, within [`SAVE_EVERY`].
+//! Each save costs one line, however many tasks the file holds; a start reads the journal
+//! and rewrites it with one line per task (atomically: written beside it, synced, renamed
+//! over it). A half-written last line (a kill mid-write) is ignored. A task caught unfinished by a
 //! restart runs again from its start (copies are idempotent), with its counters reset and
 //! an event saying so. Auth state (minted tokens, registered clients) is not kept:
 //! clients log in again.
@@ -65,7 +65,9 @@ enum SavedRequest {
 /// The journal a running emulator appends to.
 pub(crate) struct Journal {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    /// The file, and a hash of the line last written for each task: an unchanged task
+    /// (one waiting a long time, say) adds nothing to the file.
+    file: Mutex<(std::fs::File, HashMap<Uuid, u64>)>,
 }
 
 impl Journal {
@@ -82,7 +84,7 @@ impl Journal {
             .map_err(|e| Error::io("open the emulator state", path, e))?;
         Ok(Journal {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            file: Mutex::new((file, HashMap::new())),
         })
     }
 
@@ -90,10 +92,22 @@ impl Journal {
     pub(crate) fn record(&self, task: &TaskHandle) -> Result<()> {
         use std::io::Write;
         let line = line(task, &task.submission_id)?;
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            line.hash(&mut h);
+            h.finish()
+        };
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, written) = &mut *guard;
+        if written.get(&task.id) == Some(&hash) {
+            return Ok(());
+        }
         file.write_all(&line)
             .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io("write the emulator state", &self.path, e))
+            .map_err(|e| Error::io("write the emulator state", &self.path, e))?;
+        written.insert(task.id, hash);
+        Ok(())
     }
 }
 
@@ -266,12 +280,61 @@ fn restart(state: &mut TaskState) {
     );
 }
 
-/// Saves the progress of running tasks every [`SAVE_EVERY`], until the emulator stops.
+/// Saves the progress of running tasks every [`SAVE_EVERY`] (a task that did not change
+/// is not written again), until the emulator stops.
 pub(crate) async fn keep_saved(sim: Arc<SimState>) {
     loop {
         tokio::time::sleep(SAVE_EVERY).await;
         for task in sim.tasks.unfinished() {
             sim.record(&task);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> TaskHandle {
+        let state = TaskState {
+            doc: Task::default(),
+            events: Vec::new(),
+            successful: Vec::new(),
+            skipped: Vec::new(),
+            deadline: Utc::now(),
+            started: None,
+        };
+        let request = Request::Transfer(TransferRequest::default());
+        TaskHandle::new(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Kind::Transfer,
+            ("s".into(), request),
+            state,
+        )
+    }
+
+    /// A task that waits a long time unchanged was written again every 250 ms, growing
+    /// the file without end; an unchanged task now adds nothing, a change adds one line.
+    #[test]
+    fn an_unchanged_task_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let journal = Journal::create(&path, &[]).unwrap();
+        let task = task();
+        for _ in 0..5 {
+            journal.record(&task).unwrap();
+        }
+        task.state().doc.bytes_transferred = 10;
+        journal.record(&task).unwrap();
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, 2);
+        let restored = load(&path).unwrap();
+        assert_eq!(restored.len(), 1);
+        assert_eq!(
+            restored[0].task.state().doc.bytes_transferred,
+            0,
+            "unfinished: restarted"
+        );
     }
 }

@@ -20,9 +20,9 @@ use serde_json::Value;
 
 use super::RetryConfig;
 use super::types::{
-    DeleteRequest, Endpoint, ErrorDoc, Event, FileEntry, FileList, MarkerPage, MkdirRequest, Page,
-    RenameRequest, ResultDoc, SkippedError, SubmissionId, SubmitResult, SuccessfulTransfer, Task,
-    TaskUpdate, TransferRequest,
+    DeleteRequest, Endpoint, ErrorDoc, Event, FatalError, FileEntry, FileList, MarkerPage,
+    MkdirRequest, Page, RenameRequest, ResultDoc, SkippedError, SubmissionId, SubmitResult,
+    SuccessfulTransfer, Task, TaskUpdate, TransferRequest,
 };
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
@@ -221,6 +221,23 @@ impl TransferClient {
     /// `GET /task/{id}`.
     pub async fn task(&self, task_id: &str) -> Result<Task> {
         self.get(format!("v0.10/task/{task_id}"), Vec::new()).await
+    }
+
+    /// Why task `task_id` is over for good if the service no longer knows it (a direct
+    /// lookup answers 404: it lost the task in a restart, or deleted it from history):
+    /// a `TASK_NOT_FOUND` error. `None` while the service still has it.
+    pub async fn lost_task(&self, task_id: &str) -> Result<Option<FatalError>> {
+        match self.task(task_id).await {
+            Err(Error::Api { status: 404, .. }) => Ok(Some(FatalError {
+                code: "TASK_NOT_FOUND".into(),
+                description: format!(
+                    "Globus no longer knows task {task_id} (the service lost it, or it was \
+                     deleted from history); nothing more will happen to it"
+                ),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /task_list`.

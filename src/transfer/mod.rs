@@ -15,6 +15,7 @@ mod client;
 pub(crate) mod delete;
 mod lookup;
 mod manager;
+pub mod path;
 mod retry;
 pub(crate) mod states;
 pub mod types;

@@ -181,22 +181,11 @@ async fn poll_loop(watcher: Weak<Watcher>) {
     }
 }
 
-/// `task`, ended `FAILED` with `TASK_NOT_FOUND`, if the service no longer knows it (a
-/// direct lookup answers 404); `None` while it does, or cannot say.
+/// `task`, ended `FAILED` with `TASK_NOT_FOUND`, if the service no longer knows it;
+/// `None` while it does, or cannot say.
 async fn lost(client: &TransferClient, mut task: Task) -> Option<Task> {
-    match client.task(&task.task_id).await {
-        Err(crate::Error::Api { status: 404, .. }) => {
-            task.status = super::states::TaskStatus::Failed;
-            task.fatal_error = Some(super::types::FatalError {
-                code: "TASK_NOT_FOUND".into(),
-                description: format!(
-                    "Globus no longer knows task {} (the service lost it, or it was deleted \
-                     from history); nothing more will happen to it",
-                    task.task_id
-                ),
-            });
-            Some(task)
-        }
-        _ => None,
-    }
+    let fatal = client.lost_task(&task.task_id).await.ok()??;
+    task.status = super::states::TaskStatus::Failed;
+    task.fatal_error = Some(fatal);
+    Some(task)
 }

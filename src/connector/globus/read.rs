@@ -15,8 +15,8 @@ use super::config::{DEFAULT_WAIT, ObjectMeta};
 use super::verify::{Verdict, integrity, verify_file};
 use crate::connector::Key;
 use crate::error::{Error, Result};
+use crate::transfer::path::normalise_path;
 use crate::transfer::states::TaskStatus;
-use crate::transfer::types::normalise_path;
 use crate::transfer::{ItemSpec, Priority, RESPLIT_SUFFIX, resplit_label};
 
 /// How long a reader whose object's task was cancelled looks for the re-split that may

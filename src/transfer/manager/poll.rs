@@ -15,10 +15,11 @@ use std::collections::{BTreeSet, HashMap};
 use super::Inner;
 use super::sql::{self, BatchEnd, InFlight, ItemEnd, Observed, PendingItem, now_ms};
 use super::status::ItemStatus;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::transfer::client::TransferClient;
+use crate::transfer::path::normalise_path as normalise;
 use crate::transfer::states::{ItemState, TaskStatus};
-use crate::transfer::types::{SkippedError, Task, normalise_path as normalise};
+use crate::transfer::types::{SkippedError, Task};
 
 /// The `nice_status` values that never clear up by themselves while a task stays ACTIVE.
 const FATAL_NICE_STATUSES: &[&str] = &[
@@ -95,23 +96,19 @@ impl Inner {
     /// the task was deleted from history): nothing more will happen to it, so waiting
     /// would never end. A task the direct lookup still finds is left alone.
     async fn fail_if_unknown(&self, row: &InFlight) -> Result<()> {
-        match self.client.task(&row.task_id).await {
-            Err(Error::Api { status: 404, .. }) => {
-                let description = format!(
-                    "Globus no longer knows task {} (the service lost it, or it was deleted \
-                     from history); nothing more will happen to it: transfer the items again",
-                    row.task_id
-                );
+        match self.client.lost_task(&row.task_id).await {
+            Ok(Some(lost)) => {
+                let description = format!("{}: transfer the items again", lost.description);
                 self.finish_batch(BatchEnd {
                     batch: row.id,
                     task: None,
-                    fatal: Some(("TASK_NOT_FOUND", &description)),
+                    fatal: Some((&lost.code, &description)),
                     items: Vec::new(),
                     owner: &self.owner,
                 })
                 .await
             }
-            Ok(_) => Ok(()),
+            Ok(None) => Ok(()),
             Err(e) => {
                 tracing::warn!("looking up task {} failed, will retry: {e}", row.task_id);
                 Ok(())
