@@ -57,6 +57,10 @@ pub struct Settings {
     pub remote_session: bool,
     /// Whether a graphical display is available (a browser can open).
     pub has_display: bool,
+    /// Transfer requests per second (a whole number) that the processes sharing one
+    /// state database may send for their identity together (`PS_GLOBUS_REQUEST_BUDGET`;
+    /// `None`: the default of [`ManagerConfig`](crate::transfer::ManagerConfig)).
+    pub request_budget: Option<u32>,
     /// The named point where the transfer manager aborts (`PS_GLOBUS_FAILPOINT`).
     #[cfg(feature = "failpoints")]
     pub failpoint: Option<String>,
@@ -108,6 +112,7 @@ impl Settings {
             assume_network_fs: text("PS_GLOBUS_ASSUME_NETWORK_FS").as_deref() == Some("1"),
             remote_session: os("SSH_TTY").is_some() || os("SSH_CONNECTION").is_some(),
             has_display: os("DISPLAY").is_some() || os("WAYLAND_DISPLAY").is_some(),
+            request_budget: text("PS_GLOBUS_REQUEST_BUDGET").and_then(|v| v.trim().parse().ok()),
             #[cfg(feature = "failpoints")]
             failpoint: text("PS_GLOBUS_FAILPOINT"),
         }

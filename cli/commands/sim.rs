@@ -46,9 +46,34 @@ pub struct SimServeArgs {
     /// Copy rate per running task, e.g. 500MB/s or 1GiB/s (default unlimited).
     #[arg(long)]
     bandwidth: Option<String>,
-    /// Requests per second per identity, averaged over 10 s (default unlimited).
+    /// Transfer requests per second per identity, metered over 10 s (default 20, as
+    /// Globus documents; 0: unlimited).
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// Queued and running tasks allowed per identity (default 100, as at Globus).
+    #[arg(long)]
+    pending_cap: Option<usize>,
+    /// Most ids in a task_id: filter (default 50, as at Globus).
+    #[arg(long)]
+    max_filter_task_ids: Option<usize>,
+    /// Seconds a fault stays in a recovered task's nice_status (default 900; 0: none).
+    #[arg(long)]
+    nice_status_linger_s: Option<u64>,
+    /// Accept transfers whose destination paths overlap an unfinished transfer's
+    /// (Globus refuses them: 409 Conflict).
+    #[arg(long)]
+    allow_identical_paths: bool,
+    /// Accept bare `label:x` task_list filters (Globus documents only =, ~, ! and !~).
+    #[arg(long)]
+    bare_label_filters: bool,
+    /// Copy a task's files in request order (Globus promises no order; by default the
+    /// emulator uses a seeded random one).
+    #[arg(long)]
+    in_order: bool,
+    /// Every real-service rule relaxed at once: no rate limit, no identical-path
+    /// conflicts, bare label filters, no lingering nice_status, request order.
+    #[arg(long)]
+    lenient: bool,
     /// Probability that a Transfer request answers 503 (seeded).
     #[arg(long)]
     fail_rate: Option<f64>,
@@ -131,9 +156,24 @@ fn serve(args: SimServeArgs) -> CliResult {
     if args.bandwidth.is_some() {
         config.bandwidth = args.bandwidth;
     }
+    if args.lenient {
+        config = config.lenient();
+    }
     if args.rate_limit.is_some() {
         config.rate_limit = args.rate_limit;
     }
+    if let Some(v) = args.pending_cap {
+        config.pending_cap = v;
+    }
+    if let Some(v) = args.max_filter_task_ids {
+        config.max_filter_task_ids = v;
+    }
+    if let Some(v) = args.nice_status_linger_s {
+        config.nice_status_linger_s = v;
+    }
+    config.identical_path_conflicts &= !args.allow_identical_paths;
+    config.bare_label_filters |= args.bare_label_filters;
+    config.ordered_copies |= args.in_order;
     if let Some(v) = args.fail_rate {
         config.fail_rate = v;
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use ps_globus::transfer::types::Task;
+use ps_globus::transfer::watch::label_filter;
 use ps_globus::transfer::{TaskQuery, TaskStatus, TransferClient};
 use serde_json::json;
 
@@ -94,7 +95,7 @@ pub async fn run(command: TaskCommand) -> CliResult {
 
 async fn list(client: &TransferClient, limit: u32, label: Option<String>, json: bool) -> CliResult {
     let query = TaskQuery {
-        filter: label.map(|l| format!("label:{l}")),
+        filter: label.map(|l| label_filter(&[l])),
         orderby: Some("request_time DESC".into()),
         limit: Some(limit),
         ..Default::default()
@@ -209,7 +210,7 @@ async fn cancel(
     if label.is_some() || all {
         let mut filter = "status:ACTIVE,INACTIVE".to_string();
         if let Some(label) = &label {
-            filter.push_str(&format!("/label:{label}"));
+            filter.push_str(&format!("/{}", label_filter(std::slice::from_ref(label))));
         }
         let query = TaskQuery {
             filter: Some(filter),

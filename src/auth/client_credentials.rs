@@ -34,6 +34,10 @@ pub struct ClientCredentialsAuthorizer {
     client_id: String,
     secret: String,
     scope: String,
+    /// Collections whose `data_access` the Transfer scope asks for as dependent scopes
+    /// (a standard GCSv5 mapped collection has no consent screen for a service
+    /// identity: the scope must be in the token request itself).
+    data_access: std::sync::Mutex<std::collections::BTreeSet<uuid::Uuid>>,
     http: reqwest::Client,
     token: Mutex<Option<Token>>,
 }
@@ -65,6 +69,7 @@ impl ClientCredentialsAuthorizer {
             client_id: client_id.into(),
             secret: secret.into(),
             scope: scope.into(),
+            data_access: std::sync::Mutex::default(),
             http,
             token: Mutex::new(None),
         })
@@ -83,6 +88,37 @@ impl ClientCredentialsAuthorizer {
         }
     }
 
+    /// Asks for the `data_access` scopes of these collections too, from the next token
+    /// on (for standard mapped collections the identity is configured to use).
+    pub fn with_data_access(self, collections: impl IntoIterator<Item = uuid::Uuid>) -> Self {
+        self.data_access
+            .lock()
+            .expect("data_access lock")
+            .extend(collections);
+        self
+    }
+
+    /// The scope string of the next token request: the configured scope, with the
+    /// Transfer scope carrying the `data_access` dependent scopes asked for so far.
+    fn requested_scope(&self) -> String {
+        let collections = self.data_access.lock().expect("data_access lock").clone();
+        if collections.is_empty() {
+            return self.scope.clone();
+        }
+        let transfer = super::transfer_scope(&collections);
+        self.scope
+            .split_whitespace()
+            .map(|s| {
+                if s == TRANSFER_SCOPE {
+                    transfer.as_str()
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Fetches a new access token.
     async fn fetch(&self) -> Result<Token> {
         let response = self
@@ -91,7 +127,7 @@ impl ClientCredentialsAuthorizer {
             .basic_auth(&self.client_id, Some(&self.secret))
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("scope", self.scope.as_str()),
+                ("scope", self.requested_scope().as_str()),
             ])
             .send()
             .await
@@ -160,6 +196,21 @@ impl Authorizer for ClientCredentialsAuthorizer {
     async fn refresh(&self) -> Result<bool> {
         *self.token.lock().await = Some(self.fetch().await?);
         Ok(true)
+    }
+
+    /// A service identity has no consent screen: it asks for the collections'
+    /// `data_access` scopes in a new token request, and the request may be repeated.
+    async fn add_data_access(&self, collections: &[uuid::Uuid]) -> Result<bool> {
+        let added = {
+            let mut known = self.data_access.lock().expect("data_access lock");
+            collections
+                .iter()
+                .fold(false, |any, c| known.insert(*c) | any)
+        };
+        if !added || !self.scope.split_whitespace().any(|s| s == TRANSFER_SCOPE) {
+            return Ok(false);
+        }
+        self.refresh().await
     }
 
     fn identity(&self) -> String {

@@ -231,7 +231,7 @@ async fn run_flow(
                 .local_addr()
                 .map_err(|e| Error::io("listen on", "127.0.0.1", e))?
                 .port();
-            (Some(listener), format!("http://localhost:{port}/"))
+            (Some(listener), format!("http://localhost:{port}"))
         }
         CodeDelivery::CopyPaste => (None, auth.auth_code_page()),
     };

@@ -123,6 +123,14 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
         Ok(false)
     }
 
+    /// Called once after Transfer answers `ConsentRequired` for these collections'
+    /// `data_access`: get credentials that carry it without a person, if this authorizer
+    /// can (a service identity asks for the dependent scopes in its token request).
+    /// `Ok(true)` means a retry may succeed; a user login needs `ps-globus login`.
+    async fn add_data_access(&self, _collections: &[Uuid]) -> Result<bool> {
+        Ok(false)
+    }
+
     /// A stable identifier of the identity, safe to store and log (never the token):
     /// tasks, leases and batches in the state database are scoped by it.
     fn identity(&self) -> String;

@@ -8,7 +8,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// How an emulator behaves. `Default` gives a quiet, fast emulator with no collections.
+/// Globus's documented Transfer request rate per user (requests per second).
+pub const DEFAULT_RATE_LIMIT: u32 = 20;
+
+/// How an emulator behaves. `Default` gives a fast emulator with no collections that is
+/// as strict as the real service (SPEC §3.11): identical-path conflicts, the 50-id
+/// filter limit, the rate limit, lingering `nice_status`, documented label filters and
+/// a random copy order are all on; [`SimConfig::lenient`] turns them off.
 ///
 /// ```
 /// let config: ps_globus::sim::SimConfig = toml::from_str(r#"
@@ -40,7 +46,8 @@ pub struct SimConfig {
     pub task_latency_ms: u64,
     /// Copy rate per running task, e.g. `"500MB/s"`, `"1GiB/s"`; absent: unlimited.
     pub bandwidth: Option<String>,
-    /// Requests per second per identity, averaged over 10 s; absent: unlimited.
+    /// Transfer requests per second per identity, metered over 10-second windows, as
+    /// Globus documents (~20); over it, 429 with `Retry-After`. Absent or 0: unlimited.
     pub rate_limit: Option<u32>,
     /// Probability that a Transfer request answers 503 (seeded; 0 disables).
     pub fail_rate: f64,
@@ -59,6 +66,21 @@ pub struct SimConfig {
     /// Where tasks are kept across restarts (`sim serve --state FILE`); absent: in
     /// memory only.
     pub state_file: Option<std::path::PathBuf>,
+    /// Refuse (409 `Conflict`) a transfer whose destination path equals, or lies under or
+    /// above a recursive destination of, an unfinished transfer of the same identity, as
+    /// Globus does. Default on.
+    pub identical_path_conflicts: bool,
+    /// The most task ids a `task_id:` filter may hold (Globus: 50); more is 400.
+    pub max_filter_task_ids: usize,
+    /// Accept an undocumented bare `label:x` filter (as `label:=x`). Default off: only
+    /// `label:=`, `label:~`, `label:!` and `label:!~` are understood.
+    pub bare_label_filters: bool,
+    /// How long (seconds) a fault stays in `nice_status` after the task recovered from
+    /// it ("an error within the past 15 minutes"). 0: cleared at once.
+    pub nice_status_linger_s: u64,
+    /// Copy a task's files in request order. Default off: a seeded random order, since
+    /// Globus promises none.
+    pub ordered_copies: bool,
 }
 
 impl Default for SimConfig {
@@ -71,7 +93,7 @@ impl Default for SimConfig {
             native_clients: Vec::new(),
             task_latency_ms: 0,
             bandwidth: None,
-            rate_limit: None,
+            rate_limit: Some(DEFAULT_RATE_LIMIT),
             fail_rate: 0.0,
             seed: 0,
             token_lifetime_s: 172_800,
@@ -80,6 +102,11 @@ impl Default for SimConfig {
             checksum_retries: 3,
             faults: Vec::new(),
             state_file: None,
+            identical_path_conflicts: true,
+            max_filter_task_ids: 50,
+            bare_label_filters: false,
+            nice_status_linger_s: 900,
+            ordered_copies: false,
         }
     }
 }
@@ -94,6 +121,13 @@ pub struct CollectionConfig {
     pub requires_data_access: bool,
     /// Present it as high-assurance (then no consent is needed).
     pub high_assurance: bool,
+    /// Where `~` leads (the endpoint document's `default_directory`); absent: `/`.
+    pub default_directory: Option<String>,
+    /// The checksum algorithms its storage can compute (`MD5`, `SHA1`, `SHA256`,
+    /// `SHA512`, `ADLER32`); absent: all of them. A transfer asking for another one
+    /// retries with `UNSUPPORTED_CHECKSUM_ALGORITHM` until its deadline, as a real
+    /// collection that cannot verify it does.
+    pub checksum_algorithms: Option<Vec<String>>,
     /// The identities that may use it (its access rules): usernames
     /// (`user@sim.ps-globus.local`, `CLIENT_ID@clients.auth.globus.org`), identity ids or
     /// client ids. Absent: every identity the emulator authenticates.
@@ -152,6 +186,10 @@ pub enum FaultKind {
     ChecksumMismatch,
     /// The task goes INACTIVE (expired credentials or consent) until its deadline.
     Inactive,
+    /// The destination cannot be reached: retried (`CONNECT_FAILED`), never skipped.
+    ConnectFailed,
+    /// The storage answers an error: retried (`ENDPOINT_ERROR`), never skipped.
+    EndpointError,
     /// HTTP 429 with `Retry-After`.
     #[serde(rename = "http_429")]
     Http429,
@@ -189,6 +227,26 @@ impl SimConfig {
         self.bandwidth.as_deref().map(parse_rate).transpose()
     }
 
+    /// This configuration with every real-service rule relaxed: no rate limit, no
+    /// identical-path conflicts, bare label filters accepted, `nice_status` cleared at
+    /// once, files copied in request order. For tests that need one of them off.
+    pub fn lenient(self) -> Self {
+        SimConfig {
+            rate_limit: None,
+            identical_path_conflicts: false,
+            max_filter_task_ids: usize::MAX,
+            bare_label_filters: true,
+            nice_status_linger_s: 0,
+            ordered_copies: true,
+            ..self
+        }
+    }
+
+    /// The rate limit in force, if any (0 means none).
+    pub fn effective_rate_limit(&self) -> Option<u32> {
+        self.rate_limit.filter(|r| *r > 0)
+    }
+
     /// Checks the settings, saying what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         self.bandwidth_bytes_per_s()?;
@@ -203,6 +261,18 @@ impl SimConfig {
                 return Err(format!(
                     "collection name {name:?} must be non-empty, without / : or spaces"
                 ));
+            }
+            if let Some(dir) = &collection.default_directory {
+                crate::transfer::path::collection_path(dir)
+                    .map_err(|e| format!("collection {name}: default_directory: {e}"))?;
+            }
+            for algorithm in collection.checksum_algorithms.iter().flatten() {
+                if super::checksum::Algorithm::parse(algorithm).is_none() {
+                    return Err(format!(
+                        "collection {name}: unknown checksum algorithm {algorithm:?} \
+                         (MD5, SHA1, SHA256, SHA512, ADLER32)"
+                    ));
+                }
             }
             if !collection.root.is_dir() {
                 return Err(format!(
@@ -276,6 +346,8 @@ mod tests {
             ("quota_exceeded", FaultKind::QuotaExceeded),
             ("checksum_mismatch", FaultKind::ChecksumMismatch),
             ("inactive", FaultKind::Inactive),
+            ("connect_failed", FaultKind::ConnectFailed),
+            ("endpoint_error", FaultKind::EndpointError),
             ("http_429", FaultKind::Http429),
             ("http_503", FaultKind::Http503),
             ("http_502", FaultKind::Http502),

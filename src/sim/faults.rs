@@ -60,21 +60,22 @@ impl Faults {
                 })
                 .collect(),
             path_hits: Mutex::default(),
-            rate_limit: config.rate_limit,
+            rate_limit: config.effective_rate_limit(),
             counters: Mutex::default(),
             windows: Mutex::default(),
         }
     }
 
-    /// The task fault for a source path, if one is configured and, for a fault with a
-    /// `count`, has not yet acted that many times on this path (then the path heals: a
-    /// recoverable fault).
-    pub(crate) fn path_fault(&self, path: &str) -> Option<FaultKind> {
+    /// The task fault of one of `kinds` for a source path, if one is configured and, for
+    /// a fault with a `count`, has not yet acted that many times on this path (then the
+    /// path heals: a recoverable fault, "fails 3 times then succeeds"). Only a fault that
+    /// acts is counted, so each count is one failed attempt.
+    pub(crate) fn path_fault(&self, path: &str, kinds: &[FaultKind]) -> Option<FaultKind> {
         let mut hits = self.path_hits.lock().expect("fault counters poisoned");
         self.paths
             .iter()
             .enumerate()
-            .filter(|(_, (pattern, _, _))| pattern.matches(path))
+            .filter(|(_, (pattern, kind, _))| kinds.contains(kind) && pattern.matches(path))
             .find_map(|(i, (_, kind, count))| {
                 let hit = hits.entry((i, path.to_owned())).or_default();
                 if count.is_some_and(|c| *hit >= c) {
@@ -83,6 +84,24 @@ impl Faults {
                 *hit += 1;
                 Some(*kind)
             })
+    }
+
+    /// A seeded shuffle of `items`: the same seed and `what` give the same order.
+    pub(crate) fn shuffle<T>(&self, what: &str, items: &mut [T]) {
+        let digest = Sha256::new()
+            .chain_update(self.seed.to_le_bytes())
+            .chain_update(what.as_bytes())
+            .finalize();
+        let mut state = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        // Fisher-Yates with SplitMix64: tiny, and nothing here needs more.
+        for i in (1..items.len()).rev() {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            items.swap(i, (z % (i as u64 + 1)) as usize);
+        }
     }
 
     /// Decides the fault (if any) for one Transfer request. `occurrence` is the submission

@@ -65,6 +65,33 @@ pub(crate) struct Collection {
     pub config: CollectionConfig,
 }
 
+impl Collection {
+    /// Where `~` leads: the declared `default_directory`, normalised, or `/`.
+    pub(crate) fn home(&self) -> String {
+        self.config
+            .default_directory
+            .as_deref()
+            .and_then(|d| crate::transfer::path::collection_path(d).ok())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    /// Resolves a collection path inside this collection (see [`paths::resolve_from`]).
+    pub(crate) fn resolve(
+        &self,
+        path: &str,
+    ) -> std::result::Result<paths::Resolved, paths::Escape> {
+        paths::resolve_from(&self.root, &self.home(), path)
+    }
+
+    /// Whether its storage can compute checksums with `algorithm`.
+    pub(crate) fn supports_checksum(&self, algorithm: &str) -> bool {
+        self.config
+            .checksum_algorithms
+            .as_ref()
+            .is_none_or(|all| all.iter().any(|a| a.eq_ignore_ascii_case(algorithm)))
+    }
+}
+
 /// The id an emulated collection called `name` always has.
 ///
 /// ```
@@ -413,7 +440,7 @@ async fn sim_wait(
     let waited = tokio::time::timeout(timeout, async {
         loop {
             let changed = task.changed.notified();
-            let doc = task.state().doc.clone();
+            let doc = task.state().current();
             if holds(&doc) {
                 return doc;
             }
@@ -508,7 +535,7 @@ async fn transfer_request(
                 "RequestLimitExceeded",
                 format!(
                     "Rate limit exceeded: at most {} requests per second, averaged over 10 seconds",
-                    sim.config.rate_limit.unwrap_or(0)
+                    sim.config.effective_rate_limit().unwrap_or(0)
                 ),
             ),
             wait,

@@ -1,11 +1,12 @@
 //! Collection paths to local paths, confined to the collection's root.
 //!
-//! `/` and `/~/` both name the root. `..` that would climb above the root, and symlinks
+//! `/` is the root, `/~/` the collection's home (`default_directory`, the root unless it
+//! declares another). `..` that would climb above the root, and symlinks
 //! that lead out of it, are refused, so no request can reach a file outside the root.
 
 use std::path::{Path, PathBuf};
 
-use crate::transfer::path::collection_path;
+use crate::transfer::path::collection_path_from;
 
 /// A collection path resolved inside its root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,9 +22,15 @@ pub(crate) struct Resolved {
 pub(crate) struct Escape(pub String);
 
 /// Resolves collection `path` under `root` (which must be canonical), reading the path
-/// exactly as the client does ([`collection_path`]).
+/// exactly as the client does ([`collection_path`](crate::transfer::path::collection_path)).
+#[cfg(test)]
 pub(crate) fn resolve(root: &Path, path: &str) -> Result<Resolved, Escape> {
-    let normalised = collection_path(path).map_err(|e| Escape(e.to_string()))?;
+    resolve_from(root, "/", path)
+}
+
+/// [`resolve`] in a collection whose `~` is `home` (a normalised collection path).
+pub(crate) fn resolve_from(root: &Path, home: &str, path: &str) -> Result<Resolved, Escape> {
+    let normalised = collection_path_from(path, home).map_err(|e| Escape(e.to_string()))?;
     let local = normalised
         .split('/')
         .filter(|p| !p.is_empty())
@@ -94,6 +101,7 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transfer::path::collection_path;
 
     #[test]
     fn home_and_root_are_the_same_and_escapes_are_refused() {

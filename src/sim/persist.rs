@@ -222,6 +222,7 @@ fn restore(saved: SavedTask) -> Restored {
         skipped: saved.skipped,
         deadline: saved.deadline,
         started: None,
+        lingering_until: None,
     };
     if unfinished {
         restart(&mut state);
@@ -303,6 +304,7 @@ mod tests {
             skipped: Vec::new(),
             deadline: Utc::now(),
             started: None,
+            lingering_until: None,
         };
         let request = Request::Transfer(TransferRequest::default());
         TaskHandle::new(

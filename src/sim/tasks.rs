@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -48,7 +49,9 @@ pub(crate) struct TaskState {
     pub successful: Vec<SuccessfulTransfer>,
     pub skipped: Vec<SkippedError>,
     pub deadline: DateTime<Utc>,
-    pub started: Option<std::time::Instant>,
+    pub started: Option<Instant>,
+    /// Until when a recovered fault still shows in `nice_status`.
+    pub lingering_until: Option<Instant>,
 }
 
 impl TaskState {
@@ -97,12 +100,9 @@ impl TaskState {
                     "EXPIRED" => self.doc.subtasks_expired += pending,
                     _ => self.doc.subtasks_failed += pending,
                 }
-                self.event(
-                    &error.code,
-                    &error.code.to_lowercase(),
-                    &error.description,
-                    true,
-                );
+                // The description (on the task) may name a path; the event does not.
+                let details = crate::sim::engine::event_details(&error.code);
+                self.event(&error.code, &error.code.to_lowercase(), &details, true);
             }
         }
         let d = &mut self.doc;
@@ -121,8 +121,36 @@ impl TaskState {
         }
     }
 
+    /// Marks the task moving again after a fault: `nice_status` keeps the fault for
+    /// `linger` (with `nice_status_expires_in` counting down), as Globus shows "an error
+    /// within the past 15 minutes" on a task that has recovered.
+    pub(crate) fn recovered(&mut self, linger: Duration) {
+        self.doc.subtasks_retrying = 0;
+        if linger.is_zero() || self.doc.is_ok != Some(false) {
+            self.set_ok();
+        } else {
+            self.lingering_until = Some(Instant::now() + linger);
+            self.doc.nice_status_expires_in = Some(linger.as_secs() as i64);
+        }
+    }
+
+    /// The task document as it reads now: a lingering fault that has expired is cleared
+    /// and the seconds left of one that has not are counted down.
+    pub(crate) fn current(&mut self) -> Task {
+        if let Some(until) = self.lingering_until {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.set_ok();
+            } else if !self.is_final() {
+                self.doc.nice_status_expires_in = Some(left.as_secs().max(1) as i64);
+            }
+        }
+        self.doc.clone()
+    }
+
     /// Marks the task healthy and running.
     pub(crate) fn set_ok(&mut self) {
+        self.lingering_until = None;
         let d = &mut self.doc;
         d.status = TaskStatus::Active;
         d.is_ok = Some(true);
@@ -135,6 +163,7 @@ impl TaskState {
 
     /// Marks the task ACTIVE but failing with `code` (retrying).
     pub(crate) fn set_retrying(&mut self, code: &str, details: &str, retry_in_s: i64) {
+        self.lingering_until = None;
         let d = &mut self.doc;
         d.faults += 1;
         d.is_ok = Some(false);
@@ -238,6 +267,8 @@ struct TableInner {
 pub(crate) enum Admission {
     Accepted(Arc<TaskHandle>),
     Duplicate(Uuid),
+    /// An unfinished task of the identity writes to the same paths.
+    Conflict,
     OverCap(usize),
 }
 
@@ -246,12 +277,14 @@ impl TaskTable {
         self.inner.lock().expect("task table poisoned")
     }
 
-    /// Admits a new task unless its submission id was used by this identity before, or
-    /// the identity has too many pending tasks.
+    /// Admits a new task unless its submission id was used by this identity before, an
+    /// unfinished task of the identity `conflicts` with it, or the identity has too many
+    /// pending tasks. A refused submission id stays unused.
     pub(crate) fn admit(
         &self,
         submission_id: &str,
         cap: usize,
+        conflicts: impl Fn(&TaskHandle) -> bool,
         make: impl FnOnce() -> TaskHandle,
     ) -> Admission {
         let mut t = self.lock();
@@ -259,6 +292,16 @@ impl TaskTable {
         let submission = (task.owner, submission_id.to_owned());
         if let Some(existing) = t.submissions.get(&submission) {
             return Admission::Duplicate(*existing);
+        }
+        if let Some(other) = t
+            .order
+            .iter()
+            .filter_map(|id| t.tasks.get(id))
+            .filter(|other| other.owner == task.owner && other.kind == task.kind)
+            .find(|other| !other.state().is_final() && conflicts(other))
+        {
+            tracing::debug!("submission conflicts with task {}", other.id);
+            return Admission::Conflict;
         }
         let pending: usize = [Kind::Transfer, Kind::Delete]
             .iter()

@@ -37,6 +37,11 @@ pub(crate) mod refs;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "refs", include_str!("../../migrations/0002_refs.sql")),
+    (
+        3,
+        "strict_service",
+        include_str!("../../migrations/0003_strict_service.sql"),
+    ),
 ];
 
 fn migrator() -> sqlx::migrate::Migrator {

@@ -32,8 +32,8 @@ use crate::settings::Settings;
 /// The real service's root.
 pub use crate::settings::DEFAULT_TRANSFER_URL;
 
-/// How many task ids one `task_list` filter may carry (keeps URLs short).
-pub const MAX_IDS_PER_LIST: usize = 100;
+/// How many task ids one `task_list` filter may carry: Globus refuses more than 50.
+pub const MAX_IDS_PER_LIST: usize = 50;
 
 /// A query of `GET /task_list`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,6 +73,18 @@ struct Inner {
     base: String,
     auth: Arc<dyn Authorizer>,
     retry: RetryConfig,
+    /// Each collection's home directory, as its endpoint document gave it.
+    homes: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// What each request waits on first (a shared request budget), if anything.
+    gate: Option<Arc<dyn RequestGate>>,
+}
+
+/// What every request of a client waits on before it is sent: a request budget shared
+/// with other processes ([`RequestBudget`](super::budget::RequestBudget)).
+#[async_trait::async_trait]
+pub trait RequestGate: Send + Sync + std::fmt::Debug {
+    /// Returns when one more request may go.
+    async fn admit(&self);
 }
 
 impl std::fmt::Debug for TransferClient {
@@ -144,7 +156,23 @@ impl TransferClient {
 
     /// This client with another retry policy.
     pub fn with_retry(&self, retry: RetryConfig) -> Result<Self> {
-        Self::build(&self.inner.base, Arc::clone(&self.inner.auth), retry)
+        let mut client = Self::build(&self.inner.base, Arc::clone(&self.inner.auth), retry)?;
+        Arc::get_mut(&mut client.inner).expect("new").gate = self.inner.gate.clone();
+        Ok(client)
+    }
+
+    /// This client with every request (retries included) waiting on `gate` first.
+    pub fn with_gate(&self, gate: Arc<dyn RequestGate>) -> Self {
+        TransferClient {
+            inner: Arc::new(Inner {
+                http: self.inner.http.clone(),
+                base: self.inner.base.clone(),
+                auth: Arc::clone(&self.inner.auth),
+                retry: self.inner.retry,
+                homes: std::sync::Mutex::default(),
+                gate: Some(gate),
+            }),
+        }
     }
 
     fn build(base_url: &str, auth: Arc<dyn Authorizer>, retry: RetryConfig) -> Result<Self> {
@@ -157,6 +185,8 @@ impl TransferClient {
                 base,
                 auth,
                 retry,
+                homes: std::sync::Mutex::default(),
+                gate: None,
             }),
         })
     }
@@ -305,14 +335,15 @@ impl TransferClient {
         path: String,
     ) -> Result<Vec<T>> {
         let mut all = Vec::new();
-        let mut marker = 0;
+        // The first page is asked for without a marker, as globus-sdk does.
+        let mut marker = None;
         loop {
-            let page: MarkerPage<T> = self
-                .get(path.clone(), vec![("marker".into(), marker.to_string())])
-                .await?;
+            let query =
+                marker.map_or_else(Vec::new, |m: u64| vec![("marker".into(), m.to_string())]);
+            let page: MarkerPage<T> = self.get(path.clone(), query).await?;
             all.extend(page.data);
             match page.next_marker {
-                Some(next) if next > marker => marker = next,
+                Some(next) if marker.is_none_or(|m| next > m) => marker = Some(next),
                 _ => return Ok(all),
             }
         }
@@ -337,6 +368,22 @@ impl TransferClient {
             Some(body),
         )
         .await
+    }
+
+    /// Where `~` leads on `collection` (its `default_directory`, normalised), looked up
+    /// once per client; `None` when the collection does not say (or says `/~/`).
+    pub async fn home_directory(&self, collection: &str) -> Result<Option<String>> {
+        if let Some(home) = self.inner.homes.lock().expect("homes lock").get(collection) {
+            return Ok(home.clone());
+        }
+        let endpoint = self.endpoint(collection).await?;
+        let home = crate::transfer::path::home_directory(endpoint.default_directory.as_deref());
+        self.inner
+            .homes
+            .lock()
+            .expect("homes lock")
+            .insert(collection.to_owned(), home.clone());
+        Ok(home)
     }
 
     /// `GET /endpoint/{id}`: a collection's document.
@@ -403,13 +450,20 @@ impl Inner {
     ) -> Result<T> {
         let attempts = AtomicU32::new(0);
         let refreshed = AtomicBool::new(false);
+        let consented = AtomicBool::new(false);
         let max_sleep = self.retry.max_sleep;
         let started = std::time::Instant::now();
         let within_budget = || started.elapsed() < self.retry.total;
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(&method, &path, &query, body.as_ref(), &refreshed)
-                .await
+            self.attempt(
+                &method,
+                &path,
+                &query,
+                body.as_ref(),
+                (&refreshed, &consented),
+            )
+            .await
         })
         .retry(self.retry)
         .when(|f: &Failure| f.retryable && within_budget())
@@ -432,18 +486,21 @@ impl Inner {
         })
     }
 
-    /// One attempt (plus one repeat after a successful refresh on 401); the body of a
-    /// success.
+    /// One attempt (plus one repeat after a successful refresh on 401, and one after the
+    /// authorizer added a missing `data_access`); the body of a success.
     async fn attempt(
         &self,
         method: &Method,
         path: &str,
         query: &[(String, String)],
         body: Option<&Value>,
-        refreshed: &AtomicBool,
+        (refreshed, consented): (&AtomicBool, &AtomicBool),
     ) -> Result<bytes::Bytes, Failure> {
         let url = format!("{}{path}", self.base);
         loop {
+            if let Some(gate) = &self.gate {
+                gate.admit().await;
+            }
             let header = self.auth.authorization().await.map_err(Failure::fatal)?;
             let mut header = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
                 Failure::fatal(Error::Unauthorized {
@@ -515,6 +572,20 @@ impl Inner {
             if code == "ConsentRequired" {
                 let required_scopes = doc.and_then(|d| d.required_scopes).unwrap_or_default();
                 let collections = data_access_collections(&required_scopes);
+                let ids: Vec<uuid::Uuid> = collections
+                    .iter()
+                    .filter_map(|c| uuid::Uuid::parse_str(c).ok())
+                    .collect();
+                if !ids.is_empty()
+                    && !consented.swap(true, Ordering::SeqCst)
+                    && self
+                        .auth
+                        .add_data_access(&ids)
+                        .await
+                        .map_err(Failure::fatal)?
+                {
+                    continue;
+                }
                 return Err(Failure::fatal(Error::ConsentRequired {
                     required_scopes,
                     collections,

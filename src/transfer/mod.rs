@@ -11,6 +11,7 @@
 //!   per cycle for every awaited label, and the batcher that turns evictions into few
 //!   delete tasks. `lookup`: the collection lookup a login is given.
 
+pub mod budget;
 mod client;
 pub(crate) mod delete;
 mod lookup;
@@ -21,11 +22,11 @@ pub(crate) mod states;
 pub mod types;
 pub mod watch;
 
-pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, TaskQuery, TransferClient};
+pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, RequestGate, TaskQuery, TransferClient};
 pub use lookup::TransferCollectionLookup;
 pub use manager::{
-    BatchOptions, BatchStatus, Enqueued, ItemSpec, ItemStatus, ManagerConfig, Priority,
-    RESPLIT_SUFFIX, TransferManager, new_label, resplit_label,
+    BatchOptions, BatchStatus, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ItemStatus,
+    ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, new_label, resplit_label,
 };
 pub use retry::RetryConfig;
 pub use states::{BatchState, ItemState, TaskStatus};

@@ -41,18 +41,32 @@ pub enum PathError {
 /// assert!(matches!(collection_path("/~/~/a"), Err(PathError::TopLevelTilde(_))));
 /// ```
 pub fn collection_path(path: &str) -> Result<String, PathError> {
+    collection_path_from(path, "/")
+}
+
+/// [`collection_path`] on a collection whose home directory (`default_directory`) is
+/// `home`, a normalised collection path: `~/x` is then `home/x`, and `..` may climb from
+/// home towards the root (never above it).
+///
+/// ```
+/// use ps_globus::transfer::path::collection_path_from;
+/// assert_eq!(collection_path_from("~/x", "/home/u").unwrap(), "/home/u/x");
+/// assert_eq!(collection_path_from("/~/../v", "/home/u").unwrap(), "/home/v");
+/// assert_eq!(collection_path_from("/x", "/home/u").unwrap(), "/x");
+/// ```
+pub fn collection_path_from(path: &str, home: &str) -> Result<String, PathError> {
     if path.contains('\0') {
         return Err(PathError::Nul(path.to_owned()));
     }
-    let body = match path {
-        "~" | "/~" => "",
-        _ => path
-            .strip_prefix("/~/")
-            .or_else(|| path.strip_prefix("~/"))
-            .unwrap_or(path),
+    let from_home = match path {
+        "~" | "/~" => Some(""),
+        _ => path.strip_prefix("/~/").or_else(|| path.strip_prefix("~/")),
     };
     let mut parts: Vec<&str> = Vec::new();
-    for part in body.split('/') {
+    if from_home.is_some() {
+        parts.extend(home.split('/').filter(|p| !p.is_empty()));
+    }
+    for part in from_home.unwrap_or(path).split('/') {
         match part {
             "" | "." => {}
             ".." => {
@@ -67,6 +81,22 @@ pub fn collection_path(path: &str) -> Result<String, PathError> {
         return Err(PathError::TopLevelTilde(path.to_owned()));
     }
     Ok(format!("/{}", parts.join("/")))
+}
+
+/// Whether `path` is read from the home directory (`~`, `/~`, `~/…`, `/~/…`).
+pub fn starts_at_home(path: &str) -> bool {
+    matches!(path, "~" | "/~") || path.starts_with("~/") || path.starts_with("/~/")
+}
+
+/// The home directory an endpoint document's `default_directory` names, as a normalised
+/// collection path: `None` when it is absent or itself relative to a home the client
+/// cannot know (`/~/`, as GCSv5 mapped collections often say).
+pub fn home_directory(default_directory: Option<&str>) -> Option<String> {
+    let dir = default_directory?.trim();
+    if dir.is_empty() || starts_at_home(dir) || !dir.starts_with('/') {
+        return None;
+    }
+    collection_path(dir).ok()
 }
 
 /// A collection path as Globus reports it, for comparing paths: [`collection_path`], or

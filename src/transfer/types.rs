@@ -263,6 +263,9 @@ pub struct Task {
     pub nice_status: Option<String>,
     pub nice_status_short_description: Option<String>,
     pub nice_status_details: Option<String>,
+    /// Seconds until `nice_status` expires: `-1`, `0`, a number, a numeric string or
+    /// null on the wire (read leniently: anything else is `None`).
+    #[serde(deserialize_with = "lenient::seconds")]
     pub nice_status_expires_in: Option<i64>,
     pub canceled_by_admin: Option<String>,
     pub canceled_by_admin_message: Option<String>,
@@ -335,9 +338,11 @@ pub struct SuccessfulTransfer {
     /// Always `"successful_transfer"`.
     #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
-    /// Source path.
+    /// Source path (empty where the service gave null: a viewer without the role).
+    #[serde(deserialize_with = "lenient::path")]
     pub source_path: String,
-    /// Destination path.
+    /// Destination path (empty where the service gave null).
+    #[serde(deserialize_with = "lenient::path")]
     pub destination_path: String,
 }
 
@@ -347,7 +352,10 @@ pub struct SuccessfulTransfer {
 pub struct SkippedError {
     #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
+    /// Empty where the service gave null (a viewer without the role).
+    #[serde(deserialize_with = "lenient::path")]
     pub source_path: String,
+    #[serde(deserialize_with = "lenient::path")]
     pub destination_path: String,
     pub error_code: String,
     pub error_details: String,
@@ -534,6 +542,25 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
+}
+
+/// Readers for fields whose wire form varies (SPEC §3.11).
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    /// An integer, a numeric string, or null/anything else as `None`.
+    pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Ok(match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            serde_json::Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f as i64),
+            _ => None,
+        })
+    }
+
+    /// A path, or null as the empty string (which matches no item's path).
+    pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 mod data_type {

@@ -6,6 +6,12 @@
 //! [`Watcher`], which asks Globus about all of them with one `task_list` request per
 //! cycle (50 labels a request), however many readers wait. The cycle is 250 ms while
 //! tasks move, backing off to 5 s while nothing changes.
+//!
+//! A shared watcher ([`Watcher::start_shared`]) goes further: the processes that share
+//! a state database share one watcher per identity. Each process records the labels its
+//! readers wait on (`watches`); the one holding the `watcher:` lease asks Globus about
+//! every process's labels and records what it saw (`watched_tasks`); the others read
+//! that. Its requests draw on the database's request budget, with the manager's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -13,8 +19,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::budget::RequestBudget;
 use super::client::{TaskQuery, TransferClient};
 use super::types::Task;
+use crate::error::Result;
+use crate::state::{SqlResultExt, StateDb};
 
 /// How long a task seen before may be missing from the list before the watcher asks for
 /// it directly (a task the service lost, or deleted from history, is then `FAILED` with
@@ -36,16 +45,59 @@ struct Watched {
 /// all of them, whatever the number of readers.
 pub struct Watcher {
     client: TransferClient,
+    shared: Option<Shared>,
     labels: Mutex<HashMap<String, Watched>>,
     changed: Notify,
     wake: Notify,
 }
 
+/// How long a `watches` row or the `watcher:` lease lasts without renewal.
+const SHARED_TTL: Duration = Duration::from_secs(6);
+
+/// What a watcher shared through a state database knows of it.
+struct Shared {
+    db: StateDb,
+    /// The lease's name: `watcher:<identity>@<service>`.
+    lease: String,
+    /// This process (`host:pid:start`).
+    owner: String,
+    /// The labels last recorded for this process, and when.
+    recorded: Mutex<(Vec<String>, Option<std::time::Instant>)>,
+    /// While leader: since when a listed-before label has been missing from the list.
+    missing_since: Mutex<HashMap<String, std::time::Instant>>,
+}
+
 impl Watcher {
-    /// Starts a watcher (and its polling loop, which ends when the watcher is dropped).
+    /// Starts a watcher of this process alone (and its polling loop, which ends when the
+    /// watcher is dropped).
     pub fn start(client: TransferClient) -> Arc<Watcher> {
+        Self::spawn(client, None)
+    }
+
+    /// Starts a watcher shared with every process of `db` that watches for the same
+    /// identity: one of them asks Globus, within the database's request budget of
+    /// `budget` requests per second (shared with the manager; 0: none), and the others
+    /// read what it saw.
+    pub fn start_shared(client: TransferClient, db: StateDb, budget: f64) -> Arc<Watcher> {
+        let identity = format!("{}@{}", client.identity(), client.base_url());
+        let client = match RequestBudget::new(db.clone(), &identity, budget) {
+            Some(budget) => client.with_gate(budget),
+            None => client,
+        };
+        let shared = Shared {
+            db,
+            lease: format!("watcher:{identity}"),
+            owner: crate::transfer::manager::this_process().owner,
+            recorded: Mutex::new((Vec::new(), None)),
+            missing_since: Mutex::default(),
+        };
+        Self::spawn(client, Some(shared))
+    }
+
+    fn spawn(client: TransferClient, shared: Option<Shared>) -> Arc<Watcher> {
         let watcher = Arc::new(Watcher {
             client,
+            shared,
             labels: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             wake: Notify::new(),
@@ -120,64 +172,305 @@ async fn poll_loop(watcher: Weak<Watcher>) {
             .map(|(label, _)| label.clone())
             .collect();
         if labels.is_empty() {
+            if let Some(shared) = &w.shared {
+                // Nothing to watch here: hand the lease on at once, so a process whose
+                // readers still wait does not wait for it to expire.
+                if let Err(e) = shared.release().await {
+                    tracing::debug!("releasing the watcher lease failed: {e}");
+                }
+            }
             // Re-check now and then, so a dropped connector ends this loop.
             let _ = crate::runtime::timeout(Duration::from_secs(5), w.wake.notified()).await;
             continue;
         }
-        let mut progressed = false;
-        let mut missing = Vec::new();
-        for chunk in labels.chunks(50) {
-            let query = TaskQuery {
-                filter: Some(format!("label:{}", chunk.join(","))),
-                limit: Some(1000),
-                ..Default::default()
-            };
-            match w.client.task_list(&query).await {
-                Ok(page) => {
-                    let mut map = w.labels.lock().expect("watcher lock");
-                    let mut listed = std::collections::HashSet::new();
-                    for task in page.data {
-                        if let Some(entry) = task.label.clone().and_then(|l| map.get_mut(&l)) {
-                            listed.extend(task.label.clone());
-                            progressed |= entry.task.as_ref().is_none_or(|old| {
-                                old.status != task.status
-                                    || old.bytes_transferred != task.bytes_transferred
-                            });
-                            entry.task = Some(task);
-                            entry.missing_since = None;
-                        }
-                    }
-                    let now = std::time::Instant::now();
-                    for label in chunk.iter().filter(|l| !listed.contains(*l)) {
-                        if let Some(entry) = map.get_mut(label)
-                            && entry.task.is_some()
-                        {
-                            let since = *entry.missing_since.get_or_insert(now);
-                            if now - since >= MISSING_GRACE {
-                                missing.extend(entry.task.clone());
-                            }
-                        }
-                    }
+        let progressed = match &w.shared {
+            None => w.poll_alone(&labels).await,
+            Some(shared) => match w.poll_shared(shared, &labels).await {
+                Ok(progressed) => progressed,
+                Err(e) => {
+                    tracing::warn!("the shared watcher's state database failed, will retry: {e}");
+                    false
                 }
-                Err(e) => tracing::warn!("following Globus tasks failed, will retry: {e}"),
-            }
-        }
-        for task in missing {
-            if let Some(lost) = lost(&w.client, task).await {
-                let mut map = w.labels.lock().expect("watcher lock");
-                if let Some(entry) = lost.label.as_ref().and_then(|l| map.get_mut(l)) {
-                    entry.task = Some(lost);
-                    progressed = true;
-                }
-            }
-        }
+            },
+        };
         w.changed.notify_waiters();
-        interval = if progressed {
+        interval = if progressed || w.shared.is_some() {
+            // A follower's look is a local read: it keeps the leader's pace.
             Duration::from_millis(250)
         } else {
             (interval * 3 / 2).min(Duration::from_secs(5))
         };
         let _ = crate::runtime::timeout(interval, w.wake.notified()).await;
+    }
+}
+
+impl Watcher {
+    /// Asks Globus about `labels` (50 a request); returns the tasks listed and the
+    /// labels that were not, in order.
+    async fn list(&self, labels: &[String]) -> (Vec<Task>, Vec<String>, bool) {
+        let mut tasks = Vec::new();
+        let mut unlisted = Vec::new();
+        let mut failed = false;
+        for chunk in labels.chunks(50) {
+            let query = TaskQuery {
+                filter: Some(label_filter(chunk)),
+                limit: Some(1000),
+                ..Default::default()
+            };
+            match self.client.task_list(&query).await {
+                Ok(page) => {
+                    let listed: std::collections::HashSet<String> =
+                        page.data.iter().filter_map(|t| t.label.clone()).collect();
+                    unlisted.extend(chunk.iter().filter(|l| !listed.contains(*l)).cloned());
+                    tasks.extend(page.data);
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!("following Globus tasks failed, will retry: {e}");
+                }
+            }
+        }
+        (tasks, unlisted, failed)
+    }
+
+    /// Records `task` for its label; true if it changed what readers see.
+    fn record(&self, task: Task) -> bool {
+        let mut map = self.labels.lock().expect("watcher lock");
+        let Some(entry) = task.label.as_ref().and_then(|l| map.get_mut(l)) else {
+            return false;
+        };
+        let changed = entry.task.as_ref().is_none_or(|old| {
+            old.status != task.status || old.bytes_transferred != task.bytes_transferred
+        });
+        entry.task = Some(task);
+        entry.missing_since = None;
+        changed
+    }
+
+    /// One cycle of a watcher of this process alone.
+    async fn poll_alone(&self, labels: &[String]) -> bool {
+        let (tasks, unlisted, _) = self.list(labels).await;
+        let mut progressed = false;
+        for task in tasks {
+            progressed |= self.record(task);
+        }
+        let now = std::time::Instant::now();
+        let mut missing = Vec::new();
+        {
+            let mut map = self.labels.lock().expect("watcher lock");
+            for label in &unlisted {
+                if let Some(entry) = map.get_mut(label)
+                    && entry.task.is_some()
+                {
+                    let since = *entry.missing_since.get_or_insert(now);
+                    if now - since >= MISSING_GRACE {
+                        missing.extend(entry.task.clone());
+                    }
+                }
+            }
+        }
+        for task in missing {
+            if let Some(lost) = lost(&self.client, task).await {
+                progressed |= self.record(lost);
+            }
+        }
+        progressed
+    }
+
+    /// One cycle of a shared watcher: record this process's labels, ask Globus if this
+    /// process holds the lease, then read what the leader saw.
+    async fn poll_shared(&self, shared: &Shared, labels: &[String]) -> Result<bool> {
+        shared.record_labels(labels).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let expires = now + SHARED_TTL.as_millis() as i64;
+        let leader = crate::transfer::manager::take_lease(
+            &shared.db,
+            &shared.lease,
+            &shared.owner,
+            expires,
+            crate::transfer::manager::owner_alive,
+        )
+        .await?;
+        if leader {
+            self.lead(shared).await?;
+        }
+        let seen = shared.read(labels).await?;
+        let mut progressed = false;
+        for task in seen {
+            progressed |= self.record(task);
+        }
+        Ok(progressed)
+    }
+
+    /// The leader's part: ask Globus about every label any live process waits on.
+    async fn lead(&self, shared: &Shared) -> Result<()> {
+        let labels = shared.all_labels().await?;
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let (tasks, unlisted, _) = self.list(&labels).await;
+        let mut found = tasks;
+        let now = std::time::Instant::now();
+        let known = shared.known(&unlisted).await?;
+        let mut lost_ones = Vec::new();
+        {
+            let mut missing = shared.missing_since.lock().expect("watcher lock");
+            for task in &found {
+                missing.remove(task.label.as_deref().unwrap_or_default());
+            }
+            for task in known {
+                let label = task.label.clone().unwrap_or_default();
+                let since = *missing.entry(label).or_insert(now);
+                if now - since >= MISSING_GRACE {
+                    lost_ones.push(task);
+                }
+            }
+        }
+        for task in lost_ones {
+            found.extend(lost(&self.client, task).await);
+        }
+        shared.write(&found).await
+    }
+}
+
+impl Shared {
+    /// Records the labels this process's readers wait on (when they change, and before
+    /// the rows expire).
+    async fn record_labels(&self, labels: &[String]) -> Result<()> {
+        let mut sorted = labels.to_vec();
+        sorted.sort();
+        {
+            let recorded = self.recorded.lock().expect("watcher lock");
+            let fresh = recorded.1.is_some_and(|at| at.elapsed() < SHARED_TTL / 3);
+            if fresh && recorded.0 == sorted {
+                return Ok(());
+            }
+        }
+        let db = &self.db;
+        let now = chrono::Utc::now().timestamp_millis();
+        let expires = now + SHARED_TTL.as_millis() as i64;
+        let list = serde_json::to_string(&sorted).expect("labels serialize");
+        let mut tx = db.begin_immediate().await?;
+        sqlx::query(
+            "DELETE FROM watches WHERE owner = ? AND label NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&self.owner)
+        .bind(&list)
+        .execute(&mut *tx)
+        .await
+        .at(db)?;
+        sqlx::query(
+            "INSERT INTO watches (label, owner, expires_at) SELECT value, ?, ? FROM json_each(?) \
+             WHERE true ON CONFLICT(label, owner) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(&self.owner)
+        .bind(expires)
+        .bind(&list)
+        .execute(&mut *tx)
+        .await
+        .at(db)?;
+        // Rows of processes gone for a while, and what was seen for labels nobody
+        // watches any more.
+        sqlx::query("DELETE FROM watches WHERE expires_at < ?")
+            .bind(now - 60_000)
+            .execute(&mut *tx)
+            .await
+            .at(db)?;
+        sqlx::query("DELETE FROM watched_tasks WHERE seen_at < ? AND label NOT IN (SELECT label FROM watches)")
+            .bind(now - 60_000).execute(&mut *tx).await.at(db)?;
+        tx.commit().await.at(db)?;
+        *self.recorded.lock().expect("watcher lock") = (sorted, Some(std::time::Instant::now()));
+        Ok(())
+    }
+
+    /// Gives up the lease and this process's `watches` rows.
+    async fn release(&self) -> Result<()> {
+        let db = &self.db;
+        let mut tx = db.begin_immediate().await?;
+        sqlx::query("DELETE FROM leases WHERE name = ? AND owner = ?")
+            .bind(&self.lease)
+            .bind(&self.owner)
+            .execute(&mut *tx)
+            .await
+            .at(db)?;
+        sqlx::query("DELETE FROM watches WHERE owner = ?")
+            .bind(&self.owner)
+            .execute(&mut *tx)
+            .await
+            .at(db)?;
+        tx.commit().await.at(db)?;
+        *self.recorded.lock().expect("watcher lock") = (Vec::new(), None);
+        Ok(())
+    }
+
+    /// Every label a live process waits on whose task is not known to be final.
+    async fn all_labels(&self) -> Result<Vec<String>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT DISTINCT watches.label, watched_tasks.task FROM watches \
+             LEFT JOIN watched_tasks ON watched_tasks.label = watches.label WHERE watches.expires_at > ?",
+        )
+        .bind(now)
+        .fetch_all(self.db.pool())
+        .await
+        .at(&self.db)?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, task)| {
+                task.as_deref()
+                    .and_then(|t| serde_json::from_str::<Task>(t).ok())
+                    .is_none_or(|t| !t.is_final())
+            })
+            .map(|(label, _)| label)
+            .collect())
+    }
+
+    /// The tasks recorded for `labels` (those seen at least once).
+    async fn read(&self, labels: &[String]) -> Result<Vec<Task>> {
+        let list = serde_json::to_string(labels).expect("labels serialize");
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT task FROM watched_tasks WHERE label IN (SELECT value FROM json_each(?))",
+        )
+        .bind(list)
+        .fetch_all(self.db.pool())
+        .await
+        .at(&self.db)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(t,)| serde_json::from_str(&t).ok())
+            .collect())
+    }
+
+    /// The tasks recorded for `labels`, for those that were seen before.
+    async fn known(&self, labels: &[String]) -> Result<Vec<Task>> {
+        if labels.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(labels).await
+    }
+
+    /// Records what the leader saw.
+    async fn write(&self, tasks: &[Task]) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let db = &self.db;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = db.begin_immediate().await?;
+        for task in tasks {
+            let Some(label) = &task.label else { continue };
+            sqlx::query(
+                "INSERT INTO watched_tasks (label, task, seen_at) VALUES (?, ?, ?) \
+                 ON CONFLICT(label) DO UPDATE SET task = excluded.task, seen_at = excluded.seen_at",
+            )
+            .bind(label)
+            .bind(serde_json::to_string(task).expect("task serializes"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .at(db)?;
+        }
+        tx.commit().await.at(db)
     }
 }
 
@@ -188,4 +481,11 @@ async fn lost(client: &TransferClient, mut task: Task) -> Option<Task> {
     task.status = super::states::TaskStatus::Failed;
     task.fatal_error = Some(fatal);
     Some(task)
+}
+
+/// The documented exact-label filter for `labels`: `label:=a,=b` (a bare `label:a` is
+/// undocumented, and refused by a strict service).
+pub fn label_filter(labels: &[String]) -> String {
+    let exact: Vec<String> = labels.iter().map(|l| format!("={l}")).collect();
+    format!("label:{}", exact.join(","))
 }

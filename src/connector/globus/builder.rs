@@ -127,6 +127,7 @@ impl GlobusConnectorBuilder {
                     .unwrap_or_else(|| ManagerConfig::from_settings(&settings)),
                 settings,
                 client: OnceCell::new(),
+                db: OnceCell::new(),
                 manager: OnceCell::new(),
                 watcher: OnceCell::new(),
                 deleter: OnceCell::new(),

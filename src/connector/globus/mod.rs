@@ -78,6 +78,7 @@ struct Inner {
     settings: Settings,
     manager_config: ManagerConfig,
     client: OnceCell<TransferClient>,
+    db: OnceCell<StateDb>,
     manager: OnceCell<TransferManager>,
     watcher: OnceCell<Arc<Watcher>>,
     deleter: OnceCell<Arc<Deleter>>,
@@ -162,23 +163,35 @@ impl GlobusConnector {
             .await
     }
 
+    /// The state database, opened once for the manager and the watcher.
+    async fn db(&self) -> Result<&StateDb> {
+        self.inner
+            .db
+            .get_or_try_init(|| async {
+                StateDb::open_with(self.inner.home.join("state.db"), &self.inner.settings).await
+            })
+            .await
+    }
+
     async fn manager(&self) -> Result<&TransferManager> {
         self.inner
             .manager
             .get_or_try_init(|| async {
-                let db = StateDb::open_with(self.inner.home.join("state.db"), &self.inner.settings)
-                    .await?;
+                let db = self.db().await?.clone();
                 let config = self.inner.manager_config.clone();
                 TransferManager::start(db, self.client().await?.clone(), config).await
             })
             .await
     }
 
+    /// The readers' watcher, shared with every process of this state database.
     async fn watcher(&self) -> Result<&Arc<Watcher>> {
         let client = self.client().await?.clone();
+        let db = self.db().await?.clone();
+        let budget = self.inner.manager_config.request_budget;
         self.inner
             .watcher
-            .get_or_try_init(|| async { Ok(Watcher::start(client)) })
+            .get_or_try_init(|| async { Ok(Watcher::start_shared(client, db, budget)) })
             .await
     }
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::SimState;
 use super::checksum::{self, Algorithm, Hasher};
 use super::config::FaultKind;
 use super::paths::{self, Resolved};
 use super::tasks::{Request, TaskHandle};
+use super::{Collection, SimState};
 use crate::transfer::types::{
     DeleteRequest, FatalError, FilterRule, SkippedError, SuccessfulTransfer, TaskStatus,
     TransferItem, TransferRequest, format_time,
@@ -169,6 +169,8 @@ struct FilePlan {
     /// The destination collection's root, which `dst` may not leave.
     dst_root: PathBuf,
     external: Option<(String, Option<String>)>,
+    /// A checksum was asked for in an algorithm one end cannot compute.
+    unsupported_checksum: bool,
 }
 
 fn fatal(code: &str, description: impl Into<String>) -> FatalError {
@@ -189,14 +191,16 @@ fn io_code(e: &io::Error) -> &'static str {
 }
 
 /// Expands `*`, `?` and `[...]` in the last component of a delete path.
-fn expand_glob(root: &Path, path: &str) -> Result<Vec<Resolved>, FatalError> {
+fn expand_glob(collection: &Collection, path: &str) -> Result<Vec<Resolved>, FatalError> {
+    let resolve = |p: &str| {
+        collection
+            .resolve(p)
+            .map_err(|e| fatal("PERMISSION_DENIED", e.0))
+    };
     let (dir, pattern) = path.rsplit_once('/').unwrap_or(("", path));
-    let dir = paths::resolve(root, if dir.is_empty() { "/" } else { dir })
-        .map_err(|e| fatal("PERMISSION_DENIED", e.0))?;
+    let dir = resolve(if dir.is_empty() { "/" } else { dir })?;
     if !pattern.contains(['*', '?', '[']) {
-        return Ok(vec![
-            paths::resolve(root, path).map_err(|e| fatal("PERMISSION_DENIED", e.0))?,
-        ]);
+        return Ok(vec![resolve(path)?]);
     }
     let glob = glob::Pattern::new(pattern)
         .map_err(|e| fatal("ENDPOINT_ERROR", format!("bad glob {pattern:?}: {e}")))?;
@@ -207,7 +211,7 @@ fn expand_glob(root: &Path, path: &str) -> Result<Vec<Resolved>, FatalError> {
                 && glob.matches(&name)
             {
                 let p = paths::join(&dir.path, &name);
-                found.push(paths::resolve(root, &p).map_err(|e| fatal("PERMISSION_DENIED", e.0))?);
+                found.push(resolve(&p)?);
             }
         }
     }
@@ -234,12 +238,49 @@ fn filter_allows(rules: &[FilterRule], name: &str, is_dir: bool) -> bool {
     true
 }
 
-fn source_fault_code(kind: FaultKind) -> Option<&'static str> {
+/// The faults that act when a source is looked at.
+const SOURCE_FAULTS: &[FaultKind] = &[FaultKind::FileNotFound, FaultKind::PermissionDenied];
+
+/// The faults that act when a file is copied (each attempt looks once).
+const COPY_FAULTS: &[FaultKind] = &[
+    FaultKind::FileNotFound,
+    FaultKind::PermissionDenied,
+    FaultKind::QuotaExceeded,
+    FaultKind::ConnectFailed,
+    FaultKind::EndpointError,
+];
+
+/// The fault code a task shows for an injected fault.
+fn fault_code(kind: FaultKind) -> &'static str {
     match kind {
-        FaultKind::FileNotFound => Some("FILE_NOT_FOUND"),
-        FaultKind::PermissionDenied => Some("PERMISSION_DENIED"),
-        _ => None,
+        FaultKind::FileNotFound => "FILE_NOT_FOUND",
+        FaultKind::PermissionDenied => "PERMISSION_DENIED",
+        FaultKind::QuotaExceeded => "QUOTA_EXCEEDED",
+        FaultKind::ConnectFailed => "CONNECT_FAILED",
+        FaultKind::ChecksumMismatch => "CHECKSUM_MISMATCH",
+        _ => "ENDPOINT_ERROR",
     }
+}
+
+/// The code of a transfer that asks for a checksum algorithm one end cannot compute.
+const UNSUPPORTED_CHECKSUM: &str = "UNSUPPORTED_CHECKSUM_ALGORITHM";
+
+/// What an event's `details` say about a fault: the kind of GridFTP-style message
+/// Globus gives, which never names the path (SPEC §3.11), so no client can learn which
+/// file failed from it.
+pub(crate) fn event_details(code: &str) -> String {
+    let message = match code {
+        "FILE_NOT_FOUND" => "No such file or directory",
+        "PERMISSION_DENIED" => "Permission denied",
+        "QUOTA_EXCEEDED" => "Disk quota exceeded",
+        "CONNECT_FAILED" => "Connection to the storage failed",
+        "CHECKSUM_MISMATCH" => "Checksum of the copy differs from the source",
+        UNSUPPORTED_CHECKSUM => "The storage cannot compute the requested checksum algorithm",
+        "CANCELED" => "Canceled by the task owner",
+        "EXPIRED" => "The task deadline passed",
+        _ => "The storage reported an error",
+    };
+    format!("Error (transfer)\nServer: ps-globus emulator\nCode: {code}\nMessage: {message}")
 }
 
 enum Copied {

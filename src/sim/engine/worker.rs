@@ -1,7 +1,6 @@
 //! The worker that runs one task: plans the files, copies them in chunks (with checksums and bandwidth), deletes, and records per-file outcomes.
 
 use super::*;
-use crate::sim::Collection;
 
 impl Worker<'_> {
     fn stop(&self) -> Result<(), FatalError> {
@@ -31,8 +30,23 @@ impl Worker<'_> {
         result
     }
 
-    fn path_fault(&self, path: &str) -> Option<FaultKind> {
-        self.sim.faults.path_fault(path)
+    fn path_fault(&self, path: &str, kinds: &[FaultKind]) -> Option<FaultKind> {
+        self.sim.faults.path_fault(path, kinds)
+    }
+
+    /// How long a fault stays in `nice_status` after the task recovers from it.
+    fn linger(&self) -> Duration {
+        Duration::from_secs(self.sim.config.nice_status_linger_s)
+    }
+
+    /// `items` in the order this task copies them: a seeded random order (Globus
+    /// promises none), or request order when the emulator is told to keep it.
+    fn in_copy_order<T>(&self, mut items: Vec<T>, what: &str) -> Vec<T> {
+        if !self.sim.config.ordered_copies {
+            let key = format!("{} {what}", self.task.id);
+            self.sim.faults.shuffle(&key, &mut items);
+        }
+        items
     }
 
     /// Handles a failing source path: skip it, fail the task, or retry until it heals or
@@ -52,7 +66,10 @@ impl Worker<'_> {
         } = policy;
         let mut code = code.to_owned();
         loop {
+            // The skipped error names its path (it is that path's record); an event and
+            // nice_status never do, as at Globus (SPEC §3.11).
             let details = format!("{code} on {source_path}");
+            let generic = event_details(&code);
             if skip_source_errors && (code == "FILE_NOT_FOUND" || code == "PERMISSION_DENIED") {
                 self.with_state(|s| {
                     s.doc.subtasks_skipped_errors += 1;
@@ -69,7 +86,7 @@ impl Worker<'_> {
                         external_checksum: None,
                         checksum_algorithm: None,
                     });
-                    s.event("SKIPPED_ERRORS", "skipped errors", &details, true);
+                    s.event("SKIPPED_ERRORS", "skipped errors", &generic, true);
                 });
                 return Ok(Err(PathOutcome::Skipped));
             }
@@ -78,11 +95,11 @@ impl Worker<'_> {
             }
             let retry = Duration::from_millis(self.sim.config.fault_retry_ms);
             self.with_state(|s| {
-                s.set_retrying(&code, &details, retry.as_secs() as i64);
+                s.set_retrying(&code, &generic, retry.as_secs() as i64);
                 s.event(
                     &code,
                     &code.to_lowercase().replace('_', " "),
-                    &details,
+                    &generic,
                     true,
                 );
             });
@@ -92,7 +109,8 @@ impl Worker<'_> {
             self.sleep(retry)?;
             match check() {
                 Ok(value) => {
-                    self.with_state(|s| s.set_ok());
+                    let linger = self.linger();
+                    self.with_state(|s| s.recovered(linger));
                     return Ok(Ok(value));
                 }
                 Err((next, _)) => code = next,
@@ -120,7 +138,7 @@ impl Worker<'_> {
         // others (as at Globus, which copies a task's files in parallel).
         let mut later_items = Vec::new();
         let mut later_files = Vec::new();
-        for item in &req.data {
+        for item in self.in_copy_order(req.data.iter().collect(), "items") {
             self.with_state(|s| s.doc.subtasks_total += 1);
             match self.run_item(req, item, (&src, &dst), &mut bucket, policy)? {
                 ItemRun::Done => {}
@@ -152,18 +170,15 @@ impl Worker<'_> {
     ) -> Result<ItemRun, FatalError> {
         let defer = policy.defer;
         self.stop()?;
-        let resolve = |root: &Path, p: &str| {
-            paths::resolve(root, p).map_err(|e| fatal("PERMISSION_DENIED", e.0))
-        };
-        let source = resolve(&src.root, &item.source_path)?;
-        let dest = resolve(&dst.root, &item.destination_path)?;
+        let resolve =
+            |c: &Collection, p: &str| c.resolve(p).map_err(|e| fatal("PERMISSION_DENIED", e.0));
+        let source = resolve(src, &item.source_path)?;
+        let dest = resolve(dst, &item.destination_path)?;
 
         // Stat the source, through faults and real errors alike.
         let stat = |source: &Resolved| -> Result<fs::Metadata, (String, String)> {
-            if let Some(kind) = self.path_fault(&source.path)
-                && let Some(code) = source_fault_code(kind)
-            {
-                return Err((code.into(), "injected".into()));
+            if let Some(kind) = self.path_fault(&source.path, SOURCE_FAULTS) {
+                return Err((fault_code(kind).into(), "injected".into()));
             }
             fs::metadata(&source.local).map_err(|e| (io_code(&e).into(), e.to_string()))
         };
@@ -184,7 +199,10 @@ impl Worker<'_> {
                 }
             }
         };
-        if self.path_fault(&source.path) == Some(FaultKind::Inactive) {
+        if self
+            .path_fault(&source.path, &[FaultKind::Inactive])
+            .is_some()
+        {
             return self.go_inactive(&source.path).map(|()| ItemRun::Done);
         }
         let recursive = item.recursive.unwrap_or(meta.is_dir());
@@ -204,6 +222,11 @@ impl Worker<'_> {
             .external_checksum
             .clone()
             .map(|c| (c, item.checksum_algorithm.clone()));
+        // Both ends compute the checksum; a storage that cannot is retried until the
+        // deadline, as a real collection would.
+        let algorithm = item.checksum_algorithm.as_deref().unwrap_or("MD5");
+        let unsupported = (external.is_some() || req.verify_checksum == Some(true))
+            && !(src.supports_checksum(algorithm) && dst.supports_checksum(algorithm));
         let mut plans = Vec::new();
         if recursive {
             let rules = req.filter_rules.as_deref().unwrap_or_default();
@@ -216,6 +239,7 @@ impl Worker<'_> {
                 dst_path: dest.path.clone(),
                 dst_root: dst.root.clone(),
                 external,
+                unsupported_checksum: false,
             });
         }
         self.with_state(|s| {
@@ -225,7 +249,8 @@ impl Worker<'_> {
         });
         let mut copied = BTreeSet::new();
         let mut later = Vec::new();
-        for plan in plans {
+        for mut plan in self.in_copy_order(plans, &source.path) {
+            plan.unsupported_checksum = unsupported;
             copied.insert(plan.dst.clone());
             if self.copy_one(req, &plan, bucket, Policy { defer, ..policy })? {
                 later.push(plan);
@@ -295,6 +320,7 @@ impl Worker<'_> {
                         dst_path: dp,
                         dst_root: dst_root.to_path_buf(),
                         external: None,
+                        unsupported_checksum: false,
                     });
                 }
             }
@@ -364,13 +390,13 @@ impl Worker<'_> {
         let counted = std::cell::Cell::new(0u64);
         loop {
             self.stop()?;
-            let fault = self.path_fault(&plan.src_path);
+            // Looked up at each attempt, so a fault with a count heals on a retry.
             let mut attempt = || -> Result<Copied, (String, String)> {
-                if let Some(code) = fault.and_then(source_fault_code) {
-                    return Err((code.into(), "injected".into()));
+                if plan.unsupported_checksum {
+                    return Err((UNSUPPORTED_CHECKSUM.into(), "not supported".into()));
                 }
-                if fault == Some(FaultKind::QuotaExceeded) {
-                    return Err(("QUOTA_EXCEEDED".into(), "injected".into()));
+                if let Some(kind) = self.path_fault(&plan.src_path, COPY_FAULTS) {
+                    return Err((fault_code(kind).into(), "injected".into()));
                 }
                 self.copy_bytes(req, plan, bucket, &counted)
                     .map_err(|e| (io_code(&e).into(), e.to_string()))
@@ -396,6 +422,7 @@ impl Worker<'_> {
                 }
                 Copied::Done(done) => done,
             };
+            let fault = self.path_fault(&plan.src_path, &[FaultKind::ChecksumMismatch]);
             let mismatch = self.checksum_problem(req, plan, &copied, fault);
             match mismatch {
                 None => {
@@ -420,9 +447,10 @@ impl Worker<'_> {
                 }
                 Some(details) => {
                     mismatches += 1;
+                    let generic = event_details("CHECKSUM_MISMATCH");
                     self.with_state(|s| {
-                        s.set_retrying("CHECKSUM_MISMATCH", &details, 1);
-                        s.event("CHECKSUM_MISMATCH", "checksum mismatch", &details, true);
+                        s.set_retrying("CHECKSUM_MISMATCH", &generic, 1);
+                        s.event("CHECKSUM_MISMATCH", "checksum mismatch", &generic, true);
                     });
                     if mismatches > self.sim.config.checksum_retries {
                         return Err(fatal("CHECKSUM_MISMATCH", details));
@@ -591,10 +619,11 @@ impl Worker<'_> {
             self.stop()?;
             self.with_state(|s| s.doc.subtasks_total += 1);
             let targets = if req.interpret_globs.unwrap_or(false) {
-                expand_glob(&collection.root, &item.path)?
+                expand_glob(&collection, &item.path)?
             } else {
                 vec![
-                    paths::resolve(&collection.root, &item.path)
+                    collection
+                        .resolve(&item.path)
                         .map_err(|e| fatal("PERMISSION_DENIED", e.0))?,
                 ]
             };

@@ -17,7 +17,7 @@ pub(super) fn endpoint_doc(c: &Collection, owner: &Uuid) -> Value {
         "username": "user@sim.ps-globus.local", "organization": "ps-globus emulator", "department": null,
         "description": format!("emulated collection {} ({})", c.name, c.root.display()), "keywords": null,
         "contact_email": null, "contact_info": null, "info_link": null, "public": false, "subscription_id": null,
-        "default_directory": "/~/", "force_encryption": false, "disable_verify": false, "force_verify": false,
+        "default_directory": format!("{}/", c.home().trim_end_matches('/')), "force_encryption": false, "disable_verify": false, "force_verify": false,
         "high_assurance": c.config.high_assurance, "is_globus_connect": gcp, "gcp_connected": if gcp { json!(true) } else { json!(null) },
         "gcp_paused": if gcp { json!(false) } else { json!(null) }, "gcs_version": if gcp { json!(null) } else { json!("5.4.70") },
         "gcs_manager_url": null, "https_server": null, "host_endpoint_id": null, "host_path": null,

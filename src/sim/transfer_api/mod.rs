@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use super::auth::{Caller, data_access_scope};
 use super::checksum::Algorithm;
-use super::paths::{self, Resolved};
+use super::paths::Resolved;
 use super::tasks::{Admission, Kind, Request, TaskHandle, TaskState};
-use super::{Collection, SimState, engine};
+use super::{Collection, SimConfig, SimState, engine};
+use crate::transfer::path::collection_path_from;
 use crate::transfer::types::{
     DeleteRequest, ErrorDoc, FileEntry, FileList, Link, MarkerPage, MkdirRequest, Page,
     RenameRequest, ResultDoc, SubmitResult, Task, TaskStatus, TaskUpdate, TransferRequest,
@@ -180,7 +181,7 @@ fn usable_collection(sim: &SimState, caller: &Caller, id: &str) -> ApiResult<Arc
 }
 
 fn confine(c: &Collection, path: &str) -> ApiResult<Resolved> {
-    paths::resolve(&c.root, path)
+    c.resolve(path)
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "EndpointPermissionDenied", e.0))
 }
 

@@ -126,8 +126,8 @@ pub(super) fn refuse_copies_onto_themselves(
     use std::os::unix::fs::MetadataExt;
     for item in &req.data {
         let (Ok(source), Ok(dest)) = (
-            paths::resolve(&src.root, &item.source_path),
-            paths::resolve(&dst.root, &item.destination_path),
+            src.resolve(&item.source_path),
+            dst.resolve(&item.destination_path),
         ) else {
             continue; // the task reports paths that leave the collection
         };
@@ -262,6 +262,40 @@ pub(crate) async fn submit_delete(
     )
 }
 
+/// Where a transfer writes: its destination collection and each item's normalised
+/// destination path, with whether the item is recursive. `None` if the collection is
+/// gone (such a task conflicts with nothing).
+fn destinations(sim: &SimState, req: &TransferRequest) -> Option<(Uuid, Vec<(String, bool)>)> {
+    let collection = sim.collection_by_id(&req.destination_endpoint)?;
+    let home = collection.home();
+    let paths = req
+        .data
+        .iter()
+        .filter_map(|item| {
+            let path = collection_path_from(&item.destination_path, &home).ok()?;
+            Some((path, item.recursive == Some(true)))
+        })
+        .collect();
+    Some((collection.id, paths))
+}
+
+/// Whether two transfers write to the same place: a destination path of one equals one
+/// of the other, or lies under a recursive destination of the other.
+fn overlap(
+    (a_collection, a): &(Uuid, Vec<(String, bool)>),
+    (b_collection, b): &(Uuid, Vec<(String, bool)>),
+) -> bool {
+    let under = |path: &str, dir: &str| {
+        dir == "/" || path.starts_with(&format!("{}/", dir.trim_end_matches('/')))
+    };
+    a_collection == b_collection
+        && a.iter().any(|(a, a_recursive)| {
+            b.iter().any(|(b, b_recursive)| {
+                a == b || (*b_recursive && under(a, b)) || (*a_recursive && under(b, a))
+            })
+        })
+}
+
 pub(super) fn new_task_doc(
     caller: &Caller,
     kind: Kind,
@@ -296,6 +330,16 @@ pub(super) fn admit(
     mut doc: Task,
     deadline: DateTime<Utc>,
 ) -> ApiResult {
+    let claims = match (&request, sim.config.identical_path_conflicts) {
+        (Request::Transfer(req), true) => destinations(sim, req),
+        _ => None,
+    };
+    let conflicts = |other: &TaskHandle| match (&claims, &other.request) {
+        (Some(mine), Request::Transfer(theirs)) => {
+            destinations(sim, theirs).is_some_and(|theirs| overlap(mine, &theirs))
+        }
+        _ => false,
+    };
     let id = Uuid::new_v4();
     doc.task_id = id.to_string();
     let make = || {
@@ -306,6 +350,7 @@ pub(super) fn admit(
             skipped: Vec::new(),
             deadline,
             started: None,
+            lingering_until: None,
         };
         TaskHandle::new(
             id,
@@ -322,6 +367,7 @@ pub(super) fn admit(
     let (code, message, task_id, status) = match sim.tasks.admit(
         submission,
         sim.config.pending_cap,
+        conflicts,
         make,
     ) {
         Admission::Accepted(task) => {
@@ -341,6 +387,14 @@ pub(super) fn admit(
             original,
             StatusCode::OK,
         ),
+        Admission::Conflict => {
+            // Globus's words; like Globus, the answer does not name the other task.
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "A transfer with identical paths has not yet completed",
+            ));
+        }
         Admission::OverCap(pending) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

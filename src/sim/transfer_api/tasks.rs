@@ -11,7 +11,7 @@ pub(crate) async fn get_task(
     Path(id): Path<String>,
 ) -> ApiResult {
     let task = own_task(&sim, &caller, &id)?;
-    let doc = task.state().doc.clone();
+    let doc = task.state().current();
     ok(StatusCode::OK, doc)
 }
 
@@ -227,13 +227,31 @@ pub(super) enum Clause {
     Time(String, Option<DateTime<Utc>>, Option<DateTime<Utc>>),
 }
 
-pub(super) fn parse_task_filter(text: &str) -> ApiResult<Vec<Clause>> {
+/// Parses a `task_list` filter as strictly as `config` says: at most
+/// `max_filter_task_ids` ids in a `task_id:` clause, and label values led by `=`, `~`,
+/// `!` or `!~` unless `bare_label_filters` (a bare value is undocumented).
+pub(super) fn parse_task_filter(text: &str, config: &SimConfig) -> ApiResult<Vec<Clause>> {
     let mut clauses = Vec::new();
     for clause in text.split('/').filter(|c| !c.is_empty()) {
         let (field, values) = clause.split_once(':').ok_or_else(|| {
             ApiError::bad_request(format!("filter clause {clause:?} is not field:value"))
         })?;
         let values: Vec<String> = values.split(',').map(str::to_owned).collect();
+        if field == "task_id" && values.len() > config.max_filter_task_ids {
+            return Err(ApiError::bad_request(format!(
+                "a task_id filter may hold at most {} ids, not {}",
+                config.max_filter_task_ids,
+                values.len()
+            )));
+        }
+        if field == "label"
+            && !config.bare_label_filters
+            && let Some(bare) = values.iter().find(|v| !v.starts_with(['=', '~', '!']))
+        {
+            return Err(ApiError::bad_request(format!(
+                "label filter value {bare:?} needs an operator: =exact, ~like, !not, !~not-like"
+            )));
+        }
         clauses.push(match field {
             "type" | "status" | "task_id" => Clause::Values(field.into(), values),
             "label" => Clause::Label(values),
@@ -324,12 +342,12 @@ pub(crate) async fn task_list(
         return Err(ApiError::bad_request("limit must be at most 1000"));
     }
     let offset = number(&q, "offset", 0)?;
-    let clauses = parse_task_filter(param(&q, "filter").unwrap_or(""))?;
+    let clauses = parse_task_filter(param(&q, "filter").unwrap_or(""), &sim.config)?;
     let mut docs: Vec<Task> = sim
         .tasks
         .owned_by(caller.identity.id)
         .iter()
-        .map(|t| t.state().doc.clone())
+        .map(|t| t.state().current())
         .filter(|d| task_matches(d, &clauses))
         .collect();
     let orderby = param(&q, "orderby").unwrap_or("request_time DESC");

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Transfer requests per second per state database and identity, by default.
+pub const DEFAULT_REQUEST_BUDGET: f64 = 8.0;
+
 /// How the manager batches, admits and polls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ManagerConfig {
@@ -30,6 +33,11 @@ pub struct ManagerConfig {
     pub fail_fast_after: Duration,
     /// How long a poller lease lasts without renewal.
     pub lease_ttl: Duration,
+    /// Transfer requests per second that every process of this state database sends
+    /// for the identity together: manager, poller and watcher share it (0: no limit).
+    /// Globus allows about 20 per user; the default 8 keeps a producer's and a
+    /// consumer's databases on one host under it together.
+    pub request_budget: f64,
     /// Aborts the process at this named point of submission (`after-commit`,
     /// `after-post`), to test crash recovery. Only in builds with the `failpoints`
     /// feature, never in a release binary.
@@ -38,12 +46,13 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
-    /// The defaults, with what `settings` say about the manager (in builds with the
-    /// `failpoints` feature, `PS_GLOBUS_FAILPOINT`).
+    /// The defaults, with what `settings` say about the manager: the request budget
+    /// (and, in builds with the `failpoints` feature, `PS_GLOBUS_FAILPOINT`).
     pub fn from_settings(settings: &crate::settings::Settings) -> Self {
-        #[cfg(not(feature = "failpoints"))]
-        let _ = settings;
         ManagerConfig {
+            request_budget: settings
+                .request_budget
+                .map_or(DEFAULT_REQUEST_BUDGET, f64::from),
             #[cfg(feature = "failpoints")]
             failpoint: settings.failpoint.clone(),
             ..ManagerConfig::default()
@@ -65,6 +74,7 @@ impl Default for ManagerConfig {
             young: Duration::from_secs(10),
             fail_fast_after: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(10),
+            request_budget: DEFAULT_REQUEST_BUDGET,
             #[cfg(feature = "failpoints")]
             failpoint: None,
         }

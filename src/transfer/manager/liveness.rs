@@ -12,7 +12,7 @@ use super::sql::{self, ProcessRow, now_ms};
 use crate::error::Result;
 
 /// This process, as it records itself in the database.
-pub(super) fn this_process() -> ProcessRow {
+pub(crate) fn this_process() -> ProcessRow {
     let pid = std::process::id();
     let host = hostname();
     let started = process_start(pid).unwrap_or_else(|| now_ms().to_string());
@@ -38,6 +38,23 @@ pub(super) fn process_start(pid: u32) -> Option<String> {
         return None;
     }
     fields.nth(18).map(str::to_owned)
+}
+
+/// Whether the process named `owner` (`host:pid:start`) may still run: on this host,
+/// its pid runs with the same start time; another host's cannot be checked from here
+/// (a lease of theirs ends by expiring).
+pub(crate) fn owner_alive(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (Some(started), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname() {
+        return true;
+    }
+    pid.parse()
+        .ok()
+        .and_then(process_start)
+        .is_some_and(|s| s == started)
 }
 
 fn hostname() -> String {

@@ -38,6 +38,7 @@
 
 mod config;
 mod liveness;
+use crate::transfer::budget::RequestBudget;
 mod loops;
 mod poll;
 mod rows;
@@ -52,7 +53,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-pub use config::{BatchOptions, Enqueued, ItemSpec, ManagerConfig, Priority};
+pub use config::{
+    BatchOptions, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ManagerConfig, Priority,
+};
+pub(crate) use liveness::{owner_alive, this_process};
+pub(crate) use sql::take_lease;
 pub use status::{BatchStatus, ItemStatus};
 
 use loops::{OpenBatch, WriteReq};
@@ -103,6 +108,9 @@ struct Inner {
     /// Callers of `wait` in this process right now: with none, young tasks are polled
     /// at `poll_idle` rather than `poll_min` (nobody here is waiting to be told).
     waiters: AtomicUsize,
+    /// Collections seen unable to compute a requested checksum algorithm: their items go
+    /// without an external checksum (the reader verifies the sha256 itself).
+    unverifiable: Mutex<std::collections::HashSet<String>>,
 }
 /// Wake-ups shared with the background loops, which wait on them without keeping the
 /// manager alive.
@@ -226,6 +234,12 @@ impl TransferManager {
         {
             return Ok(TransferManager { inner });
         }
+        // Every request of this manager (submitter and poller) and of the readers'
+        // watcher draws on one budget per database and identity.
+        let client = match RequestBudget::new(db.clone(), &identity, config.request_budget) {
+            Some(budget) => client.with_gate(budget),
+            None => client,
+        };
         let me = liveness::this_process();
         sql::register_process(&db, &me).await?;
         let (writer, requests) = mpsc::unbounded_channel();
@@ -248,6 +262,7 @@ impl TransferManager {
             }),
             poll_cycles: AtomicU64::new(0),
             waiters: AtomicUsize::new(0),
+            unverifiable: Mutex::default(),
         });
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner, requests);

@@ -61,19 +61,24 @@ impl Inner {
                 continue;
             };
             lively |= now - row.submitted_at < self.config.young.as_millis() as i64
-                || task.bytes_transferred as i64 != row.bytes_transferred
+                || moved(row, task)
                 || row.status.as_deref() != Some(task.status.as_str());
             let fatal_since = fatal_since(row, task, now);
+            let persists = fatal_since
+                .is_some_and(|s| now - s >= self.config.fail_fast_after.as_millis() as i64);
+            // A permission error that persists needs someone to grant access: cancelling
+            // and re-submitting would meet it again. Its readers are told, and it is left
+            // to resume once access is granted.
+            let needs_human = persists && task.nice_status.as_deref() == Some("PERMISSION_DENIED");
             observed.push(Observed {
                 batch: row.id,
                 task,
                 fatal_since,
+                attention: needs_human.then(|| attention(task)),
             });
             if task.is_final() {
                 finals.push((row.id, task));
-            } else if fatal_since
-                .is_some_and(|s| now - s >= self.config.fail_fast_after.as_millis() as i64)
-            {
+            } else if (persists && !needs_human) || cannot_checksum(task) {
                 stuck.push((row.id, task, row.resplit_of.is_some()));
             }
         }
@@ -198,7 +203,21 @@ impl Inner {
             "task {} stayed ACTIVE with {code} ({details}) and was cancelled",
             task.task_id
         );
-        let rest = if already_resplit {
+        let rest = if cannot_checksum(task) {
+            // It would never heal: send the items again without the external checksum,
+            // and remember the collections so later batches go without one at once.
+            tracing::warn!(
+                "a collection of task {} cannot compute the requested checksum algorithm; \
+                 its items go again without an external checksum (readers still verify \
+                 each object's sha256)",
+                task.task_id
+            );
+            let mut unverifiable = self.unverifiable.lock().expect("unverifiable lock");
+            for c in [&task.source_endpoint_id, &task.destination_endpoint_id] {
+                unverifiable.extend(c.clone());
+            }
+            ItemEnd::ResplitWithoutChecksum
+        } else if already_resplit {
             ItemEnd::Failed {
                 code: code.clone(),
                 description: format!("not copied twice: {reason}"),
@@ -331,7 +350,35 @@ fn join_reasons(description: &str, details: &str) -> String {
     }
 }
 
-/// Since when `task` has been ACTIVE on a fatal `nice_status` (`None`: it is not).
+/// Whether `task` retries because a collection cannot compute the checksum algorithm
+/// asked for: that never heals, so it is acted on at first sight.
+fn cannot_checksum(task: &Task) -> bool {
+    task.status == TaskStatus::Active
+        && task
+            .nice_status
+            .as_deref()
+            .is_some_and(|n| n.contains("CHECKSUM_ALGORITHM"))
+}
+
+/// Whether `task` moved since `row` was recorded: bytes, files or subtasks. (Globus
+/// keeps a fault in `nice_status` for a while after the task recovered, so the status
+/// alone says nothing about liveness.)
+fn moved(row: &InFlight, task: &Task) -> bool {
+    task.bytes_transferred as i64 != row.bytes_transferred
+        || super::rows::progress(task) != row.progress
+}
+
+/// What a task that waits for a human waits on, for its readers.
+fn attention(task: &Task) -> String {
+    let code = task.nice_status.as_deref().unwrap_or("an error");
+    match task.nice_status_details.as_deref().map(str::trim) {
+        Some(details) if !details.is_empty() => format!("{code} ({details})"),
+        _ => code.to_owned(),
+    }
+}
+
+/// Since when `task` has been ACTIVE on a fatal `nice_status` without moving (`None`:
+/// it is not).
 fn fatal_since(row: &InFlight, task: &Task, now: i64) -> Option<i64> {
     let fatal = task.status == TaskStatus::Active
         && task
@@ -342,10 +389,7 @@ fn fatal_since(row: &InFlight, task: &Task, now: i64) -> Option<i64> {
         (false, _) => None,
         // A task that still moves is not stuck: Globus copies the other files while it
         // retries the failing one, so the clock starts when progress stops.
-        (true, Some(since))
-            if row.nice_status == task.nice_status
-                && row.bytes_transferred == task.bytes_transferred as i64 =>
-        {
+        (true, Some(since)) if row.nice_status == task.nice_status && !moved(row, task) => {
             Some(since)
         }
         (true, _) => Some(now),

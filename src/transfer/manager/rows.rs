@@ -7,7 +7,7 @@ use crate::transfer::types::Task;
 pub(super) type BatchKey = (String, String, String, i64);
 
 /// A process as the `processes` table records it.
-pub(super) struct ProcessRow {
+pub(crate) struct ProcessRow {
     pub owner: String,
     pub host: String,
     pub pid: u32,
@@ -21,10 +21,22 @@ pub(super) struct InFlight {
     pub task_id: String,
     pub submitted_at: i64,
     pub bytes_transferred: i64,
+    /// Files and subtasks finished, as last polled ([`progress`]).
+    pub progress: i64,
     pub status: Option<String>,
     pub nice_status: Option<String>,
     pub nice_status_since: Option<i64>,
     pub resplit_of: Option<i64>,
+}
+
+/// What a task has finished so far besides bytes: files copied or skipped, subtasks
+/// ended. These counters only grow, so any change means the task moves.
+pub(super) fn progress(task: &Task) -> i64 {
+    (task.files_transferred
+        + task.files_skipped
+        + task.subtasks_succeeded
+        + task.subtasks_failed
+        + task.subtasks_skipped_errors) as i64
 }
 
 /// An item of a batch that is not final yet.
@@ -42,6 +54,8 @@ pub(super) struct Observed<'a> {
     pub task: &'a Task,
     /// Since when the task has been stuck on a fatal `nice_status` (`None`: it is not).
     pub fatal_since: Option<i64>,
+    /// Why the task waits for a human, if it does (recorded for its readers).
+    pub attention: Option<String>,
 }
 
 /// What a batch becomes at Globus: its request's fields.
@@ -55,6 +69,7 @@ pub(super) struct BatchToPost {
 
 /// One item of a [`BatchToPost`].
 pub(super) struct ItemToPost {
+    pub id: i64,
     pub source_path: String,
     pub destination_path: String,
     pub recursive: Option<bool>,
@@ -71,6 +86,9 @@ pub(super) enum ItemEnd {
     Failed { code: String, description: String },
     /// Moved to the batch's re-split, to be submitted again.
     Resplit,
+    /// Moved to the re-split without its external checksum: a collection could not
+    /// compute the algorithm (the reader still verifies the bytes by their sha256).
+    ResplitWithoutChecksum,
 }
 
 /// How a batch ends: at Globus, refused at submission (then there is no task), or

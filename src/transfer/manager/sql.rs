@@ -9,6 +9,7 @@
 //! "database is locked". Times are Unix milliseconds.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use sqlx::Row;
 
@@ -25,7 +26,7 @@ use crate::transfer::types::Task;
 type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 /// Now, as stored.
-pub(super) fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -68,7 +69,7 @@ pub(super) async fn heartbeat(db: &StateDb, owner: &str) -> Result<()> {
 
 /// Takes or renews the lease `name` for `owner` until `expires_at`, if it is free, ours,
 /// expired, or held by a process `is_live` says is dead; true if `owner` holds it now.
-pub(super) async fn take_lease(
+pub(crate) async fn take_lease(
     db: &StateDb,
     name: &str,
     owner: &str,
@@ -206,7 +207,8 @@ async fn insert_item(
 pub(super) async fn item_status(db: &StateDb, item: i64) -> Result<Option<ItemStatus>> {
     let row = sqlx::query(
         "SELECT items.id, items.state, items.code, items.description, items.source_path, items.destination_path, \
-         batches.label, batches.state AS batch_state, batches.task_id, batches.status, batches.nice_status, batches.bytes_transferred \
+         batches.label, batches.state AS batch_state, batches.task_id, batches.status, batches.nice_status, batches.bytes_transferred, \
+         batches.attention \
          FROM items JOIN batches ON batches.id = items.batch_id WHERE items.id = ?",
     )
     .bind(item)
@@ -226,6 +228,7 @@ pub(super) async fn item_status(db: &StateDb, item: i64) -> Result<Option<ItemSt
         task_status: r.get::<Option<String>, _>("status").map(Into::into),
         nice_status: r.get("nice_status"),
         bytes_transferred: r.get("bytes_transferred"),
+        attention: r.get("attention"),
     }))
 }
 
@@ -244,7 +247,7 @@ pub(super) async fn batches(
 ) -> Result<Vec<BatchStatus>> {
     let rows = sqlx::query(
         "SELECT label, state, source, destination, priority, submission_id, task_id, status, nice_status, bytes_transferred, \
-         files, files_transferred, fatal_code, fatal_description, resplit_of, \
+         files, files_transferred, fatal_code, fatal_description, resplit_of, last_error, hold_until, attention, \
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) AS items \
          FROM batches WHERE identity = ? AND (? IS NULL OR label = ?) ORDER BY id DESC LIMIT ?",
     )
@@ -274,6 +277,11 @@ pub(super) async fn batches(
             fatal_code: r.get("fatal_code"),
             fatal_description: r.get("fatal_description"),
             resplit_of: r.get("resplit_of"),
+            last_error: r.get("last_error"),
+            held_until: r
+                .get::<Option<i64>, _>("hold_until")
+                .and_then(chrono::DateTime::from_timestamp_millis),
+            attention: r.get("attention"),
         })
         .collect())
 }
@@ -325,17 +333,19 @@ pub(super) async fn pending_at_globus(db: &StateDb, identity: &str) -> Result<i6
         .at(db)
 }
 
-/// `identity`'s batches caught between their commit and Globus's answer, oldest first:
-/// (id, owner, submission id).
+/// `identity`'s batches caught between their commit and Globus's answer and not held,
+/// oldest first: (id, owner, submission id).
 pub(super) async fn submitting(
     db: &StateDb,
     identity: &str,
 ) -> Result<Vec<(i64, String, Option<String>)>> {
     sqlx::query_as(
-        "SELECT id, owner, submission_id FROM batches WHERE identity = ? AND state = ? ORDER BY id",
+        "SELECT id, owner, submission_id FROM batches WHERE identity = ? AND state = ? \
+         AND (hold_until IS NULL OR hold_until <= ?) ORDER BY id",
     )
     .bind(identity)
     .bind(BatchState::Submitting.as_str())
+    .bind(now_ms())
     .fetch_all(db.pool())
     .await
     .at(db)
@@ -384,7 +394,7 @@ pub(super) async fn batch_to_post(db: &StateDb, batch: i64) -> Result<BatchToPos
         .fetch_one(db.pool())
         .await
         .at(db)?;
-    let items = sqlx::query("SELECT source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = ? ORDER BY id")
+    let items = sqlx::query("SELECT id, source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = ? ORDER BY id")
         .bind(batch).fetch_all(db.pool()).await.at(db)?;
     Ok(BatchToPost {
         label: row.get("label"),
@@ -394,6 +404,7 @@ pub(super) async fn batch_to_post(db: &StateDb, batch: i64) -> Result<BatchToPos
         items: items
             .iter()
             .map(|i| ItemToPost {
+                id: i.get("id"),
                 source_path: i.get("source_path"),
                 destination_path: i.get("destination_path"),
                 recursive: i.get("recursive"),
@@ -402,6 +413,28 @@ pub(super) async fn batch_to_post(db: &StateDb, batch: i64) -> Result<BatchToPos
             })
             .collect(),
     })
+}
+
+/// Records the paths of a batch's items as they will be posted.
+pub(super) async fn rewrite_item_paths(
+    db: &StateDb,
+    batch: i64,
+    items: &[super::rows::ItemToPost],
+) -> Result<()> {
+    let mut tx = db.begin_immediate().await?;
+    for item in items {
+        sqlx::query(
+            "UPDATE items SET source_path = ?, destination_path = ? WHERE id = ? AND batch_id = ?",
+        )
+        .bind(&item.source_path)
+        .bind(&item.destination_path)
+        .bind(item.id)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await
+        .at(db)?;
+    }
+    tx.commit().await.at(db)
 }
 
 /// The batch is at Globus as task `task_id`.
@@ -413,6 +446,41 @@ pub(super) async fn mark_submitted(db: &StateDb, batch: i64, task_id: &str) -> R
 }
 
 /// Records why the last submission attempt of a batch failed (it will be retried).
+/// Holds a batch Globus asked to wait (409): not posted again for a back-off that
+/// doubles with each hold, from one second up to `max`, or until a task of the identity
+/// ends ([`lift_holds`]). Its submission id stays, so the next post is the same one.
+pub(super) async fn hold(db: &StateDb, batch: i64, reason: &str, max: Duration) -> Result<()> {
+    let holds: i64 = sqlx::query_scalar("SELECT holds FROM batches WHERE id = ?")
+        .bind(batch)
+        .fetch_one(db.pool())
+        .await
+        .at(db)?;
+    let wait = (1000i64 << holds.clamp(0, 16)).min(max.as_millis() as i64);
+    sqlx::query(
+        "UPDATE batches SET hold_until = ?, holds = holds + 1, last_error = ? WHERE id = ?",
+    )
+    .bind(now_ms() + wait)
+    .bind(reason)
+    .bind(batch)
+    .execute(db.pool())
+    .await
+    .at(db)?;
+    Ok(())
+}
+
+/// Lifts the holds of `identity`'s batches: a task of it ended, so the conflict or the
+/// pending-task limit that held them may be gone.
+pub(super) async fn lift_holds(db: &StateDb, identity: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE batches SET hold_until = NULL WHERE identity = ? AND hold_until IS NOT NULL",
+    )
+    .bind(identity)
+    .execute(db.pool())
+    .await
+    .at(db)?;
+    Ok(())
+}
+
 pub(super) async fn record_submit_error(db: &StateDb, batch: i64, error: &str) -> Result<()> {
     sqlx::query("UPDATE batches SET last_error = ? WHERE id = ?")
         .bind(error)
@@ -425,7 +493,7 @@ pub(super) async fn record_submit_error(db: &StateDb, batch: i64, error: &str) -
 
 /// `identity`'s batches at Globus, for the poller.
 pub(super) async fn in_flight(db: &StateDb, identity: &str) -> Result<Vec<InFlight>> {
-    let rows = sqlx::query("SELECT id, task_id, submitted_at, bytes_transferred, nice_status, nice_status_since, status, resplit_of FROM batches WHERE identity = ? AND state = ?")
+    let rows = sqlx::query("SELECT id, task_id, submitted_at, bytes_transferred, progress, nice_status, nice_status_since, status, resplit_of FROM batches WHERE identity = ? AND state = ?")
         .bind(identity).bind(BatchState::Submitted.as_str()).fetch_all(db.pool()).await.at(db)?;
     Ok(rows
         .into_iter()
@@ -434,6 +502,7 @@ pub(super) async fn in_flight(db: &StateDb, identity: &str) -> Result<Vec<InFlig
             task_id: r.get("task_id"),
             submitted_at: r.get("submitted_at"),
             bytes_transferred: r.get("bytes_transferred"),
+            progress: r.get("progress"),
             status: r.get("status"),
             nice_status: r.get("nice_status"),
             nice_status_since: r.get("nice_status_since"),
@@ -449,8 +518,9 @@ pub(super) async fn record_poll(db: &StateDb, observed: &[Observed<'_>]) -> Resu
     for seen in observed {
         update_counters(&mut tx, db, seen.batch, seen.task).await?;
         if !seen.task.is_final() {
-            sqlx::query("UPDATE batches SET nice_status_since = ? WHERE id = ?")
+            sqlx::query("UPDATE batches SET nice_status_since = ?, attention = ? WHERE id = ?")
                 .bind(seen.fatal_since)
+                .bind(&seen.attention)
                 .bind(seen.batch)
                 .execute(&mut *tx)
                 .await
@@ -491,7 +561,11 @@ pub(super) async fn finish_batch(db: &StateDb, end: &BatchEnd<'_>) -> Result<()>
             ItemEnd::Failed { code, description } => {
                 set_item(&mut tx, db, *id, Some((code, description)), now).await?
             }
-            ItemEnd::Resplit => {
+            ItemEnd::Resplit | ItemEnd::ResplitWithoutChecksum => {
+                if matches!(item_end, ItemEnd::ResplitWithoutChecksum) {
+                    sqlx::query("UPDATE items SET external_checksum = NULL, checksum_algorithm = NULL WHERE id = ?")
+                        .bind(id).execute(&mut *tx).await.at(db)?;
+                }
                 let new_batch = match resplit_batch {
                     Some(b) => b,
                     None => {
@@ -583,9 +657,9 @@ async fn set_item(
 }
 
 async fn update_counters(tx: &mut Tx, db: &StateDb, batch: i64, task: &Task) -> Result<()> {
-    sqlx::query("UPDATE batches SET status = ?, nice_status = ?, bytes_transferred = ?, files = ?, files_transferred = ? WHERE id = ?")
+    sqlx::query("UPDATE batches SET status = ?, nice_status = ?, bytes_transferred = ?, files = ?, files_transferred = ?, progress = ? WHERE id = ?")
         .bind(task.status.as_str()).bind(&task.nice_status).bind(task.bytes_transferred as i64).bind(task.files as i64)
-        .bind(task.files_transferred as i64).bind(batch)
+        .bind(task.files_transferred as i64).bind(super::rows::progress(task)).bind(batch)
         .execute(&mut **tx).await.at(db)?;
     Ok(())
 }

@@ -32,6 +32,9 @@ pub struct ItemStatus {
     pub nice_status: Option<String>,
     /// Bytes the task has moved so far.
     pub bytes_transferred: i64,
+    /// Why the task waits for a human (a permission error that persists), while it does.
+    #[serde(default)]
+    pub attention: Option<String>,
 }
 
 impl ItemStatus {
@@ -65,7 +68,14 @@ impl ItemStatus {
                       involved); the task resumes by itself"
                     .into(),
             }),
-            _ => None,
+            _ => self.attention.as_ref().map(|reason| Error::NeedsAttention {
+                task_id: self.task_id.clone().unwrap_or_default(),
+                reason: format!("Globus keeps retrying it on {reason}, and nothing moves"),
+                fix: "grant this identity access to the path (or fix the path's \
+                      permissions) at the collection; the task resumes by itself, or cancel \
+                      it with `ps-globus task cancel`"
+                    .into(),
+            }),
         }
     }
 }
@@ -90,4 +100,13 @@ pub struct BatchStatus {
     pub fatal_code: Option<String>,
     pub fatal_description: Option<String>,
     pub resplit_of: Option<i64>,
+    /// The last submission error, or why Globus asked the batch to wait.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Not posted again before this (Globus asked it to wait).
+    #[serde(default)]
+    pub held_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why its task waits for a human, while it does.
+    #[serde(default)]
+    pub attention: Option<String>,
 }

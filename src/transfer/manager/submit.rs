@@ -9,6 +9,7 @@
 
 use super::Inner;
 use super::config::{BatchOptions, Priority};
+use super::rows::ItemToPost;
 use super::sql::{self, BatchEnd, BatchToPost};
 use crate::error::{Error, Result};
 use crate::transfer::types::{TransferItem, TransferRequest};
@@ -62,7 +63,19 @@ impl Inner {
                 sid
             }
         };
-        let request = transfer_request(sql::batch_to_post(&self.db, batch).await?, submission_id);
+        let mut to_post = sql::batch_to_post(&self.db, batch).await?;
+        self.expand_homes(batch, &mut to_post).await?;
+        let unverifiable = {
+            let set = self.unverifiable.lock().expect("unverifiable lock");
+            set.contains(&to_post.source) || set.contains(&to_post.destination)
+        };
+        if unverifiable {
+            for item in &mut to_post.items {
+                item.external_checksum = None;
+                item.checksum_algorithm = None;
+            }
+        }
+        let request = transfer_request(to_post, submission_id);
         match self.client.submit_transfer(&request).await {
             Ok(result) => {
                 self.fail_point("after-post");
@@ -74,6 +87,12 @@ impl Inner {
             Err(e) if e.is_transient() => {
                 sql::record_submit_error(&self.db, batch, &e.to_string()).await?;
                 Err(e)
+            }
+            Err(e) if asks_to_wait(&e) => {
+                // Identical paths still in flight, or the pending-task limit: the batch
+                // waits (same submission id, so still exactly once) while others go on.
+                tracing::info!("Globus asked transfer batch {batch} to wait: {e}");
+                sql::hold(&self.db, batch, &e.to_string(), MAX_HOLD).await
             }
             Err(e) => {
                 // Globus refused the batch for good (bad path, unknown collection, consent).
@@ -95,9 +114,42 @@ impl Inner {
         }
     }
 
-    /// Ends a batch (see [`BatchEnd`]) and tells the waiters.
+    /// Reads paths that lead from `~` as the collection's endpoint document places it
+    /// (`default_directory`), and records them so, before the batch is posted: Globus
+    /// reports the paths it copied that way, and each item is judged on that report. A
+    /// collection that does not say where `~` is keeps the path as given.
+    async fn expand_homes(&self, batch: i64, to_post: &mut BatchToPost) -> Result<()> {
+        use crate::transfer::path::{collection_path_from, starts_at_home};
+        let at_home =
+            |i: &ItemToPost| starts_at_home(&i.source_path) || starts_at_home(&i.destination_path);
+        if !to_post.items.iter().any(at_home) {
+            return Ok(());
+        }
+        let source_home = self.client.home_directory(&to_post.source).await?;
+        let destination_home = self.client.home_directory(&to_post.destination).await?;
+        let expand = |path: &mut String, home: &Option<String>| {
+            if let Some(home) = home
+                && starts_at_home(path)
+                && let Ok(full) = collection_path_from(path, home)
+            {
+                *path = full;
+            }
+        };
+        for item in &mut to_post.items {
+            expand(&mut item.source_path, &source_home);
+            expand(&mut item.destination_path, &destination_home);
+        }
+        sql::rewrite_item_paths(&self.db, batch, &to_post.items).await
+    }
+
+    /// Ends a batch (see [`BatchEnd`]) and tells the waiters. A task that ended frees
+    /// its paths and a pending slot at Globus, so held batches may go now.
     pub(super) async fn finish_batch(&self, end: BatchEnd<'_>) -> Result<()> {
         sql::finish_batch(&self.db, &end).await?;
+        if end.task.is_some() {
+            sql::lift_holds(&self.db, &self.identity).await?;
+            self.signals.submit_kick.notify_one();
+        }
         self.signals.changed.notify_waiters();
         Ok(())
     }
@@ -114,6 +166,18 @@ impl Inner {
 
     #[cfg(not(feature = "failpoints"))]
     fn fail_point(&self, _name: &str) {}
+}
+
+/// The longest a held batch waits before it is posted again (a task's end lifts the
+/// hold sooner).
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether Globus refused a submission only for now: 409 for identical paths still in
+/// flight (`Conflict`) or the pending-task limit (`…PendingTaskLimit`), both lifted
+/// when earlier tasks end. Neither is a failed batch.
+fn asks_to_wait(e: &Error) -> bool {
+    matches!(e, Error::Api { status: 409, code, .. }
+        if code == "Conflict" || code.ends_with("PendingTaskLimit"))
 }
 
 /// The `POST /transfer` document for a batch. Tasks the manager creates never e-mail.

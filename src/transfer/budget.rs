@@ -1,0 +1,95 @@
+//! One request budget per state database and identity: a token bucket kept in the
+//! database, so that every process sharing it (producers, readers, the poller and the
+//! watcher) stays under one rate together. Globus meters about 20 Transfer requests a
+//! second per user over 10-second windows and answers 429 above it; many processes that
+//! each poll on their own exceed that at five.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::client::RequestGate;
+use crate::error::Result;
+use crate::state::{SqlResultExt, StateDb};
+
+/// A token bucket of `rate` requests per second (bursts of up to `rate`, at least one)
+/// shared through the `request_budget` table.
+pub struct RequestBudget {
+    db: StateDb,
+    identity: String,
+    rate: f64,
+}
+
+impl RequestBudget {
+    /// The budget of `identity` in `db`; `None` when `rate` is not positive (no limit).
+    pub fn new(db: StateDb, identity: &str, rate: f64) -> Option<Arc<RequestBudget>> {
+        (rate > 0.0 && rate.is_finite()).then(|| {
+            Arc::new(RequestBudget {
+                db,
+                identity: identity.to_owned(),
+                rate,
+            })
+        })
+    }
+
+    /// Takes one token if there is one; otherwise says how long until there is.
+    async fn take(&self) -> Result<Option<Duration>> {
+        let db = &self.db;
+        let burst = self.rate.max(1.0);
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut tx = db.begin_immediate().await?;
+        let row: Option<(f64, i64)> =
+            sqlx::query_as("SELECT tokens, updated_at FROM request_budget WHERE identity = ?")
+                .bind(&self.identity)
+                .fetch_optional(&mut *tx)
+                .await
+                .at(db)?;
+        let tokens = row.map_or(burst, |(tokens, at)| {
+            (tokens + (now - at).max(0) as f64 / 1000.0 * self.rate).min(burst)
+        });
+        if tokens < 1.0 {
+            tx.commit().await.at(db)?;
+            return Ok(Some(Duration::from_secs_f64((1.0 - tokens) / self.rate)));
+        }
+        sqlx::query(
+            "INSERT INTO request_budget (identity, tokens, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT(identity) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
+        )
+        .bind(&self.identity)
+        .bind(tokens - 1.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .at(db)?;
+        tx.commit().await.at(db)?;
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl RequestGate for RequestBudget {
+    async fn admit(&self) {
+        loop {
+            match self.take().await {
+                Ok(None) => return,
+                Ok(Some(wait)) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
+                Err(e) => {
+                    // The budget is a courtesy to the service: a database that cannot
+                    // keep it must not stop the request (Globus would answer 429).
+                    tracing::warn!("the request budget could not be read, going on: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBudget")
+            .field("identity", &self.identity)
+            .field("rate", &self.rate)
+            .finish()
+    }
+}
