@@ -420,3 +420,44 @@ impl TaskTable {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> TaskState {
+        TaskState {
+            doc: Task::default(),
+            events: Vec::new(),
+            successful: Vec::new(),
+            skipped: Vec::new(),
+            deadline: Utc::now(),
+            started: None,
+            lingering_until: None,
+        }
+    }
+
+    /// SPEC §3.11: a fault stays in `nice_status` for its expiry window after the task
+    /// recovered, counting down, then clears.
+    #[test]
+    fn a_recovered_fault_lingers_in_nice_status_until_it_expires() {
+        let mut s = state();
+        s.set_retrying("CONNECT_FAILED", "details", 1);
+        s.recovered(Duration::from_secs(900));
+        let doc = s.current();
+        assert_eq!(doc.nice_status.as_deref(), Some("CONNECT_FAILED"));
+        assert_eq!(doc.is_ok, Some(false));
+        assert_eq!(doc.subtasks_retrying, 0, "no longer retrying");
+        assert!((890..=900).contains(&doc.nice_status_expires_in.unwrap()));
+        // Expired: cleared on the next read.
+        s.lingering_until = Some(Instant::now());
+        let doc = s.current();
+        assert_eq!(doc.nice_status.as_deref(), Some("OK"));
+        assert_eq!(doc.is_ok, Some(true));
+        // Without a linger window, a recovery clears at once.
+        let mut s = state();
+        s.set_retrying("CONNECT_FAILED", "details", 1);
+        s.recovered(Duration::ZERO);
+        assert_eq!(s.current().nice_status.as_deref(), Some("OK"));
+    }
+}

@@ -608,6 +608,36 @@ mod tests {
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["json"].clone()
     }
 
+    /// SPEC §3.11: `nice_status_expires_in` comes as -1, 0, a number, a string or null,
+    /// and paths may be null for a viewer without the role; none of it fails a poll.
+    #[test]
+    fn varying_wire_forms_parse_leniently() {
+        for (text, want) in [
+            ("-1", Some(-1)),
+            ("0", Some(0)),
+            ("3600", Some(3600)),
+            ("\"120\"", Some(120)),
+            ("12.5", Some(12)),
+            ("null", None),
+            ("\"soon\"", None),
+        ] {
+            let task: Task =
+                serde_json::from_str(&format!(r#"{{"nice_status_expires_in": {text}}}"#)).unwrap();
+            assert_eq!(task.nice_status_expires_in, want, "{text}");
+        }
+        let copied: SuccessfulTransfer = serde_json::from_str(
+            r#"{"DATA_TYPE": "successful_transfer", "source_path": null, "destination_path": "/x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                copied.source_path.as_str(),
+                copied.destination_path.as_str()
+            ),
+            ("", "/x")
+        );
+    }
+
     #[test]
     fn recorded_documents_parse() {
         let list: Page<Task> = serde_json::from_value(fixture("cli.task_list.0.json")).unwrap();

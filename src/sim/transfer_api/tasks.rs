@@ -180,6 +180,13 @@ pub(super) fn marker_page<T: Clone + serde::Serialize>(
 ) -> ApiResult {
     const PAGE: usize = 1000;
     let q = query_pairs(raw);
+    // A marker is an opaque token the service hands out in `next_marker`; the first page
+    // is asked for without one (as globus-sdk does). This service never hands out 0.
+    if param(&q, "marker") == Some("0") {
+        return Err(ApiError::bad_request(
+            "marker 0 was not given by this service: leave the marker out for the first page",
+        ));
+    }
     let marker = number(&q, "marker", 0)? as usize;
     let data: Vec<T> = all.iter().skip(marker).take(PAGE).cloned().collect();
     let next = marker + data.len();

@@ -490,4 +490,74 @@ mod tests {
         assert_eq!(join_reasons("failed", "disk full"), "failed: disk full");
         assert_eq!(join_reasons("", "disk full"), "disk full");
     }
+
+    fn in_flight(task: &Task, since: Option<i64>) -> InFlight {
+        InFlight {
+            id: 1,
+            task_id: "t".into(),
+            submitted_at: 0,
+            bytes_transferred: task.bytes_transferred as i64,
+            progress: super::super::rows::progress(task),
+            status: Some("ACTIVE".into()),
+            nice_status: task.nice_status.clone(),
+            nice_status_since: since,
+            resplit_of: None,
+        }
+    }
+
+    /// A task is stuck only while nothing moves: bytes, files or subtasks. Globus keeps
+    /// a fault in `nice_status` after the task recovered, so a task that copies files
+    /// (even empty ones, which move no bytes) on a lingering fault is not stuck.
+    #[test]
+    fn a_task_that_moves_files_on_a_lingering_fault_is_not_stuck() {
+        let before = Task {
+            task_id: "t".into(),
+            status: TaskStatus::Active,
+            nice_status: Some("FILE_NOT_FOUND".into()),
+            bytes_transferred: 10,
+            files_transferred: 1,
+            ..Task::default()
+        };
+        let row = in_flight(&before, Some(1_000));
+        assert_eq!(
+            fatal_since(&row, &before, 9_000),
+            Some(1_000),
+            "nothing moved"
+        );
+        let more_files = Task {
+            files_transferred: 2,
+            ..before.clone()
+        };
+        assert_eq!(fatal_since(&row, &more_files, 9_000), Some(9_000));
+        let more_subtasks = Task {
+            subtasks_skipped_errors: 1,
+            ..before.clone()
+        };
+        assert_eq!(fatal_since(&row, &more_subtasks, 9_000), Some(9_000));
+        let more_bytes = Task {
+            bytes_transferred: 11,
+            ..before.clone()
+        };
+        assert_eq!(fatal_since(&row, &more_bytes, 9_000), Some(9_000));
+        let recovered = Task {
+            nice_status: Some("OK".into()),
+            ..before
+        };
+        assert_eq!(fatal_since(&row, &recovered, 9_000), None);
+    }
+
+    #[test]
+    fn a_collection_that_cannot_compute_the_checksum_is_seen_at_once() {
+        let task = Task {
+            status: TaskStatus::Active,
+            nice_status: Some("UNSUPPORTED_CHECKSUM_ALGORITHM".into()),
+            ..Task::default()
+        };
+        assert!(cannot_checksum(&task));
+        let done = Task {
+            status: TaskStatus::Failed,
+            ..task
+        };
+        assert!(!cannot_checksum(&done));
+    }
 }
