@@ -17,6 +17,7 @@ use ps_globus::transfer::{
     TaskStatus, TransferClient, TransferManager,
 };
 use support::emulator::{Emu, TOKEN, fault, write};
+use support::managers::{client, config, fast_retry, manager, spec};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -26,44 +27,6 @@ fn assert_delivered(emu: &Emu, count: usize) {
         let arrived = std::fs::read(emu.root_b().join(format!("out/{i}"))).unwrap();
         assert_eq!(arrived, format!("{i}").as_bytes(), "out/{i}");
     }
-}
-
-fn fast_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 5,
-        max_sleep: Duration::from_millis(20),
-        base: Duration::from_millis(2),
-        ..RetryConfig::default()
-    }
-}
-
-fn config() -> ManagerConfig {
-    ManagerConfig {
-        poll_min: Duration::from_millis(50),
-        poll_idle: Duration::from_millis(50),
-        poll_max: Duration::from_millis(200),
-        ..ManagerConfig::default()
-    }
-}
-
-fn client(emu: &Emu) -> TransferClient {
-    TransferClient::with_base_url(
-        emu.sim.transfer_url(),
-        Arc::new(StaticTokenAuthorizer::new(TOKEN)),
-    )
-    .unwrap()
-    .with_retry(fast_retry())
-    .unwrap()
-}
-
-async fn manager(emu: &Emu, db: &std::path::Path, config: ManagerConfig) -> TransferManager {
-    TransferManager::start(StateDb::open(db).await.unwrap(), client(emu), config)
-        .await
-        .unwrap()
-}
-
-fn spec(emu: &Emu, from: &str, to: &str) -> ItemSpec {
-    ItemSpec::new(emu.a.clone(), from, emu.b.clone(), to)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

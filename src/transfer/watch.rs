@@ -79,6 +79,19 @@ impl Watcher {
     /// `budget` requests per second (shared with the manager; 0: none), and the others
     /// read what it saw.
     pub fn start_shared(client: TransferClient, db: StateDb, budget: f64) -> Arc<Watcher> {
+        let owner = crate::transfer::manager::this_process().owner;
+        Self::start_shared_as(client, db, budget, &owner)
+    }
+
+    /// [`start_shared`](Self::start_shared) as the process named `owner`
+    /// (`host:pid:start`): for tests that play several processes in one.
+    #[doc(hidden)]
+    pub fn start_shared_as(
+        client: TransferClient,
+        db: StateDb,
+        budget: f64,
+        owner: &str,
+    ) -> Arc<Watcher> {
         let identity = format!("{}@{}", client.identity(), client.base_url());
         let client = match RequestBudget::new(db.clone(), &identity, budget) {
             Some(budget) => client.with_gate(budget),
@@ -87,7 +100,7 @@ impl Watcher {
         let shared = Shared {
             db,
             lease: format!("watcher:{identity}"),
-            owner: crate::transfer::manager::this_process().owner,
+            owner: owner.to_owned(),
             recorded: Mutex::new((Vec::new(), None)),
             missing_since: Mutex::default(),
         };

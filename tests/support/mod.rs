@@ -98,4 +98,5 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 pub mod emulator;
+pub mod managers;
 pub mod sites;
