@@ -10,6 +10,14 @@
 //! Prints `{"objects", "size", "task_latency_ms", "put_s", "resolve_s", "total_s",
 //! "tasks", "api_requests"}` (`tasks`, `api_requests` from the emulator's stats, Auth
 //! requests included).
+//!
+//! `--readers R` starts R reader processes at site B instead of one, sharing one state
+//! database (one host), each resolving its 1/R share of the objects; the emulator keeps
+//! Globus's default rate limit (20 requests/s per identity over 10 s). The report adds
+//! `readers`, `transfer_requests` (Transfer API requests of the identity, every
+//! process's), `responses_429` and `wall_s` (first put to last reader's exit):
+//!
+//!     cargo run --release --example bench_globus -- --readers 64 --objects 1000 --size 1024
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -55,39 +63,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let put_s = started.elapsed().as_secs_f64();
 
+    let readers = arg(&args, "--readers", 1).max(1);
     let resolve_started = Instant::now();
-    let mut consumer = Command::new(std::env::current_exe()?)
-        .args([
-            "--consumer",
-            "--objects",
-            &objects.to_string(),
-            "--size",
-            &size.to_string(),
-        ])
-        .envs(sites.consumer_env())
-        .stdin(Stdio::piped())
-        .spawn()?;
-    let mut stdin = consumer.stdin.take().expect("piped");
+    // Each reader gets every `readers`-th object; all share site B's state database.
+    let mut shares: Vec<Vec<String>> = vec![Vec::new(); readers];
     for (i, key) in keys.into_iter().enumerate() {
         let proxy = store.proxy_from_key::<Vec<u8>>(key);
-        writeln!(stdin, "{i}\t{}", serde_json::to_string(&proxy)?)?;
+        shares[i % readers].push(format!("{i}\t{}", serde_json::to_string(&proxy)?));
     }
-    drop(stdin);
-    let status = consumer.wait()?;
-    if !status.success() {
-        return Err(format!("the consumer at site b failed ({status})").into());
+    let mut consumers = Vec::new();
+    for share in shares.into_iter().filter(|s| !s.is_empty()) {
+        let mut consumer = Command::new(std::env::current_exe()?)
+            .args([
+                "--consumer",
+                "--objects",
+                &share.len().to_string(),
+                "--size",
+                &size.to_string(),
+            ])
+            .envs(sites.consumer_env())
+            .stdin(Stdio::piped())
+            .spawn()?;
+        let mut stdin = consumer.stdin.take().expect("piped");
+        for line in share {
+            writeln!(stdin, "{line}")?;
+        }
+        consumers.push(consumer);
+    }
+    for mut consumer in consumers {
+        let status = consumer.wait()?;
+        if !status.success() {
+            return Err(format!("a consumer at site b failed ({status})").into());
+        }
     }
     let resolve_s = resolve_started.elapsed().as_secs_f64();
     let stats = sites.sim.stats();
+    let transfer_requests: u64 = stats
+        .by_route
+        .iter()
+        .filter(|(route, _)| route.contains(" /v0.10/"))
+        .map(|(_, n)| n)
+        .sum();
     let report = serde_json::json!({
         "objects": objects,
         "size": size,
         "task_latency_ms": latency,
+        "readers": readers,
         "put_s": put_s,
         "resolve_s": resolve_s,
         "total_s": put_s + resolve_s,
+        "wall_s": started.elapsed().as_secs_f64(),
         "tasks": stats.route("POST /v0.10/transfer"),
         "api_requests": stats.api_requests,
+        "transfer_requests": transfer_requests,
+        "responses_429": stats.responses_429,
     });
     if args.iter().any(|a| a == "--json") {
         println!("{report}");

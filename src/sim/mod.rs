@@ -290,6 +290,11 @@ impl Simulator {
         &self.url
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
     /// The collections by name.
     pub fn collections(&self) -> &BTreeMap<String, SimCollection> {
         &self.collections
