@@ -152,6 +152,16 @@ async fn loopback_login_stores_refreshable_tokens_for_the_user() {
     ] {
         assert!(url.contains(part), "{part} missing from {url}");
     }
+    // As globus-sdk's local server sends it: `http://localhost:PORT`, no path.
+    let redirect = oauth2::url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    let port = redirect.strip_prefix("http://localhost:").unwrap();
+    assert!(port.parse::<u16>().is_ok(), "{redirect}");
     assert!(prompt.pages.lock().unwrap()[0].contains("Login complete"));
     let set = stored(&store);
     assert_eq!(set.client_id.as_deref(), Some(APP));

@@ -60,7 +60,10 @@ fn reader_processes_sharing_a_database_stay_under_the_rate_limit() {
             serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         verified += summary["objects"].as_u64().unwrap();
     }
-    assert_eq!(verified, OBJECTS as u64, "every object resolved and verified");
+    assert_eq!(
+        verified, OBJECTS as u64,
+        "every object resolved and verified"
+    );
     let stats = sites.sim.stats();
     assert_eq!(stats.responses_429, 0, "{stats:?}");
 }
