@@ -452,6 +452,31 @@ fn eight_transfer_processes_sharing_a_state_directory_all_return() {
     }
 }
 
+/// The hidden scenario of SPEC §3.11's identical paths: a stage-in of the same paths
+/// while the first one's task is still running. Globus refuses the second (409
+/// `Conflict`); it waits for the first to end, then goes: both commands succeed, one
+/// task each.
+#[test]
+fn a_second_stage_in_of_paths_in_flight_waits_and_both_succeed() {
+    let emu = Emu::with(|c| c.task_latency_ms = 1_500);
+    let mut setup = Setup::new(&emu);
+    setup.site = "b".into();
+    write(emu.root_a(), "data/input.h5", b"input bytes");
+    let local = emu.root_b().canonicalize().unwrap().join("work/input.h5");
+    let local = local.to_str().unwrap();
+    // The first returns once its task is at Globus; the second comes while it runs.
+    let (code, stdout, stderr) = setup.run(&["stage-in", "a:/data/input.h5", local, "--no-wait"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(emu.sim.stats().tasks(), 1, "{stdout}");
+    let (code, _, stderr) = setup.run(&["stage-in", "a:/data/input.h5", local]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(emu.sim.stats().tasks(), 2, "one task each");
+    assert!(emu.sim.stats().by_status.get(&409).copied().unwrap_or(0) >= 1);
+    assert_eq!(std::fs::read(local).unwrap(), b"input bytes");
+    let finished = &emu.sim.stats().tasks_finished["TRANSFER"];
+    assert_eq!(finished.get("SUCCEEDED"), Some(&2), "{finished:?}");
+}
+
 /// Regression: a transfer of a file onto itself truncated it and reported success, and a
 /// recursive transfer into its own subtree nested until the path was too long. Both are
 /// refused before anything is submitted, and the file is intact.
