@@ -115,6 +115,15 @@ fn show_plain(batches: &[BatchStatus], summary: &str) {
             b.files,
             b.bytes_transferred
         );
+        // Why a batch is not moving, where Globus or a person holds it up.
+        if b.state != BatchState::Done {
+            if let (Some(until), Some(why)) = (b.held_until, &b.last_error) {
+                println!("    waiting until {}: {why}", until.format("%H:%M:%S"));
+            }
+            if let Some(why) = &b.attention {
+                println!("    needs attention: {why}");
+            }
+        }
     }
     println!("{summary}");
 }

@@ -216,13 +216,10 @@ fn restore(saved: SavedTask) -> Restored {
     };
     let unfinished = !matches!(saved.doc.status, TaskStatus::Succeeded | TaskStatus::Failed);
     let mut state = TaskState {
-        doc: saved.doc,
         events: saved.events,
         successful: saved.successful,
         skipped: saved.skipped,
-        deadline: saved.deadline,
-        started: None,
-        lingering_until: None,
+        ..TaskState::new(saved.doc, saved.deadline)
     };
     if unfinished {
         restart(&mut state);
@@ -297,15 +294,7 @@ mod tests {
     use super::*;
 
     fn task() -> TaskHandle {
-        let state = TaskState {
-            doc: Task::default(),
-            events: Vec::new(),
-            successful: Vec::new(),
-            skipped: Vec::new(),
-            deadline: Utc::now(),
-            started: None,
-            lingering_until: None,
-        };
+        let state = TaskState::new(Task::default(), Utc::now());
         let request = Request::Transfer(TransferRequest::default());
         TaskHandle::new(
             Uuid::new_v4(),

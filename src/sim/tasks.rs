@@ -55,6 +55,19 @@ pub(crate) struct TaskState {
 }
 
 impl TaskState {
+    /// A task that has not started: its document and deadline, nothing else yet.
+    pub(crate) fn new(doc: Task, deadline: DateTime<Utc>) -> TaskState {
+        TaskState {
+            doc,
+            events: Vec::new(),
+            successful: Vec::new(),
+            skipped: Vec::new(),
+            deadline,
+            started: None,
+            lingering_until: None,
+        }
+    }
+
     pub(crate) fn event(&mut self, code: &str, description: &str, details: &str, is_error: bool) {
         self.events.push(Event {
             data_type: "event".into(),
@@ -426,15 +439,7 @@ mod tests {
     use super::*;
 
     fn state() -> TaskState {
-        TaskState {
-            doc: Task::default(),
-            events: Vec::new(),
-            successful: Vec::new(),
-            skipped: Vec::new(),
-            deadline: Utc::now(),
-            started: None,
-            lingering_until: None,
-        }
+        TaskState::new(Task::default(), Utc::now())
     }
 
     /// SPEC §3.11: a fault stays in `nice_status` for its expiry window after the task

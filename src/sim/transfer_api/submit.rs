@@ -343,15 +343,7 @@ pub(super) fn admit(
     let id = Uuid::new_v4();
     doc.task_id = id.to_string();
     let make = || {
-        let state = TaskState {
-            doc,
-            events: Vec::new(),
-            successful: Vec::new(),
-            skipped: Vec::new(),
-            deadline,
-            started: None,
-            lingering_until: None,
-        };
+        let state = TaskState::new(doc, deadline);
         TaskHandle::new(
             id,
             caller.identity.id,
