@@ -65,6 +65,18 @@ struct Shared {
     recorded: Mutex<(Vec<String>, Option<std::time::Instant>)>,
     /// While leader: since when a listed-before label has been missing from the list.
     missing_since: Mutex<HashMap<String, std::time::Instant>>,
+    /// While leader: when to ask Globus next, and about which labels it asked last.
+    pace: Mutex<Pace>,
+    /// Whether this process held the lease at its last look.
+    led: std::sync::atomic::AtomicBool,
+}
+
+/// The leader's pace of asking Globus.
+#[derive(Default)]
+struct Pace {
+    next: Option<std::time::Instant>,
+    interval: Duration,
+    labels: Vec<String>,
 }
 
 impl Watcher {
@@ -103,6 +115,8 @@ impl Watcher {
             owner: owner.to_owned(),
             recorded: Mutex::new((Vec::new(), None)),
             missing_since: Mutex::default(),
+            pace: Mutex::default(),
+            led: std::sync::atomic::AtomicBool::new(false),
         };
         Self::spawn(client, Some(shared))
     }
@@ -304,6 +318,7 @@ impl Watcher {
             crate::transfer::manager::owner_alive,
         )
         .await?;
+        shared.led.store(leader, std::sync::atomic::Ordering::Relaxed);
         if leader {
             self.lead(shared).await?;
         }
@@ -315,34 +330,60 @@ impl Watcher {
         Ok(progressed)
     }
 
-    /// The leader's part: ask Globus about every label any live process waits on.
+    /// The leader's part: ask Globus about every label any live process waits on, at
+    /// its own pace: every 250 ms while tasks move or the labels change, backing off to
+    /// 5 s while nothing does (the followers' looks are local reads).
     async fn lead(&self, shared: &Shared) -> Result<()> {
         let labels = shared.all_labels().await?;
         if labels.is_empty() {
             return Ok(());
         }
-        let (tasks, unlisted, _) = self.list(&labels).await;
-        let mut found = tasks;
+        {
+            let pace = shared.pace.lock().expect("watcher lock");
+            if pace.labels == labels && pace.next.is_some_and(|t| std::time::Instant::now() < t) {
+                return Ok(());
+            }
+        }
+        let before = shared.read(&labels).await?;
+        let (mut found, unlisted, _) = self.list(&labels).await;
         let now = std::time::Instant::now();
-        let known = shared.known(&unlisted).await?;
         let mut lost_ones = Vec::new();
         {
             let mut missing = shared.missing_since.lock().expect("watcher lock");
             for task in &found {
                 missing.remove(task.label.as_deref().unwrap_or_default());
             }
+            let known = before
+                .iter()
+                .filter(|t| t.label.as_ref().is_some_and(|l| unlisted.contains(l)));
             for task in known {
                 let label = task.label.clone().unwrap_or_default();
                 let since = *missing.entry(label).or_insert(now);
                 if now - since >= MISSING_GRACE {
-                    lost_ones.push(task);
+                    lost_ones.push(task.clone());
                 }
             }
         }
         for task in lost_ones {
             found.extend(lost(&self.client, task).await);
         }
-        shared.write(&found).await
+        let moved = found.iter().any(|task| {
+            !before.iter().any(|old| {
+                old.label == task.label
+                    && old.status == task.status
+                    && old.bytes_transferred == task.bytes_transferred
+            })
+        });
+        shared.write(&found).await?;
+        let mut pace = shared.pace.lock().expect("watcher lock");
+        pace.interval = if moved || pace.labels != labels {
+            Duration::from_millis(250)
+        } else {
+            (pace.interval * 3 / 2).min(Duration::from_secs(5))
+        };
+        pace.next = Some(now + pace.interval);
+        pace.labels = labels;
+        Ok(())
     }
 }
 
@@ -396,8 +437,12 @@ impl Shared {
         Ok(())
     }
 
-    /// Gives up the lease and this process's `watches` rows.
+    /// Gives up the lease and this process's `watches` rows (if it has any of them).
     async fn release(&self) -> Result<()> {
+        let recorded = self.recorded.lock().expect("watcher lock").1.is_some();
+        if !recorded && !self.led.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let db = &self.db;
         let mut tx = db.begin_immediate().await?;
         sqlx::query("DELETE FROM leases WHERE name = ? AND owner = ?")
@@ -421,7 +466,8 @@ impl Shared {
         let now = chrono::Utc::now().timestamp_millis();
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT DISTINCT watches.label, watched_tasks.task FROM watches \
-             LEFT JOIN watched_tasks ON watched_tasks.label = watches.label WHERE watches.expires_at > ?",
+             LEFT JOIN watched_tasks ON watched_tasks.label = watches.label \
+             WHERE watches.expires_at > ? ORDER BY watches.label",
         )
         .bind(now)
         .fetch_all(self.db.pool())
@@ -452,14 +498,6 @@ impl Shared {
             .into_iter()
             .filter_map(|(t,)| serde_json::from_str(&t).ok())
             .collect())
-    }
-
-    /// The tasks recorded for `labels`, for those that were seen before.
-    async fn known(&self, labels: &[String]) -> Result<Vec<Task>> {
-        if labels.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.read(labels).await
     }
 
     /// Records what the leader saw.
