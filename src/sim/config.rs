@@ -153,9 +153,9 @@ pub struct FaultConfig {
     /// HTTP faults hit only requests numbered `after ..` on their route per identity.
     #[serde(default)]
     pub after: u64,
-    /// ... and at most this many of them (absent: no end). For task faults: at most this
-    /// many looks at each matching path (each attempt looks once or twice), after which
-    /// the path heals; absent: the fault never heals.
+    /// ... and at most this many of them (absent: no end). For task faults: this many
+    /// failed attempts at each matching path, after which the path heals ("fails 3 times
+    /// then succeeds"); absent: the fault never heals.
     #[serde(default)]
     pub count: Option<u64>,
     /// The `Retry-After` seconds of 429 and 503 answers.

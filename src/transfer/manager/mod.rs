@@ -38,7 +38,6 @@
 
 mod config;
 mod liveness;
-use crate::transfer::budget::RequestBudget;
 mod loops;
 mod poll;
 mod rows;
@@ -52,6 +51,8 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::transfer::budget::RequestBudget;
 
 pub use config::{
     BatchOptions, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ManagerConfig, Priority,

@@ -26,7 +26,7 @@ use crate::transfer::types::Task;
 type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 /// Now, as stored.
-pub(crate) fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
