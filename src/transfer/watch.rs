@@ -318,7 +318,9 @@ impl Watcher {
             crate::transfer::manager::owner_alive,
         )
         .await?;
-        shared.led.store(leader, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .led
+            .store(leader, std::sync::atomic::Ordering::Relaxed);
         if leader {
             self.lead(shared).await?;
         }
