@@ -201,16 +201,21 @@ impl Authorizer for ClientCredentialsAuthorizer {
     /// A service identity has no consent screen: it asks for the collections'
     /// `data_access` scopes in a new token request, and the request may be repeated.
     async fn add_data_access(&self, collections: &[uuid::Uuid]) -> Result<bool> {
+        if !self.scope.split_whitespace().any(|s| s == TRANSFER_SCOPE) {
+            return Ok(false);
+        }
         let added = {
             let mut known = self.data_access.lock().expect("data_access lock");
             collections
                 .iter()
                 .fold(false, |any, c| known.insert(*c) | any)
         };
-        if !added || !self.scope.split_whitespace().any(|s| s == TRANSFER_SCOPE) {
-            return Ok(false);
+        if added {
+            self.refresh().await
+        } else {
+            // A concurrent request asked for them already: its new token may carry them.
+            Ok(true)
         }
-        self.refresh().await
     }
 
     fn identity(&self) -> String {
