@@ -57,6 +57,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::settings::Settings;
 use crate::state::StateDb;
+use crate::transfer::budget::RequestBudget;
 use crate::transfer::delete::Deleter;
 use crate::transfer::watch::Watcher;
 use crate::transfer::{ManagerConfig, TransferClient, TransferManager};
@@ -158,7 +159,19 @@ impl GlobusConnector {
                     Some(auth) => auth.clone(),
                     None => crate::auth::default_authorizer(&self.inner.settings)?,
                 };
-                TransferClient::with_base_url(&self.inner.transfer_url, auth)
+                let client = TransferClient::with_base_url(&self.inner.transfer_url, auth)?;
+                // Its own requests (deletes, a reader's look at skipped files) draw on the
+                // database's budget too, as the manager's and the watcher's do.
+                let identity = format!("{}@{}", client.identity(), client.base_url());
+                let budget = RequestBudget::new(
+                    self.db().await?.clone(),
+                    &identity,
+                    self.inner.manager_config.request_budget,
+                );
+                Ok(match budget {
+                    Some(budget) => client.with_gate(budget),
+                    None => client,
+                })
             })
             .await
     }
