@@ -348,3 +348,34 @@ async fn readers_of_two_processes_share_one_watcher() {
     assert!(count_a.0.load(Ordering::SeqCst) > 0);
     assert_eq!(count_b.0.load(Ordering::SeqCst), 0, "B never asked Globus");
 }
+
+/// Regression (found by a four-minute soak): under the request budget, producers closed
+/// a tiny batch every 20 ms while the submitter could post only a few a second; the
+/// queue of closed batches outgrew the run and readers timed out. While closed batches
+/// queue for posting, an open batch keeps taking items instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_batches_queue_for_posting_an_open_batch_keeps_taking_items() {
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "f", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let one_at_a_time = ManagerConfig {
+        max_pending_tasks: 1,
+        quiet: Duration::ZERO,
+        max_delay: Duration::ZERO,
+        ..config()
+    };
+    let m = manager(&emu, &dir.path().join("state.db"), one_at_a_time).await;
+    m.enqueue(spec(&emu, "/f", "/out/a")).await.unwrap();
+    m.flush().await.unwrap(); // at Globus: admission is now full
+    let queued = m.enqueue(spec(&emu, "/f", "/out/b")).await.unwrap();
+    m.flush().await.unwrap(); // closed, waiting for admission
+    assert_eq!(
+        m.batch(&queued.label).await.unwrap().unwrap().state,
+        BatchState::Ready
+    );
+    let c = m.enqueue(spec(&emu, "/f", "/out/c")).await.unwrap();
+    let d = m.enqueue(spec(&emu, "/f", "/out/d")).await.unwrap();
+    assert_eq!(c.label, d.label, "one batch, not two more in the queue");
+    let batch = m.batch(&c.label).await.unwrap().unwrap();
+    assert_eq!((batch.state, batch.items), (BatchState::Open, 2));
+}

@@ -98,7 +98,14 @@ async fn writer_loop(manager: Weak<Inner>, mut requests: mpsc::UnboundedReceiver
     }
 }
 
-/// Closes batches that have been quiet for `quiet`, are `max_delay` old, or are full.
+/// How long past its first item an open batch may stay open while closed batches queue.
+const MAX_HOLD_OPEN: Duration = Duration::from_secs(10);
+
+/// How often the batcher looks again while closed batches queue for posting.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(100);
+
+/// Closes batches that have been quiet for `quiet`, are `max_delay` old, or are full;
+/// while closed batches queue for posting, only full (or very old) ones.
 async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
     loop {
         let Some(inner) = manager.upgrade() else {
@@ -108,22 +115,39 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
             return;
         }
         let config = &inner.config;
+        let any_open = !inner.open.lock().expect("open batches poisoned").is_empty();
+        // While closed batches queue for posting, an open one keeps taking items (up to
+        // `max_items`, or for `MAX_HOLD_OPEN`): one task instead of many that would only
+        // wait in the same queue.
+        let backlogged = any_open
+            && sql::unposted_backlog(&inner.db, &inner.identity)
+                .await
+                .is_ok_and(|n| n > 0);
         let now = Instant::now();
         let (due, next) = {
             let mut open = inner.open.lock().expect("open batches poisoned");
             let due: Vec<String> = open
                 .values()
                 .filter(|b| {
-                    now >= b.last + config.quiet
-                        || now >= b.first + config.max_delay
-                        || b.items >= config.max_items
+                    let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
+                    b.items >= config.max_items
+                        || (timely && !backlogged)
+                        || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
                 })
                 .map(|b| b.label.clone())
                 .collect();
             open.retain(|_, b| !due.contains(&b.label));
             let next = open
                 .values()
-                .map(|b| (b.last + config.quiet).min(b.first + config.max_delay))
+                .map(|b| {
+                    let at = (b.last + config.quiet).min(b.first + config.max_delay);
+                    if backlogged {
+                        // Look again soon: the backlog drains as the submitter posts.
+                        at.max(now + BACKLOG_RECHECK)
+                    } else {
+                        at
+                    }
+                })
                 .min();
             (due, next)
         };

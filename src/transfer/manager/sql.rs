@@ -322,6 +322,22 @@ pub(super) async fn flush_counts(
     .at(db)
 }
 
+/// How many of `identity`'s closed batches wait to be posted and are not held: while
+/// there are any, posting is the bottleneck (the request budget, admission), and an open
+/// batch gains by taking more items rather than queueing behind them.
+pub(super) async fn unposted_backlog(db: &StateDb, identity: &str) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM batches WHERE identity = ? AND state = ? \
+         AND (hold_until IS NULL OR hold_until <= ?)",
+    )
+    .bind(identity)
+    .bind(BatchState::Ready.as_str())
+    .bind(now_ms())
+    .fetch_one(db.pool())
+    .await
+    .at(db)
+}
+
 /// How many of `identity`'s batches are pending at Globus (or about to be).
 pub(super) async fn pending_at_globus(db: &StateDb, identity: &str) -> Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM batches WHERE identity = ? AND state IN (?, ?)")
