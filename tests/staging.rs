@@ -233,8 +233,10 @@ fn task_commands_follow_wait_time_out_and_cancel() {
     assert_eq!(cancelled[0]["task_id"], task.as_str());
     let (code, _, stderr) = setup.run(&["task", "wait", &task, "--polling-interval", "0.1"]);
     assert_eq!(code, 1, "a canceled task is a failure: {stderr}");
-    let events = setup.json(&["task", "events", &task, "--json"]);
+    // globus-cli's name, and the earlier one as an alias: the same events.
+    let events = setup.json(&["task", "event-list", &task, "--json"]);
     assert!(!events.as_array().unwrap().is_empty());
+    assert_eq!(setup.json(&["task", "events", &task, "--json"]), events);
     let (code, _, _) = setup.run(&["task", "show", "00000000-0000-0000-0000-000000000000"]);
     assert_eq!(code, 1);
 }

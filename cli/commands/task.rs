@@ -1,4 +1,4 @@
-//! `task list|show|wait|cancel|events`: Globus tasks through the Transfer client, one
+//! `task list|show|wait|cancel|event-list`: Globus tasks through the Transfer client, one
 //! function per subcommand.
 
 use std::time::{Duration, Instant};
@@ -59,7 +59,8 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A task's events.
+    /// A task's events, newest first (globus-cli's name; `events` also works).
+    #[command(name = "event-list", alias = "events")]
     Events {
         task_id: String,
         #[arg(long)]
