@@ -479,6 +479,36 @@ fn a_second_stage_in_of_paths_in_flight_waits_and_both_succeed() {
     assert_eq!(finished.get("SUCCEEDED"), Some(&2), "{finished:?}");
 }
 
+/// A bad deadline or a malformed task id is a usage error (exit 2), caught before
+/// anything is sent, as globus-cli does.
+#[test]
+fn usage_errors_exit_2_before_anything_is_sent() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/f", b"x");
+    for args in [
+        vec!["transfer", "a:/in/f", "b:/out/f", "--deadline", "soon"],
+        vec!["task", "show", "not-a-task"],
+        vec!["task", "wait", "1234"],
+        vec!["task", "cancel", "nope"],
+        vec!["task", "event-list", "x"],
+    ] {
+        let (code, _, stderr) = setup.run(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("is not a"), "{args:?}: {stderr}");
+    }
+    assert_eq!(emu.sim.stats().api_requests, 0, "nothing was sent");
+    // A deadline Globus reads goes through.
+    let (code, _, stderr) = setup.run(&[
+        "transfer",
+        "a:/in/f",
+        "b:/out/f",
+        "--deadline",
+        "2099-01-01 00:00:00",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// Regression: a transfer of a file onto itself truncated it and reported success, and a
 /// recursive transfer into its own subtree nested until the path was too long. Both are
 /// refused before anything is submitted, and the file is intact.

@@ -28,6 +28,7 @@ pub enum TaskCommand {
     },
     /// One task's document.
     Show {
+        #[arg(value_parser = task_id)]
         task_id: String,
         #[arg(long)]
         json: bool,
@@ -35,7 +36,7 @@ pub enum TaskCommand {
     /// Wait for tasks: exit 0 if all succeeded, 1 if any failed. One request per poll
     /// for all of them.
     Wait {
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = task_id)]
         task_ids: Vec<String>,
         /// Stop waiting after this many seconds.
         #[arg(long, value_name = "SECONDS")]
@@ -51,6 +52,7 @@ pub enum TaskCommand {
     },
     /// Cancel tasks by id, by label, or all active ones.
     Cancel {
+        #[arg(value_parser = task_id)]
         task_ids: Vec<String>,
         #[arg(long, conflicts_with = "all")]
         label: Option<String>,
@@ -62,10 +64,18 @@ pub enum TaskCommand {
     /// A task's events, newest first (globus-cli's name; `events` also works).
     #[command(name = "event-list", alias = "events")]
     Events {
+        #[arg(value_parser = task_id)]
         task_id: String,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A task id as typed: a UUID, or a usage error (exit 2) before anything is sent.
+fn task_id(text: &str) -> Result<String, String> {
+    uuid::Uuid::parse_str(text.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| format!("{text:?} is not a task id (a UUID, as `task list` shows)"))
 }
 
 /// `task ...`

@@ -37,7 +37,7 @@ pub struct TransferArgs {
     #[arg(long)]
     no_verify_checksum: bool,
     /// Give up at this time (RFC 3339 or `YYYY-MM-DD HH:MM:SS`, UTC).
-    #[arg(long)]
+    #[arg(long, value_parser = deadline)]
     deadline: Option<String>,
     /// The Globus task label (find the tasks again with `task list --label`).
     #[arg(long)]
@@ -68,6 +68,15 @@ pub enum Direction {
     In,
     /// Out of the current site.
     Out,
+}
+
+/// A deadline as typed: a time Globus reads, or a usage error (exit 2) before anything
+/// is sent.
+fn deadline(text: &str) -> Result<String, String> {
+    use ps_globus::transfer::types::{format_time, parse_time};
+    parse_time(text).map(format_time).ok_or_else(|| {
+        format!("{text:?} is not a time: give RFC 3339 (2030-01-01T12:00:00Z) or YYYY-MM-DD HH:MM:SS, in UTC")
+    })
 }
 
 /// `transfer`, `stage-in`, `stage-out`.
