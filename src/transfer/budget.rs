@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::client::RequestGate;
+use super::client::{RequestGate, TransferClient};
 use crate::error::Result;
 use crate::state::{SqlResultExt, StateDb};
 
@@ -31,6 +31,15 @@ impl RequestBudget {
                 rate,
             })
         })
+    }
+
+    /// `client`, its every request drawing on the budget of `rate` requests per second
+    /// that `db` keeps for the client's identity (`client` itself when `rate` is 0).
+    pub fn gate(client: TransferClient, db: &StateDb, rate: f64) -> TransferClient {
+        match RequestBudget::new(db.clone(), &client.service_identity(), rate) {
+            Some(budget) => client.with_gate(budget),
+            None => client,
+        }
     }
 
     /// Takes one token if there is one; otherwise says how long until there is.

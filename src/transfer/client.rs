@@ -156,23 +156,33 @@ impl TransferClient {
 
     /// This client with another retry policy.
     pub fn with_retry(&self, retry: RetryConfig) -> Result<Self> {
-        let mut client = Self::build(&self.inner.base, Arc::clone(&self.inner.auth), retry)?;
-        Arc::get_mut(&mut client.inner).expect("new").gate = self.inner.gate.clone();
-        Ok(client)
+        Ok(self.sibling(retry, self.inner.gate.clone()))
     }
 
     /// This client with every request (retries included) waiting on `gate` first.
     pub fn with_gate(&self, gate: Arc<dyn RequestGate>) -> Self {
+        self.sibling(self.inner.retry, Some(gate))
+    }
+
+    /// A client sharing this one's connection pool and authorizer.
+    fn sibling(&self, retry: RetryConfig, gate: Option<Arc<dyn RequestGate>>) -> Self {
         TransferClient {
             inner: Arc::new(Inner {
                 http: self.inner.http.clone(),
                 base: self.inner.base.clone(),
                 auth: Arc::clone(&self.inner.auth),
-                retry: self.inner.retry,
+                retry,
                 homes: std::sync::Mutex::default(),
-                gate: Some(gate),
+                gate,
             }),
         }
+    }
+
+    /// The identity this client acts as, with the service: `IDENTITY@TRANSFER_URL`.
+    /// State kept per identity (batches, leases, the request budget) is keyed by it: a
+    /// task id from one Transfer service means nothing to another.
+    pub fn service_identity(&self) -> String {
+        format!("{}@{}", self.identity(), self.base_url())
     }
 
     fn build(base_url: &str, auth: Arc<dyn Authorizer>, retry: RetryConfig) -> Result<Self> {

@@ -104,11 +104,8 @@ impl Watcher {
         budget: f64,
         owner: &str,
     ) -> Arc<Watcher> {
-        let identity = format!("{}@{}", client.identity(), client.base_url());
-        let client = match RequestBudget::new(db.clone(), &identity, budget) {
-            Some(budget) => client.with_gate(budget),
-            None => client,
-        };
+        let identity = client.service_identity();
+        let client = RequestBudget::gate(client, &db, budget);
         let shared = Shared {
             db,
             lease: format!("watcher:{identity}"),
@@ -233,11 +230,11 @@ async fn poll_loop(watcher: Weak<Watcher>) {
 
 impl Watcher {
     /// Asks Globus about `labels` (50 a request); returns the tasks listed and the
-    /// labels that were not, in order.
-    async fn list(&self, labels: &[String]) -> (Vec<Task>, Vec<String>, bool) {
+    /// labels that were not (a request that failed lists nothing: the next cycle asks
+    /// again).
+    async fn list(&self, labels: &[String]) -> (Vec<Task>, Vec<String>) {
         let mut tasks = Vec::new();
         let mut unlisted = Vec::new();
-        let mut failed = false;
         for chunk in labels.chunks(50) {
             let query = TaskQuery {
                 filter: Some(label_filter(chunk)),
@@ -251,13 +248,10 @@ impl Watcher {
                     unlisted.extend(chunk.iter().filter(|l| !listed.contains(*l)).cloned());
                     tasks.extend(page.data);
                 }
-                Err(e) => {
-                    failed = true;
-                    tracing::warn!("following Globus tasks failed, will retry: {e}");
-                }
+                Err(e) => tracing::warn!("following Globus tasks failed, will retry: {e}"),
             }
         }
-        (tasks, unlisted, failed)
+        (tasks, unlisted)
     }
 
     /// Records `task` for its label; true if it changed what readers see.
@@ -276,7 +270,7 @@ impl Watcher {
 
     /// One cycle of a watcher of this process alone.
     async fn poll_alone(&self, labels: &[String]) -> bool {
-        let (tasks, unlisted, _) = self.list(labels).await;
+        let (tasks, unlisted) = self.list(labels).await;
         let mut progressed = false;
         for task in tasks {
             progressed |= self.record(task);
@@ -347,7 +341,7 @@ impl Watcher {
             }
         }
         let before = shared.read(&labels).await?;
-        let (mut found, unlisted, _) = self.list(&labels).await;
+        let (mut found, unlisted) = self.list(&labels).await;
         let now = std::time::Instant::now();
         let mut lost_ones = Vec::new();
         {

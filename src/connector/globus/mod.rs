@@ -162,16 +162,11 @@ impl GlobusConnector {
                 let client = TransferClient::with_base_url(&self.inner.transfer_url, auth)?;
                 // Its own requests (deletes, a reader's look at skipped files) draw on the
                 // database's budget too, as the manager's and the watcher's do.
-                let identity = format!("{}@{}", client.identity(), client.base_url());
-                let budget = RequestBudget::new(
-                    self.db().await?.clone(),
-                    &identity,
+                Ok(RequestBudget::gate(
+                    client,
+                    self.db().await?,
                     self.inner.manager_config.request_budget,
-                );
-                Ok(match budget {
-                    Some(budget) => client.with_gate(budget),
-                    None => client,
-                })
+                ))
             })
             .await
     }

@@ -225,7 +225,7 @@ impl TransferManager {
         // Batches and the poller lease belong to an identity *at one service*: a task id
         // from one Transfer service means nothing to another (an emulator and Globus,
         // or two emulators, with one state database).
-        let identity = format!("{}@{}", client.identity(), client.base_url());
+        let identity = client.service_identity();
         let key = (db.path().to_path_buf(), identity.clone());
         if let Some(inner) = SHARED
             .lock()
@@ -237,10 +237,7 @@ impl TransferManager {
         }
         // Every request of this manager (submitter and poller) and of the readers'
         // watcher draws on one budget per database and identity.
-        let client = match RequestBudget::new(db.clone(), &identity, config.request_budget) {
-            Some(budget) => client.with_gate(budget),
-            None => client,
-        };
+        let client = RequestBudget::gate(client, &db, config.request_budget);
         let me = liveness::this_process();
         sql::register_process(&db, &me).await?;
         let (writer, requests) = mpsc::unbounded_channel();
