@@ -5,7 +5,7 @@
 //! `output.rs`. Exit codes follow globus-cli: 0 success, 1 failure, 2 usage, 4 login or
 //! consent needed.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 mod commands;
@@ -142,7 +142,9 @@ fn init_logging(verbose: u8) {
     let filter = match std::env::var("PS_GLOBUS_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
         _ => EnvFilter::new(match verbose {
-            0 => "warn",
+            // The manager's "failed, will retry" warnings are the commands' to report:
+            // they stop with the error and what they leave behind (see commands/stop.rs).
+            0 => "warn,ps_globus::transfer::manager::loops=error",
             1 => "ps_globus=info",
             2 => "ps_globus=debug",
             _ => "ps_globus=trace",
@@ -151,6 +153,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true)
         .init();
 }

@@ -61,6 +61,10 @@ pub struct Settings {
     /// state database may send for their identity together (`PS_GLOBUS_REQUEST_BUDGET`;
     /// `None`: the default of [`ManagerConfig`](crate::transfer::ManagerConfig)).
     pub request_budget: Option<u32>,
+    /// Retries of a failed Transfer request before it counts as failed
+    /// (`PS_GLOBUS_RETRIES`; `None`: the default of
+    /// [`RetryConfig`](crate::transfer::RetryConfig), 5).
+    pub retries: Option<usize>,
     /// The named point where the transfer manager aborts (`PS_GLOBUS_FAILPOINT`).
     #[cfg(feature = "failpoints")]
     pub failpoint: Option<String>,
@@ -113,6 +117,7 @@ impl Settings {
             remote_session: os("SSH_TTY").is_some() || os("SSH_CONNECTION").is_some(),
             has_display: os("DISPLAY").is_some() || os("WAYLAND_DISPLAY").is_some(),
             request_budget: text("PS_GLOBUS_REQUEST_BUDGET").and_then(|v| v.trim().parse().ok()),
+            retries: text("PS_GLOBUS_RETRIES").and_then(|v| v.trim().parse().ok()),
             #[cfg(feature = "failpoints")]
             failpoint: text("PS_GLOBUS_FAILPOINT"),
         }

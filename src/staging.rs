@@ -267,15 +267,28 @@ pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
     Ok(())
 }
 
-/// Enqueues every planned item as bulk work; returns their handles. A plan that
-/// [`check_plan`] refuses submits nothing.
+/// Enqueues every planned item as bulk work and submits them; returns their handles. A
+/// plan that [`check_plan`] refuses submits nothing.
 pub async fn submit(
     manager: &TransferManager,
     items: &[PlannedItem],
     options: &BatchOptions,
 ) -> Result<Vec<Enqueued>> {
+    let handles = enqueue(manager, items, options).await?;
+    manager.flush().await?;
+    Ok(handles)
+}
+
+/// Enqueues every planned item as bulk work (committed to the state database, not yet
+/// submitted: [`TransferManager::flush`] does that); returns their handles. A plan that
+/// [`check_plan`] refuses enqueues nothing.
+pub async fn enqueue(
+    manager: &TransferManager,
+    items: &[PlannedItem],
+    options: &BatchOptions,
+) -> Result<Vec<Enqueued>> {
     check_plan(items)?;
-    // Enqueued concurrently, so that they commit together; flush closes the batches.
+    // Enqueued concurrently, so that they commit together.
     let enqueues = items.iter().map(|item| {
         let destination = item.destination_path();
         let mut spec = ItemSpec::new(
@@ -289,9 +302,7 @@ pub async fn submit(
         spec.recursive = item.recursive;
         manager.enqueue(spec)
     });
-    let handles = futures_util::future::try_join_all(enqueues).await?;
-    manager.flush().await?;
-    Ok(handles)
+    futures_util::future::try_join_all(enqueues).await
 }
 
 /// Waits for every item (`timeout` in all); returns their final states. Failures are in

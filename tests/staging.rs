@@ -6,70 +6,11 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use ps_globus::config::{Config, SiteConfig};
+use ps_globus::config::Config;
 use ps_globus::sim::FaultKind;
 use serde_json::Value;
-use support::emulator::{Emu, TOKEN, fault, write};
-
-/// A configured home (sites `a` and `b` of `emu`) for running the binary.
-struct Setup {
-    home: tempfile::TempDir,
-    transfer_url: String,
-    site: String,
-}
-
-impl Setup {
-    fn new(emu: &Emu) -> Setup {
-        let home = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        for (name, id, root) in [("a", &emu.a, emu.root_a()), ("b", &emu.b, emu.root_b())] {
-            config.sites.insert(
-                name.into(),
-                SiteConfig {
-                    collection: id.parse().unwrap(),
-                    collection_path: "/".into(),
-                    local_path: root.canonicalize().unwrap(),
-                    host_regex: None,
-                },
-            );
-        }
-        config.save_to(&home.path().join("config.toml")).unwrap();
-        Setup {
-            home,
-            transfer_url: emu.sim.transfer_url().into(),
-            site: "a".into(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ps-globus"));
-        c.args(args)
-            .env("PS_GLOBUS_HOME", self.home.path())
-            .env("PS_GLOBUS_CONFIG", self.home.path().join("config.toml"))
-            .env("PS_GLOBUS_TRANSFER_URL", &self.transfer_url)
-            .env("PS_GLOBUS_ACCESS_TOKEN", TOKEN)
-            .env("PS_GLOBUS_SITE", &self.site)
-            .env_remove("PS_GLOBUS_CLIENT_ID")
-            .env_remove("PS_GLOBUS_CLIENT_SECRET");
-        c
-    }
-
-    /// (exit code, stdout, stderr)
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (code, stdout, stderr) = self.run(args);
-        assert_eq!(code, 0, "{args:?}: {stderr}");
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
-    }
-}
+use support::cli::{Setup, task_ids};
+use support::emulator::{Emu, fault, write};
 
 #[test]
 fn a_batch_of_500_files_is_one_command_and_few_tasks() {
@@ -202,7 +143,7 @@ fn task_commands_follow_wait_time_out_and_cancel() {
         "b:/x",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let task = stdout.trim().to_owned();
+    let task = task_ids(&stdout).remove(0);
     assert_eq!(task.len(), 36, "{stdout}");
 
     let shown = setup.json(&["task", "show", &task, "--json"]);
@@ -263,7 +204,7 @@ fn several_tasks_are_awaited_together() {
             &format!("b:/{name}/f"),
         ]);
         assert_eq!(code, 0, "{stderr}");
-        ids.push(stdout.trim().to_owned());
+        ids.extend(task_ids(&stdout));
     }
     let mut args = vec!["task", "wait", "--json", "--polling-interval", "0.1"];
     args.extend(ids.iter().map(String::as_str));

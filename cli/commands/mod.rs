@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod refs;
 pub mod sim;
 pub mod status;
+pub mod stop;
 pub mod task;
 pub mod transfer;
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 use clap::Args;
 use ps_globus::config::Config;
 use ps_globus::staging::{
-    PlannedItem, is_local_address, parse_batch, resolve_address, submit, wait_all,
+    PlannedItem, enqueue, is_local_address, parse_batch, resolve_address, wait_all,
 };
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
+use super::stop::{self, Interrupt, Stop};
 use super::{CommandError, manager, settings};
 use crate::output::{item_bar, print_json};
 use crate::{CliResult, Exit};
@@ -48,7 +49,8 @@ pub struct TransferArgs {
     /// Print the task ids and return instead of waiting.
     #[arg(long)]
     no_wait: bool,
-    /// Stop waiting after this many seconds (the transfer goes on).
+    /// Give up after this many seconds, counted from the start: submission and waiting
+    /// (what was submitted goes on; what was not stays queued, as the report says).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Exit code when --timeout expires.
@@ -79,7 +81,10 @@ fn deadline(text: &str) -> Result<String, String> {
     })
 }
 
-/// `transfer`, `stage-in`, `stage-out`.
+/// `transfer`, `stage-in`, `stage-out`. Every step after planning — submission as well
+/// as waiting — ends at `--timeout`, at Ctrl-C, or when the manager cannot submit or
+/// poll (a refused login exits 4, an unreachable service 1), with a report of what it
+/// leaves behind.
 pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
     let items = plan(&args, direction)?;
     if args.dry_run {
@@ -92,15 +97,49 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         label: args.label.clone(),
         ..BatchOptions::default()
     };
+    let deadline = stop::deadline(args.timeout);
+    let mut interrupt = Interrupt::catch()?;
     let manager = manager().await?;
-    let handles = submit(&manager, &items, &options).await?;
-    let (labels, task_ids) = tasks_of(&manager, &handles).await?;
-    if args.no_wait {
-        return show_submitted(items.len(), &labels, &task_ids, args.json);
-    }
-    let statuses = wait_with_progress(&manager, &handles, &task_ids, &args).await?;
-    report(&statuses, &task_ids, args.json)
+    let handles = tokio::select! {
+        handles = enqueue(&manager, &items, &options) => handles?,
+        _ = interrupt.recv() => return Err(stop::end(Stop::Interrupted, &manager, &[], args.json).await),
+    };
+    let bar = item_bar(handles.len() as u64, args.json);
+    let work = async {
+        manager.flush().await?;
+        let (labels, task_ids) = tasks_of(&manager, &handles).await?;
+        if !args.json {
+            // As globus-cli does, once the tasks exist: whatever happens next, the user
+            // has their ids.
+            for id in &task_ids {
+                println!("Task ID: {id}");
+            }
+        }
+        if args.no_wait {
+            return Ok::<_, ps_globus::Error>((labels, task_ids, None));
+        }
+        let statuses = wait_all(&manager, &handles, FOREVER, |_| bar.inc(1)).await?;
+        Ok((labels, task_ids, Some(statuses)))
+    };
+    let stopped = tokio::select! {
+        done = work => {
+            bar.finish_and_clear();
+            let (labels, task_ids, statuses) = done?;
+            return match statuses {
+                None => show_submitted(items.len(), &labels, &task_ids, args.json),
+                Some(statuses) => report(&statuses, &task_ids, args.json),
+            };
+        }
+        trouble = manager.troubled() => Stop::Trouble(trouble),
+        _ = interrupt.recv() => Stop::Interrupted,
+        _ = stop::until(deadline) => Stop::TimedOut(args.timeout.unwrap_or_default(), args.timeout_exit_code),
+    };
+    bar.abandon();
+    Err(stop::end(stopped, &manager, &handles, args.json).await)
 }
+
+/// No limit on a wait (`--timeout` is raced against it instead).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The items the arguments name, checked against the direction.
 fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, CommandError> {
@@ -186,9 +225,6 @@ fn show_submitted(
     if json_out {
         print_json(&json!({"items": items, "task_ids": task_ids, "labels": labels}))?;
     } else {
-        for id in task_ids {
-            println!("{id}");
-        }
         eprintln!(
             "{items} item(s) submitted in {} task(s); wait with `ps-globus task wait {}`",
             task_ids.len(),
@@ -196,43 +232,6 @@ fn show_submitted(
         );
     }
     Ok(())
-}
-
-/// Waits for every item with a progress bar; Ctrl-C and `--timeout` end the wait (not
-/// the transfer) with the exit code globus-cli uses.
-async fn wait_with_progress(
-    manager: &TransferManager,
-    handles: &[Enqueued],
-    task_ids: &[String],
-    args: &TransferArgs,
-) -> Result<Vec<ItemStatus>, CommandError> {
-    let bar = item_bar(handles.len() as u64, args.json);
-    let timeout = Duration::from_secs(args.timeout.unwrap_or(365 * 24 * 3600));
-    let waited = tokio::select! {
-        waited = wait_all(manager, handles, timeout, |_| bar.inc(1)) => waited,
-        _ = tokio::signal::ctrl_c() => {
-            bar.abandon();
-            eprintln!(
-                "\nStopped waiting; the transfer goes on. Resume with `ps-globus task wait {ids}`, \
-                 or stop it with `ps-globus task cancel {ids}`.",
-                ids = task_ids.join(" ")
-            );
-            return Err(Box::new(Exit(130, String::new())));
-        }
-    };
-    bar.finish_and_clear();
-    match waited {
-        Ok(statuses) => Ok(statuses),
-        Err(ps_globus::Error::Timeout { .. }) => {
-            eprintln!(
-                "Transfer has yet to complete after {} seconds (tasks: {})",
-                timeout.as_secs(),
-                task_ids.join(" ")
-            );
-            Err(Box::new(Exit(args.timeout_exit_code, String::new())))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn sync_code(level: &str) -> u8 {

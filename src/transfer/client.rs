@@ -144,9 +144,14 @@ impl Failure {
 
 impl TransferClient {
     /// A client of the service the settings name (`PS_GLOBUS_TRANSFER_URL`, default the
-    /// real service).
+    /// real service), retrying as they say (`PS_GLOBUS_RETRIES`).
     pub fn new(settings: &Settings, auth: Arc<dyn Authorizer>) -> Result<Self> {
-        Self::with_base_url(&settings.transfer_url, auth)
+        let defaults = RetryConfig::default();
+        let retry = RetryConfig {
+            max_retries: settings.retries.unwrap_or(defaults.max_retries),
+            ..defaults
+        };
+        Self::build(&settings.transfer_url, auth, retry)
     }
 
     /// A client of the service rooted at `base_url` (e.g. an emulator's `transfer_url`).

@@ -25,8 +25,8 @@ pub mod watch;
 pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, RequestGate, TaskQuery, TransferClient};
 pub use lookup::TransferCollectionLookup;
 pub use manager::{
-    BatchOptions, BatchStatus, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ItemStatus,
-    ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, new_label, resplit_label,
+    Activity, BatchOptions, BatchStatus, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ItemStatus,
+    ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, Trouble, new_label, resplit_label,
 };
 pub use retry::RetryConfig;
 pub use states::{BatchState, ItemState, TaskStatus};

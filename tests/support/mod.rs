@@ -97,6 +97,7 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
 }
+pub mod cli;
 pub mod emulator;
 pub mod managers;
 pub mod sites;

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::ItemSpec;
 use super::sql::{self, BatchKey};
+use super::trouble::Activity;
 use super::{Inner, Signals};
 use crate::error::{Error, Result};
 
@@ -199,6 +200,7 @@ async fn submitter_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                     let fresh = sid.is_none();
                     if let Err(e) = inner.submit(batch, sid).await {
                         tracing::warn!("submitting a transfer batch failed, will retry: {e}");
+                        inner.trouble.failed(Activity::Submitting, e);
                         failed = true;
                         break;
                     }
@@ -209,10 +211,14 @@ async fn submitter_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!("transfer manager: {e}");
+                    inner.trouble.failed(Activity::Submitting, e);
                     failed = true;
                     break;
                 }
             }
+        }
+        if !failed {
+            inner.trouble.succeeded(Activity::Submitting);
         }
         backoff = if failed {
             (backoff * 2).min(Duration::from_secs(30))
@@ -267,12 +273,17 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         let leader = inner.lease().await.unwrap_or(false);
         interval = if leader {
             let waited_on = inner.waiters.load(std::sync::atomic::Ordering::Relaxed) > 0;
-            match inner.poll_once().await {
+            let polled = inner.poll_once().await;
+            if polled.is_ok() {
+                inner.trouble.succeeded(Activity::Polling);
+            }
+            match polled {
                 Ok(true) if waited_on => config.poll_min,
                 Ok(true) => config.poll_idle.max(config.poll_min),
                 Ok(false) => (last_interval.max(config.poll_min).mul_f64(1.5)).min(config.poll_max),
                 Err(e) => {
                     tracing::warn!("polling Globus failed, will retry: {e}");
+                    inner.trouble.failed(Activity::Polling, e);
                     (last_interval.max(config.poll_min) * 2).min(config.poll_max)
                 }
             }

@@ -34,7 +34,8 @@
 //! statement against the state database) with `rows.rs` (the typed rows it reads and
 //! writes), `liveness.rs` (which processes are alive, the
 //! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
-//! and outcomes), `loops.rs` (the background loops).
+//! and outcomes), `loops.rs` (the background loops), `trouble.rs` (what the loops cannot
+//! do right now, for callers who will not wait for it).
 
 mod config;
 mod liveness;
@@ -44,6 +45,7 @@ mod rows;
 mod sql;
 mod status;
 mod submit;
+mod trouble;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -60,6 +62,7 @@ pub use config::{
 pub(crate) use liveness::{owner_alive, this_process};
 pub(crate) use sql::take_lease;
 pub use status::{BatchStatus, ItemStatus};
+pub use trouble::{Activity, Trouble};
 
 use loops::{OpenBatch, WriteReq};
 use sql::BatchKey;
@@ -112,6 +115,8 @@ struct Inner {
     /// Collections seen unable to compute a requested checksum algorithm: their items go
     /// without an external checksum (the reader verifies the sha256 itself).
     unverifiable: Mutex<std::collections::HashSet<String>>,
+    /// The background loops' last failure, until they succeed again.
+    trouble: trouble::TroubleCell,
 }
 /// Wake-ups shared with the background loops, which wait on them without keeping the
 /// manager alive.
@@ -261,6 +266,7 @@ impl TransferManager {
             poll_cycles: AtomicU64::new(0),
             waiters: AtomicUsize::new(0),
             unverifiable: Mutex::default(),
+            trouble: trouble::TroubleCell::new(),
         });
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner, requests);
@@ -378,11 +384,29 @@ impl TransferManager {
             }
         });
         waited.await.unwrap_or_else(|| {
+            // Say why nothing arrived, where the background work knows.
+            let meanwhile = self
+                .trouble()
+                .map(|t| format!(" (meanwhile {t})"))
+                .unwrap_or_default();
             Err(Error::Timeout {
-                what: format!("transfer item {item}"),
+                what: format!("transfer item {item}{meanwhile}"),
                 after: timeout,
             })
         })
+    }
+
+    /// What the background work cannot do right now (submit, or poll), if anything: the
+    /// last attempt's error, until an attempt succeeds. The manager keeps retrying.
+    pub fn trouble(&self) -> Option<Trouble> {
+        self.inner.trouble.current()
+    }
+
+    /// Waits until the background work fails (after the Transfer client's own retries)
+    /// and returns the failure: a caller who will not wait out an outage or an expired
+    /// login races its wait against this.
+    pub async fn troubled(&self) -> Trouble {
+        self.inner.trouble.next().await
     }
 
     /// Waits for every item of the batch labelled `label`; the first failure is returned.

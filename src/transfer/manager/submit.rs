@@ -84,7 +84,10 @@ impl Inner {
                 self.signals.changed.notify_waiters();
                 Ok(())
             }
-            Err(e) if e.is_transient() => {
+            // A login or consent that a person must renew: the batch waits for it (same
+            // submission id, so still exactly once), as Globus itself pauses a task whose
+            // credentials expired. Failing it would lose work a `login` could save.
+            Err(e) if e.is_transient() || e.needs_login() => {
                 sql::record_submit_error(&self.db, batch, &e.to_string()).await?;
                 Err(e)
             }
@@ -98,8 +101,6 @@ impl Inner {
                 // Globus refused the batch for good (bad path, unknown collection, consent).
                 let code = match &e {
                     Error::Api { code, .. } => code.clone(),
-                    Error::ConsentRequired { .. } => "ConsentRequired".into(),
-                    Error::Unauthorized { .. } => "AuthenticationFailed".into(),
                     _ => "SubmitFailed".into(),
                 };
                 self.finish_batch(BatchEnd {

@@ -1,0 +1,136 @@
+//! What the background loops cannot do right now: the error of the last attempt to
+//! submit or to poll, kept until an attempt succeeds.
+//!
+//! The loops retry forever (a workflow outlives a Globus outage or an expired login),
+//! so the error alone never reaches a caller. A short-lived command wants it at once:
+//! [`TransferManager::troubled`](super::TransferManager::troubled) waits for it, and a
+//! wait that times out names it.
+
+use std::sync::Arc;
+
+use crate::error::Error;
+
+/// What a background loop was doing when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Submitting a batch (`GET /submission_id`, `POST /transfer`).
+    Submitting,
+    /// Polling the tasks in flight.
+    Polling,
+}
+
+impl Activity {
+    /// The activity in a sentence: `submitting transfers`, `polling Globus`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Submitting => "submitting transfers",
+            Activity::Polling => "polling Globus",
+        }
+    }
+}
+
+/// A background failure not (yet) followed by a success.
+#[derive(Clone, Debug)]
+pub struct Trouble {
+    /// What failed.
+    pub activity: Activity,
+    /// The last attempt's error, after the Transfer client's own retries.
+    pub error: Arc<Error>,
+    /// Attempts that failed in a row.
+    pub failures: u32,
+}
+
+impl std::fmt::Display for Trouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed {} time(s) in a row: {}",
+            self.activity.as_str(),
+            self.failures,
+            self.error
+        )
+    }
+}
+
+/// The manager's current trouble, shared by its loops and its callers.
+pub(super) struct TroubleCell(tokio::sync::watch::Sender<Option<Trouble>>);
+
+impl TroubleCell {
+    pub fn new() -> Self {
+        TroubleCell(tokio::sync::watch::channel(None).0)
+    }
+
+    /// Records a failed attempt at `activity`.
+    pub fn failed(&self, activity: Activity, error: Error) {
+        self.0.send_modify(|now| {
+            let failures = match now {
+                Some(t) if t.activity == activity => t.failures + 1,
+                _ => 1,
+            };
+            *now = Some(Trouble {
+                activity,
+                error: Arc::new(error),
+                failures,
+            });
+        });
+    }
+
+    /// Records a successful attempt at `activity`: its trouble, if any, is over.
+    pub fn succeeded(&self, activity: Activity) {
+        self.0.send_if_modified(|now| {
+            let over = now.as_ref().is_some_and(|t| t.activity == activity);
+            if over {
+                *now = None;
+            }
+            over
+        });
+    }
+
+    /// The current trouble.
+    pub fn current(&self) -> Option<Trouble> {
+        self.0.borrow().clone()
+    }
+
+    /// Waits until there is trouble, and returns it.
+    pub async fn next(&self) -> Trouble {
+        let mut watching = self.0.subscribe();
+        match watching.wait_for(Option::is_some).await {
+            Ok(now) => now.clone().expect("waited for Some"),
+            // The sender lives as long as `self`: never closed while we wait on it.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Error {
+        Error::Unauthorized {
+            message: "Token is not valid.".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_count_in_a_row_and_a_success_of_the_same_activity_ends_them() {
+        let cell = TroubleCell::new();
+        assert!(cell.current().is_none());
+        cell.failed(Activity::Submitting, refused());
+        cell.failed(Activity::Submitting, refused());
+        assert_eq!(cell.next().await.failures, 2);
+        // Polling going well says nothing about submitting.
+        cell.succeeded(Activity::Polling);
+        let now = cell.current().expect("still in trouble");
+        assert_eq!(now.activity, Activity::Submitting);
+        assert!(
+            now.to_string()
+                .contains("submitting transfers failed 2 time(s)")
+        );
+        cell.succeeded(Activity::Submitting);
+        assert!(cell.current().is_none());
+        // Another activity's failure starts its own count.
+        cell.failed(Activity::Polling, refused());
+        assert_eq!(cell.current().unwrap().failures, 1);
+    }
+}

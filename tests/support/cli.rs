@@ -1,0 +1,77 @@
+//! Running the `ps-globus` binary against an emulator, as a user would.
+
+use std::process::Command;
+
+use ps_globus::config::{Config, SiteConfig};
+use serde_json::Value;
+
+use super::emulator::{Emu, TOKEN};
+
+/// A configured home (sites `a` and `b` of `emu`) for running the binary.
+pub struct Setup {
+    pub home: tempfile::TempDir,
+    pub transfer_url: String,
+    pub site: String,
+}
+
+impl Setup {
+    pub fn new(emu: &Emu) -> Setup {
+        let home = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        for (name, id, root) in [("a", &emu.a, emu.root_a()), ("b", &emu.b, emu.root_b())] {
+            config.sites.insert(
+                name.into(),
+                SiteConfig {
+                    collection: id.parse().unwrap(),
+                    collection_path: "/".into(),
+                    local_path: root.canonicalize().unwrap(),
+                    host_regex: None,
+                },
+            );
+        }
+        config.save_to(&home.path().join("config.toml")).unwrap();
+        Setup {
+            home,
+            transfer_url: emu.sim.transfer_url().into(),
+            site: "a".into(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ps-globus"));
+        c.args(args)
+            .env("PS_GLOBUS_HOME", self.home.path())
+            .env("PS_GLOBUS_CONFIG", self.home.path().join("config.toml"))
+            .env("PS_GLOBUS_TRANSFER_URL", &self.transfer_url)
+            .env("PS_GLOBUS_ACCESS_TOKEN", TOKEN)
+            .env("PS_GLOBUS_SITE", &self.site)
+            .env_remove("PS_GLOBUS_CLIENT_ID")
+            .env_remove("PS_GLOBUS_CLIENT_SECRET");
+        c
+    }
+
+    /// (exit code, stdout, stderr)
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let (code, stdout, stderr) = self.run(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    }
+}
+
+/// The task ids a human-readable `transfer` printed (`Task ID: …` lines, as globus-cli).
+pub fn task_ids(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Task ID: "))
+        .map(str::to_owned)
+        .collect()
+}
