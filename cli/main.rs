@@ -44,9 +44,8 @@ enum Command {
     /// Show who is logged in, the tokens held (never the tokens themselves), their
     /// expiry and consents. Exits 4 when not logged in.
     Whoami {
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: output::Output,
     },
     /// Transfer files or directories between sites or collections (SITE:PATH,
     /// COLLECTION_UUID:PATH, or a local path at the current site), through the
@@ -61,15 +60,10 @@ enum Command {
     /// Globus tasks: list, show, wait, cancel, events.
     #[command(subcommand)]
     Task(task::TaskCommand),
-    /// Every task the local state database tracks, with live totals.
-    Status {
-        /// Refresh every second until nothing is in flight (Ctrl-C to stop).
-        #[arg(long)]
-        watch: bool,
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Every batch and task the local state database tracks: outcome judged by every
+    /// item, work never submitted (`--prune` drops what stopped commands left), live
+    /// totals.
+    Status(status::StatusArgs),
     /// The configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -79,9 +73,8 @@ enum Command {
     /// Check the configuration, the current site, credentials and every site's
     /// collection, with a fix for each problem. Exits 1 if anything is wrong.
     Doctor {
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: output::Output,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -182,10 +175,10 @@ fn run(command: Command) -> CliResult {
         Command::StageIn(args) => block_on(transfer::transfer(args, Direction::In)),
         Command::StageOut(args) => block_on(transfer::transfer(args, Direction::Out)),
         Command::Task(command) => block_on(task::run(command)),
-        Command::Status { watch, json } => block_on(status::status(watch, json)),
+        Command::Status(args) => block_on(status::status(args)),
         Command::Config(command) => config::config(command),
         Command::Site(command) => block_on(config::site(command)),
-        Command::Doctor { json } => block_on(doctor::doctor(json)),
+        Command::Doctor { out } => block_on(doctor::doctor(out)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -201,7 +194,7 @@ fn run(command: Command) -> CliResult {
         Command::Ref(command) => block_on(refs::run(command)),
         Command::Login(args) => login::login(args),
         Command::Logout => login::logout(),
-        Command::Whoami { json } => login::whoami(json),
+        Command::Whoami { out } => login::whoami(&out),
         Command::Proxy(command) => proxy::run(command),
         Command::Sim(command) => sim::run(command),
     }

@@ -1,16 +1,195 @@
-//! Everything the commands show: JSON documents on stdout and progress bars on a
-//! terminal, in one place so every command looks and behaves alike.
+//! Everything the commands show — documents in globus-cli's formats (`-F text|json|unix`,
+//! `--jmespath`), tables, progress bars — in one place, so every command looks and
+//! behaves alike.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use clap::{Args, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
+use serde_json::Value;
 
 /// Prints `value` as one pretty JSON document on stdout.
 pub fn print_json(value: &impl Serialize) -> Result<(), serde_json::Error> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// How a reporting command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Tables and sentences, for people.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+    /// Tab-separated lines for shell tools, as globus-cli's `-F unix`.
+    Unix,
+}
+
+/// `-F/--format`, `--jmespath` and `--json`: the output options of every reporting
+/// command, as globus-cli spells them.
+#[derive(Args, Clone, Debug)]
+pub struct Output {
+    /// Output format: text for people; json (one document) and unix (tab-separated
+    /// lines) for programs.
+    #[arg(short = 'F', long = "format", value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Print only what this JMESPath expression selects from the JSON document (implies
+    /// `-F json` unless `-F unix` is given), e.g. `--jmespath 'DATA[].task_id'`.
+    #[arg(long, value_name = "EXPR", value_parser = jmespath_expression)]
+    jmespath: Option<String>,
+    /// Same as `-F json`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A JMESPath expression as typed: compiled once here, so a bad one is a usage error
+/// (exit 2) before anything is sent.
+fn jmespath_expression(text: &str) -> Result<String, String> {
+    jmespath::compile(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not a JMESPath expression: {e}"))
+}
+
+impl Output {
+    /// Whether a program reads the output (a document on stdout, nothing else there).
+    pub fn machine(&self) -> bool {
+        self.format != Format::Text || self.json || self.jmespath.is_some()
+    }
+
+    /// Prints `doc` as `-F json` or `-F unix` say, filtered by `--jmespath`.
+    pub fn emit(&self, doc: &impl Serialize) -> Result<(), Box<dyn std::error::Error>> {
+        let mut doc = serde_json::to_value(doc)?;
+        if let Some(expression) = &self.jmespath {
+            let compiled = jmespath::compile(expression)?;
+            let found = compiled.search(jmespath::Variable::from_serializable(&doc)?)?;
+            doc = serde_json::to_value(&*found)?;
+        }
+        if self.format == Format::Unix {
+            let mut lines = Vec::new();
+            unix_lines(&doc, None, &mut lines);
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(())
+        } else {
+            Ok(print_json(&doc)?)
+        }
+    }
+}
+
+/// A document as line-oriented, tab-separated text, the way globus-cli's `-F unix`
+/// (the AWS CLI's text format) prints it: an object's scalar values on one line in key
+/// order, then each nested object or list under its key in upper case; a list of
+/// objects one line per element.
+fn unix_lines(value: &Value, identifier: Option<&str>, lines: &mut Vec<String>) {
+    let line = |fields: Vec<String>| {
+        identifier
+            .map(|id| id.to_owned())
+            .into_iter()
+            .chain(fields)
+            .collect::<Vec<_>>()
+            .join("\t")
+    };
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let scalars: Vec<String> = keys
+                .iter()
+                .filter(|k| !is_nested(&map[k.as_str()]))
+                .map(|k| scalar(&map[k.as_str()]))
+                .collect();
+            if !scalars.is_empty() {
+                lines.push(line(scalars));
+            }
+            for key in keys.iter().filter(|k| is_nested(&map[k.as_str()])) {
+                unix_lines(&map[key.as_str()], Some(&key.to_uppercase()), lines);
+            }
+        }
+        Value::Array(items) if items.iter().all(|v| !is_nested(v)) => {
+            if !items.is_empty() {
+                lines.push(line(items.iter().map(scalar).collect()));
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                unix_lines(item, identifier, lines);
+            }
+        }
+        other => lines.push(line(vec![scalar(other)])),
+    }
+}
+
+fn is_nested(value: &Value) -> bool {
+    matches!(value, Value::Object(_) | Value::Array(_))
+}
+
+/// A scalar as globus-cli prints it (Python's spelling of null and booleans).
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints a table as globus-cli does: a header row, a rule, then one row per line,
+/// columns separated by ` | ` and padded to their widest cell.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join(" | ").trim_end().to_owned()
+    };
+    println!("{}", render(headers.iter().map(|h| h.to_string()).collect()));
+    println!("{}", render(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for row in rows {
+        println!("{}", render(row.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unix_lines_follow_the_aws_text_layout() {
+        let doc = json!({
+            "DATA": [
+                {"task_id": "t1", "status": "ACTIVE", "label": null},
+                {"task_id": "t2", "status": "SUCCEEDED", "label": "x"}
+            ],
+            "limit": 10,
+            "has_next_page": false
+        });
+        let mut lines = Vec::new();
+        unix_lines(&doc, None, &mut lines);
+        assert_eq!(
+            lines,
+            [
+                "False\t10",
+                "DATA\tNone\tACTIVE\tt1",
+                "DATA\tx\tSUCCEEDED\tt2",
+            ]
+        );
+        let mut lines = Vec::new();
+        unix_lines(&json!(["a", "b"]), None, &mut lines);
+        assert_eq!(lines, ["a\tb"]);
+    }
 }
 
 /// A bar with `template` (indicatif syntax) and our `=> ` characters.
@@ -21,38 +200,76 @@ fn styled(bar: ProgressBar, template: &str) -> ProgressBar {
     bar
 }
 
-/// Items of one command as they finish, on stderr; hidden for JSON output or when
-/// stderr is not a terminal.
-pub fn item_bar(len: u64, hidden: bool) -> ProgressBar {
+/// What a byte bar shows, by where it is drawn.
+#[derive(Clone, Copy)]
+pub enum BarKind {
+    /// The aggregate of `status --watch`, and the bar of a waiting `transfer`: rate
+    /// and ETA, then a message.
+    Total,
+    /// One task under the aggregate: its id, its status, and a shorter bar.
+    Task,
+}
+
+impl BarKind {
+    /// The indicatif templates with a known total, and without one (no bar: bytes and
+    /// rate only, so never a full bar at 0/0).
+    fn templates(self) -> (&'static str, &'static str) {
+        match self {
+            BarKind::Total => (
+                "{prefix} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {msg}",
+            ),
+            BarKind::Task => (
+                "{prefix} {msg} [{wide_bar}] {bytes}/{total_bytes} {eta}",
+                "{prefix} {msg} {spinner} {bytes}",
+            ),
+        }
+    }
+}
+
+/// A byte bar named `prefix`, first without a total (see [`set_bytes`]).
+fn byte_bar(prefix: String, kind: BarKind) -> ProgressBar {
+    let bar = ProgressBar::no_length();
+    set_bytes(&bar, 0, None, kind);
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// The progress of one command's transfer, on stderr; hidden for machine-readable
+/// output or when stderr is not a terminal.
+pub fn transfer_bar(hidden: bool) -> ProgressBar {
     if hidden || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = styled(
-        ProgressBar::new(len),
-        "{spinner} [{bar:40}] {pos}/{len} items {elapsed_precise}",
-    );
+    let bar = byte_bar("transfer".into(), BarKind::Total);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 
-/// The aggregate bar of `status --watch`: files of every task in flight, with an ETA.
+/// The aggregate bar of `status --watch`: bytes of every task in flight.
 pub fn aggregate_bar(bars: &MultiProgress) -> ProgressBar {
-    let bar = styled(
-        bars.add(ProgressBar::new(0)),
-        "{prefix} [{bar:30}] {pos}/{len} files, ETA {eta}  {msg}",
-    );
-    bar.set_prefix("all tasks");
-    bar
+    bars.add(byte_bar("all tasks".into(), BarKind::Total))
 }
 
-/// One task's bar under the aggregate bar of `status --watch`.
+/// One task's bar under the aggregate bar of `status --watch`, named by its task id.
 pub fn task_bar(bars: &MultiProgress, id: String) -> ProgressBar {
-    let bar = styled(
-        bars.add(ProgressBar::new(0)),
-        "  {prefix} [{bar:30}] {pos}/{len} {msg}",
-    );
-    bar.set_prefix(id);
-    bar
+    bars.add(byte_bar(id, BarKind::Task))
+}
+
+/// Moves a byte bar to `bytes`, toward `total` where it is known (a bar that takes
+/// the terminal's width, with ETA); with no known total, or a total of 0, there is no
+/// bar at all, only the bytes (and rate).
+pub fn set_bytes(bar: &ProgressBar, bytes: i64, total: Option<i64>, kind: BarKind) {
+    let total = total.filter(|t| *t > 0);
+    let (with_total, without) = kind.templates();
+    let template = if total.is_some() { with_total } else { without };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    if let Some(total) = total {
+        bar.set_length(total.max(bytes) as u64);
+    }
+    bar.set_position(bytes.max(0) as u64);
 }
 
 /// A bar of the demo: `prefix` counted up to `len`.

@@ -172,6 +172,26 @@ pub struct PlannedItem {
     pub destination: Location,
     /// Directory (`Some(true)`), file, or let Globus detect it (`None`).
     pub recursive: Option<bool>,
+    /// The source's size in bytes, where it is a file at the current site (see
+    /// [`local_size`]): progress then counts toward a total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// The size of the file `at` names, where it lies at the current site (`current`) and
+/// is a regular file there; `None` otherwise (a directory, another site, no such file).
+pub fn local_size(at: &Location, config: &Config, current: Option<&str>) -> Option<u64> {
+    let site = config.sites.get(current?)?;
+    if site.collection != at.collection {
+        return None;
+    }
+    let root = site.collection_path.trim_end_matches('/');
+    let rest = at.path.strip_prefix(root)?;
+    if !(rest.is_empty() || rest.starts_with('/')) || rest.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let meta = std::fs::metadata(site.local_path.join(rest.trim_start_matches('/'))).ok()?;
+    meta.is_file().then(|| meta.len())
 }
 
 /// Reads a `--batch` file: one `SRC DST` pair a line; `#` comments and blank lines are
@@ -217,7 +237,7 @@ impl PlannedItem {
 /// ```
 /// use ps_globus::staging::{Location, PlannedItem, check_plan};
 /// let at = |path: &str| Location { collection: uuid::Uuid::nil(), path: path.into() };
-/// let item = |src: &str, dst: &str| PlannedItem { source: at(src), destination: at(dst), recursive: None };
+/// let item = |src: &str, dst: &str| PlannedItem { source: at(src), destination: at(dst), recursive: None, size: None };
 /// assert!(check_plan(&[item("/a/x", "/b/x")]).is_ok());
 /// assert!(check_plan(&[item("/a/x", "/a//x/")]).is_err());
 /// assert!(check_plan(&[item("/a", "/a/copy")]).is_err());
@@ -300,6 +320,7 @@ pub async fn enqueue(
         .priority(Priority::Bulk)
         .options(options.clone());
         spec.recursive = item.recursive;
+        spec.size = item.size;
         manager.enqueue(spec)
     });
     futures_util::future::try_join_all(enqueues).await

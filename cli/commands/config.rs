@@ -5,7 +5,7 @@ use ps_globus::config::{Config, SiteConfig};
 
 use super::{client, settings};
 use crate::CliResult;
-use crate::output::print_json;
+use crate::output::{Output, print_table};
 
 /// The `config` subcommands.
 #[derive(Subcommand)]
@@ -26,9 +26,8 @@ pub enum SiteCommand {
     Add(SiteAddArgs),
     /// List the configured sites.
     List {
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
 }
 
@@ -66,7 +65,7 @@ pub fn config(command: ConfigCommand) -> CliResult {
 pub async fn site(command: SiteCommand) -> CliResult {
     match command {
         SiteCommand::Add(args) => site_add(args).await,
-        SiteCommand::List { json } => site_list(json),
+        SiteCommand::List { out } => site_list(&out),
     }
 }
 
@@ -93,20 +92,27 @@ fn init(force: bool) -> CliResult {
     Ok(())
 }
 
-fn site_list(json: bool) -> CliResult {
+fn site_list(out: &Output) -> CliResult {
     let sites = Config::load(settings())?.sites;
-    if json {
-        return Ok(print_json(&sites)?);
+    if out.machine() {
+        return out.emit(&sites);
     }
-    for (name, s) in sites {
-        println!(
-            "{name}\t{}\t{} = {}\t{}",
-            s.collection,
-            s.collection_path,
-            s.local_path.display(),
-            s.host_regex.unwrap_or_default()
-        );
-    }
+    let rows: Vec<Vec<String>> = sites
+        .into_iter()
+        .map(|(name, s)| {
+            vec![
+                name,
+                s.collection.to_string(),
+                s.collection_path,
+                s.local_path.display().to_string(),
+                s.host_regex.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["Site", "Collection", "Collection Path", "Local Path", "Host Regex"],
+        &rows,
+    );
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use ps_globus::transfer::TransferClient;
 use serde_json::{Value, json};
 
 use super::settings;
-use crate::output::print_json;
+use crate::output::Output;
 use crate::{CliResult, Exit};
 
 /// The checks made so far, printed as they come (or kept for `--json`).
@@ -35,10 +35,10 @@ impl Report {
     }
 }
 
-/// `doctor [--json]`.
-pub async fn doctor(json_out: bool) -> CliResult {
+/// `doctor [-F json|unix]`.
+pub async fn doctor(out: Output) -> CliResult {
     let mut report = Report {
-        json: json_out,
+        json: out.machine(),
         problems: 0,
         checks: Vec::new(),
     };
@@ -47,8 +47,8 @@ pub async fn doctor(json_out: bool) -> CliResult {
     if let Some(auth) = check_credentials(&mut report) {
         check_sites_reachable(&mut report, &config, auth).await?;
     }
-    if json_out {
-        print_json(&json!({"problems": report.problems, "checks": report.checks}))?;
+    if out.machine() {
+        out.emit(&json!({"problems": report.problems, "checks": report.checks}))?;
     }
     if report.problems > 0 {
         return Err(Box::new(Exit(1, format!("{} problem(s)", report.problems))));

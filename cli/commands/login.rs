@@ -6,7 +6,7 @@ use ps_globus::transfer::TransferCollectionLookup;
 
 use super::{CommandError, settings};
 use crate::CliResult;
-use crate::output::print_json;
+use crate::output::Output;
 
 /// `login` options.
 #[derive(clap::Args)]
@@ -128,11 +128,11 @@ pub fn logout() -> CliResult {
 }
 
 /// `whoami`.
-pub fn whoami(json: bool) -> CliResult {
+pub fn whoami(out: &Output) -> CliResult {
     let store = token_store()?;
     let status = ps_globus::auth::status(store.as_ref())?;
-    if json {
-        print_json(&status)?;
+    if out.machine() {
+        out.emit(&status)?;
     } else {
         println!(
             "{}",

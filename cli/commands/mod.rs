@@ -39,13 +39,39 @@ pub fn client() -> Result<TransferClient, CommandError> {
 
 /// The manager of this short-lived process: batches stay open until the command's
 /// `flush`, so one command's items share tasks however long it takes to enqueue them.
+/// It also submits what stopped commands left behind (`adopt_orphans`).
 pub async fn manager() -> Result<TransferManager, CommandError> {
+    start_manager(true).await
+}
+
+/// A manager for commands that look at or prune the state (`status`, `task cancel`):
+/// it polls, but never submits work that other (stopped) commands left behind.
+pub async fn observer() -> Result<TransferManager, CommandError> {
+    start_manager(false).await
+}
+
+async fn start_manager(adopt_orphans: bool) -> Result<TransferManager, CommandError> {
     let settings = settings();
     let db = StateDb::open_default(settings).await?;
     let config = ManagerConfig {
         quiet: Duration::from_secs(60),
         max_delay: Duration::from_secs(120),
+        adopt_orphans,
         ..ManagerConfig::from_settings(settings)
     };
     Ok(TransferManager::start(db, client()?, config).await?)
+}
+
+/// Configured site names by collection id, to show instead of UUIDs (empty without a
+/// readable configuration).
+pub fn site_names() -> std::collections::HashMap<String, String> {
+    ps_globus::config::Config::load(settings())
+        .map(|config| {
+            config
+                .sites
+                .iter()
+                .map(|(name, site)| (site.collection.to_string(), name.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -7,16 +7,15 @@ use ps_globus::state::StateDb;
 
 use super::{CommandError, settings};
 use crate::CliResult;
-use crate::output::print_json;
+use crate::output::{Output, print_json, print_table};
 
 /// The `ref` subcommands.
 #[derive(Subcommand)]
 pub enum RefCommand {
     /// List the references.
     List {
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// Show one reference: its store, connector and key.
     Show { name: String },
@@ -65,14 +64,16 @@ pub async fn run(command: RefCommand) -> CliResult {
         }
     };
     match command {
-        RefCommand::List { json } => {
+        RefCommand::List { out } => {
             let refs = list_refs(&db).await?;
-            if json {
-                print_json(&refs)?;
+            if out.machine() {
+                return out.emit(&refs);
             }
-            for r in refs.iter().filter(|_| !json) {
-                println!("{}\t{}\t{}", r.name, r.store.name, r.key.id());
-            }
+            let rows: Vec<Vec<String>> = refs
+                .iter()
+                .map(|r| vec![r.name.clone(), r.store.name.clone(), r.key.id().to_owned()])
+                .collect();
+            print_table(&["Name", "Store", "Object"], &rows);
         }
         RefCommand::Show { name } => {
             print_json(&find(name).await?)?;

@@ -1,25 +1,49 @@
-//! `status [--watch]`: what the local state database tracks, with live totals. In a
-//! terminal, `--watch` shows a bar per task in flight and an aggregate bar (files,
-//! bytes, rate, ETA); elsewhere it prints plain lines.
+//! `status [--watch] [--prune]`: what the local state database tracks — every batch with
+//! its outcome judged by its items (a task that skipped a file on an error is FAILED
+//! here), work that never reached Globus, and live totals. In a terminal, `--watch`
+//! shows a bar per task in flight and an aggregate bar (bytes toward the known total,
+//! rate, ETA); elsewhere it prints the table again each second.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use clap::Args;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar};
-use ps_globus::transfer::{BatchState, BatchStatus};
+use ps_globus::transfer::{BatchState, BatchStatus, TransferManager, Unsubmitted};
 use serde_json::json;
 
-use super::manager;
+use super::{observer, site_names};
 use crate::CliResult;
-use crate::output::{aggregate_bar, print_json, task_bar};
+use crate::output::{BarKind, Output, aggregate_bar, print_table, set_bytes, task_bar};
+
+/// `status` options.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Refresh every second until nothing is in flight (Ctrl-C to stop).
+    #[arg(long)]
+    watch: bool,
+    /// Drop never-submitted work that stopped commands left behind (their process is
+    /// gone): its items end CANCELED and are never sent. Work a running process holds,
+    /// or that is being submitted, is kept.
+    #[arg(long, conflicts_with = "watch")]
+    prune: bool,
+    /// How many recent batches to show.
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    #[command(flatten)]
+    out: Output,
+}
 
 /// Totals over the batches still in flight.
 struct Totals {
     active: usize,
     bytes: i64,
+    /// The bytes of every batch in flight, where all their sizes are known.
+    bytes_total: Option<i64>,
     files: i64,
     total_files: i64,
+    items_failed: i64,
 }
 
 impl Totals {
@@ -28,9 +52,34 @@ impl Totals {
         Totals {
             active: active.len(),
             bytes: active.iter().map(|b| b.bytes_transferred).sum(),
+            bytes_total: active.iter().map(|b| b.bytes_total).sum(),
             files: active.iter().map(|b| b.files_transferred).sum(),
             total_files: active.iter().map(|b| b.files).sum(),
+            items_failed: batches.iter().map(BatchStatus::items_failed).sum(),
         }
+    }
+
+    /// The files in flight, where Globus has counted them: `3/10 files, ` or nothing.
+    fn files(&self) -> String {
+        // Globus counts a task's files once it has looked at them: until then, no count.
+        match self.total_files {
+            0 => String::new(),
+            n => format!("{}/{n} files, ", self.files),
+        }
+    }
+
+    fn summary(&self) -> String {
+        let of_total = self
+            .bytes_total
+            .filter(|t| *t > 0)
+            .map(|t| format!(" of {}", HumanBytes(t as u64)))
+            .unwrap_or_default();
+        format!(
+            "in flight: {} task(s), {}{}{of_total} transferred",
+            self.active,
+            self.files(),
+            HumanBytes(self.bytes.max(0) as u64),
+        )
     }
 }
 
@@ -61,22 +110,18 @@ impl LiveView {
         }
     }
 
-    fn show(&mut self, batches: &[BatchStatus], totals: &Totals, summary: &str) {
-        self.total.set_length(totals.total_files.max(0) as u64);
-        self.total.set_position(totals.files.max(0) as u64);
-        self.total.set_message(summary.to_owned());
+    fn show(&mut self, batches: &[BatchStatus], totals: &Totals) {
+        set_bytes(&self.total, totals.bytes, totals.bytes_total, BarKind::Total);
+        self.total
+            .set_message(format!("{}{} task(s)", totals.files(), totals.active));
         for b in batches.iter().filter(|b| b.state == BatchState::Done) {
             if let Some(bar) = self
                 .per_task
                 .get(&task_name(b))
                 .filter(|bar| !bar.is_finished())
             {
-                bar.set_position(b.files_transferred.max(0) as u64);
-                bar.finish_with_message(format!(
-                    "{} {}",
-                    b.status.as_ref().map_or("DONE", |s| s.as_str()),
-                    HumanBytes(b.bytes_transferred.max(0) as u64)
-                ));
+                set_bytes(bar, b.bytes_transferred, b.bytes_total, BarKind::Task);
+                bar.finish_with_message(b.outcome());
             }
         }
         for b in in_flight(batches) {
@@ -85,13 +130,8 @@ impl LiveView {
                 .per_task
                 .entry(task_name(b))
                 .or_insert_with_key(|id| task_bar(bars, id.clone()));
-            bar.set_length(b.files.max(0) as u64);
-            bar.set_position(b.files_transferred.max(0) as u64);
-            bar.set_message(format!(
-                "{} {}",
-                b.status.as_ref().map_or(b.state.as_str(), |s| s.as_str()),
-                HumanBytes(b.bytes_transferred.max(0) as u64)
-            ));
+            set_bytes(bar, b.bytes_transferred, b.bytes_total, BarKind::Task);
+            bar.set_message(b.outcome());
         }
     }
 
@@ -104,64 +144,109 @@ impl LiveView {
     }
 }
 
-fn show_plain(batches: &[BatchStatus], summary: &str) {
-    for b in batches {
-        println!(
-            "{:<38} {:<10} {:<9} {:>6}/{:<6} files {:>12} bytes",
-            b.task_id.as_deref().unwrap_or(&b.label),
-            b.state,
-            b.status.as_ref().map_or("-", |s| s.as_str()),
-            b.files_transferred,
-            b.files,
-            b.bytes_transferred
-        );
+/// The table of batches, then why any is held up, then the summary.
+fn show_table(batches: &[BatchStatus], unsubmitted: &[Unsubmitted], summary: &str) {
+    let names = site_names();
+    let place = |id: &String| names.get(id).cloned().unwrap_or_else(|| id.clone());
+    let rows: Vec<Vec<String>> = batches
+        .iter()
+        .map(|b| {
+            let total = b
+                .bytes_total
+                .map(|t| format!(" / {}", HumanBytes(t.max(0) as u64)))
+                .unwrap_or_default();
+            vec![
+                task_name(b),
+                b.outcome(),
+                format!(
+                    "{} ok, {} failed, {} pending",
+                    b.items_succeeded,
+                    b.items_failed(),
+                    b.items_pending
+                ),
+                format!("{}{total}", HumanBytes(b.bytes_transferred.max(0) as u64)),
+                place(&b.source),
+                place(&b.destination),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "Task ID / Batch",
+            "Status",
+            "Items",
+            "Bytes",
+            "Source",
+            "Destination",
+        ],
+        &rows,
+    );
+    for b in in_flight(batches) {
         // Why a batch is not moving, where Globus or a person holds it up.
-        if b.state != BatchState::Done {
-            if let (Some(until), Some(why)) = (b.held_until, &b.last_error) {
-                println!("    waiting until {}: {why}", until.format("%H:%M:%S"));
-            }
-            if let Some(why) = &b.attention {
-                println!("    needs attention: {why}");
-            }
+        if let (Some(until), Some(why)) = (b.held_until, &b.last_error) {
+            println!(
+                "{}: waiting until {}: {why}",
+                task_name(b),
+                until.format("%H:%M:%S")
+            );
         }
+        if let Some(why) = &b.attention {
+            println!("{}: needs attention: {why}", task_name(b));
+        }
+    }
+    for u in unsubmitted {
+        let b = &u.batch;
+        let whose = if u.owner_alive {
+            "its process is still running and submits it"
+        } else {
+            "left behind by a stopped command: the next `ps-globus transfer` submits it; \
+             drop it with `ps-globus status --prune`"
+        };
+        let why = b
+            .last_error
+            .as_deref()
+            .map(|e| format!(" Last error: {e}."))
+            .unwrap_or_default();
+        println!(
+            "Not submitted: batch {} ({} item(s), {}, as {}): {whose}.{why}",
+            b.label, b.items, b.state, b.identity
+        );
     }
     println!("{summary}");
 }
 
-/// `status [--watch] [--json]`.
-pub async fn status(watch: bool, json_out: bool) -> CliResult {
-    let manager = manager().await?;
-    let mut live = (watch && !json_out && std::io::stdout().is_terminal()).then(LiveView::new);
-    let (mut last_bytes, mut last_time) = (None::<i64>, Instant::now());
+/// `status [--watch] [--prune] [-F json|unix]`.
+pub async fn status(args: StatusArgs) -> CliResult {
+    let manager = observer().await?;
+    if args.prune {
+        return prune(&manager, &args.out).await;
+    }
+    let out = &args.out;
+    let mut live = (args.watch && !out.machine() && std::io::stdout().is_terminal())
+        .then(LiveView::new);
     loop {
         manager.poll_now().await?;
-        let batches = manager.batches(100).await?;
+        let batches = manager.batches(args.limit).await?;
+        let unsubmitted = manager.unsubmitted(args.limit).await?;
         let totals = Totals::of(&batches);
-        if json_out {
-            return Ok(print_json(&json!({
+        if out.machine() {
+            return out.emit(&json!({
                 "active": totals.active,
                 "bytes_transferred": totals.bytes,
+                "bytes_total": totals.bytes_total,
                 "files_transferred": totals.files,
                 "files": totals.total_files,
-                "batches": batches,
-            }))?);
+                "items_failed": totals.items_failed,
+                "DATA": batches,
+                "unsubmitted": unsubmitted,
+            }));
         }
-        let elapsed = last_time.elapsed().as_secs_f64().max(1e-3);
-        let rate = last_bytes.map_or(0.0, |b| (totals.bytes - b).max(0) as f64 / elapsed);
-        (last_bytes, last_time) = (Some(totals.bytes), Instant::now());
-        let summary = format!(
-            "in flight: {} task(s), {}/{} files, {} transferred, {}/s",
-            totals.active,
-            totals.files,
-            totals.total_files,
-            HumanBytes(totals.bytes as u64),
-            HumanBytes(rate as u64)
-        );
+        let summary = totals.summary();
         match &mut live {
-            Some(view) => view.show(&batches, &totals, &summary),
-            None => show_plain(&batches, &summary),
+            Some(view) => view.show(&batches, &totals),
+            None => show_table(&batches, &unsubmitted, &summary),
         }
-        if !watch || totals.active == 0 {
+        if !args.watch || totals.active == 0 {
             if let Some(view) = live {
                 view.finish(&summary);
             }
@@ -172,4 +257,20 @@ pub async fn status(watch: bool, json_out: bool) -> CliResult {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// `status --prune`: drops what stopped commands left unsubmitted, and says so.
+async fn prune(manager: &TransferManager, out: &Output) -> CliResult {
+    let dropped = manager.prune_unsubmitted().await?;
+    if out.machine() {
+        return out.emit(&json!({ "DATA": dropped }));
+    }
+    for u in &dropped {
+        println!(
+            "Dropped batch {} ({} item(s), never submitted)",
+            u.batch.label, u.batch.items
+        );
+    }
+    println!("{} batch(es) dropped", dropped.len());
+    Ok(())
 }

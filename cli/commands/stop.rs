@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::Exit;
-use crate::output::print_json;
+use crate::output::Output;
 
 /// Why a command stopped before its work was done.
 pub enum Stop {
@@ -108,14 +108,14 @@ impl LeftBehind {
 }
 
 /// Ends a command that stopped early: prints why, what it leaves behind and how to
-/// resume or cancel it (stderr, and one JSON document on stdout with `json`), stops
+/// resume or cancel it (stderr, and a document on stdout for `-F json|unix`), stops
 /// the manager (so the exit does not try to submit again), and returns the exit code
 /// globus-cli would use.
 pub async fn end(
     stop: Stop,
     manager: &TransferManager,
     handles: &[Enqueued],
-    json: bool,
+    out: &Output,
 ) -> Box<dyn std::error::Error> {
     let left = LeftBehind::of(manager, handles).await;
     manager.shutdown();
@@ -124,8 +124,8 @@ pub async fn end(
         Stop::TimedOut(seconds, code) => (*code, format!("not done after {seconds} seconds")),
         Stop::Trouble(t) => (if t.error.needs_login() { 4 } else { 1 }, t.to_string()),
     };
-    if json {
-        let _ = print_json(&serde_json::json!({"stopped": reason, "left_behind": left}));
+    if out.machine() {
+        let _ = out.emit(&serde_json::json!({"stopped": reason, "left_behind": left}));
     }
     eprintln!();
     match &stop {

@@ -1,5 +1,6 @@
 //! `task list|show|wait|cancel|event-list`: Globus tasks through the Transfer client, one
-//! function per subcommand.
+//! function per subcommand. `cancel` also takes batch labels (`psg-…`), so work that was
+//! never submitted can be dropped too.
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,8 @@ use ps_globus::transfer::watch::label_filter;
 use ps_globus::transfer::{TaskQuery, TaskStatus, TransferClient};
 use serde_json::json;
 
-use super::client;
-use crate::output::print_json;
+use super::{client, observer, site_names};
+use crate::output::{Output, print_table};
 use crate::{CliResult, Exit};
 
 /// The `task` subcommands.
@@ -23,18 +24,19 @@ pub enum TaskCommand {
         /// Only tasks with this label.
         #[arg(long)]
         label: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// One task's document.
     Show {
         #[arg(value_parser = task_id)]
         task_id: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
-    /// Wait for tasks: exit 0 if all succeeded, 1 if any failed. One request per poll
-    /// for all of them.
+    /// Wait for tasks: exit 0 if all succeeded, 1 if any failed or skipped a file on
+    /// an error (Globus calls such a task SUCCEEDED; ps-globus does not). One request
+    /// per poll for all of them.
     Wait {
         #[arg(required = true, value_parser = task_id)]
         task_ids: Vec<String>,
@@ -47,27 +49,29 @@ pub enum TaskCommand {
         /// Seconds between polls.
         #[arg(long, default_value_t = 1.0)]
         polling_interval: f64,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
-    /// Cancel tasks by id, by label, or all active ones.
+    /// Cancel tasks by id, by label, or all active ones. A batch label (`psg-…`, as
+    /// `status` shows it) cancels that batch: its task if it was submitted, else its
+    /// items before they ever reach Globus.
     Cancel {
-        #[arg(value_parser = task_id)]
+        #[arg(value_name = "TASK_ID_OR_BATCH", value_parser = task_or_batch)]
         task_ids: Vec<String>,
         #[arg(long, conflicts_with = "all")]
         label: Option<String>,
         #[arg(long)]
         all: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// A task's events, newest first (globus-cli's name; `events` also works).
     #[command(name = "event-list", alias = "events")]
     Events {
         #[arg(value_parser = task_id)]
         task_id: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
 }
 
@@ -78,33 +82,47 @@ fn task_id(text: &str) -> Result<String, String> {
         .map_err(|_| format!("{text:?} is not a task id (a UUID, as `task list` shows)"))
 }
 
+/// A task id, or the label of a batch in the state database (`psg-` and 32 hex digits).
+fn task_or_batch(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let is_label = text
+        .strip_prefix("psg-")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if is_label {
+        return Ok(text.to_owned());
+    }
+    task_id(text).map_err(|_| {
+        format!("{text:?} is neither a task id (a UUID) nor a batch label (psg-…, as `status` shows)")
+    })
+}
+
 /// `task ...`
 pub async fn run(command: TaskCommand) -> CliResult {
     let client = client()?;
     match command {
-        TaskCommand::List { limit, label, json } => list(&client, limit, label, json).await,
-        TaskCommand::Show { task_id, json } => show(&client, &task_id, json).await,
+        TaskCommand::List { limit, label, out } => list(&client, limit, label, &out).await,
+        TaskCommand::Show { task_id, out } => show(&client, &task_id, &out).await,
         TaskCommand::Wait {
             task_ids,
             timeout,
             timeout_exit_code,
             polling_interval,
-            json,
+            out,
         } => {
             let limit = timeout.map(|s| (s, timeout_exit_code));
-            wait(&client, &task_ids, limit, polling_interval, json).await
+            wait(&client, &task_ids, limit, polling_interval, &out).await
         }
         TaskCommand::Cancel {
             task_ids,
             label,
             all,
-            json,
-        } => cancel(&client, task_ids, label, all, json).await,
-        TaskCommand::Events { task_id, json } => events(&client, &task_id, json).await,
+            out,
+        } => cancel(&client, task_ids, label, all, &out).await,
+        TaskCommand::Events { task_id, out } => events(&client, &task_id, &out).await,
     }
 }
 
-async fn list(client: &TransferClient, limit: u32, label: Option<String>, json: bool) -> CliResult {
+async fn list(client: &TransferClient, limit: u32, label: Option<String>, out: &Output) -> CliResult {
     let query = TaskQuery {
         filter: label.map(|l| label_filter(&[l])),
         orderby: Some("request_time DESC".into()),
@@ -112,41 +130,105 @@ async fn list(client: &TransferClient, limit: u32, label: Option<String>, json: 
         ..Default::default()
     };
     let page = client.task_list(&query).await?;
-    if json {
-        return Ok(print_json(&page.data)?);
+    if out.machine() {
+        return out.emit(&page);
     }
-    for t in &page.data {
-        println!(
-            "{}  {:<9} {:<8} {}",
-            t.task_id,
-            t.status,
-            t.kind,
-            t.label.as_deref().unwrap_or("")
-        );
+    let names = site_names();
+    let place = |name: &Option<String>, id: &Option<String>| {
+        let id = id.as_deref().unwrap_or("");
+        names
+            .get(id)
+            .cloned()
+            .or_else(|| name.clone())
+            .unwrap_or_else(|| id.to_owned())
+    };
+    let rows: Vec<Vec<String>> = page
+        .data
+        .iter()
+        .map(|t| {
+            vec![
+                t.task_id.clone(),
+                t.status.to_string(),
+                t.kind.clone(),
+                place(&t.source_endpoint_display_name, &t.source_endpoint_id),
+                place(&t.destination_endpoint_display_name, &t.destination_endpoint_id),
+                t.label.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["Task ID", "Status", "Type", "Source", "Destination", "Label"],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn show(client: &TransferClient, task_id: &str, out: &Output) -> CliResult {
+    let t = client.task(task_id).await?;
+    if out.machine() {
+        return out.emit(&t);
+    }
+    let field = |name: &str, value: &dyn std::fmt::Display| println!("{name:<29}{value}");
+    field("Label:", &t.label.as_deref().unwrap_or(""));
+    field("Task ID:", &t.task_id);
+    field("Type:", &t.kind);
+    field("Status:", &judged_status(&t));
+    field("Details:", &t.nice_status.as_deref().unwrap_or(""));
+    field("Source Endpoint ID:", &t.source_endpoint_id.as_deref().unwrap_or(""));
+    field(
+        "Destination Endpoint ID:",
+        &t.destination_endpoint_id.as_deref().unwrap_or(""),
+    );
+    field("Request Time:", &t.request_time.as_deref().unwrap_or(""));
+    field("Completion Time:", &t.completion_time.as_deref().unwrap_or(""));
+    field("Deadline:", &t.deadline.as_deref().unwrap_or(""));
+    field("Files:", &t.files);
+    field("Files Transferred:", &t.files_transferred);
+    field("Files Skipped (up to date):", &t.files_skipped);
+    field("Subtasks with Skipped Errors:", &t.subtasks_skipped_errors);
+    field("Faults:", &t.faults);
+    field("Bytes Transferred:", &t.bytes_transferred);
+    if let Some(f) = &t.fatal_error {
+        field("Fatal Error:", &format!("{} {}", f.code, f.description));
+    }
+    for failure in failures(client, std::slice::from_ref(&t)).await? {
+        eprintln!("{failure}");
     }
     Ok(())
 }
 
-async fn show(client: &TransferClient, task_id: &str, json: bool) -> CliResult {
-    let t = client.task(task_id).await?;
-    if json {
-        return Ok(print_json(&t)?);
+/// A task's status as a user should read it: Globus says SUCCEEDED for a task that
+/// skipped files on errors, but those files did not arrive.
+fn judged_status(t: &Task) -> String {
+    match t.subtasks_skipped_errors {
+        0 => t.status.to_string(),
+        n => format!("{} with {n} file(s) skipped on errors: not all arrived", t.status),
     }
-    println!("Task ID:           {}", t.task_id);
-    println!("Type:              {}", t.kind);
-    println!("Status:            {}", t.status);
-    println!("Label:             {}", t.label.as_deref().unwrap_or(""));
-    println!(
-        "Details:           {}",
-        t.nice_status.as_deref().unwrap_or("")
-    );
-    println!("Files:             {}", t.files);
-    println!("Bytes Transferred: {}", t.bytes_transferred);
-    println!("Deadline:          {}", t.deadline.as_deref().unwrap_or(""));
-    if let Some(f) = &t.fatal_error {
-        println!("Fatal Error:       {} {}", f.code, f.description);
+}
+
+/// Why each of `tasks` did not fully succeed, one line each: its fatal error, and every
+/// path it skipped on an error (files skipped as up to date are not failures).
+async fn failures(client: &TransferClient, tasks: &[Task]) -> Result<Vec<String>, ps_globus::Error> {
+    let mut lines = Vec::new();
+    for t in tasks {
+        if t.status == TaskStatus::Failed {
+            let (code, description) = t
+                .fatal_error
+                .as_ref()
+                .map(|f| (f.code.as_str(), f.description.as_str()))
+                .unwrap_or(("FAILED", ""));
+            lines.push(format!("task {} FAILED: {code} {description}", t.task_id));
+        }
+        if t.subtasks_skipped_errors > 0 {
+            for s in client.skipped_errors(&t.task_id).await? {
+                lines.push(format!(
+                    "task {} SKIPPED {} -> {}: {} {}",
+                    t.task_id, s.source_path, s.destination_path, s.error_code, s.error_details
+                ));
+            }
+        }
     }
-    Ok(())
+    Ok(lines)
 }
 
 /// Polls every task in one request a cycle until all are final; `limit` is (seconds,
@@ -156,7 +238,7 @@ async fn wait(
     task_ids: &[String],
     limit: Option<(u64, u8)>,
     polling_interval: f64,
-    json: bool,
+    out: &Output,
 ) -> CliResult {
     let started = Instant::now();
     let interval = Duration::from_secs_f64(polling_interval.max(0.05));
@@ -169,7 +251,7 @@ async fn wait(
             return Err(format!("no such task: {missing}").into());
         }
         if tasks.iter().all(Task::is_final) {
-            return report_finished(&tasks, json);
+            return report_finished(client, tasks, out).await;
         }
         if let Some((seconds, code)) = limit
             && started.elapsed() >= Duration::from_secs(seconds)
@@ -187,24 +269,17 @@ async fn wait(
     }
 }
 
-/// Exit 0 if every task succeeded, else 1 with each failure on stderr.
-fn report_finished(tasks: &[Task], json: bool) -> CliResult {
-    if json {
-        print_json(&tasks)?;
+/// Exit 0 if every task succeeded with every file, else 1 with each failure on stderr
+/// (a fatal error, or a file skipped on an error).
+async fn report_finished(client: &TransferClient, tasks: Vec<Task>, out: &Output) -> CliResult {
+    let failures = failures(client, &tasks).await?;
+    if out.machine() {
+        out.emit(&json!({"DATA": tasks, "failures": failures}))?;
     }
-    let failed: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| t.status == TaskStatus::Failed)
-        .collect();
-    for t in &failed {
-        let (code, description) = t
-            .fatal_error
-            .as_ref()
-            .map(|f| (f.code.as_str(), f.description.as_str()))
-            .unwrap_or(("FAILED", ""));
-        eprintln!("task {} FAILED: {code} {description}", t.task_id);
+    for line in &failures {
+        eprintln!("{line}");
     }
-    if failed.is_empty() {
+    if failures.is_empty() {
         Ok(())
     } else {
         Err(Box::new(Exit(1, String::new())))
@@ -216,7 +291,7 @@ async fn cancel(
     mut ids: Vec<String>,
     label: Option<String>,
     all: bool,
-    json: bool,
+    out: &Output,
 ) -> CliResult {
     if label.is_some() || all {
         let mut filter = "status:ACTIVE,INACTIVE".to_string();
@@ -236,25 +311,50 @@ async fn cancel(
     }
     let mut results = Vec::new();
     for id in ids {
-        let result = client.cancel(&id).await?;
-        if !json {
-            println!("{id}: {}", result.message);
+        let (code, message) = if id.starts_with("psg-") {
+            // A batch of the state database: its task if it has one, else its items.
+            let manager = observer().await?;
+            let task = manager.batch(&id).await?.and_then(|b| b.task_id);
+            manager.cancel_label(&id).await?;
+            match task {
+                Some(task) => ("Canceled".to_owned(), format!("canceled its task {task}")),
+                None => (
+                    "Canceled".to_owned(),
+                    "canceled before submission: its items will never be sent".to_owned(),
+                ),
+            }
+        } else {
+            let result = client.cancel(&id).await?;
+            (result.code, result.message)
+        };
+        if !out.machine() {
+            println!("{id}: {message}");
         }
-        results.push(json!({"task_id": id, "code": result.code, "message": result.message}));
+        results.push(json!({"task_id": id, "code": code, "message": message}));
     }
-    if json {
-        print_json(&results)?;
+    if out.machine() {
+        out.emit(&json!({ "DATA": results }))?;
     }
     Ok(())
 }
 
-async fn events(client: &TransferClient, task_id: &str, json: bool) -> CliResult {
-    let events = client.events(task_id, 1000, false).await?.data;
-    if json {
-        return Ok(print_json(&events)?);
+async fn events(client: &TransferClient, task_id: &str, out: &Output) -> CliResult {
+    let page = client.events(task_id, 1000, false).await?;
+    if out.machine() {
+        return out.emit(&page);
     }
-    for e in &events {
-        println!("{}  {:<20} {}", e.time, e.code, e.description);
-    }
+    let rows: Vec<Vec<String>> = page
+        .data
+        .iter()
+        .map(|e| {
+            vec![
+                e.time.clone(),
+                e.code.clone(),
+                if e.is_error { "True" } else { "False" }.to_owned(),
+                e.details.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["Time", "Code", "Is Error", "Details"], &rows);
     Ok(())
 }

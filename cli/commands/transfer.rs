@@ -1,19 +1,21 @@
 //! `transfer`, `stage-in`, `stage-out`: addresses resolved by `ps_globus::staging`,
 //! items submitted through this process's manager, waited for with a progress bar.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Args;
+use indicatif::ProgressBar;
 use ps_globus::config::Config;
 use ps_globus::staging::{
-    PlannedItem, enqueue, is_local_address, parse_batch, resolve_address, wait_all,
+    PlannedItem, enqueue, is_local_address, local_size, parse_batch, resolve_address, wait_all,
 };
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
 use super::stop::{self, Interrupt, Stop};
 use super::{CommandError, manager, settings};
-use crate::output::{item_bar, print_json};
+use crate::output::{BarKind, Output, set_bytes, transfer_bar};
 use crate::{CliResult, Exit};
 
 /// Options shared by `transfer`, `stage-in` and `stage-out`.
@@ -56,9 +58,8 @@ pub struct TransferArgs {
     /// Exit code when --timeout expires.
     #[arg(long, default_value_t = 1)]
     timeout_exit_code: u8,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    out: Output,
 }
 
 /// Which side the current site fills in.
@@ -88,7 +89,7 @@ fn deadline(text: &str) -> Result<String, String> {
 pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
     let items = plan(&args, direction)?;
     if args.dry_run {
-        return show_dry_run(&items, args.json);
+        return show_dry_run(&items, &args.out);
     }
     let options = BatchOptions {
         sync_level: args.sync_level.as_deref().map(sync_code),
@@ -102,13 +103,14 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
     let manager = manager().await?;
     let handles = tokio::select! {
         handles = enqueue(&manager, &items, &options) => handles?,
-        _ = interrupt.recv() => return Err(stop::end(Stop::Interrupted, &manager, &[], args.json).await),
+        _ = interrupt.recv() => return Err(stop::end(Stop::Interrupted, &manager, &[], &args.out).await),
     };
-    let bar = item_bar(handles.len() as u64, args.json);
+    let bar = transfer_bar(args.out.machine());
+    let total_bytes: Option<i64> = items.iter().map(|i| i.size.map(|s| s as i64)).sum();
     let work = async {
         manager.flush().await?;
         let (labels, task_ids) = tasks_of(&manager, &handles).await?;
-        if !args.json {
+        if !args.out.machine() {
             // As globus-cli does, once the tasks exist: whatever happens next, the user
             // has their ids.
             for id in &task_ids {
@@ -118,7 +120,15 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         if args.no_wait {
             return Ok::<_, ps_globus::Error>((labels, task_ids, None));
         }
-        let statuses = wait_all(&manager, &handles, FOREVER, |_| bar.inc(1)).await?;
+        let done = AtomicUsize::new(0);
+        let waited = wait_all(&manager, &handles, FOREVER, |_| {
+            done.fetch_add(1, Ordering::Relaxed);
+        });
+        let progress = show_progress(&manager, &labels, &task_ids, &bar, total_bytes, &done, handles.len());
+        let statuses = tokio::select! {
+            statuses = waited => statuses?,
+            never = progress => match never {},
+        };
         Ok((labels, task_ids, Some(statuses)))
     };
     let stopped = tokio::select! {
@@ -126,8 +136,8 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
             bar.finish_and_clear();
             let (labels, task_ids, statuses) = done?;
             return match statuses {
-                None => show_submitted(items.len(), &labels, &task_ids, args.json),
-                Some(statuses) => report(&statuses, &task_ids, args.json),
+                None => show_submitted(items.len(), &labels, &task_ids, &args.out),
+                Some(statuses) => report(&statuses, &task_ids, &args.out),
             };
         }
         trouble = manager.troubled() => Stop::Trouble(trouble),
@@ -135,7 +145,35 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         _ = stop::until(deadline) => Stop::TimedOut(args.timeout.unwrap_or_default(), args.timeout_exit_code),
     };
     bar.abandon();
-    Err(stop::end(stopped, &manager, &handles, args.json).await)
+    Err(stop::end(stopped, &manager, &handles, &args.out).await)
+}
+
+/// Redraws the transfer's bar twice a second, forever: the bytes its batches moved (as
+/// last polled) toward the total of the sizes known, the items done, the task ids.
+async fn show_progress(
+    manager: &TransferManager,
+    labels: &[String],
+    task_ids: &[String],
+    bar: &ProgressBar,
+    total_bytes: Option<i64>,
+    done: &AtomicUsize,
+    items: usize,
+) -> std::convert::Infallible {
+    loop {
+        let mut bytes = 0;
+        for label in labels {
+            if let Ok(Some(batch)) = manager.batch(label).await {
+                bytes += batch.bytes_transferred;
+            }
+        }
+        set_bytes(bar, bytes, total_bytes, BarKind::Total);
+        bar.set_message(format!(
+            "{}/{items} items, task(s) {}",
+            done.load(Ordering::Relaxed),
+            task_ids.join(" ")
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// No limit on a wait (`--timeout` is raced against it instead).
@@ -173,8 +211,10 @@ fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, C
                 _ => Ok(resolve_address(addr, &config, current.as_deref().ok())?),
             }
         };
+        let source = resolve(src)?;
         items.push(PlannedItem {
-            source: resolve(src)?,
+            size: local_size(&source, &config, current.as_deref().ok()),
+            source,
             destination: resolve(dst)?,
             recursive: args.recursive.then_some(true),
         });
@@ -184,9 +224,9 @@ fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, C
     Ok(items)
 }
 
-fn show_dry_run(items: &[PlannedItem], json_out: bool) -> CliResult {
-    if json_out {
-        print_json(&json!({"dry_run": true, "items": items}))?;
+fn show_dry_run(items: &[PlannedItem], out: &Output) -> CliResult {
+    if out.machine() {
+        out.emit(&json!({"dry_run": true, "items": items}))?;
     } else {
         for i in items {
             println!(
@@ -220,10 +260,10 @@ fn show_submitted(
     items: usize,
     labels: &[String],
     task_ids: &[String],
-    json_out: bool,
+    out: &Output,
 ) -> CliResult {
-    if json_out {
-        print_json(&json!({"items": items, "task_ids": task_ids, "labels": labels}))?;
+    if out.machine() {
+        out.emit(&json!({"items": items, "task_ids": task_ids, "labels": labels}))?;
     } else {
         eprintln!(
             "{items} item(s) submitted in {} task(s); wait with `ps-globus task wait {}`",
@@ -243,13 +283,13 @@ fn sync_code(level: &str) -> u8 {
     }
 }
 
-fn report(statuses: &[ItemStatus], task_ids: &[String], json_out: bool) -> CliResult {
+fn report(statuses: &[ItemStatus], task_ids: &[String], out: &Output) -> CliResult {
     let failed: Vec<&ItemStatus> = statuses
         .iter()
         .filter(|s| s.state != ItemState::Succeeded)
         .collect();
-    if json_out {
-        print_json(&json!({
+    if out.machine() {
+        out.emit(&json!({
             "task_ids": task_ids,
             "items": statuses.len(),
             "succeeded": statuses.len() - failed.len(),

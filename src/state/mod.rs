@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "strict_service",
         include_str!("../../migrations/0003_strict_service.sql"),
     ),
+    (
+        4,
+        "reporting",
+        include_str!("../../migrations/0004_reporting.sql"),
+    ),
 ];
 
 fn migrator() -> sqlx::migrate::Migrator {

@@ -193,7 +193,8 @@ impl GlobusConnector {
             dest_path,
         )
         .priority(Priority::Latency)
-        .checksum(meta.sha256.clone(), "SHA256");
+        .checksum(meta.sha256.clone(), "SHA256")
+        .size(meta.size);
         Ok(self.manager().await?.enqueue(spec).await?.label)
     }
 }

@@ -42,7 +42,8 @@ impl GlobusConnector {
                     dest_path,
                 )
                 .priority(Priority::Latency)
-                .checksum(sha256.clone(), "SHA256");
+                .checksum(sha256.clone(), "SHA256")
+                .size(size);
                 destinations.insert(dest, manager.enqueue(spec).await?.label);
             }
         }

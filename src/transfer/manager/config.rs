@@ -38,6 +38,10 @@ pub struct ManagerConfig {
     /// Globus allows about 20 per user; the default 8 keeps a producer's and a
     /// consumer's databases on one host under it together.
     pub request_budget: f64,
+    /// Whether this manager submits the never-submitted batches that processes which
+    /// have since died left behind (crash recovery: on by default). A program that only
+    /// looks at the state, or prunes it, turns it off.
+    pub adopt_orphans: bool,
     /// Aborts the process at this named point of submission (`after-commit`,
     /// `after-post`), to test crash recovery. Only in builds with the `failpoints`
     /// feature, never in a release binary.
@@ -75,6 +79,7 @@ impl Default for ManagerConfig {
             fail_fast_after: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(10),
             request_budget: DEFAULT_REQUEST_BUDGET,
+            adopt_orphans: true,
             #[cfg(feature = "failpoints")]
             failpoint: None,
         }
@@ -139,6 +144,8 @@ pub struct ItemSpec {
     pub recursive: Option<bool>,
     /// A checksum the copy must match, with its algorithm (e.g. `SHA256`).
     pub external_checksum: Option<(String, String)>,
+    /// The size in bytes, where known: progress then counts toward a total.
+    pub size: Option<u64>,
     /// Task options.
     pub options: BatchOptions,
     /// Scheduling class.
@@ -161,6 +168,7 @@ impl ItemSpec {
             destination_path: destination_path.into(),
             recursive: None,
             external_checksum: None,
+            size: None,
             options: BatchOptions::default(),
             priority: Priority::Bulk,
         }
@@ -175,6 +183,12 @@ impl ItemSpec {
     /// With `options`.
     pub fn options(mut self, options: BatchOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// With its size in bytes (for progress toward a total).
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.size = Some(bytes);
         self
     }
 

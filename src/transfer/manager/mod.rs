@@ -35,7 +35,8 @@
 //! writes), `liveness.rs` (which processes are alive, the
 //! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
 //! and outcomes), `loops.rs` (the background loops), `trouble.rs` (what the loops cannot
-//! do right now, for callers who will not wait for it).
+//! do right now, for callers who will not wait for it), `unsubmitted.rs` (work that
+//! never reached Globus: finding and pruning it).
 
 mod config;
 mod liveness;
@@ -46,6 +47,7 @@ mod sql;
 mod status;
 mod submit;
 mod trouble;
+mod unsubmitted;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,6 +65,7 @@ pub(crate) use liveness::{owner_alive, this_process};
 pub(crate) use sql::take_lease;
 pub use status::{BatchStatus, ItemStatus};
 pub use trouble::{Activity, Trouble};
+pub use unsubmitted::Unsubmitted;
 
 use loops::{OpenBatch, WriteReq};
 use sql::BatchKey;
@@ -71,6 +74,7 @@ use super::TransferClient;
 use crate::error::{Error, Result};
 use crate::runtime;
 use crate::state::StateDb;
+use crate::transfer::states::BatchState;
 #[cfg(test)]
 use crate::transfer::states::ItemState;
 
@@ -423,15 +427,25 @@ impl TransferManager {
         Ok(done)
     }
 
-    /// The batch labelled `label`.
+    /// The batch labelled `label` (of any identity: labels are unique).
     pub async fn batch(&self, label: &str) -> Result<Option<BatchStatus>> {
-        let rows = sql::batches(&self.inner.db, &self.inner.identity, Some(label), 1).await?;
+        let query = sql::BatchQuery {
+            label: Some(label),
+            limit: 1,
+            ..Default::default()
+        };
+        let rows = sql::batches(&self.inner.db, query).await?;
         Ok(rows.into_iter().next())
     }
 
     /// The most recent batches of this identity, newest first.
     pub async fn batches(&self, limit: i64) -> Result<Vec<BatchStatus>> {
-        sql::batches(&self.inner.db, &self.inner.identity, None, limit).await
+        let query = sql::BatchQuery {
+            identity: Some(&self.inner.identity),
+            limit,
+            ..Default::default()
+        };
+        sql::batches(&self.inner.db, query).await
     }
 
     /// Every item of the batch labelled `label`.
@@ -466,7 +480,25 @@ impl TransferManager {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
             open.retain(|_, b| b.label != label);
         }
-        sql::cancel_unsubmitted(&self.inner.db, label).await?;
+        if !sql::cancel_unsubmitted(&self.inner.db, label).await? {
+            // Posted meanwhile (by this process or another): cancel its task instead.
+            match self.batch(label).await? {
+                Some(BatchStatus {
+                    task_id: Some(task),
+                    ..
+                }) => return self.cancel_task(&task).await,
+                Some(b) if b.state != BatchState::Done => {
+                    return Err(Error::InvalidConfig {
+                        what: "transfer batch".into(),
+                        message: format!(
+                            "batch {label} is being submitted right now; cancel its task once \
+                             `ps-globus status` shows it"
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
         self.inner.signals.changed.notify_waiters();
         Ok(())
     }

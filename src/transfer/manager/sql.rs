@@ -195,11 +195,12 @@ async fn insert_item(
 ) -> Result<i64> {
     let (checksum, algorithm) = spec.external_checksum.clone().unzip();
     sqlx::query_scalar(
-        "INSERT INTO items (batch_id, source_path, destination_path, recursive, external_checksum, checksum_algorithm, state, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO items (batch_id, source_path, destination_path, recursive, external_checksum, checksum_algorithm, state, created_at, size) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(batch_id).bind(&spec.source_path).bind(&spec.destination_path).bind(spec.recursive)
     .bind(checksum).bind(algorithm).bind(ItemState::Pending.as_str()).bind(now)
+    .bind(spec.size.map(|s| s as i64))
     .fetch_one(&mut **tx).await.at(db)
 }
 
@@ -238,23 +239,38 @@ pub(super) async fn item_ids_of(db: &StateDb, label: &str) -> Result<Vec<i64>> {
         .bind(label).fetch_all(db.pool()).await.at(db)
 }
 
-/// The batches of `identity`, newest first: all of them, or the one labelled `label`.
-pub(super) async fn batches(
-    db: &StateDb,
-    identity: &str,
-    label: Option<&str>,
-    limit: i64,
-) -> Result<Vec<BatchStatus>> {
+/// Which batches [`batches`] reads.
+#[derive(Default)]
+pub(super) struct BatchQuery<'a> {
+    /// Only this identity's (else every identity's).
+    pub identity: Option<&'a str>,
+    /// Only the one labelled so.
+    pub label: Option<&'a str>,
+    /// Only those without a task yet (`OPEN`, `READY`, `SUBMITTING`).
+    pub unsubmitted: bool,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// The batches `query` selects, newest first.
+pub(super) async fn batches(db: &StateDb, query: BatchQuery<'_>) -> Result<Vec<BatchStatus>> {
     let rows = sqlx::query(
-        "SELECT label, state, source, destination, priority, submission_id, task_id, status, nice_status, bytes_transferred, \
+        "SELECT label, identity, owner, state, source, destination, priority, submission_id, task_id, status, nice_status, bytes_transferred, \
          files, files_transferred, fatal_code, fatal_description, resplit_of, last_error, hold_until, attention, \
-         (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) AS items \
-         FROM batches WHERE identity = ? AND (? IS NULL OR label = ?) ORDER BY id DESC LIMIT ?",
+         files_skipped, skipped_errors, \
+         (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) AS items, \
+         (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'SUCCEEDED') AS items_succeeded, \
+         (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'PENDING') AS items_pending, \
+         (SELECT CASE WHEN COUNT(size) = COUNT(*) THEN SUM(size) END FROM items WHERE items.batch_id = batches.id) AS bytes_total \
+         FROM batches WHERE (? IS NULL OR identity = ?) AND (? IS NULL OR label = ?) \
+         AND (? = 0 OR (task_id IS NULL AND state IN ('OPEN', 'READY', 'SUBMITTING'))) ORDER BY id DESC LIMIT ?",
     )
-    .bind(identity)
-    .bind(label)
-    .bind(label)
-    .bind(limit)
+    .bind(query.identity)
+    .bind(query.identity)
+    .bind(query.label)
+    .bind(query.label)
+    .bind(query.unsubmitted)
+    .bind(query.limit)
     .fetch_all(db.pool())
     .await
     .at(db)?;
@@ -262,6 +278,8 @@ pub(super) async fn batches(
         .into_iter()
         .map(|r| BatchStatus {
             label: r.get("label"),
+            identity: r.get("identity"),
+            owner: r.get("owner"),
             state: r.get::<String, _>("state").into(),
             source: r.get("source"),
             destination: r.get("destination"),
@@ -282,27 +300,36 @@ pub(super) async fn batches(
                 .get::<Option<i64>, _>("hold_until")
                 .and_then(chrono::DateTime::from_timestamp_millis),
             attention: r.get("attention"),
+            files_skipped: r.get("files_skipped"),
+            skipped_errors: r.get("skipped_errors"),
+            items_succeeded: r.get("items_succeeded"),
+            items_pending: r.get("items_pending"),
+            bytes_total: r.get("bytes_total"),
         })
         .collect())
 }
 
 /// Cancels the batch labelled `label` if it was never submitted (`OPEN` or `READY`):
-/// the batch ends `DONE` and its pending items `CANCELED`.
-pub(super) async fn cancel_unsubmitted(db: &StateDb, label: &str) -> Result<()> {
+/// the batch ends `DONE` and its pending items `CANCELED`. Whether it was.
+pub(super) async fn cancel_unsubmitted(db: &StateDb, label: &str) -> Result<bool> {
     const WHY: &str = "canceled before submission";
     let now = now_ms();
     let mut tx = db.begin_immediate().await?;
-    sqlx::query("UPDATE batches SET state = ?, fatal_code = 'CANCELED', fatal_description = ?, completed_at = ? WHERE label = ? AND state IN (?, ?)")
+    let canceled = sqlx::query("UPDATE batches SET state = ?, fatal_code = 'CANCELED', fatal_description = ?, completed_at = ? WHERE label = ? AND state IN (?, ?)")
         .bind(BatchState::Done.as_str()).bind(WHY).bind(now).bind(label)
         .bind(BatchState::Open.as_str()).bind(BatchState::Ready.as_str())
-        .execute(&mut *tx).await.at(db)?;
-    sqlx::query("UPDATE items SET state = ?, code = 'CANCELED', description = ?, completed_at = ? WHERE state = ? AND batch_id = (SELECT id FROM batches WHERE label = ? AND state = ?)")
+        .execute(&mut *tx).await.at(db)?.rows_affected() == 1;
+    if !canceled {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE items SET state = ?, code = 'CANCELED', description = ?, completed_at = ? WHERE state = ? AND batch_id = (SELECT id FROM batches WHERE label = ?)")
         .bind(ItemState::Canceled.as_str()).bind(WHY).bind(now).bind(ItemState::Pending.as_str())
-        .bind(label).bind(BatchState::Done.as_str())
+        .bind(label)
         .execute(&mut *tx).await.at(db)?;
     // Waiters in other processes learn of it through the generation.
     bump_generation(&mut tx, db).await?;
-    tx.commit().await.at(db)
+    tx.commit().await.at(db)?;
+    Ok(true)
 }
 
 /// Counts of `owner`'s batches, for `flush`: (open or submitting, ready, at Globus).
@@ -673,9 +700,11 @@ async fn set_item(
 }
 
 async fn update_counters(tx: &mut Tx, db: &StateDb, batch: i64, task: &Task) -> Result<()> {
-    sqlx::query("UPDATE batches SET status = ?, nice_status = ?, bytes_transferred = ?, files = ?, files_transferred = ?, progress = ? WHERE id = ?")
+    sqlx::query("UPDATE batches SET status = ?, nice_status = ?, bytes_transferred = ?, files = ?, files_transferred = ?, progress = ?, \
+                 files_skipped = ?, skipped_errors = ? WHERE id = ?")
         .bind(task.status.as_str()).bind(&task.nice_status).bind(task.bytes_transferred as i64).bind(task.files as i64)
-        .bind(task.files_transferred as i64).bind(super::rows::progress(task)).bind(batch)
+        .bind(task.files_transferred as i64).bind(super::rows::progress(task))
+        .bind(task.files_skipped as i64).bind(task.subtasks_skipped_errors as i64).bind(batch)
         .execute(&mut **tx).await.at(db)?;
     Ok(())
 }

@@ -85,6 +85,12 @@ impl ItemStatus {
 #[allow(missing_docs)] // the column names say it
 pub struct BatchStatus {
     pub label: String,
+    /// The identity (and service) it belongs to: `IDENTITY@TRANSFER_URL`.
+    #[serde(default)]
+    pub identity: String,
+    /// The process that made it, `host:pid:start`.
+    #[serde(default)]
+    pub owner: String,
     pub state: BatchState,
     pub source: String,
     pub destination: String,
@@ -109,4 +115,45 @@ pub struct BatchStatus {
     /// Why its task waits for a human, while it does.
     #[serde(default)]
     pub attention: Option<String>,
+    /// Files its task skipped as already up to date (`sync_level`): not failures.
+    #[serde(default)]
+    pub files_skipped: i64,
+    /// Files its task skipped on errors (`skip_source_errors`): each a failed item.
+    #[serde(default)]
+    pub skipped_errors: i64,
+    /// Its items that arrived.
+    #[serde(default)]
+    pub items_succeeded: i64,
+    /// Its items still on their way.
+    #[serde(default)]
+    pub items_pending: i64,
+    /// The bytes of all its items, where every item's size is known.
+    #[serde(default)]
+    pub bytes_total: Option<i64>,
+}
+
+impl BatchStatus {
+    /// Its items that ended without arriving (failed, skipped on an error, canceled).
+    pub fn items_failed(&self) -> i64 {
+        self.items - self.items_succeeded - self.items_pending
+    }
+
+    /// The batch's result in one word, judged by its items and not only by its task:
+    /// `SUCCEEDED` only if every item arrived, so a task Globus calls SUCCEEDED after
+    /// skipping a file on an error is `FAILED` here; `CANCELED` if it was canceled. In
+    /// flight: the task's status (`ACTIVE`, `INACTIVE`), or the batch's state before it
+    /// has a task (`OPEN`, `READY`, `SUBMITTING`).
+    pub fn outcome(&self) -> String {
+        if self.state != BatchState::Done {
+            return self
+                .status
+                .as_ref()
+                .map_or_else(|| self.state.to_string(), ToString::to_string);
+        }
+        match self.fatal_code.as_deref() {
+            _ if self.items_failed() == 0 => "SUCCEEDED".into(),
+            Some("CANCELED") => "CANCELED".into(),
+            _ => "FAILED".into(),
+        }
+    }
 }

@@ -23,7 +23,9 @@ impl Inner {
     ) -> Result<Option<(i64, Option<String>)>> {
         let pending = sql::pending_at_globus(&self.db, &self.identity).await?;
         let live = self.live_owners().await?;
-        let ours = |owner: &String| owner == &self.owner || !live.contains(owner);
+        let ours = |owner: &String| {
+            owner == &self.owner || (self.config.adopt_orphans && !live.contains(owner))
+        };
         // Re-posts of batches already at Globus (or about to be) never wait for admission.
         let stuck = sql::submitting(&self.db, &self.identity).await?;
         if let Some((id, _, sid)) = stuck.into_iter().find(|(_, owner, _)| ours(owner)) {
