@@ -154,8 +154,14 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .collect();
         padded.join(" | ").trim_end().to_owned()
     };
-    println!("{}", render(headers.iter().map(|h| h.to_string()).collect()));
-    println!("{}", render(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    println!(
+        "{}",
+        render(headers.iter().map(|h| h.to_string()).collect())
+    );
+    println!(
+        "{}",
+        render(widths.iter().map(|w| "-".repeat(*w)).collect())
+    );
     for row in rows {
         println!("{}", render(row.clone()));
     }

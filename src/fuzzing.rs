@@ -109,8 +109,12 @@ local_path = "/tmp/ps-globus-fuzz/b"
 /// A `--batch` file: it parses or names the bad line.
 pub fn batch_file(data: &[u8]) {
     let Some(text) = text(data) else { return };
-    if let Ok(pairs) = staging::parse_batch(text) {
-        assert!(pairs.iter().all(|(s, d)| !s.is_empty() && !d.is_empty()));
+    if let Ok(lines) = staging::parse_batch(text) {
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.source.is_empty() && !l.destination.is_empty())
+        );
     }
 }
 

@@ -191,30 +191,86 @@ pub fn local_size(at: &Location, config: &Config, current: Option<&str>) -> Opti
         return None;
     }
     let meta = std::fs::metadata(site.local_path.join(rest.trim_start_matches('/'))).ok()?;
-    meta.is_file().then(|| meta.len())
+    meta.is_file().then_some(meta.len())
 }
 
-/// Reads a `--batch` file: one `SRC DST` pair a line; `#` comments and blank lines are
-/// skipped.
-pub fn parse_batch(text: &str) -> Result<Vec<(String, String)>> {
-    let mut pairs = Vec::new();
+/// One line of a `--batch` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchLine {
+    /// The source, as written.
+    pub source: String,
+    /// The destination, as written.
+    pub destination: String,
+    /// `--recursive` (or `-r`) on the line.
+    pub recursive: bool,
+}
+
+/// Reads a `--batch` file as globus-cli does: one `[--recursive] SRC DST` a line, words
+/// split as a shell would (quote a path with spaces); `#` comments and blank lines are
+/// skipped. A line that is not so is refused with its number.
+///
+/// ```
+/// use ps_globus::staging::parse_batch;
+/// let lines = parse_batch("# inputs\n--recursive a:/in b:/out\n'a:/my file' b:/f\n")?;
+/// assert!(lines[0].recursive && !lines[1].recursive);
+/// assert_eq!(lines[1].source, "a:/my file");
+/// assert!(parse_batch("--sync a b").is_err());
+/// # Ok::<(), ps_globus::Error>(())
+/// ```
+pub fn parse_batch(text: &str) -> Result<Vec<BatchLine>> {
+    let mut lines = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let mut parts = line.split_whitespace();
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(src), Some(dst), None) => pairs.push((src.to_owned(), dst.to_owned())),
-            _ => {
-                return Err(Error::InvalidConfig {
-                    what: "batch file".into(),
-                    message: format!("line {}: expected `SRC DST`, got {line:?}", n + 1),
-                });
+        let bad = |why: String| Error::InvalidConfig {
+            what: "batch file".into(),
+            message: format!("line {}: {why}, in {trimmed:?}", n + 1),
+        };
+        let words = shlex::split(trimmed).ok_or_else(|| bad("a quote is not closed".into()))?;
+        let mut recursive = false;
+        let mut paths = Vec::new();
+        for word in words {
+            match word.as_str() {
+                "--recursive" | "-r" => recursive = true,
+                option if option.starts_with('-') && paths.is_empty() => {
+                    return Err(bad(format!(
+                        "unknown option {option} (a line takes --recursive)"
+                    )));
+                }
+                _ => paths.push(word),
             }
         }
+        match <[String; 2]>::try_from(paths) {
+            Ok([source, destination]) if !source.is_empty() && !destination.is_empty() => lines
+                .push(BatchLine {
+                    source,
+                    destination,
+                    recursive,
+                }),
+            _ => return Err(bad("expected `[--recursive] SRC DST`".into())),
+        }
     }
-    Ok(pairs)
+    Ok(lines)
+}
+
+/// Joins a batch line's path to the endpoint of `transfer SRC_EP DST_EP --batch FILE`:
+/// the endpoint is a site or collection (`lab`, a UUID), optionally with a base path
+/// (`lab:/runs`); the result is an address [`resolve_address`] reads.
+///
+/// ```
+/// use ps_globus::staging::join_endpoint;
+/// assert_eq!(join_endpoint("lab", "in/x"), "lab:in/x");
+/// assert_eq!(join_endpoint("lab:/runs/", "/in/x"), "lab:/runs/in/x");
+/// assert_eq!(join_endpoint("lab:", "/in/x"), "lab:/in/x");
+/// ```
+pub fn join_endpoint(endpoint: &str, path: &str) -> String {
+    match endpoint.split_once(':') {
+        None => format!("{endpoint}:{path}"),
+        Some((name, "")) => format!("{name}:{path}"),
+        Some((name, base)) => format!("{name}:{}", join(base, path)),
+    }
 }
 
 impl PlannedItem {

@@ -157,3 +157,211 @@ fn ctrl_c_prints_the_tasks_left_running_and_how_to_resume_or_cancel_them() {
         "Ctrl-C stops waiting, not the task"
     );
 }
+
+#[test]
+fn a_file_skipped_on_an_error_is_a_failure_everywhere() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/ok", b"ok");
+    let batch = setup.home.path().join("batch.txt");
+    std::fs::write(&batch, "a:/in/ok b:/out/ok\na:/in/missing b:/out/missing\n").unwrap();
+    // `transfer`: exit 1, the task id printed, the failure named.
+    let (code, stdout, stderr) = setup.run(&["transfer", "--batch", batch.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    let task = task_ids(&stdout).remove(0);
+    assert!(
+        stderr.contains("FAILED /in/missing -> /out/missing"),
+        "{stderr}"
+    );
+    // Globus calls the task SUCCEEDED (it skipped the file, as asked) ...
+    let doc = setup.json(&["task", "show", &task, "-F", "json"]);
+    assert_eq!(doc["status"], "SUCCEEDED");
+    assert_eq!(doc["subtasks_skipped_errors"], 1);
+    // ... but nothing here says so without the skip.
+    let (code, stdout, stderr) = setup.run(&["task", "show", &task]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("SUCCEEDED with 1 file(s) skipped on errors: not all arrived"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("SKIPPED /in/missing -> /out/missing"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = setup.run(&["task", "wait", &task]);
+    assert_eq!(code, 1, "a skipped file fails the wait: {stderr}");
+    assert!(
+        stderr.contains(&format!("task {task} SKIPPED /in/missing")),
+        "{stderr}"
+    );
+    let status = setup.json(&["status", "-F", "json"]);
+    let batch_doc = &status["DATA"][0];
+    assert_eq!(batch_doc["task_id"], task.as_str());
+    assert_eq!(batch_doc["outcome"], "FAILED");
+    assert_eq!(batch_doc["items_failed"], 1);
+    assert_eq!(batch_doc["items_succeeded"], 1);
+    assert_eq!(status["items_failed"], 1);
+    let (_, table, _) = setup.run(&["status"]);
+    let row = table.lines().find(|l| l.starts_with(&task)).unwrap();
+    assert!(
+        row.contains("| FAILED ") && row.contains("1 ok, 1 failed"),
+        "{table}"
+    );
+    // Skipped as up to date (--sync-level) is not a failure.
+    let (code, stdout, stderr) = setup.run(&[
+        "transfer",
+        "--sync-level",
+        "exists",
+        "a:/in/ok",
+        "b:/out/ok",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let again = task_ids(&stdout).remove(0);
+    assert_eq!(setup.run(&["task", "wait", &again]).0, 0);
+    let doc = setup.json(&["task", "show", &again, "-F", "json"]);
+    assert_eq!(doc["files_skipped"], 1, "{doc}");
+}
+
+#[test]
+fn never_submitted_work_is_shown_and_can_be_canceled_or_pruned() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/x", b"x");
+    let stopped = |to: &str| {
+        let out = setup
+            .command(&["transfer", "a:/in/x", to])
+            .env("PS_GLOBUS_ACCESS_TOKEN", "refused")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4));
+    };
+    stopped("b:/out/1");
+    let status = setup.json(&["status", "-F", "json"]);
+    let left = status["unsubmitted"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "{status}");
+    assert_eq!(left[0]["items"], 1);
+    assert_eq!(left[0]["owner_alive"], false);
+    assert!(
+        left[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{status}"
+    );
+    let label = left[0]["label"].as_str().unwrap().to_owned();
+    let (_, text, _) = setup.run(&["status"]);
+    assert!(
+        text.contains(&format!("Not submitted: batch {label} (1 item(s), READY"))
+            && text.contains("status --prune"),
+        "{text}"
+    );
+    // `task cancel` takes the batch label.
+    let (code, stdout, stderr) = setup.run(&["task", "cancel", &label]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("canceled before submission"), "{stdout}");
+    assert!(
+        setup.json(&["status", "-F", "json"])["unsubmitted"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // `status --prune` drops all that stopped commands left.
+    stopped("b:/out/2");
+    stopped("b:/out/3");
+    let pruned = setup.json(&["status", "--prune", "-F", "json"]);
+    assert_eq!(pruned["DATA"].as_array().unwrap().len(), 2, "{pruned}");
+    assert!(
+        setup.json(&["status", "-F", "json"])["unsubmitted"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        emu.sim.stats().route("POST /v0.10/transfer"),
+        0,
+        "nothing was ever sent"
+    );
+}
+
+#[test]
+fn globus_cli_formats_unix_and_jmespath_and_tables() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/x", b"x");
+    let (code, stdout, stderr) = setup.run(&["transfer", "--label", "fmt", "a:/in/x", "b:/out/x"]);
+    assert_eq!(code, 0, "{stderr}");
+    let task = task_ids(&stdout).remove(0);
+    // --jmespath filters the JSON document (and implies it).
+    let ids = setup.json(&["task", "list", "--jmespath", "DATA[].task_id"]);
+    assert_eq!(ids, serde_json::json!([task]));
+    // -F unix: tab-separated lines, with the jmespath applied first.
+    let (code, stdout, stderr) = setup.run(&[
+        "task",
+        "list",
+        "-F",
+        "unix",
+        "--jmespath",
+        "DATA[].[task_id, status]",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("{task}\tSUCCEEDED\n"));
+    // Tables: a header and a rule, the sites by name.
+    let (_, table, _) = setup.run(&["task", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("Task ID ")
+            && lines[0].contains("| Source ")
+            && lines[0].contains("| Destination"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("-----"), "{table}");
+    assert!(
+        lines[2].starts_with(&task) && lines[2].contains("| a ") && lines[2].contains("| b "),
+        "{table}"
+    );
+    let (_, events, _) = setup.run(&["task", "event-list", &task]);
+    assert!(events.starts_with("Time "), "{events}");
+}
+
+#[test]
+fn batch_files_take_endpoints_and_per_line_recursive() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "runs/tree/one", b"1");
+    write(emu.root_a(), "runs/tree/sub/two", b"2");
+    write(emu.root_a(), "runs/my file", b"3");
+    let batch = setup.home.path().join("batch.txt");
+    std::fs::write(&batch, "--recursive tree copied\n'my file' single\n").unwrap();
+    // globus-cli's form: endpoints (with base paths) on the command line, paths in the file.
+    let (code, _, stderr) = setup.run(&[
+        "transfer",
+        "a:/runs",
+        "b:/dst",
+        "--batch",
+        batch.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        std::fs::read(emu.root_b().join("dst/copied/sub/two")).unwrap(),
+        b"2"
+    );
+    assert_eq!(
+        std::fs::read(emu.root_b().join("dst/single")).unwrap(),
+        b"3"
+    );
+    // A bad line is refused with its number before anything is sent.
+    std::fs::write(&batch, "tree copied\n--delete x y\n").unwrap();
+    let (code, _, stderr) = setup.run(&[
+        "transfer",
+        "a:/runs",
+        "b:/dst",
+        "--batch",
+        batch.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("line 2: unknown option --delete"),
+        "{stderr}"
+    );
+    assert_eq!(emu.sim.stats().route("POST /v0.10/transfer"), 1);
+}

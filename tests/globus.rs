@@ -565,7 +565,10 @@ fn cli_ref_import_resolve_at_site_b_and_remove() {
     let (code, list, _) = run(&["ref", "list"]);
     assert_eq!(code, 0);
     let rows: Vec<&str> = list.lines().collect();
-    assert!(rows[0].starts_with("Name") && rows[2].starts_with("staged/input "), "{list}");
+    assert!(
+        rows[0].starts_with("Name") && rows[2].starts_with("staged/input "),
+        "{list}"
+    );
     let (code, path, stderr) = run(&["ref", "resolve", "staged/input"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(

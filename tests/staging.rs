@@ -440,7 +440,9 @@ fn usage_errors_exit_2_before_anything_is_sent() {
         let (code, _, stderr) = setup.run(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(
-            stderr.contains("is not a") || stderr.contains("is neither") || stderr.contains("not a JMESPath"),
+            stderr.contains("is not a")
+                || stderr.contains("is neither")
+                || stderr.contains("not a JMESPath"),
             "{args:?}: {stderr}"
         );
     }

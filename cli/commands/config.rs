@@ -110,7 +110,13 @@ fn site_list(out: &Output) -> CliResult {
         })
         .collect();
     print_table(
-        &["Site", "Collection", "Collection Path", "Local Path", "Host Regex"],
+        &[
+            "Site",
+            "Collection",
+            "Collection Path",
+            "Local Path",
+            "Host Regex",
+        ],
         &rows,
     );
     Ok(())

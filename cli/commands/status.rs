@@ -111,7 +111,12 @@ impl LiveView {
     }
 
     fn show(&mut self, batches: &[BatchStatus], totals: &Totals) {
-        set_bytes(&self.total, totals.bytes, totals.bytes_total, BarKind::Total);
+        set_bytes(
+            &self.total,
+            totals.bytes,
+            totals.bytes_total,
+            BarKind::Total,
+        );
         self.total
             .set_message(format!("{}{} task(s)", totals.files(), totals.active));
         for b in batches.iter().filter(|b| b.state == BatchState::Done) {
@@ -222,8 +227,8 @@ pub async fn status(args: StatusArgs) -> CliResult {
         return prune(&manager, &args.out).await;
     }
     let out = &args.out;
-    let mut live = (args.watch && !out.machine() && std::io::stdout().is_terminal())
-        .then(LiveView::new);
+    let mut live =
+        (args.watch && !out.machine() && std::io::stdout().is_terminal()).then(LiveView::new);
     loop {
         manager.poll_now().await?;
         let batches = manager.batches(args.limit).await?;
@@ -237,7 +242,7 @@ pub async fn status(args: StatusArgs) -> CliResult {
                 "files_transferred": totals.files,
                 "files": totals.total_files,
                 "items_failed": totals.items_failed,
-                "DATA": batches,
+                "DATA": batches.iter().map(judged).collect::<Vec<_>>(),
                 "unsubmitted": unsubmitted,
             }));
         }
@@ -257,6 +262,14 @@ pub async fn status(args: StatusArgs) -> CliResult {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// A batch's document with its outcome judged by its items (`outcome`, `items_failed`).
+fn judged(b: &BatchStatus) -> serde_json::Value {
+    let mut doc = json!(b);
+    doc["outcome"] = json!(b.outcome());
+    doc["items_failed"] = json!(b.items_failed());
+    doc
 }
 
 /// `status --prune`: drops what stopped commands left unsubmitted, and says so.

@@ -92,7 +92,9 @@ fn task_or_batch(text: &str) -> Result<String, String> {
         return Ok(text.to_owned());
     }
     task_id(text).map_err(|_| {
-        format!("{text:?} is neither a task id (a UUID) nor a batch label (psg-…, as `status` shows)")
+        format!(
+            "{text:?} is neither a task id (a UUID) nor a batch label (psg-…, as `status` shows)"
+        )
     })
 }
 
@@ -122,7 +124,12 @@ pub async fn run(command: TaskCommand) -> CliResult {
     }
 }
 
-async fn list(client: &TransferClient, limit: u32, label: Option<String>, out: &Output) -> CliResult {
+async fn list(
+    client: &TransferClient,
+    limit: u32,
+    label: Option<String>,
+    out: &Output,
+) -> CliResult {
     let query = TaskQuery {
         filter: label.map(|l| label_filter(&[l])),
         orderby: Some("request_time DESC".into()),
@@ -151,13 +158,23 @@ async fn list(client: &TransferClient, limit: u32, label: Option<String>, out: &
                 t.status.to_string(),
                 t.kind.clone(),
                 place(&t.source_endpoint_display_name, &t.source_endpoint_id),
-                place(&t.destination_endpoint_display_name, &t.destination_endpoint_id),
+                place(
+                    &t.destination_endpoint_display_name,
+                    &t.destination_endpoint_id,
+                ),
                 t.label.clone().unwrap_or_default(),
             ]
         })
         .collect();
     print_table(
-        &["Task ID", "Status", "Type", "Source", "Destination", "Label"],
+        &[
+            "Task ID",
+            "Status",
+            "Type",
+            "Source",
+            "Destination",
+            "Label",
+        ],
         &rows,
     );
     Ok(())
@@ -174,13 +191,19 @@ async fn show(client: &TransferClient, task_id: &str, out: &Output) -> CliResult
     field("Type:", &t.kind);
     field("Status:", &judged_status(&t));
     field("Details:", &t.nice_status.as_deref().unwrap_or(""));
-    field("Source Endpoint ID:", &t.source_endpoint_id.as_deref().unwrap_or(""));
+    field(
+        "Source Endpoint ID:",
+        &t.source_endpoint_id.as_deref().unwrap_or(""),
+    );
     field(
         "Destination Endpoint ID:",
         &t.destination_endpoint_id.as_deref().unwrap_or(""),
     );
     field("Request Time:", &t.request_time.as_deref().unwrap_or(""));
-    field("Completion Time:", &t.completion_time.as_deref().unwrap_or(""));
+    field(
+        "Completion Time:",
+        &t.completion_time.as_deref().unwrap_or(""),
+    );
     field("Deadline:", &t.deadline.as_deref().unwrap_or(""));
     field("Files:", &t.files);
     field("Files Transferred:", &t.files_transferred);
@@ -202,13 +225,19 @@ async fn show(client: &TransferClient, task_id: &str, out: &Output) -> CliResult
 fn judged_status(t: &Task) -> String {
     match t.subtasks_skipped_errors {
         0 => t.status.to_string(),
-        n => format!("{} with {n} file(s) skipped on errors: not all arrived", t.status),
+        n => format!(
+            "{} with {n} file(s) skipped on errors: not all arrived",
+            t.status
+        ),
     }
 }
 
 /// Why each of `tasks` did not fully succeed, one line each: its fatal error, and every
 /// path it skipped on an error (files skipped as up to date are not failures).
-async fn failures(client: &TransferClient, tasks: &[Task]) -> Result<Vec<String>, ps_globus::Error> {
+async fn failures(
+    client: &TransferClient,
+    tasks: &[Task],
+) -> Result<Vec<String>, ps_globus::Error> {
     let mut lines = Vec::new();
     for t in tasks {
         if t.status == TaskStatus::Failed {

@@ -8,7 +8,8 @@ use clap::Args;
 use indicatif::ProgressBar;
 use ps_globus::config::Config;
 use ps_globus::staging::{
-    PlannedItem, enqueue, is_local_address, local_size, parse_batch, resolve_address, wait_all,
+    BatchLine, PlannedItem, enqueue, is_local_address, join_endpoint, local_size, parse_batch,
+    resolve_address, wait_all,
 };
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
@@ -22,13 +23,17 @@ use crate::{CliResult, Exit};
 #[derive(Args)]
 pub struct TransferArgs {
     /// Source: SITE:PATH, COLLECTION_UUID:PATH, or a local path (the current site).
-    #[arg(required_unless_present = "batch")]
+    /// With --batch: the source endpoint (SITE, COLLECTION_UUID, or either with
+    /// `:BASE_PATH`) that the file's source paths are under.
+    #[arg(required_unless_present = "batch", requires = "destination")]
     source: Option<String>,
-    /// Destination, in the same forms.
+    /// Destination, in the same forms (with --batch: the destination endpoint).
     #[arg(required_unless_present = "batch")]
     destination: Option<String>,
-    /// One `SRC DST` pair a line (same address forms); `-` reads standard input.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "destination"])]
+    /// One `[--recursive] SRC DST` a line, words split as a shell would; `-` reads
+    /// standard input. With SRC_EP DST_EP given, SRC and DST are paths under them (as in
+    /// globus-cli); without, each is a full address (SITE:PATH, UUID:PATH, local path).
+    #[arg(long, value_name = "FILE")]
     batch: Option<String>,
     /// Transfer directories recursively (default: Globus detects files and directories).
     #[arg(short, long)]
@@ -124,7 +129,15 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         let waited = wait_all(&manager, &handles, FOREVER, |_| {
             done.fetch_add(1, Ordering::Relaxed);
         });
-        let progress = show_progress(&manager, &labels, &task_ids, &bar, total_bytes, &done, handles.len());
+        let progress = show_progress(
+            &manager,
+            &labels,
+            &task_ids,
+            &bar,
+            total_bytes,
+            &done,
+            handles.len(),
+        );
         let statuses = tokio::select! {
             statuses = waited => statuses?,
             never = progress => match never {},
@@ -183,18 +196,27 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, CommandError> {
     let config = Config::load(settings())?;
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
-    let pairs = match &args.batch {
+    let lines = match &args.batch {
         Some(file) => {
             let text = crate::read_input(file).map_err(|e| format!("--batch {file}: {e}"))?;
-            parse_batch(&text)?
+            let mut lines = parse_batch(&text)?;
+            if let (Some(src_ep), Some(dst_ep)) = (&args.source, &args.destination) {
+                for line in &mut lines {
+                    line.source = join_endpoint(src_ep, &line.source);
+                    line.destination = join_endpoint(dst_ep, &line.destination);
+                }
+            }
+            lines
         }
-        None => vec![(
-            args.source.clone().expect("clap requires it"),
-            args.destination.clone().expect("clap requires it"),
-        )],
+        None => vec![BatchLine {
+            source: args.source.clone().expect("clap requires it"),
+            destination: args.destination.clone().expect("clap requires it"),
+            recursive: false,
+        }],
     };
-    let mut items = Vec::with_capacity(pairs.len());
-    for (src, dst) in &pairs {
+    let mut items = Vec::with_capacity(lines.len());
+    for line in &lines {
+        let (src, dst) = (&line.source, &line.destination);
         if direction == Direction::In && !is_local_address(dst) {
             return Err("stage-in: the destination must be a local path at this site".into());
         }
@@ -216,7 +238,7 @@ fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, C
             size: local_size(&source, &config, current.as_deref().ok()),
             source,
             destination: resolve(dst)?,
-            recursive: args.recursive.then_some(true),
+            recursive: (args.recursive || line.recursive).then_some(true),
         });
     }
     // Refused before anything is shown or submitted, dry runs included.
@@ -256,12 +278,7 @@ async fn tasks_of(
     Ok((labels, task_ids))
 }
 
-fn show_submitted(
-    items: usize,
-    labels: &[String],
-    task_ids: &[String],
-    out: &Output,
-) -> CliResult {
+fn show_submitted(items: usize, labels: &[String], task_ids: &[String], out: &Output) -> CliResult {
     if out.machine() {
         out.emit(&json!({"items": items, "task_ids": task_ids, "labels": labels}))?;
     } else {

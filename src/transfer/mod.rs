@@ -26,7 +26,8 @@ pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, RequestGate, TaskQuery,
 pub use lookup::TransferCollectionLookup;
 pub use manager::{
     Activity, BatchOptions, BatchStatus, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ItemStatus,
-    ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, Trouble, Unsubmitted, new_label, resplit_label,
+    ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, Trouble, Unsubmitted, new_label,
+    resplit_label,
 };
 pub use retry::RetryConfig;
 pub use states::{BatchState, ItemState, TaskStatus};

@@ -57,7 +57,14 @@ impl Inner {
         let submission_id = match submission_id {
             Some(sid) => sid,
             None => {
-                let sid = self.client.submission_id().await?;
+                let sid = match self.client.submission_id().await {
+                    Ok(sid) => sid,
+                    Err(e) => {
+                        // Said where the batch is shown (`status`), not only in a log.
+                        sql::record_submit_error(&self.db, batch, &e.to_string()).await?;
+                        return Err(e);
+                    }
+                };
                 if !sql::fix_submission_id(&self.db, batch, &sid, &self.owner).await? {
                     return Ok(()); // another process took it
                 }

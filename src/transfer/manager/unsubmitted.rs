@@ -54,7 +54,9 @@ impl TransferManager {
     pub async fn prune_unsubmitted(&self) -> Result<Vec<Unsubmitted>> {
         let mut dropped = Vec::new();
         for leftover in self.unsubmitted(i64::MAX).await? {
-            if leftover.prunable() && sql::cancel_unsubmitted(&self.inner.db, &leftover.batch.label).await? {
+            if leftover.prunable()
+                && sql::cancel_unsubmitted(&self.inner.db, &leftover.batch.label).await?
+            {
                 dropped.push(leftover);
             }
         }
