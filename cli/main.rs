@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             }
             eprintln!("error: {error}");
             let library = error.downcast_ref::<ps_globus::Error>();
-            if let Some(hint) = library.and_then(ps_globus::Error::hint) {
+            if let Some(hint) = library.and_then(commands::hint) {
                 eprintln!("hint: {hint}");
             }
             let needs_login = library.is_some_and(ps_globus::Error::needs_login);

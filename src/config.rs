@@ -160,8 +160,89 @@ pub fn current_site(
     })
 }
 
+/// Adds or replaces site `name` in the configuration file at `path`, editing it in
+/// place: its comments and layout (those `config init` writes, a user's own) survive.
+/// The edited file must still read as a configuration, or nothing is written.
+pub fn save_site(path: &Path, name: &str, site: &SiteConfig) -> Result<()> {
+    use toml_edit::{Item, Table, value};
+    edit_file(path, |doc| {
+        let sites = doc
+            .entry("sites")
+            .or_insert_with(|| {
+                let mut sites = Table::new();
+                // No bare `[sites]` header: only `[sites.NAME]` tables.
+                sites.set_implicit(true);
+                Item::Table(sites)
+            })
+            .as_table_mut()
+            .ok_or_else(|| invalid(path, "`sites` is not a table"))?;
+        let table = sites
+            .entry(name)
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| invalid(path, &format!("`sites.{name}` is not a table")))?;
+        // Keys are set one by one, so the site's own comments stay too.
+        table["collection"] = value(site.collection.to_string());
+        table["collection_path"] = value(site.collection_path.as_str());
+        table["local_path"] = value(site.local_path.to_string_lossy().as_ref());
+        match &site.host_regex {
+            Some(re) => table["host_regex"] = value(re.as_str()),
+            None => {
+                table.remove("host_regex");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Removes site `name` from the configuration file at `path`, keeping the rest of the
+/// file as it was; whether there was such a site.
+pub fn remove_site(path: &Path, name: &str) -> Result<bool> {
+    let mut found = false;
+    edit_file(path, |doc| {
+        found = doc
+            .get_mut("sites")
+            .and_then(|sites| sites.as_table_like_mut())
+            .and_then(|sites| sites.remove(name))
+            .is_some();
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+fn invalid(path: &Path, message: &str) -> Error {
+    Error::InvalidConfig {
+        what: "ps-globus".into(),
+        message: format!("{}: {message}", path.display()),
+    }
+}
+
+/// Reads the file at `path` (missing: empty), applies `edit`, checks the result still
+/// reads as a configuration, and writes it atomically.
+fn edit_file(
+    path: &Path,
+    edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<()>,
+) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| invalid(path, &format!("{e}")))?;
+    edit(&mut doc)?;
+    let edited = doc.to_string();
+    Config::from_toml(&edited, &path.display().to_string())?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    }
+    crate::fsutil::write_atomic(path, edited.as_bytes(), false)
+}
+
 impl Config {
-    /// Writes the configuration to `path` (its directory is created).
+    /// Writes the configuration to `path` (its directory is created). This replaces
+    /// the file, comments included: to change one site, use [`save_site`].
     pub fn save_to(&self, path: &Path) -> Result<()> {
         let text = toml::to_string_pretty(self).map_err(|e| Error::encode("toml", e))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -174,6 +255,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn site_edits_keep_the_files_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "# mine\nclient_id = \"x\"  # the app\n").unwrap();
+        let site = SiteConfig {
+            collection: Uuid::nil(),
+            collection_path: "/data".into(),
+            local_path: "/lus/data".into(),
+            host_regex: Some("^login".into()),
+        };
+        save_site(&path, "hpc center", &site).unwrap();
+        save_site(&path, "lab", &SiteConfig { host_regex: None, ..site.clone() }).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# mine\nclient_id = \"x\"  # the app\n"), "{text}");
+        assert!(text.contains("[sites.\"hpc center\"]") && !text.contains("[sites]\n"), "{text}");
+        let config = Config::load_from(&path).unwrap();
+        assert_eq!(config.sites["hpc center"], site);
+        assert!(remove_site(&path, "hpc center").unwrap());
+        assert!(!remove_site(&path, "hpc center").unwrap());
+        let config = Config::load_from(&path).unwrap();
+        assert_eq!(config.sites.keys().collect::<Vec<_>>(), ["lab"]);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("# the app"));
+    }
 
     #[test]
     fn missing_file_is_empty_and_bad_file_names_itself() {

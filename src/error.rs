@@ -465,6 +465,11 @@ impl Error {
                  {SERVICE_IDENTITY}"
             )),
             Error::NeedsAttention { fix, .. } => Some(fix.clone()),
+            Error::UnknownSite { known, .. } if known.is_empty() => Some(
+                "no site is configured: run `ps-globus config init`, then `ps-globus site add \
+                 NAME COLLECTION_ID --collection-path PATH --local-path DIR` for each site"
+                    .into(),
+            ),
             Error::Timeout { .. } => Some(
                 "raise the time limit (a store's resolve_timeout, a wait's timeout), or check \
                  that the awaited transfer is on its way (`ps-globus status`)"

@@ -57,6 +57,9 @@ pub struct Settings {
     pub remote_session: bool,
     /// Whether a graphical display is available (a browser can open).
     pub has_display: bool,
+    /// Whether `$BROWSER` names a browser to open URLs with (a login then uses the
+    /// loopback redirect even without a display, as with a text browser over SSH).
+    pub browser: bool,
     /// Transfer requests per second (a whole number) that the processes sharing one
     /// state database may send for their identity together (`PS_GLOBUS_REQUEST_BUDGET`;
     /// `None`: the default of [`ManagerConfig`](crate::transfer::ManagerConfig)).
@@ -116,6 +119,7 @@ impl Settings {
             assume_network_fs: text("PS_GLOBUS_ASSUME_NETWORK_FS").as_deref() == Some("1"),
             remote_session: os("SSH_TTY").is_some() || os("SSH_CONNECTION").is_some(),
             has_display: os("DISPLAY").is_some() || os("WAYLAND_DISPLAY").is_some(),
+            browser: os("BROWSER").is_some(),
             request_budget: text("PS_GLOBUS_REQUEST_BUDGET").and_then(|v| v.trim().parse().ok()),
             retries: text("PS_GLOBUS_RETRIES").and_then(|v| v.trim().parse().ok()),
             #[cfg(feature = "failpoints")]

@@ -178,9 +178,10 @@ pub struct PlannedItem {
     pub size: Option<u64>,
 }
 
-/// The size of the file `at` names, where it lies at the current site (`current`) and
-/// is a regular file there; `None` otherwise (a directory, another site, no such file).
-pub fn local_size(at: &Location, config: &Config, current: Option<&str>) -> Option<u64> {
+/// The local path of `at`, where it lies at the current site (`current`): the site's
+/// local path joined with `at`'s path below the site's collection path. `None` for
+/// another collection, or a path outside the site's.
+pub fn local_path(at: &Location, config: &Config, current: Option<&str>) -> Option<PathBuf> {
     let site = config.sites.get(current?)?;
     if site.collection != at.collection {
         return None;
@@ -190,7 +191,13 @@ pub fn local_size(at: &Location, config: &Config, current: Option<&str>) -> Opti
     if !(rest.is_empty() || rest.starts_with('/')) || rest.split('/').any(|c| c == "..") {
         return None;
     }
-    let meta = std::fs::metadata(site.local_path.join(rest.trim_start_matches('/'))).ok()?;
+    Some(site.local_path.join(rest.trim_start_matches('/')))
+}
+
+/// The size of the file `at` names, where it lies at the current site and is a regular
+/// file there (see [`local_path`]); `None` otherwise.
+pub fn local_size(at: &Location, config: &Config, current: Option<&str>) -> Option<u64> {
+    let meta = std::fs::metadata(local_path(at, config, current)?).ok()?;
     meta.is_file().then_some(meta.len())
 }
 

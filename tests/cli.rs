@@ -33,12 +33,29 @@ fn inspect_and_fetch_a_serialized_proxy() {
     std::fs::write(&proxy_file, serde_json::to_string(&proxy).unwrap()).unwrap();
     let proxy_path = proxy_file.to_str().unwrap();
 
-    let out = ps_globus(&["proxy", "inspect", proxy_path]);
+    let out = ps_globus(&["proxy", "inspect", proxy_path, "-F", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = &shown["DATA"][0];
     assert_eq!(shown["store"]["name"], store.name());
     assert_eq!(shown["key"]["id"], proxy.key().unwrap().id());
-    assert_eq!(shown["store"]["connector"]["kind"], "file");
+    assert_eq!(shown["connector"], "file");
+    assert_eq!(shown["present"], true);
+    // One proxy a line (as the demo's consumer reads them), summarised for people.
+    let second = store.proxy(&vec![1u8; 10]).unwrap();
+    let lines = format!(
+        "0\t{}\n1\t{}\n",
+        serde_json::to_string(&proxy).unwrap(),
+        serde_json::to_string(&second).unwrap()
+    );
+    let lines_file = dir.path().join("proxies.txt");
+    std::fs::write(&lines_file, lines).unwrap();
+    let out = ps_globus(&["proxy", "inspect", lines_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert_eq!(summary.matches("store:      ").count(), 2, "{summary}");
+    assert!(summary.contains(&format!("object:     {}", second.key().unwrap().id())), "{summary}");
+    assert!(summary.contains("here:       yes"), "{summary}");
 
     let fetched = dir.path().join("fetched.bin");
     let out = ps_globus(&[

@@ -1,4 +1,5 @@
-//! `config init|path` and `site add|list`: the configuration file.
+//! `config init|path|show` and `site add|list|rm`: the configuration file. Edits keep
+//! the file's comments (`toml_edit`).
 
 use clap::{Args, Subcommand};
 use ps_globus::config::{Config, SiteConfig};
@@ -17,6 +18,12 @@ pub enum ConfigCommand {
     },
     /// Print where the configuration file is.
     Path,
+    /// Show the configuration as ps-globus reads it: the file, the client id, the
+    /// sites, and which site this process is at (and why).
+    Show {
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 /// The `site` subcommands.
@@ -29,6 +36,9 @@ pub enum SiteCommand {
         #[command(flatten)]
         out: Output,
     },
+    /// Remove a site from the configuration file (the rest of the file, comments
+    /// included, stays as it is).
+    Rm { name: String },
 }
 
 /// `site add NAME COLLECTION --collection-path P --local-path L [--host-regex R]`.
@@ -39,9 +49,15 @@ pub struct SiteAddArgs {
     /// The collection path that --local-path is.
     #[arg(long)]
     collection_path: String,
-    /// Where that path is on this host.
+    /// Where that path is on the site's own file system (on this host, unless
+    /// --remote).
     #[arg(long)]
     local_path: std::path::PathBuf,
+    /// The site is at another facility: its local path exists only there, so it is
+    /// not checked here (it must be absolute). Without it, a local path that is not a
+    /// directory here is refused.
+    #[arg(long)]
+    remote: bool,
     /// Hosts matching this regex are at this site.
     #[arg(long)]
     host_regex: Option<String>,
@@ -58,6 +74,7 @@ pub fn config(command: ConfigCommand) -> CliResult {
             println!("{}", settings().config_path.display());
             Ok(())
         }
+        ConfigCommand::Show { out } => show(&out),
     }
 }
 
@@ -66,6 +83,7 @@ pub async fn site(command: SiteCommand) -> CliResult {
     match command {
         SiteCommand::Add(args) => site_add(args).await,
         SiteCommand::List { out } => site_list(&out),
+        SiteCommand::Rm { name } => site_rm(&name),
     }
 }
 
@@ -97,6 +115,116 @@ fn site_list(out: &Output) -> CliResult {
     if out.machine() {
         return out.emit(&sites);
     }
+    site_table(sites);
+    Ok(())
+}
+
+/// `site add`.
+async fn site_add(args: SiteAddArgs) -> CliResult {
+    let SiteAddArgs {
+        name,
+        collection,
+        collection_path,
+        local_path,
+        remote,
+        host_regex,
+        no_lookup,
+    } = args;
+    let path = &settings().config_path;
+    let local_path = if remote {
+        if !local_path.is_absolute() {
+            return Err(format!(
+                "--local-path {} must be absolute: it is a path at the other facility",
+                local_path.display()
+            )
+            .into());
+        }
+        local_path
+    } else if local_path.is_dir() {
+        local_path.canonicalize()?
+    } else {
+        return Err(format!(
+            "local path {} is not a directory here; give the path the collection path maps \
+             to on this host, or add --remote if the site is at another facility",
+            local_path.display()
+        )
+        .into());
+    };
+    if !collection_path.starts_with('/') {
+        return Err("--collection-path must be absolute on the collection".into());
+    }
+    if let Some(re) = &host_regex {
+        regex_lite::Regex::new(re).map_err(|e| format!("--host-regex: {e}"))?;
+    }
+    if !no_lookup {
+        let endpoint = client()?.endpoint(&collection.to_string()).await?;
+        eprintln!(
+            "collection {collection}: {}",
+            endpoint.display_name.as_deref().unwrap_or("(no name)")
+        );
+    }
+    let site = SiteConfig {
+        collection,
+        collection_path,
+        local_path,
+        host_regex,
+    };
+    ps_globus::config::save_site(path, &name, &site)?;
+    eprintln!("site {name} saved in {}", path.display());
+    Ok(())
+}
+
+/// `site rm NAME`.
+fn site_rm(name: &str) -> CliResult {
+    let path = &settings().config_path;
+    if !ps_globus::config::remove_site(path, name)? {
+        let known: Vec<String> = Config::load_from(path)?.sites.into_keys().collect();
+        return Err(format!(
+            "no site {name:?} in {}; configured sites: {}",
+            path.display(),
+            known.join(", ")
+        )
+        .into());
+    }
+    eprintln!("site {name} removed from {}", path.display());
+    Ok(())
+}
+
+/// `config show`.
+fn show(out: &Output) -> CliResult {
+    let path = &settings().config_path;
+    let config = Config::load_from(path)?;
+    let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
+    if out.machine() {
+        return out.emit(&serde_json::json!({
+            "path": path,
+            "exists": path.exists(),
+            "client_id": config.client_id,
+            "sites": config.sites,
+            "current_site": current.as_ref().ok(),
+            "current_site_error": current.as_ref().err().map(ToString::to_string),
+        }));
+    }
+    let missing = if path.exists() {
+        ""
+    } else {
+        " (missing: run `ps-globus config init`)"
+    };
+    println!("file:          {}{missing}", path.display());
+    println!(
+        "client id:     {}",
+        config.client_id.as_deref().unwrap_or("(none)")
+    );
+    match &current {
+        Ok(name) => println!("current site:  {name}"),
+        Err(why) => println!("current site:  (unknown: {why})"),
+    }
+    println!();
+    site_table(config.sites);
+    Ok(())
+}
+
+fn site_table(sites: std::collections::BTreeMap<String, SiteConfig>) {
     let rows: Vec<Vec<String>> = sites
         .into_iter()
         .map(|(name, s)| {
@@ -119,51 +247,4 @@ fn site_list(out: &Output) -> CliResult {
         ],
         &rows,
     );
-    Ok(())
-}
-
-/// `site add`.
-async fn site_add(args: SiteAddArgs) -> CliResult {
-    let SiteAddArgs {
-        name,
-        collection,
-        collection_path,
-        local_path,
-        host_regex,
-        no_lookup,
-    } = args;
-    let path = &settings().config_path;
-    let mut config = Config::load_from(path)?;
-    if !local_path.is_dir() {
-        return Err(format!(
-            "local path {} is not a directory here; give the path the collection path maps to on this host",
-            local_path.display()
-        )
-        .into());
-    }
-    if !collection_path.starts_with('/') {
-        return Err("--collection-path must be absolute on the collection".into());
-    }
-    if let Some(re) = &host_regex {
-        regex_lite::Regex::new(re).map_err(|e| format!("--host-regex: {e}"))?;
-    }
-    if !no_lookup {
-        let endpoint = client()?.endpoint(&collection.to_string()).await?;
-        eprintln!(
-            "collection {collection}: {}",
-            endpoint.display_name.as_deref().unwrap_or("(no name)")
-        );
-    }
-    config.sites.insert(
-        name.clone(),
-        SiteConfig {
-            collection,
-            collection_path,
-            local_path: local_path.canonicalize()?,
-            host_regex,
-        },
-    );
-    config.save_to(path)?;
-    eprintln!("site {name} saved in {}", path.display());
-    Ok(())
 }

@@ -134,8 +134,14 @@ async fn check_sites_reachable(
                 "",
             ),
             Err(e) => {
-                let fix = match e.hint() {
-                    Some(hint) if e.needs_login() => hint,
+                let fix = match (&e, super::hint(&e)) {
+                    (_, Some(hint)) if e.needs_login() => hint,
+                    (ps_globus::Error::Network { .. }, _) => format!(
+                        "the Transfer service at {} does not answer: check the network, and \
+                         PS_GLOBUS_TRANSFER_URL if you set it (an emulator must be running: \
+                         `ps-globus sim serve`)",
+                        settings().transfer_url
+                    ),
                     _ => "check the collection id and the collection path".into(),
                 };
                 report.check(false, format!("site {name}: {e}"), &fix)

@@ -26,6 +26,30 @@ pub struct LoginArgs {
     force: bool,
 }
 
+/// Which credentials requests carry when the environment overrides the stored login:
+/// an access token (`PS_GLOBUS_ACCESS_TOKEN`) or a service identity; `None` when the
+/// stored login is used. Never the token itself.
+fn credentials_in_use() -> Option<String> {
+    let settings = settings();
+    if settings.access_token.is_some() {
+        let identity = ps_globus::auth::default_authorizer(settings)
+            .map(|auth| auth.identity())
+            .unwrap_or_default();
+        return Some(format!(
+            "Requests use the access token in PS_GLOBUS_ACCESS_TOKEN ({identity}): sent as \
+             given, never refreshed, its owner and expiry known only to Globus. The stored \
+             login below is not used while it is set."
+        ));
+    }
+    settings.has_service_identity().then(|| {
+        format!(
+            "Requests use the service identity PS_GLOBUS_CLIENT_ID={} (client credentials). \
+             The stored login below is not used while it is set.",
+            settings.client_id.as_deref().unwrap_or("")
+        )
+    })
+}
+
 /// The token store, saying so when the keyring was not usable.
 fn token_store() -> Result<std::sync::Arc<dyn ps_globus::auth::TokenStore>, CommandError> {
     let choice = ps_globus::auth::open_token_store(settings())?;
@@ -130,10 +154,29 @@ pub fn logout() -> CliResult {
 /// `whoami`.
 pub fn whoami(out: &Output) -> CliResult {
     let store = token_store()?;
-    let status = ps_globus::auth::status(store.as_ref())?;
+    // What requests actually carry, where the environment overrides the stored login.
+    let in_use = credentials_in_use();
+    let status = match ps_globus::auth::status(store.as_ref()) {
+        Ok(status) => status,
+        // Not logged in, but the environment's credentials serve: not an error.
+        Err(e) if e.needs_login() && in_use.is_some() => {
+            if out.machine() {
+                out.emit(&serde_json::json!({"credentials_in_use": in_use, "stored_login": null}))?;
+            } else {
+                println!("{}\nNo stored login.", in_use.unwrap_or_default());
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if out.machine() {
-        out.emit(&status)?;
+        let mut doc = serde_json::to_value(&status)?;
+        doc["credentials_in_use"] = serde_json::json!(in_use);
+        out.emit(&doc)?;
     } else {
+        if let Some(note) = &in_use {
+            println!("{note}");
+        }
         println!(
             "{}",
             status

@@ -8,7 +8,8 @@ use clap::Args;
 use indicatif::ProgressBar;
 use ps_globus::config::Config;
 use ps_globus::staging::{
-    BatchLine, PlannedItem, enqueue, is_local_address, join_endpoint, local_size, parse_batch,
+    BatchLine, PlannedItem, enqueue, is_local_address, join_endpoint, local_path, local_size,
+    parse_batch,
     resolve_address, wait_all,
 };
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
@@ -234,6 +235,17 @@ fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, C
             }
         };
         let source = resolve(src)?;
+        // A source here that is not there is named now, not after a Globus task fails.
+        if let Some(path) = local_path(&source, &config, current.as_deref().ok())
+            && std::fs::symlink_metadata(&path).is_err()
+        {
+            return Err(format!(
+                "{src}: {} does not exist here (the source {} at the current site)",
+                path.display(),
+                source.path
+            )
+            .into());
+        }
         items.push(PlannedItem {
             size: local_size(&source, &config, current.as_deref().ok()),
             source,

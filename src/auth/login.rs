@@ -42,10 +42,19 @@ pub enum CodeDelivery {
 
 impl CodeDelivery {
     /// Copy-paste on headless machines (an SSH session, or no display on Linux),
-    /// loopback otherwise.
+    /// loopback otherwise, and always where `$BROWSER` names the browser to use.
+    ///
+    /// ```
+    /// use ps_globus::{Settings, auth::CodeDelivery};
+    /// let mut settings = Settings::isolated("/tmp/unused");
+    /// settings.remote_session = true;
+    /// assert_eq!(CodeDelivery::detect(&settings), CodeDelivery::CopyPaste);
+    /// settings.browser = true; // BROWSER=w3m, say
+    /// assert_eq!(CodeDelivery::detect(&settings), CodeDelivery::LocalServer);
+    /// ```
     pub fn detect(settings: &crate::settings::Settings) -> Self {
         let headless = cfg!(target_os = "linux") && !settings.has_display;
-        if settings.remote_session || headless {
+        if !settings.browser && (settings.remote_session || headless) {
             CodeDelivery::CopyPaste
         } else {
             CodeDelivery::LocalServer
