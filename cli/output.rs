@@ -152,7 +152,10 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        padded.join(" | ").trim_end().to_owned()
+        let line = padded.join(" | ");
+        let line = line.trim_end();
+        // An empty last cell leaves no dangling separator.
+        line.strip_suffix(" |").unwrap_or(line).to_owned()
     };
     println!(
         "{}",

@@ -19,6 +19,8 @@
 //!
 //!     cargo run --release --example bench_globus -- --readers 64 --objects 1000 --size 1024
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -30,19 +32,28 @@ fn value(index: usize, size: usize) -> Vec<u8> {
     vec![(index % 251) as u8; size]
 }
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
+fn arg(args: &[String], name: &str, default: usize) -> Result<usize, Box<dyn std::error::Error>> {
+    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
+        None => Ok(default),
+        Some(Some(v)) => v.parse().map_err(|_| {
+            common::usage("bench_globus", format!("{name} takes a number, not {v:?}"))
+        }),
+        Some(None) => Err(common::usage(
+            "bench_globus",
+            format!("{name} needs a value"),
+        )),
+    }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    common::exit_with(run())
+}
+
+fn run() -> common::Outcome {
     let args: Vec<String> = std::env::args().collect();
-    let objects = arg(&args, "--objects", 100);
-    let size = arg(&args, "--size", 1024);
-    let latency = arg(&args, "--task-latency-ms", 1000) as u64;
+    let objects = arg(&args, "--objects", 100)?;
+    let size = arg(&args, "--size", 1024)?;
+    let latency = arg(&args, "--task-latency-ms", 1000)? as u64;
     if args.iter().any(|a| a == "--consumer") {
         let stdin = std::io::stdin();
         let (n, _) = ps_globus::block_on(ps_globus::demo::consume(
@@ -50,7 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             |i| value(i, size),
             |_, _| {},
         ))?;
-        assert_eq!(n, objects, "every object resolved");
+        if n != objects {
+            return Err(format!("only {n} of {objects} objects resolved").into());
+        }
         return Ok(());
     }
 
@@ -63,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let put_s = started.elapsed().as_secs_f64();
 
-    let readers = arg(&args, "--readers", 1).max(1);
+    let readers = arg(&args, "--readers", 1)?.max(1);
     let resolve_started = Instant::now();
     // Each reader gets every `readers`-th object; all share site B's state database.
     let mut shares: Vec<Vec<String>> = vec![Vec::new(); readers];
@@ -84,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .envs(sites.consumer_env())
             .stdin(Stdio::piped())
             .spawn()?;
-        let mut stdin = consumer.stdin.take().expect("piped");
+        let mut stdin = consumer.stdin.take().ok_or("the consumer has no stdin")?;
         for line in share {
             writeln!(stdin, "{line}")?;
         }

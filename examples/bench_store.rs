@@ -22,6 +22,8 @@
 //! workload), `--dir DIR` (where the file connector and the floors write; default a
 //! temporary directory).
 
+mod common;
+
 use std::fs;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -38,7 +40,7 @@ struct Args {
     dir: Option<PathBuf>,
 }
 
-fn parse_args() -> Args {
+fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
     let mut args = Args {
         json: false,
         sizes: vec![1024, 1 << 20, 64 << 20],
@@ -47,41 +49,55 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| common::usage("bench_store", format!("{arg} needs a value")))
+        };
+        let number = |text: &str| {
+            text.parse::<u64>().map_err(|_| {
+                common::usage("bench_store", format!("{arg} takes numbers, not {text:?}"))
+            })
+        };
         match arg.as_str() {
             "--json" => args.json = true,
             "--sizes" => {
-                args.sizes = value()
+                args.sizes = value()?
                     .split(',')
-                    .map(|s| s.parse().expect("--sizes takes numbers"))
-                    .collect()
+                    .map(|s| number(s).map(|n| n as usize))
+                    .collect::<Result<_, _>>()?
             }
-            "--min-time-ms" => {
-                args.min_time = Duration::from_millis(value().parse().expect("a number"))
-            }
-            "--dir" => args.dir = Some(PathBuf::from(value())),
+            "--min-time-ms" => args.min_time = Duration::from_millis(number(&value()?)?),
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
             "--bench" => {} // passed by `cargo bench`-style runners
-            other => panic!("unknown option {other}; see the header of examples/bench_store.rs"),
+            other => {
+                return Err(common::usage(
+                    "bench_store",
+                    format!("unknown option {other}"),
+                ));
+            }
         }
     }
-    args
+    Ok(args)
 }
 
 /// Runs `op` in rounds until `min_time` has passed (at least 3 times), after a warm-up,
 /// and returns (iterations, seconds per iteration).
-fn measure(min_time: Duration, mut op: impl FnMut()) -> (u64, f64) {
-    op(); // warm-up: first-touch allocations, runtime start, page cache
+fn measure(
+    min_time: Duration,
+    mut op: impl FnMut() -> common::Outcome,
+) -> Result<(u64, f64), Box<dyn std::error::Error>> {
+    op()?; // warm-up: first-touch allocations, runtime start, page cache
     let mut n = 0u64;
     let mut batch = 1u64;
     let start = Instant::now();
     loop {
         for _ in 0..batch {
-            op();
+            op()?;
         }
         n += batch;
         let elapsed = start.elapsed();
         if elapsed >= min_time && n >= 3 {
-            return (n, elapsed.as_secs_f64() / n as f64);
+            return Ok((n, elapsed.as_secs_f64() / n as f64));
         }
         batch = (batch * 2).min(1 << 16);
     }
@@ -104,23 +120,29 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn store_workloads(args: &Args, label: &str, store: &Store, size: usize) {
+fn store_workloads(args: &Args, label: &str, store: &Store, size: usize) -> common::Outcome {
     let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
     let result = measure(args.min_time, || {
-        let key = store.put(&data).unwrap();
-        let back = store.get::<Vec<u8>>(&key).unwrap().unwrap();
-        assert_eq!(back.len(), size);
-        store.evict(&key).unwrap();
-    });
+        let key = store.put(&data)?;
+        let back = store
+            .get::<Vec<u8>>(&key)?
+            .ok_or("the object just stored is missing")?;
+        check(back.len() == size, "read back a different size")?;
+        store.evict(&key)?;
+        Ok(())
+    })?;
     report(args, &format!("{label}.put_get_evict.{size}"), size, result);
 
     if label == "file" && size as u64 >= ps_globus::connector::MMAP_THRESHOLD {
         let result = measure(args.min_time, || {
-            let key = store.put(&data).unwrap();
-            let back = store.get::<bytes::Bytes>(&key).unwrap().unwrap();
-            assert_eq!(back.len(), size);
-            store.evict(&key).unwrap();
-        });
+            let key = store.put(&data)?;
+            let back = store
+                .get::<bytes::Bytes>(&key)?
+                .ok_or("the object just stored is missing")?;
+            check(back.len() == size, "read back a different size")?;
+            store.evict(&key)?;
+            Ok(())
+        })?;
         report(
             args,
             &format!("{label}.put_get_evict_zero_copy.{size}"),
@@ -131,72 +153,81 @@ fn store_workloads(args: &Args, label: &str, store: &Store, size: usize) {
 
     let options = ProxyOptions::default().with_evict(true);
     let result = measure(args.min_time, || {
-        let proxy = store.proxy_with(&data, &options).unwrap();
-        let value = proxy.resolve().unwrap();
-        assert_eq!(value.len(), size);
-    });
+        let proxy = store.proxy_with(&data, &options)?;
+        let value = proxy.resolve()?;
+        check(value.len() == size, "resolved a different size")?;
+        Ok(())
+    })?;
     report(args, &format!("{label}.proxy_resolve.{size}"), size, result);
+    Ok(())
 }
 
-fn fs_floor(args: &Args, dir: &Path, size: usize) {
+fn fs_floor(args: &Args, dir: &Path, size: usize) -> common::Outcome {
     let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
     let mut i = 0u64;
     let result = measure(args.min_time, || {
         i += 1;
         let tmp = dir.join(format!(".floor-{i}.tmp"));
         let path = dir.join(format!("floor-{i}"));
-        fs::write(&tmp, &data).unwrap();
-        fs::rename(&tmp, &path).unwrap();
-        let back = fs::read(&path).unwrap();
+        fs::write(&tmp, &data)?;
+        fs::rename(&tmp, &path)?;
+        let back = fs::read(&path)?;
         black_box(&back);
-        fs::remove_file(&path).unwrap();
-    });
+        fs::remove_file(&path)?;
+        Ok(())
+    })?;
     report(args, &format!("floor.fs_syscalls.{size}"), size, result);
+    Ok(())
 }
 
-fn cat_floor(args: &Args, dir: &Path, size: usize) {
+fn cat_floor(args: &Args, dir: &Path, size: usize) -> common::Outcome {
     let source = dir.join("cat-source");
     fs::write(
         &source,
         (0..size).map(|i| (i % 253) as u8).collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    )?;
     let target = dir.join("cat-target");
     let result = measure(args.min_time, || {
-        let out = fs::File::create(&target).unwrap();
-        let ok = Command::new("cat")
-            .arg(&source)
-            .stdout(out)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let out = fs::File::create(&target)?;
+        let ok = Command::new("cat").arg(&source).stdout(out).status()?;
+        check(ok.success(), "cat failed")?;
         let ok = Command::new("cat")
             .arg(&target)
             .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        fs::remove_file(&target).unwrap();
-    });
-    fs::remove_file(&source).unwrap();
+            .status()?;
+        check(ok.success(), "cat failed")?;
+        fs::remove_file(&target)?;
+        Ok(())
+    })?;
+    fs::remove_file(&source)?;
     report(args, &format!("floor.cat.{size}"), size, result);
+    Ok(())
 }
 
-fn main() {
-    let args = parse_args();
-    let tmp = tempfile::tempdir().unwrap();
+fn check(ok: bool, what: &str) -> common::Outcome {
+    if ok { Ok(()) } else { Err(what.into()) }
+}
+
+fn main() -> std::process::ExitCode {
+    common::exit_with(run())
+}
+
+fn run() -> common::Outcome {
+    let args = parse_args()?;
+    let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let local = Store::new("bench-local", LocalConnector::new()).unwrap();
-    let file = Store::new("bench-file", FileConnector::new(dir.join("store")).unwrap()).unwrap();
+    let local = Store::new("bench-local", LocalConnector::new())?;
+    let file = Store::new("bench-file", FileConnector::new(dir.join("store"))?)?;
     let floor_dir = dir.join("floor");
-    fs::create_dir_all(&floor_dir).unwrap();
+    fs::create_dir_all(&floor_dir)?;
 
     for &size in &args.sizes {
-        store_workloads(&args, "local", &local, size);
-        store_workloads(&args, "file", &file, size);
-        fs_floor(&args, &floor_dir, size);
+        store_workloads(&args, "local", &local, size)?;
+        store_workloads(&args, "file", &file, size)?;
+        fs_floor(&args, &floor_dir, size)?;
         if size >= 1 << 20 {
-            cat_floor(&args, &floor_dir, size);
+            cat_floor(&args, &floor_dir, size)?;
         }
     }
+    Ok(())
 }

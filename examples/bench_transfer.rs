@@ -9,6 +9,8 @@
 //! (`tasks` and `api_requests` from the emulator's stats). `--sequential` enqueues from
 //! one loop instead.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ struct Args {
     sequential: bool,
 }
 
-fn parse_args() -> Args {
+fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
     let mut args = Args {
         items: 1000,
         size: 1024,
@@ -35,26 +37,40 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| panic!("{arg} needs a value"))
-                .parse::<u64>()
-                .expect("a number")
+        let mut value = || -> Result<u64, Box<dyn std::error::Error>> {
+            let text = it
+                .next()
+                .ok_or_else(|| common::usage("bench_transfer", format!("{arg} needs a value")))?;
+            text.parse::<u64>().map_err(|_| {
+                common::usage(
+                    "bench_transfer",
+                    format!("{arg} takes a number, not {text:?}"),
+                )
+            })
         };
         match arg.as_str() {
-            "--items" => args.items = value() as usize,
-            "--size" => args.size = value() as usize,
-            "--task-latency-ms" => args.latency_ms = value(),
+            "--items" => args.items = value()? as usize,
+            "--size" => args.size = value()? as usize,
+            "--task-latency-ms" => args.latency_ms = value()?,
             "--json" => args.json = true,
             "--sequential" => args.sequential = true,
-            other => panic!("unknown option {other}; see the header of examples/bench_transfer.rs"),
+            other => {
+                return Err(common::usage(
+                    "bench_transfer",
+                    format!("unknown option {other}"),
+                ));
+            }
         }
     }
-    args
+    Ok(args)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args();
+fn main() -> std::process::ExitCode {
+    common::exit_with(run())
+}
+
+fn run() -> common::Outcome {
+    let args = parse_args()?;
     // Collections on tmpfs where there is one: the benchmark measures orchestration, not
     // how fast the local disk creates 2N inodes (ext4 can take ~1 ms each after mass deletes).
     let scratch = if std::path::Path::new("/dev/shm").is_dir() {
@@ -87,8 +103,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let sim = Simulator::start(config)?;
     let (src, dst) = (
-        sim.collection("a").unwrap().id.to_string(),
-        sim.collection("b").unwrap().id.to_string(),
+        sim.collection("a").ok_or("no collection a")?.id.to_string(),
+        sim.collection("b").ok_or("no collection b")?.id.to_string(),
     );
 
     let wall = ps_globus::block_on(async {
@@ -155,11 +171,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             scratch.display()
         );
     }
-    assert_eq!(
-        std::fs::read_dir(b.path())?.count(),
-        args.items,
-        "every file arrived"
-    );
+    let arrived = std::fs::read_dir(b.path())?.count();
+    if arrived != args.items {
+        return Err(format!("only {arrived} of {} files arrived", args.items).into());
+    }
     Ok(())
 }
 

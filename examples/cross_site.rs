@@ -7,12 +7,18 @@
 //! The sites come from the configuration file (`ps-globus site add ...`); credentials
 //! from the environment (`ps-globus login`, a service identity, or PS_GLOBUS_ACCESS_TOKEN).
 
+mod common;
+
 use std::io::BufRead;
 
 use ps_globus::connector::{GlobusConfig, GlobusConnector};
 use ps_globus::{Proxy, Store};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    common::exit_with(run())
+}
+
+fn run() -> common::Outcome {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("produce") => {

@@ -8,6 +8,8 @@
 //! consumer has never seen the store; it rebuilds it from the config inside each proxy,
 //! and each proxy turns into its object only when first used.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -32,7 +34,11 @@ struct Task {
     note: Proxy<String>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    common::exit_with(run())
+}
+
+fn run() -> common::Outcome {
     if std::env::args().nth(1).as_deref() == Some("consume") {
         return consume();
     }
@@ -87,14 +93,14 @@ fn produce() -> Result<(), Box<dyn std::error::Error>> {
     consumer
         .stdin
         .take()
-        .expect("piped")
+        .ok_or("the consumer has no stdin")?
         .write_all(wire.as_bytes())?;
     let status = consumer.wait()?;
     if !status.success() {
         return Err(format!("the consumer failed: {status}").into());
     }
 
-    let note_key = task.note.key().expect("store-backed");
+    let note_key = task.note.key().ok_or("the note is not store-backed")?;
     println!(
         "producer: consumer done; the evict-on-resolve note is {}",
         if store.exists(note_key)? {

@@ -228,9 +228,8 @@ fn edit_file(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Error::io("read", path, e)),
     };
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e| invalid(path, &format!("{e}")))?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|e| invalid(path, &format!("{e}")))?;
     edit(&mut doc)?;
     let edited = doc.to_string();
     Config::from_toml(&edited, &path.display().to_string())?;
@@ -268,17 +267,35 @@ mod tests {
             host_regex: Some("^login".into()),
         };
         save_site(&path, "hpc center", &site).unwrap();
-        save_site(&path, "lab", &SiteConfig { host_regex: None, ..site.clone() }).unwrap();
+        save_site(
+            &path,
+            "lab",
+            &SiteConfig {
+                host_regex: None,
+                ..site.clone()
+            },
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("# mine\nclient_id = \"x\"  # the app\n"), "{text}");
-        assert!(text.contains("[sites.\"hpc center\"]") && !text.contains("[sites]\n"), "{text}");
+        assert!(
+            text.starts_with("# mine\nclient_id = \"x\"  # the app\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[sites.\"hpc center\"]") && !text.contains("[sites]\n"),
+            "{text}"
+        );
         let config = Config::load_from(&path).unwrap();
         assert_eq!(config.sites["hpc center"], site);
         assert!(remove_site(&path, "hpc center").unwrap());
         assert!(!remove_site(&path, "hpc center").unwrap());
         let config = Config::load_from(&path).unwrap();
         assert_eq!(config.sites.keys().collect::<Vec<_>>(), ["lab"]);
-        assert!(std::fs::read_to_string(&path).unwrap().contains("# the app"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("# the app")
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ fn inspect_and_fetch_a_serialized_proxy() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let summary = text(&out.stdout);
     assert_eq!(summary.matches("store:      ").count(), 2, "{summary}");
-    assert!(summary.contains(&format!("object:     {}", second.key().unwrap().id())), "{summary}");
+    assert!(
+        summary.contains(&format!("object:     {}", second.key().unwrap().id())),
+        "{summary}"
+    );
     assert!(summary.contains("here:       yes"), "{summary}");
 
     let fetched = dir.path().join("fetched.bin");
@@ -211,4 +214,30 @@ fn sim_serve_refuses_access_rules_for_an_unknown_collection() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The examples end with an error message and exit code 1, never a panic (`cargo test`
+/// builds them beside the test binaries).
+#[test]
+fn examples_end_with_a_message_not_a_panic() {
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples");
+    for (example, args) in [
+        ("bench_store", &["--sizes", "x"][..]),
+        ("bench_transfer", &["--items"][..]),
+        ("bench_globus", &["--objects", "many"][..]),
+    ] {
+        let out = Command::new(examples.join(example))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{example}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{example}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{example}: {stderr}");
+    }
 }

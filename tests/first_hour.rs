@@ -38,7 +38,11 @@ fn a_refused_login_exits_4_with_the_login_hint_and_keeps_the_items() {
         stderr.contains("Globus refused the credentials"),
         "{stderr}"
     );
-    assert!(stderr.contains("hint: run `ps-globus login`"), "{stderr}");
+    // The token came from the environment: logging in would not help, and it says so.
+    assert!(
+        stderr.contains("hint: Globus refuses the token in PS_GLOBUS_ACCESS_TOKEN"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("Not submitted: 1 item(s) in batch psg-"),
         "{stderr}"
@@ -161,7 +165,9 @@ fn ctrl_c_prints_the_tasks_left_running_and_how_to_resume_or_cancel_them() {
 #[test]
 fn a_file_skipped_on_an_error_is_a_failure_everywhere() {
     let emu = Emu::start();
-    let setup = Setup::new(&emu);
+    // At site b, a missing source at site a is only found missing by Globus.
+    let mut setup = Setup::new(&emu);
+    setup.site = "b".into();
     write(emu.root_a(), "in/ok", b"ok");
     let batch = setup.home.path().join("batch.txt");
     std::fs::write(&batch, "a:/in/ok b:/out/ok\na:/in/missing b:/out/missing\n").unwrap();
@@ -364,4 +370,129 @@ fn batch_files_take_endpoints_and_per_line_recursive() {
         "{stderr}"
     );
     assert_eq!(emu.sim.stats().route("POST /v0.10/transfer"), 1);
+}
+
+#[test]
+fn sites_at_other_facilities_rm_and_show_keep_the_files_comments() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let config = setup.home.path().join("fresh.toml");
+    let run = |args: &[&str]| {
+        finished(
+            setup
+                .command(args)
+                .env("PS_GLOBUS_CONFIG", &config)
+                .env_remove("PS_GLOBUS_SITE")
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(run(&["config", "init"]).0, 0);
+    let here = emu.root_a().to_str().unwrap().to_owned();
+    let (code, _, stderr) = run(&[
+        "site",
+        "add",
+        "laptop",
+        &emu.a,
+        "--collection-path",
+        "/",
+        "--local-path",
+        &here,
+        "--host-regex",
+        ".*",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // The other facility's path does not exist here: refused, with the way out named ...
+    let remote = [
+        "site",
+        "add",
+        "hpc",
+        &emu.b,
+        "--collection-path",
+        "/",
+        "--local-path",
+        "/lus/grand/projects/x",
+    ];
+    let (code, _, stderr) = run(&remote);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("add --remote if the site is at another facility"),
+        "{stderr}"
+    );
+    // ... and accepted as the other facility's, kept as given.
+    let (code, _, stderr) = run(&[&remote[..], &["--remote"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(&["config", "show", "-F", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(shown["sites"]["hpc"]["local_path"], "/lus/grand/projects/x");
+    assert_eq!(shown["current_site"], "laptop", "matched by its host regex");
+    let (code, stdout, _) = run(&["config", "show"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("current site:  laptop") && stdout.contains("\nhpc "),
+        "{stdout}"
+    );
+    // rm: the site goes, the comments `config init` wrote stay.
+    assert_eq!(run(&["site", "rm", "hpc"]).0, 0);
+    let (code, _, stderr) = run(&["site", "rm", "hpc"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no site \"hpc\"") && stderr.contains("laptop"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with("# ps-globus configuration."), "{text}");
+    assert!(
+        text.contains("# [sites.NAME]") && text.contains("[sites.laptop]"),
+        "{text}"
+    );
+    assert!(!text.contains("hpc"), "{text}");
+}
+
+#[test]
+fn error_messages_name_the_real_cause() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    // No configuration file: say how to make one.
+    let (code, _, stderr) = finished(
+        setup
+            .command(&["transfer", "a:/in/x", "b:/out/x"])
+            .env("PS_GLOBUS_CONFIG", setup.home.path().join("none.toml"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("run `ps-globus config init`"), "{stderr}");
+    // A missing source here is named before anything is sent.
+    let (code, _, stderr) = setup.run(&["transfer", "a:/in/nothing", "b:/out/x"]);
+    assert_eq!(code, 1);
+    let missing = emu.root_a().canonicalize().unwrap().join("in/nothing");
+    assert!(
+        stderr.contains(&format!("{} does not exist here", missing.display())),
+        "{stderr}"
+    );
+    assert_eq!(emu.sim.stats().api_requests, 0);
+    // whoami describes the token taken from the environment, without showing it.
+    let (code, stdout, stderr) = setup.run(&["whoami"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("PS_GLOBUS_ACCESS_TOKEN") && stdout.contains("No stored login"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(support::emulator::TOKEN));
+    // doctor: an unreachable service is named as such, with its fix.
+    let (code, stdout, _) = finished(
+        setup
+            .command(&["doctor"])
+            .env("PS_GLOBUS_TRANSFER_URL", "http://127.0.0.1:9/")
+            .env("PS_GLOBUS_RETRIES", "0")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("the Transfer service at http://127.0.0.1:9/ does not answer"),
+        "{stdout}"
+    );
 }

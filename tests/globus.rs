@@ -424,7 +424,7 @@ fn child_resolves_a_proxy() {
     let token = std::env::var("PS_GLOBUS_TEST_TOKEN").unwrap();
     ps_globus::connector::set_process_defaults(ps_globus::connector::ProcessDefaults {
         authorizer: Some(Arc::new(ps_globus::auth::StaticTokenAuthorizer::new(token))),
-        settings: None,
+        ..Default::default()
     });
     let json = std::env::var("PS_GLOBUS_CHILD_PROXY").unwrap();
     let proxy: ps_globus::Proxy<Vec<u64>> = serde_json::from_str(&json).unwrap();

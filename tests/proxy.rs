@@ -148,6 +148,36 @@ fn concurrent_derefs_fetch_once() {
 }
 
 #[test]
+fn clones_share_one_fetch_and_the_resolved_value() {
+    let (store, gated) = gated_store("clones");
+    let p = store.proxy(&String::from("shared")).unwrap();
+    let clones: Vec<Proxy<String>> = (0..4).map(|_| p.clone()).collect();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = clones
+            .iter()
+            .map(|c| scope.spawn(move || c.len()))
+            .collect();
+        ps_globus::block_on(gated.wait_for_gets(1));
+        gated.open_all();
+        for reader in readers {
+            assert_eq!(reader.join().unwrap(), 6);
+        }
+    });
+    assert_eq!(gated.gets(), 1, "one fetch for all clones");
+    assert!(p.is_resolved(), "resolving a clone resolves the original");
+    let later = p.clone();
+    assert!(later.is_resolved());
+    assert!(std::ptr::eq(&*later, &*p), "the same value, not a copy");
+    // A closure proxy's clones run the closure once.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let c = Proxy::new(move || counted.fetch_add(1, Ordering::SeqCst) + 41);
+    let d = c.clone();
+    assert_eq!((*d, *c), (41, 41), "a second run would give 42");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn evict_option_removes_the_object_after_first_resolve() {
     let store = local_store("evict");
     let options = ProxyOptions::default().with_evict(true);

@@ -99,7 +99,9 @@ fn init(force: bool) -> CliResult {
     std::fs::write(
         path,
         "# ps-globus configuration. See `ps-globus site add --help`.\n\
+         version = 1\n\
          # client_id = \"<your native app's client id>\"  # for `ps-globus login`\n\n\
+         # Sites: `ps-globus site add` writes them (keeping these comments), or by hand:\n\
          # [sites.NAME]\n\
          # collection = \"<collection uuid>\"\n\
          # collection_path = \"/projects/x\"\n\

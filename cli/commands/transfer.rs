@@ -9,8 +9,7 @@ use indicatif::ProgressBar;
 use ps_globus::config::Config;
 use ps_globus::staging::{
     BatchLine, PlannedItem, enqueue, is_local_address, join_endpoint, local_path, local_size,
-    parse_batch,
-    resolve_address, wait_all,
+    parse_batch, resolve_address, wait_all,
 };
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
 use serde_json::json;

@@ -131,10 +131,38 @@ type Fetch<T> = fn(Store, Key, bool) -> BoxFuture<Result<Arc<T>>>;
 /// tasks away); on a tokio *current-thread* runtime it works, but stalls every other task
 /// of that runtime until the object arrives. In async code, `p.resolve_async().await?`
 /// first, then use `&*p` freely.
+///
+/// **Clones** are the same proxy: they share the factory, one fetch, and once resolved
+/// the value (an `evict` proxy is still fetched, and evicted, once).
 pub struct Proxy<T> {
+    state: Arc<State<T>>,
+}
+
+impl<T> Clone for Proxy<T> {
+    fn clone(&self) -> Self {
+        Proxy {
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+/// What every clone of a proxy shares.
+struct State<T> {
     cell: OnceCell<Arc<T>>,
     source: Source<T>,
     prefetch: Mutex<Option<JoinHandle<Result<Arc<T>>>>>,
+}
+
+impl<T> State<T> {
+    fn new(source: Source<T>) -> Proxy<T> {
+        Proxy {
+            state: Arc::new(State {
+                cell: OnceCell::new(),
+                source,
+                prefetch: Mutex::new(None),
+            }),
+        }
+    }
 }
 
 enum Source<T> {
@@ -180,21 +208,17 @@ where
 impl<T> Proxy<T> {
     /// A proxy whose object is made by `factory` on first use.
     pub fn new(factory: impl FnOnce() -> T + Send + 'static) -> Self {
-        Proxy {
-            cell: OnceCell::new(),
-            source: Source::Closure(Mutex::new(Some(Box::new(factory)))),
-            prefetch: Mutex::new(None),
-        }
+        State::new(Source::Closure(Mutex::new(Some(Box::new(factory)))))
     }
 
     /// Whether the object has been fetched (or built) already.
     pub fn is_resolved(&self) -> bool {
-        self.cell.initialized()
+        self.state.cell.initialized()
     }
 
     /// The object, fetching it now if needed. Blocks; see the type's docs for async code.
     pub fn resolve(&self) -> Result<&T> {
-        if let Some(value) = self.cell.get() {
+        if let Some(value) = self.state.cell.get() {
             return Ok(value);
         }
         block_on(self.resolve_async())
@@ -204,7 +228,7 @@ impl<T> Proxy<T> {
     ///
     /// Concurrent calls (sync or async) fetch once; the others wait for that fetch.
     pub async fn resolve_async(&self) -> Result<&T> {
-        let value = self.cell.get_or_try_init(|| self.load()).await?;
+        let value = self.state.cell.get_or_try_init(|| self.load()).await?;
         Ok(value)
     }
 
@@ -212,10 +236,11 @@ impl<T> Proxy<T> {
     /// the store's cache.
     pub fn into_shared(self) -> Result<Arc<T>> {
         self.resolve()?;
-        Ok(self.cell.into_inner().expect("resolved above"))
+        Ok(Arc::clone(self.state.cell.get().expect("resolved above")))
     }
 
-    /// The object itself, resolving first. Clones only if the store's cache still shares it.
+    /// The object itself, resolving first. Clones only if the store's cache, or another
+    /// clone of this proxy, still shares it.
     pub fn into_inner(self) -> Result<T>
     where
         T: Clone,
@@ -230,20 +255,20 @@ impl<T> Proxy<T> {
 
     /// What a store-backed proxy serializes as (`None` for a closure proxy).
     pub fn factory(&self) -> Option<&ProxyFactory> {
-        match &self.source {
+        match &self.state.source {
             Source::Store(source) => Some(&source.factory),
             Source::Closure(_) => None,
         }
     }
 
     async fn load(&self) -> Result<Arc<T>> {
-        let prefetch = self.prefetch.lock().expect("proxy poisoned").take();
+        let prefetch = self.state.prefetch.lock().expect("proxy poisoned").take();
         if let Some(handle) = prefetch {
             return handle
                 .await
                 .map_err(|e| Error::background("background resolve", Some(e.into())))?;
         }
-        match &self.source {
+        match &self.state.source {
             Source::Closure(factory) => {
                 let factory = factory.lock().expect("proxy poisoned").take();
                 factory.map(|f| Arc::new(f())).ok_or(Error::FactoryConsumed)
@@ -286,15 +311,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Proxy<T> {
     }
 
     fn from_source(factory: ProxyFactory, store: OnceLock<Store>) -> Self {
-        Proxy {
-            cell: OnceCell::new(),
-            source: Source::Store(StoreSource {
-                factory,
-                store,
-                fetch: fetch::<T>,
-            }),
-            prefetch: Mutex::new(None),
-        }
+        State::new(Source::Store(StoreSource {
+            factory,
+            store,
+            fetch: fetch::<T>,
+        }))
     }
 
     /// Starts fetching the object in the background and returns at once, so that a later
@@ -313,10 +334,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Proxy<T> {
         if self.is_resolved() {
             return;
         }
-        let Source::Store(source) = &self.source else {
+        let Source::Store(source) = &self.state.source else {
             return; // a closure is cheap to run when used, and is not 'static-shareable
         };
-        let mut slot = self.prefetch.lock().expect("proxy poisoned");
+        let mut slot = self.state.prefetch.lock().expect("proxy poisoned");
         if slot.is_some() {
             return;
         }

@@ -22,6 +22,7 @@ pub fn shared() -> &'static Emu {
         ps_globus::connector::set_process_defaults(ProcessDefaults {
             authorizer: Some(Arc::new(StaticTokenAuthorizer::new(TOKEN))),
             settings: Some(ps_globus::Settings::isolated(&home)),
+            ..Default::default()
         });
         Emu::start()
     })

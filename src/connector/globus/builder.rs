@@ -14,12 +14,34 @@ use crate::settings::Settings;
 use crate::transfer::ManagerConfig;
 
 /// Process-wide defaults for Globus connectors rebuilt from a config (in a proxy).
+///
+/// ```
+/// use ps_globus::connector::{GlobusConfig, GlobusConnector, ProcessDefaults, set_process_defaults};
+/// let config: GlobusConfig = serde_json::from_value(serde_json::json!({
+///     "store_dir": "run",
+///     "sites": {
+///         "hpc": {"collection": "05d2c76a-e867-4f67-aa57-76edeb0beda0",
+///                 "collection_path": "/x", "local_path": "/lus/x"},
+///         "lab": {"collection": "9a1f2f3e-0000-4000-8000-000000000001",
+///                 "collection_path": "/data", "local_path": "/srv/data"}
+///     }
+/// }))?;
+/// // This process knows where it runs: every connector it builds or rebuilds is there.
+/// set_process_defaults(ProcessDefaults { site: Some("lab".into()), ..Default::default() });
+/// assert_eq!(GlobusConnector::builder(config.clone()).build()?.site(), "lab");
+/// // A builder's own choice still wins.
+/// assert_eq!(GlobusConnector::builder(config).site("hpc").build()?.site(), "hpc");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct ProcessDefaults {
     /// The identity to act as (default: [`crate::auth::default_authorizer`]).
     pub authorizer: Option<Arc<dyn Authorizer>>,
     /// The settings, the state directory among them (default: [`Settings::global`]).
     pub settings: Option<Settings>,
+    /// The site this process is at (default: the settings' `PS_GLOBUS_SITE`, else the
+    /// host regexes): a program that knows where it runs says so once, here.
+    pub site: Option<String>,
 }
 
 static DEFAULTS: RwLock<Option<ProcessDefaults>> = RwLock::new(None);
@@ -51,7 +73,8 @@ impl GlobusConnectorBuilder {
         }
     }
 
-    /// Acts as site `name` (default: [`GlobusConfig::current_site`]).
+    /// Acts as site `name` (default: the process defaults' site, else
+    /// [`GlobusConfig::current_site`]).
     pub fn site(mut self, name: impl Into<String>) -> Self {
         self.site = Some(name.into());
         self
@@ -104,7 +127,7 @@ impl GlobusConnectorBuilder {
             .settings
             .or(defaults.settings)
             .unwrap_or_else(|| Settings::global().clone());
-        let site = match self.site {
+        let site = match self.site.or(defaults.site) {
             Some(site) => {
                 config.site(&site)?;
                 site

@@ -1,0 +1,30 @@
+//! What the examples share: how they end. An error is a message on stderr (with the
+//! library's hint, where it has one) and exit code 1, never a panic.
+
+use std::process::ExitCode;
+
+/// An example's result.
+pub type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+/// Exit code 0, or 1 with the error (and its hint) on stderr.
+pub fn exit_with(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            if let Some(hint) = error
+                .downcast_ref::<ps_globus::Error>()
+                .and_then(ps_globus::Error::hint)
+            {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A usage error naming the example whose header documents its options.
+#[allow(dead_code)] // not every example takes options
+pub fn usage(example: &str, message: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    format!("{message}; see the header of examples/{example}.rs").into()
+}
