@@ -154,7 +154,7 @@ struct State<T> {
 }
 
 impl<T> State<T> {
-    fn new(source: Source<T>) -> Proxy<T> {
+    fn proxy(source: Source<T>) -> Proxy<T> {
         Proxy {
             state: Arc::new(State {
                 cell: OnceCell::new(),
@@ -208,7 +208,7 @@ where
 impl<T> Proxy<T> {
     /// A proxy whose object is made by `factory` on first use.
     pub fn new(factory: impl FnOnce() -> T + Send + 'static) -> Self {
-        State::new(Source::Closure(Mutex::new(Some(Box::new(factory)))))
+        State::proxy(Source::Closure(Mutex::new(Some(Box::new(factory)))))
     }
 
     /// Whether the object has been fetched (or built) already.
@@ -311,7 +311,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Proxy<T> {
     }
 
     fn from_source(factory: ProxyFactory, store: OnceLock<Store>) -> Self {
-        State::new(Source::Store(StoreSource {
+        State::proxy(Source::Store(StoreSource {
             factory,
             store,
             fetch: fetch::<T>,
