@@ -58,7 +58,7 @@ pub fn run(command: ProxyCommand) -> CliResult {
 }
 
 /// The proxies in `text`: one JSON document (pretty-printed or not), else one a line.
-fn read_proxies(text: &str) -> Result<Vec<ProxyFactory>, ps_globus::Error> {
+fn read_proxies(text: &str) -> Result<Vec<ProxyFactory>, Box<dyn std::error::Error>> {
     if let Ok(one) = ProxyFactory::from_json(text) {
         return Ok(vec![one]);
     }
@@ -68,9 +68,13 @@ fn read_proxies(text: &str) -> Result<Vec<ProxyFactory>, ps_globus::Error> {
         .collect();
     if lines.is_empty() {
         // Neither: the whole text's own error says what is wrong with it.
-        return ProxyFactory::from_json(text).map(|one| vec![one]);
+        return Ok(vec![ProxyFactory::from_json(text)?]);
     }
-    lines.into_iter().map(ProxyFactory::from_json).collect()
+    let mut proxies = Vec::with_capacity(lines.len());
+    for line in lines {
+        proxies.push(ProxyFactory::from_json(line)?);
+    }
+    Ok(proxies)
 }
 
 /// What one proxy refers to, as `proxy inspect` shows it.
@@ -79,8 +83,11 @@ fn summary(factory: &ProxyFactory) -> serde_json::Value {
     let field = |name: &str| meta.and_then(|m| m.get(name)).cloned();
     // Present here: asked of the store's own connector (a Globus store looks at the
     // current site's copy), without fetching anything.
-    let present = Store::from_config((*factory.store).clone())
-        .and_then(|store| ps_globus::block_on(store.connector().exists(&factory.key)));
+    let present = match Store::from_config((*factory.store).clone()) {
+        Ok(store) => ps_globus::block_on(store.connector().exists(&factory.key)),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| e.to_string());
     let mut doc = serde_json::to_value(factory).unwrap_or_default();
     doc["connector"] = factory.store.connector.kind.clone().into();
     doc["source"] = field("source").unwrap_or_default();
@@ -90,7 +97,7 @@ fn summary(factory: &ProxyFactory) -> serde_json::Value {
         Ok(here) => doc["present"] = here.into(),
         Err(e) => {
             doc["present"] = serde_json::Value::Null;
-            doc["present_error"] = e.to_string().into();
+            doc["present_error"] = e.into();
         }
     }
     doc
