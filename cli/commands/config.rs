@@ -98,15 +98,19 @@ fn init(force: bool) -> CliResult {
     }
     std::fs::write(
         path,
+        // Every comment comes before the first key, so that sites added later (appended
+        // after it) never land between a comment and what it describes.
         "# ps-globus configuration. See `ps-globus site add --help`.\n\
-         version = 1\n\
-         # client_id = \"<your native app's client id>\"  # for `ps-globus login`\n\n\
-         # Sites: `ps-globus site add` writes them (keeping these comments), or by hand:\n\
+         # client_id = \"<your native app's client id>\"  # for `ps-globus login`\n\
+         #\n\
+         # Sites: `ps-globus site add` writes them below (keeping these comments), or by\n\
+         # hand:\n\
          # [sites.NAME]\n\
          # collection = \"<collection uuid>\"\n\
          # collection_path = \"/projects/x\"\n\
          # local_path = \"/lus/projects/x\"\n\
-         # host_regex = \"^login\\\\d+\"\n",
+         # host_regex = \"^login\\\\d+\"\n\
+         version = 1\n",
     )?;
     println!("{}", path.display());
     Ok(())
