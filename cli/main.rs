@@ -50,8 +50,13 @@ enum Command {
     /// Transfer files or directories between sites or collections (SITE:PATH,
     /// COLLECTION_UUID:PATH, or a local path at the current site), through the
     /// transfer manager: exactly once, coalesced into few Globus tasks, tracked in the
-    /// state database. Waits with progress unless --no-wait; Ctrl-C stops waiting, not
-    /// the transfer.
+    /// state database. Ctrl-C stops waiting, not the transfer.
+    ///
+    /// Unlike globus-cli, on purpose: it waits with progress unless --no-wait (prints
+    /// each `Task ID:` first); checksums are verified unless --no-verify-checksum; a
+    /// source that cannot be read is skipped so the rest arrives, and reported as a
+    /// failure (exit 1) everywhere; one command may make several tasks (one per source,
+    /// destination and options).
     Transfer(transfer::TransferArgs),
     /// `transfer` into this site: the destination is a local path here.
     StageIn(transfer::TransferArgs),

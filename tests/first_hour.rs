@@ -496,3 +496,60 @@ fn error_messages_name_the_real_cause() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_service_that_stops_answering_mid_wait_ends_the_wait_with_the_url() {
+    let emu = Emu::with(|c| {
+        c.faults.push(fault(
+            FaultKind::ConnectFailed,
+            Some("/in/stuck"),
+            None,
+            None,
+        ))
+    });
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/stuck", b"1");
+    let mut child = setup
+        .command(&["transfer", "a:/in/stuck", "b:/out/x"])
+        .env("PS_GLOBUS_RETRIES", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Task ID: "), "{line:?}");
+    let url = emu.sim.transfer_url().to_owned();
+    // The service goes away while the command waits on its task.
+    let Emu { sim, .. } = emu;
+    sim.shutdown();
+    let (code, _, stderr) = finished(child.wait_with_output().unwrap());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("polling Globus failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("could not reach {url}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Left running at Globus: 1 task(s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_waiting_transfer_in_a_terminal_shows_bytes_toward_the_total() {
+    let emu = Emu::with(|c| c.task_latency_ms = 1500);
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/big", &vec![5u8; 3 << 20]);
+    let (code, text) = setup.in_terminal("transfer a:/in/big b:/out/big");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Task ID: "), "{text}");
+    assert!(
+        text.contains("/3.00 MiB"),
+        "bytes toward the known total: {text}"
+    );
+    assert!(text.contains("ETA"), "{text}");
+    assert!(!text.contains("0/0"), "{text}");
+    assert!(text.contains("1 of 1 item(s) succeeded"), "{text}");
+}

@@ -122,6 +122,7 @@ fn stage_in_and_out_use_local_paths_at_the_current_site() {
 fn dry_run_submits_nothing() {
     let emu = Emu::start();
     let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/x", b"x");
     let doc = setup.json(&["transfer", "--dry-run", "--json", "a:/in/x", "b:/out/x"]);
     assert_eq!(doc["dry_run"], true);
     assert_eq!(doc["items"][0]["source"]["path"], "/in/x");
@@ -226,14 +227,8 @@ fn status_watch_in_a_terminal_shows_aggregate_progress() {
     write(emu.root_a(), "w/x", &vec![7u8; 4096]);
     let (code, _, stderr) = setup.run(&["transfer", "--no-wait", "a:/w/x", "b:/w/x"]);
     assert_eq!(code, 0, "{stderr}");
-    // `script` gives the command a real pseudo-terminal.
-    let bin = env!("CARGO_BIN_EXE_ps-globus");
-    let out = setup.command(&[]).env("TERM", "xterm").output_with_program(
-        "script",
-        &["-qec", &format!("{bin} status --watch"), "/dev/null"],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (code, text) = setup.in_terminal("status --watch");
+    assert_eq!(code, 0, "{text}");
     assert!(text.contains("all tasks ["), "an aggregate bar: {text}");
     assert!(text.contains("1 task(s)"), "{text}");
     assert!(!text.contains("0/0"), "never a bar at 0/0: {text}");
@@ -246,25 +241,6 @@ fn status_watch_in_a_terminal_shows_aggregate_progress() {
         text.contains("in flight: 0 task(s)"),
         "it ends when all are done: {text}"
     );
-}
-
-trait WithProgram {
-    fn output_with_program(&mut self, program: &str, args: &[&str]) -> std::process::Output;
-}
-
-impl WithProgram for Command {
-    /// Runs `program args` with this command's environment.
-    fn output_with_program(&mut self, program: &str, args: &[&str]) -> std::process::Output {
-        let mut other = Command::new(program);
-        other.args(args);
-        for (k, v) in self.get_envs() {
-            match v {
-                Some(v) => other.env(k, v),
-                None => other.env_remove(k),
-            };
-        }
-        other.output().unwrap()
-    }
 }
 
 #[test]

@@ -60,6 +60,26 @@ impl Setup {
         )
     }
 
+    /// Runs `ps-globus ARGS` (a shell word list) in a pseudo-terminal (`script`), as a
+    /// user at a terminal would: (exit code, everything it drew).
+    pub fn in_terminal(&self, args: &str) -> (i32, String) {
+        let command = self.command(&[]);
+        let mut script = Command::new("script");
+        let bin = env!("CARGO_BIN_EXE_ps-globus");
+        script.args(["-qec", &format!("{bin} {args}"), "/dev/null"]);
+        for (k, v) in command.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        let out = script.env("TERM", "xterm").output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     pub fn json(&self, args: &[&str]) -> Value {
         let (code, stdout, stderr) = self.run(args);
         assert_eq!(code, 0, "{args:?}: {stderr}");
