@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use ps_globus::config::Config;
 use ps_globus::sim::FaultKind;
