@@ -4,20 +4,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use ps_globus::sim::FaultKind;
-use support::cli::{Setup, task_ids};
+use support::cli::{Setup, finished, task_ids};
 use support::emulator::{Emu, fault, write};
 
-/// `(exit code, stdout, stderr)` of a finished child.
-fn finished(out: std::process::Output) -> (i32, String, String) {
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// An emulator where a transfer of `/in/stuck` never ends: its destination keeps
+/// refusing connections, which Globus retries until the deadline.
+fn stuck_emu() -> Emu {
+    Emu::with(|c| {
+        c.faults.push(fault(
+            FaultKind::ConnectFailed,
+            Some("/in/stuck"),
+            None,
+            None,
+        ))
+    })
 }
 
 #[test]
@@ -27,12 +28,10 @@ fn a_refused_login_exits_4_with_the_login_hint_and_keeps_the_items() {
     write(emu.root_a(), "in/x", b"x");
     // `--timeout` only as a net: before the fix this retried forever, and the net's exit
     // code (1) fails the assertion below.
-    let out = setup
-        .command(&["transfer", "--timeout", "120", "a:/in/x", "b:/out/x"])
-        .env("PS_GLOBUS_ACCESS_TOKEN", "expired-or-wrong")
-        .output()
-        .unwrap();
-    let (code, _, stderr) = finished(out);
+    let (code, _, stderr) = setup.run_env(
+        &["transfer", "--timeout", "120", "a:/in/x", "b:/out/x"],
+        &[("PS_GLOBUS_ACCESS_TOKEN", "expired-or-wrong")],
+    );
     assert_eq!(code, 4, "{stderr}");
     assert!(
         stderr.contains("Globus refused the credentials"),
@@ -60,13 +59,13 @@ fn an_unreachable_service_exits_1_naming_the_url_after_bounded_retries() {
     let setup = Setup::new(&emu);
     write(emu.root_a(), "in/x", b"x");
     // Port 9 (discard) on loopback: nothing listens, so connecting is refused at once.
-    let out = setup
-        .command(&["transfer", "--timeout", "300", "a:/in/x", "b:/out/x"])
-        .env("PS_GLOBUS_TRANSFER_URL", "http://127.0.0.1:9/")
-        .env("PS_GLOBUS_RETRIES", "1")
-        .output()
-        .unwrap();
-    let (code, _, stderr) = finished(out);
+    let (code, _, stderr) = setup.run_env(
+        &["transfer", "--timeout", "300", "a:/in/x", "b:/out/x"],
+        &[
+            ("PS_GLOBUS_TRANSFER_URL", "http://127.0.0.1:9/"),
+            ("PS_GLOBUS_RETRIES", "1"),
+        ],
+    );
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("could not reach http://127.0.0.1:9/v0.10/submission_id"),
@@ -81,14 +80,7 @@ fn the_timeout_covers_submission_as_well_as_waiting() {
     // The first task never ends (its destination keeps refusing connections); a second
     // transfer to the same destination is held by Globus (409, identical paths) and
     // cannot be submitted before the first ends.
-    let emu = Emu::with(|c| {
-        c.faults.push(fault(
-            FaultKind::ConnectFailed,
-            Some("/in/stuck"),
-            None,
-            None,
-        ))
-    });
+    let emu = stuck_emu();
     let setup = Setup::new(&emu);
     write(emu.root_a(), "in/stuck", b"1");
     write(emu.root_a(), "in/other", b"2");
@@ -116,35 +108,14 @@ fn the_timeout_covers_submission_as_well_as_waiting() {
 
 #[test]
 fn ctrl_c_prints_the_tasks_left_running_and_how_to_resume_or_cancel_them() {
-    let emu = Emu::with(|c| {
-        c.faults.push(fault(
-            FaultKind::ConnectFailed,
-            Some("/in/stuck"),
-            None,
-            None,
-        ))
-    });
+    let emu = stuck_emu();
     let setup = Setup::new(&emu);
     write(emu.root_a(), "in/stuck", b"1");
-    let mut child = setup
-        .command(&["transfer", "a:/in/stuck", "b:/out/x"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // The task id is printed once the task exists; then the command waits.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let task = line
-        .strip_prefix("Task ID: ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .trim()
-        .to_owned();
+    let (child, task) = setup.spawn_until_task(&["transfer", "a:/in/stuck", "b:/out/x"], &[]);
     // SAFETY: sending SIGINT to our own child, which is alive (its stdout is open).
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().unwrap();
-    let (code, _, stderr) = finished(out);
+    let (code, _, stderr) = finished(child.wait_with_output().unwrap());
     assert_eq!(code, 130, "{stderr}");
     assert!(
         stderr.contains("Left running at Globus: 1 task(s)"),
@@ -234,12 +205,11 @@ fn never_submitted_work_is_shown_and_can_be_canceled_or_pruned() {
     let setup = Setup::new(&emu);
     write(emu.root_a(), "in/x", b"x");
     let stopped = |to: &str| {
-        let out = setup
-            .command(&["transfer", "a:/in/x", to])
-            .env("PS_GLOBUS_ACCESS_TOKEN", "refused")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(4));
+        let (code, _, _) = setup.run_env(
+            &["transfer", "a:/in/x", to],
+            &[("PS_GLOBUS_ACCESS_TOKEN", "refused")],
+        );
+        assert_eq!(code, 4);
     };
     stopped("b:/out/1");
     let status = setup.json(&["status", "-F", "json"]);
@@ -455,12 +425,10 @@ fn error_messages_name_the_real_cause() {
     let emu = Emu::start();
     let setup = Setup::new(&emu);
     // No configuration file: say how to make one.
-    let (code, _, stderr) = finished(
-        setup
-            .command(&["transfer", "a:/in/x", "b:/out/x"])
-            .env("PS_GLOBUS_CONFIG", setup.home.path().join("none.toml"))
-            .output()
-            .unwrap(),
+    let none = setup.home.path().join("none.toml");
+    let (code, _, stderr) = setup.run_env(
+        &["transfer", "a:/in/x", "b:/out/x"],
+        &[("PS_GLOBUS_CONFIG", none.to_str().unwrap())],
     );
     assert_eq!(code, 1);
     assert!(stderr.contains("run `ps-globus config init`"), "{stderr}");
@@ -482,13 +450,12 @@ fn error_messages_name_the_real_cause() {
     );
     assert!(!stdout.contains(support::emulator::TOKEN));
     // doctor: an unreachable service is named as such, with its fix.
-    let (code, stdout, _) = finished(
-        setup
-            .command(&["doctor"])
-            .env("PS_GLOBUS_TRANSFER_URL", "http://127.0.0.1:9/")
-            .env("PS_GLOBUS_RETRIES", "0")
-            .output()
-            .unwrap(),
+    let (code, stdout, _) = setup.run_env(
+        &["doctor"],
+        &[
+            ("PS_GLOBUS_TRANSFER_URL", "http://127.0.0.1:9/"),
+            ("PS_GLOBUS_RETRIES", "0"),
+        ],
     );
     assert_eq!(code, 1);
     assert!(
@@ -499,27 +466,13 @@ fn error_messages_name_the_real_cause() {
 
 #[test]
 fn a_service_that_stops_answering_mid_wait_ends_the_wait_with_the_url() {
-    let emu = Emu::with(|c| {
-        c.faults.push(fault(
-            FaultKind::ConnectFailed,
-            Some("/in/stuck"),
-            None,
-            None,
-        ))
-    });
+    let emu = stuck_emu();
     let setup = Setup::new(&emu);
     write(emu.root_a(), "in/stuck", b"1");
-    let mut child = setup
-        .command(&["transfer", "a:/in/stuck", "b:/out/x"])
-        .env("PS_GLOBUS_RETRIES", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.starts_with("Task ID: "), "{line:?}");
+    let (child, _) = setup.spawn_until_task(
+        &["transfer", "a:/in/stuck", "b:/out/x"],
+        &[("PS_GLOBUS_RETRIES", "0")],
+    );
     let url = emu.sim.transfer_url().to_owned();
     // The service goes away while the command waits on its task.
     let Emu { sim, .. } = emu;

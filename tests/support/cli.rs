@@ -52,12 +52,7 @@ impl Setup {
 
     /// (exit code, stdout, stderr)
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.run_env(args, &[])
     }
 
     /// Runs `ps-globus ARGS` (a shell word list) in a pseudo-terminal (`script`), as a
@@ -80,6 +75,45 @@ impl Setup {
         )
     }
 
+    /// (exit code, stdout, stderr) of `ps-globus ARGS` with `env` added to the setup's.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut command = self.command(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        finished(command.output().unwrap())
+    }
+
+    /// Starts `ps-globus ARGS` (with `env` added) and reads its first line, which must
+    /// be `Task ID: …`: the task exists and the command is waiting on it. Returns the
+    /// child (its stdout read so far) and the task id.
+    pub fn spawn_until_task(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (std::process::Child, String) {
+        use std::io::BufRead;
+        let mut command = self.command(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let task = line
+            .strip_prefix("Task ID: ")
+            .unwrap_or_else(|| panic!("not a task id: {line:?}"))
+            .trim()
+            .to_owned();
+        (child, task)
+    }
+
     pub fn json(&self, args: &[&str]) -> Value {
         let (code, stdout, stderr) = self.run(args);
         assert_eq!(code, 0, "{args:?}: {stderr}");
@@ -94,4 +128,13 @@ pub fn task_ids(stdout: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("Task ID: "))
         .map(str::to_owned)
         .collect()
+}
+
+/// `(exit code, stdout, stderr)` of a finished child.
+pub fn finished(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
