@@ -180,10 +180,11 @@ pub struct PlannedItem {
 
 /// The local path of `at`, where it lies at the current site (`current`): the site's
 /// local path joined with `at`'s path below the site's collection path. `None` for
-/// another collection, or a path outside the site's.
+/// another collection, a path outside the site's, or one from `~`.
 pub fn local_path(at: &Location, config: &Config, current: Option<&str>) -> Option<PathBuf> {
     let site = config.sites.get(current?)?;
-    if site.collection != at.collection {
+    // `~` is wherever the collection's default directory is: not knowable here.
+    if site.collection != at.collection || crate::transfer::path::starts_at_home(&at.path) {
         return None;
     }
     let root = site.collection_path.trim_end_matches('/');

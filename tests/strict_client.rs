@@ -379,3 +379,33 @@ async fn while_batches_queue_for_posting_an_open_batch_keeps_taking_items() {
     let batch = m.batch(&c.label).await.unwrap().unwrap();
     assert_eq!((batch.state, batch.items), (BatchState::Open, 2));
 }
+
+/// A refused login ends a wait at once with the login error, not at its timeout; the
+/// item stays queued (never failed), and the manager's trouble says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_ends_a_wait_at_once_and_keeps_the_item() {
+    let emu = Emu::start();
+    write(emu.root_a(), "in/f", b"data");
+    let dir = tempfile::tempdir().unwrap();
+    let refused = TransferClient::with_base_url(
+        emu.sim.transfer_url(),
+        Arc::new(ps_globus::auth::StaticTokenAuthorizer::new("not-a-token")),
+    )
+    .unwrap()
+    .with_retry(support::managers::fast_retry())
+    .unwrap();
+    let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+    let m = ps_globus::transfer::TransferManager::start(db, refused, config())
+        .await
+        .unwrap();
+    let item = m.enqueue(spec(&emu, "/in/f", "/out/f")).await.unwrap();
+    let err = m.wait(item.item, LONG).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    assert!(err.needs_login());
+    let trouble = m.trouble().expect("the manager knows why");
+    assert_eq!(trouble.activity, ps_globus::transfer::Activity::Submitting);
+    let status = m.item(item.item).await.unwrap();
+    assert_eq!(status.state, ItemState::Pending, "kept, not failed");
+    assert!(status.task_id.is_none());
+    assert_eq!(emu.sim.stats().route("POST /v0.10/transfer"), 0);
+}

@@ -366,7 +366,9 @@ impl TransferManager {
 
     /// Waits until `item` is final. Success is `Ok`; a failure is
     /// [`Error::TransferFailed`] with the Globus code, description and paths; a paused
-    /// task is [`Error::NeedsAttention`]; past `timeout`, [`Error::Timeout`].
+    /// task is [`Error::NeedsAttention`]; a login or consent that Globus refuses and the
+    /// manager cannot renew is that error ([`Error::needs_login`]) at once, though the
+    /// item stays queued; past `timeout`, [`Error::Timeout`].
     pub async fn wait(&self, item: i64, timeout: Duration) -> Result<ItemStatus> {
         let inner = &self.inner;
         struct Waiting<'a>(&'a AtomicUsize);
@@ -384,7 +386,15 @@ impl TransferManager {
                 if let Some(result) = poll::outcome(&status) {
                     return result;
                 }
-                changed.await;
+                // Nothing moves until a person logs in again: say so now, not at the
+                // timeout (the item stays queued, and goes once the login is renewed).
+                if let Some(login) = self.trouble().and_then(|t| t.needs_login()) {
+                    return Err(login);
+                }
+                tokio::select! {
+                    _ = changed => {}
+                    _ = self.troubled() => {}
+                }
             }
         });
         waited.await.unwrap_or_else(|| {

@@ -52,6 +52,29 @@ impl std::fmt::Display for Trouble {
     }
 }
 
+impl Trouble {
+    /// The error a wait ends with when this trouble needs a person (a login or consent
+    /// the manager cannot renew): `None` for trouble that may pass by itself.
+    pub fn needs_login(&self) -> Option<Error> {
+        match &*self.error {
+            Error::ConsentRequired {
+                required_scopes,
+                collections,
+            } => Some(Error::ConsentRequired {
+                required_scopes: required_scopes.clone(),
+                collections: collections.clone(),
+            }),
+            Error::Unauthorized { message } => Some(Error::Unauthorized {
+                message: format!("{}: {message}", self.activity.as_str()),
+            }),
+            Error::LoginRequired { reason } => Some(Error::LoginRequired {
+                reason: format!("{}: {reason}", self.activity.as_str()),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The manager's current trouble, shared by its loops and its callers.
 pub(super) struct TroubleCell(tokio::sync::watch::Sender<Option<Trouble>>);
 
@@ -94,10 +117,16 @@ impl TroubleCell {
     /// Waits until there is trouble, and returns it.
     pub async fn next(&self) -> Trouble {
         let mut watching = self.0.subscribe();
-        match watching.wait_for(Option::is_some).await {
-            Ok(now) => now.clone().expect("waited for Some"),
+        // The guard is dropped here, before any other await.
+        let seen = watching
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|now| now.clone());
+        match seen {
+            Some(trouble) => trouble,
             // The sender lives as long as `self`: never closed while we wait on it.
-            Err(_) => std::future::pending().await,
+            None => std::future::pending().await,
         }
     }
 }
