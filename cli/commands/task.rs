@@ -291,7 +291,11 @@ async fn wait(
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("\nStopped waiting; the tasks go on.");
+                let ids = task_ids.join(" ");
+                eprintln!(
+                    "\nStopped waiting; the tasks go on. Resume with `ps-globus task wait {ids}`, \
+                     or cancel with `ps-globus task cancel {ids}`."
+                );
                 return Err(Box::new(Exit(130, String::new())));
             }
         }
