@@ -102,7 +102,7 @@ fn the_timeout_covers_submission_as_well_as_waiting() {
         stderr.contains("Transfer has yet to complete after 2 seconds"),
         "{stderr}"
     );
-    assert!(stderr.contains("Not submitted: 1 item(s)"), "{stderr}");
+    assert!(stderr.contains("Not submitted yet: 1 item(s)"), "{stderr}");
     assert!(emu.sim.stats().by_status.get(&409).copied().unwrap_or(0) >= 1);
 }
 
@@ -505,4 +505,37 @@ fn a_waiting_transfer_in_a_terminal_shows_bytes_toward_the_total() {
     assert!(text.contains("ETA"), "{text}");
     assert!(!text.contains("0/0"), "{text}");
     assert!(text.contains("1 of 1 item(s) succeeded"), "{text}");
+}
+
+#[test]
+fn no_wait_returns_when_globus_holds_a_batch_and_says_it_is_queued() {
+    let emu = stuck_emu();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/stuck", b"1");
+    write(emu.root_a(), "in/other", b"2");
+    let (code, _, stderr) = setup.run(&["transfer", "--no-wait", "a:/in/stuck", "b:/out/x"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Globus refuses the second (identical paths in flight) until the first ends: the
+    // command returns anyway (`--timeout` only as a net: before, it waited for the hold).
+    let (code, stdout, stderr) = setup.run(&[
+        "transfer",
+        "--no-wait",
+        "--timeout",
+        "60",
+        "a:/in/other",
+        "b:/out/x",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(task_ids(&stdout).is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("Not submitted yet: 1 item(s)") && stderr.contains("asked it to wait"),
+        "{stderr}"
+    );
+    let status = setup.json(&["status", "-F", "json"]);
+    let left = &status["unsubmitted"][0];
+    assert_eq!(left["state"], "SUBMITTING", "{status}");
+    assert!(
+        left["last_error"].as_str().unwrap().contains("409"),
+        "{status}"
+    );
 }

@@ -55,8 +55,18 @@ pub fn deadline(timeout: Option<u64>) -> Option<Instant> {
 pub struct LeftBehind {
     /// Globus tasks of the command's items that are still running.
     pub running_tasks: Vec<String>,
-    /// Batches of the command's items not (yet known to be) at Globus: label → items.
-    pub unsubmitted: BTreeMap<String, usize>,
+    /// Batches of the command's items not (yet known to be) at Globus, by label.
+    pub unsubmitted: BTreeMap<String, Unsubmitted>,
+}
+
+/// A batch of a command's items without a task.
+#[derive(Serialize, Default)]
+pub struct Unsubmitted {
+    /// Its items of this command.
+    pub items: usize,
+    /// Whether its submission id is fixed (`SUBMITTING`): it may already be a task,
+    /// so it is re-posted, never dropped.
+    pub submitting: bool,
 }
 
 impl LeftBehind {
@@ -77,7 +87,11 @@ impl LeftBehind {
                     }
                 }
                 (None, BatchState::Done) => {}
-                (None, _) => *left.unsubmitted.entry(item.label.clone()).or_default() += 1,
+                (None, state) => {
+                    let batch = left.unsubmitted.entry(item.label.clone()).or_default();
+                    batch.items += 1;
+                    batch.submitting = *state == BatchState::Submitting;
+                }
             }
         }
         left
@@ -93,16 +107,34 @@ impl LeftBehind {
                 self.running_tasks.len()
             );
         }
-        for (label, items) in &self.unsubmitted {
-            eprintln!(
-                "Not submitted: {items} item(s) in batch {label}, kept in {}. The next \
-                 ps-globus command on this state database submits them; `ps-globus status` \
-                 shows them; drop them with `ps-globus task cancel {label}`.",
-                db.display()
-            );
-        }
+        self.explain_unsubmitted(db);
         if self.running_tasks.is_empty() && self.unsubmitted.is_empty() {
             eprintln!("Nothing was left behind.");
+        }
+    }
+}
+
+impl LeftBehind {
+    /// The items not (yet) submitted, each batch with how to resume or drop it.
+    pub fn explain_unsubmitted(&self, db: &std::path::Path) {
+        for (label, batch) in &self.unsubmitted {
+            let items = batch.items;
+            if batch.submitting {
+                eprintln!(
+                    "Not submitted yet: {items} item(s) in batch {label}, kept in {}. Globus \
+                     asked it to wait (`ps-globus status` says why); the next `ps-globus \
+                     transfer` on this state database posts it again, exactly once.",
+                    db.display()
+                );
+            } else {
+                eprintln!(
+                    "Not submitted: {items} item(s) in batch {label}, kept in {}. The next \
+                     `ps-globus transfer` on this state database submits them; `ps-globus \
+                     status` shows them (and why they wait); drop them with `ps-globus task \
+                     cancel {label}` or `ps-globus status --prune`.",
+                    db.display()
+                );
+            }
         }
     }
 }

@@ -149,7 +149,12 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
             bar.finish_and_clear();
             let (labels, task_ids, statuses) = done?;
             return match statuses {
-                None => show_submitted(items.len(), &labels, &task_ids, &args.out),
+                None => {
+                    // What Globus holds (409) is not submitted yet: say so, and how it goes on.
+                    let left = stop::LeftBehind::of(&manager, &handles).await;
+                    left.explain_unsubmitted(manager.db().path());
+                    show_submitted(items.len(), &labels, &task_ids, &args.out)
+                }
                 Some(statuses) => report(&statuses, &task_ids, &args.out),
             };
         }
@@ -311,7 +316,17 @@ fn sync_code(level: &str) -> u8 {
     }
 }
 
-fn report(statuses: &[ItemStatus], task_ids: &[String], out: &Output) -> CliResult {
+fn report(statuses: &[ItemStatus], first_ids: &[String], out: &Output) -> CliResult {
+    // Batches Globus held at first became tasks later: those ids are new here.
+    let mut task_ids = first_ids.to_vec();
+    for id in statuses.iter().filter_map(|s| s.task_id.as_ref()) {
+        if !task_ids.contains(id) {
+            if !out.machine() {
+                println!("Task ID: {id}");
+            }
+            task_ids.push(id.clone());
+        }
+    }
     let failed: Vec<&ItemStatus> = statuses
         .iter()
         .filter(|s| s.state != ItemState::Succeeded)

@@ -501,7 +501,8 @@ impl TransferManager {
                     return Err(Error::InvalidConfig {
                         what: "transfer batch".into(),
                         message: format!(
-                            "batch {label} is being submitted right now; cancel its task once \
+                            "batch {label} is being submitted (its submission id is fixed, \
+                             and it may already be a task at Globus): cancel its task once \
                              `ps-globus status` shows it"
                         ),
                     });
@@ -514,7 +515,9 @@ impl TransferManager {
     }
 
     /// Closes every open batch now and returns once each batch of this process is at
-    /// Globus or waits only for admission (before a short-lived process exits, say).
+    /// Globus, waits only for admission, or is held by Globus (a 409: identical paths in
+    /// flight, or the pending-task limit; it goes when Globus lets it, which no flush
+    /// can hasten). Before a short-lived process exits, say.
     pub async fn flush(&self) -> Result<()> {
         {
             let mut open = self.inner.open.lock().expect("open batches poisoned");

@@ -332,16 +332,21 @@ pub(super) async fn cancel_unsubmitted(db: &StateDb, label: &str) -> Result<bool
     Ok(true)
 }
 
-/// Counts of `owner`'s batches, for `flush`: (open or submitting, ready, at Globus).
+/// Counts of `owner`'s batches, for `flush`: (open or being submitted and not held,
+/// ready, at Globus or being submitted).
 pub(super) async fn flush_counts(
     db: &StateDb,
     identity: &str,
     owner: &str,
 ) -> Result<(i64, i64, i64)> {
+    // A batch Globus holds (409, identical paths or the pending-task limit) is settled
+    // for now: it goes when Globus lets it, which no flush can hasten.
     sqlx::query_as(
-        "SELECT COALESCE(SUM(state IN ('OPEN', 'SUBMITTING')), 0), COALESCE(SUM(state = 'READY'), 0), \
+        "SELECT COALESCE(SUM(state = 'OPEN' OR (state = 'SUBMITTING' AND (hold_until IS NULL OR hold_until <= ?))), 0), \
+         COALESCE(SUM(state = 'READY'), 0), \
          COALESCE(SUM(state IN ('SUBMITTING', 'SUBMITTED')), 0) FROM batches WHERE identity = ? AND owner = ?",
     )
+    .bind(now_ms())
     .bind(identity)
     .bind(owner)
     .fetch_one(db.pool())

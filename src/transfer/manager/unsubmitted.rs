@@ -20,9 +20,9 @@ pub struct Unsubmitted {
 }
 
 impl Unsubmitted {
-    /// Whether a prune may drop it: its process is gone, and it was never posted
-    /// (a `SUBMITTING` batch may already be a task at Globus, and is re-posted with its
-    /// submission id instead).
+    /// Whether a prune may drop it: its process is gone, and it was never posted (a
+    /// `SUBMITTING` batch, held by Globus or not, may already be a task at Globus: it is
+    /// re-posted with its submission id instead, never dropped).
     pub fn prunable(&self) -> bool {
         !self.owner_alive && matches!(self.batch.state, BatchState::Open | BatchState::Ready)
     }
@@ -50,7 +50,7 @@ impl TransferManager {
 
     /// Cancels every [prunable](Unsubmitted::prunable) batch: its items end `CANCELED`
     /// and are never sent. Returns what it dropped. A batch that another process
-    /// submits meanwhile is not dropped (the cancel applies only to `OPEN` and `READY`).
+    /// adopts and posts meanwhile is not dropped (the cancel checks its state again).
     pub async fn prune_unsubmitted(&self) -> Result<Vec<Unsubmitted>> {
         let mut dropped = Vec::new();
         for leftover in self.unsubmitted(i64::MAX).await? {
