@@ -150,6 +150,9 @@ impl StateDb {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // No ping before every acquire: a round trip to the connection's thread per
+            // query, for a file that cannot go away the way a server can.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(state_error)?;

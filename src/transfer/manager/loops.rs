@@ -2,12 +2,13 @@
 //! batches, the submitter and the poller. Each loop holds only a weak reference to the
 //! manager and ends with it (or at `shutdown`).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::commit::commit_writes;
 use super::config::ItemSpec;
 use super::sql::{self, BatchKey};
 use super::trouble::Activity;
@@ -50,7 +51,10 @@ pub(super) fn spawn(inner: &Arc<Inner>, requests: mpsc::UnboundedReceiver<WriteR
 /// Commits whatever enqueues and closes arrived since its last wake-up in one
 /// transaction (group commit), then answers each caller.
 async fn writer_loop(manager: Weak<Inner>, mut requests: mpsc::UnboundedReceiver<WriteReq>) {
-    let mut ids: HashMap<String, i64> = HashMap::new();
+    let mut inserted: HashSet<String> = HashSet::new();
+    // The writer's own connection, outside the pool: a pooled one is pinged every time
+    // it goes back (a round trip per commit). Dropped after a failure, opened again.
+    let mut connection = None;
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         while batch.len() < 10_000 {
@@ -62,8 +66,26 @@ async fn writer_loop(manager: Weak<Inner>, mut requests: mpsc::UnboundedReceiver
         let Some(inner) = manager.upgrade() else {
             return;
         };
-        let result =
-            sql::commit_writes(&inner.db, &inner.identity, &inner.owner, &batch, &mut ids).await;
+        let result = match &mut connection {
+            Some(conn) => Ok(conn),
+            None => inner
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map(|c| connection.insert(c.detach()))
+                .map_err(|e| inner.db.error(e)),
+        };
+        let result = match result {
+            Ok(conn) => {
+                let to = (&inner.db, inner.identity.as_str(), inner.owner.as_str());
+                commit_writes(conn, to, &batch, &mut inserted).await
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            connection = None;
+        }
         let mut item_ids = match &result {
             Ok(ids) => ids.clone().into_iter(),
             Err(_) => Vec::new().into_iter(),
@@ -86,8 +108,7 @@ async fn writer_loop(manager: Weak<Inner>, mut requests: mpsc::UnboundedReceiver
                         Err(failed())
                     });
                 }
-                WriteReq::Close { label, ack } => {
-                    ids.remove(&label);
+                WriteReq::Close { ack, .. } => {
                     let _ = ack.send(if result.is_ok() {
                         Ok(())
                     } else {

@@ -30,7 +30,8 @@
 //!
 //! ## Files
 //!
-//! `config.rs` (what callers hand in), `status.rs` (what they get back), `sql.rs` (every
+//! `config.rs` (what callers hand in), `commit.rs` (the writer's group commit, one
+//! round trip), `status.rs` (what they get back), `sql.rs` (every
 //! statement against the state database) with `rows.rs` (the typed rows it reads and
 //! writes), `liveness.rs` (which processes are alive, the
 //! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
@@ -38,6 +39,7 @@
 //! do right now, for callers who will not wait for it), `unsubmitted.rs` (work that
 //! never reached Globus: finding and pruning it).
 
+mod commit;
 mod config;
 mod liveness;
 mod loops;
@@ -308,6 +310,7 @@ impl TransferManager {
             spec.priority.code(),
         );
         let (ack, done) = oneshot::channel();
+        let kick_batcher;
         let label = {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
             let now = Instant::now();
@@ -332,6 +335,9 @@ impl TransferManager {
             });
             batch.last = now;
             batch.items += 1;
+            // The batcher sleeps until the earliest batch is due; only a new batch (or a
+            // full one) changes that. Waking it for every item cost each put a hop.
+            kick_batcher = batch.items == 1 || batch.items >= self.inner.config.max_items;
             let label = batch.label.clone();
             // Sent under the lock, so the batcher's Close for this label comes after it.
             self.inner
@@ -347,7 +353,9 @@ impl TransferManager {
                 })?;
             label
         };
-        self.inner.signals.batcher_kick.notify_one();
+        if kick_batcher {
+            self.inner.signals.batcher_kick.notify_one();
+        }
         let item = done.await.map_err(|_| {
             Error::background("the transfer manager", Some("it has stopped".into()))
         })??;

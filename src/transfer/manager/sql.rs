@@ -8,13 +8,10 @@
 //! ([`StateDb::begin_immediate`]), so concurrent processes queue instead of failing with
 //! "database is locked". Times are Unix milliseconds.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::Row;
 
-use super::config::ItemSpec;
-use super::loops::WriteReq;
 use super::resplit_label;
 pub(super) use super::rows::*;
 use super::status::{BatchStatus, ItemStatus};
@@ -120,88 +117,6 @@ pub(super) async fn adopt_open_batch(db: &StateDb, batch: i64, owner: &str) -> R
     .await
     .at(db)?;
     Ok(())
-}
-
-/// Commits a group of enqueues and closes in one transaction; returns the new item ids
-/// in the order of the group's items. `ids` caches batch ids by label across groups.
-pub(super) async fn commit_writes(
-    db: &StateDb,
-    identity: &str,
-    owner: &str,
-    requests: &[WriteReq],
-    ids: &mut HashMap<String, i64>,
-) -> Result<Vec<i64>> {
-    let mut tx = db.begin_immediate().await?;
-    let mut item_ids = Vec::new();
-    let now = now_ms();
-    for request in requests {
-        match request {
-            WriteReq::Item {
-                key, label, spec, ..
-            } => {
-                let batch_id = match ids.get(label) {
-                    Some(id) => *id,
-                    None => {
-                        let id =
-                            insert_batch(&mut tx, db, label, identity, key, owner, now).await?;
-                        ids.insert(label.clone(), id);
-                        id
-                    }
-                };
-                item_ids.push(insert_item(&mut tx, db, batch_id, spec, now).await?);
-            }
-            WriteReq::Close { label, .. } => {
-                sqlx::query(
-                    "UPDATE batches SET state = ?, closed_at = ? WHERE label = ? AND state = ?",
-                )
-                .bind(BatchState::Ready.as_str())
-                .bind(now)
-                .bind(label)
-                .bind(BatchState::Open.as_str())
-                .execute(&mut *tx)
-                .await
-                .at(db)?;
-            }
-        }
-    }
-    tx.commit().await.at(db)?;
-    Ok(item_ids)
-}
-
-async fn insert_batch(
-    tx: &mut Tx,
-    db: &StateDb,
-    label: &str,
-    identity: &str,
-    key: &BatchKey,
-    owner: &str,
-    now: i64,
-) -> Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(label).bind(identity).bind(&key.0).bind(&key.1).bind(&key.2).bind(key.3)
-    .bind(BatchState::Open.as_str()).bind(owner).bind(now)
-    .fetch_one(&mut **tx).await.at(db)
-}
-
-async fn insert_item(
-    tx: &mut Tx,
-    db: &StateDb,
-    batch_id: i64,
-    spec: &ItemSpec,
-    now: i64,
-) -> Result<i64> {
-    let (checksum, algorithm) = spec.external_checksum.clone().unzip();
-    sqlx::query_scalar(
-        "INSERT INTO items (batch_id, source_path, destination_path, recursive, external_checksum, checksum_algorithm, state, created_at, size) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(batch_id).bind(&spec.source_path).bind(&spec.destination_path).bind(spec.recursive)
-    .bind(checksum).bind(algorithm).bind(ItemState::Pending.as_str()).bind(now)
-    .bind(spec.size.map(|s| s as i64))
-    .fetch_one(&mut **tx).await.at(db)
 }
 
 /// Where item `item` stands, with its batch's state.
