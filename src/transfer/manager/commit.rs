@@ -1,14 +1,25 @@
-//! The writer's group commit, in one round trip to the database.
+//! Group commit of enqueues and closes, led by the callers themselves, in one round
+//! trip to the database.
 //!
 //! A put waits for its item to be committed (that is the durability promise: a
-//! `kill -9` right after `put` returns loses nothing). Every statement sent to SQLite
-//! through sqlx is a round trip to the connection's own thread, and on this kind of
-//! machine each costs tens of microseconds in wake-ups alone: `BEGIN`, one `INSERT` per
-//! item and `COMMIT` made a sequential put spend most of its time waiting. Here the
-//! whole group — new batches, items (many to a statement), closes — is one script of
-//! statements sent at once: `BEGIN IMMEDIATE; …; COMMIT`.
+//! `kill -9` right after `put` returns loses nothing). On this kind of machine every
+//! wake-up of another thread costs tens of microseconds, so the commit path has as few
+//! as it can:
+//!
+//! - **No writer task.** A caller queues its request and then leads: it takes the lane
+//!   (one leader at a time), commits everything queued — its own request and whatever
+//!   others queued meanwhile — and answers each. A caller that finds a leader at work
+//!   waits for the lane; by then its request was usually committed by that leader.
+//!   Concurrent callers still share one transaction; a sequential caller pays no hop to
+//!   a writer and back.
+//! - **One round trip.** Every statement sent through sqlx is a round trip to the
+//!   connection's own thread: the whole group — new batches, items (many to a
+//!   statement), closes — is one script, `BEGIN IMMEDIATE; …; COMMIT`.
+//! - **Its own connection**, outside the pool, which pings a connection every time it
+//!   goes back.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 
 use sqlx::{Row, SqliteConnection};
 
@@ -24,6 +35,119 @@ const ITEMS_PER_INSERT: usize = 500;
 /// Groups larger than this are not kept as prepared statements (each size of group is
 /// its own script; a few small shapes repeat, large ones rarely do).
 const CACHED_UP_TO: usize = 16;
+
+/// The queue of writes not yet committed, and the lane a leader holds while it commits.
+pub(super) struct CommitLane {
+    queue: Mutex<Vec<WriteReq>>,
+    lane: tokio::sync::Mutex<Lane>,
+}
+
+/// What the leader holds: the connection, and the batches it has inserted.
+#[derive(Default)]
+struct Lane {
+    connection: Option<SqliteConnection>,
+    inserted: HashSet<String>,
+}
+
+impl CommitLane {
+    pub fn new() -> Self {
+        CommitLane {
+            queue: Mutex::new(Vec::new()),
+            lane: tokio::sync::Mutex::new(Lane::default()),
+        }
+    }
+
+    /// Queues a write. Callers queue under the manager's open-batches lock, so that a
+    /// batch's close always comes after its items.
+    pub fn push(&self, request: WriteReq) {
+        self.queue
+            .lock()
+            .expect("commit queue poisoned")
+            .push(request);
+    }
+
+    /// Commits everything queued (leading, or after the leader before it), then returns.
+    /// Each request's answer goes to its own `ack`.
+    pub async fn commit_queued(&self, db: &StateDb, identity: &str, owner: &str) {
+        let mut lane = self.lane.lock().await;
+        // If this future is dropped mid-commit, the connection may be inside the script:
+        // drop it (closing it rolls back what was not committed) rather than reuse it.
+        let mut guard = DropConnectionUnlessDone(&mut lane, false);
+        loop {
+            let group = std::mem::take(&mut *self.queue.lock().expect("commit queue poisoned"));
+            if group.is_empty() {
+                break;
+            }
+            let lane = &mut *guard.0;
+            let result = match &mut lane.connection {
+                Some(conn) => Ok(conn),
+                None => db
+                    .pool()
+                    .acquire()
+                    .await
+                    .map(|c| lane.connection.insert(c.detach()))
+                    .map_err(|e| db.error(e)),
+            };
+            let result = match result {
+                Ok(conn) => {
+                    commit_writes(conn, (db, identity, owner), &group, &mut lane.inserted).await
+                }
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                lane.connection = None;
+            }
+            answer(db, group, result);
+        }
+        guard.1 = true;
+    }
+}
+
+/// Drops the lane's connection unless the commit ran to its end.
+struct DropConnectionUnlessDone<'a>(&'a mut Lane, bool);
+
+impl Drop for DropConnectionUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.connection = None;
+        }
+    }
+}
+
+/// Answers every request of a committed (or failed) group: items their ids in order,
+/// closes `Ok`; on failure each its own error, sharing the cause's text.
+fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Vec<i64>>) {
+    let mut item_ids = match &result {
+        Ok(ids) => ids.clone().into_iter(),
+        Err(_) => Vec::new().into_iter(),
+    };
+    let failed = || {
+        let cause = result.as_ref().err().map(ToString::to_string);
+        crate::Error::state(
+            db.path(),
+            "committing enqueued transfers to the state database failed",
+            cause.unwrap_or_else(|| "fewer item ids than items".into()),
+        )
+    };
+    for request in group {
+        match request {
+            WriteReq::Item { ack, .. } => {
+                let _ = ack.send(if result.is_ok() {
+                    item_ids.next().ok_or_else(failed)
+                } else {
+                    Err(failed())
+                });
+            }
+            WriteReq::Close { ack, .. } => {
+                let _ = ack.send(if result.is_ok() {
+                    Ok(())
+                } else {
+                    Err(failed())
+                });
+            }
+        }
+    }
+}
 
 /// Commits a group of enqueues and closes on `conn` in one transaction and one round
 /// trip; returns the new item ids in the order of the group's items. `inserted` holds

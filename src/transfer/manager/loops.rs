@@ -1,19 +1,17 @@
-//! The manager's background work: the group-commit writer, the batcher that closes
+//! The manager's background work: the batcher that closes
 //! batches, the submitter and the poller. Each loop holds only a weak reference to the
 //! manager and ends with it (or at `shutdown`).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::commit::commit_writes;
 use super::config::ItemSpec;
 use super::sql::{self, BatchKey};
 use super::trouble::Activity;
 use super::{Inner, Signals};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A batch that takes items, as this process sees it.
 pub(super) struct OpenBatch {
@@ -23,7 +21,7 @@ pub(super) struct OpenBatch {
     pub items: usize,
 }
 
-/// A request to the writer: commit an item, or close a batch.
+/// A write to commit (see `commit.rs`): an item, or the close of a batch.
 pub(super) enum WriteReq {
     Item {
         key: BatchKey,
@@ -37,87 +35,14 @@ pub(super) enum WriteReq {
     },
 }
 
-/// Starts the four loops on the library runtime.
-pub(super) fn spawn(inner: &Arc<Inner>, requests: mpsc::UnboundedReceiver<WriteReq>) {
+/// Starts the three loops on the library runtime.
+pub(super) fn spawn(inner: &Arc<Inner>) {
     let rt = crate::runtime::handle();
     let weak = Arc::downgrade(inner);
     let signals = &inner.signals;
-    rt.spawn(writer_loop(weak.clone(), requests));
     rt.spawn(batcher_loop(weak.clone(), Arc::clone(signals)));
     rt.spawn(submitter_loop(weak.clone(), Arc::clone(signals)));
     rt.spawn(poller_loop(weak, Arc::clone(signals)));
-}
-
-/// Commits whatever enqueues and closes arrived since its last wake-up in one
-/// transaction (group commit), then answers each caller.
-async fn writer_loop(manager: Weak<Inner>, mut requests: mpsc::UnboundedReceiver<WriteReq>) {
-    let mut inserted: HashSet<String> = HashSet::new();
-    // The writer's own connection, outside the pool: a pooled one is pinged every time
-    // it goes back (a round trip per commit). Dropped after a failure, opened again.
-    let mut connection = None;
-    while let Some(first) = requests.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 10_000 {
-            match requests.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let Some(inner) = manager.upgrade() else {
-            return;
-        };
-        let result = match &mut connection {
-            Some(conn) => Ok(conn),
-            None => inner
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map(|c| connection.insert(c.detach()))
-                .map_err(|e| inner.db.error(e)),
-        };
-        let result = match result {
-            Ok(conn) => {
-                let to = (&inner.db, inner.identity.as_str(), inner.owner.as_str());
-                commit_writes(conn, to, &batch, &mut inserted).await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            connection = None;
-        }
-        let mut item_ids = match &result {
-            Ok(ids) => ids.clone().into_iter(),
-            Err(_) => Vec::new().into_iter(),
-        };
-        for request in batch {
-            // Every caller of the group gets its own error; they share the cause's text.
-            let failed = || {
-                let cause = result.as_ref().err().map(ToString::to_string);
-                Error::state(
-                    inner.db.path(),
-                    "committing enqueued transfers to the state database failed",
-                    cause.unwrap_or_else(|| "fewer item ids than items".into()),
-                )
-            };
-            match request {
-                WriteReq::Item { ack, .. } => {
-                    let _ = ack.send(if result.is_ok() {
-                        item_ids.next().ok_or_else(failed)
-                    } else {
-                        Err(failed())
-                    });
-                }
-                WriteReq::Close { ack, .. } => {
-                    let _ = ack.send(if result.is_ok() {
-                        Ok(())
-                    } else {
-                        Err(failed())
-                    });
-                }
-            }
-        }
-    }
 }
 
 /// How long past its first item an open batch may stay open while closed batches queue.
@@ -174,17 +99,16 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
             (due, next)
         };
         for label in &due {
-            let (ack, done) = oneshot::channel();
-            if inner
-                .writer
-                .send(WriteReq::Close {
-                    label: label.clone(),
-                    ack,
-                })
-                .is_ok()
-            {
-                let _ = done.await;
-            }
+            // The items of a due batch were queued before it left `open`: its close
+            // comes after them.
+            let (ack, _) = oneshot::channel();
+            inner.lane.push(WriteReq::Close {
+                label: label.clone(),
+                ack,
+            });
+        }
+        if !due.is_empty() {
+            inner.commit_queued().await;
         }
         if !due.is_empty() {
             inner.signals.submit_kick.notify_one();

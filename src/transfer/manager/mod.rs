@@ -6,8 +6,8 @@
 //!
 //! 1. [`enqueue`](TransferManager::enqueue) puts the item in the *open batch* for its
 //!    (source, destination, options, priority) and returns once the item row is committed
-//!    (group commit: one transaction per wake-up of the writer, however many items
-//!    arrived meanwhile). The batch's label, `psg-<32 hex>`, is fixed when it opens.
+//!    (group commit: the caller leads it, and one transaction takes every item queued
+//!    meanwhile). The batch's label, `psg-<32 hex>`, is fixed when it opens.
 //! 2. A batch *closes* after [`quiet`](ManagerConfig::quiet) without new items, or at
 //!    [`max_delay`](ManagerConfig::max_delay), or at [`max_items`](ManagerConfig::max_items).
 //!    Its items are fixed from then on (`READY`).
@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::transfer::budget::RequestBudget;
 
@@ -111,7 +111,8 @@ struct Inner {
     /// This process, as the database names it: `host:pid:start-time`.
     owner: String,
     host: String,
-    writer: mpsc::UnboundedSender<WriteReq>,
+    /// Writes waiting to be committed, and the lane their leader commits them in.
+    lane: commit::CommitLane,
     open: Mutex<HashMap<BatchKey, OpenBatch>>,
     signals: Arc<Signals>,
     poll_cycles: AtomicU64,
@@ -251,7 +252,6 @@ impl TransferManager {
         let client = RequestBudget::gate(client, &db, config.request_budget);
         let me = liveness::this_process();
         sql::register_process(&db, &me).await?;
-        let (writer, requests) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             db,
@@ -260,7 +260,7 @@ impl TransferManager {
             config,
             owner: me.owner,
             host: me.host,
-            writer,
+            lane: commit::CommitLane::new(),
             open: Mutex::new(HashMap::new()),
             signals: Arc::new(Signals {
                 batcher_kick: Notify::new(),
@@ -275,7 +275,7 @@ impl TransferManager {
             trouble: trouble::TroubleCell::new(),
         });
         inner.close_orphaned_open_batches().await?;
-        loops::spawn(&inner, requests);
+        loops::spawn(&inner);
         install_exit_hook();
         SHARED
             .lock()
@@ -318,10 +318,10 @@ impl TransferManager {
                 .get(&key)
                 .is_some_and(|b| b.items >= self.inner.config.max_items)
             {
-                // Full: close it here, behind its own items in the writer's queue.
+                // Full: close it here, behind its own items in the commit queue.
                 let full = open.remove(&key).expect("checked above");
                 let (ack, _) = oneshot::channel();
-                let _ = self.inner.writer.send(WriteReq::Close {
+                self.inner.lane.push(WriteReq::Close {
                     label: full.label,
                     ack,
                 });
@@ -339,23 +339,20 @@ impl TransferManager {
             // full one) changes that. Waking it for every item cost each put a hop.
             kick_batcher = batch.items == 1 || batch.items >= self.inner.config.max_items;
             let label = batch.label.clone();
-            // Sent under the lock, so the batcher's Close for this label comes after it.
-            self.inner
-                .writer
-                .send(WriteReq::Item {
-                    key,
-                    label: label.clone(),
-                    spec: Box::new(spec),
-                    ack,
-                })
-                .map_err(|_| {
-                    Error::background("the transfer manager", Some("it has stopped".into()))
-                })?;
+            // Queued under the lock, so the batcher's Close for this label comes after it.
+            self.inner.lane.push(WriteReq::Item {
+                key,
+                label: label.clone(),
+                spec: Box::new(spec),
+                ack,
+            });
             label
         };
         if kick_batcher {
             self.inner.signals.batcher_kick.notify_one();
         }
+        // Lead the commit of what is queued (this item among it), or follow the leader.
+        self.inner.commit_queued().await;
         let item = done.await.map_err(|_| {
             Error::background("the transfer manager", Some("it has stopped".into()))
         })??;
@@ -580,6 +577,13 @@ impl TransferManager {
 impl Inner {
     fn stopped(&self) -> bool {
         *self.signals.stop.borrow()
+    }
+
+    /// Commits every queued write (see `commit.rs`).
+    async fn commit_queued(&self) {
+        self.lane
+            .commit_queued(&self.db, &self.identity, &self.owner)
+            .await;
     }
 }
 
