@@ -409,3 +409,58 @@ async fn a_refused_login_ends_a_wait_at_once_and_keeps_the_item() {
     assert!(status.task_id.is_none());
     assert_eq!(emu.sim.stats().route("POST /v0.10/transfer"), 0);
 }
+
+/// Nagle for Globus tasks: while the identity's running slots are all taken, items
+/// that come one by one join one open batch, which goes as one task when a slot frees,
+/// instead of a queue of one-item tasks. With the rule off, each makes its own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_every_running_slot_is_busy_later_items_share_one_task() {
+    for (slots, expect_shared) in [(3, true), (0, false)] {
+        let emu = Emu::with(|c| c.task_latency_ms = 1_500);
+        let dir = tempfile::tempdir().unwrap();
+        let quick = ManagerConfig {
+            quiet: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            running_slots: slots,
+            ..config()
+        };
+        let m = manager(&emu, &dir.path().join("state.db"), quick).await;
+        // Three tasks take the three running slots.
+        for n in 0..3 {
+            write(emu.root_a(), &format!("busy/{n}"), b"x");
+            m.enqueue(spec(&emu, &format!("/busy/{n}"), &format!("/busy/{n}")))
+                .await
+                .unwrap();
+            m.flush().await.unwrap();
+        }
+        assert_eq!(emu.sim.stats().tasks(), 3);
+        // Then items one by one, each long after the previous batch would have closed.
+        let mut labels = Vec::new();
+        let mut items = Vec::new();
+        for n in 0..6 {
+            write(emu.root_a(), &format!("late/{n}"), b"y");
+            let item = m
+                .enqueue(spec(&emu, &format!("/late/{n}"), &format!("/late/{n}")))
+                .await
+                .unwrap();
+            labels.push(item.label.clone());
+            items.push(item.item);
+            tokio::time::sleep(Duration::from_millis(20)).await; // 20 × the quiet time
+        }
+        for item in items {
+            assert_eq!(
+                m.wait(item, LONG).await.unwrap().state,
+                ItemState::Succeeded
+            );
+        }
+        labels.dedup();
+        if expect_shared {
+            assert_eq!(labels.len(), 1, "one batch while the slots were busy");
+            assert_eq!(emu.sim.stats().tasks(), 4);
+        } else {
+            assert!(labels.len() > 1, "without the rule: {labels:?}");
+            assert!(emu.sim.stats().tasks() > 4);
+        }
+        m.shutdown();
+    }
+}

@@ -38,6 +38,11 @@ pub struct ManagerConfig {
     /// Globus allows about 20 per user; the default 8 keeps a producer's and a
     /// consumer's databases on one host under it together.
     pub request_budget: f64,
+    /// Tasks of an identity that Globus runs at once (3; the rest queue). While this
+    /// many of the identity's tasks are at Globus, open batches stay open (up to
+    /// `max_items`, or 10 s) so that later items join them: one task when a slot frees,
+    /// not many queued. 0: submit as soon as a batch closes, however busy Globus is.
+    pub running_slots: usize,
     /// Whether this manager submits the never-submitted batches that processes which
     /// have since died left behind (crash recovery: on by default). A program that only
     /// looks at the state, or prunes it, turns it off.
@@ -80,6 +85,7 @@ impl Default for ManagerConfig {
             lease_ttl: Duration::from_secs(10),
             request_budget: DEFAULT_REQUEST_BUDGET,
             adopt_orphans: true,
+            running_slots: 3,
             #[cfg(feature = "failpoints")]
             failpoint: None,
         }

@@ -51,8 +51,16 @@ const MAX_HOLD_OPEN: Duration = Duration::from_secs(10);
 /// How often the batcher looks again while closed batches queue for posting.
 const BACKLOG_RECHECK: Duration = Duration::from_millis(100);
 
-/// Closes batches that have been quiet for `quiet`, are `max_delay` old, or are full;
-/// while closed batches queue for posting, only full (or very old) ones.
+/// How often the batcher looks again while every running slot at Globus is taken (a
+/// task's end wakes it sooner).
+const SLOTS_RECHECK: Duration = Duration::from_secs(1);
+
+/// Closes batches that have been quiet for `quiet`, are `max_delay` old, or are full.
+/// While a new task could only queue — closed batches wait to be posted, or every
+/// running slot the identity has at Globus is taken by its tasks — only full (or very
+/// old) ones: Nagle's rule for Globus tasks. Later items join the open batch, and it
+/// goes as one task when a slot frees, instead of many small tasks queued behind the
+/// running ones.
 async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
     loop {
         let Some(inner) = manager.upgrade() else {
@@ -70,6 +78,13 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
             && sql::unposted_backlog(&inner.db, &inner.identity)
                 .await
                 .is_ok_and(|n| n > 0);
+        let slots_busy = any_open
+            && !backlogged
+            && config.running_slots > 0
+            && sql::pending_at_globus(&inner.db, &inner.identity)
+                .await
+                .is_ok_and(|n| n >= config.running_slots as i64);
+        let hold_open = backlogged || slots_busy;
         let now = Instant::now();
         let (due, next) = {
             let mut open = inner.open.lock().expect("open batches poisoned");
@@ -78,7 +93,7 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                 .filter(|b| {
                     let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
                     b.items >= config.max_items
-                        || (timely && !backlogged)
+                        || (timely && !hold_open)
                         || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
                 })
                 .map(|b| b.label.clone())
@@ -91,6 +106,9 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                     if backlogged {
                         // Look again soon: the backlog drains as the submitter posts.
                         at.max(now + BACKLOG_RECHECK)
+                    } else if slots_busy {
+                        // A task's end wakes the batcher; this is the fallback.
+                        at.max(now + SLOTS_RECHECK)
                     } else {
                         at
                     }
@@ -115,12 +133,16 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         }
         drop(inner);
         let kick = signals.batcher_kick.notified();
+        // While slots are busy, a task's end (seen here or, through the database, in
+        // another process) may free one: look again then.
+        let changed = signals.changed.notified();
         let mut stop = signals.stop.subscribe();
         let wait = next.map_or(Duration::from_secs(3600), |t| {
             t.saturating_duration_since(Instant::now())
         });
         tokio::select! {
             _ = kick => {}
+            _ = changed, if slots_busy => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
