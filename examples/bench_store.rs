@@ -10,13 +10,18 @@
 //!   of a `Vec<u8>` (cache off).
 //! - `file.put_get_evict_zero_copy.<bytes>` (objects of 1 MiB and more): the same, but
 //!   the get asks for `bytes::Bytes`, which a large file object is returned as without any
-//!   copy (memory-mapped), instead of a freshly allocated `Vec<u8>`.
+//!   copy (memory-mapped), instead of a freshly allocated `Vec<u8>`. Every byte returned
+//!   is read (summed): a mapped file that is never touched would measure nothing.
+//! - `file.get.<bytes>`: `store.get::<Vec<u8>>` of an object already stored, into a fresh
+//!   buffer (the read path alone).
 //! - `<local|file>.proxy_resolve.<bytes>`: `store.proxy_with(&vec, evict)`, then
 //!   `proxy.resolve()`.
 //! - `floor.fs_syscalls.<bytes>`: the same file-system work done by hand with `std::fs`:
 //!   write a temporary file, rename it into place, read it, unlink it.
-//! - `floor.cat.<bytes>`: `cat` copying the bytes into a file, then `cat` reading that
-//!   file, then unlinking it (the page-cache speed of a plain tool).
+//! - `floor.write.<bytes>`: `write(2)` of the bytes from user memory into a new file
+//!   (then unlink); `floor.read.<bytes>`: `read(2)` of a stored file into a fresh buffer.
+//!   The honest floors of a put and a get. (`cat` is none: GNU cat 9 copies file to
+//!   file inside the kernel, so its bytes never pass through user memory.)
 //!
 //! Options: `--json`, `--sizes 1024,1048576,67108864`, `--min-time-ms 400` (per
 //! workload), `--dir DIR` (where the file connector and the floors write; default a
@@ -27,7 +32,6 @@ mod common;
 use std::fs;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ps_globus::connector::{FileConnector, LocalConnector};
@@ -140,6 +144,7 @@ fn store_workloads(args: &Args, label: &str, store: &Store, size: usize) -> comm
                 .get::<bytes::Bytes>(&key)?
                 .ok_or("the object just stored is missing")?;
             check(back.len() == size, "read back a different size")?;
+            black_box(byte_sum(&back));
             store.evict(&key)?;
             Ok(())
         })?;
@@ -149,6 +154,19 @@ fn store_workloads(args: &Args, label: &str, store: &Store, size: usize) -> comm
             size,
             result,
         );
+    }
+
+    if label == "file" {
+        let key = store.put(&data)?;
+        let result = measure(args.min_time, || {
+            let back = store
+                .get::<Vec<u8>>(&key)?
+                .ok_or("the stored object is missing")?;
+            check(back.len() == size, "read back a different size")?;
+            Ok(())
+        })?;
+        store.evict(&key)?;
+        report(args, &format!("{label}.get.{size}"), size, result);
     }
 
     let options = ProxyOptions::default().with_evict(true);
@@ -180,28 +198,32 @@ fn fs_floor(args: &Args, dir: &Path, size: usize) -> common::Outcome {
     Ok(())
 }
 
-fn cat_floor(args: &Args, dir: &Path, size: usize) -> common::Outcome {
-    let source = dir.join("cat-source");
-    fs::write(
-        &source,
-        (0..size).map(|i| (i % 253) as u8).collect::<Vec<u8>>(),
-    )?;
-    let target = dir.join("cat-target");
+/// `write(2)` from user memory into a new file, and `read(2)` into a fresh buffer.
+fn syscall_floors(args: &Args, dir: &Path, size: usize) -> common::Outcome {
+    use std::io::{Read, Write};
+    let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+    let target = dir.join("floor-write");
     let result = measure(args.min_time, || {
-        let out = fs::File::create(&target)?;
-        let ok = Command::new("cat").arg(&source).stdout(out).status()?;
-        check(ok.success(), "cat failed")?;
-        let ok = Command::new("cat")
-            .arg(&target)
-            .stdout(Stdio::null())
-            .status()?;
-        check(ok.success(), "cat failed")?;
+        fs::File::create(&target)?.write_all(&data)?;
         fs::remove_file(&target)?;
         Ok(())
     })?;
-    fs::remove_file(&source)?;
-    report(args, &format!("floor.cat.{size}"), size, result);
+    report(args, &format!("floor.write.{size}"), size, result);
+    fs::write(&target, &data)?;
+    let result = measure(args.min_time, || {
+        let mut back = Vec::with_capacity(size);
+        fs::File::open(&target)?.read_to_end(&mut back)?;
+        check(back.len() == size, "read back a different size")?;
+        Ok(())
+    })?;
+    fs::remove_file(&target)?;
+    report(args, &format!("floor.read.{size}"), size, result);
     Ok(())
+}
+
+/// The sum of every byte (so that every page of a mapping is read).
+fn byte_sum(bytes: &[u8]) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
 }
 
 fn check(ok: bool, what: &str) -> common::Outcome {
@@ -225,9 +247,7 @@ fn run() -> common::Outcome {
         store_workloads(&args, "local", &local, size)?;
         store_workloads(&args, "file", &file, size)?;
         fs_floor(&args, &floor_dir, size)?;
-        if size >= 1 << 20 {
-            cat_floor(&args, &floor_dir, size)?;
-        }
+        syscall_floors(&args, &floor_dir, size)?;
     }
     Ok(())
 }
