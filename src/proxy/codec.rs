@@ -89,7 +89,14 @@ fn from_raw_bytes<T: 'static>(bytes: Bytes) -> Result<T, Bytes> {
     let mut slot: Option<T> = None;
     let any = &mut slot as &mut dyn Any;
     if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
-        *any.downcast_mut::<Option<Vec<u8>>>().expect("type checked") = Some(bytes.into());
+        // A unique buffer becomes the Vec as it is; a shared one (a memory-mapped file)
+        // is copied into a fresh buffer backed by huge pages where the kernel allows.
+        let vec = if bytes.is_unique() {
+            bytes.into()
+        } else {
+            crate::fsutil::copy_to_fresh_vec(&bytes)
+        };
+        *any.downcast_mut::<Option<Vec<u8>>>().expect("type checked") = Some(vec);
     } else if TypeId::of::<T>() == TypeId::of::<Bytes>() {
         *any.downcast_mut::<Option<Bytes>>().expect("type checked") = Some(bytes);
     } else {
