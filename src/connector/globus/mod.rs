@@ -126,6 +126,9 @@ impl std::fmt::Debug for GlobusConnector {
     }
 }
 
+/// Objects at least this large are hashed on a second thread while they are written.
+const HASH_BESIDE_WRITE: usize = 4 << 20;
+
 impl GlobusConnector {
     /// The registry name of this kind.
     pub const KIND: &'static str = "globus";
@@ -276,7 +279,7 @@ impl Connector for GlobusConnector {
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
         let (_, local) = self.local_object(&id)?;
-        match write_atomic(&local, data, false) {
+        let write = || match write_atomic(&local, data, false) {
             // The store directory is created on first use. Concurrent first puts may all
             // miss it, and any of them may create it: each creates it (which is
             // idempotent) and writes again. (Checking whether it exists first lost the
@@ -284,12 +287,24 @@ impl Connector for GlobusConnector {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
                 let dir = local.parent().expect("object paths have a parent");
                 fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-                write_atomic(&local, data, false)?;
+                write_atomic(&local, data, false)
             }
-            written => written?,
-        }
+            written => written,
+        };
         // The caller's bytes are in memory and borrowed: they are hashed where they are.
-        let sha256 = sha256_hex(data);
+        // A large object is hashed on a second thread while this one writes it: the put
+        // then costs about the longer of the two, not their sum.
+        let sha256 = if data.len() >= HASH_BESIDE_WRITE {
+            std::thread::scope(|scope| {
+                let hashing = scope.spawn(|| sha256_hex(data));
+                let written = write();
+                let sha256 = hashing.join().expect("hashing never panics");
+                written.map(|()| sha256)
+            })?
+        } else {
+            write()?;
+            sha256_hex(data)
+        };
         self.stage(id, data.len() as u64, sha256, options).await
     }
 
