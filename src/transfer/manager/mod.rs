@@ -650,6 +650,57 @@ mod tests {
         assert_eq!(done.state, ItemState::Succeeded);
     }
 
+    /// Regression (`status` submitted what a stopped command left behind, merely by
+    /// looking): a manager that does not adopt orphans leaves a dead process's batch
+    /// alone, and one that does takes it; a live process's batch neither takes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_manager_that_adopts_orphans_submits_a_dead_process_batch() {
+        for adopt_orphans in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+            let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
+            // Submissions fail at once (nothing listens): a taken batch stays READY.
+            let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth)
+                .unwrap()
+                .with_retry(crate::transfer::RetryConfig {
+                    max_retries: 0,
+                    ..Default::default()
+                })
+                .unwrap();
+            let config = ManagerConfig {
+                adopt_orphans,
+                ..ManagerConfig::default()
+            };
+            let m = TransferManager::start(db.clone(), client, config)
+                .await
+                .unwrap();
+            // A process on another host whose heartbeat stopped long ago, and a live one.
+            for (owner, heartbeat) in [("gone:1:1", 0), ("alive:2:2", sql::now_ms())] {
+                let host = owner.split(':').next().unwrap();
+                sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, ?, 1, '1', ?)")
+                    .bind(owner).bind(host).bind(heartbeat).execute(db.pool()).await.unwrap();
+                sqlx::query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES (?, ?, 's', 'd', '{}', 1, 'READY', ?, 0)")
+                    .bind(format!("psg-{host}")).bind(m.identity()).bind(owner)
+                    .execute(db.pool()).await.unwrap();
+            }
+            let gone: i64 = sqlx::query_scalar("SELECT id FROM batches WHERE label = 'psg-gone'")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            let next = m.inner.next_to_submit(0).await.unwrap();
+            if adopt_orphans {
+                assert_eq!(
+                    next,
+                    Some((gone, None)),
+                    "the dead process's batch is taken"
+                );
+            } else {
+                assert_eq!(next, None, "neither batch is this manager's to submit");
+            }
+            m.shutdown();
+        }
+    }
+
     async fn bump_generation_for_test(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>) {
         sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
             .execute(&mut **tx)
