@@ -178,9 +178,11 @@ pub(super) async fn commit_writes(
         }
     }
     for _ in &new_batches {
+        // Idempotent: a leader dropped mid-commit may have committed a batch it could not
+        // record in `inserted`; the next group inserts it again, harmlessly.
         script.push_str(
             "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label) DO NOTHING;",
         );
     }
     for chunk in items.chunks(ITEMS_PER_INSERT) {
@@ -304,6 +306,31 @@ mod tests {
             assert_eq!(path, format!("/in/{n}"));
         }
         assert!(inserted.contains("psg-a"));
+    }
+
+    /// Regression (a leader dropped after its COMMIT ran but before it recorded the
+    /// batches it inserted): the next group inserts the same batch again, and that must
+    /// not fail every later group of the batch.
+    #[tokio::test]
+    async fn a_batch_inserted_again_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        let mut conn = connection(&db).await;
+        let to = (&db, "me", "host:1:1");
+        let mut inserted = HashSet::new();
+        commit_writes(&mut conn, to, &[item("psg-a", 0)], &mut inserted)
+            .await
+            .unwrap();
+        inserted.clear(); // the record lost
+        commit_writes(&mut conn, to, &[item("psg-a", 1)], &mut inserted)
+            .await
+            .expect("the batch is already there: nothing to insert");
+        let (batches, items): (i64, i64) =
+            sqlx::query_as("SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items)")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!((batches, items), (1, 2));
     }
 
     /// A statement that fails inside the script leaves no transaction open on the

@@ -354,7 +354,10 @@ impl TransferManager {
         // Lead the commit of what is queued (this item among it), or follow the leader.
         self.inner.commit_queued().await;
         let item = done.await.map_err(|_| {
-            Error::background("the transfer manager", Some("it has stopped".into()))
+            Error::background(
+                "committing a transfer item",
+                Some("the manager stopped, or the commit that took it was interrupted".into()),
+            )
         })??;
         Ok(Enqueued { item, label })
     }
