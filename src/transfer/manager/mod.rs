@@ -37,7 +37,8 @@
 //! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
 //! and outcomes), `loops.rs` (the background loops), `trouble.rs` (what the loops cannot
 //! do right now, for callers who will not wait for it), `unsubmitted.rs` (work that
-//! never reached Globus: finding and pruning it).
+//! never reached Globus: finding and pruning it), `tests.rs` (unit tests that need the
+//! manager's private parts).
 
 mod commit;
 mod config;
@@ -77,8 +78,6 @@ use crate::error::{Error, Result};
 use crate::runtime;
 use crate::state::StateDb;
 use crate::transfer::states::BatchState;
-#[cfg(test)]
-use crate::transfer::states::ItemState;
 
 /// Coalesces, submits and tracks Globus transfers for one identity. Cheap to clone.
 ///
@@ -591,130 +590,4 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::StaticTokenAuthorizer;
-
-    /// Regression (eight `transfer` processes, one hung although its item SUCCEEDED):
-    /// the poller noticed other processes' outcomes only while *another* process held
-    /// the lease. A waiter whose item was finished elsewhere, in a process that holds the
-    /// lease and has nothing in flight, must still be told.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_waiter_in_the_lease_holder_learns_of_outcomes_recorded_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
-        // Nothing is in flight, so this client never sends a request.
-        let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
-        let config = ManagerConfig {
-            poll_min: Duration::from_millis(20),
-            poll_idle: Duration::from_millis(20),
-            poll_max: Duration::from_millis(50),
-            ..ManagerConfig::default()
-        };
-        let m = TransferManager::start(db.clone(), client, config)
-            .await
-            .unwrap();
-        // Another live process (on another host, fresh heartbeat) owns an open batch.
-        let other = "elsewhere:1:1";
-        sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, 'elsewhere', 1, '1', ?)")
-            .bind(other).bind(sql::now_ms()).execute(db.pool()).await.unwrap();
-        let batch: i64 = sqlx::query_scalar("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-other', ?, 's', 'd', '{}', 1, 'OPEN', ?, 0) RETURNING id")
-            .bind(m.identity()).bind(other).fetch_one(db.pool()).await.unwrap();
-        let item: i64 = sqlx::query_scalar("INSERT INTO items (batch_id, source_path, destination_path, state, created_at) VALUES (?, '/a', '/b', 'PENDING', 0) RETURNING id")
-            .bind(batch).fetch_one(db.pool()).await.unwrap();
-        m.poll_now().await.unwrap();
-        assert!(
-            m.poll_cycles() == 0,
-            "nothing in flight: no request to Globus"
-        );
-        let waiting = {
-            let m = m.clone();
-            tokio::spawn(async move { m.wait(item, Duration::from_secs(30)).await })
-        };
-        // The other process's poller records the outcome, then exits.
-        let mut tx = db.begin_immediate().await.unwrap();
-        for statement in [
-            "UPDATE items SET state = 'SUCCEEDED' WHERE batch_id = ?",
-            "UPDATE batches SET state = 'DONE' WHERE id = ?",
-        ] {
-            sqlx::query(statement)
-                .bind(batch)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        bump_generation_for_test(&mut tx).await;
-        tx.commit().await.unwrap();
-        let done = waiting
-            .await
-            .unwrap()
-            .expect("the waiter is told, not left to time out");
-        assert_eq!(done.state, ItemState::Succeeded);
-    }
-
-    /// Regression (`status` submitted what a stopped command left behind, merely by
-    /// looking): a manager that does not adopt orphans leaves a dead process's batch
-    /// alone, and one that does takes it; a live process's batch neither takes.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn only_a_manager_that_adopts_orphans_submits_a_dead_process_batch() {
-        for adopt_orphans in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-            let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
-            // Submissions fail at once (nothing listens): a taken batch stays READY.
-            let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth)
-                .unwrap()
-                .with_retry(crate::transfer::RetryConfig {
-                    max_retries: 0,
-                    ..Default::default()
-                })
-                .unwrap();
-            let config = ManagerConfig {
-                adopt_orphans,
-                ..ManagerConfig::default()
-            };
-            let m = TransferManager::start(db.clone(), client, config)
-                .await
-                .unwrap();
-            // A process on another host whose heartbeat stopped long ago, and a live one.
-            for (owner, heartbeat) in [("gone:1:1", 0), ("alive:2:2", sql::now_ms())] {
-                let host = owner.split(':').next().unwrap();
-                sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, ?, 1, '1', ?)")
-                    .bind(owner).bind(host).bind(heartbeat).execute(db.pool()).await.unwrap();
-                sqlx::query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES (?, ?, 's', 'd', '{}', 1, 'READY', ?, 0)")
-                    .bind(format!("psg-{host}")).bind(m.identity()).bind(owner)
-                    .execute(db.pool()).await.unwrap();
-            }
-            let gone: i64 = sqlx::query_scalar("SELECT id FROM batches WHERE label = 'psg-gone'")
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
-            let next = m.inner.next_to_submit(0).await.unwrap();
-            if adopt_orphans {
-                assert_eq!(
-                    next,
-                    Some((gone, None)),
-                    "the dead process's batch is taken"
-                );
-            } else {
-                assert_eq!(next, None, "neither batch is this manager's to submit");
-            }
-            m.shutdown();
-        }
-    }
-
-    async fn bump_generation_for_test(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>) {
-        sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-            .execute(&mut **tx)
-            .await
-            .unwrap();
-    }
-
-    #[test]
-    fn labels_suit_the_filter_grammar() {
-        let label = new_label();
-        assert!(label.starts_with("psg-") && label.len() == 36);
-        assert!(!label.contains([',', '/', ':']));
-    }
-}
+mod tests;
