@@ -8,10 +8,6 @@
 //!
 //! - `<local|file>.put_get_evict.<bytes>`: `store.put(&vec)`, `store.get`, `store.evict`
 //!   of a `Vec<u8>` (cache off).
-//! - `file.put_get_evict_zero_copy.<bytes>` (objects of 1 MiB and more): the same, but
-//!   the get asks for `bytes::Bytes`, which a large file object is returned as without any
-//!   copy (memory-mapped), instead of a freshly allocated `Vec<u8>`. Every byte returned
-//!   is read (summed): a mapped file that is never touched would measure nothing.
 //! - `file.get.<bytes>`: `store.get::<Vec<u8>>` of an object already stored, into a fresh
 //!   buffer (the read path alone).
 //! - `<local|file>.proxy_resolve.<bytes>`: `store.proxy_with(&vec, evict)`, then
@@ -137,25 +133,6 @@ fn store_workloads(args: &Args, label: &str, store: &Store, size: usize) -> comm
     })?;
     report(args, &format!("{label}.put_get_evict.{size}"), size, result);
 
-    if label == "file" && size as u64 >= ps_globus::connector::MMAP_THRESHOLD {
-        let result = measure(args.min_time, || {
-            let key = store.put(&data)?;
-            let back = store
-                .get::<bytes::Bytes>(&key)?
-                .ok_or("the object just stored is missing")?;
-            check(back.len() == size, "read back a different size")?;
-            black_box(byte_sum(&back));
-            store.evict(&key)?;
-            Ok(())
-        })?;
-        report(
-            args,
-            &format!("{label}.put_get_evict_zero_copy.{size}"),
-            size,
-            result,
-        );
-    }
-
     if label == "file" {
         let key = store.put(&data)?;
         let result = measure(args.min_time, || {
@@ -219,11 +196,6 @@ fn syscall_floors(args: &Args, dir: &Path, size: usize) -> common::Outcome {
     fs::remove_file(&target)?;
     report(args, &format!("floor.read.{size}"), size, result);
     Ok(())
-}
-
-/// The sum of every byte (so that every page of a mapping is read).
-fn byte_sum(bytes: &[u8]) -> u64 {
-    bytes.iter().map(|&b| u64::from(b)).sum()
 }
 
 fn check(ok: bool, what: &str) -> common::Outcome {

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
+mod object_dir;
+pub(crate) use object_dir::ObjectDir;
+
 /// Writes `data` to `path` atomically: a sibling temporary file, then a rename.
 ///
 /// The temporary file is created exclusively (never an existing file or a planted link),
@@ -99,9 +102,79 @@ pub(crate) fn fresh_vec(capacity: usize) -> Vec<u8> {
     out
 }
 
+/// Files at least this large are read in two halves at once (see [`read_exact_fresh`]).
+const PARALLEL_READ: usize = 8 << 20;
+
+/// Exactly `len` bytes of `file` from its start, in a fresh buffer (see [`fresh_vec`]).
+///
+/// The kernel's copy from the page cache is what bounds a large read here (measured
+/// 1.0-1.3 GB/s into fresh huge pages, 2.8 GB/s into memory already touched), so a large
+/// file is read as two halves at once, one on a second thread: about 1.9 GB/s for 64 MiB.
+/// A file shorter than `len` is an `UnexpectedEof` error, never a short buffer.
+pub(crate) fn read_exact_fresh(file: &fs::File, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = fresh_vec(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len >= PARALLEL_READ {
+        let (first, second) = spare.split_at_mut(len / 2);
+        let offset = first.len() as u64;
+        std::thread::scope(|scope| {
+            let other = scope.spawn(move || pread_all(file, second, offset));
+            let mine = pread_all(file, first, 0);
+            let theirs = other.join().expect("reading never panics");
+            mine.and(theirs)
+        })?;
+    } else {
+        pread_all(file, spare, 0)?;
+    }
+    // SAFETY: `pread_all` returned Ok for every part, so each of the first `len` bytes
+    // (within the capacity `fresh_vec` reserved) was written by the kernel.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+/// Fills all of `buf` from `file` at `offset`, or fails (`UnexpectedEof` if it ends).
+fn pread_all(
+    file: &fs::File,
+    mut buf: &mut [std::mem::MaybeUninit<u8>],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::pread(file, &mut *buf, offset) {
+            Ok(([], _)) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok((read, _)) => {
+                let n = read.len();
+                offset += n as u64;
+                buf = &mut buf[n..];
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both halves of a parallel read land where they belong, at sizes on both sides
+    /// of the threshold; a file shorter than asked is an error, not a short buffer.
+    #[test]
+    fn an_exact_read_returns_the_files_bytes_in_order_or_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 4097, PARALLEL_READ - 1, PARALLEL_READ + 4099] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &data).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            assert!(
+                read_exact_fresh(&file, len).unwrap() == data,
+                "length {len}"
+            );
+            let err = read_exact_fresh(&file, len + 1).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "length {len}");
+        }
+    }
 
     #[test]
     fn a_copy_to_a_fresh_vec_is_the_same_bytes_at_every_size() {
@@ -110,5 +183,34 @@ mod tests {
             let copy = copy_to_fresh_vec(&data);
             assert_eq!(copy, data, "length {len}");
         }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_and_keeps_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("object");
+        std::fs::write(&target, b"old").unwrap();
+        // A directory cannot be renamed over by a file: the write succeeds, the rename fails.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("inside"), b"x").unwrap();
+        let err = write_atomic(&blocked, b"new", false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Io {
+                    op: "rename into place",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("blocked"), "names the path: {err}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
     }
 }

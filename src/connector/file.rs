@@ -17,20 +17,22 @@
 //!
 //! **I/O.** Operations use plain blocking `std::fs` calls on the calling thread: for
 //! small objects that is several times faster than a hop to a blocking thread pool.
-//! A small object is read into one buffer of its exact size (one copy, from the page
-//! cache). An object of [`MMAP_THRESHOLD`] bytes or more is memory-mapped instead, with
-//! its pages mapped up front: `get` returns bytes that *are* the page cache, with no copy
-//! at all (decoding into an owned `Vec<u8>` makes the one copy, into a buffer backed by
-//! huge pages where the kernel allows: measured here, 2.0-2.4 GB/s against 0.7-0.8 GB/s
-//! for a `read(2)` into a fresh buffer, whose 4 KiB first-touch faults dominate). This is
-//! safe because an
-//! object file is never modified once renamed into place (puts always write a new file;
-//! evict unlinks, and a mapping outlives the unlink). Do not truncate object files by
-//! hand while a process may be reading them. Async code that moves very large objects on
-//! a latency-critical runtime can run the call inside `tokio::task::spawn_blocking`.
+//! A `get` reads the object into one buffer of its exact size (one copy, from the page
+//! cache). A large buffer is advised to be backed by huge pages before it is first
+//! touched: on this kind of machine, faulting in fresh memory 4 KiB at a time costs more
+//! than the copy itself (measured here for 64 MiB: see the README's benchmarks).
+//!
+//! **No memory mapping.** Objects used to be memory-mapped from 1 MiB up, to return the
+//! page cache itself. A mapped file that anyone truncates (a user's `> file`, a cleanup
+//! script) kills the reading process with `SIGBUS` the next time a byte past the new
+//! end is touched, long after `get` returned. A read copies, so the bytes a `get`
+//! returned stay intact whatever happens to the file; a file that changes size while
+//! it is read is an error, never a short object. Async code that moves very large
+//! objects on a latency-critical runtime can run the call inside
+//! `tokio::task::spawn_blocking`.
 
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,10 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
-
-/// Objects at least this large are memory-mapped by `get` rather than read into a buffer.
-pub const MMAP_THRESHOLD: u64 = 1 << 20;
+use crate::fsutil::ObjectDir;
 
 /// A connector that keeps each object in a file of one directory.
 ///
@@ -63,6 +62,8 @@ pub const MMAP_THRESHOLD: u64 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct FileConnector {
     dir: PathBuf,
+    /// The directory, opened once for puts.
+    objects: Arc<ObjectDir>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,7 +81,10 @@ impl FileConnector {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let dir = fs::canonicalize(dir).map_err(|e| Error::io("resolve directory", dir, e))?;
-        Ok(FileConnector { dir })
+        Ok(FileConnector {
+            objects: Arc::new(ObjectDir::new(&dir, "")),
+            dir,
+        })
     }
 
     /// The directory holding the objects.
@@ -109,14 +113,14 @@ impl FileConnector {
     }
 }
 
-/// Reads a whole object file: into one exact-size buffer when small, mapped when large.
+/// Reads a whole object file into one buffer of its size.
 ///
 /// Only a regular file is an object: a symbolic link, FIFO or device planted under an
 /// object's name in a shared directory is refused, not read through (a link to
 /// `/dev/zero` would otherwise be read without end, a FIFO would block forever).
 fn read_object(path: &Path) -> std::io::Result<Bytes> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::File::options()
+    let file = fs::File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
@@ -128,16 +132,25 @@ fn read_object(path: &Path) -> std::io::Result<Bytes> {
     if !meta.is_file() {
         return Err(not_an_object());
     }
-    let len = meta.len();
-    if len < MMAP_THRESHOLD {
-        let mut data = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut data)?;
-        return Ok(Bytes::from(data));
+    let len = usize::try_from(meta.len()).map_err(|_| std::io::Error::other("too large"))?;
+    let changed = |now: String| {
+        std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "the object file changed size while it was read ({len} bytes, then {now}); \
+                 puts never rewrite an object file: something else is writing it"
+            ),
+        )
+    };
+    let data = crate::fsutil::read_exact_fresh(&file, len).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => changed("fewer".into()),
+        _ => e,
+    })?;
+    // A byte past the end: the file grew while it was read.
+    if rustix::io::pread(&file, &mut [0u8; 1], len as u64)? > 0 {
+        return Err(changed("more".into()));
     }
-    // SAFETY: object files are immutable once renamed into place (see the module docs),
-    // so the mapped bytes cannot change or shrink under the mapping.
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-    Ok(Bytes::from_owner(map))
+    Ok(Bytes::from(data))
 }
 
 fn not_an_object() -> std::io::Error {
@@ -179,7 +192,7 @@ impl Connector for FileConnector {
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
-        write_atomic(&self.dir.join(key.id()), data, false)?;
+        self.objects.write_atomic(key.id(), data)?;
         Ok(key)
     }
 
@@ -283,35 +296,6 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_leaves_nothing_and_keeps_the_target() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("object");
-        fs::write(&target, b"old").unwrap();
-        // A directory cannot be renamed over by a file: the write succeeds, the rename fails.
-        let blocked = dir.path().join("blocked");
-        fs::create_dir(&blocked).unwrap();
-        fs::write(blocked.join("inside"), b"x").unwrap();
-        let err = write_atomic(&blocked, b"new", false).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Io {
-                    op: "rename into place",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("blocked"), "names the path: {err}");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
-        assert_eq!(fs::read(&target).unwrap(), b"old");
-    }
-
-    #[test]
     fn disk_full_errors_say_what_to_do() {
         let err = Error::io(
             "write",
@@ -324,19 +308,30 @@ mod tests {
         assert!(text.contains("existing objects are intact"), "{text}");
     }
 
+    /// Regression: a large object was returned as a memory mapping of its file, and
+    /// truncating the file afterwards (a user's `> file`) killed the process with SIGBUS
+    /// when the returned bytes were read. They are a copy now, intact whatever happens
+    /// to the file, and the mapping's unlink-safety holds too.
     #[test]
-    fn large_objects_are_mapped_and_read_back_exactly() {
+    fn bytes_returned_by_get_survive_the_file_being_truncated_or_removed() {
         let dir = tempfile::tempdir().unwrap();
         let connector = FileConnector::new(dir.path()).unwrap();
-        let data: Vec<u8> = (0..(MMAP_THRESHOLD as usize + 4097))
-            .map(|i| (i % 241) as u8)
-            .collect();
+        let data: Vec<u8> = (0..((4 << 20) + 4097)).map(|i| (i % 241) as u8).collect();
         let key = block_on(connector.put(&data, &PutOptions::default())).unwrap();
         let back = block_on(connector.get(&key)).unwrap().unwrap();
-        assert!(back[..] == data[..]);
-        // The mapping outlives the unlink that evict does.
+        fs::File::options()
+            .write(true)
+            .open(dir.path().join(key.id()))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert!(back[..] == data[..], "the bytes read before the truncation");
+        let again = block_on(connector.get(&key)).unwrap().unwrap();
+        assert!(
+            again.is_empty(),
+            "a truncated object reads as what is there now"
+        );
         block_on(connector.evict(&key)).unwrap();
-        assert_eq!(back.len(), data.len());
         assert_eq!(back[back.len() - 1], data[data.len() - 1]);
     }
 

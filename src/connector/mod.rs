@@ -23,7 +23,7 @@ mod file;
 mod globus;
 mod local;
 
-pub use file::{FileConnector, MMAP_THRESHOLD};
+pub use file::FileConnector;
 pub use globus::{
     DEFAULT_WAIT, GlobusConfig, GlobusConnector, GlobusConnectorBuilder, INLINE_HASH_LIMIT,
     META_VERSION, ObjectMeta, ProcessDefaults, set_process_defaults,

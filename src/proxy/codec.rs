@@ -89,7 +89,7 @@ fn from_raw_bytes<T: 'static>(bytes: Bytes) -> Result<T, Bytes> {
     let mut slot: Option<T> = None;
     let any = &mut slot as &mut dyn Any;
     if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
-        // A unique buffer becomes the Vec as it is; a shared one (a memory-mapped file)
+        // A unique buffer becomes the Vec as it is; a shared one (the local connector's)
         // is copied into a fresh buffer backed by huge pages where the kernel allows.
         let vec = if bytes.is_unique() {
             bytes.into()

@@ -10,6 +10,7 @@ use super::config::{GlobusConfig, check_relative};
 use super::{GlobusConnector, Inner};
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
+use crate::fsutil::ObjectDir;
 use crate::settings::Settings;
 use crate::transfer::ManagerConfig;
 
@@ -140,6 +141,7 @@ impl GlobusConnectorBuilder {
             .unwrap_or_else(|| settings.transfer_url.clone());
         Ok(GlobusConnector {
             inner: Arc::new(Inner {
+                objects: ObjectDir::new(config.site(&site)?.local_path.clone(), &config.store_dir),
                 config,
                 site,
                 authorizer: self.authorizer.or(defaults.authorizer),

@@ -54,7 +54,7 @@ pub use verify::INLINE_HASH_LIMIT;
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::ObjectDir;
 use crate::settings::Settings;
 use crate::state::StateDb;
 use crate::transfer::budget::RequestBudget;
@@ -72,6 +72,8 @@ pub struct GlobusConnector {
 
 struct Inner {
     config: GlobusConfig,
+    /// This site's store directory, where puts write.
+    objects: ObjectDir,
     site: String,
     authorizer: Option<Arc<dyn Authorizer>>,
     home: PathBuf,
@@ -278,19 +280,9 @@ impl Connector for GlobusConnector {
 
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
-        let (_, local) = self.local_object(&id)?;
-        let write = || match write_atomic(&local, data, false) {
-            // The store directory is created on first use. Concurrent first puts may all
-            // miss it, and any of them may create it: each creates it (which is
-            // idempotent) and writes again. (Checking whether it exists first lost the
-            // race to a put that created it in between, failing a healthy put.)
-            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-                let dir = local.parent().expect("object paths have a parent");
-                fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-                write_atomic(&local, data, false)
-            }
-            written => written,
-        };
+        // The store directory is opened once (checked for links on the way, created on
+        // first use) and each put writes by name inside it.
+        let write = || self.inner.objects.write_atomic(&id, data);
         // The caller's bytes are in memory and borrowed: they are hashed where they are.
         // A large object is hashed on a second thread while this one writes it: the put
         // then costs about the longer of the two, not their sum.

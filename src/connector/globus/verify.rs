@@ -64,16 +64,36 @@ pub(super) async fn read_verified(
     }
 }
 
+/// Reads the object into a fresh buffer (see [`crate::fsutil::read_exact_fresh`]) and
+/// checks its size and sha256.
 fn read_verified_now(local: &Path, meta: &ObjectMeta) -> Result<Option<Bytes>> {
-    let bytes = match fs::read(local) {
-        Ok(bytes) => bytes,
+    let file = match fs::File::open(local) {
+        Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", local, e)),
     };
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("inspect", local, e))?
+        .len();
+    let wrong_size = |size: u64| integrity(local, meta, format!("{size} bytes"));
+    if size != meta.size {
+        return Err(wrong_size(size));
+    }
+    let bytes = match crate::fsutil::read_exact_fresh(&file, size as usize) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+            return Err(integrity(local, meta, format!("fewer than {size} bytes")));
+        }
+        Err(e) => return Err(Error::io("read", local, e)),
+    };
     let sha = hex(&Sha256::digest(&bytes));
-    if bytes.len() as u64 != meta.size || sha != meta.sha256 {
-        let found = format!("{} bytes, sha256 {sha}", bytes.len());
-        return Err(integrity(local, meta, found));
+    if sha != meta.sha256 {
+        return Err(integrity(
+            local,
+            meta,
+            format!("{size} bytes, sha256 {sha}"),
+        ));
     }
     Ok(Some(bytes.into()))
 }
@@ -206,6 +226,14 @@ mod tests {
                 read_verified(dir.path(), &path, &meta).await,
                 Err(Error::Integrity { .. })
             ));
+            let mut grown = data.clone();
+            grown.extend_from_slice(&[0; 3 << 20]);
+            fs::write(&path, &grown).unwrap();
+            let err = read_verified(dir.path(), &path, &meta).await.unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("{} bytes", grown.len())),
+                "{err}"
+            );
         }
         assert!(matches!(
             verify_file(dir.path(), &dir.path().join("none"), &meta_of(b"x"))

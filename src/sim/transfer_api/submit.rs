@@ -281,19 +281,39 @@ fn destinations(sim: &SimState, req: &TransferRequest) -> Option<(Uuid, Vec<(Str
 
 /// Whether two transfers write to the same place: a destination path of one equals one
 /// of the other, or lies under a recursive destination of the other.
+///
+/// Linear in the items (a set of paths, and a walk up each path's ancestors), not their
+/// product: batches of ten thousand items meet each other here on every submission.
 fn overlap(
     (a_collection, a): &(Uuid, Vec<(String, bool)>),
     (b_collection, b): &(Uuid, Vec<(String, bool)>),
 ) -> bool {
-    let under = |path: &str, dir: &str| {
-        dir == "/" || path.starts_with(&format!("{}/", dir.trim_end_matches('/')))
-    };
-    a_collection == b_collection
-        && a.iter().any(|(a, a_recursive)| {
-            b.iter().any(|(b, b_recursive)| {
-                a == b || (*b_recursive && under(a, b)) || (*a_recursive && under(b, a))
-            })
-        })
+    a_collection == b_collection && (writes_into(a, b) || writes_into(b, a))
+}
+
+/// Whether a path of `a` is a path of `b` or lies under one of `b`'s recursive ones.
+fn writes_into(a: &[(String, bool)], b: &[(String, bool)]) -> bool {
+    let trimmed = |p: &str| p.trim_end_matches('/').to_owned();
+    let paths: std::collections::HashSet<String> = b.iter().map(|(p, _)| trimmed(p)).collect();
+    let dirs: std::collections::HashSet<String> = b
+        .iter()
+        .filter(|(_, recursive)| *recursive)
+        .map(|(p, _)| trimmed(p))
+        .collect();
+    a.iter().any(|(path, _)| {
+        let path = trimmed(path);
+        if paths.contains(&path) || dirs.contains("") {
+            return true;
+        }
+        let mut at = path.as_str();
+        while let Some(slash) = at.rfind('/') {
+            at = &at[..slash];
+            if dirs.contains(at) {
+                return true;
+            }
+        }
+        false
+    })
 }
 
 pub(super) fn new_task_doc(
@@ -417,4 +437,43 @@ pub(super) fn admit(
             }),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(paths: &[(&str, bool)]) -> (Uuid, Vec<(String, bool)>) {
+        let paths = paths.iter().map(|(p, r)| (p.to_string(), *r)).collect();
+        (Uuid::nil(), paths)
+    }
+
+    /// The linear check finds the same conflicts as comparing every pair did: the same
+    /// path, a path under a recursive destination (either way round, also "/"), and
+    /// nothing for siblings, prefixes that are not directories, or other collections.
+    #[test]
+    fn overlapping_destinations_are_found_without_comparing_every_pair() {
+        let cases = [
+            (vec![("/d/x", false)], vec![("/d/x", false)], true),
+            (vec![("/d/x", false)], vec![("/d/x/", false)], true),
+            (vec![("/d/sub/x", false)], vec![("/d", true)], true),
+            (vec![("/d", true)], vec![("/d/sub/x", false)], true),
+            (vec![("/anything", false)], vec![("/", true)], true),
+            (vec![("/d/x", false)], vec![("/d/y", false)], false),
+            (vec![("/dx/y", false)], vec![("/d", true)], false),
+            (vec![("/d/sub", false)], vec![("/d/sub/x", false)], false),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(overlap(&claims(&a), &claims(&b)), expected, "{a:?} / {b:?}");
+        }
+        let mut other = claims(&[("/d/x", false)]);
+        other.0 = Uuid::from_u128(1);
+        assert!(!overlap(&claims(&[("/d/x", false)]), &other));
+        let many: Vec<(String, bool)> = (0..20_000).map(|i| (format!("/d/{i}"), false)).collect();
+        let (mine, theirs) = (
+            (Uuid::nil(), many.clone()),
+            (Uuid::nil(), many[19_999..].to_vec()),
+        );
+        assert!(overlap(&mine, &theirs));
+    }
 }
