@@ -316,7 +316,9 @@ pub async fn keys_are_tagged_and_versioned(h: Harness) {
 }
 
 /// `put_file` stores the file's bytes; the object stays whatever happens to the file
-/// afterwards (it is removed here).
+/// afterwards: removed, the object is still there; rewritten in place, a get returns
+/// the bytes that were put or an integrity error, never the new bytes (a connector may
+/// make the object a hard link of the file only if its reads verify).
 pub async fn put_file_stores_the_file(h: Harness) {
     let c = &h.connector;
     let dir = tempfile::tempdir().unwrap();
@@ -327,6 +329,17 @@ pub async fn put_file_stores_the_file(h: Harness) {
     std::fs::remove_file(&path).unwrap();
     let back = c.get(&key).await.unwrap().expect("stored from a file");
     assert!(back[..] == data[..], "put_file stored other bytes");
+
+    std::fs::write(&path, &data).unwrap();
+    let key = c.put_file(&path, &opts()).await.unwrap();
+    std::fs::write(&path, pattern(3 << 20, 6)).unwrap();
+    match c.get(&key).await {
+        Ok(back) => assert!(
+            back.is_some_and(|b| b[..] == data[..]),
+            "the file's new bytes came back as the object"
+        ),
+        Err(e) => assert!(matches!(e, Error::Integrity { .. }), "{e}"),
+    }
     let missing = c.put_file(&dir.path().join("absent"), &opts()).await;
     assert!(
         matches!(missing, Err(Error::Io { .. })),

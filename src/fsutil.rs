@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 
 mod object_dir;
+mod place;
 pub(crate) use object_dir::ObjectDir;
 
 /// Writes `data` to `path` atomically: a sibling temporary file, then a rename.
@@ -100,6 +101,31 @@ pub(crate) fn fresh_vec(capacity: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The size and sha256 (lowercase hex) of the file at `path`, read in one pass.
+pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
+    use sha2::Digest;
+    let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut size = 0u64;
+    loop {
+        let n = match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+/// Lowercase hex of `bytes` (a digest).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Files at least this large are read in two halves at once (see [`read_exact_fresh`]).

@@ -25,6 +25,10 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::error::{Error, Result};
 
+/// A failed file-system step: the operation, the name it failed on (relative to the
+/// directory, or empty for the caller's own file), and the cause.
+pub(super) type IoFailure = (&'static str, String, std::io::Error);
+
 /// A directory below a trusted root, opened on first use (see the module docs).
 #[derive(Debug)]
 pub(crate) struct ObjectDir {
@@ -59,10 +63,10 @@ impl ObjectDir {
 
     /// Runs `f` on the directory's descriptor; if it fails with `ENOENT` (the directory
     /// was removed since it was opened), opens the directory again and retries once.
-    fn with_dir<T>(
+    pub(super) fn with_dir<T>(
         &self,
-        f: impl Fn(&OwnedFd) -> Result<T, (&'static str, String, std::io::Error)>,
-    ) -> Result<T, (&'static str, String, std::io::Error)> {
+        f: impl Fn(&OwnedFd) -> Result<T, IoFailure>,
+    ) -> Result<T, IoFailure> {
         let dir = self.open(false)?;
         match f(&dir) {
             Err((_, _, e)) if e.kind() == ErrorKind::NotFound => f(&*self.open(true)?),
@@ -71,7 +75,7 @@ impl ObjectDir {
     }
 
     /// The open directory; `again`: the one held is stale, open it anew.
-    fn open(&self, again: bool) -> Result<Arc<OwnedFd>, (&'static str, String, std::io::Error)> {
+    fn open(&self, again: bool) -> Result<Arc<OwnedFd>, IoFailure> {
         let mut held = self.fd.lock().expect("object directory lock poisoned");
         if let Some(fd) = held.as_ref().filter(|_| !again) {
             return Ok(fd.clone());
@@ -83,10 +87,7 @@ impl ObjectDir {
 }
 
 /// Opens `root/below`, creating missing directories, following no link below `root`.
-fn open_below(
-    root: &Path,
-    below: &Path,
-) -> Result<OwnedFd, (&'static str, String, std::io::Error)> {
+fn open_below(root: &Path, below: &Path) -> Result<OwnedFd, IoFailure> {
     let fail = |op, at: &Path, e: std::io::Error| (op, at.display().to_string(), e);
     std::fs::create_dir_all(root).map_err(|e| fail("create directory", root, e))?;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -133,17 +134,13 @@ fn step_into(dir: &OwnedFd, name: &OsStr) -> std::io::Result<OwnedFd> {
 }
 
 /// The hidden temporary name for `name`, unique to this process and call.
-fn temporary_name(name: &str) -> String {
+pub(super) fn temporary_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!(".{name}.{}-{unique}.tmp", std::process::id())
 }
 
-fn write_in(
-    dir: &OwnedFd,
-    name: &str,
-    data: &[u8],
-) -> Result<(), (&'static str, String, std::io::Error)> {
+fn write_in(dir: &OwnedFd, name: &str, data: &[u8]) -> Result<(), IoFailure> {
     let tmp = temporary_name(name);
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(dir, &tmp, flags, Mode::from_raw_mode(0o666))

@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::ErrorKind;
 use std::path::Path;
 use std::time::Duration;
 
 use super::GlobusConnector;
 use super::config::{META_VERSION, ObjectMeta};
-use super::verify::hash_file;
+use super::verify::INLINE_HASH_LIMIT;
 use crate::connector::{Key, PutOptions};
 use crate::error::{Error, Result};
 use crate::transfer::{ItemSpec, Priority};
@@ -58,31 +57,27 @@ impl GlobusConnector {
         })
     }
 
-    /// [`Connector::put_file`]: a hard link into the store directory when on the same
-    /// file system, else a streamed copy; the sha256 is streamed. Then the same
-    /// transfers as a `put`. The hard link shares the file: change the original
-    /// afterwards and readers get an [`Error::Integrity`], not the changed bytes.
+    /// [`Connector::put_file`]: a reflink into the store directory where the file
+    /// system makes one, else a hard link (same file system), else a copy hashed as it
+    /// is written (see [`crate::fsutil::ObjectDir::place_file`]). Then the same
+    /// transfers as a `put`. A hard link shares the file: change the original afterwards
+    /// and readers get an [`Error::Integrity`], never the changed bytes (every read here
+    /// verifies the sha256; none maps the file).
     pub(super) async fn stage_file(&self, file: &Path, options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
-        let (_, local) = self.local_object(&id)?;
-        let dir = local.parent().expect("object paths have a parent");
-        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        if let Err(link_error) = fs::hard_link(file, &local) {
-            if link_error.kind() == ErrorKind::NotFound {
-                return Err(Error::io("stage", file, link_error));
-            }
-            let tmp = dir.join(format!(".{id}.partial"));
-            let copied = fs::copy(file, &tmp)
-                .map_err(|e| Error::io("copy", file, e))
-                .and_then(|_| fs::rename(&tmp, &local).map_err(|e| Error::io("rename", &tmp, e)));
-            if copied.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            copied?;
-        }
-        let size_hint = fs::metadata(&local).map_or(u64::MAX, |m| m.len());
-        let (size, sha256) = hash_file(&local, size_hint).await?;
-        self.stage(id, size, sha256, options).await
+        let size = fs::metadata(file)
+            .map_err(|e| Error::io("stage", file, e))?
+            .len();
+        let placed = if size < INLINE_HASH_LIMIT {
+            self.inner.objects.place_file(&id, file, true, true)?
+        } else {
+            let (this, id, file) = (self.clone(), id.clone(), file.to_owned());
+            crate::runtime::blocking(move || this.inner.objects.place_file(&id, &file, true, true))
+                .await??
+        };
+        tracing::debug!(how = ?placed.how, size = placed.size, "staged {}", file.display());
+        let sha256 = placed.sha256.expect("place_file hashes when asked to");
+        self.stage(id, placed.size, sha256, options).await
     }
 
     /// Deletes the object's copies at the destinations, after their transfers end. The

@@ -5,7 +5,7 @@
 //! async worker; smaller ones inline, where a thread hop would cost more than the hash.
 
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -87,7 +87,7 @@ fn read_verified_now(local: &Path, meta: &ObjectMeta) -> Result<Option<Bytes>> {
         }
         Err(e) => return Err(Error::io("read", local, e)),
     };
-    let sha = hex(&Sha256::digest(&bytes));
+    let sha = crate::fsutil::hex(&Sha256::digest(&bytes));
     if sha != meta.sha256 {
         return Err(integrity(
             local,
@@ -110,21 +110,7 @@ pub(super) async fn hash_file(path: &Path, size_hint: u64) -> Result<(u64, Strin
 }
 
 fn hash_file_now(path: &Path) -> Result<(u64, String)> {
-    let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| Error::io("read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((size, hex(&hasher.finalize())))
+    crate::fsutil::hash_file(path)
 }
 
 /// An object's path below the site's `root` (the store directory, any directories of
@@ -159,11 +145,7 @@ pub(super) fn refuse_links(root: &Path, local: &Path) -> Result<()> {
 
 /// The sha256 of bytes in memory, lowercase hex.
 pub(super) fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::fsutil::hex(&Sha256::digest(data))
 }
 
 /// The error for a file that is not the object its key describes.

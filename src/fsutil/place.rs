@@ -1,0 +1,326 @@
+//! Placing an existing file into an [`ObjectDir`] as an object (`put_file`), in the
+//! cheapest way that is safe for the connector:
+//!
+//! 1. **A reflink** (`FICLONE`: XFS, Btrfs, bcachefs, ZFS 2.2+…): a copy that shares the
+//!    blocks until either side writes, made in constant time. The object is a file of
+//!    its own: changing the original later changes nothing.
+//! 2. **A hard link**, only where the caller allows it: the object *is* the original
+//!    file, so writing the original later changes the object. Only a connector whose
+//!    every read verifies the bytes against the key (and never maps the file) may allow
+//!    it: the Globus connector, whose readers then get an integrity error, never the
+//!    changed bytes.
+//! 3. **A copy**, read and written in chunks, hashed while each chunk is in the CPU's
+//!    cache: one pass over the bytes, and the hash is that of what was written.
+//!
+//! Whatever the way, the hash (when asked for) is of the placed file's bytes, read
+//! after placing for a reflink or a link, so that it describes the object as it is.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use sha2::{Digest, Sha256};
+
+use super::ObjectDir;
+use super::object_dir::{IoFailure, temporary_name};
+use crate::error::{Error, Result};
+
+/// Bytes per chunk of a copy: small enough to stay in a core's cache between the read,
+/// the hash and the write.
+const COPY_CHUNK: usize = 256 << 10;
+
+/// How a file became an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// A reflink: shares the original's blocks, but is a file of its own.
+    Reflink,
+    /// A hard link: the original file itself.
+    HardLink,
+    /// A copy of the bytes.
+    Copy,
+}
+
+/// A placed object: its size, its sha256 (lowercase hex, when asked for), and how.
+#[derive(Debug)]
+pub(crate) struct PlacedFile {
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub how: Placed,
+}
+
+impl ObjectDir {
+    /// Places the regular file `source` in the directory as `name` (see the module
+    /// docs); `hard_link_ok`: the caller's reads verify every byte, so the object may be
+    /// the original file itself; `hash`: compute the sha256 of the object.
+    pub fn place_file(
+        &self,
+        name: &str,
+        source: &Path,
+        hard_link_ok: bool,
+        hash: bool,
+    ) -> Result<PlacedFile> {
+        let src = open_regular(source)?;
+        let placed = self.with_dir(|dir| {
+            if reflink_into(dir, name, &src)? {
+                return Ok((Placed::Reflink, None));
+            }
+            if hard_link_ok && link_into(dir, name, source)? {
+                return Ok((Placed::HardLink, None));
+            }
+            Ok((Placed::Copy, copy_into(dir, name, &src, hash)?))
+        });
+        let (how, copied) = placed.map_err(|(op, at, e)| {
+            let path = if at.is_empty() {
+                source.to_owned()
+            } else {
+                self.path().join(at)
+            };
+            Error::io(op, path, e)
+        })?;
+        let object = self.path().join(name);
+        let (size, sha256) = match copied {
+            Some((size, sha)) => (size, Some(sha)),
+            None if hash => {
+                let (size, sha) = super::hash_file(&object)?;
+                (size, Some(sha))
+            }
+            None => {
+                let meta =
+                    std::fs::metadata(&object).map_err(|e| Error::io("inspect", &object, e))?;
+                (meta.len(), None)
+            }
+        };
+        Ok(PlacedFile { size, sha256, how })
+    }
+}
+
+/// Opens `source` for reading; only a regular file (a FIFO would block, a device read
+/// without end).
+fn open_regular(source: &Path) -> Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(source)
+        .map_err(|e| Error::io("open", source, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("inspect", source, e))?;
+    if !meta.is_file() {
+        return Err(Error::io(
+            "stage",
+            source,
+            std::io::Error::new(
+                ErrorKind::InvalidInput,
+                "not a regular file; stage a file (for a directory, use `transfer`)",
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// A reflink of `src` as `name`; `false` where the file system cannot make one.
+fn reflink_into(dir: &OwnedFd, name: &str, src: &File) -> Result<bool, IoFailure> {
+    let tmp = temporary_name(name);
+    let fd = create_temporary(dir, &tmp)?;
+    if rustix::fs::ioctl_ficlone(&fd, src).is_err() {
+        // Not supported here, another file system, or anything else: a link or a copy
+        // does the job.
+        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+        return Ok(false);
+    }
+    drop(fd);
+    rename_or_remove(dir, &tmp, name)?;
+    Ok(true)
+}
+
+/// A hard link to `source` as `name`; `false` where one cannot be made (another file
+/// system, a file system without links, a file the kernel will not let us link).
+fn link_into(dir: &OwnedFd, name: &str, source: &Path) -> Result<bool, IoFailure> {
+    match rustix::fs::linkat(rustix::fs::CWD, source, dir, name, AtFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::NOENT => Err(("stage", String::new(), e.into())),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Copies `src` as `name` chunk by chunk; returns the size and the sha256 when `hash`.
+fn copy_into(
+    dir: &OwnedFd,
+    name: &str,
+    mut src: &File,
+    hash: bool,
+) -> Result<Option<(u64, String)>, IoFailure> {
+    let tmp = temporary_name(name);
+    let mut out = File::from(create_temporary(dir, &tmp)?);
+    let copied = if hash {
+        hashed_copy(src, &mut out, &tmp).map(Some)
+    } else {
+        // No hash wanted: the kernel copies (copy_file_range), the bytes never pass
+        // through this process.
+        std::io::copy(&mut src, &mut out)
+            .map(|_| None)
+            .map_err(|e| ("copy", tmp.clone(), e))
+    };
+    drop(out);
+    match copied {
+        Ok(sha) => {
+            rename_or_remove(dir, &tmp, name)?;
+            Ok(sha)
+        }
+        Err(e) => {
+            let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+            Err(e)
+        }
+    }
+}
+
+/// Copies `src` to `out` chunk by chunk, hashing each chunk between its read and its
+/// write; returns the size and the sha256 of what was written.
+fn hashed_copy(mut src: &File, out: &mut File, tmp: &str) -> Result<(u64, String), IoFailure> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(("read", String::new(), e)),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| ("write", tmp.to_owned(), e))?;
+        size += n as u64;
+    }
+    Ok((size, super::hex(&hasher.finalize())))
+}
+
+fn create_temporary(dir: &OwnedFd, tmp: &str) -> Result<OwnedFd, IoFailure> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, tmp, flags, Mode::from_raw_mode(0o666))
+        .map_err(|e| ("write", tmp.to_owned(), e.into()))
+}
+
+fn rename_or_remove(dir: &OwnedFd, tmp: &str, name: &str) -> Result<(), IoFailure> {
+    rustix::fs::renameat(dir, tmp, dir, name).map_err(|e| {
+        let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
+        ("rename into place", name.to_owned(), e.into())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn source(dir: &Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        let path = dir.join("original");
+        std::fs::write(&path, &data).unwrap();
+        (path, data)
+    }
+
+    /// Where links are not allowed, the object is a file of its own (a reflink or a
+    /// copy), hashed as written: changing the original afterwards changes nothing.
+    #[test]
+    fn without_links_the_object_is_its_own_file_hashed_as_written() {
+        let root = tempfile::tempdir().unwrap();
+        let (original, data) = source(root.path(), (3 * COPY_CHUNK) + 17);
+        let dir = ObjectDir::new(root.path(), "store");
+        let placed = dir.place_file("obj", &original, false, true).unwrap();
+        assert_ne!(placed.how, Placed::HardLink);
+        assert_eq!(placed.size, data.len() as u64);
+        assert_eq!(
+            placed.sha256,
+            Some(super::super::hex(&Sha256::digest(&data)))
+        );
+        let object = root.path().join("store/obj");
+        let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_ne!(inode(&object), inode(&original));
+        std::fs::write(&original, b"changed").unwrap();
+        assert!(std::fs::read(&object).unwrap() == data);
+        let names: Vec<_> = std::fs::read_dir(root.path().join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["obj"], "no temporary file left");
+    }
+
+    /// Where links are allowed (and no reflink is possible), the object is the original
+    /// file itself; its hash is read from the placed file.
+    #[test]
+    fn where_allowed_the_object_may_be_the_original_file() {
+        let root = tempfile::tempdir().unwrap();
+        let (original, data) = source(root.path(), 1000);
+        let dir = ObjectDir::new(root.path(), "store");
+        let placed = dir.place_file("obj", &original, true, true).unwrap();
+        assert_eq!(
+            placed.sha256,
+            Some(super::super::hex(&Sha256::digest(&data)))
+        );
+        let object = root.path().join("store/obj");
+        let same = std::fs::metadata(&object).unwrap().ino()
+            == std::fs::metadata(&original).unwrap().ino();
+        assert_eq!(same, placed.how == Placed::HardLink, "{:?}", placed.how);
+        assert_ne!(placed.how, Placed::Copy, "same file system: never a copy");
+    }
+
+    /// A FIFO is refused at once (never waited on), a directory too, and a missing
+    /// file is an error naming it; nothing is left in the store.
+    #[test]
+    fn only_a_regular_file_is_placed() {
+        let root = tempfile::tempdir().unwrap();
+        let fifo = root.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let dir = ObjectDir::new(root.path(), "store");
+        for (path, says) in [
+            (fifo, "not a regular file"),
+            (root.path().to_owned(), "not a regular file"),
+            (root.path().join("missing"), "missing"),
+        ] {
+            let err = dir.place_file("obj", &path, true, true).unwrap_err();
+            assert!(err.to_string().contains(says), "{}: {err}", path.display());
+        }
+        assert!(!root.path().join("store/obj").exists());
+    }
+
+    /// On a file system that makes reflinks, `put_file` makes one even where a hard link
+    /// is allowed: the object is then a file of its own, made without copying. Runs on
+    /// the directory `PS_GLOBUS_REFLINK_DIR` names (`scripts/test` mounts a small XFS
+    /// image there when it runs as root), else in the temporary directory if that
+    /// file system makes reflinks; says so when neither does.
+    #[test]
+    fn reflinks_where_the_file_system_makes_them() {
+        let base = std::env::var_os("PS_GLOBUS_REFLINK_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let root = tempfile::tempdir_in(&base).unwrap();
+        let (original, data) = source(root.path(), COPY_CHUNK + 5);
+        let dir = ObjectDir::new(root.path(), "store");
+        let placed = dir.place_file("obj", &original, true, true).unwrap();
+        if placed.how != Placed::Reflink {
+            assert!(
+                std::env::var_os("PS_GLOBUS_REFLINK_DIR").is_none(),
+                "{} makes no reflink",
+                base.display()
+            );
+            eprintln!("skipped: {} makes no reflinks", base.display());
+            return;
+        }
+        let object = root.path().join("store/obj");
+        assert_ne!(
+            std::fs::metadata(&object).unwrap().ino(),
+            std::fs::metadata(&original).unwrap().ino()
+        );
+        assert_eq!(
+            placed.sha256,
+            Some(super::super::hex(&Sha256::digest(&data)))
+        );
+        std::fs::write(&original, b"changed").unwrap();
+        assert!(std::fs::read(&object).unwrap() == data);
+    }
+}
