@@ -18,6 +18,14 @@
 //! process's), `responses_429` and `wall_s` (first put to last reader's exit):
 //!
 //!     cargo run --release --example bench_globus -- --readers 64 --objects 1000 --size 1024
+//!
+//! `--producers P` puts from P producer processes at site A instead of this one (each
+//! its 1/P share, all sharing site A's state database: one host); `put_s` is then the
+//! longest put loop of any of them (their start-up and output excluded). With it the report adds the peak resident
+//! memory of the largest producer and reader (`producer_peak_rss_mb`,
+//! `reader_peak_rss_mb`), measured by each process itself (this process also runs the
+//! emulator, so its own size says nothing about a producer's). `--producers 0` (the
+//! default) puts from this process, as above. `scripts/bench-scale` runs the scale table.
 
 mod common;
 
@@ -64,25 +72,38 @@ fn run() -> common::Outcome {
         if n != objects {
             return Err(format!("only {n} of {objects} objects resolved").into());
         }
+        println!("rss\t{}", peak_rss_kb());
         return Ok(());
+    }
+    if args.iter().any(|a| a == "--producer") {
+        return produce(arg(&args, "--first", 0)?, objects, size);
     }
 
     let sites = TwoSites::start(latency)?;
-    let store = Store::builder("bench-globus", sites.producer()?).build()?;
+    let producers = arg(&args, "--producers", 0)?;
     let started = Instant::now();
-    let mut keys = Vec::with_capacity(objects);
-    for i in 0..objects {
-        keys.push(store.put(&value(i, size))?);
-    }
-    let put_s = started.elapsed().as_secs_f64();
+    let (lines, producer_rss) = if producers == 0 {
+        let store = Store::builder("bench-globus", sites.producer()?).build()?;
+        let (lines, _) = put_objects(&store, 0..objects, size)?;
+        (lines, None)
+    } else {
+        let produced = spawn_producers(&sites, producers, objects, size)?;
+        (produced.lines, Some((produced.rss_kb, produced.put_s)))
+    };
+    // With producer processes, the longest put loop of any of them (their start-up is
+    // not a put); else this process's own.
+    let put_s = match &producer_rss {
+        Some((_, put_s)) => *put_s,
+        None => started.elapsed().as_secs_f64(),
+    };
+    let producer_rss = producer_rss.map(|(rss, _)| rss);
 
     let readers = arg(&args, "--readers", 1)?.max(1);
     let resolve_started = Instant::now();
     // Each reader gets every `readers`-th object; all share site B's state database.
     let mut shares: Vec<Vec<String>> = vec![Vec::new(); readers];
-    for (i, key) in keys.into_iter().enumerate() {
-        let proxy = store.proxy_from_key::<Vec<u8>>(key);
-        shares[i % readers].push(format!("{i}\t{}", serde_json::to_string(&proxy)?));
+    for (i, line) in lines.into_iter().enumerate() {
+        shares[i % readers].push(line);
     }
     let mut consumers = Vec::new();
     for share in shares.into_iter().filter(|s| !s.is_empty()) {
@@ -96,6 +117,7 @@ fn run() -> common::Outcome {
             ])
             .envs(sites.consumer_env())
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()?;
         let mut stdin = consumer.stdin.take().ok_or("the consumer has no stdin")?;
         for line in share {
@@ -103,11 +125,13 @@ fn run() -> common::Outcome {
         }
         consumers.push(consumer);
     }
-    for mut consumer in consumers {
-        let status = consumer.wait()?;
-        if !status.success() {
-            return Err(format!("a consumer at site b failed ({status})").into());
+    let mut reader_rss = 0;
+    for consumer in consumers {
+        let output = consumer.wait_with_output()?;
+        if !output.status.success() {
+            return Err(format!("a consumer at site b failed ({})", output.status).into());
         }
+        reader_rss = reader_rss.max(reported(&output.stdout, "rss").unwrap_or(0.0) as u64);
     }
     let resolve_s = resolve_started.elapsed().as_secs_f64();
     let stats = sites.sim.stats();
@@ -131,10 +155,143 @@ fn run() -> common::Outcome {
         "transfer_requests": transfer_requests,
         "responses_429": stats.responses_429,
     });
+    let mut report = report;
+    if let Some(producer_rss) = producer_rss {
+        report["producers"] = producers.into();
+        report["producer_peak_rss_mb"] = (producer_rss as f64 / 1024.0).into();
+        report["reader_peak_rss_mb"] = (reader_rss as f64 / 1024.0).into();
+    }
     if args.iter().any(|a| a == "--json") {
         println!("{report}");
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// A producer process: puts objects `first..first + objects` at site A (the store
+/// configuration from `PS_GLOBUS_BENCH_CONFIG`, the site and identity from the
+/// environment), prints one `index<TAB>proxy` line per object, closes the store (so
+/// that everything is submitted), then prints the time of its put loop and its peak
+/// memory.
+fn produce(first: usize, objects: usize, size: usize) -> common::Outcome {
+    let config: ps_globus::connector::GlobusConfig =
+        serde_json::from_str(&std::env::var("PS_GLOBUS_BENCH_CONFIG")?)?;
+    let connector = ps_globus::connector::GlobusConnector::builder(config).build()?;
+    let store = Store::builder("bench-globus", connector).build()?;
+    let (lines, put_s) = put_objects(&store, first..first + objects, size)?;
+    store.close()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out, "time\t{put_s}")?;
+    writeln!(out, "rss\t{}", peak_rss_kb())?;
+    Ok(())
+}
+
+/// Puts the objects `range` one at a time; returns their `index<TAB>proxy` lines and
+/// the time of the put loop alone (the proxies are written out after it).
+fn put_objects(
+    store: &Store,
+    range: std::ops::Range<usize>,
+    size: usize,
+) -> Result<(Vec<String>, f64), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let mut keys = Vec::with_capacity(range.len());
+    for i in range.clone() {
+        keys.push(store.put(&value(i, size))?);
+    }
+    let put_s = started.elapsed().as_secs_f64();
+    let mut lines = Vec::with_capacity(keys.len());
+    for (i, key) in range.zip(keys) {
+        let proxy = store.proxy_from_key::<Vec<u8>>(key);
+        lines.push(format!("{i}\t{}", serde_json::to_string(&proxy)?));
+    }
+    Ok((lines, put_s))
+}
+
+/// What the producer processes made.
+struct Produced {
+    /// Their proxy lines, in object order.
+    lines: Vec<String>,
+    /// The largest producer's peak memory (KiB).
+    rss_kb: u64,
+    /// The longest put loop (seconds).
+    put_s: f64,
+}
+
+/// Runs `producers` producer processes over `objects` objects.
+fn spawn_producers(
+    sites: &TwoSites,
+    producers: usize,
+    objects: usize,
+    size: usize,
+) -> Result<Produced, Box<dyn std::error::Error>> {
+    let config = serde_json::to_string(&sites.config)?;
+    let mut children = Vec::new();
+    let mut first = 0;
+    for p in 0..producers {
+        let share = objects / producers + usize::from(p < objects % producers);
+        let child = Command::new(std::env::current_exe()?)
+            .args(["--producer", "--first", &first.to_string()])
+            .args(["--objects", &share.to_string(), "--size", &size.to_string()])
+            .envs(sites.env("a"))
+            .env("PS_GLOBUS_BENCH_CONFIG", &config)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        children.push(child);
+        first += share;
+    }
+    // Each child's output is drained on its own thread: one waiting on a full pipe
+    // would otherwise wait for the children before it to finish.
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|child| std::thread::spawn(move || child.wait_with_output()))
+        .collect();
+    let mut lines = Vec::with_capacity(objects);
+    let (mut rss, mut put_s) = (0, 0f64);
+    for output in outputs {
+        let output = output
+            .join()
+            .map_err(|_| "a producer's reader panicked")??;
+        if !output.status.success() {
+            return Err(format!("a producer at site a failed ({})", output.status).into());
+        }
+        rss = rss.max(reported(&output.stdout, "rss").unwrap_or(0.0) as u64);
+        put_s = put_s.max(reported(&output.stdout, "time").unwrap_or(0.0));
+        let text = String::from_utf8(output.stdout)?;
+        lines.extend(
+            text.lines()
+                .filter(|l| {
+                    l.split('\t')
+                        .next()
+                        .is_some_and(|i| i.parse::<usize>().is_ok())
+                })
+                .map(String::from),
+        );
+    }
+    lines.sort_by_key(|l| l.split('\t').next().and_then(|i| i.parse::<usize>().ok()));
+    Ok(Produced {
+        lines,
+        rss_kb: rss,
+        put_s,
+    })
+}
+
+/// This process's peak resident memory so far, in KiB.
+fn peak_rss_kb() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss.max(0) as u64
+}
+
+/// The number on the `<name><TAB>number` line a child printed.
+fn reported(stdout: &[u8], name: &str) -> Option<f64> {
+    String::from_utf8_lossy(stdout).lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix('\t')
+            .and_then(|v| v.parse().ok())
+    })
 }

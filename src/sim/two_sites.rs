@@ -99,11 +99,17 @@ impl TwoSites {
     /// The environment of a consumer process at site `b`: it rebuilds the store from
     /// the proxies and acts as the same service identity.
     pub fn consumer_env(&self) -> Vec<(String, String)> {
+        self.env("b")
+    }
+
+    /// The environment of a process at `site`, with its own state directory and the
+    /// service identity's credentials.
+    pub fn env(&self, site: &str) -> Vec<(String, String)> {
         vec![
-            ("PS_GLOBUS_SITE".into(), "b".into()),
+            ("PS_GLOBUS_SITE".into(), site.into()),
             (
                 "PS_GLOBUS_HOME".into(),
-                self.home("b").display().to_string(),
+                self.home(site).display().to_string(),
             ),
             ("PS_GLOBUS_CLIENT_ID".into(), CLIENT_ID.into()),
             ("PS_GLOBUS_CLIENT_SECRET".into(), CLIENT_SECRET.into()),

@@ -312,8 +312,10 @@ impl Connector for GlobusConnector {
         };
         // The waits and the read check the links themselves, right before each look.
         let (root, local) = self.object_at_site(&meta.path)?;
-        if meta.source != self.inner.site {
-            self.wait_for(&meta, &root, &local).await?;
+        if meta.source != self.inner.site
+            && let Some(bytes) = self.wait_for(&meta, &root, &local, true).await?
+        {
+            return Ok(Some(bytes));
         }
         verify::read_verified(&root, &local, &meta).await
     }

@@ -8,6 +8,8 @@
 //! wait ends at the task's deadline.
 
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use super::GlobusConnector;
@@ -36,10 +38,10 @@ impl GlobusConnector {
         // The waits and the final check look for links themselves, right before each look.
         let (root, local) = self.object_at_site(&meta.path)?;
         if meta.source != self.inner.site {
-            self.wait_for(&meta, &root, &local).await?;
+            self.wait_for(&meta, &root, &local, false).await?;
         }
-        match verify_file(&root, &local, &meta).await? {
-            Verdict::Match => Ok(local),
+        match verify_file(&root, &local, &meta, false).await? {
+            Verdict::Match(_) => Ok(local),
             Verdict::Absent => Err(Error::not_found(&self.inner.config.store_dir, key, "")),
             Verdict::WrongSize(size) => Err(integrity(&local, &meta, format!("{size} bytes"))),
             Verdict::Mismatch(found) => Err(integrity(&local, &meta, found)),
@@ -47,30 +49,33 @@ impl GlobusConnector {
     }
 
     /// Waits until the object is at this site (a destination, or pulled on demand).
+    /// `keep`: the caller wants the bytes; the look that finds them verified returns
+    /// them, so that they are read and hashed once, not once to wait and once to get.
     pub(super) async fn wait_for(
         &self,
         meta: &ObjectMeta,
         root: &Path,
         local: &Path,
-    ) -> Result<()> {
+        keep: bool,
+    ) -> Result<Option<Bytes>> {
         let site = &self.inner.site;
         let label = match meta.destinations.get(site) {
             Some(label) => label.clone(),
-            None if matches!(verify_file(root, local, meta).await?, Verdict::Match) => {
-                return Ok(());
-            }
-            None if self.inner.config.pull_on_demand => self.pull(meta).await?,
-            None => {
-                return Err(Error::NotStaged {
-                    key: meta.path.clone(),
-                    site: site.clone(),
-                    destinations: meta.destinations.keys().cloned().collect(),
-                });
-            }
+            None => match verify_file(root, local, meta, keep).await? {
+                Verdict::Match(bytes) => return Ok(bytes),
+                _ if self.inner.config.pull_on_demand => self.pull(meta).await?,
+                _ => {
+                    return Err(Error::NotStaged {
+                        key: meta.path.clone(),
+                        site: site.clone(),
+                        destinations: meta.destinations.keys().cloned().collect(),
+                    });
+                }
+            },
         };
         // Already here: no need to follow the transfer (nor to ask Globus anything).
-        if matches!(verify_file(root, local, meta).await?, Verdict::Match) {
-            return Ok(());
+        if let Verdict::Match(bytes) = verify_file(root, local, meta, keep).await? {
+            return Ok(bytes);
         }
         let (_, source_path) = self.paths(&meta.source, &meta.path)?;
         let (_, dest_path) = self.paths(site, &meta.path)?;
@@ -87,9 +92,9 @@ impl GlobusConnector {
         let mut checked_skips = false;
         loop {
             let changed = watcher.changed();
-            let verdict = verify_file(root, local, meta).await?;
-            if matches!(verdict, Verdict::Match) {
-                return Ok(());
+            let verdict = verify_file(root, local, meta, keep).await?;
+            if let Verdict::Match(bytes) = verdict {
+                return Ok(bytes);
             }
             let task = watcher.task(&label);
             if task.is_none()

@@ -20,8 +20,9 @@ pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
 
 /// What a look at an object's file found.
 pub(super) enum Verdict {
-    /// The file holds exactly the object.
-    Match,
+    /// The file holds exactly the object; its bytes, when the look was asked to keep
+    /// them (a `get` then needs no second read and hash).
+    Match(Option<Bytes>),
     /// No file.
     Absent,
     /// A file of another size: still being written (a transfer writes in place), or
@@ -31,8 +32,14 @@ pub(super) enum Verdict {
     Mismatch(String),
 }
 
-/// Whether `local` (below the site's `root`) holds exactly the object.
-pub(super) async fn verify_file(root: &Path, local: &Path, meta: &ObjectMeta) -> Result<Verdict> {
+/// Whether `local` (below the site's `root`) holds exactly the object; `keep`: read it
+/// into memory and keep the bytes on a match (one read and one hash for a `get`).
+pub(super) async fn verify_file(
+    root: &Path,
+    local: &Path,
+    meta: &ObjectMeta,
+    keep: bool,
+) -> Result<Verdict> {
     refuse_links(root, local)?;
     match fs::metadata(local) {
         Ok(m) if m.len() == meta.size => {}
@@ -40,9 +47,18 @@ pub(super) async fn verify_file(root: &Path, local: &Path, meta: &ObjectMeta) ->
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Verdict::Absent),
         Err(e) => return Err(Error::io("inspect", local, e)),
     }
+    if keep {
+        return Ok(match read_hashed(local, meta).await? {
+            Read::Missing => Verdict::Absent,
+            // Shorter or longer by now: still being written, or changed.
+            Read::Size(size) => Verdict::WrongSize(size),
+            Read::Hashed(bytes, sha) if sha == meta.sha256 => Verdict::Match(Some(bytes.into())),
+            Read::Hashed(_, sha) => Verdict::Mismatch(format!("sha256 {sha}")),
+        });
+    }
     let (_, sha) = hash_file(local, meta.size).await?;
     Ok(if sha == meta.sha256 {
-        Verdict::Match
+        Verdict::Match(None)
     } else {
         Verdict::Mismatch(format!("sha256 {sha}"))
     })
@@ -56,46 +72,63 @@ pub(super) async fn read_verified(
     meta: &ObjectMeta,
 ) -> Result<Option<Bytes>> {
     refuse_links(root, local)?;
-    if meta.size < INLINE_HASH_LIMIT {
-        read_verified_now(local, meta)
-    } else {
-        let (local, meta) = (local.to_owned(), meta.clone());
-        runtime::blocking(move || read_verified_now(&local, &meta)).await?
+    match read_hashed(local, meta).await? {
+        Read::Missing => Ok(None),
+        Read::Size(size) => Err(integrity(local, meta, format!("{size} bytes"))),
+        Read::Hashed(bytes, sha) if sha == meta.sha256 => Ok(Some(bytes.into())),
+        Read::Hashed(_, sha) => Err(integrity(
+            local,
+            meta,
+            format!("{} bytes, sha256 {sha}", meta.size),
+        )),
     }
 }
 
-/// Reads the object into a fresh buffer (see [`crate::fsutil::read_exact_fresh`]) and
-/// checks its size and sha256.
-fn read_verified_now(local: &Path, meta: &ObjectMeta) -> Result<Option<Bytes>> {
+/// What reading an object's file found.
+enum Read {
+    /// No file.
+    Missing,
+    /// A file of another size (possibly only by the end of the read).
+    Size(u64),
+    /// The file's bytes, of the expected size, and their sha256.
+    Hashed(Vec<u8>, String),
+}
+
+/// Reads the object's file into a fresh buffer (see
+/// [`crate::fsutil::read_exact_fresh`]) and hashes it; large files on the runtime's
+/// blocking threads.
+async fn read_hashed(local: &Path, meta: &ObjectMeta) -> Result<Read> {
+    if meta.size < INLINE_HASH_LIMIT {
+        read_hashed_now(local, meta.size)
+    } else {
+        let (local, size) = (local.to_owned(), meta.size);
+        runtime::blocking(move || read_hashed_now(&local, size)).await?
+    }
+}
+
+fn read_hashed_now(local: &Path, expected: u64) -> Result<Read> {
     let file = match fs::File::open(local) {
         Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Read::Missing),
         Err(e) => return Err(Error::io("read", local, e)),
     };
     let size = file
         .metadata()
         .map_err(|e| Error::io("inspect", local, e))?
         .len();
-    let wrong_size = |size: u64| integrity(local, meta, format!("{size} bytes"));
-    if size != meta.size {
-        return Err(wrong_size(size));
+    if size != expected {
+        return Ok(Read::Size(size));
     }
     let bytes = match crate::fsutil::read_exact_fresh(&file, size as usize) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-            return Err(integrity(local, meta, format!("fewer than {size} bytes")));
+            let now = file.metadata().map_or(0, |m| m.len());
+            return Ok(Read::Size(now));
         }
         Err(e) => return Err(Error::io("read", local, e)),
     };
     let sha = crate::fsutil::hex(&Sha256::digest(&bytes));
-    if sha != meta.sha256 {
-        return Err(integrity(
-            local,
-            meta,
-            format!("{size} bytes, sha256 {sha}"),
-        ));
-    }
-    Ok(Some(bytes.into()))
+    Ok(Read::Hashed(bytes, sha))
 }
 
 /// The size and sha256 of the file at `path`, expected to be about `size_hint` bytes
@@ -182,10 +215,13 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             fs::write(&path, &data).unwrap();
             let meta = meta_of(&data);
-            assert!(matches!(
-                verify_file(dir.path(), &path, &meta).await.unwrap(),
-                Verdict::Match
-            ));
+            for keep in [false, true] {
+                let verdict = verify_file(dir.path(), &path, &meta, keep).await.unwrap();
+                match verdict {
+                    Verdict::Match(bytes) => assert_eq!(bytes.is_some(), keep),
+                    _ => panic!("the file is the object"),
+                }
+            }
             assert_eq!(
                 read_verified(dir.path(), &path, &meta)
                     .await
@@ -200,10 +236,12 @@ mod tests {
             let mut changed = data.clone();
             changed[len / 2] ^= 1;
             fs::write(&path, &changed).unwrap();
-            assert!(matches!(
-                verify_file(dir.path(), &path, &meta).await.unwrap(),
-                Verdict::Mismatch(_)
-            ));
+            for keep in [false, true] {
+                assert!(matches!(
+                    verify_file(dir.path(), &path, &meta, keep).await.unwrap(),
+                    Verdict::Mismatch(_)
+                ));
+            }
             assert!(matches!(
                 read_verified(dir.path(), &path, &meta).await,
                 Err(Error::Integrity { .. })
@@ -218,7 +256,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            verify_file(dir.path(), &dir.path().join("none"), &meta_of(b"x"))
+            verify_file(dir.path(), &dir.path().join("none"), &meta_of(b"x"), true)
                 .await
                 .unwrap(),
             Verdict::Absent
