@@ -221,6 +221,13 @@ mod tests {
         std::fs::create_dir(&blocked).unwrap();
         std::fs::write(blocked.join("inside"), b"x").unwrap();
         let err = write_atomic(&blocked, b"new", false).unwrap_err();
+        let names = failed_rename_left(&err, dir.path());
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+    }
+
+    /// Checks that `err` is a failed rename naming `blocked`; returns what `dir` holds.
+    pub(super) fn failed_rename_left(err: &Error, dir: &Path) -> Vec<std::ffi::OsString> {
         assert!(
             matches!(
                 err,
@@ -232,11 +239,9 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("blocked"), "names the path: {err}");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
-        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+            .collect()
     }
 }
