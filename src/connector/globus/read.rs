@@ -8,9 +8,9 @@
 //! wait ends at the task's deadline.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use std::time::{Duration, Instant};
 
 use super::GlobusConnector;
 use super::config::{DEFAULT_WAIT, ObjectMeta};
