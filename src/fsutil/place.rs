@@ -67,7 +67,7 @@ impl ObjectDir {
             if reflink_into(dir, name, &src)? {
                 return Ok((Placed::Reflink, None));
             }
-            if hard_link_ok && link_into(dir, name, source)? {
+            if hard_link_ok && link_into(dir, name, source, &src)? {
                 return Ok((Placed::HardLink, None));
             }
             Ok((Placed::Copy, copy_into(dir, name, &src, hash)?))
@@ -137,13 +137,26 @@ fn reflink_into(dir: &OwnedFd, name: &str, src: &File) -> Result<bool, IoFailure
 }
 
 /// A hard link to `source` as `name`; `false` where one cannot be made (another file
-/// system, a file system without links, a file the kernel will not let us link).
-fn link_into(dir: &OwnedFd, name: &str, source: &Path) -> Result<bool, IoFailure> {
+/// system, a file system without links, a file the kernel will not let us link). The
+/// link must name the very file opened as `src`: a path swapped in between (for a FIFO,
+/// say) is unlinked again and the caller copies from `src` instead.
+fn link_into(dir: &OwnedFd, name: &str, source: &Path, src: &File) -> Result<bool, IoFailure> {
+    use std::os::unix::fs::MetadataExt;
     match rustix::fs::linkat(rustix::fs::CWD, source, dir, name, AtFlags::empty()) {
-        Ok(()) => Ok(true),
-        Err(e) if e == rustix::io::Errno::NOENT => Err(("stage", String::new(), e.into())),
-        Err(_) => Ok(false),
+        Ok(()) => {}
+        Err(rustix::io::Errno::NOENT) => {
+            return Err(("stage", String::new(), std::io::ErrorKind::NotFound.into()));
+        }
+        Err(_) => return Ok(false),
     }
+    let opened = src.metadata().map_err(|e| ("inspect", String::new(), e))?;
+    let linked = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| ("inspect", name.to_owned(), e.into()))?;
+    if (linked.st_dev as u64, linked.st_ino as u64) == (opened.dev(), opened.ino()) {
+        return Ok(true);
+    }
+    let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+    Ok(false)
 }
 
 /// Copies `src` as `name` chunk by chunk; returns the size and the sha256 when `hash`.
@@ -286,6 +299,22 @@ mod tests {
             assert!(err.to_string().contains(says), "{}: {err}", path.display());
         }
         assert!(!root.path().join("store/obj").exists());
+    }
+
+    /// Regression guard: the path is linked, but the file was opened before; if the
+    /// path names another file by then (swapped for a FIFO, say, which a later hash
+    /// would wait on for ever), the link is undone and the caller copies instead.
+    #[test]
+    fn a_link_to_a_path_swapped_after_it_was_opened_is_undone() {
+        let root = tempfile::tempdir().unwrap();
+        let (original, _) = source(root.path(), 100);
+        let opened = File::open(&original).unwrap();
+        let other = root.path().join("other");
+        std::fs::write(&other, b"not the opened file").unwrap();
+        let dir = rustix::fs::open(root.path(), OFlags::DIRECTORY, Mode::empty()).unwrap();
+        assert!(!link_into(&dir, "obj", &other, &opened).unwrap());
+        assert!(!root.path().join("obj").exists());
+        assert!(link_into(&dir, "obj", &original, &opened).unwrap());
     }
 
     /// On a file system that makes reflinks, `put_file` makes one even where a hard link
