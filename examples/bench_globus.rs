@@ -82,21 +82,16 @@ fn run() -> common::Outcome {
     let sites = TwoSites::start(latency)?;
     let producers = arg(&args, "--producers", 0)?;
     let started = Instant::now();
-    let (lines, producer_rss) = if producers == 0 {
+    // `put_s`: the put loop alone; with producer processes, the longest of theirs (their
+    // start-up is not a put).
+    let (lines, put_s, producer_rss) = if producers == 0 {
         let store = Store::builder("bench-globus", sites.producer()?).build()?;
-        let (lines, _) = put_objects(&store, 0..objects, size)?;
-        (lines, None)
+        let (lines, put_s) = put_objects(&store, 0..objects, size)?;
+        (lines, put_s, None)
     } else {
         let produced = spawn_producers(&sites, producers, objects, size)?;
-        (produced.lines, Some((produced.rss_kb, produced.put_s)))
+        (produced.lines, produced.put_s, Some(produced.rss_kb))
     };
-    // With producer processes, the longest put loop of any of them (their start-up is
-    // not a put); else this process's own.
-    let put_s = match &producer_rss {
-        Some((_, put_s)) => *put_s,
-        None => started.elapsed().as_secs_f64(),
-    };
-    let producer_rss = producer_rss.map(|(rss, _)| rss);
 
     let readers = arg(&args, "--readers", 1)?.max(1);
     let resolve_started = Instant::now();
@@ -141,7 +136,7 @@ fn run() -> common::Outcome {
         .filter(|(route, _)| route.contains(" /v0.10/"))
         .map(|(_, n)| n)
         .sum();
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "objects": objects,
         "size": size,
         "task_latency_ms": latency,
@@ -155,7 +150,6 @@ fn run() -> common::Outcome {
         "transfer_requests": transfer_requests,
         "responses_429": stats.responses_429,
     });
-    let mut report = report;
     if let Some(producer_rss) = producer_rss {
         report["producers"] = producers.into();
         report["producer_peak_rss_mb"] = (producer_rss as f64 / 1024.0).into();

@@ -1,10 +1,11 @@
 //! Small file-system helpers shared by the connectors and the token store.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::Digest;
 
 use crate::error::{Error, Result};
 
@@ -19,32 +20,17 @@ pub(crate) use object_dir::ObjectDir;
 /// untouched. A `secret` file is created with mode 0600 and synced to disk before the
 /// rename; other files get the usual mode and no fsync.
 pub(crate) fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::io("write", path, ErrorKind::InvalidInput.into()))?;
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_file_name(format!(".{name}.{}-{unique}.tmp", std::process::id()));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if secret { 0o600 } else { 0o666 })
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(data)?;
-            if secret { file.sync_all() } else { Ok(()) }
-        });
-    if let Err(e) = written {
-        if e.kind() != ErrorKind::AlreadyExists {
-            let _ = fs::remove_file(&tmp);
-        }
-        return Err(Error::io("write", tmp, e));
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("rename into place", path, e)
-    })
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = object_dir::open_dir(parent).map_err(|e| Error::io("open directory", parent, e))?;
+    object_dir::write_in(&dir, name, data, secret)
+        .map_err(|failure| object_dir::failure_below(parent, failure))
 }
 
 /// Runs `f` holding an exclusive `flock` on `lock_path` (other processes wait).
@@ -103,24 +89,47 @@ pub(crate) fn fresh_vec(capacity: usize) -> Vec<u8> {
     out
 }
 
-/// The size and sha256 (lowercase hex) of the file at `path`, read in one pass.
-pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
-    use sha2::Digest;
-    let mut file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+/// Bytes per chunk of a hashing pass: small enough to stay in a core's cache between the
+/// read, the hash and whatever is done with the chunk next.
+pub(crate) const HASH_CHUNK: usize = 256 << 10;
+
+/// Which side of a [`hash_through`] pass failed.
+pub(crate) enum PassError {
+    /// Reading the source.
+    Read(std::io::Error),
+    /// Handing a chunk on.
+    Sink(std::io::Error),
+}
+
+/// Reads `src` to its end in chunks, hashing each chunk and then handing it to `sink`
+/// (a write, or nothing): one pass over the bytes. Returns the size and the sha256
+/// (lowercase hex) of what went through.
+pub(crate) fn hash_through(
+    mut src: impl Read,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<(u64, String), PassError> {
     let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; HASH_CHUNK];
     let mut size = 0u64;
     loop {
-        let n = match std::io::Read::read(&mut file, &mut buf) {
+        let n = match src.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", path, e)),
+            Err(e) => return Err(PassError::Read(e)),
         };
         hasher.update(&buf[..n]);
+        sink(&buf[..n]).map_err(PassError::Sink)?;
         size += n as u64;
     }
     Ok((size, hex(&hasher.finalize())))
+}
+
+/// The size and sha256 (lowercase hex) of the file at `path`, read in one pass.
+pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    hash_through(file, |_| Ok(()))
+        .map_err(|(PassError::Read(e) | PassError::Sink(e))| Error::io("read", path, e))
 }
 
 /// Lowercase hex of `bytes` (a digest).

@@ -57,8 +57,8 @@ impl ObjectDir {
     /// hidden temporary file, then a rename. On failure the temporary file is removed
     /// and `name` is untouched. The directory is created if missing.
     pub fn write_atomic(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.with_dir(|dir| write_in(dir, name, data))
-            .map_err(|(op, at, e)| Error::io(op, self.path().join(at), e))
+        self.with_dir(|dir| write_in(dir, name, data, false))
+            .map_err(|failure| failure_below(&self.path(), failure))
     }
 
     /// Runs `f` on the directory's descriptor; if it fails with `ENOENT` (the directory
@@ -86,13 +86,17 @@ impl ObjectDir {
     }
 }
 
+/// Opens the directory at `path` (a trusted path: links on the way are followed).
+pub(super) fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+}
+
 /// Opens `root/below`, creating missing directories, following no link below `root`.
 fn open_below(root: &Path, below: &Path) -> Result<OwnedFd, IoFailure> {
     let fail = |op, at: &Path, e: std::io::Error| (op, at.display().to_string(), e);
     std::fs::create_dir_all(root).map_err(|e| fail("create directory", root, e))?;
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::open(root, flags, Mode::empty())
-        .map_err(|e| fail("open directory", root, e.into()))?;
+    let mut dir = open_dir(root).map_err(|e| fail("open directory", root, e))?;
     let mut walked = PathBuf::new();
     for component in below.components() {
         let Component::Normal(name) = component else {
@@ -140,22 +144,54 @@ pub(super) fn temporary_name(name: &str) -> String {
     format!(".{name}.{}-{unique}.tmp", std::process::id())
 }
 
-fn write_in(dir: &OwnedFd, name: &str, data: &[u8]) -> Result<(), IoFailure> {
+/// Makes `name` in `dir` through a hidden temporary file, created exclusively with
+/// `mode`: `fill` writes it and hands back what to return (`None`: nothing to place),
+/// then it is renamed into place. On any failure, or when `fill` places nothing, the
+/// temporary file is removed and `name` is untouched. (A temporary file that could not
+/// be created is someone else's, and stays.)
+pub(super) fn through_temporary<T>(
+    dir: &impl AsFd,
+    name: &str,
+    mode: u32,
+    fill: impl FnOnce(File, &str) -> Result<Option<T>, IoFailure>,
+) -> Result<Option<T>, IoFailure> {
     let tmp = temporary_name(name);
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(dir, &tmp, flags, Mode::from_raw_mode(0o666))
+    let fd = rustix::fs::openat(dir, &tmp, flags, Mode::from_raw_mode(mode))
         .map_err(|e| ("write", tmp.clone(), e.into()))?;
-    let written = File::from(fd).write_all(data);
-    let placed = written
-        .map_err(|e| ("write", tmp.clone(), e))
-        .and_then(|()| {
-            rustix::fs::renameat(dir, &tmp, dir, name)
-                .map_err(|e| ("rename into place", name.to_owned(), e.into()))
-        });
-    if placed.is_err() {
-        let _ = rustix::fs::unlinkat(dir.as_fd(), &tmp, AtFlags::empty());
+    let placed = match fill(File::from(fd), &tmp) {
+        Ok(Some(value)) => rustix::fs::renameat(dir, &tmp, dir, name)
+            .map(|()| Some(value))
+            .map_err(|e| ("rename into place", name.to_owned(), e.into())),
+        other => other,
+    };
+    if !matches!(placed, Ok(Some(_))) {
+        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
     }
     placed
+}
+
+/// Writes `data` as `name` in `dir` (see [`through_temporary`]). A `secret` file gets
+/// mode 0600 and is synced to disk before the rename; others the usual mode, no fsync.
+pub(super) fn write_in(
+    dir: &impl AsFd,
+    name: &str,
+    data: &[u8],
+    secret: bool,
+) -> Result<(), IoFailure> {
+    let mode = if secret { 0o600 } else { 0o666 };
+    through_temporary(dir, name, mode, |mut file, tmp| {
+        file.write_all(data)
+            .and_then(|()| if secret { file.sync_all() } else { Ok(()) })
+            .map(Some)
+            .map_err(|e| ("write", tmp.to_owned(), e))
+    })
+    .map(|_| ())
+}
+
+/// The error for a failed step, its name taken below `base`.
+pub(super) fn failure_below(base: &Path, (op, at, e): IoFailure) -> Error {
+    Error::io(op, base.join(at), e)
 }
 
 #[cfg(test)]

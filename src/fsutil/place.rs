@@ -16,21 +16,16 @@
 //! after placing for a reflink or a link, so that it describes the object as it is.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
-use sha2::{Digest, Sha256};
+use rustix::fs::AtFlags;
 
-use super::ObjectDir;
-use super::object_dir::{IoFailure, temporary_name};
+use super::object_dir::{IoFailure, failure_below, through_temporary};
+use super::{ObjectDir, PassError, hash_through};
 use crate::error::{Error, Result};
-
-/// Bytes per chunk of a copy: small enough to stay in a core's cache between the read,
-/// the hash and the write.
-const COPY_CHUNK: usize = 256 << 10;
 
 /// How a file became an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +67,10 @@ impl ObjectDir {
             }
             Ok((Placed::Copy, copy_into(dir, name, &src, hash)?))
         });
-        let (how, copied) = placed.map_err(|(op, at, e)| {
-            let path = if at.is_empty() {
-                source.to_owned()
-            } else {
-                self.path().join(at)
-            };
-            Error::io(op, path, e)
+        let (how, copied) = placed.map_err(|failure| match failure {
+            // An empty name: the caller's own file failed.
+            (op, at, e) if at.is_empty() => Error::io(op, source, e),
+            failure => failure_below(&self.path(), failure),
         })?;
         let object = self.path().join(name);
         let (size, sha256) = match copied {
@@ -121,19 +113,13 @@ fn open_regular(source: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// A reflink of `src` as `name`; `false` where the file system cannot make one.
+/// A reflink of `src` as `name`; `false` where the file system cannot make one (or
+/// anything else refuses it: a link or a copy does the job).
 fn reflink_into(dir: &OwnedFd, name: &str, src: &File) -> Result<bool, IoFailure> {
-    let tmp = temporary_name(name);
-    let fd = create_temporary(dir, &tmp)?;
-    if rustix::fs::ioctl_ficlone(&fd, src).is_err() {
-        // Not supported here, another file system, or anything else: a link or a copy
-        // does the job.
-        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
-        return Ok(false);
-    }
-    drop(fd);
-    rename_or_remove(dir, &tmp, name)?;
-    Ok(true)
+    through_temporary(dir, name, 0o666, |file, _| {
+        Ok(rustix::fs::ioctl_ficlone(&file, src).ok())
+    })
+    .map(|placed| placed.is_some())
 }
 
 /// A hard link to `source` as `name`; `false` where one cannot be made (another file
@@ -159,74 +145,37 @@ fn link_into(dir: &OwnedFd, name: &str, source: &Path, src: &File) -> Result<boo
     Ok(false)
 }
 
-/// Copies `src` as `name` chunk by chunk; returns the size and the sha256 when `hash`.
+/// Copies `src` as `name`; returns the size and the sha256 when `hash`: then the copy
+/// is chunk by chunk, each chunk hashed between its read and its write.
 fn copy_into(
     dir: &OwnedFd,
     name: &str,
     mut src: &File,
     hash: bool,
 ) -> Result<Option<(u64, String)>, IoFailure> {
-    let tmp = temporary_name(name);
-    let mut out = File::from(create_temporary(dir, &tmp)?);
-    let copied = if hash {
-        hashed_copy(src, &mut out, &tmp).map(Some)
-    } else {
-        // No hash wanted: the kernel copies (copy_file_range), the bytes never pass
-        // through this process.
-        std::io::copy(&mut src, &mut out)
-            .map(|_| None)
-            .map_err(|e| ("copy", tmp.clone(), e))
-    };
-    drop(out);
-    match copied {
-        Ok(sha) => {
-            rename_or_remove(dir, &tmp, name)?;
-            Ok(sha)
+    through_temporary(dir, name, 0o666, |mut out, tmp| {
+        if hash {
+            hash_through(src, |chunk| out.write_all(chunk))
+                .map(|hashed| Some(Some(hashed)))
+                .map_err(|e| match e {
+                    PassError::Read(e) => ("read", String::new(), e),
+                    PassError::Sink(e) => ("write", tmp.to_owned(), e),
+                })
+        } else {
+            // No hash wanted: the kernel copies (copy_file_range), the bytes never pass
+            // through this process.
+            std::io::copy(&mut src, &mut out)
+                .map(|_| Some(None))
+                .map_err(|e| ("copy", tmp.to_owned(), e))
         }
-        Err(e) => {
-            let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
-            Err(e)
-        }
-    }
-}
-
-/// Copies `src` to `out` chunk by chunk, hashing each chunk between its read and its
-/// write; returns the size and the sha256 of what was written.
-fn hashed_copy(mut src: &File, out: &mut File, tmp: &str) -> Result<(u64, String), IoFailure> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; COPY_CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(("read", String::new(), e)),
-        };
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|e| ("write", tmp.to_owned(), e))?;
-        size += n as u64;
-    }
-    Ok((size, super::hex(&hasher.finalize())))
-}
-
-fn create_temporary(dir: &OwnedFd, tmp: &str) -> Result<OwnedFd, IoFailure> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-    rustix::fs::openat(dir, tmp, flags, Mode::from_raw_mode(0o666))
-        .map_err(|e| ("write", tmp.to_owned(), e.into()))
-}
-
-fn rename_or_remove(dir: &OwnedFd, tmp: &str, name: &str) -> Result<(), IoFailure> {
-    rustix::fs::renameat(dir, tmp, dir, name).map_err(|e| {
-        let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
-        ("rename into place", name.to_owned(), e.into())
     })
+    .map(Option::flatten)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
 
     fn source(dir: &Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
@@ -241,7 +190,7 @@ mod tests {
     #[test]
     fn without_links_the_object_is_its_own_file_hashed_as_written() {
         let root = tempfile::tempdir().unwrap();
-        let (original, data) = source(root.path(), (3 * COPY_CHUNK) + 17);
+        let (original, data) = source(root.path(), (3 * super::super::HASH_CHUNK) + 17);
         let dir = ObjectDir::new(root.path(), "store");
         let placed = dir.place_file("obj", &original, false, true).unwrap();
         assert_ne!(placed.how, Placed::HardLink);
@@ -311,7 +260,7 @@ mod tests {
         let opened = File::open(&original).unwrap();
         let other = root.path().join("other");
         std::fs::write(&other, b"not the opened file").unwrap();
-        let dir = rustix::fs::open(root.path(), OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let dir = super::super::object_dir::open_dir(root.path()).unwrap();
         assert!(!link_into(&dir, "obj", &other, &opened).unwrap());
         assert!(!root.path().join("obj").exists());
         assert!(link_into(&dir, "obj", &original, &opened).unwrap());
@@ -328,7 +277,7 @@ mod tests {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         let root = tempfile::tempdir_in(&base).unwrap();
-        let (original, data) = source(root.path(), COPY_CHUNK + 5);
+        let (original, data) = source(root.path(), super::super::HASH_CHUNK + 5);
         let dir = ObjectDir::new(root.path(), "store");
         let placed = dir.place_file("obj", &original, true, true).unwrap();
         if placed.how != Placed::Reflink {

@@ -49,22 +49,28 @@ pub(crate) fn resolve_from(root: &Path, home: &str, path: &str) -> Result<Resolv
 /// of each (every item of a submitted task comes here twice). A path with a link below
 /// the root takes the full resolution.
 fn check_no_symlink_escape(root: &Path, local: &Path, path: &str) -> Result<(), Escape> {
-    let Ok(inside) = local.strip_prefix(root) else {
-        return resolve_and_check(root, local, path);
-    };
+    match link_below(root, local) {
+        Some(false) => Ok(()),
+        _ => resolve_and_check(root, local, path),
+    }
+}
+
+/// Whether an existing component of `local` below `root` is a symbolic link (one
+/// `lstat` per component, down to the first that is missing); `None`: `local` is not
+/// below `root`.
+fn link_below(root: &Path, local: &Path) -> Option<bool> {
+    let inside = local.strip_prefix(root).ok()?;
     let mut at = root.to_path_buf();
     for component in inside.components() {
         at.push(component);
         match std::fs::symlink_metadata(&at) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return resolve_and_check(root, local, path);
-            }
+            Ok(meta) if meta.file_type().is_symlink() => return Some(true),
             Ok(_) => {}
             // Missing: nothing below it exists, so nothing below it is a link.
-            Err(_) => return Ok(()),
+            Err(_) => break,
         }
     }
-    Ok(())
+    Some(false)
 }
 
 /// [`check_no_symlink_escape`] by resolving `local` (or its deepest existing ancestor).
@@ -95,23 +101,13 @@ fn resolve_and_check(root: &Path, local: &Path, path: &str) -> Result<(), Escape
 /// planted there would otherwise carry those writes outside the collection. The reason
 /// names the collection path only, never where the link leads.
 pub(crate) fn refuse_links_below(root: &Path, local: &Path, path: &str) -> Result<(), Escape> {
-    let Ok(inside) = local.strip_prefix(root) else {
-        return Err(Escape(format!("path {path:?} is outside the collection")));
-    };
-    let mut at = root.to_path_buf();
-    for component in inside.components() {
-        at.push(component);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(Escape(format!(
-                    "path {path:?} passes through a symbolic link, which transfers do not follow"
-                )));
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
+    match link_below(root, local) {
+        None => Err(Escape(format!("path {path:?} is outside the collection"))),
+        Some(true) => Err(Escape(format!(
+            "path {path:?} passes through a symbolic link, which transfers do not follow"
+        ))),
+        Some(false) => Ok(()),
     }
-    Ok(())
 }
 
 /// Joins a collection directory path and an entry name.

@@ -41,20 +41,22 @@ pub(super) async fn verify_file(
     keep: bool,
 ) -> Result<Verdict> {
     refuse_links(root, local)?;
+    if keep {
+        // The read looks at the file's presence and size itself.
+        return Ok(match read_hashed(local, meta).await? {
+            Read::Missing => Verdict::Absent,
+            // Shorter or longer (possibly only by the end of the read): still being
+            // written, or changed.
+            Read::Size(size) => Verdict::WrongSize(size),
+            Read::Hashed(bytes, sha) if sha == meta.sha256 => Verdict::Match(Some(bytes.into())),
+            Read::Hashed(_, sha) => Verdict::Mismatch(format!("sha256 {sha}")),
+        });
+    }
     match fs::metadata(local) {
         Ok(m) if m.len() == meta.size => {}
         Ok(m) => return Ok(Verdict::WrongSize(m.len())),
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Verdict::Absent),
         Err(e) => return Err(Error::io("inspect", local, e)),
-    }
-    if keep {
-        return Ok(match read_hashed(local, meta).await? {
-            Read::Missing => Verdict::Absent,
-            // Shorter or longer by now: still being written, or changed.
-            Read::Size(size) => Verdict::WrongSize(size),
-            Read::Hashed(bytes, sha) if sha == meta.sha256 => Verdict::Match(Some(bytes.into())),
-            Read::Hashed(_, sha) => Verdict::Mismatch(format!("sha256 {sha}")),
-        });
     }
     let (_, sha) = hash_file(local, meta.size).await?;
     Ok(if sha == meta.sha256 {
@@ -135,15 +137,11 @@ fn read_hashed_now(local: &Path, expected: u64) -> Result<Read> {
 /// (which decides whether to hash inline).
 pub(super) async fn hash_file(path: &Path, size_hint: u64) -> Result<(u64, String)> {
     if size_hint < INLINE_HASH_LIMIT {
-        hash_file_now(path)
+        crate::fsutil::hash_file(path)
     } else {
         let path = path.to_owned();
-        runtime::blocking(move || hash_file_now(&path)).await?
+        runtime::blocking(move || crate::fsutil::hash_file(&path)).await?
     }
-}
-
-fn hash_file_now(path: &Path) -> Result<(u64, String)> {
-    crate::fsutil::hash_file(path)
 }
 
 /// An object's path below the site's `root` (the store directory, any directories of

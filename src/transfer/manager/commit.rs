@@ -199,9 +199,8 @@ pub(super) async fn commit_writes(
         script.push_str(" RETURNING id;");
     }
     for _ in &closes {
-        script.push_str(
-            "UPDATE batches SET state = 'READY', closed_at = ? WHERE label = ? AND state = 'OPEN';",
-        );
+        script
+            .push_str("UPDATE batches SET state = ?, closed_at = ? WHERE label = ? AND state = ?;");
     }
     script.push_str("COMMIT;");
 
@@ -234,7 +233,11 @@ pub(super) async fn commit_writes(
             .bind(spec.size.map(|s| s as i64));
     }
     for label in &closes {
-        query = query.bind(now).bind(*label);
+        query = query
+            .bind(BatchState::Ready.as_str())
+            .bind(now)
+            .bind(*label)
+            .bind(BatchState::Open.as_str());
     }
 
     let rows = match query.fetch_all(&mut *conn).await {

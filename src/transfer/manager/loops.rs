@@ -127,8 +127,6 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         }
         if !due.is_empty() {
             inner.commit_queued().await;
-        }
-        if !due.is_empty() {
             inner.signals.submit_kick.notify_one();
         }
         drop(inner);
