@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ps_globus::sim::{CollectionConfig, FaultKind};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sha2::Digest;
 use support::emulator::{Emu, fault, write};
 
 /// Every key of the Transfer task document (as `GET /task/{id}` returns it).
@@ -502,6 +503,52 @@ async fn sync_levels_and_checksums() {
     assert_eq!(
         (doc["status"].as_str(), doc["fatal_error"]["code"].as_str()),
         (Some("FAILED"), Some("CHECKSUM_MISMATCH"))
+    );
+}
+
+/// `checksum_algorithm` governs every checksum of its item (globus-sdk documents it for
+/// `verify_checksum`, sync level 3 and `external_checksum` alike): a verified copy with a
+/// SHA256 external checksum hashes the source once while copying and the destination once
+/// after, in SHA256 only, and a wrong copy is still caught.
+#[tokio::test]
+async fn one_checksum_algorithm_serves_verify_sync_and_the_external_checksum() {
+    let emu = Emu::start();
+    let data = vec![7u8; 3 << 20];
+    write(emu.root_a(), "obj", &data);
+    let sha256: String = sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let verified = |options: Value| {
+        let emu = &emu;
+        let sha256 = sha256.clone();
+        async move {
+            let mut doc = emu.transfer_doc(&[("/obj", "/obj")], options).await;
+            doc["DATA"][0]["external_checksum"] = json!(sha256);
+            doc["DATA"][0]["checksum_algorithm"] = json!("SHA256");
+            doc
+        }
+    };
+    let doc = verified(json!({"verify_checksum": true})).await;
+    let (_, r) = emu.post("/v0.10/transfer", doc).await;
+    let done = emu.wait(r["task_id"].as_str().unwrap(), "final").await;
+    assert_eq!(done["status"], "SUCCEEDED");
+    let len = data.len() as u64;
+    let hashed = emu.sim.stats().bytes_checksummed;
+    assert_eq!(
+        hashed.into_iter().collect::<Vec<_>>(),
+        [("SHA256".to_owned(), 2 * len)]
+    );
+
+    // Sync level 3 compares the two ends in the item's algorithm too.
+    let doc = verified(json!({"verify_checksum": true, "sync_level": 3})).await;
+    let (_, r) = emu.post("/v0.10/transfer", doc).await;
+    let done = emu.wait(r["task_id"].as_str().unwrap(), "final").await;
+    assert_eq!(done["files_skipped"], 1);
+    let hashed = emu.sim.stats().bytes_checksummed;
+    assert_eq!(
+        hashed.into_iter().collect::<Vec<_>>(),
+        [("SHA256".to_owned(), 4 * len)]
     );
 }
 

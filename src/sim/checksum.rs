@@ -15,6 +15,17 @@ pub(crate) enum Algorithm {
 }
 
 impl Algorithm {
+    /// The name Globus gives the algorithm.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha512 => "SHA512",
+            Algorithm::Adler32 => "ADLER32",
+        }
+    }
+
     /// Parses an algorithm name as clients send it (`MD5`, `sha256`, `ADLER32`, ...).
     pub(crate) fn parse(name: &str) -> Option<Algorithm> {
         match name.trim().to_ascii_uppercase().replace('-', "").as_str() {
@@ -71,18 +82,23 @@ impl Hasher {
     }
 }
 
-/// The checksum of a whole file, read in chunks.
-pub(crate) fn of_file(path: &std::path::Path, algorithm: Algorithm) -> std::io::Result<String> {
+/// The checksum of a whole file, read in chunks, and how many bytes it covers.
+pub(crate) fn of_file(
+    path: &std::path::Path,
+    algorithm: Algorithm,
+) -> std::io::Result<(String, u64)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Hasher::new(algorithm);
     let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
-            return Ok(hasher.finish());
+            return Ok((hasher.finish(), total));
         }
         hasher.update(&buf[..n]);
+        total += n as u64;
     }
 }
 

@@ -22,6 +22,10 @@ pub struct SimStats {
     pub tasks_finished: BTreeMap<String, BTreeMap<String, u64>>,
     /// Bytes written by transfer tasks.
     pub bytes_copied: u64,
+    /// Bytes read to compute checksums (source and destination), by algorithm (`MD5`,
+    /// `SHA256`, ...).
+    #[serde(default)]
+    pub bytes_checksummed: BTreeMap<String, u64>,
     /// 429 answers sent.
     pub responses_429: u64,
     /// 503 answers sent.
@@ -74,6 +78,10 @@ impl Stats {
                 .entry(status.to_owned())
                 .or_default() += 1
         });
+    }
+
+    pub(crate) fn checksummed(&self, algorithm: &str, n: u64) {
+        self.with(|s| *s.bytes_checksummed.entry(algorithm.to_owned()).or_default() += n);
     }
 
     pub(crate) fn bytes_copied(&self, n: u64) {

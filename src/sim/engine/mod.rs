@@ -168,9 +168,27 @@ struct FilePlan {
     dst_path: String,
     /// The destination collection's root, which `dst` may not leave.
     dst_root: PathBuf,
-    external: Option<(String, Option<String>)>,
+    /// The checksum the item says the source has, in `algorithm`.
+    external: Option<String>,
+    /// The item's `checksum_algorithm` as sent (MD5 when absent). Globus uses it for
+    /// everything the item asks of checksums: `external_checksum`, `verify_checksum` and
+    /// `sync_level` 3 (globus-sdk documents the field so), so one hash serves them all.
+    algorithm: Option<String>,
     /// A checksum was asked for in an algorithm one end cannot compute.
     unsupported_checksum: bool,
+}
+
+impl FilePlan {
+    /// The algorithm of every checksum this item's copy computes.
+    fn algorithm(&self) -> io::Result<Algorithm> {
+        let name = self.algorithm.as_deref().unwrap_or("MD5");
+        Algorithm::parse(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown checksum algorithm {name:?}"),
+            )
+        })
+    }
 }
 
 fn fatal(code: &str, description: impl Into<String>) -> FatalError {
@@ -290,8 +308,9 @@ enum Copied {
 
 struct Done {
     bytes: u64,
-    md5: Option<String>,
-    external: Option<String>,
+    /// The source's checksum in the item's algorithm, computed while copying, when
+    /// the task verifies or the item carries an external checksum.
+    checksum: Option<String>,
 }
 
 /// A token bucket of bytes per second, with a tenth of a second of burst.

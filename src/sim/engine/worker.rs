@@ -218,14 +218,10 @@ impl Worker<'_> {
                 format!("{} is a directory; set recursive", source.path),
             ));
         }
-        let external = item
-            .external_checksum
-            .clone()
-            .map(|c| (c, item.checksum_algorithm.clone()));
         // Both ends compute the checksum; a storage that cannot is retried until the
         // deadline, as a real collection would.
         let algorithm = item.checksum_algorithm.as_deref().unwrap_or("MD5");
-        let unsupported = (external.is_some() || req.verify_checksum == Some(true))
+        let unsupported = (item.external_checksum.is_some() || req.verify_checksum == Some(true))
             && !(src.supports_checksum(algorithm) && dst.supports_checksum(algorithm));
         let mut plans = Vec::new();
         if recursive {
@@ -238,7 +234,8 @@ impl Worker<'_> {
                 dst: dest.local.clone(),
                 dst_path: dest.path.clone(),
                 dst_root: dst.root.clone(),
-                external,
+                external: item.external_checksum.clone(),
+                algorithm: None,
                 unsupported_checksum: false,
             });
         }
@@ -251,6 +248,7 @@ impl Worker<'_> {
         let mut later = Vec::new();
         for mut plan in self.in_copy_order(plans, &source.path) {
             plan.unsupported_checksum = unsupported;
+            plan.algorithm.clone_from(&item.checksum_algorithm);
             copied.insert(plan.dst.clone());
             if self.copy_one(req, &plan, bucket, Policy { defer, ..policy })? {
                 later.push(plan);
@@ -320,6 +318,7 @@ impl Worker<'_> {
                         dst_path: dp,
                         dst_root: dst_root.to_path_buf(),
                         external: None,
+                        algorithm: None,
                         unsupported_checksum: false,
                     });
                 }
@@ -474,20 +473,23 @@ impl Worker<'_> {
                 plan.dst_path
             ));
         }
-        if let Some((expected, algorithm)) = &plan.external {
-            let got = copied.external.as_deref().unwrap_or_default();
-            if !expected.eq_ignore_ascii_case(got) {
-                return Some(format!(
-                    "{} checksum of {} is {got}, but the external checksum is {expected}",
-                    algorithm.as_deref().unwrap_or("MD5"),
-                    plan.src_path
-                ));
-            }
+        let source = copied.checksum.as_deref().unwrap_or_default();
+        if let Some(expected) = &plan.external
+            && !expected.eq_ignore_ascii_case(source)
+        {
+            return Some(format!(
+                "{} checksum of {} is {source}, but the external checksum is {expected}",
+                plan.algorithm.as_deref().unwrap_or("MD5"),
+                plan.src_path
+            ));
         }
         if req.verify_checksum.unwrap_or(false) {
-            let dest = checksum::of_file(&plan.dst, Algorithm::Md5).unwrap_or_default();
+            let dest = plan
+                .algorithm()
+                .and_then(|a| self.checksum_of(&plan.dst, a))
+                .unwrap_or_default();
             self.with_state(|s| s.doc.bytes_checksummed += copied.bytes);
-            if Some(&dest) != copied.md5.as_ref() {
+            if dest != source {
                 return Some(format!(
                     "checksum of {} differs after the copy",
                     plan.dst_path
@@ -495,6 +497,13 @@ impl Worker<'_> {
             }
         }
         None
+    }
+
+    /// The checksum of a file, counted in the emulator's statistics.
+    fn checksum_of(&self, path: &Path, algorithm: Algorithm) -> io::Result<String> {
+        let (sum, bytes) = checksum::of_file(path, algorithm)?;
+        self.sim.stats.checksummed(algorithm.name(), bytes);
+        Ok(sum)
     }
 
     /// Streams `plan.src` into `plan.dst` in place, honouring the sync level and the
@@ -522,33 +531,23 @@ impl Worker<'_> {
                         && dst_meta.modified()? >= src_meta.modified()?
                 }
                 _ => {
+                    let algorithm = plan.algorithm()?;
                     dst_meta.len() == src_meta.len()
-                        && checksum::of_file(&plan.src, Algorithm::Md5)?
-                            == checksum::of_file(&plan.dst, Algorithm::Md5)?
+                        && self.checksum_of(&plan.src, algorithm)?
+                            == self.checksum_of(&plan.dst, algorithm)?
                 }
             };
             if same {
                 return Ok(Copied::Skipped);
             }
         }
-        let mut md5 = req
-            .verify_checksum
-            .unwrap_or(false)
-            .then(|| Hasher::new(Algorithm::Md5));
-        let external_algorithm = plan.external.as_ref().map(|(_, a)| {
-            a.as_deref()
-                .map(Algorithm::parse)
-                .unwrap_or(Some(Algorithm::Md5))
-        });
-        let mut external = match external_algorithm {
-            Some(Some(a)) => Some(Hasher::new(a)),
-            Some(None) => {
-                return Err(io::Error::new(
-                    ErrorKind::InvalidInput,
-                    "unknown checksum algorithm",
-                ));
-            }
-            None => None,
+        // One hash of the source serves both the external checksum and the comparison
+        // with the destination that `verify_checksum` asks for.
+        let mut hasher = if plan.external.is_some() || req.verify_checksum.unwrap_or(false) {
+            let algorithm = plan.algorithm()?;
+            Some((algorithm, Hasher::new(algorithm)))
+        } else {
+            None
         };
         let mut input = fs::File::open(&plan.src)?;
         // The destination may be the source under another name (a hard link made since
@@ -590,7 +589,7 @@ impl Worker<'_> {
                     .map_err(|_| io::Error::new(ErrorKind::Interrupted, "task stopped"))?;
             }
             output.write_all(&buf[..n])?;
-            for h in [md5.as_mut(), external.as_mut()].into_iter().flatten() {
+            if let Some((_, h)) = hasher.as_mut() {
                 h.update(&buf[..n]);
             }
             total += n as u64;
@@ -599,10 +598,13 @@ impl Worker<'_> {
             self.sim.stats.bytes_copied(n as u64);
         }
         output.flush()?;
+        let checksum = hasher.map(|(algorithm, h)| {
+            self.sim.stats.checksummed(algorithm.name(), total);
+            h.finish()
+        });
         Ok(Copied::Done(Done {
             bytes: total,
-            md5: md5.map(Hasher::finish),
-            external: external.map(Hasher::finish),
+            checksum,
         }))
     }
 
