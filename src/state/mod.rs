@@ -5,7 +5,9 @@
 //! `transfer/manager/sql.rs` (batches, items, processes, leases) and `state/refs.rs`
 //! (references). Nothing else in the library sees a connection: [`StateDb`]'s pool and
 //! transactions are crate-private, so a second engine (PostgreSQL) implements those two
-//! files and the opening code here.
+//! files and the opening code here. One write bypasses sqlx's connection thread: the group
+//! commit every `put` waits for runs on a [`direct`] connection in WAL mode (sqlx's
+//! hand-overs cost a thread wake-up each, most of a put's time).
 //!
 //! It lives in the state directory ([`Settings::home`]): `$PS_GLOBUS_HOME/state.db`, else
 //! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`. Several
@@ -30,6 +32,7 @@ use sqlx::{Sqlite, Transaction};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
+pub(crate) mod direct;
 pub(crate) mod refs;
 
 /// The schema migrations in `migrations/`, embedded in the binary: (version, name, SQL).
@@ -222,17 +225,46 @@ impl StateDb {
             .map_err(|e| self.error(e))
     }
 
+    /// A connection of its own to use on the calling thread, for the group commit of
+    /// enqueued transfers (see [`direct`]); `None` outside WAL mode, where a commit may
+    /// have to wait for readers.
+    pub(crate) fn direct(&self) -> Option<Result<direct::DirectConnection>> {
+        if self.warning.is_some() {
+            return None;
+        }
+        Some(
+            direct::DirectConnection::open(&self.path)
+                .map_err(|e| self.direct_error("the state database cannot be opened", e)),
+        )
+    }
+
+    /// Wraps an error of a [`direct::DirectConnection`] with the database's path.
+    pub(crate) fn direct_error(&self, context: &str, e: direct::DirectError) -> Error {
+        classified(&self.path, context, Some(i64::from(e.code)), e)
+    }
+
     /// Wraps a database error with the database's path.
     pub(crate) fn error(&self, e: sqlx::Error) -> Error {
         database_error(&self.path, "a query of the state database failed", e)
     }
 }
 
-/// A database error on the database at `path` while doing `context`; a full disk is
-/// said to be one, whatever SQLite called it, with the directory to free.
+/// A database error on the database at `path` while doing `context` (see [`classified`]).
 fn database_error(path: &Path, context: &str, e: sqlx::Error) -> Error {
     let code = e.as_database_error().and_then(|d| d.code());
-    if code.as_deref().is_some_and(means_disk_full) {
+    classified(path, context, code.and_then(|c| c.parse().ok()), e)
+}
+
+/// An error with SQLite result code `code` on the database at `path` while doing
+/// `context`; a full disk is said to be one, whatever SQLite called it, with the
+/// directory to free.
+fn classified(
+    path: &Path,
+    context: &str,
+    code: Option<i64>,
+    e: impl Into<crate::error::BoxError>,
+) -> Error {
+    if code.is_some_and(means_disk_full) {
         let dir = path.parent().unwrap_or(Path::new("."));
         return Error::state(
             path,
@@ -251,9 +283,9 @@ fn database_error(path: &Path, context: &str, e: sqlx::Error) -> Error {
 /// `SQLITE_FULL` in any of its forms, or the I/O errors a full disk causes in WAL mode
 /// (growing the shared-memory file, `SQLITE_IOERR_SHMSIZE`, 4874; writing,
 /// `SQLITE_IOERR_WRITE`, 778), which SQLite reports only as "disk I/O error".
-fn means_disk_full(code: &str) -> bool {
+fn means_disk_full(code: i64) -> bool {
     const SQLITE_FULL: i64 = 13;
-    matches!(code.parse::<i64>(), Ok(c) if c & 0xff == SQLITE_FULL || c == 4874 || c == 778)
+    code & 0xff == SQLITE_FULL || code == 4874 || code == 778
 }
 
 /// `.at(db)` turns a database error into an [`Error::State`] naming the database.
@@ -345,7 +377,7 @@ mod tests {
             ),
             "the cause is kept"
         );
-        assert!(means_disk_full("4874") && means_disk_full("13") && !means_disk_full("5"));
+        assert!(means_disk_full(4874) && means_disk_full(13) && !means_disk_full(5));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,9 @@
 //!   statement), closes — is one script, `BEGIN IMMEDIATE; …; COMMIT`.
 //! - **Its own connection**, outside the pool, which pings a connection every time it
 //!   goes back.
+//! - **No hop at all when it can**: in WAL mode the leader commits on a SQLite connection
+//!   of its own, on its own thread ([`crate::state::direct`]); sqlx's connection thread
+//!   serves only when another writer holds the lock (sqlx then waits for it there).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -24,9 +27,12 @@ use std::sync::Mutex;
 use sqlx::{Row, SqliteConnection};
 
 use super::loops::WriteReq;
+use super::rows::BatchKey;
 use super::sql::now_ms;
 use crate::error::Result;
 use crate::state::StateDb;
+use crate::state::direct::{DirectConnection, DirectError, Value};
+use crate::transfer::ItemSpec;
 use crate::transfer::states::{BatchState, ItemState};
 
 /// Items per `INSERT` statement: 10 parameters each, well under SQLite's 32766.
@@ -42,10 +48,14 @@ pub(super) struct CommitLane {
     lane: tokio::sync::Mutex<Lane>,
 }
 
-/// What the leader holds: the connection, and the batches it has inserted.
+/// What the leader holds: the connections, and the batches it has inserted.
 #[derive(Default)]
 struct Lane {
     connection: Option<SqliteConnection>,
+    direct: Option<DirectConnection>,
+    /// The database is not in WAL mode, or a direct connection could not be opened:
+    /// every group goes through sqlx.
+    direct_unavailable: bool,
     inserted: HashSet<String>,
 }
 
@@ -79,6 +89,10 @@ impl CommitLane {
                 break;
             }
             let lane = &mut *guard.0;
+            if let Some(result) = lane.try_direct(db, (identity, owner), &group) {
+                answer(db, group, result);
+                continue;
+            }
             let result = match &mut lane.connection {
                 Some(conn) => Ok(conn),
                 None => db
@@ -100,6 +114,39 @@ impl CommitLane {
             answer(db, group, result);
         }
         guard.1 = true;
+    }
+}
+
+impl Lane {
+    /// Commits `group` on the direct connection (opened on first use), unless another
+    /// writer holds the write lock: then `None`, and the group goes through sqlx.
+    fn try_direct(
+        &mut self,
+        db: &StateDb,
+        to: (&str, &str),
+        group: &[WriteReq],
+    ) -> Option<Result<Vec<i64>>> {
+        if self.direct.is_none() && !self.direct_unavailable {
+            match db.direct() {
+                Some(Ok(connection)) => self.direct = Some(connection),
+                Some(Err(e)) => {
+                    tracing::debug!("commits go through sqlx: {e}");
+                    self.direct_unavailable = true;
+                }
+                None => self.direct_unavailable = true,
+            }
+        }
+        let connection = self.direct.as_mut()?;
+        match commit_direct(connection, to, group, &mut self.inserted) {
+            Ok(ids) => Some(Ok(ids)),
+            Err(e) if e.is_busy() => None,
+            Err(e) => {
+                // Opened again for the next group: nothing of this one was committed.
+                self.direct = None;
+                let context = "committing enqueued transfers to the state database failed";
+                Some(Err(db.direct_error(context, e)))
+            }
+        }
     }
 }
 
@@ -149,6 +196,159 @@ fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Vec<i64>>) {
     }
 }
 
+macro_rules! item_insert {
+    () => {
+        "INSERT INTO items (batch_id, source_path, destination_path, recursive, external_checksum, \
+         checksum_algorithm, state, created_at, size) VALUES "
+    };
+}
+macro_rules! item_row {
+    () => {
+        "((SELECT id FROM batches WHERE label = ?), ?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+}
+
+/// Idempotent: a leader dropped mid-commit may have committed a batch it could not record
+/// in `inserted`; the next group inserts it again, harmlessly.
+const BATCH_INSERT: &str = "INSERT INTO batches (label, identity, source, destination, options, \
+     priority, state, owner, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (label) DO NOTHING";
+/// One item, and its id back.
+const ITEM_INSERT: &str = concat!(item_insert!(), item_row!(), " RETURNING id");
+const BATCH_CLOSE: &str =
+    "UPDATE batches SET state = ?, closed_at = ? WHERE label = ? AND state = ?";
+
+/// A group of requests sorted by what they write.
+struct Group<'a> {
+    /// Batches not yet in the database (their first items are in this group).
+    new_batches: Vec<(&'a String, &'a BatchKey)>,
+    items: Vec<(&'a String, &'a ItemSpec)>,
+    closes: Vec<&'a String>,
+}
+
+impl<'a> Group<'a> {
+    /// Sorts `requests`; `inserted` holds the labels of batches already in the database
+    /// (inserted by an earlier group of this writer and not closed since).
+    fn of(requests: &'a [WriteReq], inserted: &HashSet<String>) -> Self {
+        let mut group = Group {
+            new_batches: Vec::new(),
+            items: Vec::new(),
+            closes: Vec::new(),
+        };
+        for request in requests {
+            match request {
+                WriteReq::Item {
+                    key, label, spec, ..
+                } => {
+                    if !inserted.contains(label)
+                        && !group.new_batches.iter().any(|(l, _)| *l == label)
+                    {
+                        group.new_batches.push((label, key));
+                    }
+                    group.items.push((label, spec));
+                }
+                WriteReq::Close { label, .. } => group.closes.push(label),
+            }
+        }
+        group
+    }
+
+    /// The values of one new batch's insert, in [`BATCH_INSERT`]'s order.
+    fn batch_values(
+        &self,
+        (label, key): (&'a String, &'a BatchKey),
+        (identity, owner): (&'a str, &'a str),
+        now: i64,
+    ) -> [Value<'a>; 9] {
+        [
+            Value::Text(label),
+            Value::Text(identity),
+            Value::Text(&key.0),
+            Value::Text(&key.1),
+            Value::Text(&key.2),
+            Value::Int(key.3),
+            Value::Text(BatchState::Open.as_str()),
+            Value::Text(owner),
+            Value::Int(now),
+        ]
+    }
+
+    /// The values of one item's row, in [`item_row`]'s order.
+    fn item_values(&self, (label, spec): (&'a String, &'a ItemSpec), now: i64) -> [Value<'a>; 9] {
+        let (checksum, algorithm) = match &spec.external_checksum {
+            Some((c, a)) => (Value::Text(c), Value::Text(a)),
+            None => (Value::Null, Value::Null),
+        };
+        [
+            Value::Text(label),
+            Value::Text(&spec.source_path),
+            Value::Text(&spec.destination_path),
+            spec.recursive.map_or(Value::Null, |r| Value::Int(r.into())),
+            checksum,
+            algorithm,
+            Value::Text(ItemState::Pending.as_str()),
+            Value::Int(now),
+            spec.size.map_or(Value::Null, |s| Value::Int(s as i64)),
+        ]
+    }
+
+    /// The values of one close, in [`BATCH_CLOSE`]'s order.
+    fn close_values(label: &'a str, now: i64) -> [Value<'a>; 4] {
+        [
+            Value::Text(BatchState::Ready.as_str()),
+            Value::Int(now),
+            Value::Text(label),
+            Value::Text(BatchState::Open.as_str()),
+        ]
+    }
+
+    /// Records what the committed group changed in `inserted`.
+    fn committed(self, inserted: &mut HashSet<String>) {
+        for (label, _) in self.new_batches {
+            inserted.insert(label.clone());
+        }
+        for label in self.closes {
+            inserted.remove(label.as_str());
+        }
+    }
+}
+
+/// Commits a group on a direct connection in one transaction: each statement prepared
+/// once, no round trip to another thread. Returns the new item ids in the group's
+/// order. A busy database (another writer holds the lock) fails at `BEGIN`, before
+/// anything is written; any failure later rolls the whole group back.
+fn commit_direct(
+    conn: &mut DirectConnection,
+    to: (&str, &str),
+    requests: &[WriteReq],
+    inserted: &mut HashSet<String>,
+) -> std::result::Result<Vec<i64>, DirectError> {
+    let now = now_ms();
+    let group = Group::of(requests, inserted);
+    conn.begin_immediate()?;
+    let mut ids = Vec::with_capacity(group.items.len());
+    let mut write = || {
+        for &batch in &group.new_batches {
+            conn.run(BATCH_INSERT, &group.batch_values(batch, to, now), |_| {})?;
+        }
+        for &item in &group.items {
+            conn.run(ITEM_INSERT, &group.item_values(item, now), |id| {
+                ids.push(id)
+            })?;
+        }
+        for label in &group.closes {
+            conn.run(BATCH_CLOSE, &Group::close_values(label, now), |_| {})?;
+        }
+        conn.commit()
+    };
+    if let Err(e) = write() {
+        conn.rollback();
+        return Err(e);
+    }
+    group.committed(inserted);
+    Ok(ids)
+}
+
 /// Commits a group of enqueues and closes on `conn` in one transaction and one round
 /// trip; returns the new item ids in the order of the group's items. `inserted` holds
 /// the labels of batches already in the database (inserted by an earlier group of this
@@ -160,84 +360,53 @@ pub(super) async fn commit_writes(
     inserted: &mut HashSet<String>,
 ) -> Result<Vec<i64>> {
     let now = now_ms();
+    let group = Group::of(requests, inserted);
     let mut script = String::from("BEGIN IMMEDIATE;");
-    let mut new_batches = Vec::new();
-    let mut items = Vec::new();
-    let mut closes = Vec::new();
-    for request in requests {
-        match request {
-            WriteReq::Item {
-                key, label, spec, ..
-            } => {
-                if !inserted.contains(label) && !new_batches.iter().any(|(l, _)| *l == label) {
-                    new_batches.push((label, key));
-                }
-                items.push((label, spec));
-            }
-            WriteReq::Close { label, .. } => closes.push(label),
-        }
+    for _ in &group.new_batches {
+        script.push_str(BATCH_INSERT);
+        script.push(';');
     }
-    for _ in &new_batches {
-        // Idempotent: a leader dropped mid-commit may have committed a batch it could not
-        // record in `inserted`; the next group inserts it again, harmlessly.
-        script.push_str(
-            "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label) DO NOTHING;",
-        );
-    }
-    for chunk in items.chunks(ITEMS_PER_INSERT) {
-        script.push_str(
-            "INSERT INTO items (batch_id, source_path, destination_path, recursive, external_checksum, \
-             checksum_algorithm, state, created_at, size) VALUES ",
-        );
+    for chunk in group.items.chunks(ITEMS_PER_INSERT) {
+        script.push_str(item_insert!());
         for n in 0..chunk.len() {
             if n > 0 {
                 script.push(',');
             }
-            script.push_str("((SELECT id FROM batches WHERE label = ?), ?, ?, ?, ?, ?, ?, ?, ?)");
+            script.push_str(item_row!());
         }
         script.push_str(" RETURNING id;");
     }
-    for _ in &closes {
-        script
-            .push_str("UPDATE batches SET state = ?, closed_at = ? WHERE label = ? AND state = ?;");
+    for _ in &group.closes {
+        script.push_str(BATCH_CLOSE);
+        script.push(';');
     }
     script.push_str("COMMIT;");
 
     // Only fixed text and `?` placeholders: every value is a bound parameter.
     let mut query =
         sqlx::query(sqlx::AssertSqlSafe(script)).persistent(requests.len() <= CACHED_UP_TO);
-    for (label, key) in &new_batches {
-        query = query
-            .bind(*label)
-            .bind(identity)
-            .bind(&key.0)
-            .bind(&key.1)
-            .bind(&key.2)
-            .bind(key.3)
-            .bind(BatchState::Open.as_str())
-            .bind(owner)
-            .bind(now);
-    }
-    for (label, spec) in &items {
-        let (checksum, algorithm) = spec.external_checksum.clone().unzip();
-        query = query
-            .bind(*label)
-            .bind(&spec.source_path)
-            .bind(&spec.destination_path)
-            .bind(spec.recursive)
-            .bind(checksum)
-            .bind(algorithm)
-            .bind(ItemState::Pending.as_str())
-            .bind(now)
-            .bind(spec.size.map(|s| s as i64));
-    }
-    for label in &closes {
-        query = query
-            .bind(BatchState::Ready.as_str())
-            .bind(now)
-            .bind(*label)
-            .bind(BatchState::Open.as_str());
+    let values = group
+        .new_batches
+        .iter()
+        .flat_map(|&batch| group.batch_values(batch, (identity, owner), now))
+        .chain(
+            group
+                .items
+                .iter()
+                .flat_map(|&item| group.item_values(item, now)),
+        )
+        .chain(
+            group
+                .closes
+                .iter()
+                .flat_map(|label| Group::close_values(label, now)),
+        );
+    for value in values {
+        query = match value {
+            Value::Text(text) => query.bind(text),
+            Value::Int(n) => query.bind(n),
+            Value::Null => query.bind(None::<i64>),
+        };
     }
 
     let rows = match query.fetch_all(&mut *conn).await {
@@ -254,61 +423,106 @@ pub(super) async fn commit_writes(
     // the write lock: sorted, they are in the order of the VALUES rows.
     let mut ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
     ids.sort_unstable();
-    for (label, _) in new_batches {
-        inserted.insert(label.clone());
-    }
-    for label in closes {
-        inserted.remove(label.as_str());
-    }
+    group.committed(inserted);
     Ok(ids)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::ItemSpec;
     use tokio::sync::oneshot;
 
     fn item(label: &str, n: usize) -> WriteReq {
         WriteReq::Item {
             key: ("src".into(), "dst".into(), "{}".into(), 1),
             label: label.into(),
-            spec: Box::new(ItemSpec::new(
-                "src",
-                format!("/in/{n}"),
-                "dst",
-                format!("/out/{n}"),
-            )),
+            spec: Box::new(
+                ItemSpec::new("src", format!("/in/{n}"), "dst", format!("/out/{n}"))
+                    .checksum(format!("sum{n}"), "SHA256")
+                    .size(n as u64),
+            ),
             ack: oneshot::channel().0,
         }
     }
 
-    async fn connection(db: &StateDb) -> SqliteConnection {
-        db.pool().acquire().await.unwrap().detach()
+    /// The two ways a group is committed, each on one connection kept across groups.
+    enum Via {
+        Sqlx(SqliteConnection),
+        Direct(DirectConnection),
     }
 
-    /// Ids come back in the order of the group's items, also across statements.
+    impl Via {
+        async fn both(db: &StateDb) -> [Via; 2] {
+            let sqlx = db.pool().acquire().await.unwrap().detach();
+            let direct = db.direct().expect("WAL mode").unwrap();
+            [Via::Sqlx(sqlx), Via::Direct(direct)]
+        }
+
+        fn name(&self) -> &'static str {
+            match self {
+                Via::Sqlx(_) => "sqlx",
+                Via::Direct(_) => "direct",
+            }
+        }
+
+        async fn commit(
+            &mut self,
+            db: &StateDb,
+            group: &[WriteReq],
+            inserted: &mut HashSet<String>,
+        ) -> Result<Vec<i64>> {
+            let to = ("me", "host:1:1");
+            match self {
+                Via::Sqlx(conn) => commit_writes(conn, (db, to.0, to.1), group, inserted).await,
+                Via::Direct(conn) => commit_direct(conn, to, group, inserted)
+                    .map_err(|e| db.direct_error("commit", e)),
+            }
+        }
+    }
+
+    async fn counts(db: &StateDb) -> (i64, i64) {
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items)")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Ids come back in the order of the group's items (also across the sqlx path's
+    /// statements), and each row holds what its item said.
     #[tokio::test]
-    async fn ids_follow_the_items_order_across_insert_statements() {
+    async fn ids_follow_the_items_order_and_rows_hold_every_field() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        let mut conn = connection(&db).await;
-        let mut inserted = HashSet::new();
-        let count = ITEMS_PER_INSERT * 2 + 7;
-        let group: Vec<WriteReq> = (0..count).map(|n| item("psg-a", n)).collect();
-        let ids = commit_writes(&mut conn, (&db, "me", "host:1:1"), &group, &mut inserted)
-            .await
-            .unwrap();
-        assert_eq!(ids.len(), count);
-        for (n, id) in ids.iter().enumerate() {
-            let path: String = sqlx::query_scalar("SELECT source_path FROM items WHERE id = ?")
+        for mut via in Via::both(&db).await {
+            let label = format!("psg-{}", via.name());
+            let mut inserted = HashSet::new();
+            let count = ITEMS_PER_INSERT * 2 + 7;
+            let group: Vec<WriteReq> = (0..count).map(|n| item(&label, n)).collect();
+            let ids = via.commit(&db, &group, &mut inserted).await.unwrap();
+            assert_eq!(ids.len(), count, "{}", via.name());
+            for (n, id) in ids.iter().enumerate().step_by(97) {
+                let row: (String, String, String, String, String, i64, String) = sqlx::query_as(
+                    "SELECT b.label, i.source_path, i.destination_path, i.external_checksum, \
+                         i.checksum_algorithm, i.size, i.state \
+                         FROM items i JOIN batches b ON b.id = i.batch_id WHERE i.id = ?",
+                )
                 .bind(id)
                 .fetch_one(db.pool())
                 .await
                 .unwrap();
-            assert_eq!(path, format!("/in/{n}"));
+                let want = (
+                    label.clone(),
+                    format!("/in/{n}"),
+                    format!("/out/{n}"),
+                    format!("sum{n}"),
+                    "SHA256".to_string(),
+                    n as i64,
+                    ItemState::Pending.as_str().to_string(),
+                );
+                assert_eq!(row, want, "{}", via.name());
+            }
+            assert!(inserted.contains(&label));
         }
-        assert!(inserted.contains("psg-a"));
     }
 
     /// Regression (a leader dropped after its COMMIT ran but before it recorded the
@@ -318,50 +532,80 @@ mod tests {
     async fn a_batch_inserted_again_is_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        let mut conn = connection(&db).await;
-        let to = (&db, "me", "host:1:1");
-        let mut inserted = HashSet::new();
-        commit_writes(&mut conn, to, &[item("psg-a", 0)], &mut inserted)
-            .await
-            .unwrap();
-        inserted.clear(); // the record lost
-        commit_writes(&mut conn, to, &[item("psg-a", 1)], &mut inserted)
-            .await
-            .expect("the batch is already there: nothing to insert");
-        let (batches, items): (i64, i64) =
-            sqlx::query_as("SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items)")
-                .fetch_one(db.pool())
+        for (n, mut via) in Via::both(&db).await.into_iter().enumerate() {
+            let mut inserted = HashSet::new();
+            via.commit(&db, &[item("psg-a", 0)], &mut inserted)
                 .await
                 .unwrap();
-        assert_eq!((batches, items), (1, 2));
+            inserted.clear(); // the record lost
+            via.commit(&db, &[item("psg-a", 1)], &mut inserted)
+                .await
+                .expect("the batch is already there: nothing to insert");
+            let items = 2 * (n as i64 + 1);
+            assert_eq!(counts(&db).await, (1, items), "{}", via.name());
+        }
     }
 
-    /// A statement that fails inside the script leaves no transaction open on the
+    /// A statement that fails inside the group leaves no transaction open on the
     /// connection: the next group commits on it, and the failed one left nothing.
     #[tokio::test]
     async fn a_failed_group_is_rolled_back_and_the_connection_stays_usable() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        let mut conn = connection(&db).await;
-        // The writer believes a batch exists that does not: its item cannot be inserted.
-        let mut inserted: HashSet<String> = ["psg-gone".to_string()].into();
-        let to = (&db, "me", "host:1:1");
-        let group = [item("psg-new", 0), item("psg-gone", 1)];
-        assert!(
-            commit_writes(&mut conn, to, &group, &mut inserted)
+        for (n, mut via) in Via::both(&db).await.into_iter().enumerate() {
+            // The writer believes a batch exists that does not: its item cannot be inserted.
+            let mut inserted: HashSet<String> = ["psg-gone".to_string()].into();
+            let new = format!("psg-new-{}", via.name());
+            let group = [item(&new, 0), item("psg-gone", 1)];
+            assert!(via.commit(&db, &group, &mut inserted).await.is_err());
+            assert_eq!(counts(&db).await, (n as i64, n as i64), "all or nothing");
+            assert!(!inserted.contains(&new));
+            let ids = via
+                .commit(&db, &[item(&new, 2)], &mut inserted)
                 .await
-                .is_err()
-        );
-        let (batches, items): (i64, i64) =
-            sqlx::query_as("SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items)")
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
-        assert_eq!((batches, items), (0, 0), "all or nothing");
-        assert!(!inserted.contains("psg-new"));
-        let ids = commit_writes(&mut conn, to, &[item("psg-new", 2)], &mut inserted)
+                .expect("the connection is not left inside the failed transaction");
+            assert_eq!(ids.len(), 1, "{}", via.name());
+        }
+    }
+
+    /// While another connection holds the write lock, the direct path writes nothing
+    /// and hands the group to sqlx, which waits for the lock and commits it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_database_sends_the_group_through_sqlx_which_waits_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        let mut holder = db.begin_immediate().await.unwrap();
+        let mut lane = Lane::default();
+        let group = [item("psg-a", 0)];
+        assert!(lane.try_direct(&db, ("me", "o"), &group).is_none());
+        assert!(lane.direct.is_some(), "kept for the next group");
+        let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
+            .fetch_one(&mut *holder)
             .await
-            .expect("the connection is not left inside the failed transaction");
-        assert_eq!(ids.len(), 1);
+            .unwrap();
+        assert_eq!(written, 0);
+
+        let commits = CommitLane::new();
+        let (ack, id) = oneshot::channel();
+        let WriteReq::Item {
+            key, label, spec, ..
+        } = item("psg-a", 0)
+        else {
+            unreachable!()
+        };
+        commits.push(WriteReq::Item {
+            key,
+            label,
+            spec,
+            ack,
+        });
+        let committing = {
+            let db = db.clone();
+            tokio::spawn(async move { commits.commit_queued(&db, "me", "o").await })
+        };
+        holder.commit().await.unwrap();
+        committing.await.unwrap();
+        assert!(id.await.unwrap().is_ok());
+        assert_eq!(counts(&db).await, (1, 1));
     }
 }
