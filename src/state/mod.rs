@@ -5,9 +5,10 @@
 //! `transfer/manager/sql.rs` (batches, items, processes, leases) and `state/refs.rs`
 //! (references). Nothing else in the library sees a connection: [`StateDb`]'s pool and
 //! transactions are crate-private, so a second engine (PostgreSQL) implements those two
-//! files and the opening code here. One write bypasses sqlx's connection thread: the group
-//! commit every `put` waits for runs on a [`direct`] connection in WAL mode (sqlx's
-//! hand-overs cost a thread wake-up each, most of a put's time).
+//! files and the opening code here (`state/postgres.rs` opens and migrates one). One
+//! write bypasses sqlx's connection thread: the group commit every `put` waits for runs
+//! on a direct connection (`state/direct.rs`) in WAL mode (sqlx's hand-overs cost a
+//! thread wake-up each, most of a put's time).
 //!
 //! It lives in the state directory ([`Settings::home`]): `$PS_GLOBUS_HOME/state.db`, else
 //! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`. Several
@@ -33,30 +34,57 @@ use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 pub(crate) mod direct;
+#[cfg(test)]
+mod pg_test_cluster;
+pub(crate) mod postgres;
 pub(crate) mod refs;
 
-/// The schema migrations in `migrations/`, embedded in the binary: (version, name, SQL).
-/// A new migration is a new file there and a new line here.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../../migrations/0001_init.sql")),
-    (2, "refs", include_str!("../../migrations/0002_refs.sql")),
-    (
-        3,
-        "strict_service",
-        include_str!("../../migrations/0003_strict_service.sql"),
-    ),
-    (
-        4,
-        "reporting",
-        include_str!("../../migrations/0004_reporting.sql"),
-    ),
-];
+/// Every schema migration of one engine, embedded in the binary: (version, name, SQL).
+/// Each engine has its own folder (`migrations/sqlite/`, `migrations/postgres/`) with the
+/// same versions and the same tables and columns: a new migration is a file in each and
+/// a line here.
+macro_rules! migrations {
+    ($engine:literal) => {
+        &[
+            (
+                1,
+                "init",
+                include_str!(concat!("../../migrations/", $engine, "/0001_init.sql")),
+            ),
+            (
+                2,
+                "refs",
+                include_str!(concat!("../../migrations/", $engine, "/0002_refs.sql")),
+            ),
+            (
+                3,
+                "strict_service",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $engine,
+                    "/0003_strict_service.sql"
+                )),
+            ),
+            (
+                4,
+                "reporting",
+                include_str!(concat!("../../migrations/", $engine, "/0004_reporting.sql")),
+            ),
+        ]
+    };
+}
 
-fn migrator() -> sqlx::migrate::Migrator {
+/// The SQLite schema's migrations.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite");
+/// The PostgreSQL schema's migrations (see [`postgres`]).
+#[cfg_attr(not(test), allow(dead_code))]
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres");
+
+fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     Migrator::with_migrations(
-        MIGRATIONS
+        migrations
             .iter()
             .map(|(version, name, sql)| {
                 Migration::new(
@@ -165,7 +193,7 @@ impl StateDb {
         let _one_here = MIGRATING.lock().await;
         let lock_path = path.with_extension("migrate.lock");
         let migrated = crate::fsutil::with_file_lock(&lock_path, || {
-            crate::runtime::block_on(migrator().run(&pool)).map_err(|e| match e {
+            crate::runtime::block_on(migrator(SQLITE_MIGRATIONS).run(&pool)).map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(e) => database_error(
                     &path,
                     "cannot bring the state database's schema up to date",
@@ -301,8 +329,21 @@ impl<T> SqlResultExt<T> for std::result::Result<T, sqlx::Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Columns in the SQLite schema's tables, for comparing the two engines' schemas.
+    pub(crate) async fn sqlite_column_count() -> i64 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master m, pragma_table_info(m.name) \
+             WHERE m.type = 'table' AND m.name NOT LIKE '\\_sqlx%' ESCAPE '\\'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    }
 
     #[tokio::test]
     async fn on_a_network_file_system_the_database_leaves_wal_and_says_why() {

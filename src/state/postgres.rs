@@ -1,0 +1,156 @@
+//! The state database on a PostgreSQL server, which every host of a facility reaches
+//! (issue 16): connecting, and bringing the schema up to date from
+//! `migrations/postgres/` (the same versions as `migrations/sqlite/`).
+//!
+//! Many hosts may open a fresh database at once: sqlx's migrator holds a PostgreSQL
+//! advisory lock while it migrates, so one host creates the schema and the others find
+//! it done. A database URL may carry a password: it appears in no error and no log
+//! ([`redacted`]).
+//!
+//! The state layer does not call this yet: the manager's and the references' SQL on
+//! PostgreSQL, and `state_url`, come next (issue 16). Until then it is built and tested.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::error::{Error, Result};
+
+/// Connects to the PostgreSQL database at `url` and brings its schema up to date.
+pub(crate) async fn open(url: &str) -> Result<PgPool> {
+    let shown = redacted(url);
+    let failed = |message: &str, e: sqlx::Error| Error::state(&shown, message, e);
+    let options = PgConnectOptions::from_str(url).map_err(|e| {
+        failed(
+            "the state URL is not a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE, \
+             or ?host=/SOCKET/DIR for a local socket)",
+            e,
+        )
+    })?;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| failed("cannot connect to the PostgreSQL state database", e))?;
+    super::migrator(super::POSTGRES_MIGRATIONS)
+        .run(&pool)
+        .await
+        .map_err(|e| {
+            Error::state(
+                &shown,
+                "cannot bring the PostgreSQL state database's schema up to date",
+                e,
+            )
+        })?;
+    Ok(pool)
+}
+
+/// `url` with its password, if any, replaced by `***`: what errors and logs may show.
+pub(crate) fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        // Not a URL at all: show its scheme, never the rest, which may hold a secret.
+        Err(_) => match url.split_once(':') {
+            Some((scheme, _)) => format!("{scheme}:…"),
+            None => "(an unparsable URL)".into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::pg_test_cluster;
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            redacted("postgres://me:s3cret@db.example:5432/psg"),
+            "postgres://me:***@db.example:5432/psg"
+        );
+        assert_eq!(
+            redacted("postgres://me@db.example/psg"),
+            "postgres://me@db.example/psg"
+        );
+        assert!(!redacted("postgres//me:s3cret@nowhere").contains("s3cret"));
+    }
+
+    /// Hosts that open a fresh database at the same moment all succeed, and the schema is
+    /// made once: every table at the newest version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_opens_of_a_fresh_database_migrate_it_once() {
+        let url = pg_test_cluster::fresh_database().await;
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { open(&url).await })
+            })
+            .collect();
+        let mut pools = Vec::new();
+        for o in opens {
+            pools.push(o.await.unwrap().expect("every host opens the database"));
+        }
+        let pool = &pools[0];
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let newest: Vec<i64> = crate::state::POSTGRES_MIGRATIONS
+            .iter()
+            .map(|m| m.0)
+            .collect();
+        assert_eq!(applied, newest);
+        let mut tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_name NOT LIKE '\\_sqlx%' ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        tables.sort();
+        assert_eq!(
+            tables,
+            [
+                "batches",
+                "generation",
+                "items",
+                "leases",
+                "processes",
+                "refs",
+                "request_budget",
+                "watched_tasks",
+                "watches"
+            ]
+        );
+        // The two engines' schemas have the same columns.
+        let columns: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'public' \
+             AND table_name NOT LIKE '\\_sqlx%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(columns, crate::state::tests::sqlite_column_count().await);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_a_clear_error_without_the_password() {
+        // A socket directory with no server in it.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "postgres://me:s3cret@localhost/psg?host={}&port=1",
+            dir.path().display()
+        );
+        let err = open(&url).await.unwrap_err().to_string();
+        assert!(err.contains("cannot connect"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}
