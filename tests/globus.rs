@@ -307,7 +307,8 @@ async fn hand_crafted_paths_and_other_sites_are_refused() {
     // A site the object was not sent to.
     let mut config = config_for(shared(), &unique_name("only-b"));
     let mut c_site = config.sites["b"].clone();
-    c_site.local_path = tempfile::tempdir().unwrap().keep();
+    let c_root = tempfile::tempdir().unwrap();
+    c_site.local_path = c_root.path().to_path_buf();
     config.sites.insert("c".into(), c_site);
     config.destinations = Some(vec!["b".into()]);
     let a = GlobusConnector::builder(config.clone())

@@ -1,7 +1,8 @@
 //! Two sites on the emulator for the Globus connector: `a` (this host's site by its
 //! host regex) and `b`, both served by one emulator per test process.
 
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ps_globus::auth::StaticTokenAuthorizer;
 use ps_globus::config::SiteConfig;
@@ -24,8 +25,35 @@ pub fn shared() -> &'static Emu {
             settings: Some(ps_globus::Settings::isolated(&home)),
             ..Default::default()
         });
-        Emu::start()
+        let emu = Emu::start();
+        for dir in [home, emu.root_a().to_path_buf(), emu.root_b().to_path_buf()] {
+            remove_at_exit(dir);
+        }
+        emu
     })
+}
+
+/// Directories removed when the test process exits. A static is never dropped, so the
+/// shared emulator's sites (every test's objects, a 256 MiB one among them) were left
+/// in the temporary directory by every run until the disk filled.
+static REMOVED_AT_EXIT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+extern "C" fn remove_them() {
+    if let Ok(dirs) = REMOVED_AT_EXIT.lock() {
+        for dir in dirs.iter() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Removes `dir` (and all it holds) when the test process exits.
+pub fn remove_at_exit(dir: PathBuf) {
+    let mut dirs = REMOVED_AT_EXIT.lock().unwrap();
+    if dirs.is_empty() {
+        // SAFETY: registers a function without arguments, run once at exit.
+        unsafe { libc::atexit(remove_them) };
+    }
+    dirs.push(dir);
 }
 
 /// Sites `a` and `b` of `emu`, for a store in `store_dir`.

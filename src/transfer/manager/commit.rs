@@ -445,6 +445,26 @@ mod tests {
         }
     }
 
+    /// An item request, and where its answer arrives.
+    fn acked(label: &str, n: usize) -> (WriteReq, oneshot::Receiver<Result<i64>>) {
+        let (ack, answer) = oneshot::channel();
+        let WriteReq::Item {
+            key, label, spec, ..
+        } = item(label, n)
+        else {
+            unreachable!("item makes items")
+        };
+        (
+            WriteReq::Item {
+                key,
+                label,
+                spec,
+                ack,
+            },
+            answer,
+        )
+    }
+
     /// The two ways a group is committed, each on one connection kept across groups.
     enum Via {
         Sqlx(SqliteConnection),
@@ -568,6 +588,31 @@ mod tests {
         }
     }
 
+    /// Outside WAL mode (a state database on a network file system) a commit may have to
+    /// wait for readers, which the direct path never does: every group goes through sqlx.
+    #[tokio::test]
+    async fn outside_wal_mode_every_group_goes_through_sqlx() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::settings::Settings::isolated(dir.path());
+        settings.assume_network_fs = true;
+        let db = StateDb::open_with(dir.path().join("state.db"), &settings)
+            .await
+            .unwrap();
+        let mut lane = Lane::default();
+        assert!(
+            lane.try_direct(&db, ("me", "o"), &[item("psg-a", 0)])
+                .is_none()
+        );
+        assert!(lane.direct.is_none() && lane.direct_unavailable);
+
+        let commits = CommitLane::new();
+        let (request, id) = acked("psg-a", 0);
+        commits.push(request);
+        commits.commit_queued(&db, "me", "o").await;
+        assert!(id.await.unwrap().is_ok());
+        assert_eq!(counts(&db).await, (1, 1));
+    }
+
     /// While another connection holds the write lock, the direct path writes nothing
     /// and hands the group to sqlx, which waits for the lock and commits it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,19 +631,8 @@ mod tests {
         assert_eq!(written, 0);
 
         let commits = CommitLane::new();
-        let (ack, id) = oneshot::channel();
-        let WriteReq::Item {
-            key, label, spec, ..
-        } = item("psg-a", 0)
-        else {
-            unreachable!()
-        };
-        commits.push(WriteReq::Item {
-            key,
-            label,
-            spec,
-            ack,
-        });
+        let (request, id) = acked("psg-a", 0);
+        commits.push(request);
         let committing = {
             let db = db.clone();
             tokio::spawn(async move { commits.commit_queued(&db, "me", "o").await })
