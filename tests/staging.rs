@@ -302,6 +302,14 @@ fn config_init_site_add_doctor_and_completions() {
     let (code, stdout, _) = setup.run(&["doctor"]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("ok    current site: a"), "{stdout}");
+    let state = setup.home.path().join("state.db");
+    assert!(
+        stdout.contains(&format!(
+            "ok    state database: SQLite at {} (wal journal, schema version 4)",
+            state.display()
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok    site b"), "{stdout}");
 
     // A broken site: doctor says what is wrong and how to fix it.
@@ -315,6 +323,15 @@ fn config_init_site_add_doctor_and_completions() {
 
     let doctor = serde_json::from_str::<Value>(&setup.run(&["doctor", "--json"]).1).unwrap();
     assert_eq!(doctor["problems"], 1);
+
+    // A state directory that cannot hold a database: named, with its fix.
+    let not_a_dir = setup.home.path().join("not-a-dir");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let env = [("PS_GLOBUS_HOME", not_a_dir.to_str().unwrap())];
+    let (code, stdout, _) = setup.run_env(&["doctor"], &env);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL  state database:"), "{stdout}");
+    assert!(stdout.contains("fix: make PS_GLOBUS_HOME"), "{stdout}");
     let sites = setup.json(&["site", "list", "--json"]);
     assert_eq!(sites["b"]["collection_path"], "/missing-dir");
     let (code, stdout, _) = setup.run(&["completions", "bash"]);

@@ -44,6 +44,7 @@ pub async fn doctor(out: Output) -> CliResult {
     };
     let config = check_config(&mut report);
     check_current_site(&mut report, &config);
+    check_state_database(&mut report).await;
     if let Some(auth) = check_credentials(&mut report) {
         check_sites_reachable(&mut report, &config, auth).await?;
     }
@@ -103,6 +104,44 @@ fn check_current_site(report: &mut Report, config: &Config) {
         Err(e) => report.check(false, e.to_string(), "set PS_GLOBUS_SITE or a host_regex"),
     }
 }
+
+/// Opens the state database (creating it, as any command would) and says which engine
+/// holds it, where, in which journal mode and at which schema version.
+async fn check_state_database(report: &mut Report) {
+    let settings = settings();
+    let path = settings.state_db_path();
+    match ps_globus::state::StateDb::open_with(&path, settings).await {
+        Ok(db) => {
+            let journal = db.journal_mode().await;
+            let version = db.schema_version().await;
+            let what = match (journal, version) {
+                (Ok(journal), Ok(version)) => {
+                    let mut what = format!(
+                        "state database: {} at {} ({journal} journal, schema version {version})",
+                        db.engine(),
+                        path.display()
+                    );
+                    // A degraded mode that still works is said, not failed.
+                    if let Some(warning) = db.warning() {
+                        what.push_str(&format!("; {warning}"));
+                    }
+                    Ok(what)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            match what {
+                Ok(what) => report.check(true, what, ""),
+                Err(e) => report.check(false, format!("state database: {e}"), STATE_FIX),
+            }
+            db.close().await;
+        }
+        Err(e) => report.check(false, format!("state database: {e}"), STATE_FIX),
+    }
+}
+
+/// What to do when the state database cannot be opened or read.
+const STATE_FIX: &str = "make PS_GLOBUS_HOME (or the default state directory) a writable \
+    directory on a local disk with free space";
 
 fn check_credentials(report: &mut Report) -> Option<Arc<dyn Authorizer>> {
     let auth = ps_globus::auth::default_authorizer(settings());

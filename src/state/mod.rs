@@ -235,6 +235,20 @@ impl StateDb {
         self.warning.as_deref()
     }
 
+    /// The database engine that holds the state: `SQLite` (a file on this host).
+    pub fn engine(&self) -> &'static str {
+        "SQLite"
+    }
+
+    /// The newest schema version applied (the migrations' numbering, shared by every
+    /// engine).
+    pub async fn schema_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
     /// The journal mode in use (`wal`, or `delete` on network file systems).
     pub async fn journal_mode(&self) -> Result<String> {
         let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
