@@ -435,6 +435,32 @@ pub(crate) mod tests {
         assert!(means_disk_full(4874) && means_disk_full(13) && !means_disk_full(5));
     }
 
+    /// The direct connection's errors are classified as sqlx's are: a full disk says so.
+    #[tokio::test]
+    async fn a_full_disk_on_the_direct_connection_is_reported_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        let mut direct = db.direct().expect("WAL mode").unwrap();
+        let mut pages = 0;
+        direct.run("PRAGMA page_count", &[], |n| pages = n).unwrap();
+        direct
+            .execute(&format!("PRAGMA max_page_count = {pages}"))
+            .unwrap();
+        let big = "x".repeat(64 * 1024);
+        let full = direct
+            .run(
+                "INSERT INTO refs (name, v, store, key, created_at) VALUES ('r', 1, ?, '{}', 0)",
+                &[direct::Value::Text(&big)],
+                |_| {},
+            )
+            .unwrap_err();
+        let text = db.direct_error("committing", full).to_string();
+        assert!(
+            text.contains("full") && text.contains("free space under"),
+            "{text}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn begin_immediate_serialises_concurrent_read_then_write() {
         let dir = tempfile::tempdir().unwrap();
