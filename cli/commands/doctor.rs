@@ -110,31 +110,24 @@ fn check_current_site(report: &mut Report, config: &Config) {
 async fn check_state_database(report: &mut Report) {
     let settings = settings();
     let path = settings.state_db_path();
-    match ps_globus::state::StateDb::open_with(&path, settings).await {
-        Ok(db) => {
-            let journal = db.journal_mode().await;
-            let version = db.schema_version().await;
-            let what = match (journal, version) {
-                (Ok(journal), Ok(version)) => {
-                    let mut what = format!(
-                        "state database: {} at {} ({journal} journal, schema version {version})",
-                        db.engine(),
-                        path.display()
-                    );
-                    // A degraded mode that still works is said, not failed.
-                    if let Some(warning) = db.warning() {
-                        what.push_str(&format!("; {warning}"));
-                    }
-                    Ok(what)
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            match what {
-                Ok(what) => report.check(true, what, ""),
-                Err(e) => report.check(false, format!("state database: {e}"), STATE_FIX),
-            }
-            db.close().await;
+    let described = async {
+        let db = ps_globus::state::StateDb::open_with(&path, settings).await?;
+        let journal = db.journal_mode().await?;
+        let version = db.schema_version().await?;
+        let mut what = format!(
+            "state database: {} at {} ({journal} journal, schema version {version})",
+            db.engine(),
+            path.display()
+        );
+        // A degraded mode that still works is said, not failed.
+        if let Some(warning) = db.warning() {
+            what.push_str(&format!("; {warning}"));
         }
+        db.close().await;
+        Ok::<_, ps_globus::Error>(what)
+    };
+    match described.await {
+        Ok(what) => report.check(true, what, ""),
         Err(e) => report.check(false, format!("state database: {e}"), STATE_FIX),
     }
 }

@@ -89,28 +89,11 @@ impl CommitLane {
                 break;
             }
             let lane = &mut *guard.0;
-            if let Some(result) = lane.try_direct(db, (identity, owner), &group) {
-                answer(db, group, result);
-                continue;
-            }
-            let result = match &mut lane.connection {
-                Some(conn) => Ok(conn),
-                None => db
-                    .pool()
-                    .acquire()
-                    .await
-                    .map(|c| lane.connection.insert(c.detach()))
-                    .map_err(|e| db.error(e)),
+            let to = (identity, owner);
+            let result = match lane.try_direct(db, to, &group) {
+                Some(result) => result,
+                None => lane.commit_through_sqlx(db, to, &group).await,
             };
-            let result = match result {
-                Ok(conn) => {
-                    commit_writes(conn, (db, identity, owner), &group, &mut lane.inserted).await
-                }
-                Err(e) => Err(e),
-            };
-            if result.is_err() {
-                lane.connection = None;
-            }
             answer(db, group, result);
         }
         guard.1 = true;
@@ -118,6 +101,28 @@ impl CommitLane {
 }
 
 impl Lane {
+    /// Commits `group` on the lane's sqlx connection (acquired on first use, dropped
+    /// after a failure).
+    async fn commit_through_sqlx(
+        &mut self,
+        db: &StateDb,
+        (identity, owner): (&str, &str),
+        group: &[WriteReq],
+    ) -> Result<Vec<i64>> {
+        let conn = match &mut self.connection {
+            Some(conn) => conn,
+            None => {
+                let conn = db.pool().acquire().await.map_err(|e| db.error(e))?;
+                self.connection.insert(conn.detach())
+            }
+        };
+        let result = commit_writes(conn, (db, identity, owner), group, &mut self.inserted).await;
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+
     /// Commits `group` on the direct connection (opened on first use), unless another
     /// writer holds the write lock: then `None`, and the group goes through sqlx.
     fn try_direct(
@@ -255,7 +260,6 @@ impl<'a> Group<'a> {
 
     /// The values of one new batch's insert, in [`BATCH_INSERT`]'s order.
     fn batch_values(
-        &self,
         (label, key): (&'a String, &'a BatchKey),
         (identity, owner): (&'a str, &'a str),
         now: i64,
@@ -274,7 +278,7 @@ impl<'a> Group<'a> {
     }
 
     /// The values of one item's row, in [`item_row`]'s order.
-    fn item_values(&self, (label, spec): (&'a String, &'a ItemSpec), now: i64) -> [Value<'a>; 9] {
+    fn item_values((label, spec): (&'a String, &'a ItemSpec), now: i64) -> [Value<'a>; 9] {
         let (checksum, algorithm) = match &spec.external_checksum {
             Some((c, a)) => (Value::Text(c), Value::Text(a)),
             None => (Value::Null, Value::Null),
@@ -329,10 +333,10 @@ fn commit_direct(
     let mut ids = Vec::with_capacity(group.items.len());
     let mut write = || {
         for &batch in &group.new_batches {
-            conn.run(BATCH_INSERT, &group.batch_values(batch, to, now), |_| {})?;
+            conn.run(BATCH_INSERT, &Group::batch_values(batch, to, now), |_| {})?;
         }
         for &item in &group.items {
-            conn.run(ITEM_INSERT, &group.item_values(item, now), |id| {
+            conn.run(ITEM_INSERT, &Group::item_values(item, now), |id| {
                 ids.push(id)
             })?;
         }
@@ -388,12 +392,12 @@ pub(super) async fn commit_writes(
     let values = group
         .new_batches
         .iter()
-        .flat_map(|&batch| group.batch_values(batch, (identity, owner), now))
+        .flat_map(|&batch| Group::batch_values(batch, (identity, owner), now))
         .chain(
             group
                 .items
                 .iter()
-                .flat_map(|&item| group.item_values(item, now)),
+                .flat_map(|&item| Group::item_values(item, now)),
         )
         .chain(
             group
