@@ -49,6 +49,12 @@ pub struct Config {
     /// The native app used by `ps-globus login` (`PS_GLOBUS_CLIENT_ID` overrides it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The state database every command and store of this configuration shares:
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DATABASE` (keep a password in
+    /// `~/.pgpass` or `PGPASSWORD`, not here). `PS_GLOBUS_STATE_URL` overrides it; absent:
+    /// `state.db` in the state directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_url: Option<String>,
     /// Sites by name.
     pub sites: BTreeMap<String, SiteConfig>,
 }

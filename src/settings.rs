@@ -14,6 +14,8 @@
 //! | `PS_GLOBUS_CLIENT_ID`, `PS_GLOBUS_CLIENT_SECRET` | [`client_id`](Settings::client_id), [`client_secret`](Settings::client_secret) |
 //! | `PS_GLOBUS_ACCESS_TOKEN` | [`access_token`](Settings::access_token) |
 //! | `PS_GLOBUS_TOKEN_STORE` (`auto`, `file`, `keyring`) | [`token_store`](Settings::token_store) |
+//! | `PS_GLOBUS_STATE_URL` | [`state_url`](Settings::state_url) |
+//! | `PS_GLOBUS_HOST_ID` | [`host_id`](Settings::host_id) |
 //! | `PS_GLOBUS_ASSUME_NETWORK_FS=1` | [`assume_network_fs`](Settings::assume_network_fs) |
 //! | `SSH_TTY`, `SSH_CONNECTION`, `DISPLAY`, `WAYLAND_DISPLAY` | [`remote_session`](Settings::remote_session), [`has_display`](Settings::has_display) |
 
@@ -50,6 +52,14 @@ pub struct Settings {
     pub access_token: Option<String>,
     /// Where tokens are kept: `auto` (empty), `file` or `keyring`.
     pub token_store: String,
+    /// The state database (`PS_GLOBUS_STATE_URL`): `sqlite:PATH` or `postgres://…`; it
+    /// overrides the configuration file's `state_url`. `None`: the configuration file's,
+    /// else `state.db` in [`home`](Self::home).
+    pub state_url: Option<String>,
+    /// The name this host goes by in a shared state database (`PS_GLOBUS_HOST_ID`), when
+    /// the host name does not tell hosts apart (containers that share one); `None`: the
+    /// host name.
+    pub host_id: Option<String>,
     /// Treat the state directory as a network file system (to test the fallback, or
     /// where detection cannot see through a mount).
     pub assume_network_fs: bool,
@@ -116,6 +126,8 @@ impl Settings {
             client_secret: text("PS_GLOBUS_CLIENT_SECRET"),
             access_token: text("PS_GLOBUS_ACCESS_TOKEN"),
             token_store: text("PS_GLOBUS_TOKEN_STORE").unwrap_or_default(),
+            state_url: text("PS_GLOBUS_STATE_URL"),
+            host_id: text("PS_GLOBUS_HOST_ID"),
             assume_network_fs: text("PS_GLOBUS_ASSUME_NETWORK_FS").as_deref() == Some("1"),
             remote_session: os("SSH_TTY").is_some() || os("SSH_CONNECTION").is_some(),
             has_display: os("DISPLAY").is_some() || os("WAYLAND_DISPLAY").is_some(),
@@ -161,6 +173,11 @@ impl fmt::Debug for Settings {
             .field("client_secret", &secret(&self.client_secret))
             .field("access_token", &secret(&self.access_token))
             .field("token_store", &self.token_store)
+            .field(
+                "state_url",
+                &self.state_url.as_deref().map(crate::state::redacted_url),
+            )
+            .field("host_id", &self.host_id)
             .field("assume_network_fs", &self.assume_network_fs)
             .finish_non_exhaustive()
     }

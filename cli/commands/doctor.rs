@@ -106,18 +106,18 @@ fn check_current_site(report: &mut Report, config: &Config) {
 }
 
 /// Opens the state database (creating it, as any command would) and says which engine
-/// holds it, where, in which journal mode and at which schema version.
+/// holds it, where, how it runs (journal mode, server version) and at which schema
+/// version.
 async fn check_state_database(report: &mut Report) {
     let settings = settings();
-    let path = settings.state_db_path();
     let described = async {
-        let db = ps_globus::state::StateDb::open_with(&path, settings).await?;
-        let journal = db.journal_mode().await?;
+        let db = ps_globus::state::StateDb::open_default(settings).await?;
+        let mode = db.mode().await?;
         let version = db.schema_version().await?;
         let mut what = format!(
-            "state database: {} at {} ({journal} journal, schema version {version})",
+            "state database: {} at {} ({mode}, schema version {version})",
             db.engine(),
-            path.display()
+            db.path().display()
         );
         // A degraded mode that still works is said, not failed.
         if let Some(warning) = db.warning() {
@@ -134,7 +134,8 @@ async fn check_state_database(report: &mut Report) {
 
 /// What to do when the state database cannot be opened or read.
 const STATE_FIX: &str = "make PS_GLOBUS_HOME (or the default state directory) a writable \
-    directory on a local disk with free space";
+    directory on a local disk with free space; with a state_url (PS_GLOBUS_STATE_URL or \
+    the configuration file), check that its server answers and its user may create tables";
 
 fn check_credentials(report: &mut Report) -> Option<Arc<dyn Authorizer>> {
     let auth = ps_globus::auth::default_authorizer(settings());

@@ -23,12 +23,7 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-/// A value bound to a statement's `?` parameter.
-pub(crate) enum Value<'a> {
-    Text(&'a str),
-    Int(i64),
-    Null,
-}
+use super::query::Arg;
 
 /// What SQLite answered when a call failed: its extended result code and message.
 #[derive(Debug)]
@@ -150,7 +145,7 @@ impl DirectConnection {
     pub fn run(
         &mut self,
         sql: &'static str,
-        params: &[Value<'_>],
+        params: &[Arg<'_>],
         mut row: impl FnMut(i64),
     ) -> Result<(), DirectError> {
         let stmt = self.statement(sql)?;
@@ -166,16 +161,20 @@ impl DirectConnection {
             // returns SQLITE_RANGE otherwise); SQLITE_TRANSIENT makes SQLite copy the
             // text before the call returns, so the borrow may end after it.
             let rc = unsafe {
-                match value {
-                    Value::Text(text) => ffi::sqlite3_bind_text(
+                match *value {
+                    Arg::Text(Some(text)) => ffi::sqlite3_bind_text(
                         stmt,
                         at,
                         text.as_ptr().cast(),
                         text.len() as c_int,
                         ffi::SQLITE_TRANSIENT(),
                     ),
-                    Value::Int(n) => ffi::sqlite3_bind_int64(stmt, at, *n),
-                    Value::Null => ffi::sqlite3_bind_null(stmt, at),
+                    Arg::Int(Some(n)) => ffi::sqlite3_bind_int64(stmt, at, n),
+                    Arg::Bool(Some(b)) => ffi::sqlite3_bind_int64(stmt, at, b.into()),
+                    Arg::Float(Some(f)) => ffi::sqlite3_bind_double(stmt, at, f),
+                    Arg::Text(None) | Arg::Int(None) | Arg::Bool(None) | Arg::Float(None) => {
+                        ffi::sqlite3_bind_null(stmt, at)
+                    }
                 }
             };
             self.check(rc)?;
@@ -292,10 +291,10 @@ mod tests {
         let mut c = DirectConnection::open(&path).unwrap();
         let mut ids = Vec::new();
         for (s, n) in [("a'b\"c", Some(7)), ("", None)] {
-            let n = n.map_or(Value::Null, Value::Int);
+            let n = Arg::Int(n);
             c.run(
                 "INSERT INTO t (s, n) VALUES (?, ?) RETURNING id",
-                &[Value::Text(s), n],
+                &[Arg::Text(Some(s)), n],
                 |id| ids.push(id),
             )
             .unwrap();
@@ -304,7 +303,7 @@ mod tests {
         let mut seen = Vec::new();
         c.run(
             "SELECT COALESCE(n, -1) FROM t WHERE s = ? ORDER BY id",
-            &[Value::Text("a'b\"c")],
+            &[Arg::Text(Some("a'b\"c"))],
             |n| seen.push(n),
         )
         .unwrap();
@@ -332,13 +331,21 @@ mod tests {
         let (_dir, path) = database();
         let mut c = DirectConnection::open(&path).unwrap();
         let err = c
-            .run("INSERT INTO t (id) VALUES (?)", &[Value::Text("x")], |_| {})
+            .run(
+                "INSERT INTO t (id) VALUES (?)",
+                &[Arg::Text(Some("x"))],
+                |_| {},
+            )
             .unwrap_err();
         assert_eq!(err.code & 0xff, ffi::SQLITE_MISMATCH, "{err}");
         let err = c.run("SELECT nope FROM t", &[], |_| {}).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        c.run("INSERT INTO t (s) VALUES (?)", &[Value::Text("ok")], |_| {})
-            .unwrap();
+        c.run(
+            "INSERT INTO t (s) VALUES (?)",
+            &[Arg::Text(Some("ok"))],
+            |_| {},
+        )
+        .unwrap();
     }
 
     #[test]

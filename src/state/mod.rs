@@ -28,15 +28,16 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 pub(crate) mod direct;
 #[cfg(test)]
-mod pg_test_cluster;
+#[path = "../../tests/support/pg_cluster.rs"]
+pub(crate) mod pg_test_cluster;
 pub(crate) mod postgres;
+pub(crate) mod query;
 pub(crate) mod refs;
 
 /// Every schema migration of one engine, embedded in the binary: (version, name, SQL).
@@ -77,7 +78,6 @@ macro_rules! migrations {
 /// The SQLite schema's migrations.
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite");
 /// The PostgreSQL schema's migrations (see [`postgres`]).
-#[cfg_attr(not(test), allow(dead_code))]
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres");
 
 fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
@@ -97,6 +97,12 @@ fn migrator(migrations: &'static [(i64, &'static str, &'static str)]) -> sqlx::m
             })
             .collect(),
     )
+}
+
+/// `url` with its password, if any, replaced by `***`: what errors and logs may show of
+/// a state URL.
+pub fn redacted_url(url: &str) -> String {
+    postgres::redacted(url)
 }
 
 /// Names the network file system `path` is on, if it is on one.
@@ -130,15 +136,72 @@ pub fn classify_fs_magic(magic: i64) -> Option<&'static str> {
 /// An open state database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StateDb {
-    pool: SqlitePool,
+    pool: Pool,
+    /// The SQLite file, or the PostgreSQL URL without its password: what errors name.
     path: PathBuf,
     warning: Option<String>,
 }
 
+/// The connections of one engine.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// The database's clock in Unix milliseconds, on PostgreSQL (the one clock every host
+/// shares; `clock_timestamp`, not `now`, which stands still within a transaction).
+const PG_CLOCK_MS: &str =
+    "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)";
+
+/// This host's clock in Unix milliseconds.
+fn local_clock_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 impl StateDb {
-    /// Opens (creating if needed) the database in the settings' state directory.
+    /// Opens (creating if needed) the state database the settings and the configuration
+    /// file name: `state_url` (`PS_GLOBUS_STATE_URL`, else the configuration file's
+    /// `state_url`), else `state.db` in the settings' state directory.
     pub async fn open_default(settings: &Settings) -> Result<StateDb> {
-        Self::open_with(settings.state_db_path(), settings).await
+        Self::open_in(&settings.home, settings).await
+    }
+
+    /// [`open_default`](Self::open_default) with `home` as the state directory (where a
+    /// store keeps its own state): a configured `state_url` still wins, so that every
+    /// store and command of a facility shares the facility's database.
+    pub async fn open_in(home: &Path, settings: &Settings) -> Result<StateDb> {
+        match state_url(settings)? {
+            Some(url) => Self::open_url(&url, settings).await,
+            None => Self::open_with(home.join("state.db"), settings).await,
+        }
+    }
+
+    /// Opens the state database at `url`: `sqlite:PATH` (a file on this host) or
+    /// `postgres://USER@HOST:PORT/DATABASE` (a server every host reaches; `?host=/DIR`
+    /// for a local socket). Anything else is a typed error saying what is accepted.
+    pub async fn open_url(url: &str, settings: &Settings) -> Result<StateDb> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            return Self::open_with(path, settings).await;
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StateDb {
+                pool: Pool::Postgres(postgres::open(url).await?),
+                path: postgres::redacted(url).into(),
+                warning: None,
+            });
+        }
+        Err(Error::InvalidConfig {
+            what: "state_url".into(),
+            message: format!(
+                "{:?} is not a state database URL: use sqlite:PATH (the default, a file on \
+                 this host) or postgres://USER@HOST:PORT/DATABASE (one database for every host)",
+                postgres::redacted(url)
+            ),
+        })
     }
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
@@ -165,7 +228,7 @@ impl StateDb {
                 "the state database {} is on {fs}, where SQLite's WAL mode is unsafe; it runs in \
                  rollback-journal mode instead, which is slower and still relies on the file \
                  system's locks. Put PS_GLOBUS_HOME on a local disk (e.g. /tmp or node-local \
-                 scratch) unless several hosts must share it",
+                 scratch), or give every host one PostgreSQL database (state_url)",
                 path.display()
             )
         });
@@ -209,23 +272,37 @@ impl StateDb {
         });
         migrated?;
         Ok(StateDb {
-            pool,
+            pool: Pool::Sqlite(pool),
             path,
             warning,
         })
     }
 
-    /// The connection pool, for queries that only read or write once.
+    /// The SQLite pool, for what only SQLite does (the commit lane's one-round-trip
+    /// script); `None` on PostgreSQL.
+    pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.pool {
+            Pool::Sqlite(pool) => Some(pool),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// The SQLite pool of a test's database.
+    #[cfg(test)]
     pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+        self.sqlite_pool().expect("a SQLite state database")
     }
 
     /// Closes every connection (waiting for queries in flight); a later query fails.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 
-    /// Where the database is.
+    /// Where the database is: the SQLite file, or the PostgreSQL URL (without its
+    /// password).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -235,43 +312,75 @@ impl StateDb {
         self.warning.as_deref()
     }
 
-    /// The database engine that holds the state: `SQLite` (a file on this host).
+    /// The database engine that holds the state: `SQLite` (a file on this host) or
+    /// `PostgreSQL` (a server shared by every host that names it).
     pub fn engine(&self) -> &'static str {
-        "SQLite"
+        match self.pool {
+            Pool::Sqlite(_) => "SQLite",
+            Pool::Postgres(_) => "PostgreSQL",
+        }
     }
 
     /// The newest schema version applied (the migrations' numbering, shared by every
     /// engine).
     pub async fn schema_version(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations")
-            .fetch_one(&self.pool)
+        query::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations")
+            .fetch_scalar(self)
             .await
-            .map_err(|e| self.error(e))
     }
 
-    /// The journal mode in use (`wal`, or `delete` on network file systems).
-    pub async fn journal_mode(&self) -> Result<String> {
-        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(mode.0.to_lowercase())
+    /// How the engine runs: SQLite's journal mode (`wal`, or `delete` on network file
+    /// systems), or the PostgreSQL server's version.
+    pub async fn mode(&self) -> Result<String> {
+        match &self.pool {
+            Pool::Sqlite(_) => {
+                let mode: String = query::query("PRAGMA journal_mode")
+                    .fetch_scalar(self)
+                    .await?;
+                Ok(format!("{} journal", mode.to_lowercase()))
+            }
+            Pool::Postgres(_) => {
+                let version: String = query::query("SHOW server_version")
+                    .fetch_scalar(self)
+                    .await?;
+                Ok(format!("server {version}"))
+            }
+        }
+    }
+
+    /// The journal mode in use (`wal`, or `delete` on network file systems); `None` on
+    /// PostgreSQL.
+    pub async fn journal_mode(&self) -> Result<Option<String>> {
+        if self.sqlite_pool().is_none() {
+            return Ok(None);
+        }
+        let mode: String = query::query("PRAGMA journal_mode")
+            .fetch_scalar(self)
+            .await?;
+        Ok(Some(mode.to_lowercase()))
+    }
+
+    /// Now, in Unix milliseconds, by the clock every user of the database shares: this
+    /// host's for SQLite (only this host uses it), the server's for PostgreSQL (hosts'
+    /// clocks drift; leases and heartbeats must not).
+    pub async fn clock_ms(&self) -> Result<i64> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(local_clock_ms()),
+            Pool::Postgres(_) => query::query(PG_CLOCK_MS).fetch_scalar(self).await,
+        }
     }
 
     /// A transaction that holds the write lock from its start: use it for every
-    /// read-then-write, so concurrent writers queue instead of failing.
-    pub(crate) async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| self.error(e))
+    /// read-then-write, so concurrent writers queue instead of failing (see [`query`]).
+    pub(crate) async fn begin_write(&self) -> Result<query::Tx> {
+        query::Tx::begin(self).await
     }
 
     /// A connection of its own to use on the calling thread, for the group commit of
-    /// enqueued transfers (see [`direct`]); `None` outside WAL mode, where a commit may
-    /// have to wait for readers.
+    /// enqueued transfers (see [`direct`]); `None` outside SQLite's WAL mode, where a
+    /// commit may have to wait for readers, and on PostgreSQL.
     pub(crate) fn direct(&self) -> Option<Result<direct::DirectConnection>> {
-        if self.warning.is_some() {
+        if self.warning.is_some() || self.sqlite_pool().is_none() {
             return None;
         }
         Some(
@@ -289,6 +398,15 @@ impl StateDb {
     pub(crate) fn error(&self, e: sqlx::Error) -> Error {
         database_error(&self.path, "a query of the state database failed", e)
     }
+}
+
+/// The state URL the settings name (`PS_GLOBUS_STATE_URL`), else the configuration
+/// file's `state_url`; `None` for the default (SQLite in the state directory).
+fn state_url(settings: &Settings) -> Result<Option<String>> {
+    if let Some(url) = &settings.state_url {
+        return Ok(Some(url.clone()));
+    }
+    Ok(crate::config::Config::load(settings)?.state_url)
 }
 
 /// A database error on the database at `path` while doing `context` (see [`classified`]).
@@ -330,21 +448,37 @@ fn means_disk_full(code: i64) -> bool {
     code & 0xff == SQLITE_FULL || code == 4874 || code == 778
 }
 
-/// `.at(db)` turns a database error into an [`Error::State`] naming the database.
-pub(crate) trait SqlResultExt<T> {
-    /// The result, with a failure wrapped as the state database's.
-    fn at(self, db: &StateDb) -> Result<T>;
-}
-
-impl<T> SqlResultExt<T> for std::result::Result<T, sqlx::Error> {
-    fn at(self, db: &StateDb) -> Result<T> {
-        self.map_err(|e| db.error(e))
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A fresh state database for a test, kept while this lives.
+    pub(crate) struct TestDb {
+        pub db: StateDb,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    /// A fresh state database on each engine: SQLite in a temporary directory, and a
+    /// new database on the test PostgreSQL server ([`pg_test_cluster`]).
+    pub(crate) async fn engines() -> [TestDb; 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::isolated(dir.path());
+        let sqlite = StateDb::open_with(dir.path().join("state.db"), &settings)
+            .await
+            .unwrap();
+        let url = pg_test_cluster::fresh_database().await;
+        let postgres = StateDb::open_url(&url, &settings).await.unwrap();
+        [
+            TestDb {
+                db: sqlite,
+                _dir: Some(dir),
+            },
+            TestDb {
+                db: postgres,
+                _dir: None,
+            },
+        ]
+    }
 
     /// Columns in the SQLite schema's tables, for comparing the two engines' schemas.
     pub(crate) async fn sqlite_column_count() -> i64 {
@@ -366,7 +500,7 @@ pub(crate) mod tests {
             StateDb::open_with(dir.path().join("local.db"), &Settings::isolated(dir.path()))
                 .await
                 .unwrap();
-        assert_eq!(local.journal_mode().await.unwrap(), "wal");
+        assert_eq!(local.journal_mode().await.unwrap().as_deref(), Some("wal"));
         assert!(local.warning().is_none());
 
         let mut settings = Settings::isolated(dir.path());
@@ -374,7 +508,10 @@ pub(crate) mod tests {
         let shared = StateDb::open_with(dir.path().join("shared.db"), &settings)
             .await
             .unwrap();
-        assert_eq!(shared.journal_mode().await.unwrap(), "delete");
+        assert_eq!(
+            shared.journal_mode().await.unwrap().as_deref(),
+            Some("delete")
+        );
         let warning = shared.warning().unwrap();
         assert!(
             warning.contains("WAL") && warning.contains("PS_GLOBUS_HOME"),
@@ -382,9 +519,9 @@ pub(crate) mod tests {
         );
 
         // It still works, read-then-write transactions included.
-        let mut tx = shared.begin_immediate().await.unwrap();
-        sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-            .execute(&mut *tx)
+        let mut tx = shared.begin_write().await.unwrap();
+        query::query("UPDATE generation SET value = value + 1 WHERE id = 1")
+            .execute(&mut tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -450,7 +587,7 @@ pub(crate) mod tests {
         let full = direct
             .run(
                 "INSERT INTO refs (name, v, store, key, created_at) VALUES ('r', 1, ?, '{}', 0)",
-                &[direct::Value::Text(&big)],
+                &[query::Arg::Text(Some(&big))],
                 |_| {},
             )
             .unwrap_err();
@@ -465,21 +602,20 @@ pub(crate) mod tests {
     async fn begin_immediate_serialises_concurrent_read_then_write() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        assert_eq!(db.journal_mode().await.unwrap(), "wal");
+        assert_eq!(db.journal_mode().await.unwrap().as_deref(), Some("wal"));
         let writers: Vec<_> = (0..8)
             .map(|_| {
                 let db = db.clone();
                 tokio::spawn(async move {
                     for _ in 0..30 {
-                        let mut tx = db.begin_immediate().await.unwrap();
-                        let value: i64 =
-                            sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
-                                .fetch_one(&mut *tx)
-                                .await
-                                .unwrap();
-                        sqlx::query("UPDATE generation SET value = ? WHERE id = 1")
+                        let mut tx = db.begin_write().await.unwrap();
+                        let value: i64 = query::query("SELECT value FROM generation WHERE id = 1")
+                            .fetch_scalar(&mut tx)
+                            .await
+                            .unwrap();
+                        query::query("UPDATE generation SET value = $1 WHERE id = 1")
                             .bind(value + 1)
-                            .execute(&mut *tx)
+                            .execute(&mut tx)
                             .await
                             .unwrap();
                         tx.commit().await.unwrap();

@@ -2,7 +2,8 @@
 //! The proxy layer turns rows into `DatasetRef`s; this file is all it knows of storage.
 
 use crate::error::{Error, Result};
-use crate::state::{SqlResultExt, StateDb};
+use crate::state::StateDb;
+use crate::state::query::query;
 
 /// A reference as stored: its name, format version, and store config and key as JSON.
 pub(crate) struct RefRow {
@@ -16,60 +17,59 @@ pub(crate) struct RefRow {
 /// the save is refused with a typed error naming it.
 pub(crate) async fn save(db: &StateDb, row: &RefRow, replace: bool) -> Result<()> {
     let sql = if replace {
-        "INSERT OR REPLACE INTO refs (name, v, store, key, created_at) VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO refs (name, v, store, key, created_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (name) DO UPDATE SET v = excluded.v, store = excluded.store, \
+         key = excluded.key, created_at = excluded.created_at"
     } else {
-        "INSERT INTO refs (name, v, store, key, created_at) VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO refs (name, v, store, key, created_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (name) DO NOTHING"
     };
-    let result = sqlx::query(sql)
+    let saved = query(sql)
         .bind(&row.name)
         .bind(row.v)
         .bind(&row.store)
         .bind(&row.key)
         .bind(chrono::Utc::now().timestamp_millis())
-        .execute(db.pool())
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::InvalidConfig {
+        .execute(db)
+        .await?;
+    if saved == 0 {
+        return Err(Error::InvalidConfig {
             what: "dataset reference".into(),
             message: format!(
                 "a reference named {:?} already exists; remove it first or replace it",
                 row.name
             ),
-        }),
-        Err(e) => Err(db.error(e)),
+        });
     }
+    Ok(())
 }
 
 /// The reference named `name`, if any.
 pub(crate) async fn load(db: &StateDb, name: &str) -> Result<Option<RefRow>> {
     let row: Option<(String, i64, String, String)> =
-        sqlx::query_as("SELECT name, v, store, key FROM refs WHERE name = ?")
+        query("SELECT name, v, store, key FROM refs WHERE name = $1")
             .bind(name)
-            .fetch_optional(db.pool())
-            .await
-            .at(db)?;
+            .fetch_optional_as(db)
+            .await?;
     Ok(row.map(into_row))
 }
 
 /// Every reference, by name.
 pub(crate) async fn list(db: &StateDb) -> Result<Vec<RefRow>> {
     let rows: Vec<(String, i64, String, String)> =
-        sqlx::query_as("SELECT name, v, store, key FROM refs ORDER BY name")
-            .fetch_all(db.pool())
-            .await
-            .at(db)?;
+        query("SELECT name, v, store, key FROM refs ORDER BY name")
+            .fetch_all_as(db)
+            .await?;
     Ok(rows.into_iter().map(into_row).collect())
 }
 
 /// Forgets the reference named `name`; `false` if there was none.
 pub(crate) async fn remove(db: &StateDb, name: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM refs WHERE name = ?")
+    let removed = query("DELETE FROM refs WHERE name = $1")
         .bind(name)
-        .execute(db.pool())
-        .await
-        .at(db)?;
-    Ok(done.rows_affected() > 0)
+        .execute(db)
+        .await?;
+    Ok(removed > 0)
 }
 
 fn into_row((name, v, store, key): (String, i64, String, String)) -> RefRow {

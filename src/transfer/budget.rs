@@ -11,7 +11,8 @@ use async_trait::async_trait;
 
 use super::client::{RequestGate, TransferClient};
 use crate::error::Result;
-use crate::state::{SqlResultExt, StateDb};
+use crate::state::StateDb;
+use crate::state::query::query;
 
 /// A token bucket of `rate` requests per second (bursts of up to `rate`, at least one)
 /// shared through the `request_budget` table.
@@ -46,32 +47,30 @@ impl RequestBudget {
     async fn take(&self) -> Result<Option<Duration>> {
         let db = &self.db;
         let burst = self.rate.max(1.0);
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = db.begin_immediate().await?;
+        let mut tx = db.begin_write().await?;
+        // The database's clock: hosts sharing one PostgreSQL database share its bucket.
+        let now = tx.clock_ms().await?;
         let row: Option<(f64, i64)> =
-            sqlx::query_as("SELECT tokens, updated_at FROM request_budget WHERE identity = ?")
+            query("SELECT tokens, updated_at FROM request_budget WHERE identity = $1")
                 .bind(&self.identity)
-                .fetch_optional(&mut *tx)
-                .await
-                .at(db)?;
+                .fetch_optional_as(&mut tx)
+                .await?;
         let tokens = row.map_or(burst, |(tokens, at)| {
             (tokens + (now - at).max(0) as f64 / 1000.0 * self.rate).min(burst)
         });
         if tokens < 1.0 {
-            tx.commit().await.at(db)?;
+            tx.commit().await?;
             return Ok(Some(Duration::from_secs_f64((1.0 - tokens) / self.rate)));
         }
-        sqlx::query(
-            "INSERT INTO request_budget (identity, tokens, updated_at) VALUES (?, ?, ?) \
+        query(
+            "INSERT INTO request_budget (identity, tokens, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT(identity) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
         )
         .bind(&self.identity)
         .bind(tokens - 1.0)
         .bind(now)
-        .execute(&mut *tx)
-        .await
-        .at(db)?;
-        tx.commit().await.at(db)?;
+        .execute(&mut tx).await?;
+        tx.commit().await?;
         Ok(None)
     }
 }

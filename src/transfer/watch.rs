@@ -23,7 +23,8 @@ use super::budget::RequestBudget;
 use super::client::{TaskQuery, TransferClient};
 use super::types::Task;
 use crate::error::Result;
-use crate::state::{SqlResultExt, StateDb};
+use crate::state::StateDb;
+use crate::state::query::query;
 
 /// How long a task seen before may be missing from the list before the watcher asks for
 /// it directly (a task the service lost, or deleted from history, is then `FAILED` with
@@ -399,36 +400,29 @@ impl Shared {
         let db = &self.db;
         let now = chrono::Utc::now().timestamp_millis();
         let expires = now + SHARED_TTL.as_millis() as i64;
-        let list = serde_json::to_string(&sorted).expect("labels serialize");
-        let mut tx = db.begin_immediate().await?;
-        sqlx::query(
-            "DELETE FROM watches WHERE owner = ? AND label NOT IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&self.owner)
-        .bind(&list)
-        .execute(&mut *tx)
-        .await
-        .at(db)?;
-        sqlx::query(
-            "INSERT INTO watches (label, owner, expires_at) SELECT value, ?, ? FROM json_each(?) \
-             WHERE true ON CONFLICT(label, owner) DO UPDATE SET expires_at = excluded.expires_at",
-        )
-        .bind(&self.owner)
-        .bind(expires)
-        .bind(&list)
-        .execute(&mut *tx)
-        .await
-        .at(db)?;
+        let mut tx = db.begin_write().await?;
+        // This process's rows are exactly `sorted` afterwards.
+        query("DELETE FROM watches WHERE owner = $1")
+            .bind(&self.owner)
+            .execute(&mut tx)
+            .await?;
+        for label in &sorted {
+            query("INSERT INTO watches (label, owner, expires_at) VALUES ($1, $2, $3)")
+                .bind(label)
+                .bind(&self.owner)
+                .bind(expires)
+                .execute(&mut tx)
+                .await?;
+        }
         // Rows of processes gone for a while, and what was seen for labels nobody
         // watches any more.
-        sqlx::query("DELETE FROM watches WHERE expires_at < ?")
+        query("DELETE FROM watches WHERE expires_at < $1")
             .bind(now - 60_000)
-            .execute(&mut *tx)
-            .await
-            .at(db)?;
-        sqlx::query("DELETE FROM watched_tasks WHERE seen_at < ? AND label NOT IN (SELECT label FROM watches)")
-            .bind(now - 60_000).execute(&mut *tx).await.at(db)?;
-        tx.commit().await.at(db)?;
+            .execute(&mut tx)
+            .await?;
+        query("DELETE FROM watched_tasks WHERE seen_at < $1 AND label NOT IN (SELECT label FROM watches)")
+            .bind(now - 60_000).execute(&mut tx).await?;
+        tx.commit().await?;
         *self.recorded.lock().expect("watcher lock") = (sorted, Some(std::time::Instant::now()));
         Ok(())
     }
@@ -440,19 +434,17 @@ impl Shared {
             return Ok(());
         }
         let db = &self.db;
-        let mut tx = db.begin_immediate().await?;
-        sqlx::query("DELETE FROM leases WHERE name = ? AND owner = ?")
+        let mut tx = db.begin_write().await?;
+        query("DELETE FROM leases WHERE name = $1 AND owner = $2")
             .bind(&self.lease)
             .bind(&self.owner)
-            .execute(&mut *tx)
-            .await
-            .at(db)?;
-        sqlx::query("DELETE FROM watches WHERE owner = ?")
+            .execute(&mut tx)
+            .await?;
+        query("DELETE FROM watches WHERE owner = $1")
             .bind(&self.owner)
-            .execute(&mut *tx)
-            .await
-            .at(db)?;
-        tx.commit().await.at(db)?;
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
         *self.recorded.lock().expect("watcher lock") = (Vec::new(), None);
         Ok(())
     }
@@ -460,15 +452,14 @@ impl Shared {
     /// Every label a live process waits on whose task is not known to be final.
     async fn all_labels(&self) -> Result<Vec<String>> {
         let now = chrono::Utc::now().timestamp_millis();
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<(String, Option<String>)> = query(
             "SELECT DISTINCT watches.label, watched_tasks.task FROM watches \
              LEFT JOIN watched_tasks ON watched_tasks.label = watches.label \
-             WHERE watches.expires_at > ? ORDER BY watches.label",
+             WHERE watches.expires_at > $1 ORDER BY watches.label",
         )
         .bind(now)
-        .fetch_all(self.db.pool())
-        .await
-        .at(&self.db)?;
+        .fetch_all_as(&self.db)
+        .await?;
         Ok(rows
             .into_iter()
             .filter(|(_, task)| {
@@ -482,17 +473,21 @@ impl Shared {
 
     /// The tasks recorded for `labels` (those seen at least once).
     async fn read(&self, labels: &[String]) -> Result<Vec<Task>> {
-        let list = serde_json::to_string(labels).expect("labels serialize");
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT task FROM watched_tasks WHERE label IN (SELECT value FROM json_each(?))",
-        )
-        .bind(list)
-        .fetch_all(self.db.pool())
-        .await
-        .at(&self.db)?;
+        if labels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT task FROM watched_tasks WHERE label IN ({})",
+            crate::state::query::placeholders(1, labels.len())
+        );
+        let rows: Vec<String> = labels
+            .iter()
+            .fold(query(&sql), |q, label| q.bind(label))
+            .fetch_scalars(&self.db)
+            .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(t,)| serde_json::from_str(&t).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
             .collect())
     }
 
@@ -503,21 +498,20 @@ impl Shared {
         }
         let db = &self.db;
         let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = db.begin_immediate().await?;
+        let mut tx = db.begin_write().await?;
         for task in tasks {
             let Some(label) = &task.label else { continue };
-            sqlx::query(
-                "INSERT INTO watched_tasks (label, task, seen_at) VALUES (?, ?, ?) \
+            query(
+                "INSERT INTO watched_tasks (label, task, seen_at) VALUES ($1, $2, $3) \
                  ON CONFLICT(label) DO UPDATE SET task = excluded.task, seen_at = excluded.seen_at",
             )
             .bind(label)
-            .bind(serde_json::to_string(task).expect("task serializes"))
+            .bind(&serde_json::to_string(task).expect("task serializes"))
             .bind(now)
-            .execute(&mut *tx)
-            .await
-            .at(db)?;
+            .execute(&mut tx)
+            .await?;
         }
-        tx.commit().await.at(db)
+        tx.commit().await
     }
 }
 

@@ -31,7 +31,8 @@ use super::rows::BatchKey;
 use super::sql::now_ms;
 use crate::error::Result;
 use crate::state::StateDb;
-use crate::state::direct::{DirectConnection, DirectError, Value};
+use crate::state::direct::{DirectConnection, DirectError};
+use crate::state::query::{Arg, Statement, query};
 use crate::transfer::ItemSpec;
 use crate::transfer::states::{BatchState, ItemState};
 
@@ -92,7 +93,10 @@ impl CommitLane {
             let to = (identity, owner);
             let result = match lane.try_direct(db, to, &group) {
                 Some(result) => result,
-                None => lane.commit_through_sqlx(db, to, &group).await,
+                None if db.sqlite_pool().is_some() => {
+                    lane.commit_through_sqlx(db, to, &group).await
+                }
+                None => lane.commit_in_transaction(db, to, &group).await,
             };
             answer(db, group, result);
         }
@@ -112,7 +116,8 @@ impl Lane {
         let conn = match &mut self.connection {
             Some(conn) => conn,
             None => {
-                let conn = db.pool().acquire().await.map_err(|e| db.error(e))?;
+                let pool = db.sqlite_pool().expect("called on SQLite only");
+                let conn = pool.acquire().await.map_err(|e| db.error(e))?;
                 self.connection.insert(conn.detach())
             }
         };
@@ -121,6 +126,47 @@ impl Lane {
             self.connection = None;
         }
         result
+    }
+
+    /// Commits `group` in a write transaction of the engine-neutral kind, one statement
+    /// at a time (PostgreSQL: a server round trip each, under the write lock that keeps
+    /// item ids in the group's order).
+    async fn commit_in_transaction(
+        &mut self,
+        db: &StateDb,
+        to: (&str, &str),
+        requests: &[WriteReq],
+    ) -> Result<Vec<i64>> {
+        let now = now_ms();
+        let group = Group::of(requests, &self.inserted);
+        let mut tx = db.begin_write().await?;
+        let batch_insert = numbered(BATCH_INSERT);
+        for &batch in &group.new_batches {
+            bound(query(&batch_insert), Group::batch_values(batch, to, now))
+                .execute(&mut tx)
+                .await?;
+        }
+        let mut ids = Vec::with_capacity(group.items.len());
+        for chunk in group.items.chunks(ITEMS_PER_INSERT) {
+            let sql = numbered(&items_insert(chunk.len()));
+            let values = chunk.iter().flat_map(|&item| Group::item_values(item, now));
+            ids.extend(
+                bound(query(&sql), values)
+                    .fetch_scalars::<i64>(&mut tx)
+                    .await?,
+            );
+        }
+        let close = numbered(BATCH_CLOSE);
+        for label in &group.closes {
+            bound(query(&close), Group::close_values(label, now))
+                .execute(&mut tx)
+                .await?;
+        }
+        tx.commit().await?;
+        // Ids come from one sequence, drawn in VALUES order under the write lock.
+        ids.sort_unstable();
+        group.committed(&mut self.inserted);
+        Ok(ids)
     }
 
     /// Commits `group` on the direct connection (opened on first use), unless another
@@ -213,6 +259,39 @@ macro_rules! item_row {
     };
 }
 
+/// An insert of `rows` items that returns their ids.
+fn items_insert(rows: usize) -> String {
+    let mut sql = String::from(item_insert!());
+    for n in 0..rows {
+        if n > 0 {
+            sql.push(',');
+        }
+        sql.push_str(item_row!());
+    }
+    sql.push_str(" RETURNING id");
+    sql
+}
+
+/// `sql` with its `?` placeholders numbered `$1`, `$2`, … (the shared dialect; the
+/// statements here are written with `?` for SQLite's direct connection and script).
+fn numbered(sql: &str) -> String {
+    let mut n = 0;
+    sql.chars()
+        .map(|c| match c {
+            '?' => {
+                n += 1;
+                format!("${n}")
+            }
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// `statement` with `values` bound in order.
+fn bound<'q>(statement: Statement<'q>, values: impl IntoIterator<Item = Arg<'q>>) -> Statement<'q> {
+    values.into_iter().fold(statement, Statement::bind)
+}
+
 /// Idempotent: a leader dropped mid-commit may have committed a batch it could not record
 /// in `inserted`; the next group inserts it again, harmlessly.
 const BATCH_INSERT: &str = "INSERT INTO batches (label, identity, source, destination, options, \
@@ -263,46 +342,47 @@ impl<'a> Group<'a> {
         (label, key): (&'a String, &'a BatchKey),
         (identity, owner): (&'a str, &'a str),
         now: i64,
-    ) -> [Value<'a>; 9] {
+    ) -> [Arg<'a>; 9] {
         [
-            Value::Text(label),
-            Value::Text(identity),
-            Value::Text(&key.0),
-            Value::Text(&key.1),
-            Value::Text(&key.2),
-            Value::Int(key.3),
-            Value::Text(BatchState::Open.as_str()),
-            Value::Text(owner),
-            Value::Int(now),
+            Arg::Text(Some(label)),
+            Arg::Text(Some(identity)),
+            Arg::Text(Some(&key.0)),
+            Arg::Text(Some(&key.1)),
+            Arg::Text(Some(&key.2)),
+            Arg::Int(Some(key.3)),
+            Arg::Text(Some(BatchState::Open.as_str())),
+            Arg::Text(Some(owner)),
+            Arg::Int(Some(now)),
         ]
     }
 
     /// The values of one item's row, in [`item_row`]'s order.
-    fn item_values((label, spec): (&'a String, &'a ItemSpec), now: i64) -> [Value<'a>; 9] {
-        let (checksum, algorithm) = match &spec.external_checksum {
-            Some((c, a)) => (Value::Text(c), Value::Text(a)),
-            None => (Value::Null, Value::Null),
-        };
+    fn item_values((label, spec): (&'a String, &'a ItemSpec), now: i64) -> [Arg<'a>; 9] {
+        let (checksum, algorithm) = spec
+            .external_checksum
+            .as_ref()
+            .map(|(c, a)| (c.as_str(), a.as_str()))
+            .unzip();
         [
-            Value::Text(label),
-            Value::Text(&spec.source_path),
-            Value::Text(&spec.destination_path),
-            spec.recursive.map_or(Value::Null, |r| Value::Int(r.into())),
-            checksum,
-            algorithm,
-            Value::Text(ItemState::Pending.as_str()),
-            Value::Int(now),
-            spec.size.map_or(Value::Null, |s| Value::Int(s as i64)),
+            Arg::Text(Some(label)),
+            Arg::Text(Some(&spec.source_path)),
+            Arg::Text(Some(&spec.destination_path)),
+            Arg::Bool(spec.recursive),
+            Arg::Text(checksum),
+            Arg::Text(algorithm),
+            Arg::Text(Some(ItemState::Pending.as_str())),
+            Arg::Int(Some(now)),
+            Arg::Int(spec.size.map(|s| s as i64)),
         ]
     }
 
     /// The values of one close, in [`BATCH_CLOSE`]'s order.
-    fn close_values(label: &'a str, now: i64) -> [Value<'a>; 4] {
+    fn close_values(label: &'a str, now: i64) -> [Arg<'a>; 4] {
         [
-            Value::Text(BatchState::Ready.as_str()),
-            Value::Int(now),
-            Value::Text(label),
-            Value::Text(BatchState::Open.as_str()),
+            Arg::Text(Some(BatchState::Ready.as_str())),
+            Arg::Int(Some(now)),
+            Arg::Text(Some(label)),
+            Arg::Text(Some(BatchState::Open.as_str())),
         ]
     }
 
@@ -371,14 +451,8 @@ pub(super) async fn commit_writes(
         script.push(';');
     }
     for chunk in group.items.chunks(ITEMS_PER_INSERT) {
-        script.push_str(item_insert!());
-        for n in 0..chunk.len() {
-            if n > 0 {
-                script.push(',');
-            }
-            script.push_str(item_row!());
-        }
-        script.push_str(" RETURNING id;");
+        script.push_str(&items_insert(chunk.len()));
+        script.push(';');
     }
     for _ in &group.closes {
         script.push_str(BATCH_CLOSE);
@@ -406,11 +480,7 @@ pub(super) async fn commit_writes(
                 .flat_map(|label| Group::close_values(label, now)),
         );
     for value in values {
-        query = match value {
-            Value::Text(text) => query.bind(text),
-            Value::Int(n) => query.bind(n),
-            Value::Null => query.bind(None::<i64>),
-        };
+        query = crate::state::query::bind_sqlite(query, value);
     }
 
     let rows = match query.fetch_all(&mut *conn).await {
@@ -623,13 +693,13 @@ mod tests {
     async fn a_busy_database_sends_the_group_through_sqlx_which_waits_for_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        let mut holder = db.begin_immediate().await.unwrap();
+        let mut holder = db.begin_write().await.unwrap();
         let mut lane = Lane::default();
         let group = [item("psg-a", 0)];
         assert!(lane.try_direct(&db, ("me", "o"), &group).is_none());
         assert!(lane.direct.is_some(), "kept for the next group");
-        let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
-            .fetch_one(&mut *holder)
+        let written: i64 = query("SELECT COUNT(*) FROM items")
+            .fetch_scalar(&mut holder)
             .await
             .unwrap();
         assert_eq!(written, 0);

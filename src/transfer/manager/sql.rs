@@ -10,17 +10,14 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
-
 use super::resplit_label;
 pub(super) use super::rows::*;
 use super::status::{BatchStatus, ItemStatus};
 use crate::error::Result;
-use crate::state::{SqlResultExt, StateDb};
+use crate::state::StateDb;
+use crate::state::query::{Tx, query};
 use crate::transfer::states::{BatchState, ItemState};
 use crate::transfer::types::Task;
-
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 /// Now, as stored.
 pub(super) fn now_ms() -> i64 {
@@ -29,18 +26,17 @@ pub(super) fn now_ms() -> i64 {
 
 /// Records this process (or refreshes its heartbeat).
 pub(super) async fn register_process(db: &StateDb, me: &ProcessRow) -> Result<()> {
-    sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at")
+    query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at")
         .bind(&me.owner).bind(&me.host).bind(me.pid as i64).bind(&me.started).bind(me.heartbeat_at)
-        .execute(db.pool()).await.at(db)?;
+        .execute(db).await?;
     Ok(())
 }
 
 /// Every process that ever used the database.
 pub(super) async fn processes(db: &StateDb) -> Result<Vec<ProcessRow>> {
-    let rows = sqlx::query("SELECT owner, host, pid, started, heartbeat_at FROM processes")
-        .fetch_all(db.pool())
-        .await
-        .at(db)?;
+    let rows = query("SELECT owner, host, pid, started, heartbeat_at FROM processes")
+        .fetch_all(db)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| ProcessRow {
@@ -55,12 +51,11 @@ pub(super) async fn processes(db: &StateDb) -> Result<Vec<ProcessRow>> {
 
 /// Renews this process's heartbeat.
 pub(super) async fn heartbeat(db: &StateDb, owner: &str) -> Result<()> {
-    sqlx::query("UPDATE processes SET heartbeat_at = ? WHERE owner = ?")
+    query("UPDATE processes SET heartbeat_at = $1 WHERE owner = $2")
         .bind(now_ms())
         .bind(owner)
-        .execute(db.pool())
-        .await
-        .at(db)?;
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -73,64 +68,56 @@ pub(crate) async fn take_lease(
     expires_at: i64,
     is_live: impl Fn(&str) -> bool,
 ) -> Result<bool> {
-    let mut tx = db.begin_immediate().await?;
-    let held: Option<(String, i64)> =
-        sqlx::query_as("SELECT owner, expires_at FROM leases WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await
-            .at(db)?;
+    let mut tx = db.begin_write().await?;
+    let held: Option<(String, i64)> = query("SELECT owner, expires_at FROM leases WHERE name = $1")
+        .bind(name)
+        .fetch_optional_as(&mut tx)
+        .await?;
     let ours = match &held {
         None => true,
         Some((holder, expires)) => holder == owner || *expires < now_ms() || !is_live(holder),
     };
     if ours {
-        sqlx::query("INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at")
+        query("INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at")
             .bind(name).bind(owner).bind(expires_at)
-            .execute(&mut *tx).await.at(db)?;
+            .execute(&mut tx).await?;
     }
-    tx.commit().await.at(db)?;
+    tx.commit().await?;
     Ok(ours)
 }
 
 /// The open batches of `identity`, with their owners.
 pub(super) async fn open_batches(db: &StateDb, identity: &str) -> Result<Vec<(i64, String)>> {
-    sqlx::query_as("SELECT id, owner FROM batches WHERE identity = ? AND state = ?")
+    query("SELECT id, owner FROM batches WHERE identity = $1 AND state = $2")
         .bind(identity)
         .bind(BatchState::Open.as_str())
-        .fetch_all(db.pool())
+        .fetch_all_as(db)
         .await
-        .at(db)
 }
 
 /// Closes an open batch on behalf of `owner` (its own died).
 pub(super) async fn adopt_open_batch(db: &StateDb, batch: i64, owner: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE batches SET state = ?, closed_at = ?, owner = ? WHERE id = ? AND state = ?",
-    )
-    .bind(BatchState::Ready.as_str())
-    .bind(now_ms())
-    .bind(owner)
-    .bind(batch)
-    .bind(BatchState::Open.as_str())
-    .execute(db.pool())
-    .await
-    .at(db)?;
+    query("UPDATE batches SET state = $1, closed_at = $2, owner = $3 WHERE id = $4 AND state = $5")
+        .bind(BatchState::Ready.as_str())
+        .bind(now_ms())
+        .bind(owner)
+        .bind(batch)
+        .bind(BatchState::Open.as_str())
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// Where item `item` stands, with its batch's state.
 pub(super) async fn item_status(db: &StateDb, item: i64) -> Result<Option<ItemStatus>> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT items.id, items.state, items.code, items.description, items.source_path, items.destination_path, \
          batches.label, batches.state AS batch_state, batches.task_id, batches.status, batches.nice_status, batches.bytes_transferred, \
          batches.attention \
-         FROM items JOIN batches ON batches.id = items.batch_id WHERE items.id = ?",
+         FROM items JOIN batches ON batches.id = items.batch_id WHERE items.id = $1",
     )
     .bind(item)
-    .fetch_optional(db.pool())
-    .await
-    .at(db)?;
+    .fetch_optional(db).await?;
     Ok(row.map(|r| ItemStatus {
         item: r.get("id"),
         state: r.get::<String, _>("state").into(),
@@ -150,8 +137,8 @@ pub(super) async fn item_status(db: &StateDb, item: i64) -> Result<Option<ItemSt
 
 /// The ids of every item of the batch labelled `label`, in enqueue order.
 pub(super) async fn item_ids_of(db: &StateDb, label: &str) -> Result<Vec<i64>> {
-    sqlx::query_scalar("SELECT items.id FROM items JOIN batches ON batches.id = items.batch_id WHERE batches.label = ? ORDER BY items.id")
-        .bind(label).fetch_all(db.pool()).await.at(db)
+    query("SELECT items.id FROM items JOIN batches ON batches.id = items.batch_id WHERE batches.label = $1 ORDER BY items.id")
+        .bind(label).fetch_scalars(db).await
 }
 
 /// Which batches [`batches`] reads.
@@ -167,28 +154,24 @@ pub(super) struct BatchQuery<'a> {
     pub limit: i64,
 }
 
-/// The batches `query` selects, newest first.
-pub(super) async fn batches(db: &StateDb, query: BatchQuery<'_>) -> Result<Vec<BatchStatus>> {
-    let rows = sqlx::query(
+/// The batches `filter` selects, newest first.
+pub(super) async fn batches(db: &StateDb, filter: BatchQuery<'_>) -> Result<Vec<BatchStatus>> {
+    let rows = query(
         "SELECT label, identity, owner, state, source, destination, priority, submission_id, task_id, status, nice_status, bytes_transferred, \
          files, files_transferred, fatal_code, fatal_description, resplit_of, last_error, hold_until, attention, \
          files_skipped, skipped_errors, \
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) AS items, \
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'SUCCEEDED') AS items_succeeded, \
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'PENDING') AS items_pending, \
-         (SELECT CASE WHEN COUNT(size) = COUNT(*) THEN SUM(size) END FROM items WHERE items.batch_id = batches.id) AS bytes_total \
-         FROM batches WHERE (? IS NULL OR identity = ?) AND (? IS NULL OR label = ?) \
-         AND (? = 0 OR (task_id IS NULL AND state IN ('OPEN', 'READY', 'SUBMITTING'))) ORDER BY id DESC LIMIT ?",
+         (SELECT CASE WHEN COUNT(size) = COUNT(*) THEN CAST(SUM(size) AS BIGINT) END FROM items WHERE items.batch_id = batches.id) AS bytes_total \
+         FROM batches WHERE ($1 IS NULL OR identity = $1) AND ($2 IS NULL OR label = $2) \
+         AND (NOT $3 OR (task_id IS NULL AND state IN ('OPEN', 'READY', 'SUBMITTING'))) ORDER BY id DESC LIMIT $4",
     )
-    .bind(query.identity)
-    .bind(query.identity)
-    .bind(query.label)
-    .bind(query.label)
-    .bind(query.unsubmitted)
-    .bind(query.limit)
-    .fetch_all(db.pool())
-    .await
-    .at(db)?;
+    .bind(filter.identity)
+    .bind(filter.label)
+    .bind(filter.unsubmitted)
+    .bind(filter.limit)
+    .fetch_all(db).await?;
     Ok(rows
         .into_iter()
         .map(|r| BatchStatus {
@@ -229,21 +212,21 @@ pub(super) async fn batches(db: &StateDb, query: BatchQuery<'_>) -> Result<Vec<B
 pub(super) async fn cancel_unsubmitted(db: &StateDb, label: &str) -> Result<bool> {
     const WHY: &str = "canceled before submission";
     let now = now_ms();
-    let mut tx = db.begin_immediate().await?;
-    let canceled = sqlx::query("UPDATE batches SET state = ?, fatal_code = 'CANCELED', fatal_description = ?, completed_at = ? WHERE label = ? AND state IN (?, ?)")
+    let mut tx = db.begin_write().await?;
+    let canceled = query("UPDATE batches SET state = $1, fatal_code = 'CANCELED', fatal_description = $2, completed_at = $3 WHERE label = $4 AND state IN ($5, $6)")
         .bind(BatchState::Done.as_str()).bind(WHY).bind(now).bind(label)
         .bind(BatchState::Open.as_str()).bind(BatchState::Ready.as_str())
-        .execute(&mut *tx).await.at(db)?.rows_affected() == 1;
+        .execute(&mut tx).await? == 1;
     if !canceled {
         return Ok(false);
     }
-    sqlx::query("UPDATE items SET state = ?, code = 'CANCELED', description = ?, completed_at = ? WHERE state = ? AND batch_id = (SELECT id FROM batches WHERE label = ?)")
+    query("UPDATE items SET state = $1, code = 'CANCELED', description = $2, completed_at = $3 WHERE state = $4 AND batch_id = (SELECT id FROM batches WHERE label = $5)")
         .bind(ItemState::Canceled.as_str()).bind(WHY).bind(now).bind(ItemState::Pending.as_str())
         .bind(label)
-        .execute(&mut *tx).await.at(db)?;
+        .execute(&mut tx).await?;
     // Waiters in other processes learn of it through the generation.
-    bump_generation(&mut tx, db).await?;
-    tx.commit().await.at(db)?;
+    bump_generation(&mut tx).await?;
+    tx.commit().await?;
     Ok(true)
 }
 
@@ -256,44 +239,41 @@ pub(super) async fn flush_counts(
 ) -> Result<(i64, i64, i64)> {
     // A batch Globus holds (409, identical paths or the pending-task limit) is settled
     // for now: it goes when Globus lets it, which no flush can hasten.
-    sqlx::query_as(
-        "SELECT COALESCE(SUM(state = 'OPEN' OR (state = 'SUBMITTING' AND (hold_until IS NULL OR hold_until <= ?))), 0), \
-         COALESCE(SUM(state = 'READY'), 0), \
-         COALESCE(SUM(state IN ('SUBMITTING', 'SUBMITTED')), 0) FROM batches WHERE identity = ? AND owner = ?",
+    query(
+        "SELECT COUNT(CASE WHEN state = 'OPEN' OR (state = 'SUBMITTING' AND (hold_until IS NULL OR hold_until <= $1)) THEN 1 END), \
+         COUNT(CASE WHEN state = 'READY' THEN 1 END), \
+         COUNT(CASE WHEN state IN ('SUBMITTING', 'SUBMITTED') THEN 1 END) FROM batches WHERE identity = $2 AND owner = $3",
     )
     .bind(now_ms())
     .bind(identity)
     .bind(owner)
-    .fetch_one(db.pool())
+    .fetch_one_as(db)
     .await
-    .at(db)
 }
 
 /// How many of `identity`'s closed batches wait to be posted and are not held: while
 /// there are any, posting is the bottleneck (the request budget, admission), and an open
 /// batch gains by taking more items rather than queueing behind them.
 pub(super) async fn unposted_backlog(db: &StateDb, identity: &str) -> Result<i64> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM batches WHERE identity = ? AND state = ? \
-         AND (hold_until IS NULL OR hold_until <= ?)",
+    query(
+        "SELECT COUNT(*) FROM batches WHERE identity = $1 AND state = $2 \
+         AND (hold_until IS NULL OR hold_until <= $3)",
     )
     .bind(identity)
     .bind(BatchState::Ready.as_str())
     .bind(now_ms())
-    .fetch_one(db.pool())
+    .fetch_scalar(db)
     .await
-    .at(db)
 }
 
 /// How many of `identity`'s batches are pending at Globus (or about to be).
 pub(super) async fn pending_at_globus(db: &StateDb, identity: &str) -> Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM batches WHERE identity = ? AND state IN (?, ?)")
+    query("SELECT COUNT(*) FROM batches WHERE identity = $1 AND state IN ($2, $3)")
         .bind(identity)
         .bind(BatchState::Submitting.as_str())
         .bind(BatchState::Submitted.as_str())
-        .fetch_one(db.pool())
+        .fetch_scalar(db)
         .await
-        .at(db)
 }
 
 /// `identity`'s batches caught between their commit and Globus's answer and not held,
@@ -302,28 +282,26 @@ pub(super) async fn submitting(
     db: &StateDb,
     identity: &str,
 ) -> Result<Vec<(i64, String, Option<String>)>> {
-    sqlx::query_as(
-        "SELECT id, owner, submission_id FROM batches WHERE identity = ? AND state = ? \
-         AND (hold_until IS NULL OR hold_until <= ?) ORDER BY id",
+    query(
+        "SELECT id, owner, submission_id FROM batches WHERE identity = $1 AND state = $2 \
+         AND (hold_until IS NULL OR hold_until <= $3) ORDER BY id",
     )
     .bind(identity)
     .bind(BatchState::Submitting.as_str())
     .bind(now_ms())
-    .fetch_all(db.pool())
+    .fetch_all_as(db)
     .await
-    .at(db)
 }
 
 /// `identity`'s batches waiting for admission, latency work first: (id, priority, owner).
 pub(super) async fn ready(db: &StateDb, identity: &str) -> Result<Vec<(i64, i64, String)>> {
-    sqlx::query_as(
-        "SELECT id, priority, owner FROM batches WHERE identity = ? AND state = ? ORDER BY priority, id",
+    query(
+        "SELECT id, priority, owner FROM batches WHERE identity = $1 AND state = $2 ORDER BY priority, id",
     )
     .bind(identity)
     .bind(BatchState::Ready.as_str())
-    .fetch_all(db.pool())
+    .fetch_all_as(db)
     .await
-    .at(db)
 }
 
 /// Fixes `submission_id` for a `READY` batch, which becomes `SUBMITTING` and `owner`'s;
@@ -334,31 +312,28 @@ pub(super) async fn fix_submission_id(
     submission_id: &str,
     owner: &str,
 ) -> Result<bool> {
-    let mut tx = db.begin_immediate().await?;
-    let fixed = sqlx::query(
-        "UPDATE batches SET state = ?, submission_id = ?, owner = ? WHERE id = ? AND state = ?",
+    let mut tx = db.begin_write().await?;
+    let fixed = query(
+        "UPDATE batches SET state = $1, submission_id = $2, owner = $3 WHERE id = $4 AND state = $5",
     )
     .bind(BatchState::Submitting.as_str())
     .bind(submission_id)
     .bind(owner)
     .bind(batch)
     .bind(BatchState::Ready.as_str())
-    .execute(&mut *tx)
-    .await
-    .at(db)?;
-    tx.commit().await.at(db)?;
-    Ok(fixed.rows_affected() > 0)
+    .execute(&mut tx).await?;
+    tx.commit().await?;
+    Ok(fixed > 0)
 }
 
 /// A batch with its items, as its transfer request needs them.
 pub(super) async fn batch_to_post(db: &StateDb, batch: i64) -> Result<BatchToPost> {
-    let row = sqlx::query("SELECT label, source, destination, options FROM batches WHERE id = ?")
+    let row = query("SELECT label, source, destination, options FROM batches WHERE id = $1")
         .bind(batch)
-        .fetch_one(db.pool())
-        .await
-        .at(db)?;
-    let items = sqlx::query("SELECT id, source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = ? ORDER BY id")
-        .bind(batch).fetch_all(db.pool()).await.at(db)?;
+        .fetch_one(db)
+        .await?;
+    let items = query("SELECT id, source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = $1 ORDER BY id")
+        .bind(batch).fetch_all(db).await?;
     Ok(BatchToPost {
         label: row.get("label"),
         source: row.get("source"),
@@ -384,27 +359,25 @@ pub(super) async fn rewrite_item_paths(
     batch: i64,
     items: &[super::rows::ItemToPost],
 ) -> Result<()> {
-    let mut tx = db.begin_immediate().await?;
+    let mut tx = db.begin_write().await?;
     for item in items {
-        sqlx::query(
-            "UPDATE items SET source_path = ?, destination_path = ? WHERE id = ? AND batch_id = ?",
+        query(
+            "UPDATE items SET source_path = $1, destination_path = $2 WHERE id = $3 AND batch_id = $4",
         )
         .bind(&item.source_path)
         .bind(&item.destination_path)
         .bind(item.id)
         .bind(batch)
-        .execute(&mut *tx)
-        .await
-        .at(db)?;
+        .execute(&mut tx).await?;
     }
-    tx.commit().await.at(db)
+    tx.commit().await
 }
 
 /// The batch is at Globus as task `task_id`.
 pub(super) async fn mark_submitted(db: &StateDb, batch: i64, task_id: &str) -> Result<()> {
-    sqlx::query("UPDATE batches SET state = ?, task_id = ?, submitted_at = ?, last_error = NULL WHERE id = ?")
+    query("UPDATE batches SET state = $1, task_id = $2, submitted_at = $3, last_error = NULL WHERE id = $4")
         .bind(BatchState::Submitted.as_str()).bind(task_id).bind(now_ms()).bind(batch)
-        .execute(db.pool()).await.at(db)?;
+        .execute(db).await?;
     Ok(())
 }
 
@@ -413,51 +386,43 @@ pub(super) async fn mark_submitted(db: &StateDb, batch: i64, task_id: &str) -> R
 /// doubles with each hold, from one second up to `max`, or until a task of the identity
 /// ends ([`lift_holds`]). Its submission id stays, so the next post is the same one.
 pub(super) async fn hold(db: &StateDb, batch: i64, reason: &str, max: Duration) -> Result<()> {
-    let holds: i64 = sqlx::query_scalar("SELECT holds FROM batches WHERE id = ?")
+    let holds: i64 = query("SELECT holds FROM batches WHERE id = $1")
         .bind(batch)
-        .fetch_one(db.pool())
-        .await
-        .at(db)?;
+        .fetch_scalar(db)
+        .await?;
     let wait = (1000i64 << holds.clamp(0, 16)).min(max.as_millis() as i64);
-    sqlx::query(
-        "UPDATE batches SET hold_until = ?, holds = holds + 1, last_error = ? WHERE id = ?",
-    )
-    .bind(now_ms() + wait)
-    .bind(reason)
-    .bind(batch)
-    .execute(db.pool())
-    .await
-    .at(db)?;
+    query("UPDATE batches SET hold_until = $1, holds = holds + 1, last_error = $2 WHERE id = $3")
+        .bind(now_ms() + wait)
+        .bind(reason)
+        .bind(batch)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// Lifts the holds of `identity`'s batches: a task of it ended, so the conflict or the
 /// pending-task limit that held them may be gone.
 pub(super) async fn lift_holds(db: &StateDb, identity: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE batches SET hold_until = NULL WHERE identity = ? AND hold_until IS NOT NULL",
-    )
-    .bind(identity)
-    .execute(db.pool())
-    .await
-    .at(db)?;
+    query("UPDATE batches SET hold_until = NULL WHERE identity = $1 AND hold_until IS NOT NULL")
+        .bind(identity)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 pub(super) async fn record_submit_error(db: &StateDb, batch: i64, error: &str) -> Result<()> {
-    sqlx::query("UPDATE batches SET last_error = ? WHERE id = ?")
+    query("UPDATE batches SET last_error = $1 WHERE id = $2")
         .bind(error)
         .bind(batch)
-        .execute(db.pool())
-        .await
-        .at(db)?;
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// `identity`'s batches at Globus, for the poller.
 pub(super) async fn in_flight(db: &StateDb, identity: &str) -> Result<Vec<InFlight>> {
-    let rows = sqlx::query("SELECT id, task_id, submitted_at, bytes_transferred, progress, nice_status, nice_status_since, status, resplit_of FROM batches WHERE identity = ? AND state = ?")
-        .bind(identity).bind(BatchState::Submitted.as_str()).fetch_all(db.pool()).await.at(db)?;
+    let rows = query("SELECT id, task_id, submitted_at, bytes_transferred, progress, nice_status, nice_status_since, status, resplit_of FROM batches WHERE identity = $1 AND state = $2")
+        .bind(identity).bind(BatchState::Submitted.as_str()).fetch_all(db).await?;
     Ok(rows
         .into_iter()
         .map(|r| InFlight {
@@ -477,27 +442,26 @@ pub(super) async fn in_flight(db: &StateDb, identity: &str) -> Result<Vec<InFlig
 /// Records one poll: each task's counters and since when it is stuck, in one
 /// transaction that other processes notice through the generation.
 pub(super) async fn record_poll(db: &StateDb, observed: &[Observed<'_>]) -> Result<()> {
-    let mut tx = db.begin_immediate().await?;
+    let mut tx = db.begin_write().await?;
     for seen in observed {
-        update_counters(&mut tx, db, seen.batch, seen.task).await?;
+        update_counters(&mut tx, seen.batch, seen.task).await?;
         if !seen.task.is_final() {
-            sqlx::query("UPDATE batches SET nice_status_since = ?, attention = ? WHERE id = ?")
+            query("UPDATE batches SET nice_status_since = $1, attention = $2 WHERE id = $3")
                 .bind(seen.fatal_since)
                 .bind(&seen.attention)
                 .bind(seen.batch)
-                .execute(&mut *tx)
-                .await
-                .at(db)?;
+                .execute(&mut tx)
+                .await?;
         }
     }
-    bump_generation(&mut tx, db).await?;
-    tx.commit().await.at(db)
+    bump_generation(&mut tx).await?;
+    tx.commit().await
 }
 
 /// The items of a batch that are not final yet.
 pub(super) async fn pending_items(db: &StateDb, batch: i64) -> Result<Vec<PendingItem>> {
-    let rows = sqlx::query("SELECT id, source_path, destination_path, recursive FROM items WHERE batch_id = ? AND state = ? ORDER BY id")
-        .bind(batch).bind(ItemState::Pending.as_str()).fetch_all(db.pool()).await.at(db)?;
+    let rows = query("SELECT id, source_path, destination_path, recursive FROM items WHERE batch_id = $1 AND state = $2 ORDER BY id")
+        .bind(batch).bind(ItemState::Pending.as_str()).fetch_all(db).await?;
     Ok(rows
         .into_iter()
         .map(|r| PendingItem {
@@ -513,73 +477,73 @@ pub(super) async fn pending_items(db: &StateDb, batch: i64) -> Result<Vec<Pendin
 /// re-split its [`ItemEnd::Resplit`] items move to, and the batch itself.
 pub(super) async fn finish_batch(db: &StateDb, end: &BatchEnd<'_>) -> Result<()> {
     let now = now_ms();
-    let mut tx = db.begin_immediate().await?;
+    let mut tx = db.begin_write().await?;
     if let Some(task) = end.task {
-        update_counters(&mut tx, db, end.batch, task).await?;
+        update_counters(&mut tx, end.batch, task).await?;
     }
     let mut resplit_batch = None;
     for (id, item_end) in &end.items {
         match item_end {
-            ItemEnd::Succeeded => set_item(&mut tx, db, *id, None, now).await?,
+            ItemEnd::Succeeded => set_item(&mut tx, *id, None, now).await?,
             ItemEnd::Failed { code, description } => {
-                set_item(&mut tx, db, *id, Some((code, description)), now).await?
+                set_item(&mut tx, *id, Some((code, description)), now).await?
             }
             ItemEnd::Resplit | ItemEnd::ResplitWithoutChecksum => {
                 if matches!(item_end, ItemEnd::ResplitWithoutChecksum) {
-                    sqlx::query("UPDATE items SET external_checksum = NULL, checksum_algorithm = NULL WHERE id = ?")
-                        .bind(id).execute(&mut *tx).await.at(db)?;
+                    query("UPDATE items SET external_checksum = NULL, checksum_algorithm = NULL WHERE id = $1")
+                        .bind(*id).execute(&mut tx).await?;
                 }
                 let new_batch = match resplit_batch {
                     Some(b) => b,
                     None => {
-                        let b = insert_resplit(&mut tx, db, end).await?;
+                        let b = insert_resplit(&mut tx, end).await?;
                         *resplit_batch.insert(b)
                     }
                 };
-                sqlx::query("UPDATE items SET batch_id = ? WHERE id = ? AND state = ?")
+                query("UPDATE items SET batch_id = $1 WHERE id = $2 AND state = $3")
                     .bind(new_batch)
-                    .bind(id)
+                    .bind(*id)
                     .bind(ItemState::Pending.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .at(db)?;
+                    .execute(&mut tx)
+                    .await?;
             }
         }
     }
     let (code, description) = end.fatal.unzip();
     // Whatever is still pending shares the batch's fate.
-    sqlx::query("UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE batch_id = ? AND state = ?")
+    query("UPDATE items SET state = $1, code = $2, description = $3, completed_at = $4 WHERE batch_id = $5 AND state = $6")
         .bind(item_state(code).as_str()).bind(code.unwrap_or("FAILED"))
         .bind(description.unwrap_or("the batch ended without news of this item"))
         .bind(now).bind(end.batch).bind(ItemState::Pending.as_str())
-        .execute(&mut *tx).await.at(db)?;
-    sqlx::query("UPDATE batches SET state = ?, completed_at = ?, fatal_code = ?, fatal_description = ? WHERE id = ?")
+        .execute(&mut tx).await?;
+    query("UPDATE batches SET state = $1, completed_at = $2, fatal_code = $3, fatal_description = $4 WHERE id = $5")
         .bind(BatchState::Done.as_str()).bind(now).bind(code).bind(description).bind(end.batch)
-        .execute(&mut *tx).await.at(db)?;
-    bump_generation(&mut tx, db).await?;
-    tx.commit().await.at(db)
+        .execute(&mut tx).await?;
+    bump_generation(&mut tx).await?;
+    tx.commit().await
 }
 
 /// Creates `end`'s re-split: a READY batch with the same collections and options, and
 /// the label readers derive from the old one ([`resplit_label`]).
-async fn insert_resplit(tx: &mut Tx, db: &StateDb, end: &BatchEnd<'_>) -> Result<i64> {
-    let row = sqlx::query(
-        "SELECT label, identity, source, destination, options, priority FROM batches WHERE id = ?",
+async fn insert_resplit(tx: &mut Tx, end: &BatchEnd<'_>) -> Result<i64> {
+    let row = query(
+        "SELECT label, identity, source, destination, options, priority FROM batches WHERE id = $1",
     )
     .bind(end.batch)
-    .fetch_one(&mut **tx)
-    .await
-    .at(db)?;
+    .fetch_one(&mut *tx)
+    .await?;
     let now = now_ms();
-    sqlx::query_scalar(
+    let label = resplit_label(&row.get::<String, _>("label"));
+    let [identity, source, destination, options] =
+        ["identity", "source", "destination", "options"].map(|c| row.get::<String, _>(c));
+    query(
         "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at, closed_at, resplit_of) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
-    .bind(resplit_label(&row.get::<String, _>("label"))).bind(row.get::<String, _>("identity"))
-    .bind(row.get::<String, _>("source")).bind(row.get::<String, _>("destination"))
-    .bind(row.get::<String, _>("options")).bind(row.get::<i64, _>("priority")).bind(BatchState::Ready.as_str())
+    .bind(&label).bind(&identity).bind(&source).bind(&destination).bind(&options)
+    .bind(row.get::<i64, _>("priority")).bind(BatchState::Ready.as_str())
     .bind(end.owner).bind(now).bind(now).bind(end.batch)
-    .fetch_one(&mut **tx).await.at(db)
+    .fetch_scalar(&mut *tx).await
 }
 
 /// The state an item ends in for a batch's code: `CANCELED` is a cancel, not a failure.
@@ -592,47 +556,39 @@ fn item_state(code: Option<&str>) -> ItemState {
 
 /// The database's generation: it changes whenever a poll or an outcome is recorded.
 pub(super) async fn generation(db: &StateDb) -> Result<i64> {
-    sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
-        .fetch_one(db.pool())
+    query("SELECT value FROM generation WHERE id = 1")
+        .fetch_scalar(db)
         .await
-        .at(db)
 }
 
 /// Makes a pending item final: `Succeeded`, or with (code, description) `Failed` (or
 /// `Canceled` for `CANCELED`).
-async fn set_item(
-    tx: &mut Tx,
-    db: &StateDb,
-    item: i64,
-    failure: Option<(&str, &str)>,
-    now: i64,
-) -> Result<()> {
+async fn set_item(tx: &mut Tx, item: i64, failure: Option<(&str, &str)>, now: i64) -> Result<()> {
     let state = match failure {
         None => ItemState::Succeeded,
         Some((code, _)) => item_state(Some(code)),
     };
     let (code, description) = failure.unzip();
-    sqlx::query("UPDATE items SET state = ?, code = ?, description = ?, completed_at = ? WHERE id = ? AND state = ?")
+    query("UPDATE items SET state = $1, code = $2, description = $3, completed_at = $4 WHERE id = $5 AND state = $6")
         .bind(state.as_str()).bind(code).bind(description).bind(now).bind(item)
         .bind(ItemState::Pending.as_str())
-        .execute(&mut **tx).await.at(db)?;
+        .execute(&mut *tx).await?;
     Ok(())
 }
 
-async fn update_counters(tx: &mut Tx, db: &StateDb, batch: i64, task: &Task) -> Result<()> {
-    sqlx::query("UPDATE batches SET status = ?, nice_status = ?, bytes_transferred = ?, files = ?, files_transferred = ?, progress = ?, \
-                 files_skipped = ?, skipped_errors = ? WHERE id = ?")
+async fn update_counters(tx: &mut Tx, batch: i64, task: &Task) -> Result<()> {
+    query("UPDATE batches SET status = $1, nice_status = $2, bytes_transferred = $3, files = $4, files_transferred = $5, progress = $6, \
+                 files_skipped = $7, skipped_errors = $8 WHERE id = $9")
         .bind(task.status.as_str()).bind(&task.nice_status).bind(task.bytes_transferred as i64).bind(task.files as i64)
         .bind(task.files_transferred as i64).bind(super::rows::progress(task))
         .bind(task.files_skipped as i64).bind(task.subtasks_skipped_errors as i64).bind(batch)
-        .execute(&mut **tx).await.at(db)?;
+        .execute(&mut *tx).await?;
     Ok(())
 }
 
-async fn bump_generation(tx: &mut Tx, db: &StateDb) -> Result<()> {
-    sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .at(db)?;
+async fn bump_generation(tx: &mut Tx) -> Result<()> {
+    query("UPDATE generation SET value = value + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }

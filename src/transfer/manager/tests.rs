@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::auth::StaticTokenAuthorizer;
+use crate::state::query::{Tx, query};
+use crate::state::tests::engines;
 use crate::transfer::states::ItemState;
 
 /// Regression (eight `transfer` processes, one hung although its item SUCCEEDED):
@@ -11,8 +13,12 @@ use crate::transfer::states::ItemState;
 /// lease and has nothing in flight, must still be told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_in_the_lease_holder_learns_of_outcomes_recorded_elsewhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+    for engine in engines().await {
+        waiter_learns_of_outcomes_recorded_elsewhere(&engine.db).await;
+    }
+}
+
+async fn waiter_learns_of_outcomes_recorded_elsewhere(db: &StateDb) {
     let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
     // Nothing is in flight, so this client never sends a request.
     let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
@@ -27,12 +33,12 @@ async fn a_waiter_in_the_lease_holder_learns_of_outcomes_recorded_elsewhere() {
         .unwrap();
     // Another live process (on another host, fresh heartbeat) owns an open batch.
     let other = "elsewhere:1:1";
-    sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, 'elsewhere', 1, '1', ?)")
-        .bind(other).bind(sql::now_ms()).execute(db.pool()).await.unwrap();
-    let batch: i64 = sqlx::query_scalar("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-other', ?, 's', 'd', '{}', 1, 'OPEN', ?, 0) RETURNING id")
-        .bind(m.identity()).bind(other).fetch_one(db.pool()).await.unwrap();
-    let item: i64 = sqlx::query_scalar("INSERT INTO items (batch_id, source_path, destination_path, state, created_at) VALUES (?, '/a', '/b', 'PENDING', 0) RETURNING id")
-        .bind(batch).fetch_one(db.pool()).await.unwrap();
+    query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, 'elsewhere', 1, '1', $2)")
+        .bind(other).bind(db.clock_ms().await.unwrap()).execute(db).await.unwrap();
+    let batch: i64 = query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-other', $1, 's', 'd', '{}', 1, 'OPEN', $2, 0) RETURNING id")
+        .bind(m.identity()).bind(other).fetch_scalar(db).await.unwrap();
+    let item: i64 = query("INSERT INTO items (batch_id, source_path, destination_path, state, created_at) VALUES ($1, '/a', '/b', 'PENDING', 0) RETURNING id")
+        .bind(batch).fetch_scalar(db).await.unwrap();
     m.poll_now().await.unwrap();
     assert!(
         m.poll_cycles() == 0,
@@ -43,16 +49,12 @@ async fn a_waiter_in_the_lease_holder_learns_of_outcomes_recorded_elsewhere() {
         tokio::spawn(async move { m.wait(item, Duration::from_secs(30)).await })
     };
     // The other process's poller records the outcome, then exits.
-    let mut tx = db.begin_immediate().await.unwrap();
+    let mut tx = db.begin_write().await.unwrap();
     for statement in [
-        "UPDATE items SET state = 'SUCCEEDED' WHERE batch_id = ?",
-        "UPDATE batches SET state = 'DONE' WHERE id = ?",
+        "UPDATE items SET state = 'SUCCEEDED' WHERE batch_id = $1",
+        "UPDATE batches SET state = 'DONE' WHERE id = $1",
     ] {
-        sqlx::query(statement)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        query(statement).bind(batch).execute(&mut tx).await.unwrap();
     }
     bump_generation_for_test(&mut tx).await;
     tx.commit().await.unwrap();
@@ -61,6 +63,7 @@ async fn a_waiter_in_the_lease_holder_learns_of_outcomes_recorded_elsewhere() {
         .unwrap()
         .expect("the waiter is told, not left to time out");
     assert_eq!(done.state, ItemState::Succeeded);
+    m.shutdown();
 }
 
 /// Regression (`status` submitted what a stopped command left behind, merely by
@@ -68,9 +71,12 @@ async fn a_waiter_in_the_lease_holder_learns_of_outcomes_recorded_elsewhere() {
 /// alone, and one that does takes it; a live process's batch neither takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_manager_that_adopts_orphans_submits_a_dead_process_batch() {
-    for adopt_orphans in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+    for (adopt_orphans, engine) in [false, true]
+        .into_iter()
+        .flat_map(|adopt| std::iter::repeat_n(adopt, 2))
+        .zip(engines().await.into_iter().chain(engines().await))
+    {
+        let db = &engine.db;
         let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
         // Submissions fail at once (nothing listens): a taken batch stays READY.
         let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth)
@@ -88,16 +94,17 @@ async fn only_a_manager_that_adopts_orphans_submits_a_dead_process_batch() {
             .await
             .unwrap();
         // A process on another host whose heartbeat stopped long ago, and a live one.
-        for (owner, heartbeat) in [("gone:1:1", 0), ("alive:2:2", sql::now_ms())] {
+        let now = db.clock_ms().await.unwrap();
+        for (owner, heartbeat) in [("gone:1:1", 0), ("alive:2:2", now)] {
             let host = owner.split(':').next().unwrap();
-            sqlx::query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES (?, ?, 1, '1', ?)")
-                .bind(owner).bind(host).bind(heartbeat).execute(db.pool()).await.unwrap();
-            sqlx::query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES (?, ?, 's', 'd', '{}', 1, 'READY', ?, 0)")
-                .bind(format!("psg-{host}")).bind(m.identity()).bind(owner)
-                .execute(db.pool()).await.unwrap();
+            query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, $2, 1, '1', $3)")
+                .bind(owner).bind(host).bind(heartbeat).execute(db).await.unwrap();
+            query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ($1, $2, 's', 'd', '{}', 1, 'READY', $3, 0)")
+                .bind(&format!("psg-{host}")).bind(m.identity()).bind(owner)
+                .execute(db).await.unwrap();
         }
-        let gone: i64 = sqlx::query_scalar("SELECT id FROM batches WHERE label = 'psg-gone'")
-            .fetch_one(db.pool())
+        let gone: i64 = query("SELECT id FROM batches WHERE label = 'psg-gone'")
+            .fetch_scalar(db)
             .await
             .unwrap();
         let next = m.inner.next_to_submit(0).await.unwrap();
@@ -114,9 +121,9 @@ async fn only_a_manager_that_adopts_orphans_submits_a_dead_process_batch() {
     }
 }
 
-async fn bump_generation_for_test(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>) {
-    sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1")
-        .execute(&mut **tx)
+async fn bump_generation_for_test(tx: &mut Tx) {
+    query("UPDATE generation SET value = value + 1 WHERE id = 1")
+        .execute(tx)
         .await
         .unwrap();
 }

@@ -18,10 +18,11 @@ fn server() -> &'static str {
 }
 
 /// A new, empty database on the test server; its URL.
-pub(crate) async fn fresh_database() -> String {
+#[allow(dead_code)] // not every test binary uses it
+pub async fn fresh_database() -> String {
     use sqlx::Connection;
     let server = server();
-    let name = format!("psg_{}", crate::connector::Key::new_id());
+    let name = format!("psg_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(server)
         .await
         .unwrap_or_else(|e| panic!("the test PostgreSQL server does not answer: {e}"));
