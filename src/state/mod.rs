@@ -71,6 +71,11 @@ macro_rules! migrations {
                 "reporting",
                 include_str!(concat!("../../migrations/", $engine, "/0004_reporting.sql")),
             ),
+            (
+                5,
+                "merging",
+                include_str!(concat!("../../migrations/", $engine, "/0005_merging.sql")),
+            ),
         ]
     };
 }

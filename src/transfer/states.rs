@@ -94,7 +94,8 @@ state_enum! {
     /// Where a batch (one future Globus task) stands.
     ///
     /// `OPEN` (taking items) → `READY` (items fixed) → `SUBMITTING` (submission id fixed,
-    /// not yet acknowledged) → `SUBMITTED` (task id known) → `DONE`.
+    /// not yet acknowledged) → `SUBMITTED` (task id known) → `DONE`; or `READY` →
+    /// `MERGED`, when another batch took its items at submission.
     BatchState {
         /// Taking items.
         Open = "OPEN",
@@ -106,6 +107,10 @@ state_enum! {
         Submitted = "SUBMITTED",
         /// Finished; its items are final.
         Done = "DONE",
+        /// Its items joined another batch (of the same collections, options and
+        /// priority, from any process or host) when that one was submitted, and are
+        /// reported with it.
+        Merged = "MERGED",
     }
 }
 
@@ -148,7 +153,7 @@ mod tests {
             assert_eq!(ItemState::from(word).as_str(), word);
             assert!(!matches!(ItemState::from(word), ItemState::Other(_)));
         }
-        for word in ["OPEN", "READY", "SUBMITTING", "SUBMITTED", "DONE"] {
+        for word in ["OPEN", "READY", "SUBMITTING", "SUBMITTED", "DONE", "MERGED"] {
             assert_eq!(String::from(BatchState::from(word)), word);
         }
         assert_eq!(

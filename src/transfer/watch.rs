@@ -303,13 +303,11 @@ impl Watcher {
     /// process holds the lease, then read what the leader saw.
     async fn poll_shared(&self, shared: &Shared, labels: &[String]) -> Result<bool> {
         shared.record_labels(labels).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let expires = now + SHARED_TTL.as_millis() as i64;
         let leader = crate::transfer::manager::take_lease(
             &shared.db,
             &shared.lease,
             &shared.owner,
-            expires,
+            SHARED_TTL,
             crate::transfer::manager::owner_alive,
         )
         .await?;

@@ -100,4 +100,5 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 pub mod cli;
 pub mod emulator;
 pub mod managers;
+pub mod pg_cluster;
 pub mod sites;

@@ -57,7 +57,12 @@ pub(crate) fn owner_alive(owner: &str) -> bool {
         .is_some_and(|s| s == started)
 }
 
+/// The name this host goes by in the state database: `PS_GLOBUS_HOST_ID` when set
+/// (containers or test "hosts" that share a kernel's host name), else the host name.
 fn hostname() -> String {
+    if let Some(id) = &crate::settings::Settings::global().host_id {
+        return id.clone();
+    }
     rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -68,7 +73,8 @@ impl Inner {
     /// Owners that are alive: this process, processes on this host whose pid still runs
     /// with the same start time, and other hosts' processes with a fresh heartbeat.
     pub(super) async fn live_owners(&self) -> Result<BTreeSet<String>> {
-        let fresh = now_ms() - 3 * self.config.lease_ttl.as_millis() as i64;
+        // Heartbeats are written by the database's clock, and read by it.
+        let fresh = self.db.clock_ms().await? - 3 * self.config.lease_ttl.as_millis() as i64;
         Ok(sql::processes(&self.db)
             .await?
             .into_iter()
@@ -104,12 +110,11 @@ impl Inner {
     /// Takes or renews the poller lease for this identity; true if this process polls.
     pub(super) async fn lease(&self) -> Result<bool> {
         let live = self.live_owners().await?;
-        let expires = now_ms() + self.config.lease_ttl.as_millis() as i64;
         sql::take_lease(
             &self.db,
             &format!("poller:{}", self.identity),
             &self.owner,
-            expires,
+            self.config.lease_ttl,
             |owner| live.contains(owner),
         )
         .await

@@ -190,6 +190,10 @@ async fn submitter_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         } else {
             Duration::from_millis(200)
         };
+        let inner_waits_for_mates = inner
+            .waiting_for_mates
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let config_quiet = inner.config.quiet.max(Duration::from_millis(5));
         drop(inner);
         let kick = signals.submit_kick.notified();
         let changed = signals.changed.notified();
@@ -197,6 +201,8 @@ async fn submitter_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         // Woken by new batches, by tasks finishing (admission frees up), or to retry.
         let wait = if failed {
             backoff
+        } else if inner_waits_for_mates {
+            config_quiet
         } else {
             Duration::from_secs(2)
         };

@@ -33,13 +33,15 @@
 //! `config.rs` (what callers hand in), `commit.rs` (the writer's group commit, one
 //! round trip), `status.rs` (what they get back), `sql.rs` (every
 //! statement against the state database) with `rows.rs` (the typed rows it reads and
-//! writes), `liveness.rs` (which processes are alive, the
+//! writes), `claim.rs` (a batch claimed for submission: admission across hosts, and
+//! the merging of other processes' waiting batches into it), `liveness.rs` (which processes are alive, the
 //! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
 //! and outcomes), `loops.rs` (the background loops), `trouble.rs` (what the loops cannot
 //! do right now, for callers who will not wait for it), `unsubmitted.rs` (work that
 //! never reached Globus: finding and pruning it), `tests.rs` (unit tests that need the
 //! manager's private parts).
 
+mod claim;
 mod commit;
 mod config;
 mod liveness;
@@ -118,6 +120,9 @@ struct Inner {
     /// Callers of `wait` in this process right now: with none, young tasks are polled
     /// at `poll_idle` rather than `poll_min` (nobody here is waiting to be told).
     waiters: AtomicUsize,
+    /// The submitter's next batch waits for other processes' open batches to close and
+    /// join it (`submit.rs`): look again after `quiet`, not the idle interval.
+    waiting_for_mates: std::sync::atomic::AtomicBool,
     /// Collections seen unable to compute a requested checksum algorithm: their items go
     /// without an external checksum (the reader verifies the sha256 itself).
     unverifiable: Mutex<std::collections::HashSet<String>>,
@@ -270,6 +275,7 @@ impl TransferManager {
             }),
             poll_cycles: AtomicU64::new(0),
             waiters: AtomicUsize::new(0),
+            waiting_for_mates: std::sync::atomic::AtomicBool::new(false),
             unverifiable: Mutex::default(),
             trouble: trouble::TroubleCell::new(),
         });

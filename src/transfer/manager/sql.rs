@@ -1,12 +1,12 @@
 //! Every statement the manager runs against the state database, one function per state
 //! change.
 //!
-//! This file is the manager's whole view of storage: the rest of the manager calls these
-//! functions with typed values and gets typed rows back, and never sees SQL or a
-//! connection. A second database engine implements these functions and nothing else.
-//! Writes that read first run in one `BEGIN IMMEDIATE` transaction
-//! ([`StateDb::begin_immediate`]), so concurrent processes queue instead of failing with
-//! "database is locked". Times are Unix milliseconds.
+//! This file (with `claim.rs`, the claim of a batch for submission) is the manager's
+//! whole view of storage: the rest of the manager calls these functions with typed
+//! values and gets typed rows back, and never sees SQL or a connection. The SQL is in
+//! the dialect both engines share ([`crate::state::query`]). Writes that read first run
+//! in one write transaction ([`StateDb::begin_write`]), so concurrent processes and
+//! hosts queue instead of failing or losing an update. Times are Unix milliseconds.
 
 use std::time::Duration;
 
@@ -24,10 +24,11 @@ pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Records this process (or refreshes its heartbeat).
+/// Records this process (or refreshes its heartbeat), by the database's clock.
 pub(super) async fn register_process(db: &StateDb, me: &ProcessRow) -> Result<()> {
+    let now = db.clock_ms().await?;
     query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at")
-        .bind(&me.owner).bind(&me.host).bind(me.pid as i64).bind(&me.started).bind(me.heartbeat_at)
+        .bind(&me.owner).bind(&me.host).bind(me.pid as i64).bind(&me.started).bind(now)
         .execute(db).await?;
     Ok(())
 }
@@ -49,37 +50,41 @@ pub(super) async fn processes(db: &StateDb) -> Result<Vec<ProcessRow>> {
         .collect())
 }
 
-/// Renews this process's heartbeat.
+/// Renews this process's heartbeat, by the database's clock (the one every host
+/// shares).
 pub(super) async fn heartbeat(db: &StateDb, owner: &str) -> Result<()> {
     query("UPDATE processes SET heartbeat_at = $1 WHERE owner = $2")
-        .bind(now_ms())
+        .bind(db.clock_ms().await?)
         .bind(owner)
         .execute(db)
         .await?;
     Ok(())
 }
 
-/// Takes or renews the lease `name` for `owner` until `expires_at`, if it is free, ours,
+/// Takes or renews the lease `name` for `owner` for `ttl`, if it is free, ours,
 /// expired, or held by a process `is_live` says is dead; true if `owner` holds it now.
+/// Expiry is by the database's clock: on PostgreSQL, hosts whose clocks disagree still
+/// agree on when a lease ends.
 pub(crate) async fn take_lease(
     db: &StateDb,
     name: &str,
     owner: &str,
-    expires_at: i64,
+    ttl: Duration,
     is_live: impl Fn(&str) -> bool,
 ) -> Result<bool> {
     let mut tx = db.begin_write().await?;
+    let now = tx.clock_ms().await?;
     let held: Option<(String, i64)> = query("SELECT owner, expires_at FROM leases WHERE name = $1")
         .bind(name)
         .fetch_optional_as(&mut tx)
         .await?;
     let ours = match &held {
         None => true,
-        Some((holder, expires)) => holder == owner || *expires < now_ms() || !is_live(holder),
+        Some((holder, expires)) => holder == owner || *expires < now || !is_live(holder),
     };
     if ours {
         query("INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at")
-            .bind(name).bind(owner).bind(expires_at)
+            .bind(name).bind(owner).bind(now + ttl.as_millis() as i64)
             .execute(&mut tx).await?;
     }
     tx.commit().await?;
@@ -135,9 +140,10 @@ pub(super) async fn item_status(db: &StateDb, item: i64) -> Result<Option<ItemSt
     }))
 }
 
-/// The ids of every item of the batch labelled `label`, in enqueue order.
+/// The ids of every item enqueued in the batch labelled `label`, in enqueue order (also
+/// those that travel in another batch since a merge).
 pub(super) async fn item_ids_of(db: &StateDb, label: &str) -> Result<Vec<i64>> {
-    query("SELECT items.id FROM items JOIN batches ON batches.id = items.batch_id WHERE batches.label = $1 ORDER BY items.id")
+    query("SELECT items.id FROM items JOIN batches ON batches.id = COALESCE(items.merged_from, items.batch_id) WHERE batches.label = $1 ORDER BY items.id")
         .bind(label).fetch_scalars(db).await
 }
 
@@ -164,7 +170,7 @@ pub(super) async fn batches(db: &StateDb, filter: BatchQuery<'_>) -> Result<Vec<
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'SUCCEEDED') AS items_succeeded, \
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'PENDING') AS items_pending, \
          (SELECT CASE WHEN COUNT(size) = COUNT(*) THEN CAST(SUM(size) AS BIGINT) END FROM items WHERE items.batch_id = batches.id) AS bytes_total \
-         FROM batches WHERE ($1 IS NULL OR identity = $1) AND ($2 IS NULL OR label = $2) \
+         FROM batches WHERE state <> 'MERGED' AND ($1 IS NULL OR identity = $1) AND ($2 IS NULL OR label = $2) \
          AND (NOT $3 OR (task_id IS NULL AND state IN ('OPEN', 'READY', 'SUBMITTING'))) ORDER BY id DESC LIMIT $4",
     )
     .bind(filter.identity)
@@ -302,28 +308,6 @@ pub(super) async fn ready(db: &StateDb, identity: &str) -> Result<Vec<(i64, i64,
     .bind(BatchState::Ready.as_str())
     .fetch_all_as(db)
     .await
-}
-
-/// Fixes `submission_id` for a `READY` batch, which becomes `SUBMITTING` and `owner`'s;
-/// false if another process took it first.
-pub(super) async fn fix_submission_id(
-    db: &StateDb,
-    batch: i64,
-    submission_id: &str,
-    owner: &str,
-) -> Result<bool> {
-    let mut tx = db.begin_write().await?;
-    let fixed = query(
-        "UPDATE batches SET state = $1, submission_id = $2, owner = $3 WHERE id = $4 AND state = $5",
-    )
-    .bind(BatchState::Submitting.as_str())
-    .bind(submission_id)
-    .bind(owner)
-    .bind(batch)
-    .bind(BatchState::Ready.as_str())
-    .execute(&mut tx).await?;
-    tx.commit().await?;
-    Ok(fixed > 0)
 }
 
 /// A batch with its items, as its transfer request needs them.

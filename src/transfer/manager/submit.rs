@@ -1,6 +1,7 @@
 //! Admission and exactly-once submission.
 //!
-//! Admission: at most `max_pending_tasks` of the identity's tasks are pending at Globus;
+//! Admission: at most `max_pending_tasks` of the identity's tasks are pending at Globus
+//! (counted over every process and host, when the batch is claimed: `claim.rs`);
 //! latency work goes first, but every `bulk_every`-th admission goes to waiting bulk
 //! work. Submission: a fresh id from `GET /submission_id` is committed with the batch
 //! (`SUBMITTING`) *before* `POST /transfer`, so a retry or a restarted process re-posts
@@ -8,6 +9,7 @@
 //! batch never becomes two tasks, whenever the process dies.
 
 use super::Inner;
+use super::claim::{Claim, Limits, claim, open_mates};
 use super::config::{BatchOptions, Priority};
 use super::rows::ItemToPost;
 use super::sql::{self, BatchEnd, BatchToPost};
@@ -49,7 +51,32 @@ impl Inner {
         } else {
             mine.first()
         };
-        Ok(pick.map(|(id, _)| (*id, None)))
+        let Some(&(id, _)) = pick else {
+            return Ok(None);
+        };
+        if self.waits_for_mates(id, &live).await? {
+            return Ok(None);
+        }
+        Ok(Some((id, None)))
+    }
+
+    /// Whether `batch` should wait a moment before it is claimed: live processes (here or
+    /// on other hosts) have open batches that could travel with it, and will close them
+    /// within `max_delay` of its own close. The last of them to close claims them all
+    /// (`claim.rs`): a burst from many processes becomes the tasks one process would
+    /// make. Checked again when the submitter wakes (every `quiet`, while it waits).
+    async fn waits_for_mates(
+        &self,
+        batch: i64,
+        live: &std::collections::BTreeSet<String>,
+    ) -> Result<bool> {
+        let (owners, closed_at) = open_mates(&self.db, batch, &self.owner).await?;
+        let waiting = owners.iter().any(|owner| live.contains(owner))
+            && closed_at
+                .is_some_and(|at| sql::now_ms() - at < self.config.max_delay.as_millis() as i64);
+        self.waiting_for_mates
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
+        Ok(waiting)
     }
 
     /// Fixes a submission id for the batch (if it has none), then posts it.
@@ -65,8 +92,18 @@ impl Inner {
                         return Err(e);
                     }
                 };
-                if !sql::fix_submission_id(&self.db, batch, &sid, &self.owner).await? {
-                    return Ok(()); // another process took it
+                let limits = Limits {
+                    max_pending: self.config.max_pending_tasks,
+                    max_items: self.config.max_items,
+                };
+                match claim(&self.db, batch, &sid, &self.owner, limits).await? {
+                    Claim::Claimed { merged } if merged > 0 => {
+                        tracing::debug!("transfer batch {batch} took {merged} waiting batches");
+                    }
+                    Claim::Claimed { .. } => {}
+                    // Another process took it, or admission filled meanwhile (another
+                    // host's claim): the next round looks again.
+                    Claim::Taken | Claim::Full => return Ok(()),
                 }
                 self.fail_point("after-commit");
                 sid
