@@ -26,6 +26,15 @@
 //! `reader_peak_rss_mb`), measured by each process itself (this process also runs the
 //! emulator, so its own size says nothing about a producer's). `--producers 0` (the
 //! default) puts from this process, as above. `scripts/bench-scale` runs the scale table.
+//!
+//! `--hosts H` (with `--producers P`) makes H hosts of site A with P producers each, every
+//! host its own `PS_GLOBUS_HOST_ID` and state directory: by default each host has its own
+//! SQLite state database, as separate machines would; with `--state-url URL`
+//! (`postgres://…`) all of them share that one database, as a facility would. The
+//! report adds `hosts` and `state`. `scripts/bench-facility` runs both against a
+//! throw-away PostgreSQL server:
+//!
+//!     cargo run --release --example bench_globus -- --hosts 4 --producers 4 --objects 8000 --state-url postgres://…
 
 mod common;
 
@@ -81,6 +90,17 @@ fn run() -> common::Outcome {
 
     let sites = TwoSites::start(latency)?;
     let producers = arg(&args, "--producers", 0)?;
+    let hosts = arg(&args, "--hosts", 1)?.max(1);
+    let state_url = args
+        .iter()
+        .position(|a| a == "--state-url")
+        .and_then(|i| args.get(i + 1).cloned());
+    if (hosts > 1 || state_url.is_some()) && producers == 0 {
+        return Err(common::usage(
+            "bench_globus",
+            "--hosts and --state-url need --producers",
+        ));
+    }
     let started = Instant::now();
     // `put_s`: the put loop alone; with producer processes, the longest of theirs (their
     // start-up is not a put).
@@ -89,7 +109,12 @@ fn run() -> common::Outcome {
         let (lines, put_s) = put_objects(&store, 0..objects, size)?;
         (lines, put_s, None)
     } else {
-        let produced = spawn_producers(&sites, producers, objects, size)?;
+        let fleet = Fleet {
+            hosts,
+            producers,
+            state_url: state_url.as_deref(),
+        };
+        let produced = spawn_producers(&sites, &fleet, objects, size)?;
         (produced.lines, produced.put_s, Some(produced.rss_kb))
     };
 
@@ -152,6 +177,13 @@ fn run() -> common::Outcome {
     });
     if let Some(producer_rss) = producer_rss {
         report["producers"] = producers.into();
+        report["hosts"] = hosts.into();
+        report["state"] = if state_url.is_some() {
+            "one PostgreSQL database"
+        } else {
+            "one SQLite database per host"
+        }
+        .into();
         report["producer_peak_rss_mb"] = (producer_rss as f64 / 1024.0).into();
         report["reader_peak_rss_mb"] = (reader_rss as f64 / 1024.0).into();
     }
@@ -215,25 +247,44 @@ struct Produced {
     put_s: f64,
 }
 
-/// Runs `producers` producer processes over `objects` objects.
+/// The producer processes of site A: `hosts` hosts of `producers` each, sharing the
+/// state database at `state_url`, else each host its own.
+struct Fleet<'a> {
+    hosts: usize,
+    producers: usize,
+    state_url: Option<&'a str>,
+}
+
+/// Runs the fleet's producer processes over `objects` objects.
 fn spawn_producers(
     sites: &TwoSites,
-    producers: usize,
+    fleet: &Fleet<'_>,
     objects: usize,
     size: usize,
 ) -> Result<Produced, Box<dyn std::error::Error>> {
     let config = serde_json::to_string(&sites.config)?;
     let mut children = Vec::new();
     let mut first = 0;
-    for p in 0..producers {
-        let share = objects / producers + usize::from(p < objects % producers);
-        let child = Command::new(std::env::current_exe()?)
+    let processes = fleet.hosts * fleet.producers;
+    for p in 0..processes {
+        let share = objects / processes + usize::from(p < objects % processes);
+        let host = format!("host-{}", p / fleet.producers);
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(["--producer", "--first", &first.to_string()])
             .args(["--objects", &share.to_string(), "--size", &size.to_string()])
             .envs(sites.env("a"))
-            .env("PS_GLOBUS_BENCH_CONFIG", &config)
-            .stdout(Stdio::piped())
-            .spawn()?;
+            .env("PS_GLOBUS_BENCH_CONFIG", &config);
+        if fleet.hosts > 1 || fleet.state_url.is_some() {
+            let home = sites.home("a").join(&host);
+            command
+                .env("PS_GLOBUS_HOST_ID", &host)
+                .env("PS_GLOBUS_HOME", home);
+        }
+        if let Some(url) = fleet.state_url {
+            command.env("PS_GLOBUS_STATE_URL", url);
+        }
+        let child = command.stdout(Stdio::piped()).spawn()?;
         children.push(child);
         first += share;
     }

@@ -135,6 +135,11 @@ async fn host() {
         config.running_slots = 0;
         // Nor do they queue for the request budget (the emulator enforces no rate here).
         config.request_budget = 0.0;
+    } else {
+        // Batches stay open a little longer than a burst takes to enqueue on a loaded
+        // machine, so that every host's is open or closed when the first is claimed.
+        config.quiet = Duration::from_millis(200);
+        config.max_delay = Duration::from_secs(2);
     }
     let m = TransferManager::start(db, client, config).await.unwrap();
     let mut go = String::new();
@@ -182,6 +187,10 @@ async fn host() {
     println!("DONE ok");
     m.shutdown();
 }
+
+/// One facility test at a time: each runs several host processes, which must not
+/// compete with another test's for the CPU (a late host is a host that missed the burst).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn sources(emu: &Emu, count: usize) {
     for i in 0..count {
@@ -233,6 +242,7 @@ fn run_hosts(emu: &Emu, url: &str, hosts: usize, count: usize, separate: bool) {
 /// process's waiting batches join the first one claimed for submission.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_enqueueing_at_once_coalesce_into_the_tasks_of_one() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let emu = Emu::with(|c| c.task_latency_ms = 300);
     sources(&emu, 300);
     let one = fresh_database().await;
@@ -242,11 +252,19 @@ async fn three_hosts_enqueueing_at_once_coalesce_into_the_tasks_of_one() {
     let shared = fresh_database().await;
     run_hosts(&emu, &shared, 3, 100, false);
     let tasks_of_three = emu.sim.stats().tasks() - tasks_of_one_host;
+    let pool = sqlx::PgPool::connect(&shared).await.unwrap();
+    // (owner, state, created, closed, submitted): what to look at when this fails.
+    let batches: Vec<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT owner, state, created_at, closed_at, submitted_at FROM batches ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert!(
         tasks_of_three <= tasks_of_one_host.max(1),
-        "3 hosts x 100 items made {tasks_of_three} tasks; 1 host x 300 made {tasks_of_one_host}"
+        "3 hosts x 100 items made {tasks_of_three} tasks; 1 host x 300 made \
+         {tasks_of_one_host}: {batches:?}"
     );
-    let pool = sqlx::PgPool::connect(&shared).await.unwrap();
     let merged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM batches WHERE state = 'MERGED'")
         .fetch_one(&pool)
         .await
@@ -259,6 +277,7 @@ async fn three_hosts_enqueueing_at_once_coalesce_into_the_tasks_of_one() {
 /// one more with 409 `PendingTaskLimit`), and every task is submitted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_with_100_tasks_each_keep_the_pending_task_limit() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let emu = Emu::with(|c| {
         // The emulator runs 3 tasks of a user at a time, as Globus does: 300 tasks of
         // 200 ms take 20 s, while the hosts submit them in a few, so that they queue
@@ -285,6 +304,7 @@ async fn three_hosts_with_100_tasks_each_keep_the_pending_task_limit() {
 /// task, and nothing is submitted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_holding_the_poller_lease_is_replaced_and_nothing_is_submitted_twice() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let emu = Emu::with(|c| c.task_latency_ms = 1500);
     sources(&emu, 20);
     let url = fresh_database().await;

@@ -532,8 +532,16 @@ async fn references_survive_restarts_and_refuse_bad_input() {
     assert!(store.exists_async(&r.key).await.unwrap(), "the data stays");
 }
 
+/// The reference commands, and `status`, `task list` and `doctor`, work the same on
+/// either state database engine.
 #[test]
 fn cli_ref_import_resolve_at_site_b_and_remove() {
+    refs_through_the_cli(None);
+    let postgres = ps_globus::block_on(support::pg_cluster::fresh_database());
+    refs_through_the_cli(Some(&postgres));
+}
+
+fn refs_through_the_cli(state_url: Option<&str>) {
     let emu = shared();
     let (a, _) = pair(&unique_name("cli-refs"));
     let store = Store::builder(unique_name("cli-ref-store"), a)
@@ -551,6 +559,8 @@ fn cli_ref_import_resolve_at_site_b_and_remove() {
             .env("PS_GLOBUS_HOME", home.path())
             .env("PS_GLOBUS_SITE", "b")
             .env("PS_GLOBUS_ACCESS_TOKEN", support::emulator::TOKEN)
+            .env("PS_GLOBUS_TRANSFER_URL", emu.sim.transfer_url())
+            .envs(state_url.map(|url| ("PS_GLOBUS_STATE_URL", url)))
             .output()
             .unwrap();
         (
@@ -586,6 +596,17 @@ fn cli_ref_import_resolve_at_site_b_and_remove() {
     assert!(stderr.contains("no reference named"), "{stderr}");
     let (code, _, _) = run(&["ref", "import", "garbage"]);
     assert_eq!(code, 1);
+    // Site B only waited for site A's task: nothing of its own is in flight.
+    let (code, status, stderr) = run(&["status"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(status.contains("in flight: 0 task(s)"), "{status}");
+    let (_, report, _) = run(&["doctor"]);
+    let engine = if state_url.is_some() {
+        "state database: PostgreSQL at postgres://"
+    } else {
+        "state database: SQLite at "
+    };
+    assert!(report.contains(engine), "{report}");
 }
 
 /// Dropping the last handle submits what is still batching (a producer that never

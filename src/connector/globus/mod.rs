@@ -181,7 +181,7 @@ impl GlobusConnector {
         self.inner
             .db
             .get_or_try_init(|| async {
-                StateDb::open_with(self.inner.home.join("state.db"), &self.inner.settings).await
+                StateDb::open_in(&self.inner.home, &self.inner.settings).await
             })
             .await
     }

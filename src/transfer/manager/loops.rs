@@ -75,7 +75,7 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         // `max_items`, or for `MAX_HOLD_OPEN`): one task instead of many that would only
         // wait in the same queue.
         let backlogged = any_open
-            && sql::unposted_backlog(&inner.db, &inner.identity)
+            && sql::unposted_backlog(&inner.db, &inner.identity, &inner.owner)
                 .await
                 .is_ok_and(|n| n > 0);
         let slots_busy = any_open
