@@ -254,7 +254,8 @@ async fn three_hosts_enqueueing_at_once_coalesce_into_the_tasks_of_one() {
     let tasks_of_three = emu.sim.stats().tasks() - tasks_of_one_host;
     let pool = sqlx::PgPool::connect(&shared).await.unwrap();
     // (owner, state, created, closed, submitted): what to look at when this fails.
-    let batches: Vec<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+    type Batch = (String, String, i64, Option<i64>, Option<i64>);
+    let batches: Vec<Batch> = sqlx::query_as(
         "SELECT owner, state, created_at, closed_at, submitted_at FROM batches ORDER BY id",
     )
     .fetch_all(&pool)
