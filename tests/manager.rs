@@ -17,7 +17,7 @@ use ps_globus::transfer::{
     TaskStatus, TransferClient, TransferManager,
 };
 use support::emulator::{Emu, TOKEN, fault, write};
-use support::managers::{client, config, fast_retry, manager, spec};
+use support::managers::{Engine, client, config, fast_retry, manager, spec};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -29,10 +29,10 @@ fn assert_delivered(emu: &Emu, count: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_concurrent_enqueues_becomes_a_handful_of_tasks() {
+on_both_engines! {
+    async fn a_burst_of_concurrent_enqueues_becomes_a_handful_of_tasks(engine: Engine) {
     let emu = Emu::start();
-    let dir = tempfile::tempdir().unwrap();
+    let state = engine.fresh().await;
     for i in 0..1000 {
         write(
             emu.root_a(),
@@ -40,7 +40,7 @@ async fn a_burst_of_concurrent_enqueues_becomes_a_handful_of_tasks() {
             format!("item {i}").as_bytes(),
         );
     }
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let m = manager(&emu, &state.url, config()).await;
     let handles: Vec<_> = (0..1000)
         .map(|i| {
             let (m, spec) = (
@@ -80,15 +80,16 @@ async fn a_burst_of_concurrent_enqueues_becomes_a_handful_of_tasks() {
         );
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enqueues_from_one_loop_also_coalesce() {
+on_both_engines! {
+    async fn enqueues_from_one_loop_also_coalesce(engine: Engine) {
     let emu = Emu::start();
-    let dir = tempfile::tempdir().unwrap();
+    let state = engine.fresh().await;
     for i in 0..200 {
         write(emu.root_a(), &format!("in/{i}"), b"x");
     }
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let m = manager(&emu, &state.url, config()).await;
     let mut items = Vec::new();
     for i in 0..200 {
         items.push(
@@ -106,16 +107,17 @@ async fn enqueues_from_one_loop_also_coalesce() {
         emu.sim.stats().tasks()
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_poll_cycle_lists_every_task_in_flight_with_at_most_50_ids_per_request() {
+on_both_engines! {
+    async fn one_poll_cycle_lists_every_task_in_flight_with_at_most_50_ids_per_request(engine: Engine) {
     let emu = Emu::with(|c| {
         c.task_latency_ms = 3_600_000;
         c.pending_cap = 500;
         c.rate_limit = None; // 300 submission requests, not what this test is about
     });
     write(emu.root_a(), "f", b"x");
-    let dir = tempfile::tempdir().unwrap();
+    let state = engine.fresh().await;
     let quiet = ManagerConfig {
         max_items: 1, // every item its own task
         max_pending_tasks: 250,
@@ -124,7 +126,7 @@ async fn one_poll_cycle_lists_every_task_in_flight_with_at_most_50_ids_per_reque
         request_budget: 0.0,
         ..ManagerConfig::default()
     };
-    let m = manager(&emu, &dir.path().join("state.db"), quiet).await;
+    let m = manager(&emu, &state.url, quiet).await;
     for i in 0..150 {
         m.enqueue(spec(&emu, "/f", &format!("/out/{i}")))
             .await
@@ -147,6 +149,7 @@ async fn one_poll_cycle_lists_every_task_in_flight_with_at_most_50_ids_per_reque
     for batch in m.batches(200).await.unwrap() {
         assert_eq!(batch.status, Some(TaskStatus::Active));
     }
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,18 +185,18 @@ async fn the_client_lists_many_tasks_with_at_most_50_ids_per_request() {
     assert_eq!(emu.sim.stats().route("GET /v0.10/task_list"), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admission_caps_pending_tasks_and_latency_goes_first_without_starving_bulk() {
+on_both_engines! {
+    async fn admission_caps_pending_tasks_and_latency_goes_first_without_starving_bulk(engine: Engine) {
     let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
     write(emu.root_a(), "f", b"x");
-    let dir = tempfile::tempdir().unwrap();
+    let state = engine.fresh().await;
     let capped = ManagerConfig {
         max_items: 1,
         max_pending_tasks: 2,
         bulk_every: 3,
         ..config()
     };
-    let m = manager(&emu, &dir.path().join("state.db"), capped).await;
+    let m = manager(&emu, &state.url, capped).await;
     for i in 0..4 {
         m.enqueue(spec(&emu, "/f", &format!("/bulk{i}")))
             .await
@@ -257,9 +260,10 @@ async fn admission_caps_pending_tasks_and_latency_goes_first_without_starving_bu
     );
     assert_eq!(emu.sim.stats().tasks(), 7);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storms_of_429_and_bursts_of_503_deliver_every_item_exactly_once() {
+on_both_engines! {
+    async fn storms_of_429_and_bursts_of_503_deliver_every_item_exactly_once(engine: Engine) {
     let emu = Emu::with(|c| {
         c.fail_rate = 0.2;
         c.seed = 42;
@@ -287,10 +291,10 @@ async fn storms_of_429_and_bursts_of_503_deliver_every_item_exactly_once() {
     for i in 0..60 {
         write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
     }
-    let dir = tempfile::tempdir().unwrap();
+    let state = engine.fresh().await;
     let m = manager(
         &emu,
-        &dir.path().join("state.db"),
+        &state.url,
         ManagerConfig {
             max_items: 20,
             ..config()
@@ -323,6 +327,7 @@ async fn storms_of_429_and_bursts_of_503_deliver_every_item_exactly_once() {
         "{stats:?}"
     );
     assert_delivered(&emu, 60);
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,16 +389,16 @@ async fn the_client_retries_with_a_limit_and_never_retries_external_errors() {
     assert!(!format!("{err:?}").contains("wrong"), "no token in errors");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_source_fails_only_its_item_with_the_globus_reason() {
+on_both_engines! {
+    async fn a_missing_source_fails_only_its_item_with_the_globus_reason(engine: Engine) {
     let emu = Emu::start();
     for i in 0..10 {
         if i != 4 {
             write(emu.root_a(), &format!("in/{i}"), b"ok");
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let state = engine.fresh().await;
+    let m = manager(&emu, &state.url, config()).await;
     let mut items = Vec::new();
     for i in 0..10 {
         items.push(
@@ -428,6 +433,7 @@ async fn a_missing_source_fails_only_its_item_with_the_globus_reason() {
     }
     assert_eq!(emu.sim.stats().tasks(), 1);
 }
+}
 
 /// The code and description an item failed with.
 async fn failure(m: &TransferManager, item: i64) -> (String, String) {
@@ -439,16 +445,16 @@ async fn failure(m: &TransferManager, item: i64) -> (String, String) {
     }
 }
 
-/// Defect 5: the client and the emulator once read `/in/x ` differently (the emulator
-/// trimmed it), so a source that does not exist was copied from its trimmed namesake and
-/// reported as copied. Names are taken literally on both sides.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_named_with_a_trailing_space_is_that_file_not_its_trimmed_namesake() {
+on_both_engines! {
+    /// Defect 5: the client and the emulator once read `/in/x ` differently (the emulator
+    /// trimmed it), so a source that does not exist was copied from its trimmed namesake and
+    /// reported as copied. Names are taken literally on both sides.
+    async fn a_source_named_with_a_trailing_space_is_that_file_not_its_trimmed_namesake(engine: Engine) {
     let emu = Emu::start();
     write(emu.root_a(), "in/x", b"the namesake");
     write(emu.root_a(), "in/y ", b"spaced");
-    let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let state = engine.fresh().await;
+    let m = manager(&emu, &state.url, config()).await;
     let missing = m.enqueue(spec(&emu, "/in/x ", "/out/x ")).await.unwrap();
     let spaced = m.enqueue(spec(&emu, "/in/y ", "/out/y ")).await.unwrap();
     assert_eq!(failure(&m, missing.item).await.0, "FILE_NOT_FOUND");
@@ -463,12 +469,13 @@ async fn a_source_named_with_a_trailing_space_is_that_file_not_its_trimmed_names
     assert!(!emu.root_b().join("out/x ").exists());
     assert!(!emu.root_b().join("out/x").exists());
 }
+}
 
-/// Defect 13: a task that fails gives each item its own reason: the copied one
-/// succeeds, the skipped one keeps its skip reason, the one that failed the task gets the
-/// task's code, and the one never reached says it was not copied.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_item_of_a_failed_task_keeps_its_own_reason() {
+on_both_engines! {
+    /// Defect 13: a task that fails gives each item its own reason: the copied one
+    /// succeeds, the skipped one keeps its skip reason, the one that failed the task gets the
+    /// task's code, and the one never reached says it was not copied.
+    async fn each_item_of_a_failed_task_keeps_its_own_reason(engine: Engine) {
     let emu = Emu::with(|c| {
         // Globus promises no order; this test needs one (`c` after the file that fails).
         c.ordered_copies = true;
@@ -482,8 +489,8 @@ async fn each_item_of_a_failed_task_keeps_its_own_reason() {
     for name in ["a", "full", "c"] {
         write(emu.root_a(), &format!("in/{name}"), name.as_bytes());
     }
-    let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let state = engine.fresh().await;
+    let m = manager(&emu, &state.url, config()).await;
     let options = BatchOptions {
         fail_on_quota_errors: true,
         ..BatchOptions::default()
@@ -509,9 +516,10 @@ async fn each_item_of_a_failed_task_keeps_its_own_reason() {
     );
     assert_eq!(emu.sim.stats().tasks(), 1);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_stuck_on_a_fatal_error_is_cancelled_and_the_rest_resubmitted_once() {
+on_both_engines! {
+    async fn a_task_stuck_on_a_fatal_error_is_cancelled_and_the_rest_resubmitted_once(engine: Engine) {
     let emu = Emu::with(|c| {
         c.faults = vec![fault(
             FaultKind::QuotaExceeded,
@@ -523,12 +531,12 @@ async fn a_task_stuck_on_a_fatal_error_is_cancelled_and_the_rest_resubmitted_onc
     for name in ["a", "b", "full", "c", "d"] {
         write(emu.root_a(), &format!("in/{name}"), name.as_bytes());
     }
-    let dir = tempfile::tempdir().unwrap();
+    let state = engine.fresh().await;
     let fast_fail = ManagerConfig {
         fail_fast_after: Duration::from_millis(300),
         ..config()
     };
-    let m = manager(&emu, &dir.path().join("state.db"), fast_fail).await;
+    let m = manager(&emu, &state.url, fast_fail).await;
     let mut items = Vec::new();
     for name in ["a", "b", "full", "c", "d"] {
         items.push((
@@ -559,13 +567,14 @@ async fn a_task_stuck_on_a_fatal_error_is_cancelled_and_the_rest_resubmitted_onc
     assert!(batches.iter().any(|b| b.resplit_of.is_some()));
     assert_eq!(emu.sim.stats().tasks(), 2);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deadlines_expire_and_cancel_by_label() {
+on_both_engines! {
+    async fn deadlines_expire_and_cancel_by_label(engine: Engine) {
     let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
     write(emu.root_a(), "f", b"x");
-    let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let state = engine.fresh().await;
+    let m = manager(&emu, &state.url, config()).await;
     let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(500)).to_rfc3339();
     let options = BatchOptions {
         deadline: Some(soon),
@@ -608,14 +617,15 @@ async fn deadlines_expire_and_cancel_by_label() {
         other => panic!("{other:?}"),
     }
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inactive_task_is_a_needs_attention_error_naming_the_fix() {
+on_both_engines! {
+    async fn an_inactive_task_is_a_needs_attention_error_naming_the_fix(engine: Engine) {
     let emu =
         Emu::with(|c| c.faults = vec![fault(FaultKind::Inactive, Some("/expired"), None, None)]);
     write(emu.root_a(), "expired", b"x");
-    let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let state = engine.fresh().await;
+    let m = manager(&emu, &state.url, config()).await;
     let item = m.enqueue(spec(&emu, "/expired", "/x")).await.unwrap();
     match m.wait(item.item, LONG).await.unwrap_err() {
         Error::NeedsAttention { fix, task_id, .. } => {
@@ -624,6 +634,7 @@ async fn an_inactive_task_is_a_needs_attention_error_naming_the_fix() {
         }
         other => panic!("{other:?}"),
     }
+}
 }
 
 // ---- processes -------------------------------------------------------------------------
@@ -671,9 +682,10 @@ async fn child() {
         config.quiet = Duration::from_secs(3600);
         config.max_delay = Duration::from_secs(3600);
     }
-    let m = TransferManager::start(StateDb::open(var("DB")).await.unwrap(), client, config)
+    let db = StateDb::open_url(&var("DB"), ps_globus::Settings::global())
         .await
         .unwrap();
+    let m = TransferManager::start(db, client, config).await.unwrap();
     let count: usize = var("COUNT").parse().unwrap();
     let prefix = var("PREFIX");
     let mut items = Vec::new();
@@ -698,18 +710,13 @@ async fn child() {
     println!("CHILD-POLLS {}", m.poll_cycles());
 }
 
-fn child_vars(
-    emu: &Emu,
-    db: &std::path::Path,
-    count: usize,
-    prefix: &str,
-) -> Vec<(&'static str, String)> {
+fn child_vars(emu: &Emu, db: &str, count: usize, prefix: &str) -> Vec<(&'static str, String)> {
     vec![
         (
             "PS_GLOBUS_TEST_CHILD_URL",
             emu.sim.transfer_url().to_owned(),
         ),
-        ("PS_GLOBUS_TEST_CHILD_DB", db.display().to_string()),
+        ("PS_GLOBUS_TEST_CHILD_DB", db.to_owned()),
         ("PS_GLOBUS_TEST_CHILD_COUNT", count.to_string()),
         ("PS_GLOBUS_TEST_CHILD_PREFIX", prefix.to_owned()),
         ("PS_GLOBUS_TEST_CHILD_A", emu.a.clone()),
@@ -717,13 +724,13 @@ fn child_vars(
     ]
 }
 
-async fn crash_then_resume(failpoint: &str) {
+async fn crash_then_resume(engine: Engine, failpoint: &str) {
     let emu = Emu::start();
     for i in 0..20 {
         write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("state.db");
+    let state = engine.fresh().await;
+    let db = state.url.clone();
     let mut vars = child_vars(&emu, &db, 20, "out");
     vars.push(("PS_GLOBUS_FAILPOINT", failpoint.to_owned()));
     let (ok, output) = run_child(&vars);
@@ -758,24 +765,26 @@ async fn crash_then_resume(failpoint: &str) {
     assert_delivered(&emu, 20);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_after_the_commit_the_batch_is_posted_once_on_resume() {
-    crash_then_resume("after-commit").await;
+on_both_engines! {
+    async fn killed_after_the_commit_the_batch_is_posted_once_on_resume(engine: Engine) {
+    crash_then_resume(engine, "after-commit").await;
+}
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_after_the_post_the_repost_is_a_duplicate_not_a_second_task() {
-    crash_then_resume("after-post").await;
+on_both_engines! {
+    async fn killed_after_the_post_the_repost_is_a_duplicate_not_a_second_task(engine: Engine) {
+    crash_then_resume(engine, "after-post").await;
+}
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_share_one_database_with_one_poller() {
+on_both_engines! {
+    async fn two_processes_share_one_database_with_one_poller(engine: Engine) {
     let emu = Emu::with(|c| c.task_latency_ms = 200);
     for i in 0..20 {
         write(emu.root_a(), &format!("in/{i}"), b"shared");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("state.db");
+    let state = engine.fresh().await;
+    let db = state.url.clone();
     let m = manager(&emu, &db, config()).await;
     // This process polls (it holds the lease) while the child submits and waits.
     let mine = m.enqueue(spec(&emu, "/in/0", "/parent/0")).await.unwrap();
@@ -799,6 +808,7 @@ async fn two_processes_share_one_database_with_one_poller() {
     );
     assert!(m.poll_cycles() > 0);
     assert!(emu.root_b().join("child/19").exists());
+}
 }
 
 /// An authorizer whose first token is stale; `refresh` switches to the good one.
@@ -899,21 +909,21 @@ async fn a_service_that_never_answers_fails_within_the_retry_budget() {
     silent.abort();
 }
 
-/// Regression: a task the service no longer knows (lost in a restart, or deleted from
-/// history) stayed SUBMITTED forever, and `transfer` and `status --watch` never ended.
-/// After its first moments, a task missing from the list and unknown to a direct
-/// lookup fails its items with a typed reason.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_the_service_lost_fails_its_items_instead_of_waiting_forever() {
+on_both_engines! {
+    /// Regression: a task the service no longer knows (lost in a restart, or deleted from
+    /// history) stayed SUBMITTED forever, and `transfer` and `status --watch` never ended.
+    /// After its first moments, a task missing from the list and unknown to a direct
+    /// lookup fails its items with a typed reason.
+    async fn a_task_the_service_lost_fails_its_items_instead_of_waiting_forever(engine: Engine) {
     // The task would never finish on its own.
     let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
     write(emu.root_a(), "in/0", b"0");
-    let dir = tempfile::tempdir().unwrap();
+    let state = engine.fresh().await;
     let quick = ManagerConfig {
         young: Duration::from_millis(50),
         ..config()
     };
-    let m = manager(&emu, &dir.path().join("state.db"), quick).await;
+    let m = manager(&emu, &state.url, quick).await;
     let item = m.enqueue(spec(&emu, "/in/0", "/out/0")).await.unwrap();
     m.flush().await.unwrap();
     let task = m.item(item.item).await.unwrap().task_id.expect("submitted");
@@ -934,19 +944,20 @@ async fn a_task_the_service_lost_fails_its_items_instead_of_waiting_forever() {
     let batch = &m.batches(1).await.unwrap()[0];
     assert_eq!(batch.state, BatchState::Done);
 }
+}
 
-/// Items enqueued by a process killed with `kill -9` while their batch was still open
-/// (no exit hook runs then) are submitted by the next process on the same state
-/// database: it adopts the open batches of dead processes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_left_open_by_a_killed_process_is_submitted_by_the_next() {
+on_both_engines! {
+    /// Items enqueued by a process killed with `kill -9` while their batch was still open
+    /// (no exit hook runs then) are submitted by the next process on the same state
+    /// database: it adopts the open batches of dead processes.
+    async fn a_batch_left_open_by_a_killed_process_is_submitted_by_the_next(engine: Engine) {
     use std::io::BufRead;
     let emu = Emu::start();
     for i in 0..5 {
         write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("state.db");
+    let state = engine.fresh().await;
+    let db = state.url.clone();
     let mut vars = child_vars(&emu, &db, 5, "out");
     vars.push(("PS_GLOBUS_TEST_CHILD_HOLD", "1".into()));
     let mut command = Command::new(std::env::current_exe().unwrap());
@@ -975,16 +986,17 @@ async fn a_batch_left_open_by_a_killed_process_is_submitted_by_the_next() {
     assert_eq!(emu.sim.stats().tasks(), 1);
     assert_delivered(&emu, 5);
 }
+}
 
-/// Defect 9, the readers' side: the watcher that readers at other sites follow tasks
-/// with reports a task the service lost (an emulator restarted without its state) as
-/// `FAILED` with `TASK_NOT_FOUND`, so readers end instead of waiting until its deadline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_watcher_reports_a_task_the_service_lost_as_not_found() {
+on_both_engines! {
+    /// Defect 9, the readers' side: the watcher that readers at other sites follow tasks
+    /// with reports a task the service lost (an emulator restarted without its state) as
+    /// `FAILED` with `TASK_NOT_FOUND`, so readers end instead of waiting until its deadline.
+    async fn the_watcher_reports_a_task_the_service_lost_as_not_found(engine: Engine) {
     let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
     write(emu.root_a(), "f", b"x");
-    let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let state = engine.fresh().await;
+    let m = manager(&emu, &state.url, config()).await;
     let item = m.enqueue(spec(&emu, "/f", "/g")).await.unwrap();
     tokio::time::timeout(LONG, m.flush())
         .await
@@ -1015,4 +1027,5 @@ async fn the_watcher_reports_a_task_the_service_lost_as_not_found() {
     .await
     .expect("reported well before the task's deadline, a day away");
     assert_eq!(lost.fatal_error.unwrap().code, "TASK_NOT_FOUND");
+}
 }

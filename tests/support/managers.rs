@@ -37,10 +37,72 @@ pub fn client(emu: &Emu) -> TransferClient {
     .unwrap()
 }
 
-pub async fn manager(emu: &Emu, db: &std::path::Path, config: ManagerConfig) -> TransferManager {
-    TransferManager::start(StateDb::open(db).await.unwrap(), client(emu), config)
+/// A manager on the state database at `state` (a `sqlite:` or `postgres://` URL).
+pub async fn manager(emu: &Emu, state: &str, config: ManagerConfig) -> TransferManager {
+    let db = StateDb::open_url(state, ps_globus::Settings::global())
+        .await
+        .unwrap();
+    TransferManager::start(db, client(emu), config)
         .await
         .unwrap()
+}
+
+/// The state database engines a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh state database of a test, kept while this lives.
+pub struct TestState {
+    /// Its URL, for [`StateDb::open_url`] (here or in a child process).
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Engine {
+    /// A fresh, empty state database: a SQLite file in a temporary directory, or a new
+    /// database on the test PostgreSQL server.
+    pub async fn fresh(self) -> TestState {
+        match self {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                TestState {
+                    url: format!("sqlite:{}", dir.path().join("state.db").display()),
+                    _dir: Some(dir),
+                }
+            }
+            Engine::Postgres => TestState {
+                url: super::pg_cluster::fresh_database().await,
+                _dir: None,
+            },
+        }
+    }
+}
+
+/// `async fn NAME(engine: Engine) { … }` as two tests, `NAME::sqlite` and
+/// `NAME::postgres`: the manager's conformance on both state database engines.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($(#[$attr:meta])* async fn $name:ident($engine:ident: Engine) $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(support::managers::Engine::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(support::managers::Engine::Postgres).await
+            }
+
+            $(#[$attr])*
+            async fn run($engine: support::managers::Engine) $body
+        }
+    };
 }
 
 pub fn spec(emu: &Emu, from: &str, to: &str) -> ItemSpec {

@@ -364,6 +364,15 @@ impl TransferManager {
                 Some("the manager stopped, or the commit that took it was interrupted".into()),
             )
         })??;
+        // The quiet window runs from the commit: a caller that enqueues one item after
+        // another waits for each commit (a round trip to a PostgreSQL server, say), and
+        // that wait is not a pause in its stream.
+        if let Some(batch) = (self.inner.open.lock().expect("open batches poisoned"))
+            .values_mut()
+            .find(|b| b.label == label)
+        {
+            batch.last = Instant::now();
+        }
         Ok(Enqueued { item, label })
     }
 
