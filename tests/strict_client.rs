@@ -19,7 +19,7 @@ use ps_globus::transfer::{
     BatchOptions, BatchState, ItemState, ManagerConfig, RequestGate, TaskStatus, TransferClient,
 };
 use support::emulator::{Emu, fault, write};
-use support::managers::{client, config, manager, spec};
+use support::managers::{client, config, manager, spec, sqlite};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -40,7 +40,7 @@ async fn a_submission_refused_for_identical_paths_waits_for_the_earlier_task_the
     let emu = Emu::with(|c| c.task_latency_ms = 800);
     write(emu.root_a(), "in/f", b"first");
     let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let m = manager(&emu, &sqlite(&dir.path().join("state.db")), config()).await;
     let first = m.enqueue(spec(&emu, "/in/f", "/out/f")).await.unwrap();
     m.flush().await.unwrap();
     let second = m.enqueue(spec(&emu, "/in/f", "/out/f")).await.unwrap();
@@ -72,11 +72,11 @@ async fn a_held_batch_is_posted_once_by_the_next_process() {
     write(emu.root_a(), "in/f", b"data");
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Another process (another database) is transferring to the same path.
-    let other = manager(&emu, &one.path().join("state.db"), config()).await;
+    let other = manager(&emu, &sqlite(&one.path().join("state.db")), config()).await;
     let theirs = other.enqueue(spec(&emu, "/in/f", "/out/f")).await.unwrap();
     other.flush().await.unwrap();
     let db = two.path().join("state.db");
-    let m = manager(&emu, &db, config()).await;
+    let m = manager(&emu, &sqlite(&db), config()).await;
     let ours = m.enqueue(spec(&emu, "/in/f", "/out/f")).await.unwrap();
     // Wait until Globus has refused it once: it is held with its submission id.
     let held = tokio::time::timeout(LONG, async {
@@ -101,7 +101,7 @@ async fn a_held_batch_is_posted_once_by_the_next_process() {
     );
     m.shutdown();
     drop(m);
-    let next = manager(&emu, &db, config()).await;
+    let next = manager(&emu, &sqlite(&db), config()).await;
     assert_eq!(
         next.wait(ours.item, LONG).await.unwrap().state,
         ItemState::Succeeded
@@ -126,7 +126,7 @@ async fn the_pending_task_limit_holds_a_batch_and_never_fails_it() {
         max_items: 1,
         ..config()
     };
-    let m = manager(&emu, &dir.path().join("state.db"), one_per_task).await;
+    let m = manager(&emu, &sqlite(&dir.path().join("state.db")), one_per_task).await;
     let a = m.enqueue(spec(&emu, "/in/a", "/out/a")).await.unwrap();
     let b = m.enqueue(spec(&emu, "/in/b", "/out/b")).await.unwrap();
     for item in [a.item, b.item] {
@@ -157,7 +157,7 @@ async fn a_persistent_permission_error_needs_a_human_and_the_task_is_left_runnin
         fail_fast_after: Duration::from_millis(300),
         ..config()
     };
-    let m = manager(&emu, &dir.path().join("state.db"), quick).await;
+    let m = manager(&emu, &sqlite(&dir.path().join("state.db")), quick).await;
     let options = BatchOptions {
         skip_source_errors: false,
         ..BatchOptions::default()
@@ -189,7 +189,7 @@ async fn a_tilde_path_is_read_from_the_collections_default_directory() {
     });
     write(emu.root_a(), "in/f", b"home");
     let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let m = manager(&emu, &sqlite(&dir.path().join("state.db")), config()).await;
     let home = m.enqueue(spec(&emu, "/in/f", "~/out/f")).await.unwrap();
     let missing = m
         .enqueue(spec(&emu, "/in/gone", "/out/gone"))
@@ -222,7 +222,7 @@ async fn a_checksum_the_collection_cannot_compute_is_dropped_not_retried_forever
     write(emu.root_a(), "in/g", b"data");
     let sha = "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7";
     let dir = tempfile::tempdir().unwrap();
-    let m = manager(&emu, &dir.path().join("state.db"), config()).await;
+    let m = manager(&emu, &sqlite(&dir.path().join("state.db")), config()).await;
     let first = m
         .enqueue(spec(&emu, "/in/f", "/out/f").checksum(sha, "SHA256"))
         .await
@@ -314,7 +314,7 @@ async fn readers_of_two_processes_share_one_watcher() {
     write(emu.root_a(), "in/f", b"x");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let m = manager(&emu, &path, config()).await;
+    let m = manager(&emu, &sqlite(&path), config()).await;
     let item = m.enqueue(spec(&emu, "/in/f", "/out/f")).await.unwrap();
     let db = StateDb::open(&path).await.unwrap();
     let (count_a, count_b) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
@@ -364,7 +364,7 @@ async fn while_batches_queue_for_posting_an_open_batch_keeps_taking_items() {
         max_delay: Duration::ZERO,
         ..config()
     };
-    let m = manager(&emu, &dir.path().join("state.db"), one_at_a_time).await;
+    let m = manager(&emu, &sqlite(&dir.path().join("state.db")), one_at_a_time).await;
     m.enqueue(spec(&emu, "/f", "/out/a")).await.unwrap();
     m.flush().await.unwrap(); // at Globus: admission is now full
     let queued = m.enqueue(spec(&emu, "/f", "/out/b")).await.unwrap();
@@ -424,7 +424,7 @@ async fn while_every_running_slot_is_busy_later_items_share_one_task() {
             running_slots: slots,
             ..config()
         };
-        let m = manager(&emu, &dir.path().join("state.db"), quick).await;
+        let m = manager(&emu, &sqlite(&dir.path().join("state.db")), quick).await;
         // Three tasks take the three running slots.
         for n in 0..3 {
             write(emu.root_a(), &format!("busy/{n}"), b"x");

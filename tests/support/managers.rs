@@ -37,6 +37,11 @@ pub fn client(emu: &Emu) -> TransferClient {
     .unwrap()
 }
 
+/// The state URL of the SQLite database at `path`.
+pub fn sqlite(path: &std::path::Path) -> String {
+    format!("sqlite:{}", path.display())
+}
+
 /// A manager on the state database at `state` (a `sqlite:` or `postgres://` URL).
 pub async fn manager(emu: &Emu, state: &str, config: ManagerConfig) -> TransferManager {
     let db = StateDb::open_url(state, ps_globus::Settings::global())
