@@ -1,25 +1,29 @@
-//! The state database: every transfer batch and item ps-globus tracks, and the named
-//! dataset references, in SQLite.
+//! The state database: every transfer batch and item ps-globus tracks, the leases, the
+//! request budget and the named dataset references, in SQLite (a file on this host, the
+//! default) or PostgreSQL (one server every host of a facility reaches: `state_url`).
 //!
-//! The SQL lives in two files, each the whole storage interface of one user:
-//! `transfer/manager/sql.rs` (batches, items, processes, leases) and `state/refs.rs`
-//! (references). Nothing else in the library sees a connection: [`StateDb`]'s pool and
-//! transactions are crate-private, so a second engine (PostgreSQL) implements those two
-//! files and the opening code here (`state/postgres.rs` opens and migrates one). One
-//! write bypasses sqlx's connection thread: the group commit every `put` waits for runs
-//! on a direct connection (`state/direct.rs`) in WAL mode (sqlx's hand-overs cost a
-//! thread wake-up each, most of a put's time).
+//! The SQL lives in a few files, each the whole storage interface of one user:
+//! `transfer/manager/sql.rs` and `claim.rs` (batches, items, processes, leases),
+//! `transfer/watch.rs` and `budget.rs` (the shared watcher and request budget), and
+//! `state/refs.rs` (references). It is written once, in the dialect both engines share,
+//! and run through [`query`], the one place that knows there are two engines. One write
+//! bypasses it on SQLite: the group commit every `put` waits for runs on a direct
+//! connection (`state/direct.rs`) in WAL mode (sqlx's hand-overs cost a thread wake-up
+//! each, most of a put's time).
 //!
-//! It lives in the state directory ([`Settings::home`]): `$PS_GLOBUS_HOME/state.db`, else
-//! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`. Several
-//! processes may share it: writes that read first run in `BEGIN IMMEDIATE` transactions,
-//! which take the write lock up front and so never fail half-way with "database is
-//! locked".
+//! Which database: [`StateDb::open_default`] takes `PS_GLOBUS_STATE_URL`, else the
+//! configuration file's `state_url`, else `state.db` in the state directory
+//! ([`Settings::home`]): `$PS_GLOBUS_HOME/state.db`, else
+//! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`.
+//! Several processes (and, on PostgreSQL, hosts) share it: writes that read first run in
+//! write transactions ([`StateDb::begin_write`]) that serialise writers, so they queue
+//! instead of failing half-way or losing an update.
 //!
 //! **Network file systems.** SQLite's WAL mode needs shared memory that NFS, Lustre, GPFS
 //! and friends do not provide, and is unsafe there. When the database sits on one, it is
 //! opened in the rollback-journal mode (`journal_mode=DELETE`) instead, and
-//! [`StateDb::warning`] says so and what to do (put `PS_GLOBUS_HOME` on a local disk).
+//! [`StateDb::warning`] says so and what to do (put `PS_GLOBUS_HOME` on a local disk, or
+//! share one PostgreSQL database).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

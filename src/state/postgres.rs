@@ -7,9 +7,9 @@
 //! it done. A database URL may carry a password: it appears in no error and no log
 //! ([`redacted`]).
 //!
-//! The state layer does not call this yet: the manager's and the references' SQL on
-//! PostgreSQL, and `state_url`, come next (issue 16). Until then it is built and tested.
-#![cfg_attr(not(test), allow(dead_code))]
+//! [`StateDb::open_url`](super::StateDb::open_url) opens it for a `postgres://` state
+//! URL; from then on the state layer's statements ([`super::query`]) run on it as on
+//! SQLite.
 
 use std::str::FromStr;
 use std::time::Duration;

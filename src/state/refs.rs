@@ -80,3 +80,46 @@ fn into_row((name, v, store, key): (String, i64, String, String)) -> RefRow {
         key,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, key: &str) -> RefRow {
+        RefRow {
+            name: name.into(),
+            v: 1,
+            store: "{}".into(),
+            key: key.into(),
+        }
+    }
+
+    /// A name is saved once unless replaced, on either engine, and a replace keeps one
+    /// row with the new key.
+    #[tokio::test]
+    async fn a_reference_is_refused_twice_and_replaced_when_asked() {
+        for engine in crate::state::tests::engines().await {
+            let db = &engine.db;
+            save(db, &row("run/input", "k1"), false).await.unwrap();
+            let twice = save(db, &row("run/input", "k2"), false).await.unwrap_err();
+            assert!(matches!(twice, Error::InvalidConfig { .. }), "{twice}");
+            assert!(twice.to_string().contains("already exists"), "{twice}");
+            assert_eq!(load(db, "run/input").await.unwrap().unwrap().key, "k1");
+            save(db, &row("run/input", "k2"), true).await.unwrap();
+            save(db, &row("a", "k0"), false).await.unwrap();
+            let names: Vec<(String, String)> = list(db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.name, r.key))
+                .collect();
+            assert_eq!(
+                names,
+                [("a".into(), "k0".into()), ("run/input".into(), "k2".into())]
+            );
+            assert!(remove(db, "run/input").await.unwrap());
+            assert!(!remove(db, "run/input").await.unwrap());
+            assert!(load(db, "run/input").await.unwrap().is_none());
+        }
+    }
+}

@@ -106,34 +106,33 @@ impl std::fmt::Debug for RequestBudget {
 mod tests {
     use super::*;
 
-    /// Two processes' budgets on one database draw on one bucket.
+    /// Two processes' budgets on one database draw on one bucket, on either engine (on
+    /// PostgreSQL, every host's processes).
     #[tokio::test]
     async fn budgets_on_one_database_share_their_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = crate::settings::Settings::isolated(dir.path());
-        let db = StateDb::open_with(dir.path().join("state.db"), &settings)
-            .await
-            .unwrap();
-        let a = RequestBudget::new(db.clone(), "me@svc", 4.0).unwrap();
-        let b = RequestBudget::new(db.clone(), "me@svc", 4.0).unwrap();
-        let other = RequestBudget::new(db.clone(), "someone-else@svc", 4.0).unwrap();
-        for _ in 0..2 {
-            assert_eq!(a.take().await.unwrap(), None);
-            assert_eq!(b.take().await.unwrap(), None);
+        for engine in crate::state::tests::engines().await {
+            let db = engine.db;
+            let a = RequestBudget::new(db.clone(), "me@svc", 4.0).unwrap();
+            let b = RequestBudget::new(db.clone(), "me@svc", 4.0).unwrap();
+            let other = RequestBudget::new(db.clone(), "someone-else@svc", 4.0).unwrap();
+            for _ in 0..2 {
+                assert_eq!(a.take().await.unwrap(), None);
+                assert_eq!(b.take().await.unwrap(), None);
+            }
+            let wait = a
+                .take()
+                .await
+                .unwrap()
+                .expect("four taken: the fifth waits");
+            assert!(
+                wait > Duration::ZERO && wait <= Duration::from_millis(250),
+                "{wait:?}"
+            );
+            assert_eq!(other.take().await.unwrap(), None, "per identity");
+            assert!(
+                RequestBudget::new(db, "x", 0.0).is_none(),
+                "0 means no limit"
+            );
         }
-        let wait = a
-            .take()
-            .await
-            .unwrap()
-            .expect("four taken: the fifth waits");
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_millis(250),
-            "{wait:?}"
-        );
-        assert_eq!(other.take().await.unwrap(), None, "per identity");
-        assert!(
-            RequestBudget::new(db, "x", 0.0).is_none(),
-            "0 means no limit"
-        );
     }
 }

@@ -539,23 +539,34 @@ mod tests {
         )
     }
 
-    /// The two ways a group is committed, each on one connection kept across groups.
+    /// The three ways a group is committed (SQLite's script through sqlx, SQLite's
+    /// direct connection, PostgreSQL's transaction), each on a connection kept across
+    /// groups.
     enum Via {
         Sqlx(SqliteConnection),
         Direct(DirectConnection),
+        Transaction(Lane),
     }
 
     impl Via {
-        async fn both(db: &StateDb) -> [Via; 2] {
-            let sqlx = db.pool().acquire().await.unwrap().detach();
-            let direct = db.direct().expect("WAL mode").unwrap();
-            [Via::Sqlx(sqlx), Via::Direct(direct)]
+        /// Each way with a fresh database of its own.
+        async fn each() -> Vec<(crate::state::tests::TestDb, Via)> {
+            let [sqlx_db, _] = crate::state::tests::engines().await;
+            let [direct_db, postgres] = crate::state::tests::engines().await;
+            let sqlx = sqlx_db.db.pool().acquire().await.unwrap().detach();
+            let direct = direct_db.db.direct().expect("WAL mode").unwrap();
+            vec![
+                (sqlx_db, Via::Sqlx(sqlx)),
+                (direct_db, Via::Direct(direct)),
+                (postgres, Via::Transaction(Lane::default())),
+            ]
         }
 
         fn name(&self) -> &'static str {
             match self {
                 Via::Sqlx(_) => "sqlx",
                 Via::Direct(_) => "direct",
+                Via::Transaction(_) => "postgres",
             }
         }
 
@@ -570,13 +581,19 @@ mod tests {
                 Via::Sqlx(conn) => commit_writes(conn, (db, to.0, to.1), group, inserted).await,
                 Via::Direct(conn) => commit_direct(conn, to, group, inserted)
                     .map_err(|e| db.direct_error("commit", e)),
+                Via::Transaction(lane) => {
+                    lane.inserted = std::mem::take(inserted);
+                    let result = lane.commit_in_transaction(db, to, group).await;
+                    *inserted = std::mem::take(&mut lane.inserted);
+                    result
+                }
             }
         }
     }
 
     async fn counts(db: &StateDb) -> (i64, i64) {
-        sqlx::query_as("SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items)")
-            .fetch_one(db.pool())
+        query("SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM items)")
+            .fetch_one_as(db)
             .await
             .unwrap()
     }
@@ -585,23 +602,22 @@ mod tests {
     /// statements), and each row holds what its item said.
     #[tokio::test]
     async fn ids_follow_the_items_order_and_rows_hold_every_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        for mut via in Via::both(&db).await {
+        for (engine, mut via) in Via::each().await {
+            let db = &engine.db;
             let label = format!("psg-{}", via.name());
             let mut inserted = HashSet::new();
             let count = ITEMS_PER_INSERT * 2 + 7;
             let group: Vec<WriteReq> = (0..count).map(|n| item(&label, n)).collect();
-            let ids = via.commit(&db, &group, &mut inserted).await.unwrap();
+            let ids = via.commit(db, &group, &mut inserted).await.unwrap();
             assert_eq!(ids.len(), count, "{}", via.name());
             for (n, id) in ids.iter().enumerate().step_by(97) {
-                let row: (String, String, String, String, String, i64, String) = sqlx::query_as(
+                let row: (String, String, String, String, String, i64, String) = query(
                     "SELECT b.label, i.source_path, i.destination_path, i.external_checksum, \
                          i.checksum_algorithm, i.size, i.state \
-                         FROM items i JOIN batches b ON b.id = i.batch_id WHERE i.id = ?",
+                         FROM items i JOIN batches b ON b.id = i.batch_id WHERE i.id = $1",
                 )
-                .bind(id)
-                .fetch_one(db.pool())
+                .bind(*id)
+                .fetch_one_as(db)
                 .await
                 .unwrap();
                 let want = (
@@ -624,19 +640,17 @@ mod tests {
     /// not fail every later group of the batch.
     #[tokio::test]
     async fn a_batch_inserted_again_is_not_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        for (n, mut via) in Via::both(&db).await.into_iter().enumerate() {
+        for (engine, mut via) in Via::each().await {
+            let db = &engine.db;
             let mut inserted = HashSet::new();
-            via.commit(&db, &[item("psg-a", 0)], &mut inserted)
+            via.commit(db, &[item("psg-a", 0)], &mut inserted)
                 .await
                 .unwrap();
             inserted.clear(); // the record lost
-            via.commit(&db, &[item("psg-a", 1)], &mut inserted)
+            via.commit(db, &[item("psg-a", 1)], &mut inserted)
                 .await
                 .expect("the batch is already there: nothing to insert");
-            let items = 2 * (n as i64 + 1);
-            assert_eq!(counts(&db).await, (1, items), "{}", via.name());
+            assert_eq!(counts(db).await, (1, 2), "{}", via.name());
         }
     }
 
@@ -644,18 +658,17 @@ mod tests {
     /// connection: the next group commits on it, and the failed one left nothing.
     #[tokio::test]
     async fn a_failed_group_is_rolled_back_and_the_connection_stays_usable() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
-        for (n, mut via) in Via::both(&db).await.into_iter().enumerate() {
+        for (engine, mut via) in Via::each().await {
+            let db = &engine.db;
             // The writer believes a batch exists that does not: its item cannot be inserted.
             let mut inserted: HashSet<String> = ["psg-gone".to_string()].into();
             let new = format!("psg-new-{}", via.name());
             let group = [item(&new, 0), item("psg-gone", 1)];
-            assert!(via.commit(&db, &group, &mut inserted).await.is_err());
-            assert_eq!(counts(&db).await, (n as i64, n as i64), "all or nothing");
+            assert!(via.commit(db, &group, &mut inserted).await.is_err());
+            assert_eq!(counts(db).await, (0, 0), "all or nothing: {}", via.name());
             assert!(!inserted.contains(&new));
             let ids = via
-                .commit(&db, &[item(&new, 2)], &mut inserted)
+                .commit(db, &[item(&new, 2)], &mut inserted)
                 .await
                 .expect("the connection is not left inside the failed transaction");
             assert_eq!(ids.len(), 1, "{}", via.name());
