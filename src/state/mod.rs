@@ -251,35 +251,43 @@ impl StateDb {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // No ping before every acquire: a round trip to the connection's thread per
-            // query, for a file that cannot go away the way a server can.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(state_error)?;
-        // Two opens of a fresh database must not both create it: one migrates at a time,
-        // in this process (async lock) and across processes (flock).
-        static MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _one_here = MIGRATING.lock().await;
+        // Two opens of a fresh database must not both create it: one connects and
+        // migrates at a time, in this process (async lock) and across processes (flock).
+        // Connecting is inside: the first connection switches a new file to WAL, which
+        // takes an exclusive lock SQLite does not wait for ("database is locked").
+        static OPENING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_here = OPENING.lock().await;
         let lock_path = path.with_extension("migrate.lock");
-        let migrated = crate::fsutil::with_file_lock(&lock_path, || {
-            crate::runtime::block_on(migrator(SQLITE_MIGRATIONS).run(&pool)).map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => database_error(
-                    &path,
-                    "cannot bring the state database's schema up to date",
-                    e,
-                ),
-                e => Error::state(
-                    &path,
-                    "cannot bring the state database's schema up to date (if a newer \
-                     ps-globus wrote this database, upgrade this one)",
-                    e,
-                ),
+        let pool = crate::fsutil::with_file_lock(&lock_path, || {
+            crate::runtime::block_on(async {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    // No ping before every acquire: a round trip to the connection's
+                    // thread per query, for a file that cannot go away the way a server
+                    // can.
+                    .test_before_acquire(false)
+                    .connect_with(options)
+                    .await
+                    .map_err(state_error)?;
+                migrator(SQLITE_MIGRATIONS)
+                    .run(&pool)
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::migrate::MigrateError::Execute(e) => database_error(
+                            &path,
+                            "cannot bring the state database's schema up to date",
+                            e,
+                        ),
+                        e => Error::state(
+                            &path,
+                            "cannot bring the state database's schema up to date (if a \
+                             newer ps-globus wrote this database, upgrade this one)",
+                            e,
+                        ),
+                    })?;
+                Ok(pool)
             })
-        });
-        migrated?;
+        })?;
         Ok(StateDb {
             pool: Pool::Sqlite(pool),
             path,
@@ -605,6 +613,27 @@ pub(crate) mod tests {
             text.contains("full") && text.contains("free space under"),
             "{text}"
         );
+    }
+
+    /// Regression (`bench_globus --hosts 4 --producers 4`: producers starting at once on
+    /// a fresh state directory failed with "database is locked"): opens of a database
+    /// that does not exist yet, at the same moment, all succeed. Switching a new file to
+    /// WAL takes an exclusive lock that SQLite does not wait for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_opens_of_a_fresh_database_all_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let path = path.clone();
+                    tokio::spawn(async move { StateDb::open(&path).await.map(|_| ()) })
+                })
+                .collect();
+            for open in opens {
+                open.await.unwrap().expect("every first open succeeds");
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
