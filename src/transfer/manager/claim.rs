@@ -144,3 +144,125 @@ pub(super) async fn open_mates(
         closed_at,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::manager::sql;
+
+    /// A READY batch of `owner` with `items` items, with `options`; its id.
+    async fn ready(db: &StateDb, label: &str, owner: &str, options: &str, items: usize) -> i64 {
+        let batch: i64 = query(
+            "INSERT INTO batches (label, identity, source, destination, options, priority, \
+             state, owner, created_at, closed_at) \
+             VALUES ($1, 'me', 's', 'd', $2, 1, 'READY', $3, 0, 0) RETURNING id",
+        )
+        .bind(label)
+        .bind(options)
+        .bind(owner)
+        .fetch_scalar(db)
+        .await
+        .unwrap();
+        for n in 0..items {
+            query(
+                "INSERT INTO items (batch_id, source_path, destination_path, state, created_at) \
+                 VALUES ($1, $2, '/b', 'PENDING', 0)",
+            )
+            .bind(batch)
+            .bind(&format!("/{label}/{n}"))
+            .execute(db)
+            .await
+            .unwrap();
+        }
+        batch
+    }
+
+    async fn state_of(db: &StateDb, batch: i64) -> String {
+        query("SELECT state FROM batches WHERE id = $1")
+            .bind(batch)
+            .fetch_scalar(db)
+            .await
+            .unwrap()
+    }
+
+    /// The claimed batch takes the other processes' waiting batches of the same kind (up
+    /// to `max_items`), not others; a taken batch's items are still found by its label,
+    /// and it cannot be claimed itself any more. On both engines.
+    #[tokio::test]
+    async fn a_claim_takes_waiting_batches_of_the_same_kind_within_max_items() {
+        for engine in crate::state::tests::engines().await {
+            let db = &engine.db;
+            let mine = ready(db, "psg-mine", "host-a:1:1", "{}", 3).await;
+            let theirs = ready(db, "psg-theirs", "host-b:2:2", "{}", 4).await;
+            let too_big = ready(db, "psg-big", "host-c:3:3", "{}", 5).await;
+            let other_kind = ready(db, "psg-other", "host-b:2:2", "{\"x\":1}", 1).await;
+            let limits = Limits {
+                max_pending: 10,
+                max_items: 10,
+            };
+            let claimed = claim(db, mine, "sid-1", "host-a:1:1", limits)
+                .await
+                .unwrap();
+            assert_eq!(claimed, Claim::Claimed { merged: 1 });
+            assert_eq!(state_of(db, mine).await, "SUBMITTING");
+            assert_eq!(state_of(db, theirs).await, "MERGED");
+            assert_eq!(state_of(db, too_big).await, "READY", "3 + 4 + 5 > 10 items");
+            assert_eq!(state_of(db, other_kind).await, "READY", "other options");
+            let posted = sql::batch_to_post(db, mine).await.unwrap();
+            assert_eq!(posted.items.len(), 7);
+            // Found by the label it was enqueued under, and travelling with the claim.
+            let ids = sql::item_ids_of(db, "psg-theirs").await.unwrap();
+            assert_eq!(ids.len(), 4);
+            let status = sql::item_status(db, ids[0]).await.unwrap().unwrap();
+            assert_eq!(status.label, "psg-mine");
+            // Listed only by its own label.
+            let all = sql::batches(
+                db,
+                sql::BatchQuery {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert!(all.iter().all(|b| b.label != "psg-theirs"));
+            assert_eq!(all.iter().find(|b| b.label == "psg-mine").unwrap().items, 7);
+            let taken = claim(
+                db,
+                theirs,
+                "sid-2",
+                "host-b:2:2",
+                Limits {
+                    max_pending: 10,
+                    max_items: 10,
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(taken, Claim::Taken, "a merged batch is never posted itself");
+        }
+    }
+
+    /// Admission is counted for the identity as a whole, in the claim's transaction.
+    #[tokio::test]
+    async fn a_claim_over_the_pending_limit_is_refused_and_changes_nothing() {
+        for engine in crate::state::tests::engines().await {
+            let db = &engine.db;
+            let first = ready(db, "psg-1", "host-a:1:1", "{\"n\":1}", 1).await;
+            let second = ready(db, "psg-2", "host-b:2:2", "{\"n\":2}", 1).await;
+            let one = || Limits {
+                max_pending: 1,
+                max_items: 10,
+            };
+            let claimed = claim(db, first, "sid-1", "host-a:1:1", one())
+                .await
+                .unwrap();
+            assert_eq!(claimed, Claim::Claimed { merged: 0 });
+            let full = claim(db, second, "sid-2", "host-b:2:2", one())
+                .await
+                .unwrap();
+            assert_eq!(full, Claim::Full);
+            assert_eq!(state_of(db, second).await, "READY");
+        }
+    }
+}

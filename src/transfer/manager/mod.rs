@@ -519,6 +519,16 @@ impl TransferManager {
                     task_id: Some(task),
                     ..
                 }) => return self.cancel_task(&task).await,
+                Some(b) if b.state == BatchState::Merged => {
+                    return Err(Error::InvalidConfig {
+                        what: "transfer batch".into(),
+                        message: format!(
+                            "the items of batch {label} joined another batch when it was \
+                             submitted (from this or another host): cancel that batch's task \
+                             once `ps-globus status` shows it"
+                        ),
+                    });
+                }
                 Some(b) if b.state != BatchState::Done => {
                     return Err(Error::InvalidConfig {
                         what: "transfer batch".into(),

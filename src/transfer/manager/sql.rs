@@ -160,7 +160,9 @@ pub(super) struct BatchQuery<'a> {
     pub limit: i64,
 }
 
-/// The batches `filter` selects, newest first.
+/// The batches `filter` selects, newest first. A batch whose items joined another
+/// (`MERGED`) is listed only when asked for by its label: its items are counted with the
+/// batch they travel in.
 pub(super) async fn batches(db: &StateDb, filter: BatchQuery<'_>) -> Result<Vec<BatchStatus>> {
     let rows = query(
         "SELECT label, identity, owner, state, source, destination, priority, submission_id, task_id, status, nice_status, bytes_transferred, \
@@ -170,7 +172,7 @@ pub(super) async fn batches(db: &StateDb, filter: BatchQuery<'_>) -> Result<Vec<
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'SUCCEEDED') AS items_succeeded, \
          (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id AND items.state = 'PENDING') AS items_pending, \
          (SELECT CASE WHEN COUNT(size) = COUNT(*) THEN CAST(SUM(size) AS BIGINT) END FROM items WHERE items.batch_id = batches.id) AS bytes_total \
-         FROM batches WHERE state <> 'MERGED' AND ($1 IS NULL OR identity = $1) AND ($2 IS NULL OR label = $2) \
+         FROM batches WHERE (state <> 'MERGED' OR $2 IS NOT NULL) AND ($1 IS NULL OR identity = $1) AND ($2 IS NULL OR label = $2) \
          AND (NOT $3 OR (task_id IS NULL AND state IN ('OPEN', 'READY', 'SUBMITTING'))) ORDER BY id DESC LIMIT $4",
     )
     .bind(filter.identity)
