@@ -390,7 +390,14 @@ impl StateDb {
     /// A transaction that holds the write lock from its start: use it for every
     /// read-then-write, so concurrent writers queue instead of failing (see [`query`]).
     pub(crate) async fn begin_write(&self) -> Result<query::Tx> {
-        query::Tx::begin(self).await
+        query::Tx::begin(self, true).await
+    }
+
+    /// A transaction for writes that read nothing another writer changes (the commit
+    /// lane's inserts of its own batches and items): all or nothing, but on PostgreSQL
+    /// without the write lock, so that every host's appends run side by side.
+    pub(crate) async fn begin_append(&self) -> Result<query::Tx> {
+        query::Tx::begin(self, false).await
     }
 
     /// A connection of its own to use on the calling thread, for the group commit of

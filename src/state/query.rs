@@ -26,6 +26,7 @@ use crate::error::Result;
 /// of its own (`ps-globus` in ASCII), so that other applications' advisory locks on the
 /// same database never collide with it.
 pub(crate) const WRITE_LOCK: i64 = 0x7073_2d67_6c6f_6273;
+const _: () = assert!(WRITE_LOCK == 8102870076793774707, "PG_BEGIN_WRITE names it");
 
 /// A value bound to a statement's `$N`, typed even when null (PostgreSQL must know a
 /// parameter's type).
@@ -142,24 +143,30 @@ enum TxInner {
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
+/// `BEGIN` and the write lock, in one round trip (a simple query may hold two
+/// statements; the lock's key is this crate's constant, not a value from outside).
+const PG_BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(8102870076793774707)";
+
 impl Tx {
-    /// Begins a transaction that holds the write lock from its start (see the module).
-    pub(super) async fn begin(db: &StateDb) -> Result<Tx> {
+    /// Begins a transaction; with `write_lock`, one that holds the write lock from its
+    /// start (see the module). Without it (PostgreSQL only; SQLite always locks), only
+    /// for writes that read nothing another writer changes: appends from every host then
+    /// run side by side.
+    pub(super) async fn begin(db: &StateDb, write_lock: bool) -> Result<Tx> {
         let inner = match &db.pool {
             Pool::Sqlite(pool) => TxInner::Sqlite(
                 pool.begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(|e| db.error(e))?,
             ),
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(|e| db.error(e))?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| db.error(e))?;
-                TxInner::Postgres(tx)
-            }
+            Pool::Postgres(pool) => TxInner::Postgres(
+                if write_lock {
+                    pool.begin_with(PG_BEGIN_WRITE).await
+                } else {
+                    pool.begin().await
+                }
+                .map_err(|e| db.error(e))?,
+            ),
         };
         Ok(Tx {
             inner,

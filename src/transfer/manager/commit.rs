@@ -32,7 +32,7 @@ use super::sql::now_ms;
 use crate::error::Result;
 use crate::state::StateDb;
 use crate::state::direct::{DirectConnection, DirectError};
-use crate::state::query::{Arg, Statement, query};
+use crate::state::query::{Arg, On, Statement, query};
 use crate::transfer::ItemSpec;
 use crate::transfer::states::{BatchState, ItemState};
 
@@ -128,9 +128,12 @@ impl Lane {
         result
     }
 
-    /// Commits `group` in a write transaction of the engine-neutral kind, one statement
-    /// at a time (PostgreSQL: a server round trip each, under the write lock that keeps
-    /// item ids in the group's order).
+    /// Commits `group` one statement at a time (PostgreSQL: a server round trip each),
+    /// in one transaction when it has more than one statement. No write lock: the group
+    /// only inserts this process's batches and items and closes its own batches, which
+    /// no other writer reads and then changes (a claim takes only closed batches), so
+    /// every host's groups commit side by side. Item ids come from one sequence, drawn
+    /// in `VALUES` order: sorted, they are in the order of the group's items.
     async fn commit_in_transaction(
         &mut self,
         db: &StateDb,
@@ -139,11 +142,25 @@ impl Lane {
     ) -> Result<Vec<i64>> {
         let now = now_ms();
         let group = Group::of(requests, &self.inserted);
-        let mut tx = db.begin_write().await?;
+        let chunks = group.items.len().div_ceil(ITEMS_PER_INSERT);
+        let statements = group.new_batches.len() + chunks + group.closes.len();
+        // One statement (a put into a batch already there, most often) is atomic alone.
+        let mut tx = match statements {
+            1 => None,
+            _ => Some(db.begin_append().await?),
+        };
+        macro_rules! on {
+            () => {
+                match &mut tx {
+                    Some(tx) => On::from(tx),
+                    None => On::from(db),
+                }
+            };
+        }
         let batch_insert = numbered(BATCH_INSERT);
         for &batch in &group.new_batches {
             bound(query(&batch_insert), Group::batch_values(batch, to, now))
-                .execute(&mut tx)
+                .execute(on!())
                 .await?;
         }
         let mut ids = Vec::with_capacity(group.items.len());
@@ -152,18 +169,19 @@ impl Lane {
             let values = chunk.iter().flat_map(|&item| Group::item_values(item, now));
             ids.extend(
                 bound(query(&sql), values)
-                    .fetch_scalars::<i64>(&mut tx)
+                    .fetch_scalars::<i64>(on!())
                     .await?,
             );
         }
         let close = numbered(BATCH_CLOSE);
         for label in &group.closes {
             bound(query(&close), Group::close_values(label, now))
-                .execute(&mut tx)
+                .execute(on!())
                 .await?;
         }
-        tx.commit().await?;
-        // Ids come from one sequence, drawn in VALUES order under the write lock.
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
         ids.sort_unstable();
         group.committed(&mut self.inserted);
         Ok(ids)

@@ -23,6 +23,10 @@ impl Inner {
         &self,
         admissions: usize,
     ) -> Result<Option<(i64, Option<String>)>> {
+        // Set again below if the batch picked waits for mates; a stale "waiting" would
+        // wake the idle submitter every `quiet`.
+        self.waiting_for_mates
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let pending = sql::pending_at_globus(&self.db, &self.identity).await?;
         let live = self.live_owners().await?;
         let ours = |owner: &String| {
