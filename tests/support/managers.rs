@@ -20,6 +20,10 @@ pub fn fast_retry() -> RetryConfig {
 
 pub fn config() -> ManagerConfig {
     ManagerConfig {
+        // Tests that enqueue one item after another expect one batch: a gap between two
+        // enqueues longer than `quiet` (a loaded CI machine, a PostgreSQL round trip)
+        // would close it between them.
+        quiet: Duration::from_millis(150),
         poll_min: Duration::from_millis(50),
         poll_idle: Duration::from_millis(50),
         poll_max: Duration::from_millis(200),
