@@ -23,7 +23,7 @@ use super::{Pool, StateDb};
 use crate::error::Result;
 
 /// The advisory lock every PostgreSQL write transaction of ps-globus holds: a constant
-/// of its own (`ps-globus` in ASCII), so that other applications' advisory locks on the
+/// of its own (`ps-globs`: the name in eight ASCII bytes), so that other applications' advisory locks on the
 /// same database never collide with it.
 pub(crate) const WRITE_LOCK: i64 = 0x7073_2d67_6c6f_6273;
 const _: () = assert!(WRITE_LOCK == 8102870076793774707, "PG_BEGIN_WRITE names it");
