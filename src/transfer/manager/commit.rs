@@ -20,6 +20,10 @@
 //! - **No hop at all when it can**: in WAL mode the leader commits on a SQLite connection
 //!   of its own, on its own thread ([`crate::state::direct`]); sqlx's connection thread
 //!   serves only when another writer holds the lock (sqlx then waits for it there).
+//!
+//! On PostgreSQL a group is its statements sent one by one, in one transaction when
+//! there are several (a put into a batch already there is one `INSERT`, one round
+//! trip), and without the write lock: the lane only appends its own batches and items.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
