@@ -367,3 +367,11 @@ impl Connector for GlobusConnector {
         Ok(())
     }
 }
+/// The options of every transfer this connector enqueues: its keys (and a reader's own
+/// wait) find the Globus task by the batch's label, so the batch keeps it.
+fn labelled_batches() -> crate::transfer::BatchOptions {
+    crate::transfer::BatchOptions {
+        keep_label: true,
+        ..Default::default()
+    }
+}

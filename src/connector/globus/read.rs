@@ -198,6 +198,7 @@ impl GlobusConnector {
             dest_path,
         )
         .priority(Priority::Latency)
+        .options(super::labelled_batches())
         .checksum(meta.sha256.clone(), "SHA256")
         .size(meta.size);
         Ok(self.manager().await?.enqueue(spec).await?.label)

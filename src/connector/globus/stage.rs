@@ -41,6 +41,7 @@ impl GlobusConnector {
                     dest_path,
                 )
                 .priority(Priority::Latency)
+                .options(super::labelled_batches())
                 .checksum(sha256.clone(), "SHA256")
                 .size(size);
                 destinations.insert(dest, manager.enqueue(spec).await?.label);

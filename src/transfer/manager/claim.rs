@@ -16,7 +16,8 @@
 
 use crate::error::Result;
 use crate::state::StateDb;
-use crate::state::query::query;
+use crate::state::query::{On, query};
+use crate::transfer::BatchOptions;
 use crate::transfer::states::BatchState;
 
 /// What a claim came to.
@@ -74,6 +75,10 @@ pub(super) async fn claim(
     if claimed == 0 {
         return Ok(Claim::Taken);
     }
+    if keeps_label(&mut tx, batch).await? {
+        tx.commit().await?;
+        return Ok(Claim::Claimed { merged: 0 });
+    }
     let mut items: i64 = query("SELECT COUNT(*) FROM items WHERE batch_id = $1")
         .bind(batch)
         .fetch_scalar(&mut tx)
@@ -118,6 +123,17 @@ pub(super) async fn claim(
     Ok(Claim::Claimed { merged })
 }
 
+/// Whether `batch`'s options keep its label ([`BatchOptions::keep_label`]): then it
+/// takes no other batch, and waits for none. Options an older build wrote and this one
+/// cannot read keep it, to be safe.
+async fn keeps_label(on: impl Into<On<'_>>, batch: i64) -> Result<bool> {
+    let options: String = query("SELECT options FROM batches WHERE id = $1")
+        .bind(batch)
+        .fetch_scalar(on)
+        .await?;
+    Ok(serde_json::from_str::<BatchOptions>(&options).map_or(true, |o| o.keep_label))
+}
+
 /// The owners of other processes' `OPEN` batches that `batch` could take once they close
 /// (same identity, collections, options and priority), and when `batch` closed: a
 /// submitter that waits a moment for them makes one task where a single process would
@@ -127,6 +143,9 @@ pub(super) async fn open_mates(
     batch: i64,
     owner: &str,
 ) -> Result<(Vec<String>, Option<i64>)> {
+    if keeps_label(db, batch).await? {
+        return Ok((Vec::new(), None));
+    }
     let rows: Vec<(String, Option<i64>)> = query(
         "SELECT other.owner, me.closed_at FROM batches other JOIN batches me ON me.id = $1 \
          WHERE other.state = $2 AND other.owner <> $3 AND other.identity = me.identity \
@@ -177,6 +196,16 @@ mod tests {
         batch
     }
 
+    /// Options as the manager writes them; `deadline` makes a different kind of batch.
+    fn options(deadline: Option<&str>, keep_label: bool) -> String {
+        serde_json::to_string(&BatchOptions {
+            deadline: deadline.map(Into::into),
+            keep_label,
+            ..BatchOptions::default()
+        })
+        .unwrap()
+    }
+
     async fn state_of(db: &StateDb, batch: i64) -> String {
         query("SELECT state FROM batches WHERE id = $1")
             .bind(batch)
@@ -192,10 +221,12 @@ mod tests {
     async fn a_claim_takes_waiting_batches_of_the_same_kind_within_max_items() {
         for engine in crate::state::tests::engines().await {
             let db = &engine.db;
-            let mine = ready(db, "psg-mine", "host-a:1:1", "{}", 3).await;
-            let theirs = ready(db, "psg-theirs", "host-b:2:2", "{}", 4).await;
-            let too_big = ready(db, "psg-big", "host-c:3:3", "{}", 5).await;
-            let other_kind = ready(db, "psg-other", "host-b:2:2", "{\"x\":1}", 1).await;
+            let plain = options(None, false);
+            let mine = ready(db, "psg-mine", "host-a:1:1", &plain, 3).await;
+            let theirs = ready(db, "psg-theirs", "host-b:2:2", &plain, 4).await;
+            let too_big = ready(db, "psg-big", "host-c:3:3", &plain, 5).await;
+            let other = options(Some("2030-01-01 00:00:00"), false);
+            let other_kind = ready(db, "psg-other", "host-b:2:2", &other, 1).await;
             let limits = Limits {
                 max_pending: 10,
                 max_items: 10,
@@ -248,8 +279,8 @@ mod tests {
     async fn a_claim_over_the_pending_limit_is_refused_and_changes_nothing() {
         for engine in crate::state::tests::engines().await {
             let db = &engine.db;
-            let first = ready(db, "psg-1", "host-a:1:1", "{\"n\":1}", 1).await;
-            let second = ready(db, "psg-2", "host-b:2:2", "{\"n\":2}", 1).await;
+            let first = ready(db, "psg-1", "host-a:1:1", &options(Some("1"), false), 1).await;
+            let second = ready(db, "psg-2", "host-b:2:2", &options(Some("2"), false), 1).await;
             let one = || Limits {
                 max_pending: 1,
                 max_items: 10,
@@ -263,6 +294,32 @@ mod tests {
                 .unwrap();
             assert_eq!(full, Claim::Full);
             assert_eq!(state_of(db, second).await, "READY");
+        }
+    }
+
+    /// Regression (the soak's readers at site B waited until their timeout for objects
+    /// whose transfer had failed): a Globus store's keys name their batch's label, and
+    /// readers find the task by it; a batch merged into another's task was never found,
+    /// so its failures were never seen. A batch that keeps its label takes no other and
+    /// is taken by none.
+    #[tokio::test]
+    async fn a_batch_that_keeps_its_label_is_never_merged() {
+        for engine in crate::state::tests::engines().await {
+            let db = &engine.db;
+            let kept = options(None, true);
+            let mine = ready(db, "psg-mine", "host-a:1:1", &kept, 1).await;
+            let theirs = ready(db, "psg-theirs", "host-b:2:2", &kept, 1).await;
+            let limits = Limits {
+                max_pending: 10,
+                max_items: 10,
+            };
+            let claimed = claim(db, mine, "sid-1", "host-a:1:1", limits)
+                .await
+                .unwrap();
+            assert_eq!(claimed, Claim::Claimed { merged: 0 });
+            assert_eq!(state_of(db, theirs).await, "READY");
+            let (mates, _) = open_mates(db, theirs, "host-b:2:2").await.unwrap();
+            assert!(mates.is_empty(), "nothing to wait for");
         }
     }
 }

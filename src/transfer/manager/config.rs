@@ -110,6 +110,11 @@ pub struct BatchOptions {
     /// The Globus task's label (default: the batch label, `psg-...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The batch's label is handed out: readers at other sites find the Globus task by
+    /// it (a Globus store's keys carry it), so the batch never joins another process's
+    /// batch at submission (whose task has another label), nor waits for such mates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_label: bool,
 }
 
 impl Default for BatchOptions {
@@ -122,6 +127,7 @@ impl Default for BatchOptions {
             fail_on_quota_errors: false,
             deadline: None,
             label: None,
+            keep_label: false,
         }
     }
 }
