@@ -259,16 +259,18 @@ pub(super) async fn flush_counts(
     .await
 }
 
-/// How many of `identity`'s closed batches that `owner` made wait to be posted and are
-/// not held: while there are any, posting is the bottleneck (the request budget,
-/// admission), and an open batch gains by taking more items rather than queueing behind
-/// them. Other processes' waiting batches do not count: those wait for this process's
-/// open batches to close and join them (`claim.rs`), and holding these open for them
-/// would make each wait for the other.
+/// How many of `identity`'s closed batches wait to be posted and are not held: while
+/// there are any, posting is the bottleneck (the request budget, admission), and an open
+/// batch gains by taking more items rather than queueing behind them. Other processes'
+/// batches that may still merge (`claim.rs`) do not count: those wait for this process's
+/// open batches to close and join them, and holding these open for them would make each
+/// wait for the other. Batches that keep their label (a Globus store's) never merge, and
+/// count whoever made them.
 pub(super) async fn unposted_backlog(db: &StateDb, identity: &str, owner: &str) -> Result<i64> {
     query(
         "SELECT COUNT(*) FROM batches WHERE identity = $1 AND state = $2 \
-         AND (hold_until IS NULL OR hold_until <= $3) AND owner = $4",
+         AND (hold_until IS NULL OR hold_until <= $3) \
+         AND (owner = $4 OR options LIKE '%\"keep_label\":true%')",
     )
     .bind(identity)
     .bind(BatchState::Ready.as_str())
