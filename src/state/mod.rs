@@ -6,7 +6,7 @@
 //! `transfer/manager/sql.rs` and `claim.rs` (batches, items, processes, leases),
 //! `transfer/watch.rs` and `budget.rs` (the shared watcher and request budget), and
 //! `state/refs.rs` (references). It is written once, in the dialect both engines share,
-//! and run through [`query`], the one place that knows there are two engines. One write
+//! and run through `state/query.rs`, the one place that knows there are two engines. One write
 //! bypasses it on SQLite: the group commit every `put` waits for runs on a direct
 //! connection (`state/direct.rs`) in WAL mode (sqlx's hand-overs cost a thread wake-up
 //! each, most of a put's time).
@@ -16,7 +16,7 @@
 //! ([`Settings::home`]): `$PS_GLOBUS_HOME/state.db`, else
 //! `$XDG_DATA_HOME/ps-globus/state.db`, else `~/.local/share/ps-globus/state.db`.
 //! Several processes (and, on PostgreSQL, hosts) share it: writes that read first run in
-//! write transactions ([`StateDb::begin_write`]) that serialise writers, so they queue
+//! write transactions (`StateDb::begin_write`) that serialise writers, so they queue
 //! instead of failing half-way or losing an update.
 //!
 //! **Network file systems.** SQLite's WAL mode needs shared memory that NFS, Lustre, GPFS

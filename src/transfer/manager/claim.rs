@@ -206,6 +206,14 @@ mod tests {
         .unwrap()
     }
 
+    /// Limits no test batch reaches but `max_items` (10).
+    fn roomy() -> Limits {
+        Limits {
+            max_pending: 10,
+            max_items: 10,
+        }
+    }
+
     async fn state_of(db: &StateDb, batch: i64) -> String {
         query("SELECT state FROM batches WHERE id = $1")
             .bind(batch)
@@ -227,11 +235,7 @@ mod tests {
             let too_big = ready(db, "psg-big", "host-c:3:3", &plain, 5).await;
             let other = options(Some("2030-01-01 00:00:00"), false);
             let other_kind = ready(db, "psg-other", "host-b:2:2", &other, 1).await;
-            let limits = Limits {
-                max_pending: 10,
-                max_items: 10,
-            };
-            let claimed = claim(db, mine, "sid-1", "host-a:1:1", limits)
+            let claimed = claim(db, mine, "sid-1", "host-a:1:1", roomy())
                 .await
                 .unwrap();
             assert_eq!(claimed, Claim::Claimed { merged: 1 });
@@ -258,18 +262,9 @@ mod tests {
             .unwrap();
             assert!(all.iter().all(|b| b.label != "psg-theirs"));
             assert_eq!(all.iter().find(|b| b.label == "psg-mine").unwrap().items, 7);
-            let taken = claim(
-                db,
-                theirs,
-                "sid-2",
-                "host-b:2:2",
-                Limits {
-                    max_pending: 10,
-                    max_items: 10,
-                },
-            )
-            .await
-            .unwrap();
+            let taken = claim(db, theirs, "sid-2", "host-b:2:2", roomy())
+                .await
+                .unwrap();
             assert_eq!(taken, Claim::Taken, "a merged batch is never posted itself");
         }
     }
@@ -309,11 +304,7 @@ mod tests {
             let kept = options(None, true);
             let mine = ready(db, "psg-mine", "host-a:1:1", &kept, 1).await;
             let theirs = ready(db, "psg-theirs", "host-b:2:2", &kept, 1).await;
-            let limits = Limits {
-                max_pending: 10,
-                max_items: 10,
-            };
-            let claimed = claim(db, mine, "sid-1", "host-a:1:1", limits)
+            let claimed = claim(db, mine, "sid-1", "host-a:1:1", roomy())
                 .await
                 .unwrap();
             assert_eq!(claimed, Claim::Claimed { merged: 0 });
