@@ -350,12 +350,10 @@ impl StateDb {
     /// systems), or the PostgreSQL server's version.
     pub async fn mode(&self) -> Result<String> {
         match &self.pool {
-            Pool::Sqlite(_) => {
-                let mode: String = query::query("PRAGMA journal_mode")
-                    .fetch_scalar(self)
-                    .await?;
-                Ok(format!("{} journal", mode.to_lowercase()))
-            }
+            Pool::Sqlite(_) => Ok(format!(
+                "{} journal",
+                self.journal_mode().await?.unwrap_or_default()
+            )),
             Pool::Postgres(_) => {
                 let version: String = query::query("SHOW server_version")
                     .fetch_scalar(self)
