@@ -47,7 +47,7 @@ mod fsutil;
 pub mod fuzzing;
 mod http;
 pub mod proxy;
-mod runtime;
+pub mod runtime;
 pub mod settings;
 #[cfg(feature = "sim")]
 pub mod sim;

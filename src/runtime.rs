@@ -18,22 +18,28 @@
 //!
 //! Unlike tokio's `Runtime::block_on` it never panics when called from async code, and it
 //! may be nested (a proxy whose factory resolves another proxy).
+//!
+//! A process forked after the runtime started (Python's `multiprocessing`, a process-pool
+//! executor) gets a runtime of its own on first use, rather than hanging on the parent's
+//! threads that it does not have: see [`ForkLocal`].
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
-/// The library runtime's handle, creating the runtime on first use.
+/// The library runtime's handle, creating the runtime on first use (and again in a
+/// process forked after it started: see [`ForkLocal`]).
 ///
 /// Spawn long-lived library work (pollers, background resolves) here, never on a caller's
 /// runtime.
 pub fn handle() -> &'static Handle {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    static RUNTIME: ForkLocal<Runtime> = ForkLocal::new();
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
@@ -43,6 +49,89 @@ pub fn handle() -> &'static Handle {
                 .expect("ps-globus: cannot start the library's tokio runtime (out of threads?)")
         })
         .handle()
+}
+
+/// How many times this process's ancestry forked since the library first started: 0 in
+/// the process that started it, and one more in each child forked after that.
+///
+/// Counted by a `pthread_atfork` child handler, installed when the runtime first starts.
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Acquire)
+}
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+fn install_fork_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forked_child() {
+        // Only an atomic store: the child of a multi-threaded process may call nothing
+        // that is not async-signal-safe until it execs.
+        FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forked_child));
+        }
+    });
+}
+
+/// A process-global value that a forked child does not inherit.
+///
+/// `fork` copies memory but only the forking thread: in the child, the library runtime's
+/// worker threads are gone (a wait on it would hang forever), and a lock another thread
+/// held at the fork stays locked. Values that own threads, locks, connections or open
+/// state files (the runtime, the registries of running managers and stores) live in a
+/// `ForkLocal`: a child forked after one was made gets a fresh one on first use. The
+/// parent's copy is leaked in the child, never dropped: dropping it would join threads
+/// that do not exist there, or close connections the parent still uses.
+pub struct ForkLocal<T> {
+    slot: AtomicPtr<(u64, T)>,
+    // Shared like a `&T` across threads: Send and Sync only where `T` is.
+    _value: std::marker::PhantomData<T>,
+}
+
+impl<T> ForkLocal<T> {
+    /// An empty slot, for a `static`.
+    pub const fn new() -> Self {
+        ForkLocal {
+            slot: AtomicPtr::new(std::ptr::null_mut()),
+            _value: std::marker::PhantomData,
+        }
+    }
+
+    /// This process's value, made by `init` on first use in this process.
+    pub fn get_or_init(&'static self, init: impl FnOnce() -> T) -> &'static T {
+        install_fork_handler();
+        let generation = fork_generation();
+        let current = self.slot.load(Ordering::Acquire);
+        // SAFETY: a non-null slot points at a leaked box, never freed.
+        if let Some((made_in, value)) = unsafe { current.as_ref() }
+            && *made_in == generation
+        {
+            return value;
+        }
+        let fresh = Box::into_raw(Box::new((generation, init())));
+        match self
+            .slot
+            .compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // SAFETY: just leaked; lives for the rest of the process.
+            Ok(_) => unsafe { &(*fresh).1 },
+            Err(winner) => {
+                // Another thread of this process made it first: use theirs, and leak ours
+                // (it may own threads that must not be joined from here).
+                // SAFETY: as above, a leaked box.
+                unsafe { &(*winner).1 }
+            }
+        }
+    }
+}
+
+impl<T> Default for ForkLocal<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Runs `future` to completion from synchronous code, from any thread.
@@ -150,4 +239,59 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .spawn_blocking(work)
         .await
         .map_err(|e| crate::Error::background("blocking work", Some(e.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forks, runs `child` in the child (killed by an alarm if it hangs) and returns the
+    /// child's wait status.
+    fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only runs `child` and exits; it never returns into the harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            unsafe { libc::alarm(20) };
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    #[test]
+    fn a_child_forked_after_the_runtime_started_gets_a_working_runtime_of_its_own() {
+        // The parent's runtime is running, with a timer in use.
+        block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
+        let parent_generation = fork_generation();
+        let status = in_forked_child(|| {
+            if fork_generation() != parent_generation + 1 {
+                return 2;
+            }
+            // A timer and a spawned task both need worker threads, which the inherited
+            // runtime no longer has.
+            let spawned = block_on(handle().spawn(async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                7
+            }));
+            if spawned.ok() != Some(7) {
+                return 3;
+            }
+            0
+        });
+        assert!(
+            libc::WIFEXITED(status),
+            "the child hung or died: status {status}"
+        );
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+        assert_eq!(
+            fork_generation(),
+            parent_generation,
+            "the parent's count moved"
+        );
+        assert_eq!(block_on(handle().spawn(async { 1 })).ok(), Some(1));
+    }
 }

@@ -293,6 +293,72 @@ impl PlannedItem {
     }
 }
 
+/// Which side of a transfer the current site fills in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Both sides given (`transfer`).
+    Any,
+    /// Into the current site: the destination is a local path (`stage-in`).
+    In,
+    /// Out of the current site: the source is a local path (`stage-out`).
+    Out,
+}
+
+/// The items `lines` name, checked against `direction` and by [`check_plan`]: what
+/// `transfer`, `stage-in` and `stage-out` submit. `current` is the current site, or why
+/// it is unknown (said when a line needs it). A local source that does not exist is
+/// named now, not after a Globus task fails on it.
+pub fn plan(
+    lines: &[BatchLine],
+    direction: Direction,
+    config: &Config,
+    current: &Result<String>,
+) -> Result<Vec<PlannedItem>> {
+    let refuse = |message: String| Error::InvalidConfig {
+        what: "transfer".into(),
+        message,
+    };
+    let here = current.as_deref().ok();
+    let mut items = Vec::with_capacity(lines.len());
+    for line in lines {
+        let (src, dst) = (&line.source, &line.destination);
+        if direction == Direction::In && !is_local_address(dst) {
+            return Err(refuse(format!(
+                "stage-in: the destination {dst:?} must be a local path at this site"
+            )));
+        }
+        if direction == Direction::Out && !is_local_address(src) {
+            return Err(refuse(format!(
+                "stage-out: the source {src:?} must be a local path at this site"
+            )));
+        }
+        let resolve = |addr: &str| match current {
+            Err(why) if is_local_address(addr) => Err(refuse(format!(
+                "{addr:?} is a local path, but the current site is unknown: {why}"
+            ))),
+            _ => resolve_address(addr, config, here),
+        };
+        let source = resolve(src)?;
+        if let Some(path) = local_path(&source, config, here)
+            && std::fs::symlink_metadata(&path).is_err()
+        {
+            return Err(refuse(format!(
+                "{src}: {} does not exist here (the source {} at the current site)",
+                path.display(),
+                source.path
+            )));
+        }
+        items.push(PlannedItem {
+            size: local_size(&source, config, here),
+            source,
+            destination: resolve(dst)?,
+            recursive: line.recursive.then_some(true),
+        });
+    }
+    check_plan(&items)?;
+    Ok(items)
+}
+
 /// Refuses plans that would lose data or never end: an item whose destination is its
 /// own source (the copy would truncate the file it reads), a destination inside its
 /// own source (a recursive copy would nest into itself), and two items with one

@@ -7,10 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::ProgressBar;
 use ps_globus::config::Config;
-use ps_globus::staging::{
-    BatchLine, PlannedItem, enqueue, is_local_address, join_endpoint, local_path, local_size,
-    parse_batch, resolve_address, wait_all,
-};
+pub use ps_globus::staging::Direction;
+use ps_globus::staging::{BatchLine, PlannedItem, enqueue, join_endpoint, parse_batch, wait_all};
 use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
@@ -65,17 +63,6 @@ pub struct TransferArgs {
     timeout_exit_code: u8,
     #[command(flatten)]
     out: Output,
-}
-
-/// Which side the current site fills in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Both sides given.
-    Any,
-    /// Into the current site.
-    In,
-    /// Out of the current site.
-    Out,
 }
 
 /// A deadline as typed: a time Globus reads, or a usage error (exit 2) before anything
@@ -201,7 +188,7 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, CommandError> {
     let config = Config::load(settings())?;
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
-    let lines = match &args.batch {
+    let mut lines = match &args.batch {
         Some(file) => {
             let text = crate::read_input(file).map_err(|e| format!("--batch {file}: {e}"))?;
             let mut lines = parse_batch(&text)?;
@@ -219,47 +206,13 @@ fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, C
             recursive: false,
         }],
     };
-    let mut items = Vec::with_capacity(lines.len());
-    for line in &lines {
-        let (src, dst) = (&line.source, &line.destination);
-        if direction == Direction::In && !is_local_address(dst) {
-            return Err("stage-in: the destination must be a local path at this site".into());
-        }
-        if direction == Direction::Out && !is_local_address(src) {
-            return Err("stage-out: the source must be a local path at this site".into());
-        }
-        // A local path needs the current site: say why it is unknown, if it is.
-        let resolve = |addr: &str| -> Result<_, CommandError> {
-            match &current {
-                Err(why) if is_local_address(addr) => Err(format!(
-                    "{addr:?} is a local path, but the current site is unknown: {why}"
-                )
-                .into()),
-                _ => Ok(resolve_address(addr, &config, current.as_deref().ok())?),
-            }
-        };
-        let source = resolve(src)?;
-        // A source here that is not there is named now, not after a Globus task fails.
-        if let Some(path) = local_path(&source, &config, current.as_deref().ok())
-            && std::fs::symlink_metadata(&path).is_err()
-        {
-            return Err(format!(
-                "{src}: {} does not exist here (the source {} at the current site)",
-                path.display(),
-                source.path
-            )
-            .into());
-        }
-        items.push(PlannedItem {
-            size: local_size(&source, &config, current.as_deref().ok()),
-            source,
-            destination: resolve(dst)?,
-            recursive: (args.recursive || line.recursive).then_some(true),
-        });
+    for line in &mut lines {
+        line.recursive |= args.recursive;
     }
     // Refused before anything is shown or submitted, dry runs included.
-    ps_globus::staging::check_plan(&items)?;
-    Ok(items)
+    Ok(ps_globus::staging::plan(
+        &lines, direction, &config, &current,
+    )?)
 }
 
 fn show_dry_run(items: &[PlannedItem], out: &Output) -> CliResult {

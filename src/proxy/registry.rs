@@ -6,12 +6,18 @@
 //! silent swap: objects would otherwise be read from the wrong place.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, RwLock};
+use std::sync::RwLock;
 
 use super::store::{Store, StoreConfig};
 use crate::error::{Error, Result};
 
-static STORES: LazyLock<RwLock<HashMap<String, Store>>> = LazyLock::new(Default::default);
+/// This process's stores (a forked child starts without its parent's: their connectors'
+/// managers and connections belong to the parent).
+fn stores() -> &'static RwLock<HashMap<String, Store>> {
+    static STORES: crate::runtime::ForkLocal<RwLock<HashMap<String, Store>>> =
+        crate::runtime::ForkLocal::new();
+    STORES.get_or_init(Default::default)
+}
 
 /// Registers `store` under its name and returns the registered instance.
 ///
@@ -19,7 +25,7 @@ static STORES: LazyLock<RwLock<HashMap<String, Store>>> = LazyLock::new(Default:
 /// kept and returned (so both handles share a cache); a different config is
 /// [`Error::StoreConflict`].
 pub fn register_store(store: &Store) -> Result<Store> {
-    let mut stores = STORES.write().expect("store registry poisoned");
+    let mut stores = stores().write().expect("store registry poisoned");
     match stores.get(store.name()) {
         Some(existing) if existing.config() == store.config() => Ok(existing.clone()),
         Some(_) => Err(Error::StoreConflict {
@@ -34,7 +40,7 @@ pub fn register_store(store: &Store) -> Result<Store> {
 
 /// The store registered as `name`, if any.
 pub fn get_store(name: &str) -> Option<Store> {
-    STORES
+    stores()
         .read()
         .expect("store registry poisoned")
         .get(name)
@@ -68,7 +74,7 @@ pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
 
 /// Removes the store registered as `name`, returning it.
 pub fn unregister_store(name: &str) -> Option<Store> {
-    STORES
+    stores()
         .write()
         .expect("store registry poisoned")
         .remove(name)
@@ -76,7 +82,7 @@ pub fn unregister_store(name: &str) -> Option<Store> {
 
 /// Removes `store` from the registry if it is the instance registered under its name.
 pub(crate) fn unregister_if_same(store: &Store) {
-    let mut stores = STORES.write().expect("store registry poisoned");
+    let mut stores = stores().write().expect("store registry poisoned");
     if stores.get(store.name()).is_some_and(|s| s.ptr_eq(store)) {
         stores.remove(store.name());
     }

@@ -56,7 +56,7 @@ mod unsubmitted;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot, watch};
@@ -150,7 +150,12 @@ impl Drop for Inner {
 /// The running managers of this process, by (database, identity).
 type Registry = Mutex<HashMap<(std::path::PathBuf, String), Weak<Inner>>>;
 
-static SHARED: LazyLock<Registry> = LazyLock::new(Default::default);
+/// This process's registry (a forked child starts an empty one: the parent's managers'
+/// pollers and connections are not the child's).
+fn shared() -> &'static Registry {
+    static SHARED: crate::runtime::ForkLocal<Registry> = crate::runtime::ForkLocal::new();
+    SHARED.get_or_init(Default::default)
+}
 
 /// How long the exit hook waits for each manager's held-back batches to be submitted.
 const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -166,7 +171,7 @@ fn install_exit_hook() {
     extern "C" fn submit_held_back() {
         // Nothing may unwind out of an exit hook.
         let _ = std::panic::catch_unwind(|| {
-            let managers: Vec<TransferManager> = SHARED
+            let managers: Vec<TransferManager> = shared()
                 .lock()
                 .map(|shared| {
                     shared
@@ -243,7 +248,7 @@ impl TransferManager {
         // or two emulators, with one state database).
         let identity = client.service_identity();
         let key = (db.path().to_path_buf(), identity.clone());
-        if let Some(inner) = SHARED
+        if let Some(inner) = shared()
             .lock()
             .expect("manager registry poisoned")
             .get(&key)
@@ -282,7 +287,7 @@ impl TransferManager {
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner);
         install_exit_hook();
-        SHARED
+        shared()
             .lock()
             .expect("manager registry poisoned")
             .insert(key, Arc::downgrade(&inner));
@@ -594,7 +599,7 @@ impl TransferManager {
     /// Stops the manager's background work (pending work resumes at the next start).
     pub fn shutdown(&self) {
         let _ = self.inner.signals.stop.send(true);
-        SHARED
+        shared()
             .lock()
             .expect("manager registry poisoned")
             .retain(|_, w| w.strong_count() > 0 && !w.ptr_eq(&Arc::downgrade(&self.inner)));
