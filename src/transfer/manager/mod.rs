@@ -171,16 +171,7 @@ fn install_exit_hook() {
     extern "C" fn submit_held_back() {
         // Nothing may unwind out of an exit hook.
         let _ = std::panic::catch_unwind(|| {
-            let managers: Vec<TransferManager> = shared()
-                .lock()
-                .map(|shared| {
-                    shared
-                        .values()
-                        .filter_map(Weak::upgrade)
-                        .map(|inner| TransferManager { inner })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let managers = TransferManager::running();
             if managers.is_empty() {
                 return;
             }
@@ -292,6 +283,22 @@ impl TransferManager {
             .expect("manager registry poisoned")
             .insert(key, Arc::downgrade(&inner));
         Ok(TransferManager { inner })
+    }
+
+    /// The managers running in this process (one per state database and identity): what
+    /// the exit hook flushes, and what a host language's own exit hook (Python's
+    /// `atexit`) flushes before the interpreter's threads are gone.
+    pub fn running() -> Vec<TransferManager> {
+        shared()
+            .lock()
+            .map(|shared| {
+                shared
+                    .values()
+                    .filter_map(Weak::upgrade)
+                    .map(|inner| TransferManager { inner })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The identity this manager acts as, with the service: `IDENTITY@TRANSFER_URL`.

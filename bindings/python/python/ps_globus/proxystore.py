@@ -1,0 +1,299 @@
+"""ProxyStore connectors backed by ps-globus's Rust engine.
+
+The classes here satisfy ProxyStore 1.1's ``Connector`` protocol, so they plug into
+``proxystore.store.Store`` unchanged, and with it into ProxyStore's proxies, Parsl's
+``ProxyStoreSerializer`` and Globus Compute's pickling::
+
+    from proxystore.store import Store
+    from ps_globus.proxystore import GlobusConnector
+
+    store = Store('run', GlobusConnector('my-run'))   # sites from `ps-globus site add`
+    proxy = store.proxy(array)                         # one Globus task per batch, not per put
+
+A worker that receives the proxy rebuilds the store with ``GlobusConnector(**config)``
+(ProxyStore's rule): ``config()`` therefore returns exactly the constructor's keyword
+arguments, with the sites resolved, so the rebuilt connector works at any site. Which site
+a process is at comes from ``PS_GLOBUS_SITE`` or the sites' host regexes, in that process.
+
+Keys are :class:`PsGlobusKey` tuples holding the library's compact key JSON: picklable,
+hashable and equal across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+from ps_globus import _core
+
+
+class PsGlobusKey(NamedTuple):
+    """The key of one object stored through a ps_globus connector."""
+
+    key: str
+    """The library's key as compact JSON (kind, id and, for Globus, where and what)."""
+
+    @property
+    def kind(self) -> str:
+        """The kind of connector that made it (``globus``, ``file``, ...)."""
+        return json.loads(self.key)['kind']
+
+    @property
+    def id(self) -> str:
+        """The object id."""
+        return json.loads(self.key)['id']
+
+
+def _as_bytes(obj: Any) -> bytes:
+    # BytesLike: bytes, bytearray, memoryview (or any buffer on 3.12+).
+    return obj if isinstance(obj, bytes) else bytes(obj)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, PsGlobusKey):
+        return key.key
+    if isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], str):
+        return key[0]
+    raise TypeError(f'not a ps_globus key: {key!r}')
+
+
+def _without_none(value: Any) -> Any:
+    # ProxyStore writes store configs as TOML, which has no null.
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+class RustConnector:
+    """Base of the connectors backed by a Rust connector of kind ``kind``.
+
+    Subclasses define the constructor (its keyword arguments are what :meth:`config`
+    returns) and call :meth:`_start` with the Rust connector's options.
+    """
+
+    kind: ClassVar[str]
+
+    _core: _core.Connector
+    _config: dict[str, Any]
+
+    def _start(self, options: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        self._core = _core.Connector(self.kind, json.dumps(options))
+        self._config = _without_none(dict(config))
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({", ".join(f"{k}={v!r}" for k, v in self._config.items())})'
+
+    # The ProxyStore Connector protocol.
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments: ``type(self)(**self.config())`` rebuilds
+        an equivalent connector in any process."""
+        return json.loads(json.dumps(self._config))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RustConnector:
+        """Rebuilds a connector from :meth:`config`."""
+        return cls(**config)
+
+    def put(self, obj: Any) -> PsGlobusKey:
+        """Stores ``obj`` (bytes-like); returns its key."""
+        return PsGlobusKey(self._core.put(_as_bytes(obj)))
+
+    def put_batch(self, objs: Sequence[Any]) -> list[PsGlobusKey]:
+        """Stores every object together; keys in order."""
+        return [PsGlobusKey(k) for k in self._core.put_batch([_as_bytes(o) for o in objs])]
+
+    def get(self, key: PsGlobusKey) -> bytes | None:
+        """The object's bytes (waiting for them to arrive here), or ``None`` if gone."""
+        return self._core.get(_key_text(key))
+
+    def get_batch(self, keys: Sequence[PsGlobusKey]) -> list[bytes | None]:
+        """Many objects, waited for together; in order."""
+        return self._core.get_batch([_key_text(k) for k in keys])
+
+    def exists(self, key: PsGlobusKey) -> bool:
+        """Whether the object is here now (no wait, no Globus request)."""
+        return self._core.exists(_key_text(key))
+
+    def evict(self, key: PsGlobusKey) -> None:
+        """Removes the object; removing a missing one succeeds."""
+        self._core.evict(_key_text(key))
+
+    def close(self) -> None:
+        """Submits what is held back for batching. Never deletes data; idempotent."""
+        self._core.close()
+
+    # What ProxyStore lacks.
+
+    def put_file(self, path: str | os.PathLike[str]) -> PsGlobusKey:
+        """Stores the file at ``path`` as an object (staged without reading it into
+        memory where the connector keeps files)."""
+        return PsGlobusKey(self._core.put_file(os.fspath(path)))
+
+    def resolve_path(self, key: PsGlobusKey) -> str:
+        """The verified local file holding the object at this site, waiting for it."""
+        return self._core.resolve_path(_key_text(key))
+
+    def store_config(self, name: str) -> dict[str, Any]:
+        """A ps-globus store configuration naming this connector (named references use
+        it)."""
+        return {
+            'v': 1,
+            'name': name,
+            'connector': {'kind': self.kind, 'options': json.loads(self._core.config_json())},
+        }
+
+
+class FileConnector(RustConnector):
+    """Objects as files in ``store_dir`` (a shared file system), written atomically and
+    durably."""
+
+    kind = 'file'
+
+    def __init__(self, store_dir: str) -> None:
+        store_dir = os.path.abspath(store_dir)
+        self._start({'dir': store_dir}, {'store_dir': store_dir})
+
+
+class GlobusConnector(RustConnector):
+    """Objects moved between sites by Globus Transfer, batched into few tasks.
+
+    Args:
+        store_dir: The store's directory under every site's local path (relative,
+            non-empty, no ``..``).
+        sites: ``{name: {"collection": UUID, "collection_path": ..., "local_path": ...,
+            "host_regex": ...}}``; ``None`` takes them from the configuration file the
+            CLI uses (``$PS_GLOBUS_CONFIG``, ``ps-globus site add``).
+        destinations: Where puts are sent (default every site but the current one).
+        pull_on_demand: At a site that is not a destination, fetch an object on first
+            read.
+        wait_timeout_s: Longest wait for a transfer (default: the task's deadline).
+        transfer_url: The Transfer service (default ``PS_GLOBUS_TRANSFER_URL``, else
+            Globus).
+    """
+
+    kind = 'globus'
+
+    def __init__(
+        self,
+        store_dir: str,
+        sites: Mapping[str, Mapping[str, Any]] | None = None,
+        destinations: Sequence[str] | None = None,
+        pull_on_demand: bool = False,
+        wait_timeout_s: int | None = None,
+        transfer_url: str | None = None,
+    ) -> None:
+        if sites is None:
+            sites = json.loads(_core.config_sites_json())
+        options = {
+            'store_dir': store_dir,
+            'sites': {name: dict(site) for name, site in sites.items()},
+            'destinations': list(destinations) if destinations is not None else None,
+            'pull_on_demand': pull_on_demand,
+            'wait_timeout_s': wait_timeout_s,
+            'transfer_url': transfer_url,
+        }
+        self._start(_without_none(options), {})
+        # The config carries the sites as the library read them (uuids normalised),
+        # so the rebuilt connector means the same collections anywhere.
+        resolved = json.loads(self._core.config_json())
+        self._config = _without_none({**options, 'sites': resolved['sites']})
+
+    @property
+    def site(self) -> str:
+        """The site this process acts as."""
+        return self._core.site
+
+    @classmethod
+    def from_proxystore_endpoints(
+        cls,
+        endpoints: Any,
+        store_dir: str,
+        **kwargs: Any,
+    ) -> GlobusConnector:
+        """A connector over the collections of a ProxyStore ``GlobusEndpoints`` (or a
+        list of ``GlobusEndpoint``, or its config dict); see :func:`sites_from_proxystore`.
+        Never share ``store_dir`` with a ProxyStore connector made with ``clear=True``:
+        its ``close()`` deletes the directory."""
+        return cls(store_dir, sites=sites_from_proxystore(endpoints), **kwargs)
+
+
+def sites_from_proxystore(endpoints: Any) -> dict[str, dict[str, str]]:
+    """ps-globus sites from a ProxyStore Globus endpoint configuration.
+
+    Accepts a ``GlobusEndpoints``, an iterable of ``GlobusEndpoint``, or the dict form
+    ``{uuid: {"endpoint_path", "local_path", "host_regex"}}``. Each collection becomes a
+    site named by its UUID; ``endpoint_path`` becomes the collection path. ProxyStore
+    matches ``host_regex`` against the whole host name (``re.fullmatch``), so it is
+    anchored here (ps-globus searches).
+    """
+    if isinstance(endpoints, Mapping):
+        entries = [
+            (uuid, e['endpoint_path'], e['local_path'], e['host_regex'])
+            for uuid, e in endpoints.items()
+        ]
+    else:
+        # A GlobusEndpoints iterates over its GlobusEndpoint values.
+        entries = [(e.uuid, e.endpoint_path, e.local_path, e.host_regex) for e in endpoints]
+    sites: dict[str, dict[str, str]] = {}
+    for uuid, endpoint_path, local_path, host_regex in entries:
+        regex = host_regex if isinstance(host_regex, str) else host_regex.pattern
+        sites[str(uuid)] = {
+            'collection': str(uuid),
+            'collection_path': endpoint_path,
+            'local_path': local_path,
+            'host_regex': f'^(?:{regex})$',
+        }
+    if len(sites) < 2:
+        raise ValueError('a Globus store needs at least two endpoints')
+    return sites
+
+
+def prefetch(proxies: Iterable[Any]) -> None:
+    """Resolves many proxies with one batched wait.
+
+    Proxies of stores on a ps_globus connector are fetched together
+    (``connector.get_batch``: every transfer waited for at once, outside the store's
+    lock); any other proxy is resolved as usual. Proxies already resolved are left alone.
+    A proxy made with ``evict=True`` evicts its object, as resolving it would.
+    """
+    from proxystore.proxy import is_resolved, resolve
+    from proxystore.store.exceptions import ProxyResolveMissingKeyError
+    from proxystore.store.factory import StoreFactory
+
+    groups: dict[int, tuple[Any, list[tuple[Any, Any]]]] = {}
+    others = []
+    for proxy in proxies:
+        if is_resolved(proxy):
+            continue
+        factory = object.__getattribute__(proxy, '__proxy_factory__')
+        store = factory.get_store() if isinstance(factory, StoreFactory) else None
+        if store is None or not isinstance(store.connector, RustConnector):
+            others.append(proxy)
+            continue
+        groups.setdefault(id(store), (store, []))[1].append((proxy, factory))
+    for store, members in groups.values():
+        values = store.connector.get_batch([factory.key for _, factory in members])
+        for (proxy, factory), data in zip(members, values):
+            if data is None:
+                raise ProxyResolveMissingKeyError(factory.key, type(store), store.name)
+            deserializer = factory.deserializer or store.deserializer
+            proxy.__proxy_wrapped__ = deserializer(data)
+            if factory.evict:
+                store.evict(factory.key)
+    for proxy in others:
+        resolve(proxy)
+
+
+__all__ = [
+    'FileConnector',
+    'GlobusConnector',
+    'PsGlobusKey',
+    'RustConnector',
+    'prefetch',
+    'sites_from_proxystore',
+]

@@ -1,0 +1,203 @@
+//! `_core.Connector`: one ps-globus connector, driven from Python.
+//!
+//! The ProxyStore-facing classes (`ps_globus.proxystore`) are pure Python and hold one of
+//! these; keys cross as their compact JSON text.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::try_join_all;
+use ps_globus::connector::{
+    Connector, ConnectorConfig, GlobusConfig, GlobusConnector, Key, PutOptions,
+};
+use ps_globus::runtime::fork_generation;
+use ps_globus::{Error, Settings};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::PyBytes;
+
+use crate::errors::to_py_err;
+use crate::wait::wait;
+
+/// A connector of any kind the library knows (`globus`, `file`, …), built from its
+/// options as JSON.
+#[pyclass(module = "ps_globus._core", name = "Connector", frozen)]
+pub struct PyConnector {
+    kind: String,
+    options: serde_json::Value,
+    live: Mutex<Live>,
+}
+
+/// The connector serving this process, and the fork generation it was built in.
+struct Live {
+    generation: u64,
+    connector: Arc<dyn Connector>,
+    site: Option<String>,
+}
+
+/// Builds the connector. A Globus connector reads the environment now (the site, the
+/// state directory, the credentials), not when the library first started: a test or a
+/// notebook may set them after importing.
+fn build(kind: &str, options: &serde_json::Value) -> ps_globus::Result<Live> {
+    let (connector, site): (Arc<dyn Connector>, Option<String>) = if kind == GlobusConnector::KIND {
+        let config: GlobusConfig =
+            serde_json::from_value(options.clone()).map_err(|e| Error::InvalidConfig {
+                what: "globus connector".into(),
+                message: e.to_string(),
+            })?;
+        let connector = GlobusConnector::builder(config)
+            .settings(Settings::from_env())
+            .build()?;
+        let site = connector.site().to_owned();
+        (Arc::new(connector), Some(site))
+    } else {
+        let config = ConnectorConfig {
+            kind: kind.to_owned(),
+            options: options.clone(),
+        };
+        (config.build()?, None)
+    };
+    Ok(Live {
+        generation: fork_generation(),
+        connector,
+        site,
+    })
+}
+
+fn parse_key(py: Python<'_>, text: &str) -> PyResult<Key> {
+    text.parse().map_err(|e| to_py_err(py, e))
+}
+
+fn to_bytes(py: Python<'_>, data: Option<bytes::Bytes>) -> Option<Py<PyBytes>> {
+    data.map(|d| PyBytes::new(py, &d).unbind())
+}
+
+impl PyConnector {
+    /// The connector of this process: rebuilt from its options in a child forked after it
+    /// was made (the parent's holds the parent's runtime, manager and connections).
+    fn connector(&self, py: Python<'_>) -> PyResult<Arc<dyn Connector>> {
+        let mut live = self.live.lock().expect("connector lock");
+        if live.generation != fork_generation() {
+            let fresh = build(&self.kind, &self.options).map_err(|e| to_py_err(py, e))?;
+            // Leaked, not dropped: dropping would close the parent's connections.
+            std::mem::forget(std::mem::replace(&mut *live, fresh));
+        }
+        Ok(Arc::clone(&live.connector))
+    }
+}
+
+#[pymethods]
+impl PyConnector {
+    /// Builds a connector of `kind` from `options_json` (its config's options).
+    #[new]
+    fn new(py: Python<'_>, kind: &str, options_json: &str) -> PyResult<Self> {
+        let options: serde_json::Value = serde_json::from_str(options_json).map_err(|e| {
+            to_py_err(
+                py,
+                Error::InvalidConfig {
+                    what: format!("{kind} connector"),
+                    message: e.to_string(),
+                },
+            )
+        })?;
+        let live = build(kind, &options).map_err(|e| to_py_err(py, e))?;
+        Ok(PyConnector {
+            kind: kind.to_owned(),
+            options,
+            live: Mutex::new(live),
+        })
+    }
+
+    /// The kind (`globus`, `file`, …).
+    #[getter]
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The site this process acts as (Globus connectors), else `None`.
+    #[getter]
+    fn site(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.connector(py)?;
+        Ok(self.live.lock().expect("connector lock").site.clone())
+    }
+
+    /// The connector's config options as JSON (what rebuilds it anywhere).
+    fn config_json(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.connector(py)?.config().options.to_string())
+    }
+
+    /// Stores `data`; returns the key's text.
+    fn put(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<String> {
+        let c = self.connector(py)?;
+        wait(py, async move {
+            Ok(c.put(&data, &PutOptions::default()).await?.to_string())
+        })
+    }
+
+    /// Stores every object (one Globus task per destination for the lot); keys in order.
+    fn put_batch(&self, py: Python<'_>, objects: Vec<PyBackedBytes>) -> PyResult<Vec<String>> {
+        let c = self.connector(py)?;
+        wait(py, async move {
+            let slices: Vec<&[u8]> = objects.iter().map(|o| &o[..]).collect();
+            let keys = c.put_batch(&slices, &PutOptions::default()).await?;
+            Ok(keys.iter().map(Key::to_string).collect())
+        })
+    }
+
+    /// Stores the file at `path` (a Globus connector stages it without reading it into
+    /// memory); returns the key's text.
+    fn put_file(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<String> {
+        let c = self.connector(py)?;
+        wait(py, async move {
+            Ok(c.put_file(&path, &PutOptions::default()).await?.to_string())
+        })
+    }
+
+    /// The object's bytes (waiting for its transfer), or `None` if it is gone.
+    fn get(&self, py: Python<'_>, key: &str) -> PyResult<Option<Py<PyBytes>>> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        let data = wait(py, async move { c.get(&key).await })?;
+        Ok(to_bytes(py, data))
+    }
+
+    /// Many objects, waited for together (one poller serves every wait); in order.
+    fn get_batch(&self, py: Python<'_>, keys: Vec<String>) -> PyResult<Vec<Option<Py<PyBytes>>>> {
+        let c = self.connector(py)?;
+        let keys = keys
+            .iter()
+            .map(|k| parse_key(py, k))
+            .collect::<PyResult<Vec<_>>>()?;
+        let values = wait(py, async move {
+            try_join_all(keys.iter().map(|key| c.get(key))).await
+        })?;
+        Ok(values.into_iter().map(|v| to_bytes(py, v)).collect())
+    }
+
+    /// Whether the object exists (here, now: no wait, no Globus request).
+    fn exists(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        wait(py, async move { c.exists(&key).await })
+    }
+
+    /// Removes the object; removing a missing one succeeds.
+    fn evict(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        wait(py, async move { c.evict(&key).await })
+    }
+
+    /// The verified local file holding the object at this site (waiting for it).
+    fn resolve_path(&self, py: Python<'_>, key: &str) -> PyResult<String> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        let path = wait(py, async move { c.resolve_path(&key).await })?;
+        Ok(path.display().to_string())
+    }
+
+    /// Submits what is held back for batching; never deletes data.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let c = self.connector(py)?;
+        wait(py, async move { c.close().await })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<ps_globus._core.Connector kind={:?}>", self.kind)
+    }
+}

@@ -1,0 +1,76 @@
+//! `ps_globus._core`: the Rust engine behind the `ps_globus` Python package.
+//!
+//! Everything Python users touch is in the pure-Python package beside this crate
+//! (`python/ps_globus`): ProxyStore connectors at importable paths, exceptions that
+//! pickle, the staging and reference functions. This module is their engine: every wait
+//! runs off the GIL ([`wait::wait`]) and a process forked after the library started
+//! rebuilds what it needs (`ps_globus::runtime::ForkLocal`).
+
+use std::time::Duration;
+
+use ps_globus::transfer::TransferManager;
+use pyo3::prelude::*;
+
+mod connector;
+mod emulator;
+mod errors;
+mod refs;
+mod staging;
+mod wait;
+
+/// How long interpreter exit waits for each manager's held-back batches.
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Submits every transfer this process holds back for batching (Python's `atexit` calls
+/// it, while the interpreter still runs). Returns how many managers did not finish within
+/// the limit.
+#[pyfunction]
+fn flush_all(py: Python<'_>) -> PyResult<usize> {
+    wait::wait(py, async {
+        let mut unfinished = 0;
+        for manager in TransferManager::running() {
+            let flushed = tokio::time::timeout(EXIT_FLUSH_LIMIT, manager.flush()).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                unfinished += 1;
+            }
+        }
+        Ok(unfinished)
+    })
+}
+
+/// The sites of the configuration file the CLI uses (`$PS_GLOBUS_CONFIG`, `ps-globus
+/// site add`), as JSON: `{name: {"collection", "collection_path", "local_path",
+/// "host_regex"?}}`.
+#[pyfunction]
+fn config_sites_json(py: Python<'_>) -> PyResult<String> {
+    let settings = ps_globus::Settings::from_env();
+    let config =
+        ps_globus::config::Config::load(&settings).map_err(|e| errors::to_py_err(py, e))?;
+    serde_json::to_string(&config.sites)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+}
+
+/// How many times this process was forked since the library started here (0 in the
+/// process that started it).
+#[pyfunction]
+fn fork_generation() -> u64 {
+    ps_globus::runtime::fork_generation()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<connector::PyConnector>()?;
+    m.add_class::<emulator::PyEmulator>()?;
+    m.add_function(wrap_pyfunction!(flush_all, m)?)?;
+    m.add_function(wrap_pyfunction!(fork_generation, m)?)?;
+    m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;
+    m.add_function(wrap_pyfunction!(staging::transfer, m)?)?;
+    m.add_function(wrap_pyfunction!(refs::ref_save, m)?)?;
+    m.add_function(wrap_pyfunction!(refs::ref_load, m)?)?;
+    m.add_function(wrap_pyfunction!(refs::ref_list, m)?)?;
+    m.add_function(wrap_pyfunction!(refs::ref_remove, m)?)?;
+    m.add_function(wrap_pyfunction!(refs::ref_import, m)?)?;
+    m.add_function(wrap_pyfunction!(refs::ref_string_form, m)?)?;
+    Ok(())
+}
