@@ -81,6 +81,7 @@ class RustConnector:
     _config: dict[str, Any]
 
     def _start(self, options: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        self._config = {}
         self._core = _core.Connector(self.kind, json.dumps(options))
         self._config = _without_none(dict(config))
 
