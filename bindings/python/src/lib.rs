@@ -6,6 +6,10 @@
 //! runs off the GIL ([`wait::wait`]) and a process forked after the library started
 //! rebuilds what it needs (`ps_globus::runtime::ForkLocal`).
 
+// These functions pass the library's own `Error` through unchanged (to become a Python
+// exception a moment later); boxing it here would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use ps_globus::transfer::TransferManager;

@@ -80,6 +80,7 @@ def test_a_child_forked_after_the_library_started_works(emu: Emulator) -> None:
     assert done.stdout.strip() == b"b'made in the forked child'"
     # The parent's connector still works after its child used the library.
     assert connector.get(connector.put(b'parent again')) == b'parent again'
+    connector.close()  # sent while the emulator still runs
 
 
 WAIT_AND_INTERRUPT = """
