@@ -241,26 +241,27 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| crate::Error::background("blocking work", Some(e.into())))
 }
 
+/// Forks, runs `child` in the child (killed by an alarm if it hangs) and returns the
+/// child's wait status.
+#[cfg(test)]
+pub(crate) fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `child` and exits; it never returns into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        unsafe { libc::alarm(20) };
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Forks, runs `child` in the child (killed by an alarm if it hangs) and returns the
-    /// child's wait status.
-    fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
-        // SAFETY: the child only runs `child` and exits; it never returns into the harness.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            unsafe { libc::alarm(20) };
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
-            unsafe { libc::_exit(code) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child just forked.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        status
-    }
 
     #[test]
     fn a_child_forked_after_the_runtime_started_gets_a_working_runtime_of_its_own() {

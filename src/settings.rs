@@ -115,6 +115,22 @@ impl Settings {
                     .join("ps-globus")
                     .join("config.toml")
             });
+        // A ProxyStore user's service identity (both PROXYSTORE_GLOBUS_CLIENT_ID and
+        // _SECRET: their own confidential client) serves when ps-globus's pair is unset,
+        // so a compute node configured for ProxyStore's GlobusConnector needs nothing
+        // new. ProxyStore's own native-app client id and token database are never used:
+        // refresh tokens are bound to the client that got them.
+        let (client_id, client_secret) =
+            match (text("PS_GLOBUS_CLIENT_ID"), text("PS_GLOBUS_CLIENT_SECRET")) {
+                (None, None) => match (
+                    text("PROXYSTORE_GLOBUS_CLIENT_ID"),
+                    text("PROXYSTORE_GLOBUS_CLIENT_SECRET"),
+                ) {
+                    (Some(id), Some(secret)) => (Some(id), Some(secret)),
+                    _ => (None, None),
+                },
+                own => own,
+            };
         Settings {
             home,
             config_path,
@@ -122,8 +138,8 @@ impl Settings {
             transfer_url: text("PS_GLOBUS_TRANSFER_URL")
                 .unwrap_or_else(|| DEFAULT_TRANSFER_URL.into()),
             auth_url: text("PS_GLOBUS_AUTH_URL").unwrap_or_else(|| DEFAULT_AUTH_URL.into()),
-            client_id: text("PS_GLOBUS_CLIENT_ID"),
-            client_secret: text("PS_GLOBUS_CLIENT_SECRET"),
+            client_id,
+            client_secret,
             access_token: text("PS_GLOBUS_ACCESS_TOKEN"),
             token_store: text("PS_GLOBUS_TOKEN_STORE").unwrap_or_default(),
             state_url: text("PS_GLOBUS_STATE_URL"),
@@ -226,6 +242,25 @@ mod tests {
         assert_eq!(s.transfer_url, DEFAULT_TRANSFER_URL);
         assert_eq!(s.auth_url, DEFAULT_AUTH_URL);
         assert!(!s.has_service_identity());
+    }
+
+    #[test]
+    fn a_proxystore_service_identity_serves_only_as_a_complete_pair_and_only_as_a_fallback() {
+        let ps = [
+            ("PROXYSTORE_GLOBUS_CLIENT_ID", "ps-id"),
+            ("PROXYSTORE_GLOBUS_CLIENT_SECRET", "ps-secret"),
+        ];
+        let s = env(&ps);
+        assert_eq!(s.client_id.as_deref(), Some("ps-id"));
+        assert_eq!(s.client_secret.as_deref(), Some("ps-secret"));
+        assert!(s.has_service_identity());
+        // Half a pair is no identity.
+        let s = env(&ps[..1]);
+        assert_eq!((s.client_id, s.client_secret), (None, None));
+        // ps-globus's own variables win, even a native app's id alone.
+        let s = env(&[ps[0], ps[1], ("PS_GLOBUS_CLIENT_ID", "native-app")]);
+        assert_eq!(s.client_id.as_deref(), Some("native-app"));
+        assert_eq!(s.client_secret, None);
     }
 
     #[test]

@@ -228,3 +228,36 @@ fn token_file_problems_say_what_the_file_is() {
         "{text}"
     );
 }
+
+/// Regression: a manager whose service identity Globus refuses never submitted, and its
+/// `flush` (a connector's `close`, the exit hook) waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_with_a_refused_service_identity_says_so_instead_of_waiting_forever() {
+    use ps_globus::state::StateDb;
+    use ps_globus::transfer::{ItemSpec, ManagerConfig, TransferManager};
+
+    let emu = emu(172_800);
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+    let client =
+        TransferClient::with_base_url(emu.sim.transfer_url(), service(&emu, "not-the-secret"))
+            .unwrap();
+    let manager = TransferManager::start(db, client, ManagerConfig::default())
+        .await
+        .unwrap();
+    support::emulator::write(emu.root_a(), "x", b"x");
+    let item = manager
+        .enqueue(ItemSpec::new(emu.a.clone(), "/x", emu.b.clone(), "/x"))
+        .await
+        .unwrap();
+    // A hang fails here, after a minute; the answer comes after the client's retries.
+    let flushed = tokio::time::timeout(std::time::Duration::from_secs(60), manager.flush())
+        .await
+        .expect("flush waited for a login that nobody will renew");
+    let err = flushed.unwrap_err();
+    assert!(err.needs_login(), "{err:?}");
+    assert!(!format!("{err:?}").contains("not-the-secret"));
+    // The item stays queued, for when the login is renewed.
+    let status = manager.item(item.item).await.unwrap();
+    assert_eq!(status.state, ps_globus::transfer::ItemState::Pending);
+}

@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 pub(crate) mod direct;
+mod fork;
 #[cfg(test)]
 #[path = "../../tests/support/pg_cluster.rs"]
 pub(crate) mod pg_test_cluster;
@@ -221,6 +222,7 @@ impl StateDb {
     /// [`open`](Self::open), with `settings` deciding what the environment would.
     pub async fn open_with(path: impl AsRef<Path>, settings: &Settings) -> Result<StateDb> {
         let path = path.as_ref().to_path_buf();
+        fork::check_sqlite_allowed(&path)?;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -80,3 +80,53 @@ fn build(py: Python<'_>, error: &Error) -> PyResult<PyErr> {
     let instance = class.call((error.to_string(),), Some(&fields))?;
     Ok(PyErr::from_value(instance))
 }
+
+/// Raises the Python exception of a library error named by `variant`, with made-up
+/// fields: the tests check every class the mapping above can produce, including those
+/// (a consent, a refused login) that need a person's login to provoke for real.
+#[pyfunction]
+pub fn _raise_library_error(py: Python<'_>, variant: &str) -> PyResult<()> {
+    use std::time::Duration;
+    let error = match variant {
+        "TransferFailed" => Error::TransferFailed {
+            task_id: Some("task-1".into()),
+            code: "FILE_NOT_FOUND".into(),
+            description: "No such file".into(),
+            source_path: "/a/x".into(),
+            destination_path: "/b/x".into(),
+        },
+        "NeedsAttention" => Error::NeedsAttention {
+            task_id: "task-2".into(),
+            reason: "paused".into(),
+            fix: "log in again".into(),
+        },
+        "Integrity" => Error::Integrity {
+            path: "/b/x".into(),
+            expected: "3 bytes, sha256 aa".into(),
+            found: "3 bytes, sha256 bb".into(),
+        },
+        "ConsentRequired" => Error::ConsentRequired {
+            required_scopes: vec!["scope-1".into()],
+            collections: vec!["collection-1".into()],
+        },
+        "LoginRequired" => Error::LoginRequired {
+            reason: "no stored login".into(),
+        },
+        "Unauthorized" => Error::Unauthorized {
+            message: "token expired".into(),
+        },
+        "Timeout" => Error::Timeout {
+            what: "a transfer".into(),
+            after: Duration::from_secs(1),
+        },
+        "MalformedKey" => Error::MalformedKey {
+            reason: "bad id".into(),
+        },
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "no such variant {other:?}"
+            )));
+        }
+    };
+    Err(to_py_err(py, error))
+}

@@ -69,6 +69,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(fork_generation, m)?)?;
     m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::_raise_library_error, m)?)?;
     m.add_function(wrap_pyfunction!(staging::transfer, m)?)?;
     m.add_function(wrap_pyfunction!(refs::ref_save, m)?)?;
     m.add_function(wrap_pyfunction!(refs::ref_load, m)?)?;

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import pickle
+import ast
+import textwrap
 from pathlib import Path
 
-from proxystore.store import Store
-
 from conftest import run_at
-from ps_globus.proxystore import GlobusConnector, PsGlobusKey
 from ps_globus.testing import Emulator, emulator
 
 PRODUCE_AND_EXIT = """
@@ -38,49 +35,71 @@ def test_a_producer_that_exits_right_after_its_puts_still_sends_them(emu: Emulat
     assert done.stdout.strip() == b"[b'\\x00', b'\\x01', b'\\x02']"
 
 
-def _child(connector: GlobusConnector, store_name: str, parent_key: PsGlobusKey, out) -> None:  # noqa: ANN001
+# Run in a fresh interpreter at site a (this test process has long used SQLite): the
+# parent starts the library's runtime through a FileConnector and builds a Globus store,
+# forks, and the child uses the Globus store. With USE_STATE_FIRST the parent first puts
+# through the Globus connector, which opens the SQLite state database.
+FORK_SCRIPT = """
+    import multiprocessing, sys, tempfile
+    from proxystore.store import Store
     import ps_globus
-    from proxystore.store import get_store
+    from ps_globus.proxystore import FileConnector, GlobusConnector
 
-    try:
-        key = connector.put(b'made in the forked child')
-        seen = connector.get(parent_key)
-        proxy = get_store(store_name).proxy(b'a proxy from the child')
-        ps_globus.flush()  # a forked child exits with os._exit: no atexit hooks
-        out.send(('ok', key, seen, bytes(proxy)))
-    except BaseException as e:  # noqa: BLE001 - reported to the parent
-        out.send(('error', repr(e), None, None))
+    files = FileConnector(tempfile.mkdtemp())
+    assert files.get(files.put(b'runtime started')) == b'runtime started'
+    connector = GlobusConnector('forked')
+    store = Store('forked-store', connector, register=True)
+    if USE_STATE_FIRST:
+        connector.put(b'the parent opened the state database')
+
+    def child(out):
+        try:
+            key = connector.put(b'made in the forked child')
+            local = files.get(files.put(b'child file'))
+            proxy = store.proxy(b'a proxy from the child')
+            ps_globus.flush()  # multiprocessing ends a child with os._exit: no exit hooks
+            out.send(('ok', key.key, local + b' / ' + bytes(proxy)))
+        except BaseException as e:
+            out.send((type(e).__name__, str(e), None))
+
+    receive, send = multiprocessing.Pipe(duplex=False)
+    worker = multiprocessing.get_context('fork').Process(target=child, args=(send,))
+    worker.start()
+    assert receive.poll(60), 'the forked child hung'
+    print(repr(receive.recv()))
+    worker.join(60)
+    print(worker.exitcode)
+    # The parent's own connector goes on working after its child used the library.
+    assert connector.get(connector.put(b'parent again')) == b'parent again'
+    connector.close()
+"""
 
 
 def test_a_child_forked_after_the_library_started_works(emu: Emulator) -> None:
-    connector = GlobusConnector('forked')
-    store = Store('forked-store', connector, register=True)
-    parent_key = connector.put(b'made in the parent')
-    assert connector.get(parent_key) == b'made in the parent'  # the runtime is running
-    context = multiprocessing.get_context('fork')
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(connector, store.name, parent_key, send))
-    child.start()
-    assert receive.poll(120), 'the forked child hung'
-    status, key, seen, proxied = receive.recv()
-    child.join(120)
-    assert status == 'ok', key
-    assert child.exitcode == 0
-    assert seen == b'made in the parent'
-    assert proxied == b'a proxy from the child'
+    done = run_at(emu, 'a', 'USE_STATE_FIRST = False\n' + textwrap.dedent(FORK_SCRIPT))
+    answer, exitcode = done.stdout.decode().strip().split('\n')
+    status, key, data = ast.literal_eval(answer)
+    assert (status, exitcode) == ('ok', '0'), key
+    assert data == b'child file / a proxy from the child'
     # The child's transfer really happened: a process at b reads it.
     done = run_at(
         emu,
         'b',
         f"""
         from ps_globus.proxystore import GlobusConnector, PsGlobusKey
-        print(GlobusConnector('forked').get(PsGlobusKey({key.key!r})))
+        print(GlobusConnector('forked').get(PsGlobusKey({key!r})))
         """,
     )
     assert done.stdout.strip() == b"b'made in the forked child'"
-    # The parent's connector still works after its child used the library.
-    assert connector.get(connector.put(b'parent again')) == b'parent again'
-    connector.close()  # sent while the emulator still runs
+
+
+def test_a_child_forked_after_sqlite_was_opened_fails_at_once_saying_what_to_do(emu: Emulator) -> None:
+    done = run_at(emu, 'a', 'USE_STATE_FIRST = True\n' + textwrap.dedent(FORK_SCRIPT))
+    answer, exitcode = done.stdout.decode().strip().split('\n')
+    status, message, _ = ast.literal_eval(answer)
+    assert status == 'StorageError', message
+    assert 'forked' in message and 'spawn' in message and 'PS_GLOBUS_STATE_URL' in message
+    assert exitcode == '0'
 
 
 WAIT_AND_INTERRUPT = """

@@ -561,7 +561,9 @@ impl TransferManager {
     /// Closes every open batch now and returns once each batch of this process is at
     /// Globus, waits only for admission, or is held by Globus (a 409: identical paths in
     /// flight, or the pending-task limit; it goes when Globus lets it, which no flush
-    /// can hasten). Before a short-lived process exits, say.
+    /// can hasten). Before a short-lived process exits, say. A login or consent that
+    /// Globus refuses and the manager cannot renew is that error at once
+    /// ([`Error::needs_login`]); the batches stay committed.
     pub async fn flush(&self) -> Result<()> {
         {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
@@ -585,8 +587,17 @@ impl TransferManager {
             if !open_here && unsettled == 0 && admitted_all {
                 return Ok(());
             }
+            // A refused login stops submission until a person acts: say so, as `wait`
+            // does, rather than wait forever (what is enqueued stays committed, and goes
+            // once the login is renewed). Outages are waited out.
+            if let Some(login) = self.trouble().and_then(|t| t.needs_login()) {
+                return Err(login);
+            }
             self.inner.signals.submit_kick.notify_one();
-            changed.await;
+            tokio::select! {
+                _ = changed => {}
+                _ = self.troubled() => {}
+            }
         }
     }
 
