@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import os
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from conftest import run_at
 from ps_globus.testing import Emulator, emulator
@@ -75,8 +78,8 @@ FORK_SCRIPT = """
 """
 
 
-def test_a_child_forked_after_the_library_started_works(emu: Emulator) -> None:
-    done = run_at(emu, 'a', 'USE_STATE_FIRST = False\n' + textwrap.dedent(FORK_SCRIPT))
+def forked_child_works(emu: Emulator, use_state_first: bool, env: dict[str, str] | None = None) -> None:
+    done = run_at(emu, 'a', f'USE_STATE_FIRST = {use_state_first}\n' + textwrap.dedent(FORK_SCRIPT), env=env)
     answer, exitcode = done.stdout.decode().strip().split('\n')
     status, key, data = ast.literal_eval(answer)
     assert (status, exitcode) == ('ok', '0'), key
@@ -91,6 +94,20 @@ def test_a_child_forked_after_the_library_started_works(emu: Emulator) -> None:
         """,
     )
     assert done.stdout.strip() == b"b'made in the forked child'"
+
+
+def test_a_child_forked_after_the_library_started_works(emu: Emulator) -> None:
+    forked_child_works(emu, use_state_first=False)
+
+
+@pytest.mark.skipif(
+    not os.environ.get('PS_GLOBUS_TEST_POSTGRES_URL'),
+    reason='needs the throw-away PostgreSQL server that scripts/test starts',
+)
+def test_a_child_forked_after_the_state_database_was_used_works_on_postgresql(emu: Emulator) -> None:
+    forked_child_works(
+        emu, use_state_first=True, env={'PS_GLOBUS_STATE_URL': os.environ['PS_GLOBUS_TEST_POSTGRES_URL']}
+    )
 
 
 def test_a_child_forked_after_sqlite_was_opened_fails_at_once_saying_what_to_do(emu: Emulator) -> None:
