@@ -55,6 +55,11 @@ pub fn handle() -> &'static Handle {
 /// the process that started it, and one more in each child forked after that.
 ///
 /// Counted by a `pthread_atfork` child handler, installed when the runtime first starts.
+///
+/// ```
+/// ps_globus::block_on(async {});
+/// assert_eq!(ps_globus::runtime::fork_generation(), 0); // not a forked child
+/// ```
 pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Acquire)
 }
@@ -85,6 +90,16 @@ fn install_fork_handler() {
 /// `ForkLocal`: a child forked after one was made gets a fresh one on first use. The
 /// parent's copy is leaked in the child, never dropped: dropping it would join threads
 /// that do not exist there, or close connections the parent still uses.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use ps_globus::runtime::ForkLocal;
+///
+/// static OPEN_FILES: ForkLocal<Mutex<Vec<String>>> = ForkLocal::new();
+/// OPEN_FILES.get_or_init(Default::default).lock().unwrap().push("a".into());
+/// // The same value in this process; a forked child would start with an empty list.
+/// assert_eq!(OPEN_FILES.get_or_init(Default::default).lock().unwrap().len(), 1);
+/// ```
 pub struct ForkLocal<T> {
     slot: AtomicPtr<(u64, T)>,
     // Shared like a `&T` across threads: Send and Sync only where `T` is.

@@ -308,6 +308,24 @@ pub enum Direction {
 /// `transfer`, `stage-in` and `stage-out` submit. `current` is the current site, or why
 /// it is unknown (said when a line needs it). A local source that does not exist is
 /// named now, not after a Globus task fails on it.
+///
+/// ```
+/// use ps_globus::config::{Config, SiteConfig};
+/// use ps_globus::staging::{BatchLine, Direction, plan};
+/// let mut config = Config::default();
+/// for (name, id) in [("hpc", 1u128), ("lab", 2)] {
+///     config.sites.insert(name.into(), SiteConfig {
+///         collection: uuid::Uuid::from_u128(id), collection_path: "/data".into(),
+///         local_path: format!("/srv/{name}").into(), host_regex: None });
+/// }
+/// let line = |s: &str, d: &str| BatchLine { source: s.into(), destination: d.into(), recursive: false };
+/// let here = Ok("lab".to_string());
+/// let items = plan(&[line("hpc:run/in.h5", "lab:run/in.h5")], Direction::Any, &config, &here)?;
+/// assert_eq!(items[0].destination.path, "/data/run/in.h5");
+/// // A stage-in's destination is a local path at this site.
+/// assert!(plan(&[line("hpc:run/in.h5", "lab:x")], Direction::In, &config, &here).is_err());
+/// # Ok::<(), ps_globus::Error>(())
+/// ```
 pub fn plan(
     lines: &[BatchLine],
     direction: Direction,
