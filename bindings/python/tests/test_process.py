@@ -43,12 +43,12 @@ def test_a_producer_that_exits_right_after_its_puts_still_sends_them(emu: Emulat
 # forks, and the child uses the Globus store. With USE_STATE_FIRST the parent first puts
 # through the Globus connector, which opens the SQLite state database.
 FORK_SCRIPT = """
-    import multiprocessing, sys, tempfile
+    import multiprocessing, os, sys
     from proxystore.store import Store
     import ps_globus
     from ps_globus.proxystore import FileConnector, GlobusConnector
 
-    files = FileConnector(tempfile.mkdtemp())
+    files = FileConnector(os.path.join(os.environ['PS_GLOBUS_HOME'], 'files'))
     assert files.get(files.put(b'runtime started')) == b'runtime started'
     connector = GlobusConnector('forked')
     store = Store('forked-store', connector, register=True)
