@@ -27,18 +27,26 @@ const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Submits every transfer this process holds back for batching (Python's `atexit` calls
 /// it, while the interpreter still runs). Returns how many managers did not finish within
-/// the limit.
+/// the limit; a manager that cannot submit at all (a refused login) raises its error,
+/// after every other manager was flushed.
 #[pyfunction]
 fn flush_all(py: Python<'_>) -> PyResult<usize> {
     wait::wait(py, async {
         let mut unfinished = 0;
+        let mut first_error = None;
         for manager in TransferManager::running() {
-            let flushed = tokio::time::timeout(EXIT_FLUSH_LIMIT, manager.flush()).await;
-            if !matches!(flushed, Ok(Ok(()))) {
-                unfinished += 1;
+            match tokio::time::timeout(EXIT_FLUSH_LIMIT, manager.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => unfinished += 1,
             }
         }
-        Ok(unfinished)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(unfinished),
+        }
     })
 }
 

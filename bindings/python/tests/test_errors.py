@@ -87,15 +87,21 @@ def test_a_refused_service_identity_raises_login_required(tmp_path: Path) -> Non
             import pickle, sys
             from ps_globus.proxystore import GlobusConnector
             from ps_globus.errors import PsGlobusError
+            import ps_globus
             connector = GlobusConnector('refused')
-            try:
-                connector.put(b'x')
-                connector.close()
-            except PsGlobusError as error:
-                sys.stdout.buffer.write(pickle.dumps(error))
+            connector.put(b'x')  # committed here; submitting is what Globus refuses
+            errors = []
+            for flush in (connector.close, ps_globus.flush):
+                try:
+                    flush()
+                except PsGlobusError as error:
+                    errors.append(error)
+            sys.stdout.buffer.write(pickle.dumps(errors))
             """,
             env={'PS_GLOBUS_CLIENT_SECRET': 'not-the-secret'},
         )
-    error = pickle.loads(done.stdout)
-    assert isinstance(error, e.LoginRequired), repr(error)
-    assert 'not-the-secret' not in str(error)
+    errors = pickle.loads(done.stdout)
+    assert len(errors) == 2, errors
+    for error in errors:
+        assert isinstance(error, e.LoginRequired), repr(error)
+        assert 'not-the-secret' not in str(error)

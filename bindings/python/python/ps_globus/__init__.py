@@ -42,7 +42,12 @@ __version__: str = _core.__version__
 
 
 def flush() -> None:
-    """Submits every transfer this process holds back for batching, now."""
+    """Submits every transfer this process holds back for batching, now.
+
+    Raises :class:`LoginRequired` when Globus refuses the login (what is held back stays
+    committed, for the next process), :class:`WaitTimeout` when the service does not
+    take it within the limit.
+    """
     left = _core.flush_all()
     if left:
         raise WaitTimeout(
