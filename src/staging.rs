@@ -435,6 +435,69 @@ pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
     Ok(())
 }
 
+/// No limit on a wait (a caller that has one races it instead).
+pub const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Globus's `sync_level` number for `exists`, `size`, `mtime` or `checksum` (the CLI's
+/// `--sync-level` words); anything else is [`Error::InvalidConfig`].
+///
+/// ```
+/// assert_eq!(ps_globus::staging::sync_level("mtime").unwrap(), 2);
+/// assert!(ps_globus::staging::sync_level("newer").is_err());
+/// ```
+pub fn sync_level(word: &str) -> Result<u8> {
+    match word {
+        "exists" => Ok(0),
+        "size" => Ok(1),
+        "mtime" => Ok(2),
+        "checksum" => Ok(3),
+        other => Err(Error::InvalidConfig {
+            what: "sync_level".into(),
+            message: format!("{other:?} is not one of exists, size, mtime, checksum"),
+        }),
+    }
+}
+
+/// A task deadline as a person types it (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC), in
+/// the form Globus reads; anything else is [`Error::InvalidConfig`], before anything is
+/// sent.
+///
+/// ```
+/// let at = ps_globus::staging::deadline("2030-01-01 12:00:00").unwrap();
+/// assert!(at.starts_with("2030-01-01"));
+/// assert!(ps_globus::staging::deadline("tomorrow").is_err());
+/// ```
+pub fn deadline(text: &str) -> Result<String> {
+    use crate::transfer::types::{format_time, parse_time};
+    parse_time(text)
+        .map(format_time)
+        .ok_or_else(|| Error::InvalidConfig {
+            what: "deadline".into(),
+            message: format!(
+                "{text:?} is not a time: give RFC 3339 (2030-01-01T12:00:00Z) or \
+                 YYYY-MM-DD HH:MM:SS, in UTC"
+            ),
+        })
+}
+
+/// The labels of `handles`' batches (sorted, once each) and the Globus tasks they have
+/// become so far.
+pub async fn labels_and_tasks(
+    manager: &TransferManager,
+    handles: &[Enqueued],
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut labels: Vec<String> = handles.iter().map(|h| h.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut task_ids = Vec::new();
+    for label in &labels {
+        if let Some(task) = manager.batch(label).await?.and_then(|b| b.task_id) {
+            task_ids.push(task);
+        }
+    }
+    Ok((labels, task_ids))
+}
+
 /// Enqueues every planned item as bulk work and submits them; returns their handles. A
 /// plan that [`check_plan`] refuses submits nothing.
 pub async fn submit(

@@ -8,8 +8,11 @@ use clap::Args;
 use indicatif::ProgressBar;
 use ps_globus::config::Config;
 pub use ps_globus::staging::Direction;
-use ps_globus::staging::{BatchLine, PlannedItem, enqueue, join_endpoint, parse_batch, wait_all};
-use ps_globus::transfer::{BatchOptions, Enqueued, ItemState, ItemStatus, TransferManager};
+use ps_globus::staging::{
+    BatchLine, NO_TIMEOUT, PlannedItem, enqueue, join_endpoint, labels_and_tasks, parse_batch,
+    sync_level, wait_all,
+};
+use ps_globus::transfer::{BatchOptions, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
 use super::stop::{self, Interrupt, Stop};
@@ -68,9 +71,9 @@ pub struct TransferArgs {
 /// A deadline as typed: a time Globus reads, or a usage error (exit 2) before anything
 /// is sent.
 fn deadline(text: &str) -> Result<String, String> {
-    use ps_globus::transfer::types::{format_time, parse_time};
-    parse_time(text).map(format_time).ok_or_else(|| {
-        format!("{text:?} is not a time: give RFC 3339 (2030-01-01T12:00:00Z) or YYYY-MM-DD HH:MM:SS, in UTC")
+    ps_globus::staging::deadline(text).map_err(|e| match e {
+        ps_globus::Error::InvalidConfig { message, .. } => message,
+        other => other.to_string(),
     })
 }
 
@@ -84,7 +87,7 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         return show_dry_run(&items, &args.out);
     }
     let options = BatchOptions {
-        sync_level: args.sync_level.as_deref().map(sync_code),
+        sync_level: args.sync_level.as_deref().map(sync_level).transpose()?,
         verify_checksum: !args.no_verify_checksum,
         deadline: args.deadline.clone(),
         label: args.label.clone(),
@@ -101,7 +104,7 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
     let total_bytes: Option<i64> = items.iter().map(|i| i.size.map(|s| s as i64)).sum();
     let work = async {
         manager.flush().await?;
-        let (labels, task_ids) = tasks_of(&manager, &handles).await?;
+        let (labels, task_ids) = labels_and_tasks(&manager, &handles).await?;
         if !args.out.machine() {
             // As globus-cli does, once the tasks exist: whatever happens next, the user
             // has their ids.
@@ -113,7 +116,7 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
             return Ok::<_, ps_globus::Error>((labels, task_ids, None));
         }
         let done = AtomicUsize::new(0);
-        let waited = wait_all(&manager, &handles, FOREVER, |_| {
+        let waited = wait_all(&manager, &handles, NO_TIMEOUT, |_| {
             done.fetch_add(1, Ordering::Relaxed);
         });
         let progress = show_progress(
@@ -132,19 +135,25 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         Ok((labels, task_ids, Some(statuses)))
     };
     let stopped = tokio::select! {
-        done = work => {
-            bar.finish_and_clear();
-            let (labels, task_ids, statuses) = done?;
-            return match statuses {
-                None => {
-                    // What Globus holds (409) is not submitted yet: say so, and how it goes on.
-                    let left = stop::LeftBehind::of(&manager, &handles).await;
-                    left.explain_unsubmitted(manager.db().path());
-                    show_submitted(items.len(), &labels, &task_ids, &args.out)
-                }
-                Some(statuses) => report(&statuses, &task_ids, &args.out),
-            };
-        }
+        done = work => match (done, manager.trouble()) {
+            // A refused login ends `flush` and `wait` as soon as the background work
+            // meets it, which may be before `troubled` is polled: the same stop, the
+            // same report of what is left behind.
+            (Err(e), Some(trouble)) if e.needs_login() => Stop::Trouble(trouble),
+            (done, _) => {
+                bar.finish_and_clear();
+                let (labels, task_ids, statuses) = done?;
+                return match statuses {
+                    None => {
+                        // What Globus holds (409) is not submitted yet: say so, and how it goes on.
+                        let left = stop::LeftBehind::of(&manager, &handles).await;
+                        left.explain_unsubmitted(manager.db().path());
+                        show_submitted(items.len(), &labels, &task_ids, &args.out)
+                    }
+                    Some(statuses) => report(&statuses, &task_ids, &args.out),
+                };
+            }
+        },
         trouble = manager.troubled() => Stop::Trouble(trouble),
         _ = interrupt.recv() => Stop::Interrupted,
         _ = stop::until(deadline) => Stop::TimedOut(args.timeout.unwrap_or_default(), args.timeout_exit_code),
@@ -180,9 +189,6 @@ async fn show_progress(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
-
-/// No limit on a wait (`--timeout` is raced against it instead).
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The items the arguments name, checked against the direction.
 fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, CommandError> {
@@ -230,23 +236,6 @@ fn show_dry_run(items: &[PlannedItem], out: &Output) -> CliResult {
     Ok(())
 }
 
-/// The batch labels of the submitted items, and the Globus tasks they became.
-async fn tasks_of(
-    manager: &TransferManager,
-    handles: &[Enqueued],
-) -> Result<(Vec<String>, Vec<String>), ps_globus::Error> {
-    let mut labels: Vec<String> = handles.iter().map(|h| h.label.clone()).collect();
-    labels.sort();
-    labels.dedup();
-    let mut task_ids = Vec::new();
-    for label in &labels {
-        if let Some(task) = manager.batch(label).await?.and_then(|b| b.task_id) {
-            task_ids.push(task);
-        }
-    }
-    Ok((labels, task_ids))
-}
-
 fn show_submitted(items: usize, labels: &[String], task_ids: &[String], out: &Output) -> CliResult {
     if out.machine() {
         out.emit(&json!({"items": items, "task_ids": task_ids, "labels": labels}))?;
@@ -258,15 +247,6 @@ fn show_submitted(items: usize, labels: &[String], task_ids: &[String], out: &Ou
         );
     }
     Ok(())
-}
-
-fn sync_code(level: &str) -> u8 {
-    match level {
-        "exists" => 0,
-        "size" => 1,
-        "mtime" => 2,
-        _ => 3,
-    }
 }
 
 fn report(statuses: &[ItemStatus], first_ids: &[String], out: &Output) -> CliResult {

@@ -47,6 +47,12 @@ def test_a_copy_onto_itself_is_refused_before_anything_is_submitted(emu: Emulato
         ps_globus.stage_in('a:/precious', 'b:/elsewhere')
     with pytest.raises(InvalidInput, match='does not exist here'):
         ps_globus.stage_out(site_dir(emu, 'a') / 'missing', 'b:/x')
+    with pytest.raises(InvalidInput, match='sync_level'):
+        ps_globus.transfer('a:/precious', 'b:/x', sync_level='newer')
+    with pytest.raises(InvalidInput, match='not a time'):
+        ps_globus.transfer('a:/precious', 'b:/x', deadline='tomorrow')
+    with pytest.raises(ValueError, match='timeout'):
+        ps_globus.transfer('a:/precious', 'b:/x', timeout=-1)
     assert emu.transfer_tasks() == 0
     assert (site_dir(emu, 'a') / 'precious').read_bytes() == b'keep me'
 
