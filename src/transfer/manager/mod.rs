@@ -420,15 +420,7 @@ impl TransferManager {
                 if let Some(result) = poll::outcome(&status) {
                     return result;
                 }
-                // Nothing moves until a person logs in again: say so now, not at the
-                // timeout (the item stays queued, and goes once the login is renewed).
-                if let Some(login) = self.trouble().and_then(|t| t.needs_login()) {
-                    return Err(login);
-                }
-                tokio::select! {
-                    _ = changed => {}
-                    _ = self.troubled() => {}
-                }
+                self.until_changed(changed).await?;
             }
         });
         waited.await.unwrap_or_else(|| {
@@ -587,18 +579,25 @@ impl TransferManager {
             if !open_here && unsettled == 0 && admitted_all {
                 return Ok(());
             }
-            // A refused login stops submission until a person acts: say so, as `wait`
-            // does, rather than wait forever (what is enqueued stays committed, and goes
-            // once the login is renewed). Outages are waited out.
-            if let Some(login) = self.trouble().and_then(|t| t.needs_login()) {
-                return Err(login);
-            }
             self.inner.signals.submit_kick.notify_one();
-            tokio::select! {
-                _ = changed => {}
-                _ = self.troubled() => {}
-            }
+            self.until_changed(changed).await?;
         }
+    }
+
+    /// Waits for `changed` (a state change), or for the background work to fail. A login
+    /// or consent that Globus refuses and the manager cannot renew is that error at once:
+    /// nothing moves until a person acts, so `wait` and `flush` say so rather than wait
+    /// forever (what is enqueued stays committed, and goes once the login is renewed).
+    /// Outages are waited out.
+    async fn until_changed(&self, changed: tokio::sync::futures::Notified<'_>) -> Result<()> {
+        if let Some(login) = self.trouble().and_then(|t| t.needs_login()) {
+            return Err(login);
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = self.troubled() => {}
+        }
+        Ok(())
     }
 
     /// Polls Globus now, if this process holds the poller lease.
