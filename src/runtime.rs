@@ -54,7 +54,8 @@ pub fn handle() -> &'static Handle {
 /// How many times this process's ancestry forked since the library first started: 0 in
 /// the process that started it, and one more in each child forked after that.
 ///
-/// Counted by a `pthread_atfork` child handler, installed when the runtime first starts.
+/// Counted by a `pthread_atfork` child handler, installed when the first [`ForkLocal`]
+/// value (the runtime, say) is made.
 ///
 /// ```
 /// ps_globus::block_on(async {});
@@ -66,7 +67,8 @@ pub fn fork_generation() -> u64 {
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
-fn install_fork_handler() {
+/// Registers, once per process, the `pthread_atfork` handler that counts forks.
+pub(crate) fn install_fork_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     extern "C" fn forked_child() {
         // Only an atomic store: the child of a multi-threaded process may call nothing
@@ -117,7 +119,6 @@ impl<T> ForkLocal<T> {
 
     /// This process's value, made by `init` on first use in this process.
     pub fn get_or_init(&'static self, init: impl FnOnce() -> T) -> &'static T {
-        install_fork_handler();
         let generation = fork_generation();
         let current = self.slot.load(Ordering::Acquire);
         // SAFETY: a non-null slot points at a leaked box, never freed.
@@ -126,6 +127,9 @@ impl<T> ForkLocal<T> {
         {
             return value;
         }
+        // Counting forks matters from the first value on: only then is there one a
+        // child must not use.
+        install_fork_handler();
         let fresh = Box::into_raw(Box::new((generation, init())));
         match self
             .slot

@@ -22,6 +22,8 @@ static SQLITE_OPENED_IN: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Refuses a SQLite open in a child forked after SQLite was used; records the first use.
 pub(super) fn check_sqlite_allowed(path: &Path) -> Result<()> {
+    // From the first SQLite open on, forks must be counted.
+    crate::runtime::install_fork_handler();
     let now = fork_generation();
     match SQLITE_OPENED_IN.compare_exchange(u64::MAX, now, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(()),
