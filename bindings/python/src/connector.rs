@@ -107,12 +107,6 @@ impl PyConnector {
         })
     }
 
-    /// The kind (`globus`, `file`, …).
-    #[getter]
-    fn kind(&self) -> &str {
-        &self.kind
-    }
-
     /// The site this process acts as (Globus connectors), else `None`.
     #[getter]
     fn site(&self, py: Python<'_>) -> PyResult<Option<String>> {

@@ -62,20 +62,12 @@ fn config_sites_json(py: Python<'_>) -> PyResult<String> {
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
 }
 
-/// How many times this process was forked since the library started here (0 in the
-/// process that started it).
-#[pyfunction]
-fn fork_generation() -> u64 {
-    ps_globus::runtime::fork_generation()
-}
-
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<connector::PyConnector>()?;
     m.add_class::<emulator::PyEmulator>()?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
-    m.add_function(wrap_pyfunction!(fork_generation, m)?)?;
     m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_raise_library_error, m)?)?;
     m.add_function(wrap_pyfunction!(staging::transfer, m)?)?;

@@ -71,17 +71,16 @@ def _without_none(value: Any) -> Any:
 class RustConnector:
     """Base of the connectors backed by a Rust connector of kind ``kind``.
 
-    Subclasses define the constructor (its keyword arguments are what :meth:`config`
-    returns) and call :meth:`_start` with the Rust connector's options.
+    Subclasses define the constructor and call :meth:`_start` with the Rust connector's
+    options and the constructor's keyword arguments (what :meth:`config` returns).
     """
 
     kind: ClassVar[str]
 
     _core: _core.Connector
-    _config: dict[str, Any]
+    _config: dict[str, Any] = {}
 
     def _start(self, options: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-        self._config = {}
         self._core = _core.Connector(self.kind, json.dumps(options))
         self._config = _without_none(dict(config))
 
@@ -198,11 +197,10 @@ class GlobusConnector(RustConnector):
             'wait_timeout_s': wait_timeout_s,
             'transfer_url': transfer_url,
         }
-        self._start(_without_none(options), {})
+        self._start(_without_none(options), options)
         # The config carries the sites as the library read them (uuids normalised),
         # so the rebuilt connector means the same collections anywhere.
-        resolved = json.loads(self._core.config_json())
-        self._config = _without_none({**options, 'sites': resolved['sites']})
+        self._config['sites'] = json.loads(self._core.config_json())['sites']
 
     @property
     def site(self) -> str:
