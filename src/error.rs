@@ -325,6 +325,22 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A server other than Globus (Redis) answered a command with an error of its own:
+    /// out of memory, a wrong password, a read-only replica.
+    #[error("{service} at {url} answered {operation} with {code}: {message}")]
+    Server {
+        /// The kind of server, e.g. `Redis`.
+        service: &'static str,
+        /// Where it is (without credentials).
+        url: String,
+        /// The command, e.g. `SET`.
+        operation: String,
+        /// The server's error code, e.g. `OOM`, `WRONGPASS`.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+
     /// The connector cannot do this operation (see
     /// [`Capabilities`](crate::connector::Capabilities)).
     #[error("{operation} is not available on a '{connector}' connector: {advice}")]
@@ -381,6 +397,12 @@ impl Error {
         use std::io::ErrorKind::*;
         match self {
             Error::Timeout { .. } | Error::Network { .. } => true,
+            Error::Server { code, .. } => {
+                matches!(
+                    code.as_str(),
+                    "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN"
+                )
+            }
             Error::Api { status, code, .. } => {
                 matches!(status, 429 | 500 | 502 | 503 | 504)
                     && !code.contains("ExternalError")
@@ -427,6 +449,8 @@ impl Error {
             Error::ConsentRequired { .. }
             | Error::Unauthorized { .. }
             | Error::LoginRequired { .. } => ErrorKind::PermissionDenied,
+            Error::Server { code, .. } if is_auth_code(code) => ErrorKind::PermissionDenied,
+            Error::Server { .. } => ErrorKind::Service,
             Error::Integrity { .. } => ErrorKind::Integrity,
             Error::TransferFailed { .. } | Error::NeedsAttention { .. } => {
                 ErrorKind::TransferFailed
@@ -470,6 +494,7 @@ impl Error {
                  NAME COLLECTION_ID --collection-path PATH --local-path DIR` for each site"
                     .into(),
             ),
+            Error::Server { code, .. } => server_hint(code).map(Into::into),
             Error::Timeout { .. } => Some(
                 "raise the time limit (a store's resolve_timeout, a wait's timeout), or check \
                  that the awaited transfer is on its way (`ps-globus status`)"
@@ -568,6 +593,28 @@ fn io_hint(e: &std::io::Error) -> &'static str {
         ReadOnlyFilesystem => " (the file system is read-only: point the store elsewhere)",
         _ => "",
     }
+}
+
+/// Whether a server's error code says the credentials are missing or refused.
+fn is_auth_code(code: &str) -> bool {
+    matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
+}
+
+/// What to do about a server's error code, where that is known.
+fn server_hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "NOAUTH" | "WRONGPASS" => {
+            "put the server's password in the environment variable the connector's \
+             password_env names (and its user in username), in every process that uses it"
+        }
+        "NOPERM" => "grant this Redis user GET, SET, EXISTS, UNLINK and SCAN on its key prefix",
+        "OOM" => {
+            "the Redis server is full: raise its maxmemory, give objects a ttl, or send large \
+             objects elsewhere with a MultiConnector size policy"
+        }
+        "READONLY" => "this server is a read-only replica: connect to the primary",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

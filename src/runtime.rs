@@ -248,6 +248,21 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::
     }
 }
 
+/// Polls `future` inside the library runtime's context, whatever runtime awaits it.
+///
+/// For clients that spawn their own background tasks, timers and sockets from inside a
+/// call (the Redis connection manager does, on "the current runtime"): polled this way
+/// they land on the library runtime, which lives as long as the process, rather than on a
+/// caller's runtime that may be gone by the next call (a `#[tokio::test]`'s, say).
+pub(crate) async fn in_library_context<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    std::future::poll_fn(|cx| {
+        let _context = handle().enter();
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
 /// Runs `work` on the library runtime's blocking threads: for work that takes long
 /// enough (hashing a large file) to stall an async worker. A panic in `work` becomes
 /// [`Error::Background`](crate::Error::Background).

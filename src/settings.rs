@@ -83,6 +83,13 @@ pub struct Settings {
     pub failpoint: Option<String>,
 }
 
+/// A secret that a configuration names by its environment variable (a Redis server's
+/// password, say), read from this process's environment when it is needed, so that it is
+/// never written into a configuration or a proxy. Unset or empty: `None`.
+pub fn secret_from_env(variable: &str) -> Option<String> {
+    std::env::var(variable).ok().filter(|v| !v.is_empty())
+}
+
 impl Settings {
     /// Reads every setting from this process's environment.
     pub fn from_env() -> Settings {

@@ -4,7 +4,7 @@
 mod support;
 
 use ps_globus::conformance::Harness;
-use ps_globus::connector::{FileConnector, LocalConnector};
+use ps_globus::connector::{FileConnector, LocalConnector, RedisConnector};
 
 ps_globus::conformance_suite!(globus, || {
     let (sites, connector) = support::sites::connector("a", &support::unique_name("conf"));
@@ -16,4 +16,9 @@ ps_globus::conformance_suite!(local, || Harness::new(LocalConnector::new()));
 ps_globus::conformance_suite!(file, || {
     let dir = tempfile::tempdir().unwrap();
     Harness::new(FileConnector::new(dir.path()).unwrap()).keep(dir)
+});
+
+ps_globus::conformance_suite!(redis, || {
+    let server = support::redis_server::RedisServer::start();
+    Harness::new(RedisConnector::new(server.config()).unwrap()).keep(server)
 });

@@ -9,6 +9,7 @@
 //! | `local` | [`LocalConnector`] | this process's memory |
 //! | `file` | [`FileConnector`] | files in one directory |
 //! | `globus` | [`GlobusConnector`] | files at each site, copied between sites by Globus |
+//! | `redis` | [`RedisConnector`] | values on a Redis server every site reaches |
 //!
 //! Every connector can describe itself with [`Connector::config`], a serializable
 //! [`ConnectorConfig`] from which [`ConnectorConfig::build`] rebuilds an equivalent
@@ -22,6 +23,7 @@
 mod file;
 mod globus;
 mod local;
+mod redis;
 
 pub use file::FileConnector;
 pub use globus::{
@@ -29,6 +31,7 @@ pub use globus::{
     META_VERSION, ObjectMeta, ProcessDefaults, set_process_defaults,
 };
 pub use local::LocalConnector;
+pub use redis::{DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX, RedisConfig, RedisConnector};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -346,6 +349,7 @@ static KINDS: LazyLock<RwLock<HashMap<String, BuildConnector>>> = LazyLock::new(
     kinds.insert(LocalConnector::KIND.into(), LocalConnector::build);
     kinds.insert(FileConnector::KIND.into(), FileConnector::build);
     kinds.insert(GlobusConnector::KIND.into(), GlobusConnector::build);
+    kinds.insert(RedisConnector::KIND.into(), RedisConnector::build);
     RwLock::new(kinds)
 });
 

@@ -101,4 +101,5 @@ pub mod cli;
 pub mod emulator;
 pub mod managers;
 pub mod pg_cluster;
+pub mod redis_server;
 pub mod sites;

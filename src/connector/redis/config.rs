@@ -1,0 +1,302 @@
+//! The Redis connector's configuration: where the server is and how to talk to it.
+//!
+//! Everything here travels inside every proxy the connector makes, so it names the
+//! password's *environment variable*, never the password; a config that carries a
+//! `password` is refused when it is read.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The prefix of every Redis key the connector writes, unless configured otherwise.
+pub const DEFAULT_PREFIX: &str = "ps-globus:";
+
+/// How long one command may wait for its answer, unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a Redis server is, and how the connector uses it. Serialized into every proxy,
+/// so that another process (at another site) rebuilds the same connector.
+///
+/// ```
+/// use ps_globus::connector::RedisConfig;
+/// let config: RedisConfig = serde_json::from_str(r#"{"host": "redis.lab", "password_env": "LAB_REDIS_PASSWORD"}"#)?;
+/// assert_eq!(config.port, 6379);
+/// assert_eq!(config.url(), "redis://redis.lab:6379/0");
+///
+/// // A password never travels in a config.
+/// let refused = serde_json::from_str::<RedisConfig>(r#"{"host": "h", "password": "hunter2"}"#);
+/// assert!(refused.unwrap_err().to_string().contains("password_env"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawRedisConfig")]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// Host name or address of the server (default `127.0.0.1`).
+    pub host: String,
+    /// Its port (default 6379).
+    pub port: u16,
+    /// A Unix socket to use instead of `host` and `port` (an absolute path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// The database number (default 0).
+    pub db: i64,
+    /// Talk TLS (`rediss://`), checking the server's certificate against the system's
+    /// roots, or against `tls_ca_file`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// A PEM file of the certificate authority that signed the server's certificate (a
+    /// facility's private CA), instead of the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The Redis ACL user (default: the server's default user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The environment variable holding the server's password, read in each process
+    /// that connects. Unset: no password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Prepended to every object id to make its Redis key (default `ps-globus:`), so
+    /// [`clear`](super::RedisConnector::clear) touches only this connector's objects.
+    pub prefix: String,
+    /// Objects expire this many seconds after their put (Redis `PX`); unset: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// How long one command (or connecting) may take, in milliseconds (default 30000).
+    pub timeout_ms: u64,
+}
+
+/// The unchecked shape of a [`RedisConfig`], validated on deserialization.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisConfig {
+    #[serde(default = "default_host")]
+    host: String,
+    #[serde(default = "default_port")]
+    port: u16,
+    #[serde(default)]
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    db: i64,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    /// Only to refuse it with advice, rather than as an unknown field.
+    #[serde(default)]
+    password: Option<serde::de::IgnoredAny>,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    6379
+}
+fn default_prefix() -> String {
+    DEFAULT_PREFIX.into()
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT.as_millis() as u64
+}
+
+impl TryFrom<RawRedisConfig> for RedisConfig {
+    type Error = Error;
+
+    fn try_from(raw: RawRedisConfig) -> Result<Self> {
+        let invalid = |message: String| {
+            Err(Error::InvalidConfig {
+                what: "redis connector".into(),
+                message,
+            })
+        };
+        if raw.password.is_some() {
+            return invalid(
+                "a password is never kept in a config (it would travel inside every proxy): \
+                 put it in an environment variable and name that variable in password_env"
+                    .into(),
+            );
+        }
+        let config = RedisConfig {
+            host: raw.host,
+            port: raw.port,
+            socket: raw.socket,
+            db: raw.db,
+            tls: raw.tls,
+            tls_ca_file: raw.tls_ca_file,
+            username: raw.username,
+            password_env: raw.password_env,
+            prefix: raw.prefix,
+            ttl_s: raw.ttl_s,
+            timeout_ms: raw.timeout_ms,
+        };
+        match config.problem() {
+            Some(problem) => invalid(problem),
+            None => Ok(config),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The server at `host:port`, with every other setting at its default.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        RedisConfig {
+            host: host.into(),
+            port,
+            socket: None,
+            db: 0,
+            tls: false,
+            tls_ca_file: None,
+            username: None,
+            password_env: None,
+            prefix: DEFAULT_PREFIX.into(),
+            ttl_s: None,
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+
+    /// The server listening on the Unix socket `path`.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        RedisConfig {
+            socket: Some(path.into()),
+            ..Self::new(default_host(), default_port())
+        }
+    }
+
+    /// Where the server is, as a URL without credentials (for messages and `doctor`).
+    pub fn url(&self) -> String {
+        let user = self
+            .username
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        match &self.socket {
+            Some(path) => format!("unix://{user}{}?db={}", path.display(), self.db),
+            None => {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                let host = if self.host.contains(':') {
+                    format!("[{}]", self.host)
+                } else {
+                    self.host.clone()
+                };
+                format!("{scheme}://{user}{host}:{}/{}", self.port, self.db)
+            }
+        }
+    }
+
+    /// The time limit of one command.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// What is wrong with this config, if anything.
+    pub(super) fn problem(&self) -> Option<String> {
+        let env_name = |n: &str| {
+            let mut bytes = n.bytes();
+            bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        let absolute = |p: &Option<PathBuf>| p.as_ref().is_none_or(|p| p.is_absolute());
+        Some(
+            if self.socket.is_none() && (self.host.is_empty() || self.port == 0) {
+                format!(
+                    "host {:?} and port {} do not name a server",
+                    self.host, self.port
+                )
+            } else if self.db < 0 {
+                format!("db {} is negative", self.db)
+            } else if !absolute(&self.socket) || !absolute(&self.tls_ca_file) {
+                "socket and tls_ca_file must be absolute paths (a config is read in other directories)"
+                .into()
+            } else if self.socket.is_some() && self.tls {
+                "tls over a Unix socket is not supported: use host and port".into()
+            } else if self.tls_ca_file.is_some() && !self.tls {
+                "tls_ca_file is set but tls is not".into()
+            } else if self.password_env.as_deref().is_some_and(|n| !env_name(n)) {
+                format!(
+                    "password_env {:?} is not an environment variable name: it names the variable \
+                 that holds the password, not the password",
+                    self.password_env.as_deref().unwrap_or_default()
+                )
+            } else if self.prefix.len() > 200 || self.prefix.chars().any(char::is_control) {
+                "prefix is longer than 200 bytes or holds control characters".into()
+            } else if self.ttl_s == Some(0) || self.timeout_ms == 0 {
+                "ttl_s and timeout_ms must be positive".into()
+            } else {
+                return None;
+            },
+        )
+    }
+
+    /// The connection settings, with the password read from `password_env` now.
+    pub(super) fn client(&self) -> Result<redis::Client> {
+        use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+        let invalid = |message: String| Error::InvalidConfig {
+            what: "redis connector".into(),
+            message,
+        };
+        if let Some(problem) = self.problem() {
+            return Err(invalid(problem));
+        }
+        let addr = match &self.socket {
+            Some(path) => ConnectionAddr::Unix(path.clone()),
+            None if self.tls => ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            },
+            None => ConnectionAddr::Tcp(self.host.clone(), self.port),
+        };
+        let mut redis = RedisConnectionInfo::default()
+            .set_db(self.db)
+            .set_lib_name("ps-globus", env!("CARGO_PKG_VERSION"));
+        if let Some(user) = &self.username {
+            redis = redis.set_username(user);
+        }
+        if let Some(variable) = &self.password_env {
+            let password = crate::settings::secret_from_env(variable).ok_or_else(|| {
+                invalid(format!(
+                    "the environment variable {variable} (password_env) is not set in this \
+                     process: set it to the Redis server's password"
+                ))
+            })?;
+            redis = redis.set_password(password);
+        }
+        let info = addr
+            .into_connection_info()
+            .map_err(|e| invalid(e.to_string()))?
+            .set_redis_settings(redis);
+        if self.tls {
+            // rustls needs the process's crypto provider (ring), as the HTTP client does.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match &self.tls_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, certificates)
+            }
+            None => redis::Client::open(info),
+        };
+        client.map_err(|e| invalid(e.to_string()))
+    }
+}

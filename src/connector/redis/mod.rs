@@ -1,0 +1,359 @@
+//! `redis`: objects as values on a Redis server that every process using them reaches.
+//!
+//! Small objects move in milliseconds this way, where a Globus task takes seconds; a
+//! [`MultiConnector`](super::MultiConnector) sends each object to Redis or through Globus
+//! by its size.
+//!
+//! **Layout.** Object `id` is the Redis string `<prefix><id>`, the prefix `ps-globus:` by
+//! default. ProxyStore's `RedisConnector` writes bare UUIDs with no prefix, and its
+//! `clear` runs `FLUSHDB`, deleting every key of the database, whoever wrote it. Ours is
+//! scoped instead: [`RedisConnector::clear`] removes only keys of the form `<prefix>` +
+//! 32 hex digits, which this connector writes; and `close` deletes nothing, as every
+//! connector's does. Set `prefix = ""` for ProxyStore's bare layout.
+//!
+//! **Batches** are one round trip: `MGET` for `get_batch`, `MSET` for `put_batch` (with
+//! a TTL, one atomic `MULTI` pipeline of `SET … PX`).
+//!
+//! **Connections.** One multiplexed connection per connector, made on first use (building
+//! a connector from a config never touches the network) and remade when it drops. A
+//! command that fails because the connection dropped or was refused is retried
+//! (`RETRIES` times, 0.1 to 1 s apart; every command here is idempotent: a put writes a
+//! fresh key); a server that does not answer within `timeout_ms` is an
+//! [`Error::Timeout`] at once, not retried. A server that is gone is [`Error::Network`];
+//! an error the server answers (out of memory, a wrong password) is [`Error::Server`]
+//! with its code and advice. When the server is back, the next command succeeds.
+//!
+//! **Secrets.** The password comes from the environment variable the config names
+//! (`password_env`), read in each process; it is never in a config, a proxy or a message.
+
+mod config;
+
+pub use config::{DEFAULT_PREFIX, RedisConfig};
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, RedisError};
+
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use crate::error::{Error, Result};
+use crate::runtime::in_library_context;
+
+/// How many times a command is retried after the connection dropped or was refused.
+const RETRIES: usize = 3;
+
+/// A connector that keeps each object as one value on a Redis server.
+///
+/// ```no_run
+/// use ps_globus::connector::{Connector, PutOptions, RedisConfig, RedisConnector};
+/// # ps_globus::block_on(async {
+/// let connector = RedisConnector::new(RedisConfig::new("redis.lab.example.org", 6379))?;
+/// let key = connector.put(b"small and hot", &PutOptions::default()).await?;
+/// assert_eq!(connector.get(&key).await?.as_deref(), Some(&b"small and hot"[..]));
+/// # Ok::<(), ps_globus::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct RedisConnector {
+    config: RedisConfig,
+    url: String,
+    connection: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnector")
+            .field("url", &self.url)
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnector {
+    /// The kind name in keys and configs.
+    pub const KIND: &'static str = "redis";
+
+    /// A connector on the server `config` names. Does not connect yet (the first command
+    /// does), so it fails only on a bad config or a missing password variable.
+    pub fn new(config: RedisConfig) -> Result<Self> {
+        let client = config.client()?;
+        let timeout = config.timeout();
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        // The manager keeps its background tasks on the runtime current when it is made:
+        // the library's, which outlives every caller's.
+        let connection = {
+            let _context = crate::runtime::handle().enter();
+            ConnectionManager::new_lazy_with_config(client, manager)
+        }
+        .map_err(|e| Error::InvalidConfig {
+            what: "redis connector".into(),
+            message: e.to_string(),
+        })?;
+        Ok(RedisConnector {
+            url: config.url(),
+            config,
+            connection,
+        })
+    }
+
+    /// Its configuration.
+    pub fn redis_config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        Ok(Arc::new(Self::new(config.options_as()?)?))
+    }
+
+    /// Removes every object of this connector's layout (`<prefix>` + 32 hex digits) from
+    /// the database, and nothing else; returns how many it removed. ProxyStore's
+    /// `clear=True` flushes the whole database instead.
+    pub async fn clear(&self) -> Result<u64> {
+        let pattern = format!(
+            "{}{}",
+            glob_escape(&self.config.prefix),
+            "[0-9a-f]".repeat(32)
+        );
+        let mut cursor: u64 = 0;
+        let mut removed = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<String>) = self.run("SCAN", &scan).await?;
+            if !keys.is_empty() {
+                let removed_now: u64 = self.run("UNLINK", redis::cmd("UNLINK").arg(&keys)).await?;
+                removed += removed_now;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Sends `PING` and reads the server's version: what `doctor` checks.
+    pub async fn ping(&self) -> Result<String> {
+        let _: String = self.run("PING", &redis::cmd("PING")).await?;
+        let info: String = self.run("INFO", redis::cmd("INFO").arg("server")).await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned())
+    }
+
+    /// The server's `maxmemory-policy`, or `None` where `CONFIG GET` is not allowed
+    /// (managed services). An `allkeys-*` policy evicts objects proxies still name.
+    pub async fn maxmemory_policy(&self) -> Result<Option<String>> {
+        let got: Result<Vec<String>> = self
+            .run(
+                "CONFIG GET",
+                redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"),
+            )
+            .await;
+        match got {
+            Ok(pair) => Ok(pair.into_iter().nth(1)),
+            Err(Error::Server { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn redis_key(&self, key: &Key) -> Result<String> {
+        key.check_kind(Self::KIND)?;
+        Ok(format!("{}{}", self.config.prefix, key.id()))
+    }
+
+    /// Runs one command; see [`Self::call`].
+    async fn run<T: FromRedisValue>(&self, operation: &'static str, cmd: &redis::Cmd) -> Result<T> {
+        self.call(operation, |mut connection| async move {
+            cmd.query_async(&mut connection).await
+        })
+        .await
+    }
+
+    /// Runs `request` on the connection inside the library runtime, retrying it when the
+    /// connection dropped or was refused; errors become typed ones naming the server.
+    async fn call<T, F, Fut>(&self, operation: &'static str, request: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let retries = AtomicU32::new(0);
+        let attempt = || in_library_context(request(self.connection.clone()));
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(RETRIES)
+            .with_jitter();
+        attempt
+            .retry(backoff)
+            .sleep(|d| in_library_context(tokio::time::sleep(d)))
+            .when(|e: &RedisError| e.is_connection_dropped() || e.is_connection_refusal())
+            .notify(|_, _| {
+                retries.fetch_add(1, Ordering::Relaxed);
+            })
+            .await
+            .map_err(|e| self.error(operation, e, retries.load(Ordering::Relaxed)))
+    }
+
+    /// The typed error for `source`, naming the server and the command.
+    fn error(&self, operation: &'static str, source: RedisError, retries: u32) -> Error {
+        if source.is_timeout() {
+            return Error::Timeout {
+                what: format!("Redis at {} to answer {operation}", self.url),
+                after: self.config.timeout(),
+            };
+        }
+        if is_connection_error(&source) {
+            return Error::Network {
+                url: self.url.clone(),
+                source: source.into(),
+                retries,
+            };
+        }
+        Error::Server {
+            service: "Redis",
+            url: self.url.clone(),
+            operation: operation.into(),
+            code: source.code().unwrap_or(source.category()).to_owned(),
+            message: source
+                .detail()
+                .map_or_else(|| source.to_string(), str::to_owned),
+        }
+    }
+
+    /// `SET` of one value, with the TTL if configured.
+    fn set_command(&self, redis_key: &str, data: &[u8]) -> redis::Cmd {
+        let mut set = redis::cmd("SET");
+        set.arg(redis_key).arg(data);
+        if let Some(ttl) = self.config.ttl_s {
+            set.arg("PX").arg(ttl.saturating_mul(1000));
+        }
+        set
+    }
+}
+
+/// Whether the connection failed (dropped, refused, another I/O error such as a TLS
+/// certificate that is not trusted), as opposed to the server answering with an error.
+/// Only a dropped or refused connection is worth retrying.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// `text` with Redis glob characters escaped, for `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[async_trait]
+impl Connector for RedisConnector {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        ConnectorConfig::new(Self::KIND, &self.config).expect("a Redis config serializes")
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::in_memory()
+            .outliving_instances()
+            .with_max_key_len(120)
+    }
+
+    async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
+        let key = Key::generate(Self::KIND);
+        let set = self.set_command(&self.redis_key(&key)?, data);
+        let _: () = self.run("SET", &set).await?;
+        Ok(key)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let get = redis::cmd("GET").arg(self.redis_key(key)?).clone();
+        let value: Option<Vec<u8>> = self.run("GET", &get).await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        let exists = redis::cmd("EXISTS").arg(self.redis_key(key)?).clone();
+        let count: u64 = self.run("EXISTS", &exists).await?;
+        Ok(count > 0)
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        let unlink = redis::cmd("UNLINK").arg(self.redis_key(key)?).clone();
+        let _: u64 = self.run("UNLINK", &unlink).await?;
+        Ok(())
+    }
+
+    async fn put_batch(&self, objects: &[&[u8]], _options: &PutOptions) -> Result<Vec<Key>> {
+        if objects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Key> = objects.iter().map(|_| Key::generate(Self::KIND)).collect();
+        let mut redis_keys = Vec::with_capacity(keys.len());
+        for key in &keys {
+            redis_keys.push(self.redis_key(key)?);
+        }
+        if self.config.ttl_s.is_none() {
+            let mut mset = redis::cmd("MSET");
+            for (redis_key, data) in redis_keys.iter().zip(objects) {
+                mset.arg(redis_key).arg(*data);
+            }
+            let _: () = self.run("MSET", &mset).await?;
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (redis_key, data) in redis_keys.iter().zip(objects) {
+                pipe.add_command(self.set_command(redis_key, data)).ignore();
+            }
+            let pipe = &pipe;
+            let _: () = self
+                .call("SET (pipelined)", |mut connection| async move {
+                    pipe.query_async(&mut connection).await
+                })
+                .await?;
+        }
+        Ok(keys)
+    }
+
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for key in keys {
+            mget.arg(self.redis_key(key)?);
+        }
+        let values: Vec<Option<Vec<u8>>> = self.run("MGET", &mget).await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
+    fn not_found_hint(&self) -> &'static str {
+        "a Redis object is gone once evicted, expired (the connector's ttl_s) or dropped by \
+         the server's maxmemory policy, or the server was restarted without persistence"
+    }
+}

@@ -1,0 +1,258 @@
+//! The Redis connector against real `redis-server` processes (tests/support/redis_server.rs):
+//! batches in one command, TTL, prefix and `clear`, a server that goes away or stops
+//! answering and comes back, TLS, a Unix socket, and errors the server answers.
+//! (Its conformance suite is in tests/connectors.rs; passwords are tested through the
+//! command line in tests/cli_redis.rs, where the environment is the child's own.)
+
+mod support;
+
+use ps_globus::connector::{
+    Connector, ConnectorConfig, Key, PutOptions, RedisConfig, RedisConnector,
+};
+use ps_globus::{Error, ErrorKind};
+use support::redis_server::RedisServer;
+
+fn opts() -> PutOptions {
+    PutOptions::default()
+}
+
+#[tokio::test]
+async fn batches_are_one_command_each_way() {
+    let server = RedisServer::start();
+    let c = RedisConnector::new(server.config()).unwrap();
+    let objects: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100 + i as usize]).collect();
+    let refs: Vec<&[u8]> = objects.iter().map(Vec::as_slice).collect();
+    let keys = c.put_batch(&refs, &opts()).await.unwrap();
+    assert_eq!((server.calls("mset"), server.calls("set")), (1, 0));
+
+    let got = c.get_batch(&keys).await.unwrap();
+    assert_eq!((server.calls("mget"), server.calls("get")), (1, 0));
+    for (got, want) in got.iter().zip(&objects) {
+        assert_eq!(got.as_deref(), Some(&want[..]));
+    }
+}
+
+#[tokio::test]
+async fn a_ttl_sets_every_object_to_expire_and_batches_stay_one_round_trip() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config.ttl_s = Some(600);
+    let c = RedisConnector::new(config).unwrap();
+    let one = c.put(b"one", &opts()).await.unwrap();
+    let batch = c.put_batch(&[b"a", b"b", b"c"], &opts()).await.unwrap();
+    // The batch is one MULTI/EXEC transaction of SET … PX.
+    assert_eq!(server.calls("exec"), 1);
+    assert_eq!(server.calls("set"), 4);
+    for key in std::iter::once(&one).chain(&batch) {
+        let ttl: i64 = server
+            .cli(&["PTTL", &format!("ps-globus:{}", key.id())])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((590_000..=600_000).contains(&ttl), "PTTL {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn keys_live_under_the_prefix_and_clear_removes_only_this_connectors_objects() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config.prefix = "lab*run[1]:".into(); // glob characters must not widen the match
+    let c = RedisConnector::new(config).unwrap();
+    let keys = c.put_batch(&[b"x", b"y"], &opts()).await.unwrap();
+    for key in &keys {
+        assert_eq!(
+            server
+                .cli(&["GET", &format!("lab*run[1]:{}", key.id())])
+                .trim(),
+            {
+                let v = c.get(key).await.unwrap().unwrap();
+                String::from_utf8(v.to_vec()).unwrap()
+            }
+        );
+    }
+    // Someone else's keys in the same database, some of them look alike.
+    server.cli(&["SET", "user:data", "keep"]);
+    server.cli(&["SET", "labXrun1:0123456789abcdef0123456789abcdef", "keep"]);
+    server.cli(&["SET", "lab*run[1]:not-an-object-id", "keep"]);
+    let other = RedisConnector::new(server.config()).unwrap();
+    let others = other.put(b"another prefix", &opts()).await.unwrap();
+
+    assert_eq!(c.clear().await.unwrap(), 2);
+    for key in &keys {
+        assert!(!c.exists(key).await.unwrap());
+    }
+    assert_eq!(server.cli(&["DBSIZE"]).trim(), "4");
+    assert!(other.exists(&others).await.unwrap());
+    assert_eq!(c.clear().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_server_that_goes_away_is_a_network_error_and_the_connector_recovers_when_it_returns() {
+    let mut server = RedisServer::start();
+    let c = RedisConnector::new(server.config()).unwrap();
+    let before = c.put(b"before", &opts()).await.unwrap();
+
+    server.stop();
+    for result in [
+        c.get(&before).await.map(|_| ()),
+        c.exists(&before).await.map(|_| ()),
+        c.put(b"while down", &opts()).await.map(|_| ()),
+    ] {
+        let e = result.unwrap_err();
+        assert!(matches!(e, Error::Network { retries: 3, .. }), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Service);
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .contains(&format!("redis://127.0.0.1:{}/0", server.port)),
+            "{e}"
+        );
+    }
+
+    server.restart();
+    // Persistence is off, so the restarted server is empty: the old object is gone,
+    // and that is a plain "not there", not an error.
+    assert_eq!(c.get(&before).await.unwrap(), None);
+    let after = c.put(b"after", &opts()).await.unwrap();
+    assert_eq!(c.get(&after).await.unwrap().as_deref(), Some(&b"after"[..]));
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_a_timeout_and_answers_again_after() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config.timeout_ms = 300;
+    let c = RedisConnector::new(config).unwrap();
+    let key = c.put(b"frozen", &opts()).await.unwrap();
+
+    server.pause();
+    let e = c.get(&key).await.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert!(e.to_string().contains("Redis at redis://127.0.0.1"), "{e}");
+    server.resume();
+    assert_eq!(c.get(&key).await.unwrap().as_deref(), Some(&b"frozen"[..]));
+}
+
+#[tokio::test]
+async fn a_full_server_answers_oom_which_is_a_server_error_with_advice() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let c = RedisConnector::new(server.config()).unwrap();
+    let big = vec![7u8; 3 << 20];
+    // The first large value may still fit under the limit; the next one cannot.
+    let e = loop {
+        if let Err(e) = c.put(&big, &opts()).await {
+            break e;
+        }
+    };
+    match &e {
+        Error::Server {
+            code, operation, ..
+        } => {
+            assert_eq!(code, "OOM");
+            assert_eq!(operation, "SET");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.kind(), ErrorKind::Service);
+    assert!(e.hint().unwrap().contains("maxmemory"));
+    assert_eq!(
+        c.maxmemory_policy().await.unwrap().as_deref(),
+        Some("noeviction")
+    );
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca_round_trips_and_plain_tcp_to_it_fails() {
+    let server = RedisServer::start_tls();
+    let c = RedisConnector::new(server.config()).unwrap();
+    assert!(c.config().options["tls"].as_bool().unwrap());
+    let key = c.put(b"over tls", &opts()).await.unwrap();
+    assert_eq!(
+        c.get(&key).await.unwrap().as_deref(),
+        Some(&b"over tls"[..])
+    );
+    let rebuilt = c.config().build().unwrap();
+    assert!(rebuilt.exists(&key).await.unwrap());
+
+    // Without the CA the server's certificate is not trusted.
+    let mut untrusted = server.config();
+    untrusted.tls_ca_file = None;
+    let mut untrusted = RedisConnector::new(untrusted).unwrap();
+    assert!(untrusted.ping().await.is_err());
+    // Plain TCP to a TLS port gets no answer that makes sense.
+    let mut plain = server.config();
+    plain.tls = false;
+    plain.tls_ca_file = None;
+    plain.timeout_ms = 500;
+    untrusted = RedisConnector::new(plain).unwrap();
+    assert!(untrusted.get(&key).await.is_err());
+}
+
+#[tokio::test]
+async fn a_unix_socket_works_and_its_config_rebuilds() {
+    let server = RedisServer::start();
+    let c = RedisConnector::new(RedisConfig::unix(server.socket())).unwrap();
+    let key = c.put(b"by socket", &opts()).await.unwrap();
+    let json = serde_json::to_string(&c.config()).unwrap();
+    let rebuilt = serde_json::from_str::<ConnectorConfig>(&json)
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rebuilt.get(&key).await.unwrap().as_deref(),
+        Some(&b"by socket"[..])
+    );
+    assert!(c.ping().await.unwrap().starts_with('7'));
+}
+
+#[test]
+fn configs_that_cannot_work_are_refused_with_what_to_change() {
+    let refused = |json: serde_json::Value| {
+        let e = ConnectorConfig {
+            kind: "redis".into(),
+            options: json,
+        }
+        .build()
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        e.to_string()
+    };
+    let message = refused(serde_json::json!({"host": "h", "password": "hunter2"}));
+    assert!(
+        message.contains("password_env") && !message.contains("hunter2"),
+        "{message}"
+    );
+    let message = refused(serde_json::json!({"password_env": "hunter2!"}));
+    assert!(
+        message.contains("not an environment variable name"),
+        "{message}"
+    );
+    let message =
+        refused(serde_json::json!({"password_env": "PS_GLOBUS_TEST_SURELY_UNSET_VARIABLE"}));
+    assert!(
+        message.contains("PS_GLOBUS_TEST_SURELY_UNSET_VARIABLE") && message.contains("not set"),
+        "{message}"
+    );
+    assert!(refused(serde_json::json!({"socket": "relative.sock"})).contains("absolute"));
+    assert!(refused(serde_json::json!({"tls_ca_file": "/ca.pem"})).contains("tls is not"));
+    assert!(refused(serde_json::json!({"ttl_s": 0})).contains("positive"));
+    assert!(refused(serde_json::json!({"hots": "typo"})).contains("hots"));
+}
+
+#[tokio::test]
+async fn keys_of_other_connectors_and_malformed_ids_never_reach_the_server() {
+    let server = RedisServer::start();
+    let c = RedisConnector::new(server.config()).unwrap();
+    let foreign = Key::new("file", Key::new_id()).unwrap();
+    assert!(matches!(
+        c.get(&foreign).await,
+        Err(Error::ForeignKey { .. })
+    ));
+    assert!(matches!(
+        c.get_batch(&[foreign]).await,
+        Err(Error::ForeignKey { .. })
+    ));
+    assert_eq!(server.calls("get") + server.calls("mget"), 0);
+}
