@@ -341,6 +341,20 @@ pub enum Error {
         message: String,
     },
 
+    /// No child of a multi connector accepts this put.
+    #[error(
+        "no child connector accepts a put of {size} bytes with tags {tags:?}: {}",
+        refusals.iter().map(|(child, why)| format!("{child}: {why}")).collect::<Vec<_>>().join("; ")
+    )]
+    NoRoute {
+        /// The object's size.
+        size: u64,
+        /// The put's tags.
+        tags: Vec<String>,
+        /// Each child and why its policy refused.
+        refusals: Vec<(String, String)>,
+    },
+
     /// The connector cannot do this operation (see
     /// [`Capabilities`](crate::connector::Capabilities)).
     #[error("{operation} is not available on a '{connector}' connector: {advice}")]
@@ -442,7 +456,8 @@ impl Error {
             | Error::UnknownConnector { .. }
             | Error::InvalidConfig { .. }
             | Error::NotSerializable
-            | Error::UnknownSite { .. } => ErrorKind::InvalidInput,
+            | Error::UnknownSite { .. }
+            | Error::NoRoute { .. } => ErrorKind::InvalidInput,
             Error::UnsupportedVersion { .. } | Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::NotFound { .. } | Error::NotStaged { .. } => ErrorKind::NotFound,
             Error::StoreConflict { .. } => ErrorKind::Conflict,
@@ -495,6 +510,11 @@ impl Error {
                     .into(),
             ),
             Error::Server { code, .. } => server_hint(code).map(Into::into),
+            Error::NoRoute { .. } => Some(
+                "give the multi connector a child whose policy accepts it (a last child with \
+                 no policy takes every put), or change the put's tags"
+                    .into(),
+            ),
             Error::Timeout { .. } => Some(
                 "raise the time limit (a store's resolve_timeout, a wait's timeout), or check \
                  that the awaited transfer is on its way (`ps-globus status`)"

@@ -10,6 +10,7 @@
 //! | `file` | [`FileConnector`] | files in one directory |
 //! | `globus` | [`GlobusConnector`] | files at each site, copied between sites by Globus |
 //! | `redis` | [`RedisConnector`] | values on a Redis server every site reaches |
+//! | `multi` | [`MultiConnector`] | in one of its child connectors, chosen per put by policy |
 //!
 //! Every connector can describe itself with [`Connector::config`], a serializable
 //! [`ConnectorConfig`] from which [`ConnectorConfig::build`] rebuilds an equivalent
@@ -23,6 +24,7 @@
 mod file;
 mod globus;
 mod local;
+mod multi;
 mod redis;
 
 pub use file::FileConnector;
@@ -31,6 +33,7 @@ pub use globus::{
     META_VERSION, ObjectMeta, ProcessDefaults, set_process_defaults,
 };
 pub use local::LocalConnector;
+pub use multi::{ChildConfig, MultiConfig, MultiConnector, Policy};
 pub use redis::{DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX, RedisConfig, RedisConnector};
 
 use std::borrow::Cow;
@@ -267,6 +270,9 @@ pub struct PutOptions {
     /// Sites to send this object to (Globus connector); `None`: the store's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destinations: Option<Vec<String>>,
+    /// Tags that a [`MultiConnector`]'s policies route by (other connectors ignore them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl PutOptions {
@@ -276,6 +282,12 @@ impl PutOptions {
         sites: impl IntoIterator<Item = S>,
     ) -> Self {
         self.destinations = Some(sites.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Tags this put, for a [`MultiConnector`]'s policies.
+    pub fn with_tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
 }
@@ -350,6 +362,7 @@ static KINDS: LazyLock<RwLock<HashMap<String, BuildConnector>>> = LazyLock::new(
     kinds.insert(FileConnector::KIND.into(), FileConnector::build);
     kinds.insert(GlobusConnector::KIND.into(), GlobusConnector::build);
     kinds.insert(RedisConnector::KIND.into(), RedisConnector::build);
+    kinds.insert(MultiConnector::KIND.into(), MultiConnector::build);
     RwLock::new(kinds)
 });
 
@@ -388,8 +401,9 @@ pub struct Capabilities {
     /// `put_file` stages a file without reading it into memory (otherwise the default:
     /// read, then `put`).
     pub put_file: bool,
-    /// `resolve_path` gives a local file per object (otherwise it is
-    /// [`Error::Unsupported`]).
+    /// `resolve_path` gives a local file for every object. Without it, it may still give
+    /// one for some (a multi connector's objects in a child that keeps files) and is
+    /// [`Error::Unsupported`] for the others.
     pub resolve_path: bool,
 }
 

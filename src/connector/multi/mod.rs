@@ -1,0 +1,450 @@
+//! `multi`: several named child connectors behind one, each put routed by policy.
+//!
+//! The typical store sends small objects to Redis (milliseconds) and large ones through
+//! Globus (seconds, but any size): two children, a size [`Policy`] each.
+//!
+//! **Routing.** A put goes to the highest-priority child whose policy accepts its size,
+//! its tags ([`PutOptions::tags`]) and the current site; a put that no child accepts is
+//! [`Error::NoRoute`], listing each child's reason. A batch is split by child, and each
+//! child gets one batch (one Globus task for all the large objects of a batch, one `MSET`
+//! for the small ones): ProxyStore's `MultiConnector` puts a batch one object at a time.
+//!
+//! **Keys** record the child: `{"kind":"multi","id":…,"meta":{"child":NAME,"key":CHILD
+//! KEY}}`, so `get`, `exists`, `evict` and `resolve_path` go straight to it.
+//!
+//! **Config** nests every child's config and policy, so a proxy from a multi store
+//! rebuilds the whole connector anywhere. Children are built on first use: a child that
+//! cannot be built in a process (a Redis password variable that only its site sets) does
+//! not stop the others there. ProxyStore instead marks children whose host pattern does
+//! not match "dormant" and refuses to read through them; here a site policy limits where
+//! puts go, and reads work wherever the child is reachable.
+
+mod policy;
+
+pub use policy::Policy;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::future::try_join_all;
+use serde::{Deserialize, Serialize};
+
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+/// One child of a [`MultiConfig`]: a name (recorded in keys), a connector, a policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildConfig {
+    /// The child's name: 1 to 64 characters of `A-Z a-z 0-9 _ -`, unique in its parent.
+    pub name: String,
+    /// The child connector's own config.
+    pub connector: ConnectorConfig,
+    /// Which puts it accepts (default: every put).
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// A [`MultiConnector`]'s config: its children, in order.
+///
+/// ```
+/// use ps_globus::connector::{Connector, LocalConnector, MultiConfig, Policy};
+/// let config: MultiConfig = serde_json::from_value(serde_json::json!({"children": [
+///     {"name": "small", "connector": LocalConnector::new().config(),
+///      "policy": {"max_size": 1048576, "priority": 1}},
+///     {"name": "large", "connector": LocalConnector::new().config()},
+/// ]}))?;
+/// assert_eq!(config.children[0].policy.max_size, Some(1 << 20));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiConfig {
+    /// The children. Order breaks ties of priority.
+    pub children: Vec<ChildConfig>,
+}
+
+/// A child, built on first use.
+#[derive(Debug)]
+struct Child {
+    config: ChildConfig,
+    built: Mutex<Option<Arc<dyn Connector>>>,
+}
+
+impl Child {
+    fn connector(&self) -> Result<Arc<dyn Connector>> {
+        let mut built = self.built.lock().expect("multi child poisoned");
+        if let Some(connector) = built.as_ref() {
+            return Ok(Arc::clone(connector));
+        }
+        let connector = self.config.connector.build()?;
+        *built = Some(Arc::clone(&connector));
+        Ok(connector)
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// What a multi key carries besides its id (the child's object id).
+#[derive(Serialize, Deserialize)]
+struct MultiMeta {
+    child: String,
+    key: Key,
+}
+
+/// A connector that routes each put to one of its named children by policy.
+///
+/// ```
+/// use ps_globus::connector::{Connector, LocalConnector, MultiConnector, Policy, PutOptions};
+/// # ps_globus::block_on(async {
+/// let small = Policy { max_size: Some(1024), priority: 1, ..Policy::default() };
+/// let multi = MultiConnector::new([
+///     ("small", LocalConnector::new().config(), small),
+///     ("large", LocalConnector::new().config(), Policy::default()),
+/// ])?;
+/// let key = multi.put(&[0u8; 4096], &PutOptions::default()).await?;
+/// assert_eq!(MultiConnector::child_of(&key)?.as_deref(), Some("large"));
+/// # Ok::<(), ps_globus::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct MultiConnector {
+    children: Vec<Child>,
+    /// The current site: set explicitly, or found on first need.
+    site: OnceLock<Option<String>>,
+}
+
+impl MultiConnector {
+    /// The kind name in keys and configs.
+    pub const KIND: &'static str = "multi";
+
+    /// A connector of the children `(name, config, policy)`, in this order.
+    pub fn new<N: Into<String>>(
+        children: impl IntoIterator<Item = (N, ConnectorConfig, Policy)>,
+    ) -> Result<Self> {
+        let children = children
+            .into_iter()
+            .map(|(name, connector, policy)| ChildConfig {
+                name: name.into(),
+                connector,
+                policy,
+            })
+            .collect();
+        Self::from_config(MultiConfig { children })
+    }
+
+    /// A connector of the children `config` lists; none is built yet.
+    pub fn from_config(config: MultiConfig) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidConfig {
+            what: "multi connector".into(),
+            message,
+        };
+        if config.children.is_empty() {
+            return Err(invalid("it has no children".into()));
+        }
+        for (n, child) in config.children.iter().enumerate() {
+            let name = &child.name;
+            let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(ok) {
+                return Err(invalid(format!(
+                    "child name {name:?} is not 1-64 characters of A-Z a-z 0-9 _ -"
+                )));
+            }
+            if config.children[..n].iter().any(|c| &c.name == name) {
+                return Err(invalid(format!("two children are named {name:?}")));
+            }
+            if let Some(problem) = child.policy.problem() {
+                return Err(invalid(format!("child {name:?}: {problem}")));
+            }
+        }
+        Ok(MultiConnector {
+            children: config
+                .children
+                .into_iter()
+                .map(|config| Child {
+                    config,
+                    built: Mutex::new(None),
+                })
+                .collect(),
+            site: OnceLock::new(),
+        })
+    }
+
+    /// This connector with the current site fixed to `site` (instead of
+    /// `PS_GLOBUS_SITE` or the configuration's host regexes).
+    pub fn with_site(self, site: impl Into<String>) -> Self {
+        let fixed = OnceLock::new();
+        let _ = fixed.set(Some(site.into()));
+        MultiConnector {
+            site: fixed,
+            ..self
+        }
+    }
+
+    /// The name of the child a multi key's object is in (`None` for a key that names no
+    /// object, as a key of no stored object may).
+    pub fn child_of(key: &Key) -> Result<Option<String>> {
+        key.check_kind(Self::KIND)?;
+        Ok(Self::meta(key)?.map(|meta| meta.child))
+    }
+
+    /// The child connector named `name`, built if it was not yet.
+    pub fn child(&self, name: &str) -> Result<Arc<dyn Connector>> {
+        self.find(name)?.connector()
+    }
+
+    pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        Ok(Arc::new(Self::from_config(config.options_as()?)?))
+    }
+
+    fn find(&self, name: &str) -> Result<&Child> {
+        self.children
+            .iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.children.iter().map(Child::name).collect();
+                Error::malformed(format!(
+                    "the key names child {name:?}, which this multi connector does not have \
+                     (its children: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    fn meta(key: &Key) -> Result<Option<MultiMeta>> {
+        if key.meta().is_none() {
+            return Ok(None);
+        }
+        let meta: MultiMeta = key.meta_as()?;
+        if meta.key.id() != key.id() {
+            return Err(Error::malformed(format!(
+                "key {key}: its id differs from its child key's"
+            )));
+        }
+        Ok(Some(meta))
+    }
+
+    /// The child holding `key`'s object and the child's own key; `None` for a key that
+    /// names no object.
+    fn route_key(&self, key: &Key) -> Result<Option<(&Child, Key)>> {
+        key.check_kind(Self::KIND)?;
+        match Self::meta(key)? {
+            Some(meta) => Ok(Some((self.find(&meta.child)?, meta.key))),
+            None => Ok(None),
+        }
+    }
+
+    /// The site this process is at, where a policy needs it.
+    fn current_site(&self) -> Option<&str> {
+        self.site
+            .get_or_init(|| {
+                let settings = Settings::global();
+                if settings.site.is_some() {
+                    return settings.site.clone();
+                }
+                let config = crate::config::Config::load(settings).ok()?;
+                crate::config::current_site(&config.sites, None).ok()
+            })
+            .as_deref()
+    }
+
+    /// The index of the child a put of `size` bytes with `options` goes to.
+    fn route_put(&self, size: u64, options: &PutOptions) -> Result<usize> {
+        let needs_site = self
+            .children
+            .iter()
+            .any(|c| c.config.policy.sites.is_some());
+        let site = if needs_site {
+            self.current_site()
+        } else {
+            None
+        };
+        let mut best: Option<usize> = None;
+        let mut refusals = Vec::new();
+        for (n, child) in self.children.iter().enumerate() {
+            let policy = &child.config.policy;
+            match policy.refusal(size, &options.tags, site) {
+                Some(why) => refusals.push((child.name().to_owned(), why)),
+                None => {
+                    let better = best
+                        .is_none_or(|b| policy.priority > self.children[b].config.policy.priority);
+                    if better {
+                        best = Some(n);
+                    }
+                }
+            }
+        }
+        best.ok_or(Error::NoRoute {
+            size,
+            tags: options.tags.clone(),
+            refusals,
+        })
+    }
+
+    fn wrap(&self, child: usize, key: Key) -> Result<Key> {
+        Key::new(Self::KIND, key.id().to_owned())?.with_meta(MultiMeta {
+            child: self.children[child].name().to_owned(),
+            key,
+        })
+    }
+}
+
+#[async_trait]
+impl Connector for MultiConnector {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        let config = MultiConfig {
+            children: self.children.iter().map(|c| c.config.clone()).collect(),
+        };
+        ConnectorConfig::new(Self::KIND, config).expect("a multi config serializes")
+    }
+
+    /// What every child can do (a child that cannot be built here counts as able to do
+    /// nothing); keys are a child's key plus about 60 bytes.
+    fn capabilities(&self) -> Capabilities {
+        let mut all = Capabilities::in_memory()
+            .outliving_instances()
+            .with_put_file()
+            .with_resolve_path();
+        let mut longest = 0;
+        for child in &self.children {
+            let caps = child
+                .connector()
+                .map_or(Capabilities::in_memory(), |c| c.capabilities());
+            all.outlives_instances &= caps.outlives_instances;
+            all.put_file &= caps.put_file;
+            all.resolve_path &= caps.resolve_path;
+            longest = longest.max(caps.max_key_len);
+        }
+        all.with_max_key_len(2 * longest + 100)
+    }
+
+    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
+        let n = self.route_put(data.len() as u64, options)?;
+        let key = self.children[n].connector()?.put(data, options).await?;
+        self.wrap(n, key)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        match self.route_key(key)? {
+            Some((child, inner)) => child.connector()?.get(&inner).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        match self.route_key(key)? {
+            Some((child, inner)) => child.connector()?.exists(&inner).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        match self.route_key(key)? {
+            Some((child, inner)) => child.connector()?.evict(&inner).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn put_batch(&self, objects: &[&[u8]], options: &PutOptions) -> Result<Vec<Key>> {
+        // One batch per child, all at once; keys scattered back into the input's order.
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.children.len()];
+        for (at, data) in objects.iter().enumerate() {
+            groups[self.route_put(data.len() as u64, options)?].push(at);
+        }
+        let batches = groups.iter().enumerate().filter(|(_, g)| !g.is_empty());
+        let puts = batches.map(|(n, group)| async move {
+            let batch: Vec<&[u8]> = group.iter().map(|&at| objects[at]).collect();
+            let connector = self.children[n].connector()?;
+            let keys = connector.put_batch(&batch, options).await;
+            Ok::<_, Error>((n, connector, keys))
+        });
+        let done = try_join_all(puts).await?;
+        if let Some(failed) = done.iter().position(|(_, _, keys)| keys.is_err()) {
+            // Leave nothing behind that no caller has a key for.
+            for (_, connector, keys) in &done {
+                for key in keys.as_deref().unwrap_or_default() {
+                    let _ = connector.evict(key).await;
+                }
+            }
+            let (_, _, keys) = done.into_iter().nth(failed).expect("found above");
+            return Err(keys.expect_err("found above"));
+        }
+        let mut out: Vec<Option<Key>> = vec![None; objects.len()];
+        for (n, _, keys) in done {
+            for (&at, key) in groups[n].iter().zip(keys.expect("checked above")) {
+                out[at] = Some(self.wrap(n, key)?);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|k| k.expect("every object was routed"))
+            .collect())
+    }
+
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        let mut groups: Vec<(Vec<usize>, Vec<Key>)> = vec![Default::default(); self.children.len()];
+        for (at, key) in keys.iter().enumerate() {
+            if let Some((child, inner)) = self.route_key(key)? {
+                let n = self.children.iter().position(|c| std::ptr::eq(c, child));
+                let group = &mut groups[n.expect("a child of this connector")];
+                group.0.push(at);
+                group.1.push(inner);
+            }
+        }
+        let batches = groups.iter().enumerate().filter(|(_, g)| !g.0.is_empty());
+        let gets = batches.map(|(n, (positions, inner))| async move {
+            let values = self.children[n].connector()?.get_batch(inner).await?;
+            Ok::<_, Error>((positions, values))
+        });
+        let mut out = vec![None; keys.len()];
+        for (positions, values) in try_join_all(gets).await? {
+            for (&at, value) in positions.iter().zip(values) {
+                out[at] = value;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Key> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io("read", path, e))?
+            .len();
+        let n = self.route_put(size, options)?;
+        let key = self.children[n]
+            .connector()?
+            .put_file(path, options)
+            .await?;
+        self.wrap(n, key)
+    }
+
+    async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
+        match self.route_key(key)? {
+            Some((child, inner)) => child.connector()?.resolve_path(&inner).await,
+            None => Err(Error::not_found("multi", key, "")),
+        }
+    }
+
+    /// Closes every child built so far; the first error, after trying them all.
+    async fn close(&self) -> Result<()> {
+        let mut first = Ok(());
+        for child in &self.children {
+            let built = child.built.lock().expect("multi child poisoned").clone();
+            if let Some(connector) = built {
+                let closed = connector.close().await;
+                if first.is_ok() {
+                    first = closed;
+                }
+            }
+        }
+        first
+    }
+}
