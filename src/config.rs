@@ -57,6 +57,12 @@ pub struct Config {
     pub state_url: Option<String>,
     /// Sites by name.
     pub sites: BTreeMap<String, SiteConfig>,
+    /// Redis servers by name (`[redis.NAME]` tables of
+    /// [`RedisConfig`](crate::connector::RedisConfig) fields), for
+    /// [`RedisConnector::named`](crate::connector::RedisConnector::named); `doctor` checks
+    /// each.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redis: BTreeMap<String, crate::connector::RedisConfig>,
 }
 
 /// One Globus collection as one facility sees it.

@@ -48,6 +48,7 @@ pub async fn doctor(out: Output) -> CliResult {
     if let Some(auth) = check_credentials(&mut report) {
         check_sites_reachable(&mut report, &config, auth).await?;
     }
+    check_redis(&mut report, &config).await;
     if out.machine() {
         out.emit(&json!({"problems": report.problems, "checks": report.checks}))?;
     }
@@ -182,4 +183,63 @@ async fn check_sites_reachable(
         }
     }
     Ok(())
+}
+
+/// Each configured Redis server (`[redis.NAME]`): it answers, a probe object goes in,
+/// comes back and goes away, and its memory policy cannot silently drop objects.
+async fn check_redis(report: &mut Report, config: &Config) {
+    use ps_globus::connector::{Connector, PutOptions, RedisConnector};
+    for (name, redis) in &config.redis {
+        let what = format!("redis {name} ({})", redis.url());
+        let connector = match RedisConnector::new(redis.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                report.check(false, format!("{what}: {e}"), "fix the [redis] table");
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        let probe = async {
+            let version = connector.ping().await?;
+            let data = b"ps-globus doctor probe";
+            let key = connector.put(data, &PutOptions::default()).await?;
+            let back = connector.get(&key).await?;
+            connector.evict(&key).await?;
+            let intact = back.as_deref() == Some(&data[..]);
+            Ok::<_, ps_globus::Error>((version, intact))
+        };
+        match probe.await {
+            Ok((version, true)) => report.check(
+                true,
+                format!(
+                    "{what}: Redis {version}, put/get/evict in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1e3
+                ),
+                "",
+            ),
+            Ok((_, false)) => report.check(
+                false,
+                format!("{what}: a probe object came back changed or not at all"),
+                "check that nothing else writes under this prefix, and the server's memory policy",
+            ),
+            Err(e) => {
+                let fix = super::hint(&e).unwrap_or_else(|| match e {
+                    ps_globus::Error::Network { .. } | ps_globus::Error::Timeout { .. } => {
+                        "start the server, or check host, port, tls and the firewall".into()
+                    }
+                    _ => "check the [redis] table".into(),
+                });
+                report.check(false, format!("{what}: {e}"), &fix);
+                continue;
+            }
+        }
+        if let Ok(Some(policy)) = connector.maxmemory_policy().await {
+            report.check(
+                !policy.starts_with("allkeys-"),
+                format!("redis {name}: maxmemory-policy {policy}"),
+                "this policy evicts objects that proxies still name when the server is full: \
+                 set maxmemory-policy noeviction (puts then fail with OOM instead)",
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use ps_globus::Store;
+use ps_globus::connector::MultiConnector;
 use ps_globus::proxy::ProxyFactory;
 
 use crate::CliResult;
@@ -79,7 +80,17 @@ fn read_proxies(text: &str) -> Result<Vec<ProxyFactory>, Box<dyn std::error::Err
 
 /// What one proxy refers to, as `proxy inspect` shows it.
 fn summary(factory: &ProxyFactory) -> serde_json::Value {
-    let meta = factory.key.meta();
+    // A multi key's object is in one child: say which, and describe the child's key.
+    let child = MultiConnector::child_of(&factory.key).ok().flatten();
+    let child_key = factory
+        .key
+        .meta()
+        .and_then(|m| m.get("key"))
+        .filter(|_| child.is_some());
+    let meta = match child_key {
+        Some(inner) => inner.get("meta"),
+        None => factory.key.meta(),
+    };
     let field = |name: &str| meta.and_then(|m| m.get(name)).cloned();
     // Present here: asked of the store's own connector (a Globus store looks at the
     // current site's copy), without fetching anything.
@@ -90,6 +101,10 @@ fn summary(factory: &ProxyFactory) -> serde_json::Value {
     .map_err(|e| e.to_string());
     let mut doc = serde_json::to_value(factory).unwrap_or_default();
     doc["connector"] = factory.store.connector.kind.clone().into();
+    if let (Some(child), Some(inner)) = (child, child_key) {
+        doc["child"] = child.into();
+        doc["child_connector"] = inner.get("kind").cloned().unwrap_or_default();
+    }
     doc["source"] = field("source").unwrap_or_default();
     doc["size"] = field("size").unwrap_or_default();
     doc["sha256"] = field("sha256").unwrap_or_default();
@@ -129,6 +144,13 @@ fn inspect(proxies: &[ProxyFactory], out: &Output) -> CliResult {
         }
         println!("store:      {}", text(&s["store"]["name"]));
         println!("connector:  {}", text(&s["connector"]));
+        if !s["child"].is_null() {
+            println!(
+                "child:      {} ({})",
+                text(&s["child"]),
+                text(&s["child_connector"])
+            );
+        }
         println!("object:     {}", text(&s["key"]["id"]));
         println!("source:     {}", text(&s["source"]));
         println!("size:       {size}");

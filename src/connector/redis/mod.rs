@@ -107,6 +107,22 @@ impl RedisConnector {
         })
     }
 
+    /// A connector on the server named `name` in the configuration file (its
+    /// `[redis.NAME]` table). The config it carries is the table's contents, so a proxy
+    /// rebuilds it where the file does not exist.
+    pub fn named(settings: &crate::Settings, name: &str) -> Result<Self> {
+        let mut servers = crate::config::Config::load(settings)?.redis;
+        let config = servers.remove(name).ok_or_else(|| Error::InvalidConfig {
+            what: "redis connector".into(),
+            message: format!(
+                "{} has no [redis.{name}] table (it names: {})",
+                settings.config_path.display(),
+                servers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        Self::new(config)
+    }
+
     /// Its configuration.
     pub fn redis_config(&self) -> &RedisConfig {
         &self.config
@@ -227,11 +243,16 @@ impl RedisConnector {
                 retries,
             };
         }
+        // The client reports a refused AUTH as a kind of its own, not the server's code.
+        let code = match source.kind() {
+            redis::ErrorKind::AuthenticationFailed => "WRONGPASS",
+            _ => source.code().unwrap_or(source.category()),
+        };
         Error::Server {
             service: "Redis",
             url: self.url.clone(),
             operation: operation.into(),
-            code: source.code().unwrap_or(source.category()).to_owned(),
+            code: code.to_owned(),
             message: source
                 .detail()
                 .map_or_else(|| source.to_string(), str::to_owned),
