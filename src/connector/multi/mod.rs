@@ -138,6 +138,23 @@ impl MultiConnector {
         Self::from_config(MultiConfig { children })
     }
 
+    /// A connector of children already built (a Globus connector with its own
+    /// authorizer, say), `(name, connector, policy)` in this order. Its config holds
+    /// their configs, from which another process builds its own.
+    pub fn from_connectors<N: Into<String>>(
+        children: impl IntoIterator<Item = (N, Arc<dyn Connector>, Policy)>,
+    ) -> Result<Self> {
+        let (configs, built): (Vec<_>, Vec<_>) = children
+            .into_iter()
+            .map(|(name, connector, policy)| ((name, connector.config(), policy), connector))
+            .unzip();
+        let multi = Self::new(configs)?;
+        for (child, connector) in multi.children.iter().zip(built) {
+            *child.built.lock().expect("multi child poisoned") = Some(connector);
+        }
+        Ok(multi)
+    }
+
     /// A connector of the children `config` lists; none is built yet.
     pub fn from_config(config: MultiConfig) -> Result<Self> {
         let invalid = |message: String| Error::InvalidConfig {
