@@ -115,7 +115,11 @@ fn run() -> common::Outcome {
 }
 
 /// One mode: puts at A, resolves at B in another process; its report.
-fn measure(workload: &Workload, latency: u64, redis: Option<&RedisServer>) -> Result<Value, Box<dyn std::error::Error>> {
+fn measure(
+    workload: &Workload,
+    latency: u64,
+    redis: Option<&RedisServer>,
+) -> Result<Value, Box<dyn std::error::Error>> {
     let sites = TwoSites::start(latency)?;
     let globus: Arc<dyn Connector> = Arc::new(sites.producer()?);
     let connector: Arc<dyn Connector> = match redis {
@@ -133,7 +137,11 @@ fn measure(workload: &Workload, latency: u64, redis: Option<&RedisServer>) -> Re
         }
         None => globus,
     };
-    let name = if redis.is_some() { "hybrid" } else { "all-globus" };
+    let name = if redis.is_some() {
+        "hybrid"
+    } else {
+        "all-globus"
+    };
     let store = Store::builder(name, connector).build()?;
 
     let mut put_ms: [Vec<f64>; 2] = Default::default();
@@ -145,7 +153,10 @@ fn measure(workload: &Workload, latency: u64, redis: Option<&RedisServer>) -> Re
         let one = Instant::now();
         let proxy = store.proxy(&data)?;
         put_ms[(class == "large") as usize].push(one.elapsed().as_secs_f64() * 1e3);
-        lines.push(format!("{i}\t{class}\t{size}\t{}", serde_json::to_string(&proxy)?));
+        lines.push(format!(
+            "{i}\t{class}\t{size}\t{}",
+            serde_json::to_string(&proxy)?
+        ));
     }
     let put_s = started.elapsed().as_secs_f64();
 
@@ -208,10 +219,17 @@ fn consume() -> common::Outcome {
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let mut fields = line.splitn(4, '\t');
-        let (Some(i), Some(class), Some(size), Some(json)) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
+        let (Some(i), Some(class), Some(size), Some(json)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             return Err(format!("not a work line: {line:?}").into());
         };
-        work.push((i.parse::<usize>()?, class.to_owned(), size.parse::<usize>()?, json.to_owned()));
+        work.push((
+            i.parse::<usize>()?,
+            class.to_owned(),
+            size.parse::<usize>()?,
+            json.to_owned(),
+        ));
     }
     let results = ps_globus::block_on(async {
         futures_util::stream::iter(work.into_iter().map(|(i, class, size, json)| async move {
@@ -242,13 +260,17 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> Result<Self, Box<dyn std::error::Error>> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start redis-server ({e}): apt-get install redis-server"))?;
+            .map_err(|e| {
+                format!("cannot start redis-server ({e}): apt-get install redis-server")
+            })?;
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         for line in stdout.lines() {
             if line?.contains("Ready to accept connections") {

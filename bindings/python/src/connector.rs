@@ -5,9 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::try_join_all;
 use ps_globus::connector::{
-    Connector, ConnectorConfig, GlobusConfig, GlobusConnector, Key, PutOptions,
+    Connector, ConnectorConfig, GlobusConfig, GlobusConnector, Key, PutOptions, RedisConnector,
 };
 use ps_globus::runtime::fork_generation;
 use ps_globus::{Error, Settings};
@@ -119,22 +118,54 @@ impl PyConnector {
         Ok(self.connector(py)?.config().options.to_string())
     }
 
-    /// Stores `data`; returns the key's text.
-    fn put(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<String> {
+    /// Stores `data` (with `tags` for a multi connector's policies); returns the key's
+    /// text.
+    #[pyo3(signature = (data, tags = Vec::new()))]
+    fn put(&self, py: Python<'_>, data: PyBackedBytes, tags: Vec<String>) -> PyResult<String> {
         let c = self.connector(py)?;
         wait(py, async move {
-            Ok(c.put(&data, &PutOptions::default()).await?.to_string())
+            let options = PutOptions::default().with_tags(tags);
+            Ok(c.put(&data, &options).await?.to_string())
         })
     }
 
     /// Stores every object (one Globus task per destination for the lot); keys in order.
-    fn put_batch(&self, py: Python<'_>, objects: Vec<PyBackedBytes>) -> PyResult<Vec<String>> {
+    #[pyo3(signature = (objects, tags = Vec::new()))]
+    fn put_batch(
+        &self,
+        py: Python<'_>,
+        objects: Vec<PyBackedBytes>,
+        tags: Vec<String>,
+    ) -> PyResult<Vec<String>> {
         let c = self.connector(py)?;
         wait(py, async move {
             let slices: Vec<&[u8]> = objects.iter().map(|o| &o[..]).collect();
-            let keys = c.put_batch(&slices, &PutOptions::default()).await?;
+            let keys = c
+                .put_batch(&slices, &PutOptions::default().with_tags(tags))
+                .await?;
             Ok(keys.iter().map(Key::to_string).collect())
         })
+    }
+
+    /// Removes every object of a Redis connector's layout, and nothing else; how many.
+    fn clear(&self, py: Python<'_>) -> PyResult<u64> {
+        if self.kind != RedisConnector::KIND {
+            let unsupported = Error::Unsupported {
+                operation: "clear",
+                connector: self.kind.clone(),
+                advice: "evict objects one by one".into(),
+            };
+            return Err(to_py_err(py, unsupported));
+        }
+        let config = ConnectorConfig {
+            kind: self.kind.clone(),
+            options: self.options.clone(),
+        };
+        let redis = config
+            .options_as()
+            .and_then(RedisConnector::new)
+            .map_err(|e| to_py_err(py, e))?;
+        wait(py, async move { redis.clear().await })
     }
 
     /// Stores the file at `path` (a Globus connector stages it without reading it into
@@ -160,9 +191,7 @@ impl PyConnector {
             .iter()
             .map(|k| parse_key(py, k))
             .collect::<PyResult<Vec<_>>>()?;
-        let values = wait(py, async move {
-            try_join_all(keys.iter().map(|key| c.get(key))).await
-        })?;
+        let values = wait(py, async move { c.get_batch(&keys).await })?;
         Ok(values.into_iter().map(|v| to_bytes(py, v)).collect())
     }
 

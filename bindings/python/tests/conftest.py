@@ -45,3 +45,51 @@ def run_at(
     )
     assert done.returncode == 0, done.stderr.decode(errors='replace')
     return done
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` (Debian's package) on a free loopback port, without
+    persistence."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            self.port = s.getsockname()[1]
+        self.dir = tmp_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ['redis-server', '--bind', '127.0.0.1', '--port', str(self.port), '--save', '',
+             '--appendonly', 'no', '--dir', str(self.dir)],
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if b'Ready to accept connections' in line:
+                return
+        raise RuntimeError('redis-server exited before it was ready')
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ['redis-cli', '-p', str(self.port), *args], capture_output=True, check=True
+        )
+        return done.stdout.decode().strip()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own."""
+    (tmp_path / 'redis').mkdir()
+    server = RedisServer(tmp_path / 'redis')
+    yield server
+    server.stop()

@@ -18,18 +18,27 @@ from ps_globus.errors import InvalidInput
 from ps_globus.proxystore import (
     FileConnector,
     GlobusConnector,
+    MultiConnector,
     PsGlobusKey,
+    RedisConnector,
     sites_from_proxystore,
 )
 from ps_globus.testing import Emulator
 
 
-@pytest.fixture(params=['file', 'globus'])
+@pytest.fixture(params=['file', 'globus', 'redis', 'multi'])
 def connector(request: Any, tmp_path: Path, emu: Emulator) -> Any:
     if request.param == 'file':
         c = FileConnector(str(tmp_path / 'objects'))
-    else:
+    elif request.param == 'globus':
         c = GlobusConnector('protocol-store')
+    else:
+        redis = request.getfixturevalue('redis_server')
+        c = RedisConnector('127.0.0.1', redis.port)
+        if request.param == 'multi':
+            small = {'max_size': 10, 'priority': 1}
+            large = FileConnector(str(tmp_path / 'large'))
+            c = MultiConnector({'small': (c, small), 'large': (large, None)})
     yield c
     c.close()
 

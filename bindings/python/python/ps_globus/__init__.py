@@ -1,7 +1,7 @@
 """ps_globus: pass-by-reference across computing facilities, Globus Transfer moving the
 bytes, with a Rust engine.
 
-* :mod:`ps_globus.proxystore` -- ProxyStore connectors (``GlobusConnector``,
+* :mod:`ps_globus.proxystore` -- ProxyStore connectors (``GlobusConnector``, ``RedisConnector``, ``MultiConnector``,
   ``FileConnector``) and :func:`~ps_globus.proxystore.prefetch`;
 * :func:`transfer`, :func:`stage_in`, :func:`stage_out` -- the CLI's staging as calls;
 * :func:`save_reference` and friends -- named references to stored objects;

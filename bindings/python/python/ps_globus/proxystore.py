@@ -221,6 +221,144 @@ class GlobusConnector(RustConnector):
         return cls(store_dir, sites=sites_from_proxystore(endpoints), **kwargs)
 
 
+class RedisConnector(RustConnector):
+    """Objects as values on a Redis server every process using them reaches.
+
+    ProxyStore's ``RedisConnector(hostname, port, clear)`` arguments work as they are,
+    with one difference: ``clear`` removes only this connector's objects (keys of the form
+    ``prefix`` + 32 hex digits), where ProxyStore's runs ``FLUSHDB``. Keys live under
+    ``prefix`` (``ps-globus:`` by default; ``''`` for ProxyStore's bare layout).
+
+    Args:
+        hostname, port: The server (default ``127.0.0.1:6379``).
+        clear: Call :meth:`clear` when the connector is closed.
+        socket: A Unix socket to use instead.
+        db: The database number.
+        tls, tls_ca_file: TLS, checked against the system's roots or this CA file.
+        username: The Redis ACL user.
+        password_env: The environment variable that holds the password in each process
+            (the password itself never enters a config or a proxy).
+        prefix: Prepended to every object id.
+        ttl_s: Objects expire this many seconds after their put.
+        timeout_ms: How long one command may take.
+    """
+
+    kind = 'redis'
+
+    def __init__(
+        self,
+        hostname: str = '127.0.0.1',
+        port: int = 6379,
+        clear: bool = False,
+        *,
+        socket: str | None = None,
+        db: int = 0,
+        tls: bool = False,
+        tls_ca_file: str | None = None,
+        username: str | None = None,
+        password_env: str | None = None,
+        prefix: str | None = None,
+        ttl_s: int | None = None,
+        timeout_ms: int | None = None,
+    ) -> None:
+        settings = {
+            'socket': socket,
+            'db': db,
+            'tls': tls,
+            'tls_ca_file': tls_ca_file,
+            'username': username,
+            'password_env': password_env,
+            'prefix': prefix,
+            'ttl_s': ttl_s,
+            'timeout_ms': timeout_ms,
+        }
+        self._clear_on_close = clear
+        self._start(
+            _without_none({'host': hostname, 'port': port, **settings}),
+            {'hostname': hostname, 'port': port, 'clear': clear, **settings},
+        )
+
+    def clear(self) -> int:
+        """Removes this connector's objects from the database, and nothing else; returns
+        how many."""
+        return self._core.clear()
+
+    def close(self, clear: bool | None = None) -> None:
+        """Closes; with ``clear`` (default: the constructor's), clears first."""
+        if self._clear_on_close if clear is None else clear:
+            self.clear()
+        super().close()
+
+
+class MultiConnector(RustConnector):
+    """Several ps-globus connectors behind one; each put goes to the highest-priority
+    child whose policy accepts its size, tags and site (Redis for small objects, Globus
+    for large ones, say).
+
+    Args:
+        children: ``{name: (connector, policy)}``, in priority-tie order, where
+            ``connector`` is one of this module's connectors and ``policy`` a dict of
+            ``priority``, ``min_size``, ``max_size`` (inclusive), ``tags_required``,
+            ``tags_allowed`` and ``sites``; or ``{name: {"kind", "options", "policy"}}``
+            (what :meth:`config` returns).
+
+    ``store.proxy(obj, tags=[...])`` passes tags through ProxyStore's ``Store`` to
+    :meth:`put`. A batch goes to each child as one batch.
+    """
+
+    kind = 'multi'
+
+    def __init__(self, children: Mapping[str, Any]) -> None:
+        described: dict[str, dict[str, Any]] = {}
+        for name, child in children.items():
+            if isinstance(child, Mapping):
+                described[name] = {
+                    'kind': child['kind'],
+                    'options': dict(child['options']),
+                    'policy': dict(child.get('policy') or {}),
+                }
+                continue
+            connector, policy = child
+            if not isinstance(connector, RustConnector):
+                raise TypeError(
+                    f'child {name!r} is a {type(connector).__name__}: a MultiConnector '
+                    'takes ps_globus connectors (RedisConnector, FileConnector, '
+                    'GlobusConnector)'
+                )
+            described[name] = {
+                'kind': connector.kind,
+                'options': json.loads(connector._core.config_json()),
+                'policy': dict(policy or {}),
+            }
+        described = _without_none(described)
+        options = {
+            'children': [
+                {
+                    'name': name,
+                    'connector': {'kind': c['kind'], 'options': c['options']},
+                    'policy': c['policy'],
+                }
+                for name, c in described.items()
+            ]
+        }
+        self._start(options, {'children': described})
+
+    def put(self, obj: Any, tags: Iterable[str] = ()) -> PsGlobusKey:
+        """Stores ``obj`` in the child its size, ``tags`` and this site choose."""
+        return PsGlobusKey(self._core.put(_as_bytes(obj), list(tags)))
+
+    def put_batch(self, objs: Sequence[Any], tags: Iterable[str] = ()) -> list[PsGlobusKey]:
+        """Stores every object, one batch per child; keys in order."""
+        keys = self._core.put_batch([_as_bytes(o) for o in objs], list(tags))
+        return [PsGlobusKey(k) for k in keys]
+
+    @staticmethod
+    def child_of(key: PsGlobusKey) -> str | None:
+        """The name of the child holding the object ``key`` names."""
+        meta = json.loads(_key_text(key)).get('meta') or {}
+        return meta.get('child')
+
+
 def sites_from_proxystore(endpoints: Any) -> dict[str, dict[str, str]]:
     """ps-globus sites from a ProxyStore Globus endpoint configuration.
 
