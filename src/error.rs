@@ -509,7 +509,7 @@ impl Error {
                  NAME COLLECTION_ID --collection-path PATH --local-path DIR` for each site"
                     .into(),
             ),
-            Error::Server { code, .. } => server_hint(code).map(Into::into),
+            Error::Server { code, message, .. } => server_hint(code, message).map(Into::into),
             Error::NoRoute { .. } => Some(
                 "give the multi connector a child whose policy accepts it (a last child with \
                  no policy takes every put), or change the put's tags"
@@ -620,8 +620,14 @@ fn is_auth_code(code: &str) -> bool {
     matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
 }
 
-/// What to do about a server's error code, where that is known.
-fn server_hint(code: &str) -> Option<&'static str> {
+/// What to do about a server's error, where that is known.
+fn server_hint(code: &str, message: &str) -> Option<&'static str> {
+    if message.contains("invalid bulk length") {
+        return Some(
+            "the object is larger than the server's proto-max-bulk-len (512 MiB by default): \
+             raise it, or send objects this large elsewhere with a MultiConnector size policy",
+        );
+    }
     Some(match code {
         "NOAUTH" | "WRONGPASS" => {
             "put the server's password in the environment variable the connector's \

@@ -141,7 +141,7 @@ fn proxy_inspect_names_the_child_of_a_multi_proxy_and_fetch_reads_it_in_another_
         ),
     ])
     .unwrap();
-    let store = Store::new(&support::unique_name("cli-multi"), multi).unwrap();
+    let store = Store::new(support::unique_name("cli-multi"), multi).unwrap();
     let tiny = store.proxy(&b"tiny".to_vec()).unwrap();
     let large = store.proxy(&vec![7u8; 5000]).unwrap();
     let file = dir.path().join("proxies.jsonl");

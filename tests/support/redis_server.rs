@@ -136,6 +136,7 @@ impl RedisServer {
             said.push(line);
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "redis-server exited before it was ready:\n{}",
             said.join("\n")
