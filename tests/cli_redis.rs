@@ -6,13 +6,11 @@ mod support;
 
 use ps_globus::Store;
 use ps_globus::config::Config;
-use ps_globus::connector::{
-    Connector, FileConnector, MultiConnector, Policy, RedisConfig, RedisConnector,
-};
+use ps_globus::connector::{Connector, FileConnector, RedisConfig};
 use serde_json::Value;
 use support::cli::Setup;
 use support::emulator::Emu;
-use support::redis_server::RedisServer;
+use support::redis_server::{RedisServer, small_to_redis};
 
 const PASSWORD: &str = "correct-horse-battery";
 
@@ -123,24 +121,8 @@ fn proxy_inspect_names_the_child_of_a_multi_proxy_and_fetch_reads_it_in_another_
     let setup = Setup::new(&emu);
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let small = Policy {
-        max_size: Some(1024),
-        priority: 1,
-        ..Policy::default()
-    };
-    let multi = MultiConnector::new([
-        (
-            "small",
-            RedisConnector::new(server.config()).unwrap().config(),
-            small,
-        ),
-        (
-            "large",
-            FileConnector::new(dir.path()).unwrap().config(),
-            Policy::default(),
-        ),
-    ])
-    .unwrap();
+    let large = FileConnector::new(dir.path()).unwrap().config();
+    let multi = small_to_redis(&server, 1024, large);
     let store = Store::new(support::unique_name("cli-multi"), multi).unwrap();
     let tiny = store.proxy(&b"tiny".to_vec()).unwrap();
     let large = store.proxy(&vec![7u8; 5000]).unwrap();

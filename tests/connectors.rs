@@ -4,9 +4,7 @@
 mod support;
 
 use ps_globus::conformance::Harness;
-use ps_globus::connector::{
-    Connector, FileConnector, LocalConnector, MultiConnector, Policy, RedisConnector,
-};
+use ps_globus::connector::{Connector, FileConnector, LocalConnector, RedisConnector};
 
 ps_globus::conformance_suite!(globus, || {
     let (sites, connector) = support::sites::connector("a", &support::unique_name("conf"));
@@ -29,24 +27,11 @@ ps_globus::conformance_suite!(redis, || {
 ps_globus::conformance_suite!(multi_redis_file, || {
     let server = support::redis_server::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let small = Policy {
-        max_size: Some(64 << 10),
-        priority: 1,
-        ..Policy::default()
-    };
-    let multi = MultiConnector::new([
-        (
-            "small",
-            RedisConnector::new(server.config()).unwrap().config(),
-            small,
-        ),
-        (
-            "large",
-            FileConnector::new(dir.path()).unwrap().config(),
-            Policy::default(),
-        ),
-    ])
-    .unwrap();
+    let multi = support::redis_server::small_to_redis(
+        &server,
+        64 << 10,
+        FileConnector::new(dir.path()).unwrap().config(),
+    );
     Harness::new(multi).keep(server).keep(dir)
 });
 
@@ -54,19 +39,6 @@ ps_globus::conformance_suite!(multi_redis_file, || {
 ps_globus::conformance_suite!(multi_redis_globus, || {
     let server = support::redis_server::RedisServer::start();
     let (sites, globus) = support::sites::connector("a", &support::unique_name("conf-multi"));
-    let small = Policy {
-        max_size: Some(64 << 10),
-        priority: 1,
-        ..Policy::default()
-    };
-    let multi = MultiConnector::new([
-        (
-            "small",
-            RedisConnector::new(server.config()).unwrap().config(),
-            small,
-        ),
-        ("large", globus.config(), Policy::default()),
-    ])
-    .unwrap();
+    let multi = support::redis_server::small_to_redis(&server, 64 << 10, globus.config());
     Harness::new(multi).keep(server).keep(sites).keep(globus)
 });

@@ -9,7 +9,7 @@ use ps_globus::connector::{
     PutOptions, RedisConfig, RedisConnector,
 };
 use ps_globus::{Error, ErrorKind};
-use support::redis_server::RedisServer;
+use support::redis_server::{RedisServer, small_to_redis};
 
 fn opts() -> PutOptions {
     PutOptions::default()
@@ -180,24 +180,8 @@ async fn puts_route_by_the_site_of_the_process_and_reads_work_at_any_site() {
 async fn a_batch_is_one_batch_per_child_and_comes_back_in_order() {
     let small_server = RedisServer::start();
     let large_server = RedisServer::start();
-    let small = Policy {
-        max_size: Some(100),
-        priority: 1,
-        ..Policy::default()
-    };
-    let multi = MultiConnector::new([
-        (
-            "small",
-            RedisConnector::new(small_server.config()).unwrap().config(),
-            small,
-        ),
-        (
-            "large",
-            RedisConnector::new(large_server.config()).unwrap().config(),
-            Policy::default(),
-        ),
-    ])
-    .unwrap();
+    let large = RedisConnector::new(large_server.config()).unwrap().config();
+    let multi = small_to_redis(&small_server, 100, large);
     let objects: Vec<Vec<u8>> = (0..12u8)
         .map(|i| {
             vec![
@@ -244,24 +228,8 @@ async fn a_batch_is_one_batch_per_child_and_comes_back_in_order() {
 async fn a_batch_that_fails_in_one_child_leaves_nothing_in_the_others() {
     let mut small_server = RedisServer::start();
     let large_server = RedisServer::start();
-    let small = Policy {
-        max_size: Some(100),
-        priority: 1,
-        ..Policy::default()
-    };
-    let multi = MultiConnector::new([
-        (
-            "small",
-            RedisConnector::new(small_server.config()).unwrap().config(),
-            small,
-        ),
-        (
-            "large",
-            RedisConnector::new(large_server.config()).unwrap().config(),
-            Policy::default(),
-        ),
-    ])
-    .unwrap();
+    let large = RedisConnector::new(large_server.config()).unwrap().config();
+    let multi = small_to_redis(&small_server, 100, large);
     small_server.stop();
     let big = vec![1u8; 1000];
     let e = multi

@@ -274,3 +274,20 @@ fn make_certificate(dir: &Path) {
         "cert.pem",
     ]);
 }
+
+/// A multi connector that sends objects of up to `max_small` bytes to Redis at `server`
+/// (child `small`, priority 1) and the rest to `large` (child `large`).
+pub fn small_to_redis(
+    server: &RedisServer,
+    max_small: u64,
+    large: ps_globus::connector::ConnectorConfig,
+) -> ps_globus::connector::MultiConnector {
+    use ps_globus::connector::{Connector, MultiConnector, Policy, RedisConnector};
+    let small = Policy {
+        max_size: Some(max_small),
+        priority: 1,
+        ..Policy::default()
+    };
+    let redis = RedisConnector::new(server.config()).unwrap().config();
+    MultiConnector::new([("small", redis, small), ("large", large, Policy::default())]).unwrap()
+}
