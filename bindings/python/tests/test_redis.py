@@ -98,3 +98,27 @@ def test_a_password_never_enters_the_config(redis_server: RedisServer) -> None:
     with pytest.raises(InvalidInput, match='PS_GLOBUS_TEST_UNSET_PASSWORD'):
         RedisConnector('127.0.0.1', redis_server.port, password_env='PS_GLOBUS_TEST_UNSET_PASSWORD')
     assert 'password' not in str(connector.config())
+
+
+def test_site_policies_follow_the_site_each_process_is_at(emu: Emulator, tmp_path: Path) -> None:
+    children = {
+        'at-a': (FileConnector(str(tmp_path / 'a')), {'sites': ['a']}),
+        'at-b': (FileConnector(str(tmp_path / 'b')), {'sites': ['b']}),
+    }
+    multi = MultiConnector(children)
+    here = multi.put(b'made at a')
+    assert MultiConnector.child_of(here) == 'at-a'
+    done = run_at(
+        emu,
+        'b',
+        """
+        import pickle, sys
+        from ps_globus.proxystore import MultiConnector
+        config, key = pickle.loads(sys.stdin.buffer.read())
+        multi = MultiConnector(**config)
+        assert multi.get(key) == b'made at a'   # reads go wherever the child is
+        print(MultiConnector.child_of(multi.put(b'made at b')))
+        """,
+        stdin=pickle.dumps((multi.config(), here)),
+    )
+    assert done.stdout.decode().strip() == 'at-b'
