@@ -404,7 +404,7 @@ fn bad_serialized_proxies_are_typed_errors() {
 
     doc["v"] = 1.into();
     doc["store"]["name"] = unique_name("unknown-kind").into();
-    doc["store"]["connector"]["kind"] = "redis".into();
+    doc["store"]["connector"]["kind"] = "memcached".into();
     let q: Proxy<u8> = serde_json::from_value(doc.clone()).unwrap();
     assert!(matches!(q.resolve(), Err(Error::UnknownConnector { .. })));
 
