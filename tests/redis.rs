@@ -277,3 +277,30 @@ async fn an_object_larger_than_the_server_accepts_is_a_server_error_not_a_lost_c
         Some(&b"small"[..])
     );
 }
+
+#[test]
+fn a_connector_outlives_the_runtime_that_first_used_it() {
+    // A proxy's store (and its connector) is cached for the process, while callers come
+    // and go with runtimes of their own: the connection must not die with the first.
+    let server = RedisServer::start();
+    let c = RedisConnector::new(server.config()).unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let key = first.block_on(c.put(b"kept", &opts())).unwrap();
+    drop(first);
+    let second = runtime();
+    let got = second.block_on(c.get(&key)).unwrap();
+    assert_eq!(got.as_deref(), Some(&b"kept"[..]));
+    // Not by reconnecting: one connection of ours, and redis-cli's own for this question.
+    let stats = server.cli(&["INFO", "stats"]);
+    let connections = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .unwrap();
+    assert_eq!(connections.trim(), "2", "{stats}");
+}
