@@ -261,6 +261,15 @@ impl<T> Proxy<T> {
         }
     }
 
+    /// The store a store-backed proxy's object is in (found or built from its config);
+    /// [`Error::NotSerializable`] for a closure proxy, which has none.
+    pub(crate) fn store(&self) -> Result<Store> {
+        match &self.state.source {
+            Source::Store(source) => source.store(),
+            Source::Closure(_) => Err(Error::NotSerializable),
+        }
+    }
+
     async fn load(&self) -> Result<Arc<T>> {
         let prefetch = self.state.prefetch.lock().expect("proxy poisoned").take();
         if let Some(handle) = prefetch {

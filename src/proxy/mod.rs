@@ -5,6 +5,8 @@
 //!   get a [`Proxy`].
 //! - [`Proxy<T>`]: a lazy reference that serializes as its factory (store config + key)
 //!   and becomes its object on first use, in whatever process it reaches.
+//! - [`OwnedProxy<T>`]: a proxy that owns its object and evicts it when dropped; and
+//!   [`Lifetime`], which evicts a group of objects together.
 //! - The process-wide store registry ([`register_store`], [`get_store`],
 //!   [`get_or_create_store`]): how a proxy deserialized in a process that has never seen
 //!   its store finds one, built from the config it carries.
@@ -12,14 +14,18 @@
 mod cache;
 mod codec;
 mod lazy;
+mod lifetime;
 mod metrics;
+mod owned;
 mod reference;
 mod registry;
 mod store;
 
 pub use codec::Codec;
 pub use lazy::{PROXY_VERSION, Proxy, ProxyFactory, ProxyOptions};
+pub use lifetime::Lifetime;
 pub use metrics::{MetricsSnapshot, OpStats};
+pub use owned::OwnedProxy;
 pub use reference::{DatasetRef, REF_VERSION, list_refs, load_ref, remove_ref, save_ref};
 pub use registry::{get_or_create_store, get_store, register_store, unregister_store};
 pub use store::{IntoConnector, STORE_CONFIG_VERSION, Store, StoreBuilder, StoreConfig};

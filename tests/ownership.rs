@@ -1,0 +1,184 @@
+//! Owned proxies and lifetimes evict exactly what they own: counted at the connector.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ps_globus::connector::{Connector, ConnectorConfig, Key, LocalConnector, PutOptions};
+use ps_globus::{OwnedProxy, Proxy, Result, Store};
+
+/// A local connector that records every eviction.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: LocalConnector,
+    evicted: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    fn evicted(&self) -> Vec<String> {
+        self.evicted.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Connector for Counting {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn config(&self) -> ConnectorConfig {
+        self.inner.config()
+    }
+    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
+        self.inner.put(data, options).await
+    }
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn evict(&self, key: &Key) -> Result<()> {
+        self.evicted.lock().unwrap().push(key.id().to_owned());
+        self.inner.evict(key).await
+    }
+}
+
+fn store(name: &str) -> (Store, Arc<Counting>) {
+    let counting = Arc::new(Counting::default());
+    let connector: Arc<dyn Connector> = counting.clone();
+    let name = format!("{name}-{}", Key::new_id());
+    (Store::new(name, connector).unwrap(), counting)
+}
+
+#[test]
+fn dropping_the_owner_evicts_once_and_borrows_never_do() {
+    let (store, counting) = store("owned-drop");
+    let owned = store.owned_proxy(&vec![7u8; 100]).unwrap();
+    let id = owned.key().id().to_owned();
+    {
+        let borrowed: &Proxy<Vec<u8>> = owned.borrow();
+        assert_eq!(borrowed.len(), 100);
+        let copy = borrowed.clone();
+        drop(copy);
+    }
+    assert!(counting.evicted().is_empty(), "a borrow evicts nothing");
+    assert!(owned.is_owner());
+    drop(owned);
+    assert_eq!(counting.evicted(), vec![id.clone()]);
+    assert!(!store.exists(&Key::new("local", id).unwrap()).unwrap());
+}
+
+#[test]
+fn into_proxy_gives_up_ownership_and_evict_reports_failures() {
+    let (store, counting) = store("owned-release");
+    let owned = store.owned_proxy(&1u32).unwrap();
+    let plain = owned.into_proxy();
+    assert_eq!(*plain, 1);
+    assert!(counting.evicted().is_empty());
+    assert!(store.exists(plain.key().unwrap()).unwrap());
+
+    let owned = store.owned_proxy(&2u32).unwrap();
+    let id = owned.key().id().to_owned();
+    owned.evict().unwrap();
+    assert_eq!(
+        counting.evicted(),
+        vec![id],
+        "evicted once, not again on drop"
+    );
+}
+
+#[test]
+fn a_clone_is_a_new_stored_copy_with_an_owner_of_its_own() {
+    let (store, counting) = store("owned-clone");
+    let first = store.owned_proxy(&"shared text".to_string()).unwrap();
+    let second = first.clone();
+    assert_ne!(first.key(), second.key());
+    assert_eq!(*second, "shared text");
+    let (a, b) = (first.key().id().to_owned(), second.key().id().to_owned());
+    drop(first);
+    assert_eq!(counting.evicted(), vec![a.clone()]);
+    assert_eq!(*second, "shared text", "the copy outlives the original");
+    drop(second);
+    assert_eq!(counting.evicted(), vec![a, b]);
+}
+
+#[test]
+fn serializing_moves_ownership_to_whoever_deserializes() {
+    let (store, counting) = store("owned-move");
+    let sender = store.owned_proxy(&vec![1u64, 2, 3]).unwrap();
+    let id = sender.key().id().to_owned();
+    let wire = serde_json::to_string(&sender).unwrap();
+    assert!(!sender.is_owner());
+    drop(sender);
+    assert!(counting.evicted().is_empty(), "the sender no longer evicts");
+
+    let receiver: OwnedProxy<Vec<u64>> = serde_json::from_str(&wire).unwrap();
+    assert!(receiver.is_owner());
+    assert_eq!(receiver.iter().sum::<u64>(), 6);
+    drop(receiver);
+    assert_eq!(counting.evicted(), vec![id]);
+
+    // A plain proxy's form carries no ownership, and is not taken as an owned one.
+    let plain = store.proxy(&5u8).unwrap();
+    let text = serde_json::to_string(&plain).unwrap();
+    let refused = serde_json::from_str::<OwnedProxy<u8>>(&text).unwrap_err();
+    assert!(refused.to_string().contains("owned"), "{refused}");
+    // ...while an owned proxy's form still reads as a plain proxy.
+    let owned = store.owned_proxy(&6u8).unwrap();
+    let as_plain: Proxy<u8> =
+        serde_json::from_str(&serde_json::to_string(&owned).unwrap()).unwrap();
+    assert_eq!(*as_plain, 6);
+}
+
+#[test]
+fn a_scope_evicts_exactly_what_it_stored_even_when_it_fails() {
+    let (store, counting) = store("lifetime-scope");
+    let outside = store.put(&"not in the scope").unwrap();
+    let attached = store.put(&"attached").unwrap();
+    let ids = store
+        .lifetime(|lt| -> std::result::Result<_, Box<dyn std::error::Error>> {
+            let p = lt.proxy(&vec![0u8; 10])?;
+            let k = lt.put(&42u32)?;
+            lt.attach(attached.clone());
+            assert_eq!(p.len(), 10);
+            Ok(vec![p.key().unwrap().id().to_owned(), k.id().to_owned()])
+        })
+        .unwrap();
+    let mut evicted = counting.evicted();
+    evicted.sort();
+    let mut expected = vec![ids[0].clone(), ids[1].clone(), attached.id().to_owned()];
+    expected.sort();
+    assert_eq!(evicted, expected);
+    assert!(store.exists(&outside).unwrap());
+
+    let failed: std::result::Result<(), Box<dyn std::error::Error>> = store.lifetime(|lt| {
+        lt.put(&1u8)?;
+        Err("the work failed".into())
+    });
+    assert_eq!(failed.unwrap_err().to_string(), "the work failed");
+    assert_eq!(
+        counting.evicted().len(),
+        4,
+        "the failed scope's object went too"
+    );
+}
+
+#[test]
+fn a_guard_evicts_when_dropped_or_ended() {
+    let (store, counting) = store("lifetime-guard");
+    let guard = ps_globus::Lifetime::new(&store);
+    let a = guard.put(&1u8).unwrap();
+    let b = guard.put(&2u8).unwrap();
+    assert_eq!(guard.keys(), vec![a.clone(), b.clone()]);
+    drop(guard);
+    assert_eq!(counting.evicted().len(), 2);
+
+    let guard = ps_globus::Lifetime::new(&store);
+    guard.put(&3u8).unwrap();
+    guard.end().unwrap();
+    assert_eq!(
+        counting.evicted().len(),
+        3,
+        "ended once, nothing more on drop"
+    );
+}
