@@ -1,10 +1,17 @@
-//! Owned proxies and lifetimes evict exactly what they own: counted at the connector.
+//! Owned proxies and lifetimes evict exactly what they own: counted at the connector;
+//! ownership moved to another process; a lifetime on a Globus store evicting in one delete
+//! task at both sites.
 
+mod support;
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ps_globus::connector::{Connector, ConnectorConfig, Key, LocalConnector, PutOptions};
+use ps_globus::connector::{
+    Connector, ConnectorConfig, FileConnector, Key, LocalConnector, PutOptions,
+};
 use ps_globus::{OwnedProxy, Proxy, Result, Store};
 
 /// A local connector that records every eviction.
@@ -181,4 +188,79 @@ fn a_guard_evicts_when_dropped_or_ended() {
         3,
         "ended once, nothing more on drop"
     );
+}
+
+const OWNED_VAR: &str = "PS_GLOBUS_TEST_OWNED_PROXY";
+
+/// The child of `ownership_moves_to_another_process`: takes the owned proxy, checks it,
+/// drops it.
+#[test]
+#[ignore = "child process of ownership_moves_to_another_process"]
+fn child_takes_ownership() {
+    let wire = std::env::var(OWNED_VAR).unwrap();
+    let owned: OwnedProxy<Vec<u8>> = serde_json::from_str(&wire).unwrap();
+    assert!(owned.is_owner());
+    println!("LEN {}", owned.len());
+}
+
+#[test]
+fn ownership_moves_to_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        support::unique_name("owned-xproc"),
+        FileConnector::new(dir.path()).unwrap(),
+    )
+    .unwrap();
+    let owned = store.owned_proxy(&vec![3u8; 5000]).unwrap();
+    let key = owned.key().clone();
+    let wire = serde_json::to_string(&owned).unwrap();
+    drop(owned);
+    assert!(store.exists(&key).unwrap(), "the sender gave up ownership");
+
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_takes_ownership",
+            "--nocapture",
+        ])
+        .env(OWNED_VAR, &wire)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("LEN 5000"), "{stdout}");
+    assert!(
+        !store.exists(&key).unwrap(),
+        "the receiver evicted it when it dropped it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifetime_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() {
+    let emu = support::emulator::Emu::start();
+    let config = support::sites::config_for(&emu, &support::unique_name("lifetime"));
+    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let store = Store::new(support::unique_name("lifetime-globus"), a).unwrap();
+    let lifetime = ps_globus::Lifetime::new(&store);
+    let mut keys = Vec::new();
+    for i in 0..5u8 {
+        let key = lifetime.put(&vec![i; 100]).unwrap();
+        b.resolve_path(&key).await.unwrap();
+        keys.push(key);
+    }
+    lifetime.end_async().await.unwrap();
+    let (_, list) = emu.get("/v0.10/task_list?filter=type:DELETE").await;
+    let deletes = list["DATA"].as_array().unwrap();
+    assert_eq!(deletes.len(), 1, "five evictions, one delete task: {list}");
+    let task = deletes[0]["task_id"].as_str().unwrap();
+    assert_eq!(emu.wait(task, "final").await["status"], "SUCCEEDED");
+    for key in &keys {
+        assert!(!store.exists_async(key).await.unwrap());
+        assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
+    }
 }
