@@ -16,6 +16,12 @@
 //! - [`OwnedProxy::into_proxy`] gives up ownership: the object then stays until something
 //!   evicts it.
 //!
+//! Dropping waits for the eviction to be accepted: microseconds on a local or file store,
+//! a round trip on Redis, and on a Globus store until its delete task is submitted (20 ms
+//! when the object has arrived, up to a few seconds while its transfer is still running).
+//! Where that matters, give up ownership with [`OwnedProxy::into_proxy`] and evict in a
+//! [`Lifetime`](super::Lifetime) at a better moment.
+//!
 //! ProxyStore's `RefMutProxy` (an exclusive borrow that may write the object back) has no
 //! counterpart: a stored object is immutable here, and `&mut` access to a proxy's value
 //! would not reach other processes.
