@@ -641,11 +641,7 @@ async fn an_eviction_waiting_for_its_transfer_joins_the_delete_task_of_its_peers
     let (first, second) = tokio::join!(a.evict(&arrived), a.evict(&in_flight));
     first.unwrap();
     second.unwrap();
-    let (_, list) = emu.get("/v0.10/task_list?filter=type:DELETE").await;
-    let deletes = list["DATA"].as_array().unwrap();
-    assert_eq!(deletes.len(), 1, "two evictions, one delete task: {list}");
-    let task = deletes[0]["task_id"].as_str().unwrap();
-    let done = emu.wait(task, "final").await;
+    let done = emu.the_one_delete_task().await;
     assert_eq!(done["status"], "SUCCEEDED");
     assert_eq!(done["subtasks_succeeded"], 2, "{done}");
     assert!(!b.exists(&arrived).await.unwrap());
@@ -672,11 +668,7 @@ async fn evicting_at_the_source_removes_the_copies_in_one_delete_task() {
     for result in futures_util::future::join_all(evictions).await {
         result.unwrap();
     }
-    let (_, list) = emu.get("/v0.10/task_list?filter=type:DELETE").await;
-    let deletes = list["DATA"].as_array().unwrap();
-    assert_eq!(deletes.len(), 1, "five evictions, one delete task: {list}");
-    let task = deletes[0]["task_id"].as_str().unwrap();
-    assert_eq!(emu.wait(task, "final").await["status"], "SUCCEEDED");
+    assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
     for key in &keys {
         assert!(!a.exists(key).await.unwrap());
         assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");

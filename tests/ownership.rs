@@ -254,11 +254,7 @@ async fn a_lifetime_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() 
         keys.push(key);
     }
     lifetime.end_async().await.unwrap();
-    let (_, list) = emu.get("/v0.10/task_list?filter=type:DELETE").await;
-    let deletes = list["DATA"].as_array().unwrap();
-    assert_eq!(deletes.len(), 1, "five evictions, one delete task: {list}");
-    let task = deletes[0]["task_id"].as_str().unwrap();
-    assert_eq!(emu.wait(task, "final").await["status"], "SUCCEEDED");
+    assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
     for key in &keys {
         assert!(!store.exists_async(key).await.unwrap());
         assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");

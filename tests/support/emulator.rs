@@ -158,6 +158,20 @@ impl Emu {
         body["task_id"].as_str().unwrap().to_owned()
     }
 
+    /// The one delete task made so far (failing the test if there are more, or none),
+    /// waited for until final; its document.
+    pub async fn the_one_delete_task(&self) -> Value {
+        let (_, list) = self.get("/v0.10/task_list?filter=type:DELETE").await;
+        let deletes = list["DATA"].as_array().unwrap();
+        assert_eq!(
+            deletes.len(),
+            1,
+            "the evictions made one delete task: {list}"
+        );
+        let task = deletes[0]["task_id"].as_str().unwrap();
+        self.wait(task, "final").await
+    }
+
     /// Waits (event-driven, in the emulator) until `until` holds for the task; returns its doc.
     pub async fn wait(&self, task: &str, until: &str) -> Value {
         let url = self.url(&format!(
