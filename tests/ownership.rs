@@ -260,3 +260,53 @@ async fn a_lifetime_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() 
         assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
     }
 }
+
+const STATIC_DIR_VAR: &str = "PS_GLOBUS_TEST_STATIC_DIR";
+
+/// The child of `a_static_lifetime_ends_when_the_process_exits`: stores two objects in
+/// the static lifetime and one outside it, prints their keys, and exits normally.
+#[test]
+#[ignore = "child process of a_static_lifetime_ends_when_the_process_exits"]
+fn child_stores_for_the_process() {
+    let dir = std::env::var(STATIC_DIR_VAR).unwrap();
+    let store = Store::new("static-child", FileConnector::new(dir).unwrap()).unwrap();
+    let lifetime = store.static_lifetime();
+    let gone = [lifetime.put(&1u32).unwrap(), lifetime.put(&2u32).unwrap()];
+    let stays = store.put(&3u32).unwrap();
+    println!("GONE {} {}", gone[0].id(), gone[1].id());
+    println!("STAYS {}", stays.id());
+}
+
+#[test]
+fn a_static_lifetime_ends_when_the_process_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_stores_for_the_process",
+            "--nocapture",
+        ])
+        .env(STATIC_DIR_VAR, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = |tag: &str| -> Vec<String> {
+        let line = stdout.lines().find_map(|l| l.strip_prefix(tag)).unwrap();
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    let (gone, stays) = (ids("GONE "), ids("STAYS "));
+    assert_eq!(gone.len(), 2);
+    for id in &gone {
+        assert!(!dir.path().join(id).exists(), "{id} was evicted at exit");
+    }
+    assert!(
+        dir.path().join(&stays[0]).exists(),
+        "an object outside it stays"
+    );
+}

@@ -6,8 +6,15 @@
 //! (on a Globus store the evictions share delete tasks, as [`Store::evict`] does). The
 //! proxies it hands out are plain proxies: they may travel to other processes, and resolve
 //! there until the lifetime ends.
+//!
+//! A store's *static* lifetime ([`Store::static_lifetime`]) ends when the process exits
+//! normally: an exit hook evicts its objects (after submitting held-back transfers, so an
+//! eviction never waits on one that would never start). A crash, `abort` or `kill -9`
+//! skips the hook and leaves the objects. A forked child has static lifetimes of its own,
+//! and never evicts its parent's.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -17,7 +24,7 @@ use super::lazy::{Proxy, ProxyOptions};
 use super::store::Store;
 use crate::connector::Key;
 use crate::error::Result;
-use crate::runtime::block_on;
+use crate::runtime::{self, ForkLocal, block_on};
 
 /// Objects of one store that are evicted together when the lifetime ends.
 ///
@@ -131,5 +138,87 @@ impl Store {
         let value = result?;
         ended?;
         Ok(value)
+    }
+}
+
+/// How long the exit hook waits for the static lifetimes' evictions (and, first, for
+/// held-back transfers to be submitted).
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// This process's static lifetimes, one per store.
+fn static_lifetimes() -> &'static Mutex<Vec<Arc<Lifetime>>> {
+    static STATIC: ForkLocal<Mutex<Vec<Arc<Lifetime>>>> = ForkLocal::new();
+    STATIC.get_or_init(|| {
+        install_exit_hook();
+        Mutex::default()
+    })
+}
+
+/// Registers, once per process, the hook that ends the static lifetimes at exit.
+fn install_exit_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn end_static_lifetimes() {
+        // Nothing may unwind out of an exit hook.
+        let _ = std::panic::catch_unwind(|| {
+            let lifetimes = std::mem::take(&mut *static_lifetimes().lock().expect("poisoned"));
+            if lifetimes.iter().all(|l| l.keys().is_empty()) {
+                return;
+            }
+            // On a thread of its own: the exiting thread's thread-locals (the tokio
+            // context among them) may already be gone when exit hooks run.
+            let ender = std::thread::Builder::new()
+                .name("ps-globus-exit-evict".into())
+                .spawn(move || {
+                    block_on(async {
+                        let flushes = crate::transfer::TransferManager::running()
+                            .into_iter()
+                            .map(|m| async move { m.flush().await });
+                        let _ = runtime::timeout(EXIT_LIMIT, join_all(flushes)).await;
+                        let ends = lifetimes.iter().map(|l| l.evict_all());
+                        match runtime::timeout(EXIT_LIMIT, join_all(ends)).await {
+                            Some(results) if results.iter().all(Result::is_ok) => {}
+                            _ => eprintln!(
+                                "ps-globus: objects of a static lifetime were not all evicted \
+                                 at exit"
+                            ),
+                        }
+                    })
+                });
+            if let Ok(ender) = ender {
+                let _ = ender.join();
+            }
+        });
+    }
+    ONCE.call_once(|| {
+        // SAFETY: `end_static_lifetimes` is an `extern "C" fn()` that never unwinds.
+        unsafe {
+            libc::atexit(end_static_lifetimes);
+        }
+    });
+}
+
+impl Store {
+    /// This store's static lifetime in this process: objects stored through it are
+    /// evicted when the process exits normally (see the module docs). The same lifetime
+    /// for every call with this store.
+    ///
+    /// ```
+    /// use ps_globus::{Store, connector::LocalConnector};
+    /// let store = Store::new("doc-static", LocalConnector::new())?;
+    /// let key = store.static_lifetime().put(&"until this process exits")?;
+    /// assert!(store.exists(&key)?);
+    /// assert!(std::sync::Arc::ptr_eq(&store.static_lifetime(), &store.static_lifetime()));
+    /// # Ok::<(), ps_globus::Error>(())
+    /// ```
+    pub fn static_lifetime(&self) -> Arc<Lifetime> {
+        let mut all = static_lifetimes()
+            .lock()
+            .expect("static lifetimes poisoned");
+        if let Some(found) = all.iter().find(|l| l.store.ptr_eq(self)) {
+            return Arc::clone(found);
+        }
+        let lifetime = Arc::new(Lifetime::new(self));
+        all.push(Arc::clone(&lifetime));
+        lifetime
     }
 }
