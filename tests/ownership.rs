@@ -217,22 +217,7 @@ fn ownership_moves_to_another_process() {
     drop(owned);
     assert!(store.exists(&key).unwrap(), "the sender gave up ownership");
 
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_takes_ownership",
-            "--nocapture",
-        ])
-        .env(OWNED_VAR, &wire)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_child("child_takes_ownership", OWNED_VAR, &wire);
     assert!(stdout.contains("LEN 5000"), "{stdout}");
     assert!(
         !store.exists(&key).unwrap(),
@@ -280,22 +265,7 @@ fn child_stores_for_the_process() {
 #[test]
 fn a_static_lifetime_ends_when_the_process_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_stores_for_the_process",
-            "--nocapture",
-        ])
-        .env(STATIC_DIR_VAR, dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_child("child_stores_for_the_process", STATIC_DIR_VAR, dir.path());
     let ids = |tag: &str| -> Vec<String> {
         let line = stdout.lines().find_map(|l| l.strip_prefix(tag)).unwrap();
         line.split_whitespace().map(str::to_owned).collect()
@@ -309,4 +279,18 @@ fn a_static_lifetime_ends_when_the_process_exits() {
         dir.path().join(&stays[0]).exists(),
         "an object outside it stays"
     );
+}
+
+/// Runs the ignored test `child` of this binary in a new process with `var` set to
+/// `value`; its standard output (failing the test if it failed).
+fn run_child(child: &str, var: &str, value: impl AsRef<std::ffi::OsStr>) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", child, "--nocapture"])
+        .env(var, value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{child}: {stdout}{stderr}");
+    stdout
 }
