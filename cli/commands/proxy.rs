@@ -81,14 +81,9 @@ fn read_proxies(text: &str) -> Result<Vec<ProxyFactory>, Box<dyn std::error::Err
 /// What one proxy refers to, as `proxy inspect` shows it.
 fn summary(factory: &ProxyFactory) -> serde_json::Value {
     // A multi key's object is in one child: say which, and describe the child's key.
-    let child = MultiConnector::child_of(&factory.key).ok().flatten();
-    let child_key = factory
-        .key
-        .meta()
-        .and_then(|m| m.get("key"))
-        .filter(|_| child.is_some());
-    let meta = match child_key {
-        Some(inner) => inner.get("meta"),
+    let child = MultiConnector::child_key(&factory.key).ok().flatten();
+    let meta = match &child {
+        Some((_, inner)) => inner.meta(),
         None => factory.key.meta(),
     };
     let field = |name: &str| meta.and_then(|m| m.get(name)).cloned();
@@ -101,9 +96,9 @@ fn summary(factory: &ProxyFactory) -> serde_json::Value {
     .map_err(|e| e.to_string());
     let mut doc = serde_json::to_value(factory).unwrap_or_default();
     doc["connector"] = factory.store.connector.kind.clone().into();
-    if let (Some(child), Some(inner)) = (child, child_key) {
-        doc["child"] = child.into();
-        doc["child_connector"] = inner.get("kind").cloned().unwrap_or_default();
+    if let Some((name, inner)) = &child {
+        doc["child"] = name.as_str().into();
+        doc["child_connector"] = inner.kind().into();
     }
     doc["source"] = field("source").unwrap_or_default();
     doc["size"] = field("size").unwrap_or_default();

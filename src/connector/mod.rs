@@ -127,9 +127,15 @@ impl TryFrom<RawKey> for Key {
     }
 }
 
-fn validate_id(id: &str) -> Result<()> {
+/// Whether `text` is 1 to `max_len` characters of `A-Z a-z 0-9 _ -`: safe as a file name,
+/// in a key, or in a glob.
+pub(crate) fn is_plain_name(text: &str, max_len: usize) -> bool {
     let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
-    if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(ok_byte) {
+    !text.is_empty() && text.len() <= max_len && text.bytes().all(ok_byte)
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    if !is_plain_name(id, MAX_ID_LEN) {
         return Err(Error::malformed(format!(
             "object id {id:?} is not 1-{MAX_ID_LEN} characters of A-Z a-z 0-9 _ -"
         )));

@@ -166,8 +166,7 @@ impl MultiConnector {
         }
         for (n, child) in config.children.iter().enumerate() {
             let name = &child.name;
-            let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
-            if name.is_empty() || name.len() > 64 || !name.bytes().all(ok) {
+            if !super::is_plain_name(name, 64) {
                 return Err(invalid(format!(
                     "child name {name:?} is not 1-64 characters of A-Z a-z 0-9 _ -"
                 )));
@@ -206,23 +205,30 @@ impl MultiConnector {
     /// The name of the child a multi key's object is in (`None` for a key that names no
     /// object, as a key of no stored object may).
     pub fn child_of(key: &Key) -> Result<Option<String>> {
+        Ok(Self::child_key(key)?.map(|(child, _)| child))
+    }
+
+    /// The child a multi key's object is in, and the child's own key for it (`None` for
+    /// a key that names no object).
+    pub fn child_key(key: &Key) -> Result<Option<(String, Key)>> {
         key.check_kind(Self::KIND)?;
-        Ok(Self::meta(key)?.map(|meta| meta.child))
+        Ok(Self::meta(key)?.map(|meta| (meta.child, meta.key)))
     }
 
     /// The child connector named `name`, built if it was not yet.
     pub fn child(&self, name: &str) -> Result<Arc<dyn Connector>> {
-        self.find(name)?.connector()
+        self.children[self.find(name)?].connector()
     }
 
     pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
         Ok(Arc::new(Self::from_config(config.options_as()?)?))
     }
 
-    fn find(&self, name: &str) -> Result<&Child> {
+    /// The index of the child named `name`.
+    fn find(&self, name: &str) -> Result<usize> {
         self.children
             .iter()
-            .find(|c| c.name() == name)
+            .position(|c| c.name() == name)
             .ok_or_else(|| {
                 let names: Vec<&str> = self.children.iter().map(Child::name).collect();
                 Error::malformed(format!(
@@ -246,12 +252,19 @@ impl MultiConnector {
         Ok(Some(meta))
     }
 
-    /// The child holding `key`'s object and the child's own key; `None` for a key that
-    /// names no object.
-    fn route_key(&self, key: &Key) -> Result<Option<(&Child, Key)>> {
-        key.check_kind(Self::KIND)?;
-        match Self::meta(key)? {
-            Some(meta) => Ok(Some((self.find(&meta.child)?, meta.key))),
+    /// The index of the child holding `key`'s object and the child's own key; `None` for
+    /// a key that names no object.
+    fn route_key(&self, key: &Key) -> Result<Option<(usize, Key)>> {
+        match Self::child_key(key)? {
+            Some((child, inner)) => Ok(Some((self.find(&child)?, inner))),
+            None => Ok(None),
+        }
+    }
+
+    /// The connector holding `key`'s object and the child's own key, as `route_key`.
+    fn connector_for(&self, key: &Key) -> Result<Option<(Arc<dyn Connector>, Key)>> {
+        match self.route_key(key)? {
+            Some((n, inner)) => Ok(Some((self.children[n].connector()?, inner))),
             None => Ok(None),
         }
     }
@@ -351,22 +364,22 @@ impl Connector for MultiConnector {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        match self.route_key(key)? {
-            Some((child, inner)) => child.connector()?.get(&inner).await,
+        match self.connector_for(key)? {
+            Some((connector, inner)) => connector.get(&inner).await,
             None => Ok(None),
         }
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
-        match self.route_key(key)? {
-            Some((child, inner)) => child.connector()?.exists(&inner).await,
+        match self.connector_for(key)? {
+            Some((connector, inner)) => connector.exists(&inner).await,
             None => Ok(false),
         }
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
-        match self.route_key(key)? {
-            Some((child, inner)) => child.connector()?.evict(&inner).await,
+        match self.connector_for(key)? {
+            Some((connector, inner)) => connector.evict(&inner).await,
             None => Ok(()),
         }
     }
@@ -385,15 +398,22 @@ impl Connector for MultiConnector {
             Ok::<_, Error>((n, connector, keys))
         });
         let done = try_join_all(puts).await?;
-        if let Some(failed) = done.iter().position(|(_, _, keys)| keys.is_err()) {
+        if done.iter().any(|(_, _, keys)| keys.is_err()) {
             // Leave nothing behind that no caller has a key for.
-            for (_, connector, keys) in &done {
-                for key in keys.as_deref().unwrap_or_default() {
-                    let _ = connector.evict(key).await;
+            let mut failure = None;
+            for (_, connector, keys) in done {
+                match keys {
+                    Ok(keys) => {
+                        for key in &keys {
+                            let _ = connector.evict(key).await;
+                        }
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
                 }
             }
-            let (_, _, keys) = done.into_iter().nth(failed).expect("found above");
-            return Err(keys.expect_err("found above"));
+            return Err(failure.expect("a child's batch failed"));
         }
         let mut out: Vec<Option<Key>> = vec![None; objects.len()];
         for (n, _, keys) in done {
@@ -410,9 +430,8 @@ impl Connector for MultiConnector {
     async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
         let mut groups: Vec<(Vec<usize>, Vec<Key>)> = vec![Default::default(); self.children.len()];
         for (at, key) in keys.iter().enumerate() {
-            if let Some((child, inner)) = self.route_key(key)? {
-                let n = self.children.iter().position(|c| std::ptr::eq(c, child));
-                let group = &mut groups[n.expect("a child of this connector")];
+            if let Some((n, inner)) = self.route_key(key)? {
+                let group = &mut groups[n];
                 group.0.push(at);
                 group.1.push(inner);
             }
@@ -444,8 +463,8 @@ impl Connector for MultiConnector {
     }
 
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
-        match self.route_key(key)? {
-            Some((child, inner)) => child.connector()?.resolve_path(&inner).await,
+        match self.connector_for(key)? {
+            Some((connector, inner)) => connector.resolve_path(&inner).await,
             None => Err(Error::not_found("multi", key, "")),
         }
     }
