@@ -263,6 +263,39 @@ pub(crate) async fn in_library_context<F: Future>(future: F) -> F::Output {
     .await
 }
 
+/// Runs `work` when the process exits normally (`exit`, or `main` returning), after work
+/// registered later: one `atexit` hook for the library, running every piece on a thread of
+/// its own, because the exiting thread's thread-locals (the tokio context among them) may
+/// already be gone when exit hooks run. A panic in one piece does not stop the others.
+/// `abort`, a crash or `kill -9` skip it all.
+pub(crate) fn at_exit(work: fn()) {
+    static WORK: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn run_all() {
+        // Nothing may unwind out of an exit hook.
+        let _ = std::panic::catch_unwind(|| {
+            let work = std::mem::take(&mut *WORK.lock().unwrap_or_else(|e| e.into_inner()));
+            let runner = thread::Builder::new()
+                .name("ps-globus-exit".into())
+                .spawn(move || {
+                    for piece in work.into_iter().rev() {
+                        let _ = std::panic::catch_unwind(piece);
+                    }
+                });
+            if let Ok(runner) = runner {
+                let _ = runner.join();
+            }
+        });
+    }
+    WORK.lock().unwrap_or_else(|e| e.into_inner()).push(work);
+    ONCE.call_once(|| {
+        // SAFETY: `run_all` is an `extern "C" fn()` that never unwinds.
+        unsafe {
+            libc::atexit(run_all);
+        }
+    });
+}
+
 /// Runs `work` on the library runtime's blocking threads: for work that takes long
 /// enough (hashing a large file) to stall an async worker. A panic in `work` becomes
 /// [`Error::Background`](crate::Error::Background).

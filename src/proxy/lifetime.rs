@@ -154,47 +154,30 @@ fn static_lifetimes() -> &'static Mutex<Vec<Arc<Lifetime>>> {
     })
 }
 
-/// Registers, once per process, the hook that ends the static lifetimes at exit.
+/// Registers, once per process, the exit work that ends the static lifetimes.
 fn install_exit_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    extern "C" fn end_static_lifetimes() {
-        // Nothing may unwind out of an exit hook.
-        let _ = std::panic::catch_unwind(|| {
-            let lifetimes = std::mem::take(&mut *static_lifetimes().lock().expect("poisoned"));
-            if lifetimes.iter().all(|l| l.keys().is_empty()) {
-                return;
-            }
-            // On a thread of its own: the exiting thread's thread-locals (the tokio
-            // context among them) may already be gone when exit hooks run.
-            let ender = std::thread::Builder::new()
-                .name("ps-globus-exit-evict".into())
-                .spawn(move || {
-                    block_on(async {
-                        let flushes = crate::transfer::TransferManager::running()
-                            .into_iter()
-                            .map(|m| async move { m.flush().await });
-                        let _ = runtime::timeout(EXIT_LIMIT, join_all(flushes)).await;
-                        let ends = lifetimes.iter().map(|l| l.evict_all());
-                        match runtime::timeout(EXIT_LIMIT, join_all(ends)).await {
-                            Some(results) if results.iter().all(Result::is_ok) => {}
-                            _ => eprintln!(
-                                "ps-globus: objects of a static lifetime were not all evicted \
-                                 at exit"
-                            ),
-                        }
-                    })
-                });
-            if let Ok(ender) = ender {
-                let _ = ender.join();
-            }
-        });
-    }
-    ONCE.call_once(|| {
-        // SAFETY: `end_static_lifetimes` is an `extern "C" fn()` that never unwinds.
-        unsafe {
-            libc::atexit(end_static_lifetimes);
+    fn end_static_lifetimes() {
+        let lifetimes = std::mem::take(&mut *static_lifetimes().lock().expect("poisoned"));
+        if lifetimes.iter().all(|l| l.keys().is_empty()) {
+            return;
         }
-    });
+        block_on(async {
+            // Held-back transfers first: an eviction waits for its object's transfer.
+            let flushes = crate::transfer::TransferManager::running()
+                .into_iter()
+                .map(|m| async move { m.flush().await });
+            let _ = runtime::timeout(EXIT_LIMIT, join_all(flushes)).await;
+            let ends = lifetimes.iter().map(|l| l.evict_all());
+            match runtime::timeout(EXIT_LIMIT, join_all(ends)).await {
+                Some(results) if results.iter().all(Result::is_ok) => {}
+                _ => eprintln!(
+                    "ps-globus: objects of a static lifetime were not all evicted at exit"
+                ),
+            }
+        })
+    }
+    ONCE.call_once(|| runtime::at_exit(end_static_lifetimes));
 }
 
 impl Store {

@@ -168,41 +168,19 @@ const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// next process on the same state database submits those batches.)
 fn install_exit_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    extern "C" fn submit_held_back() {
-        // Nothing may unwind out of an exit hook.
-        let _ = std::panic::catch_unwind(|| {
-            let managers = TransferManager::running();
-            if managers.is_empty() {
-                return;
+    fn submit_held_back() {
+        for manager in TransferManager::running() {
+            let flushed = runtime::block_on(runtime::timeout(EXIT_FLUSH_LIMIT, manager.flush()));
+            if !matches!(flushed, Some(Ok(()))) {
+                eprintln!(
+                    "ps-globus: transfers held back at exit were not all submitted; the next \
+                     process using {} submits them",
+                    manager.db().path().display()
+                );
             }
-            // On a thread of its own: the exiting thread's thread-locals (the tokio
-            // context among them) may already be gone when exit hooks run.
-            let flusher = std::thread::Builder::new()
-                .name("ps-globus-exit".into())
-                .spawn(move || {
-                    for manager in managers {
-                        let flushed =
-                            runtime::block_on(runtime::timeout(EXIT_FLUSH_LIMIT, manager.flush()));
-                        if !matches!(flushed, Some(Ok(()))) {
-                            eprintln!(
-                                "ps-globus: transfers held back at exit were not all submitted; \
-                                 the next process using {} submits them",
-                                manager.db().path().display()
-                            );
-                        }
-                    }
-                });
-            if let Ok(flusher) = flusher {
-                let _ = flusher.join();
-            }
-        });
-    }
-    ONCE.call_once(|| {
-        // SAFETY: `submit_held_back` is an `extern "C" fn()` that never unwinds.
-        unsafe {
-            libc::atexit(submit_held_back);
         }
-    });
+    }
+    ONCE.call_once(|| runtime::at_exit(submit_held_back));
 }
 
 /// A fresh batch label: `psg-` and 32 hex digits (no `,` `/` `:`, which the filter
