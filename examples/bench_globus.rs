@@ -50,16 +50,7 @@ fn value(index: usize, size: usize) -> Vec<u8> {
 }
 
 fn arg(args: &[String], name: &str, default: usize) -> Result<usize, Box<dyn std::error::Error>> {
-    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
-        None => Ok(default),
-        Some(Some(v)) => v.parse().map_err(|_| {
-            common::usage("bench_globus", format!("{name} takes a number, not {v:?}"))
-        }),
-        Some(None) => Err(common::usage(
-            "bench_globus",
-            format!("{name} needs a value"),
-        )),
-    }
+    common::number_arg("bench_globus", args, name, default)
 }
 
 fn main() -> std::process::ExitCode {

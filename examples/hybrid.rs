@@ -27,10 +27,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use ps_globus::connector::{Connector, MultiConnector, Policy, RedisConfig, RedisConnector};
 use ps_globus::sim::TwoSites;
-use ps_globus::{Proxy, Store};
+use ps_globus::Store;
 use serde_json::{Value, json};
 
 /// The workload: which objects there are, of which class and size.
@@ -57,6 +56,19 @@ impl Workload {
     fn count(&self) -> usize {
         self.small + self.large
     }
+
+    /// The options that describe this workload to a consumer process.
+    fn args(&self) -> Vec<String> {
+        [
+            ("--small", self.small),
+            ("--large", self.large),
+            ("--small-size", self.small_size),
+            ("--large-size", self.large_size),
+        ]
+        .iter()
+        .flat_map(|(name, n)| [name.to_string(), n.to_string()])
+        .collect()
+    }
 }
 
 /// Object `i`'s bytes.
@@ -69,13 +81,7 @@ fn value(i: usize, size: usize) -> Vec<u8> {
 }
 
 fn arg(args: &[String], name: &str, default: usize) -> Result<usize, Box<dyn std::error::Error>> {
-    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
-        None => Ok(default),
-        Some(Some(v)) => v
-            .parse()
-            .map_err(|_| common::usage("hybrid", format!("{name} takes a number, not {v:?}"))),
-        Some(None) => Err(common::usage("hybrid", format!("{name} needs a value"))),
-    }
+    common::number_arg("hybrid", args, name, default)
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,9 +90,6 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> common::Outcome {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--consumer") {
-        return consume();
-    }
     let workload = Workload {
         small: arg(&args, "--small", 1000)?,
         large: arg(&args, "--large", 10)?,
@@ -94,6 +97,9 @@ fn run() -> common::Outcome {
         large_size: arg(&args, "--large-size", 8 << 20)?,
         threshold: arg(&args, "--threshold", 1 << 20)?,
     };
+    if args.iter().any(|a| a == "--consumer") {
+        return consume(&workload);
+    }
     let latency = arg(&args, "--task-latency-ms", 1000)? as u64;
     let redis = RedisServer::start()?;
     let hybrid = measure(&workload, latency, Some(&redis))?;
@@ -153,16 +159,14 @@ fn measure(
         let one = Instant::now();
         let proxy = store.proxy(&data)?;
         put_ms[(class == "large") as usize].push(one.elapsed().as_secs_f64() * 1e3);
-        lines.push(format!(
-            "{i}\t{class}\t{size}\t{}",
-            serde_json::to_string(&proxy)?
-        ));
+        lines.push(format!("{i}\t{}", serde_json::to_string(&proxy)?));
     }
     let put_s = started.elapsed().as_secs_f64();
 
     let resolve_started = Instant::now();
     let mut consumer = Command::new(std::env::current_exe()?)
         .arg("--consumer")
+        .args(workload.args())
         .envs(sites.consumer_env())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -210,44 +214,20 @@ fn measure(
     }))
 }
 
-/// The consumer at site B: resolves every `index<TAB>class<TAB>size<TAB>proxy` line of
-/// its standard input (64 at a time), checks the bytes, prints `class<TAB>ms` for each
+/// The consumer at site B: resolves every `index<TAB>proxy` line of its standard input
+/// (the demo's consumer: 64 at a time, every byte checked), prints `class<TAB>ms` for each
 /// (milliseconds since it started).
-fn consume() -> common::Outcome {
+fn consume(workload: &Workload) -> common::Outcome {
     let started = Instant::now();
-    let mut work = Vec::new();
-    for line in std::io::stdin().lock().lines() {
-        let line = line?;
-        let mut fields = line.splitn(4, '\t');
-        let (Some(i), Some(class), Some(size), Some(json)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!("not a work line: {line:?}").into());
-        };
-        work.push((
-            i.parse::<usize>()?,
-            class.to_owned(),
-            size.parse::<usize>()?,
-            json.to_owned(),
-        ));
-    }
-    let results = ps_globus::block_on(async {
-        futures_util::stream::iter(work.into_iter().map(|(i, class, size, json)| async move {
-            let proxy: Proxy<Vec<u8>> = serde_json::from_str(&json).map_err(|e| e.to_string())?;
-            let got = proxy.resolve_async().await.map_err(|e| e.to_string())?;
-            if *got != value(i, size) {
-                return Err(format!("object {i} came back with other bytes"));
-            }
-            Ok((class, started.elapsed().as_secs_f64() * 1e3))
-        }))
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-    });
+    let mut done = Vec::with_capacity(workload.count());
+    ps_globus::block_on(ps_globus::demo::consume(
+        std::io::stdin().lock(),
+        |i| value(i, workload.object(i).1),
+        |i, _| done.push((workload.object(i).0, started.elapsed())),
+    ))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for result in results {
-        let (class, ms) = result?;
-        writeln!(out, "{class}\t{ms}")?;
+    for (class, elapsed) in done {
+        writeln!(out, "{class}\t{}", elapsed.as_secs_f64() * 1e3)?;
     }
     Ok(())
 }

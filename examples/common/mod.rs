@@ -28,3 +28,21 @@ pub fn exit_with(outcome: Outcome) -> ExitCode {
 pub fn usage(example: &str, message: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     format!("{message}; see the header of examples/{example}.rs").into()
 }
+
+/// The number after option `name` in `args`, or `default` when the option is absent; a
+/// usage error naming `example` when its value is missing or not a number.
+#[allow(dead_code)] // not every example takes options
+pub fn number_arg(
+    example: &str,
+    args: &[String],
+    name: &str,
+    default: usize,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
+        None => Ok(default),
+        Some(Some(v)) => v
+            .parse()
+            .map_err(|_| usage(example, format!("{name} takes a number, not {v:?}"))),
+        Some(None) => Err(usage(example, format!("{name} needs a value"))),
+    }
+}
