@@ -27,9 +27,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ps_globus::Store;
 use ps_globus::connector::{Connector, MultiConnector, Policy, RedisConfig, RedisConnector};
 use ps_globus::sim::TwoSites;
-use ps_globus::Store;
 use serde_json::{Value, json};
 
 /// The workload: which objects there are, of which class and size.
