@@ -57,8 +57,8 @@ pub mod transfer;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use proxy::{
-    Codec, Lifetime, OwnedProxy, Proxy, ProxyOptions, Store, StoreConfig, get_or_create_store,
-    get_store, register_store, unregister_store,
+    Codec, Lease, Lifetime, OwnedProxy, Proxy, ProxyOptions, Store, StoreConfig,
+    get_or_create_store, get_store, register_store, unregister_store,
 };
 pub use runtime::block_on;
 pub use settings::Settings;

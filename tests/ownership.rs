@@ -4,51 +4,11 @@
 
 mod support;
 
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use ps_globus::connector::{
-    Connector, ConnectorConfig, FileConnector, Key, LocalConnector, PutOptions,
-};
-use ps_globus::{OwnedProxy, Proxy, Result, Store};
-
-/// A local connector that records every eviction.
-#[derive(Debug, Default)]
-struct Counting {
-    inner: LocalConnector,
-    evicted: Mutex<Vec<String>>,
-}
-
-impl Counting {
-    fn evicted(&self) -> Vec<String> {
-        self.evicted.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl Connector for Counting {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    fn config(&self) -> ConnectorConfig {
-        self.inner.config()
-    }
-    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
-        self.inner.put(data, options).await
-    }
-    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        self.inner.get(key).await
-    }
-    async fn exists(&self, key: &Key) -> Result<bool> {
-        self.inner.exists(key).await
-    }
-    async fn evict(&self, key: &Key) -> Result<()> {
-        self.evicted.lock().unwrap().push(key.id().to_owned());
-        self.inner.evict(key).await
-    }
-}
+use ps_globus::connector::{Connector, FileConnector, Key};
+use ps_globus::{OwnedProxy, Proxy, Store};
+use support::Counting;
 
 fn store(name: &str) -> (Store, Arc<Counting>) {
     let counting = Arc::new(Counting::default());
@@ -217,7 +177,7 @@ fn ownership_moves_to_another_process() {
     drop(owned);
     assert!(store.exists(&key).unwrap(), "the sender gave up ownership");
 
-    let stdout = run_child("child_takes_ownership", OWNED_VAR, &wire);
+    let stdout = support::run_child("child_takes_ownership", OWNED_VAR, &wire);
     assert!(stdout.contains("LEN 5000"), "{stdout}");
     assert!(
         !store.exists(&key).unwrap(),
@@ -265,7 +225,7 @@ fn child_stores_for_the_process() {
 #[test]
 fn a_static_lifetime_ends_when_the_process_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let stdout = run_child("child_stores_for_the_process", STATIC_DIR_VAR, dir.path());
+    let stdout = support::run_child("child_stores_for_the_process", STATIC_DIR_VAR, dir.path());
     let ids = |tag: &str| -> Vec<String> {
         let line = stdout.lines().find_map(|l| l.strip_prefix(tag)).unwrap();
         line.split_whitespace().map(str::to_owned).collect()
@@ -279,18 +239,4 @@ fn a_static_lifetime_ends_when_the_process_exits() {
         dir.path().join(&stays[0]).exists(),
         "an object outside it stays"
     );
-}
-
-/// Runs the ignored test `child` of this binary in a new process with `var` set to
-/// `value`; its standard output (failing the test if it failed).
-fn run_child(child: &str, var: &str, value: impl AsRef<std::ffi::OsStr>) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", child, "--nocapture"])
-        .env(var, value)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{child}: {stdout}{stderr}");
-    stdout
 }

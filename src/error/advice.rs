@@ -94,7 +94,10 @@ impl Error {
             | Error::UnknownSite { .. }
             | Error::NoRoute { .. } => ErrorKind::InvalidInput,
             Error::UnsupportedVersion { .. } | Error::Unsupported { .. } => ErrorKind::Unsupported,
-            Error::NotFound { .. } | Error::NotStaged { .. } => ErrorKind::NotFound,
+            Error::NotFound { .. }
+            | Error::NotStaged { .. }
+            | Error::LeaseEnded { .. }
+            | Error::ProducerGone { .. } => ErrorKind::NotFound,
             Error::StoreConflict { .. } => ErrorKind::Conflict,
             Error::ConsentRequired { .. }
             | Error::Unauthorized { .. }

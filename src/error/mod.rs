@@ -359,6 +359,26 @@ pub enum Error {
         refusals: Vec<(String, String)>,
     },
 
+    /// A lease lifetime has expired or was ended: its objects are evicted (or being
+    /// evicted), so nothing joins it and it cannot be extended.
+    #[error(
+        "lease {lease} has expired or was ended, and its objects are evicted: start a new \
+         lease, and extend a lease before it expires"
+    )]
+    LeaseEnded {
+        /// The lease's id.
+        lease: String,
+    },
+
+    /// A future's value will never be set: its producer gave it up or is gone.
+    #[error("{what} will never be set: {reason}")]
+    ProducerGone {
+        /// The future (naming its store and key).
+        what: String,
+        /// Why: dropped unset, or the producing process is no longer running.
+        reason: String,
+    },
+
     /// The connector cannot do this operation (see
     /// [`Capabilities`](crate::connector::Capabilities)).
     #[error("{operation} is not available on a '{connector}' connector: {advice}")]

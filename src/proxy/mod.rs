@@ -5,8 +5,9 @@
 //!   get a [`Proxy`].
 //! - [`Proxy<T>`]: a lazy reference that serializes as its factory (store config + key)
 //!   and becomes its object on first use, in whatever process it reaches.
-//! - [`OwnedProxy<T>`]: a proxy that owns its object and evicts it when dropped; and
-//!   [`Lifetime`], which evicts a group of objects together.
+//! - [`OwnedProxy<T>`]: a proxy that owns its object and evicts it when dropped;
+//!   [`Lifetime`], which evicts a group of objects together at a scope's end; and
+//!   [`Lease`], which evicts them when it expires, from whichever process sees it first.
 //! - The process-wide store registry ([`register_store`], [`get_store`],
 //!   [`get_or_create_store`]): how a proxy deserialized in a process that has never seen
 //!   its store finds one, built from the config it carries.
@@ -14,6 +15,7 @@
 mod cache;
 mod codec;
 mod lazy;
+mod lease;
 mod lifetime;
 mod metrics;
 mod owned;
@@ -23,6 +25,7 @@ mod store;
 
 pub use codec::Codec;
 pub use lazy::{PROXY_VERSION, Proxy, ProxyFactory, ProxyOptions};
+pub use lease::{Lease, reap_expired_leases};
 pub use lifetime::Lifetime;
 pub use metrics::{MetricsSnapshot, OpStats};
 pub use owned::OwnedProxy;

@@ -1,11 +1,12 @@
-//! The state database: every transfer batch and item ps-globus tracks, the leases, the
-//! request budget and the named dataset references, in SQLite (a file on this host, the
-//! default) or PostgreSQL (one server every host of a facility reaches: `state_url`).
+//! The state database: every transfer batch and item ps-globus tracks, the pollers'
+//! leases, the request budget, the named dataset references and the lease lifetimes, in
+//! SQLite (a file on this host, the default) or PostgreSQL (one server every host of a
+//! facility reaches: `state_url`).
 //!
 //! The SQL lives in a few files, each the whole storage interface of one user:
 //! `transfer/manager/sql.rs` and `claim.rs` (batches, items, processes, leases),
 //! `transfer/watch.rs` and `budget.rs` (the shared watcher and request budget), and
-//! `state/refs.rs` (references). It is written once, in the dialect both engines share,
+//! `state/refs.rs` (references), `state/leases.rs` (lease lifetimes). It is written once, in the dialect both engines share,
 //! and run through `state/query.rs`, the one place that knows there are two engines. One write
 //! bypasses it on SQLite: the group commit every `put` waits for runs on a direct
 //! connection (`state/direct.rs`) in WAL mode (sqlx's hand-overs cost a thread wake-up
@@ -38,6 +39,7 @@ use crate::settings::Settings;
 
 pub(crate) mod direct;
 mod fork;
+pub(crate) mod leases;
 #[cfg(test)]
 #[path = "../../tests/support/pg_cluster.rs"]
 pub(crate) mod pg_test_cluster;
@@ -80,6 +82,15 @@ macro_rules! migrations {
                 5,
                 "merging",
                 include_str!(concat!("../../migrations/", $engine, "/0005_merging.sql")),
+            ),
+            (
+                6,
+                "lifetime_leases",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $engine,
+                    "/0006_lifetime_leases.sql"
+                )),
             ),
         ]
     };

@@ -123,6 +123,8 @@ mod tests {
                 "generation",
                 "items",
                 "leases",
+                "lifetime_leases",
+                "lifetime_objects",
                 "processes",
                 "refs",
                 "request_budget",

@@ -2,8 +2,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -82,6 +82,66 @@ impl Connector for GatedConnector {
     async fn evict(&self, key: &Key) -> Result<()> {
         self.inner.evict(key).await
     }
+}
+
+/// A local connector that records every eviction.
+#[derive(Debug, Default)]
+pub struct Counting {
+    inner: LocalConnector,
+    evicted: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    /// The ids evicted so far, in order.
+    pub fn evicted(&self) -> Vec<String> {
+        self.evicted.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Connector for Counting {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn config(&self) -> ConnectorConfig {
+        self.inner.config()
+    }
+    async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
+        self.inner.put(data, options).await
+    }
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn evict(&self, key: &Key) -> Result<()> {
+        self.evicted.lock().unwrap().push(key.id().to_owned());
+        self.inner.evict(key).await
+    }
+}
+
+/// Runs the ignored test `child` of this test binary as a process of its own, with
+/// `var` set to `value`; its output (the caller checks its status).
+pub fn run_child_output(
+    child: &str,
+    var: &str,
+    value: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", child, "--nocapture"])
+        .env(var, value)
+        .output()
+        .unwrap()
+}
+
+/// [`run_child_output`] of a child that must succeed; its standard output.
+pub fn run_child(child: &str, var: &str, value: impl AsRef<std::ffi::OsStr>) -> String {
+    let out = run_child_output(child, var, value);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{child}: {stdout}{stderr}");
+    stdout
 }
 
 /// A store name no other test uses.

@@ -1,0 +1,269 @@
+//! `Lease`: a lifetime that ends at a time, not at a scope's end, and can be extended.
+//!
+//! A lease and its objects are rows in the state database, not state in its owner's
+//! memory: when it expires, whichever process of that database sees it first evicts its
+//! objects, also after the owner crashed. Every process that has made a lease runs one
+//! background reaper per database, which wakes when the next lease of the database is
+//! due; [`reap_expired_leases`] does one round by hand (a cron job, a workflow's last
+//! step). On PostgreSQL (`state_url`) every host of a facility shares the leases, and
+//! expiry is by the database's clock, so hosts' clocks may drift.
+//!
+//! A reaper *claims* a lease before evicting it, so two processes never both evict it; a
+//! reaper that dies mid-way leaves a claim that goes stale after two minutes, and the next
+//! one takes it over (evictions are idempotent). Its evictions are the store's own: on a
+//! Globus store they share delete tasks, as [`Store::evict`] does. A lease's objects are
+//! evicted through a store rebuilt from the lease's store config, so a store that cannot
+//! be built in the reaping process (a Redis password variable set only at one site) is
+//! left for a process that can.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::lazy::{Proxy, ProxyOptions};
+use super::store::{Store, StoreConfig};
+use crate::connector::Key;
+use crate::error::{Error, Result};
+use crate::runtime::{ForkLocal, block_on};
+use crate::settings::Settings;
+use crate::state::{StateDb, leases};
+
+/// A group of objects of one store evicted when the lease expires (see the module docs).
+/// Cheap to clone; dropping it does not end it.
+///
+/// ```
+/// use std::time::Duration;
+/// use ps_globus::{Store, connector::FileConnector, state::StateDb};
+/// # ps_globus::runtime::block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let db = StateDb::open(dir.path().join("state.db")).await?;
+/// let store = Store::new("doc-lease", FileConnector::new(dir.path().join("objects"))?)?;
+/// let lease = store.lease_in_async(&db, Duration::from_secs(3600)).await?;
+/// let key = lease.put_async(&vec![1u8, 2, 3]).await?;
+/// lease.extend_async(Duration::from_secs(600)).await?;
+/// lease.end_async().await?; // or let it expire
+/// assert!(!store.exists_async(&key).await?);
+/// # Ok::<(), ps_globus::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Lease {
+    store: Store,
+    db: StateDb,
+    id: String,
+}
+
+impl Store {
+    /// A new lease of this store's objects that expires `ttl` from now, kept in the
+    /// default state database (see [`StateDb::open_default`]).
+    pub fn lease(&self, ttl: Duration) -> Result<Lease> {
+        block_on(async {
+            let db = StateDb::open_default(Settings::global()).await?;
+            self.lease_in_async(&db, ttl).await
+        })
+    }
+
+    /// A new lease kept in `db`, which every process that may evict it must share.
+    pub async fn lease_in_async(&self, db: &StateDb, ttl: Duration) -> Result<Lease> {
+        let id = format!("lease-{}", Key::new_id());
+        let store = serde_json::to_string(self.config()).map_err(|e| Error::encode("json", e))?;
+        leases::create(db, &id, &store, millis(ttl)).await?;
+        reaper_for(db).notify_one();
+        Ok(Lease {
+            store: self.clone(),
+            db: db.clone(),
+            id,
+        })
+    }
+}
+
+impl Lease {
+    /// The lease's id (as the state database knows it).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the lease expires; [`Error::LeaseEnded`] once it has expired or was ended.
+    pub async fn expires_at_async(&self) -> Result<DateTime<Utc>> {
+        let at = leases::expiry(&self.db, &self.id).await?;
+        at.map(time).ok_or_else(|| self.ended())
+    }
+
+    /// Moves the expiry `by` later; the new expiry. A lease that has already expired (or
+    /// was ended) cannot be revived: [`Error::LeaseEnded`].
+    pub fn extend(&self, by: Duration) -> Result<DateTime<Utc>> {
+        block_on(self.extend_async(by))
+    }
+
+    /// Async [`extend`](Self::extend).
+    pub async fn extend_async(&self, by: Duration) -> Result<DateTime<Utc>> {
+        let at = leases::extend(&self.db, &self.id, millis(by)).await?;
+        at.map(time).ok_or_else(|| self.ended())
+    }
+
+    /// Stores `value` for this lease; a plain proxy of it.
+    pub fn proxy<T>(&self, value: &T) -> Result<Proxy<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let key = block_on(self.put_with_async(value, &ProxyOptions::default()))?;
+        Ok(self.store.proxy_from_key(key))
+    }
+
+    /// Stores `value` for this lease; its key.
+    pub fn put<T: Serialize + 'static>(&self, value: &T) -> Result<Key> {
+        block_on(self.put_async(value))
+    }
+
+    /// Async [`put`](Self::put). If the lease has expired meanwhile, the object is
+    /// evicted again (nothing outlives its lease) and the put is [`Error::LeaseEnded`].
+    pub async fn put_async<T: Serialize + 'static>(&self, value: &T) -> Result<Key> {
+        self.put_with_async(value, &ProxyOptions::default()).await
+    }
+
+    async fn put_with_async<T: Serialize + 'static>(
+        &self,
+        value: &T,
+        options: &ProxyOptions,
+    ) -> Result<Key> {
+        // Refuse early: no object is written for a lease that is over.
+        self.expires_at_async().await?;
+        let key = self.store.put_with_async(value, &options.put).await?;
+        if let Err(e) = self.attach_async(&key).await {
+            let _ = self.store.evict_async(&key).await;
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// Makes an object already in the lease's store part of the lease.
+    pub fn attach(&self, key: &Key) -> Result<()> {
+        block_on(self.attach_async(key))
+    }
+
+    /// Async [`attach`](Self::attach).
+    pub async fn attach_async(&self, key: &Key) -> Result<()> {
+        match leases::add(&self.db, &self.id, &key.to_string()).await? {
+            true => Ok(()),
+            false => Err(self.ended()),
+        }
+    }
+
+    /// Ends the lease now: evicts its objects. Ending a lease that already expired (and
+    /// whose objects another process is evicting or has evicted) succeeds.
+    pub fn end(self) -> Result<()> {
+        block_on(self.end_async())
+    }
+
+    /// Async [`end`](Self::end).
+    pub async fn end_async(self) -> Result<()> {
+        match leases::claim(&self.db, &self.id).await? {
+            Some(claimed) => evict_claimed(&self.db, claimed).await,
+            None => Ok(()),
+        }
+    }
+
+    fn ended(&self) -> Error {
+        Error::LeaseEnded {
+            lease: self.id.clone(),
+        }
+    }
+}
+
+/// Evicts the objects of every expired lease in `db` (see the module docs); how many
+/// leases it ended. Leases whose objects could not all be evicted are left for a later
+/// round, and the first such failure is the error.
+pub async fn reap_expired_leases(db: &StateDb) -> Result<usize> {
+    let claimed = leases::claim_expired(db).await?;
+    let count = claimed.len();
+    let results = join_all(claimed.into_iter().map(|c| evict_claimed(db, c))).await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(count)
+}
+
+/// Evicts a claimed lease's objects, then forgets the lease. On a failure the lease stays
+/// claimed, and is retried when the claim goes stale.
+async fn evict_claimed(db: &StateDb, claimed: leases::Claimed) -> Result<()> {
+    let broken = |what: &str, e: serde_json::Error| {
+        Error::state(
+            db.path(),
+            format!("lease {}: its {what} is unreadable", claimed.id),
+            e,
+        )
+    };
+    let config: StoreConfig =
+        serde_json::from_str(&claimed.store).map_err(|e| broken("store", e))?;
+    let store = super::get_or_create_store(&config)?;
+    let keys = claimed
+        .keys
+        .iter()
+        .map(|k| k.parse::<Key>())
+        .collect::<Result<Vec<_>>>()?;
+    let evicted = join_all(keys.iter().map(|key| store.evict_async(key))).await;
+    evicted.into_iter().collect::<Result<Vec<()>>>()?;
+    leases::finish(db, &claimed.id).await
+}
+
+/// The longest a reaper sleeps, so that a lease another process made is not missed for
+/// long (this process is told of its own at once).
+const REAPER_IDLE: Duration = Duration::from_secs(30);
+
+/// Failed looks at the database in a row after which a reaper gives up.
+const REAPER_FAILURES: u32 = 5;
+
+/// Starts (once per database, per process) the reaper of `db`'s leases; the handle that
+/// wakes it when a lease is made.
+fn reaper_for(db: &StateDb) -> Arc<Notify> {
+    static REAPERS: ForkLocal<Mutex<HashMap<PathBuf, Arc<Notify>>>> = ForkLocal::new();
+    let mut reapers = REAPERS
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("poisoned");
+    if let Some(wake) = reapers.get(db.path()) {
+        return Arc::clone(wake);
+    }
+    let wake = Arc::new(Notify::new());
+    reapers.insert(db.path().to_owned(), Arc::clone(&wake));
+    let (db, woken) = (db.clone(), Arc::clone(&wake));
+    crate::runtime::handle().spawn(async move {
+        let mut failures = 0;
+        // A database that keeps failing (a test's temporary one, removed) ends the reaper.
+        while failures < REAPER_FAILURES {
+            if let Err(e) = reap_expired_leases(&db).await {
+                tracing::warn!("evicting the objects of expired leases: {e}");
+            }
+            let wait = match (db.clock_ms().await, leases::next_due(&db).await) {
+                (Ok(now), Ok(due)) => {
+                    failures = 0;
+                    due.map_or(REAPER_IDLE, |at| {
+                        Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(REAPER_IDLE)
+                    })
+                }
+                _ => {
+                    failures += 1;
+                    REAPER_IDLE
+                }
+            };
+            // A lease made meanwhile may be due sooner: it wakes the reaper.
+            let _ = tokio::time::timeout(wait, woken.notified()).await;
+        }
+        let reapers = REAPERS.get_or_init(Mutex::default);
+        reapers.lock().expect("poisoned").remove(db.path());
+    });
+    wake
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

@@ -1,0 +1,209 @@
+//! Every statement on the lease-lifetime tables: a lease's expiry, its objects, and the
+//! claim a process takes before it evicts them. The proxy layer (`proxy/lease.rs`) turns
+//! rows into evictions; this file is all it knows of storage.
+//!
+//! Times are the database's clock ([`StateDb::clock_ms`]): every host of a PostgreSQL
+//! database agrees on when a lease expired. A process that evicts a lease first *claims*
+//! it: `ending = 1` and the expiry pushed `CLAIM_MS` ahead. Only one process wins the
+//! claim; one that dies while evicting leaves a claim that expires in turn, and the next
+//! process to look takes it over. Evictions are idempotent, so a second go is harmless.
+
+use crate::error::Result;
+use crate::state::StateDb;
+use crate::state::query::query;
+
+/// How long a process that claimed a lease's eviction has before another may take it.
+pub(crate) const CLAIM_MS: i64 = 120_000;
+
+/// A lease whose eviction this process has claimed: its store and its objects (JSON).
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub id: String,
+    pub store: String,
+    pub keys: Vec<String>,
+}
+
+/// Records a new lease of `store` (JSON) that expires `ttl_ms` from now; its expiry.
+pub(crate) async fn create(db: &StateDb, id: &str, store: &str, ttl_ms: i64) -> Result<i64> {
+    let now = db.clock_ms().await?;
+    let expires_at = now.saturating_add(ttl_ms);
+    query(
+        "INSERT INTO lifetime_leases (id, store, expires_at, ending, created_at) \
+         VALUES ($1, $2, $3, 0, $4)",
+    )
+    .bind(id)
+    .bind(store)
+    .bind(expires_at)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(expires_at)
+}
+
+/// Adds `key` (JSON) to the lease, if it is still live (not expired, not ending);
+/// `false` if it is not, and the key was not added.
+pub(crate) async fn add(db: &StateDb, id: &str, key: &str) -> Result<bool> {
+    let now = db.clock_ms().await?;
+    let added = query(
+        "INSERT INTO lifetime_objects (lease_id, key) \
+         SELECT id, $2 FROM lifetime_leases WHERE id = $1 AND ending = 0 AND expires_at > $3 \
+         ON CONFLICT (lease_id, key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(key)
+    .bind(now)
+    .execute(db)
+    .await?;
+    if added > 0 {
+        return Ok(true);
+    }
+    // Nothing added: the key was there already (a second attach), or the lease is over.
+    Ok(expiry(db, id).await?.is_some())
+}
+
+/// Moves a live lease's expiry `by_ms` later; its new expiry, or `None` if the lease has
+/// expired, is ending or is gone.
+pub(crate) async fn extend(db: &StateDb, id: &str, by_ms: i64) -> Result<Option<i64>> {
+    let mut tx = db.begin_write().await?;
+    let now = tx.clock_ms().await?;
+    let updated = query(
+        "UPDATE lifetime_leases SET expires_at = expires_at + $2 \
+         WHERE id = $1 AND ending = 0 AND expires_at > $3",
+    )
+    .bind(id)
+    .bind(by_ms)
+    .bind(now)
+    .execute(&mut tx)
+    .await?;
+    let expires_at = if updated > 0 {
+        query("SELECT expires_at FROM lifetime_leases WHERE id = $1")
+            .bind(id)
+            .fetch_optional_as::<(i64,)>(&mut tx)
+            .await?
+            .map(|(at,)| at)
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok(expires_at)
+}
+
+/// A live lease's expiry; `None` if it has expired, is ending or is gone.
+pub(crate) async fn expiry(db: &StateDb, id: &str) -> Result<Option<i64>> {
+    let now = db.clock_ms().await?;
+    let row: Option<(i64,)> = query(
+        "SELECT expires_at FROM lifetime_leases WHERE id = $1 AND ending = 0 AND expires_at > $2",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional_as(db)
+    .await?;
+    Ok(row.map(|(at,)| at))
+}
+
+/// When the next lease (live, or a claim that may go stale) is due, if any lease is left.
+pub(crate) async fn next_due(db: &StateDb) -> Result<Option<i64>> {
+    query("SELECT MIN(expires_at) FROM lifetime_leases")
+        .fetch_scalar::<Option<i64>>(db)
+        .await
+}
+
+/// Claims the eviction of lease `id` now, expired or not (its owner ends it early); `None`
+/// if another process holds the claim or the lease is gone.
+pub(crate) async fn claim(db: &StateDb, id: &str) -> Result<Option<Claimed>> {
+    Ok(
+        claim_where(db, "id = $2 AND (ending = 0 OR expires_at <= $1)", Some(id))
+            .await?
+            .pop(),
+    )
+}
+
+/// Claims the eviction of every lease that has expired (and every claim gone stale).
+pub(crate) async fn claim_expired(db: &StateDb) -> Result<Vec<Claimed>> {
+    claim_where(db, "expires_at <= $1", None).await
+}
+
+async fn claim_where(db: &StateDb, filter: &str, id: Option<&str>) -> Result<Vec<Claimed>> {
+    let mut tx = db.begin_write().await?;
+    let now = tx.clock_ms().await?;
+    let select = format!("SELECT id, store FROM lifetime_leases WHERE {filter} ORDER BY id");
+    let mut leases = query(&select).bind(now);
+    if let Some(id) = id {
+        leases = leases.bind(id);
+    }
+    let leases: Vec<(String, String)> = leases.fetch_all_as(&mut tx).await?;
+    let mut claimed = Vec::with_capacity(leases.len());
+    for (id, store) in leases {
+        query("UPDATE lifetime_leases SET ending = 1, expires_at = $2 WHERE id = $1")
+            .bind(&id)
+            .bind(now.saturating_add(CLAIM_MS))
+            .execute(&mut tx)
+            .await?;
+        let keys = query("SELECT key FROM lifetime_objects WHERE lease_id = $1 ORDER BY key")
+            .bind(&id)
+            .fetch_scalars::<String>(&mut tx)
+            .await?;
+        claimed.push(Claimed { id, store, keys });
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Forgets a lease whose objects are evicted (its objects' rows go with it).
+pub(crate) async fn finish(db: &StateDb, id: &str) -> Result<()> {
+    query("DELETE FROM lifetime_leases WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease takes keys and extensions while live; once expired, only one of two
+    /// claims wins, and nothing is added or extended any more; on both engines.
+    #[tokio::test]
+    async fn an_expired_lease_is_claimed_once_and_takes_nothing_more() {
+        for engine in crate::state::tests::engines().await {
+            let db = &engine.db;
+            let expires = create(db, "live", "{}", 60_000).await.unwrap();
+            assert!(add(db, "live", "k1").await.unwrap());
+            assert!(
+                add(db, "live", "k1").await.unwrap(),
+                "a second attach is fine"
+            );
+            let later = extend(db, "live", 1_000).await.unwrap().unwrap();
+            assert_eq!(later, expires + 1_000);
+            assert!(claim_expired(db).await.unwrap().is_empty());
+
+            create(db, "gone", "{\"s\":1}", -1).await.unwrap();
+            assert!(!add(db, "gone", "k2").await.unwrap());
+            assert_eq!(extend(db, "gone", 60_000).await.unwrap(), None);
+            assert_eq!(expiry(db, "gone").await.unwrap(), None);
+            let first = claim_expired(db).await.unwrap();
+            assert_eq!(first.len(), 1);
+            assert_eq!(
+                (first[0].id.as_str(), first[0].store.as_str()),
+                ("gone", "{\"s\":1}")
+            );
+            assert!(first[0].keys.is_empty());
+            assert!(claim_expired(db).await.unwrap().is_empty(), "claimed once");
+            assert!(
+                claim(db, "gone").await.unwrap().is_none(),
+                "the claim holds"
+            );
+
+            let ended = claim(db, "live").await.unwrap().unwrap();
+            assert_eq!(ended.keys, ["k1"]);
+            assert!(
+                !add(db, "live", "k3").await.unwrap(),
+                "an ending lease takes nothing"
+            );
+            finish(db, "live").await.unwrap();
+            finish(db, "gone").await.unwrap();
+            assert_eq!(next_due(db).await.unwrap(), None);
+        }
+    }
+}
