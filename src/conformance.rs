@@ -69,6 +69,7 @@ macro_rules! conformance_suite {
                 put_file_stores_the_file,
                 resolve_path_gives_the_bytes_or_is_unsupported,
                 close_keeps_every_object,
+                deferred_keys_wait_for_set_or_are_unsupported,
             );
         }
     };
@@ -392,4 +393,51 @@ pub async fn close_keeps_every_object(h: Harness) {
             Some(&b"closing keeps me"[..])
         );
     }
+}
+
+/// With deferred keys: a key from `new_key` reads as missing until `set`, then as the
+/// bytes set (also through a rebuilt connector where objects outlive instances); an
+/// abandoned one is [`Error::ProducerGone`]; eviction removes a set one. Without: every
+/// deferred-key operation is [`Error::Unsupported`].
+pub async fn deferred_keys_wait_for_set_or_are_unsupported(h: Harness) {
+    let c = &h.connector;
+    if !h.caps.deferred_keys {
+        let e = c.new_key(&opts()).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        let plain = c.put(b"x", &opts()).await.unwrap();
+        let e = c.set(&plain, b"y").await.unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        return;
+    }
+    let key = c.new_key(&opts()).unwrap();
+    assert!(key.is_deferred());
+    assert_eq!(key.kind(), c.kind());
+    assert!(c.get(&key).await.unwrap().is_none(), "not set yet");
+    assert!(!c.exists(&key).await.unwrap());
+    let data = pattern(100_000, 9);
+    c.set(&key, &data).await.unwrap();
+    assert_eq!(c.get(&key).await.unwrap().as_deref(), Some(&data[..]));
+    assert!(c.exists(&key).await.unwrap());
+    let text = key.to_string();
+    assert!(text.len() < h.caps.max_key_len, "a key is small: {text}");
+    if h.caps.outlives_instances {
+        let rebuilt = c.config().build().unwrap();
+        let got = rebuilt.get(&text.parse().unwrap()).await.unwrap();
+        assert_eq!(got.as_deref(), Some(&data[..]));
+    }
+    let gets = c.get_batch(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(gets[0].as_deref(), Some(&data[..]), "batches unwrap it too");
+    c.evict(&key).await.unwrap();
+    assert!(c.get(&key).await.unwrap().is_none());
+
+    let given_up = c.new_key(&opts()).unwrap();
+    c.abandon(&given_up, "no value today").await.unwrap();
+    let e = c.get(&given_up).await.unwrap_err();
+    assert!(matches!(e, Error::ProducerGone { .. }), "{e}");
+    assert!(e.to_string().contains("no value today"), "{e}");
+
+    let plain = c.put(b"x", &opts()).await.unwrap();
+    let e = c.set(&plain, b"y").await.unwrap_err();
+    assert!(matches!(e, Error::MalformedKey { .. }), "{e}");
+    assert_eq!(c.get(&plain).await.unwrap().as_deref(), Some(&b"x"[..]));
 }

@@ -5,6 +5,7 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use bytes::Bytes;
 use sha2::Digest;
 
 use crate::error::{Error, Result};
@@ -186,6 +187,54 @@ fn pread_all(
         }
     }
     Ok(())
+}
+
+/// Reads a whole object file into one buffer of its size.
+///
+/// Only a regular file is an object: a symbolic link, FIFO or device planted under an
+/// object's name in a shared directory is refused, not read through (a link to
+/// `/dev/zero` would otherwise be read without end, a FIFO would block forever).
+pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => not_an_object(),
+            _ => e,
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_an_object());
+    }
+    let len = usize::try_from(meta.len()).map_err(|_| std::io::Error::other("too large"))?;
+    let changed = |now: String| {
+        std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "the object file changed size while it was read ({len} bytes, then {now}); \
+                 puts never rewrite an object file: something else is writing it"
+            ),
+        )
+    };
+    let data = crate::fsutil::read_exact_fresh(&file, len).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => changed("fewer".into()),
+        _ => e,
+    })?;
+    // A byte past the end: the file grew while it was read.
+    if rustix::io::pread(&file, &mut [0u8; 1], len as u64)? > 0 {
+        return Err(changed("more".into()));
+    }
+    Ok(Bytes::from(data))
+}
+
+pub(crate) fn not_an_object() -> std::io::Error {
+    std::io::Error::new(
+        ErrorKind::InvalidData,
+        "not a regular file (a link, FIFO or device put under an object's name?); \
+         remove it: puts never make one",
+    )
 }
 
 #[cfg(test)]

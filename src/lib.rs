@@ -46,6 +46,7 @@ mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+mod manifest;
 pub mod proxy;
 pub mod runtime;
 pub mod settings;
@@ -57,7 +58,7 @@ pub mod transfer;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use proxy::{
-    Codec, Lease, Lifetime, OwnedProxy, Proxy, ProxyOptions, Store, StoreConfig,
+    Codec, FutureSetter, Lease, Lifetime, OwnedProxy, Proxy, ProxyOptions, Store, StoreConfig,
     get_or_create_store, get_store, register_store, unregister_store,
 };
 pub use runtime::block_on;

@@ -248,6 +248,16 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::
     }
 }
 
+/// Sleeps for `duration` by the library runtime's clock (in any caller's runtime, even one
+/// built without a timer).
+pub(crate) async fn sleep(duration: Duration) {
+    let sleep = {
+        let _context = handle().enter();
+        tokio::time::sleep(duration)
+    };
+    sleep.await
+}
+
 /// Polls `future` inside the library runtime's context, whatever runtime awaits it.
 ///
 /// For clients that spawn their own background tasks, timers and sockets from inside a

@@ -40,9 +40,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use super::deferred::{self, Found};
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, not_deferred};
 use crate::error::{Error, Result};
 use crate::fsutil::ObjectDir;
+use crate::manifest::Outcome;
 
 /// A connector that keeps each object in a file of one directory.
 ///
@@ -106,59 +108,20 @@ impl FileConnector {
         Ok(Arc::new(Self::new(options.dir)?))
     }
 
+    /// Writes a deferred key's outcome (see [`deferred`]).
+    fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
+        self.path(key)?;
+        if !key.is_deferred() {
+            return Err(not_deferred(key));
+        }
+        deferred::write(&self.objects, key.id(), outcome, data)
+    }
+
     /// The path of the object `key` names, after checking the key.
     fn path(&self, key: &Key) -> Result<PathBuf> {
         key.check_kind(Self::KIND)?;
         Ok(self.dir.join(key.id()))
     }
-}
-
-/// Reads a whole object file into one buffer of its size.
-///
-/// Only a regular file is an object: a symbolic link, FIFO or device planted under an
-/// object's name in a shared directory is refused, not read through (a link to
-/// `/dev/zero` would otherwise be read without end, a FIFO would block forever).
-fn read_object(path: &Path) -> std::io::Result<Bytes> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => not_an_object(),
-            _ => e,
-        })?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(not_an_object());
-    }
-    let len = usize::try_from(meta.len()).map_err(|_| std::io::Error::other("too large"))?;
-    let changed = |now: String| {
-        std::io::Error::new(
-            ErrorKind::InvalidData,
-            format!(
-                "the object file changed size while it was read ({len} bytes, then {now}); \
-                 puts never rewrite an object file: something else is writing it"
-            ),
-        )
-    };
-    let data = crate::fsutil::read_exact_fresh(&file, len).map_err(|e| match e.kind() {
-        ErrorKind::UnexpectedEof => changed("fewer".into()),
-        _ => e,
-    })?;
-    // A byte past the end: the file grew while it was read.
-    if rustix::io::pread(&file, &mut [0u8; 1], len as u64)? > 0 {
-        return Err(changed("more".into()));
-    }
-    Ok(Bytes::from(data))
-}
-
-fn not_an_object() -> std::io::Error {
-    std::io::Error::new(
-        ErrorKind::InvalidData,
-        "not a regular file (a link, FIFO or device put under an object's name?); \
-         remove it: puts never make one",
-    )
 }
 
 /// The object file's metadata, without following a link; `None`: no such file.
@@ -190,6 +153,7 @@ impl Connector for FileConnector {
             .outliving_instances()
             .with_put_file()
             .with_resolve_path()
+            .with_deferred_keys()
     }
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
@@ -209,7 +173,14 @@ impl Connector for FileConnector {
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let path = self.path(key)?;
-        match read_object(&path) {
+        if key.is_deferred() {
+            return match deferred::read(&self.dir, key.id(), &path.to_string_lossy())? {
+                Found::Pending => Ok(None),
+                Found::Ready(data) => Ok(Some(data)),
+                Found::Mismatch(e) => Err(e),
+            };
+        }
+        match crate::fsutil::read_regular_file(&path) {
             Ok(data) => Ok(Some(data)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("read", path, e)),
@@ -218,9 +189,16 @@ impl Connector for FileConnector {
 
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
         let path = self.path(key)?;
+        if key.is_deferred() && self.get(key).await?.is_none() {
+            return Err(Error::NotFound {
+                store: self.dir.display().to_string(),
+                key: key.to_string(),
+                hint: "; the future is not set yet".into(),
+            });
+        }
         match object_meta(&path).map_err(|e| Error::io("inspect", &path, e))? {
             Some(meta) if meta.is_file() => Ok(path),
-            Some(_) => Err(Error::io("inspect", path, not_an_object())),
+            Some(_) => Err(Error::io("inspect", path, crate::fsutil::not_an_object())),
             None => Err(Error::NotFound {
                 store: self.dir.display().to_string(),
                 key: key.to_string(),
@@ -231,20 +209,39 @@ impl Connector for FileConnector {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         let path = self.path(key)?;
+        if key.is_deferred() && !self.dir.join(deferred::manifest_name(key.id())).exists() {
+            return Ok(false);
+        }
         match object_meta(&path).map_err(|e| Error::io("inspect", &path, e))? {
             Some(meta) if meta.is_file() => Ok(true),
-            Some(_) => Err(Error::io("inspect", path, not_an_object())),
+            Some(_) => Err(Error::io("inspect", path, crate::fsutil::not_an_object())),
             None => Ok(false),
         }
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
         let path = self.path(key)?;
+        if key.is_deferred() {
+            return deferred::remove(&self.dir, key.id());
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", path, e)),
         }
+    }
+
+    fn new_key(&self, _options: &PutOptions) -> Result<Key> {
+        Ok(Key::deferred(Self::KIND, Default::default()))
+    }
+
+    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
+        self.settle(key, &Outcome::of(data), data)
+    }
+
+    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
+        let reason = reason.to_owned();
+        self.settle(key, &Outcome::Abandoned { reason }, &[])
     }
 
     fn not_found_hint(&self) -> &'static str {

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Connector, ConnectorConfig, Key, PutOptions};
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
 use crate::error::Result;
+use crate::manifest::{self, Outcome};
 
 type Objects = RwLock<HashMap<String, Bytes>>;
 
@@ -71,6 +72,17 @@ impl LocalConnector {
         Ok(Arc::new(Self::instance(options.instance)))
     }
 
+    /// Stores a deferred key's outcome as one envelope value (see [`manifest`]).
+    fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
+        key.check_kind(Self::KIND)?;
+        if !key.is_deferred() {
+            return Err(super::not_deferred(key));
+        }
+        let value = Bytes::from(manifest::envelope(outcome, data));
+        self.write().insert(key.id().to_owned(), value);
+        Ok(())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Bytes>> {
         self.objects.read().expect("local connector poisoned")
     }
@@ -99,6 +111,10 @@ impl Connector for LocalConnector {
         }
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::in_memory().with_deferred_keys()
+    }
+
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
         let value = Bytes::copy_from_slice(data);
@@ -108,11 +124,15 @@ impl Connector for LocalConnector {
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         key.check_kind(Self::KIND)?;
-        Ok(self.read().get(key.id()).cloned())
+        let value = self.read().get(key.id()).cloned();
+        manifest::unwrap_value(key, value)
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         key.check_kind(Self::KIND)?;
+        if key.is_deferred() {
+            return Ok(self.get(key).await.is_ok_and(|v| v.is_some()));
+        }
         Ok(self.read().contains_key(key.id()))
     }
 
@@ -139,7 +159,22 @@ impl Connector for LocalConnector {
             key.check_kind(Self::KIND)?;
         }
         let objects = self.read();
-        Ok(keys.iter().map(|k| objects.get(k.id()).cloned()).collect())
+        keys.iter()
+            .map(|k| manifest::unwrap_value(k, objects.get(k.id()).cloned()))
+            .collect()
+    }
+
+    fn new_key(&self, _options: &PutOptions) -> Result<Key> {
+        Ok(Key::deferred(Self::KIND, Default::default()))
+    }
+
+    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
+        self.settle(key, &Outcome::of(data), data)
+    }
+
+    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
+        let reason = reason.to_owned();
+        self.settle(key, &Outcome::Abandoned { reason }, &[])
     }
 
     fn not_found_hint(&self) -> &'static str {

@@ -21,6 +21,7 @@
 //! made them, so a key handed to the wrong connector, or a malformed one, is a typed
 //! error rather than a wrong read.
 
+mod deferred;
 mod file;
 mod globus;
 mod local;
@@ -190,6 +191,28 @@ impl Key {
         Ok(self)
     }
 
+    /// A key for an object that does not exist yet: a future's, written later with
+    /// [`Connector::set`]. Its metadata says so (`"deferred": true`), with `extra` fields
+    /// the connector needs.
+    pub fn deferred(kind: &'static str, extra: serde_json::Map<String, serde_json::Value>) -> Self {
+        let mut meta = extra;
+        meta.insert("deferred".into(), true.into());
+        Key {
+            meta: Some(meta.into()),
+            ..Key::generate(kind)
+        }
+    }
+
+    /// Whether this key was made before its object (see [`Key::deferred`]): the object
+    /// is verified from the manifest written with it, not from the key.
+    pub fn is_deferred(&self) -> bool {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.get("deferred"))
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+    }
+
     /// The format version the key was written with.
     pub fn version(&self) -> u16 {
         self.version
@@ -296,6 +319,22 @@ impl PutOptions {
         self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
+}
+
+/// The refusal of a deferred-key operation by a connector without them.
+fn no_deferred_keys(kind: &str) -> Error {
+    Error::Unsupported {
+        operation: "deferred keys (futures)",
+        connector: kind.into(),
+        advice: "use a local, file, Globus or Redis store for futures".into(),
+    }
+}
+
+/// The refusal to `set` or `abandon` a key that `new_key` did not make.
+pub(crate) fn not_deferred(key: &Key) -> Error {
+    Error::malformed(format!(
+        "key {key} is not a deferred key: only a key from new_key (a future's) is set later"
+    ))
 }
 
 /// A serializable description of a connector, from which an equivalent one is rebuilt.
@@ -411,6 +450,9 @@ pub struct Capabilities {
     /// one for some (a multi connector's objects in a child that keeps files) and is
     /// [`Error::Unsupported`] for the others.
     pub resolve_path: bool,
+    /// Keys can be made before their objects ([`Connector::new_key`], then
+    /// [`Connector::set`]): what a future needs.
+    pub deferred_keys: bool,
 }
 
 impl Capabilities {
@@ -422,6 +464,7 @@ impl Capabilities {
             max_key_len: 200,
             put_file: false,
             resolve_path: false,
+            deferred_keys: false,
         }
     }
 
@@ -448,6 +491,12 @@ impl Capabilities {
         self.resolve_path = true;
         self
     }
+
+    /// With deferred keys (`new_key`, then `set`).
+    pub const fn with_deferred_keys(mut self) -> Self {
+        self.deferred_keys = true;
+        self
+    }
 }
 
 /// A byte-level object store.
@@ -463,6 +512,9 @@ impl Capabilities {
 /// - Batch results keep the order of their inputs.
 /// - A key of another kind is [`Error::ForeignKey`]; a malformed one [`Error::MalformedKey`].
 /// - `config().build()` yields a connector that reads the keys this one wrote.
+/// - With [`Capabilities::deferred_keys`]: `get` of a key from `new_key` is `Ok(None)`
+///   until it is `set` (then the bytes, verified against the manifest `set` wrote with
+///   them), and [`Error::ProducerGone`] once it is `abandon`ed.
 #[async_trait]
 pub trait Connector: Send + Sync + fmt::Debug {
     /// The kind name that tags this connector's keys and configs.
@@ -523,6 +575,27 @@ pub trait Connector: Send + Sync + fmt::Debug {
             connector: self.kind().into(),
             advice: "this connector keeps no local file per object: read it with get".into(),
         })
+    }
+
+    /// A key for an object that will be written later with [`set`](Self::set), possibly
+    /// by another process: a future's (see [`Capabilities::deferred_keys`]).
+    fn new_key(&self, options: &PutOptions) -> Result<Key> {
+        let _ = options;
+        Err(no_deferred_keys(self.kind()))
+    }
+
+    /// Writes the object of a key from [`new_key`](Self::new_key), with the manifest
+    /// (size and sha256) its readers verify it from.
+    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
+        let _ = (key, data);
+        Err(no_deferred_keys(self.kind()))
+    }
+
+    /// Records that the object of a key from [`new_key`](Self::new_key) will never be
+    /// written, and why: its readers fail with [`Error::ProducerGone`] instead of waiting.
+    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
+        let _ = (key, reason);
+        Err(no_deferred_keys(self.kind()))
     }
 
     /// Releases resources. Stored objects stay: closing never deletes data.

@@ -8,12 +8,15 @@
 //! - [`OwnedProxy<T>`]: a proxy that owns its object and evicts it when dropped;
 //!   [`Lifetime`], which evicts a group of objects together at a scope's end; and
 //!   [`Lease`], which evicts them when it expires, from whichever process sees it first.
+//! - Futures ([`Store::future`]): a [`Proxy<T>`] handed out before its object exists,
+//!   and the [`FutureSetter<T>`] that makes it.
 //! - The process-wide store registry ([`register_store`], [`get_store`],
 //!   [`get_or_create_store`]): how a proxy deserialized in a process that has never seen
 //!   its store finds one, built from the config it carries.
 
 mod cache;
 mod codec;
+mod future;
 mod lazy;
 mod lease;
 mod lifetime;
@@ -24,6 +27,7 @@ mod registry;
 mod store;
 
 pub use codec::Codec;
+pub use future::FutureSetter;
 pub use lazy::{PROXY_VERSION, Proxy, ProxyFactory, ProxyOptions};
 pub use lease::{Lease, reap_expired_leases};
 pub use lifetime::Lifetime;

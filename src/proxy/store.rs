@@ -255,7 +255,7 @@ impl Store {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    fn codec(&self) -> Codec {
+    pub(crate) fn codec(&self) -> Codec {
         self.inner.config.codec
     }
 
@@ -306,9 +306,12 @@ impl Store {
             self.inner.metrics.cache_misses.fetch_add(1, Relaxed);
         }
         let result = async {
-            let bytes = self
-                .with_timeout(key, self.inner.connector.get(key))
-                .await?;
+            let bytes = if key.is_deferred() {
+                self.wait_for_future(key).await?
+            } else {
+                self.with_timeout(key, self.inner.connector.get(key))
+                    .await?
+            };
             let len = bytes.as_ref().map_or(0, |b| b.len() as u64);
             let value = bytes.map(|b| self.decode::<T>(key, b)).transpose()?;
             if let Some(value) = &value {
@@ -580,6 +583,38 @@ impl Store {
                 codec: codec.name(),
                 source: message.into(),
             })
+    }
+
+    /// A future's bytes, once set: polls the connector (a local look on file and Globus
+    /// stores, one `GET` on Redis), more slowly as the wait goes on, until the store's
+    /// resolve timeout (default: a day).
+    async fn wait_for_future(&self, key: &Key) -> Result<Option<Bytes>> {
+        const FIRST: Duration = Duration::from_millis(2);
+        const SLOWEST: Duration = Duration::from_millis(200);
+        let limit = self
+            .inner
+            .config
+            .resolve_timeout
+            .unwrap_or(crate::connector::DEFAULT_WAIT);
+        let poll = async {
+            let mut delay = FIRST;
+            loop {
+                if let Some(bytes) = self.inner.connector.get(key).await? {
+                    return Ok(Some(bytes));
+                }
+                runtime::sleep(delay).await;
+                delay = (delay * 2).min(SLOWEST);
+            }
+        };
+        runtime::timeout(limit, poll).await.unwrap_or_else(|| {
+            Err(Error::Timeout {
+                what: format!(
+                    "future {key} of store '{}' to be set (is its producer still running?)",
+                    self.name()
+                ),
+                after: limit,
+            })
+        })
     }
 
     async fn with_timeout<V>(

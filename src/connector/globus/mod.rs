@@ -33,6 +33,7 @@
 
 mod builder;
 mod config;
+mod deferred;
 mod read;
 mod stage;
 mod verify;
@@ -55,6 +56,7 @@ use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
 use crate::fsutil::ObjectDir;
+use crate::manifest::Outcome;
 use crate::settings::Settings;
 use crate::state::StateDb;
 use crate::transfer::budget::RequestBudget;
@@ -276,6 +278,7 @@ impl Connector for GlobusConnector {
             .with_max_key_len(600)
             .with_put_file()
             .with_resolve_path()
+            .with_deferred_keys()
     }
 
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
@@ -301,6 +304,10 @@ impl Connector for GlobusConnector {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        if key.is_deferred() {
+            key.check_kind(Self::KIND)?;
+            return self.get_deferred(key);
+        }
         let Some(meta) = self.meta(key)? else {
             // A bare id names `<store dir>/<id>` here; nothing stored under it is "missing".
             let (_, local) = self.local_object(key.id())?;
@@ -331,7 +338,31 @@ impl Connector for GlobusConnector {
     }
 
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
+        if key.is_deferred() {
+            key.check_kind(Self::KIND)?;
+            return match self.get_deferred(key)? {
+                Some(_) => Ok(self.object_at_site(key.id())?.1),
+                None => Err(Error::not_found(
+                    &self.inner.config.store_dir,
+                    key,
+                    "the future is not set (or not here) yet",
+                )),
+            };
+        }
         self.verified_path(key).await
+    }
+
+    fn new_key(&self, options: &PutOptions) -> Result<Key> {
+        self.new_deferred_key(options)
+    }
+
+    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
+        self.settle(key, &Outcome::of(data), data).await
+    }
+
+    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
+        let reason = reason.to_owned();
+        self.settle(key, &Outcome::Abandoned { reason }, &[]).await
     }
 
     /// Submits every transfer still waiting in an open batch, so that a producer that
@@ -345,6 +376,10 @@ impl Connector for GlobusConnector {
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
+        if key.is_deferred() {
+            key.check_kind(Self::KIND)?;
+            return Ok(self.get_deferred(key)?.is_some());
+        }
         let path = match self.meta(key)? {
             Some(meta) => meta.path,
             None => key.id().to_owned(),
@@ -354,6 +389,10 @@ impl Connector for GlobusConnector {
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
+        if key.is_deferred() {
+            key.check_kind(Self::KIND)?;
+            return self.evict_deferred(key).await;
+        }
         let meta = self.meta(key)?;
         let path = meta.as_ref().map_or(key.id(), |m| m.path.as_str());
         let (root, local) = self.object_at_site(path)?;

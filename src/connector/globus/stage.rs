@@ -81,20 +81,43 @@ impl GlobusConnector {
         self.stage(id, placed.size, sha256, options).await
     }
 
-    /// Deletes the object's copies at the destinations, after their transfers end. The
-    /// deletes join the delete batch at once (a hold on their place), so evictions made
-    /// together become one delete task even when one waits for its transfer.
+    /// Deletes the object's copies at the destinations, after their transfers end.
     pub(super) async fn evict_remote(&self, meta: &ObjectMeta) -> Result<()> {
+        let labels = meta
+            .destinations
+            .iter()
+            .map(|(dest, label)| (dest.clone(), vec![label.clone()]))
+            .collect();
+        self.evict_copies(&labels, std::slice::from_ref(&meta.path))
+            .await
+    }
+
+    /// Deletes `paths` (under the store directory) at each destination, after the
+    /// transfers of the batches labelled there end. The deletes join the delete batch at
+    /// once (a hold on their place), so evictions made together become one delete task
+    /// even when one waits for its transfer.
+    pub(super) async fn evict_copies(
+        &self,
+        labels: &BTreeMap<String, Vec<String>>,
+        paths: &[String],
+    ) -> Result<()> {
         let manager = self.manager().await?;
         let deleter = self.deleter().await?;
-        let holds: Vec<_> = meta.destinations.iter().map(|_| deleter.hold()).collect();
+        let mut holds = Vec::new();
+        for dest in labels.keys() {
+            for path in paths {
+                holds.push((dest, path, deleter.hold()));
+            }
+        }
         let mut receipts = Vec::with_capacity(holds.len());
-        for ((dest, label), hold) in meta.destinations.iter().zip(holds) {
-            let (_, dest_path) = self.paths(dest, &meta.path)?;
+        for (dest, path, hold) in holds {
+            let (_, dest_path) = self.paths(dest, path)?;
             // Let an in-flight transfer finish first, or it would land after the delete.
-            for item in manager.items(label).await? {
-                if item.destination_path == dest_path && !item.is_final() {
-                    let _ = manager.wait(item.item, Duration::from_secs(3600)).await;
+            for label in &labels[dest] {
+                for item in manager.items(label).await? {
+                    if item.destination_path == dest_path && !item.is_final() {
+                        let _ = manager.wait(item.item, Duration::from_secs(3600)).await;
+                    }
                 }
             }
             let collection = self.inner.config.site(dest)?.collection.to_string();

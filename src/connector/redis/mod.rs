@@ -43,6 +43,7 @@ use redis::{FromRedisValue, RedisError};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
 use crate::error::{Error, Result};
+use crate::manifest::{self, Outcome};
 use crate::runtime::in_library_context;
 
 /// How many times a command is retried after the connection dropped or was refused.
@@ -190,6 +191,16 @@ impl RedisConnector {
         }
     }
 
+    /// Stores a deferred key's outcome as one envelope value (see [`manifest`]).
+    async fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
+        let name = self.redis_key(key)?;
+        if !key.is_deferred() {
+            return Err(super::not_deferred(key));
+        }
+        let set = self.set_command(&name, &manifest::envelope(outcome, data));
+        self.run("SET", &set).await
+    }
+
     fn redis_key(&self, key: &Key) -> Result<String> {
         key.check_kind(Self::KIND)?;
         Ok(format!("{}{}", self.config.prefix, key.id()))
@@ -303,6 +314,7 @@ impl Connector for RedisConnector {
         Capabilities::in_memory()
             .outliving_instances()
             .with_max_key_len(120)
+            .with_deferred_keys()
     }
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
@@ -315,10 +327,13 @@ impl Connector for RedisConnector {
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let get = redis::cmd("GET").arg(self.redis_key(key)?).clone();
         let value: Option<Vec<u8>> = self.run("GET", &get).await?;
-        Ok(value.map(Bytes::from))
+        manifest::unwrap_value(key, value.map(Bytes::from))
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
+        if key.is_deferred() {
+            return Ok(self.get(key).await.is_ok_and(|v| v.is_some()));
+        }
         let exists = redis::cmd("EXISTS").arg(self.redis_key(key)?).clone();
         let count: u64 = self.run("EXISTS", &exists).await?;
         Ok(count > 0)
@@ -370,7 +385,24 @@ impl Connector for RedisConnector {
             mget.arg(self.redis_key(key)?);
         }
         let values: Vec<Option<Vec<u8>>> = self.run("MGET", &mget).await?;
-        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+        keys.iter()
+            .zip(values)
+            .map(|(key, v)| manifest::unwrap_value(key, v.map(Bytes::from)))
+            .collect()
+    }
+
+    fn new_key(&self, _options: &PutOptions) -> Result<Key> {
+        Ok(Key::deferred(Self::KIND, Default::default()))
+    }
+
+    /// One `SET` of the object in its envelope (its manifest, then its bytes).
+    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
+        self.settle(key, &Outcome::of(data), data).await
+    }
+
+    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
+        let reason = reason.to_owned();
+        self.settle(key, &Outcome::Abandoned { reason }, &[]).await
     }
 
     fn not_found_hint(&self) -> &'static str {

@@ -1,0 +1,128 @@
+//! Deferred keys (futures) on Globus: the key is made before the object, so it carries no
+//! size, sha256 or batch label. `set`, at whichever site the producer runs, writes the
+//! object and then its manifest there (see [`crate::connector::deferred`]) and enqueues
+//! both to every destination, where they join the same Globus task (the manager
+//! coalesces items of the same collections and options). Globus copies a task's files in
+//! no particular order: a reader takes the object only when the manifest has arrived
+//! whole, verifies, and the object matches it. The labels of those transfers stay at the
+//! producer's site (`<id>.labels`, never sent), so an eviction there lets them finish
+//! before it deletes the copies, as for any object.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::Map;
+
+use super::GlobusConnector;
+use crate::connector::deferred::{self, Found, manifest_name};
+use crate::connector::{Key, PutOptions, not_deferred};
+use crate::error::{Error, Result};
+use crate::manifest::Outcome;
+use crate::transfer::{ItemSpec, Priority};
+
+/// The local-only record of where a deferred object's transfers went: `<id>.labels`.
+fn labels_name(id: &str) -> String {
+    format!("{id}.labels")
+}
+
+impl GlobusConnector {
+    /// [`Connector::new_key`](crate::connector::Connector::new_key): a deferred key
+    /// that records the put's destinations, if it names any (checked now).
+    pub(super) fn new_deferred_key(&self, options: &PutOptions) -> Result<Key> {
+        let mut extra = Map::new();
+        if let Some(sites) = &options.destinations {
+            self.inner.config.destinations_for("", Some(sites))?;
+            extra.insert("destinations".into(), sites.clone().into());
+        }
+        Ok(Key::deferred(Self::KIND, extra))
+    }
+
+    /// Writes a deferred key's outcome at this site and sends it on (see the module).
+    pub(super) async fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
+        key.check_kind(Self::KIND)?;
+        if !key.is_deferred() {
+            return Err(not_deferred(key));
+        }
+        let id = key.id();
+        deferred::write(&self.inner.objects, id, outcome, data)?;
+        let asked: Option<Vec<String>> = key
+            .meta()
+            .and_then(|m| m.get("destinations"))
+            .map(|d| serde_json::from_value(d.clone()))
+            .transpose()
+            .map_err(|e| Error::malformed(format!("key {key}: destinations: {e}")))?;
+        let site = &self.inner.site;
+        let targets = self.inner.config.destinations_for(site, asked.as_deref())?;
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut files = vec![(manifest_name(id), None)];
+        if let Outcome::Set { size, sha256 } = outcome {
+            // The object first: it is in the task before the manifest that announces it.
+            files.insert(0, (id.to_owned(), Some((*size, sha256.clone()))));
+        }
+        let manager = self.manager().await?;
+        let collection = self.inner.config.site(site)?.collection;
+        let mut labels = BTreeMap::new();
+        for dest in targets {
+            let dest_collection = self.inner.config.site(&dest)?.collection.to_string();
+            for (name, check) in &files {
+                let (_, source_path) = self.paths(site, name)?;
+                let (_, dest_path) = self.paths(&dest, name)?;
+                let mut spec = ItemSpec::new(
+                    collection.to_string(),
+                    source_path,
+                    dest_collection.clone(),
+                    dest_path,
+                )
+                .priority(Priority::Latency)
+                .options(super::labelled_batches());
+                if let Some((size, sha256)) = check {
+                    spec = spec.checksum(sha256.clone(), "SHA256").size(*size);
+                }
+                let label = manager.enqueue(spec).await?.label;
+                let sent: &mut Vec<String> = labels.entry(dest.clone()).or_default();
+                if !sent.contains(&label) {
+                    sent.push(label);
+                }
+            }
+        }
+        let record = serde_json::to_vec(&labels).expect("labels serialize");
+        self.inner.objects.write_atomic(&labels_name(id), &record)
+    }
+
+    /// The verified object of a deferred key at this site; `None` while it is not set or
+    /// still arriving (a file Globus is still writing may not match yet).
+    pub(super) fn get_deferred(&self, key: &Key) -> Result<Option<Bytes>> {
+        let (root, local) = self.object_at_site(key.id())?;
+        let dir = local.parent().unwrap_or(&root);
+        super::verify::refuse_links(&root, dir)?;
+        Ok(
+            match deferred::read(dir, key.id(), &local.to_string_lossy())? {
+                Found::Ready(data) => Some(data),
+                Found::Pending | Found::Mismatch(_) => None,
+            },
+        )
+    }
+
+    /// Removes a deferred object here and, at the site that set it, its copies at the
+    /// destinations (after their transfers end, in the shared delete batch).
+    pub(super) async fn evict_deferred(&self, key: &Key) -> Result<()> {
+        let id = key.id();
+        let (root, local) = self.object_at_site(id)?;
+        let dir = local.parent().unwrap_or(&root).to_owned();
+        super::verify::refuse_links(&root, &dir)?;
+        let labels: Option<BTreeMap<String, Vec<String>>> =
+            match std::fs::read(dir.join(labels_name(id))) {
+                Ok(text) => serde_json::from_slice(&text).ok(),
+                Err(_) => None,
+            };
+        deferred::remove(&dir, id)?;
+        if let Some(labels) = labels {
+            self.evict_copies(&labels, &[id.to_owned(), manifest_name(id)])
+                .await?;
+        }
+        let _ = std::fs::remove_file(dir.join(labels_name(id)));
+        Ok(())
+    }
+}
