@@ -23,7 +23,8 @@
 //! Modules: [`connector`] (where bytes live: memory, a directory, or Globus collections
 //! across sites), [`proxy`] (stores, proxies, persistent dataset references),
 //! [`transfer`] (the Globus Transfer client and the transfer manager), [`auth`] (login,
-//! service identities, token storage), [`staging`] (stage-in/out as library calls),
+//! service identities, token storage), [`staging`] (stage-in/out as library calls), [`stream`] (topics of objects, over
+//! Redis or over Globus itself),
 //! [`config`] (sites and the client id), [`state`] (the state database), [`settings`]
 //! (the environment, read once), `conformance` (the connector test suite, feature
 //! `conformance`), `sim` (the Globus emulator and its two-site harness), [`demo`] (the
@@ -54,6 +55,7 @@ pub mod settings;
 pub mod sim;
 pub mod staging;
 pub mod state;
+pub mod stream;
 pub mod transfer;
 
 pub use error::{BoxError, Error, ErrorKind, Result};

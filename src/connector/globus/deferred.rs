@@ -18,7 +18,6 @@ use crate::connector::deferred::{self, Found, manifest_name};
 use crate::connector::{Key, PutOptions, not_deferred};
 use crate::error::{Error, Result};
 use crate::manifest::Outcome;
-use crate::transfer::{ItemSpec, Priority};
 
 /// The local-only record of where a deferred object's transfers went: `<id>.labels`.
 fn labels_name(id: &str) -> String {
@@ -51,41 +50,14 @@ impl GlobusConnector {
             .map(|d| serde_json::from_value(d.clone()))
             .transpose()
             .map_err(|e| Error::malformed(format!("key {key}: destinations: {e}")))?;
-        let site = &self.inner.site;
-        let targets = self.inner.config.destinations_for(site, asked.as_deref())?;
-        if targets.is_empty() {
-            return Ok(());
-        }
         let mut files = vec![(manifest_name(id), None)];
         if let Outcome::Set { size, sha256 } = outcome {
             // The object first: it is in the task before the manifest that announces it.
             files.insert(0, (id.to_owned(), Some((*size, sha256.clone()))));
         }
-        let manager = self.manager().await?;
-        let collection = self.inner.config.site(site)?.collection;
-        let mut labels = BTreeMap::new();
-        for dest in targets {
-            let dest_collection = self.inner.config.site(&dest)?.collection.to_string();
-            for (name, check) in &files {
-                let (_, source_path) = self.paths(site, name)?;
-                let (_, dest_path) = self.paths(&dest, name)?;
-                let mut spec = ItemSpec::new(
-                    collection.to_string(),
-                    source_path,
-                    dest_collection.clone(),
-                    dest_path,
-                )
-                .priority(Priority::Latency)
-                .options(super::labelled_batches());
-                if let Some((size, sha256)) = check {
-                    spec = spec.checksum(sha256.clone(), "SHA256").size(*size);
-                }
-                let label = manager.enqueue(spec).await?.label;
-                let sent: &mut Vec<String> = labels.entry(dest.clone()).or_default();
-                if !sent.contains(&label) {
-                    sent.push(label);
-                }
-            }
+        let labels = self.send_files(&files, asked.as_deref()).await?;
+        if labels.is_empty() {
+            return Ok(());
         }
         let record = serde_json::to_vec(&labels).expect("labels serialize");
         self.inner.objects.write_atomic(&labels_name(id), &record)

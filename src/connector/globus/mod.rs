@@ -212,14 +212,14 @@ impl GlobusConnector {
 
     /// This site's local path, below which its objects live, and `<it>/<store dir>/<path>`.
     /// Unchecked: for the reads whose verification checks the links right before reading.
-    fn object_at_site(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
+    pub(crate) fn object_at_site(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
         let (local, _) = self.paths(&self.inner.site, path)?;
         let root = self.inner.config.site(&self.inner.site)?.local_path.clone();
         Ok((root, local))
     }
 
     /// [`object_at_site`](Self::object_at_site), checked to pass through no symbolic link.
-    fn local_object(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
+    pub(crate) fn local_object(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
         let (root, local) = self.object_at_site(path)?;
         verify::refuse_links(&root, &local)?;
         Ok((root, local))

@@ -81,6 +81,50 @@ impl GlobusConnector {
         self.stage(id, placed.size, sha256, options).await
     }
 
+    /// Enqueues the transfers of files already written under this site's store directory
+    /// (paths relative to it, each with its size and sha256 where they are checked) to
+    /// the `asked` destinations (default: the store's), in order, at latency priority,
+    /// so that files sent together join one Globus task. The labels of their batches, by
+    /// destination.
+    pub(crate) async fn send_files(
+        &self,
+        files: &[(String, Option<(u64, String)>)],
+        asked: Option<&[String]>,
+    ) -> Result<BTreeMap<String, Vec<String>>> {
+        let site = &self.inner.site;
+        let mut labels = BTreeMap::new();
+        let targets = self.inner.config.destinations_for(site, asked)?;
+        if targets.is_empty() {
+            return Ok(labels);
+        }
+        let manager = self.manager().await?;
+        let collection = self.inner.config.site(site)?.collection.to_string();
+        for dest in targets {
+            let dest_collection = self.inner.config.site(&dest)?.collection.to_string();
+            for (name, check) in files {
+                let (_, source_path) = self.paths(site, name)?;
+                let (_, dest_path) = self.paths(&dest, name)?;
+                let mut spec = ItemSpec::new(
+                    collection.clone(),
+                    source_path,
+                    dest_collection.clone(),
+                    dest_path,
+                )
+                .priority(Priority::Latency)
+                .options(super::labelled_batches());
+                if let Some((size, sha256)) = check {
+                    spec = spec.checksum(sha256.clone(), "SHA256").size(*size);
+                }
+                let label = manager.enqueue(spec).await?.label;
+                let sent: &mut Vec<String> = labels.entry(dest.clone()).or_default();
+                if !sent.contains(&label) {
+                    sent.push(label);
+                }
+            }
+        }
+        Ok(labels)
+    }
+
     /// Deletes the object's copies at the destinations, after their transfers end.
     pub(super) async fn evict_remote(&self, meta: &ObjectMeta) -> Result<()> {
         let labels = meta

@@ -207,7 +207,11 @@ impl RedisConnector {
     }
 
     /// Runs one command; see [`Self::call`].
-    async fn run<T: FromRedisValue>(&self, operation: &'static str, cmd: &redis::Cmd) -> Result<T> {
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
         self.call(operation, |mut connection| async move {
             cmd.query_async(&mut connection).await
         })

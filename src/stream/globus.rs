@@ -1,0 +1,108 @@
+//! The Globus event channel: no broker. Event `n` of a topic is the sealed file
+//! `<store dir>/streams/<topic>/<n, 20 digits>.event`, written at the producer's site and
+//! sent by Globus with the objects (see the module docs of [`super`]).
+
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::Event;
+use crate::connector::{Connector, GlobusConnector};
+use crate::error::{Error, Result};
+use crate::fsutil::{ObjectDir, read_regular_file};
+use crate::manifest;
+
+/// How often a reader looks for the next event file at most, and at least.
+const FIRST_LOOK: Duration = Duration::from_millis(2);
+const SLOWEST_LOOK: Duration = Duration::from_millis(100);
+
+/// The topic's directory, relative to the store directory.
+fn topic_dir(topic: &str) -> String {
+    format!("streams/{topic}")
+}
+
+/// Event `position`'s file, relative to the store directory.
+fn event_path(topic: &str, position: u64) -> String {
+    format!("{}/{position:020}.event", topic_dir(topic))
+}
+
+/// The topic's directory at this site, for writing.
+fn writer(globus: &GlobusConnector, topic: &str) -> Result<ObjectDir> {
+    let (root, _) = globus.object_at_site(&topic_dir(topic))?;
+    let below = PathBuf::from(&globus.globus_config().store_dir).join(topic_dir(topic));
+    Ok(ObjectDir::new(root, below))
+}
+
+/// The position of the last event written at this site, if any; its transfer is enqueued
+/// again (the producer may have died between writing and enqueuing it).
+pub(super) async fn resume(globus: &GlobusConnector, topic: &str) -> Result<Option<u64>> {
+    let (_, dir) = globus.local_object(&topic_dir(topic))?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let last = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let digits = name.to_str()?.strip_suffix(".event")?;
+            (digits.len() == 20).then(|| digits.parse::<u64>().ok())?
+        })
+        .max();
+    if let Some(last) = last {
+        globus
+            .send_files(&[(event_path(topic, last), None)], None)
+            .await?;
+    }
+    Ok(last)
+}
+
+/// Writes `event`'s file here and enqueues it to every destination, after the object it
+/// announces (enqueued by its put just before: the two join one batch).
+pub(super) async fn append(globus: &GlobusConnector, event: &Event) -> Result<()> {
+    let name = format!("{:020}.event", event.position);
+    writer(globus, &event.topic)?.write_atomic(&name, &manifest::seal(event))?;
+    globus
+        .send_files(&[(event_path(&event.topic, event.position), None)], None)
+        .await?;
+    Ok(())
+}
+
+/// Event `position` of `topic` at this site, once its file verifies and the object it
+/// names is here and verified; `None` if that did not happen by `until`.
+pub(super) async fn read(
+    globus: &GlobusConnector,
+    topic: &str,
+    position: u64,
+    until: Instant,
+) -> Result<Option<Event>> {
+    let (_, path) = globus.local_object(&event_path(topic, position))?;
+    let mut delay = FIRST_LOOK;
+    let event = loop {
+        let sealed = match read_regular_file(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        // A file Globus is still writing does not verify yet: look again.
+        if let Some(opened) = sealed.as_deref().and_then(manifest::open::<Event>) {
+            break opened?.0;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        crate::runtime::sleep(delay.min(left)).await;
+        delay = (delay * 2).min(SLOWEST_LOOK);
+    };
+    if let Some(object) = &event.object {
+        // Here and verified (waiting for its transfer, which the producer sent first).
+        let left = until.saturating_duration_since(Instant::now());
+        match crate::runtime::timeout(left, globus.resolve_path(&object.key)).await {
+            Some(verified) => verified?,
+            None => return Ok(None),
+        };
+    }
+    Ok(Some(event))
+}
