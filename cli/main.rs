@@ -12,7 +12,7 @@ mod commands;
 mod output;
 
 use clap::{Parser, Subcommand};
-use commands::{config, demo, doctor, login, proxy, refs, sim, status, task, transfer};
+use commands::{config, demo, doctor, login, proxy, refs, sim, status, stream, task, transfer};
 
 /// Pass-by-reference for distributed workflows, with Globus Transfer moving the bytes.
 #[derive(Parser)]
@@ -99,6 +99,9 @@ enum Command {
     /// Work with serialized proxies (the JSON a proxy serializes to).
     #[command(subcommand)]
     Proxy(proxy::ProxyCommand),
+    /// Topics of objects (streams), over Redis or over Globus itself.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
     /// The local Globus emulator (Transfer + Auth APIs on loopback).
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -201,6 +204,7 @@ fn run(command: Command) -> CliResult {
         Command::Logout => login::logout(),
         Command::Whoami { out } => login::whoami(&out),
         Command::Proxy(command) => proxy::run(command),
+        Command::Stream(command) => stream::run(command),
         Command::Sim(command) => sim::run(command),
     }
 }

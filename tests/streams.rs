@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ps_globus::auth::StaticTokenAuthorizer;
-use ps_globus::connector::{
-    Connector, GlobusConfig, GlobusConnector, ProcessDefaults, RedisConnector,
-};
+use ps_globus::connector::{GlobusConfig, GlobusConnector, ProcessDefaults, RedisConnector};
 use ps_globus::stream::{Channel, StreamConsumer, StreamProducer};
 use ps_globus::{Error, Store};
 use support::redis_server::RedisServer;

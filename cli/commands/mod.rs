@@ -10,6 +10,7 @@ pub mod refs;
 pub mod sim;
 pub mod status;
 pub mod stop;
+pub mod stream;
 pub mod task;
 pub mod transfer;
 

@@ -59,6 +59,9 @@ pub const EVENT_VERSION: u16 = 1;
 
 /// Where a topic's events go (see the module docs).
 #[derive(Clone, Debug)]
+// One per producer or consumer: the size of a Redis client's handle does not matter, and
+// a plain variant keeps `Channel::Redis(connector)` simple to write.
+#[allow(clippy::large_enum_variant)]
 pub enum Channel {
     /// A Redis stream per topic, `<prefix>stream:<topic>`, on this server.
     Redis(RedisConnector),
@@ -240,7 +243,7 @@ pub struct StreamConsumer<T> {
 
 /// A channel's reading side, with its cursor.
 enum Reader {
-    Redis(redis::Cursor),
+    Redis(Box<redis::Cursor>),
     Globus(GlobusConnector),
 }
 
@@ -249,7 +252,7 @@ impl<T> StreamConsumer<T> {
     pub fn new(channel: &Channel, topic: &str) -> Result<Self> {
         check_topic(topic)?;
         let reader = match channel {
-            Channel::Redis(redis) => Reader::Redis(redis::Cursor::new(redis)?),
+            Channel::Redis(redis) => Reader::Redis(Box::new(redis::Cursor::new(redis)?)),
             Channel::Globus(globus) => Reader::Globus(globus.clone()),
         };
         Ok(StreamConsumer {

@@ -1,0 +1,127 @@
+//! `stream tail`: the events of a topic as they arrive at this site.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use ps_globus::connector::{GlobusConfig, GlobusConnector, RedisConnector};
+use ps_globus::stream::{Channel, Event, StreamConsumer};
+
+use super::settings;
+use crate::CliResult;
+
+/// The `stream` subcommands.
+#[derive(Subcommand)]
+pub enum StreamCommand {
+    /// Print a topic's events as they arrive at this site, from the first (or `--from`),
+    /// until the end of the stream (or `--count` events). An event over Globus is printed
+    /// once its file and the object it names are here and verified.
+    Tail(Tail),
+}
+
+/// `stream tail`'s arguments.
+#[derive(Args)]
+pub struct Tail {
+    /// The topic.
+    topic: String,
+    /// Read the topic from the Redis server of the configuration's `[redis.NAME]` table.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "globus",
+        required_unless_present = "globus"
+    )]
+    redis: Option<String>,
+    /// Read the topic from the Globus store in STORE_DIR over the configured sites (its
+    /// event files at this site).
+    #[arg(long, value_name = "STORE_DIR")]
+    globus: Option<String>,
+    /// Start at this position instead of the first event.
+    #[arg(long, value_name = "POSITION", default_value_t = 0)]
+    from: u64,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Give up when no event came for this many seconds (default: wait on).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// One JSON object a line (JSON Lines), as each event arrives.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `stream ...`
+pub fn run(command: StreamCommand) -> CliResult {
+    match command {
+        StreamCommand::Tail(tail) => run_tail(tail),
+    }
+}
+
+fn run_tail(tail: Tail) -> CliResult {
+    let channel = match (&tail.redis, &tail.globus) {
+        (Some(name), _) => Channel::Redis(RedisConnector::named(settings(), name)?),
+        (None, Some(store_dir)) => {
+            let config = GlobusConfig::from_config_file(store_dir.as_str(), settings())?;
+            Channel::Globus(GlobusConnector::builder(config).build()?)
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let mut consumer = StreamConsumer::<()>::new(&channel, &tail.topic)?.from_position(tail.from);
+    if let Some(seconds) = tail.timeout {
+        consumer = consumer.wait(Duration::from_secs(seconds));
+    }
+    let mut printed = 0;
+    while tail.count.is_none_or(|count| printed < count) {
+        let Some(event) = ps_globus::block_on(consumer.next_event())? else {
+            break;
+        };
+        print_event(&event, tail.json);
+        printed += 1;
+        if event.is_end() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One event: its position, when it was published and how long ago, and its object.
+fn print_event(event: &Event, json: bool) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let age_ms = now - event.published_ms;
+    let meta = event.object.as_ref().and_then(|o| o.key.meta());
+    let field = |name: &str| meta.and_then(|m| m.get(name)).cloned();
+    if json {
+        let mut doc = serde_json::json!({
+            "topic": event.topic,
+            "position": event.position,
+            "published_ms": event.published_ms,
+            "age_ms": age_ms,
+            "end": event.is_end(),
+        });
+        if let Some(object) = &event.object {
+            doc["store"] = object.store.name.clone().into();
+            doc["key"] = serde_json::to_value(&object.key).unwrap_or_default();
+            doc["size"] = field("size").unwrap_or_default();
+            doc["sha256"] = field("sha256").unwrap_or_default();
+        }
+        println!("{doc}");
+        return;
+    }
+    let published = chrono::DateTime::from_timestamp_millis(event.published_ms)
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+    match &event.object {
+        None => println!("{:>8}  {published}  end of stream", event.position),
+        Some(object) => {
+            let size = field("size")
+                .and_then(|s| s.as_u64())
+                .map_or_else(|| "-".into(), |b| indicatif::HumanBytes(b).to_string());
+            println!(
+                "{:>8}  {published}  {age_ms:>6} ms ago  {:>10}  {} {}",
+                event.position,
+                size,
+                object.store.name,
+                object.key.id()
+            );
+        }
+    }
+}
