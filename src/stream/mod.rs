@@ -8,8 +8,8 @@
 //!   a Redis. Unlike pub/sub, a stream keeps its events: a consumer that starts late
 //!   replays them from the start, or from a position.
 //! - [`Channel::Globus`]: **no broker at all**. Each event is a small self-verifying file
-//!   (see [`crate::manifest`]: the event, with the object's key, size and sha256, behind
-//!   its own checksum) written at the producer's site beside the objects
+//!   (the event, with the object's key, size and sha256, behind its own checksum)
+//!   written at the producer's site beside the objects
 //!   (`<store dir>/streams/<topic>/<position>.event`) and sent in the same Globus batch
 //!   as the object it announces. Globus copies a task's files in no particular order, so
 //!   a consumer takes event *n* only when its file verifies **and** the object it names
