@@ -247,3 +247,39 @@ async fn a_producer_that_crashed_is_resumed_without_repeating_or_losing_events()
         (0..6).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_event_naming_another_store_is_refused() {
+    use sha2::Digest;
+    let sites = two_sites(support::emulator::Emu::start());
+    // A real object of the channel's store (it reaches b), announced with a store config
+    // of the forger's choosing: the same collections, another directory.
+    let key = sites.store_a.put_async(&1u64).await.unwrap();
+    let mut elsewhere = sites.store_a.config().clone();
+    elsewhere.connector.options["store_dir"] = "somewhere-else".into();
+    let event = serde_json::json!({
+        "v": 1, "topic": "events", "position": 0, "published_ms": 0,
+        "object": {"store": elsewhere, "key": key},
+    });
+    let body = serde_json::to_vec(&event).unwrap();
+    let sum = ps_globus_hex(&sha2::Sha256::digest(&body));
+    let mut sealed = format!("ps-globus-manifest/1 {sum}\n").into_bytes();
+    sealed.extend_from_slice(&body);
+    sealed.push(b'\n');
+    let name = format!("{}/streams/events/{:020}.event", sites.config.store_dir, 0);
+    let dest = sites.emu.root_b().join(&name);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(&dest, sealed).unwrap();
+
+    let mut consumer = StreamConsumer::<u64>::new(&sites.at_b, "events").unwrap();
+    let e = consumer.next_event().await.unwrap_err();
+    assert!(matches!(e, Error::MalformedKey { .. }), "{e}");
+    assert!(
+        e.to_string().contains("outside the channel's Globus store"),
+        "{e}"
+    );
+}
+
+fn ps_globus_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

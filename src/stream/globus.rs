@@ -97,6 +97,15 @@ pub(super) async fn read(
         delay = (delay * 2).min(SLOWEST_LOOK);
     };
     if let Some(object) = &event.object {
+        // Anyone who can write a file here can seal one: an event names an object of
+        // the channel's own store, never a store of its choosing (a file store on /etc).
+        if object.store.connector != globus.config() {
+            return Err(Error::malformed(format!(
+                "event {position} of topic {topic} at {} names an object outside the \
+                 channel's Globus store: not taken",
+                path.display()
+            )));
+        }
         // Here and verified (waiting for its transfer, which the producer sent first).
         let left = until.saturating_duration_since(Instant::now());
         match crate::runtime::timeout(left, globus.resolve_path(&object.key)).await {
