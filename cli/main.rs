@@ -12,7 +12,9 @@ mod commands;
 mod output;
 
 use clap::{Parser, Subcommand};
-use commands::{config, demo, doctor, login, proxy, refs, sim, status, stream, task, transfer};
+use commands::{
+    config, demo, doctor, lease, login, proxy, refs, sim, status, stream, task, transfer,
+};
 
 /// Pass-by-reference for distributed workflows, with Globus Transfer moving the bytes.
 #[derive(Parser)]
@@ -96,6 +98,9 @@ enum Command {
     /// Named, persistent dataset references (kept in the state database).
     #[command(subcommand)]
     Ref(refs::RefCommand),
+    /// Lease lifetimes (kept in the state database): list, reap the expired, end one.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Work with serialized proxies (the JSON a proxy serializes to).
     #[command(subcommand)]
     Proxy(proxy::ProxyCommand),
@@ -200,6 +205,7 @@ fn run(command: Command) -> CliResult {
         Command::Demo(args) => demo::demo(args),
         Command::DemoConsumer { max_size } => demo::consumer(max_size),
         Command::Ref(command) => block_on(refs::run(command)),
+        Command::Lease(command) => block_on(lease::run(command)),
         Command::Login(args) => login::login(args),
         Command::Logout => login::logout(),
         Command::Whoami { out } => login::whoami(&out),

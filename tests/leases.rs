@@ -186,3 +186,49 @@ async fn a_crashed_owners_lease_is_evicted_by_another_process() {
     }
     assert_eq!(reap_expired_leases(&db).await.unwrap(), 0, "once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_lists_ends_and_reaps_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = state_db(&dir).await;
+    let files = FileConnector::new(dir.path().join("objects")).unwrap();
+    let store = Store::new(support::unique_name("lease-cli"), files).unwrap();
+    let lease = store
+        .lease_in_async(&db, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let keys = [
+        lease.put_async(&1u8).await.unwrap(),
+        lease.put_async(&2u8).await.unwrap(),
+    ];
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+            .args(args)
+            .env("PS_GLOBUS_HOME", dir.path())
+            .env("PS_GLOBUS_CONFIG", dir.path().join("config.toml"))
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+
+    let (ok, stdout, stderr) = cli(&["lease", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["DATA"][0]["id"], lease.id());
+    assert_eq!(listed["DATA"][0]["objects"], 2);
+    assert_eq!(listed["DATA"][0]["store"], store.name());
+    assert_eq!(listed["DATA"][0]["ending"], false);
+
+    let (ok, _, stderr) = cli(&["lease", "end", lease.id()]);
+    assert!(ok, "{stderr}");
+    for key in &keys {
+        assert!(!store.exists_async(key).await.unwrap());
+    }
+    let (ok, _, stderr) = cli(&["lease", "end", lease.id()]);
+    assert!(!ok);
+    assert!(stderr.contains("no lease"), "{stderr}");
+    let (ok, _, stderr) = cli(&["lease", "reap"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("ended 0 expired lease(s)"), "{stderr}");
+}

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod lease;
 pub mod login;
 pub mod proxy;
 pub mod refs;

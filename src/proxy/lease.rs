@@ -164,16 +164,54 @@ impl Lease {
 
     /// Async [`end`](Self::end).
     pub async fn end_async(self) -> Result<()> {
-        match leases::claim(&self.db, &self.id).await? {
-            Some(claimed) => evict_claimed(&self.db, claimed).await,
-            None => Ok(()),
-        }
+        end_lease(&self.db, &self.id).await.map(|_| ())
     }
 
     fn ended(&self) -> Error {
         Error::LeaseEnded {
             lease: self.id.clone(),
         }
+    }
+}
+
+/// A lease as the state database knows it (see [`list_leases`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct LeaseInfo {
+    /// The lease's id.
+    pub id: String,
+    /// The name of the store its objects are in.
+    pub store: String,
+    /// When it expires (or, once `ending`, when its eviction claim goes stale).
+    pub expires_at: DateTime<Utc>,
+    /// Whether a process has claimed the eviction of its objects.
+    pub ending: bool,
+    /// How many objects it holds.
+    pub objects: u64,
+}
+
+/// Every lease in `db`, soonest expiry first.
+pub async fn list_leases(db: &StateDb) -> Result<Vec<LeaseInfo>> {
+    let rows = leases::list(db).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, store, expires_at, ending, objects)| LeaseInfo {
+            id,
+            store: serde_json::from_str::<StoreConfig>(&store)
+                .map_or_else(|_| "(unreadable)".into(), |s| s.name),
+            expires_at: time(expires_at),
+            ending: ending != 0,
+            objects: u64::try_from(objects).unwrap_or(0),
+        })
+        .collect())
+}
+
+/// Ends lease `id` now, from any process of its database: evicts its objects and
+/// forgets it. `false` if there was no such lease, or another process is ending it.
+pub async fn end_lease(db: &StateDb, id: &str) -> Result<bool> {
+    match leases::claim(db, id).await? {
+        Some(claimed) => evict_claimed(db, claimed).await.map(|()| true),
+        None => Ok(false),
     }
 }
 

@@ -23,6 +23,21 @@ pub(crate) struct Claimed {
     pub keys: Vec<String>,
 }
 
+/// A lease as listed: its id, store (JSON), expiry, whether a process claimed its
+/// eviction, and how many objects it holds.
+pub(crate) type Listed = (String, String, i64, i64, i64);
+
+/// Every lease, soonest expiry first.
+pub(crate) async fn list(db: &StateDb) -> Result<Vec<Listed>> {
+    query(
+        "SELECT l.id, l.store, l.expires_at, l.ending, \
+         (SELECT COUNT(*) FROM lifetime_objects o WHERE o.lease_id = l.id) \
+         FROM lifetime_leases l ORDER BY l.expires_at, l.id",
+    )
+    .fetch_all_as(db)
+    .await
+}
+
 /// Records a new lease of `store` (JSON) that expires `ttl_ms` from now; its expiry.
 pub(crate) async fn create(db: &StateDb, id: &str, store: &str, ttl_ms: i64) -> Result<i64> {
     let now = db.clock_ms().await?;
@@ -195,6 +210,12 @@ mod tests {
                 "the claim holds"
             );
 
+            let listed = list(db).await.unwrap();
+            assert_eq!(listed.len(), 2);
+            assert_eq!(
+                (listed[1].0.as_str(), listed[1].3, listed[1].4),
+                ("live", 0, 1)
+            );
             let ended = claim(db, "live").await.unwrap().unwrap();
             assert_eq!(ended.keys, ["k1"]);
             assert!(

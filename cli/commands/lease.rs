@@ -1,0 +1,68 @@
+//! `lease list|reap|end`: the lease lifetimes of the state database.
+
+use clap::Subcommand;
+use ps_globus::proxy::{end_lease, list_leases, reap_expired_leases};
+use ps_globus::state::StateDb;
+
+use super::settings;
+use crate::CliResult;
+use crate::output::{Output, print_table};
+
+/// The `lease` subcommands.
+#[derive(Subcommand)]
+pub enum LeaseCommand {
+    /// List the leases: store, objects, expiry.
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Evict the objects of every expired lease (also those whose owner died); a cron
+    /// job or a workflow's last step may run it.
+    Reap,
+    /// End a lease now: evict its objects.
+    End {
+        /// The lease's id (`lease list`).
+        id: String,
+    },
+}
+
+/// `lease ...`
+pub async fn run(command: LeaseCommand) -> CliResult {
+    let db = StateDb::open_default(settings()).await?;
+    match command {
+        LeaseCommand::List { out } => {
+            let leases = list_leases(&db).await?;
+            if out.machine() {
+                return out.emit(&serde_json::json!({ "DATA": leases }));
+            }
+            let rows: Vec<Vec<String>> = leases
+                .iter()
+                .map(|l| {
+                    let state = if l.ending { "ending" } else { "live" };
+                    vec![
+                        l.id.clone(),
+                        l.store.clone(),
+                        l.objects.to_string(),
+                        l.expires_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                        state.into(),
+                    ]
+                })
+                .collect();
+            print_table(&["Lease", "Store", "Objects", "Expires", "State"], &rows);
+        }
+        LeaseCommand::Reap => {
+            let ended = reap_expired_leases(&db).await?;
+            eprintln!("ended {ended} expired lease(s)");
+        }
+        LeaseCommand::End { id } => {
+            if !end_lease(&db, &id).await? {
+                return Err(format!(
+                    "no lease {id:?} to end (see `ps-globus lease list`; one that is \
+                     'ending' is being evicted by another process)"
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
