@@ -212,10 +212,10 @@ mod tests {
 
             let listed = list(db).await.unwrap();
             assert_eq!(listed.len(), 2);
-            assert_eq!(
-                (listed[1].0.as_str(), listed[1].3, listed[1].4),
-                ("live", 0, 1)
-            );
+            let live = listed.iter().find(|l| l.0 == "live").unwrap();
+            assert_eq!((live.3, live.4), (0, 1), "live, one object");
+            let gone = listed.iter().find(|l| l.0 == "gone").unwrap();
+            assert_eq!((gone.3, gone.4), (1, 0), "claimed, no object");
             let ended = claim(db, "live").await.unwrap().unwrap();
             assert_eq!(ended.keys, ["k1"]);
             assert!(
