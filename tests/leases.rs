@@ -232,3 +232,28 @@ async fn the_command_line_lists_ends_and_reaps_leases() {
     assert!(ok, "{stderr}");
     assert!(stderr.contains("ended 0 expired lease(s)"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() {
+    let emu = support::emulator::Emu::start();
+    let config = support::sites::config_for(&emu, &support::unique_name("lease"));
+    let (home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let store = Store::new(support::unique_name("lease-globus"), a).unwrap();
+    let db = StateDb::open(home.path().join("leases.db")).await.unwrap();
+    let lease = store
+        .lease_in_async(&db, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for i in 0..4u8 {
+        let key = lease.put_async(&vec![i; 100]).await.unwrap();
+        b.resolve_path(&key).await.unwrap();
+        keys.push(key);
+    }
+    lease.end_async().await.unwrap();
+    assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
+    for key in &keys {
+        assert!(!store.exists_async(key).await.unwrap());
+        assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
+    }
+}
