@@ -290,7 +290,8 @@ impl Store {
     /// The object `key` names, decoded as `T`, or `None` if it does not exist.
     ///
     /// Served from the cache when enabled and present (no read, no decode). Fails with
-    /// [`Error::Timeout`] past the store's resolve timeout.
+    /// [`Error::Timeout`] past the store's resolve timeout. A future's key (see
+    /// [`Store::future`]) is waited for until it is set.
     pub async fn get_async<T>(&self, key: &Key) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
