@@ -210,7 +210,13 @@ impl StreamProducer {
     /// Async [`close`](Self::close).
     pub async fn close_async(mut self) -> Result<()> {
         self.publish(None).await?;
-        self.store.close_async().await
+        self.store.close_async().await?;
+        // The channel's connector may be another instance than the store's, with
+        // transfers of its own still batching (the event files).
+        if let Channel::Globus(globus) = &self.channel {
+            crate::connector::Connector::close(globus).await?;
+        }
+        Ok(())
     }
 
     async fn publish(&mut self, object: Option<Published>) -> Result<u64> {
