@@ -253,31 +253,53 @@ async fn a_forged_event_naming_another_store_is_refused() {
     use sha2::Digest;
     let sites = two_sites(support::emulator::Emu::start());
     // A real object of the channel's store (it reaches b), announced with a store config
-    // of the forger's choosing: the same collections, another directory.
+    // of the forger's choosing: the same collections, another directory; or another
+    // local path at b, where the consumer reads.
     let key = sites.store_a.put_async(&1u64).await.unwrap();
-    let mut elsewhere = sites.store_a.config().clone();
-    elsewhere.connector.options["store_dir"] = "somewhere-else".into();
-    let event = serde_json::json!({
-        "v": 1, "topic": "events", "position": 0, "published_ms": 0,
-        "object": {"store": elsewhere, "key": key},
+    let forged_dir = |position: u64, tweak: &dyn Fn(&mut serde_json::Value)| {
+        let mut elsewhere = sites.store_a.config().clone();
+        tweak(&mut elsewhere.connector.options);
+        let event = serde_json::json!({
+            "v": 1, "topic": "events", "position": position, "published_ms": 0,
+            "object": {"store": elsewhere, "key": key},
+        });
+        let body = serde_json::to_vec(&event).unwrap();
+        let sum = ps_globus_hex(&sha2::Sha256::digest(&body));
+        let mut sealed = format!("ps-globus-manifest/1 {sum}\n").into_bytes();
+        sealed.extend_from_slice(&body);
+        sealed.push(b'\n');
+        let name = format!(
+            "{}/streams/events/{position:020}.event",
+            sites.config.store_dir
+        );
+        let dest = sites.emu.root_b().join(&name);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, sealed).unwrap();
+    };
+    forged_dir(0, &|o| o["store_dir"] = "somewhere-else".into());
+    forged_dir(1, &|o| o["sites"]["b"]["local_path"] = "/etc".into());
+    // What may differ between the producer's configuration and the consumer's (the
+    // service URL, host patterns) does not make an event forged.
+    forged_dir(2, &|o| {
+        o["transfer_url"] = "https://elsewhere.example.org/".into();
+        o["sites"]["a"]["host_regex"] = "^never$".into();
     });
-    let body = serde_json::to_vec(&event).unwrap();
-    let sum = ps_globus_hex(&sha2::Sha256::digest(&body));
-    let mut sealed = format!("ps-globus-manifest/1 {sum}\n").into_bytes();
-    sealed.extend_from_slice(&body);
-    sealed.push(b'\n');
-    let name = format!("{}/streams/events/{:020}.event", sites.config.store_dir, 0);
-    let dest = sites.emu.root_b().join(&name);
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::write(&dest, sealed).unwrap();
 
-    let mut consumer = StreamConsumer::<u64>::new(&sites.at_b, "events").unwrap();
-    let e = consumer.next_event().await.unwrap_err();
-    assert!(matches!(e, Error::MalformedKey { .. }), "{e}");
-    assert!(
-        e.to_string().contains("outside the channel's Globus store"),
-        "{e}"
-    );
+    for position in [0, 1] {
+        let consumer = StreamConsumer::<u64>::new(&sites.at_b, "events").unwrap();
+        let mut consumer = consumer.from_position(position);
+        let e = consumer.next_event().await.unwrap_err();
+        assert!(matches!(e, Error::MalformedKey { .. }), "{e}");
+        assert!(
+            e.to_string().contains("outside the channel's Globus store"),
+            "{e}"
+        );
+    }
+    let mut consumer = StreamConsumer::<u64>::new(&sites.at_b, "events")
+        .unwrap()
+        .from_position(2);
+    let event = consumer.next_event().await.unwrap().unwrap();
+    assert_eq!(event.object.unwrap().key, key);
 }
 
 fn ps_globus_hex(bytes: &[u8]) -> String {

@@ -3,11 +3,11 @@
 //! sent by Globus with the objects (see the module docs of [`super`]).
 
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::Event;
-use crate::connector::{Connector, GlobusConnector};
+use crate::connector::{Connector, ConnectorConfig, GlobusConfig, GlobusConnector};
 use crate::error::{Error, Result};
 use crate::fsutil::{ObjectDir, read_regular_file};
 use crate::manifest;
@@ -69,6 +69,30 @@ pub(super) async fn append(globus: &GlobusConnector, event: &Event) -> Result<()
     Ok(())
 }
 
+/// Whether `config` (an event's) is the channel's Globus store: the same directory, the
+/// same collections and paths at every site, and the same local path here (where the
+/// consumer reads). Settings that do not say where objects are (the service URL, host
+/// patterns) may differ between the producer's configuration and this site's.
+fn same_store(config: &ConnectorConfig, globus: &GlobusConnector) -> bool {
+    if config.kind != GlobusConnector::KIND {
+        return false;
+    }
+    let Ok(theirs) = config.options_as::<GlobusConfig>() else {
+        return false;
+    };
+    let mine = globus.globus_config();
+    let here = globus.site();
+    let same_dir = |a: &Path, b: &Path| a == b || a.canonicalize().ok() == b.canonicalize().ok();
+    theirs.store_dir == mine.store_dir
+        && mine.sites.iter().all(|(name, site)| {
+            theirs.sites.get(name).is_some_and(|other| {
+                other.collection == site.collection
+                    && other.collection_path == site.collection_path
+                    && (name != here || same_dir(&other.local_path, &site.local_path))
+            })
+        })
+}
+
 /// Event `position` of `topic` at this site, once its file verifies and the object it
 /// names is here and verified; `None` if that did not happen by `until`.
 pub(super) async fn read(
@@ -99,7 +123,7 @@ pub(super) async fn read(
     if let Some(object) = &event.object {
         // Anyone who can write a file here can seal one: an event names an object of
         // the channel's own store, never a store of its choosing (a file store on /etc).
-        if object.store.connector != globus.config() {
+        if !same_store(&object.store.connector, globus) {
             return Err(Error::malformed(format!(
                 "event {position} of topic {topic} at {} names an object outside the \
                  channel's Globus store: not taken",
