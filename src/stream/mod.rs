@@ -15,6 +15,13 @@
 //!   a consumer takes event *n* only when its file verifies **and** the object it names
 //!   is at the consumer's site and verified; and only after event *n − 1*.
 //!
+//! **Trust.** An event's checksum detects a partial or damaged file, not a forger. On
+//! Globus, an event is taken only if it names an object of the channel's own store (its
+//! directory, collections and this site's local path), so a file planted in the topic's
+//! directory cannot send a consumer to read elsewhere. On Redis, whoever may write to the
+//! server may publish events naming any store: give producers and consumers a server
+//! (or an ACL user) of their own.
+//!
 //! Positions count from 0 per topic. [`StreamProducer::close`] publishes the end of the
 //! stream; a consumer's iteration then ends. A producer that restarts on a topic (after
 //! a crash, say) continues after the last event the topic has: no position is published
