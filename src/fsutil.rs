@@ -229,6 +229,17 @@ pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Bytes> {
     Ok(Bytes::from(data))
 }
 
+/// [`read_regular_file`], with a missing file as `None` and other failures as
+/// [`Error::Io`] naming the path.
+pub(crate) fn read_regular_file_if_there(path: &Path) -> Result<Option<Bytes>> {
+    match read_regular_file(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// The error for something other than a regular file under an object's name.
 pub(crate) fn not_an_object() -> std::io::Error {
     std::io::Error::new(
         ErrorKind::InvalidData,

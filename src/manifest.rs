@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::connector::Settlement;
 use crate::error::{Error, Result};
 
 const MAGIC: &str = "ps-globus-manifest/1 ";
@@ -80,35 +81,55 @@ impl Outcome {
         }
     }
 
-    /// `data` if it is the object this outcome promises; an [`Error::Integrity`] naming
-    /// `what` if it is not; [`Error::ProducerGone`] if the object was abandoned.
-    pub(crate) fn check(&self, what: &str, data: Bytes) -> Result<Bytes> {
+    /// The manifest of `settlement`, and the object's bytes (none when abandoned).
+    pub(crate) fn settling(settlement: Settlement<'_>) -> (Outcome, &[u8]) {
+        match settlement {
+            Settlement::Value(data) => (Outcome::of(data), data),
+            Settlement::Abandoned(reason) => (
+                Outcome::Abandoned {
+                    reason: reason.to_owned(),
+                },
+                &[],
+            ),
+        }
+    }
+
+    /// The size the object must have; [`Error::ProducerGone`] (naming `what`) if it was
+    /// abandoned.
+    pub(crate) fn expected_size(&self, what: &str) -> Result<u64> {
         match self {
+            Outcome::Set { size, .. } => Ok(*size),
             Outcome::Abandoned { reason } => Err(Error::ProducerGone {
                 what: what.to_owned(),
                 reason: reason.clone(),
             }),
-            Outcome::Set { size, sha256 } => {
-                let found = Outcome::of(&data);
-                if found == *self {
-                    return Ok(data);
-                }
-                Err(Error::Integrity {
-                    path: what.into(),
-                    expected: format!("{size} bytes, sha256 {sha256}"),
-                    found: match found {
-                        Outcome::Set { size, sha256 } => format!("{size} bytes, sha256 {sha256}"),
-                        Outcome::Abandoned { .. } => unreachable!("`of` sets"),
-                    },
-                })
-            }
         }
+    }
+
+    /// `data` if it is the object this outcome promises; an [`Error::Integrity`] naming
+    /// `what` if it is not; [`Error::ProducerGone`] if the object was abandoned.
+    pub(crate) fn check(&self, what: &str, data: Bytes) -> Result<Bytes> {
+        self.expected_size(what)?;
+        let found = Outcome::of(&data);
+        if found == *self {
+            return Ok(data);
+        }
+        let describe = |o: &Outcome| match o {
+            Outcome::Set { size, sha256 } => format!("{size} bytes, sha256 {sha256}"),
+            Outcome::Abandoned { .. } => String::new(),
+        };
+        Err(Error::Integrity {
+            path: what.into(),
+            expected: describe(self),
+            found: describe(&found),
+        })
     }
 }
 
 /// One value holding a deferred object: its manifest, then its bytes.
-pub(crate) fn envelope(outcome: &Outcome, data: &[u8]) -> Vec<u8> {
-    let mut out = seal(outcome);
+pub(crate) fn envelope(settlement: Settlement<'_>) -> Vec<u8> {
+    let (outcome, data) = Outcome::settling(settlement);
+    let mut out = seal(&outcome);
     out.extend_from_slice(data);
     out
 }
@@ -163,18 +184,18 @@ mod tests {
 
     #[test]
     fn an_envelope_gives_its_object_only_when_it_matches() {
-        let value = Bytes::from(envelope(&Outcome::of(b"payload"), b"payload"));
+        let value = Bytes::from(envelope(Settlement::Value(b"payload")));
         assert_eq!(
             open_envelope("k", &value).unwrap(),
             Bytes::from_static(b"payload")
         );
-        let wrong = Bytes::from(envelope(&Outcome::of(b"payload"), b"paylod"));
+        let mut wrong = envelope(Settlement::Value(b"payload"));
+        *wrong.last_mut().unwrap() = b'e';
+        let wrong = Bytes::from(wrong);
         let e = open_envelope("k", &wrong).unwrap_err();
         assert!(matches!(e, Error::Integrity { .. }), "{e}");
-        let gone = Outcome::Abandoned {
-            reason: "dropped".into(),
-        };
-        let e = open_envelope("k", &Bytes::from(envelope(&gone, b""))).unwrap_err();
+        let gone = envelope(Settlement::Abandoned("dropped"));
+        let e = open_envelope("k", &Bytes::from(gone)).unwrap_err();
         assert!(matches!(e, Error::ProducerGone { .. }), "{e}");
         let e = open_envelope("k", &Bytes::from_static(b"raw bytes")).unwrap_err();
         assert!(matches!(e, Error::Integrity { .. }), "{e}");

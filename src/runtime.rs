@@ -237,14 +237,10 @@ impl Wake for ThreadWaker {
 /// Works in any caller's runtime, even one built without a timer.
 /// Returns `None` when the limit passed first.
 pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let sleep = {
-        let _context = handle().enter();
-        tokio::time::sleep(limit)
-    };
     tokio::select! {
         biased;
         value = future => Some(value),
-        _ = sleep => None,
+        _ = sleep(limit) => None,
     }
 }
 
@@ -256,6 +252,31 @@ pub(crate) async fn sleep(duration: Duration) {
         tokio::time::sleep(duration)
     };
     sleep.await
+}
+
+/// Calls `look` until it finds something (or fails), first 2 ms apart, then twice as
+/// long each time up to `slowest`; `None` if `limit` passed first. For waits on a thing
+/// that gives no signal (a file another process writes, a value on a server).
+pub(crate) async fn poll_until_found<T, F, Fut>(
+    limit: Duration,
+    slowest: Duration,
+    mut look: F,
+) -> crate::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::Result<Option<T>>>,
+{
+    let polling = async {
+        let mut delay = Duration::from_millis(2);
+        loop {
+            if let Some(found) = look().await? {
+                return Ok(found);
+            }
+            sleep(delay).await;
+            delay = (delay * 2).min(slowest);
+        }
+    };
+    timeout(limit, polling).await.transpose()
 }
 
 /// Polls `future` inside the library runtime's context, whatever runtime awaits it.

@@ -251,9 +251,5 @@ async fn a_lease_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() {
         keys.push(key);
     }
     lease.end_async().await.unwrap();
-    assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
-    for key in &keys {
-        assert!(!store.exists_async(key).await.unwrap());
-        assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
-    }
+    support::sites::assert_evicted_in_one_delete_task(&emu, &store, &b, &keys).await;
 }

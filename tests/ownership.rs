@@ -199,11 +199,7 @@ async fn a_lifetime_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() 
         keys.push(key);
     }
     lifetime.end_async().await.unwrap();
-    assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
-    for key in &keys {
-        assert!(!store.exists_async(key).await.unwrap());
-        assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
-    }
+    support::sites::assert_evicted_in_one_delete_task(&emu, &store, &b, &keys).await;
 }
 
 const STATIC_DIR_VAR: &str = "PS_GLOBUS_TEST_STATIC_DIR";

@@ -9,8 +9,9 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use super::Settlement;
 use crate::error::{Error, Result};
-use crate::fsutil::{ObjectDir, read_regular_file};
+use crate::fsutil::{ObjectDir, read_regular_file_if_there};
 use crate::manifest::{self, Outcome};
 
 /// The name of the manifest of object `id`.
@@ -18,13 +19,16 @@ pub(crate) fn manifest_name(id: &str) -> String {
     format!("{id}.manifest")
 }
 
-/// Writes a deferred object's outcome into `objects`: the object (if set), then its
-/// manifest, each atomically, so a manifest is never there before its object here.
-pub(crate) fn write(objects: &ObjectDir, id: &str, outcome: &Outcome, data: &[u8]) -> Result<()> {
-    if let Outcome::Set { .. } = outcome {
+/// Writes a deferred object's settlement into `objects`: the object (if set), then its
+/// manifest, each atomically, so a manifest is never there before its object here. The
+/// manifest's outcome.
+pub(crate) fn write(objects: &ObjectDir, id: &str, settlement: Settlement<'_>) -> Result<Outcome> {
+    let (outcome, data) = Outcome::settling(settlement);
+    if let Settlement::Value(_) = settlement {
         objects.write_atomic(id, data)?;
     }
-    objects.write_atomic(&manifest_name(id), &manifest::seal(outcome))
+    objects.write_atomic(&manifest_name(id), &manifest::seal(&outcome))?;
+    Ok(outcome)
 }
 
 /// What a reader finds of a deferred object in `dir`.
@@ -40,23 +44,25 @@ pub(crate) enum Found {
 /// Looks for deferred object `id` in `dir`. An abandoned one is [`Error::ProducerGone`];
 /// `what` names the object in errors.
 pub(crate) fn read(dir: &Path, id: &str, what: &str) -> Result<Found> {
-    let Some(sealed) = read_if_there(dir, &manifest_name(id))? else {
+    let Some(sealed) = read_regular_file_if_there(&dir.join(manifest_name(id)))? else {
         return Ok(Found::Pending);
     };
     let Some(opened) = manifest::open::<Outcome>(&sealed) else {
         return Ok(Found::Pending);
     };
     let (outcome, _) = opened?;
-    let expected = match &outcome {
-        Outcome::Set { size, .. } => *size,
-        Outcome::Abandoned { .. } => return outcome.check(what, Bytes::new()).map(Found::Ready),
-    };
-    let Some(data) = read_if_there(dir, id)? else {
-        return Ok(Found::Pending);
-    };
-    if (data.len() as u64) < expected {
-        return Ok(Found::Pending);
+    let expected = outcome.expected_size(what)?;
+    // An object still arriving is looked at, not read: readers poll this.
+    let path = dir.join(id);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.len() < expected => return Ok(Found::Pending),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Pending),
+        Err(e) => return Err(Error::io("inspect", path, e)),
     }
+    let Some(data) = read_regular_file_if_there(&path)? else {
+        return Ok(Found::Pending);
+    };
     Ok(match outcome.check(what, data) {
         Ok(data) => Found::Ready(data),
         Err(e) => Found::Mismatch(e),
@@ -74,13 +80,4 @@ pub(crate) fn remove(dir: &Path, id: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn read_if_there(dir: &Path, name: &str) -> Result<Option<Bytes>> {
-    let path = dir.join(name);
-    match read_regular_file(&path) {
-        Ok(data) => Ok(Some(data)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", path, e)),
-    }
 }

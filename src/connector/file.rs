@@ -41,10 +41,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::deferred::{self, Found};
-use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, not_deferred};
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
 use crate::error::{Error, Result};
 use crate::fsutil::ObjectDir;
-use crate::manifest::Outcome;
 
 /// A connector that keeps each object in a file of one directory.
 ///
@@ -106,15 +105,6 @@ impl FileConnector {
             });
         }
         Ok(Arc::new(Self::new(options.dir)?))
-    }
-
-    /// Writes a deferred key's outcome (see [`deferred`]).
-    fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
-        self.path(key)?;
-        if !key.is_deferred() {
-            return Err(not_deferred(key));
-        }
-        deferred::write(&self.objects, key.id(), outcome, data)
     }
 
     /// The path of the object `key` names, after checking the key.
@@ -180,11 +170,7 @@ impl Connector for FileConnector {
                 Found::Mismatch(e) => Err(e),
             };
         }
-        match crate::fsutil::read_regular_file(&path) {
-            Ok(data) => Ok(Some(data)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read", path, e)),
-        }
+        crate::fsutil::read_regular_file_if_there(&path)
     }
 
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
@@ -231,17 +217,10 @@ impl Connector for FileConnector {
         }
     }
 
-    fn new_key(&self, _options: &PutOptions) -> Result<Key> {
-        Ok(Key::deferred(Self::KIND, Default::default()))
-    }
-
-    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
-        self.settle(key, &Outcome::of(data), data)
-    }
-
-    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
-        let reason = reason.to_owned();
-        self.settle(key, &Outcome::Abandoned { reason }, &[])
+    /// The object, then its manifest beside it (`<id>.manifest`).
+    async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
+        key.check_deferred(Self::KIND)?;
+        deferred::write(&self.objects, key.id(), settlement).map(drop)
     }
 
     fn not_found_hint(&self) -> &'static str {

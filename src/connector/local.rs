@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
 use crate::error::Result;
-use crate::manifest::{self, Outcome};
+use crate::manifest;
 
 type Objects = RwLock<HashMap<String, Bytes>>;
 
@@ -70,17 +70,6 @@ impl LocalConnector {
     pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
         let options: LocalOptions = config.options_as()?;
         Ok(Arc::new(Self::instance(options.instance)))
-    }
-
-    /// Stores a deferred key's outcome as one envelope value (see [`manifest`]).
-    fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
-        key.check_kind(Self::KIND)?;
-        if !key.is_deferred() {
-            return Err(super::not_deferred(key));
-        }
-        let value = Bytes::from(manifest::envelope(outcome, data));
-        self.write().insert(key.id().to_owned(), value);
-        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Bytes>> {
@@ -164,17 +153,12 @@ impl Connector for LocalConnector {
             .collect()
     }
 
-    fn new_key(&self, _options: &PutOptions) -> Result<Key> {
-        Ok(Key::deferred(Self::KIND, Default::default()))
-    }
-
-    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
-        self.settle(key, &Outcome::of(data), data)
-    }
-
-    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
-        let reason = reason.to_owned();
-        self.settle(key, &Outcome::Abandoned { reason }, &[])
+    /// One envelope value: the manifest, then the object.
+    async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
+        key.check_deferred(Self::KIND)?;
+        let value = Bytes::from(manifest::envelope(settlement));
+        self.write().insert(key.id().to_owned(), value);
+        Ok(())
     }
 
     fn not_found_hint(&self) -> &'static str {

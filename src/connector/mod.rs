@@ -213,6 +213,19 @@ impl Key {
             == Some(true)
     }
 
+    /// Checks that a connector of `kind` may settle this key: one of its kind that
+    /// `new_key` made (a key of an object that exists is never written again).
+    pub fn check_deferred(&self, kind: &str) -> Result<()> {
+        self.check_kind(kind)?;
+        if !self.is_deferred() {
+            return Err(Error::malformed(format!(
+                "key {self} is not a deferred key: only a key from new_key (a future's) is \
+                 set later"
+            )));
+        }
+        Ok(())
+    }
+
     /// The format version the key was written with.
     pub fn version(&self) -> u16 {
         self.version
@@ -330,11 +343,13 @@ fn no_deferred_keys(kind: &str) -> Error {
     }
 }
 
-/// The refusal to `set` or `abandon` a key that `new_key` did not make.
-pub(crate) fn not_deferred(key: &Key) -> Error {
-    Error::malformed(format!(
-        "key {key} is not a deferred key: only a key from new_key (a future's) is set later"
-    ))
+/// How the object of a deferred key is settled (see [`Connector::settle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement<'a> {
+    /// The object's bytes.
+    Value(&'a [u8]),
+    /// No object will come, and why.
+    Abandoned(&'a str),
 }
 
 /// A serializable description of a connector, from which an equivalent one is rebuilt.
@@ -578,24 +593,35 @@ pub trait Connector: Send + Sync + fmt::Debug {
     }
 
     /// A key for an object that will be written later with [`set`](Self::set), possibly
-    /// by another process: a future's (see [`Capabilities::deferred_keys`]).
+    /// by another process: a future's (see [`Capabilities::deferred_keys`]). By default a
+    /// bare [`Key::deferred`] of this kind where the capabilities say so.
     fn new_key(&self, options: &PutOptions) -> Result<Key> {
         let _ = options;
+        if !self.capabilities().deferred_keys {
+            return Err(no_deferred_keys(self.kind()));
+        }
+        Ok(Key::deferred(self.kind(), Default::default()))
+    }
+
+    /// Writes the outcome of a key from [`new_key`](Self::new_key): the object with the
+    /// manifest (size and sha256) its readers verify it from, or the reason none will
+    /// come. Connectors with deferred keys implement this; callers use
+    /// [`set`](Self::set) and [`abandon`](Self::abandon). Implementations check the key
+    /// first ([`Key::check_deferred`]).
+    async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
+        let _ = (key, settlement);
         Err(no_deferred_keys(self.kind()))
     }
 
-    /// Writes the object of a key from [`new_key`](Self::new_key), with the manifest
-    /// (size and sha256) its readers verify it from.
+    /// Writes the object of a key from [`new_key`](Self::new_key).
     async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
-        let _ = (key, data);
-        Err(no_deferred_keys(self.kind()))
+        self.settle(key, Settlement::Value(data)).await
     }
 
     /// Records that the object of a key from [`new_key`](Self::new_key) will never be
     /// written, and why: its readers fail with [`Error::ProducerGone`] instead of waiting.
     async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
-        let _ = (key, reason);
-        Err(no_deferred_keys(self.kind()))
+        self.settle(key, Settlement::Abandoned(reason)).await
     }
 
     /// Releases resources. Stored objects stay: closing never deletes data.

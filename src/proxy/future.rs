@@ -135,7 +135,10 @@ where
             reason: "it was sent to another process, which sets it now".into(),
         })
     }
+}
 
+impl<T> FutureSetter<T> {
+    /// Abandons without a caller to tell: a failure is logged.
     async fn abandon_now(&self, reason: &str) {
         if let Err(e) = self.store.connector().abandon(&self.key, reason).await {
             tracing::warn!("could not abandon future {}: {e}", self.key);
@@ -153,9 +156,7 @@ impl<T> Drop for FutureSetter<T> {
         } else {
             "its producer dropped the setter without setting it (it failed or returned early)"
         };
-        if let Err(e) = block_on(self.store.connector().abandon(&self.key, reason)) {
-            tracing::warn!("could not abandon future {}: {e}", self.key);
-        }
+        block_on(self.abandon_now(reason));
     }
 }
 

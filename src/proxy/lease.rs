@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use super::lazy::{Proxy, ProxyOptions};
+use super::lazy::Proxy;
 use super::store::{Store, StoreConfig};
 use crate::connector::Key;
 use crate::error::{Error, Result};
@@ -113,7 +113,7 @@ impl Lease {
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let key = block_on(self.put_with_async(value, &ProxyOptions::default()))?;
+        let key = self.put(value)?;
         Ok(self.store.proxy_from_key(key))
     }
 
@@ -125,17 +125,9 @@ impl Lease {
     /// Async [`put`](Self::put). If the lease has expired meanwhile, the object is
     /// evicted again (nothing outlives its lease) and the put is [`Error::LeaseEnded`].
     pub async fn put_async<T: Serialize + 'static>(&self, value: &T) -> Result<Key> {
-        self.put_with_async(value, &ProxyOptions::default()).await
-    }
-
-    async fn put_with_async<T: Serialize + 'static>(
-        &self,
-        value: &T,
-        options: &ProxyOptions,
-    ) -> Result<Key> {
         // Refuse early: no object is written for a lease that is over.
         self.expires_at_async().await?;
-        let key = self.store.put_with_async(value, &options.put).await?;
+        let key = self.store.put_async(value).await?;
         if let Err(e) = self.attach_async(&key).await {
             let _ = self.store.evict_async(&key).await;
             return Err(e);
@@ -229,15 +221,13 @@ pub async fn reap_expired_leases(db: &StateDb) -> Result<usize> {
 /// Evicts a claimed lease's objects, then forgets the lease. On a failure the lease stays
 /// claimed, and is retried when the claim goes stale.
 async fn evict_claimed(db: &StateDb, claimed: leases::Claimed) -> Result<()> {
-    let broken = |what: &str, e: serde_json::Error| {
+    let config: StoreConfig = serde_json::from_str(&claimed.store).map_err(|e| {
         Error::state(
             db.path(),
-            format!("lease {}: its {what} is unreadable", claimed.id),
+            format!("lease {}: its store is unreadable", claimed.id),
             e,
         )
-    };
-    let config: StoreConfig =
-        serde_json::from_str(&claimed.store).map_err(|e| broken("store", e))?;
+    })?;
     let store = super::get_or_create_store(&config)?;
     let keys = claimed
         .keys

@@ -590,32 +590,22 @@ impl Store {
     /// stores, one `GET` on Redis), more slowly as the wait goes on, until the store's
     /// resolve timeout (default: a day).
     async fn wait_for_future(&self, key: &Key) -> Result<Option<Bytes>> {
-        const FIRST: Duration = Duration::from_millis(2);
-        const SLOWEST: Duration = Duration::from_millis(200);
         let limit = self
             .inner
             .config
             .resolve_timeout
             .unwrap_or(crate::connector::DEFAULT_WAIT);
-        let poll = async {
-            let mut delay = FIRST;
-            loop {
-                if let Some(bytes) = self.inner.connector.get(key).await? {
-                    return Ok(Some(bytes));
-                }
-                runtime::sleep(delay).await;
-                delay = (delay * 2).min(SLOWEST);
-            }
-        };
-        runtime::timeout(limit, poll).await.unwrap_or_else(|| {
-            Err(Error::Timeout {
+        let look = || self.inner.connector.get(key);
+        match runtime::poll_until_found(limit, Duration::from_millis(200), look).await? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => Err(Error::Timeout {
                 what: format!(
                     "future {key} of store '{}' to be set (is its producer still running?)",
                     self.name()
                 ),
                 after: limit,
-            })
-        })
+            }),
+        }
     }
 
     async fn with_timeout<V>(

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use super::Event;
 use crate::connector::{Connector, ConnectorConfig, GlobusConfig, GlobusConnector};
 use crate::error::{Error, Result};
-use crate::fsutil::{ObjectDir, read_regular_file};
+use crate::fsutil::{ObjectDir, read_regular_file_if_there};
 use crate::manifest;
 
-/// How often a reader looks for the next event file at most, and at least.
-const FIRST_LOOK: Duration = Duration::from_millis(2);
+/// The longest a reader waits between looks for the next event file.
 const SLOWEST_LOOK: Duration = Duration::from_millis(100);
 
 /// The topic's directory, relative to the store directory.
@@ -102,23 +101,18 @@ pub(super) async fn read(
     until: Instant,
 ) -> Result<Option<Event>> {
     let (_, path) = globus.local_object(&event_path(topic, position))?;
-    let mut delay = FIRST_LOOK;
-    let event = loop {
-        let sealed = match read_regular_file(&path) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
-        // A file Globus is still writing does not verify yet: look again.
-        if let Some(opened) = sealed.as_deref().and_then(manifest::open::<Event>) {
-            break opened?.0;
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
-        }
-        crate::runtime::sleep(delay.min(left)).await;
-        delay = (delay * 2).min(SLOWEST_LOOK);
+    // A file Globus is still writing does not verify yet: look again.
+    let look = || async {
+        let sealed = read_regular_file_if_there(&path)?;
+        sealed
+            .as_deref()
+            .and_then(manifest::open::<Event>)
+            .map(|opened| opened.map(|(event, _)| event))
+            .transpose()
+    };
+    let left = until.saturating_duration_since(Instant::now());
+    let Some(event) = crate::runtime::poll_until_found(left, SLOWEST_LOOK, look).await? else {
+        return Ok(None);
     };
     if let Some(object) = &event.object {
         // Anyone who can write a file here can seal one: an event names an object of

@@ -104,3 +104,19 @@ pub fn own_pair(
     let (a, b) = (at(first), at(second));
     (home, a, b)
 }
+
+/// After an eviction at site a of `keys` of `store`: it took one delete task, which
+/// succeeded, and neither site has the objects any more.
+pub async fn assert_evicted_in_one_delete_task(
+    emu: &Emu,
+    store: &ps_globus::Store,
+    b: &GlobusConnector,
+    keys: &[ps_globus::connector::Key],
+) {
+    use ps_globus::connector::Connector;
+    assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
+    for key in keys {
+        assert!(!store.exists_async(key).await.unwrap());
+        assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
+    }
+}

@@ -15,7 +15,7 @@ use serde_json::Map;
 
 use super::GlobusConnector;
 use crate::connector::deferred::{self, Found, manifest_name};
-use crate::connector::{Key, PutOptions, not_deferred};
+use crate::connector::{Key, PutOptions, Settlement};
 use crate::error::{Error, Result};
 use crate::manifest::Outcome;
 
@@ -36,14 +36,15 @@ impl GlobusConnector {
         Ok(Key::deferred(Self::KIND, extra))
     }
 
-    /// Writes a deferred key's outcome at this site and sends it on (see the module).
-    pub(super) async fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
-        key.check_kind(Self::KIND)?;
-        if !key.is_deferred() {
-            return Err(not_deferred(key));
-        }
+    /// Writes a deferred key's settlement at this site and sends it on (see the module).
+    pub(super) async fn settle_here_and_send(
+        &self,
+        key: &Key,
+        settlement: Settlement<'_>,
+    ) -> Result<()> {
+        key.check_deferred(Self::KIND)?;
         let id = key.id();
-        deferred::write(&self.inner.objects, id, outcome, data)?;
+        let outcome = deferred::write(&self.inner.objects, id, settlement)?;
         let asked: Option<Vec<String>> = key
             .meta()
             .and_then(|m| m.get("destinations"))
@@ -53,7 +54,7 @@ impl GlobusConnector {
         let mut files = vec![(manifest_name(id), None)];
         if let Outcome::Set { size, sha256 } = outcome {
             // The object first: it is in the task before the manifest that announces it.
-            files.insert(0, (id.to_owned(), Some((*size, sha256.clone()))));
+            files.insert(0, (id.to_owned(), Some((size, sha256))));
         }
         let labels = self.send_files(&files, asked.as_deref()).await?;
         if labels.is_empty() {

@@ -52,11 +52,10 @@ pub use builder::{GlobusConnectorBuilder, ProcessDefaults, set_process_defaults}
 pub use config::{DEFAULT_WAIT, GlobusConfig, META_VERSION, ObjectMeta};
 pub use verify::INLINE_HASH_LIMIT;
 
-use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
 use crate::fsutil::ObjectDir;
-use crate::manifest::Outcome;
 use crate::settings::Settings;
 use crate::state::StateDb;
 use crate::transfer::budget::RequestBudget;
@@ -356,13 +355,8 @@ impl Connector for GlobusConnector {
         self.new_deferred_key(options)
     }
 
-    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
-        self.settle(key, &Outcome::of(data), data).await
-    }
-
-    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
-        let reason = reason.to_owned();
-        self.settle(key, &Outcome::Abandoned { reason }, &[]).await
+    async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
+        self.settle_here_and_send(key, settlement).await
     }
 
     /// Submits every transfer still waiting in an open batch, so that a producer that

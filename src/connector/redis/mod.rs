@@ -41,9 +41,9 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError};
 
-use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
 use crate::error::{Error, Result};
-use crate::manifest::{self, Outcome};
+use crate::manifest;
 use crate::runtime::in_library_context;
 
 /// How many times a command is retried after the connection dropped or was refused.
@@ -189,16 +189,6 @@ impl RedisConnector {
             Err(Error::Server { .. }) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// Stores a deferred key's outcome as one envelope value (see [`manifest`]).
-    async fn settle(&self, key: &Key, outcome: &Outcome, data: &[u8]) -> Result<()> {
-        let name = self.redis_key(key)?;
-        if !key.is_deferred() {
-            return Err(super::not_deferred(key));
-        }
-        let set = self.set_command(&name, &manifest::envelope(outcome, data));
-        self.run("SET", &set).await
     }
 
     fn redis_key(&self, key: &Key) -> Result<String> {
@@ -395,18 +385,11 @@ impl Connector for RedisConnector {
             .collect()
     }
 
-    fn new_key(&self, _options: &PutOptions) -> Result<Key> {
-        Ok(Key::deferred(Self::KIND, Default::default()))
-    }
-
-    /// One `SET` of the object in its envelope (its manifest, then its bytes).
-    async fn set(&self, key: &Key, data: &[u8]) -> Result<()> {
-        self.settle(key, &Outcome::of(data), data).await
-    }
-
-    async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
-        let reason = reason.to_owned();
-        self.settle(key, &Outcome::Abandoned { reason }, &[]).await
+    /// One `SET` of an envelope value: the manifest, then the object.
+    async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
+        key.check_deferred(Self::KIND)?;
+        let set = self.set_command(&self.redis_key(key)?, &manifest::envelope(settlement));
+        self.run("SET", &set).await
     }
 
     fn not_found_hint(&self) -> &'static str {
