@@ -63,6 +63,38 @@ pub struct Config {
     /// each.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub redis: BTreeMap<String, crate::connector::RedisConfig>,
+    /// What data from elsewhere (a proxy, an event) may point this process at, beyond
+    /// its own service URLs, `[redis.NAME]` tables and marked store directories
+    /// (`docs/THREAT-MODEL.md`).
+    #[serde(skip_serializing_if = "TrustConfig::is_empty")]
+    pub trust: TrustConfig,
+}
+
+/// The `[trust]` table: services and directories that proxies from elsewhere may name.
+///
+/// ```toml
+/// [trust]
+/// transfer_urls = ["https://transfer.staging.example.org/"]
+/// store_dirs = ["/lus/grand/projects/x/ps-globus"]
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Transfer service roots a proxy may name besides this process's own
+    /// (`PS_GLOBUS_TRANSFER_URL`) and the real service's. Plain `http://` is honoured
+    /// for loopback hosts only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transfer_urls: Vec<String>,
+    /// Directories where a store rebuilt from a proxy may delete the objects it minted,
+    /// besides directories that carry the store marker (`.ps-globus-store`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub store_dirs: Vec<PathBuf>,
+}
+
+impl TrustConfig {
+    fn is_empty(&self) -> bool {
+        self.transfer_urls.is_empty() && self.store_dirs.is_empty()
+    }
 }
 
 /// One Globus collection as one facility sees it.

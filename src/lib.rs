@@ -49,6 +49,7 @@ pub mod fuzzing;
 mod http;
 mod manifest;
 pub mod proxy;
+pub mod redact;
 pub mod runtime;
 pub mod settings;
 #[cfg(feature = "sim")]

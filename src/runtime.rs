@@ -244,6 +244,22 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::
     }
 }
 
+/// The instant `limit` from now, saturating: a limit too far to represent (a hostile
+/// `wait_timeout_s`, `--timeout 18446744073709551615`) is a deadline thirty years out,
+/// never an overflow panic.
+///
+/// ```
+/// let far = ps_globus::runtime::deadline_after(std::time::Duration::MAX);
+/// assert!(far > std::time::Instant::now());
+/// ```
+pub fn deadline_after(limit: Duration) -> std::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    let now = std::time::Instant::now();
+    now.checked_add(limit.min(FAR))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Sleeps for `duration` by the library runtime's clock (in any caller's runtime, even one
 /// built without a timer).
 pub(crate) async fn sleep(duration: Duration) {

@@ -545,7 +545,7 @@ pub async fn wait_all(
     timeout: Duration,
     mut progress: impl FnMut(&ItemStatus),
 ) -> Result<Vec<ItemStatus>> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = crate::runtime::deadline_after(timeout);
     let mut done = Vec::with_capacity(items.len());
     for item in items {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ps_globus::connector::{Connector, FileConnector, Key, LocalConnector};
+use ps_globus::connector::{Connector, FileConnector, Key, LocalConnector, PutOptions};
 use ps_globus::{Error, ErrorKind, FutureSetter, Proxy, Store};
 
 fn file_store(dir: &tempfile::TempDir) -> Store {
@@ -180,8 +180,21 @@ async fn a_globus_future_arrives_with_its_manifest_in_one_task_and_is_evicted_th
         .unwrap_or_default();
     assert!(files.is_empty(), "left at b: {files:?}");
 
-    // Made at a, set at b: it arrives at a.
+    // Made at a for a setter at a: a setter at b is refused and writes nothing, so two
+    // sites can never both "win" one future.
     let key = a.new_key(&Default::default()).unwrap();
+    let refused = b.set(&key, b"from b").await.unwrap_err();
+    assert!(matches!(refused, Error::Unsupported { .. }), "{refused}");
+    assert!(
+        refused.to_string().contains("settled only at site \"a\""),
+        "{refused}"
+    );
+    assert!(!emu.root_b().join(&config.store_dir).join(key.id()).exists());
+
+    // Made at a for a setter at b (future_with's settling site): it arrives at a.
+    let key = a
+        .new_key(&PutOptions::default().with_settling_site("b"))
+        .unwrap();
     b.set(&key, b"from b").await.unwrap();
     b.close().await.unwrap();
     // Byte payloads are stored raw, so the store at a reads b's bytes as a Vec<u8>.

@@ -349,6 +349,9 @@ fn a_proxy_crosses_to_another_process_at_site_b() {
     let stdout = succeeded(
         child_test("child_resolves_a_proxy")
             .env("PS_GLOBUS_CHILD_PROXY", &json)
+            // The consumer is configured with the service its token goes to: a URL in a
+            // proxy is only honoured where it matches (docs/THREAT-MODEL.md).
+            .env("PS_GLOBUS_TRANSFER_URL", emu.sim.transfer_url())
             .env("PS_GLOBUS_SITE", "b")
             .env("PS_GLOBUS_HOME", home.path())
             .env("PS_GLOBUS_TOKEN_STORE", "file")

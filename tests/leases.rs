@@ -112,6 +112,25 @@ async fn extending_moves_the_expiry_and_ending_evicts_at_once() {
     assert_eq!(counting.evicted().len(), 1);
 }
 
+/// Regression: `extend(Duration::MAX)` overflowed the expiry column and failed with a
+/// column-type decode error; it extends as far as a lease goes (a thousand years).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_made_or_extended_by_duration_max_lasts_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = state_db(&dir).await;
+    let (store, _) = counting_store("lease-max");
+    let lease = store.lease_in_async(&db, Duration::MAX).await.unwrap();
+    let first = lease.expires_at_async().await.unwrap();
+    assert!(
+        first > chrono::Utc::now() + chrono::Duration::days(365 * 900),
+        "{first}"
+    );
+    let later = lease.extend_async(Duration::MAX).await.unwrap();
+    assert!(later > first, "{later} after {first}");
+    assert_eq!(lease.expires_at_async().await.unwrap(), later);
+    lease.end_async().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_reapers_evict_a_lease_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -252,4 +271,46 @@ async fn a_lease_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() {
     }
     lease.end_async().await.unwrap();
     support::sites::assert_evicted_in_one_delete_task(&emu, &store, &b, &keys).await;
+}
+
+/// The child of `leases_share_one_state_database_pool_per_process`: makes many leases in
+/// the default state database (`PS_GLOBUS_HOME`) and prints how many file descriptors
+/// the process gained.
+#[test]
+#[ignore = "child process of leases_share_one_state_database_pool_per_process"]
+fn child_makes_many_default_leases() {
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let store = Store::new("lease-many", ps_globus::connector::LocalConnector::new()).unwrap();
+    // The first lease opens the database; count from there.
+    let first = store.lease(Duration::from_secs(3600)).unwrap();
+    let before = open_fds();
+    let mut leases = vec![first];
+    for _ in 0..400 {
+        leases.push(store.lease(Duration::from_secs(3600)).unwrap());
+    }
+    println!("gained {}", open_fds().saturating_sub(before));
+    for lease in leases {
+        lease.end().unwrap();
+    }
+}
+
+/// Regression: every `Store::lease()` opened a pool of its own on the default state
+/// database and migrated it, so a process ran out of file handles after ~340 leases on
+/// SQLite (and 40 leases held 82 PostgreSQL connections). One pool per process and URL.
+#[test]
+fn leases_share_one_state_database_pool_per_process() {
+    let home = tempfile::tempdir().unwrap();
+    let out = support::run_child(
+        "child_makes_many_default_leases",
+        "PS_GLOBUS_HOME",
+        home.path(),
+    );
+    let gained: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("gained "))
+        .expect("the child reports")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(gained < 16, "400 leases opened {gained} file descriptors");
 }

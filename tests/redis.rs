@@ -207,6 +207,7 @@ async fn a_unix_socket_works_and_its_config_rebuilds() {
     assert!(c.ping().await.unwrap().starts_with('7'));
 }
 
+/// Configurations a user wrote (local ones: a proxy's are judged by the trust boundary).
 #[test]
 fn configs_that_cannot_work_are_refused_with_what_to_change() {
     let refused = |json: serde_json::Value| {
@@ -214,7 +215,7 @@ fn configs_that_cannot_work_are_refused_with_what_to_change() {
             kind: "redis".into(),
             options: json,
         }
-        .build()
+        .build_local()
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         e.to_string()

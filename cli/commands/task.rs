@@ -270,7 +270,7 @@ async fn wait(
     out: &Output,
 ) -> CliResult {
     let started = Instant::now();
-    let interval = Duration::from_secs_f64(polling_interval.max(0.05));
+    let interval = Duration::try_from_secs_f64(polling_interval.max(0.05)).unwrap_or(Duration::MAX);
     loop {
         let tasks = client.tasks_by_id(task_ids, None).await?;
         if let Some(missing) = task_ids

@@ -164,7 +164,7 @@ impl ClientCredentialsAuthorizer {
         let margin = Duration::from_secs(60).min(lifetime / 2);
         Ok(Token {
             access: token.access_token,
-            renew_at: Instant::now() + lifetime - margin,
+            renew_at: crate::runtime::deadline_after(lifetime - margin),
         })
     }
 }

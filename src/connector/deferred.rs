@@ -19,15 +19,31 @@ pub(crate) fn manifest_name(id: &str) -> String {
     format!("{id}.manifest")
 }
 
-/// Writes a deferred object's settlement into `objects`: the object (if set), then its
-/// manifest, each atomically, so a manifest is never there before its object here. The
-/// manifest's outcome.
+/// Writes a deferred object's settlement into `objects`, once: the object (if set), then
+/// its manifest, each a whole file linked into place only if none has its name
+/// ([`ObjectDir::write_new`]), so a manifest is never there before its object here and
+/// the first settlement wins. A later one — a setter deserialized twice, an abandon after
+/// a value — is [`Error::AlreadySet`] and changes nothing. The manifest's outcome.
 pub(crate) fn write(objects: &ObjectDir, id: &str, settlement: Settlement<'_>) -> Result<Outcome> {
     let (outcome, data) = Outcome::settling(settlement);
-    if let Settlement::Value(_) = settlement {
-        objects.write_atomic(id, data)?;
+    let already = || Error::AlreadySet {
+        what: format!("the future {}", objects.path().join(id).display()),
+    };
+    if objects.path().join(manifest_name(id)).exists() {
+        return Err(already());
     }
-    objects.write_atomic(&manifest_name(id), &manifest::seal(&outcome))?;
+    let wrote_object = matches!(settlement, Settlement::Value(_));
+    if wrote_object && !objects.write_new(id, data)? {
+        return Err(already());
+    }
+    if !objects.write_new(&manifest_name(id), &manifest::seal(&outcome))? {
+        // Another settlement's manifest won the race: take back the object this one
+        // linked (its own, just made), and change nothing.
+        if wrote_object {
+            objects.remove(id)?;
+        }
+        return Err(already());
+    }
     Ok(outcome)
 }
 

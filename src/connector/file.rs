@@ -41,6 +41,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::deferred::{self, Found};
+use super::trust::{self, Provenance};
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
 use crate::error::{Error, Result};
 use crate::fsutil::ObjectDir;
@@ -65,6 +66,9 @@ pub struct FileConnector {
     dir: PathBuf,
     /// The directory, opened once for puts.
     objects: Arc<ObjectDir>,
+    /// Local, or rebuilt from data: then it changes only objects it minted, in a
+    /// directory this process trusts.
+    provenance: Provenance,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,15 +81,35 @@ impl FileConnector {
     pub const KIND: &'static str = "file";
 
     /// A connector on `dir`, created if missing. The path is made absolute, so the
-    /// connector's config means the same directory in any process.
+    /// connector's config means the same directory in any process. The directory gets the
+    /// store marker ([`trust::STORE_MARKER`]): a process that rebuilds this store from a
+    /// proxy may then delete the objects it minted there.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let dir = fs::canonicalize(dir).map_err(|e| Error::io("resolve directory", dir, e))?;
+        trust::mark_store_dir(&dir);
         Ok(FileConnector {
             objects: Arc::new(ObjectDir::new(&dir, "")),
             dir,
+            provenance: Provenance::Local,
         })
+    }
+
+    /// A connector rebuilt from data on `dir`: nothing is created or marked, and changes
+    /// are checked ([`trust::check_change`]).
+    fn from_data(dir: PathBuf, provenance: &Provenance) -> Self {
+        let dir = fs::canonicalize(&dir).unwrap_or(dir);
+        FileConnector {
+            objects: Arc::new(ObjectDir::new(&dir, "")),
+            dir,
+            provenance: provenance.clone(),
+        }
+    }
+
+    /// Checks that this connector may change object `id` (see [`trust::check_change`]).
+    fn check_change(&self, id: &str, operation: &'static str) -> Result<()> {
+        trust::check_change(&self.provenance, Some(&self.dir), id, operation)
     }
 
     /// The directory holding the objects.
@@ -93,7 +117,10 @@ impl FileConnector {
         &self.dir
     }
 
-    pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+    pub(super) fn build(
+        config: &ConnectorConfig,
+        provenance: &Provenance,
+    ) -> Result<Arc<dyn Connector>> {
         let options: FileOptions = config.options_as()?;
         if !options.dir.is_absolute() {
             return Err(Error::InvalidConfig {
@@ -104,7 +131,10 @@ impl FileConnector {
                 ),
             });
         }
-        Ok(Arc::new(Self::new(options.dir)?))
+        match provenance {
+            Provenance::Local => Ok(Arc::new(Self::new(options.dir)?)),
+            Provenance::Data(_) => Ok(Arc::new(Self::from_data(options.dir, provenance))),
+        }
     }
 
     /// The path of the object `key` names, after checking the key.
@@ -148,6 +178,7 @@ impl Connector for FileConnector {
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
+        self.check_change(key.id(), "a put")?;
         self.objects.write_atomic(key.id(), data)?;
         Ok(key)
     }
@@ -157,6 +188,7 @@ impl Connector for FileConnector {
     /// own file would change when the file does.
     async fn put_file(&self, file: &Path, _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
+        self.check_change(key.id(), "a put")?;
         self.objects.place_file(key.id(), file, false, false)?;
         Ok(key)
     }
@@ -207,6 +239,7 @@ impl Connector for FileConnector {
 
     async fn evict(&self, key: &Key) -> Result<()> {
         let path = self.path(key)?;
+        self.check_change(key.id(), "an eviction")?;
         if key.is_deferred() {
             return deferred::remove(&self.dir, key.id());
         }
@@ -220,6 +253,7 @@ impl Connector for FileConnector {
     /// The object, then its manifest beside it (`<id>.manifest`).
     async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
         key.check_deferred(Self::KIND)?;
+        self.check_change(key.id(), "setting a future")?;
         deferred::write(&self.objects, key.id(), settlement).map(drop)
     }
 
@@ -275,6 +309,7 @@ mod tests {
         let mut names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != trust::STORE_MARKER)
             .collect();
         names.sort();
         let mut ids: Vec<String> = keys.iter().map(|k| k.id().to_owned()).collect();
@@ -326,6 +361,9 @@ mod tests {
     fn relative_dirs_in_configs_are_refused() {
         let config =
             ConnectorConfig::new("file", serde_json::json!({"dir": "relative/path"})).unwrap();
-        assert!(matches!(config.build(), Err(Error::InvalidConfig { .. })));
+        assert!(matches!(
+            config.build_local(),
+            Err(Error::InvalidConfig { .. })
+        ));
     }
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest;
 
 type Objects = RwLock<HashMap<String, Bytes>>;
@@ -67,7 +67,10 @@ impl LocalConnector {
         LocalConnector { instance, objects }
     }
 
-    pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+    pub(super) fn build(
+        config: &ConnectorConfig,
+        _provenance: &super::Provenance,
+    ) -> Result<Arc<dyn Connector>> {
         let options: LocalOptions = config.options_as()?;
         Ok(Arc::new(Self::instance(options.instance)))
     }
@@ -157,8 +160,15 @@ impl Connector for LocalConnector {
     async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
         key.check_deferred(Self::KIND)?;
         let value = Bytes::from(manifest::envelope(settlement));
-        self.write().insert(key.id().to_owned(), value);
-        Ok(())
+        match self.write().entry(key.id().to_owned()) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(Error::AlreadySet {
+                what: format!("the future {key}"),
+            }),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(value);
+                Ok(())
+            }
+        }
     }
 
     fn not_found_hint(&self) -> &'static str {

@@ -27,6 +27,7 @@ mod globus;
 mod local;
 mod multi;
 mod redis;
+pub mod trust;
 
 pub use file::FileConnector;
 pub use globus::{
@@ -36,6 +37,7 @@ pub use globus::{
 pub use local::LocalConnector;
 pub use multi::{ChildConfig, MultiConfig, MultiConnector, Policy};
 pub use redis::{DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX, RedisConfig, RedisConnector};
+pub use trust::{LocalTrust, Provenance};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -315,6 +317,10 @@ pub struct PutOptions {
     /// Tags that a [`MultiConnector`]'s policies route by (other connectors ignore them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The one site that may settle a deferred key ([`Connector::new_key`], Globus
+    /// connector); `None`: the site where the key is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settling_site: Option<String>,
 }
 
 impl PutOptions {
@@ -324,6 +330,13 @@ impl PutOptions {
         sites: impl IntoIterator<Item = S>,
     ) -> Self {
         self.destinations = Some(sites.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Names the one site that may settle a deferred key made with these options (Globus
+    /// connector): two sites can then never both set one future.
+    pub fn with_settling_site(mut self, site: impl Into<String>) -> Self {
+        self.settling_site = Some(site.into());
         self
     }
 
@@ -362,7 +375,7 @@ pub enum Settlement<'a> {
 /// let dir = tempfile::tempdir()?;
 /// let connector = FileConnector::new(dir.path())?;
 /// let config: ConnectorConfig = serde_json::from_str(&serde_json::to_string(&connector.config())?)?;
-/// let rebuilt = config.build()?;
+/// let rebuilt = config.build_local()?;
 /// assert_eq!(rebuilt.config(), connector.config());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -396,15 +409,34 @@ impl ConnectorConfig {
         })
     }
 
-    /// Builds a connector from this config with the builder registered for its kind.
+    /// Builds a connector from this config **as data from elsewhere** (a proxy's, an
+    /// event's): its bindings are checked against this process's own configuration
+    /// ([`trust`]), and it changes only objects its store minted in a trusted directory.
+    /// What this process's own code or user configured is built with
+    /// [`build_local`](Self::build_local).
     pub fn build(&self) -> Result<Arc<dyn Connector>> {
+        self.build_as(&Provenance::data()?)
+    }
+
+    /// Builds a connector from a config this process's own code or user gave: every
+    /// setting is taken as given (a Python constructor's arguments, say).
+    pub fn build_local(&self) -> Result<Arc<dyn Connector>> {
+        self.build_as(&Provenance::Local)
+    }
+
+    /// Builds a connector from this config with the builder registered for its kind,
+    /// judged as `provenance` says.
+    pub fn build_as(&self, provenance: &Provenance) -> Result<Arc<dyn Connector>> {
         let builder = KINDS
             .read()
             .expect("connector registry poisoned")
             .get(self.kind.as_str())
             .copied();
         match builder {
-            Some(build) => build(self),
+            Some(build) => match provenance.trust() {
+                Some(trust) => build(&trust::admit(self, trust)?, provenance),
+                None => build(self, provenance),
+            },
             None => Err(Error::UnknownConnector {
                 kind: self.kind.clone(),
                 known: known_kinds(),
@@ -413,8 +445,10 @@ impl ConnectorConfig {
     }
 }
 
-/// Builds a connector of one kind from its config.
-pub type BuildConnector = fn(&ConnectorConfig) -> Result<Arc<dyn Connector>>;
+/// Builds a connector of one kind from its config. A config from data arrives already
+/// through [`trust::admit`] for the built-in kinds; a plug-in kind judges a
+/// [`Provenance::Data`] config itself (`docs/THREAT-MODEL.md`).
+pub type BuildConnector = fn(&ConnectorConfig, &Provenance) -> Result<Arc<dyn Connector>>;
 
 static KINDS: LazyLock<RwLock<HashMap<String, BuildConnector>>> = LazyLock::new(|| {
     let mut kinds: HashMap<String, BuildConnector> = HashMap::new();

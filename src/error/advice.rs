@@ -98,10 +98,11 @@ impl Error {
             | Error::NotStaged { .. }
             | Error::LeaseEnded { .. }
             | Error::ProducerGone { .. } => ErrorKind::NotFound,
-            Error::StoreConflict { .. } => ErrorKind::Conflict,
+            Error::StoreConflict { .. } | Error::AlreadySet { .. } => ErrorKind::Conflict,
             Error::ConsentRequired { .. }
             | Error::Unauthorized { .. }
-            | Error::LoginRequired { .. } => ErrorKind::PermissionDenied,
+            | Error::LoginRequired { .. }
+            | Error::Untrusted { .. } => ErrorKind::PermissionDenied,
             Error::Server { code, .. } if is_auth_code(code) => ErrorKind::PermissionDenied,
             Error::Server { .. } => ErrorKind::Service,
             Error::Integrity { .. } => ErrorKind::Integrity,

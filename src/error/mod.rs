@@ -379,6 +379,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// Data from elsewhere (a proxy, a stream event, a lease row, a serialized setter)
+    /// names a service, server, credential source or object that this process's own
+    /// configuration does not trust; nothing was sent or changed
+    /// (`docs/THREAT-MODEL.md`).
+    #[error("{what} {named} is not trusted here: {advice}")]
+    Untrusted {
+        /// What the data named: "Transfer service URL", "Redis server", "store directory".
+        what: &'static str,
+        /// The URL, server or path it named (without credentials).
+        named: String,
+        /// What was skipped, and the configuration line that would trust it.
+        advice: String,
+    },
+
+    /// A future's outcome is already settled: a second value (a retried setter) or an
+    /// abandon after a value changes nothing.
+    #[error("{what} is already set: the first settlement wins, and this one changed nothing")]
+    AlreadySet {
+        /// The future (naming its store and key).
+        what: String,
+    },
+
     /// The connector cannot do this operation (see
     /// [`Capabilities`](crate::connector::Capabilities)).
     #[error("{operation} is not available on a '{connector}' connector: {advice}")]

@@ -61,6 +61,25 @@ impl ObjectDir {
             .map_err(|failure| failure_below(&self.path(), failure))
     }
 
+    /// Writes `data` as the file `name` only if no file has that name: a whole temporary
+    /// file, then `link(2)` to the name (atomic, and safe on NFS, which
+    /// `RENAME_NOREPLACE` is not). `false`: `name` was already there, and is untouched.
+    pub fn write_new(&self, name: &str, data: &[u8]) -> Result<bool> {
+        self.with_dir(|dir| link_new_in(dir, name, data))
+            .map_err(|failure| failure_below(&self.path(), failure))
+    }
+
+    /// Removes the file `name` from the directory (a missing one is fine).
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let dir = self
+            .open(false)
+            .map_err(|failure| failure_below(&self.path(), failure))?;
+        match rustix::fs::unlinkat(&*dir, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io("remove", self.path().join(name), e.into())),
+        }
+    }
+
     /// Runs `f` on the directory's descriptor; if it fails with `ENOENT` (the directory
     /// was removed since it was opened), opens the directory again and retries once.
     pub(super) fn with_dir<T>(
@@ -187,6 +206,26 @@ pub(super) fn write_in(
             .map_err(|e| ("write", tmp.to_owned(), e))
     })
     .map(|_| ())
+}
+
+/// Writes `data` as `name` in `dir` unless `name` exists (see [`ObjectDir::write_new`]).
+fn link_new_in(dir: &impl AsFd, name: &str, data: &[u8]) -> Result<bool, IoFailure> {
+    let tmp = temporary_name(name);
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, &tmp, flags, Mode::from_raw_mode(0o666))
+        .map_err(|e| ("write", tmp.clone(), e.into()))?;
+    let linked = File::from(fd)
+        .write_all(data)
+        .map_err(|e| ("write", tmp.clone(), e))
+        .and_then(
+            |()| match rustix::fs::linkat(dir, &tmp, dir, name, AtFlags::empty()) {
+                Ok(()) => Ok(true),
+                Err(rustix::io::Errno::EXIST) => Ok(false),
+                Err(e) => Err(("link into place", name.to_owned(), e.into())),
+            },
+        );
+    let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+    linked
 }
 
 /// The error for a failed step, its name taken below `base`.

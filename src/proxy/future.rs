@@ -114,7 +114,11 @@ where
         self.disarm()?;
         let bytes = self.store.codec().encode(value)?;
         let set = self.store.connector().set(&self.key, &bytes).await;
-        if set.is_err() {
+        // A future someone already settled keeps its outcome: nothing to abandon.
+        if set
+            .as_ref()
+            .is_err_and(|e| !matches!(e, Error::AlreadySet { .. }))
+        {
             self.abandon_now("the producer's set failed").await;
         }
         set
@@ -140,8 +144,10 @@ where
 impl<T> FutureSetter<T> {
     /// Abandons without a caller to tell: a failure is logged.
     async fn abandon_now(&self, reason: &str) {
-        if let Err(e) = self.store.connector().abandon(&self.key, reason).await {
-            tracing::warn!("could not abandon future {}: {e}", self.key);
+        match self.store.connector().abandon(&self.key, reason).await {
+            // Another copy of this setter (a retried task) set it: the value stands.
+            Ok(()) | Err(Error::AlreadySet { .. }) => {}
+            Err(e) => tracing::warn!("could not abandon future {}: {e}", self.key),
         }
     }
 }

@@ -199,7 +199,14 @@ where
             Error::not_found(store.name(), &key, store.connector().not_found_hint())
         })?;
         if evict {
-            store.evict_async(&key).await?;
+            match store.evict_async(&key).await {
+                // A proxy from elsewhere asked to delete what this process may not: the
+                // value is still the caller's; the deletion is skipped and reported.
+                Err(e @ Error::Untrusted { .. }) => {
+                    tracing::warn!("evict-on-resolve of {key} skipped: {e}")
+                }
+                other => other?,
+            }
         }
         Ok(value)
     })

@@ -62,10 +62,11 @@ pub struct Lease {
 
 impl Store {
     /// A new lease of this store's objects that expires `ttl` from now, kept in the
-    /// default state database (see [`StateDb::open_default`]).
+    /// default state database, which every lease of this process shares (see
+    /// [`StateDb::shared_default`]).
     pub fn lease(&self, ttl: Duration) -> Result<Lease> {
         block_on(async {
-            let db = StateDb::open_default(Settings::global()).await?;
+            let db = StateDb::shared_default(Settings::global()).await?;
             self.lease_in_async(&db, ttl).await
         })
     }
@@ -243,8 +244,21 @@ async fn evict_claimed(db: &StateDb, claimed: leases::Claimed) -> Result<()> {
 /// long (this process is told of its own at once).
 const REAPER_IDLE: Duration = Duration::from_secs(30);
 
-/// Failed looks at the database in a row after which a reaper gives up.
-const REAPER_FAILURES: u32 = 5;
+/// The longest a reaper waits between looks at a database that keeps failing.
+const REAPER_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How long a reaper waits after `failures` failed looks in a row (none: the last look
+/// succeeded, and it waits until the next lease is due); `None` once the database is gone
+/// for good (a SQLite file that was removed). An outage of any length, a PostgreSQL
+/// server down for minutes, only slows it: it backs off up to five minutes a look and
+/// never gives up while its database exists.
+fn reaper_backoff(failures: u32, database_gone: bool) -> Option<Duration> {
+    if database_gone {
+        return None;
+    }
+    let doubled = Duration::from_secs(1u64 << failures.min(16));
+    Some(doubled.min(REAPER_BACKOFF_MAX))
+}
 
 /// Starts (once per database, per process) the reaper of `db`'s leases; the handle that
 /// wakes it when a lease is made.
@@ -261,9 +275,8 @@ fn reaper_for(db: &StateDb) -> Arc<Notify> {
     reapers.insert(db.path().to_owned(), Arc::clone(&wake));
     let (db, woken) = (db.clone(), Arc::clone(&wake));
     crate::runtime::handle().spawn(async move {
-        let mut failures = 0;
-        // A database that keeps failing (a test's temporary one, removed) ends the reaper.
-        while failures < REAPER_FAILURES {
+        let mut failures: u32 = 0;
+        loop {
             if let Err(e) = reap_expired_leases(&db).await {
                 tracing::warn!("evicting the objects of expired leases: {e}");
             }
@@ -275,8 +288,12 @@ fn reaper_for(db: &StateDb) -> Arc<Notify> {
                     })
                 }
                 _ => {
-                    failures += 1;
-                    REAPER_IDLE
+                    failures = failures.saturating_add(1);
+                    // A database removed for good (a test's temporary one) ends the reaper.
+                    match reaper_backoff(failures, db.is_removed()) {
+                        Some(wait) => wait,
+                        None => break,
+                    }
                 }
             };
             // A lease made meanwhile may be due sooner: it wakes the reaper.
@@ -288,10 +305,40 @@ fn reaper_for(db: &StateDb) -> Arc<Notify> {
     wake
 }
 
+/// The longest a lease is made or extended by at once: a thousand years (a longer
+/// `Duration`, up to `Duration::MAX`, counts as this; the expiry column never overflows).
+const LONGEST_MS: i64 = 1000 * 365 * 24 * 3600 * 1000;
+
 fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis())
+        .unwrap_or(i64::MAX)
+        .min(LONGEST_MS)
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a reaper gave up after five failed looks in a row (about five
+    /// minutes of a database outage), and leases of that process were never reaped
+    /// again. It backs off instead, and stops only for a database that is gone.
+    #[test]
+    fn a_reaper_outlives_any_outage_of_a_database_that_still_exists() {
+        let mut longest = Duration::ZERO;
+        for failures in 1..10_000 {
+            let wait = reaper_backoff(failures, false).expect("never gives up");
+            assert!(
+                wait >= longest && wait <= REAPER_BACKOFF_MAX,
+                "{failures}: {wait:?}"
+            );
+            longest = wait;
+        }
+        assert_eq!(longest, REAPER_BACKOFF_MAX);
+        assert_eq!(reaper_backoff(u32::MAX, false), Some(REAPER_BACKOFF_MAX));
+        assert_eq!(reaper_backoff(1, true), None);
+    }
 }

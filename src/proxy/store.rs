@@ -17,6 +17,9 @@ use crate::connector::{Connector, ConnectorConfig, Key, PutOptions};
 use crate::error::{Error, Result};
 use crate::runtime::{self, block_on};
 
+/// The largest cache a store rebuilt from data keeps (objects).
+const MAX_DATA_CACHE: usize = 4096;
+
 /// The newest store-config format this build writes and reads.
 pub const STORE_CONFIG_VERSION: u16 = 1;
 
@@ -191,11 +194,14 @@ impl Store {
         Store::builder(name, connector).build()
     }
 
-    /// Builds an unregistered store from `config`, rebuilding its connector.
+    /// Builds an unregistered store from `config` **as data from elsewhere** (a proxy's),
+    /// rebuilding its connector with [`ConnectorConfig::build`]: its bindings are checked
+    /// against this process's configuration, and its numbers bounded
+    /// (`docs/THREAT-MODEL.md`).
     ///
-    /// To share one instance per name in a process, use
+    /// To share one instance per config in a process, use
     /// [`get_or_create_store`](crate::get_or_create_store) instead.
-    pub fn from_config(config: StoreConfig) -> Result<Store> {
+    pub fn from_config(mut config: StoreConfig) -> Result<Store> {
         if config.version == 0 || config.version > STORE_CONFIG_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "store config",
@@ -204,6 +210,12 @@ impl Store {
             });
         }
         let connector = config.connector.build()?;
+        // Numbers from data: a cache is at most MAX_DATA_CACHE objects, a time limit at
+        // most a day (a deadline never overflows).
+        config.cache_size = config.cache_size.min(MAX_DATA_CACHE);
+        config.resolve_timeout = config
+            .resolve_timeout
+            .map(|t| t.min(crate::connector::trust::MAX_DATA_TIMEOUT));
         Ok(Store::assemble(config, connector))
     }
 

@@ -48,20 +48,9 @@ pub(crate) async fn open(url: &str) -> Result<PgPool> {
     Ok(pool)
 }
 
-/// `url` with its password, if any, replaced by `***`: what errors and logs may show.
+/// `url` fit to show (see [`crate::redact::url`]).
 pub(crate) fn redacted(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        // Not a URL at all: show its scheme, never the rest, which may hold a secret.
-        Err(_) => match url.split_once(':') {
-            Some((scheme, _)) => format!("{scheme}:…"),
-            None => "(an unparsable URL)".into(),
-        },
-    }
+    crate::redact::url(url)
 }
 
 #[cfg(test)]
@@ -80,6 +69,7 @@ mod tests {
             "postgres://me@db.example/psg"
         );
         assert!(!redacted("postgres//me:s3cret@nowhere").contains("s3cret"));
+        assert!(!redacted("postgres://me@db/psg?password=s3cret").contains("s3cret"));
     }
 
     /// Hosts that open a fresh database at the same moment all succeed, and the schema is

@@ -34,6 +34,11 @@ fn writer(globus: &GlobusConnector, topic: &str) -> Result<ObjectDir> {
 
 /// The position of the last event written at this site, if any; its transfer is enqueued
 /// again (the producer may have died between writing and enqueuing it).
+///
+/// The last event is the highest-numbered file that *opens* as a sealed event of this
+/// topic at the position its name says: a stray or half-written file with an event's
+/// name (`99999999999999999999.event`) is passed over, never a reason to skip positions
+/// that consumers would then wait for for ever.
 pub(super) async fn resume(globus: &GlobusConnector, topic: &str) -> Result<Option<u64>> {
     let (_, dir) = globus.local_object(&topic_dir(topic))?;
     let entries = match std::fs::read_dir(&dir) {
@@ -41,14 +46,37 @@ pub(super) async fn resume(globus: &GlobusConnector, topic: &str) -> Result<Opti
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("list", dir, e)),
     };
-    let last = entries
+    let mut positions: Vec<u64> = entries
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let name = entry.file_name();
             let digits = name.to_str()?.strip_suffix(".event")?;
             (digits.len() == 20).then(|| digits.parse::<u64>().ok())?
         })
-        .max();
+        .collect();
+    positions.sort_unstable_by(|a, b| b.cmp(a));
+    let is_event_at = |position: u64| {
+        let path = dir.join(format!("{position:020}.event"));
+        let sealed = read_regular_file_if_there(&path).ok().flatten();
+        sealed.is_some_and(|sealed| {
+            matches!(
+                manifest::open::<Event>(&sealed),
+                Some(Ok((event, _))) if event.topic == topic && event.position == position
+            )
+        })
+    };
+    let mut last = None;
+    for position in positions {
+        if is_event_at(position) {
+            last = Some(position);
+            break;
+        }
+        tracing::warn!(
+            "{}/{position:020}.event is not a sealed event of topic {topic} at {position}: \
+             passed over when resuming",
+            dir.display()
+        );
+    }
     if let Some(last) = last {
         globus
             .send_files(&[(event_path(topic, last), None)], None)

@@ -51,7 +51,7 @@ mod globus;
 mod redis;
 
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -110,7 +110,10 @@ impl Event {
         self.object.is_none()
     }
 
-    /// A proxy of the object (`None` for the end of the stream).
+    /// A proxy of the object (`None` for the end of the stream), in the store the event
+    /// names, rebuilt as data from elsewhere (its bindings checked against this process's
+    /// configuration). A [`StreamConsumer`] of a Globus channel resolves through the
+    /// channel's own store instead ([`StreamConsumer::proxy_of`]).
     pub fn proxy<T>(&self) -> Result<Option<Proxy<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
@@ -180,7 +183,11 @@ impl StreamProducer {
                 globus::resume(globus, topic).await?
             }
         }
-        .map_or(0, |last| last + 1);
+        .map_or(Some(0), |last| last.checked_add(1))
+        .ok_or_else(|| Error::InvalidConfig {
+            what: "stream producer".into(),
+            message: format!("topic {topic} has no position left after {}", u64::MAX),
+        })?;
         Ok(StreamProducer {
             store: store.clone(),
             channel: channel.clone(),
@@ -238,7 +245,7 @@ impl StreamProducer {
             Channel::Redis(redis) => redis::append(redis, &event).await?,
             Channel::Globus(globus) => globus::append(globus, &event).await?,
         }
-        self.next += 1;
+        self.next = self.next.saturating_add(1);
         Ok(event.position)
     }
 }
@@ -301,7 +308,7 @@ impl<T> StreamConsumer<T> {
         if self.ended {
             return Ok(None);
         }
-        let until = Instant::now() + self.wait;
+        let until = crate::runtime::deadline_after(self.wait);
         let event = match &mut self.reader {
             Reader::Redis(cursor) => cursor.read(&self.topic, self.next, until).await?,
             Reader::Globus(globus) => globus::read(globus, &self.topic, self.next, until).await?,
@@ -313,9 +320,36 @@ impl<T> StreamConsumer<T> {
             });
         };
         let event = event.check(&self.topic, self.next)?;
-        self.next += 1;
+        self.next = self.next.saturating_add(1);
         self.ended = event.is_end();
         Ok(Some(event))
+    }
+}
+
+impl<T> StreamConsumer<T>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    /// A proxy of `event`'s object (`None` for the end of the stream). On a Globus channel
+    /// only the event's *key* is taken, and resolved through the channel's own store: an
+    /// event file anyone could plant says which object, never which store, service URL or
+    /// options (see `docs/THREAT-MODEL.md`). On Redis, as [`Event::proxy`].
+    pub fn proxy_of(&self, event: &Event) -> Result<Option<Proxy<T>>> {
+        let Some(object) = &event.object else {
+            return Ok(None);
+        };
+        match &self.reader {
+            Reader::Globus(globus) => {
+                let connector: std::sync::Arc<dyn crate::connector::Connector> =
+                    std::sync::Arc::new(globus.clone());
+                let store = Store::builder(&object.store.name, connector)
+                    .codec(object.store.codec)
+                    .register(false)
+                    .build()?;
+                Ok(Some(store.proxy_from_key(object.key.clone())))
+            }
+            Reader::Redis(_) => event.proxy(),
+        }
     }
 }
 
@@ -328,7 +362,7 @@ where
     /// The next object's proxy; `None` after the end of the stream.
     fn next(&mut self) -> Option<Self::Item> {
         match block_on(self.next_event()) {
-            Ok(Some(event)) => event.proxy().transpose(),
+            Ok(Some(event)) => self.proxy_of(&event).transpose(),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
         }

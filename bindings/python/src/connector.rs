@@ -53,7 +53,7 @@ fn build(kind: &str, options: &serde_json::Value) -> ps_globus::Result<Live> {
             kind: kind.to_owned(),
             options: options.clone(),
         };
-        (config.build()?, None)
+        (config.build_local()?, None)
     };
     Ok(Live {
         generation: fork_generation(),

@@ -39,7 +39,7 @@ pub fn ref_save(
     })();
     wait(py, async move {
         let r = built?;
-        let db = StateDb::open_default(&Settings::from_env()).await?;
+        let db = StateDb::shared_default(&Settings::from_env()).await?;
         save_ref(&db, &r, replace).await?;
         r.to_string_form()
     })

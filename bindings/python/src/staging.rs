@@ -75,7 +75,7 @@ pub fn transfer(
         let items = plan(&lines, direction, &config, &current)?;
         let client =
             TransferClient::new(&settings, ps_globus::auth::default_authorizer(&settings)?)?;
-        let db = StateDb::open_default(&settings).await?;
+        let db = StateDb::shared_default(&settings).await?;
         let manager =
             TransferManager::start(db, client, ManagerConfig::from_settings(&settings)).await?;
         let handles = enqueue(&manager, &items, &batch).await?;

@@ -9,6 +9,7 @@ use tokio::sync::OnceCell;
 use super::config::{GlobusConfig, check_relative};
 use super::{GlobusConnector, Inner};
 use crate::auth::Authorizer;
+use crate::connector::Provenance;
 use crate::error::{Error, Result};
 use crate::fsutil::ObjectDir;
 use crate::settings::Settings;
@@ -47,6 +48,17 @@ pub struct ProcessDefaults {
 
 static DEFAULTS: RwLock<Option<ProcessDefaults>> = RwLock::new(None);
 
+/// The settings connectors rebuilt from a config use in this process: the process
+/// defaults', else [`Settings::global`].
+pub(crate) fn process_settings() -> Settings {
+    DEFAULTS
+        .read()
+        .expect("defaults lock")
+        .as_ref()
+        .and_then(|d| d.settings.clone())
+        .unwrap_or_else(|| Settings::global().clone())
+}
+
 /// Sets what connectors rebuilt from a config use in this process.
 pub fn set_process_defaults(defaults: ProcessDefaults) {
     *DEFAULTS.write().expect("defaults lock") = Some(defaults);
@@ -60,6 +72,7 @@ pub struct GlobusConnectorBuilder {
     home: Option<PathBuf>,
     settings: Option<Settings>,
     manager: Option<ManagerConfig>,
+    provenance: Provenance,
 }
 
 impl GlobusConnectorBuilder {
@@ -71,7 +84,16 @@ impl GlobusConnectorBuilder {
             home: None,
             settings: None,
             manager: None,
+            provenance: Provenance::Local,
         }
+    }
+
+    /// Where the configuration came from (default [`Provenance::Local`]); rebuilt from
+    /// data, the connector deletes only objects it minted, in a trusted directory, and
+    /// pulls on demand only into a collection the local configuration names.
+    pub fn provenance(mut self, provenance: Provenance) -> Self {
+        self.provenance = provenance;
+        self
     }
 
     /// Acts as site `name` (default: the process defaults' site, else
@@ -111,7 +133,7 @@ impl GlobusConnectorBuilder {
     /// Checks the configuration and builds the connector. No network yet: the Transfer
     /// client and manager start on first use.
     pub fn build(self) -> Result<GlobusConnector> {
-        let config = self.config;
+        let mut config = self.config;
         check_relative(&config.store_dir, "store_dir")?;
         if config.sites.is_empty() {
             return Err(Error::InvalidConfig {
@@ -139,6 +161,23 @@ impl GlobusConnectorBuilder {
             .transfer_url
             .clone()
             .unwrap_or_else(|| settings.transfer_url.clone());
+        if self.provenance.trust().is_none() {
+            crate::connector::trust::configured_transfer_url(&transfer_url);
+        }
+        if let Some(trust) = self.provenance.trust() {
+            // A pull spends this identity's transfers into this site's collection: from
+            // data, only into a collection the local configuration names.
+            let collection = config.site(&site)?.collection;
+            if config.pull_on_demand && !trust.collections.contains(&collection) {
+                tracing::warn!(
+                    "a proxy's Globus store asks to pull on demand into collection \
+                     {collection}, which {} names for no site: not pulling (reads wait for \
+                     the producer's transfers)",
+                    trust.config_path.display()
+                );
+                config.pull_on_demand = false;
+            }
+        }
         Ok(GlobusConnector {
             inner: Arc::new(Inner {
                 objects: ObjectDir::new(config.site(&site)?.local_path.clone(), &config.store_dir),
@@ -156,6 +195,8 @@ impl GlobusConnectorBuilder {
                 manager: OnceCell::new(),
                 watcher: OnceCell::new(),
                 deleter: OnceCell::new(),
+                provenance: self.provenance,
+                marked: std::sync::Once::new(),
             }),
         })
     }

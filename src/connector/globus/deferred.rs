@@ -29,6 +29,10 @@ impl GlobusConnector {
     /// that records the put's destinations, if it names any (checked now).
     pub(super) fn new_deferred_key(&self, options: &PutOptions) -> Result<Key> {
         let mut extra = Map::new();
+        // The one site that may settle it: where it is made, or the one the options name.
+        let settler = options.settling_site.as_deref().unwrap_or(&self.inner.site);
+        self.inner.config.site(settler)?;
+        extra.insert("site".into(), settler.into());
         if let Some(sites) = &options.destinations {
             self.inner.config.destinations_for("", Some(sites))?;
             extra.insert("destinations".into(), sites.clone().into());
@@ -44,6 +48,22 @@ impl GlobusConnector {
     ) -> Result<()> {
         key.check_deferred(Self::KIND)?;
         let id = key.id();
+        self.check_change(id, id, "setting a future")?;
+        let settler = key
+            .meta()
+            .and_then(|m| m.get("site"))
+            .and_then(|s| s.as_str());
+        if let Some(settler) = settler.filter(|s| *s != self.inner.site) {
+            return Err(Error::Unsupported {
+                operation: "settling a future made for another site",
+                connector: Self::KIND.into(),
+                advice: format!(
+                    "future {id} is settled only at site {settler:?}, and this process is at \
+                     {:?}: set it there (or make it with PutOptions::with_settling_site)",
+                    self.inner.site
+                ),
+            });
+        }
         let outcome = deferred::write(&self.inner.objects, id, settlement)?;
         let asked: Option<Vec<String>> = key
             .meta()
@@ -82,6 +102,7 @@ impl GlobusConnector {
     /// destinations (after their transfers end, in the shared delete batch).
     pub(super) async fn evict_deferred(&self, key: &Key) -> Result<()> {
         let id = key.id();
+        self.check_change(id, id, "an eviction")?;
         let (root, local) = self.object_at_site(id)?;
         let dir = local.parent().unwrap_or(&root).to_owned();
         super::verify::refuse_links(&root, &dir)?;

@@ -48,11 +48,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+pub(crate) use builder::process_settings;
 pub use builder::{GlobusConnectorBuilder, ProcessDefaults, set_process_defaults};
 pub use config::{DEFAULT_WAIT, GlobusConfig, META_VERSION, ObjectMeta};
 pub use verify::INLINE_HASH_LIMIT;
 
-use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
+use super::{Capabilities, Connector, ConnectorConfig, Key, Provenance, PutOptions, Settlement};
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
 use crate::fsutil::ObjectDir;
@@ -86,6 +87,11 @@ struct Inner {
     manager: OnceCell<TransferManager>,
     watcher: OnceCell<Arc<Watcher>>,
     deleter: OnceCell<Arc<Deleter>>,
+    /// Local, or rebuilt from data: then it deletes only objects it minted, in a store
+    /// directory this process trusts.
+    provenance: Provenance,
+    /// Set once this site's store directory carries the store marker.
+    marked: std::sync::Once,
 }
 
 /// How long dropping the last handle waits for pending submissions.
@@ -141,10 +147,49 @@ impl GlobusConnector {
         GlobusConnectorBuilder::new(config)
     }
 
-    /// Rebuilds from a [`ConnectorConfig`] (the registry's builder).
-    pub(crate) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+    /// Rebuilds from a [`ConnectorConfig`] (the registry's builder); from data, its
+    /// Transfer URL was already checked by [`trust::admit`](super::trust::admit).
+    pub(crate) fn build(
+        config: &ConnectorConfig,
+        provenance: &Provenance,
+    ) -> Result<Arc<dyn Connector>> {
         let config: GlobusConfig = config.options_as()?;
-        Ok(Arc::new(Self::builder(config).build()?))
+        Ok(Arc::new(
+            Self::builder(config)
+                .provenance(provenance.clone())
+                .build()?,
+        ))
+    }
+
+    /// Marks this site's store directory as the store's (once, after a local put created
+    /// it): a process that rebuilds the store from a proxy may then delete here.
+    pub(super) fn mark_store_dir(&self) {
+        if self.inner.provenance.trust().is_none() {
+            self.inner
+                .marked
+                .call_once(|| super::trust::mark_store_dir(&self.inner.objects.path()));
+        }
+    }
+
+    /// Checks that this connector may change object `id` at this site (see
+    /// [`trust::check_change`](super::trust::check_change)).
+    fn check_change(&self, id: &str, path: &str, operation: &'static str) -> Result<()> {
+        if self.inner.provenance.trust().is_some() && path != id {
+            return Err(Error::Untrusted {
+                what: "object path",
+                named: path.to_owned(),
+                advice: format!(
+                    "{operation} skipped: a store rebuilt from a proxy changes only the \
+                     objects it minted, each at its id"
+                ),
+            });
+        }
+        super::trust::check_change(
+            &self.inner.provenance,
+            Some(&self.inner.objects.path()),
+            id,
+            operation,
+        )
     }
 
     /// The site this connector acts at.
@@ -282,6 +327,7 @@ impl Connector for GlobusConnector {
 
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
+        self.check_change(&id, &id, "a put")?;
         // The store directory is opened once (checked for links on the way, created on
         // first use) and each put writes by name inside it.
         let write = || self.inner.objects.write_atomic(&id, data);
@@ -389,6 +435,7 @@ impl Connector for GlobusConnector {
         }
         let meta = self.meta(key)?;
         let path = meta.as_ref().map_or(key.id(), |m| m.path.as_str());
+        self.check_change(key.id(), path, "an eviction")?;
         let (root, local) = self.object_at_site(path)?;
         // A link where the object should be is removed (not what it points to); a link
         // on the way there would make the removal hit a file outside the store.

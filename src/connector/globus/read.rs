@@ -87,7 +87,7 @@ impl GlobusConnector {
         // taking the cancel as the object's fate.
         let mut cancelled: Option<(Error, Instant)> = None;
         let explicit = self.inner.config.wait_timeout_s.map(Duration::from_secs);
-        let mut until = Instant::now() + explicit.unwrap_or(DEFAULT_WAIT);
+        let mut until = crate::runtime::deadline_after(explicit.unwrap_or(DEFAULT_WAIT));
         let mut delay = Duration::from_millis(10);
         let mut checked_skips = false;
         loop {
@@ -111,7 +111,8 @@ impl GlobusConnector {
                         .and_then(crate::transfer::types::parse_time)
                 {
                     let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
-                    until = Instant::now() + left + Duration::from_secs(5);
+                    until =
+                        crate::runtime::deadline_after(left.saturating_add(Duration::from_secs(5)));
                 }
                 let failed = |code: String, description: String| Error::TransferFailed {
                     task_id: Some(task.task_id.clone()),

@@ -22,6 +22,7 @@ impl GlobusConnector {
         sha256: String,
         options: &PutOptions,
     ) -> Result<Key> {
+        self.mark_store_dir();
         let source = self.inner.site.clone();
         let (_, source_path) = self.paths(&source, &id)?;
         let collection = self.inner.config.site(&source)?.collection;
@@ -66,6 +67,7 @@ impl GlobusConnector {
     /// verifies the sha256; none maps the file).
     pub(super) async fn stage_file(&self, file: &Path, options: &PutOptions) -> Result<Key> {
         let id = Key::new_id();
+        self.check_change(&id, &id, "a put")?;
         let size = fs::metadata(file)
             .map_err(|e| Error::io("stage", file, e))?
             .len();

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
-use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions};
+use super::{Capabilities, Connector, ConnectorConfig, Key, Provenance, PutOptions};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
@@ -75,12 +75,12 @@ struct Child {
 }
 
 impl Child {
-    fn connector(&self) -> Result<Arc<dyn Connector>> {
+    fn connector(&self, provenance: &Provenance) -> Result<Arc<dyn Connector>> {
         let mut built = self.built.lock().expect("multi child poisoned");
         if let Some(connector) = built.as_ref() {
             return Ok(Arc::clone(connector));
         }
-        let connector = self.config.connector.build()?;
+        let connector = self.config.connector.build_as(provenance)?;
         *built = Some(Arc::clone(&connector));
         Ok(connector)
     }
@@ -117,6 +117,8 @@ pub struct MultiConnector {
     children: Vec<Child>,
     /// The current site: set explicitly, or found on first need.
     site: OnceLock<Option<String>>,
+    /// Where the config came from: its children are built the same way.
+    provenance: Provenance,
 }
 
 impl MultiConnector {
@@ -188,7 +190,13 @@ impl MultiConnector {
                 })
                 .collect(),
             site: OnceLock::new(),
+            provenance: Provenance::Local,
         })
+    }
+
+    /// The child at index `n`, built (with this connector's provenance) if it was not.
+    fn child_connector(&self, n: usize) -> Result<Arc<dyn Connector>> {
+        self.children[n].connector(&self.provenance)
     }
 
     /// This connector with the current site fixed to `site` (instead of
@@ -217,11 +225,17 @@ impl MultiConnector {
 
     /// The child connector named `name`, built if it was not yet.
     pub fn child(&self, name: &str) -> Result<Arc<dyn Connector>> {
-        self.children[self.find(name)?].connector()
+        self.child_connector(self.find(name)?)
     }
 
-    pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
-        Ok(Arc::new(Self::from_config(config.options_as()?)?))
+    pub(super) fn build(
+        config: &ConnectorConfig,
+        provenance: &Provenance,
+    ) -> Result<Arc<dyn Connector>> {
+        Ok(Arc::new(MultiConnector {
+            provenance: provenance.clone(),
+            ..Self::from_config(config.options_as()?)?
+        }))
     }
 
     /// The index of the child named `name`.
@@ -264,7 +278,7 @@ impl MultiConnector {
     /// The connector holding `key`'s object and the child's own key, as `route_key`.
     fn connector_for(&self, key: &Key) -> Result<Option<(Arc<dyn Connector>, Key)>> {
         match self.route_key(key)? {
-            Some((n, inner)) => Ok(Some((self.children[n].connector()?, inner))),
+            Some((n, inner)) => Ok(Some((self.child_connector(n)?, inner))),
             None => Ok(None),
         }
     }
@@ -347,7 +361,7 @@ impl Connector for MultiConnector {
         let mut longest = 0;
         for child in &self.children {
             let caps = child
-                .connector()
+                .connector(&self.provenance)
                 .map_or(Capabilities::in_memory(), |c| c.capabilities());
             all.outlives_instances &= caps.outlives_instances;
             all.put_file &= caps.put_file;
@@ -359,7 +373,7 @@ impl Connector for MultiConnector {
 
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let n = self.route_put(data.len() as u64, options)?;
-        let key = self.children[n].connector()?.put(data, options).await?;
+        let key = self.child_connector(n)?.put(data, options).await?;
         self.wrap(n, key)
     }
 
@@ -390,14 +404,20 @@ impl Connector for MultiConnector {
         for (at, data) in objects.iter().enumerate() {
             groups[self.route_put(data.len() as u64, options)?].push(at);
         }
-        let batches = groups.iter().enumerate().filter(|(_, g)| !g.is_empty());
-        let puts = batches.map(|(n, group)| async move {
+        // Every child the batch needs is built before anything is written: a child that
+        // cannot be built here fails the batch with nothing stored anywhere.
+        let batches: Vec<(usize, &Vec<usize>, Arc<dyn Connector>)> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(n, group)| Ok((n, group, self.child_connector(n)?)))
+            .collect::<Result<_>>()?;
+        let puts = batches.into_iter().map(|(n, group, connector)| async move {
             let batch: Vec<&[u8]> = group.iter().map(|&at| objects[at]).collect();
-            let connector = self.children[n].connector()?;
             let keys = connector.put_batch(&batch, options).await;
-            Ok::<_, Error>((n, connector, keys))
+            (n, connector, keys)
         });
-        let done = try_join_all(puts).await?;
+        let done = futures_util::future::join_all(puts).await;
         if done.iter().any(|(_, _, keys)| keys.is_err()) {
             // Leave nothing behind that no caller has a key for.
             let mut failure = None;
@@ -438,7 +458,7 @@ impl Connector for MultiConnector {
         }
         let batches = groups.iter().enumerate().filter(|(_, g)| !g.0.is_empty());
         let gets = batches.map(|(n, (positions, inner))| async move {
-            let values = self.children[n].connector()?.get_batch(inner).await?;
+            let values = self.child_connector(n)?.get_batch(inner).await?;
             Ok::<_, Error>((positions, values))
         });
         let mut out = vec![None; keys.len()];
@@ -455,10 +475,7 @@ impl Connector for MultiConnector {
             .map_err(|e| Error::io("read", path, e))?
             .len();
         let n = self.route_put(size, options)?;
-        let key = self.children[n]
-            .connector()?
-            .put_file(path, options)
-            .await?;
+        let key = self.child_connector(n)?.put_file(path, options).await?;
         self.wrap(n, key)
     }
 

@@ -35,6 +35,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[serde(try_from = "RawRedisConfig")]
 #[non_exhaustive]
 pub struct RedisConfig {
+    /// The name of the configuration file's `[redis.NAME]` table this config came from
+    /// ([`RedisConnector::named`](super::RedisConnector::named)): a process that rebuilds
+    /// the connector from a proxy connects to *its own* table of that name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Host name or address of the server (default `127.0.0.1`).
     pub host: String,
     /// Its port (default 6379).
@@ -73,6 +78,8 @@ pub struct RedisConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRedisConfig {
+    #[serde(default)]
+    server: Option<String>,
     #[serde(default = "default_host")]
     host: String,
     #[serde(default = "default_port")]
@@ -131,6 +138,7 @@ impl TryFrom<RawRedisConfig> for RedisConfig {
             );
         }
         let config = RedisConfig {
+            server: raw.server,
             host: raw.host,
             port: raw.port,
             socket: raw.socket,
@@ -154,6 +162,7 @@ impl RedisConfig {
     /// The server at `host:port`, with every other setting at its default.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         RedisConfig {
+            server: None,
             host: host.into(),
             port,
             socket: None,

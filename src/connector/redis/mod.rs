@@ -65,6 +65,8 @@ pub struct RedisConnector {
     config: RedisConfig,
     url: String,
     connection: ConnectionManager,
+    /// Rebuilt from data: evicts and settles only keys it mints.
+    provenance: super::Provenance,
 }
 
 impl std::fmt::Debug for RedisConnector {
@@ -105,6 +107,7 @@ impl RedisConnector {
             url: config.url(),
             config,
             connection,
+            provenance: super::Provenance::Local,
         })
     }
 
@@ -121,7 +124,10 @@ impl RedisConnector {
                 servers.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         })?;
-        Self::new(config)
+        Self::new(RedisConfig {
+            server: Some(name.to_owned()),
+            ..config
+        })
     }
 
     /// Its configuration.
@@ -129,8 +135,23 @@ impl RedisConnector {
         &self.config
     }
 
-    pub(super) fn build(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
-        Ok(Arc::new(Self::new(config.options_as()?)?))
+    /// Rebuilds from a config: from data, one [`trust::admit`](super::trust::admit) has
+    /// already bound to this process's own table for the server.
+    pub(super) fn build(
+        config: &ConnectorConfig,
+        provenance: &super::Provenance,
+    ) -> Result<Arc<dyn Connector>> {
+        Ok(Arc::new(RedisConnector {
+            provenance: provenance.clone(),
+            ..Self::new(config.options_as()?)?
+        }))
+    }
+
+    /// Checks that this connector may change the object of `key` (rebuilt from data: one
+    /// it minted).
+    fn check_change(&self, key: &Key, operation: &'static str) -> Result<()> {
+        // A Redis server has no directory to mark: the minted id is the whole check.
+        super::trust::check_change(&self.provenance, None, key.id(), operation)
     }
 
     /// Removes every object of this connector's layout (`<prefix>` + 32 hex digits) from
@@ -334,6 +355,7 @@ impl Connector for RedisConnector {
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
+        self.check_change(key, "an eviction")?;
         let unlink = redis::cmd("UNLINK").arg(self.redis_key(key)?).clone();
         let _: u64 = self.run("UNLINK", &unlink).await?;
         Ok(())
@@ -388,8 +410,26 @@ impl Connector for RedisConnector {
     /// One `SET` of an envelope value: the manifest, then the object.
     async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
         key.check_deferred(Self::KIND)?;
-        let set = self.set_command(&self.redis_key(key)?, &manifest::envelope(settlement));
-        self.run("SET", &set).await
+        self.check_change(key, "setting a future")?;
+        let redis_key = self.redis_key(key)?;
+        let envelope = manifest::envelope(settlement);
+        // SET NX: the first settlement wins; a later one changes nothing.
+        let mut set = self.set_command(&redis_key, &envelope);
+        set.arg("NX");
+        let written: Option<String> = self.run("SET", &set).await?;
+        if written.is_some() {
+            return Ok(());
+        }
+        // Not written: settled before — by this very call, if a dropped connection made
+        // it retry a SET that had landed (then the value is ours, byte for byte).
+        let get = redis::cmd("GET").arg(&redis_key).clone();
+        let there: Option<Vec<u8>> = self.run("GET", &get).await?;
+        if there.as_deref() == Some(&envelope[..]) {
+            return Ok(());
+        }
+        Err(Error::AlreadySet {
+            what: format!("the future {key}"),
+        })
     }
 
     fn not_found_hint(&self) -> &'static str {

@@ -430,7 +430,7 @@ impl TransferManager {
     /// Waits for every item of the batch labelled `label`; the first failure is returned.
     pub async fn wait_label(&self, label: &str, timeout: Duration) -> Result<Vec<ItemStatus>> {
         let ids = sql::item_ids_of(&self.inner.db, label).await?;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::runtime::deadline_after(timeout);
         let mut done = Vec::with_capacity(ids.len());
         for id in ids {
             done.push(
