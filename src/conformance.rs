@@ -70,6 +70,7 @@ macro_rules! conformance_suite {
                 resolve_path_gives_the_bytes_or_is_unsupported,
                 close_keeps_every_object,
                 deferred_keys_wait_for_set_or_are_unsupported,
+                a_future_is_settled_once,
             );
         }
     };
@@ -440,4 +441,40 @@ pub async fn deferred_keys_wait_for_set_or_are_unsupported(h: Harness) {
     let e = c.set(&plain, b"y").await.unwrap_err();
     assert!(matches!(e, Error::MalformedKey { .. }), "{e}");
     assert_eq!(c.get(&plain).await.unwrap().as_deref(), Some(&b"x"[..]));
+}
+
+/// A deferred key is settled once: a second value (a setter deserialized twice, a
+/// retried task) and an abandon after a value are [`Error::AlreadySet`] and change
+/// nothing; a value after an abandon too. Skipped without deferred keys.
+pub async fn a_future_is_settled_once(h: Harness) {
+    let c = &h.connector;
+    if !h.caps.deferred_keys {
+        return;
+    }
+    let key = c.new_key(&opts()).unwrap();
+    let first = pattern(5000, 3);
+    c.set(&key, &first).await.unwrap();
+    for second in [
+        c.set(&key, &pattern(5000, 4)).await,
+        c.abandon(&key, "a retry gave up").await,
+    ] {
+        let e = second.unwrap_err();
+        assert!(matches!(e, Error::AlreadySet { .. }), "{e}");
+    }
+    // The very same bytes again changes nothing either way (on Redis it cannot be told
+    // from a retried command that had landed, and succeeds).
+    match c.set(&key, &first).await {
+        Ok(()) | Err(Error::AlreadySet { .. }) => {}
+        Err(e) => panic!("the same value again: {e}"),
+    }
+    assert_eq!(c.get(&key).await.unwrap().as_deref(), Some(&first[..]));
+
+    let abandoned = c.new_key(&opts()).unwrap();
+    c.abandon(&abandoned, "first word").await.unwrap();
+    let late = c.set(&abandoned, b"late").await.unwrap_err();
+    assert!(matches!(late, Error::AlreadySet { .. }), "{late}");
+    let e = c.get(&abandoned).await.unwrap_err();
+    assert!(e.to_string().contains("first word"), "{e}");
+    c.evict(&key).await.unwrap();
+    c.evict(&abandoned).await.unwrap();
 }

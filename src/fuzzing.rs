@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config_toml", config_toml),
     ("address", address),
     ("batch_file", batch_file),
+    ("trust_admit", trust_admit),
     #[cfg(feature = "sim")]
     ("transfer_document", transfer_document),
 ];
@@ -39,6 +40,87 @@ pub fn key(data: &[u8]) {
         let again = Key::from_str(&key.to_string()).expect("a printed key parses");
         assert_eq!(again, key);
     }
+}
+
+/// The trust boundary's pure step on a store config from data (a proxy's, an event's, a
+/// lease row's), against a fixed local configuration: parse, admit every binding, bound
+/// the numbers, compute the deadlines. What is admitted names only local bindings: a
+/// Transfer URL this configuration trusts, a Redis server it names (with its own password
+/// source) or one on loopback without credentials. No connector is started, no database
+/// opened, no socket made.
+pub fn trust_admit(data: &[u8]) {
+    use crate::connector::trust::{LocalTrust, MAX_DATA_TIMEOUT, admit, is_loopback_host};
+    use crate::connector::{GlobusConfig, MultiConfig, RedisConfig};
+
+    let Some(text) = text(data) else { return };
+    let Ok(mut store) = serde_json::from_str::<crate::StoreConfig>(text) else {
+        return;
+    };
+    let mut lab = RedisConfig::new("redis.lab.example.org", 6380);
+    lab.password_env = Some("LAB_REDIS_PASSWORD".into());
+    let local = LocalTrust {
+        config_path: "/fuzz/config.toml".into(),
+        transfer_url: "http://127.0.0.1:4455/".into(),
+        trusted_transfer_urls: vec!["https://transfer.staging.example.org/".into()],
+        redis: [("lab".to_owned(), lab.clone())].into(),
+        store_dirs: vec!["/fuzz/stores".into()],
+        collections: vec![],
+    };
+    store.bound_numbers();
+    if let Some(limit) = store.resolve_timeout {
+        assert!(limit <= MAX_DATA_TIMEOUT);
+        let _ = crate::runtime::deadline_after(limit);
+    }
+    let Ok(admitted) = admit(&store.connector, &local) else {
+        return;
+    };
+    fn check(config: &crate::connector::ConnectorConfig, lab: &RedisConfig) {
+        match config.kind.as_str() {
+            "globus" => {
+                let Ok(globus) = config.options_as::<GlobusConfig>() else {
+                    return;
+                };
+                if let Some(url) = &globus.transfer_url {
+                    let trusted = [
+                        "http://127.0.0.1:4455",
+                        "https://transfer.staging.example.org",
+                        "https://transfer.api.globus.org",
+                    ];
+                    assert!(trusted.contains(&url.trim_end_matches('/')), "{url}");
+                }
+                let wait = std::time::Duration::from_secs(globus.wait_timeout_s.unwrap_or(0));
+                assert!(wait <= MAX_DATA_TIMEOUT);
+                let _ = crate::runtime::deadline_after(wait);
+            }
+            "redis" => {
+                let Ok(redis) = config.options_as::<RedisConfig>() else {
+                    return;
+                };
+                let is_lab =
+                    redis.host == lab.host && redis.port == lab.port && redis.socket.is_none();
+                if is_lab {
+                    assert_eq!(redis.password_env, lab.password_env);
+                } else {
+                    assert!(
+                        redis.socket.is_some() || is_loopback_host(&redis.host),
+                        "{}",
+                        redis.host
+                    );
+                    assert_eq!(redis.password_env, None);
+                }
+            }
+            "multi" => {
+                let Ok(multi) = config.options_as::<MultiConfig>() else {
+                    return;
+                };
+                for child in &multi.children {
+                    check(&child.connector, lab);
+                }
+            }
+            _ => {}
+        }
+    }
+    check(&admitted, &lab);
 }
 
 /// A proxy's JSON: what parses serialises and parses back to the same factory.

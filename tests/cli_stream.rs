@@ -65,6 +65,20 @@ fn tail_prints_a_redis_topic_to_its_end_from_any_position() {
         setup.run(&["stream", "tail", "results", "--redis", "lab", "--from", "3"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("end of stream"), "{stdout}");
+    // Regression: a timeout too far to add to the clock panicked; it is a far deadline.
+    let (code, stdout, stderr) = setup.run(&[
+        "stream",
+        "tail",
+        "results",
+        "--redis",
+        "lab",
+        "--from",
+        "3",
+        "--timeout",
+        "18446744073709551615",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("end of stream"), "{stdout}");
 
     let (code, _, stderr) = setup.run(&[
         "stream",

@@ -27,6 +27,30 @@ fn a_consumer_waits_for_the_value_and_gets_it_verified() {
     assert_eq!(consumer.join().unwrap(), 5050);
 }
 
+/// Regression: a setter deserialized twice (a workflow retried the task that got it)
+/// overwrote the delivered value with "abandoned" when the second copy dropped, or with a
+/// second value when it set. The first settlement wins: the second copy's set is
+/// `AlreadySet`, its drop changes nothing.
+#[test]
+fn a_setter_deserialized_twice_never_overwrites_the_delivered_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(&dir);
+    let (proxy, setter) = store.future::<Vec<u32>>().unwrap();
+    let wire = serde_json::to_string(&setter).unwrap();
+    let first: FutureSetter<Vec<u32>> = serde_json::from_str(&wire).unwrap();
+    let retry: FutureSetter<Vec<u32>> = serde_json::from_str(&wire).unwrap();
+    let dropped: FutureSetter<Vec<u32>> = serde_json::from_str(&wire).unwrap();
+    first.set(&vec![1, 2, 3]).unwrap();
+    let e = retry.set(&vec![9, 9]).unwrap_err();
+    assert!(matches!(e, Error::AlreadySet { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    drop(dropped);
+    drop(setter);
+    assert_eq!(proxy.resolve().unwrap(), &vec![1, 2, 3]);
+    let again: Proxy<Vec<u32>> = store.proxy_from_key(proxy.key().unwrap().clone());
+    assert_eq!(again.resolve().unwrap(), &vec![1, 2, 3]);
+}
+
 #[test]
 fn a_producer_that_drops_or_panics_fails_its_consumers_at_once() {
     // No resolve timeout: without the abandon, these resolves would wait for a day.

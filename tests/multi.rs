@@ -329,3 +329,36 @@ fn configs_that_cannot_route_are_refused() {
     let typo = serde_json::json!([{"name": "x", "connector": l, "policy": {"max_bytes": 5}}]);
     assert!(build(typo).contains("max_bytes"));
 }
+
+/// Regression: a batch whose objects go to two children, one of which cannot be built in
+/// this process, left the objects the other child had already stored with no key. Every
+/// child the batch needs is built before anything is written.
+#[tokio::test]
+async fn a_batch_with_a_child_that_cannot_be_built_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Policy {
+        max_size: Some(100),
+        priority: 1,
+        ..Policy::default()
+    };
+    let unbuildable =
+        ConnectorConfig::new("file", serde_json::json!({"dir": "relative/dir"})).unwrap();
+    let multi = MultiConnector::new([
+        (
+            "small",
+            FileConnector::new(dir.path()).unwrap().config(),
+            small,
+        ),
+        ("large", unbuildable, Policy::default()),
+    ])
+    .unwrap();
+    let objects: [&[u8]; 3] = [b"tiny", &[0u8; 4096], b"also tiny"];
+    let e = multi.put_batch(&objects, &opts()).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidConfig { .. }), "{e}");
+    let stored: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert!(stored.is_empty(), "orphans without keys: {stored:?}");
+}

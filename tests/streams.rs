@@ -282,6 +282,7 @@ async fn a_forged_event_naming_another_store_is_refused() {
     // service URL, host patterns) does not make an event forged.
     forged_dir(2, &|o| {
         o["transfer_url"] = "https://elsewhere.example.org/".into();
+        o["pull_on_demand"] = true.into();
         o["sites"]["a"]["host_regex"] = "^never$".into();
     });
 
@@ -299,7 +300,45 @@ async fn a_forged_event_naming_another_store_is_refused() {
         .unwrap()
         .from_position(2);
     let event = consumer.next_event().await.unwrap().unwrap();
-    assert_eq!(event.object.unwrap().key, key);
+    assert_eq!(event.object.as_ref().unwrap().key, key);
+    // Regression: the consumer resolved such an event with the store the event named —
+    // its Transfer URL (where the consumer's token went), pull_on_demand, name and cache
+    // size — and registered it. Only the key is taken now: the object resolves through
+    // the channel's own store, and the event's store name stays unregistered.
+    let proxy = consumer.proxy_of(&event).unwrap().unwrap();
+    assert_eq!(*proxy.resolve_async().await.unwrap(), 1);
+    let named = &event.object.as_ref().unwrap().store.name;
+    assert!(ps_globus::get_store(named).is_some_and(|s| s.ptr_eq(&sites.store_a)));
+}
+
+/// Regression: the producer resumed after the largest 20-digit `*.event` *name* in the
+/// topic's directory, so a stray file made it skip positions (consumers then wait for
+/// ever), and one named `18446744073709551615.event` overflowed. It resumes after the last
+/// file that opens as a sealed event of the topic at that position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_event_files_never_make_a_producer_skip_positions() {
+    let sites = two_sites(support::emulator::Emu::start());
+    let mut producer = StreamProducer::open(&sites.store_a, &sites.at_a, "events")
+        .await
+        .unwrap();
+    for i in 0..3u64 {
+        producer.send_async(&i).await.unwrap();
+    }
+    drop(producer);
+    let topic = sites
+        .emu
+        .root_a()
+        .join(&sites.config.store_dir)
+        .join("streams/events");
+    std::fs::write(topic.join("00000000000000000050.event"), b"not sealed").unwrap();
+    std::fs::write(topic.join("18446744073709551615.event"), b"not sealed").unwrap();
+    // A genuine sealed event (position 2) copied under a later position's name.
+    let moved = std::fs::read(topic.join("00000000000000000002.event")).unwrap();
+    std::fs::write(topic.join("00000000000000000040.event"), &moved).unwrap();
+    let resumed = StreamProducer::open(&sites.store_a, &sites.at_a, "events")
+        .await
+        .unwrap();
+    assert_eq!(resumed.next_position(), 3);
 }
 
 fn ps_globus_hex(bytes: &[u8]) -> String {

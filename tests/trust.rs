@@ -325,3 +325,35 @@ fn a_planted_proxy_does_not_poison_a_store_name() {
     let genuine = hostile_proxy(&store, key, false, |_| {});
     assert_eq!(genuine.resolve().unwrap(), &vec![1u8, 2]);
 }
+
+/// Regression: a proxy with a huge `wait_timeout_s` (or `resolve_timeout`) made
+/// `Proxy::resolve()` — documented to return a `Result` — panic on `Instant + Duration`
+/// overflow. Numbers from data are bounded and every deadline saturates.
+#[test]
+fn a_proxy_with_a_huge_wait_resolves_instead_of_panicking() {
+    local_configuration();
+    let dir = tempfile::tempdir().unwrap();
+    let config: ps_globus::connector::GlobusConfig = serde_json::from_value(serde_json::json!({
+        "store_dir": "store",
+        "destinations": ["here"],
+        "sites": {
+            "here": {"collection": "05d2c76a-e867-4f67-aa57-76edeb0beda0",
+                     "collection_path": "/", "local_path": dir.path()}
+        }
+    }))
+    .unwrap();
+    let connector = ps_globus::connector::GlobusConnector::builder(config)
+        .site("here")
+        .build()
+        .unwrap();
+    let store = Store::builder("trust-huge-wait", connector)
+        .resolve_timeout(std::time::Duration::MAX)
+        .register(false)
+        .build()
+        .unwrap();
+    let key = store.put(&vec![4u8; 10]).unwrap();
+    let proxy = hostile_proxy(&store, key, false, |o| {
+        o["wait_timeout_s"] = u64::MAX.into();
+    });
+    assert_eq!(proxy.resolve().unwrap(), &vec![4u8; 10]);
+}

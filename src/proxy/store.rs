@@ -51,6 +51,18 @@ pub struct StoreConfig {
     pub resolve_timeout: Option<Duration>,
 }
 
+impl StoreConfig {
+    /// Bounds the numbers of a config from data: a cache of at most 4096 objects, a time
+    /// limit of at most a day (so a deadline never overflows). Pure: the trust boundary's
+    /// fuzz target runs it.
+    pub(crate) fn bound_numbers(&mut self) {
+        self.cache_size = self.cache_size.min(MAX_DATA_CACHE);
+        self.resolve_timeout = self
+            .resolve_timeout
+            .map(|t| t.min(crate::connector::trust::MAX_DATA_TIMEOUT));
+    }
+}
+
 mod optional_millis {
     use std::time::Duration;
 
@@ -210,12 +222,7 @@ impl Store {
             });
         }
         let connector = config.connector.build()?;
-        // Numbers from data: a cache is at most MAX_DATA_CACHE objects, a time limit at
-        // most a day (a deadline never overflows).
-        config.cache_size = config.cache_size.min(MAX_DATA_CACHE);
-        config.resolve_timeout = config
-            .resolve_timeout
-            .map(|t| t.min(crate::connector::trust::MAX_DATA_TIMEOUT));
+        config.bound_numbers();
         Ok(Store::assemble(config, connector))
     }
 
