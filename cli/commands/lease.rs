@@ -1,7 +1,7 @@
 //! `lease list|reap|end`: the lease lifetimes of the state database.
 
 use clap::Subcommand;
-use ps_globus::proxy::{end_lease, list_leases, reap_expired_leases};
+use ps_globus::proxy::{LeaseReport, end_lease, list_leases, reap_expired_leases};
 use ps_globus::state::StateDb;
 
 use super::settings;
@@ -24,6 +24,19 @@ pub enum LeaseCommand {
         /// The lease's id (`lease list`).
         id: String,
     },
+}
+
+/// One line per lease: what was evicted, what was left, and why.
+fn print_report(report: &LeaseReport) {
+    let why = report
+        .why
+        .as_deref()
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    eprintln!(
+        "lease {}: evicted {}, left {}{why}",
+        report.id, report.evicted, report.left
+    );
 }
 
 /// `lease ...`
@@ -51,14 +64,29 @@ pub async fn run(command: LeaseCommand) -> CliResult {
             print_table(&["Lease", "Store", "Objects", "Expires", "State"], &rows);
         }
         LeaseCommand::Reap => {
-            let ended = reap_expired_leases(&db).await?;
-            eprintln!("ended {ended} expired lease(s)");
+            let reports = reap_expired_leases(&db).await?;
+            for report in &reports {
+                print_report(report);
+            }
+            let ended = reports.iter().filter(|r| r.forgotten).count();
+            eprintln!(
+                "ended {ended} expired lease(s); left {} for a process that reaches their objects",
+                reports.len() - ended
+            );
         }
         LeaseCommand::End { id } => {
-            if !end_lease(&db, &id).await? {
+            let Some(report) = end_lease(&db, &id).await? else {
                 return Err(format!(
                     "no lease {id:?} to end (see `ps-globus lease list`; one that is \
                      'ending' is being evicted by another process)"
+                )
+                .into());
+            };
+            print_report(&report);
+            if !report.forgotten {
+                return Err(format!(
+                    "lease {id} is not ended here: {} object(s) left",
+                    report.left
                 )
                 .into());
             }

@@ -176,6 +176,16 @@ impl Connector for FileConnector {
             .with_deferred_keys()
     }
 
+    /// On a file system other hosts mount (NFS, Lustre, GPFS, …), anywhere; on a local
+    /// one, this host.
+    fn reach(&self) -> super::Reach {
+        let settings = super::globus::process_settings();
+        match crate::state::network_file_system(&self.dir, &settings) {
+            Some(_) => super::Reach::anywhere(),
+            None => super::Reach::this_host(),
+        }
+    }
+
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
         self.check_change(key.id(), "a put")?;

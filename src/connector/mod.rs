@@ -26,6 +26,7 @@ mod file;
 mod globus;
 mod local;
 mod multi;
+mod reach;
 mod redis;
 pub mod trust;
 
@@ -36,6 +37,7 @@ pub use globus::{
 };
 pub use local::LocalConnector;
 pub use multi::{ChildConfig, MultiConfig, MultiConnector, Policy};
+pub use reach::{Reach, Verdict};
 pub use redis::{DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX, RedisConfig, RedisConnector};
 pub use trust::{LocalTrust, Provenance};
 
@@ -656,6 +658,17 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// written, and why: its readers fail with [`Error::ProducerGone`] instead of waiting.
     async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
         self.settle(key, Settlement::Abandoned(reason)).await
+    }
+
+    /// Where this connector's objects can be evicted from (recorded with a lease): by
+    /// default this process for a connector whose objects do not outlive it, else
+    /// anywhere. A back end on one host's disk or at one Globus site says so.
+    fn reach(&self) -> Reach {
+        if self.capabilities().outlives_instances {
+            Reach::anywhere()
+        } else {
+            Reach::this_process()
+        }
     }
 
     /// Releases resources. Stored objects stay: closing never deletes data.

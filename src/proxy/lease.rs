@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 use super::lazy::Proxy;
 use super::store::{Store, StoreConfig};
-use crate::connector::Key;
+use crate::connector::{Key, Reach, Verdict};
 use crate::error::{Error, Result};
 use crate::runtime::{ForkLocal, block_on};
 use crate::settings::Settings;
@@ -75,7 +75,9 @@ impl Store {
     pub async fn lease_in_async(&self, db: &StateDb, ttl: Duration) -> Result<Lease> {
         let id = format!("lease-{}", Key::new_id());
         let store = serde_json::to_string(self.config()).map_err(|e| Error::encode("json", e))?;
-        leases::create(db, &id, &store, millis(ttl)).await?;
+        let reach = serde_json::to_string(&self.connector().reach())
+            .map_err(|e| Error::encode("json", e))?;
+        leases::create(db, &id, &store, &reach, millis(ttl)).await?;
         reaper_for(db).notify_one();
         Ok(Lease {
             store: self.clone(),
@@ -155,9 +157,23 @@ impl Lease {
         block_on(self.end_async())
     }
 
-    /// Async [`end`](Self::end).
+    /// Async [`end`](Self::end). Objects this process cannot reach (another host's
+    /// disk, another site) are left for a process that can, and the lease with them:
+    /// [`Error::Unsupported`] says where.
     pub async fn end_async(self) -> Result<()> {
-        end_lease(&self.db, &self.id).await.map(|_| ())
+        match end_lease(&self.db, &self.id).await? {
+            Some(ended) if ended.left > 0 => Err(Error::Unsupported {
+                operation: "ending a lease whose objects this process cannot reach",
+                connector: self.store.connector().kind().into(),
+                advice: format!(
+                    "{} object(s) of lease {} left: {}",
+                    ended.left,
+                    self.id,
+                    ended.why.unwrap_or_default()
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn ended(&self) -> Error {
@@ -199,45 +215,104 @@ pub async fn list_leases(db: &StateDb) -> Result<Vec<LeaseInfo>> {
         .collect())
 }
 
-/// Ends lease `id` now, from any process of its database: evicts its objects and
-/// forgets it. `false` if there was no such lease, or another process is ending it.
-pub async fn end_lease(db: &StateDb, id: &str) -> Result<bool> {
+/// What ending one lease did: how many of its objects this process evicted, how many it
+/// left (held where it cannot reach, or not its store's to delete), and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct LeaseReport {
+    /// The lease's id.
+    pub id: String,
+    /// Objects evicted.
+    pub evicted: usize,
+    /// Objects left; the lease stays (claimed) for a process that reaches them.
+    pub left: usize,
+    /// Why objects were left, or went with the process that held them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// Whether the lease is gone from the database (every object evicted or gone).
+    pub forgotten: bool,
+}
+
+/// Ends lease `id` now, from any process of its database: evicts the objects this
+/// process reaches and forgets the lease once none is left. `None` if there was no such
+/// lease, or another process is ending it.
+pub async fn end_lease(db: &StateDb, id: &str) -> Result<Option<LeaseReport>> {
     match leases::claim(db, id).await? {
-        Some(claimed) => evict_claimed(db, claimed).await.map(|()| true),
-        None => Ok(false),
+        Some(claimed) => evict_claimed(db, claimed).await.map(Some),
+        None => Ok(None),
     }
 }
 
-/// Evicts the objects of every expired lease in `db` (see the module docs); how many
-/// leases it ended. Leases whose objects could not all be evicted are left for a later
-/// round, and the first such failure is the error.
-pub async fn reap_expired_leases(db: &StateDb) -> Result<usize> {
+/// Evicts the objects of every expired lease in `db` that this process reaches (see the
+/// module docs); what it did, per lease. A lease whose objects another process, host or
+/// site holds is left to it (claimed, so it is tried again when the claim goes stale).
+/// Leases whose evictions failed are left for a later round, and the first such failure
+/// is the error.
+pub async fn reap_expired_leases(db: &StateDb) -> Result<Vec<LeaseReport>> {
     let claimed = leases::claim_expired(db).await?;
-    let count = claimed.len();
     let results = join_all(claimed.into_iter().map(|c| evict_claimed(db, c))).await;
-    results.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(count)
+    results.into_iter().collect()
 }
 
-/// Evicts a claimed lease's objects, then forgets the lease. On a failure the lease stays
-/// claimed, and is retried when the claim goes stale.
-async fn evict_claimed(db: &StateDb, claimed: leases::Claimed) -> Result<()> {
-    let config: StoreConfig = serde_json::from_str(&claimed.store).map_err(|e| {
+/// Evicts what this process reaches of a claimed lease's objects, then forgets the lease
+/// if nothing is left. On a failure the lease stays claimed, and is retried when the
+/// claim goes stale.
+async fn evict_claimed(db: &StateDb, claimed: leases::Claimed) -> Result<LeaseReport> {
+    let unreadable = |what: &str, e: serde_json::Error| {
         Error::state(
             db.path(),
-            format!("lease {}: its store is unreadable", claimed.id),
+            format!("lease {}: its {what} is unreadable", claimed.id),
             e,
         )
-    })?;
+    };
+    let config: StoreConfig =
+        serde_json::from_str(&claimed.store).map_err(|e| unreadable("store", e))?;
+    let reach: Reach = serde_json::from_str(&claimed.reach).map_err(|e| unreadable("reach", e))?;
+    let mut ended = LeaseReport {
+        id: claimed.id.clone(),
+        evicted: 0,
+        left: 0,
+        why: None,
+        forgotten: false,
+    };
     let store = super::get_or_create_store(&config)?;
+    match reach.verdict(&store.connector().reach()) {
+        Verdict::Evict => {}
+        Verdict::Gone(why) => {
+            ended.why = Some(why);
+            leases::finish(db, &claimed.id).await?;
+            ended.forgotten = true;
+            return Ok(ended);
+        }
+        Verdict::Leave(why) => {
+            leases::release(db, &claimed).await?;
+            ended.left = claimed.keys.len();
+            ended.why = Some(why);
+            return Ok(ended);
+        }
+    }
     let keys = claimed
         .keys
         .iter()
         .map(|k| k.parse::<Key>())
         .collect::<Result<Vec<_>>>()?;
     let evicted = join_all(keys.iter().map(|key| store.evict_async(key))).await;
-    evicted.into_iter().collect::<Result<Vec<()>>>()?;
-    leases::finish(db, &claimed.id).await
+    for result in evicted {
+        match result {
+            Ok(()) => ended.evicted += 1,
+            // Not this store's to delete (a hostile row): left, and said so.
+            Err(e @ Error::Untrusted { .. }) => {
+                ended.left += 1;
+                ended.why.get_or_insert_with(|| e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if ended.left == 0 {
+        leases::finish(db, &claimed.id).await?;
+        ended.forgotten = true;
+    }
+    Ok(ended)
 }
 
 /// The longest a reaper sleeps, so that a lease another process made is not missed for
@@ -277,8 +352,18 @@ fn reaper_for(db: &StateDb) -> Arc<Notify> {
     crate::runtime::handle().spawn(async move {
         let mut failures: u32 = 0;
         loop {
-            if let Err(e) = reap_expired_leases(&db).await {
-                tracing::warn!("evicting the objects of expired leases: {e}");
+            match reap_expired_leases(&db).await {
+                Ok(ended) => {
+                    for lease in ended.iter().filter(|l| l.left > 0) {
+                        tracing::debug!(
+                            "lease {}: {} object(s) left: {}",
+                            lease.id,
+                            lease.left,
+                            lease.why.as_deref().unwrap_or_default()
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("evicting the objects of expired leases: {e}"),
             }
             let wait = match (db.clock_ms().await, leases::next_due(&db).await) {
                 (Ok(now), Ok(due)) => {

@@ -29,7 +29,7 @@ mod store;
 pub use codec::Codec;
 pub use future::FutureSetter;
 pub use lazy::{PROXY_VERSION, Proxy, ProxyFactory, ProxyOptions};
-pub use lease::{Lease, LeaseInfo, end_lease, list_leases, reap_expired_leases};
+pub use lease::{Lease, LeaseInfo, LeaseReport, end_lease, list_leases, reap_expired_leases};
 pub use lifetime::Lifetime;
 pub use metrics::{MetricsSnapshot, OpStats};
 pub use owned::OwnedProxy;

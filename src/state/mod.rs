@@ -92,6 +92,15 @@ macro_rules! migrations {
                     "/0006_lifetime_leases.sql"
                 )),
             ),
+            (
+                7,
+                "lease_reach",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $engine,
+                    "/0007_lease_reach.sql"
+                )),
+            ),
         ]
     };
 }

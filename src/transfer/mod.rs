@@ -29,5 +29,6 @@ pub use manager::{
     ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, Trouble, Unsubmitted, new_label,
     resplit_label,
 };
+pub(crate) use manager::{owner_alive, this_process};
 pub use retry::RetryConfig;
 pub use states::{BatchState, ItemState, TaskStatus};

@@ -89,9 +89,15 @@ impl Connector for GatedConnector {
 pub struct Counting {
     inner: LocalConnector,
     evicted: Mutex<Vec<String>>,
+    puts: AtomicUsize,
 }
 
 impl Counting {
+    /// How many puts were made.
+    pub fn puts(&self) -> usize {
+        self.puts.load(Ordering::SeqCst)
+    }
+
     /// The ids evicted so far, in order.
     pub fn evicted(&self) -> Vec<String> {
         self.evicted.lock().unwrap().clone()
@@ -107,6 +113,7 @@ impl Connector for Counting {
         self.inner.config()
     }
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
         self.inner.put(data, options).await
     }
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {

@@ -405,6 +405,11 @@ impl Connector for GlobusConnector {
         self.settle_here_and_send(key, settlement).await
     }
 
+    /// The site objects are put at: a process there evicts every copy.
+    fn reach(&self) -> super::Reach {
+        super::Reach::site(self.inner.site.clone())
+    }
+
     /// Submits every transfer still waiting in an open batch, so that a producer that
     /// exits right after its puts does not leave them for its next run. (Dropping the
     /// last handle does the same, best effort.)

@@ -371,6 +371,15 @@ impl Connector for MultiConnector {
         all.with_max_key_len(2 * longest + 100)
     }
 
+    /// Every child's reach at once (a child that cannot be built here adds nothing).
+    fn reach(&self) -> super::Reach {
+        (0..self.children.len())
+            .filter_map(|n| self.child_connector(n).ok())
+            .fold(super::Reach::anywhere(), |all, child| {
+                all.and(child.reach())
+            })
+    }
+
     async fn put(&self, data: &[u8], options: &PutOptions) -> Result<Key> {
         let n = self.route_put(data.len() as u64, options)?;
         let key = self.child_connector(n)?.put(data, options).await?;
