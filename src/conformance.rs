@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
                 close_keeps_every_object,
                 deferred_keys_wait_for_set_or_are_unsupported,
                 a_future_is_settled_once,
+                an_evicted_future_fails_at_once,
             );
         }
     };
@@ -429,7 +430,9 @@ pub async fn deferred_keys_wait_for_set_or_are_unsupported(h: Harness) {
     let gets = c.get_batch(std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(gets[0].as_deref(), Some(&data[..]), "batches unwrap it too");
     c.evict(&key).await.unwrap();
-    assert!(c.get(&key).await.unwrap().is_none());
+    // A tombstone: not "not set yet" (its readers would wait), but gone.
+    let gone = c.get(&key).await.unwrap_err();
+    assert!(matches!(gone, Error::NotFound { .. }), "{gone}");
 
     let given_up = c.new_key(&opts()).unwrap();
     c.abandon(&given_up, "no value today").await.unwrap();
@@ -477,4 +480,24 @@ pub async fn a_future_is_settled_once(h: Harness) {
     assert!(e.to_string().contains("first word"), "{e}");
     c.evict(&key).await.unwrap();
     c.evict(&abandoned).await.unwrap();
+}
+
+/// Regression: an evicted future made every later resolve wait the whole resolve timeout
+/// (a day by default). Its eviction leaves a tombstone: a later read fails at once with
+/// a "not found … evicted" error, `exists` is false, and a late setter is refused.
+pub async fn an_evicted_future_fails_at_once(h: Harness) {
+    let c = &h.connector;
+    if !h.caps.deferred_keys {
+        return;
+    }
+    let key = c.new_key(&opts()).unwrap();
+    c.set(&key, b"soon gone").await.unwrap();
+    c.evict(&key).await.unwrap();
+    let e = c.get(&key).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("evicted"), "{e}");
+    assert!(!c.exists(&key).await.unwrap());
+    let late = c.set(&key, b"again").await.unwrap_err();
+    assert!(matches!(late, Error::AlreadySet { .. }), "{late}");
+    c.evict(&key).await.unwrap();
 }

@@ -64,12 +64,19 @@ pub(crate) enum Outcome {
         size: u64,
         /// The object's sha256, hex.
         sha256: String,
+        /// Per destination site, the batch label of the object's transfer (Globus): a
+        /// reader there follows that task, and fails `Integrity` once it is final.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        labels: std::collections::BTreeMap<String, String>,
     },
     /// The producer gave it up: it will never be set.
     Abandoned {
         /// Why.
         reason: String,
     },
+    /// A tombstone: the object was set and then evicted (or its Redis TTL ran out). A
+    /// reader fails at once, instead of waiting for a value that will never come back.
+    Evicted,
 }
 
 impl Outcome {
@@ -78,6 +85,20 @@ impl Outcome {
         Outcome::Set {
             size: data.len() as u64,
             sha256: crate::fsutil::hex(&Sha256::digest(data)),
+            labels: Default::default(),
+        }
+    }
+
+    /// Whether `other` promises the same object (size and sha256; labels aside).
+    fn same_object(&self, other: &Outcome) -> bool {
+        match (self, other) {
+            (
+                Outcome::Set { size, sha256, .. },
+                Outcome::Set {
+                    size: s, sha256: h, ..
+                },
+            ) => size == s && sha256 == h,
+            _ => false,
         }
     }
 
@@ -103,6 +124,7 @@ impl Outcome {
                 what: what.to_owned(),
                 reason: reason.clone(),
             }),
+            Outcome::Evicted => Err(evicted(what)),
         }
     }
 
@@ -111,12 +133,12 @@ impl Outcome {
     pub(crate) fn check(&self, what: &str, data: Bytes) -> Result<Bytes> {
         self.expected_size(what)?;
         let found = Outcome::of(&data);
-        if found == *self {
+        if found.same_object(self) {
             return Ok(data);
         }
         let describe = |o: &Outcome| match o {
-            Outcome::Set { size, sha256 } => format!("{size} bytes, sha256 {sha256}"),
-            Outcome::Abandoned { .. } => String::new(),
+            Outcome::Set { size, sha256, .. } => format!("{size} bytes, sha256 {sha256}"),
+            Outcome::Abandoned { .. } | Outcome::Evicted => String::new(),
         };
         Err(Error::Integrity {
             path: what.into(),
@@ -124,6 +146,20 @@ impl Outcome {
             found: describe(&found),
         })
     }
+}
+
+/// The error for a future whose object was evicted (or expired): `what` names it.
+pub(crate) fn evicted(what: &str) -> Error {
+    Error::NotFound {
+        store: "a future's store".into(),
+        key: what.to_owned(),
+        hint: "; it was set, then evicted (or its Redis TTL ran out): it will not come back".into(),
+    }
+}
+
+/// A tombstone manifest (see [`Outcome::Evicted`]), sealed.
+pub(crate) fn tombstone() -> Vec<u8> {
+    seal(&Outcome::Evicted)
 }
 
 /// One value holding a deferred object: its manifest, then its bytes.

@@ -194,15 +194,27 @@ async fn a_globus_future_arrives_with_its_manifest_in_one_task_and_is_evicted_th
     assert_eq!(tasks.len(), 1, "{list}");
     assert_eq!(tasks[0]["files"], 2, "the object and its manifest");
 
-    // Evicted at the site that set it: its copies at b go too, in one delete task.
+    // Evicted at the site that set it: its copy at b goes too, in one delete task, and a
+    // tombstone replaces its manifest there: a reader at b, waiting meanwhile, fails once
+    // it lands, instead of waiting for the whole resolve timeout.
     store_a.evict_async(&key).await.unwrap();
     assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
+    let e = store_b.get_async::<Vec<u8>>(&key).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("evicted"), "{e}");
     assert!(!b.exists(&key).await.unwrap());
     let store_dir_b = emu.root_b().join(&config.store_dir);
-    let files: Vec<_> = std::fs::read_dir(&store_dir_b)
-        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+    let files: Vec<String> = std::fs::read_dir(&store_dir_b)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(files.is_empty(), "left at b: {files:?}");
+    assert_eq!(
+        files,
+        [format!("{}.manifest", key.id())],
+        "only the tombstone"
+    );
 
     // Made at a for a setter at a: a setter at b is refused and writes nothing, so two
     // sites can never both "win" one future.
@@ -224,4 +236,46 @@ async fn a_globus_future_arrives_with_its_manifest_in_one_task_and_is_evicted_th
     // Byte payloads are stored raw, so the store at a reads b's bytes as a Vec<u8>.
     let got = store_a.get_async::<Vec<u8>>(&key).await.unwrap().unwrap();
     assert_eq!(&got[..], b"from b");
+}
+
+/// Flips one byte of `path`, keeping its size.
+fn corrupt(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Regression: a Globus future whose bytes did not match its manifest read as "still
+/// arriving", so its readers waited out the resolve timeout instead of failing. At the
+/// site that set it, it fails `Integrity` at once; elsewhere the manifest names the batch
+/// label of the object's transfer, and a reader fails `Integrity` once that task is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_globus_future_whose_bytes_do_not_match_fails_integrity_instead_of_waiting() {
+    let emu = support::emulator::Emu::start();
+    let config = support::sites::config_for(&emu, &support::unique_name("future-bad"));
+    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let key = a.new_key(&PutOptions::default()).unwrap();
+    a.set(&key, &[3u8; 50_000]).await.unwrap();
+    a.close().await.unwrap();
+    // Arrived at b, whole and verified (b's connector waits for it).
+    let store_b = Store::builder(support::unique_name("future-bad-b"), b.clone())
+        .build()
+        .unwrap();
+    // Byte payloads are stored raw: the store reads them back as a Vec<u8>.
+    let arrived = store_b.get_async::<Vec<u8>>(&key).await.unwrap().unwrap();
+    assert_eq!(*arrived, vec![3u8; 50_000]);
+
+    let at = |root: &std::path::Path| root.join(&config.store_dir).join(key.id());
+    corrupt(&at(emu.root_a()));
+    let e = a.get(&key).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Integrity { .. }),
+        "at the setting site: {e}"
+    );
+    corrupt(&at(emu.root_b()));
+    let e = b.get(&key).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Integrity { .. }),
+        "once its task is final: {e}"
+    );
 }

@@ -305,3 +305,33 @@ fn a_connector_outlives_the_runtime_that_first_used_it() {
         .unwrap();
     assert_eq!(connections.trim(), "2", "{stats}");
 }
+
+/// Regression: a future whose value's TTL ran out read as "not set yet", so every later
+/// resolve waited the whole resolve timeout (a day by default). A settled mark outlives
+/// the value by a day: a reader fails at once. (Waiting out the one-second TTL is the
+/// behaviour under test.)
+#[tokio::test]
+async fn a_future_whose_ttl_ran_out_fails_instead_of_waiting() {
+    let server = RedisServer::start();
+    let mut config = server.config();
+    config.ttl_s = Some(1);
+    let c = RedisConnector::new(config).unwrap();
+    let key = c.new_key(&opts()).unwrap();
+    c.set(&key, b"short-lived").await.unwrap();
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match c.get(&key).await {
+            Ok(Some(value)) => {
+                assert_eq!(&value[..], b"short-lived");
+                assert!(std::time::Instant::now() < limit, "the TTL never ran out");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(None) => panic!("an expired future reads as not set: its readers would wait"),
+            Err(e) => {
+                assert!(matches!(e, Error::NotFound { .. }), "{e}");
+                assert!(e.to_string().contains("TTL"), "{e}");
+                break;
+            }
+        }
+    }
+}

@@ -25,17 +25,45 @@ pub(crate) fn manifest_name(id: &str) -> String {
 /// the first settlement wins. A later one — a setter deserialized twice, an abandon after
 /// a value — is [`Error::AlreadySet`] and changes nothing. The manifest's outcome.
 pub(crate) fn write(objects: &ObjectDir, id: &str, settlement: Settlement<'_>) -> Result<Outcome> {
+    let outcome = write_object(objects, id, settlement)?;
+    seal_manifest(objects, id, settlement, outcome)
+}
+
+/// The first half of [`write`]: the object (if set), linked into place only if this
+/// future is not settled yet; the outcome its manifest is to seal.
+pub(crate) fn write_object(
+    objects: &ObjectDir,
+    id: &str,
+    settlement: Settlement<'_>,
+) -> Result<Outcome> {
     let (outcome, data) = Outcome::settling(settlement);
-    let already = || Error::AlreadySet {
-        what: format!("the future {}", objects.path().join(id).display()),
-    };
     if objects.path().join(manifest_name(id)).exists() {
-        return Err(already());
+        return Err(already_set(objects, id));
     }
     let wrote_object = matches!(settlement, Settlement::Value(_));
     if wrote_object && !objects.write_new(id, data)? {
-        return Err(already());
+        return Err(already_set(objects, id));
     }
+    Ok(outcome)
+}
+
+fn already_set(objects: &ObjectDir, id: &str) -> Error {
+    Error::AlreadySet {
+        what: format!("the future {}", objects.path().join(id).display()),
+    }
+}
+
+/// The second half of [`write`]: the manifest sealing `outcome`, linked into place only
+/// if none is there; if another settlement's won, the object this one linked is taken
+/// back.
+pub(crate) fn seal_manifest(
+    objects: &ObjectDir,
+    id: &str,
+    settlement: Settlement<'_>,
+    outcome: Outcome,
+) -> Result<Outcome> {
+    let already = || already_set(objects, id);
+    let wrote_object = matches!(settlement, Settlement::Value(_));
     if !objects.write_new(&manifest_name(id), &manifest::seal(&outcome))? {
         // Another settlement's manifest won the race: take back the object this one
         // linked (its own, just made), and change nothing.
@@ -53,8 +81,9 @@ pub(crate) enum Found {
     Pending,
     /// There, whole and verified.
     Ready(Bytes),
-    /// The object is there with the manifest's size but not its sha256.
-    Mismatch(Error),
+    /// The object is there with the manifest's size but not its sha256 (the error), and
+    /// the manifest's outcome.
+    Mismatch(Error, Outcome),
 }
 
 /// Looks for deferred object `id` in `dir`. An abandoned one is [`Error::ProducerGone`];
@@ -81,19 +110,18 @@ pub(crate) fn read(dir: &Path, id: &str, what: &str) -> Result<Found> {
     };
     Ok(match outcome.check(what, data) {
         Ok(data) => Found::Ready(data),
-        Err(e) => Found::Mismatch(e),
+        Err(e) => Found::Mismatch(e, outcome),
     })
 }
 
-/// Removes a deferred object and its manifest; missing ones are fine.
+/// Evicts a deferred object: its manifest becomes a tombstone (a later reader fails at
+/// once instead of waiting, and a late setter is refused), then the object goes.
 pub(crate) fn remove(dir: &Path, id: &str) -> Result<()> {
-    for name in [id.to_owned(), manifest_name(id)] {
-        let path = dir.join(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", path, e)),
-        }
+    ObjectDir::new(dir, "").write_atomic(&manifest_name(id), &manifest::tombstone())?;
+    let path = dir.join(id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
     }
-    Ok(())
 }

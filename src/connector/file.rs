@@ -209,7 +209,7 @@ impl Connector for FileConnector {
             return match deferred::read(&self.dir, key.id(), &path.to_string_lossy())? {
                 Found::Pending => Ok(None),
                 Found::Ready(data) => Ok(Some(data)),
-                Found::Mismatch(e) => Err(e),
+                Found::Mismatch(e, _) => Err(e),
             };
         }
         crate::fsutil::read_regular_file_if_there(&path)

@@ -128,9 +128,15 @@ impl Connector for LocalConnector {
         Ok(self.read().contains_key(key.id()))
     }
 
+    /// A future's object leaves a tombstone: its later readers fail at once.
     async fn evict(&self, key: &Key) -> Result<()> {
         key.check_kind(Self::KIND)?;
-        self.write().remove(key.id());
+        if key.is_deferred() {
+            let tombstone = Bytes::from(manifest::tombstone());
+            self.write().insert(key.id().to_owned(), tombstone);
+        } else {
+            self.write().remove(key.id());
+        }
         Ok(())
     }
 

@@ -565,7 +565,9 @@ impl Capabilities {
 /// - `config().build()` yields a connector that reads the keys this one wrote.
 /// - With [`Capabilities::deferred_keys`]: `get` of a key from `new_key` is `Ok(None)`
 ///   until it is `set` (then the bytes, verified against the manifest `set` wrote with
-///   them), and [`Error::ProducerGone`] once it is `abandon`ed.
+///   them), [`Error::ProducerGone`] once it is `abandon`ed, and [`Error::NotFound`] once
+///   it is evicted (a tombstone: its readers fail instead of waiting). It is settled
+///   once: a second `set` or `abandon` is [`Error::AlreadySet`] and changes nothing.
 #[async_trait]
 pub trait Connector: Send + Sync + fmt::Debug {
     /// The kind name that tags this connector's keys and configs.

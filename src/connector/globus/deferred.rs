@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::Map;
 
 use super::GlobusConnector;
+use super::config::{META_VERSION, ObjectMeta};
 use crate::connector::deferred::{self, Found, manifest_name};
 use crate::connector::{Key, PutOptions, Settlement};
 use crate::error::{Error, Result};
@@ -64,19 +65,42 @@ impl GlobusConnector {
                 ),
             });
         }
-        let outcome = deferred::write(&self.inner.objects, id, settlement)?;
         let asked: Option<Vec<String>> = key
             .meta()
             .and_then(|m| m.get("destinations"))
             .map(|d| serde_json::from_value(d.clone()))
             .transpose()
             .map_err(|e| Error::malformed(format!("key {key}: destinations: {e}")))?;
-        let mut files = vec![(manifest_name(id), None)];
-        if let Outcome::Set { size, sha256 } = outcome {
-            // The object first: it is in the task before the manifest that announces it.
-            files.insert(0, (id.to_owned(), Some((size, sha256))));
+        // The object first, enqueued before its manifest is sealed: the manifest carries
+        // the batch label of the object's transfer to each destination, so a reader
+        // there follows that task (and fails Integrity once it is final, if the bytes
+        // that arrived do not match).
+        let mut outcome = deferred::write_object(&self.inner.objects, id, settlement)?;
+        let mut labels = BTreeMap::new();
+        if let Outcome::Set {
+            size,
+            sha256,
+            labels: sent,
+        } = &mut outcome
+        {
+            let object = [(id.to_owned(), Some((*size, sha256.clone())))];
+            labels = self.send_files(&object, asked.as_deref()).await?;
+            sent.extend(
+                labels
+                    .iter()
+                    .filter_map(|(site, l)| Some((site.clone(), l.first()?.clone()))),
+            );
         }
-        let labels = self.send_files(&files, asked.as_deref()).await?;
+        deferred::seal_manifest(&self.inner.objects, id, settlement, outcome)?;
+        let manifest = [(manifest_name(id), None)];
+        for (site, more) in self.send_files(&manifest, asked.as_deref()).await? {
+            let sent: &mut Vec<String> = labels.entry(site).or_default();
+            for label in more {
+                if !sent.contains(&label) {
+                    sent.push(label);
+                }
+            }
+        }
         if labels.is_empty() {
             return Ok(());
         }
@@ -86,20 +110,53 @@ impl GlobusConnector {
 
     /// The verified object of a deferred key at this site; `None` while it is not set or
     /// still arriving (a file Globus is still writing may not match yet).
-    pub(super) fn get_deferred(&self, key: &Key) -> Result<Option<Bytes>> {
+    ///
+    /// Bytes that do not match the manifest are [`Error::Integrity`] at once at the site
+    /// that set it (nothing is on its way there), and elsewhere once the task that carries
+    /// them (its label is in the manifest) is final: until then the file may be half
+    /// written.
+    pub(super) async fn get_deferred(&self, key: &Key) -> Result<Option<Bytes>> {
         let (root, local) = self.object_at_site(key.id())?;
         let dir = local.parent().unwrap_or(&root);
         super::verify::refuse_links(&root, dir)?;
-        Ok(
-            match deferred::read(dir, key.id(), &local.to_string_lossy())? {
-                Found::Ready(data) => Some(data),
-                Found::Pending | Found::Mismatch(_) => None,
-            },
-        )
+        let (mismatch, outcome) = match deferred::read(dir, key.id(), &local.to_string_lossy())? {
+            Found::Ready(data) => return Ok(Some(data)),
+            Found::Pending => return Ok(None),
+            Found::Mismatch(e, outcome) => (e, outcome),
+        };
+        let settler = key
+            .meta()
+            .and_then(|m| m.get("site"))
+            .and_then(|s| s.as_str());
+        let Outcome::Set {
+            size,
+            sha256,
+            labels,
+        } = outcome
+        else {
+            return Err(mismatch);
+        };
+        let here = &self.inner.site;
+        let (Some(source), Some(label)) = (settler.filter(|s| s != here), labels.get(here)) else {
+            // Set here, or no transfer of ours to wait for: the bytes are what they are.
+            return Err(mismatch);
+        };
+        let meta = ObjectMeta {
+            v: META_VERSION,
+            source: source.to_owned(),
+            collection: self.inner.config.site(source)?.collection,
+            path: key.id().to_owned(),
+            size,
+            sha256,
+            destinations: [(here.clone(), label.clone())].into(),
+        };
+        self.wait_for(&meta, &root, &local, true).await
     }
 
-    /// Removes a deferred object here and, at the site that set it, its copies at the
-    /// destinations (after their transfers end, in the shared delete batch).
+    /// Evicts a deferred object here (a tombstone manifest in its place, so later readers
+    /// fail at once) and, at the site that set it, its copies at the destinations: the
+    /// object deleted (after its transfer ends, in the shared delete batch) and the
+    /// tombstone sent over the manifest (after the manifest's own transfer ended).
     pub(super) async fn evict_deferred(&self, key: &Key) -> Result<()> {
         let id = key.id();
         self.check_change(id, id, "an eviction")?;
@@ -113,7 +170,14 @@ impl GlobusConnector {
             };
         deferred::remove(&dir, id)?;
         if let Some(labels) = labels {
-            self.evict_copies(&labels, &[id.to_owned(), manifest_name(id)])
+            self.evict_copies(&labels, &[id.to_owned()]).await?;
+            let manager = self.manager().await?;
+            for dest in labels.keys() {
+                self.wait_for_copy(&manager, &labels, dest, &manifest_name(id))
+                    .await?;
+            }
+            let sites: Vec<String> = labels.keys().cloned().collect();
+            self.send_files(&[(manifest_name(id), None)], Some(&sites))
                 .await?;
         }
         let _ = std::fs::remove_file(dir.join(labels_name(id)));

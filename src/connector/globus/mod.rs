@@ -351,7 +351,7 @@ impl Connector for GlobusConnector {
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         if key.is_deferred() {
             key.check_kind(Self::KIND)?;
-            return self.get_deferred(key);
+            return self.get_deferred(key).await;
         }
         let Some(meta) = self.meta(key)? else {
             // A bare id names `<store dir>/<id>` here; nothing stored under it is "missing".
@@ -385,7 +385,7 @@ impl Connector for GlobusConnector {
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
         if key.is_deferred() {
             key.check_kind(Self::KIND)?;
-            return match self.get_deferred(key)? {
+            return match self.get_deferred(key).await? {
                 Some(_) => Ok(self.object_at_site(key.id())?.1),
                 None => Err(Error::not_found(
                     &self.inner.config.store_dir,
@@ -423,7 +423,12 @@ impl Connector for GlobusConnector {
     async fn exists(&self, key: &Key) -> Result<bool> {
         if key.is_deferred() {
             key.check_kind(Self::KIND)?;
-            return Ok(self.get_deferred(key)?.is_some());
+            return match self.get_deferred(key).await {
+                Ok(found) => Ok(found.is_some()),
+                // Evicted: a tombstone, not an object.
+                Err(Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
         }
         let path = match self.meta(key)? {
             Some(meta) => meta.path,

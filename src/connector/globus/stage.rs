@@ -138,6 +138,26 @@ impl GlobusConnector {
             .await
     }
 
+    /// Waits (up to an hour) for the transfers of `path` (under the store directory) to
+    /// `dest` in the batches labelled there to end; the path at `dest`.
+    pub(super) async fn wait_for_copy(
+        &self,
+        manager: &crate::transfer::TransferManager,
+        labels: &BTreeMap<String, Vec<String>>,
+        dest: &str,
+        path: &str,
+    ) -> Result<String> {
+        let (_, dest_path) = self.paths(dest, path)?;
+        for label in labels.get(dest).into_iter().flatten() {
+            for item in manager.items(label).await? {
+                if item.destination_path == dest_path && !item.is_final() {
+                    let _ = manager.wait(item.item, Duration::from_secs(3600)).await;
+                }
+            }
+        }
+        Ok(dest_path)
+    }
+
     /// Deletes `paths` (under the store directory) at each destination, after the
     /// transfers of the batches labelled there end. The deletes join the delete batch at
     /// once (a hold on their place), so evictions made together become one delete task
@@ -157,15 +177,8 @@ impl GlobusConnector {
         }
         let mut receipts = Vec::with_capacity(holds.len());
         for (dest, path, hold) in holds {
-            let (_, dest_path) = self.paths(dest, path)?;
             // Let an in-flight transfer finish first, or it would land after the delete.
-            for label in &labels[dest] {
-                for item in manager.items(label).await? {
-                    if item.destination_path == dest_path && !item.is_final() {
-                        let _ = manager.wait(item.item, Duration::from_secs(3600)).await;
-                    }
-                }
-            }
+            let dest_path = self.wait_for_copy(&manager, labels, dest, path).await?;
             let collection = self.inner.config.site(dest)?.collection.to_string();
             receipts.push(hold.add(collection, dest_path));
         }

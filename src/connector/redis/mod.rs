@@ -46,6 +46,14 @@ use crate::error::{Error, Result};
 use crate::manifest;
 use crate::runtime::in_library_context;
 
+/// How long an evicted future's tombstone (and an expired one's mark) stays: a day.
+const TOMBSTONE_MS: u64 = 24 * 3600 * 1000;
+
+/// The Redis key that marks a future with a TTL as settled (see `settle`).
+fn settled_mark(redis_key: &str) -> String {
+    format!("{redis_key}.settled")
+}
+
 /// How many times a command is retried after the connection dropped or was refused.
 const RETRIES: usize = 3;
 
@@ -340,7 +348,23 @@ impl Connector for RedisConnector {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        let get = redis::cmd("GET").arg(self.redis_key(key)?).clone();
+        let redis_key = self.redis_key(key)?;
+        if key.is_deferred() && self.config.ttl_s.is_some() {
+            // A future's value and its settled mark, in one round trip: a value gone
+            // while the mark (which outlives it by a day) is there expired.
+            let mget = redis::cmd("MGET")
+                .arg(&redis_key)
+                .arg(settled_mark(&redis_key))
+                .clone();
+            let mut both: Vec<Option<Vec<u8>>> = self.run("MGET", &mget).await?;
+            let mark = both.pop().flatten();
+            let value = both.pop().flatten();
+            if value.is_none() && mark.is_some() {
+                return Err(manifest::evicted(&key.to_string()));
+            }
+            return manifest::unwrap_value(key, value.map(Bytes::from));
+        }
+        let get = redis::cmd("GET").arg(&redis_key).clone();
         let value: Option<Vec<u8>> = self.run("GET", &get).await?;
         manifest::unwrap_value(key, value.map(Bytes::from))
     }
@@ -354,9 +378,20 @@ impl Connector for RedisConnector {
         Ok(count > 0)
     }
 
+    /// A future's value becomes a tombstone for a day: its later readers fail at once.
     async fn evict(&self, key: &Key) -> Result<()> {
         self.check_change(key, "an eviction")?;
-        let unlink = redis::cmd("UNLINK").arg(self.redis_key(key)?).clone();
+        let redis_key = self.redis_key(key)?;
+        if key.is_deferred() {
+            let set = redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(manifest::tombstone())
+                .arg("PX")
+                .arg(TOMBSTONE_MS)
+                .clone();
+            return self.run("SET", &set).await;
+        }
+        let unlink = redis::cmd("UNLINK").arg(redis_key).clone();
         let _: u64 = self.run("UNLINK", &unlink).await?;
         Ok(())
     }
@@ -418,6 +453,17 @@ impl Connector for RedisConnector {
         set.arg("NX");
         let written: Option<String> = self.run("SET", &set).await?;
         if written.is_some() {
+            if let Some(ttl) = self.config.ttl_s {
+                // Outlives the value by a day: a reader that finds the mark and no value
+                // knows it expired, instead of waiting for it.
+                let mark = redis::cmd("SET")
+                    .arg(settled_mark(&redis_key))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(ttl.saturating_mul(1000).saturating_add(TOMBSTONE_MS))
+                    .clone();
+                let _: () = self.run("SET", &mark).await?;
+            }
             return Ok(());
         }
         // Not written: settled before — by this very call, if a dropped connection made
