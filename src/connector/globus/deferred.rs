@@ -173,7 +173,7 @@ impl GlobusConnector {
             self.evict_copies(&labels, &[id.to_owned()]).await?;
             let manager = self.manager().await?;
             for dest in labels.keys() {
-                self.wait_for_copy(&manager, &labels, dest, &manifest_name(id))
+                self.wait_for_copy(manager, &labels, dest, &manifest_name(id))
                     .await?;
             }
             let sites: Vec<String> = labels.keys().cloned().collect();

@@ -178,7 +178,7 @@ impl GlobusConnector {
         let mut receipts = Vec::with_capacity(holds.len());
         for (dest, path, hold) in holds {
             // Let an in-flight transfer finish first, or it would land after the delete.
-            let dest_path = self.wait_for_copy(&manager, labels, dest, path).await?;
+            let dest_path = self.wait_for_copy(manager, labels, dest, path).await?;
             let collection = self.inner.config.site(dest)?.collection.to_string();
             receipts.push(hold.add(collection, dest_path));
         }
