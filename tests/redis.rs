@@ -335,3 +335,24 @@ async fn a_future_whose_ttl_ran_out_fails_instead_of_waiting() {
         }
     }
 }
+
+/// Regression: `exists` of a future's key said `false` while the server was unreachable;
+/// it says unreachable, as every other call does.
+#[tokio::test]
+async fn exists_on_an_unreachable_server_is_an_error_not_false() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = RedisConfig::new("127.0.0.1", port);
+    config.timeout_ms = 500;
+    let c = RedisConnector::new(config).unwrap();
+    for key in [Key::generate("redis"), c.new_key(&opts()).unwrap()] {
+        let e = c.exists(&key).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Network { .. } | Error::Timeout { .. }),
+            "{e}"
+        );
+    }
+}

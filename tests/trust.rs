@@ -228,6 +228,22 @@ fn hostile_proxies_never_send_a_secret_to_a_server_the_local_configuration_does_
             refused: true,
         },
         Case {
+            name: "a Redis stream event naming PATH as its store's password variable",
+            proxy: {
+                let store = redis_store(redis.port, "trust-redis-event");
+                let mut config = serde_json::to_value(store.config()).unwrap();
+                config["connector"]["options"]["password_env"] = "PATH".into();
+                config["connector"]["options"]["timeout_ms"] = 500.into();
+                let event: ps_globus::stream::Event = serde_json::from_value(serde_json::json!({
+                    "v": 1, "topic": "t", "position": 0, "published_ms": 0,
+                    "object": {"store": config, "key": Key::generate("redis")},
+                }))
+                .unwrap();
+                event.proxy().unwrap().unwrap()
+            },
+            refused: false,
+        },
+        Case {
             name: "a Globus proxy naming its own Transfer URL",
             proxy: hostile_proxy(
                 &globus_store("trust-globus-url", dir.path()),
@@ -356,4 +372,38 @@ fn a_proxy_with_a_huge_wait_resolves_instead_of_panicking() {
         o["wait_timeout_s"] = u64::MAX.into();
     });
     assert_eq!(proxy.resolve().unwrap(), &vec![4u8; 10]);
+}
+
+/// A lease row names its store's whole config, as a proxy does: the process that ends
+/// the lease rebuilds that store as data. A row naming a Redis password variable sends
+/// no password, whatever the row says.
+#[test]
+fn a_lease_row_never_sends_a_secret_either() {
+    local_configuration();
+    let redis = Recorder::start(b"-ERR recorded\r\n");
+    let mut config = RedisConfig::new("127.0.0.1", redis.port);
+    config.password_env = Some("PATH".into());
+    config.timeout_ms = 500;
+    let store = Store::builder("trust-lease-row", RedisConnector::new(config).unwrap())
+        .register(false)
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ps_globus::block_on(async {
+        let db = ps_globus::state::StateDb::open(dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let lease = store
+            .lease_in_async(&db, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+        lease.attach_async(&Key::generate("redis")).await.unwrap();
+        let ended = ps_globus::proxy::end_lease(&db, lease.id()).await;
+        assert!(
+            ended.is_err(),
+            "the recorder answers every command with an error"
+        );
+    });
+    assert!(!redis.received().is_empty(), "the row's store connected");
+    assert_no_secret("a lease row", &redis.received());
 }

@@ -14,6 +14,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::{Error, Result};
@@ -29,6 +30,20 @@ pub(crate) async fn open(url: &str) -> Result<PgPool> {
             e,
         )
     })?;
+    // One connection first, so that a server that is not there says so at once, with
+    // where it was looked for (a pool would retry until its acquire timeout, then say
+    // only "pool timed out").
+    let probe = options.connect().await.map_err(|e| {
+        let place = match options.get_socket() {
+            Some(dir) => format!("the socket in {}", dir.display()),
+            None => format!("{}:{}", options.get_host(), options.get_port()),
+        };
+        failed(
+            &format!("cannot connect to the PostgreSQL state database at {place}"),
+            e,
+        )
+    })?;
+    let _ = sqlx::Connection::close(probe).await;
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10))
@@ -131,6 +146,25 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(columns, crate::state::tests::sqlite_column_count().await);
+    }
+
+    /// Regression: an unreachable server read "pool timed out" after 10 s; it says the
+    /// connection was refused, and where, at once.
+    #[tokio::test]
+    async fn an_unreachable_server_says_refused_and_where() {
+        let err = open("postgres://me:s3cret@127.0.0.1:1/psg?password=s3cret")
+            .await
+            .unwrap_err();
+        let text = format!(
+            "{err}: {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(!text.contains("timed out"), "{text}");
     }
 
     #[tokio::test]

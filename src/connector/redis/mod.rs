@@ -371,7 +371,12 @@ impl Connector for RedisConnector {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         if key.is_deferred() {
-            return Ok(self.get(key).await.is_ok_and(|v| v.is_some()));
+            // An unreachable server is an error, never "no such object".
+            return match self.get(key).await {
+                Ok(value) => Ok(value.is_some()),
+                Err(Error::NotFound { .. } | Error::ProducerGone { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
         }
         let exists = redis::cmd("EXISTS").arg(self.redis_key(key)?).clone();
         let count: u64 = self.run("EXISTS", &exists).await?;
