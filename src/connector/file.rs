@@ -72,7 +72,7 @@ pub struct FileConnector {
 }
 
 #[derive(Serialize, Deserialize)]
-struct FileOptions {
+pub(super) struct FileOptions {
     dir: PathBuf,
 }
 

@@ -39,7 +39,7 @@ pub struct LocalConnector {
 }
 
 #[derive(Serialize, Deserialize)]
-struct LocalOptions {
+pub(super) struct LocalOptions {
     instance: String,
 }
 

@@ -96,6 +96,7 @@ pub const FIELDS: &[(&str, &str, Role)] = &[
     ("redis", "tls_ca_file", Role::Binding),
     ("redis", "username", Role::Binding),
     ("redis", "password_env", Role::Binding),
+    ("redis", "password", Role::Binding),
     ("redis", "prefix", Role::Locator),
     ("redis", "ttl_s", Role::Tuning),
     ("redis", "timeout_ms", Role::Tuning),

@@ -262,6 +262,39 @@ impl RedisConnector {
             .map_err(|e| self.error(operation, e, retries.load(Ordering::Relaxed)))
     }
 
+    /// The error for a put of `size` bytes whose connection was reset: a server that
+    /// refuses a value over its `proto-max-bulk-len` answers with an error and closes the
+    /// connection while the value is still being sent, and the reset that follows may
+    /// discard the answer before the client reads it. Asked again (`CONFIG GET`), the
+    /// limit tells a refused value from a lost connection.
+    async fn too_large(&self, size: usize, lost: Error) -> Error {
+        const SMALLEST_LIMIT: usize = 1 << 20;
+        if size <= SMALLEST_LIMIT {
+            return lost;
+        }
+        let ask = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("proto-max-bulk-len")
+            .clone();
+        let limit = match self.run::<Vec<String>>("CONFIG GET", &ask).await {
+            Ok(pair) => pair.get(1).and_then(|v| v.parse::<usize>().ok()),
+            Err(_) => None,
+        };
+        match limit {
+            Some(limit) if size > limit => Error::Server {
+                service: "Redis",
+                url: self.url.clone(),
+                operation: "SET".into(),
+                code: "ERR".into(),
+                message: format!(
+                    "Protocol error: invalid bulk length (the object is {size} bytes, over \
+                     the server's proto-max-bulk-len of {limit})"
+                ),
+            },
+            _ => lost,
+        }
+    }
+
     /// The typed error for `source`, naming the server and the command.
     fn error(&self, operation: &'static str, source: RedisError, retries: u32) -> Error {
         if source.is_timeout() {
@@ -343,8 +376,11 @@ impl Connector for RedisConnector {
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
         let set = self.set_command(&self.redis_key(&key)?, data);
-        let _: () = self.run("SET", &set).await?;
-        Ok(key)
+        match self.run::<()>("SET", &set).await {
+            Ok(()) => Ok(key),
+            Err(e @ Error::Network { .. }) => Err(self.too_large(data.len(), e).await),
+            Err(e) => Err(e),
+        }
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
