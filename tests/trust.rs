@@ -58,17 +58,20 @@ impl Recorder {
 /// (not the recorders'), this process's token, and its own Transfer URL (not the
 /// recorders' either).
 fn local_configuration() -> &'static Path {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    // In cargo's directory for integration tests' files (a static is never dropped, so a
+    // temporary directory here would be left behind in TMPDIR).
+    static HOME: OnceLock<std::path::PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
-        let home = tempfile::tempdir().unwrap();
-        let config = home.path().join("config.toml");
+        let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("trust-home");
+        std::fs::create_dir_all(&home).unwrap();
+        let config = home.join("config.toml");
         std::fs::write(
             &config,
             "[redis.lab]\nhost = \"redis.lab.invalid\"\nport = 6380\npassword_env = \"LAB_PW\"\n",
         )
         .unwrap();
         let vars = [
-            ("PS_GLOBUS_HOME", home.path().display().to_string()),
+            ("PS_GLOBUS_HOME", home.display().to_string()),
             ("PS_GLOBUS_CONFIG", config.display().to_string()),
             ("PS_GLOBUS_ACCESS_TOKEN", TOKEN.to_owned()),
             ("PS_GLOBUS_TRANSFER_URL", "http://127.0.0.1:1/".to_owned()),
@@ -83,7 +86,6 @@ fn local_configuration() -> &'static Path {
         });
         home
     })
-    .path()
 }
 
 /// A proxy's JSON for an object of `store` under `key`, with `edit` applied to its
