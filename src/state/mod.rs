@@ -46,62 +46,24 @@ pub(crate) mod pg_test_cluster;
 pub(crate) mod postgres;
 pub(crate) mod query;
 pub(crate) mod refs;
+mod shared;
 
 /// Every schema migration of one engine, embedded in the binary: (version, name, SQL).
 /// Each engine has its own folder (`migrations/sqlite/`, `migrations/postgres/`) with the
 /// same versions and the same tables and columns: a new migration is a file in each and
-/// a line here.
+/// a `version "name"` pair in the list here.
 macro_rules! migrations {
     ($engine:literal) => {
-        &[
-            (
-                1,
-                "init",
-                include_str!(concat!("../../migrations/", $engine, "/0001_init.sql")),
-            ),
-            (
-                2,
-                "refs",
-                include_str!(concat!("../../migrations/", $engine, "/0002_refs.sql")),
-            ),
-            (
-                3,
-                "strict_service",
-                include_str!(concat!(
-                    "../../migrations/",
-                    $engine,
-                    "/0003_strict_service.sql"
-                )),
-            ),
-            (
-                4,
-                "reporting",
-                include_str!(concat!("../../migrations/", $engine, "/0004_reporting.sql")),
-            ),
-            (
-                5,
-                "merging",
-                include_str!(concat!("../../migrations/", $engine, "/0005_merging.sql")),
-            ),
-            (
-                6,
-                "lifetime_leases",
-                include_str!(concat!(
-                    "../../migrations/",
-                    $engine,
-                    "/0006_lifetime_leases.sql"
-                )),
-            ),
-            (
-                7,
-                "lease_reach",
-                include_str!(concat!(
-                    "../../migrations/",
-                    $engine,
-                    "/0007_lease_reach.sql"
-                )),
-            ),
-        ]
+        migrations!($engine: 1 "init", 2 "refs", 3 "strict_service", 4 "reporting",
+            5 "merging", 6 "lifetime_leases", 7 "lease_reach")
+    };
+    // `migrations/<engine>/000<version>_<name>.sql`, for versions 1 to 9.
+    ($engine:literal: $($version:literal $name:literal),*) => {
+        &[$((
+            $version,
+            $name,
+            include_str!(concat!("../../migrations/", $engine, "/000", $version, "_", $name, ".sql")),
+        )),*]
     };
 }
 
@@ -195,37 +157,6 @@ impl StateDb {
     /// `state_url`), else `state.db` in the settings' state directory.
     pub async fn open_default(settings: &Settings) -> Result<StateDb> {
         Self::open_in(&settings.home, settings).await
-    }
-
-    /// The default state database (as [`open_default`](Self::open_default)), opened once
-    /// per process and database: every lease, store and call of this process that asks for
-    /// it shares one pool. (A pool per lease ran out of file handles after ~340 leases on
-    /// SQLite, and 40 leases held 82 PostgreSQL connections.)
-    pub async fn shared_default(settings: &Settings) -> Result<StateDb> {
-        Self::shared_in(&settings.home, settings).await
-    }
-
-    /// [`open_in`](Self::open_in), opened once per process and database (see
-    /// [`shared_default`](Self::shared_default)). The pool lives on the library runtime,
-    /// so callers on short-lived runtimes share it safely.
-    pub async fn shared_in(home: &Path, settings: &Settings) -> Result<StateDb> {
-        type Shared = std::sync::Mutex<std::collections::HashMap<String, StateDb>>;
-        static SHARED: crate::runtime::ForkLocal<Shared> = crate::runtime::ForkLocal::new();
-        let which = match state_url(settings)? {
-            Some(url) => url,
-            None => format!("sqlite:{}", home.join("state.db").display()),
-        };
-        let shared = SHARED.get_or_init(Default::default);
-        if let Some(db) = shared.lock().expect("shared databases").get(&which) {
-            return Ok(db.clone());
-        }
-        let (home, settings) = (home.to_owned(), settings.clone());
-        let opened = crate::runtime::handle()
-            .spawn(async move { Self::open_in(&home, &settings).await })
-            .await
-            .map_err(|e| Error::background("opening the state database", Some(e.into())))??;
-        let mut shared = shared.lock().expect("shared databases");
-        Ok(shared.entry(which).or_insert(opened).clone())
     }
 
     /// Whether this is a SQLite database whose file was removed (nothing will open it
