@@ -124,10 +124,14 @@ impl GlobusConnector {
             Found::Pending => return Ok(None),
             Found::Mismatch(e, outcome) => (e, outcome),
         };
-        let settler = key
+        let Some(settler) = key
             .meta()
             .and_then(|m| m.get("site"))
-            .and_then(|s| s.as_str());
+            .and_then(|s| s.as_str())
+        else {
+            // A key of a release before settling sites: as then, "maybe still arriving".
+            return Ok(None);
+        };
         let Outcome::Set {
             size,
             sha256,
@@ -137,7 +141,8 @@ impl GlobusConnector {
             return Err(mismatch);
         };
         let here = &self.inner.site;
-        let (Some(source), Some(label)) = (settler.filter(|s| s != here), labels.get(here)) else {
+        let (Some(source), Some(label)) = (Some(settler).filter(|s| s != here), labels.get(here))
+        else {
             // Set here, or no transfer of ours to wait for: the bytes are what they are.
             return Err(mismatch);
         };
