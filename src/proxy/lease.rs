@@ -224,7 +224,7 @@ pub struct LeaseReport {
     pub id: String,
     /// Objects evicted.
     pub evicted: usize,
-    /// Objects left; the lease stays (claimed) for a process that reaches them.
+    /// Objects left; the lease stays for a process that reaches them.
     pub left: usize,
     /// Why objects were left, or went with the process that held them.
     #[serde(skip_serializing_if = "Option::is_none")]
