@@ -687,3 +687,41 @@ fn a_trace_level_session_logs_no_secret() {
     }
     assert!(!log.contains("code_verifier"), "the PKCE verifier leaked");
 }
+
+/// Regression: with a text browser as `$BROWSER` (`curl`, `w3m`, `lynx`: the README's
+/// emulator idiom, and the "over SSH" case), the `webbrowser` crate runs it in the
+/// foreground, and `login` waited for it before serving the loopback redirect the browser
+/// was loading: a deadlock. The browser is never waited on now. (The deadline only keeps a
+/// regression from hanging the suite.)
+#[test]
+fn a_text_browser_completes_a_loopback_login_instead_of_deadlocking() {
+    let emu = Emu::start();
+    let mut cli = Cli::new(&emu);
+    cli.env.retain(|(k, _)| k != "BROWSER");
+    cli.env
+        .push(("BROWSER".into(), "curl -sSL -o /dev/null".into()));
+    let mut child = cli
+        .command(&["login", "--local-server"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the login deadlocked on its text browser");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let (code, stdout, _) = cli.run(&["whoami"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("user@sim.ps-globus.local"), "{stdout}");
+}

@@ -68,9 +68,16 @@ impl ps_globus::auth::LoginPrompt for TerminalPrompt {
         match delivery {
             CodeDelivery::LocalServer => {
                 eprintln!("Log in to Globus in your browser. If none opened, visit:\n\n  {url}\n");
-                if let Err(e) = webbrowser::open(url) {
-                    tracing::info!("could not open a browser: {e}");
-                }
+                // Never waited on: a text browser (`BROWSER=curl`, `w3m`, `lynx`, the
+                // usual choice over SSH) runs in the foreground until its page loads, and
+                // the page is our own loopback redirect, which is served only once this
+                // returns. Waiting here deadlocked the login.
+                let url = url.to_owned();
+                std::thread::spawn(move || {
+                    if let Err(e) = webbrowser::open(&url) {
+                        tracing::info!("could not open a browser: {e}");
+                    }
+                });
             }
             CodeDelivery::CopyPaste => {
                 eprintln!(
