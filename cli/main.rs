@@ -216,12 +216,16 @@ fn run(command: Command) -> CliResult {
 }
 
 /// The text of `file`, or of standard input for `-`.
-fn read_input(file: &str) -> std::io::Result<String> {
-    if file == "-" {
+/// A file that cannot be read is caught before anything is sent: exit 2, naming it.
+fn read_input(file: &str) -> Result<String, Exit> {
+    let read = if file == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
-        Ok(text)
+        std::io::stdin().read_to_string(&mut text).map(|_| text)
     } else {
         std::fs::read_to_string(file)
-    }
+    };
+    read.map_err(|e| {
+        let name = if file == "-" { "standard input" } else { file };
+        Exit(2, format!("cannot read {name}: {e}"))
+    })
 }

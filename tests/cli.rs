@@ -102,6 +102,15 @@ fn malformed_input_exits_1_and_usage_errors_exit_2() {
 
     let out = ps_globus(&["proxy", "frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+    // Regression: a missing file said only "No such file or directory (os error 2)".
+    let missing = dir.path().join("nope.json");
+    let out = ps_globus(&["proxy", "inspect", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("nope.json"),
+        "{stderr}"
+    );
     let out = ps_globus(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("ps-globus "));

@@ -546,7 +546,8 @@ fn address_and_setup_errors_say_what_is_wrong() {
 
     let missing = setup.home.path().join("no-such-batch.txt");
     let (code, _, stderr) = setup.run(&["transfer", "--batch", missing.to_str().unwrap()]);
-    assert_eq!(code, 1, "{stderr}");
+    // Caught before anything is sent: a usage error (README: exit codes).
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
 
     std::fs::remove_file(setup.home.path().join("config.toml")).unwrap();

@@ -196,7 +196,8 @@ fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, C
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
     let mut lines = match &args.batch {
         Some(file) => {
-            let text = crate::read_input(file).map_err(|e| format!("--batch {file}: {e}"))?;
+            let text =
+                crate::read_input(file).map_err(|e| crate::Exit(2, format!("--batch: {e}")))?;
             let mut lines = parse_batch(&text)?;
             if let (Some(src_ep), Some(dst_ep)) = (&args.source, &args.destination) {
                 for line in &mut lines {
