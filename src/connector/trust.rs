@@ -253,13 +253,21 @@ impl LocalTrust {
     /// Whether data may ask for a change (a deletion, a future's value) in `dir`: it is
     /// one of `[trust] store_dirs` (or inside one), or carries [`STORE_MARKER`].
     pub fn allows_changes_in(&self, dir: &Path) -> bool {
-        let canonical = |p: &Path| std::fs::canonicalize(p).ok();
-        let dir_real = canonical(dir);
-        let listed = self.store_dirs.iter().any(|trusted| {
-            dir.starts_with(trusted)
-                || matches!((&dir_real, canonical(trusted)), (Some(d), Some(t)) if d.starts_with(&t))
-        });
-        listed || has_marker(dir)
+        // Every data-triggered eviction asks: the marker (one stat) first; paths are
+        // resolved only when the configuration lists directories.
+        if has_marker(dir) || self.store_dirs.iter().any(|t| dir.starts_with(t)) {
+            return true;
+        }
+        if self.store_dirs.is_empty() {
+            return false;
+        }
+        let Ok(dir) = std::fs::canonicalize(dir) else {
+            return false;
+        };
+        self.store_dirs
+            .iter()
+            .filter_map(|t| std::fs::canonicalize(t).ok())
+            .any(|t| dir.starts_with(t))
     }
 }
 

@@ -180,6 +180,22 @@ fn a_file_store_from_data_changes_only_minted_objects_in_a_marked_directory() {
         "data marks nothing"
     );
 
+    // A directory the configuration lists under `[trust] store_dirs` (here through a
+    // path with a `.` in it, resolved) takes the minted object's eviction, not others.
+    let listed = LocalTrust {
+        store_dirs: vec![outside.path().join(".")],
+        ..local()
+    };
+    assert!(listed.allows_changes_in(outside.path()));
+    let rebuilt = hostile
+        .build_as(&Provenance::Data(Arc::new(listed)))
+        .unwrap();
+    crate::block_on(rebuilt.evict(&Key::new("file", minted.as_str()).unwrap())).unwrap();
+    assert!(!outside.path().join(&minted).exists());
+    let e = crate::block_on(rebuilt.evict(&Key::new("file", "authorized_keys").unwrap()));
+    assert!(matches!(e, Err(Error::Untrusted { .. })), "{e:?}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"ssh-ed25519 AAAA");
+
     // A genuine store's directory carries the marker: its own objects go.
     let store_dir = tempfile::tempdir().unwrap();
     let genuine = FileConnector::new(store_dir.path()).unwrap();
