@@ -394,6 +394,35 @@ fn puts_of_a_producer_that_exits_without_close_reach_the_destination() {
     assert_eq!(std::fs::read(path).unwrap(), b"handed out, never closed");
 }
 
+/// A Rust program whose exit hook cannot send its puts (Globus refuses its token) says
+/// so on stderr -- how many, the state database that keeps them, the fix -- and its own
+/// exit status is left alone: the library never changes a host program's status.
+#[test]
+fn a_producer_whose_puts_cannot_be_sent_at_exit_says_so_and_keeps_its_status() {
+    let emu = shared();
+    let config = config_for(emu, &unique_name("refused-at-exit"));
+    let home = tempfile::tempdir().unwrap();
+    let out = child_test("child_puts_and_exits_without_close")
+        .env(
+            "PS_GLOBUS_CHILD_CONFIG",
+            serde_json::to_string(&config).unwrap(),
+        )
+        .env("PS_GLOBUS_CHILD_HOME", home.path())
+        .env("PS_GLOBUS_TEST_TOKEN", "a-token-globus-refuses")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("NOT sent").count(), 1, "{stderr}");
+    assert!(stderr.contains("1 transfer item(s)"), "{stderr}");
+    assert!(stderr.contains("ps-globus login"), "{stderr}");
+    assert!(
+        stderr.contains(&home.path().display().to_string()),
+        "names the state database: {stderr}"
+    );
+    assert!(!stderr.contains("a-token-globus-refuses"), "{stderr}");
+}
+
 #[test]
 #[ignore = "child process of puts_of_a_producer_that_exits_without_close_reach_the_destination"]
 fn child_puts_and_exits_without_close() {
@@ -803,4 +832,65 @@ fn succeeded(command: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// A batch too large for the service is posted in parts, each under a label derived from
+/// the key's (`L-partN`), and the batch itself last: a reader whose object travels in a
+/// part still copying when `L`'s own task has ended follows it there, instead of
+/// reporting its object missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_follow_their_objects_into_the_parts_of_a_batch_too_large_to_post() {
+    let (plain, late) = (unique_name("parts"), unique_name("late"));
+    // 41 items of about 330 bytes: too many for one 10 KiB post, few enough for two.
+    let emu = Emu::with(|c| {
+        c.max_body_bytes = 10 << 10;
+        // The last object (in the part) is copied only at its sixth attempt.
+        c.faults.push(fault(
+            FaultKind::ConnectFailed,
+            Some(&format!("/{late}/*")),
+            None,
+            Some(5),
+        ));
+        c.fault_retry_ms = 400;
+    });
+    shared();
+    let home = tempfile::tempdir().unwrap();
+    let at = |store_dir: &str, site: &str| {
+        GlobusConnector::builder(config_for(&emu, store_dir))
+            .site(site)
+            .home(home.path())
+            .manager_config(ManagerConfig {
+                quiet: std::time::Duration::from_secs(2),
+                ..ManagerConfig::default()
+            })
+            .build()
+            .unwrap()
+    };
+    // Two stores at a share one manager, so their puts share one batch.
+    let (a, late_a) = (at(&plain, "a"), at(&late, "a"));
+    let mut keys = Vec::new();
+    for i in 0..40u8 {
+        keys.push(a.put(&[i; 100], &opts()).await.unwrap());
+    }
+    let late_key = late_a.put(b"in the part", &opts()).await.unwrap();
+    let (b, late_b) = (at(&plain, "b"), at(&late, "b"));
+    assert_eq!(
+        late_b.get(&late_key).await.unwrap().as_deref(),
+        Some(&b"in the part"[..])
+    );
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(b.get(key).await.unwrap().unwrap().as_ref(), &[i as u8; 100]);
+    }
+    let stats = emu.sim.stats();
+    assert_eq!(stats.by_status.get(&413), Some(&1), "{stats:?}");
+    let (_, list) = emu.get("/v0.10/task_list?limit=100").await;
+    let mut labels: Vec<String> = list["DATA"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap().to_owned())
+        .collect();
+    labels.sort();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert_eq!(labels[1], format!("{}-part1", labels[0]));
 }

@@ -1037,3 +1037,81 @@ on_both_engines! {
     assert_eq!(lost.fatal_error.unwrap().code, "TASK_NOT_FOUND");
 }
 }
+
+/// Enqueues `count` files (`/<dir>/N`, holding `N`) from one loop and waits for each:
+/// their labels, and each item's end state.
+async fn enqueue_and_wait(m: &TransferManager, emu: &Emu, dir: &str, count: usize) -> Vec<String> {
+    for i in 0..count {
+        write(
+            emu.root_a(),
+            &format!("{dir}/{i}"),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let mut items = Vec::new();
+    for i in 0..count {
+        let spec = spec(emu, &format!("/{dir}/{i}"), &format!("/out/{i}"));
+        items.push(m.enqueue(spec).await.unwrap());
+    }
+    for item in &items {
+        let done = m.wait(item.item, LONG).await.unwrap();
+        assert_eq!(done.state, ItemState::Succeeded, "{done:?}");
+    }
+    items.into_iter().map(|i| i.label).collect()
+}
+
+/// Every task of the manager's batches together copied `count` files: none twice.
+async fn assert_copied_once(m: &TransferManager, count: i64) -> usize {
+    let batches = m.batches(1000).await.unwrap();
+    let posted: Vec<_> = batches.iter().filter(|b| b.task_id.is_some()).collect();
+    let copied: i64 = posted.iter().map(|b| b.files_transferred).sum();
+    assert_eq!(copied, count, "{batches:?}");
+    posted.len()
+}
+
+on_both_engines! {
+    async fn a_batch_over_the_services_body_limit_is_posted_in_parts_and_fails_nothing(engine: Engine) {
+    // 300 items with 100-byte paths make a document of about 60 KB; the service takes
+    // 16 KiB, far less than the manager's own cap.
+    let emu = Emu::with(|c| c.max_body_bytes = 16 << 10);
+    let state = engine.fresh().await;
+    let one_batch = ManagerConfig {
+        quiet: Duration::from_secs(2),
+        ..config()
+    };
+    let m = manager(&emu, &state.url, one_batch).await;
+    let labels = enqueue_and_wait(&m, &emu, &"d".repeat(90), 300).await;
+    assert_delivered(&emu, 300);
+    let stats = emu.sim.stats();
+    assert!(stats.by_status.get(&413).is_some_and(|n| *n >= 1), "{stats:?}");
+    let tasks = assert_copied_once(&m, 300).await;
+    assert!(tasks >= 4, "{tasks} tasks for about 60 KB in 16 KiB posts");
+    assert_eq!(stats.tasks() as usize, tasks);
+    // Every item is still found under the label it was enqueued with.
+    let label = &labels[0];
+    assert!(labels.iter().all(|l| l == label));
+    assert_eq!(m.items(label).await.unwrap().len(), 300);
+}
+}
+
+on_both_engines! {
+    async fn batches_close_at_their_document_size_before_the_service_refuses_one(engine: Engine) {
+    let emu = Emu::start();
+    let state = engine.fresh().await;
+    let capped = ManagerConfig {
+        quiet: Duration::from_secs(2),
+        max_document_bytes: 16 << 10,
+        ..config()
+    };
+    let m = manager(&emu, &state.url, capped).await;
+    let labels = enqueue_and_wait(&m, &emu, &"d".repeat(90), 300).await;
+    assert_delivered(&emu, 300);
+    let stats = emu.sim.stats();
+    assert_eq!(stats.by_status.get(&413), None, "{stats:?}");
+    let tasks = assert_copied_once(&m, 300).await;
+    // Closed at the cap: each batch its own label and task, none split.
+    let distinct: std::collections::BTreeSet<_> = labels.iter().collect();
+    assert!(tasks >= 6, "{tasks} tasks for about 80 KB in batches of 12 KiB");
+    assert_eq!(distinct.len(), tasks);
+}
+}

@@ -56,6 +56,10 @@ pub struct SimServeArgs {
     /// Most ids in a task_id: filter (default 50, as at Globus).
     #[arg(long)]
     max_filter_task_ids: Option<usize>,
+    /// The largest request body accepted, in bytes; larger is 413 (default 1 MiB: Globus
+    /// documents no limit).
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
     /// Seconds a fault stays in a recovered task's nice_status (default 900; 0: none).
     #[arg(long)]
     nice_status_linger_s: Option<u64>,
@@ -167,6 +171,9 @@ fn serve(args: SimServeArgs) -> CliResult {
     }
     if let Some(v) = args.max_filter_task_ids {
         config.max_filter_task_ids = v;
+    }
+    if let Some(v) = args.max_body_bytes {
+        config.max_body_bytes = v;
     }
     if let Some(v) = args.nice_status_linger_s {
         config.nice_status_linger_s = v;

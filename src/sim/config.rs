@@ -72,6 +72,9 @@ pub struct SimConfig {
     pub identical_path_conflicts: bool,
     /// The most task ids a `task_id:` filter may hold (Globus: 50); more is 400.
     pub max_filter_task_ids: usize,
+    /// The largest request body accepted; a larger one is 413 before it is read (as a
+    /// real service's front end answers). Globus documents no number: see SPEC §3.11.
+    pub max_body_bytes: usize,
     /// Accept an undocumented bare `label:x` filter (as `label:=x`). Default off: only
     /// `label:=`, `label:~`, `label:!` and `label:!~` are understood.
     pub bare_label_filters: bool,
@@ -82,6 +85,10 @@ pub struct SimConfig {
     /// Globus promises none.
     pub ordered_copies: bool,
 }
+
+/// The emulator's request-body limit by default: 1 MiB, the client's own cap for a
+/// transfer document ([`crate::transfer::DEFAULT_MAX_DOCUMENT_BYTES`]).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -104,6 +111,7 @@ impl Default for SimConfig {
             state_file: None,
             identical_path_conflicts: true,
             max_filter_task_ids: 50,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             bare_label_filters: false,
             nice_status_linger_s: 900,
             ordered_copies: false,

@@ -390,6 +390,11 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/v2/api/identities/{id}/consents", get(auth::consents))
         .route("/v2/api/clients", post(auth::create_client))
         .fallback(not_found)
+        // Transfer and delete documents are measured in `observe`, with a Globus error
+        // document; this is the same limit for every other body.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe));
     api.route("/__sim/stats", get(sim_stats))
         .route("/__sim/wait/{id}", get(sim_wait))
@@ -477,7 +482,7 @@ async fn sim_stats(State(sim): State<Arc<SimState>>) -> Response {
     axum::Json(sim.stats.snapshot()).into_response()
 }
 
-/// Largest request body the emulator reads.
+/// Largest response body the emulator buffers (to cut one in half).
 const BODY_LIMIT: usize = 64 << 20;
 
 /// Every API request passes here: Transfer authentication, the rate limit, injected
@@ -551,11 +556,12 @@ async fn transfer_request(
         && (route.ends_with("/transfer") || route.ends_with("/delete"))
     {
         let (parts, body) = request.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        let limit = sim.config.max_body_bytes;
+        let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "ClientError.BadRequest",
-                "request body too large",
+                "ClientError.RequestTooLarge",
+                format!("The request body is over the limit of {limit} bytes; submit fewer items"),
             )
             .into_response();
         };

@@ -25,9 +25,9 @@ pub mod watch;
 pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, RequestGate, TaskQuery, TransferClient};
 pub use lookup::TransferCollectionLookup;
 pub use manager::{
-    Activity, BatchOptions, BatchStatus, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ItemStatus,
-    ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, Trouble, Unsubmitted, new_label,
-    resplit_label,
+    Activity, BatchOptions, BatchStatus, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_REQUEST_BUDGET,
+    Enqueued, ItemSpec, ItemStatus, ManagerConfig, PART_SUFFIX, Priority, RESPLIT_SUFFIX,
+    TransferManager, Trouble, Unsubmitted, new_label, resplit_label,
 };
 pub(crate) use manager::{owner_alive, this_process};
 pub use retry::RetryConfig;

@@ -50,6 +50,20 @@ fn flush_all(py: Python<'_>) -> PyResult<usize> {
     })
 }
 
+/// Flushes every manager at interpreter exit (Python's `atexit`, while the interpreter
+/// still runs): the reports of what could not be sent (empty when everything went), each
+/// said once (the library's own exit hook then stays quiet about it).
+#[pyfunction]
+fn flush_at_exit(py: Python<'_>) -> PyResult<Vec<String>> {
+    wait::wait(py, async {
+        let mut reports = Vec::new();
+        for manager in TransferManager::running() {
+            reports.extend(manager.flush_before_exit(EXIT_FLUSH_LIMIT).await);
+        }
+        Ok(reports)
+    })
+}
+
 /// The sites of the configuration file the CLI uses (`$PS_GLOBUS_CONFIG`, `ps-globus
 /// site add`), as JSON: `{name: {"collection", "collection_path", "local_path",
 /// "host_regex"?}}`.
@@ -68,6 +82,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connector::PyConnector>()?;
     m.add_class::<emulator::PyEmulator>()?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
+    m.add_function(wrap_pyfunction!(flush_at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_raise_library_error, m)?)?;
     m.add_function(wrap_pyfunction!(staging::transfer, m)?)?;

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -36,6 +38,45 @@ def test_a_producer_that_exits_right_after_its_puts_still_sends_them(emu: Emulat
         stdin=produced.stdout,
     )
     assert done.stdout.strip() == b"[b'\\x00', b'\\x01', b'\\x02']"
+
+
+LOSE_AT_EXIT = """
+    from proxystore.store import Store
+    from ps_globus.proxystore import GlobusConnector
+    store = Store('lost', GlobusConnector('lost'), register=True)
+    proxy = store.proxy(b'never sent')
+    print('last line of the script')
+    # No close(): the exit hook finds that Globus refuses the login.
+"""
+
+
+def exit_with_a_refused_login(emu: Emulator, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(LOSE_AT_EXIT)],
+        env={**os.environ, **emu.env('a'), 'PS_GLOBUS_CLIENT_SECRET': 'not-the-secret', **env},
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_what_a_refused_login_kept_from_globus_is_said_at_exit(emu: Emulator) -> None:
+    done = exit_with_a_refused_login(emu, {})
+    err = done.stderr.decode()
+    # An exit hook cannot change the status; it says what was lost, where, and the fix.
+    assert done.returncode == 0, err
+    assert done.stdout == b'last line of the script\n'
+    assert err.count('NOT sent') == 1, err  # once: not again by the library's own hook
+    assert '1 transfer item(s)' in err and 'ps-globus login' in err, err
+    assert emu.env('a')['PS_GLOBUS_HOME'] in err, err  # the state database that keeps it
+    assert 'not-the-secret' not in err
+
+
+def test_exit_on_loss_makes_the_exit_status_say_the_work_was_lost(emu: Emulator) -> None:
+    done = exit_with_a_refused_login(emu, {'PS_GLOBUS_EXIT_ON_LOSS': '1'})
+    err = done.stderr.decode()
+    assert done.returncode == 3, err
+    assert done.stdout == b'last line of the script\n'  # flushed before the exit
+    assert 'NOT sent' in err and 'status 3' in err, err
 
 
 # Run in a fresh interpreter at site a (this test process has long used SQLite): the

@@ -34,6 +34,7 @@
 mod builder;
 mod config;
 mod deferred;
+mod follow;
 mod read;
 mod stage;
 mod verify;

@@ -5,7 +5,8 @@
 //! needs no credentials and cannot be fooled by a partial file (Globus writes in place).
 //! The task adds early, precise failure: a FAILED task, or this object among a succeeded
 //! task's skipped errors, is an [`Error::TransferFailed`] at once, not a timeout; and the
-//! wait ends at the task's deadline.
+//! wait ends at the task's deadline. The tasks followed are the family of the key's
+//! label: re-splits and parts (`follow.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,17 +15,11 @@ use bytes::Bytes;
 
 use super::GlobusConnector;
 use super::config::{DEFAULT_WAIT, ObjectMeta};
+use super::follow::{Family, Paths, Step};
 use super::verify::{Verdict, integrity, verify_file};
 use crate::connector::Key;
 use crate::error::{Error, Result};
-use crate::transfer::path::normalise_path;
-use crate::transfer::states::TaskStatus;
-use crate::transfer::{ItemSpec, Priority, RESPLIT_SUFFIX, resplit_label};
-
-/// How long a reader whose object's task was cancelled looks for the re-split that may
-/// carry the object on, before it reports the cancel: the producer's manager submits a
-/// re-split within moments of its cancel.
-const RESPLIT_GRACE: Duration = Duration::from_secs(15);
+use crate::transfer::{ItemSpec, Priority};
 
 impl GlobusConnector {
     /// [`Connector::resolve_path`](crate::connector::Connector::resolve_path): the
@@ -77,99 +72,60 @@ impl GlobusConnector {
         if let Verdict::Match(bytes) = verify_file(root, local, meta, keep).await? {
             return Ok(bytes);
         }
-        let (_, source_path) = self.paths(&meta.source, &meta.path)?;
-        let (_, dest_path) = self.paths(site, &meta.path)?;
-        let watcher = self.watcher().await?.clone();
-        let mut label = label;
-        let mut _watch = watcher.watch(&label);
-        // A task cancelled by fail-fast hands its unfinished items to a re-split whose
-        // label derives from its own: the reader follows it there for a while before
-        // taking the cancel as the object's fate.
-        let mut cancelled: Option<(Error, Instant)> = None;
+        let (_, source) = self.paths(&meta.source, &meta.path)?;
+        let (_, destination) = self.paths(site, &meta.path)?;
+        let paths = Paths {
+            source,
+            destination,
+        };
+        let mut family = Family::new(self.watcher().await?.clone(), &label);
         let explicit = self.inner.config.wait_timeout_s.map(Duration::from_secs);
         let mut until = crate::runtime::deadline_after(explicit.unwrap_or(DEFAULT_WAIT));
         let mut delay = Duration::from_millis(10);
-        let mut checked_skips = false;
         loop {
-            let changed = watcher.changed();
+            let changed = self.watcher().await?.changed();
             let verdict = verify_file(root, local, meta, keep).await?;
             if let Verdict::Match(bytes) = verdict {
                 return Ok(bytes);
             }
-            let task = watcher.task(&label);
-            if task.is_none()
-                && let Some((_, given_up_at)) = &cancelled
-                && Instant::now() >= *given_up_at
+            // Without a timeout of the store's own, the wait ends at the task's deadline.
+            if explicit.is_none()
+                && let Some(deadline) = family
+                    .root_task()
+                    .and_then(|t| t.deadline)
+                    .as_deref()
+                    .and_then(crate::transfer::types::parse_time)
             {
-                return Err(cancelled.take().expect("checked above").0);
+                let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+                until = crate::runtime::deadline_after(left.saturating_add(Duration::from_secs(5)));
             }
-            if let Some(task) = &task {
-                if explicit.is_none()
-                    && let Some(deadline) = task
-                        .deadline
-                        .as_deref()
-                        .and_then(crate::transfer::types::parse_time)
-                {
-                    let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
-                    until =
-                        crate::runtime::deadline_after(left.saturating_add(Duration::from_secs(5)));
-                }
-                let failed = |code: String, description: String| Error::TransferFailed {
-                    task_id: Some(task.task_id.clone()),
-                    code,
-                    description,
-                    source_path: source_path.clone(),
-                    destination_path: dest_path.clone(),
-                };
-                match task.status {
-                    TaskStatus::Failed => {
-                        let (code, description) = match &task.fatal_error {
-                            Some(f) => (f.code.clone(), f.description.clone()),
-                            None => ("FAILED".into(), "the Globus task failed".into()),
-                        };
-                        let error = failed(code.clone(), description);
-                        if code == "CANCELED" && !label.ends_with(RESPLIT_SUFFIX) {
-                            label = resplit_label(&label);
-                            _watch = watcher.watch(&label);
-                            cancelled = Some((error, Instant::now() + RESPLIT_GRACE));
-                            checked_skips = false;
-                            continue;
-                        }
-                        return Err(error);
-                    }
-                    TaskStatus::Succeeded if !checked_skips => {
-                        checked_skips = true;
-                        let client = self.client().await?;
-                        let skipped = client.skipped_errors(&task.task_id).await?;
-                        if let Some(s) = skipped.iter().find(|s| {
-                            normalise_path(&s.destination_path) == normalise_path(&dest_path)
-                        }) {
-                            return Err(failed(s.error_code.clone(), s.error_details.clone()));
-                        }
-                        // The file should be there now: one more look below.
-                        continue;
-                    }
-                    TaskStatus::Succeeded => {
-                        return Err(match verdict {
-                            Verdict::Mismatch(found) => integrity(local, meta, found),
-                            // The copy is done: a size that differs is a changed file.
-                            Verdict::WrongSize(size) => {
-                                integrity(local, meta, format!("{size} bytes"))
-                            }
-                            _ => failed(
-                                "MISSING".into(),
-                                format!(
-                                    "the task succeeded but {} is not there (deleted since?)",
-                                    local.display()
-                                ),
-                            ),
-                        });
-                    }
-                    _ => {}
-                }
-            } else if let Verdict::Mismatch(found) = verdict {
+            if !family.any_seen()
+                && let Verdict::Mismatch(found) = verdict
+            {
                 // Right size, wrong bytes, and no task of ours in flight to explain it.
                 return Err(integrity(local, meta, found));
+            }
+            match family.step(self.client().await?, &paths).await? {
+                Step::Wait => {}
+                Step::LookAgain => continue,
+                Step::Ended(Some(error)) => return Err(error),
+                Step::Ended(None) => {
+                    // Every task succeeded and none skipped it: what is there is final.
+                    return Err(match verdict {
+                        Verdict::Mismatch(found) => integrity(local, meta, found),
+                        Verdict::WrongSize(size) => integrity(local, meta, format!("{size} bytes")),
+                        _ => Error::TransferFailed {
+                            task_id: family.root_task().map(|t| t.task_id),
+                            code: "MISSING".into(),
+                            description: format!(
+                                "the task succeeded but {} is not there (deleted since?)",
+                                local.display()
+                            ),
+                            source_path: paths.source,
+                            destination_path: paths.destination,
+                        },
+                    });
+                }
             }
             let now = Instant::now();
             if now >= until {

@@ -5,7 +5,7 @@
 //! burst enqueued by many processes at once makes one batch per process. The process
 //! that claims one for submission takes the others' too: `READY` batches of the same
 //! collections, options and priority, not held, oldest first, while the items stay
-//! within `max_items`. Their items move into the claimed batch (keeping the label they
+//! within `max_items` and `max_document_bytes`. Their items move into the claimed batch (keeping the label they
 //! were enqueued under, `merged_from`), and each taken batch becomes `MERGED`. A process
 //! about to submit a taken batch finds it no longer `READY` and leaves it: the claim and
 //! the submission id are one commit, so every item is posted in exactly one task.
@@ -14,6 +14,7 @@
 //! identity has `max_pending` batches submitting or at Globus, counted across every
 //! process and host, and the write lock makes two claims count one after the other.
 
+use super::split::{ITEM_BYTES_SQL, item_budget};
 use crate::error::Result;
 use crate::state::StateDb;
 use crate::state::query::{On, query};
@@ -38,6 +39,8 @@ pub(super) struct Limits {
     pub max_pending: usize,
     /// Items in one batch, at most.
     pub max_items: usize,
+    /// A batch's transfer document, at most (estimated: `split.rs`).
+    pub max_document_bytes: usize,
 }
 
 /// Claims `batch` (`READY`) for submission with `submission_id` on behalf of `owner`,
@@ -79,27 +82,32 @@ pub(super) async fn claim(
         tx.commit().await?;
         return Ok(Claim::Claimed { merged: 0 });
     }
-    let mut items: i64 = query("SELECT COUNT(*) FROM items WHERE batch_id = $1")
-        .bind(batch)
-        .fetch_scalar(&mut tx)
-        .await?;
+    let count_and_bytes = format!("COUNT(*), COALESCE(SUM({ITEM_BYTES_SQL}), 0)");
+    let (mut items, mut bytes): (i64, i64) = query(&format!(
+        "SELECT {count_and_bytes} FROM items WHERE batch_id = $1"
+    ))
+    .bind(batch)
+    .fetch_one_as(&mut tx)
+    .await?;
     let now = tx.clock_ms().await?;
-    let mates: Vec<(i64, i64)> = query(
-        "SELECT other.id, (SELECT COUNT(*) FROM items WHERE items.batch_id = other.id) \
+    let mates: Vec<(i64, i64, i64)> = query(&format!(
+        "SELECT other.id, (SELECT COUNT(*) FROM items WHERE items.batch_id = other.id), \
+         (SELECT COALESCE(SUM({ITEM_BYTES_SQL}), 0) FROM items WHERE items.batch_id = other.id) \
          FROM batches other JOIN batches me ON me.id = $1 \
          WHERE other.state = $2 AND other.id <> me.id AND other.identity = me.identity \
          AND other.source = me.source AND other.destination = me.destination \
          AND other.options = me.options AND other.priority = me.priority \
-         AND (other.hold_until IS NULL OR other.hold_until <= $3) ORDER BY other.id",
-    )
+         AND (other.hold_until IS NULL OR other.hold_until <= $3) ORDER BY other.id"
+    ))
     .bind(batch)
     .bind(BatchState::Ready.as_str())
     .bind(now)
     .fetch_all_as(&mut tx)
     .await?;
     let mut merged = 0;
-    for (mate, count) in mates {
-        if (items + count) as usize > limits.max_items {
+    let byte_budget = item_budget(limits.max_document_bytes) as i64;
+    for (mate, count, mate_bytes) in mates {
+        if (items + count) as usize > limits.max_items || bytes + mate_bytes > byte_budget {
             continue;
         }
         query(
@@ -117,6 +125,7 @@ pub(super) async fn claim(
             .execute(&mut tx)
             .await?;
         items += count;
+        bytes += mate_bytes;
         merged += 1;
     }
     tx.commit().await?;
@@ -211,6 +220,7 @@ mod tests {
         Limits {
             max_pending: 10,
             max_items: 10,
+            max_document_bytes: crate::transfer::DEFAULT_MAX_DOCUMENT_BYTES,
         }
     }
 
@@ -279,6 +289,7 @@ mod tests {
             let one = || Limits {
                 max_pending: 1,
                 max_items: 10,
+                max_document_bytes: crate::transfer::DEFAULT_MAX_DOCUMENT_BYTES,
             };
             let claimed = claim(db, first, "sid-1", "host-a:1:1", one())
                 .await

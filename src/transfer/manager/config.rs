@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 /// Transfer requests per second per state database and identity, by default.
 pub const DEFAULT_REQUEST_BUDGET: f64 = 8.0;
 
+/// The largest `POST /transfer` document the manager makes by default: 1 MiB (about
+/// 5 000 items with 60-byte paths). Globus documents no limit; see
+/// [`ManagerConfig::max_document_bytes`].
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
 /// How the manager batches, admits and polls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ManagerConfig {
@@ -16,6 +21,13 @@ pub struct ManagerConfig {
     pub max_delay: Duration,
     /// Close a batch at this many items.
     pub max_items: usize,
+    /// Close a batch before its `POST /transfer` document would pass this many bytes
+    /// (estimated from its paths; the document is measured again before it is posted,
+    /// and a batch over it is split in two). Globus documents no limit on a
+    /// submission's size; the default, [`DEFAULT_MAX_DOCUMENT_BYTES`], is a guess kept
+    /// well under common proxy limits. A service that still answers 413 has the batch
+    /// split and posted in halves, never failed.
+    pub max_document_bytes: usize,
     /// Tasks of this identity pending at Globus at once (Globus allows 100).
     pub max_pending_tasks: usize,
     /// Every this-many admissions, waiting bulk work goes before latency work.
@@ -75,6 +87,7 @@ impl Default for ManagerConfig {
             quiet: Duration::from_millis(20),
             max_delay: Duration::from_millis(500),
             max_items: 10_000,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_pending_tasks: 20,
             bulk_every: 3,
             poll_min: Duration::from_millis(250),
@@ -208,6 +221,19 @@ impl ItemSpec {
     pub fn checksum(mut self, checksum: impl Into<String>, algorithm: impl Into<String>) -> Self {
         self.external_checksum = Some((checksum.into(), algorithm.into()));
         self
+    }
+
+    /// What this item adds to its batch's `POST /transfer` document, estimated as
+    /// [`super::split::ITEM_BYTES_SQL`] estimates it for stored items.
+    pub(super) fn document_bytes(&self) -> usize {
+        let checksum = self
+            .external_checksum
+            .as_ref()
+            .map_or(0, |(sum, algorithm)| sum.len() + algorithm.len());
+        self.source_path.len()
+            + self.destination_path.len()
+            + checksum
+            + super::split::ITEM_OVERHEAD
     }
 }
 

@@ -19,6 +19,23 @@ pub(super) struct OpenBatch {
     pub first: Instant,
     pub last: Instant,
     pub items: usize,
+    /// Its items' share of its transfer document, estimated.
+    pub bytes: usize,
+}
+
+impl OpenBatch {
+    /// Whether an item of `bytes` (in its document) may join it.
+    pub fn fits(&self, bytes: usize, config: &super::ManagerConfig) -> bool {
+        self.items == 0
+            || (self.items < config.max_items
+                && self.bytes + bytes <= super::split::item_budget(config.max_document_bytes))
+    }
+
+    /// Whether it is full: it closes now.
+    pub fn is_full(&self, config: &super::ManagerConfig) -> bool {
+        self.items >= config.max_items
+            || self.bytes >= super::split::item_budget(config.max_document_bytes)
+    }
 }
 
 /// A write to commit (see `commit.rs`): an item, or the close of a batch.
@@ -92,7 +109,7 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
                 .values()
                 .filter(|b| {
                     let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
-                    b.items >= config.max_items
+                    b.is_full(config)
                         || (timely && !hold_open)
                         || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
                 })

@@ -9,7 +9,9 @@
 //!    (group commit: the caller leads it, and one transaction takes every item queued
 //!    meanwhile). The batch's label, `psg-<32 hex>`, is fixed when it opens.
 //! 2. A batch *closes* after [`quiet`](ManagerConfig::quiet) without new items, or at
-//!    [`max_delay`](ManagerConfig::max_delay), or at [`max_items`](ManagerConfig::max_items).
+//!    [`max_delay`](ManagerConfig::max_delay), or at [`max_items`](ManagerConfig::max_items)
+//!    or [`max_document_bytes`](ManagerConfig::max_document_bytes) (a batch too large to
+//!    post all the same is split in two: `split.rs`).
 //!    Its items are fixed from then on (`READY`).
 //! 3. Admission: at most [`max_pending_tasks`](ManagerConfig::max_pending_tasks) tasks of
 //!    this identity are pending at Globus; latency-priority batches go first, but every
@@ -34,20 +36,24 @@
 //! round trip), `status.rs` (what they get back), `sql.rs` (every
 //! statement against the state database) with `rows.rs` (the typed rows it reads and
 //! writes), `claim.rs` (a batch claimed for submission: admission across hosts, and
-//! the merging of other processes' waiting batches into it), `liveness.rs` (which processes are alive, the
+//! the merging of other processes' waiting batches into it), `split.rs` (batches that
+//! fit in one `POST`, and the split of one that does not), `liveness.rs` (which processes are alive, the
 //! poller lease), `submit.rs` (admission, exactly-once submission), `poll.rs` (polling
 //! and outcomes), `loops.rs` (the background loops), `trouble.rs` (what the loops cannot
 //! do right now, for callers who will not wait for it), `unsubmitted.rs` (work that
-//! never reached Globus: finding and pruning it), `tests.rs` (unit tests that need the
+//! never reached Globus: finding and pruning it), `exit.rs` (what a process sends, or
+//! says it could not send, as it exits), `tests.rs` (unit tests that need the
 //! manager's private parts).
 
 mod claim;
 mod commit;
 mod config;
+mod exit;
 mod liveness;
 mod loops;
 mod poll;
 mod rows;
+mod split;
 mod sql;
 mod status;
 mod submit;
@@ -64,9 +70,11 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::transfer::budget::RequestBudget;
 
 pub use config::{
-    BatchOptions, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec, ManagerConfig, Priority,
+    BatchOptions, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec,
+    ManagerConfig, Priority,
 };
 pub(crate) use liveness::{owner_alive, this_process};
+pub use split::PART_SUFFIX;
 pub(crate) use sql::take_lease;
 pub use status::{BatchStatus, ItemStatus};
 pub use trouble::{Activity, Trouble};
@@ -128,6 +136,9 @@ struct Inner {
     unverifiable: Mutex<std::collections::HashSet<String>>,
     /// The background loops' last failure, until they succeed again.
     trouble: trouble::TroubleCell,
+    /// What this manager could not send was reported at exit (by a host language's
+    /// hook, or the library's): said once, not by each hook.
+    exit_reported: std::sync::atomic::AtomicBool,
 }
 /// Wake-ups shared with the background loops, which wait on them without keeping the
 /// manager alive.
@@ -155,32 +166,6 @@ type Registry = Mutex<HashMap<(std::path::PathBuf, String), Weak<Inner>>>;
 fn shared() -> &'static Registry {
     static SHARED: crate::runtime::ForkLocal<Registry> = crate::runtime::ForkLocal::new();
     SHARED.get_or_init(Default::default)
-}
-
-/// How long the exit hook waits for each manager's held-back batches to be submitted.
-const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
-
-/// Registers, once per process, an exit hook that submits what every running manager
-/// still holds back. A `put` returns once its transfer is committed, while the batch
-/// waits a few milliseconds for company; a program that exits right then (an error in
-/// its own code, a forgotten `close`) would otherwise leave proxies it already handed
-/// out pointing at objects that never travel. (`abort` and `kill -9` skip the hook: the
-/// next process on the same state database submits those batches.)
-fn install_exit_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    fn submit_held_back() {
-        for manager in TransferManager::running() {
-            let flushed = runtime::block_on(runtime::timeout(EXIT_FLUSH_LIMIT, manager.flush()));
-            if !matches!(flushed, Some(Ok(()))) {
-                eprintln!(
-                    "ps-globus: transfers held back at exit were not all submitted; the next \
-                     process using {} submits them",
-                    manager.db().path().display()
-                );
-            }
-        }
-    }
-    ONCE.call_once(|| runtime::at_exit(submit_held_back));
 }
 
 /// A fresh batch label: `psg-` and 32 hex digits (no `,` `/` `:`, which the filter
@@ -252,10 +237,11 @@ impl TransferManager {
             waiting_for_mates: std::sync::atomic::AtomicBool::new(false),
             unverifiable: Mutex::default(),
             trouble: trouble::TroubleCell::new(),
+            exit_reported: std::sync::atomic::AtomicBool::new(false),
         });
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner);
-        install_exit_hook();
+        exit::install_exit_hook();
         shared()
             .lock()
             .expect("manager registry poisoned")
@@ -309,9 +295,10 @@ impl TransferManager {
         let label = {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
             let now = Instant::now();
+            let item_bytes = spec.document_bytes();
             if open
                 .get(&key)
-                .is_some_and(|b| b.items >= self.inner.config.max_items)
+                .is_some_and(|b| !b.fits(item_bytes, &self.inner.config))
             {
                 // Full: close it here, behind its own items in the commit queue.
                 let full = open.remove(&key).expect("checked above");
@@ -327,12 +314,14 @@ impl TransferManager {
                 first: now,
                 last: now,
                 items: 0,
+                bytes: 0,
             });
             batch.last = now;
             batch.items += 1;
+            batch.bytes += item_bytes;
             // The batcher sleeps until the earliest batch is due; only a new batch (or a
             // full one) changes that. Waking it for every item cost each put a hop.
-            kick_batcher = batch.items == 1 || batch.items >= self.inner.config.max_items;
+            kick_batcher = batch.items == 1 || batch.is_full(&self.inner.config);
             let label = batch.label.clone();
             // Queued under the lock, so the batcher's Close for this label comes after it.
             self.inner.lane.push(WriteReq::Item {

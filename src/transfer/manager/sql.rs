@@ -308,12 +308,20 @@ pub(super) async fn submitting(
 }
 
 /// `identity`'s batches waiting for admission, latency work first: (id, priority, owner).
+///
+/// A batch with parts not yet at Globus waits for them (`split.rs`): its label is the one
+/// readers follow, and once its task is listed, every part's must be too.
 pub(super) async fn ready(db: &StateDb, identity: &str) -> Result<Vec<(i64, i64, String)>> {
     query(
-        "SELECT id, priority, owner FROM batches WHERE identity = $1 AND state = $2 ORDER BY priority, id",
+        "SELECT id, priority, owner FROM batches b WHERE identity = $1 AND state = $2 \
+         AND NOT EXISTS (SELECT 1 FROM batches part WHERE part.identity = b.identity \
+         AND part.state IN ($2, $4) AND part.task_id IS NULL AND part.label LIKE b.label || $3) \
+         ORDER BY priority, id",
     )
     .bind(identity)
     .bind(BatchState::Ready.as_str())
+    .bind(&format!("{}%", super::PART_SUFFIX))
+    .bind(BatchState::Submitting.as_str())
     .fetch_all_as(db)
     .await
 }
@@ -578,7 +586,7 @@ async fn update_counters(tx: &mut Tx, batch: i64, task: &Task) -> Result<()> {
     Ok(())
 }
 
-async fn bump_generation(tx: &mut Tx) -> Result<()> {
+pub(super) async fn bump_generation(tx: &mut Tx) -> Result<()> {
     query("UPDATE generation SET value = value + 1 WHERE id = 1")
         .execute(&mut *tx)
         .await?;

@@ -12,6 +12,7 @@ use super::Inner;
 use super::claim::{Claim, Limits, claim, open_mates};
 use super::config::{BatchOptions, Priority};
 use super::rows::ItemToPost;
+use super::split::refused_as_too_large;
 use super::sql::{self, BatchEnd, BatchToPost};
 use crate::error::{Error, Result};
 use crate::transfer::types::{TransferItem, TransferRequest};
@@ -99,6 +100,7 @@ impl Inner {
                 let limits = Limits {
                     max_pending: self.config.max_pending_tasks,
                     max_items: self.config.max_items,
+                    max_document_bytes: self.config.max_document_bytes,
                 };
                 match claim(&self.db, batch, &sid, &self.owner, limits).await? {
                     Claim::Claimed { merged } if merged > 0 => {
@@ -126,6 +128,16 @@ impl Inner {
             }
         }
         let request = transfer_request(to_post, submission_id);
+        let items = request.data.len();
+        let document = serde_json::to_vec(&request).map_or(0, |d| d.len());
+        if items > 1 && document > self.config.max_document_bytes {
+            let why = format!(
+                "{items} items make a {document}-byte document, over max_document_bytes {}",
+                self.config.max_document_bytes
+            );
+            self.split(batch, &why).await?;
+            return Ok(());
+        }
         match self.client.submit_transfer(&request).await {
             Ok(result) => {
                 self.fail_point("after-post");
@@ -141,6 +153,12 @@ impl Inner {
                 sql::record_submit_error(&self.db, batch, &e.to_string()).await?;
                 Err(e)
             }
+            // The service's limit is lower than ours: post it in halves (a 413 comes
+            // before the document is read, so the submission id stays unused).
+            Err(e) if refused_as_too_large(&e) && items > 1 => {
+                self.split(batch, &e.to_string()).await?;
+                Ok(())
+            }
             Err(e) if asks_to_wait(&e) => {
                 // Identical paths still in flight, or the pending-task limit: the batch
                 // waits (same submission id, so still exactly once) while others go on.
@@ -148,8 +166,10 @@ impl Inner {
                 sql::hold(&self.db, batch, &e.to_string(), MAX_HOLD).await
             }
             Err(e) => {
-                // Globus refused the batch for good (bad path, unknown collection, consent).
+                // Globus refused the batch for good (bad path, unknown collection, consent,
+                // or one item whose document alone is over the service's limit).
                 let code = match &e {
+                    Error::Api { status: 413, .. } => "RequestTooLarge".into(),
                     Error::Api { code, .. } => code.clone(),
                     _ => "SubmitFailed".into(),
                 };

@@ -9,13 +9,17 @@ bytes, with a Rust engine.
 * :mod:`ps_globus.testing` -- the Globus emulator, for tests.
 
 Waits release the GIL and answer Ctrl-C. Transfers held back for batching are submitted
-when the interpreter exits. A process forked after ps_globus started here (multiprocessing,
+when the interpreter exits; what cannot be sent then (a refused login) is said on stderr,
+and with ``PS_GLOBUS_EXIT_ON_LOSS=1`` the process exits with status 3. A process forked after ps_globus started here (multiprocessing,
 a process pool) rebuilds its connectors on first use.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
+import os
+import sys
 
 from ps_globus import _core
 from ps_globus.errors import (
@@ -61,12 +65,32 @@ def flush() -> None:
 def _flush_at_exit() -> None:
     # A put returns once its transfer is committed, while its batch waits a moment for
     # company: a script that ends right after its puts must still send them. Run while
-    # the interpreter is whole; what is left (a service that is down) the library's own
-    # exit hook reports, naming the state database that keeps it.
+    # the interpreter is whole. What could not be sent (a refused login, a service that is
+    # down) is said on stderr -- what, where it is kept, what to do -- and, only when
+    # asked (PS_GLOBUS_EXIT_ON_LOSS=1), makes the exit status non-zero: an exit hook
+    # cannot change it otherwise, and os._exit skips the hooks registered before this one.
     try:
-        _core.flush_all()
-    except BaseException:  # noqa: BLE001 - nothing may escape an exit hook
-        pass
+        reports = _core.flush_at_exit()
+    except BaseException as error:  # noqa: BLE001 - nothing may escape an exit hook
+        reports = [f'ps-globus: transfers held back at exit may not have been sent: {error}']
+    if not reports:
+        return
+    for report in reports:
+        print(report, file=sys.stderr)
+    if os.environ.get('PS_GLOBUS_EXIT_ON_LOSS') == '1':
+        print('ps-globus: exiting with status 3 (PS_GLOBUS_EXIT_ON_LOSS=1)', file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001, S112 - a closed stream has nothing to lose
+                continue
+        logging.shutdown()
+        os._exit(EXIT_ON_LOSS_STATUS)
+
+
+#: The exit status of a process that could not send what it held, with
+#: ``PS_GLOBUS_EXIT_ON_LOSS=1``.
+EXIT_ON_LOSS_STATUS = 3
 
 
 atexit.register(_flush_at_exit)
