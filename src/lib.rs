@@ -66,3 +66,10 @@ pub use proxy::{
 };
 pub use runtime::block_on;
 pub use settings::Settings;
+
+/// The README's Rust examples, compiled (and run, but for the `no_run` ones, which need
+/// real collections or a Redis server, and whose twins run against the emulator) as
+/// doctests: `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -894,3 +894,35 @@ async fn readers_follow_their_objects_into_the_parts_of_a_batch_too_large_to_pos
     assert_eq!(labels.len(), 2, "{labels:?}");
     assert_eq!(labels[1], format!("{}-part1", labels[0]));
 }
+
+/// The README's Globus store ("Across sites"), on the emulator: sites from JSON, a proxy
+/// made at one site, `close` sends the batch, the proxy resolves at the other.
+#[test]
+fn readme_twin_a_globus_store_proxies_at_one_site_and_resolves_at_the_other() {
+    let emu = shared();
+    let site = |id: &str, root: &std::path::Path, regex: &str| {
+        serde_json::json!({"collection": id, "collection_path": "/",
+                           "local_path": root, "host_regex": regex})
+    };
+    let config: ps_globus::connector::GlobusConfig = serde_json::from_value(serde_json::json!({
+        "store_dir": unique_name("readme"),
+        "sites": {"polaris": site(&emu.a, emu.root_a(), "^polaris"),
+                  "lab": site(&emu.b, emu.root_b(), "^lab-")},
+        "transfer_url": emu.sim.transfer_url(),
+    }))
+    .unwrap();
+    let at = |name: &str| {
+        GlobusConnector::builder(config.clone())
+            .site(name)
+            .build()
+            .unwrap()
+    };
+    let store = Store::new("readme-globus", at("polaris")).unwrap();
+    let array = vec![0.5f64; 1 << 16];
+    let wire = serde_json::to_string(&store.proxy(&array).unwrap()).unwrap();
+    store.close().unwrap();
+    let lab = Store::new("readme-globus-lab", at("lab")).unwrap();
+    let proxy: ps_globus::Proxy<Vec<f64>> = serde_json::from_str(&wire).unwrap();
+    let key = proxy.key().unwrap().clone();
+    assert_eq!(*lab.get::<Vec<f64>>(&key).unwrap().unwrap(), array);
+}

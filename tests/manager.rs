@@ -1115,3 +1115,42 @@ on_both_engines! {
     assert_eq!(distinct.len(), tasks);
 }
 }
+
+/// The README's transfer through the manager, on the emulator: a file copied between
+/// collections, waited for, its task named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_twin_the_manager_copies_a_file_between_collections() {
+    let emu = Emu::start();
+    write(emu.root_a(), "data/run1.h5", b"run 1");
+    let db = StateDb::open_url(
+        &format!(
+            "sqlite:{}",
+            emu.root_a().parent().unwrap().join("readme.db").display()
+        ),
+        ps_globus::Settings::global(),
+    )
+    .await
+    .unwrap();
+    let manager = TransferManager::start(db, client(&emu), ManagerConfig::default())
+        .await
+        .unwrap();
+    let item = manager
+        .enqueue(ItemSpec::new(
+            emu.a.clone(),
+            "/data/run1.h5",
+            emu.b.clone(),
+            "/scratch/run1.h5",
+        ))
+        .await
+        .unwrap();
+    let done = manager
+        .wait(item.item, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(done.state, ItemState::Succeeded);
+    assert!(done.task_id.is_some());
+    assert_eq!(
+        std::fs::read(emu.root_b().join("scratch/run1.h5")).unwrap(),
+        b"run 1"
+    );
+}

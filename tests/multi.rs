@@ -362,3 +362,41 @@ async fn a_batch_with_a_child_that_cannot_be_built_stores_nothing() {
         .collect();
     assert!(stored.is_empty(), "orphans without keys: {stored:?}");
 }
+
+/// The README's hybrid store ("Small objects through Redis, large ones through Globus")
+/// on the emulator and a throw-away Redis server: under 1 MiB to Redis, the rest by
+/// Globus, each read back at the other site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_twin_small_objects_through_redis_and_large_ones_through_globus() {
+    use std::sync::Arc;
+    let server = RedisServer::start();
+    let store_dir = support::unique_name("hybrid");
+    let (_, globus_a) = support::sites::connector("a", &store_dir);
+    let (_, globus_b) = support::sites::connector("b", &store_dir);
+    let hybrid = |globus: ps_globus::connector::GlobusConnector| {
+        let small = Policy {
+            max_size: Some((1 << 20) - 1),
+            priority: 1,
+            ..Policy::default()
+        };
+        let redis: Arc<dyn Connector> = Arc::new(RedisConnector::new(server.config()).unwrap());
+        let globus: Arc<dyn Connector> = Arc::new(globus);
+        MultiConnector::from_connectors([
+            ("small", redis, small),
+            ("large", globus, Policy::default()),
+        ])
+        .unwrap()
+    };
+    let (at_a, at_b) = (hybrid(globus_a), hybrid(globus_b));
+    let small = at_a.put(&[1u8; 1000], &opts()).await.unwrap();
+    let large = at_a.put(&vec![2u8; 1 << 20], &opts()).await.unwrap();
+    assert_eq!(
+        (child(&small), child(&large)),
+        ("small".into(), "large".into())
+    );
+    assert_eq!(
+        at_b.get(&small).await.unwrap().unwrap().as_ref(),
+        &[1u8; 1000]
+    );
+    assert_eq!(at_b.get(&large).await.unwrap().unwrap().len(), 1 << 20);
+}

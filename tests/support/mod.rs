@@ -168,5 +168,6 @@ pub mod cli;
 pub mod emulator;
 pub mod managers;
 pub mod pg_cluster;
+pub mod readme;
 pub mod redis_server;
 pub mod sites;
