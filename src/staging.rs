@@ -511,7 +511,8 @@ pub async fn submit(
 }
 
 /// Enqueues every planned item as bulk work (committed to the state database, not yet
-/// submitted: [`TransferManager::flush`] does that); returns their handles. A plan that
+/// submitted: [`TransferManager::flush`] does that); returns their handles. An item an
+/// earlier command queued and left on its way is followed instead ([`Enqueued::earlier`]). A plan that
 /// [`check_plan`] refuses enqueues nothing.
 pub async fn enqueue(
     manager: &TransferManager,
@@ -519,8 +520,7 @@ pub async fn enqueue(
     options: &BatchOptions,
 ) -> Result<Vec<Enqueued>> {
     check_plan(items)?;
-    // Enqueued concurrently, so that they commit together.
-    let enqueues = items.iter().map(|item| {
+    let specs = items.iter().map(|item| {
         let destination = item.destination_path();
         let mut spec = ItemSpec::new(
             item.source.collection.to_string(),
@@ -532,9 +532,10 @@ pub async fn enqueue(
         .options(options.clone());
         spec.recursive = item.recursive;
         spec.size = item.size;
-        manager.enqueue(spec)
+        spec
     });
-    futures_util::future::try_join_all(enqueues).await
+    // A copy an earlier (stopped) command queued is followed, not queued twice.
+    manager.enqueue_once(specs.collect()).await
 }
 
 /// Waits for every item (`timeout` in all); returns their final states. Failures are in

@@ -128,10 +128,12 @@ impl LeftBehind {
                 );
             } else {
                 eprintln!(
-                    "Not submitted: {items} item(s) in batch {label}, kept in {}. The next \
-                     `ps-globus transfer` on this state database submits them; `ps-globus \
-                     status` shows them (and why they wait); drop them with `ps-globus task \
-                     cancel {label}` or `ps-globus status --prune`.",
+                    "Not submitted: {items} item(s) in batch {label}, kept in {}. Running \
+                     this command again submits them once (not twice), whatever the \
+                     credentials; so does the next `ps-globus transfer` on this state \
+                     database as the same identity. `ps-globus status` shows them (and why \
+                     they wait); drop them with `ps-globus task cancel {label}` or \
+                     `ps-globus status --prune`.",
                     db.display()
                 );
             }

@@ -100,6 +100,17 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
         handles = enqueue(&manager, &items, &options) => handles?,
         _ = interrupt.recv() => return Err(stop::end(Stop::Interrupted, &manager, &[], &args.out).await),
     };
+    for (item, handle) in items.iter().zip(&handles).filter(|(_, h)| h.earlier) {
+        eprintln!(
+            "Already queued by an earlier command: {}:{} -> {}:{} (batch {}); following it \
+             instead of copying it twice.",
+            item.source.collection,
+            item.source.path,
+            item.destination.collection,
+            item.destination_path(),
+            handle.label
+        );
+    }
     let bar = transfer_bar(args.out.machine());
     let total_bytes: Option<i64> = items.iter().map(|i| i.size.map(|s| s as i64)).sum();
     let work = async {

@@ -244,6 +244,10 @@ pub struct Enqueued {
     pub item: i64,
     /// The label of its batch (and of the Globus task it becomes).
     pub label: String,
+    /// An earlier command queued this very copy, and this is its item
+    /// ([`TransferManager::enqueue_once`](super::TransferManager::enqueue_once)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub earlier: bool,
 }
 
 impl Priority {

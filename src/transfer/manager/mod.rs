@@ -42,7 +42,8 @@
 //! and outcomes), `loops.rs` (the background loops), `trouble.rs` (what the loops cannot
 //! do right now, for callers who will not wait for it), `unsubmitted.rs` (work that
 //! never reached Globus: finding and pruning it), `exit.rs` (what a process sends, or
-//! says it could not send, as it exits), `tests.rs` (unit tests that need the
+//! says it could not send, as it exits), `twins.rs` (an item asked for again while an
+//! earlier copy is queued), `tests.rs` (unit tests that need the
 //! manager's private parts).
 
 mod claim;
@@ -58,6 +59,7 @@ mod sql;
 mod status;
 mod submit;
 mod trouble;
+mod twins;
 mod unsubmitted;
 
 use std::collections::HashMap;
@@ -352,7 +354,11 @@ impl TransferManager {
         {
             batch.last = Instant::now();
         }
-        Ok(Enqueued { item, label })
+        Ok(Enqueued {
+            item,
+            label,
+            earlier: false,
+        })
     }
 
     /// Where item `item` stands.
