@@ -33,11 +33,11 @@ pub enum Format {
 pub struct Output {
     /// Output format: text for people; json (one document) and unix (tab-separated
     /// lines) for programs.
-    #[arg(short = 'F', long = "format", value_enum, default_value_t = Format::Text)]
+    #[arg(short = 'F', long = "format", value_enum, ignore_case = true, default_value_t = Format::Text)]
     format: Format,
     /// Print only what this JMESPath expression selects from the JSON document (implies
     /// `-F json` unless `-F unix` is given), e.g. `--jmespath 'DATA[].task_id'`.
-    #[arg(long, value_name = "EXPR", value_parser = jmespath_expression)]
+    #[arg(long, visible_alias = "jq", value_name = "EXPR", value_parser = jmespath_expression)]
     jmespath: Option<String>,
     /// Same as `-F json`.
     #[arg(long)]
@@ -58,17 +58,38 @@ impl Output {
         self.format != Format::Text || self.json || self.jmespath.is_some()
     }
 
+    /// What `--jmespath` selects from `doc` (all of it without one).
+    fn select(&self, doc: &impl Serialize) -> Result<Value, Box<dyn std::error::Error>> {
+        let doc = serde_json::to_value(doc)?;
+        let Some(expression) = &self.jmespath else {
+            return Ok(doc);
+        };
+        let compiled = jmespath::compile(expression)?;
+        let found = compiled.search(jmespath::Variable::from_serializable(&doc)?)?;
+        Ok(serde_json::to_value(&*found)?)
+    }
+
+    /// Whether `--jmespath` selects nothing (null) from `doc`: globus-cli prints `None`
+    /// (`null` in JSON) then, which a script would take for a value.
+    pub fn selects_nothing(&self, doc: &impl Serialize) -> bool {
+        self.jmespath.is_some() && self.select(doc).is_ok_and(|v| v.is_null())
+    }
+
     /// Prints `doc` as `-F json` or `-F unix` say, filtered by `--jmespath`.
     pub fn emit(&self, doc: &impl Serialize) -> Result<(), Box<dyn std::error::Error>> {
-        let mut doc = serde_json::to_value(doc)?;
-        if let Some(expression) = &self.jmespath {
-            let compiled = jmespath::compile(expression)?;
-            let found = compiled.search(jmespath::Variable::from_serializable(&doc)?)?;
-            doc = serde_json::to_value(&*found)?;
-        }
+        let doc = self.select(doc)?;
         if self.format == Format::Unix {
             let mut lines = Vec::new();
-            unix_lines(&doc, None, &mut lines);
+            unix_lines(&doc, &mut lines).map_err(|why| {
+                // globus-cli's words, and its usage exit.
+                crate::Exit(
+                    2,
+                    format!(
+                        "UNIX formatting of output failed: {why}. Select the exact fields \
+                         you want with --jmespath"
+                    ),
+                )
+            })?;
             for line in lines {
                 println!("{line}");
             }
@@ -79,47 +100,116 @@ impl Output {
     }
 }
 
-/// A document as line-oriented, tab-separated text, the way globus-cli's `-F unix`
-/// (the AWS CLI's text format) prints it: an object's scalar values on one line in key
-/// order, then each nested object or list under its key in upper case; a list of
-/// objects one line per element.
-fn unix_lines(value: &Value, identifier: Option<&str>, lines: &mut Vec<String>) {
-    let line = |fields: Vec<String>| {
-        identifier
-            .map(|id| id.to_owned())
-            .into_iter()
-            .chain(fields)
-            .collect::<Vec<_>>()
-            .join("\t")
-    };
+/// A document as line-oriented, tab-separated text, laid out as globus-cli's `-F unix`
+/// (the AWS CLI's text format) lays it out:
+///
+/// - an object: its scalar values on one line, by key; then each nested value under its
+///   key in upper case;
+/// - under an identifier, an object's scalar line comes after a line holding only the
+///   identifier (`DATA`), and a list of scalars is one `ID<TAB>value` line per element;
+/// - a list of objects: each object, their scalar keys being the union of all of theirs
+///   (`None` where one lacks it); a bare list of scalars: one line.
+///
+/// A list that mixes objects and other values cannot be laid out: an error, as there.
+fn unix_lines(value: &Value, lines: &mut Vec<String>) -> Result<(), String> {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let scalars: Vec<String> = keys
-                .iter()
-                .filter(|k| !is_nested(&map[k.as_str()]))
-                .map(|k| scalar(&map[k.as_str()]))
-                .collect();
-            if !scalars.is_empty() {
-                lines.push(line(scalars));
-            }
-            for key in keys.iter().filter(|k| is_nested(&map[k.as_str()])) {
-                unix_lines(&map[key.as_str()], Some(&key.to_uppercase()), lines);
-            }
+        Value::Array(items) => unix_list(items, None, lines),
+        Value::Object(map) => unix_object(map, None, None, lines),
+        other => {
+            lines.push(scalar(other));
+            Ok(())
         }
-        Value::Array(items) if items.iter().all(|v| !is_nested(v)) => {
-            if !items.is_empty() {
-                lines.push(line(items.iter().map(scalar).collect()));
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                unix_lines(item, identifier, lines);
-            }
-        }
-        other => lines.push(line(vec![scalar(other)])),
     }
+}
+
+fn unix_list(
+    items: &[Value],
+    identifier: Option<&str>,
+    lines: &mut Vec<String>,
+) -> Result<(), String> {
+    if items.iter().all(Value::is_object) {
+        let objects: Vec<&serde_json::Map<String, Value>> =
+            items.iter().filter_map(Value::as_object).collect();
+        let keys = scalar_keys(&objects);
+        for object in objects {
+            unix_object(object, identifier, Some(&keys), lines)?;
+        }
+    } else if items.iter().any(Value::is_object) {
+        return Err("a list mixes JSON objects with other values".into());
+    } else if items.iter().any(Value::is_array) {
+        let scalars: Vec<Value> = items.iter().filter(|v| !v.is_array()).cloned().collect();
+        if !scalars.is_empty() {
+            unix_list(&scalars, None, lines)?;
+        }
+        for nested in items.iter().filter_map(Value::as_array) {
+            unix_list(nested, identifier, lines)?;
+        }
+    } else if let Some(id) = identifier {
+        lines.extend(items.iter().map(|v| format!("{id}\t{}", scalar(v))));
+    } else if !items.is_empty() {
+        lines.push(items.iter().map(scalar).collect::<Vec<_>>().join("\t"));
+    }
+    Ok(())
+}
+
+fn unix_object(
+    map: &serde_json::Map<String, Value>,
+    identifier: Option<&str>,
+    keys: Option<&[String]>,
+    lines: &mut Vec<String>,
+) -> Result<(), String> {
+    let own;
+    let keys = match keys {
+        Some(keys) => keys,
+        None => {
+            own = scalar_keys(&[map]);
+            &own
+        }
+    };
+    let mut scalars = Vec::with_capacity(keys.len());
+    for key in keys {
+        match map.get(key) {
+            Some(v) if is_nested(v) => {
+                return Err(format!(
+                    "{key:?} is a value in one object and a list or object in another"
+                ));
+            }
+            v => scalars.push(scalar(v.unwrap_or(&Value::Null))),
+        }
+    }
+    if !scalars.is_empty() {
+        lines.extend(identifier.map(str::to_owned));
+        lines.push(scalars.join("\t"));
+    }
+    let mut nested: Vec<(&String, &Value)> =
+        map.iter().filter(|(k, _)| !keys.contains(k)).collect();
+    nested.sort_by_key(|(k, _)| *k);
+    for (key, value) in nested {
+        let id = key.to_uppercase();
+        match value {
+            Value::Array(items) => unix_list(items, Some(&id), lines)?,
+            Value::Object(inner) => unix_object(inner, Some(&id), None, lines)?,
+            _ => {
+                return Err(format!(
+                    "{key:?} is a list or object in one object and a value in another"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The keys whose values are scalars in any of `objects`, sorted.
+fn scalar_keys(objects: &[&serde_json::Map<String, Value>]) -> Vec<String> {
+    let mut keys: Vec<String> = objects
+        .iter()
+        .flat_map(|o| o.iter())
+        .filter(|(_, v)| !is_nested(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 fn is_nested(value: &Value) -> bool {
@@ -176,28 +266,40 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn unix_lines_follow_the_aws_text_layout() {
+    fn unix_lines_follow_globus_clis_layout() {
+        let lines = |doc: serde_json::Value| {
+            let mut lines = Vec::new();
+            unix_lines(&doc, &mut lines).map(|_| lines)
+        };
         let doc = json!({
             "DATA": [
                 {"task_id": "t1", "status": "ACTIVE", "label": null},
-                {"task_id": "t2", "status": "SUCCEEDED", "label": "x"}
+                {"task_id": "t2", "status": "SUCCEEDED", "label": "x", "files": 3}
             ],
             "limit": 10,
             "has_next_page": false
         });
-        let mut lines = Vec::new();
-        unix_lines(&doc, None, &mut lines);
         assert_eq!(
-            lines,
+            lines(doc).unwrap(),
             [
                 "False\t10",
-                "DATA\tNone\tACTIVE\tt1",
-                "DATA\tx\tSUCCEEDED\tt2",
+                "DATA",
+                "None\tNone\tACTIVE\tt1",
+                "DATA",
+                "3\tx\tSUCCEEDED\tt2",
             ]
         );
-        let mut lines = Vec::new();
-        unix_lines(&json!(["a", "b"]), None, &mut lines);
-        assert_eq!(lines, ["a\tb"]);
+        assert_eq!(lines(json!(["a", "b"])).unwrap(), ["a\tb"]);
+        assert_eq!(
+            lines(json!({"ids": ["a", "b"]})).unwrap(),
+            ["IDS\ta", "IDS\tb"]
+        );
+        assert_eq!(
+            lines(json!([["a", 1], ["b", 2]])).unwrap(),
+            ["a\t1", "b\t2"]
+        );
+        assert_eq!(lines(json!(null)).unwrap(), ["None"]);
+        assert!(lines(json!([{"a": 1}, 2])).is_err());
     }
 }
 

@@ -17,13 +17,15 @@ use crate::{CliResult, Exit};
 /// The `task` subcommands.
 #[derive(Subcommand)]
 pub enum TaskCommand {
-    /// Recent tasks of this identity at Globus.
+    /// Recent tasks of this identity at Globus, newest first (globus-cli's filters).
     List {
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
-        /// Only tasks with this label.
+        /// Only tasks with exactly this label.
         #[arg(long)]
         label: Option<String>,
+        #[command(flatten)]
+        filters: Box<TaskFilters>,
         #[command(flatten)]
         out: Output,
     },
@@ -75,6 +77,104 @@ pub enum TaskCommand {
     },
 }
 
+/// `task list`'s filters, as globus-cli spells them and sends them.
+#[derive(clap::Args)]
+pub struct TaskFilters {
+    /// Only this task (repeatable).
+    #[arg(long, value_parser = task_id)]
+    filter_task_id: Vec<String>,
+    /// Only TRANSFER or DELETE tasks.
+    #[arg(long, value_parser = ["TRANSFER", "DELETE"], ignore_case = true)]
+    filter_type: Option<String>,
+    /// Only tasks with this status (repeatable).
+    #[arg(long, value_parser = ["ACTIVE", "INACTIVE", "FAILED", "SUCCEEDED"], ignore_case = true)]
+    filter_status: Vec<String>,
+    /// Only tasks whose label matches (repeatable; see --exact).
+    #[arg(long)]
+    filter_label: Vec<String>,
+    /// Not tasks whose label matches (repeatable; see --exact).
+    #[arg(long)]
+    filter_not_label: Vec<String>,
+    /// Label filters match exactly (default: inexact, `*` a wild-card, any case).
+    #[arg(long, overrides_with = "inexact")]
+    exact: bool,
+    /// Label filters match inexactly (the default).
+    #[arg(long, overrides_with = "exact")]
+    inexact: bool,
+    /// Requested after this time (`YYYY-MM-DD[ HH:MM:SS]`, UTC).
+    #[arg(long, value_parser = filter_time)]
+    filter_requested_after: Option<String>,
+    /// Requested before this time.
+    #[arg(long, value_parser = filter_time)]
+    filter_requested_before: Option<String>,
+    /// Completed after this time.
+    #[arg(long, value_parser = filter_time)]
+    filter_completed_after: Option<String>,
+    /// Completed before this time.
+    #[arg(long, value_parser = filter_time)]
+    filter_completed_before: Option<String>,
+}
+
+impl TaskFilters {
+    /// The Transfer filter these make, with `label` (exact) among the label values, as
+    /// globus-cli builds it: clauses joined by `/`, the type defaulting to both kinds.
+    fn filter(&self, label: Option<String>) -> String {
+        let clause = |field: &str, values: &[String]| {
+            (!values.is_empty()).then(|| format!("{field}:{}", values.join(",")))
+        };
+        let upper = |v: &Vec<String>| v.iter().map(|s| s.to_uppercase()).collect::<Vec<_>>();
+        let (like, not) = if self.exact { ("=", "!") } else { ("~", "!~") };
+        let mut labels: Vec<String> = self
+            .filter_label
+            .iter()
+            .map(|l| format!("{like}{l}"))
+            .collect();
+        labels.extend(self.filter_not_label.iter().map(|l| format!("{not}{l}")));
+        labels.extend(label.map(|l| format!("={l}")));
+        let time = |after: &Option<String>, before: &Option<String>| {
+            (after.is_some() || before.is_some()).then(|| {
+                [after, before]
+                    .map(|t| t.clone().unwrap_or_default())
+                    .join(",")
+            })
+        };
+        let parts = [
+            clause("task_id", &self.filter_task_id),
+            clause("status", &upper(&self.filter_status)),
+            Some(format!(
+                "type:{}",
+                self.filter_type
+                    .as_deref()
+                    .map_or("TRANSFER,DELETE".into(), str::to_uppercase)
+            )),
+            clause("label", &labels),
+            time(&self.filter_requested_after, &self.filter_requested_before)
+                .map(|t| format!("request_time:{t}")),
+            time(&self.filter_completed_after, &self.filter_completed_before)
+                .map(|t| format!("completion_time:{t}")),
+        ];
+        parts.into_iter().flatten().collect::<Vec<_>>().join("/")
+    }
+}
+
+/// A time as `--filter-*-before/after` take it (globus-cli's formats), as the filter
+/// sends it: `YYYY-MM-DD HH:MM:SS`.
+fn filter_time(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.format("%Y-%m-%d %H:%M:%S").to_string());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| format!("{d} 00:00:00"))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not a time: YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or YYYY-MM-DDTHH:MM:SS"
+            )
+        })
+}
+
 /// A task id as typed: a UUID, or a usage error (exit 2) before anything is sent.
 fn task_id(text: &str) -> Result<String, String> {
     uuid::Uuid::parse_str(text.trim())
@@ -102,7 +202,12 @@ fn task_or_batch(text: &str) -> Result<String, String> {
 pub async fn run(command: TaskCommand) -> CliResult {
     let client = client()?;
     match command {
-        TaskCommand::List { limit, label, out } => list(&client, limit, label, &out).await,
+        TaskCommand::List {
+            limit,
+            label,
+            filters,
+            out,
+        } => list(&client, limit, filters.filter(label), &out).await,
         TaskCommand::Show { task_id, out } => show(&client, &task_id, &out).await,
         TaskCommand::Wait {
             task_ids,
@@ -124,21 +229,17 @@ pub async fn run(command: TaskCommand) -> CliResult {
     }
 }
 
-async fn list(
-    client: &TransferClient,
-    limit: u32,
-    label: Option<String>,
-    out: &Output,
-) -> CliResult {
+async fn list(client: &TransferClient, limit: u32, filter: String, out: &Output) -> CliResult {
     let query = TaskQuery {
-        filter: label.map(|l| label_filter(&[l])),
+        filter: Some(filter),
         orderby: Some("request_time DESC".into()),
         limit: Some(limit),
         ..Default::default()
     };
     let page = client.task_list(&query).await?;
     if out.machine() {
-        return out.emit(&page);
+        // globus-cli's document: the tasks alone, under DATA.
+        return out.emit(&json!({ "DATA": page.data }));
     }
     let names = site_names();
     let place = |name: &Option<String>, id: &Option<String>| {

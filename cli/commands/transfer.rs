@@ -159,9 +159,13 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
                         // What Globus holds (409) is not submitted yet: say so, and how it goes on.
                         let left = stop::LeftBehind::of(&manager, &handles).await;
                         left.explain_unsubmitted(manager.db().path());
-                        show_submitted(items.len(), &labels, &task_ids, &args.out)
+                        let result = transfer_result(&manager, &labels, &task_ids).await;
+                        show_submitted(items.len(), &labels, &task_ids, result, &args.out)
                     }
-                    Some(statuses) => report(&statuses, &task_ids, &args.out),
+                    Some(statuses) => {
+                        let result = transfer_result(&manager, &labels, &task_ids).await;
+                        report(&statuses, &task_ids, result, &args.out)
+                    }
                 };
             }
         },
@@ -248,9 +252,75 @@ fn show_dry_run(items: &[PlannedItem], out: &Output) -> CliResult {
     Ok(())
 }
 
-fn show_submitted(items: usize, labels: &[String], task_ids: &[String], out: &Output) -> CliResult {
+/// globus-cli's `transfer_result` fields, where the transfer made one task (what a
+/// script reads with `--jmespath task_id`): the task and submission ids, and the code and
+/// message Globus gives an accepted transfer. (`request_id` is not kept.)
+async fn transfer_result(
+    manager: &ps_globus::transfer::TransferManager,
+    labels: &[String],
+    task_ids: &[String],
+) -> serde_json::Map<String, serde_json::Value> {
+    let [task_id] = task_ids else {
+        return serde_json::Map::new();
+    };
+    let mut submission_id = None;
+    for label in labels {
+        if let Ok(Some(batch)) = manager.batch(label).await
+            && batch.task_id.as_deref() == Some(task_id)
+        {
+            submission_id = batch.submission_id;
+        }
+    }
+    let doc = json!({
+        "DATA_TYPE": "transfer_result",
+        "code": "Accepted",
+        "message": "The transfer has been accepted and a task has been created and queued for execution",
+        "resource": "/transfer",
+        "submission_id": submission_id,
+        "task_id": task_id,
+        "task_link": {"DATA_TYPE": "link", "href": format!("task/{task_id}?format=json"),
+                      "rel": "related", "resource": "task", "title": "related task"},
+    });
+    doc.as_object().cloned().unwrap_or_default()
+}
+
+/// Prints a transfer's machine-readable document: globus-cli's fields and ours. A
+/// `--jmespath` that selects nothing in it is exit 1: a script would otherwise take
+/// `None` for a task id.
+fn emit_result(
+    mut result: serde_json::Map<String, serde_json::Value>,
+    ours: serde_json::Value,
+    out: &Output,
+) -> CliResult {
+    result.extend(ours.as_object().cloned().unwrap_or_default());
+    out.emit(&result)?;
+    if out.selects_nothing(&result) {
+        let mut fields: Vec<&String> = result.keys().collect();
+        fields.sort();
+        let fields: Vec<&str> = fields.iter().map(|f| f.as_str()).collect();
+        return Err(Exit(
+            1,
+            format!(
+                "--jmespath selected nothing from the transfer's document; its fields are {} \
+                 (task_id only where the transfer made one task: else use task_ids)",
+                fields.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn show_submitted(
+    items: usize,
+    labels: &[String],
+    task_ids: &[String],
+    result: serde_json::Map<String, serde_json::Value>,
+    out: &Output,
+) -> CliResult {
     if out.machine() {
-        out.emit(&json!({"items": items, "task_ids": task_ids, "labels": labels}))?;
+        let ours = json!({"items": items, "task_ids": task_ids, "labels": labels});
+        emit_result(result, ours, out)?;
     } else {
         eprintln!(
             "{items} item(s) submitted in {} task(s); wait with `ps-globus task wait {}`",
@@ -261,7 +331,12 @@ fn show_submitted(items: usize, labels: &[String], task_ids: &[String], out: &Ou
     Ok(())
 }
 
-fn report(statuses: &[ItemStatus], first_ids: &[String], out: &Output) -> CliResult {
+fn report(
+    statuses: &[ItemStatus],
+    first_ids: &[String],
+    result: serde_json::Map<String, serde_json::Value>,
+    out: &Output,
+) -> CliResult {
     // Batches Globus held at first became tasks later: those ids are new here.
     let mut task_ids = first_ids.to_vec();
     for id in statuses.iter().filter_map(|s| s.task_id.as_ref()) {
@@ -277,12 +352,13 @@ fn report(statuses: &[ItemStatus], first_ids: &[String], out: &Output) -> CliRes
         .filter(|s| s.state != ItemState::Succeeded)
         .collect();
     if out.machine() {
-        out.emit(&json!({
+        let ours = json!({
             "task_ids": task_ids,
             "items": statuses.len(),
             "succeeded": statuses.len() - failed.len(),
             "failed": failed,
-        }))?;
+        });
+        emit_result(result, ours, out)?;
     } else {
         eprintln!(
             "{} of {} item(s) succeeded in {} task(s)",

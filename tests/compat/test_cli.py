@@ -101,3 +101,76 @@ def test_user_mode_login_whoami_and_logout(emulator, tmp_path):
     assert logout.returncode == 0, logout.stderr
     after = run("whoami")
     assert after.returncode != 0
+
+
+def ps_globus(emulator, home, *args, timeout=120):
+    env = emulator.env()
+    env.update(
+        PS_GLOBUS_TRANSFER_URL=emulator.url,
+        PS_GLOBUS_AUTH_URL=emulator.url,
+        PS_GLOBUS_CLIENT_ID=CLIENT_ID,
+        PS_GLOBUS_CLIENT_SECRET=CLIENT_SECRET,
+        PS_GLOBUS_HOME=str(home / "ps-globus"),
+        PS_GLOBUS_CONFIG=str(home / "ps-globus.toml"),
+        HOME=str(home),
+    )
+    return subprocess.run([os.environ["PS_GLOBUS_BIN"], *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def without_ids(text):
+    import re
+
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", text)
+
+
+def test_scripting_parity_with_globus_cli(emulator, tmp_path):
+    """The same command lines through globus-cli and ps-globus print the same, ids aside:
+    a script written for one works with the other."""
+    a, b = emulator.ids["a"], emulator.ids["b"]
+    for name in ("one", "two"):
+        (emulator.a / f"{name}.txt").write_text(name)
+
+    def both(*args, to=None):
+        # Each tool copies to a destination of its own: identical paths in flight are refused.
+        theirs = globus(emulator, tmp_path, *[x.replace("{to}", "g") for x in args])
+        ours = ps_globus(emulator, tmp_path, *[x.replace("{to}", "p") for x in args])
+        return theirs, ours
+
+    same_output = [
+        # `task_id="$(… transfer … --jmespath task_id --format=UNIX)"`, any case.
+        ("transfer", f"{a}:/one.txt", f"{b}:/{{to}}/one.txt", "--label", "Parity Run", "--jmespath", "task_id", "--format=UNIX"),
+        ("transfer", f"{a}:/two.txt", f"{b}:/{{to}}/two.txt", "--label", "parity-two", "-F", "json", "--jq", "[DATA_TYPE, code, task_id]"),
+        ("transfer", f"{a}:/one.txt", f"{b}:/{{to}}/again.txt", "-F", "unix", "--jmespath", "[submission_id, task_id]"),
+    ]
+    task_ids = {}
+    for args in same_output:
+        theirs, ours = both(*args)
+        assert theirs.returncode == 0, theirs.stderr
+        assert ours.returncode == 0, ours.stderr
+        assert without_ids(ours.stdout) == without_ids(theirs.stdout), (args, theirs.stdout, ours.stdout)
+        task_ids.setdefault("ours", ours.stdout.split()[-1])
+    for task_id in [t for t in json.loads(globus(emulator, tmp_path, "task", "list", "-F", "json", "--jmespath", "DATA[].task_id").stdout)]:
+        assert globus(emulator, tmp_path, "task", "wait", task_id, "--timeout", "60").returncode == 0
+
+    # A selection that finds nothing prints what globus-cli prints; on `transfer`,
+    # ps-globus also exits 1 (a script would take `None` for a task id).
+    theirs, ours = both("transfer", f"{a}:/one.txt", f"{b}:/{{to}}/none.txt", "--jmespath", "no_such_field", "-F", "unix")
+    assert (theirs.stdout, ours.stdout) == ("None\n", "None\n"), (theirs, ours)
+    assert ours.returncode == 1 and "selected nothing" in ours.stderr, ours.stderr
+
+    listings = [
+        ("task", "list", "-F", "unix", "--jmespath", "DATA[].[type, status, label]"),
+        ("task", "list", "-F", "unix", "--filter-label", "*PARITY*", "--jmespath", "DATA[].label"),
+        ("task", "list", "-F", "unix", "--filter-label", "parity-two", "--exact", "--jq", "DATA[].label"),
+        ("task", "list", "-F", "unix", "--filter-not-label", "parity-two", "--exact", "--jq", "DATA[].label"),
+        ("task", "list", "-F", "json", "--filter-status", "SUCCEEDED", "--filter-type", "TRANSFER", "--limit", "2", "--jmespath", "DATA[].status"),
+        ("task", "list", "-F", "unix", "--filter-requested-after", "2000-01-01", "--filter-completed-before", "2999-12-31 23:59:59", "--jmespath", "DATA[].[status]"),
+        ("task", "list", "-F", "unix", "--filter-requested-before", "2000-01-01", "--jmespath", "DATA[].task_id"),
+        ("task", "list", "-F", "unix", "--jmespath", "{ids: DATA[].task_id, n: length(DATA)}"),
+        ("task", "show", task_ids["ours"], "-F", "unix", "--jmespath", "[status, type, label, files]"),
+    ]
+    for args in listings:
+        theirs, ours = both(*args)
+        assert theirs.returncode == 0, (args, theirs.stderr)
+        assert ours.returncode == 0, (args, ours.stderr)
+        assert without_ids(ours.stdout) == without_ids(theirs.stdout), (args, theirs.stdout, ours.stdout)

@@ -283,13 +283,16 @@ pub(super) fn parse_task_filter(text: &str, config: &SimConfig) -> ApiResult<Vec
     Ok(clauses)
 }
 
+/// `label:~pattern`: `*` (and `?`, `[…]`) as wild-cards, else a part of the label; in any
+/// case, as globus-cli documents its inexact filters.
 pub(super) fn like(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = (pattern.to_lowercase(), text.to_lowercase());
     if pattern.contains(['*', '?', '[']) {
-        glob::Pattern::new(pattern)
-            .map(|p| p.matches(text))
+        glob::Pattern::new(&pattern)
+            .map(|p| p.matches(&text))
             .unwrap_or(false)
     } else {
-        text.contains(pattern)
+        text.contains(&pattern)
     }
 }
 
