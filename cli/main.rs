@@ -131,13 +131,21 @@ fn main() -> ExitCode {
                 }
                 return ExitCode::from(*code);
             }
+            let (usage, error) = match error.downcast::<Usage>() {
+                Ok(usage) => (true, usage.0),
+                Err(error) => (false, error),
+            };
             eprintln!("error: {error}");
             let library = error.downcast_ref::<ps_globus::Error>();
             if let Some(hint) = library.and_then(commands::hint) {
                 eprintln!("hint: {hint}");
             }
             let needs_login = library.is_some_and(ps_globus::Error::needs_login);
-            ExitCode::from(if needs_login { 4 } else { 1 })
+            ExitCode::from(match (usage, needs_login) {
+                (true, _) => 2,
+                (false, true) => 4,
+                (false, false) => 1,
+            })
         }
     }
 }
@@ -179,6 +187,31 @@ impl std::fmt::Display for Exit {
 }
 
 impl std::error::Error for Exit {}
+
+/// An error caught before anything was sent (an unknown site, `..` in a path, a bad
+/// collection id, a `PS_GLOBUS_SITE` no site has): exit 2, as usage errors do, with the
+/// library error's hint.
+#[derive(Debug)]
+struct Usage(Box<dyn std::error::Error>);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A collection id as typed: a UUID, or a usage error that says what one looks like.
+fn collection_id(text: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(text.trim()).map_err(|_| {
+        format!(
+            "{text:?} is not a collection id: that is a UUID such as \
+             7865988a-aeb3-4e55-b8cd-938c258e7854 (the Globus web app shows it on the \
+             collection's page)"
+        )
+    })
+}
 
 fn run(command: Command) -> CliResult {
     use ps_globus::block_on;

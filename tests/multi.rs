@@ -400,3 +400,47 @@ async fn readme_twin_small_objects_through_redis_and_large_ones_through_globus()
     );
     assert_eq!(at_b.get(&large).await.unwrap().unwrap().len(), 1 << 20);
 }
+
+/// Regression: `PS_GLOBUS_SITE=nosuch` was taken as is: every site policy refused it with
+/// "not this site", or a store without site policies at this host ran as if it were at
+/// a site that does not exist. A name no configured site or policy has is refused.
+#[test]
+fn a_ps_globus_site_that_no_site_has_is_refused_not_taken_as_is() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_puts_through_site_policies",
+            "--nocapture",
+        ])
+        .env("PS_GLOBUS_SITE", "nosuch")
+        .env("PS_GLOBUS_CONFIG", "/nonexistent/ps-globus.toml")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "PUT: PS_GLOBUS_SITE=nosuch is not a site of this store; configured sites: a, b"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+#[ignore = "child process of a_ps_globus_site_that_no_site_has_is_refused_not_taken_as_is"]
+fn child_puts_through_site_policies() {
+    let at = |site: &str| Policy {
+        sites: Some(vec![site.into()]),
+        ..Policy::default()
+    };
+    let multi =
+        MultiConnector::new([("at-a", local(), at("a")), ("at-b", local(), at("b"))]).unwrap();
+    let refused = ps_globus::block_on(multi.put(b"x", &opts())).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
+    println!("PUT: {refused}");
+}

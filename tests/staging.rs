@@ -102,7 +102,8 @@ fn stage_in_and_out_use_local_paths_at_the_current_site() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::read(dest.join("y/2")).unwrap(), b"2");
 
-    // The wrong side, a path outside the site, an unknown site: clear errors, exit 1.
+    // The wrong side, a path outside the site, an unknown site: clear errors, caught
+    // before anything is sent: exit 2 (usage).
     for (args, says) in [
         (vec!["stage-out", "a:/data/input.h5", "b:/z"], "stage-out"),
         (vec!["transfer", "/etc/passwd", "a:/z"], "not under site b"),
@@ -110,8 +111,12 @@ fn stage_in_and_out_use_local_paths_at_the_current_site() {
         (vec!["transfer", "a:/../etc", "b:/z"], ".."),
     ] {
         let (code, _, stderr) = setup.run(&args);
-        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("invalid address configuration"),
+            "{stderr}"
+        );
     }
     let (code, _, _) = setup.run(&["transfer"]);
     assert_eq!(code, 2, "missing arguments are a usage error");
@@ -474,7 +479,7 @@ fn a_transfer_onto_itself_or_into_its_own_subtree_is_refused() {
         vec!["transfer", "--dry-run", "a:/data/x", "a:/data/x"],
     ] {
         let (code, _, stderr) = setup.run(&args);
-        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(
             stderr.contains("onto itself") || stderr.contains("nest into itself"),
             "{args:?}: {stderr}"
@@ -498,7 +503,7 @@ fn a_batch_with_two_lines_to_one_destination_is_refused() {
     let batch = setup.home.path().join("batch.txt");
     std::fs::write(&batch, "a:/in/1 b:/out/same\na:/in/2 b:/out//same\n").unwrap();
     let (code, _, stderr) = setup.run(&["transfer", "--batch", batch.to_str().unwrap()]);
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("items 1 and 2 have the same destination"),
         "{stderr}"
@@ -536,7 +541,7 @@ fn address_and_setup_errors_say_what_is_wrong() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("PS_GLOBUS_SITE=mars is not a configured site"),
         "{stderr}"
@@ -546,11 +551,39 @@ fn address_and_setup_errors_say_what_is_wrong() {
     let nul = setup.home.path().join("nul-batch.txt");
     std::fs::write(&nul, "a:/x\0y b:/x\n").unwrap();
     let (code, _, stderr) = setup.run(&["transfer", "--batch", nul.to_str().unwrap()]);
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("NUL") && !stderr.contains("`..`"),
         "{stderr}"
     );
+
+    // A PS_GLOBUS_SITE no site has is refused, also where no local path needs it.
+    let out = setup
+        .command(&["transfer", "a:/x", "b:/x"])
+        .env("PS_GLOBUS_SITE", "mars")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("PS_GLOBUS_SITE=mars"), "{stderr}");
+
+    // A collection id that is not one says what one looks like.
+    let (code, _, stderr) = setup.run(&[
+        "site",
+        "add",
+        "x",
+        "not-a-uuid",
+        "--collection-path",
+        "/",
+        "--local-path",
+        "/tmp",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("\"not-a-uuid\" is not a collection id"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid character"), "{stderr}");
 
     let missing = setup.home.path().join("no-such-batch.txt");
     let (code, _, stderr) = setup.run(&["transfer", "--batch", missing.to_str().unwrap()]);

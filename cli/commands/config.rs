@@ -45,6 +45,7 @@ pub enum SiteCommand {
 #[derive(Args)]
 pub struct SiteAddArgs {
     name: String,
+    #[arg(value_parser = crate::collection_id)]
     collection: uuid::Uuid,
     /// The collection path that --local-path is.
     #[arg(long)]

@@ -12,7 +12,7 @@ use crate::output::Output;
 #[derive(clap::Args)]
 pub struct LoginArgs {
     /// A collection that needs a data_access consent (repeatable).
-    #[arg(long = "collection", value_name = "UUID")]
+    #[arg(long = "collection", value_name = "UUID", value_parser = crate::collection_id)]
     collections: Vec<uuid::Uuid>,
     /// Print the URL and read the code from standard input (the default over SSH or
     /// without a display).

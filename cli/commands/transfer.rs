@@ -82,7 +82,8 @@ fn deadline(text: &str) -> Result<String, String> {
 /// poll (a refused login exits 4, an unreachable service 1), with a report of what it
 /// leaves behind.
 pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
-    let items = plan(&args, direction)?;
+    // Refused before anything is sent: a usage error (exit 2).
+    let items = plan(&args, direction).map_err(crate::Usage)?;
     if args.dry_run {
         return show_dry_run(&items, &args.out);
     }
@@ -209,6 +210,11 @@ async fn show_progress(
 fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, CommandError> {
     let config = Config::load(settings())?;
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
+    // A PS_GLOBUS_SITE that names no site is a mistake even where no local path needs it.
+    let current = match current {
+        Err(e) if settings().site.is_some() => return Err(e.into()),
+        current => current,
+    };
     let mut lines = match &args.batch {
         Some(file) => {
             let text =

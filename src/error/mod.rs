@@ -156,8 +156,9 @@ pub enum Error {
         known: Vec<String>,
     },
 
-    /// A connector or store configuration is invalid.
-    #[error("invalid {what} configuration: {message}")]
+    /// A connector or store configuration is invalid (or an address typed by a user:
+    /// then the message alone says what is wrong with it).
+    #[error("{}", invalid_config(what, message))]
     InvalidConfig {
         /// What was being configured (a connector kind, "store", ...).
         what: String,
@@ -475,6 +476,14 @@ impl Error {
 }
 
 /// `": <source>"`, or nothing.
+fn invalid_config(what: &str, message: &str) -> String {
+    if what == "address" {
+        message.to_owned()
+    } else {
+        format!("invalid {what} configuration: {message}")
+    }
+}
+
 fn caused_by(source: &Option<BoxError>) -> String {
     source
         .as_ref()

@@ -115,8 +115,9 @@ struct MultiMeta {
 #[derive(Debug)]
 pub struct MultiConnector {
     children: Vec<Child>,
-    /// The current site: set explicitly, or found on first need.
-    site: OnceLock<Option<String>>,
+    /// The current site: set explicitly, or found on first need (or why `PS_GLOBUS_SITE`
+    /// was refused, and the sites known).
+    site: OnceLock<std::result::Result<Option<String>, (String, Vec<String>)>>,
     /// Where the config came from: its children are built the same way.
     provenance: Provenance,
 }
@@ -203,7 +204,7 @@ impl MultiConnector {
     /// `PS_GLOBUS_SITE` or the configuration's host regexes).
     pub fn with_site(self, site: impl Into<String>) -> Self {
         let fixed = OnceLock::new();
-        let _ = fixed.set(Some(site.into()));
+        let _ = fixed.set(Ok(Some(site.into())));
         MultiConnector {
             site: fixed,
             ..self
@@ -283,18 +284,43 @@ impl MultiConnector {
         }
     }
 
-    /// The site this process is at, where a policy needs it.
-    fn current_site(&self) -> Option<&str> {
-        self.site
-            .get_or_init(|| {
-                let settings = Settings::global();
-                if settings.site.is_some() {
-                    return settings.site.clone();
-                }
-                let config = crate::config::Config::load(settings).ok()?;
-                crate::config::current_site(&config.sites, None).ok()
-            })
-            .as_deref()
+    /// The site this process is at, where a policy needs it. A `PS_GLOBUS_SITE` that
+    /// names neither a configured site nor one a policy serves is refused: taken as is,
+    /// it would route every put as if this process were nowhere.
+    fn current_site(&self) -> Result<Option<&str>> {
+        let found = self.site.get_or_init(|| {
+            let settings = Settings::global();
+            let config = crate::config::Config::load(settings).ok();
+            let Some(name) = &settings.site else {
+                return Ok(config.and_then(|c| crate::config::current_site(&c.sites, None).ok()));
+            };
+            let mut known: Vec<String> = config
+                .iter()
+                .flat_map(|c| c.sites.keys().cloned())
+                .chain(
+                    self.children
+                        .iter()
+                        .flat_map(|c| c.config.policy.sites.clone().unwrap_or_default()),
+                )
+                .collect();
+            known.sort();
+            known.dedup();
+            if known.contains(name) {
+                Ok(Some(name.clone()))
+            } else {
+                Err((
+                    format!("PS_GLOBUS_SITE={name} is not a site of this store"),
+                    known,
+                ))
+            }
+        });
+        match found {
+            Ok(site) => Ok(site.as_deref()),
+            Err((message, known)) => Err(Error::UnknownSite {
+                message: message.clone(),
+                known: known.clone(),
+            }),
+        }
     }
 
     /// The index of the child a put of `size` bytes with `options` goes to.
@@ -304,7 +330,7 @@ impl MultiConnector {
             .iter()
             .any(|c| c.config.policy.sites.is_some());
         let site = if needs_site {
-            self.current_site()
+            self.current_site()?
         } else {
             None
         };
