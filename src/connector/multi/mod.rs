@@ -97,6 +97,10 @@ struct MultiMeta {
     key: Key,
 }
 
+/// The current site as found (none: unknown), or why `PS_GLOBUS_SITE` was refused and
+/// the sites known.
+type FoundSite = std::result::Result<Option<String>, (String, Vec<String>)>;
+
 /// A connector that routes each put to one of its named children by policy.
 ///
 /// ```
@@ -117,7 +121,7 @@ pub struct MultiConnector {
     children: Vec<Child>,
     /// The current site: set explicitly, or found on first need (or why `PS_GLOBUS_SITE`
     /// was refused, and the sites known).
-    site: OnceLock<std::result::Result<Option<String>, (String, Vec<String>)>>,
+    site: OnceLock<FoundSite>,
     /// Where the config came from: its children are built the same way.
     provenance: Provenance,
 }
