@@ -58,6 +58,7 @@ pub mod staging;
 pub mod state;
 pub mod stream;
 pub mod transfer;
+pub mod waits;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use proxy::{

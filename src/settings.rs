@@ -78,6 +78,9 @@ pub struct Settings {
     /// (`PS_GLOBUS_RETRIES`; `None`: the default of
     /// [`RetryConfig`](crate::transfer::RetryConfig), 5).
     pub retries: Option<usize>,
+    /// How long a wait lasts before it is reported, and how often a process reports its
+    /// long waits (`PS_GLOBUS_WAIT_REPORT_S`; `None`: 30 s, see [`crate::waits`]).
+    pub wait_report: Option<std::time::Duration>,
     /// The named point where the transfer manager aborts (`PS_GLOBUS_FAILPOINT`).
     #[cfg(feature = "failpoints")]
     pub failpoint: Option<String>,
@@ -157,6 +160,10 @@ impl Settings {
             browser: os("BROWSER").is_some(),
             request_budget: text("PS_GLOBUS_REQUEST_BUDGET").and_then(|v| v.trim().parse().ok()),
             retries: text("PS_GLOBUS_RETRIES").and_then(|v| v.trim().parse().ok()),
+            wait_report: text("PS_GLOBUS_WAIT_REPORT_S")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                .map(std::time::Duration::from_secs_f64),
             #[cfg(feature = "failpoints")]
             failpoint: text("PS_GLOBUS_FAILPOINT"),
         }

@@ -142,3 +142,28 @@ fn tail_at_the_other_site_prints_globus_events_as_they_arrive() {
     }
     assert_eq!(events[4]["end"], true);
 }
+
+/// A tail of a topic nobody published on yet says that it waits, instead of looking
+/// hung, and still gives up at its --timeout.
+#[test]
+fn tail_of_a_topic_without_events_says_it_is_waiting() {
+    let emu = Emu::start();
+    let mut setup = Setup::new(&emu);
+    setup.site = "b".into();
+    let store_dir = support::unique_name("quiet");
+    let (code, stdout, stderr) = setup.run(&[
+        "stream",
+        "tail",
+        "nobody-publishes",
+        "--globus",
+        &store_dir,
+        "--timeout",
+        "3",
+    ]);
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("no event of topic \"nobody-publishes\" at position 0 yet: waiting"),
+        "{stderr}"
+    );
+    assert_ne!(code, 0, "{stderr}");
+}

@@ -843,3 +843,56 @@ fn a_transfer_retried_after_its_timeout_as_the_same_identity_is_posted_once() {
     // The stuck task, and one task for the retried copy.
     assert_eq!(emu.sim.stats().tasks(), 2);
 }
+
+/// A wait for an object on its way says so on stderr while it lasts (what, since when,
+/// when it gives up, the likely cause and the command that shows more), at most once a
+/// period: here a proxy fetched at b whose task takes ten minutes, with the store's own
+/// 3 s limit and a report every second.
+#[test]
+fn a_long_wait_is_said_on_stderr_with_the_command_to_run() {
+    use ps_globus::connector::GlobusConnector;
+    let emu = Emu::with(|c| c.task_latency_ms = 600_000);
+    let mut setup = Setup::new(&emu);
+    let mut config = support::sites::config_for(&emu, "long-wait");
+    config.wait_timeout_s = Some(3);
+    let at_a = GlobusConnector::builder(config)
+        .site("a")
+        .authorizer(std::sync::Arc::new(
+            ps_globus::auth::StaticTokenAuthorizer::new(support::emulator::TOKEN),
+        ))
+        .home(setup.home.path().join("a"))
+        .build()
+        .unwrap();
+    let store = ps_globus::Store::new("long-wait", at_a).unwrap();
+    let proxy = store.proxy(&b"on a slow road".to_vec()).unwrap();
+    store.close().unwrap();
+    let file = setup.home.path().join("proxy.json");
+    std::fs::write(&file, serde_json::to_string(&proxy).unwrap()).unwrap();
+    setup.site = "b".into();
+    let out = setup.home.path().join("out");
+    let (code, _, stderr) = setup.run_env(
+        &[
+            "proxy",
+            "fetch",
+            file.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[("PS_GLOBUS_WAIT_REPORT_S", "1")],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("still waiting for object long-wait/"))
+        .collect();
+    assert!(!said.is_empty(), "{stderr}");
+    assert!(
+        said[0].contains("to arrive at site b") && said[0].contains("`ps-globus task show "),
+        "{stderr}"
+    );
+    assert!(
+        said.len() <= 3,
+        "at most one a second in a 3 s wait: {stderr}"
+    );
+    assert!(stderr.contains("timed out after 3s"), "{stderr}");
+}

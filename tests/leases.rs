@@ -194,6 +194,30 @@ async fn a_crashed_owners_lease_is_evicted_by_another_process() {
         assert!(files.exists(key).await.unwrap());
     }
 
+    // Regression: `lease list` said `live` for a lease past its expiry that nobody
+    // reaped yet (its owner died).
+    until(
+        "`lease list` to show the crashed owner's lease expired",
+        async || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+                .args(["lease", "list", "--json"])
+                .env("PS_GLOBUS_HOME", dir.path())
+                .env("PS_GLOBUS_CONFIG", dir.path().join("config.toml"))
+                .output()
+                .unwrap();
+            let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let lease = &listed["DATA"][0];
+            let past = lease["expires_at"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .is_some_and(|t| t < chrono::Utc::now());
+            if past {
+                assert_eq!(lease["state"], "expired", "{listed}");
+            }
+            past
+        },
+    )
+    .await;
     let db = state_db(&dir).await;
     until(
         "the crashed owner's lease to expire and be reaped",
@@ -238,6 +262,7 @@ async fn the_command_line_lists_ends_and_reaps_leases() {
     assert_eq!(listed["DATA"][0]["objects"], 2);
     assert_eq!(listed["DATA"][0]["store"], store.name());
     assert_eq!(listed["DATA"][0]["ending"], false);
+    assert_eq!(listed["DATA"][0]["state"], "live");
 
     let (ok, _, stderr) = cli(&["lease", "end", lease.id()]);
     assert!(ok, "{stderr}");

@@ -45,13 +45,22 @@ pub async fn run(command: LeaseCommand) -> CliResult {
     match command {
         LeaseCommand::List { out } => {
             let leases = list_leases(&db).await?;
+            let now = chrono::Utc::now();
             if out.machine() {
-                return out.emit(&serde_json::json!({ "DATA": leases }));
+                let data: Vec<serde_json::Value> = leases
+                    .iter()
+                    .map(|l| {
+                        let mut doc = serde_json::to_value(l).unwrap_or_default();
+                        doc["state"] = l.state(now).into();
+                        doc
+                    })
+                    .collect();
+                return out.emit(&serde_json::json!({ "DATA": data }));
             }
             let rows: Vec<Vec<String>> = leases
                 .iter()
                 .map(|l| {
-                    let state = if l.ending { "ending" } else { "live" };
+                    let state = l.state(now);
                     vec![
                         l.id.clone(),
                         l.store.clone(),

@@ -49,6 +49,9 @@ pub struct Tail {
     json: bool,
 }
 
+/// How long `stream tail` waits for a first event before it says that it waits.
+const SAY_WAITING_AFTER: Duration = Duration::from_secs(1);
+
 /// `stream ...`
 pub fn run(command: StreamCommand) -> CliResult {
     match command {
@@ -71,7 +74,26 @@ fn run_tail(tail: Tail) -> CliResult {
     }
     let mut printed = 0;
     while tail.count.is_none_or(|count| printed < count) {
-        let Some(event) = ps_globus::block_on(consumer.next_event())? else {
+        let next = ps_globus::block_on(async {
+            let next = consumer.next_event();
+            tokio::pin!(next);
+            if printed > 0 {
+                return next.await;
+            }
+            // A topic nobody published on yet looks like a hang: say that it waits.
+            match tokio::time::timeout(SAY_WAITING_AFTER, &mut next).await {
+                Ok(first) => first,
+                Err(_) => {
+                    eprintln!(
+                        "no event of topic {:?} at position {} yet: waiting for one \
+                         (Ctrl-C to stop, --timeout SECONDS to give up)",
+                        tail.topic, tail.from
+                    );
+                    next.await
+                }
+            }
+        });
+        let Some(event) = next? else {
             break;
         };
         print_event(&event, tail.json);

@@ -199,6 +199,20 @@ pub struct LeaseInfo {
     pub objects: u64,
 }
 
+impl LeaseInfo {
+    /// `ending` (a process evicts its objects), `expired` (due to be reaped: the next
+    /// process that sees it, or `ps-globus lease reap`, evicts them) or `live`, at `now`.
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        if self.ending {
+            "ending"
+        } else if self.expires_at <= now {
+            "expired"
+        } else {
+            "live"
+        }
+    }
+}
+
 /// Every lease in `db`, soonest expiry first.
 pub async fn list_leases(db: &StateDb) -> Result<Vec<LeaseInfo>> {
     let rows = leases::list(db).await?;

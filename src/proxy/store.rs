@@ -614,7 +614,16 @@ impl Store {
             .config
             .resolve_timeout
             .unwrap_or(crate::connector::DEFAULT_WAIT);
-        let look = || self.inner.connector.get(key);
+        let waiting = crate::waits::begin(
+            format!("future {key} of store '{}' to be set", self.name()),
+            limit,
+            "its producer has not set it yet (is it still running? a producer that failed \
+             abandons it, and this wait then ends at once)",
+        );
+        let look = || {
+            waiting.tick();
+            self.inner.connector.get(key)
+        };
         match runtime::poll_until_found(limit, Duration::from_millis(200), look).await? {
             Some(bytes) => Ok(Some(bytes)),
             None => Err(Error::Timeout {

@@ -79,6 +79,8 @@ fn config_sites_json(py: Python<'_>) -> PyResult<String> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Long waits are said through Python's logging (`wait::wait`), not `tracing`.
+    ps_globus::waits::report_through_host();
     m.add_class::<connector::PyConnector>()?;
     m.add_class::<emulator::PyEmulator>()?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;

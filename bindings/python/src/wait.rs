@@ -34,6 +34,7 @@ where
         match answer {
             Ok(outcome) => return outcome.map_err(|e| to_py_err(py, e)),
             Err(RecvTimeoutError::Timeout) => {
+                report_long_waits(py);
                 if let Err(interrupted) = py.check_signals() {
                     // Dropping the future is how the library cancels: what it committed
                     // stays committed (a put's transfer still happens).
@@ -47,6 +48,20 @@ where
                      (it panicked; this is a bug, please report it)",
                 ));
             }
+        }
+    }
+}
+
+/// Logs the library's summary of this process's long waits, when one is due, to the
+/// `ps_globus` logger at WARNING (`ps_globus::waits`: at most one every 30 s).
+fn report_long_waits(py: Python<'_>) {
+    if let Some(summary) = ps_globus::waits::summary_due() {
+        let logged = py
+            .import("logging")
+            .and_then(|logging| logging.call_method1("getLogger", ("ps_globus",)))
+            .and_then(|logger| logger.call_method1("warning", (summary,)));
+        if let Err(e) = logged {
+            e.print(py);
         }
     }
 }

@@ -204,3 +204,40 @@ def test_ctrl_c_interrupts_a_wait_for_a_transfer(tmp_path: Path) -> None:
     word, seconds = done.stdout.decode().split()
     assert word == 'KeyboardInterrupt'
     print(f'Ctrl-C answered in {seconds} s')
+
+
+def test_a_long_wait_is_said_through_the_ps_globus_logger_at_most_once_a_period(tmp_path: Path) -> None:
+    # Each task takes ten minutes: the reader at b waits until its own 3 s limit.
+    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000) as emu:
+        produced = run_at(
+            emu,
+            'a',
+            """
+            from ps_globus.proxystore import GlobusConnector
+            print(GlobusConnector('long').put(b'long').key)
+            """,
+        )
+        done = run_at(
+            emu,
+            'b',
+            """
+            import logging, sys
+            logging.basicConfig(stream=sys.stdout, format='%(name)s %(levelname)s %(message)s')
+            from ps_globus.errors import WaitTimeout
+            from ps_globus.proxystore import GlobusConnector, PsGlobusKey
+            try:
+                GlobusConnector('long', wait_timeout_s=3).get(PsGlobusKey(sys.stdin.read()))
+            except WaitTimeout:
+                print('gave up')
+            """,
+            stdin=produced.stdout.strip(),
+            env={'PS_GLOBUS_WAIT_REPORT_S': '1'},
+        )
+    lines = done.stdout.decode().splitlines()
+    said = [line for line in lines if line.startswith('ps_globus WARNING ps-globus: still waiting for object long/')]
+    assert said, lines
+    assert 'to arrive at site b' in said[0] and 'gives up in' in said[0], said
+    assert 'its Globus task' in said[0] and 'ps-globus task show' in said[0], said
+    # A 3 s wait reported every second at most: never more than 3 summaries.
+    assert len(said) <= 3, said
+    assert lines[-1] == 'gave up'

@@ -81,6 +81,14 @@ impl GlobusConnector {
         let mut family = Family::new(self.watcher().await?.clone(), &label);
         let explicit = self.inner.config.wait_timeout_s.map(Duration::from_secs);
         let mut until = crate::runtime::deadline_after(explicit.unwrap_or(DEFAULT_WAIT));
+        let waiting = crate::waits::begin(
+            format!(
+                "object {}/{} to arrive at site {site}",
+                self.inner.config.store_dir, meta.path
+            ),
+            explicit.unwrap_or(DEFAULT_WAIT),
+            likely_cause(None, &label),
+        );
         let mut delay = Duration::from_millis(10);
         loop {
             let changed = self.watcher().await?.changed();
@@ -105,6 +113,8 @@ impl GlobusConnector {
                 // Right size, wrong bytes, and no task of ours in flight to explain it.
                 return Err(integrity(local, meta, found));
             }
+            waiting.cause(likely_cause(family.root_task(), &label));
+            waiting.tick();
             match family.step(self.client().await?, &paths).await? {
                 Step::Wait => {}
                 Step::LookAgain => continue,
@@ -159,5 +169,29 @@ impl GlobusConnector {
         .checksum(meta.sha256.clone(), "SHA256")
         .size(meta.size);
         Ok(self.manager().await?.enqueue(spec).await?.label)
+    }
+}
+
+/// Why an object whose batch is labelled `label` is still on its way, as its task says,
+/// with the command that shows more.
+fn likely_cause(task: Option<crate::transfer::types::Task>, label: &str) -> String {
+    match task {
+        None => format!(
+            "no Globus task labelled {label} is visible yet: its producer may not have \
+             submitted it (a refused login, a process that died before its exit hook): run \
+             `ps-globus status` where it was put"
+        ),
+        Some(task) => {
+            let nice = task
+                .nice_status
+                .as_deref()
+                .filter(|n| *n != "OK" && *n != "Queued")
+                .map(|n| format!(", nice_status {n}"))
+                .unwrap_or_default();
+            format!(
+                "its Globus task {} is {}{nice}: `ps-globus task show {}`",
+                task.task_id, task.status, task.task_id
+            )
+        }
     }
 }
