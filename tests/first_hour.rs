@@ -896,3 +896,28 @@ fn a_long_wait_is_said_on_stderr_with_the_command_to_run() {
     );
     assert!(stderr.contains("timed out after 3s"), "{stderr}");
 }
+
+/// PostgreSQL first contact: a database that does not exist yet is named with the
+/// command that creates it (no SQLite advice, no source line of ours).
+#[test]
+fn a_missing_postgresql_database_says_to_create_it() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let url = ps_globus::block_on(support::pg_cluster::fresh_database());
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let (server, name) = base.rsplit_once('/').unwrap();
+    let missing = format!("{name}_not_created");
+    let missing_url = format!("{server}/{missing}?{query}");
+    for args in [&["status"][..], &["doctor"][..]] {
+        let (code, stdout, stderr) =
+            setup.run_env(args, &[("PS_GLOBUS_STATE_URL", missing_url.as_str())]);
+        let said = format!("{stdout}{stderr}");
+        assert_eq!(code, 1, "{said}");
+        assert!(
+            said.contains(&format!("createdb {missing}")),
+            "{args:?}: {said}"
+        );
+        assert!(!said.to_lowercase().contains("sqlite"), "{args:?}: {said}");
+        assert!(!said.contains("at line"), "{args:?}: {said}");
+    }
+}

@@ -38,6 +38,19 @@ pub(crate) async fn open(url: &str) -> Result<PgPool> {
             Some(dir) => format!("the socket in {}", dir.display()),
             None => format!("{}:{}", options.get_host(), options.get_port()),
         };
+        if let Some(name) = missing_database(&e) {
+            // The server's own words end with its source line ("at line 948"): ours say
+            // what to do instead.
+            return Error::State {
+                path: shown.clone().into(),
+                message: format!(
+                    "the PostgreSQL server at {place} has no database {name:?}: create it \
+                     (`createdb {name}`, or `CREATE DATABASE {name}` as a role that may), \
+                     then run this again; ps-globus creates its tables, not the database"
+                ),
+                source: None,
+            };
+        }
         failed(
             &format!("cannot connect to the PostgreSQL state database at {place}"),
             e,
@@ -61,6 +74,18 @@ pub(crate) async fn open(url: &str) -> Result<PgPool> {
             )
         })?;
     Ok(pool)
+}
+
+/// The database `e` says does not exist (PostgreSQL's `invalid_catalog_name`, 3D000).
+fn missing_database(e: &sqlx::Error) -> Option<String> {
+    let database = e.as_database_error()?;
+    if database.code().as_deref() != Some("3D000") {
+        return None;
+    }
+    // `database "NAME" does not exist`
+    let message = database.message();
+    let name = message.split('"').nth(1).unwrap_or(message);
+    Some(name.to_owned())
 }
 
 /// `url` fit to show (see [`crate::redact::url`]).
