@@ -122,6 +122,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let logging_in = matches!(cli.command, Command::Login(_));
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -137,10 +138,21 @@ fn main() -> ExitCode {
             };
             eprintln!("error: {error}");
             let library = error.downcast_ref::<ps_globus::Error>();
-            if let Some(hint) = library.and_then(commands::hint) {
+            let needs_login = library.is_some_and(ps_globus::Error::needs_login);
+            let hint = if logging_in && needs_login {
+                // Not "run `ps-globus login`": that is what just failed.
+                Some(
+                    "the login did not complete: try again, pasting the whole code the page \
+                     shows at the end (or with the browser on this machine: `ps-globus login \
+                     --local-server`); check PS_GLOBUS_CLIENT_ID names your native app"
+                        .to_owned(),
+                )
+            } else {
+                library.and_then(commands::hint)
+            };
+            if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
-            let needs_login = library.is_some_and(ps_globus::Error::needs_login);
             ExitCode::from(match (usage, needs_login) {
                 (true, _) => 2,
                 (false, true) => 4,

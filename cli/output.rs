@@ -227,6 +227,16 @@ fn scalar(value: &Value) -> String {
     }
 }
 
+/// A failure's code and reason, the code once (Globus's reasons often start with it:
+/// `FILE_NOT_FOUND on /x`).
+pub fn code_and_reason(code: &str, reason: &str) -> String {
+    if reason.starts_with(code) {
+        reason.to_owned()
+    } else {
+        format!("{code} {reason}").trim_end().to_owned()
+    }
+}
+
 /// Prints a table as globus-cli does: a header row, a rule, then one row per line,
 /// columns separated by ` | ` and padded to their widest cell.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
@@ -327,11 +337,11 @@ impl BarKind {
     fn templates(self) -> (&'static str, &'static str) {
         match self {
             BarKind::Total => (
-                "{prefix} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                "{prefix} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta_known} {msg}",
                 "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {msg}",
             ),
             BarKind::Task => (
-                "{prefix} {msg} [{wide_bar}] {bytes}/{total_bytes} {eta}",
+                "{prefix} {msg} [{wide_bar}] {bytes}/{total_bytes} {eta_known}",
                 "{prefix} {msg} {spinner} {bytes}",
             ),
         }
@@ -375,12 +385,21 @@ pub fn set_bytes(bar: &ProgressBar, bytes: i64, total: Option<i64>, kind: BarKin
     let (with_total, without) = kind.templates();
     let template = if total.is_some() { with_total } else { without };
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
+        bar.set_style(style.progress_chars("=> ").with_key("eta_known", eta_known));
     }
     if let Some(total) = total {
         bar.set_length(total.max(bytes) as u64);
     }
     bar.set_position(bytes.max(0) as u64);
+}
+
+/// The ETA once bytes move; `?` before (a rate of nothing says "0s", which is a lie).
+fn eta_known(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    if state.pos() == 0 {
+        let _ = w.write_str("?");
+    } else {
+        let _ = write!(w, "{:#}", indicatif::HumanDuration(state.eta()));
+    }
 }
 
 /// A bar of the demo: `prefix` counted up to `len`.

@@ -71,7 +71,9 @@ fn an_unreachable_service_exits_1_naming_the_url_after_bounded_retries() {
         stderr.contains("could not reach http://127.0.0.1:9/v0.10/submission_id"),
         "{stderr}"
     );
-    assert!(stderr.contains("(1 retries)"), "{stderr}");
+    // Regression: "failed 1 time(s) in a row … (5 retries)" contradicted itself.
+    assert!(stderr.contains("(after 1 retry)"), "{stderr}");
+    assert!(!stderr.contains("time(s) in a row"), "{stderr}");
     assert!(stderr.contains("Not submitted: 1 item(s)"), "{stderr}");
 }
 
@@ -147,7 +149,12 @@ fn a_file_skipped_on_an_error_is_a_failure_everywhere() {
     assert_eq!(code, 1, "{stderr}");
     let task = task_ids(&stdout).remove(0);
     assert!(
-        stderr.contains("FAILED /in/missing -> /out/missing"),
+        stderr.contains("FAILED /in/missing -> /out/missing: FILE_NOT_FOUND on /in/missing"),
+        "{stderr}"
+    );
+    // Regression: the code was said twice (`FILE_NOT_FOUND FILE_NOT_FOUND on …`).
+    assert!(
+        !stderr.contains("FILE_NOT_FOUND FILE_NOT_FOUND"),
         "{stderr}"
     );
     // Globus calls the task SUCCEEDED (it skipped the file, as asked) ...
@@ -161,6 +168,21 @@ fn a_file_skipped_on_an_error_is_a_failure_everywhere() {
         stdout.contains("SUCCEEDED with 1 file(s) skipped on errors: not all arrived"),
         "{stdout}"
     );
+    // Regression: the longest name ran into its value (`…Errors:1`); values share one
+    // column.
+    assert!(
+        stdout.contains("Subtasks with Skipped Errors: 1\n"),
+        "{stdout}"
+    );
+    let column = |name: &str| {
+        let line = stdout.lines().find(|l| l.starts_with(name)).unwrap();
+        line.len() - line[name.len()..].trim_start().len()
+    };
+    assert_eq!(
+        column("Task ID:"),
+        column("Subtasks with Skipped Errors:"),
+        "{stdout}"
+    );
     assert!(
         stderr.contains("SKIPPED /in/missing -> /out/missing"),
         "{stderr}"
@@ -169,6 +191,10 @@ fn a_file_skipped_on_an_error_is_a_failure_everywhere() {
     assert_eq!(code, 1, "a skipped file fails the wait: {stderr}");
     assert!(
         stderr.contains(&format!("task {task} SKIPPED /in/missing")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("FILE_NOT_FOUND FILE_NOT_FOUND"),
         "{stderr}"
     );
     let status = setup.json(&["status", "-F", "json"]);
@@ -184,6 +210,8 @@ fn a_file_skipped_on_an_error_is_a_failure_everywhere() {
         row.contains("| FAILED ") && row.contains("1 ok, 1 failed"),
         "{table}"
     );
+    // Every row's Bytes as `moved / total` (`?`: a source's size is not known here).
+    assert!(row.contains("| 2 B / ? |"), "{table}");
     // Skipped as up to date (--sync-level) is not a failure.
     let (code, stdout, stderr) = setup.run(&[
         "transfer",
@@ -504,6 +532,9 @@ fn a_waiting_transfer_in_a_terminal_shows_bytes_toward_the_total() {
     );
     assert!(text.contains("ETA"), "{text}");
     assert!(!text.contains("0/0"), "{text}");
+    // Regression: before a byte moved, the bar promised `ETA 0s` (the task waits 1.5 s
+    // before its first byte: the bar is drawn meanwhile).
+    assert!(text.contains("0 B/3.00 MiB 0 B/s ETA ?"), "{text}");
     assert!(text.contains("1 of 1 item(s) succeeded"), "{text}");
 }
 

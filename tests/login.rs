@@ -725,3 +725,29 @@ fn a_text_browser_completes_a_loopback_login_instead_of_deadlocking() {
     assert_eq!(code, 0);
     assert!(stdout.starts_with("user@sim.ps-globus.local"), "{stdout}");
 }
+
+/// Regression: a login that failed (here a code that is not the one Globus gave) ended
+/// with the hint "run `ps-globus login`", the very command that just failed. It says
+/// what to check instead.
+#[test]
+fn a_failed_login_does_not_tell_the_user_to_log_in() {
+    let emu = Emu::start();
+    let cli = Cli::new(&emu);
+    let mut child = cli
+        .command(&["login", "--no-local-server"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "not-the-code").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let hint = stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(!hint.contains("run `ps-globus login`"), "{stderr}");
+    assert!(hint.contains("try again"), "{stderr}");
+}

@@ -156,10 +156,11 @@ fn show_table(batches: &[BatchStatus], unsubmitted: &[Unsubmitted], summary: &st
     let rows: Vec<Vec<String>> = batches
         .iter()
         .map(|b| {
+            // Always `moved / total`, the total `?` where some item's size is unknown
+            // (its source is at another site): one layout for every row.
             let total = b
                 .bytes_total
-                .map(|t| format!(" / {}", HumanBytes(t.max(0) as u64)))
-                .unwrap_or_default();
+                .map_or_else(|| "?".into(), |t| HumanBytes(t.max(0) as u64).to_string());
             vec![
                 task_name(b),
                 b.outcome(),
@@ -169,7 +170,10 @@ fn show_table(batches: &[BatchStatus], unsubmitted: &[Unsubmitted], summary: &st
                     b.items_failed(),
                     b.items_pending
                 ),
-                format!("{}{total}", HumanBytes(b.bytes_transferred.max(0) as u64)),
+                format!(
+                    "{} / {total}",
+                    HumanBytes(b.bytes_transferred.max(0) as u64)
+                ),
                 place(&b.source),
                 place(&b.destination),
             ]

@@ -286,34 +286,38 @@ async fn show(client: &TransferClient, task_id: &str, out: &Output) -> CliResult
     if out.machine() {
         return out.emit(&t);
     }
-    let field = |name: &str, value: &dyn std::fmt::Display| println!("{name:<29}{value}");
-    field("Label:", &t.label.as_deref().unwrap_or(""));
-    field("Task ID:", &t.task_id);
-    field("Type:", &t.kind);
-    field("Status:", &judged_status(&t));
-    field("Details:", &t.nice_status.as_deref().unwrap_or(""));
-    field(
-        "Source Endpoint ID:",
-        &t.source_endpoint_id.as_deref().unwrap_or(""),
-    );
-    field(
-        "Destination Endpoint ID:",
-        &t.destination_endpoint_id.as_deref().unwrap_or(""),
-    );
-    field("Request Time:", &t.request_time.as_deref().unwrap_or(""));
-    field(
-        "Completion Time:",
-        &t.completion_time.as_deref().unwrap_or(""),
-    );
-    field("Deadline:", &t.deadline.as_deref().unwrap_or(""));
-    field("Files:", &t.files);
-    field("Files Transferred:", &t.files_transferred);
-    field("Files Skipped (up to date):", &t.files_skipped);
-    field("Subtasks with Skipped Errors:", &t.subtasks_skipped_errors);
-    field("Faults:", &t.faults);
-    field("Bytes Transferred:", &t.bytes_transferred);
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut fields: Vec<(&str, String)> = vec![
+        ("Label:", text(&t.label)),
+        ("Task ID:", t.task_id.clone()),
+        ("Type:", t.kind.clone()),
+        ("Status:", judged_status(&t)),
+        ("Details:", text(&t.nice_status)),
+        ("Source Endpoint ID:", text(&t.source_endpoint_id)),
+        ("Destination Endpoint ID:", text(&t.destination_endpoint_id)),
+        ("Request Time:", text(&t.request_time)),
+        ("Completion Time:", text(&t.completion_time)),
+        ("Deadline:", text(&t.deadline)),
+        ("Files:", t.files.to_string()),
+        ("Files Transferred:", t.files_transferred.to_string()),
+        ("Files Skipped (up to date):", t.files_skipped.to_string()),
+        (
+            "Subtasks with Skipped Errors:",
+            t.subtasks_skipped_errors.to_string(),
+        ),
+        ("Faults:", t.faults.to_string()),
+        ("Bytes Transferred:", t.bytes_transferred.to_string()),
+    ];
     if let Some(f) = &t.fatal_error {
-        field("Fatal Error:", &format!("{} {}", f.code, f.description));
+        fields.push((
+            "Fatal Error:",
+            crate::output::code_and_reason(&f.code, &f.description),
+        ));
+    }
+    // Values in one column, one space past the longest name (as globus-cli's records).
+    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
+    for (name, value) in fields {
+        println!("{name:<width$}{value}");
     }
     for failure in failures(client, std::slice::from_ref(&t)).await? {
         eprintln!("{failure}");
@@ -347,13 +351,20 @@ async fn failures(
                 .as_ref()
                 .map(|f| (f.code.as_str(), f.description.as_str()))
                 .unwrap_or(("FAILED", ""));
-            lines.push(format!("task {} FAILED: {code} {description}", t.task_id));
+            lines.push(format!(
+                "task {} FAILED: {}",
+                t.task_id,
+                crate::output::code_and_reason(code, description)
+            ));
         }
         if t.subtasks_skipped_errors > 0 {
             for s in client.skipped_errors(&t.task_id).await? {
                 lines.push(format!(
-                    "task {} SKIPPED {} -> {}: {} {}",
-                    t.task_id, s.source_path, s.destination_path, s.error_code, s.error_details
+                    "task {} SKIPPED {} -> {}: {}",
+                    t.task_id,
+                    s.source_path,
+                    s.destination_path,
+                    crate::output::code_and_reason(&s.error_code, &s.error_details)
                 ));
             }
         }

@@ -381,11 +381,13 @@ fn report(
                 paused = Some(e);
             }
             _ => eprintln!(
-                "FAILED {} -> {}: {} {}",
+                "FAILED {} -> {}: {}",
                 f.source_path,
                 f.destination_path,
-                f.code.as_deref().unwrap_or(f.state.as_str()),
-                f.description.as_deref().unwrap_or("")
+                crate::output::code_and_reason(
+                    f.code.as_deref().unwrap_or(f.state.as_str()),
+                    f.description.as_deref().unwrap_or("")
+                )
             ),
         }
     }

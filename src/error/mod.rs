@@ -180,7 +180,7 @@ pub enum Error {
     /// Globus answered a request with an error document.
     #[error(
         "Globus answered {status} {code} to {method} {path}: {message} (request id {request_id}; \
-         {retries} retries)"
+         {})", after_retries(*retries)
     )]
     Api {
         /// HTTP status.
@@ -266,7 +266,8 @@ pub enum Error {
 
     /// A service could not be reached.
     #[error(
-        "could not reach {url}: {source} ({retries} retries); check the network and the service URL"
+        "could not reach {url}: {source} ({}); check the network and the service URL",
+        after_retries(*retries)
     )]
     Network {
         /// The URL (without query or credentials).
@@ -476,6 +477,15 @@ impl Error {
 }
 
 /// `": <source>"`, or nothing.
+/// `after 1 retry`, `after 5 retries`, `not retried`.
+fn after_retries(retries: u32) -> String {
+    match retries {
+        0 => "not retried".into(),
+        1 => "after 1 retry".into(),
+        n => format!("after {n} retries"),
+    }
+}
+
 fn invalid_config(what: &str, message: &str) -> String {
     if what == "address" {
         message.to_owned()

@@ -42,13 +42,17 @@ pub struct Trouble {
 
 impl std::fmt::Display for Trouble {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} failed {} time(s) in a row: {}",
-            self.activity.as_str(),
-            self.failures,
-            self.error
-        )
+        // Each failure already counts the Transfer client's own retries (the error says
+        // how many): these are the manager's rounds, each of which retried.
+        match self.failures {
+            1 => write!(f, "{} failed: {}", self.activity.as_str(), self.error),
+            n => write!(
+                f,
+                "{} failed {n} times in a row: {}",
+                self.activity.as_str(),
+                self.error
+            ),
+        }
     }
 }
 
