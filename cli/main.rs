@@ -13,7 +13,7 @@ mod output;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    config, demo, doctor, lease, login, proxy, refs, sim, status, stream, task, transfer,
+    config, demo, doctor, lease, login, proxy, redis, refs, sim, status, stream, task, transfer,
 };
 
 /// Pass-by-reference for distributed workflows, with Globus Transfer moving the bytes.
@@ -107,6 +107,9 @@ enum Command {
     /// Topics of objects (streams), over Redis or over Globus itself.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// Redis servers in the configuration file (`[redis.NAME]`): add, list, remove.
+    #[command(subcommand)]
+    Redis(redis::RedisCommand),
     /// The local Globus emulator (Transfer + Auth APIs on loopback).
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -256,6 +259,7 @@ fn run(command: Command) -> CliResult {
         Command::Whoami { out } => login::whoami(&out),
         Command::Proxy(command) => proxy::run(command),
         Command::Stream(command) => stream::run(command),
+        Command::Redis(command) => redis::run(command),
         Command::Sim(command) => sim::run(command),
     }
 }

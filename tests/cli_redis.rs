@@ -175,3 +175,70 @@ fn proxy_inspect_names_the_child_of_a_multi_proxy_and_fetch_reads_it_in_another_
     let stored = std::fs::read(&out).unwrap();
     assert!(stored.ends_with(b"tiny"), "{stored:?}");
 }
+
+/// `redis add` writes the `[redis.NAME]` table no one should have to write by hand
+/// (comments kept, a password only by its variable), `config show` and `redis list`
+/// show it, `doctor` checks it, `redis rm` removes it.
+#[test]
+fn redis_add_list_show_and_rm_keep_the_file_and_doctor_checks_the_server() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let server = RedisServer::start_with(&["--requirepass", PASSWORD]);
+    let path = setup.home.path().join("config.toml");
+    let before = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("# my own comment\n{before}")).unwrap();
+    let port = server.port.to_string();
+    let (code, _, stderr) = setup.run(&[
+        "redis",
+        "add",
+        "lab",
+        "--port",
+        &port,
+        "--password-env",
+        "LAB_REDIS_PASSWORD",
+        "--ttl-s",
+        "3600",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# my own comment\n"), "{text}");
+    assert!(text.contains("[redis.lab]"), "{text}");
+    assert!(text.contains(&format!("port = {port}")), "{text}");
+    assert!(
+        text.contains("password_env = \"LAB_REDIS_PASSWORD\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("ttl_s = 3600") && !text.contains("timeout_ms"),
+        "{text}"
+    );
+
+    let (code, stdout, _) = setup.run(&["config", "show"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&format!("lab   | 127.0.0.1:{port}/0")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("current site:  a (PS_GLOBUS_SITE names it)"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = setup.run(&["redis", "list", "-F", "json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["lab"]["password_env"], "LAB_REDIS_PASSWORD");
+
+    let (checks, said) = redis_checks(&setup, &[("LAB_REDIS_PASSWORD", PASSWORD)]);
+    assert_eq!(checks[0]["ok"], true, "{said}");
+    assert!(!said.contains(PASSWORD));
+
+    let (code, _, stderr) = setup.run(&["redis", "rm", "lab"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("[redis.lab]")
+    );
+    let (code, _, stderr) = setup.run(&["redis", "rm", "lab"]);
+    assert_eq!(code, 2, "{stderr}");
+}

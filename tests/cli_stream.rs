@@ -58,8 +58,21 @@ fn tail_prints_a_redis_topic_to_its_end_from_any_position() {
         "stream", "tail", "results", "--redis", "lab", "--from", "2", "--count", "1",
     ]);
     assert_eq!(code, 0);
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stdout.trim_start().starts_with("2 "), "{stdout}");
+    // A header, then the event.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].trim_start().starts_with("POSITION  PUBLISHED"), "{stdout}");
+    assert!(lines[1].trim_start().starts_with("2 "), "{stdout}");
+    // `-F json` is --json: JSON Lines.
+    let (code, stdout, stderr) = setup.run(&[
+        "stream", "tail", "results", "--redis", "lab", "--from", "2", "-F", "JSON",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let positions: Vec<u64> = json_lines(&stdout)
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [2, 3]);
 
     let (code, stdout, _) =
         setup.run(&["stream", "tail", "results", "--redis", "lab", "--from", "3"]);
@@ -93,6 +106,11 @@ fn tail_prints_a_redis_topic_to_its_end_from_any_position() {
     assert!(stderr.contains("event 0 of topic empty"), "{stderr}");
     let (code, _, stderr) = setup.run(&["stream", "tail", "results"]);
     assert_eq!(code, 2, "a channel is required: {stderr}");
+    // Regression: the error named only --redis.
+    assert!(
+        stderr.contains("--redis") && stderr.contains("--globus"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -160,7 +178,7 @@ fn tail_of_a_topic_without_events_says_it_is_waiting() {
         "--timeout",
         "3",
     ]);
-    assert_eq!(stdout, "");
+    assert_eq!(stdout.lines().count(), 1, "the header alone: {stdout}");
     assert!(
         stderr.contains("no event of topic \"nobody-publishes\" at position 0 yet: waiting"),
         "{stderr}"

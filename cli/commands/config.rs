@@ -209,7 +209,9 @@ fn show(out: &Output) -> CliResult {
             "client_id": config.client_id,
             "sites": config.sites,
             "current_site": current.as_ref().ok(),
+            "current_site_why": current.as_ref().ok().map(|site| why_site(&config, site)),
             "current_site_error": current.as_ref().err().map(ToString::to_string),
+            "redis": config.redis,
         }));
     }
     let missing = if path.exists() {
@@ -223,12 +225,68 @@ fn show(out: &Output) -> CliResult {
         config.client_id.as_deref().unwrap_or("(none)")
     );
     match &current {
-        Ok(name) => println!("current site:  {name}"),
+        Ok(name) => println!("current site:  {name} ({})", why_site(&config, name)),
         Err(why) => println!("current site:  (unknown: {why})"),
     }
     println!();
     site_table(config.sites);
+    if !config.redis.is_empty() {
+        println!();
+        redis_table(&config.redis);
+    }
     Ok(())
+}
+
+/// Why `site` is this process's: `PS_GLOBUS_SITE`, or the host regex the host name
+/// matches.
+fn why_site(config: &Config, site: &str) -> String {
+    if settings().site.is_some() {
+        return "PS_GLOBUS_SITE names it".into();
+    }
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let regex = config.sites.get(site).and_then(|s| s.host_regex.clone());
+    format!(
+        "host name {host} matches its host_regex {}",
+        regex.unwrap_or_default()
+    )
+}
+
+/// The Redis servers of the configuration's `[redis.NAME]` tables (never a password:
+/// only the variable that holds it).
+pub fn redis_table(
+    servers: &std::collections::BTreeMap<String, ps_globus::connector::RedisConfig>,
+) {
+    let rows: Vec<Vec<String>> = servers
+        .iter()
+        .map(|(name, r)| {
+            let place = match &r.socket {
+                Some(socket) => format!("unix:{}", socket.display()),
+                None => format!("{}:{}", r.host, r.port),
+            };
+            vec![
+                name.clone(),
+                format!("{place}/{}", r.db),
+                if r.tls { "yes" } else { "no" }.into(),
+                r.username.clone().unwrap_or_default(),
+                r.password_env.clone().unwrap_or_default(),
+                r.prefix.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "Redis",
+            "Server/DB",
+            "TLS",
+            "User",
+            "Password Env",
+            "Prefix",
+        ],
+        &rows,
+    );
 }
 
 fn site_table(sites: std::collections::BTreeMap<String, SiteConfig>) {

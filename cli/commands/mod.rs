@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod lease;
 pub mod login;
 pub mod proxy;
+pub mod redis;
 pub mod refs;
 pub mod sim;
 pub mod status;

@@ -20,16 +20,12 @@ pub enum StreamCommand {
 
 /// `stream tail`'s arguments.
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("channel").required(true).args(["redis", "globus"])))]
 pub struct Tail {
     /// The topic.
     topic: String,
     /// Read the topic from the Redis server of the configuration's `[redis.NAME]` table.
-    #[arg(
-        long,
-        value_name = "NAME",
-        conflicts_with = "globus",
-        required_unless_present = "globus"
-    )]
+    #[arg(long, value_name = "NAME", conflicts_with = "globus")]
     redis: Option<String>,
     /// Read the topic from the Globus store in STORE_DIR over the configured sites (its
     /// event files at this site).
@@ -47,6 +43,10 @@ pub struct Tail {
     /// One JSON object a line (JSON Lines), as each event arrives.
     #[arg(long)]
     json: bool,
+    /// `json`: the same as --json (a tail prints as it goes: one document per event);
+    /// `text`: a table under a header.
+    #[arg(short = 'F', long = "format", value_enum, ignore_case = true)]
+    format: Option<crate::output::Format>,
 }
 
 /// How long `stream tail` waits for a first event before it says that it waits.
@@ -72,6 +72,20 @@ fn run_tail(tail: Tail) -> CliResult {
     if let Some(seconds) = tail.timeout {
         consumer = consumer.wait(Duration::from_secs(seconds));
     }
+    let json = tail.json || tail.format == Some(crate::output::Format::Json);
+    if tail.format == Some(crate::output::Format::Unix) {
+        return Err(crate::Exit(
+            2,
+            "stream tail prints -F text or -F json (JSON Lines)".into(),
+        )
+        .into());
+    }
+    if !json {
+        println!(
+            "{:>8}  {:<12}  {:>9}  {:>10}  STORE KEY",
+            "POSITION", "PUBLISHED", "AGE", "SIZE"
+        );
+    }
     let mut printed = 0;
     while tail.count.is_none_or(|count| printed < count) {
         let next = ps_globus::block_on(async {
@@ -96,7 +110,7 @@ fn run_tail(tail: Tail) -> CliResult {
         let Some(event) = next? else {
             break;
         };
-        print_event(&event, tail.json);
+        print_event(&event, json);
         printed += 1;
         if event.is_end() {
             break;
@@ -132,14 +146,15 @@ fn print_event(event: &Event, json: bool) {
         .map(|t| t.format("%H:%M:%S%.3f").to_string())
         .unwrap_or_default();
     match &event.object {
-        None => println!("{:>8}  {published}  end of stream", event.position),
+        None => println!("{:>8}  {published:<12}  end of stream", event.position),
         Some(object) => {
             let size = field("size")
                 .and_then(|s| s.as_u64())
                 .map_or_else(|| "-".into(), |b| indicatif::HumanBytes(b).to_string());
             println!(
-                "{:>8}  {published}  {age_ms:>6} ms ago  {:>10}  {} {}",
+                "{:>8}  {published:<12}  {:>9}  {:>10}  {} {}",
                 event.position,
+                format!("{age_ms} ms"),
                 size,
                 object.store.name,
                 object.key.id()
