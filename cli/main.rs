@@ -151,7 +151,7 @@ fn main() -> ExitCode {
                         .to_owned(),
                 )
             } else {
-                library.and_then(commands::hint)
+                library.and_then(ps_globus::Error::hint)
             };
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");

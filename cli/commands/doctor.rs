@@ -168,7 +168,7 @@ async fn check_sites_reachable(
                 "",
             ),
             Err(e) => {
-                let fix = match (&e, super::hint(&e)) {
+                let fix = match (&e, e.hint()) {
                     (_, Some(hint)) if e.needs_login() => hint,
                     (ps_globus::Error::Network { .. }, _) => format!(
                         "the Transfer service at {} does not answer: check the network, and \
@@ -223,7 +223,7 @@ async fn check_redis(report: &mut Report, config: &Config) {
                 "check that nothing else writes under this prefix, and the server's memory policy",
             ),
             Err(e) => {
-                let fix = super::hint(&e).unwrap_or_else(|| match e {
+                let fix = e.hint().unwrap_or_else(|| match e {
                     ps_globus::Error::Network { .. } | ps_globus::Error::Timeout { .. } => {
                         "start the server, or check host, port, tls and the firewall".into()
                     }

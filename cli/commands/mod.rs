@@ -79,15 +79,3 @@ pub fn site_names() -> std::collections::HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// What to do about `error`, as this command's environment makes it: a token from
-/// `PS_GLOBUS_ACCESS_TOKEN` that Globus refuses is not fixed by logging in.
-pub fn hint(error: &ps_globus::Error) -> Option<String> {
-    if matches!(error, ps_globus::Error::Unauthorized { .. }) && settings().access_token.is_some() {
-        return Some(
-            "Globus refuses the token in PS_GLOBUS_ACCESS_TOKEN: set a valid one, or unset it \
-             to use your stored login (`ps-globus login`)"
-                .into(),
-        );
-    }
-    error.hint()
-}

@@ -169,7 +169,7 @@ pub async fn end(
         }
         Stop::Trouble(t) => {
             eprintln!("error: {t}");
-            if let Some(hint) = super::hint(&t.error) {
+            if let Some(hint) = t.error.hint() {
                 eprintln!("hint: {hint}");
             }
         }

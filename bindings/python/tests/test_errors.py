@@ -105,3 +105,28 @@ def test_a_refused_service_identity_raises_login_required(tmp_path: Path) -> Non
     for error in errors:
         assert isinstance(error, e.LoginRequired), repr(error)
         assert 'not-the-secret' not in str(error)
+
+
+def test_a_refused_access_token_from_the_environment_gets_the_clis_hint(tmp_path: Path) -> None:
+    with emulator(home=tmp_path / 'emu') as emu:
+        done = run_at(
+            emu,
+            'a',
+            """
+            import pickle, sys
+            from ps_globus.proxystore import GlobusConnector
+            from ps_globus.errors import PsGlobusError
+            connector = GlobusConnector('refused-token')
+            connector.put(b'x')
+            try:
+                connector.close()
+            except PsGlobusError as error:
+                sys.stdout.buffer.write(pickle.dumps(error))
+            """,
+            env={'PS_GLOBUS_ACCESS_TOKEN': 'expired-or-wrong'},
+        )
+    error = pickle.loads(done.stdout)
+    assert isinstance(error, e.LoginRequired), repr(error)
+    # Logging in would not help: the token in the environment is used as is.
+    assert 'PS_GLOBUS_ACCESS_TOKEN' in error.hint and 'unset it' in error.hint, error.hint
+    assert 'expired-or-wrong' not in str(error) + error.hint
