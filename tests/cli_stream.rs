@@ -61,7 +61,10 @@ fn tail_prints_a_redis_topic_to_its_end_from_any_position() {
     // A header, then the event.
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].trim_start().starts_with("POSITION  PUBLISHED"), "{stdout}");
+    assert!(
+        lines[0].trim_start().starts_with("POSITION  PUBLISHED"),
+        "{stdout}"
+    );
     assert!(lines[1].trim_start().starts_with("2 "), "{stdout}");
     // `-F json` is --json: JSON Lines.
     let (code, stdout, stderr) = setup.run(&[

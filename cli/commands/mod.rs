@@ -78,4 +78,3 @@ pub fn site_names() -> std::collections::HashMap<String, String> {
         })
         .unwrap_or_default()
 }
-

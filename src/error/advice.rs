@@ -135,13 +135,11 @@ impl Error {
                 Some(format!("run `{}`", consent_command(collections)))
             }
             // A token from the environment is used as is: a login would not replace it.
-            Error::Unauthorized { .. } if crate::Settings::global().access_token.is_some() => {
-                Some(
-                    "Globus refuses the token in PS_GLOBUS_ACCESS_TOKEN: set a valid one, or \
+            Error::Unauthorized { .. } if crate::Settings::global().access_token.is_some() => Some(
+                "Globus refuses the token in PS_GLOBUS_ACCESS_TOKEN: set a valid one, or \
                      unset it to use your stored login (`ps-globus login`)"
-                        .into(),
-                )
-            }
+                    .into(),
+            ),
             Error::Unauthorized { .. } => Some(format!(
                 "run `ps-globus login`, or on a compute node {SERVICE_IDENTITY}"
             )),
