@@ -5,7 +5,7 @@
 //! re-split labelled `L-resplit`; and a batch too large to post is split, its parts
 //! labelled `L-partN`, all posted before `L` itself (`transfer::manager`'s `split.rs`).
 //! Every such label starts with `L-`: the *family* of `L`. When every task the reader
-//! follows has ended without its object, it lists the family once (`label:~L-`) and
+//! follows has ended without its object, it lists the family once (`label:~L-*`) and
 //! follows what it did not know; only when that adds nothing is the object's fate
 //! decided. A re-split appears moments after its cancel, so the reader waits a grace
 //! period for one before it takes the cancel as final.
@@ -182,7 +182,8 @@ impl Family {
     async fn list_family(&mut self, client: &TransferClient) -> Result<bool> {
         let prefix = format!("{}-", self.root);
         let query = TaskQuery {
-            filter: Some(format!("label:~{prefix}")),
+            // `*` as globus-cli's inexact filters use it: a bare `~x` may match only x.
+            filter: Some(format!("label:~{prefix}*")),
             limit: Some(1000),
             ..TaskQuery::default()
         };

@@ -19,7 +19,7 @@
 //! Labels stay true. A part of the batch labelled `ROOT` is labelled `ROOT-partN`, and
 //! the root itself (whose label the keys carry) is posted only after every part of it
 //! has a task. A reader that sees its label's task end without its object then finds the
-//! parts already listed (`label:~ROOT-`), and follows them.
+//! parts already listed (`label:~ROOT-*`), and follows them.
 
 use super::Inner;
 use super::config::BatchOptions;

@@ -150,6 +150,9 @@ mod tests {
         let cell = TroubleCell::new();
         assert!(cell.current().is_none());
         cell.failed(Activity::Submitting, refused());
+        // One failed round (itself after the client's retries) is not "1 time(s) in a row".
+        let once = cell.current().expect("in trouble").to_string();
+        assert!(once.starts_with("submitting transfers failed: "), "{once}");
         cell.failed(Activity::Submitting, refused());
         assert_eq!(cell.next().await.failures, 2);
         // Polling going well says nothing about submitting.
@@ -158,7 +161,7 @@ mod tests {
         assert_eq!(now.activity, Activity::Submitting);
         assert!(
             now.to_string()
-                .contains("submitting transfers failed 2 time(s)")
+                .contains("submitting transfers failed 2 times in a row")
         );
         cell.succeeded(Activity::Submitting);
         assert!(cell.current().is_none());
