@@ -266,6 +266,11 @@ async fn the_command_line_lists_ends_and_reaps_leases() {
 
     let (ok, _, stderr) = cli(&["lease", "end", lease.id()]);
     assert!(ok, "{stderr}");
+    // It says what it did.
+    assert!(
+        stderr.contains(&format!("lease {}: evicted 2, left 0", lease.id())),
+        "{stderr}"
+    );
     for key in &keys {
         assert!(!store.exists_async(key).await.unwrap());
     }

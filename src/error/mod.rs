@@ -156,8 +156,8 @@ pub enum Error {
         known: Vec<String>,
     },
 
-    /// A connector or store configuration is invalid (or an address typed by a user:
-    /// then the message alone says what is wrong with it).
+    /// A connector or store configuration is invalid (or an address or batch file typed
+    /// by a user: then the message alone says what is wrong with it).
     #[error("{}", invalid_config(what, message))]
     InvalidConfig {
         /// What was being configured (a connector kind, "store", ...).
@@ -487,7 +487,8 @@ fn after_retries(retries: u32) -> String {
 }
 
 fn invalid_config(what: &str, message: &str) -> String {
-    if what == "address" {
+    // What a user typed (an address, a batch file's line): the message says what is wrong.
+    if what == "address" || what == "batch file" {
         message.to_owned()
     } else {
         format!("invalid {what} configuration: {message}")
