@@ -1122,15 +1122,8 @@ on_both_engines! {
 async fn readme_twin_the_manager_copies_a_file_between_collections() {
     let emu = Emu::start();
     write(emu.root_a(), "data/run1.h5", b"run 1");
-    let db = StateDb::open_url(
-        &format!(
-            "sqlite:{}",
-            emu.root_a().parent().unwrap().join("readme.db").display()
-        ),
-        ps_globus::Settings::global(),
-    )
-    .await
-    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path().join("readme.db")).await.unwrap();
     let manager = TransferManager::start(db, client(&emu), ManagerConfig::default())
         .await
         .unwrap();
