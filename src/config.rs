@@ -25,6 +25,8 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
+pub mod redis;
+
 /// The newest configuration format this build reads.
 pub const CONFIG_FORMAT_VERSION: u16 = 1;
 
@@ -58,11 +60,11 @@ pub struct Config {
     /// Sites by name.
     pub sites: BTreeMap<String, SiteConfig>,
     /// Redis servers by name (`[redis.NAME]` tables of
-    /// [`RedisConfig`](crate::connector::RedisConfig) fields), for
+    /// [`RedisConfig`](crate::config::redis::RedisConfig) fields), for
     /// [`RedisConnector::named`](crate::connector::RedisConnector::named); `doctor` checks
     /// each.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub redis: BTreeMap<String, crate::connector::RedisConfig>,
+    pub redis: BTreeMap<String, crate::config::redis::RedisConfig>,
     /// What data from elsewhere (a proxy, an event) may point this process at, beyond
     /// its own service URLs, `[redis.NAME]` tables and marked store directories
     /// (`docs/THREAT-MODEL.md`).
@@ -232,8 +234,12 @@ pub fn remove_site(path: &Path, name: &str) -> Result<bool> {
 /// Adds or replaces the Redis server `name` (`[redis.NAME]`) in the configuration file
 /// at `path`, as [`save_site`] does for sites: every field `redis` sets, defaults left
 /// out.
-pub fn save_redis(path: &Path, name: &str, redis: &crate::connector::RedisConfig) -> Result<()> {
-    let defaults = toml::Value::try_from(crate::connector::RedisConfig::new("127.0.0.1", 6379))
+pub fn save_redis(
+    path: &Path,
+    name: &str,
+    redis: &crate::config::redis::RedisConfig,
+) -> Result<()> {
+    let defaults = toml::Value::try_from(crate::config::redis::RedisConfig::new("127.0.0.1", 6379))
         .map_err(|e| Error::encode("toml", e))?;
     let given = toml::Value::try_from(redis).map_err(|e| Error::encode("toml", e))?;
     let (Some(defaults), Some(given)) = (defaults.as_table(), given.as_table()) else {

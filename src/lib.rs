@@ -47,7 +47,6 @@ mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
-mod manifest;
 pub mod proxy;
 pub mod redact;
 pub mod runtime;

@@ -205,7 +205,7 @@ impl fmt::Debug for Settings {
             .field("token_store", &self.token_store)
             .field(
                 "state_url",
-                &self.state_url.as_deref().map(crate::state::redacted_url),
+                &self.state_url.as_deref().map(crate::redact::url),
             )
             .field("host_id", &self.host_id)
             .field("assume_network_fs", &self.assume_network_fs)

@@ -5,12 +5,19 @@
 
 use std::path::Path;
 
-use ps_globus::fuzzing::TARGETS;
+use ps_globus::fuzzing::Target;
+
+/// The library's fuzz targets and the emulator's.
+fn targets() -> impl Iterator<Item = &'static (&'static str, Target)> {
+    ps_globus::fuzzing::TARGETS
+        .iter()
+        .chain(ps_globus::sim::FUZZ_TARGETS)
+}
 
 #[test]
 fn every_fuzz_seed_and_corpus_replays_without_a_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    for (name, target) in TARGETS {
+    for (name, target) in targets() {
         for kind in ["seeds", "corpus"] {
             let dir = root.join(kind).join(name);
             let entries = std::fs::read_dir(&dir)
@@ -33,7 +40,7 @@ fn every_fuzz_seed_and_corpus_replays_without_a_panic() {
 #[test]
 fn every_fuzz_target_has_a_binary_and_a_corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    for (name, _) in TARGETS {
+    for (name, _) in targets() {
         assert!(
             root.join(format!("fuzz_targets/{name}.rs")).is_file(),
             "{name}"
@@ -42,7 +49,7 @@ fn every_fuzz_target_has_a_binary_and_a_corpus() {
     for entry in std::fs::read_dir(root.join("corpus")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            TARGETS.iter().any(|(t, _)| *t == name),
+            targets().any(|(t, _)| *t == name),
             "corpus {name} has no target"
         );
     }

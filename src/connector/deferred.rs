@@ -1,5 +1,5 @@
 //! Deferred objects kept as files (the file and Globus connectors): the object `<id>`,
-//! and beside it its manifest `<id>.manifest` (see [`crate::manifest`]), written after
+//! and beside it its manifest `<id>.manifest` (see [`crate::connector::manifest`]), written after
 //! the object. A reader takes the object only once the manifest is whole and verifies,
 //! and the object matches it; an object still arriving (Globus writes files in place, in
 //! no particular order) is "not yet", never a wrong answer.
@@ -10,9 +10,9 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::Settlement;
+use crate::connector::manifest::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::fsutil::{ObjectDir, read_regular_file_if_there};
-use crate::manifest::{self, Outcome};
 
 /// The name of the manifest of object `id`.
 pub(crate) fn manifest_name(id: &str) -> String {

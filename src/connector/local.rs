@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
+use crate::connector::manifest;
 use crate::error::{Error, Result};
-use crate::manifest;
 
 type Objects = RwLock<HashMap<String, Bytes>>;
 

@@ -25,6 +25,7 @@ mod deferred;
 mod file;
 mod globus;
 mod local;
+pub(crate) mod manifest;
 mod multi;
 mod reach;
 mod redis;

@@ -35,6 +35,18 @@ mod two_sites;
 pub use config::{CollectionConfig, FaultConfig, FaultKind, SimConfig, parse_rate};
 pub use stats::SimStats;
 pub use transfer_api::check_transfer_document;
+
+/// The emulator's fuzz targets, by name (the library's are `crate::fuzzing::TARGETS`):
+/// what `scripts/fuzz` runs and the corpus test replays. Not a stable API.
+#[doc(hidden)]
+pub const FUZZ_TARGETS: &[(&str, crate::fuzzing::Target)] =
+    &[("transfer_document", transfer_document)];
+
+/// A transfer document as the emulator receives it: checked without a panic.
+#[doc(hidden)]
+pub fn transfer_document(data: &[u8]) {
+    let _ = check_transfer_document(data);
+}
 pub use two_sites::TwoSites;
 
 use std::collections::BTreeMap;

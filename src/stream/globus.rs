@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::Event;
+use crate::connector::manifest;
 use crate::connector::{Connector, ConnectorConfig, GlobusConfig, GlobusConnector};
 use crate::error::{Error, Result};
 use crate::fsutil::{ObjectDir, read_regular_file_if_there};
-use crate::manifest;
 
 /// The longest a reader waits between looks for the next event file.
 const SLOWEST_LOOK: Duration = Duration::from_millis(100);

@@ -16,9 +16,9 @@ use serde_json::Map;
 use super::GlobusConnector;
 use super::config::{META_VERSION, ObjectMeta};
 use crate::connector::deferred::{self, Found, manifest_name};
+use crate::connector::manifest::Outcome;
 use crate::connector::{Key, PutOptions, Settlement};
 use crate::error::{Error, Result};
-use crate::manifest::Outcome;
 
 /// The local-only record of where a deferred object's transfers went: `<id>.labels`.
 fn labels_name(id: &str) -> String {

@@ -26,9 +26,9 @@
 //! **Secrets.** The password comes from the environment variable the config names
 //! (`password_env`), read in each process; it is never in a config, a proxy or a message.
 
-mod config;
+mod connect;
 
-pub use config::{DEFAULT_PREFIX, RedisConfig};
+pub use crate::config::redis::{DEFAULT_PREFIX, RedisConfig};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,8 +42,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
+use crate::connector::manifest;
 use crate::error::{Error, Result};
-use crate::manifest;
 use crate::runtime::in_library_context;
 
 /// How long an evicted future's tombstone (and an expired one's mark) stays: a day.
@@ -93,7 +93,7 @@ impl RedisConnector {
     /// A connector on the server `config` names. Does not connect yet (the first command
     /// does), so it fails only on a bad config or a missing password variable.
     pub fn new(config: RedisConfig) -> Result<Self> {
-        let client = config.client()?;
+        let client = connect::client(&config)?;
         let timeout = config.timeout();
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))

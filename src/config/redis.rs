@@ -1,4 +1,6 @@
-//! The Redis connector's configuration: where the server is and how to talk to it.
+//! The Redis connector's configuration: where the server is and how to talk to it. It
+//! lives with the configuration file, whose `[redis.NAME]` tables are made of it (the
+//! connector, a layer up, re-exports it as `connector::RedisConfig`).
 //!
 //! Everything here travels inside every proxy the connector makes, so it names the
 //! password's *environment variable*, never the password; a config that carries a
@@ -36,7 +38,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[non_exhaustive]
 pub struct RedisConfig {
     /// The name of the configuration file's `[redis.NAME]` table this config came from
-    /// ([`RedisConnector::named`](super::RedisConnector::named)): a process that rebuilds
+    /// ([`RedisConnector::named`](crate::connector::RedisConnector::named)): a process that rebuilds
     /// the connector from a proxy connects to *its own* table of that name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
@@ -65,7 +67,7 @@ pub struct RedisConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// Prepended to every object id to make its Redis key (default `ps-globus:`), so
-    /// [`clear`](super::RedisConnector::clear) touches only this connector's objects.
+    /// [`clear`](crate::connector::RedisConnector::clear) touches only this connector's objects.
     pub prefix: String,
     /// Objects expire this many seconds after their put (Redis `PX`); unset: never.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,7 +214,7 @@ impl RedisConfig {
     }
 
     /// What is wrong with this config, if anything.
-    pub(super) fn problem(&self) -> Option<String> {
+    pub(crate) fn problem(&self) -> Option<String> {
         let env_name = |n: &str| {
             let mut bytes = n.bytes();
             bytes
@@ -250,62 +252,5 @@ impl RedisConfig {
                 return None;
             },
         )
-    }
-
-    /// The connection settings, with the password read from `password_env` now.
-    pub(super) fn client(&self) -> Result<redis::Client> {
-        use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
-        let invalid = |message: String| Error::InvalidConfig {
-            what: "redis connector".into(),
-            message,
-        };
-        if let Some(problem) = self.problem() {
-            return Err(invalid(problem));
-        }
-        let addr = match &self.socket {
-            Some(path) => ConnectionAddr::Unix(path.clone()),
-            None if self.tls => ConnectionAddr::TcpTls {
-                host: self.host.clone(),
-                port: self.port,
-                insecure: false,
-                tls_params: None,
-            },
-            None => ConnectionAddr::Tcp(self.host.clone(), self.port),
-        };
-        let mut redis = RedisConnectionInfo::default()
-            .set_db(self.db)
-            .set_lib_name("ps-globus", env!("CARGO_PKG_VERSION"));
-        if let Some(user) = &self.username {
-            redis = redis.set_username(user);
-        }
-        if let Some(variable) = &self.password_env {
-            let password = crate::settings::secret_from_env(variable).ok_or_else(|| {
-                invalid(format!(
-                    "the environment variable {variable} (password_env) is not set in this \
-                     process: set it to the Redis server's password"
-                ))
-            })?;
-            redis = redis.set_password(password);
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| invalid(e.to_string()))?
-            .set_redis_settings(redis);
-        if self.tls {
-            // rustls needs the process's crypto provider (ring), as the HTTP client does.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = match &self.tls_ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                redis::Client::build_with_tls(info, certificates)
-            }
-            None => redis::Client::open(info),
-        };
-        client.map_err(|e| invalid(e.to_string()))
     }
 }

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::connector::Settlement;
+use super::Settlement;
 use crate::error::{Error, Result};
 
 const MAGIC: &str = "ps-globus-manifest/1 ";
@@ -189,10 +189,7 @@ pub(crate) fn open_envelope(what: &str, value: &Bytes) -> Result<Bytes> {
 /// What a connector that keeps a deferred object as one value (an envelope) returns for
 /// `key`'s stored `value`: the value itself for an ordinary key, the verified object for
 /// a deferred one.
-pub(crate) fn unwrap_value(
-    key: &crate::connector::Key,
-    value: Option<Bytes>,
-) -> Result<Option<Bytes>> {
+pub(crate) fn unwrap_value(key: &super::Key, value: Option<Bytes>) -> Result<Option<Bytes>> {
     match value {
         Some(value) if key.is_deferred() => open_envelope(&key.to_string(), &value).map(Some),
         value => Ok(value),
