@@ -34,6 +34,12 @@ impl TransferManager {
     /// way: that item is handed back instead, marked [`Enqueued::earlier`].
     pub async fn enqueue_once(&self, specs: Vec<ItemSpec>) -> Result<Vec<Enqueued>> {
         let mut earlier = self.inner.earlier_items(&specs).await?;
+        // Asked once, and only where another identity's item may be taken over.
+        let live = if earlier.values().any(|e| e.identity != self.inner.identity) {
+            self.inner.live_owners().await?
+        } else {
+            Default::default()
+        };
         let mut handles = Vec::with_capacity(specs.len());
         let mut fresh = Vec::new();
         for (n, spec) in specs.into_iter().enumerate() {
@@ -44,7 +50,7 @@ impl TransferManager {
                 spec.destination_path.clone(),
             ));
             match found {
-                Some(e) if self.inner.follows(&e).await? => handles.push((
+                Some(e) if self.inner.follows(&e, &live).await? => handles.push((
                     n,
                     Enqueued {
                         item: e.item,
@@ -134,14 +140,18 @@ impl Inner {
     /// Whether this manager can follow `earlier` to its end: it is this identity's, or
     /// another identity's that was never submitted and whose process is gone, taken over
     /// here (in one statement that checks both again).
-    async fn follows(&self, earlier: &Earlier) -> Result<bool> {
+    async fn follows(
+        &self,
+        earlier: &Earlier,
+        live: &std::collections::BTreeSet<String>,
+    ) -> Result<bool> {
         if earlier.identity == self.identity {
             return Ok(true);
         }
         let unsent = [BatchState::Open.as_str(), BatchState::Ready.as_str()];
         if !earlier.never_submitted
             || !unsent.contains(&earlier.state.as_str())
-            || self.live_owners().await?.contains(&earlier.owner)
+            || live.contains(&earlier.owner)
         {
             return Ok(false);
         }
