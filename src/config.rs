@@ -166,6 +166,14 @@ pub(crate) fn site_list(sites: &BTreeMap<String, SiteConfig>) -> Vec<String> {
         .collect()
 }
 
+/// This host's name, as site host regexes are matched against it.
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The site this process is at: `explicit` (`PS_GLOBUS_SITE`, which must name a site),
 /// else the first site whose host regex matches the host name; else an error listing
 /// the sites.
@@ -183,10 +191,7 @@ pub fn current_site(
             known: known(),
         });
     }
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    let host = host_name();
     for (name, site) in sites {
         if let Some(pattern) = &site.host_regex {
             let re = regex_lite::Regex::new(pattern).map_err(|e| Error::InvalidConfig {

@@ -86,10 +86,14 @@ impl Waiting {
     /// Reports the process's long waits through `tracing`, if one is due and the host
     /// language does not take the reports: call it from each round of a wait.
     pub fn tick(&self) {
-        if registry().through_host {
-            return;
-        }
-        if let Some(summary) = summary_due() {
+        let due = {
+            let mut waits = registry();
+            if waits.through_host {
+                return;
+            }
+            due(&mut waits)
+        };
+        if let Some(summary) = due {
             tracing::warn!(target: "ps_globus::waits", "{summary}");
         }
     }
@@ -110,9 +114,13 @@ pub fn report_through_host() {
 /// The summary of the long waits, if one is due now (a wait has lasted
 /// [`report_after`], and no summary was given for that long); it counts as given.
 pub fn summary_due() -> Option<String> {
+    due(&mut registry())
+}
+
+/// [`summary_due`] on the locked registry.
+fn due(waits: &mut Registry) -> Option<String> {
     let now = Instant::now();
     let every = report_after();
-    let mut waits = registry();
     if waits.last_report.is_some_and(|at| now < at + every) {
         return None;
     }

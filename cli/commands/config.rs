@@ -243,10 +243,7 @@ fn why_site(config: &Config, site: &str) -> String {
     if settings().site.is_some() {
         return "PS_GLOBUS_SITE names it".into();
     }
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    let host = ps_globus::config::host_name();
     let regex = config.sites.get(site).and_then(|s| s.host_regex.clone());
     format!(
         "host name {host} matches its host_regex {}",

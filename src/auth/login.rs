@@ -380,10 +380,7 @@ fn url_params(query: &str) -> Vec<(String, String)> {
 }
 
 fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
+    crate::config::host_name()
 }
 
 /// What a logout did.

@@ -72,9 +72,10 @@ impl Family {
         family
     }
 
-    fn follow(&mut self, label: &str, appear_by: Option<Instant>) {
+    /// Follows `label` too; false if it was followed already.
+    fn follow(&mut self, label: &str, appear_by: Option<Instant>) -> bool {
         if self.members.iter().any(|m| m.label == label) {
-            return;
+            return false;
         }
         self.members.push(Member {
             label: label.to_owned(),
@@ -82,6 +83,7 @@ impl Family {
             appear_by,
             skips_checked: false,
         });
+        true
     }
 
     /// The task of the label the key names, as last seen.
@@ -100,25 +102,31 @@ impl Family {
     /// and for the family's list.
     pub async fn step(&mut self, client: &TransferClient, paths: &Paths) -> Result<Step> {
         let now = Instant::now();
-        let tasks: Vec<Option<Task>> = self
+        // One look at the watcher per step: every decision below reads this snapshot.
+        let mut tasks: Vec<Option<Task>> = self
             .members
             .iter()
             .map(|m| self.watcher.task(&m.label))
             .collect();
         // A cancelled task hands its unfinished items to a re-split.
-        for task in tasks.iter().flatten() {
-            let label = task.label.clone().unwrap_or_default();
-            if cancelled(task) && !label.ends_with(RESPLIT_SUFFIX) {
-                self.follow(&resplit_label(&label), Some(now + RESPLIT_GRACE));
+        let resplits: Vec<String> = tasks
+            .iter()
+            .flatten()
+            .filter(|t| cancelled(t))
+            .filter_map(|t| t.label.as_deref())
+            .filter(|label| !label.ends_with(RESPLIT_SUFFIX))
+            .map(resplit_label)
+            .collect();
+        for label in resplits {
+            if self.follow(&label, Some(now + RESPLIT_GRACE)) {
+                tasks.push(self.watcher.task(&label));
             }
         }
-        let open = self.members.iter().any(|m| {
-            match self.watcher.task(&m.label) {
-                Some(task) => !task.is_final(),
-                // The key's own label is waited for as long as the reader waits; a
-                // re-split for its grace; a listed part until the watcher sees it.
-                None => m.appear_by.is_none_or(|by| now < by),
-            }
+        let open = self.members.iter().zip(&tasks).any(|(m, task)| match task {
+            Some(task) => !task.is_final(),
+            // The key's own label is waited for as long as the reader waits; a re-split
+            // for its grace; a listed part until the watcher sees it.
+            None => m.appear_by.is_none_or(|by| now < by),
         });
         if open {
             return Ok(Step::Wait);
@@ -126,10 +134,8 @@ impl Family {
         // Everything followed has ended. A succeeded task may have skipped this object.
         let destination = normalise_path(&paths.destination);
         let mut looked = false;
-        for member in &mut self.members {
-            let Some(task) = self.watcher.task(&member.label) else {
-                continue;
-            };
+        for (member, task) in self.members.iter_mut().zip(&tasks) {
+            let Some(task) = task else { continue };
             if task.status != TaskStatus::Succeeded || member.skips_checked {
                 continue;
             }
@@ -140,12 +146,8 @@ impl Family {
                 .iter()
                 .find(|s| normalise_path(&s.destination_path) == destination)
             {
-                return Ok(Step::Ended(Some(failed(
-                    &task,
-                    s.error_code.clone(),
-                    s.error_details.clone(),
-                    paths,
-                ))));
+                let (code, details) = (s.error_code.clone(), s.error_details.clone());
+                return Ok(Step::Ended(Some(failed(task, code, details, paths))));
             }
         }
         if looked {
@@ -157,10 +159,9 @@ impl Family {
         }
         // A failure's own reason before a cancel's (which says less); of cancels, the
         // last followed (a re-split's, which carried the object on).
-        let ended: Vec<Task> = self
-            .members
+        let ended: Vec<&Task> = tasks
             .iter()
-            .filter_map(|m| self.watcher.task(&m.label))
+            .flatten()
             .filter(|t| t.status == TaskStatus::Failed)
             .collect();
         let failure = ended

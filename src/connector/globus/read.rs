@@ -78,7 +78,8 @@ impl GlobusConnector {
             source,
             destination,
         };
-        let mut family = Family::new(self.watcher().await?.clone(), &label);
+        let watcher = self.watcher().await?.clone();
+        let mut family = Family::new(watcher.clone(), &label);
         let explicit = self.inner.config.wait_timeout_s.map(Duration::from_secs);
         let mut until = crate::runtime::deadline_after(explicit.unwrap_or(DEFAULT_WAIT));
         let waiting = crate::waits::begin(
@@ -90,31 +91,41 @@ impl GlobusConnector {
             likely_cause(None, &label),
         );
         let mut delay = Duration::from_millis(10);
+        // What the cause was last said from (task, status, nice_status): said again only
+        // when that changes, not on every look.
+        let mut said = None;
         loop {
-            let changed = self.watcher().await?.changed();
+            let changed = watcher.changed();
             let verdict = verify_file(root, local, meta, keep).await?;
             if let Verdict::Match(bytes) = verdict {
                 return Ok(bytes);
             }
+            let root_task = family.root_task();
+            let state = root_task
+                .as_ref()
+                .map(|t| (t.task_id.clone(), t.status.clone(), t.nice_status.clone()));
+            if state != said {
+                waiting.cause(likely_cause(root_task.as_ref(), &label));
+                said = state;
+            }
+            waiting.tick();
             // Without a timeout of the store's own, the wait ends at the task's deadline.
             if explicit.is_none()
-                && let Some(deadline) = family
-                    .root_task()
-                    .and_then(|t| t.deadline)
-                    .as_deref()
+                && let Some(deadline) = root_task
+                    .as_ref()
+                    .and_then(|t| t.deadline.as_deref())
                     .and_then(crate::transfer::types::parse_time)
             {
                 let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
                 until = crate::runtime::deadline_after(left.saturating_add(Duration::from_secs(5)));
             }
-            if !family.any_seen()
-                && let Verdict::Mismatch(found) = verdict
+            if let Verdict::Mismatch(found) = &verdict
+                && !family.any_seen()
             {
+                let found = found.clone();
                 // Right size, wrong bytes, and no task of ours in flight to explain it.
                 return Err(integrity(local, meta, found));
             }
-            waiting.cause(likely_cause(family.root_task(), &label));
-            waiting.tick();
             match family.step(self.client().await?, &paths).await? {
                 Step::Wait => {}
                 Step::LookAgain => continue,
@@ -125,7 +136,7 @@ impl GlobusConnector {
                         Verdict::Mismatch(found) => integrity(local, meta, found),
                         Verdict::WrongSize(size) => integrity(local, meta, format!("{size} bytes")),
                         _ => Error::TransferFailed {
-                            task_id: family.root_task().map(|t| t.task_id),
+                            task_id: root_task.map(|t| t.task_id),
                             code: "MISSING".into(),
                             description: format!(
                                 "the task succeeded but {} is not there (deleted since?)",
@@ -174,7 +185,7 @@ impl GlobusConnector {
 
 /// Why an object whose batch is labelled `label` is still on its way, as its task says,
 /// with the command that shows more.
-fn likely_cause(task: Option<crate::transfer::types::Task>, label: &str) -> String {
+fn likely_cause(task: Option<&crate::transfer::types::Task>, label: &str) -> String {
     match task {
         None => format!(
             "no Globus task labelled {label} is visible yet: its producer may not have \

@@ -63,10 +63,7 @@ fn hostname() -> String {
     if let Some(id) = &crate::settings::Settings::global().host_id {
         return id.clone();
     }
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
+    crate::config::host_name()
 }
 
 impl Inner {
