@@ -120,6 +120,7 @@ fn main() -> ExitCode {
     // as it does for other Unix tools, instead of a panic in `println!`.
     // SAFETY: called first thing, before any other thread exists; SIG_DFL is a valid
     // disposition for SIGPIPE.
+    #[allow(unsafe_code)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

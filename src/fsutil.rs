@@ -248,6 +248,19 @@ pub(crate) fn not_an_object() -> std::io::Error {
     )
 }
 
+/// Makes a named pipe at `path` (tests plant one where a file is expected).
+#[cfg(test)]
+pub(crate) fn make_fifo(path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    Ok(mknodat(
+        CWD,
+        path,
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,8 +115,9 @@ fn ctrl_c_prints_the_tasks_left_running_and_how_to_resume_or_cancel_them() {
     write(emu.root_a(), "in/stuck", b"1");
     // The task id is printed once the task exists; then the command waits.
     let (child, task) = setup.spawn_until_task(&["transfer", "a:/in/stuck", "b:/out/x"], &[]);
-    // SAFETY: sending SIGINT to our own child, which is alive (its stdout is open).
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    // Our own child, alive (its stdout is open).
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
     let (code, _, stderr) = finished(child.wait_with_output().unwrap());
     assert_eq!(code, 130, "{stderr}");
     assert!(

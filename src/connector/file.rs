@@ -289,8 +289,7 @@ mod tests {
         let planted = |name: &str| Key::new(FileConnector::KIND, name).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
-        let fifo = std::ffi::CString::new(dir.path().join("fifo").to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        crate::fsutil::make_fifo(&dir.path().join("fifo")).unwrap();
         for name in ["zero", "link", "fifo"] {
             let key = planted(name);
             for err in [

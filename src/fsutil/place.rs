@@ -236,8 +236,7 @@ mod tests {
     fn only_a_regular_file_is_placed() {
         let root = tempfile::tempdir().unwrap();
         let fifo = root.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::fsutil::make_fifo(&fifo).unwrap();
         let dir = ObjectDir::new(root.path(), "store");
         for (path, says) in [
             (fifo, "not a regular file"),

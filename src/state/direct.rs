@@ -4,262 +4,166 @@
 //! sqlx runs each SQLite connection on a thread of its own and hands every statement and
 //! every result across a channel: on this kind of machine each of those hand-overs costs
 //! a thread wake-up, most of a put's time (`strace -ff` showed 7.6 futex calls on the
-//! putting thread per put). This connection calls the same SQLite library sqlx links
-//! (`libsqlite3-sys`, the one copy in the build) on the calling thread: a commit is then
-//! SQLite's own work (about 30 µs here, most of it the WAL's locks and writes) and no
-//! hand-over.
+//! putting thread per put). This connection is `rusqlite`'s, over the same SQLite
+//! library sqlx links (`libsqlite3-sys`, one copy per build: its `links = "sqlite3"`
+//! allows no second), called on the calling thread: a commit is then SQLite's own work
+//! (about 30 µs here, most of it the WAL's locks and writes) and no hand-over.
 //!
-//! It never waits for a lock: its busy timeout is zero, so a writer elsewhere makes
-//! [`DirectConnection::begin_immediate`] report [`DirectError::is_busy`] at once, and
-//! the caller goes through sqlx (which waits on its own thread) instead. It is used only
-//! in WAL mode, where a transaction that holds the write lock commits without waiting
-//! for readers.
+//! rusqlite is pinned to 0.39 in Cargo.toml because it is the release that depends on
+//! the `libsqlite3-sys` sqlx 0.9 depends on (0.37); a later rusqlite asks for a later
+//! `libsqlite3-sys`, and the two could not be linked into one build.
+//!
+//! By default it never waits for a lock: its busy timeout is zero, so a writer elsewhere
+//! makes [`DirectConnection::begin_immediate`] fail at once with an error
+//! [`is_busy`] recognises, and the caller runs the commit again on a blocking thread
+//! with [`DirectConnection::wait_for_locks`]. It never runs a WAL checkpoint either
+//! (`wal_autocheckpoint = 0`): that would copy the log into the database on the
+//! caller's thread; [`DirectConnection::commits`] tells the caller when to ask for one
+//! elsewhere.
 
-use std::collections::HashMap;
-use std::ffi::{CStr, CString, c_int};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::ptr::{self, NonNull};
+use std::time::Duration;
 
-use libsqlite3_sys as ffi;
+use rusqlite::types::{ToSqlOutput, Value};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::query::Arg;
 
-/// What SQLite answered when a call failed: its extended result code and message.
-#[derive(Debug)]
-pub(crate) struct DirectError {
-    /// SQLite's extended result code (`SQLITE_BUSY` is 5, `SQLITE_FULL` 13, ...).
-    pub code: i32,
-    message: String,
+/// What SQLite (or rusqlite) answered when a call failed.
+pub(crate) type DirectError = rusqlite::Error;
+
+/// Another connection holds the lock the failed call needed.
+pub(crate) fn is_busy(e: &DirectError) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
-impl DirectError {
-    /// Another connection holds the lock this call needed.
-    pub fn is_busy(&self) -> bool {
-        matches!(self.code & 0xff, ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED)
+/// SQLite's extended result code for `e` (`SQLITE_FULL` is 13, ...), if SQLite made it.
+pub(crate) fn result_code(e: &DirectError) -> Option<i64> {
+    e.sqlite_error().map(|e| i64::from(e.extended_code))
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Arg::Text(Some(text)) => ToSqlOutput::from(text),
+            Arg::Int(Some(n)) => ToSqlOutput::from(n),
+            Arg::Bool(Some(b)) => ToSqlOutput::from(i64::from(b)),
+            Arg::Float(Some(f)) => ToSqlOutput::from(f),
+            Arg::Text(None) | Arg::Int(None) | Arg::Bool(None) | Arg::Float(None) => {
+                ToSqlOutput::Owned(Value::Null)
+            }
+        })
     }
 }
 
-impl std::fmt::Display for DirectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (code: {})", self.message, self.code)
-    }
-}
-
-impl std::error::Error for DirectError {}
-
-/// One prepared statement, finalized on drop.
-struct Statement(NonNull<ffi::sqlite3_stmt>);
-
-impl Drop for Statement {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from sqlite3_prepare_v2 and is finalized once, here.
-        unsafe { ffi::sqlite3_finalize(self.0.as_ptr()) };
-    }
-}
+/// How many statements a connection keeps prepared: the commit's five, and room.
+const PREPARED: usize = 16;
 
 /// An open SQLite connection with its prepared statements, used from one thread at a
-/// time (it is `Send`, not `Sync`: every call takes `&mut self`).
+/// time.
+#[derive(Debug)]
 pub(crate) struct DirectConnection {
-    db: NonNull<ffi::sqlite3>,
-    statements: HashMap<&'static str, Statement>,
+    /// `None` only inside `drop`, which closes it and reports a failure.
+    connection: Option<Connection>,
+    /// Transactions committed since [`commits`](Self::commits) last said so.
+    commits: u64,
 }
-
-// SAFETY: the connection is opened with SQLITE_OPEN_FULLMUTEX (SQLite's serialized
-// mode), so it may be used from any thread; `&mut self` on every call keeps it to one
-// thread at a time, and its statements never leave it.
-unsafe impl Send for DirectConnection {}
 
 impl DirectConnection {
     /// Opens the existing database at `path` read-write, with no busy wait, `NORMAL`
-    /// synchronous commits and foreign keys on (as the sqlx pool opens it).
-    pub fn open(path: &Path) -> Result<Self, DirectError> {
-        let name = CString::new(path.as_os_str().as_bytes()).map_err(|_| DirectError {
-            code: ffi::SQLITE_CANTOPEN,
-            message: format!("{} has a NUL byte in its name", path.display()),
-        })?;
-        let mut db = ptr::null_mut();
-        let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_FULLMUTEX;
-        // SAFETY: `name` is a NUL-terminated string and `db` a place for the handle;
-        // SQLite sets `db` (possibly to a handle that must still be closed) on failure too.
-        let rc = unsafe { ffi::sqlite3_open_v2(name.as_ptr(), &mut db, flags, ptr::null()) };
-        let Some(db) = NonNull::new(db) else {
-            return Err(DirectError {
-                code: rc,
-                message: "SQLite could not allocate a connection".into(),
-            });
-        };
-        let mut connection = DirectConnection {
-            db,
-            statements: HashMap::new(),
-        };
-        connection.check(rc)?;
-        // SAFETY: a live handle; both calls only set options on it.
-        unsafe {
-            ffi::sqlite3_extended_result_codes(db.as_ptr(), 1);
-            ffi::sqlite3_busy_timeout(db.as_ptr(), 0);
-        }
-        connection.execute("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
-        Ok(connection)
+    /// synchronous commits and foreign keys on (as the sqlx pool opens it), and no
+    /// automatic checkpoint (see the module).
+    pub(crate) fn open(path: &Path) -> Result<Self, DirectError> {
+        // No SQLITE_OPEN_CREATE: the pool created and migrated the database.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags)?;
+        connection.busy_timeout(Duration::ZERO)?;
+        connection.set_prepared_statement_cache_capacity(PREPARED);
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(DirectConnection {
+            connection: Some(connection),
+            commits: 0,
+        })
     }
 
-    /// Runs `sql` (one or more statements, no parameters, rows ignored).
-    pub fn execute(&mut self, sql: &str) -> Result<(), DirectError> {
-        let sql = CString::new(sql).expect("statements are fixed text");
-        // SAFETY: a live handle and a NUL-terminated script; no callback.
-        let rc = unsafe {
-            ffi::sqlite3_exec(
-                self.db.as_ptr(),
-                sql.as_ptr(),
-                None,
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        };
-        self.check(rc)
+    fn connection(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .expect("taken only by drop, which nothing follows")
     }
 
-    /// Takes the write lock now (`BEGIN IMMEDIATE`), or fails at once with a busy error
-    /// if another connection holds it.
-    pub fn begin_immediate(&mut self) -> Result<(), DirectError> {
+    /// Makes the connection wait up to `limit` for another writer's lock (a blocking
+    /// thread's call), or not at all (`Duration::ZERO`, the caller's own thread).
+    pub(crate) fn wait_for_locks(&mut self, limit: Duration) -> Result<(), DirectError> {
+        self.connection().busy_timeout(limit)
+    }
+
+    /// Takes the write lock now (`BEGIN IMMEDIATE`), or fails with a busy error if
+    /// another connection holds it (at once, unless [`wait_for_locks`](Self::wait_for_locks)).
+    pub(crate) fn begin_immediate(&mut self) -> Result<(), DirectError> {
         self.run("BEGIN IMMEDIATE", &[], |_| {})
     }
 
     /// Commits the open transaction.
-    pub fn commit(&mut self) -> Result<(), DirectError> {
-        self.run("COMMIT", &[], |_| {})
-    }
-
-    /// Rolls the open transaction back, if one is open.
-    pub fn rollback(&mut self) {
-        // SAFETY: a live handle; autocommit only reads the connection's state.
-        if unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) } == 0 {
-            let _ = self.run("ROLLBACK", &[], |_| {});
-        }
-    }
-
-    /// Runs one statement (prepared once per connection and kept: a transaction's
-    /// `BEGIN` and `COMMIT` too, which `execute` would parse every time) with `params`
-    /// bound in order, handing the first column of each row it returns, as an integer,
-    /// to `row`.
-    pub fn run(
-        &mut self,
-        sql: &'static str,
-        params: &[Arg<'_>],
-        mut row: impl FnMut(i64),
-    ) -> Result<(), DirectError> {
-        let stmt = self.statement(sql)?;
-        // SAFETY: a statement of this live connection; reset and clear_bindings make it
-        // ready for new values whatever the previous use left.
-        unsafe {
-            ffi::sqlite3_reset(stmt);
-            ffi::sqlite3_clear_bindings(stmt);
-        }
-        for (i, value) in params.iter().enumerate() {
-            let at = i as c_int + 1;
-            // SAFETY: `at` is a parameter index of the statement (SQLite checks it and
-            // returns SQLITE_RANGE otherwise); SQLITE_TRANSIENT makes SQLite copy the
-            // text before the call returns, so the borrow may end after it.
-            let rc = unsafe {
-                match *value {
-                    Arg::Text(Some(text)) => ffi::sqlite3_bind_text(
-                        stmt,
-                        at,
-                        text.as_ptr().cast(),
-                        text.len() as c_int,
-                        ffi::SQLITE_TRANSIENT(),
-                    ),
-                    Arg::Int(Some(n)) => ffi::sqlite3_bind_int64(stmt, at, n),
-                    Arg::Bool(Some(b)) => ffi::sqlite3_bind_int64(stmt, at, b.into()),
-                    Arg::Float(Some(f)) => ffi::sqlite3_bind_double(stmt, at, f),
-                    Arg::Text(None) | Arg::Int(None) | Arg::Bool(None) | Arg::Float(None) => {
-                        ffi::sqlite3_bind_null(stmt, at)
-                    }
-                }
-            };
-            self.check(rc)?;
-        }
-        loop {
-            // SAFETY: a prepared statement with every parameter bound.
-            match unsafe { ffi::sqlite3_step(stmt) } {
-                // SAFETY: a row is current, and column 0 exists in every statement run here.
-                ffi::SQLITE_ROW => row(unsafe { ffi::sqlite3_column_int64(stmt, 0) }),
-                ffi::SQLITE_DONE => break,
-                rc => {
-                    let error = self.error(rc);
-                    // SAFETY: as above; a reset after a failed step releases its locks.
-                    unsafe { ffi::sqlite3_reset(stmt) };
-                    return Err(error);
-                }
-            }
-        }
-        // Reset now: a statement left mid-way keeps its read of the database open.
-        // SAFETY: as above.
-        unsafe { ffi::sqlite3_reset(stmt) };
+    pub(crate) fn commit(&mut self) -> Result<(), DirectError> {
+        self.run("COMMIT", &[], |_| {})?;
+        self.commits += 1;
         Ok(())
     }
 
-    /// The prepared statement for `sql`, prepared on first use.
-    fn statement(&mut self, sql: &'static str) -> Result<*mut ffi::sqlite3_stmt, DirectError> {
-        if let Some(stmt) = self.statements.get(sql) {
-            return Ok(stmt.0.as_ptr());
-        }
-        let mut stmt = ptr::null_mut();
-        // SAFETY: a live handle, and `sql` with its exact length (no NUL needed).
-        let rc = unsafe {
-            ffi::sqlite3_prepare_v3(
-                self.db.as_ptr(),
-                sql.as_ptr().cast(),
-                sql.len() as c_int,
-                ffi::SQLITE_PREPARE_PERSISTENT,
-                &mut stmt,
-                ptr::null_mut(),
-            )
-        };
-        self.check(rc)?;
-        let stmt = NonNull::new(stmt).ok_or_else(|| DirectError {
-            code: ffi::SQLITE_MISUSE,
-            message: format!("no statement in {sql:?}"),
-        })?;
-        self.statements.insert(sql, Statement(stmt));
-        Ok(stmt.as_ptr())
-    }
-
-    fn check(&self, rc: c_int) -> Result<(), DirectError> {
-        match rc {
-            ffi::SQLITE_OK => Ok(()),
-            rc => Err(self.error(rc)),
+    /// Rolls the open transaction back, if one is open.
+    pub(crate) fn rollback(&mut self) {
+        // On failure SQLite still rolls back what is open when the connection closes.
+        if !self.connection().is_autocommit()
+            && let Err(e) = self.run("ROLLBACK", &[], |_| {})
+        {
+            tracing::debug!("rolling back the commit lane's transaction failed: {e}");
         }
     }
 
-    /// The error SQLite reports for the failed call that returned `rc`.
-    fn error(&self, rc: c_int) -> DirectError {
-        // SAFETY: a live handle; errmsg returns a NUL-terminated string SQLite owns,
-        // copied here before the next call can change it.
-        let (code, message) = unsafe {
-            let code = ffi::sqlite3_extended_errcode(self.db.as_ptr());
-            let message = ffi::sqlite3_errmsg(self.db.as_ptr());
-            let message = if message.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(message).to_string_lossy().into_owned()
-            };
-            (code, message)
-        };
-        DirectError {
-            code: if code & 0xff == rc & 0xff { code } else { rc },
-            message,
+    /// Whether `every` transactions were committed since it last said so: the caller's
+    /// cue to checkpoint the write-ahead log elsewhere.
+    pub(crate) fn commits(&mut self, every: u64) -> bool {
+        let due = self.commits >= every;
+        if due {
+            self.commits = 0;
         }
+        due
+    }
+
+    /// Runs one statement (prepared once per connection and kept: a transaction's
+    /// `BEGIN` and `COMMIT` too) with `params` bound in order, handing the first column
+    /// of each row it returns, as an integer, to `row`. A string holding more than one
+    /// statement is an error, not its first statement run alone.
+    pub(crate) fn run(
+        &mut self,
+        sql: &str,
+        params: &[Arg<'_>],
+        mut row: impl FnMut(i64),
+    ) -> Result<(), DirectError> {
+        let mut statement = self.connection().prepare_cached(sql)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+        while let Some(r) = rows.next()? {
+            row(r.get(0)?);
+        }
+        Ok(())
     }
 }
 
 impl Drop for DirectConnection {
     fn drop(&mut self) {
-        // Statements first: a connection closes only when none is left.
-        self.statements.clear();
-        // SAFETY: the handle is live, has no statement left, and is closed once, here
-        // (closing rolls back a transaction left open).
-        unsafe { ffi::sqlite3_close(self.db.as_ptr()) };
+        // Closing rolls back a transaction left open; a failure to close (SQLite keeps
+        // the handle then) is said, not ignored.
+        if let Some(connection) = self.connection.take()
+            && let Err((_, e)) = connection.close()
+        {
+            tracing::warn!("closing the commit lane's SQLite connection failed: {e}");
+        }
     }
 }
 
@@ -270,19 +174,12 @@ mod tests {
     fn database() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.db");
-        let mut c = DirectConnection::open_creating(&path);
-        c.execute(
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
             "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, n INT)",
         )
         .unwrap();
         (dir, path)
-    }
-
-    impl DirectConnection {
-        fn open_creating(path: &Path) -> Self {
-            std::fs::File::create(path).unwrap();
-            DirectConnection::open(path).unwrap()
-        }
     }
 
     #[test]
@@ -293,7 +190,7 @@ mod tests {
         for (s, n) in [("a'b\"c", Some(7)), ("", None)] {
             let n = Arg::Int(n);
             c.run(
-                "INSERT INTO t (s, n) VALUES (?, ?) RETURNING id",
+                "INSERT INTO t (s, n) VALUES ($1, $2) RETURNING id",
                 &[Arg::Text(Some(s)), n],
                 |id| ids.push(id),
             )
@@ -302,7 +199,7 @@ mod tests {
         assert_eq!(ids, [1, 2]);
         let mut seen = Vec::new();
         c.run(
-            "SELECT COALESCE(n, -1) FROM t WHERE s = ? ORDER BY id",
+            "SELECT COALESCE(n, -1) FROM t WHERE s = $1 ORDER BY id",
             &[Arg::Text(Some("a'b\"c"))],
             |n| seen.push(n),
         )
@@ -317,7 +214,8 @@ mod tests {
         let mut other = DirectConnection::open(&path).unwrap();
         holder.begin_immediate().unwrap();
         let err = other.begin_immediate().unwrap_err();
-        assert!(err.is_busy(), "{err}");
+        assert!(is_busy(&err), "{err}");
+        assert_eq!(result_code(&err), Some(5), "SQLITE_BUSY");
         holder.commit().unwrap();
         other.begin_immediate().unwrap();
         other.rollback();
@@ -332,20 +230,60 @@ mod tests {
         let mut c = DirectConnection::open(&path).unwrap();
         let err = c
             .run(
-                "INSERT INTO t (id) VALUES (?)",
+                "INSERT INTO t (id) VALUES ($1)",
                 &[Arg::Text(Some("x"))],
                 |_| {},
             )
             .unwrap_err();
-        assert_eq!(err.code & 0xff, ffi::SQLITE_MISMATCH, "{err}");
+        assert_eq!(
+            result_code(&err).map(|c| c & 0xff),
+            Some(20),
+            "SQLITE_MISMATCH: {err}"
+        );
         let err = c.run("SELECT nope FROM t", &[], |_| {}).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         c.run(
-            "INSERT INTO t (s) VALUES (?)",
+            "INSERT INTO t (s) VALUES ($1)",
             &[Arg::Text(Some("ok"))],
             |_| {},
         )
         .unwrap();
+    }
+
+    /// The old hand-written binding ran the first statement of a string and dropped the
+    /// rest without a word.
+    #[test]
+    fn a_second_statement_in_one_string_is_refused_not_dropped() {
+        let (_dir, path) = database();
+        let mut c = DirectConnection::open(&path).unwrap();
+        let err = c
+            .run(
+                "INSERT INTO t (s) VALUES ('one'); INSERT INTO t (s) VALUES ('two')",
+                &[],
+                |_| {},
+            )
+            .unwrap_err();
+        assert!(matches!(err, rusqlite::Error::MultipleStatement), "{err:?}");
+        let mut n = Vec::new();
+        c.run("SELECT COUNT(*) FROM t", &[], |c| n.push(c)).unwrap();
+        assert_eq!(n, [0], "nothing of it ran");
+    }
+
+    #[test]
+    fn commits_are_counted_for_the_checkpoint_cue() {
+        let (_dir, path) = database();
+        let mut c = DirectConnection::open(&path).unwrap();
+        for _ in 0..3 {
+            c.begin_immediate().unwrap();
+            c.commit().unwrap();
+        }
+        assert!(!c.commits(4));
+        assert!(c.commits(3));
+        assert!(!c.commits(1), "the count starts again");
+        let mut mode = Vec::new();
+        c.run("PRAGMA wal_autocheckpoint", &[], |m| mode.push(m))
+            .unwrap();
+        assert_eq!(mode, [0], "no checkpoint on the caller's thread");
     }
 
     #[test]

@@ -26,8 +26,9 @@
 //! [`StateDb::warning`] says so and what to do (put `PS_GLOBUS_HOME` on a local disk, or
 //! share one PostgreSQL database).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -130,7 +131,7 @@ pub fn classify_fs_magic(magic: i64) -> Option<&'static str> {
 pub struct StateDb {
     pool: Pool,
     /// The SQLite file, or the PostgreSQL URL without its password: what errors name.
-    path: PathBuf,
+    path: Arc<Path>,
     warning: Option<String>,
 }
 
@@ -188,7 +189,7 @@ impl StateDb {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(StateDb {
                 pool: Pool::Postgres(postgres::open(url).await?),
-                path: postgres::redacted(url).into(),
+                path: Path::new(&postgres::redacted(url)).into(),
                 warning: None,
             });
         }
@@ -280,13 +281,13 @@ impl StateDb {
         })?;
         Ok(StateDb {
             pool: Pool::Sqlite(pool),
-            path,
+            path: path.into(),
             warning,
         })
     }
 
-    /// The SQLite pool, for what only SQLite does (the commit lane's one-round-trip
-    /// script); `None` on PostgreSQL.
+    /// The SQLite pool, for what only SQLite does (the commit lane's checkpoints);
+    /// `None` on PostgreSQL.
     pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
         match &self.pool {
             Pool::Sqlite(pool) => Some(pool),
@@ -388,22 +389,25 @@ impl StateDb {
         query::Tx::begin(self, false).await
     }
 
-    /// A connection of its own to use on the calling thread, for the group commit of
-    /// enqueued transfers (see [`direct`]); `None` outside SQLite's WAL mode, where a
-    /// commit may have to wait for readers, and on PostgreSQL.
+    /// A connection of its own for the group commit of enqueued transfers (see
+    /// [`direct`]); `None` on PostgreSQL.
     pub(crate) fn direct(&self) -> Option<Result<direct::DirectConnection>> {
-        if self.warning.is_some() || self.sqlite_pool().is_none() {
-            return None;
-        }
+        self.sqlite_pool()?;
         Some(
             direct::DirectConnection::open(&self.path)
                 .map_err(|e| self.direct_error("the state database cannot be opened", e)),
         )
     }
 
+    /// Whether a commit never waits for readers (SQLite's WAL mode), so that the commit
+    /// lane may run it on the caller's own thread.
+    pub(crate) fn commits_without_readers(&self) -> bool {
+        self.warning.is_none() && self.sqlite_pool().is_some()
+    }
+
     /// Wraps an error of a [`direct::DirectConnection`] with the database's path.
     pub(crate) fn direct_error(&self, context: &str, e: direct::DirectError) -> Error {
-        classified(&self.path, context, Some(i64::from(e.code)), e)
+        classified(&self.path, context, direct::result_code(&e), e)
     }
 
     /// Wraps a database error with the database's path.
@@ -559,7 +563,7 @@ pub(crate) mod tests {
         .unwrap();
         let big = "x".repeat(64 * 1024);
         let full = sqlx::query(
-            "INSERT INTO refs (name, v, store, key, created_at) VALUES ('r', 1, ?, '{}', 0)",
+            "INSERT INTO refs (name, v, store, key, created_at) VALUES ('r', 1, $1, '{}', 0)",
         )
         .bind(&big)
         .execute(&mut *conn)
@@ -584,6 +588,39 @@ pub(crate) mod tests {
         assert!(means_disk_full(4874) && means_disk_full(13) && !means_disk_full(5));
     }
 
+    /// A column missing or of another type (a database another version changed) is an
+    /// error naming the database and the column; it used to panic the caller.
+    #[tokio::test]
+    async fn a_column_not_as_expected_is_an_error_naming_it_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+        let row = query::query("SELECT 'words' AS n")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        for err in [
+            row.try_get::<i64, _>("n").unwrap_err(),
+            row.try_get::<String, _>("absent").unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    err,
+                    Error::State {
+                        source: Some(_),
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("state.db") && text.contains("column"),
+                "{text}"
+            );
+        }
+        assert_eq!(row.try_get::<String, _>(0).unwrap(), "words");
+    }
+
     /// The direct connection's errors are classified as sqlx's are: a full disk says so.
     #[tokio::test]
     async fn a_full_disk_on_the_direct_connection_is_reported_as_one() {
@@ -592,13 +629,12 @@ pub(crate) mod tests {
         let mut direct = db.direct().expect("WAL mode").unwrap();
         let mut pages = 0;
         direct.run("PRAGMA page_count", &[], |n| pages = n).unwrap();
-        direct
-            .execute(&format!("PRAGMA max_page_count = {pages}"))
-            .unwrap();
+        let limit = format!("PRAGMA max_page_count = {pages}");
+        direct.run(&limit, &[], |_| {}).unwrap();
         let big = "x".repeat(64 * 1024);
         let full = direct
             .run(
-                "INSERT INTO refs (name, v, store, key, created_at) VALUES ('r', 1, ?, '{}', 0)",
+                "INSERT INTO refs (name, v, store, key, created_at) VALUES ('r', 1, $1, '{}', 0)",
                 &[query::Arg::Text(Some(&big))],
                 |_| {},
             )

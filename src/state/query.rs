@@ -17,6 +17,9 @@
 
 use sqlx::postgres::{PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteRow};
+use std::path::Path;
+use std::sync::Arc;
+
 use sqlx::{ColumnIndex, Decode, FromRow, Row as _, Type};
 
 use super::{Pool, StateDb};
@@ -105,29 +108,49 @@ impl<T> Record for T where
 }
 
 /// A column's name or position in both engines' rows.
-pub(crate) trait Index: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> {}
-impl<I: ColumnIndex<SqliteRow> + ColumnIndex<PgRow>> Index for I {}
+pub(crate) trait Index:
+    ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + std::fmt::Display
+{
+}
+impl<I: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + std::fmt::Display> Index for I {}
 
-/// One row of a result, from either engine.
-pub(crate) enum Row {
+/// One row of a result, from either engine, and the database it came from.
+pub(crate) struct Row {
+    inner: EngineRow,
+    path: Arc<Path>,
+}
+
+/// A row of one engine.
+enum EngineRow {
     Sqlite(SqliteRow),
     Postgres(PgRow),
 }
 
 impl Row {
-    /// Column `index` as `T`. Panics if the column is missing or of another type: the
-    /// statement and the schema are this crate's own, so that is a bug, not bad input.
-    pub fn get<T: Column, I: Index>(&self, index: I) -> T {
-        match self {
-            Row::Sqlite(row) => row.get(index),
-            Row::Postgres(row) => row.get(index),
+    /// Column `index` as `T`; an error naming the database and the column if it is
+    /// missing or of another type (a database another version of ps-globus changed).
+    pub fn try_get<T: Column, I: Index>(&self, index: I) -> Result<T> {
+        let what = index.to_string();
+        match &self.inner {
+            EngineRow::Sqlite(row) => row.try_get(index),
+            EngineRow::Postgres(row) => row.try_get(index),
         }
+        .map_err(|e| {
+            crate::Error::state(
+                &*self.path,
+                format!(
+                    "column {what} of a row is not what this version of ps-globus expects: \
+                     was the database changed by another version?"
+                ),
+                e,
+            )
+        })
     }
 
     fn record<T: Record>(&self) -> std::result::Result<T, sqlx::Error> {
-        match self {
-            Row::Sqlite(row) => T::from_row(row),
-            Row::Postgres(row) => T::from_row(row),
+        match &self.inner {
+            EngineRow::Sqlite(row) => T::from_row(row),
+            EngineRow::Postgres(row) => T::from_row(row),
         }
     }
 }
@@ -199,6 +222,16 @@ pub(crate) enum On<'a> {
     Tx(&'a mut Tx),
 }
 
+impl On<'_> {
+    /// The database the statement runs on, to name in errors.
+    fn path(&self) -> Arc<Path> {
+        match self {
+            On::Db(db) => db.path.clone(),
+            On::Tx(tx) => tx.db.path.clone(),
+        }
+    }
+}
+
 impl<'a> From<&'a StateDb> for On<'a> {
     fn from(db: &'a StateDb) -> Self {
         On::Db(db)
@@ -211,10 +244,10 @@ impl<'a> From<&'a mut Tx> for On<'a> {
 }
 
 /// A query of sqlx's SQLite driver.
-pub(crate) type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// `q` with `arg` bound to its next parameter.
-pub(crate) fn bind_sqlite<'q>(q: SqliteQuery<'q>, arg: Arg<'q>) -> SqliteQuery<'q> {
+fn bind_sqlite<'q>(q: SqliteQuery<'q>, arg: Arg<'q>) -> SqliteQuery<'q> {
     match arg {
         Arg::Int(v) => q.bind(v),
         Arg::Float(v) => q.bind(v),
@@ -321,38 +354,52 @@ impl<'q> Statement<'q> {
 
     /// Every row of the result.
     pub async fn fetch_all<'a>(self, on: impl Into<On<'a>>) -> Result<Vec<Row>> {
-        on_engine!(self, on, |q, ex| match q.fetch_all(ex).await {
+        let on = on.into();
+        let path = on.path();
+        let rows: Vec<EngineRow> = on_engine!(self, on, |q, ex| match q.fetch_all(ex).await {
             Ok(rows) => Ok(rows.into_iter().map(Into::into).collect()),
             Err(e) => Err(e),
-        })
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|inner| Row {
+                inner,
+                path: path.clone(),
+            })
+            .collect())
     }
 
     /// The result's one row, or `None`.
     pub async fn fetch_optional<'a>(self, on: impl Into<On<'a>>) -> Result<Option<Row>> {
-        on_engine!(self, on, |q, ex| q
+        let on = on.into();
+        let path = on.path();
+        let row: Option<EngineRow> = on_engine!(self, on, |q, ex| q
             .fetch_optional(ex)
             .await
-            .map(|row| row.map(Into::into)))
+            .map(|row| row.map(Into::into)))?;
+        Ok(row.map(|inner| Row { inner, path }))
     }
 
     /// The result's first row (an error if there is none).
     pub async fn fetch_one<'a>(self, on: impl Into<On<'a>>) -> Result<Row> {
-        on_engine!(self, on, |q, ex| q.fetch_one(ex).await.map(Into::into))
+        let on = on.into();
+        let path = on.path();
+        let inner: EngineRow = on_engine!(self, on, |q, ex| q.fetch_one(ex).await.map(Into::into))?;
+        Ok(Row { inner, path })
     }
 
     /// The first column of the result's first row.
     pub async fn fetch_scalar<'a, T: Column>(self, on: impl Into<On<'a>>) -> Result<T> {
-        Ok(self.fetch_one(on).await?.get(0))
+        self.fetch_one(on).await?.try_get(0)
     }
 
     /// The first column of every row.
     pub async fn fetch_scalars<'a, T: Column>(self, on: impl Into<On<'a>>) -> Result<Vec<T>> {
-        Ok(self
-            .fetch_all(on)
+        self.fetch_all(on)
             .await?
             .iter()
-            .map(|row| row.get(0))
-            .collect())
+            .map(|row| row.try_get(0))
+            .collect()
     }
 
     /// Every row, as `T` (a tuple of columns).
@@ -391,13 +438,13 @@ impl<'q> Statement<'q> {
     }
 }
 
-impl From<SqliteRow> for Row {
+impl From<SqliteRow> for EngineRow {
     fn from(row: SqliteRow) -> Self {
-        Row::Sqlite(row)
+        EngineRow::Sqlite(row)
     }
 }
-impl From<PgRow> for Row {
+impl From<PgRow> for EngineRow {
     fn from(row: PgRow) -> Self {
-        Row::Postgres(row)
+        EngineRow::Postgres(row)
     }
 }

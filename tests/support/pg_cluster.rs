@@ -155,6 +155,9 @@ fn start() -> String {
     );
     let _ = STARTED.set((bin, dir.clone(), as_postgres));
     // SAFETY: registers a plain function with no arguments, run once at exit.
-    unsafe { libc::atexit(stop_at_exit) };
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::atexit(stop_at_exit)
+    };
     format!("postgres://ps_globus@localhost/postgres?host={dir_s}&port=5432")
 }

@@ -153,18 +153,18 @@ impl RedisServer {
 
     /// Freezes the server (`SIGSTOP`): it accepts nothing and answers nothing.
     pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
+        self.signal(rustix::process::Signal::STOP);
     }
 
     /// Thaws a paused server.
     pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
+        self.signal(rustix::process::Signal::CONT);
     }
 
-    fn signal(&self, signal: i32) {
+    fn signal(&self, signal: rustix::process::Signal) {
         let pid = self.child.as_ref().expect("the server is running").id();
-        // SAFETY: sends a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child's pid is positive");
+        rustix::process::kill_process(pid, signal).expect("our own child takes a signal");
     }
 
     /// Runs `redis-cli` against the server (over its Unix socket) and returns its output.

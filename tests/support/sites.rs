@@ -51,7 +51,10 @@ pub fn remove_at_exit(dir: PathBuf) {
     let mut dirs = REMOVED_AT_EXIT.lock().unwrap();
     if dirs.is_empty() {
         // SAFETY: registers a function without arguments, run once at exit.
-        unsafe { libc::atexit(remove_them) };
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::atexit(remove_them)
+        };
     }
     dirs.push(dir);
 }

@@ -12,14 +12,11 @@
 //!   waits for the lane; by then its request was usually committed by that leader.
 //!   Concurrent callers still share one transaction; a sequential caller pays no hop to
 //!   a writer and back.
-//! - **One round trip.** Every statement sent through sqlx is a round trip to the
-//!   connection's own thread: the whole group — new batches, items (many to a
-//!   statement), closes — is one script, `BEGIN IMMEDIATE; …; COMMIT`.
-//! - **Its own connection**, outside the pool, which pings a connection every time it
-//!   goes back.
-//! - **No hop at all when it can**: in WAL mode the leader commits on a SQLite connection
-//!   of its own, on its own thread ([`crate::state::direct`]); sqlx's connection thread
-//!   serves only when another writer holds the lock (sqlx then waits for it there).
+//! - **No hop at all when it can**: on SQLite the leader commits on a connection of its
+//!   own, outside the pool ([`crate::state::direct`]), on its own thread, every statement
+//!   prepared once. Only when another writer holds the lock (or, outside WAL mode,
+//!   readers may make the commit wait) does the group go to a blocking thread, which
+//!   waits there for the lock and answers every request itself.
 //!
 //! On PostgreSQL a group is its statements sent one by one, in one transaction when
 //! there are several (a put into a batch already there is one `INSERT`, one round
@@ -27,25 +24,31 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-
-use sqlx::{Row, SqliteConnection};
+use std::time::Duration;
 
 use super::loops::WriteReq;
 use super::rows::BatchKey;
 use super::sql::now_ms;
 use crate::error::Result;
 use crate::state::StateDb;
-use crate::state::direct::{DirectConnection, DirectError};
-use crate::state::query::{Arg, On, Statement, query};
+use crate::state::direct::{self, DirectConnection, DirectError};
+use crate::state::query::{Arg, On, Statement, placeholders, query};
 use crate::transfer::ItemSpec;
 use crate::transfer::states::{BatchState, ItemState};
 
 /// Items per `INSERT` statement: 10 parameters each, well under SQLite's 32766.
 const ITEMS_PER_INSERT: usize = 500;
 
-/// Groups larger than this are not kept as prepared statements (each size of group is
-/// its own script; a few small shapes repeat, large ones rarely do).
-const CACHED_UP_TO: usize = 16;
+/// How long a group waits on its blocking thread for another writer's lock: as long as
+/// the pool's connections wait.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Commits on the lane's own connection between two checkpoints of the write-ahead log,
+/// which the pool's connections run (about 4 MiB of log at a put's few pages each).
+const CHECKPOINT_EVERY: u64 = 256;
+
+/// What a failed commit's error says it was doing.
+const COMMITTING: &str = "committing enqueued transfers to the state database failed";
 
 /// The queue of writes not yet committed, and the lane a leader holds while it commits.
 pub(super) struct CommitLane {
@@ -53,14 +56,10 @@ pub(super) struct CommitLane {
     lane: tokio::sync::Mutex<Lane>,
 }
 
-/// What the leader holds: the connections, and the batches it has inserted.
+/// What the leader holds: SQLite's connection, and the batches it has inserted.
 #[derive(Default)]
 struct Lane {
-    connection: Option<SqliteConnection>,
     direct: Option<DirectConnection>,
-    /// The database is not in WAL mode, or a direct connection could not be opened:
-    /// every group goes through sqlx.
-    direct_unavailable: bool,
     inserted: HashSet<String>,
 }
 
@@ -85,51 +84,86 @@ impl CommitLane {
     /// Each request's answer goes to its own `ack`.
     pub async fn commit_queued(&self, db: &StateDb, identity: &str, owner: &str) {
         let mut lane = self.lane.lock().await;
-        // If this future is dropped mid-commit, the connection may be inside the script:
-        // drop it (closing it rolls back what was not committed) rather than reuse it.
-        let mut guard = DropConnectionUnlessDone(&mut lane, false);
         loop {
             let group = std::mem::take(&mut *self.queue.lock().expect("commit queue poisoned"));
             if group.is_empty() {
                 break;
             }
-            let lane = &mut *guard.0;
             let to = (identity, owner);
-            let result = match lane.try_direct(db, to, &group) {
-                Some(result) => result,
-                None if db.sqlite_pool().is_some() => {
-                    lane.commit_through_sqlx(db, to, &group).await
-                }
-                None => lane.commit_in_transaction(db, to, &group).await,
-            };
-            answer(db, group, result);
+            if db.sqlite_pool().is_some() {
+                lane.commit_sqlite(db, to, group).await;
+            } else {
+                let result = lane.commit_in_transaction(db, to, &group).await;
+                answer(db, group, result);
+            }
         }
-        guard.1 = true;
     }
 }
 
 impl Lane {
-    /// Commits `group` on the lane's sqlx connection (acquired on first use, dropped
-    /// after a failure).
-    async fn commit_through_sqlx(
-        &mut self,
-        db: &StateDb,
-        (identity, owner): (&str, &str),
-        group: &[WriteReq],
-    ) -> Result<Vec<i64>> {
-        let conn = match &mut self.connection {
-            Some(conn) => conn,
-            None => {
-                let pool = db.sqlite_pool().expect("called on SQLite only");
-                let conn = pool.acquire().await.map_err(|e| db.error(e))?;
-                self.connection.insert(conn.detach())
-            }
+    /// Commits `group` on SQLite and answers it: on this thread when nothing can make
+    /// the commit wait, else on a blocking thread that waits for the lock. The answers
+    /// are sent there too, so that every caller hears even if this leader's future is
+    /// dropped meanwhile.
+    async fn commit_sqlite(&mut self, db: &StateDb, to: (&str, &str), group: Vec<WriteReq>) {
+        let mut connection = match self.direct.take().map(Ok).or_else(|| db.direct()) {
+            Some(Ok(connection)) => connection,
+            Some(Err(e)) => return answer(db, group, Err(e)),
+            None => unreachable!("called on SQLite only"),
         };
-        let result = commit_writes(conn, (db, identity, owner), group, &mut self.inserted).await;
-        if result.is_err() {
-            self.connection = None;
+        if db.commits_without_readers() {
+            match commit_direct(&mut connection, to, &group, &mut self.inserted) {
+                Ok(ids) => {
+                    self.keep(db, connection);
+                    return answer(db, group, Ok(ids));
+                }
+                // Another writer holds the lock: wait for it below, off this thread.
+                Err(e) if direct::is_busy(&e) => {}
+                // Opened again for the next group: nothing of this one was committed.
+                Err(e) => return answer(db, group, Err(db.direct_error(COMMITTING, e))),
+            }
         }
-        result
+        let (db, identity, owner) = (db.clone(), to.0.to_owned(), to.1.to_owned());
+        let mut inserted = std::mem::take(&mut self.inserted);
+        let waited = tokio::task::spawn_blocking(move || {
+            let result = connection.wait_for_locks(LOCK_WAIT).and_then(|()| {
+                commit_direct(&mut connection, (&identity, &owner), &group, &mut inserted)
+            });
+            let keep = match &result {
+                Ok(_) => connection.wait_for_locks(Duration::ZERO).is_ok(),
+                Err(e) => direct::is_busy(e) && connection.wait_for_locks(Duration::ZERO).is_ok(),
+            };
+            answer(
+                &db,
+                group,
+                result.map_err(|e| db.direct_error(COMMITTING, e)),
+            );
+            (keep.then_some(connection), inserted, db)
+        })
+        .await;
+        // A panic there lost the record of inserted batches: the next group inserts them
+        // again, harmlessly (see BATCH_INSERT).
+        if let Ok((connection, inserted, db)) = waited {
+            self.inserted = inserted;
+            if let Some(connection) = connection {
+                self.keep(&db, connection);
+            }
+        }
+    }
+
+    /// Keeps `connection` for the next group and, every [`CHECKPOINT_EVERY`] commits,
+    /// has a pool connection checkpoint the write-ahead log (on sqlx's own thread: the
+    /// lane's connection never does, see [`crate::state::direct`]).
+    fn keep(&mut self, db: &StateDb, mut connection: DirectConnection) {
+        if connection.commits(CHECKPOINT_EVERY) {
+            let db = db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = query("PRAGMA wal_checkpoint(PASSIVE)").execute(&db).await {
+                    tracing::debug!("checkpointing the state database's log failed: {e}");
+                }
+            });
+        }
+        self.direct = Some(connection);
     }
 
     /// Commits `group` one statement at a time (PostgreSQL: a server round trip each),
@@ -161,15 +195,14 @@ impl Lane {
                 }
             };
         }
-        let batch_insert = numbered(BATCH_INSERT);
         for &batch in &group.new_batches {
-            bound(query(&batch_insert), Group::batch_values(batch, to, now))
+            bound(query(BATCH_INSERT), Group::batch_values(batch, to, now))
                 .execute(on!())
                 .await?;
         }
         let mut ids = Vec::with_capacity(group.items.len());
         for chunk in group.items.chunks(ITEMS_PER_INSERT) {
-            let sql = numbered(&items_insert(chunk.len()));
+            let sql = items_insert(chunk.len());
             let values = chunk.iter().flat_map(|&item| Group::item_values(item, now));
             ids.extend(
                 bound(query(&sql), values)
@@ -177,9 +210,8 @@ impl Lane {
                     .await?,
             );
         }
-        let close = numbered(BATCH_CLOSE);
         for label in &group.closes {
-            bound(query(&close), Group::close_values(label, now))
+            bound(query(BATCH_CLOSE), Group::close_values(label, now))
                 .execute(on!())
                 .await?;
         }
@@ -189,48 +221,6 @@ impl Lane {
         ids.sort_unstable();
         group.committed(&mut self.inserted);
         Ok(ids)
-    }
-
-    /// Commits `group` on the direct connection (opened on first use), unless another
-    /// writer holds the write lock: then `None`, and the group goes through sqlx.
-    fn try_direct(
-        &mut self,
-        db: &StateDb,
-        to: (&str, &str),
-        group: &[WriteReq],
-    ) -> Option<Result<Vec<i64>>> {
-        if self.direct.is_none() && !self.direct_unavailable {
-            match db.direct() {
-                Some(Ok(connection)) => self.direct = Some(connection),
-                Some(Err(e)) => {
-                    tracing::debug!("commits go through sqlx: {e}");
-                    self.direct_unavailable = true;
-                }
-                None => self.direct_unavailable = true,
-            }
-        }
-        let connection = self.direct.as_mut()?;
-        match commit_direct(connection, to, group, &mut self.inserted) {
-            Ok(ids) => Some(Ok(ids)),
-            Err(e) if e.is_busy() => None,
-            Err(e) => {
-                // Opened again for the next group: nothing of this one was committed.
-                self.direct = None;
-                let context = "committing enqueued transfers to the state database failed";
-                Some(Err(db.direct_error(context, e)))
-            }
-        }
-    }
-}
-
-/// Drops the lane's connection unless the commit ran to its end.
-struct DropConnectionUnlessDone<'a>(&'a mut Lane, bool);
-
-impl Drop for DropConnectionUnlessDone<'_> {
-    fn drop(&mut self) {
-        if !self.1 {
-            self.0.connection = None;
-        }
     }
 }
 
@@ -245,7 +235,7 @@ fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Vec<i64>>) {
         let cause = result.as_ref().err().map(ToString::to_string);
         crate::Error::state(
             db.path(),
-            "committing enqueued transfers to the state database failed",
+            COMMITTING,
             cause.unwrap_or_else(|| "fewer item ids than items".into()),
         )
     };
@@ -269,44 +259,25 @@ fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Vec<i64>>) {
     }
 }
 
-macro_rules! item_insert {
-    () => {
-        "INSERT INTO items (batch_id, source_path, destination_path, recursive, external_checksum, \
-         checksum_algorithm, state, created_at, size) VALUES "
-    };
-}
-macro_rules! item_row {
-    () => {
-        "((SELECT id FROM batches WHERE label = ?), ?, ?, ?, ?, ?, ?, ?, ?)"
-    };
-}
+/// The columns of an item's row, in [`Group::item_values`]'s order.
+const ITEM_COLUMNS: &str = "INSERT INTO items (batch_id, source_path, destination_path, \
+     recursive, external_checksum, checksum_algorithm, state, created_at, size) VALUES ";
 
 /// An insert of `rows` items that returns their ids.
 fn items_insert(rows: usize) -> String {
-    let mut sql = String::from(item_insert!());
+    let mut sql = String::from(ITEM_COLUMNS);
     for n in 0..rows {
         if n > 0 {
             sql.push(',');
         }
-        sql.push_str(item_row!());
+        let first = n * 9 + 1;
+        sql.push_str(&format!(
+            "((SELECT id FROM batches WHERE label = ${first}), {})",
+            placeholders(first + 1, 8)
+        ));
     }
     sql.push_str(" RETURNING id");
     sql
-}
-
-/// `sql` with its `?` placeholders numbered `$1`, `$2`, … (the shared dialect; the
-/// statements here are written with `?` for SQLite's direct connection and script).
-fn numbered(sql: &str) -> String {
-    let mut n = 0;
-    sql.chars()
-        .map(|c| match c {
-            '?' => {
-                n += 1;
-                format!("${n}")
-            }
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 /// `statement` with `values` bound in order.
@@ -317,12 +288,15 @@ fn bound<'q>(statement: Statement<'q>, values: impl IntoIterator<Item = Arg<'q>>
 /// Idempotent: a leader dropped mid-commit may have committed a batch it could not record
 /// in `inserted`; the next group inserts it again, harmlessly.
 const BATCH_INSERT: &str = "INSERT INTO batches (label, identity, source, destination, options, \
-     priority, state, owner, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     priority, state, owner, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (label) DO NOTHING";
-/// One item, and its id back.
-const ITEM_INSERT: &str = concat!(item_insert!(), item_row!(), " RETURNING id");
+/// One item, and its id back: [`items_insert`]`(1)` (a test checks), as a constant for
+/// the prepared-statement cache.
+const ITEM_INSERT: &str = "INSERT INTO items (batch_id, source_path, destination_path, \
+     recursive, external_checksum, checksum_algorithm, state, created_at, size) VALUES \
+     ((SELECT id FROM batches WHERE label = $1), $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
 const BATCH_CLOSE: &str =
-    "UPDATE batches SET state = ?, closed_at = ? WHERE label = ? AND state = ?";
+    "UPDATE batches SET state = $1, closed_at = $2 WHERE label = $3 AND state = $4";
 
 /// A group of requests sorted by what they write.
 struct Group<'a> {
@@ -378,7 +352,7 @@ impl<'a> Group<'a> {
         ]
     }
 
-    /// The values of one item's row, in [`item_row`]'s order.
+    /// The values of one item's row, in [`ITEM_INSERT`]'s order.
     fn item_values((label, spec): (&'a String, &'a ItemSpec), now: i64) -> [Arg<'a>; 9] {
         let (checksum, algorithm) = spec
             .external_checksum
@@ -451,74 +425,6 @@ fn commit_direct(
         conn.rollback();
         return Err(e);
     }
-    group.committed(inserted);
-    Ok(ids)
-}
-
-/// Commits a group of enqueues and closes on `conn` in one transaction and one round
-/// trip; returns the new item ids in the order of the group's items. `inserted` holds
-/// the labels of batches already in the database (inserted by an earlier group of this
-/// writer and not closed since). Batches belong to `identity`, made by `owner`.
-pub(super) async fn commit_writes(
-    conn: &mut SqliteConnection,
-    (db, identity, owner): (&StateDb, &str, &str),
-    requests: &[WriteReq],
-    inserted: &mut HashSet<String>,
-) -> Result<Vec<i64>> {
-    let now = now_ms();
-    let group = Group::of(requests, inserted);
-    let mut script = String::from("BEGIN IMMEDIATE;");
-    for _ in &group.new_batches {
-        script.push_str(BATCH_INSERT);
-        script.push(';');
-    }
-    for chunk in group.items.chunks(ITEMS_PER_INSERT) {
-        script.push_str(&items_insert(chunk.len()));
-        script.push(';');
-    }
-    for _ in &group.closes {
-        script.push_str(BATCH_CLOSE);
-        script.push(';');
-    }
-    script.push_str("COMMIT;");
-
-    // Only fixed text and `?` placeholders: every value is a bound parameter.
-    let mut query =
-        sqlx::query(sqlx::AssertSqlSafe(script)).persistent(requests.len() <= CACHED_UP_TO);
-    let values = group
-        .new_batches
-        .iter()
-        .flat_map(|&batch| Group::batch_values(batch, (identity, owner), now))
-        .chain(
-            group
-                .items
-                .iter()
-                .flat_map(|&item| Group::item_values(item, now)),
-        )
-        .chain(
-            group
-                .closes
-                .iter()
-                .flat_map(|label| Group::close_values(label, now)),
-        );
-    for value in values {
-        query = crate::state::query::bind_sqlite(query, value);
-    }
-
-    let rows = match query.fetch_all(&mut *conn).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            // A statement failed inside the script: its transaction is still open on
-            // this connection. End it here, or the next user of the connection would
-            // find itself inside it.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(db.error(e));
-        }
-    };
-    // Rowids are handed out in increasing order within the transaction, which holds
-    // the write lock: sorted, they are in the order of the VALUES rows.
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
-    ids.sort_unstable();
     group.committed(inserted);
     Ok(ids)
 }

@@ -1,5 +1,5 @@
-//! The commit lane's tests: every path (SQLite's script and direct connection,
-//! PostgreSQL's transaction) on its own fresh database.
+//! The commit lane's tests: both paths (SQLite's own connection, PostgreSQL's
+//! transaction) on a fresh database of their own.
 use super::*;
 use tokio::sync::oneshot;
 
@@ -36,11 +36,9 @@ fn acked(label: &str, n: usize) -> (WriteReq, oneshot::Receiver<Result<i64>>) {
     )
 }
 
-/// The three ways a group is committed (SQLite's script through sqlx, SQLite's
-/// direct connection, PostgreSQL's transaction), each on a connection kept across
-/// groups.
+/// The two ways a group is committed (SQLite's own connection, PostgreSQL's
+/// transaction), each on a connection kept across groups.
 enum Via {
-    Sqlx(SqliteConnection),
     Direct(DirectConnection),
     Transaction(Lane),
 }
@@ -48,12 +46,9 @@ enum Via {
 impl Via {
     /// Each way with a fresh database of its own.
     async fn each() -> Vec<(crate::state::tests::TestDb, Via)> {
-        let [sqlx_db, _] = crate::state::tests::engines().await;
         let [direct_db, postgres] = crate::state::tests::engines().await;
-        let sqlx = sqlx_db.db.pool().acquire().await.unwrap().detach();
-        let direct = direct_db.db.direct().expect("WAL mode").unwrap();
+        let direct = direct_db.db.direct().expect("SQLite").unwrap();
         vec![
-            (sqlx_db, Via::Sqlx(sqlx)),
             (direct_db, Via::Direct(direct)),
             (postgres, Via::Transaction(Lane::default())),
         ]
@@ -61,7 +56,6 @@ impl Via {
 
     fn name(&self) -> &'static str {
         match self {
-            Via::Sqlx(_) => "sqlx",
             Via::Direct(_) => "direct",
             Via::Transaction(_) => "postgres",
         }
@@ -75,7 +69,6 @@ impl Via {
     ) -> Result<Vec<i64>> {
         let to = ("me", "host:1:1");
         match self {
-            Via::Sqlx(conn) => commit_writes(conn, (db, to.0, to.1), group, inserted).await,
             Via::Direct(conn) => {
                 commit_direct(conn, to, group, inserted).map_err(|e| db.direct_error("commit", e))
             }
@@ -174,56 +167,82 @@ async fn a_failed_group_is_rolled_back_and_the_connection_stays_usable() {
 }
 
 /// Outside WAL mode (a state database on a network file system) a commit may have to
-/// wait for readers, which the direct path never does: every group goes through sqlx.
-#[tokio::test]
-async fn outside_wal_mode_every_group_goes_through_sqlx() {
+/// wait for readers: the group goes to a blocking thread that waits, and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_wal_mode_a_group_waits_for_readers_off_the_callers_thread() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = crate::settings::Settings::isolated(dir.path());
     settings.assume_network_fs = true;
     let db = StateDb::open_with(dir.path().join("state.db"), &settings)
         .await
         .unwrap();
-    let mut lane = Lane::default();
-    assert!(
-        lane.try_direct(&db, ("me", "o"), &[item("psg-a", 0)])
-            .is_none()
-    );
-    assert!(lane.direct.is_none() && lane.direct_unavailable);
+    assert!(!db.commits_without_readers());
+    // A reader in the rollback journal's mode holds its shared lock to its end: a
+    // commit cannot finish before it ends.
+    let mut reader = db.sqlite_pool().unwrap().begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items")
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
 
-    let commits = CommitLane::new();
+    let commits = std::sync::Arc::new(CommitLane::new());
     let (request, id) = acked("psg-a", 0);
     commits.push(request);
-    commits.commit_queued(&db, "me", "o").await;
+    let committing = {
+        let (db, commits) = (db.clone(), commits.clone());
+        tokio::spawn(async move { commits.commit_queued(&db, "me", "o").await })
+    };
+    reader.commit().await.unwrap();
+    committing.await.unwrap();
     assert!(id.await.unwrap().is_ok());
     assert_eq!(counts(&db).await, (1, 1));
+    assert!(commits.lane.lock().await.direct.is_some(), "kept");
 }
 
-/// While another connection holds the write lock, the direct path writes nothing
-/// and hands the group to sqlx, which waits for the lock and commits it.
+/// While another connection holds the write lock, the lane's own connection writes
+/// nothing on the caller's thread; the group waits for the lock on a blocking thread
+/// and commits there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_database_sends_the_group_through_sqlx_which_waits_for_the_lock() {
+async fn a_busy_database_makes_the_group_wait_for_the_lock_off_the_callers_thread() {
     let dir = tempfile::tempdir().unwrap();
     let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
     let mut holder = db.begin_write().await.unwrap();
-    let mut lane = Lane::default();
+    let mut direct = db.direct().unwrap().unwrap();
     let group = [item("psg-a", 0)];
-    assert!(lane.try_direct(&db, ("me", "o"), &group).is_none());
-    assert!(lane.direct.is_some(), "kept for the next group");
+    let err = commit_direct(&mut direct, ("me", "o"), &group, &mut HashSet::new()).unwrap_err();
+    assert!(direct::is_busy(&err), "{err}");
     let written: i64 = query("SELECT COUNT(*) FROM items")
         .fetch_scalar(&mut holder)
         .await
         .unwrap();
     assert_eq!(written, 0);
 
-    let commits = CommitLane::new();
+    let commits = std::sync::Arc::new(CommitLane::new());
     let (request, id) = acked("psg-a", 0);
     commits.push(request);
     let committing = {
-        let db = db.clone();
+        let (db, commits) = (db.clone(), commits.clone());
         tokio::spawn(async move { commits.commit_queued(&db, "me", "o").await })
     };
     holder.commit().await.unwrap();
     committing.await.unwrap();
     assert!(id.await.unwrap().is_ok());
     assert_eq!(counts(&db).await, (1, 1));
+    assert!(
+        commits.lane.lock().await.direct.is_some(),
+        "kept for the next group"
+    );
+}
+
+/// The one-item statement the direct path keeps prepared is the multi-row insert's
+/// one-row case.
+#[test]
+fn the_one_item_insert_is_the_multi_row_insert_of_one() {
+    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(squeeze(ITEM_INSERT), squeeze(&items_insert(1)));
+    assert!(
+        items_insert(2).contains("label = $10), $11, $12"),
+        "{}",
+        items_insert(2)
+    );
 }

@@ -110,10 +110,10 @@ async fn split_batch(
     .bind(batch)
     .fetch_one(&mut tx)
     .await?;
-    if row.get::<String, _>("state") != BatchState::Submitting.as_str() {
+    if row.try_get::<String, _>("state")? != BatchState::Submitting.as_str() {
         return Ok(None);
     }
-    let label: String = row.get("label");
+    let label: String = row.try_get("label")?;
     let root = root_of(&label).to_owned();
     let parts: i64 = query("SELECT COUNT(*) FROM batches WHERE label LIKE $1")
         .bind(&format!("{root}{PART_SUFFIX}%"))
@@ -123,7 +123,7 @@ async fn split_batch(
     // Neither half merges with other batches from now on (`keep_label`): a claim would
     // merge them back into one document the service refuses, for ever. A label the user
     // chose (staging) gets the part's suffix where Globus has room for it.
-    let options: String = row.get("options");
+    let options: String = row.try_get("options")?;
     let (batch_options, part_options) = match serde_json::from_str::<BatchOptions>(&options) {
         Ok(mut parsed) => {
             parsed.keep_label = true;
@@ -144,7 +144,8 @@ async fn split_batch(
     };
     let now = now_ms();
     let [identity, source, destination] =
-        ["identity", "source", "destination"].map(|c| row.get::<String, _>(c));
+        ["identity", "source", "destination"].map(|c| row.try_get::<String, _>(c));
+    let (identity, source, destination) = (identity?, source?, destination?);
     let part_id: i64 = query(
         "INSERT INTO batches (label, identity, source, destination, options, priority, state, \
          owner, created_at, closed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
@@ -154,7 +155,7 @@ async fn split_batch(
     .bind(&source)
     .bind(&destination)
     .bind(&part_options)
-    .bind(row.get::<i64, _>("priority"))
+    .bind(row.try_get::<i64, _>("priority")?)
     .bind(BatchState::Ready.as_str())
     .bind(owner)
     .bind(now)

@@ -38,16 +38,17 @@ pub(super) async fn processes(db: &StateDb) -> Result<Vec<ProcessRow>> {
     let rows = query("SELECT owner, host, pid, started, heartbeat_at FROM processes")
         .fetch_all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ProcessRow {
-            owner: r.get("owner"),
-            host: r.get("host"),
-            pid: r.get::<i64, _>("pid") as u32,
-            started: r.get("started"),
-            heartbeat_at: r.get("heartbeat_at"),
+    rows.into_iter()
+        .map(|r| {
+            Ok(ProcessRow {
+                owner: r.try_get("owner")?,
+                host: r.try_get("host")?,
+                pid: r.try_get::<i64, _>("pid")? as u32,
+                started: r.try_get("started")?,
+                heartbeat_at: r.try_get("heartbeat_at")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Renews this process's heartbeat, by the database's clock (the one every host
@@ -123,20 +124,21 @@ pub(super) async fn item_status(db: &StateDb, item: i64) -> Result<Option<ItemSt
     )
     .bind(item)
     .fetch_optional(db).await?;
-    Ok(row.map(|r| ItemStatus {
-        item: r.get("id"),
-        state: r.get::<String, _>("state").into(),
-        code: r.get("code"),
-        description: r.get("description"),
-        source_path: r.get("source_path"),
-        destination_path: r.get("destination_path"),
-        label: r.get("label"),
-        batch_state: r.get::<String, _>("batch_state").into(),
-        task_id: r.get("task_id"),
-        task_status: r.get::<Option<String>, _>("status").map(Into::into),
-        nice_status: r.get("nice_status"),
-        bytes_transferred: r.get("bytes_transferred"),
-        attention: r.get("attention"),
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(ItemStatus {
+        item: r.try_get("id")?,
+        state: r.try_get::<String, _>("state")?.into(),
+        code: r.try_get("code")?,
+        description: r.try_get("description")?,
+        source_path: r.try_get("source_path")?,
+        destination_path: r.try_get("destination_path")?,
+        label: r.try_get("label")?,
+        batch_state: r.try_get::<String, _>("batch_state")?.into(),
+        task_id: r.try_get("task_id")?,
+        task_status: r.try_get::<Option<String>, _>("status")?.map(Into::into),
+        nice_status: r.try_get("nice_status")?,
+        bytes_transferred: r.try_get("bytes_transferred")?,
+        attention: r.try_get("attention")?,
     }))
 }
 
@@ -180,39 +182,40 @@ pub(super) async fn batches(db: &StateDb, filter: BatchQuery<'_>) -> Result<Vec<
     .bind(filter.unsubmitted)
     .bind(filter.limit)
     .fetch_all(db).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| BatchStatus {
-            label: r.get("label"),
-            identity: r.get("identity"),
-            owner: r.get("owner"),
-            state: r.get::<String, _>("state").into(),
-            source: r.get("source"),
-            destination: r.get("destination"),
-            priority: super::config::Priority::name_of(r.get("priority")).into(),
-            items: r.get("items"),
-            submission_id: r.get("submission_id"),
-            task_id: r.get("task_id"),
-            status: r.get::<Option<String>, _>("status").map(Into::into),
-            nice_status: r.get("nice_status"),
-            bytes_transferred: r.get("bytes_transferred"),
-            files: r.get("files"),
-            files_transferred: r.get("files_transferred"),
-            fatal_code: r.get("fatal_code"),
-            fatal_description: r.get("fatal_description"),
-            resplit_of: r.get("resplit_of"),
-            last_error: r.get("last_error"),
-            held_until: r
-                .get::<Option<i64>, _>("hold_until")
-                .and_then(chrono::DateTime::from_timestamp_millis),
-            attention: r.get("attention"),
-            files_skipped: r.get("files_skipped"),
-            skipped_errors: r.get("skipped_errors"),
-            items_succeeded: r.get("items_succeeded"),
-            items_pending: r.get("items_pending"),
-            bytes_total: r.get("bytes_total"),
+    rows.into_iter()
+        .map(|r| {
+            Ok(BatchStatus {
+                label: r.try_get("label")?,
+                identity: r.try_get("identity")?,
+                owner: r.try_get("owner")?,
+                state: r.try_get::<String, _>("state")?.into(),
+                source: r.try_get("source")?,
+                destination: r.try_get("destination")?,
+                priority: super::config::Priority::name_of(r.try_get("priority")?).into(),
+                items: r.try_get("items")?,
+                submission_id: r.try_get("submission_id")?,
+                task_id: r.try_get("task_id")?,
+                status: r.try_get::<Option<String>, _>("status")?.map(Into::into),
+                nice_status: r.try_get("nice_status")?,
+                bytes_transferred: r.try_get("bytes_transferred")?,
+                files: r.try_get("files")?,
+                files_transferred: r.try_get("files_transferred")?,
+                fatal_code: r.try_get("fatal_code")?,
+                fatal_description: r.try_get("fatal_description")?,
+                resplit_of: r.try_get("resplit_of")?,
+                last_error: r.try_get("last_error")?,
+                held_until: r
+                    .try_get::<Option<i64>, _>("hold_until")?
+                    .and_then(chrono::DateTime::from_timestamp_millis),
+                attention: r.try_get("attention")?,
+                files_skipped: r.try_get("files_skipped")?,
+                skipped_errors: r.try_get("skipped_errors")?,
+                items_succeeded: r.try_get("items_succeeded")?,
+                items_pending: r.try_get("items_pending")?,
+                bytes_total: r.try_get("bytes_total")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Cancels the batch labelled `label` if it was never submitted (`OPEN` or `READY`):
@@ -335,21 +338,23 @@ pub(super) async fn batch_to_post(db: &StateDb, batch: i64) -> Result<BatchToPos
     let items = query("SELECT id, source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = $1 ORDER BY id")
         .bind(batch).fetch_all(db).await?;
     Ok(BatchToPost {
-        label: row.get("label"),
-        source: row.get("source"),
-        destination: row.get("destination"),
-        options: row.get("options"),
+        label: row.try_get("label")?,
+        source: row.try_get("source")?,
+        destination: row.try_get("destination")?,
+        options: row.try_get("options")?,
         items: items
             .iter()
-            .map(|i| ItemToPost {
-                id: i.get("id"),
-                source_path: i.get("source_path"),
-                destination_path: i.get("destination_path"),
-                recursive: i.get("recursive"),
-                external_checksum: i.get("external_checksum"),
-                checksum_algorithm: i.get("checksum_algorithm"),
+            .map(|i| {
+                Ok(ItemToPost {
+                    id: i.try_get("id")?,
+                    source_path: i.try_get("source_path")?,
+                    destination_path: i.try_get("destination_path")?,
+                    recursive: i.try_get("recursive")?,
+                    external_checksum: i.try_get("external_checksum")?,
+                    checksum_algorithm: i.try_get("checksum_algorithm")?,
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -423,20 +428,21 @@ pub(super) async fn record_submit_error(db: &StateDb, batch: i64, error: &str) -
 pub(super) async fn in_flight(db: &StateDb, identity: &str) -> Result<Vec<InFlight>> {
     let rows = query("SELECT id, task_id, submitted_at, bytes_transferred, progress, nice_status, nice_status_since, status, resplit_of FROM batches WHERE identity = $1 AND state = $2")
         .bind(identity).bind(BatchState::Submitted.as_str()).fetch_all(db).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| InFlight {
-            id: r.get("id"),
-            task_id: r.get("task_id"),
-            submitted_at: r.get("submitted_at"),
-            bytes_transferred: r.get("bytes_transferred"),
-            progress: r.get("progress"),
-            status: r.get("status"),
-            nice_status: r.get("nice_status"),
-            nice_status_since: r.get("nice_status_since"),
-            resplit_of: r.get("resplit_of"),
+    rows.into_iter()
+        .map(|r| {
+            Ok(InFlight {
+                id: r.try_get("id")?,
+                task_id: r.try_get("task_id")?,
+                submitted_at: r.try_get("submitted_at")?,
+                bytes_transferred: r.try_get("bytes_transferred")?,
+                progress: r.try_get("progress")?,
+                status: r.try_get("status")?,
+                nice_status: r.try_get("nice_status")?,
+                nice_status_since: r.try_get("nice_status_since")?,
+                resplit_of: r.try_get("resplit_of")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Records one poll: each task's counters and since when it is stuck, in one
@@ -462,15 +468,16 @@ pub(super) async fn record_poll(db: &StateDb, observed: &[Observed<'_>]) -> Resu
 pub(super) async fn pending_items(db: &StateDb, batch: i64) -> Result<Vec<PendingItem>> {
     let rows = query("SELECT id, source_path, destination_path, recursive FROM items WHERE batch_id = $1 AND state = $2 ORDER BY id")
         .bind(batch).bind(ItemState::Pending.as_str()).fetch_all(db).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| PendingItem {
-            id: r.get("id"),
-            source_path: r.get("source_path"),
-            destination_path: r.get("destination_path"),
-            recursive: r.get::<Option<bool>, _>("recursive").unwrap_or(false),
+    rows.into_iter()
+        .map(|r| {
+            Ok(PendingItem {
+                id: r.try_get("id")?,
+                source_path: r.try_get("source_path")?,
+                destination_path: r.try_get("destination_path")?,
+                recursive: r.try_get::<Option<bool>, _>("recursive")?.unwrap_or(false),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Ends a batch in one transaction: its counters, each pending item's fate, the
@@ -533,15 +540,16 @@ async fn insert_resplit(tx: &mut Tx, end: &BatchEnd<'_>) -> Result<i64> {
     .fetch_one(&mut *tx)
     .await?;
     let now = now_ms();
-    let label = resplit_label(&row.get::<String, _>("label"));
+    let label = resplit_label(&row.try_get::<String, _>("label")?);
     let [identity, source, destination, options] =
-        ["identity", "source", "destination", "options"].map(|c| row.get::<String, _>(c));
+        ["identity", "source", "destination", "options"].map(|c| row.try_get::<String, _>(c));
+    let (identity, source, destination, options) = (identity?, source?, destination?, options?);
     query(
         "INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at, closed_at, resplit_of) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
     .bind(&label).bind(&identity).bind(&source).bind(&destination).bind(&options)
-    .bind(row.get::<i64, _>("priority")).bind(BatchState::Ready.as_str())
+    .bind(row.try_get::<i64, _>("priority")?).bind(BatchState::Ready.as_str())
     .bind(end.owner).bind(now).bind(now).bind(end.batch)
     .fetch_scalar(&mut *tx).await
 }

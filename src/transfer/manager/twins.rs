@@ -119,19 +119,23 @@ impl Inner {
             for row in rows {
                 let copy = (
                     source.clone(),
-                    row.get::<String, _>("source_path"),
+                    row.try_get::<String, _>("source_path")?,
                     destination.clone(),
-                    row.get::<String, _>("destination_path"),
+                    row.try_get::<String, _>("destination_path")?,
                 );
-                found.entry(copy).or_insert_with(|| Earlier {
-                    item: row.get("id"),
-                    label: row.get("label"),
-                    batch: row.get("batch"),
-                    identity: row.get("identity"),
-                    state: row.get("state"),
-                    never_submitted: row.get::<Option<String>, _>("submission_id").is_none(),
-                    owner: row.get("owner"),
-                });
+                if let std::collections::hash_map::Entry::Vacant(entry) = found.entry(copy) {
+                    entry.insert(Earlier {
+                        item: row.try_get("id")?,
+                        label: row.try_get("label")?,
+                        batch: row.try_get("batch")?,
+                        identity: row.try_get("identity")?,
+                        state: row.try_get("state")?,
+                        never_submitted: row
+                            .try_get::<Option<String>, _>("submission_id")?
+                            .is_none(),
+                        owner: row.try_get("owner")?,
+                    });
+                }
             }
         }
         Ok(found)
