@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ps_globus::Store;
-use ps_globus::sim::TwoSites;
+use ps_globus_sim::TwoSites;
 
 fn value(index: usize, size: usize) -> Vec<u8> {
     vec![(index % 251) as u8; size]
@@ -64,7 +64,7 @@ fn run() -> common::Outcome {
     let latency = arg(&args, "--task-latency-ms", 1000)? as u64;
     if args.iter().any(|a| a == "--consumer") {
         let stdin = std::io::stdin();
-        let (n, _) = ps_globus::block_on(ps_globus::demo::consume(
+        let (n, _) = ps_globus::block_on(ps_globus_sim::demo::consume(
             stdin.lock(),
             |i| value(i, size),
             |_, _| {},

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ps_globus::auth::StaticTokenAuthorizer;
-use ps_globus::sim::{CollectionConfig, SimConfig, Simulator};
 use ps_globus::state::StateDb;
 use ps_globus::transfer::{ItemSpec, ManagerConfig, TransferClient, TransferManager};
+use ps_globus_sim::{CollectionConfig, SimConfig, Simulator};
 
 struct Args {
     items: usize,

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use ps_globus::Store;
 use ps_globus::connector::{Connector, MultiConnector, Policy, RedisConfig, RedisConnector};
-use ps_globus::sim::TwoSites;
+use ps_globus_sim::TwoSites;
 use serde_json::{Value, json};
 
 /// The workload: which objects there are, of which class and size.
@@ -220,7 +220,7 @@ fn measure(
 fn consume(workload: &Workload) -> common::Outcome {
     let started = Instant::now();
     let mut done = Vec::with_capacity(workload.count());
-    ps_globus::block_on(ps_globus::demo::consume(
+    ps_globus::block_on(ps_globus_sim::demo::consume(
         std::io::stdin().lock(),
         |i| value(i, workload.object(i).1),
         |i, _| done.push((workload.object(i).0, started.elapsed())),

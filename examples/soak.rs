@@ -313,7 +313,7 @@ fn start_emulator(bin: &Path, work: &Path, life: u32) -> std::io::Result<Child> 
 
 fn sites(work: &Path, port: u16) -> GlobusConfig {
     let site = |name: &str| SiteConfig {
-        collection: ps_globus::sim::collection_id(name),
+        collection: ps_globus_sim::collection_id(name),
         collection_path: "/".into(),
         local_path: work.join(name),
         host_regex: None,

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use ps_globus::Store;
 use ps_globus::connector::{GlobusConfig, GlobusConnector};
-use ps_globus::sim::TwoSites;
 use ps_globus::stream::{Channel, StreamConsumer, StreamProducer};
+use ps_globus_sim::TwoSites;
 use serde_json::json;
 
 const TOPIC: &str = "bench";

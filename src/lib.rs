@@ -27,21 +27,18 @@
 //! Redis or over Globus itself),
 //! [`config`] (sites and the client id), [`state`] (the state database), [`settings`]
 //! (the environment, read once), `conformance` (the connector test suite, feature
-//! `conformance`), `sim` (the Globus emulator and its two-site harness), [`demo`] (the
-//! demo's workload), and the [`block_on`] bridge that lets synchronous code wait on the
-//! library's async I/O. `docs/ARCHITECTURE.md` maps the layers and the flow of one
+//! `conformance`), and the [`block_on`] bridge that lets synchronous code wait on the
+//! library's async I/O. The Globus emulator, its two-site harness and the demo's
+//! workload are the `ps-globus-sim` package; the command is `ps-globus-cli`. `docs/ARCHITECTURE.md` maps the layers and the flow of one
 //! object.
 
 #![warn(missing_docs)]
-// The emulator's endpoint document is one large `json!` literal.
-#![recursion_limit = "256"]
 
 pub mod auth;
 pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod connector;
-pub mod demo;
 mod error;
 // The two modules with `unsafe` of their own (the lint denies it everywhere else), each
 // block with its SAFETY argument: fsutil (a huge-page hint on a fresh buffer, its length
@@ -56,8 +53,6 @@ pub mod redact;
 #[allow(unsafe_code)]
 pub mod runtime;
 pub mod settings;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod staging;
 pub mod state;
 pub mod stream;

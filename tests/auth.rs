@@ -1,13 +1,11 @@
 //! The service identity (client credentials) against the emulator's Auth.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::emulator::Emu;
 use ps_globus::Error;
 use ps_globus::auth::{Authorizer, ClientCredentialsAuthorizer, TRANSFER_SCOPE};
 use ps_globus::transfer::TransferClient;
-use support::emulator::Emu;
 
 const ID: &str = "eeeeeeee-0000-0000-0000-000000000001";
 const SECRET: &str = "service-secret-value";
@@ -245,7 +243,7 @@ async fn flush_with_a_refused_service_identity_says_so_instead_of_waiting_foreve
     let manager = TransferManager::start(db, client, ManagerConfig::default())
         .await
         .unwrap();
-    support::emulator::write(emu.root_a(), "x", b"x");
+    crate::support::emulator::write(emu.root_a(), "x", b"x");
     let item = manager
         .enqueue(ItemSpec::new(emu.a.clone(), "/x", emu.b.clone(), "/x"))
         .await

@@ -1,13 +1,12 @@
 //! Runs the public connector conformance suite (`ps_globus::conformance`) against every
 //! connector of this crate. Each connector reports its own capabilities.
 
-mod support;
-
 use ps_globus::conformance::Harness;
 use ps_globus::connector::{Connector, FileConnector, LocalConnector, RedisConnector};
 
 ps_globus::conformance_suite!(globus, || {
-    let (sites, connector) = support::sites::connector("a", &support::unique_name("conf"));
+    let (sites, connector) =
+        crate::support::sites::connector("a", &crate::support::unique_name("conf"));
     Harness::new(connector).keep(sites)
 });
 
@@ -19,15 +18,15 @@ ps_globus::conformance_suite!(file, || {
 });
 
 ps_globus::conformance_suite!(redis, || {
-    let server = support::redis_server::RedisServer::start();
+    let server = crate::support::redis_server::RedisServer::start();
     Harness::new(RedisConnector::new(server.config()).unwrap()).keep(server)
 });
 
 // Small objects to Redis, large ones to files: every object outlives the instance.
 ps_globus::conformance_suite!(multi_redis_file, || {
-    let server = support::redis_server::RedisServer::start();
+    let server = crate::support::redis_server::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let multi = support::redis_server::small_to_redis(
+    let multi = crate::support::redis_server::small_to_redis(
         &server,
         64 << 10,
         FileConnector::new(dir.path()).unwrap().config(),
@@ -37,8 +36,9 @@ ps_globus::conformance_suite!(multi_redis_file, || {
 
 // Small objects to Redis, large ones through Globus between two emulated sites.
 ps_globus::conformance_suite!(multi_redis_globus, || {
-    let server = support::redis_server::RedisServer::start();
-    let (sites, globus) = support::sites::connector("a", &support::unique_name("conf-multi"));
-    let multi = support::redis_server::small_to_redis(&server, 64 << 10, globus.config());
+    let server = crate::support::redis_server::RedisServer::start();
+    let (sites, globus) =
+        crate::support::sites::connector("a", &crate::support::unique_name("conf-multi"));
+    let multi = crate::support::redis_server::small_to_redis(&server, 64 << 10, globus.config());
     Harness::new(multi).keep(server).keep(sites).keep(globus)
 });

@@ -4,14 +4,12 @@
 //! `child_resolves_shipment` test, and hands it the serialized proxies in an environment
 //! variable. The child prints what it resolved; the parent checks it.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::unique_name;
 use ps_globus::connector::{FileConnector, LocalConnector};
 use ps_globus::{Error, Proxy, ProxyOptions, Store, get_store};
 use serde::{Deserialize, Serialize};
-use support::unique_name;
 
 const SHIPMENT_VAR: &str = "PS_GLOBUS_TEST_SHIPMENT";
 
@@ -53,7 +51,7 @@ fn run_child(shipment: &str) -> (String, bool) {
         .args([
             "--ignored",
             "--exact",
-            "child_resolves_shipment",
+            "cross_process::child_resolves_shipment",
             "--nocapture",
         ])
         .env(SHIPMENT_VAR, shipment)

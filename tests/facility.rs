@@ -6,21 +6,19 @@
 //! emulator (this process) and one database on the throw-away PostgreSQL server
 //! (`support/pg_cluster.rs`).
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::emulator::{Emu, TOKEN};
+use crate::support::managers::fast_retry;
+use crate::support::pg_cluster::fresh_database;
 use ps_globus::auth::StaticTokenAuthorizer;
 use ps_globus::state::StateDb;
 use ps_globus::transfer::{
     BatchOptions, ItemSpec, ItemState, ManagerConfig, TransferClient, TransferManager,
 };
-use support::emulator::{Emu, TOKEN};
-use support::managers::fast_retry;
-use support::pg_cluster::fresh_database;
 
 const LONG: Duration = Duration::from_secs(120);
 const HOST_ENV: &str = "PS_GLOBUS_TEST_HOST";
@@ -47,7 +45,7 @@ impl Role<'_> {
     fn spawn(&self) -> Host {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args(["--ignored", "--exact", "host", "--nocapture"])
+            .args(["--ignored", "--exact", "facility::host", "--nocapture"])
             .env("PS_GLOBUS_HOST_ID", self.host)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());

@@ -2,8 +2,6 @@
 //! tampered with; resolved and set in other processes; across Globus sites, where the
 //! object and its manifest travel in one task.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use ps_globus::{Error, ErrorKind, FutureSetter, Proxy, Store};
 
 fn file_store(dir: &tempfile::TempDir) -> Store {
     let connector = FileConnector::new(dir.path()).unwrap();
-    Store::new(support::unique_name("future-file"), connector).unwrap()
+    Store::new(crate::support::unique_name("future-file"), connector).unwrap()
 }
 
 #[test]
@@ -54,7 +52,11 @@ fn a_setter_deserialized_twice_never_overwrites_the_delivered_value() {
 #[test]
 fn a_producer_that_drops_or_panics_fails_its_consumers_at_once() {
     // No resolve timeout: without the abandon, these resolves would wait for a day.
-    let store = Store::new(support::unique_name("future-gone"), LocalConnector::new()).unwrap();
+    let store = Store::new(
+        crate::support::unique_name("future-gone"),
+        LocalConnector::new(),
+    )
+    .unwrap();
     let (proxy, setter) = store.future::<String>().unwrap();
     drop(setter);
     let e = proxy.resolve().unwrap_err();
@@ -79,10 +81,13 @@ fn a_producer_that_drops_or_panics_fails_its_consumers_at_once() {
 
 #[test]
 fn an_unset_future_times_out_with_a_typed_error() {
-    let store = Store::builder(support::unique_name("future-slow"), LocalConnector::new())
-        .resolve_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let store = Store::builder(
+        crate::support::unique_name("future-slow"),
+        LocalConnector::new(),
+    )
+    .resolve_timeout(Duration::from_millis(200))
+    .build()
+    .unwrap();
     let (proxy, _setter) = store.future::<u8>().unwrap();
     let e = proxy.resolve().unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e}");
@@ -107,7 +112,11 @@ fn a_future_changed_after_it_was_set_is_an_integrity_error() {
 
 #[test]
 fn a_sent_setter_is_the_receivers_and_the_senders_copy_refuses() {
-    let store = Store::new(support::unique_name("future-sent"), LocalConnector::new()).unwrap();
+    let store = Store::new(
+        crate::support::unique_name("future-sent"),
+        LocalConnector::new(),
+    )
+    .unwrap();
     let (proxy, setter) = store.future::<u8>().unwrap();
     let wire = serde_json::to_string(&setter).unwrap();
     let e = setter.set(&1).unwrap_err();
@@ -147,7 +156,7 @@ fn a_future_is_set_and_resolved_in_other_processes() {
         .args([
             "--ignored",
             "--exact",
-            "child_sets_or_resolves",
+            "futures::child_sets_or_resolves",
             "--nocapture",
         ])
         .env(WIRE_VAR, serde_json::to_string(&proxy).unwrap())
@@ -163,19 +172,19 @@ fn a_future_is_set_and_resolved_in_other_processes() {
     let (proxy, setter) = store.future::<Vec<u32>>().unwrap();
     let wire = serde_json::to_string(&setter).unwrap();
     drop(setter);
-    let stdout = support::run_child("child_sets_or_resolves", WIRE_VAR, wire);
+    let stdout = crate::support::run_child("futures::child_sets_or_resolves", WIRE_VAR, wire);
     assert!(stdout.contains("SET"), "{stdout}");
     assert_eq!(proxy.iter().sum::<u32>(), 7000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_globus_future_arrives_with_its_manifest_in_one_task_and_is_evicted_there() {
-    let emu = support::emulator::Emu::start();
-    let config = support::sites::config_for(&emu, &support::unique_name("future"));
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let emu = crate::support::emulator::Emu::start();
+    let config = crate::support::sites::config_for(&emu, &crate::support::unique_name("future"));
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
     // A lost manifest must fail the test, not hang it.
     let at = |name: &str, connector: ps_globus::connector::GlobusConnector| {
-        Store::builder(support::unique_name(name), connector)
+        Store::builder(crate::support::unique_name(name), connector)
             .resolve_timeout(Duration::from_secs(60))
             .build()
             .unwrap()
@@ -251,14 +260,15 @@ fn corrupt(path: &std::path::Path) {
 /// label of the object's transfer, and a reader fails `Integrity` once that task is final.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_globus_future_whose_bytes_do_not_match_fails_integrity_instead_of_waiting() {
-    let emu = support::emulator::Emu::start();
-    let config = support::sites::config_for(&emu, &support::unique_name("future-bad"));
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let emu = crate::support::emulator::Emu::start();
+    let config =
+        crate::support::sites::config_for(&emu, &crate::support::unique_name("future-bad"));
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
     let key = a.new_key(&PutOptions::default()).unwrap();
     a.set(&key, &[3u8; 50_000]).await.unwrap();
     a.close().await.unwrap();
     // Arrived at b, whole and verified (b's connector waits for it).
-    let store_b = Store::builder(support::unique_name("future-bad-b"), b.clone())
+    let store_b = Store::builder(crate::support::unique_name("future-bad-b"), b.clone())
         .build()
         .unwrap();
     // Byte payloads are stored raw: the store reads them back as a Vec<u8>.

@@ -3,20 +3,18 @@
 //! in `ps_globus::fuzzing`, so that CI checks them: a panic here is a regression of a
 //! bug the fuzzer once found, or of an input that once worked.
 
-use std::path::Path;
-
 use ps_globus::fuzzing::Target;
 
 /// The library's fuzz targets and the emulator's.
 fn targets() -> impl Iterator<Item = &'static (&'static str, Target)> {
     ps_globus::fuzzing::TARGETS
         .iter()
-        .chain(ps_globus::sim::FUZZ_TARGETS)
+        .chain(ps_globus_sim::FUZZ_TARGETS)
 }
 
 #[test]
 fn every_fuzz_seed_and_corpus_replays_without_a_panic() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = crate::support::repo_root().join("fuzz");
     for (name, target) in targets() {
         for kind in ["seeds", "corpus"] {
             let dir = root.join(kind).join(name);
@@ -39,7 +37,7 @@ fn every_fuzz_seed_and_corpus_replays_without_a_panic() {
 /// corpus without a target, is a mistake.
 #[test]
 fn every_fuzz_target_has_a_binary_and_a_corpus() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = crate::support::repo_root().join("fuzz");
     for (name, _) in targets() {
         assert!(
             root.join(format!("fuzz_targets/{name}.rs")).is_file(),

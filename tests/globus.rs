@@ -1,25 +1,20 @@
 //! The Globus connector across sites on the emulator: reads at a destination wait for
 //! and verify the transfer, failures are typed, proxies cross processes.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::support::emulator::{Emu, fault};
+use crate::support::sites::{config_for, pair, shared};
+use crate::support::succeeded;
+use crate::support::unique_name;
 use ps_globus::connector::{Connector, GlobusConnector, Key, PutOptions};
-use ps_globus::sim::FaultKind;
 use ps_globus::transfer::{ManagerConfig, RESPLIT_SUFFIX};
 use ps_globus::{Error, Store};
-use support::emulator::{Emu, fault};
-use support::sites::{config_for, connector, shared};
-use support::unique_name;
+use ps_globus_sim::FaultKind;
 
 fn opts() -> PutOptions {
     PutOptions::default()
-}
-
-fn pair(store_dir: &str) -> (GlobusConnector, GlobusConnector) {
-    (connector("a", store_dir).1, connector("b", store_dir).1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +40,7 @@ async fn objects_put_at_a_resolve_verified_at_b_in_few_tasks() {
 async fn a_read_started_before_the_transfer_waits_for_it() {
     let emu = Emu::with(|c| c.task_latency_ms = 300);
     let config = config_for(&emu, &unique_name("early"));
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
     shared(); // process defaults: the static token
     let key = a.put(b"on its way", &opts()).await.unwrap();
     // The read starts while the batch is not even submitted.
@@ -69,7 +64,7 @@ async fn a_failed_transfer_is_a_typed_error_with_the_globus_reason() {
     });
     shared();
     let config = config_for(&emu, &store_dir);
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
     let key = a.put(b"never arrives", &opts()).await.unwrap();
     let err = b.get(&key).await.unwrap_err();
     let Error::TransferFailed {
@@ -355,7 +350,7 @@ fn a_proxy_crosses_to_another_process_at_site_b() {
             .env("PS_GLOBUS_SITE", "b")
             .env("PS_GLOBUS_HOME", home.path())
             .env("PS_GLOBUS_TOKEN_STORE", "file")
-            .env("PS_GLOBUS_TEST_TOKEN", support::emulator::TOKEN),
+            .env("PS_GLOBUS_TEST_TOKEN", crate::support::emulator::TOKEN),
     );
     assert!(
         stdout.contains("resolved 10000 values, sum 49995000"),
@@ -379,7 +374,7 @@ fn puts_of_a_producer_that_exits_without_close_reach_the_destination() {
                 serde_json::to_string(&config).unwrap(),
             )
             .env("PS_GLOBUS_CHILD_HOME", home.path())
-            .env("PS_GLOBUS_TEST_TOKEN", support::emulator::TOKEN),
+            .env("PS_GLOBUS_TEST_TOKEN", crate::support::emulator::TOKEN),
     );
     let key: Key = stdout
         .lines()
@@ -465,54 +460,6 @@ fn child_resolves_a_proxy() {
     println!("resolved {} values, sum {sum}", proxy.len());
 }
 
-#[test]
-fn the_demo_runs_end_to_end_and_reports_what_it_did() {
-    let stdout = succeeded(
-        Command::new(env!("CARGO_BIN_EXE_ps-globus"))
-            .args([
-                "demo",
-                "--objects",
-                "20",
-                "--max-size",
-                "65536",
-                "--task-latency-ms",
-                "100",
-            ])
-            .env_remove("PS_GLOBUS_SITE"),
-    );
-    assert!(stdout.starts_with("20 objects"), "{stdout}");
-    let tasks: u64 = stdout
-        .split("Globus tasks: ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|t| t.parse().ok())
-        .expect("a task count");
-    assert!((1..=3).contains(&tasks), "{stdout}");
-}
-
-/// Regression: the exit hook, running after `main` returned, used the exiting thread's
-/// tokio context, which was already gone, and panicked (quietly caught, but loud on
-/// stderr, and nothing was flushed). A process that ends normally prints no panic.
-#[test]
-fn a_process_that_returns_from_main_exits_without_a_panic() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
-        .args([
-            "demo",
-            "--objects",
-            "3",
-            "--max-size",
-            "4096",
-            "--task-latency-ms",
-            "50",
-        ])
-        .env_remove("PS_GLOBUS_SITE")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn references_survive_restarts_and_refuse_bad_input() {
     use ps_globus::proxy::{DatasetRef, list_refs, load_ref, remove_ref, save_ref};
@@ -564,83 +511,6 @@ async fn references_survive_restarts_and_refuse_bad_input() {
     assert!(store.exists_async(&r.key).await.unwrap(), "the data stays");
 }
 
-/// The reference commands, and `status`, `task list` and `doctor`, work the same on
-/// either state database engine.
-#[test]
-fn cli_ref_import_resolve_at_site_b_and_remove() {
-    refs_through_the_cli(None);
-    let postgres = ps_globus::block_on(support::pg_cluster::fresh_database());
-    refs_through_the_cli(Some(&postgres));
-}
-
-fn refs_through_the_cli(state_url: Option<&str>) {
-    let emu = shared();
-    let (a, _) = pair(&unique_name("cli-refs"));
-    let store = Store::builder(unique_name("cli-ref-store"), a)
-        .build()
-        .unwrap();
-    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 199) as u8).collect();
-    let key = store.put(&data).unwrap();
-    let text = ps_globus::proxy::DatasetRef::new("input", store.config().clone(), key)
-        .to_string_form()
-        .unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
-            .args(args)
-            .env("PS_GLOBUS_HOME", home.path())
-            .env("PS_GLOBUS_SITE", "b")
-            .env("PS_GLOBUS_ACCESS_TOKEN", support::emulator::TOKEN)
-            .env("PS_GLOBUS_TRANSFER_URL", emu.sim.transfer_url())
-            .envs(state_url.map(|url| ("PS_GLOBUS_STATE_URL", url)))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    assert_eq!(
-        run(&["ref", "import", &text, "--name", "staged/input"]).0,
-        0
-    );
-    let (code, list, _) = run(&["ref", "list"]);
-    assert_eq!(code, 0);
-    let rows: Vec<&str> = list.lines().collect();
-    assert!(
-        rows[0].starts_with("Name") && rows[2].starts_with("staged/input "),
-        "{list}"
-    );
-    let (code, path, stderr) = run(&["ref", "resolve", "staged/input"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(
-        path.starts_with(&emu.root_b().display().to_string()),
-        "{path}"
-    );
-    assert!(std::fs::read(&path).unwrap() == data);
-    let (code, exported, _) = run(&["ref", "export", "staged/input"]);
-    assert_eq!(code, 0);
-    assert!(exported.starts_with("psgref1."));
-    assert_eq!(run(&["ref", "rm", "staged/input"]).0, 0);
-    let (code, _, stderr) = run(&["ref", "show", "staged/input"]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("no reference named"), "{stderr}");
-    let (code, _, _) = run(&["ref", "import", "garbage"]);
-    assert_eq!(code, 1);
-    // Site B only waited for site A's task: nothing of its own is in flight.
-    let (code, status, stderr) = run(&["status"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(status.contains("in flight: 0 task(s)"), "{status}");
-    let (_, report, _) = run(&["doctor"]);
-    let engine = if state_url.is_some() {
-        "state database: PostgreSQL at postgres://"
-    } else {
-        "state database: SQLite at "
-    };
-    assert!(report.contains(engine), "{report}");
-}
-
 /// Dropping the last handle submits what is still batching (a producer that never
 /// calls `close`); on a current-thread runtime it does so in the background, since
 /// blocking the runtime's only worker would stall every other task on it.
@@ -649,8 +519,8 @@ async fn dropping_the_last_handle_submits_pending_puts_even_on_a_current_thread_
     let store_dir = unique_name("drop");
     let emu = Emu::start();
     shared();
-    let config = support::sites::config_for(&emu, &store_dir);
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let config = crate::support::sites::config_for(&emu, &store_dir);
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
     let key = a.put(b"last words", &opts()).await.unwrap();
     drop(a);
     let path = b.resolve_path(&key).await.unwrap();
@@ -664,8 +534,8 @@ async fn an_eviction_waiting_for_its_transfer_joins_the_delete_task_of_its_peers
     let store_dir = unique_name("evict-wait");
     let emu = Emu::with(|c| c.task_latency_ms = 300);
     shared();
-    let config = support::sites::config_for(&emu, &store_dir);
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let config = crate::support::sites::config_for(&emu, &store_dir);
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
     let arrived = a.put(b"arrived", &opts()).await.unwrap();
     b.resolve_path(&arrived).await.unwrap();
     // Still on its way: its eviction waits for the transfer before deleting the copy.
@@ -688,8 +558,8 @@ async fn evicting_at_the_source_removes_the_copies_in_one_delete_task() {
     let store_dir = unique_name("evict");
     let emu = Emu::start();
     shared();
-    let config = support::sites::config_for(&emu, &store_dir);
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
+    let config = crate::support::sites::config_for(&emu, &store_dir);
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
     let mut keys = Vec::new();
     for i in 0..5u8 {
         let key = a.put(&[i; 100], &opts()).await.unwrap();
@@ -733,7 +603,7 @@ fn put_file_of_a_large_file_keeps_memory_bounded() {
     let stdout = succeeded(Command::new(std::env::current_exe().unwrap()).args([
         "--ignored",
         "--exact",
-        "child_stages_a_large_file",
+        "globus::child_stages_a_large_file",
         "--nocapture",
     ]));
     let peak_kib: u64 = stdout
@@ -784,7 +654,7 @@ async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
     let emu = Emu::with(move |cfg| {
         cfg.collections.insert(
             "c".into(),
-            ps_globus::sim::CollectionConfig {
+            ps_globus_sim::CollectionConfig {
                 root: c_dir,
                 ..Default::default()
             },
@@ -798,7 +668,7 @@ async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
     config.sites.insert("c".into(), site_c);
     config.destinations = Some(vec!["b".into()]);
     config.pull_on_demand = true;
-    let (_home, a, c) = support::sites::own_pair(&config, "a", "c");
+    let (_home, a, c) = crate::support::sites::own_pair(&config, "a", "c");
     let key = a.put(b"fetched when needed", &opts()).await.unwrap();
     let meta: ps_globus::connector::ObjectMeta = key.meta_as().unwrap();
     assert!(!meta.destinations.contains_key("c"));
@@ -819,19 +689,9 @@ async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
 /// This test binary, running only the ignored test `name` (a child process's half).
 fn child_test(name: &str) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--ignored", "--exact", name, "--nocapture"]);
+    let name = format!("globus::{name}");
+    command.args(["--ignored", "--exact", &name, "--nocapture"]);
     command
-}
-
-fn succeeded(command: &mut Command) -> String {
-    let out = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// A batch too large for the service is posted in parts, each under a label derived from

@@ -2,39 +2,25 @@
 //! refused once over, evicted once by racing reapers, and evicted by another process
 //! after the owner crashed.
 
-mod support;
-
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ps_globus::connector::{Connector, FileConnector, Key};
+use crate::support::Counting;
+use ps_globus::connector::{Connector, FileConnector};
 use ps_globus::proxy::reap_expired_leases;
 use ps_globus::state::StateDb;
 use ps_globus::{Error, ErrorKind, Store};
-use support::Counting;
 
 fn counting_store(name: &str) -> (Store, Arc<Counting>) {
     let counting = Arc::new(Counting::default());
     let connector: Arc<dyn Connector> = counting.clone();
     (
-        Store::new(support::unique_name(name), connector).unwrap(),
+        Store::new(crate::support::unique_name(name), connector).unwrap(),
         counting,
     )
 }
 
-async fn state_db(dir: &tempfile::TempDir) -> StateDb {
-    StateDb::open(dir.path().join("state.db")).await.unwrap()
-}
-
-/// Waits (up to 20 s) until `done` holds; the wait is for a lease's expiry, which is the
-/// behaviour under test, not a stand-in for an event.
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let limit = Instant::now() + Duration::from_secs(20);
-    while !done().await {
-        assert!(Instant::now() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::support::{lease_db as state_db, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_evicts_exactly_its_objects_and_takes_nothing_more() {
@@ -155,139 +141,12 @@ async fn racing_reapers_evict_a_lease_once() {
     assert_eq!(counting.evicted().len(), 2, "each object evicted once");
 }
 
-const CRASH_VAR: &str = "PS_GLOBUS_TEST_LEASE_DIR";
-
-/// The child of `a_crashed_owners_lease_is_evicted_by_another_process`: leases three
-/// objects for 400 ms, prints their keys, and dies before the lease expires.
-#[test]
-#[ignore = "child process of a_crashed_owners_lease_is_evicted_by_another_process"]
-fn child_leases_and_crashes() {
-    let dir = std::path::PathBuf::from(std::env::var(CRASH_VAR).unwrap());
-    ps_globus::block_on(async {
-        let db = StateDb::open(dir.join("state.db")).await.unwrap();
-        let connector = FileConnector::new(dir.join("objects")).unwrap();
-        let store = Store::new("lease-crash", connector).unwrap();
-        let lease = store
-            .lease_in_async(&db, Duration::from_millis(400))
-            .await
-            .unwrap();
-        for i in 0..3u64 {
-            println!("KEY {}", lease.put_async(&vec![i; 100]).await.unwrap());
-        }
-    });
-    std::process::abort();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_owners_lease_is_evicted_by_another_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = support::run_child_output("child_leases_and_crashes", CRASH_VAR, dir.path());
-    assert!(!out.status.success(), "the owner died");
-    let keys: Vec<Key> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("KEY "))
-        .map(|k| k.parse().unwrap())
-        .collect();
-    assert_eq!(keys.len(), 3, "{out:?}");
-    let files = FileConnector::new(dir.path().join("objects")).unwrap();
-    for key in &keys {
-        assert!(files.exists(key).await.unwrap());
-    }
-
-    // Regression: `lease list` said `live` for a lease past its expiry that nobody
-    // reaped yet (its owner died).
-    until(
-        "`lease list` to show the crashed owner's lease expired",
-        async || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-globus"))
-                .args(["lease", "list", "--json"])
-                .env("PS_GLOBUS_HOME", dir.path())
-                .env("PS_GLOBUS_CONFIG", dir.path().join("config.toml"))
-                .output()
-                .unwrap();
-            let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let lease = &listed["DATA"][0];
-            let past = lease["expires_at"]
-                .as_str()
-                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                .is_some_and(|t| t < chrono::Utc::now());
-            if past {
-                assert_eq!(lease["state"], "expired", "{listed}");
-            }
-            past
-        },
-    )
-    .await;
-    let db = state_db(&dir).await;
-    until(
-        "the crashed owner's lease to expire and be reaped",
-        async || reap_expired_leases(&db).await.unwrap().len() == 1,
-    )
-    .await;
-    for key in &keys {
-        assert!(!files.exists(key).await.unwrap(), "{key} evicted");
-    }
-    assert_eq!(reap_expired_leases(&db).await.unwrap(), vec![], "once");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_command_line_lists_ends_and_reaps_leases() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = state_db(&dir).await;
-    let files = FileConnector::new(dir.path().join("objects")).unwrap();
-    let store = Store::new(support::unique_name("lease-cli"), files).unwrap();
-    let lease = store
-        .lease_in_async(&db, Duration::from_secs(3600))
-        .await
-        .unwrap();
-    let keys = [
-        lease.put_async(&1u8).await.unwrap(),
-        lease.put_async(&2u8).await.unwrap(),
-    ];
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-globus"))
-            .args(args)
-            .env("PS_GLOBUS_HOME", dir.path())
-            .env("PS_GLOBUS_CONFIG", dir.path().join("config.toml"))
-            .output()
-            .unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (out.status.success(), text(&out.stdout), text(&out.stderr))
-    };
-
-    let (ok, stdout, stderr) = cli(&["lease", "list", "--json"]);
-    assert!(ok, "{stderr}");
-    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(listed["DATA"][0]["id"], lease.id());
-    assert_eq!(listed["DATA"][0]["objects"], 2);
-    assert_eq!(listed["DATA"][0]["store"], store.name());
-    assert_eq!(listed["DATA"][0]["ending"], false);
-    assert_eq!(listed["DATA"][0]["state"], "live");
-
-    let (ok, _, stderr) = cli(&["lease", "end", lease.id()]);
-    assert!(ok, "{stderr}");
-    // It says what it did.
-    assert!(
-        stderr.contains(&format!("lease {}: evicted 2, left 0", lease.id())),
-        "{stderr}"
-    );
-    for key in &keys {
-        assert!(!store.exists_async(key).await.unwrap());
-    }
-    let (ok, _, stderr) = cli(&["lease", "end", lease.id()]);
-    assert!(!ok);
-    assert!(stderr.contains("no lease"), "{stderr}");
-    let (ok, _, stderr) = cli(&["lease", "reap"]);
-    assert!(ok, "{stderr}");
-    assert!(stderr.contains("ended 0 expired lease(s)"), "{stderr}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() {
-    let emu = support::emulator::Emu::start();
-    let config = support::sites::config_for(&emu, &support::unique_name("lease"));
-    let (home, a, b) = support::sites::own_pair(&config, "a", "b");
-    let store = Store::new(support::unique_name("lease-globus"), a).unwrap();
+    let emu = crate::support::emulator::Emu::start();
+    let config = crate::support::sites::config_for(&emu, &crate::support::unique_name("lease"));
+    let (home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
+    let store = Store::new(crate::support::unique_name("lease-globus"), a).unwrap();
     let db = StateDb::open(home.path().join("leases.db")).await.unwrap();
     let lease = store
         .lease_in_async(&db, Duration::from_secs(3600))
@@ -300,7 +159,7 @@ async fn a_lease_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() {
         keys.push(key);
     }
     lease.end_async().await.unwrap();
-    support::sites::assert_evicted_in_one_delete_task(&emu, &store, &b, &keys).await;
+    crate::support::sites::assert_evicted_in_one_delete_task(&emu, &store, &b, &keys).await;
 }
 
 /// The child of `leases_share_one_state_database_pool_per_process`: makes many leases in
@@ -330,8 +189,8 @@ fn child_makes_many_default_leases() {
 #[test]
 fn leases_share_one_state_database_pool_per_process() {
     let home = tempfile::tempdir().unwrap();
-    let out = support::run_child(
-        "child_makes_many_default_leases",
+    let out = crate::support::run_child(
+        "leases::child_makes_many_default_leases",
         "PS_GLOBUS_HOME",
         home.path(),
     );
@@ -352,7 +211,7 @@ fn leases_share_one_state_database_pool_per_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_put_into_a_lease_that_is_ending_outlives_it() {
     let dir = tempfile::tempdir().unwrap();
-    let postgres = support::pg_cluster::fresh_database().await;
+    let postgres = crate::support::pg_cluster::fresh_database().await;
     let engines = [
         state_db(&dir).await,
         StateDb::open_url(&postgres, &ps_globus::Settings::isolated(dir.path()))
@@ -425,7 +284,7 @@ async fn a_process_that_cannot_reach_a_leases_objects_leaves_the_lease() {
     let db = state_db(&dir).await;
     let (memory, counting) = counting_store("lease-reach-memory");
     let on_disk = Store::new(
-        support::unique_name("lease-reach-disk"),
+        crate::support::unique_name("lease-reach-disk"),
         FileConnector::new(dir.path().join("node-local")).unwrap(),
     )
     .unwrap();
@@ -440,7 +299,12 @@ async fn a_process_that_cannot_reach_a_leases_objects_leaves_the_lease() {
     let child = |host_id: Option<&str>| {
         let mut command = std::process::Command::new(std::env::current_exe().unwrap());
         command
-            .args(["--ignored", "--exact", "child_ends_leases", "--nocapture"])
+            .args([
+                "--ignored",
+                "--exact",
+                "leases::child_ends_leases",
+                "--nocapture",
+            ])
             .env(REACH_VAR, dir.path().join("state.db"));
         if let Some(id) = host_id {
             command.env("PS_GLOBUS_HOST_ID", id);

@@ -2,22 +2,21 @@
 //! admission, polling cost, retries under fault storms, crash resume at the failpoints,
 //! failing only what failed, deadlines, cancel, and two processes sharing one database.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::on_both_engines;
+use crate::support::emulator::{Emu, TOKEN, fault, write};
+use crate::support::managers::{Engine, client, config, fast_retry, manager, spec};
 use ps_globus::Error;
 use ps_globus::auth::StaticTokenAuthorizer;
-use ps_globus::sim::FaultKind;
 use ps_globus::state::StateDb;
 use ps_globus::transfer::{
     BatchOptions, BatchState, ItemSpec, ItemState, ManagerConfig, Priority, RetryConfig,
     TaskStatus, TransferClient, TransferManager,
 };
-use support::emulator::{Emu, TOKEN, fault, write};
-use support::managers::{Engine, client, config, fast_retry, manager, spec};
+use ps_globus_sim::FaultKind;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -644,7 +643,7 @@ const CHILD_ENV: &str = "PS_GLOBUS_TEST_CHILD";
 /// Runs the ignored `child` test in a new process with `vars`; returns (success, output).
 fn run_child(vars: &[(&str, String)]) -> (bool, String) {
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--ignored", "--exact", "child", "--nocapture"]);
+    command.args(["--ignored", "--exact", "manager::child", "--nocapture"]);
     for (k, v) in vars {
         command.env(k, v);
     }
@@ -970,7 +969,7 @@ on_both_engines! {
     vars.push(("PS_GLOBUS_TEST_CHILD_HOLD", "1".into()));
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--ignored", "--exact", "child", "--nocapture"])
+        .args(["--ignored", "--exact", "manager::child", "--nocapture"])
         .stdout(std::process::Stdio::piped());
     for (k, v) in &vars {
         command.env(k, v);

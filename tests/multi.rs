@@ -2,14 +2,12 @@
 //! one batch per child; keys that lead straight to their child; a put nobody accepts;
 //! children built on first use. (Its conformance suites are in tests/connectors.rs.)
 
-mod support;
-
+use crate::support::redis_server::{RedisServer, small_to_redis};
 use ps_globus::connector::{
     Connector, ConnectorConfig, FileConnector, Key, LocalConnector, MultiConnector, Policy,
     PutOptions, RedisConfig, RedisConnector,
 };
 use ps_globus::{Error, ErrorKind};
-use support::redis_server::{RedisServer, small_to_redis};
 
 fn opts() -> PutOptions {
     PutOptions::default()
@@ -370,9 +368,9 @@ async fn a_batch_with_a_child_that_cannot_be_built_stores_nothing() {
 async fn readme_twin_small_objects_through_redis_and_large_ones_through_globus() {
     use std::sync::Arc;
     let server = RedisServer::start();
-    let store_dir = support::unique_name("hybrid");
-    let (_, globus_a) = support::sites::connector("a", &store_dir);
-    let (_, globus_b) = support::sites::connector("b", &store_dir);
+    let store_dir = crate::support::unique_name("hybrid");
+    let (_, globus_a) = crate::support::sites::connector("a", &store_dir);
+    let (_, globus_b) = crate::support::sites::connector("b", &store_dir);
     let hybrid = |globus: ps_globus::connector::GlobusConnector| {
         let small = Policy {
             max_size: Some((1 << 20) - 1),
@@ -410,7 +408,7 @@ fn a_ps_globus_site_that_no_site_has_is_refused_not_taken_as_is() {
         .args([
             "--ignored",
             "--exact",
-            "child_puts_through_site_policies",
+            "multi::child_puts_through_site_policies",
             "--nocapture",
         ])
         .env("PS_GLOBUS_SITE", "nosuch")

@@ -2,13 +2,11 @@
 //! ownership moved to another process; a lifetime on a Globus store evicting in one delete
 //! task at both sites.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::Counting;
 use ps_globus::connector::{Connector, FileConnector, Key};
 use ps_globus::{OwnedProxy, Proxy, Store};
-use support::Counting;
 
 fn store(name: &str) -> (Store, Arc<Counting>) {
     let counting = Arc::new(Counting::default());
@@ -167,7 +165,7 @@ fn child_takes_ownership() {
 fn ownership_moves_to_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(
-        support::unique_name("owned-xproc"),
+        crate::support::unique_name("owned-xproc"),
         FileConnector::new(dir.path()).unwrap(),
     )
     .unwrap();
@@ -177,7 +175,7 @@ fn ownership_moves_to_another_process() {
     drop(owned);
     assert!(store.exists(&key).unwrap(), "the sender gave up ownership");
 
-    let stdout = support::run_child("child_takes_ownership", OWNED_VAR, &wire);
+    let stdout = crate::support::run_child("ownership::child_takes_ownership", OWNED_VAR, &wire);
     assert!(stdout.contains("LEN 5000"), "{stdout}");
     assert!(
         !store.exists(&key).unwrap(),
@@ -187,10 +185,10 @@ fn ownership_moves_to_another_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() {
-    let emu = support::emulator::Emu::start();
-    let config = support::sites::config_for(&emu, &support::unique_name("lifetime"));
-    let (_home, a, b) = support::sites::own_pair(&config, "a", "b");
-    let store = Store::new(support::unique_name("lifetime-globus"), a).unwrap();
+    let emu = crate::support::emulator::Emu::start();
+    let config = crate::support::sites::config_for(&emu, &crate::support::unique_name("lifetime"));
+    let (_home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
+    let store = Store::new(crate::support::unique_name("lifetime-globus"), a).unwrap();
     let lifetime = ps_globus::Lifetime::new(&store);
     let mut keys = Vec::new();
     for i in 0..5u8 {
@@ -199,7 +197,7 @@ async fn a_lifetime_on_a_globus_store_evicts_in_one_delete_task_at_both_sites() 
         keys.push(key);
     }
     lifetime.end_async().await.unwrap();
-    support::sites::assert_evicted_in_one_delete_task(&emu, &store, &b, &keys).await;
+    crate::support::sites::assert_evicted_in_one_delete_task(&emu, &store, &b, &keys).await;
 }
 
 const STATIC_DIR_VAR: &str = "PS_GLOBUS_TEST_STATIC_DIR";
@@ -221,7 +219,11 @@ fn child_stores_for_the_process() {
 #[test]
 fn a_static_lifetime_ends_when_the_process_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let stdout = support::run_child("child_stores_for_the_process", STATIC_DIR_VAR, dir.path());
+    let stdout = crate::support::run_child(
+        "ownership::child_stores_for_the_process",
+        STATIC_DIR_VAR,
+        dir.path(),
+    );
     let ids = |tag: &str| -> Vec<String> {
         let line = stdout.lines().find_map(|l| l.strip_prefix(tag)).unwrap();
         line.split_whitespace().map(str::to_owned).collect()

@@ -1,16 +1,14 @@
 //! `Proxy<T>` and `Store` behaviour: laziness, failure, caching, registry, async use.
 
-mod support;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::{GatedConnector, panic_text, unique_name};
 use ps_globus::connector::{Connector, FileConnector, Key, LocalConnector, PutOptions};
 use ps_globus::{Codec, Error, Proxy, ProxyOptions, Store, get_or_create_store, get_store};
 use serde::{Deserialize, Serialize};
-use support::{GatedConnector, panic_text, unique_name};
 
 fn local_store(prefix: &str) -> Store {
     Store::new(unique_name(prefix), LocalConnector::new()).unwrap()

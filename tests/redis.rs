@@ -4,13 +4,11 @@
 //! (Its conformance suite is in tests/connectors.rs; passwords are tested through the
 //! command line in tests/cli_redis.rs, where the environment is the child's own.)
 
-mod support;
-
+use crate::support::redis_server::RedisServer;
 use ps_globus::connector::{
     Connector, ConnectorConfig, Key, PutOptions, RedisConfig, RedisConnector,
 };
 use ps_globus::{Error, ErrorKind};
-use support::redis_server::RedisServer;
 
 fn opts() -> PutOptions {
     PutOptions::default()

@@ -1,15 +1,13 @@
 //! The emulator over HTTP: each Transfer resource, the task lifecycle, Duplicate, filters,
 //! pagination, concurrency limits, the latency model, faults, path confinement, and Auth.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use ps_globus::sim::{CollectionConfig, FaultKind};
+use crate::support::emulator::{Emu, fault, write};
+use ps_globus_sim::{CollectionConfig, FaultKind};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest;
-use support::emulator::{Emu, fault, write};
 
 /// Every key of the Transfer task document (as `GET /task/{id}` returns it).
 const TASK_KEYS: &[&str] = &[
@@ -856,7 +854,7 @@ async fn paths_are_confined_to_their_collection() {
 }
 
 #[tokio::test]
-async fn file_operations_match_the_service() {
+async fn listings_match_the_service() {
     let emu = Emu::start();
     write(emu.root_a(), "dir/one.txt", b"1");
     write(emu.root_a(), "dir/two.dat", b"22");
@@ -908,6 +906,14 @@ async fn file_operations_match_the_service() {
             Some("ExternalError.DirListingFailed.NotDirectory")
         )
     );
+}
+
+#[tokio::test]
+async fn stat_mkdir_rename_and_endpoints_match_the_service() {
+    let emu = Emu::start();
+    write(emu.root_a(), "dir/one.txt", b"1");
+    write(emu.root_a(), "dir/two.dat", b"22");
+    let op = |what: &str| format!("/v0.10/operation/endpoint/{}/{what}", emu.a);
 
     let (status, entry) = emu.get(&format!("{}?path=/dir/two.dat", op("stat"))).await;
     assert_eq!(
@@ -1102,7 +1108,7 @@ async fn stats_count_api_requests_by_identity_route_and_status() {
     assert_eq!(stats.by_status[&200], 2);
     assert_eq!(stats.by_status[&401], 1);
     assert_eq!(stats.by_identity["anonymous"], 1);
-    let served: ps_globus::sim::SimStats = emu
+    let served: ps_globus_sim::SimStats = emu
         .http
         .get(emu.url("/__sim/stats"))
         .send()
@@ -1427,7 +1433,7 @@ async fn a_retried_file_counts_its_bytes_once() {
 async fn a_restart_with_a_state_file_keeps_every_task_and_resumes_the_unfinished() {
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().join("sim-state.json");
-    let keep = |c: &mut ps_globus::sim::SimConfig| c.state_file = Some(state.clone());
+    let keep = |c: &mut ps_globus_sim::SimConfig| c.state_file = Some(state.clone());
     let emu = Emu::with(keep);
     write(emu.root_a(), "f", b"done before");
     let doc = emu
@@ -1496,7 +1502,7 @@ fn a_state_file_that_is_not_one_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     std::fs::write(&state, b"{ not json").unwrap();
-    let err = ps_globus::sim::Simulator::start(ps_globus::sim::SimConfig {
+    let err = ps_globus_sim::Simulator::start(ps_globus_sim::SimConfig {
         state_file: Some(state.clone()),
         ..Default::default()
     })
@@ -1539,7 +1545,7 @@ async fn a_counted_path_fault_heals_and_the_task_succeeds() {
 async fn a_half_written_last_line_of_the_state_file_is_ignored() {
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().join("sim-state.json");
-    let keep = |c: &mut ps_globus::sim::SimConfig| c.state_file = Some(state.clone());
+    let keep = |c: &mut ps_globus_sim::SimConfig| c.state_file = Some(state.clone());
     let emu = Emu::with(keep);
     write(emu.root_a(), "f", b"kept");
     let task = emu.submit(&[("/f", "/f")], json!({})).await;

@@ -1,7 +1,6 @@
 //! The emulator's Globus Auth: every grant, token expiry and revocation, OIDC.
 
-mod support;
-
+use crate::support::emulator::Emu;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::{Method, StatusCode};
@@ -9,7 +8,6 @@ use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::sha2::{Digest, Sha256, Sha512};
 use rsa::signature::Verifier;
 use serde_json::{Value, json};
-use support::emulator::Emu;
 
 const CLIENT: &str = "cccccccc-0000-0000-0000-000000000001";
 const SECRET: &str = "client-secret";
@@ -154,10 +152,19 @@ async fn pkce_login_gives_tokens_per_resource_server_and_a_signed_id_token() {
         (StatusCode::UNAUTHORIZED, Some("invalid_grant"))
     );
 
-    // The id_token verifies against the published key.
+    let claims = verified_id_token_claims(&emu, tokens["id_token"].as_str().unwrap()).await;
+    assert_eq!(claims["aud"], NATIVE);
+    assert!(claims["sub"].as_str().unwrap().len() == 36);
+    assert_eq!(claims["preferred_username"], "user@sim.ps-globus.local");
+    tokens_work_where_they_belong(&emu, &tokens, &claims).await;
+}
+
+/// The claims of `id_token`, whose signature verifies against the key the emulator
+/// publishes (found through its OpenID configuration).
+async fn verified_id_token_claims(emu: &Emu, id_token: &str) -> Value {
     let config: Value = emu
         .http
-        .get(auth(&emu, "/.well-known/openid-configuration"))
+        .get(auth(emu, "/.well-known/openid-configuration"))
         .send()
         .await
         .unwrap()
@@ -190,24 +197,24 @@ async fn pkce_login_gives_tokens_per_resource_server_and_a_signed_id_token() {
         &URL_SAFE_NO_PAD.decode(key["e"].as_str().unwrap()).unwrap(),
     );
     let public = rsa::PublicKey::new(n, e).unwrap();
-    let id_token = tokens["id_token"].as_str().unwrap();
     let (signed, signature) = id_token.rsplit_once('.').unwrap();
     let signature =
         Signature::try_from(URL_SAFE_NO_PAD.decode(signature).unwrap().as_slice()).unwrap();
     VerifyingKey::<Sha512>::new(public)
         .verify(signed.as_bytes(), &signature)
         .expect("id_token signature");
-    let claims: Value = serde_json::from_slice(
+    serde_json::from_slice(
         &URL_SAFE_NO_PAD
             .decode(signed.split('.').nth(1).unwrap())
             .unwrap(),
     )
-    .unwrap();
-    assert_eq!(claims["aud"], NATIVE);
-    assert!(claims["sub"].as_str().unwrap().len() == 36);
-    assert_eq!(claims["preferred_username"], "user@sim.ps-globus.local");
+    .unwrap()
+}
 
-    // The Transfer token works on Transfer; the Auth token on userinfo.
+/// The Transfer token of `tokens` works on Transfer, the Auth token on userinfo (which
+/// names the id_token's subject).
+async fn tokens_work_where_they_belong(emu: &Emu, tokens: &Value, claims: &Value) {
+    let other = tokens["other_tokens"].as_array().unwrap();
     let transfer = other[0]["access_token"].as_str().unwrap();
     let (status, _) = emu
         .call_as(transfer, Method::GET, "/v0.10/task_list", None)
@@ -228,7 +235,7 @@ async fn pkce_login_gives_tokens_per_resource_server_and_a_signed_id_token() {
     );
     let info: Value = emu
         .http
-        .get(auth(&emu, "/v2/oauth2/userinfo"))
+        .get(auth(emu, "/v2/oauth2/userinfo"))
         .bearer_auth(tokens["access_token"].as_str().unwrap())
         .send()
         .await
@@ -475,7 +482,7 @@ async fn tokens_expire() {
 }
 
 #[tokio::test]
-async fn identities_consents_clients_and_the_auth_code_page() {
+async fn identities_and_consents_are_listed_for_a_service_identity() {
     let emu = emu();
     let consent_scope = format!(
         "openid urn:globus:auth:scope:transfer.api.globus.org:all[*https://auth.globus.org/scopes/{}/data_access]",
@@ -528,11 +535,15 @@ async fn identities_consents_clients_and_the_auth_code_page() {
             .any(|n| n.ends_with(&format!("{}/data_access", emu.b))),
         "{names:?}"
     );
+}
 
+#[tokio::test]
+async fn a_client_created_through_the_api_gets_tokens() {
+    let emu = emu();
     let created: Value = emu
         .http
         .post(auth(&emu, "/v2/api/clients"))
-        .bearer_auth(support::emulator::TOKEN)
+        .bearer_auth(crate::support::emulator::TOKEN)
         .json(&json!({"client": {"template_id": "95fdeba8-fac2-42bd-a357-e068d82ff78e", "name": "Globus CLI"}}))
         .send()
         .await
@@ -554,7 +565,11 @@ async fn identities_consents_clients_and_the_auth_code_page() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "the created client works");
+}
 
+#[tokio::test]
+async fn the_auth_code_page_shows_the_code_and_never_as_markup() {
+    let emu = emu();
     let page = emu
         .http
         .get(auth(&emu, "/v2/web/auth-code?code=abc123"))
@@ -596,7 +611,7 @@ async fn registering_clients_and_watching_tasks_need_credentials() {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 
-    support::emulator::write(emu.root_a(), "watched", b"w");
+    crate::support::emulator::write(emu.root_a(), "watched", b"w");
     let task = emu.submit(&[("/watched", "/watched")], json!({})).await;
     let url = emu.url(&format!("/__sim/wait/{task}?until=final&timeout_ms=10"));
     let no_token = emu.http.get(&url).send().await.unwrap();

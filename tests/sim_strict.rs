@@ -3,12 +3,10 @@
 //! `nice_status`, recoverable faults, path-free events, `default_directory`, checksum
 //! algorithms per collection, no copy order, and paging markers.
 
-mod support;
-
-use ps_globus::sim::{FaultKind, SimConfig};
+use crate::support::emulator::{Emu, fault, write};
+use ps_globus_sim::{FaultKind, SimConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::emulator::{Emu, fault, write};
 
 /// A transfer document of `(source, destination, recursive)` items from a to b.
 async fn doc_with(emu: &Emu, items: &[(&str, &str, bool)]) -> Value {
@@ -377,7 +375,7 @@ async fn the_pending_task_limit_counts_every_client_of_an_identity() {
     let doc = doc_with(&emu, &[("/f", "/2", false)]).await;
     let s2 = other
         .post(emu.url("/v0.10/transfer"))
-        .bearer_auth(support::emulator::TOKEN)
+        .bearer_auth(crate::support::emulator::TOKEN)
         .json(&doc)
         .send()
         .await

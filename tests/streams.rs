@@ -2,16 +2,14 @@
 //! that starts late (from the start or a position), a producer that restarts (also after
 //! a crash: no event repeated or lost), an event that arrives before its object.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::redis_server::RedisServer;
 use ps_globus::auth::StaticTokenAuthorizer;
 use ps_globus::connector::{GlobusConfig, GlobusConnector, ProcessDefaults, RedisConnector};
 use ps_globus::stream::{Channel, StreamConsumer, StreamProducer};
 use ps_globus::{Error, Store};
-use support::redis_server::RedisServer;
 
 /// Every value a consumer yields, in order, until the end of the stream.
 fn drain(consumer: StreamConsumer<u64>) -> Vec<u64> {
@@ -22,7 +20,7 @@ fn drain(consumer: StreamConsumer<u64>) -> Vec<u64> {
 async fn a_redis_stream_keeps_order_replays_late_and_survives_a_restart() {
     let server = RedisServer::start();
     let redis = RedisConnector::new(server.config()).unwrap();
-    let store = Store::new(support::unique_name("stream-redis"), redis.clone()).unwrap();
+    let store = Store::new(crate::support::unique_name("stream-redis"), redis.clone()).unwrap();
     let channel = Channel::Redis(redis);
 
     let mut producer = StreamProducer::open(&store, &channel, "results")
@@ -78,7 +76,7 @@ async fn a_redis_stream_keeps_order_replays_late_and_survives_a_restart() {
 async fn a_redis_consumer_that_waits_gets_events_as_they_are_published() {
     let server = RedisServer::start();
     let redis = RedisConnector::new(server.config()).unwrap();
-    let store = Store::new(support::unique_name("stream-live"), redis.clone()).unwrap();
+    let store = Store::new(crate::support::unique_name("stream-live"), redis.clone()).unwrap();
     let channel = Channel::Redis(redis);
     let consumer = tokio::task::spawn_blocking({
         let channel = channel.clone();
@@ -98,7 +96,7 @@ async fn a_redis_consumer_that_waits_gets_events_as_they_are_published() {
 /// Sites a and b of a test's own emulator, with a Globus store at a, and the channels at
 /// both sites.
 struct TwoSites {
-    emu: support::emulator::Emu,
+    emu: crate::support::emulator::Emu,
     config: GlobusConfig,
     _home: tempfile::TempDir,
     store_a: Store,
@@ -106,10 +104,10 @@ struct TwoSites {
     at_b: Channel,
 }
 
-fn two_sites(emu: support::emulator::Emu) -> TwoSites {
-    let config = support::sites::config_for(&emu, &support::unique_name("stream"));
-    let (home, a, b) = support::sites::own_pair(&config, "a", "b");
-    let store_a = Store::new(support::unique_name("stream-a"), a.clone()).unwrap();
+fn two_sites(emu: crate::support::emulator::Emu) -> TwoSites {
+    let config = crate::support::sites::config_for(&emu, &crate::support::unique_name("stream"));
+    let (home, a, b) = crate::support::sites::own_pair(&config, "a", "b");
+    let store_a = Store::new(crate::support::unique_name("stream-a"), a.clone()).unwrap();
     TwoSites {
         emu,
         config,
@@ -130,7 +128,7 @@ fn consume_at_b(sites: &TwoSites, from: u64) -> tokio::task::JoinHandle<Vec<u64>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_globus_stream_arrives_at_the_other_site_in_order_without_a_broker() {
-    let sites = two_sites(support::emulator::Emu::start());
+    let sites = two_sites(crate::support::emulator::Emu::start());
     let live = consume_at_b(&sites, 0);
     let mut producer = StreamProducer::open(&sites.store_a, &sites.at_a, "events")
         .await
@@ -146,7 +144,7 @@ async fn a_globus_stream_arrives_at_the_other_site_in_order_without_a_broker() {
 
     // A producer whose store is not the channel's is refused.
     let other = Store::new(
-        support::unique_name("stream-other"),
+        crate::support::unique_name("stream-other"),
         ps_globus::connector::LocalConnector::new(),
     )
     .unwrap();
@@ -159,7 +157,9 @@ async fn a_globus_stream_arrives_at_the_other_site_in_order_without_a_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_arrives_before_its_object_waits_for_it() {
     // Transfers take 1.5 s: the event file is copied to b by hand at once.
-    let sites = two_sites(support::emulator::Emu::with(|c| c.task_latency_ms = 1500));
+    let sites = two_sites(crate::support::emulator::Emu::with(|c| {
+        c.task_latency_ms = 1500
+    }));
     let mut producer = StreamProducer::open(&sites.store_a, &sites.at_a, "events")
         .await
         .unwrap();
@@ -197,7 +197,7 @@ fn child_publishes_and_crashes() {
     let home = given["home"].as_str().unwrap();
     ps_globus::connector::set_process_defaults(ProcessDefaults {
         authorizer: Some(Arc::new(StaticTokenAuthorizer::new(
-            support::emulator::TOKEN,
+            crate::support::emulator::TOKEN,
         ))),
         settings: Some(ps_globus::Settings::isolated(home)),
         ..Default::default()
@@ -222,14 +222,17 @@ fn child_publishes_and_crashes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_that_crashed_is_resumed_without_repeating_or_losing_events() {
-    let sites = two_sites(support::emulator::Emu::start());
+    let sites = two_sites(crate::support::emulator::Emu::start());
     let given = serde_json::json!({
         "config": sites.config,
         "home": sites._home.path(),
         "store": sites.store_a.name(),
     });
-    let out =
-        support::run_child_output("child_publishes_and_crashes", CRASH_VAR, given.to_string());
+    let out = crate::support::run_child_output(
+        "streams::child_publishes_and_crashes",
+        CRASH_VAR,
+        given.to_string(),
+    );
     assert!(!out.status.success(), "the producer died");
 
     // The restarted producer (same site, same state directory) continues at 3, and the
@@ -251,7 +254,7 @@ async fn a_producer_that_crashed_is_resumed_without_repeating_or_losing_events()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_event_naming_another_store_is_refused() {
     use sha2::Digest;
-    let sites = two_sites(support::emulator::Emu::start());
+    let sites = two_sites(crate::support::emulator::Emu::start());
     // A real object of the channel's store (it reaches b), announced with a store config
     // of the forger's choosing: the same collections, another directory; or another
     // local path at b, where the consumer reads.
@@ -317,7 +320,7 @@ async fn a_forged_event_naming_another_store_is_refused() {
 /// file that opens as a sealed event of the topic at that position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stray_event_files_never_make_a_producer_skip_positions() {
-    let sites = two_sites(support::emulator::Emu::start());
+    let sites = two_sites(crate::support::emulator::Emu::start());
     let mut producer = StreamProducer::open(&sites.store_a, &sites.at_a, "events")
         .await
         .unwrap();

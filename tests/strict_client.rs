@@ -4,22 +4,20 @@
 //! a collection cannot compute is dropped, not retried forever; a service identity gets
 //! its `data_access` without a person; readers of many processes share one watcher.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::emulator::{Emu, fault, write};
+use crate::support::managers::{client, config, manager, spec, sqlite};
 use ps_globus::Error;
 use ps_globus::auth::ClientCredentialsAuthorizer;
-use ps_globus::sim::{CollectionConfig, FaultKind};
 use ps_globus::state::StateDb;
 use ps_globus::transfer::watch::Watcher;
 use ps_globus::transfer::{
     BatchOptions, BatchState, ItemState, ManagerConfig, RequestGate, TaskStatus, TransferClient,
 };
-use support::emulator::{Emu, fault, write};
-use support::managers::{client, config, manager, spec, sqlite};
+use ps_globus_sim::{CollectionConfig, FaultKind};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -392,7 +390,7 @@ async fn a_refused_login_ends_a_wait_at_once_and_keeps_the_item() {
         Arc::new(ps_globus::auth::StaticTokenAuthorizer::new("not-a-token")),
     )
     .unwrap()
-    .with_retry(support::managers::fast_retry())
+    .with_retry(crate::support::managers::fast_retry())
     .unwrap();
     let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
     let m = ps_globus::transfer::TransferManager::start(db, refused, config())

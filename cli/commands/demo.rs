@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar};
 use ps_globus::Store;
-use ps_globus::sim::TwoSites;
+use ps_globus_sim::TwoSites;
 
 use super::CommandError;
 use crate::CliResult;
@@ -85,7 +85,7 @@ fn produce(
     let mut stdin = consumer.stdin.take().expect("piped");
     let mut bytes = 0u64;
     for index in 0..args.objects {
-        let object = ps_globus::demo::object(index, args.max_size);
+        let object = ps_globus_sim::demo::object(index, args.max_size);
         bytes += object.len() as u64;
         let proxy = store.proxy(&object)?;
         writeln!(stdin, "{index}\t{}", serde_json::to_string(&proxy)?)?;
@@ -117,9 +117,9 @@ fn follow_consumer(stdout: ChildStdout, bar: ProgressBar) -> JoinHandle<Option<s
 /// `demo-consumer`: resolves the proxies on stdin, one JSON line per object on stdout.
 pub fn consumer(max_size: usize) -> CliResult {
     let stdin = std::io::stdin();
-    let (objects, bytes) = ps_globus::block_on(ps_globus::demo::consume(
+    let (objects, bytes) = ps_globus::block_on(ps_globus_sim::demo::consume(
         stdin.lock(),
-        |index| ps_globus::demo::object(index, max_size),
+        |index| ps_globus_sim::demo::object(index, max_size),
         |index, len| {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{{\"resolved\": {index}, \"bytes\": {len}}}");

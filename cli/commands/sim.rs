@@ -104,7 +104,33 @@ pub fn run(command: SimCommand) -> CliResult {
 }
 
 fn serve(args: SimServeArgs) -> CliResult {
-    use ps_globus::sim::{CollectionConfig, SimConfig, Simulator};
+    use ps_globus_sim::Simulator;
+    let config = sim_config(args)?;
+    let sim = Simulator::start_with_logging(config, true)?;
+    // Handlers go in before the startup line: a supervisor may signal as soon as it reads it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut terminate, mut interrupt) = ps_globus::block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    println!("{}", sim.startup_line());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    ps_globus::block_on(async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    });
+    eprintln!("ps-globus sim: shutting down");
+    sim.shutdown();
+    Ok(())
+}
+
+/// The emulator's configuration: the `--config` file's, with the flags over it.
+fn sim_config(args: SimServeArgs) -> Result<ps_globus_sim::SimConfig, Box<dyn std::error::Error>> {
+    use ps_globus_sim::SimConfig;
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -113,23 +139,7 @@ fn serve(args: SimServeArgs) -> CliResult {
         }
         None => SimConfig::default(),
     };
-    let mut named = std::collections::BTreeSet::new();
-    for spec in &args.collections {
-        let (name, dir) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("--collection {spec:?}: expected NAME=DIR"))?;
-        if !named.insert(name) {
-            return Err(format!(
-                "--collection {name} is given twice: give each collection its own name"
-            )
-            .into());
-        }
-        let entry = config
-            .collections
-            .entry(name.to_owned())
-            .or_insert_with(CollectionConfig::default);
-        entry.root = PathBuf::from(dir);
-    }
+    add_collections(&mut config, &args)?;
     for spec in &args.allow {
         let (name, identity) = spec
             .split_once('=')
@@ -193,24 +203,27 @@ fn serve(args: SimServeArgs) -> CliResult {
     if let Some(v) = args.token_lifetime_s {
         config.token_lifetime_s = v;
     }
-    let sim = Simulator::start_with_logging(config, true)?;
-    // Handlers go in before the startup line: a supervisor may signal as soon as it reads it.
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut terminate, mut interrupt) = ps_globus::block_on(async {
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-        ))
-    })?;
-    println!("{}", sim.startup_line());
-    std::io::Write::flush(&mut std::io::stdout())?;
-    ps_globus::block_on(async {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+    Ok(config)
+}
+
+/// The `--collection NAME=DIR` flags, each name once, over the file's collections.
+fn add_collections(
+    config: &mut ps_globus_sim::SimConfig,
+    args: &SimServeArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut named = std::collections::BTreeSet::new();
+    for spec in &args.collections {
+        let (name, dir) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--collection {spec:?}: expected NAME=DIR"))?;
+        if !named.insert(name) {
+            return Err(format!(
+                "--collection {name} is given twice: give each collection its own name"
+            )
+            .into());
         }
-    });
-    eprintln!("ps-globus sim: shutting down");
-    sim.shutdown();
+        let entry = config.collections.entry(name.to_owned()).or_default();
+        entry.root = PathBuf::from(dir);
+    }
     Ok(())
 }

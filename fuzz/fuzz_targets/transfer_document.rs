@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ps_globus::sim::transfer_document(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ps_globus_sim::transfer_document(data));

@@ -418,7 +418,7 @@ pub enum Error {
 
 impl Error {
     /// Builds an [`Error::Io`] for `op` on `path`.
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),
@@ -448,7 +448,7 @@ impl Error {
     }
 
     /// Builds an [`Error::Encode`] for a value `codec` could not encode.
-    pub(crate) fn encode(codec: &'static str, source: impl Into<BoxError>) -> Self {
+    pub fn encode(codec: &'static str, source: impl Into<BoxError>) -> Self {
         Error::Encode {
             codec,
             source: source.into(),

@@ -502,7 +502,8 @@ impl Inner {
     }
 
     /// One attempt (plus one repeat after a successful refresh on 401, and one after the
-    /// authorizer added a missing `data_access`); the body of a success.
+    /// authorizer added a missing `data_access`); the body of a success. Building,
+    /// sending and classifying the answer are the three functions below.
     async fn attempt(
         &self,
         method: &Method,
@@ -513,52 +514,9 @@ impl Inner {
     ) -> Result<bytes::Bytes, Failure> {
         let url = format!("{}{path}", self.base);
         loop {
-            if let Some(gate) = &self.gate {
-                gate.admit().await;
-            }
-            let header = self.auth.authorization().await.map_err(Failure::fatal)?;
-            let mut header = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
-                Failure::fatal(Error::Unauthorized {
-                    message: "the authorizer produced a header that is not valid HTTP".into(),
-                })
-            })?;
-            // Sensitive: kept out of any Debug output of the request (logs at trace level).
-            header.set_sensitive(true);
+            let request = self.build(method, &url, query, body).await?;
             tracing::trace!(%method, path, "Globus Transfer request");
-            let timeout = if *method == Method::GET {
-                self.retry.read_timeout
-            } else {
-                self.retry.write_timeout
-            };
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .timeout(timeout)
-                .header(AUTHORIZATION, header);
-            if !query.is_empty() {
-                request = request.query(query);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let network = |e: reqwest::Error| Failure {
-                error: Error::Network {
-                    url: url.clone(),
-                    source: without_url(&e).into(),
-                    retries: 0,
-                },
-                retryable: true,
-                retry_after: None,
-            };
-            let response = request.send().await.map_err(network)?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let text = response.bytes().await.map_err(network)?;
+            let (status, retry_after, text) = send(request, &url).await?;
             if status.is_success() {
                 return Ok(text);
             }
@@ -568,64 +526,156 @@ impl Inner {
             {
                 continue;
             }
-            let doc: Option<ErrorDoc> = serde_json::from_slice(&text).ok();
-            let (code, message, request_id) = match &doc {
-                Some(d) => (
-                    d.code.clone(),
-                    d.message.clone(),
-                    d.request_id.clone().unwrap_or_default(),
-                ),
-                None => (
-                    format!("HTTP{}", status.as_u16()),
-                    String::from_utf8_lossy(&text).chars().take(200).collect(),
-                    String::new(),
-                ),
-            };
-            if status.as_u16() == 401 {
-                return Err(Failure::fatal(Error::Unauthorized { message }));
-            }
-            if code == "ConsentRequired" {
-                let required_scopes = doc.and_then(|d| d.required_scopes).unwrap_or_default();
-                let collections = data_access_collections(&required_scopes);
-                let ids: Vec<uuid::Uuid> = collections
-                    .iter()
-                    .filter_map(|c| uuid::Uuid::parse_str(c).ok())
-                    .collect();
-                if !ids.is_empty()
-                    && !consented.swap(true, Ordering::SeqCst)
-                    && self
-                        .auth
-                        .add_data_access(&ids)
-                        .await
-                        .map_err(Failure::fatal)?
-                {
-                    continue;
+            match classify(status.as_u16(), retry_after, &text, (method, path)) {
+                Refusal::Consent(required_scopes) => {
+                    let collections = data_access_collections(&required_scopes);
+                    if !consented.swap(true, Ordering::SeqCst)
+                        && self.add_data_access(&collections).await?
+                    {
+                        continue;
+                    }
+                    return Err(Failure::fatal(Error::ConsentRequired {
+                        required_scopes,
+                        collections,
+                    }));
                 }
-                return Err(Failure::fatal(Error::ConsentRequired {
-                    required_scopes,
-                    collections,
-                }));
+                Refusal::Failed(failure) => return Err(failure),
             }
-            let error = Error::Api {
-                status: status.as_u16(),
-                code,
-                message,
-                request_id,
-                method: method.to_string(),
-                path: format!("/{path}"),
-                retries: 0,
-            };
-            let retryable = error.is_transient();
-            let retry_after = matches!(status.as_u16(), 429 | 503)
-                .then_some(retry_after)
-                .flatten();
-            return Err(Failure {
-                error,
-                retryable,
-                retry_after,
-            });
         }
     }
+
+    /// The request, after the identity's request budget admits it, with the
+    /// authorizer's header (kept out of any Debug output: logs at trace level).
+    async fn build(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<reqwest::RequestBuilder, Failure> {
+        if let Some(gate) = &self.gate {
+            gate.admit().await;
+        }
+        let header = self.auth.authorization().await.map_err(Failure::fatal)?;
+        let mut header = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
+            Failure::fatal(Error::Unauthorized {
+                message: "the authorizer produced a header that is not valid HTTP".into(),
+            })
+        })?;
+        header.set_sensitive(true);
+        let timeout = if *method == Method::GET {
+            self.retry.read_timeout
+        } else {
+            self.retry.write_timeout
+        };
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .timeout(timeout)
+            .header(AUTHORIZATION, header);
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Ok(request)
+    }
+
+    /// Asks the authorizer to add `data_access` for `collections` (those that are
+    /// collection ids); whether it did.
+    async fn add_data_access(&self, collections: &[String]) -> Result<bool, Failure> {
+        let ids: Vec<uuid::Uuid> = collections
+            .iter()
+            .filter_map(|c| uuid::Uuid::parse_str(c).ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        self.auth
+            .add_data_access(&ids)
+            .await
+            .map_err(Failure::fatal)
+    }
+}
+
+/// Sends `request` to `url`: the answer's status, its `Retry-After`, and its body; a
+/// failure to connect or to read is a retryable network failure.
+async fn send(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(reqwest::StatusCode, Option<Duration>, bytes::Bytes), Failure> {
+    let network = |e: reqwest::Error| Failure {
+        error: Error::Network {
+            url: url.to_owned(),
+            source: without_url(&e).into(),
+            retries: 0,
+        },
+        retryable: true,
+        retry_after: None,
+    };
+    let response = request.send().await.map_err(network)?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = response.bytes().await.map_err(network)?;
+    Ok((status, retry_after, text))
+}
+
+/// What a refused request's answer means.
+enum Refusal {
+    /// `ConsentRequired`, with the scopes the service asked for.
+    Consent(Vec<String>),
+    /// Anything else: the error, and whether (and when) to try again.
+    Failed(Failure),
+}
+
+/// Classifies a refusal (`status` not 2xx, `text` its body) of `method` on `path`:
+/// Globus's error document when there is one, else the status and the body's start.
+fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    text: &[u8],
+    (method, path): (&Method, &str),
+) -> Refusal {
+    let doc: Option<ErrorDoc> = serde_json::from_slice(text).ok();
+    let (code, message, request_id) = match &doc {
+        Some(d) => (
+            d.code.clone(),
+            d.message.clone(),
+            d.request_id.clone().unwrap_or_default(),
+        ),
+        None => (
+            format!("HTTP{status}"),
+            String::from_utf8_lossy(text).chars().take(200).collect(),
+            String::new(),
+        ),
+    };
+    if status == 401 {
+        return Refusal::Failed(Failure::fatal(Error::Unauthorized { message }));
+    }
+    if code == "ConsentRequired" {
+        return Refusal::Consent(doc.and_then(|d| d.required_scopes).unwrap_or_default());
+    }
+    let error = Error::Api {
+        status,
+        code,
+        message,
+        request_id,
+        method: method.to_string(),
+        path: format!("/{path}"),
+        retries: 0,
+    };
+    let retryable = error.is_transient();
+    Refusal::Failed(Failure {
+        error,
+        retryable,
+        retry_after: matches!(status, 429 | 503).then_some(retry_after).flatten(),
+    })
 }
 
 /// A reqwest error's text without its URL (the URL is reported separately).

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ps_globus::sim::{CollectionConfig, FaultConfig, FaultKind, SimConfig, Simulator};
+use ps_globus_sim::{CollectionConfig, FaultConfig, FaultKind, SimConfig, Simulator};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -100,16 +100,16 @@ macro_rules! on_both_engines {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                run(support::managers::Engine::Sqlite).await
+                run($crate::support::managers::Engine::Sqlite).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                run(support::managers::Engine::Postgres).await
+                run($crate::support::managers::Engine::Postgres).await
             }
 
             $(#[$attr])*
-            async fn run($engine: support::managers::Engine) $body
+            async fn run($engine: $crate::support::managers::Engine) $body
         }
     };
 }

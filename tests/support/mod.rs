@@ -164,10 +164,52 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
 }
-pub mod cli;
 pub mod emulator;
 pub mod managers;
 pub mod pg_cluster;
 pub mod readme;
 pub mod redis_server;
 pub mod sites;
+
+/// The state database of a test's own directory `dir`.
+pub async fn lease_db(dir: &tempfile::TempDir) -> ps_globus::state::StateDb {
+    ps_globus::state::StateDb::open(dir.path().join("state.db"))
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 20 s) until `done` holds; for waits on an expiry, which is the behaviour
+/// under test, not a stand-in for an event.
+pub async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < limit,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The repository's root directory (the workspace's: every package's tests read its
+/// README, fuzz corpora and scripts from there).
+pub fn repo_root() -> &'static std::path::Path {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or(manifest)
+}
+
+/// Runs `command` to its end, fails the test with its output unless it succeeded, and
+/// returns its standard output.
+pub fn succeeded(command: &mut std::process::Command) -> String {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -9,8 +9,6 @@
 //! fixed ones), and `sh by-hand` blocks (set-up, benchmarks, an interactive login) have each
 //! command checked against the binaries, examples and scripts they name.
 
-use std::path::Path;
-
 /// One fenced code block.
 #[derive(Debug, Clone)]
 pub struct Block {
@@ -74,5 +72,5 @@ pub const TWINS: &[(&str, &str, &str)] = &[
 
 /// The source of the test file `path` (relative to the crate).
 pub fn test_source(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    std::fs::read_to_string(super::repo_root().join(path)).unwrap()
 }

@@ -123,3 +123,8 @@ pub async fn assert_evicted_in_one_delete_task(
         assert!(!b.exists(key).await.unwrap(), "the copy at b is gone");
     }
 }
+
+/// A connector at each of sites `a` and `b` of the shared emulator, for `store_dir`.
+pub fn pair(store_dir: &str) -> (GlobusConnector, GlobusConnector) {
+    (connector("a", store_dir).1, connector("b", store_dir).1)
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use ps_globus::sim::{SimConfig, Simulator};
+use ps_globus_sim::{SimConfig, Simulator};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 

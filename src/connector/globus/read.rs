@@ -53,25 +53,11 @@ impl GlobusConnector {
         local: &Path,
         keep: bool,
     ) -> Result<Option<Bytes>> {
-        let site = &self.inner.site;
-        let label = match meta.destinations.get(site) {
-            Some(label) => label.clone(),
-            None => match verify_file(root, local, meta, keep).await? {
-                Verdict::Match(bytes) => return Ok(bytes),
-                _ if self.inner.config.pull_on_demand => self.pull(meta).await?,
-                _ => {
-                    return Err(Error::NotStaged {
-                        key: meta.path.clone(),
-                        site: site.clone(),
-                        destinations: meta.destinations.keys().cloned().collect(),
-                    });
-                }
-            },
+        let label = match self.label_to_follow(meta, root, local, keep).await? {
+            Arrival::Here(bytes) => return Ok(bytes),
+            Arrival::Follow(label) => label,
         };
-        // Already here: no need to follow the transfer (nor to ask Globus anything).
-        if let Verdict::Match(bytes) = verify_file(root, local, meta, keep).await? {
-            return Ok(bytes);
-        }
+        let site = &self.inner.site;
         let (_, source) = self.paths(&meta.source, &meta.path)?;
         let (_, destination) = self.paths(site, &meta.path)?;
         let paths = Paths {
@@ -79,21 +65,17 @@ impl GlobusConnector {
             destination,
         };
         let watcher = self.watcher().await?.clone();
-        let mut family = Family::new(watcher.clone(), &label);
+        let mut family = Family::new(watcher.clone(), &label, paths.clone());
         let explicit = self.inner.config.wait_timeout_s.map(Duration::from_secs);
         let mut until = crate::runtime::deadline_after(explicit.unwrap_or(DEFAULT_WAIT));
-        let waiting = crate::waits::begin(
-            format!(
-                "object {}/{} to arrive at site {site}",
-                self.inner.config.store_dir, meta.path
-            ),
-            explicit.unwrap_or(DEFAULT_WAIT),
-            likely_cause(None, &label),
+        let mut waiting = Waiting::begin(
+            &self.inner.config.store_dir,
+            &meta.path,
+            site,
+            &label,
+            explicit,
         );
         let mut delay = Duration::from_millis(10);
-        // What the cause was last said from (task, status, nice_status): said again only
-        // when that changes, not on every look.
-        let mut said = None;
         loop {
             let changed = watcher.changed();
             let verdict = verify_file(root, local, meta, keep).await?;
@@ -101,51 +83,26 @@ impl GlobusConnector {
                 return Ok(bytes);
             }
             let root_task = family.root_task();
-            let state = root_task
-                .as_ref()
-                .map(|t| (t.task_id.clone(), t.status.clone(), t.nice_status.clone()));
-            if state != said {
-                waiting.cause(likely_cause(root_task.as_ref(), &label));
-                said = state;
-            }
-            waiting.tick();
+            waiting.saw(root_task.as_ref());
             // Without a timeout of the store's own, the wait ends at the task's deadline.
             if explicit.is_none()
-                && let Some(deadline) = root_task
-                    .as_ref()
-                    .and_then(|t| t.deadline.as_deref())
-                    .and_then(crate::transfer::types::parse_time)
+                && let Some(left) = root_task.as_ref().and_then(time_to_deadline)
             {
-                let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
                 until = crate::runtime::deadline_after(left.saturating_add(Duration::from_secs(5)));
             }
             if let Verdict::Mismatch(found) = &verdict
                 && !family.any_seen()
             {
-                let found = found.clone();
                 // Right size, wrong bytes, and no task of ours in flight to explain it.
-                return Err(integrity(local, meta, found));
+                return Err(integrity(local, meta, found.clone()));
             }
-            match family.step(self.client().await?, &paths).await? {
+            match family.step(self.client().await?).await? {
                 Step::Wait => {}
                 Step::LookAgain => continue,
                 Step::Ended(Some(error)) => return Err(error),
+                // Every task succeeded and none skipped it: what is there is final.
                 Step::Ended(None) => {
-                    // Every task succeeded and none skipped it: what is there is final.
-                    return Err(match verdict {
-                        Verdict::Mismatch(found) => integrity(local, meta, found),
-                        Verdict::WrongSize(size) => integrity(local, meta, format!("{size} bytes")),
-                        _ => Error::TransferFailed {
-                            task_id: root_task.map(|t| t.task_id),
-                            code: "MISSING".into(),
-                            description: format!(
-                                "the task succeeded but {} is not there (deleted since?)",
-                                local.display()
-                            ),
-                            source_path: paths.source,
-                            destination_path: paths.destination,
-                        },
-                    });
+                    return Err(not_delivered(verdict, local, meta, root_task, paths));
                 }
             }
             let now = Instant::now();
@@ -159,6 +116,37 @@ impl GlobusConnector {
             // A stat is cheap; the file is the completion signal, so look often.
             delay = (delay * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// The object's bytes if they are here already (or for a site that is no destination
+    /// and pulls nothing, an error); else the label of the batch that brings them.
+    async fn label_to_follow(
+        &self,
+        meta: &ObjectMeta,
+        root: &Path,
+        local: &Path,
+        keep: bool,
+    ) -> Result<Arrival> {
+        let site = &self.inner.site;
+        let label = match meta.destinations.get(site) {
+            Some(label) => label.clone(),
+            None => match verify_file(root, local, meta, keep).await? {
+                Verdict::Match(bytes) => return Ok(Arrival::Here(bytes)),
+                _ if self.inner.config.pull_on_demand => self.pull(meta).await?,
+                _ => {
+                    return Err(Error::NotStaged {
+                        key: meta.path.clone(),
+                        site: site.clone(),
+                        destinations: meta.destinations.keys().cloned().collect(),
+                    });
+                }
+            },
+        };
+        // Already here: no need to follow the transfer (nor to ask Globus anything).
+        Ok(match verify_file(root, local, meta, keep).await? {
+            Verdict::Match(bytes) => Arrival::Here(bytes),
+            _ => Arrival::Follow(label),
+        })
     }
 
     /// Transfers an object from its source to this site; returns the batch label.
@@ -180,6 +168,85 @@ impl GlobusConnector {
         .checksum(meta.sha256.clone(), "SHA256")
         .size(meta.size);
         Ok(self.manager().await?.enqueue(spec).await?.label)
+    }
+}
+
+/// Where an object is when a reader starts to wait for it.
+enum Arrival {
+    /// Here and verified (its bytes, if they were asked for).
+    Here(Option<Bytes>),
+    /// On its way in the batch with this label.
+    Follow(String),
+}
+
+/// A reader's wait as the long-wait report shows it, and the cause it last gave.
+struct Waiting {
+    wait: crate::waits::Waiting,
+    label: String,
+    /// What the cause was last said from (task, status, nice_status): said again only
+    /// when that changes, not on every look.
+    said: Option<(String, crate::transfer::TaskStatus, Option<String>)>,
+}
+
+impl Waiting {
+    fn begin(
+        store_dir: &str,
+        path: &str,
+        site: &str,
+        label: &str,
+        limit: Option<Duration>,
+    ) -> Self {
+        let wait = crate::waits::begin(
+            format!("object {store_dir}/{path} to arrive at site {site}"),
+            limit.unwrap_or(DEFAULT_WAIT),
+            likely_cause(None, label),
+        );
+        Waiting {
+            wait,
+            label: label.to_owned(),
+            said: None,
+        }
+    }
+
+    /// One look, which saw the key's own task as `task`.
+    fn saw(&mut self, task: Option<&crate::transfer::types::Task>) {
+        let state = task.map(|t| (t.task_id.clone(), t.status.clone(), t.nice_status.clone()));
+        if state != self.said {
+            self.wait.cause(likely_cause(task, &self.label));
+            self.said = state;
+        }
+        self.wait.tick();
+    }
+}
+
+/// How long until `task`'s deadline, if it has one.
+fn time_to_deadline(task: &crate::transfer::types::Task) -> Option<Duration> {
+    let deadline = crate::transfer::types::parse_time(task.deadline.as_deref()?)?;
+    Some((deadline - chrono::Utc::now()).to_std().unwrap_or_default())
+}
+
+/// The error for an object every task of its family delivered without a word, yet
+/// whose file (`verdict`) is not right: wrong bytes, or none.
+fn not_delivered(
+    verdict: Verdict,
+    local: &Path,
+    meta: &ObjectMeta,
+    root_task: Option<crate::transfer::types::Task>,
+    paths: Paths,
+) -> Error {
+    match verdict {
+        Verdict::Mismatch(found) => integrity(local, meta, found),
+        Verdict::WrongSize(size) => integrity(local, meta, format!("{size} bytes")),
+        _ => Error::TransferFailed {
+            task_id: root_task.map(|t| t.task_id),
+            code: "MISSING".into(),
+            description: format!(
+                "the task succeeded but {} is not there (deleted since?)",
+                local.display()
+            ),
+            source_path: paths.source,
+            destination_path: paths.destination,
+        },
     }
 }
 

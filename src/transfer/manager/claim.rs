@@ -17,7 +17,7 @@
 use super::split::{ITEM_BYTES_SQL, item_budget};
 use crate::error::Result;
 use crate::state::StateDb;
-use crate::state::query::{On, query};
+use crate::state::query::{On, Tx, query};
 use crate::transfer::BatchOptions;
 use crate::transfer::states::BatchState;
 
@@ -82,12 +82,20 @@ pub(super) async fn claim(
         tx.commit().await?;
         return Ok(Claim::Claimed { merged: 0 });
     }
+    let merged = merge_mates(&mut tx, batch, limits).await?;
+    tx.commit().await?;
+    Ok(Claim::Claimed { merged })
+}
+
+/// Moves into `batch` the items of the waiting batches it may take (same route,
+/// options and priority, not held), as many as fit its limits; how many it took.
+async fn merge_mates(tx: &mut Tx, batch: i64, limits: Limits) -> Result<usize> {
     let count_and_bytes = format!("COUNT(*), COALESCE(SUM({ITEM_BYTES_SQL}), 0)");
     let (mut items, mut bytes): (i64, i64) = query(&format!(
         "SELECT {count_and_bytes} FROM items WHERE batch_id = $1"
     ))
     .bind(batch)
-    .fetch_one_as(&mut tx)
+    .fetch_one_as(&mut *tx)
     .await?;
     let now = tx.clock_ms().await?;
     let mates: Vec<(i64, i64, i64)> = query(&format!(
@@ -102,7 +110,7 @@ pub(super) async fn claim(
     .bind(batch)
     .bind(BatchState::Ready.as_str())
     .bind(now)
-    .fetch_all_as(&mut tx)
+    .fetch_all_as(&mut *tx)
     .await?;
     let mut merged = 0;
     let byte_budget = item_budget(limits.max_document_bytes) as i64;
@@ -116,20 +124,19 @@ pub(super) async fn claim(
         )
         .bind(batch)
         .bind(mate)
-        .execute(&mut tx)
+        .execute(&mut *tx)
         .await?;
         query("UPDATE batches SET state = $1, merged_into = $2 WHERE id = $3")
             .bind(BatchState::Merged.as_str())
             .bind(batch)
             .bind(mate)
-            .execute(&mut tx)
+            .execute(&mut *tx)
             .await?;
         items += count;
         bytes += mate_bytes;
         merged += 1;
     }
-    tx.commit().await?;
-    Ok(Claim::Claimed { merged })
+    Ok(merged)
 }
 
 /// Whether `batch`'s options keep its label ([`BatchOptions::keep_label`]): then it

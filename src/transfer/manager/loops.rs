@@ -86,53 +86,8 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         if inner.stopped() {
             return;
         }
-        let config = &inner.config;
-        let any_open = !inner.open.lock().expect("open batches poisoned").is_empty();
-        // While closed batches queue for posting, an open one keeps taking items (up to
-        // `max_items`, or for `MAX_HOLD_OPEN`): one task instead of many that would only
-        // wait in the same queue.
-        let backlogged = any_open
-            && sql::unposted_backlog(&inner.db, &inner.identity, &inner.owner)
-                .await
-                .is_ok_and(|n| n > 0);
-        let slots_busy = any_open
-            && !backlogged
-            && config.running_slots > 0
-            && sql::pending_at_globus(&inner.db, &inner.identity)
-                .await
-                .is_ok_and(|n| n >= config.running_slots as i64);
-        let hold_open = backlogged || slots_busy;
-        let now = Instant::now();
-        let (due, next) = {
-            let mut open = inner.open.lock().expect("open batches poisoned");
-            let due: Vec<String> = open
-                .values()
-                .filter(|b| {
-                    let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
-                    b.is_full(config)
-                        || (timely && !hold_open)
-                        || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
-                })
-                .map(|b| b.label.clone())
-                .collect();
-            open.retain(|_, b| !due.contains(&b.label));
-            let next = open
-                .values()
-                .map(|b| {
-                    let at = (b.last + config.quiet).min(b.first + config.max_delay);
-                    if backlogged {
-                        // Look again soon: the backlog drains as the submitter posts.
-                        at.max(now + BACKLOG_RECHECK)
-                    } else if slots_busy {
-                        // A task's end wakes the batcher; this is the fallback.
-                        at.max(now + SLOTS_RECHECK)
-                    } else {
-                        at
-                    }
-                })
-                .min();
-            (due, next)
-        };
+        let pressure = Pressure::of(&inner).await;
+        let (due, next) = due_batches(&inner, pressure, Instant::now());
         for label in &due {
             // The items of a due batch were queued before it left `open`: its close
             // comes after them.
@@ -157,11 +112,80 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         });
         tokio::select! {
             _ = kick => {}
-            _ = changed, if slots_busy => {}
+            _ = changed, if pressure.slots_busy => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Why open batches stay open longer than their quiet time (see [`batcher_loop`]).
+#[derive(Clone, Copy)]
+struct Pressure {
+    /// Closed batches of this process queue for posting.
+    backlogged: bool,
+    /// Every running slot the identity has at Globus is taken.
+    slots_busy: bool,
+}
+
+impl Pressure {
+    /// The pressure on `inner`'s open batches now (none when none is open).
+    async fn of(inner: &Inner) -> Pressure {
+        let any_open = !inner.open.lock().expect("open batches poisoned").is_empty();
+        // While closed batches queue for posting, an open one keeps taking items (up to
+        // `max_items`, or for `MAX_HOLD_OPEN`): one task instead of many that would only
+        // wait in the same queue.
+        let backlogged = any_open
+            && sql::unposted_backlog(&inner.db, &inner.identity, &inner.owner)
+                .await
+                .is_ok_and(|n| n > 0);
+        let slots = inner.config.running_slots;
+        let slots_busy = any_open
+            && !backlogged
+            && slots > 0
+            && sql::pending_at_globus(&inner.db, &inner.identity)
+                .await
+                .is_ok_and(|n| n >= slots as i64);
+        Pressure {
+            backlogged,
+            slots_busy,
+        }
+    }
+}
+
+/// Takes the open batches due to close at `now` out of `inner.open`; their labels, and
+/// when the next of those left is due.
+fn due_batches(inner: &Inner, pressure: Pressure, now: Instant) -> (Vec<String>, Option<Instant>) {
+    let config = &inner.config;
+    let hold_open = pressure.backlogged || pressure.slots_busy;
+    let mut open = inner.open.lock().expect("open batches poisoned");
+    let due: Vec<String> = open
+        .values()
+        .filter(|b| {
+            let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
+            b.is_full(config)
+                || (timely && !hold_open)
+                || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
+        })
+        .map(|b| b.label.clone())
+        .collect();
+    open.retain(|_, b| !due.contains(&b.label));
+    let next = open
+        .values()
+        .map(|b| {
+            let at = (b.last + config.quiet).min(b.first + config.max_delay);
+            if pressure.backlogged {
+                // Look again soon: the backlog drains as the submitter posts.
+                at.max(now + BACKLOG_RECHECK)
+            } else if pressure.slots_busy {
+                // A task's end wakes the batcher; this is the fallback.
+                at.max(now + SLOTS_RECHECK)
+            } else {
+                at
+            }
+        })
+        .min();
+    (due, next)
 }
 
 /// Submits admitted batches; retries failed submissions with a growing back-off.

@@ -87,6 +87,29 @@ impl Inner {
     }
 }
 
+/// The options of a batch split in two, and of its new part `n`, from the batch's
+/// `options`. Neither half merges with other batches from now on (`keep_label`): a claim
+/// would merge them back into one document the service refuses, for ever. A label the
+/// user chose (staging) gets the part's suffix where Globus has room for it.
+fn split_options(options: &str, n: i64) -> Result<(String, String)> {
+    let Ok(mut parsed) = serde_json::from_str::<BatchOptions>(options) else {
+        // Options this build cannot read already keep their label.
+        return Ok((options.to_owned(), options.to_owned()));
+    };
+    parsed.keep_label = true;
+    let own = serde_json::to_string(&parsed).map_err(|e| Error::encode("json", e))?;
+    if let Some(user) = parsed.label.take() {
+        let suffixed = part_label(root_of(&user), n);
+        parsed.label = Some(if suffixed.len() <= MAX_LABEL {
+            suffixed
+        } else {
+            user
+        });
+    }
+    let part = serde_json::to_string(&parsed).map_err(|e| Error::encode("json", e))?;
+    Ok((own, part))
+}
+
 /// The split of [`Inner::split`], in one transaction; the batch's label and its new
 /// part's, or `None` if it is not `SUBMITTING` or has fewer than two items.
 async fn split_batch(
@@ -120,28 +143,8 @@ async fn split_batch(
         .fetch_scalar(&mut tx)
         .await?;
     let part = part_label(&root, parts + 1);
-    // Neither half merges with other batches from now on (`keep_label`): a claim would
-    // merge them back into one document the service refuses, for ever. A label the user
-    // chose (staging) gets the part's suffix where Globus has room for it.
     let options: String = row.try_get("options")?;
-    let (batch_options, part_options) = match serde_json::from_str::<BatchOptions>(&options) {
-        Ok(mut parsed) => {
-            parsed.keep_label = true;
-            let own = serde_json::to_string(&parsed).map_err(|e| Error::encode("json", e))?;
-            if let Some(user) = parsed.label.take() {
-                let suffixed = part_label(root_of(&user), parts + 1);
-                parsed.label = Some(if suffixed.len() <= MAX_LABEL {
-                    suffixed
-                } else {
-                    user
-                });
-            }
-            let part = serde_json::to_string(&parsed).map_err(|e| Error::encode("json", e))?;
-            (own, part)
-        }
-        // Options this build cannot read already keep their label.
-        Err(_) => (options.clone(), options),
-    };
+    let (batch_options, part_options) = split_options(&options, parts + 1)?;
     let now = now_ms();
     let [identity, source, destination] =
         ["identity", "source", "destination"].map(|c| row.try_get::<String, _>(c));

@@ -88,33 +88,56 @@ impl Inner {
     pub(super) async fn submit(&self, batch: i64, submission_id: Option<String>) -> Result<()> {
         let submission_id = match submission_id {
             Some(sid) => sid,
-            None => {
-                let sid = match self.client.submission_id().await {
-                    Ok(sid) => sid,
-                    Err(e) => {
-                        // Said where the batch is shown (`status`), not only in a log.
-                        sql::record_submit_error(&self.db, batch, &e.to_string()).await?;
-                        return Err(e);
-                    }
-                };
-                let limits = Limits {
-                    max_pending: self.config.max_pending_tasks,
-                    max_items: self.config.max_items,
-                    max_document_bytes: self.config.max_document_bytes,
-                };
-                match claim(&self.db, batch, &sid, &self.owner, limits).await? {
-                    Claim::Claimed { merged } if merged > 0 => {
-                        tracing::debug!("transfer batch {batch} took {merged} waiting batches");
-                    }
-                    Claim::Claimed { .. } => {}
-                    // Another process took it, or admission filled meanwhile (another
-                    // host's claim): the next round looks again.
-                    Claim::Taken | Claim::Full => return Ok(()),
-                }
-                self.fail_point("after-commit");
-                sid
+            None => match self.claim_with_new_id(batch).await? {
+                Some(sid) => sid,
+                None => return Ok(()),
+            },
+        };
+        let request = self.request_for(batch, submission_id).await?;
+        let items = request.data.len();
+        let document = serde_json::to_vec(&request).map_or(0, |d| d.len());
+        if items > 1 && document > self.config.max_document_bytes {
+            let why = format!(
+                "{items} items make a {document}-byte document, over max_document_bytes {}",
+                self.config.max_document_bytes
+            );
+            self.split(batch, &why).await?;
+            return Ok(());
+        }
+        self.post(batch, &request).await
+    }
+
+    /// Takes a submission id from Globus and claims the batch with it (merging waiting
+    /// batches); `None` if another process took it or admission filled meanwhile
+    /// (another host's claim): the next round looks again.
+    async fn claim_with_new_id(&self, batch: i64) -> Result<Option<String>> {
+        let sid = match self.client.submission_id().await {
+            Ok(sid) => sid,
+            Err(e) => {
+                // Said where the batch is shown (`status`), not only in a log.
+                sql::record_submit_error(&self.db, batch, &e.to_string()).await?;
+                return Err(e);
             }
         };
+        let limits = Limits {
+            max_pending: self.config.max_pending_tasks,
+            max_items: self.config.max_items,
+            max_document_bytes: self.config.max_document_bytes,
+        };
+        match claim(&self.db, batch, &sid, &self.owner, limits).await? {
+            Claim::Claimed { merged } if merged > 0 => {
+                tracing::debug!("transfer batch {batch} took {merged} waiting batches");
+            }
+            Claim::Claimed { .. } => {}
+            Claim::Taken | Claim::Full => return Ok(None),
+        }
+        self.fail_point("after-commit");
+        Ok(Some(sid))
+    }
+
+    /// The batch's transfer request under `submission_id`: `~` paths read as the
+    /// collections place them, checksums left out where a collection cannot verify.
+    async fn request_for(&self, batch: i64, submission_id: String) -> Result<TransferRequest> {
         let mut to_post = sql::batch_to_post(&self.db, batch).await?;
         self.expand_homes(batch, &mut to_post).await?;
         let unverifiable = {
@@ -127,18 +150,12 @@ impl Inner {
                 item.checksum_algorithm = None;
             }
         }
-        let request = transfer_request(to_post, submission_id);
-        let items = request.data.len();
-        let document = serde_json::to_vec(&request).map_or(0, |d| d.len());
-        if items > 1 && document > self.config.max_document_bytes {
-            let why = format!(
-                "{items} items make a {document}-byte document, over max_document_bytes {}",
-                self.config.max_document_bytes
-            );
-            self.split(batch, &why).await?;
-            return Ok(());
-        }
-        match self.client.submit_transfer(&request).await {
+        Ok(transfer_request(to_post, submission_id))
+    }
+
+    /// Posts the batch's `request`, and records what Globus answered.
+    async fn post(&self, batch: i64, request: &TransferRequest) -> Result<()> {
+        match self.client.submit_transfer(request).await {
             Ok(result) => {
                 self.fail_point("after-post");
                 sql::mark_submitted(&self.db, batch, &result.task_id).await?;
@@ -155,7 +172,7 @@ impl Inner {
             }
             // The service's limit is lower than ours: post it in halves (a 413 comes
             // before the document is read, so the submission id stays unused).
-            Err(e) if refused_as_too_large(&e) && items > 1 => {
+            Err(e) if refused_as_too_large(&e) && request.data.len() > 1 => {
                 self.split(batch, &e.to_string()).await?;
                 Ok(())
             }

@@ -17,8 +17,8 @@ use super::checksum::Algorithm;
 use super::paths::Resolved;
 use super::tasks::{Admission, Kind, Request, TaskHandle, TaskState};
 use super::{Collection, SimConfig, SimState, engine};
-use crate::transfer::path::collection_path_from;
-use crate::transfer::types::{
+use ps_globus::transfer::path::collection_path_from;
+use ps_globus::transfer::types::{
     DeleteRequest, ErrorDoc, FileEntry, FileList, Link, MarkerPage, MkdirRequest, Page,
     RenameRequest, ResultDoc, SubmitResult, Task, TaskStatus, TaskUpdate, TransferRequest,
     format_time, parse_time,

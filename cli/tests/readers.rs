@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ps_globus::Store;
-use ps_globus::sim::TwoSites;
+use ps_globus_sim::TwoSites;
 
 #[test]
 fn reader_processes_sharing_a_database_stay_under_the_rate_limit() {
@@ -22,7 +22,7 @@ fn reader_processes_sharing_a_database_stay_under_the_rate_limit() {
     let mut shares = vec![String::new(); READERS];
     for index in 0..OBJECTS {
         let proxy = store
-            .proxy(&ps_globus::demo::object(index, MAX_SIZE))
+            .proxy(&ps_globus_sim::demo::object(index, MAX_SIZE))
             .unwrap();
         let line = format!("{index}\t{}\n", serde_json::to_string(&proxy).unwrap());
         shares[index % READERS].push_str(&line);

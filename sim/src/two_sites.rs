@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{CollectionConfig, SimConfig, Simulator};
-use crate::auth::{ClientCredentialsAuthorizer, TRANSFER_SCOPE};
-use crate::config::SiteConfig;
-use crate::connector::{GlobusConfig, GlobusConnector};
-use crate::error::{Error, Result};
-use crate::settings::Settings;
+use ps_globus::auth::{ClientCredentialsAuthorizer, TRANSFER_SCOPE};
+use ps_globus::config::SiteConfig;
+use ps_globus::connector::{GlobusConfig, GlobusConnector};
+use ps_globus::settings::Settings;
+use ps_globus::{Error, Result};
 
 const CLIENT_ID: &str = "d3m0d3m0-0000-4000-8000-000000000001";
 const CLIENT_SECRET: &str = "demo-service-secret";

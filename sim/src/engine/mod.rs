@@ -20,7 +20,7 @@ use super::config::FaultKind;
 use super::paths::{self, Resolved};
 use super::tasks::{Request, TaskHandle};
 use super::{Collection, SimState};
-use crate::transfer::types::{
+use ps_globus::transfer::types::{
     DeleteRequest, FatalError, FilterRule, SkippedError, SuccessfulTransfer, TaskStatus,
     TransferItem, TransferRequest, format_time,
 };

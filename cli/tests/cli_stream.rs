@@ -1,16 +1,14 @@
 //! `ps-globus stream tail`: a topic's events as they arrive at this site, over Redis and
 //! over Globus (at the other site, started before the producer), as text and JSON Lines.
 
-mod support;
-
+use crate::command::Setup;
+use crate::support::emulator::Emu;
+use crate::support::redis_server::RedisServer;
 use ps_globus::Store;
 use ps_globus::config::Config;
 use ps_globus::connector::RedisConnector;
 use ps_globus::stream::{Channel, StreamProducer};
 use serde_json::Value;
-use support::cli::Setup;
-use support::emulator::Emu;
-use support::redis_server::RedisServer;
 
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -30,7 +28,7 @@ fn tail_prints_a_redis_topic_to_its_end_from_any_position() {
     config.save_to(&path).unwrap();
 
     let redis = RedisConnector::new(server.config()).unwrap();
-    let store = Store::new(support::unique_name("tail-redis"), redis.clone()).unwrap();
+    let store = Store::new(crate::support::unique_name("tail-redis"), redis.clone()).unwrap();
     ps_globus::block_on(async {
         let channel = Channel::Redis(redis);
         let mut producer = StreamProducer::open(&store, &channel, "results").await?;
@@ -121,9 +119,9 @@ fn tail_at_the_other_site_prints_globus_events_as_they_arrive() {
     let emu = Emu::start();
     let mut setup = Setup::new(&emu);
     setup.site = "b".into();
-    let store_dir = support::unique_name("tail");
-    let config = support::sites::config_for(&emu, &store_dir);
-    let (_home, a, _b) = support::sites::own_pair(&config, "a", "b");
+    let store_dir = crate::support::unique_name("tail");
+    let config = crate::support::sites::config_for(&emu, &store_dir);
+    let (_home, a, _b) = crate::support::sites::own_pair(&config, "a", "b");
 
     // The tail starts first, at b, and waits for events.
     let tail = setup
@@ -141,7 +139,7 @@ fn tail_at_the_other_site_prints_globus_events_as_they_arrive() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let store = Store::new(support::unique_name("tail-globus"), a.clone()).unwrap();
+    let store = Store::new(crate::support::unique_name("tail-globus"), a.clone()).unwrap();
     ps_globus::block_on(async {
         let channel = Channel::Globus(a);
         let mut producer = StreamProducer::open(&store, &channel, "events").await?;
@@ -151,7 +149,7 @@ fn tail_at_the_other_site_prints_globus_events_as_they_arrive() {
         producer.close_async().await
     })
     .unwrap();
-    let (code, stdout, stderr) = support::cli::finished(tail.wait_with_output().unwrap());
+    let (code, stdout, stderr) = crate::command::finished(tail.wait_with_output().unwrap());
     assert_eq!(code, 0, "{stderr}");
     let events = json_lines(&stdout);
     assert_eq!(events.len(), 5, "{stdout}");
@@ -171,7 +169,7 @@ fn tail_of_a_topic_without_events_says_it_is_waiting() {
     let emu = Emu::start();
     let mut setup = Setup::new(&emu);
     setup.site = "b".into();
-    let store_dir = support::unique_name("quiet");
+    let store_dir = crate::support::unique_name("quiet");
     let (code, stdout, stderr) = setup.run(&[
         "stream",
         "tail",

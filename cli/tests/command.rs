@@ -5,7 +5,7 @@ use std::process::Command;
 use ps_globus::config::{Config, SiteConfig};
 use serde_json::Value;
 
-use super::emulator::{Emu, TOKEN};
+use crate::support::emulator::{Emu, TOKEN};
 
 /// A configured home (sites `a` and `b` of `emu`) for running the binary.
 pub struct Setup {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::transfer::types::{
+use ps_globus::transfer::types::{
     DeleteRequest, Event, FatalError, SkippedError, SuccessfulTransfer, Task, TaskStatus,
     TransferRequest, format_time,
 };
@@ -114,7 +114,7 @@ impl TaskState {
                     _ => self.doc.subtasks_failed += pending,
                 }
                 // The description (on the task) may name a path; the event does not.
-                let details = crate::sim::engine::event_details(&error.code);
+                let details = crate::engine::event_details(&error.code);
                 self.event(&error.code, &error.code.to_lowercase(), &details, true);
             }
         }

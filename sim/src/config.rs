@@ -17,7 +17,7 @@ pub const DEFAULT_RATE_LIMIT: u32 = 20;
 /// a random copy order are all on; [`SimConfig::lenient`] turns them off.
 ///
 /// ```
-/// let config: ps_globus::sim::SimConfig = toml::from_str(r#"
+/// let config: ps_globus_sim::SimConfig = toml::from_str(r#"
 ///     task_latency_ms = 250
 ///     bandwidth = "500MB/s"
 ///     static_token = "secret-token"
@@ -87,7 +87,7 @@ pub struct SimConfig {
 }
 
 /// The emulator's request-body limit by default: 1 MiB, the client's own cap for a
-/// transfer document ([`crate::transfer::DEFAULT_MAX_DOCUMENT_BYTES`]).
+/// transfer document ([`ps_globus::transfer::DEFAULT_MAX_DOCUMENT_BYTES`]).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 impl Default for SimConfig {
@@ -271,7 +271,7 @@ impl SimConfig {
                 ));
             }
             if let Some(dir) = &collection.default_directory {
-                crate::transfer::path::collection_path(dir)
+                ps_globus::transfer::path::collection_path(dir)
                     .map_err(|e| format!("collection {name}: default_directory: {e}"))?;
             }
             for algorithm in collection.checksum_algorithms.iter().flatten() {
@@ -307,7 +307,7 @@ impl SimConfig {
 /// Parses `500MB/s`, `1GiB/s`, `100 kB/s`, `12345` (bytes per second).
 ///
 /// ```
-/// use ps_globus::sim::parse_rate;
+/// use ps_globus_sim::parse_rate;
 /// assert_eq!(parse_rate("500MB/s"), Ok(500_000_000));
 /// assert_eq!(parse_rate("1GiB/s"), Ok(1 << 30));
 /// assert!(parse_rate("fast").is_err());

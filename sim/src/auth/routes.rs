@@ -205,93 +205,8 @@ pub(crate) async fn token(
             let identity = Identity::client(id);
             Json(auth.grant(base, &identity, id, &scopes, false, None)).into_response()
         }
-        Some("authorization_code") => {
-            let code = form.get("code").cloned().unwrap_or_default();
-            let Some(record) = auth.lock().codes.remove(&code) else {
-                return oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_grant",
-                    "unknown or used authorization code",
-                );
-            };
-            if record.client_id != client_id {
-                return oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_grant",
-                    "the code was issued to another client",
-                );
-            }
-            if form
-                .get("redirect_uri")
-                .is_some_and(|r| *r != record.redirect_uri)
-            {
-                return oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_grant",
-                    "redirect_uri does not match",
-                );
-            }
-            match (&record.challenge, form.get("code_verifier")) {
-                (Some(challenge), Some(verifier)) => {
-                    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-                    if &computed != challenge {
-                        return oauth_error(
-                            StatusCode::UNAUTHORIZED,
-                            "invalid_grant",
-                            "PKCE verification failed",
-                        );
-                    }
-                }
-                (Some(_), None) => {
-                    return oauth_error(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_grant",
-                        "code_verifier is required",
-                    );
-                }
-                (None, _) if matches!(client, ClientAuth::Native(_)) => {
-                    return oauth_error(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_grant",
-                        "native apps must use PKCE",
-                    );
-                }
-                (None, _) => {}
-            }
-            let scopes = parse_scopes(&record.scope);
-            let response = auth.grant(
-                base,
-                &Identity::user(),
-                &client_id,
-                &scopes,
-                record.offline,
-                record.state.as_deref(),
-            );
-            Json(response).into_response()
-        }
-        Some("refresh_token") => {
-            let presented = form.get("refresh_token").cloned().unwrap_or_default();
-            let record = auth.lock().tokens.get(&presented).cloned();
-            let Some(record) = record
-                .filter(|r| r.refresh_scopes.is_some() && !r.revoked && r.client_id == client_id)
-            else {
-                return oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_grant",
-                    "refresh token is invalid, revoked or not this client's",
-                );
-            };
-            let scopes = record.refresh_scopes.clone().unwrap_or_default();
-            let mut response = auth.grant(base, &record.identity, &client_id, &scopes, false, None);
-            // The refresh token stays the same; the new access token hangs off it.
-            response["refresh_token"] = json!(presented);
-            if let Some(access) = response["access_token"].as_str()
-                && let Some(t) = auth.lock().tokens.get_mut(access)
-            {
-                t.parent = Some(presented.clone());
-            }
-            Json(response).into_response()
-        }
+        Some("authorization_code") => code_grant(&sim, &client, &client_id, &form),
+        Some("refresh_token") => refresh_grant(&sim, &client_id, &form),
         Some(other) => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -303,6 +218,106 @@ pub(crate) async fn token(
             "grant_type is required",
         ),
     }
+}
+
+/// The `authorization_code` grant of `POST /v2/oauth2/token`: the code's client,
+/// redirect and PKCE checked.
+fn code_grant(
+    sim: &SimState,
+    client: &ClientAuth,
+    client_id: &str,
+    form: &HashMap<String, String>,
+) -> Response {
+    let (auth, base) = (&sim.auth, &sim.base_url);
+    let code = form.get("code").cloned().unwrap_or_default();
+    let Some(record) = auth.lock().codes.remove(&code) else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "unknown or used authorization code",
+        );
+    };
+    if record.client_id != client_id {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "the code was issued to another client",
+        );
+    }
+    if form
+        .get("redirect_uri")
+        .is_some_and(|r| *r != record.redirect_uri)
+    {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "redirect_uri does not match",
+        );
+    }
+    match (&record.challenge, form.get("code_verifier")) {
+        (Some(challenge), Some(verifier)) => {
+            let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+            if &computed != challenge {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_grant",
+                    "PKCE verification failed",
+                );
+            }
+        }
+        (Some(_), None) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "code_verifier is required",
+            );
+        }
+        (None, _) if matches!(client, ClientAuth::Native(_)) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "native apps must use PKCE",
+            );
+        }
+        (None, _) => {}
+    }
+    let scopes = parse_scopes(&record.scope);
+    let response = auth.grant(
+        base,
+        &Identity::user(),
+        client_id,
+        &scopes,
+        record.offline,
+        record.state.as_deref(),
+    );
+    Json(response).into_response()
+}
+
+/// The `refresh_token` grant of `POST /v2/oauth2/token`: a new access token hanging off
+/// the same refresh token.
+fn refresh_grant(sim: &SimState, client_id: &str, form: &HashMap<String, String>) -> Response {
+    let (auth, base) = (&sim.auth, &sim.base_url);
+    let presented = form.get("refresh_token").cloned().unwrap_or_default();
+    let record = auth.lock().tokens.get(&presented).cloned();
+    let Some(record) =
+        record.filter(|r| r.refresh_scopes.is_some() && !r.revoked && r.client_id == client_id)
+    else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "refresh token is invalid, revoked or not this client's",
+        );
+    };
+    let scopes = record.refresh_scopes.clone().unwrap_or_default();
+    let mut response = auth.grant(base, &record.identity, client_id, &scopes, false, None);
+    // The refresh token stays the same; the new access token hangs off it.
+    response["refresh_token"] = json!(presented);
+    if let Some(access) = response["access_token"].as_str()
+        && let Some(t) = auth.lock().tokens.get_mut(access)
+    {
+        t.parent = Some(presented.clone());
+    }
+    Json(response).into_response()
 }
 
 /// `POST /v2/oauth2/token/revoke`: revokes a token (a refresh token with its access tokens).

@@ -23,10 +23,10 @@ use uuid::Uuid;
 
 use super::SimState;
 use super::tasks::{Kind, Request, TaskHandle, TaskState};
-use crate::error::{Error, Result};
-use crate::transfer::types::{
+use ps_globus::transfer::types::{
     DeleteRequest, Event, SkippedError, SuccessfulTransfer, Task, TaskStatus, TransferRequest,
 };
+use ps_globus::{Error, Result};
 
 /// How often changed progress is written.
 pub(crate) const SAVE_EVERY: Duration = Duration::from_millis(250);

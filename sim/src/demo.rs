@@ -1,22 +1,21 @@
 //! The workload of `ps-globus demo` and the Globus benchmark: deterministic objects a
 //! producer proxies, and a consumer that resolves proxies and checks every byte. The
-//! two emulated sites they run on are `ps_globus::sim::TwoSites` (feature
-//! `sim`).
+//! two emulated sites they run on are [`crate::TwoSites`].
 
 use std::io::BufRead;
 use std::path::PathBuf;
 
 use futures_util::StreamExt;
 
-use crate::error::{Error, Result};
-use crate::proxy::Proxy;
+use ps_globus::proxy::Proxy;
+use ps_globus::{Error, Result};
 
 /// The `index`th demo object: between 1 KiB and `max_size` bytes, content from the
 /// index, so the consumer can check every byte without being told them.
 ///
 /// ```
-/// let a = ps_globus::demo::object(3, 1 << 20);
-/// assert_eq!(a, ps_globus::demo::object(3, 1 << 20));
+/// let a = ps_globus_sim::demo::object(3, 1 << 20);
+/// assert_eq!(a, ps_globus_sim::demo::object(3, 1 << 20));
 /// assert!(a.len() >= 1024 && a.len() <= 1 << 20);
 /// ```
 pub fn object(index: usize, max_size: usize) -> Vec<u8> {
@@ -50,9 +49,9 @@ pub async fn consume(
         let Some((index, json)) = line.split_once('\t') else {
             continue;
         };
-        let index: usize = index
-            .parse()
-            .map_err(|_| Error::malformed(format!("bad demo line index {index:?}")))?;
+        let index: usize = index.parse().map_err(|_| Error::MalformedProxy {
+            reason: format!("bad demo line index {index:?}"),
+        })?;
         work.push((index, json.to_owned()));
     }
     let mut results =

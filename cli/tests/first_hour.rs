@@ -2,11 +2,9 @@
 //! binary: commands never hang and end with the right exit code, never-submitted work
 //! is visible, failures are told the same everywhere, globus-cli's output formats.
 
-mod support;
-
-use ps_globus::sim::FaultKind;
-use support::cli::{Setup, finished, task_ids};
-use support::emulator::{Emu, fault, write};
+use crate::command::{Setup, finished, task_ids};
+use crate::support::emulator::{Emu, fault, write};
+use ps_globus_sim::FaultKind;
 
 /// An emulator where a transfer of `/in/stuck` never ends: its destination keeps
 /// refusing connections, which Globus retries until the deadline.
@@ -481,7 +479,7 @@ fn error_messages_name_the_real_cause() {
         stdout.contains("PS_GLOBUS_ACCESS_TOKEN") && stdout.contains("No stored login"),
         "{stdout}"
     );
-    assert!(!stdout.contains(support::emulator::TOKEN));
+    assert!(!stdout.contains(crate::support::emulator::TOKEN));
     // doctor: an unreachable service is named as such, with its fix.
     let (code, stdout, _) = setup.run_env(
         &["doctor"],
@@ -576,11 +574,11 @@ fn no_wait_returns_when_globus_holds_a_batch_and_says_it_is_queued() {
     );
 }
 
-/// Every code block of the README is run by some test (`support::readme` says which),
+/// Every code block of the README is run by some test (`crate::support::readme` says which),
 /// and no block is left that none knows.
 #[test]
 fn every_readme_code_block_runs_in_the_tests() {
-    use support::readme::{TWINS, readme, test_source};
+    use crate::support::readme::{TWINS, readme, test_source};
     let blocks = readme();
     assert!(blocks.len() >= 14, "{} blocks", blocks.len());
     for block in &blocks {
@@ -625,7 +623,7 @@ const SHELL_RUNNERS: &[(&str, &str)] = &[
 
 /// The README's `[dependencies]` lines name this crate, and features it has.
 fn readme_toml_names_this_crate(code: &str, at: &str) {
-    let cargo: toml::Table = include_str!("../Cargo.toml").parse().unwrap();
+    let cargo: toml::Table = include_str!("../../Cargo.toml").parse().unwrap();
     let table: toml::Table = code.parse().unwrap_or_else(|e| panic!("{at}: {e}"));
     let ours = &table["dependencies"][cargo["package"]["name"].as_str().unwrap()];
     for feature in ours
@@ -645,7 +643,7 @@ fn readme_toml_names_this_crate(code: &str, at: &str) {
 /// Each command of a by-hand block (set-up, benchmarks, logins) names what exists: a
 /// `ps-globus` subcommand (its `--help` answers), an example, a script, the package.
 fn by_hand_commands_exist(code: &str, at: &str) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::support::repo_root();
     let commands = code
         .lines()
         .map(|l| l.split(" #").next().unwrap_or(l).trim())
@@ -707,7 +705,7 @@ fn run_readme_shell(
         // `cargo test --test first_hour` builds no examples (a plain `cargo test` does).
         let built = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
             .args(["build", "--example", "cross_site"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(crate::support::repo_root())
             .status()
             .unwrap();
         assert!(built.success());
@@ -755,7 +753,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 /// The README block that holds `line`.
 fn readme_block(line: &str) -> String {
-    support::readme::readme()
+    crate::support::readme::readme()
         .into_iter()
         .find(|b| b.code.contains(line))
         .unwrap_or_else(|| panic!("no README block holds {line:?}"))
@@ -789,7 +787,7 @@ fn readme_the_cross_facility_workflow_runs_as_written() {
 #[test]
 fn readme_a_facilitys_postgresql_doctor_line_is_what_doctor_prints() {
     let dir = tempfile::tempdir().unwrap();
-    let url = ps_globus::block_on(support::pg_cluster::fresh_database());
+    let url = ps_globus::block_on(crate::support::pg_cluster::fresh_database());
     let readme_url = "postgres://psg@db.facility.example:5432/psg";
     let code = readme_block(SHELL_RUNNERS[1].0);
     // The README's sample line, with the test server's URL and version for its own.
@@ -898,12 +896,12 @@ fn a_long_wait_is_said_on_stderr_with_the_command_to_run() {
     use ps_globus::connector::GlobusConnector;
     let emu = Emu::with(|c| c.task_latency_ms = 600_000);
     let mut setup = Setup::new(&emu);
-    let mut config = support::sites::config_for(&emu, "long-wait");
+    let mut config = crate::support::sites::config_for(&emu, "long-wait");
     config.wait_timeout_s = Some(3);
     let at_a = GlobusConnector::builder(config)
         .site("a")
         .authorizer(std::sync::Arc::new(
-            ps_globus::auth::StaticTokenAuthorizer::new(support::emulator::TOKEN),
+            ps_globus::auth::StaticTokenAuthorizer::new(crate::support::emulator::TOKEN),
         ))
         .home(setup.home.path().join("a"))
         .build()
@@ -948,7 +946,7 @@ fn a_long_wait_is_said_on_stderr_with_the_command_to_run() {
 fn a_missing_postgresql_database_says_to_create_it() {
     let emu = Emu::start();
     let setup = Setup::new(&emu);
-    let url = ps_globus::block_on(support::pg_cluster::fresh_database());
+    let url = ps_globus::block_on(crate::support::pg_cluster::fresh_database());
     let (base, query) = url.split_once('?').unwrap_or((&url, ""));
     let (server, name) = base.rsplit_once('/').unwrap();
     let missing = format!("{name}_not_created");

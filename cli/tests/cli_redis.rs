@@ -2,15 +2,13 @@
 //! (password from the environment, never printed; a memory policy that drops objects),
 //! and `proxy inspect` / `proxy fetch` on a multi store's proxies, in another process.
 
-mod support;
-
+use crate::command::Setup;
+use crate::support::emulator::Emu;
+use crate::support::redis_server::{RedisServer, small_to_redis};
 use ps_globus::Store;
 use ps_globus::config::Config;
 use ps_globus::connector::{Connector, FileConnector, RedisConfig};
 use serde_json::Value;
-use support::cli::Setup;
-use support::emulator::Emu;
-use support::redis_server::{RedisServer, small_to_redis};
 
 const PASSWORD: &str = "correct-horse-battery";
 
@@ -123,7 +121,7 @@ fn proxy_inspect_names_the_child_of_a_multi_proxy_and_fetch_reads_it_in_another_
     let dir = tempfile::tempdir().unwrap();
     let large = FileConnector::new(dir.path()).unwrap().config();
     let multi = small_to_redis(&server, 1024, large);
-    let store = Store::new(support::unique_name("cli-multi"), multi).unwrap();
+    let store = Store::new(crate::support::unique_name("cli-multi"), multi).unwrap();
     let tiny = store.proxy(&b"tiny".to_vec()).unwrap();
     let large = store.proxy(&vec![7u8; 5000]).unwrap();
     let file = dir.path().join("proxies.jsonl");

@@ -8,10 +8,10 @@
 //! network. `ps-globus sim serve` is the command-line face of [`Simulator`].
 //!
 //! ```no_run
-//! use ps_globus::sim::{SimConfig, Simulator};
+//! use ps_globus_sim::{SimConfig, Simulator};
 //! let mut config = SimConfig::default();
 //! config.static_token = Some("dev-token".into());
-//! config.collections.insert("laptop".into(), ps_globus::sim::CollectionConfig {
+//! config.collections.insert("laptop".into(), ps_globus_sim::CollectionConfig {
 //!     root: "/tmp/laptop".into(),
 //!     ..Default::default()
 //! });
@@ -20,9 +20,17 @@
 //! # Ok::<(), ps_globus::Error>(())
 //! ```
 
+// The endpoint document is one large `json!` literal.
+#![recursion_limit = "256"]
+#![warn(missing_docs)]
+// The library's `Error` is large (several inline variants); inside the library clippy
+// excuses it as public API, from this crate it would flag every function returning it.
+#![allow(clippy::result_large_err)]
+
 mod auth;
 mod checksum;
 mod config;
+pub mod demo;
 mod engine;
 mod faults;
 mod paths;
@@ -36,10 +44,10 @@ pub use config::{CollectionConfig, FaultConfig, FaultKind, SimConfig, parse_rate
 pub use stats::SimStats;
 pub use transfer_api::check_transfer_document;
 
-/// The emulator's fuzz targets, by name (the library's are `crate::fuzzing::TARGETS`):
+/// The emulator's fuzz targets, by name (the library's are `ps_globus::fuzzing::TARGETS`):
 /// what `scripts/fuzz` runs and the corpus test replays. Not a stable API.
 #[doc(hidden)]
-pub const FUZZ_TARGETS: &[(&str, crate::fuzzing::Target)] =
+pub const FUZZ_TARGETS: &[(&str, ps_globus::fuzzing::Target)] =
     &[("transfer_document", transfer_document)];
 
 /// A transfer document as the emulator receives it: checked without a panic.
@@ -64,8 +72,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
 use faults::HttpFault;
+use ps_globus::{Error, Result};
 use transfer_api::ApiError;
 
 /// A collection as the emulator serves it.
@@ -83,7 +91,7 @@ impl Collection {
         self.config
             .default_directory
             .as_deref()
-            .and_then(|d| crate::transfer::path::collection_path(d).ok())
+            .and_then(|d| ps_globus::transfer::path::collection_path(d).ok())
             .unwrap_or_else(|| "/".into())
     }
 
@@ -107,8 +115,8 @@ impl Collection {
 /// The id an emulated collection called `name` always has.
 ///
 /// ```
-/// let id = ps_globus::sim::collection_id("laptop");
-/// assert_eq!(id, ps_globus::sim::collection_id("laptop"));
+/// let id = ps_globus_sim::collection_id("laptop");
+/// assert_eq!(id, ps_globus_sim::collection_id("laptop"));
 /// assert_eq!(id.get_version_num(), 5);
 /// ```
 pub fn collection_id(name: &str) -> Uuid {
@@ -200,41 +208,10 @@ impl Simulator {
             .local_addr()
             .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;
         let url = format!("http://{address}/");
-        let mut collections = Vec::new();
-        let mut public = BTreeMap::new();
-        for (name, c) in &config.collections {
-            let root = std::fs::canonicalize(&c.root)
-                .map_err(|e| Error::io("open collection root", &c.root, e))?;
-            let id = collection_id(name);
-            public.insert(
-                name.clone(),
-                SimCollection {
-                    id,
-                    root: root.clone(),
-                },
-            );
-            collections.push(Arc::new(Collection {
-                name: name.clone(),
-                id,
-                root,
-                config: c.clone(),
-            }));
-        }
+        let (collections, public) = open_collections(&config)?;
         auth::warm_up_keys();
         let tasks = tasks::TaskTable::default();
-        let mut unfinished = Vec::new();
-        let journal = match &config.state_file {
-            Some(path) => {
-                for restored in persist::load(path)? {
-                    if restored.unfinished {
-                        unfinished.push(Arc::clone(&restored.task));
-                    }
-                    tasks.restore(restored.task, restored.unfinished);
-                }
-                Some(persist::Journal::create(path, &tasks.all())?)
-            }
-            None => None,
-        };
+        let (journal, unfinished) = restore(&config, &tasks)?;
         let state = Arc::new(SimState {
             bandwidth: config.bandwidth_bytes_per_s().map_err(invalid)?,
             auth: auth::AuthState::new(&config),
@@ -449,13 +426,13 @@ async fn sim_wait(
             .and_then(|t| t.parse().ok())
             .unwrap_or(60_000),
     );
-    let holds = |doc: &crate::transfer::types::Task| {
+    let holds = |doc: &ps_globus::transfer::types::Task| {
         doc.is_final()
             || match until.as_str() {
                 "running" => doc.nice_status.as_deref() != Some("Queued"),
                 "progress" => doc.bytes_transferred > 0,
                 "retrying" => doc.is_ok == Some(false),
-                "inactive" => doc.status == crate::transfer::types::TaskStatus::Inactive,
+                "inactive" => doc.status == ps_globus::transfer::types::TaskStatus::Inactive,
                 _ => false,
             }
     };
@@ -649,4 +626,55 @@ async fn cut_off(response: Response) -> Response {
         )),
     ];
     Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)))
+}
+
+/// The collections as [`Simulator`] shows them, by name.
+type PublicCollections = BTreeMap<String, SimCollection>;
+
+/// The configured collections, their roots made canonical: as the server keeps them,
+/// and as [`Simulator`] shows them.
+fn open_collections(config: &SimConfig) -> Result<(Vec<Arc<Collection>>, PublicCollections)> {
+    let mut collections = Vec::new();
+    let mut public = BTreeMap::new();
+    for (name, c) in &config.collections {
+        let root = std::fs::canonicalize(&c.root)
+            .map_err(|e| Error::io("open collection root", &c.root, e))?;
+        let id = collection_id(name);
+        public.insert(
+            name.clone(),
+            SimCollection {
+                id,
+                root: root.clone(),
+            },
+        );
+        collections.push(Arc::new(Collection {
+            name: name.clone(),
+            id,
+            root,
+            config: c.clone(),
+        }));
+    }
+    Ok((collections, public))
+}
+
+/// With a `--state FILE`, the tasks it kept, restored into `tasks`: its journal, and
+/// the tasks to run again from their start.
+fn restore(
+    config: &SimConfig,
+    tasks: &tasks::TaskTable,
+) -> Result<(Option<persist::Journal>, Vec<Arc<tasks::TaskHandle>>)> {
+    let Some(path) = &config.state_file else {
+        return Ok((None, Vec::new()));
+    };
+    let mut unfinished = Vec::new();
+    for restored in persist::load(path)? {
+        if restored.unfinished {
+            unfinished.push(Arc::clone(&restored.task));
+        }
+        tasks.restore(restored.task, restored.unfinished);
+    }
+    Ok((
+        Some(persist::Journal::create(path, &tasks.all())?),
+        unfinished,
+    ))
 }

@@ -24,7 +24,7 @@ impl Worker<'_> {
     }
 
     /// Changes the task's state and wakes whoever watches it.
-    fn with_state<R>(&self, f: impl FnOnce(&mut crate::sim::tasks::TaskState) -> R) -> R {
+    fn with_state<R>(&self, f: impl FnOnce(&mut crate::tasks::TaskState) -> R) -> R {
         let result = f(&mut self.task.state());
         self.task.changed.notify_waiters();
         result

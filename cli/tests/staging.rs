@@ -1,15 +1,13 @@
 //! The staging command line against the emulator: transfer, stage-in/out, task,
 //! status, config, site, doctor, completions; exit codes and JSON output.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::command::{Setup, task_ids};
+use crate::support::emulator::{Emu, fault, write};
 use ps_globus::config::Config;
-use ps_globus::sim::FaultKind;
+use ps_globus_sim::FaultKind;
 use serde_json::Value;
-use support::cli::{Setup, task_ids};
-use support::emulator::{Emu, fault, write};
 
 #[test]
 fn a_batch_of_500_files_is_one_command_and_few_tasks() {

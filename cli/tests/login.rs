@@ -1,8 +1,6 @@
 //! User logins against the emulator's Auth API: both PKCE flows through the real
 //! binary, refresh, revocation, consents, the token stores, and no secret in any log.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -10,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use crate::support::emulator::Emu;
 use ps_globus::Error;
 use ps_globus::auth::{
     CodeDelivery, FileTokenStore, KeyringTokenStore, LoginOptions, LoginPrompt, TRANSFER_RS,
     TokenSet, TokenStore, UserAuthorizer, choose_token_store,
 };
 use ps_globus::transfer::{TransferClient, TransferCollectionLookup};
-use support::emulator::Emu;
 
 const APP: &str = "a0a0a0a0-1111-4222-8333-444444444444";
 

@@ -1,0 +1,24 @@
+//! The command's integration tests, one binary with a module per area: everything that
+//! runs the `ps-globus` binary (`CARGO_BIN_EXE_ps-globus` exists only in this package's
+//! tests). The helpers shared with the library's tests are `tests/support/`.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+/// Running the binary against an emulator, as a user does.
+mod command;
+
+// The commands: proxies, stores, the configuration, Redis, streams.
+mod cli;
+mod cli_redis;
+mod cli_stream;
+
+// A globus-cli user's first hour, logins, staging.
+mod first_hour;
+mod login;
+mod staging;
+
+// The main job and references; leases; many reader processes.
+mod demo_and_refs;
+mod leases;
+mod readers;
