@@ -28,7 +28,7 @@ use crate::settings::Settings;
 pub mod redis;
 
 /// The newest configuration format this build reads.
-pub const CONFIG_FORMAT_VERSION: u16 = 1;
+pub(crate) const CONFIG_FORMAT_VERSION: u16 = 1;
 
 /// The contents of `config.toml`.
 ///
@@ -44,6 +44,7 @@ pub const CONFIG_FORMAT_VERSION: u16 = 1;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// Format version (absent means 1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +82,7 @@ pub struct Config {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TrustConfig {
     /// Transfer service roots a proxy may name besides this process's own
     /// (`PS_GLOBUS_TRANSFER_URL`) and the real service's. Plain `http://` is honoured
@@ -167,6 +169,7 @@ pub(crate) fn site_list(sites: &BTreeMap<String, SiteConfig>) -> Vec<String> {
 }
 
 /// This host's name, as site host regexes are matched against it.
+#[doc(hidden)]
 pub fn host_name() -> String {
     rustix::system::uname()
         .nodename()

@@ -28,6 +28,14 @@ pub struct Harness {
     keep: Vec<Box<dyn Any + Send>>,
 }
 
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Harness {
     /// A harness for `connector`, with the capabilities it reports.
     pub fn new(connector: impl Connector + 'static) -> Self {

@@ -48,16 +48,18 @@ mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+#[doc(hidden)]
+pub mod internal;
 pub mod proxy;
-pub mod redact;
+mod redact;
 #[allow(unsafe_code)]
-pub mod runtime;
+mod runtime;
 pub mod settings;
 pub mod staging;
 pub mod state;
 pub mod stream;
 pub mod transfer;
-pub mod waits;
+mod waits;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use proxy::{

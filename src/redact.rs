@@ -19,10 +19,10 @@ const SECRET_PARAMETERS: &[&str] = &[
 /// scheme only, since a mistyped URL may still hold a password.
 ///
 /// ```
-/// # use ps_globus::redact;
-/// assert_eq!(redact::url("postgres://me:pw@db/x"), "postgres://me:***@db/x");
-/// assert_eq!(redact::url("postgres://me@db/x?password=pw"), "postgres://me@db/x?password=***");
-/// assert_eq!(redact::url("postgres//me:pw@db"), "postgres//me:… (not a URL)");
+/// # use ps_globus::internal::redact_url as url;
+/// assert_eq!(url("postgres://me:pw@db/x"), "postgres://me:***@db/x");
+/// assert_eq!(url("postgres://me@db/x?password=pw"), "postgres://me@db/x?password=***");
+/// assert_eq!(url("postgres//me:pw@db"), "postgres//me:… (not a URL)");
 /// ```
 pub fn url(text: &str) -> String {
     let parsed = reqwest::Url::parse(text).ok().filter(|u| {

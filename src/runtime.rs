@@ -59,7 +59,7 @@ pub fn handle() -> &'static Handle {
 ///
 /// ```
 /// ps_globus::block_on(async {});
-/// assert_eq!(ps_globus::runtime::fork_generation(), 0); // not a forked child
+/// assert_eq!(ps_globus::internal::fork_generation(), 0); // not a forked child
 /// ```
 pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Acquire)
@@ -95,7 +95,7 @@ pub(crate) fn install_fork_handler() {
 ///
 /// ```
 /// use std::sync::Mutex;
-/// use ps_globus::runtime::ForkLocal;
+/// use ps_globus::internal::ForkLocal;
 ///
 /// static OPEN_FILES: ForkLocal<Mutex<Vec<String>>> = ForkLocal::new();
 /// OPEN_FILES.get_or_init(Default::default).lock().unwrap().push("a".into());
@@ -106,6 +106,12 @@ pub struct ForkLocal<T> {
     slot: AtomicPtr<(u64, T)>,
     // Shared like a `&T` across threads: Send and Sync only where `T` is.
     _value: std::marker::PhantomData<T>,
+}
+
+impl<T> std::fmt::Debug for ForkLocal<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkLocal").finish_non_exhaustive()
+    }
 }
 
 impl<T> ForkLocal<T> {
@@ -249,7 +255,7 @@ pub(crate) async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::
 /// never an overflow panic.
 ///
 /// ```
-/// let far = ps_globus::runtime::deadline_after(std::time::Duration::MAX);
+/// let far = ps_globus::internal::deadline_after(std::time::Duration::MAX);
 /// assert!(far > std::time::Instant::now());
 /// ```
 pub fn deadline_after(limit: Duration) -> std::time::Instant {

@@ -79,7 +79,7 @@ pub struct Settings {
     /// [`RetryConfig`](crate::transfer::RetryConfig), 5).
     pub retries: Option<usize>,
     /// How long a wait lasts before it is reported, and how often a process reports its
-    /// long waits (`PS_GLOBUS_WAIT_REPORT_S`; `None`: 30 s, see [`crate::waits`]).
+    /// long waits (`PS_GLOBUS_WAIT_REPORT_S`; `None`: 30 s, see `waits.rs`).
     pub wait_report: Option<std::time::Duration>,
     /// The named point where the transfer manager aborts (`PS_GLOBUS_FAILPOINT`).
     #[cfg(feature = "failpoints")]
@@ -89,7 +89,7 @@ pub struct Settings {
 /// A secret that a configuration names by its environment variable (a Redis server's
 /// password, say), read from this process's environment when it is needed, so that it is
 /// never written into a configuration or a proxy. Unset or empty: `None`.
-pub fn secret_from_env(variable: &str) -> Option<String> {
+pub(crate) fn secret_from_env(variable: &str) -> Option<String> {
     std::env::var(variable).ok().filter(|v| !v.is_empty())
 }
 

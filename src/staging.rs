@@ -27,22 +27,11 @@ pub struct Location {
 }
 
 /// Parses and resolves an address against the configured sites.
-///
-/// ```
-/// use ps_globus::config::{Config, SiteConfig};
-/// use ps_globus::staging::resolve_address;
-/// let mut config = Config::default();
-/// config.sites.insert("lab".into(), SiteConfig {
-///     collection: uuid::Uuid::nil(), collection_path: "/data".into(),
-///     local_path: "/srv/data".into(), host_regex: None });
-/// let at = resolve_address("lab:run1/in.h5", &config, None)?;
-/// assert_eq!(at.path, "/data/run1/in.h5");
-/// let local = resolve_address("/srv/data/run1", &config, Some("lab"))?;
-/// assert_eq!(local.path, "/data/run1");
-/// assert!(resolve_address("lab:/etc/passwd", &config, None).is_err());
-/// # Ok::<(), ps_globus::Error>(())
-/// ```
-pub fn resolve_address(text: &str, config: &Config, current: Option<&str>) -> Result<Location> {
+pub(crate) fn resolve_address(
+    text: &str,
+    config: &Config,
+    current: Option<&str>,
+) -> Result<Location> {
     let bad = |message: String| Error::InvalidConfig {
         what: "address".into(),
         message,
@@ -104,7 +93,7 @@ pub fn resolve_address(text: &str, config: &Config, current: Option<&str>) -> Re
 
 /// Whether an address is a local path at the current site (not `SITE:PATH` or
 /// `COLLECTION:PATH`).
-pub fn is_local_address(text: &str) -> bool {
+pub(crate) fn is_local_address(text: &str) -> bool {
     text.starts_with('/') || text.starts_with('.') || !text.contains(':')
 }
 
@@ -173,7 +162,7 @@ pub struct PlannedItem {
     /// Directory (`Some(true)`), file, or let Globus detect it (`None`).
     pub recursive: Option<bool>,
     /// The source's size in bytes, where it is a file at the current site (see
-    /// [`local_size`]): progress then counts toward a total.
+    /// `local_size`): progress then counts toward a total.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
 }
@@ -197,7 +186,7 @@ pub fn local_path(at: &Location, config: &Config, current: Option<&str>) -> Opti
 
 /// The size of the file `at` names, where it lies at the current site and is a regular
 /// file there (see [`local_path`]); `None` otherwise.
-pub fn local_size(at: &Location, config: &Config, current: Option<&str>) -> Option<u64> {
+pub(crate) fn local_size(at: &Location, config: &Config, current: Option<&str>) -> Option<u64> {
     let meta = std::fs::metadata(local_path(at, config, current)?).ok()?;
     meta.is_file().then_some(meta.len())
 }
@@ -265,7 +254,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<BatchLine>> {
 
 /// Joins a batch line's path to the endpoint of `transfer SRC_EP DST_EP --batch FILE`:
 /// the endpoint is a site or collection (`lab`, a UUID), optionally with a base path
-/// (`lab:/runs`); the result is an address [`resolve_address`] reads.
+/// (`lab:/runs`); the result is an address `resolve_address` reads.
 ///
 /// ```
 /// use ps_globus::staging::join_endpoint;
@@ -273,6 +262,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<BatchLine>> {
 /// assert_eq!(join_endpoint("lab:/runs/", "/in/x"), "lab:/runs/in/x");
 /// assert_eq!(join_endpoint("lab:", "/in/x"), "lab:/in/x");
 /// ```
+#[doc(hidden)]
 pub fn join_endpoint(endpoint: &str, path: &str) -> String {
     match endpoint.split_once(':') {
         None => format!("{endpoint}:{path}"),
@@ -304,7 +294,7 @@ pub enum Direction {
     Out,
 }
 
-/// The items `lines` name, checked against `direction` and by [`check_plan`]: what
+/// The items `lines` name, checked against `direction` and by `check_plan`: what
 /// `transfer`, `stage-in` and `stage-out` submit. `current` is the current site, or why
 /// it is unknown (said when a line needs it). A local source that does not exist is
 /// named now, not after a Globus task fails on it.
@@ -381,17 +371,7 @@ pub fn plan(
 /// own source (the copy would truncate the file it reads), a destination inside its
 /// own source (a recursive copy would nest into itself), and two items with one
 /// destination (only one source could end up there, yet both would report success).
-///
-/// ```
-/// use ps_globus::staging::{Location, PlannedItem, check_plan};
-/// let at = |path: &str| Location { collection: uuid::Uuid::nil(), path: path.into() };
-/// let item = |src: &str, dst: &str| PlannedItem { source: at(src), destination: at(dst), recursive: None, size: None };
-/// assert!(check_plan(&[item("/a/x", "/b/x")]).is_ok());
-/// assert!(check_plan(&[item("/a/x", "/a//x/")]).is_err());
-/// assert!(check_plan(&[item("/a", "/a/copy")]).is_err());
-/// assert!(check_plan(&[item("/a/x", "/b/x"), item("/a/y", "/b/./x")]).is_err());
-/// ```
-pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
+pub(crate) fn check_plan(items: &[PlannedItem]) -> Result<()> {
     let refuse = |message: String| Error::InvalidConfig {
         what: "transfer".into(),
         message,
@@ -436,6 +416,7 @@ pub fn check_plan(items: &[PlannedItem]) -> Result<()> {
 }
 
 /// No limit on a wait (a caller that has one races it instead).
+#[doc(hidden)]
 pub const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Globus's `sync_level` number for `exists`, `size`, `mtime` or `checksum` (the CLI's
@@ -445,6 +426,7 @@ pub const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// assert_eq!(ps_globus::staging::sync_level("mtime").unwrap(), 2);
 /// assert!(ps_globus::staging::sync_level("newer").is_err());
 /// ```
+#[doc(hidden)]
 pub fn sync_level(word: &str) -> Result<u8> {
     match word {
         "exists" => Ok(0),
@@ -467,6 +449,7 @@ pub fn sync_level(word: &str) -> Result<u8> {
 /// assert!(at.starts_with("2030-01-01"));
 /// assert!(ps_globus::staging::deadline("tomorrow").is_err());
 /// ```
+#[doc(hidden)]
 pub fn deadline(text: &str) -> Result<String> {
     use crate::transfer::types::{format_time, parse_time};
     parse_time(text)
@@ -482,6 +465,7 @@ pub fn deadline(text: &str) -> Result<String> {
 
 /// The labels of `handles`' batches (sorted, once each) and the Globus tasks they have
 /// become so far.
+#[doc(hidden)]
 pub async fn labels_and_tasks(
     manager: &TransferManager,
     handles: &[Enqueued],
@@ -499,7 +483,7 @@ pub async fn labels_and_tasks(
 }
 
 /// Enqueues every planned item as bulk work and submits them; returns their handles. A
-/// plan that [`check_plan`] refuses submits nothing.
+/// plan that `check_plan` refuses submits nothing.
 pub async fn submit(
     manager: &TransferManager,
     items: &[PlannedItem],
@@ -513,7 +497,7 @@ pub async fn submit(
 /// Enqueues every planned item as bulk work (committed to the state database, not yet
 /// submitted: [`TransferManager::flush`] does that); returns their handles. An item an
 /// earlier command queued and left on its way is followed instead ([`Enqueued::earlier`]). A plan that
-/// [`check_plan`] refuses enqueues nothing.
+/// `check_plan` refuses enqueues nothing.
 pub async fn enqueue(
     manager: &TransferManager,
     items: &[PlannedItem],
@@ -561,4 +545,56 @@ pub async fn wait_all(
         done.push(status);
     }
     Ok(done)
+}
+
+/// The example that was its documentation, while it was public.
+#[cfg(test)]
+mod check_plan_example {
+    use crate::staging::{Location, PlannedItem, check_plan};
+
+    #[test]
+    fn check_plan_example() -> Result<(), Box<dyn std::error::Error>> {
+        let at = |path: &str| Location {
+            collection: uuid::Uuid::nil(),
+            path: path.into(),
+        };
+        let item = |src: &str, dst: &str| PlannedItem {
+            source: at(src),
+            destination: at(dst),
+            recursive: None,
+            size: None,
+        };
+        assert!(check_plan(&[item("/a/x", "/b/x")]).is_ok());
+        assert!(check_plan(&[item("/a/x", "/a//x/")]).is_err());
+        assert!(check_plan(&[item("/a", "/a/copy")]).is_err());
+        assert!(check_plan(&[item("/a/x", "/b/x"), item("/a/y", "/b/./x")]).is_err());
+        Ok(())
+    }
+}
+
+/// The example that was its documentation, while it was public.
+#[cfg(test)]
+mod resolve_address_example {
+    use crate::config::{Config, SiteConfig};
+    use crate::staging::resolve_address;
+
+    #[test]
+    fn resolve_address_example() -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = Config::default();
+        config.sites.insert(
+            "lab".into(),
+            SiteConfig {
+                collection: uuid::Uuid::nil(),
+                collection_path: "/data".into(),
+                local_path: "/srv/data".into(),
+                host_regex: None,
+            },
+        );
+        let at = resolve_address("lab:run1/in.h5", &config, None)?;
+        assert_eq!(at.path, "/data/run1/in.h5");
+        let local = resolve_address("/srv/data/run1", &config, Some("lab"))?;
+        assert_eq!(local.path, "/data/run1");
+        assert!(resolve_address("lab:/etc/passwd", &config, None).is_err());
+        Ok(())
+    }
 }

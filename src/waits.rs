@@ -56,6 +56,7 @@ pub fn report_after() -> Duration {
 
 /// A wait in progress: it leaves the registry when dropped.
 #[must_use = "the wait is registered only while this lives"]
+#[derive(Debug)]
 pub struct Waiting(u64);
 
 /// Registers a wait for `what` (e.g. "object /store/ab12 to arrive at site lab") that

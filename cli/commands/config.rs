@@ -243,7 +243,7 @@ fn why_site(config: &Config, site: &str) -> String {
     if settings().site.is_some() {
         return "PS_GLOBUS_SITE names it".into();
     }
-    let host = ps_globus::config::host_name();
+    let host = ps_globus::internal::host_name();
     let regex = config.sites.get(site).and_then(|s| s.host_regex.clone());
     format!(
         "host name {host} matches its host_regex {}",

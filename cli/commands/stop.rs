@@ -47,7 +47,7 @@ pub async fn until(deadline: Option<Instant>) {
 
 /// The deadline of `--timeout SECONDS`, counted from now.
 pub fn deadline(timeout: Option<u64>) -> Option<Instant> {
-    timeout.map(|s| ps_globus::runtime::deadline_after(Duration::from_secs(s)))
+    timeout.map(|s| ps_globus::internal::deadline_after(Duration::from_secs(s)))
 }
 
 /// What a stopped command leaves behind.

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+use ps_globus::internal::label_filter;
 use ps_globus::transfer::types::Task;
-use ps_globus::transfer::watch::label_filter;
 use ps_globus::transfer::{TaskQuery, TaskStatus, TransferClient};
 use serde_json::json;
 

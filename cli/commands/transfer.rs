@@ -71,7 +71,7 @@ pub struct TransferArgs {
 /// A deadline as typed: a time Globus reads, or a usage error (exit 2) before anything
 /// is sent.
 fn deadline(text: &str) -> Result<String, String> {
-    ps_globus::staging::deadline(text).map_err(|e| match e {
+    ps_globus::internal::deadline(text).map_err(|e| match e {
         ps_globus::Error::InvalidConfig { message, .. } => message,
         other => other.to_string(),
     })

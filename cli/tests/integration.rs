@@ -13,9 +13,10 @@ mod cli;
 mod cli_redis;
 mod cli_stream;
 
-// A globus-cli user's first hour, logins, staging.
+// A globus-cli user's first hour, the README as written, logins, staging.
 mod first_hour;
 mod login;
+mod readme;
 mod staging;
 
 // The main job and references; leases; many reader processes.

@@ -34,6 +34,10 @@ async fn a_crashed_owners_lease_is_evicted_by_another_process() {
     until(
         "`lease list` to show the crashed owner's lease expired",
         async || {
+            // The command's clock reads after this one: a lease past its expiry before
+            // the command ran must be listed expired (one that expires while the command
+            // runs may be listed either way).
+            let asked = chrono::Utc::now();
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_ps-globus"))
                 .args(["lease", "list", "--json"])
                 .env("PS_GLOBUS_HOME", dir.path())
@@ -45,7 +49,7 @@ async fn a_crashed_owners_lease_is_evicted_by_another_process() {
             let past = lease["expires_at"]
                 .as_str()
                 .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                .is_some_and(|t| t < chrono::Utc::now());
+                .is_some_and(|t| t < asked);
             if past {
                 assert_eq!(lease["state"], "expired", "{listed}");
             }

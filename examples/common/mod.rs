@@ -1,6 +1,9 @@
 //! What the examples share: how they end. An error is a message on stderr (with the
 //! library's hint, where it has one) and exit code 1, never a panic.
 
+// `pub` for the examples that include this file, never an API.
+#![allow(unreachable_pub)]
+
 use std::process::ExitCode;
 
 /// An example's result.

@@ -271,7 +271,7 @@ impl SimConfig {
                 ));
             }
             if let Some(dir) = &collection.default_directory {
-                ps_globus::transfer::path::collection_path(dir)
+                ps_globus::internal::collection_path(dir)
                     .map_err(|e| format!("collection {name}: default_directory: {e}"))?;
             }
             for algorithm in collection.checksum_algorithms.iter().flatten() {

@@ -91,7 +91,7 @@ impl Collection {
         self.config
             .default_directory
             .as_deref()
-            .and_then(|d| ps_globus::transfer::path::collection_path(d).ok())
+            .and_then(|d| ps_globus::internal::collection_path(d).ok())
             .unwrap_or_else(|| "/".into())
     }
 

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ps_globus::transfer::path::collection_path_from;
+use ps_globus::internal::collection_path_from;
 
 /// A collection path resolved inside its root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub(crate) struct Resolved {
 pub(crate) struct Escape(pub String);
 
 /// Resolves collection `path` under `root` (which must be canonical), reading the path
-/// exactly as the client does ([`collection_path`](ps_globus::transfer::path::collection_path)).
+/// exactly as the client does ([`collection_path`](ps_globus::internal::collection_path)).
 #[cfg(test)]
 pub(crate) fn resolve(root: &Path, path: &str) -> Result<Resolved, Escape> {
     resolve_from(root, "/", path)
@@ -122,7 +122,7 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ps_globus::transfer::path::collection_path;
+    use ps_globus::internal::collection_path;
 
     #[test]
     fn home_and_root_are_the_same_and_escapes_are_refused() {
@@ -193,8 +193,8 @@ mod tests {
                     let client = client.expect("the emulator accepted what the client refuses");
                     proptest::prop_assert_eq!(&resolved.path, &client);
                     proptest::prop_assert_eq!(
-                        ps_globus::transfer::path::normalise_path(&resolved.path),
-                        ps_globus::transfer::path::normalise_path(&path)
+                        ps_globus::internal::normalise_path(&resolved.path),
+                        ps_globus::internal::normalise_path(&path)
                     );
                     proptest::prop_assert_eq!(collection_path(&client).unwrap(), client.clone());
                     proptest::prop_assert!(resolved.local.starts_with(&root));

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::with_file_lock;
 
 /// The keyring service name under which tokens are saved.
-pub const KEYRING_SERVICE: &str = "ps-globus";
+pub(crate) const KEYRING_SERVICE: &str = "ps-globus";
 
 /// The keyring entry (user) that holds the token set.
 const KEYRING_USER: &str = "globus-tokens";

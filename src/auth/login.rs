@@ -147,6 +147,7 @@ impl LoginOptions {
 
 /// What a login did.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct LoginOutcome {
     /// The identity (Globus Auth `sub`).
     pub identity: String,
@@ -385,6 +386,7 @@ fn hostname() -> String {
 
 /// What a logout did.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct LogoutOutcome {
     /// How many tokens Globus Auth revoked.
     pub revoked: usize,
@@ -429,6 +431,7 @@ pub async fn logout(store: &dyn TokenStore, auth_url: &str) -> Result<LogoutOutc
 
 /// The stored login, as `whoami` reports it (no network).
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct LoginStatus {
     /// The identity (Globus Auth `sub`).
     pub identity: Option<String>,
@@ -446,6 +449,7 @@ pub struct LoginStatus {
 
 /// One resource server's token, without the token.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct ResourceServerStatus {
     /// The resource server.
     pub resource_server: String,

@@ -23,14 +23,17 @@ mod user;
 
 pub use client_credentials::{ClientCredentialsAuthorizer, DEFAULT_AUTH_URL, TRANSFER_SCOPE};
 pub use keyring_store::{
-    KEYRING_SERVICE, KeyringTokenStore, TokenStoreChoice, choose_token_store, open_token_store,
+    KeyringTokenStore, TokenStoreChoice, choose_token_store, open_token_store,
 };
+
 pub use login::{
     CodeDelivery, CollectionLookup, LoginOptions, LoginOutcome, LoginPrompt, LoginStatus,
     LogoutOutcome, ResourceServerStatus, login, logout, status,
 };
-pub use store::{FileTokenStore, StoredToken, TOKEN_FORMAT_VERSION, TokenSet, TokenStore};
-pub use user::{REFRESH_TOKEN_LIFETIME_DAYS, STALE_AFTER_DAYS, UserAuthorizer, stale_warning};
+pub(crate) use store::TOKEN_FORMAT_VERSION;
+pub use store::{FileTokenStore, StoredToken, TokenSet, TokenStore};
+pub use user::UserAuthorizer;
+pub(crate) use user::stale_warning;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -45,13 +48,15 @@ use crate::error::Result;
 use crate::settings::Settings;
 
 /// Globus Auth's own resource server.
+#[doc(hidden)]
 pub const AUTH_RS: &str = "auth.globus.org";
 
 /// Globus Transfer's resource server.
+#[doc(hidden)]
 pub const TRANSFER_RS: &str = "transfer.api.globus.org";
 
 /// The scopes every login asks for besides Transfer.
-pub const LOGIN_BASE_SCOPES: &[&str] = &["openid", "profile", "email"];
+pub(crate) const LOGIN_BASE_SCOPES: &[&str] = &["openid", "profile", "email"];
 
 /// The `data_access` scope of a GCSv5 collection.
 ///
@@ -66,15 +71,7 @@ pub fn data_access_scope(collection: &Uuid) -> String {
 
 /// The Transfer scope with the `data_access` consents of `collections` as (optional)
 /// dependencies, as globus-sdk writes it.
-///
-/// ```
-/// use std::collections::BTreeSet;
-/// let none = BTreeSet::new();
-/// assert_eq!(ps_globus::auth::transfer_scope(&none), ps_globus::auth::TRANSFER_SCOPE);
-/// let one = BTreeSet::from([uuid::Uuid::nil()]);
-/// assert!(ps_globus::auth::transfer_scope(&one).ends_with("/data_access]"));
-/// ```
-pub fn transfer_scope(collections: &BTreeSet<Uuid>) -> String {
+pub(crate) fn transfer_scope(collections: &BTreeSet<Uuid>) -> String {
     if collections.is_empty() {
         return TRANSFER_SCOPE.to_owned();
     }
@@ -182,5 +179,23 @@ impl Authorizer for StaticTokenAuthorizer {
 
     fn identity(&self) -> String {
         self.identity.clone()
+    }
+}
+
+/// The example that was its documentation, while it was public.
+#[cfg(test)]
+mod transfer_scope_example {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn transfer_scope_example() -> Result<(), Box<dyn std::error::Error>> {
+        let none = BTreeSet::new();
+        assert_eq!(
+            crate::auth::transfer_scope(&none),
+            crate::auth::TRANSFER_SCOPE
+        );
+        let one = BTreeSet::from([uuid::Uuid::nil()]);
+        assert!(crate::auth::transfer_scope(&one).ends_with("/data_access]"));
+        Ok(())
     }
 }

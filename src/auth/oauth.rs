@@ -98,7 +98,7 @@ impl fmt::Debug for GlobusAuth {
 
 impl GlobusAuth {
     /// The Auth service rooted at `auth_url`, for the native app `client_id`.
-    pub fn new(auth_url: &str, client_id: &str) -> Result<Self> {
+    pub(super) fn new(auth_url: &str, client_id: &str) -> Result<Self> {
         let (http, base) =
             crate::http::client("Globus Auth URL", auth_url, reqwest::Client::builder())?;
         Ok(GlobusAuth {
@@ -109,12 +109,12 @@ impl GlobusAuth {
     }
 
     /// The page that shows the code for copy-paste logins.
-    pub fn auth_code_page(&self) -> String {
+    pub(super) fn auth_code_page(&self) -> String {
         format!("{}v2/web/auth-code", self.base)
     }
 
     /// The `oauth2` client, redirecting to `redirect`.
-    pub fn client(&self, redirect: &str) -> Result<NativeClient> {
+    pub(super) fn client(&self, redirect: &str) -> Result<NativeClient> {
         let url = |what: &str, text: String| Error::InvalidConfig {
             what: "Globus Auth URL".into(),
             message: format!("{what} {text} is not a URL"),
@@ -132,13 +132,13 @@ impl GlobusAuth {
     }
 
     /// The HTTP client `oauth2` requests go through.
-    pub fn oauth_http(&self) -> OAuthHttp {
+    pub(super) fn oauth_http(&self) -> OAuthHttp {
         OAuthHttp(self.http.clone())
     }
 
     /// Revokes one token (`POST /v2/oauth2/token/revoke`, RFC 7009). Plain HTTP rather
     /// than `oauth2`'s, which refuses a non-HTTPS endpoint such as the emulator's.
-    pub async fn revoke(&self, token: &str) -> Result<()> {
+    pub(super) async fn revoke(&self, token: &str) -> Result<()> {
         let url = format!("{}v2/oauth2/token/revoke", self.base);
         let response = self
             .http
@@ -156,7 +156,7 @@ impl GlobusAuth {
     }
 
     /// `GET /v2/oauth2/userinfo` with an Auth access token: `(sub, preferred_username)`.
-    pub async fn userinfo(&self, auth_token: &str) -> Result<(String, Option<String>)> {
+    pub(super) async fn userinfo(&self, auth_token: &str) -> Result<(String, Option<String>)> {
         let url = format!("{}v2/oauth2/userinfo", self.base);
         let response = self
             .http

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{with_file_lock, write_atomic};
 
 /// The newest token-file format this build writes and reads.
-pub const TOKEN_FORMAT_VERSION: u16 = 1;
+pub(crate) const TOKEN_FORMAT_VERSION: u16 = 1;
 
 /// One resource server's tokens.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +71,7 @@ impl fmt::Debug for StoredToken {
 /// Everything one login holds: tokens by resource server.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct TokenSet {
     /// Format version.
     #[serde(rename = "v")]

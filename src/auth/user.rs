@@ -12,11 +12,11 @@ use super::{Authorizer, TRANSFER_RS, TokenSet, TokenStore, now};
 use crate::error::{Error, Result};
 
 /// How long an unused refresh token lives at Globus (about six months).
-pub const REFRESH_TOKEN_LIFETIME_DAYS: i64 = 180;
+pub(crate) const REFRESH_TOKEN_LIFETIME_DAYS: i64 = 180;
 
 /// After this many days without use, logins are reported stale: well before Globus
 /// forgets the refresh token, so there is time to log in again.
-pub const STALE_AFTER_DAYS: i64 = 120;
+pub(crate) const STALE_AFTER_DAYS: i64 = 120;
 
 /// The `Authorizer` of a user who ran `ps-globus login`: the access token for one
 /// resource server from a [`TokenStore`], renewed with the refresh token
@@ -120,17 +120,7 @@ impl UserAuthorizer {
 }
 
 /// A warning when the login has not been used for [`STALE_AFTER_DAYS`], or `None`.
-///
-/// ```
-/// use ps_globus::auth::{stale_warning, StoredToken, TokenSet};
-/// let mut set = TokenSet::default();
-/// set.tokens.insert("transfer.api.globus.org".into(), StoredToken {
-///     access_token: "a".into(), refresh_token: Some("r".into()),
-///     expires_at: 0, scope: String::new(), issued_at: 0 });
-/// assert!(stale_warning(&set, 10 * 86_400).is_none());
-/// assert!(stale_warning(&set, 150 * 86_400).unwrap().contains("log in again"));
-/// ```
-pub fn stale_warning(set: &TokenSet, now: i64) -> Option<String> {
+pub(crate) fn stale_warning(set: &TokenSet, now: i64) -> Option<String> {
     let last_used = set
         .tokens
         .values()
@@ -187,5 +177,33 @@ impl Authorizer for UserAuthorizer {
 
     fn identity(&self) -> String {
         self.identity.clone()
+    }
+}
+
+/// The example that was its documentation, while it was public.
+#[cfg(test)]
+mod stale_warning_example {
+    use crate::auth::{StoredToken, TokenSet, stale_warning};
+
+    #[test]
+    fn stale_warning_example() -> Result<(), Box<dyn std::error::Error>> {
+        let mut set = TokenSet::default();
+        set.tokens.insert(
+            "transfer.api.globus.org".into(),
+            StoredToken {
+                access_token: "a".into(),
+                refresh_token: Some("r".into()),
+                expires_at: 0,
+                scope: String::new(),
+                issued_at: 0,
+            },
+        );
+        assert!(stale_warning(&set, 10 * 86_400).is_none());
+        assert!(
+            stale_warning(&set, 150 * 86_400)
+                .unwrap()
+                .contains("log in again")
+        );
+        Ok(())
     }
 }

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The prefix of every Redis key the connector writes, unless configured otherwise.
-pub const DEFAULT_PREFIX: &str = "ps-globus:";
+pub(crate) const DEFAULT_PREFIX: &str = "ps-globus:";
 
 /// How long one command may wait for its answer, unless configured otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a Redis server is, and how the connector uses it. Serialized into every proxy,
 /// so that another process (at another site) rebuilds the same connector.

@@ -82,7 +82,7 @@ impl FileConnector {
 
     /// A connector on `dir`, created if missing. The path is made absolute, so the
     /// connector's config means the same directory in any process. The directory gets the
-    /// store marker ([`trust::STORE_MARKER`]): a process that rebuilds this store from a
+    /// store marker (`trust::STORE_MARKER`): a process that rebuilds this store from a
     /// proxy may then delete the objects it minted there.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();

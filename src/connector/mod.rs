@@ -32,14 +32,15 @@ mod redis;
 pub mod trust;
 
 pub use file::FileConnector;
+pub(crate) use globus::DEFAULT_WAIT;
 pub use globus::{
-    DEFAULT_WAIT, GlobusConfig, GlobusConnector, GlobusConnectorBuilder, INLINE_HASH_LIMIT,
-    META_VERSION, ObjectMeta, ProcessDefaults, set_process_defaults,
+    GlobusConfig, GlobusConnector, GlobusConnectorBuilder, ObjectMeta, ProcessDefaults,
+    set_process_defaults,
 };
 pub use local::LocalConnector;
 pub use multi::{ChildConfig, MultiConfig, MultiConnector, Policy};
 pub use reach::{Reach, Verdict};
-pub use redis::{DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX, RedisConfig, RedisConnector};
+pub use redis::{RedisConfig, RedisConnector};
 pub use trust::{LocalTrust, Provenance};
 
 use std::borrow::Cow;
@@ -57,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The newest key format this build writes and reads.
-pub const KEY_VERSION: u16 = 1;
+pub(crate) const KEY_VERSION: u16 = 1;
 
 /// Longest object id a key may carry.
 const MAX_ID_LEN: usize = 128;
@@ -474,7 +475,7 @@ pub fn register_kind(kind: &str, build: BuildConnector) {
 }
 
 /// The connector kinds this process can build, sorted.
-pub fn known_kinds() -> Vec<String> {
+pub(crate) fn known_kinds() -> Vec<String> {
     let mut kinds: Vec<String> = KINDS
         .read()
         .expect("connector registry poisoned")

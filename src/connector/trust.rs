@@ -14,7 +14,7 @@
 //! future's value) only objects its store minted, in a directory this process trusts
 //! ([`LocalTrust::allows_changes_in`]).
 //!
-//! `docs/THREAT-MODEL.md` is the full statement; [`FIELDS`] classifies every option of
+//! `docs/THREAT-MODEL.md` is the full statement; `FIELDS` classifies every option of
 //! every built-in connector, and a test keeps that table and the document complete.
 
 use std::collections::BTreeMap;
@@ -30,11 +30,11 @@ use crate::settings::{DEFAULT_TRANSFER_URL, Settings};
 /// The name of the marker file a store writes into a directory it creates or is
 /// configured with locally: a process that rebuilt the store from data deletes only in a
 /// directory that carries it (or that its configuration's `[trust] store_dirs` names).
-pub const STORE_MARKER: &str = ".ps-globus-store";
+pub(crate) const STORE_MARKER: &str = ".ps-globus-store";
 
 /// The longest time limit a configuration from data may ask for (a day): longer ones are
 /// cut to it rather than overflowing a deadline.
-pub const MAX_DATA_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_DATA_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Where a connector configuration came from.
 #[derive(Clone, Debug, Default)]
@@ -74,7 +74,9 @@ pub enum Role {
 
 /// Every option of every built-in connector (and of a store config), by kind: what the
 /// trust boundary takes it to be. `docs/THREAT-MODEL.md` has the same table.
-pub const FIELDS: &[(&str, &str, Role)] = &[
+// Read by the test that ties it to the connectors' options and THREAT-MODEL.md.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const FIELDS: &[(&str, &str, Role)] = &[
     ("store", "name", Role::Locator),
     ("store", "codec", Role::Locator),
     ("store", "cache_size", Role::Tuning),
@@ -116,7 +118,7 @@ pub struct LocalTrust {
     /// The configuration's `[redis.NAME]` tables.
     pub redis: BTreeMap<String, RedisConfig>,
     /// Directories where data may ask for deletions (`[trust] store_dirs`), besides those
-    /// carrying [`STORE_MARKER`].
+    /// carrying `STORE_MARKER`.
     pub store_dirs: Vec<PathBuf>,
     /// The collections the configuration's sites name: a proxy's pull-on-demand transfer
     /// goes only into one of them.
@@ -251,7 +253,7 @@ impl LocalTrust {
     }
 
     /// Whether data may ask for a change (a deletion, a future's value) in `dir`: it is
-    /// one of `[trust] store_dirs` (or inside one), or carries [`STORE_MARKER`].
+    /// one of `[trust] store_dirs` (or inside one), or carries `STORE_MARKER`.
     pub fn allows_changes_in(&self, dir: &Path) -> bool {
         // Every data-triggered eviction asks: the marker (one stat) first; paths are
         // resolved only when the configuration lists directories.
@@ -304,7 +306,7 @@ pub(crate) fn mark_store_dir(dir: &Path) {
 
 /// Whether `id` is an object id a store mints ([`super::Key::new_id`]): 32 lowercase
 /// hexadecimal digits. A deletion that data asks for names only such an id.
-pub fn is_minted_id(id: &str) -> bool {
+pub(crate) fn is_minted_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -357,7 +359,7 @@ fn same_server(local: &RedisConfig, data: &RedisConfig) -> bool {
 }
 
 /// Whether `host` is this machine's loopback (`localhost`, 127.0.0.0/8, `::1`).
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

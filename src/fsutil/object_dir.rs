@@ -40,7 +40,7 @@ pub(crate) struct ObjectDir {
 impl ObjectDir {
     /// The directory `root/below`. `root` is trusted (it comes from the configuration and
     /// may itself pass through links); `below` is relative and may not.
-    pub fn new(root: impl Into<PathBuf>, below: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>, below: impl Into<PathBuf>) -> Self {
         ObjectDir {
             root: root.into(),
             below: below.into(),
@@ -49,14 +49,14 @@ impl ObjectDir {
     }
 
     /// The directory's path (for messages and for callers that need a path).
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.root.join(&self.below)
     }
 
     /// Writes `data` as the file `name` in the directory, atomically: an exclusive
     /// hidden temporary file, then a rename. On failure the temporary file is removed
     /// and `name` is untouched. The directory is created if missing.
-    pub fn write_atomic(&self, name: &str, data: &[u8]) -> Result<()> {
+    pub(crate) fn write_atomic(&self, name: &str, data: &[u8]) -> Result<()> {
         self.with_dir(|dir| write_in(dir, name, data, false))
             .map_err(|failure| failure_below(&self.path(), failure))
     }
@@ -64,13 +64,13 @@ impl ObjectDir {
     /// Writes `data` as the file `name` only if no file has that name: a whole temporary
     /// file, then `link(2)` to the name (atomic, and safe on NFS, which
     /// `RENAME_NOREPLACE` is not). `false`: `name` was already there, and is untouched.
-    pub fn write_new(&self, name: &str, data: &[u8]) -> Result<bool> {
+    pub(crate) fn write_new(&self, name: &str, data: &[u8]) -> Result<bool> {
         self.with_dir(|dir| link_new_in(dir, name, data))
             .map_err(|failure| failure_below(&self.path(), failure))
     }
 
     /// Removes the file `name` from the directory (a missing one is fine).
-    pub fn remove(&self, name: &str) -> Result<()> {
+    pub(crate) fn remove(&self, name: &str) -> Result<()> {
         let dir = self
             .open(false)
             .map_err(|failure| failure_below(&self.path(), failure))?;

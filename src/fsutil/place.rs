@@ -50,7 +50,7 @@ impl ObjectDir {
     /// Places the regular file `source` in the directory as `name` (see the module
     /// docs); `hard_link_ok`: the caller's reads verify every byte, so the object may be
     /// the original file itself; `hash`: compute the sha256 of the object.
-    pub fn place_file(
+    pub(crate) fn place_file(
         &self,
         name: &str,
         source: &Path,

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::runtime::{self, block_on};
 
 /// The newest serialized-proxy format this build writes and reads.
-pub const PROXY_VERSION: u16 = 1;
+pub(crate) const PROXY_VERSION: u16 = 1;
 
 /// Options for proxies made by a [`Store`].
 ///

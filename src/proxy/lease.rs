@@ -41,7 +41,7 @@ use crate::state::{StateDb, leases};
 /// ```
 /// use std::time::Duration;
 /// use ps_globus::{Store, connector::FileConnector, state::StateDb};
-/// # ps_globus::runtime::block_on(async {
+/// # ps_globus::block_on(async {
 /// let dir = tempfile::tempdir().expect("a temporary directory");
 /// let db = StateDb::open(dir.path().join("state.db")).await?;
 /// let store = Store::new("doc-lease", FileConnector::new(dir.path().join("objects"))?)?;

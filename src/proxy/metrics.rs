@@ -71,6 +71,7 @@ impl Metrics {
 
 /// Totals for one operation since the store was made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct OpStats {
     /// Calls made.
     pub calls: u64,
@@ -95,6 +96,7 @@ impl OpStats {
 
 /// A copy of a store's metrics at one instant; see [`Store::metrics`](crate::Store::metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// `put`, `put_with` and the puts behind `proxy`.
     pub put: OpStats,

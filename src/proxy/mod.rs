@@ -28,11 +28,13 @@ mod store;
 
 pub use codec::Codec;
 pub use future::FutureSetter;
-pub use lazy::{PROXY_VERSION, Proxy, ProxyFactory, ProxyOptions};
+pub use lazy::{Proxy, ProxyFactory, ProxyOptions};
+
 pub use lease::{Lease, LeaseInfo, LeaseReport, end_lease, list_leases, reap_expired_leases};
 pub use lifetime::Lifetime;
 pub use metrics::{MetricsSnapshot, OpStats};
 pub use owned::OwnedProxy;
-pub use reference::{DatasetRef, REF_VERSION, list_refs, load_ref, remove_ref, save_ref};
+pub use reference::{DatasetRef, list_refs, load_ref, remove_ref, save_ref};
+
 pub use registry::{get_or_create_store, get_store, register_store, unregister_store};
-pub use store::{IntoConnector, STORE_CONFIG_VERSION, Store, StoreBuilder, StoreConfig};
+pub use store::{IntoConnector, Store, StoreBuilder, StoreConfig};

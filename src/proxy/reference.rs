@@ -16,7 +16,7 @@ use crate::state::StateDb;
 use crate::state::refs::{self, RefRow};
 
 /// The newest reference format this build writes and reads.
-pub const REF_VERSION: u16 = 1;
+pub(crate) const REF_VERSION: u16 = 1;
 
 const PREFIX: &str = "psgref1.";
 

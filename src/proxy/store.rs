@@ -21,13 +21,14 @@ use crate::runtime::{self, block_on};
 const MAX_DATA_CACHE: usize = 4096;
 
 /// The newest store-config format this build writes and reads.
-pub const STORE_CONFIG_VERSION: u16 = 1;
+pub(crate) const STORE_CONFIG_VERSION: u16 = 1;
 
 /// Everything needed to rebuild a [`Store`] in another process.
 ///
 /// It travels inside every serialized proxy. Two stores are the same store when their
 /// configs are equal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// Format version of this config.
     #[serde(rename = "v")]
@@ -68,14 +69,16 @@ mod optional_millis {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
@@ -142,6 +145,16 @@ pub struct StoreBuilder {
     cache_size: usize,
     resolve_timeout: Option<Duration>,
     register: bool,
+}
+
+impl std::fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("name", &self.name)
+            .field("codec", &self.codec)
+            .field("cache_size", &self.cache_size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreBuilder {

@@ -129,7 +129,7 @@ enum EngineRow {
 impl Row {
     /// Column `index` as `T`; an error naming the database and the column if it is
     /// missing or of another type (a database another version of ps-globus changed).
-    pub fn try_get<T: Column, I: Index>(&self, index: I) -> Result<T> {
+    pub(crate) fn try_get<T: Column, I: Index>(&self, index: I) -> Result<T> {
         let what = index.to_string();
         match &self.inner {
             EngineRow::Sqlite(row) => row.try_get(index),
@@ -198,7 +198,7 @@ impl Tx {
     }
 
     /// Commits what the transaction wrote.
-    pub async fn commit(self) -> Result<()> {
+    pub(crate) async fn commit(self) -> Result<()> {
         let db = self.db;
         match self.inner {
             TxInner::Sqlite(tx) => tx.commit().await,
@@ -208,7 +208,7 @@ impl Tx {
     }
 
     /// The database's clock in Unix milliseconds (see [`StateDb::clock_ms`]).
-    pub async fn clock_ms(&mut self) -> Result<i64> {
+    pub(crate) async fn clock_ms(&mut self) -> Result<i64> {
         match &self.inner {
             TxInner::Sqlite(_) => Ok(super::local_clock_ms()),
             TxInner::Postgres(_) => query(super::PG_CLOCK_MS).fetch_scalar(&mut *self).await,
@@ -321,7 +321,7 @@ macro_rules! on_engine {
 
 impl<'q> Statement<'q> {
     /// Binds the next `$N`.
-    pub fn bind(mut self, value: impl Into<Arg<'q>>) -> Self {
+    pub(crate) fn bind(mut self, value: impl Into<Arg<'q>>) -> Self {
         self.args.push(value.into());
         self
     }
@@ -345,7 +345,7 @@ impl<'q> Statement<'q> {
     }
 
     /// Runs the statement; how many rows it changed.
-    pub async fn execute<'a>(self, on: impl Into<On<'a>>) -> Result<u64> {
+    pub(crate) async fn execute<'a>(self, on: impl Into<On<'a>>) -> Result<u64> {
         on_engine!(self, on, |q, ex| q
             .execute(ex)
             .await
@@ -353,7 +353,7 @@ impl<'q> Statement<'q> {
     }
 
     /// Every row of the result.
-    pub async fn fetch_all<'a>(self, on: impl Into<On<'a>>) -> Result<Vec<Row>> {
+    pub(crate) async fn fetch_all<'a>(self, on: impl Into<On<'a>>) -> Result<Vec<Row>> {
         let on = on.into();
         let path = on.path();
         let rows: Vec<EngineRow> = on_engine!(self, on, |q, ex| match q.fetch_all(ex).await {
@@ -370,7 +370,7 @@ impl<'q> Statement<'q> {
     }
 
     /// The result's one row, or `None`.
-    pub async fn fetch_optional<'a>(self, on: impl Into<On<'a>>) -> Result<Option<Row>> {
+    pub(crate) async fn fetch_optional<'a>(self, on: impl Into<On<'a>>) -> Result<Option<Row>> {
         let on = on.into();
         let path = on.path();
         let row: Option<EngineRow> = on_engine!(self, on, |q, ex| q
@@ -381,7 +381,7 @@ impl<'q> Statement<'q> {
     }
 
     /// The result's first row (an error if there is none).
-    pub async fn fetch_one<'a>(self, on: impl Into<On<'a>>) -> Result<Row> {
+    pub(crate) async fn fetch_one<'a>(self, on: impl Into<On<'a>>) -> Result<Row> {
         let on = on.into();
         let path = on.path();
         let inner: EngineRow = on_engine!(self, on, |q, ex| q.fetch_one(ex).await.map(Into::into))?;
@@ -389,12 +389,15 @@ impl<'q> Statement<'q> {
     }
 
     /// The first column of the result's first row.
-    pub async fn fetch_scalar<'a, T: Column>(self, on: impl Into<On<'a>>) -> Result<T> {
+    pub(crate) async fn fetch_scalar<'a, T: Column>(self, on: impl Into<On<'a>>) -> Result<T> {
         self.fetch_one(on).await?.try_get(0)
     }
 
     /// The first column of every row.
-    pub async fn fetch_scalars<'a, T: Column>(self, on: impl Into<On<'a>>) -> Result<Vec<T>> {
+    pub(crate) async fn fetch_scalars<'a, T: Column>(
+        self,
+        on: impl Into<On<'a>>,
+    ) -> Result<Vec<T>> {
         self.fetch_all(on)
             .await?
             .iter()
@@ -403,7 +406,7 @@ impl<'q> Statement<'q> {
     }
 
     /// Every row, as `T` (a tuple of columns).
-    pub async fn fetch_all_as<'a, T: Record>(self, on: impl Into<On<'a>>) -> Result<Vec<T>> {
+    pub(crate) async fn fetch_all_as<'a, T: Record>(self, on: impl Into<On<'a>>) -> Result<Vec<T>> {
         let (rows, db) = self.rows_and_db(on).await?;
         rows.iter()
             .map(|row| row.record().map_err(|e| db.error(e)))
@@ -411,7 +414,7 @@ impl<'q> Statement<'q> {
     }
 
     /// The result's one row as `T`, or `None`.
-    pub async fn fetch_optional_as<'a, T: Record>(
+    pub(crate) async fn fetch_optional_as<'a, T: Record>(
         self,
         on: impl Into<On<'a>>,
     ) -> Result<Option<T>> {
@@ -419,7 +422,7 @@ impl<'q> Statement<'q> {
     }
 
     /// The result's first row as `T` (an error if there is none).
-    pub async fn fetch_one_as<'a, T: Record>(self, on: impl Into<On<'a>>) -> Result<T> {
+    pub(crate) async fn fetch_one_as<'a, T: Record>(self, on: impl Into<On<'a>>) -> Result<T> {
         let (rows, db) = self.rows_and_db(on).await?;
         match rows.first() {
             Some(row) => row.record().map_err(|e| db.error(e)),

@@ -62,7 +62,7 @@ use crate::proxy::{Proxy, Store, StoreConfig, get_or_create_store};
 use crate::runtime::block_on;
 
 /// The newest event format this build writes and reads.
-pub const EVENT_VERSION: u16 = 1;
+pub(crate) const EVENT_VERSION: u16 = 1;
 
 /// Where a topic's events go (see the module docs).
 #[derive(Clone, Debug)]
@@ -97,6 +97,7 @@ pub struct Event {
 /// The object an event announces.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Published {
     /// The store it is in.
     pub store: StoreConfig,
@@ -259,6 +260,16 @@ pub struct StreamConsumer<T> {
     wait: Duration,
     ended: bool,
     _value: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for StreamConsumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConsumer")
+            .field("topic", &self.topic)
+            .field("next", &self.next)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A channel's reading side, with its cursor.

@@ -16,7 +16,7 @@ use crate::state::query::query;
 
 /// A token bucket of `rate` requests per second (bursts of up to `rate`, at least one)
 /// shared through the `request_budget` table.
-pub struct RequestBudget {
+pub(crate) struct RequestBudget {
     db: StateDb,
     identity: String,
     rate: f64,
@@ -24,7 +24,7 @@ pub struct RequestBudget {
 
 impl RequestBudget {
     /// The budget of `identity` in `db`; `None` when `rate` is not positive (no limit).
-    pub fn new(db: StateDb, identity: &str, rate: f64) -> Option<Arc<RequestBudget>> {
+    pub(crate) fn new(db: StateDb, identity: &str, rate: f64) -> Option<Arc<RequestBudget>> {
         (rate > 0.0 && rate.is_finite()).then(|| {
             Arc::new(RequestBudget {
                 db,
@@ -36,7 +36,7 @@ impl RequestBudget {
 
     /// `client`, its every request drawing on the budget of `rate` requests per second
     /// that `db` keeps for the client's identity (`client` itself when `rate` is 0).
-    pub fn gate(client: TransferClient, db: &StateDb, rate: f64) -> TransferClient {
+    pub(crate) fn gate(client: TransferClient, db: &StateDb, rate: f64) -> TransferClient {
         match RequestBudget::new(db.clone(), &client.service_identity(), rate) {
             Some(budget) => client.with_gate(budget),
             None => client,

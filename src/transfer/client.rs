@@ -9,20 +9,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
 
 use backon::Retryable;
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::AUTHORIZATION;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::RetryConfig;
+use super::answer::{Failure, Refusal, classify, data_access_collections, send};
 use super::types::{
-    DeleteRequest, Endpoint, ErrorDoc, Event, FatalError, FileEntry, FileList, MarkerPage,
-    MkdirRequest, Page, RenameRequest, ResultDoc, SkippedError, SubmissionId, SubmitResult,
-    SuccessfulTransfer, Task, TaskUpdate, TransferRequest,
+    DeleteRequest, Endpoint, Event, FatalError, FileEntry, FileList, MarkerPage, MkdirRequest,
+    Page, RenameRequest, ResultDoc, SkippedError, SubmissionId, SubmitResult, SuccessfulTransfer,
+    Task, TaskUpdate, TransferRequest,
 };
 use crate::auth::Authorizer;
 use crate::error::{Error, Result};
@@ -33,7 +33,7 @@ use crate::settings::Settings;
 pub use crate::settings::DEFAULT_TRANSFER_URL;
 
 /// How many task ids one `task_list` filter may carry: Globus refuses more than 50.
-pub const MAX_IDS_PER_LIST: usize = 50;
+pub(crate) const MAX_IDS_PER_LIST: usize = 50;
 
 /// A query of `GET /task_list`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,7 +80,7 @@ struct Inner {
 }
 
 /// What every request of a client waits on before it is sent: a request budget shared
-/// with other processes ([`RequestBudget`](super::budget::RequestBudget)).
+/// with other processes (the manager's request budget).
 #[async_trait::async_trait]
 pub trait RequestGate: Send + Sync + std::fmt::Debug {
     /// Returns when one more request may go.
@@ -93,52 +93,6 @@ impl std::fmt::Debug for TransferClient {
             .field("base", &self.inner.base)
             .field("identity", &self.inner.auth.identity())
             .finish()
-    }
-}
-
-/// A failed attempt, as the retry loop sees it.
-struct Failure {
-    error: Error,
-    retryable: bool,
-    retry_after: Option<Duration>,
-}
-
-impl Failure {
-    fn fatal(error: Error) -> Self {
-        Failure {
-            error,
-            retryable: false,
-            retry_after: None,
-        }
-    }
-
-    /// The error, saying how many retries were made.
-    fn into_error(self, retries: u32) -> Error {
-        match self.error {
-            Error::Api {
-                status,
-                code,
-                message,
-                request_id,
-                method,
-                path,
-                ..
-            } => Error::Api {
-                status,
-                code,
-                message,
-                request_id,
-                method,
-                path,
-                retries,
-            },
-            Error::Network { url, source, .. } => Error::Network {
-                url,
-                source,
-                retries,
-            },
-            other => other,
-        }
     }
 }
 
@@ -302,7 +256,7 @@ impl TransferClient {
     }
 
     /// The tasks with these ids, in as few `task_list` requests as the URL limit allows
-    /// ([`MAX_IDS_PER_LIST`] ids each).
+    /// (`MAX_IDS_PER_LIST` ids each).
     pub async fn tasks_by_id(&self, ids: &[String], fields: Option<&str>) -> Result<Vec<Task>> {
         let mut tasks = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_LIST) {
@@ -597,118 +551,6 @@ impl Inner {
             .await
             .map_err(Failure::fatal)
     }
-}
-
-/// Sends `request` to `url`: the answer's status, its `Retry-After`, and its body; a
-/// failure to connect or to read is a retryable network failure.
-async fn send(
-    request: reqwest::RequestBuilder,
-    url: &str,
-) -> Result<(reqwest::StatusCode, Option<Duration>, bytes::Bytes), Failure> {
-    let network = |e: reqwest::Error| Failure {
-        error: Error::Network {
-            url: url.to_owned(),
-            source: without_url(&e).into(),
-            retries: 0,
-        },
-        retryable: true,
-        retry_after: None,
-    };
-    let response = request.send().await.map_err(network)?;
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let text = response.bytes().await.map_err(network)?;
-    Ok((status, retry_after, text))
-}
-
-/// What a refused request's answer means.
-enum Refusal {
-    /// `ConsentRequired`, with the scopes the service asked for.
-    Consent(Vec<String>),
-    /// Anything else: the error, and whether (and when) to try again.
-    Failed(Failure),
-}
-
-/// Classifies a refusal (`status` not 2xx, `text` its body) of `method` on `path`:
-/// Globus's error document when there is one, else the status and the body's start.
-fn classify(
-    status: u16,
-    retry_after: Option<Duration>,
-    text: &[u8],
-    (method, path): (&Method, &str),
-) -> Refusal {
-    let doc: Option<ErrorDoc> = serde_json::from_slice(text).ok();
-    let (code, message, request_id) = match &doc {
-        Some(d) => (
-            d.code.clone(),
-            d.message.clone(),
-            d.request_id.clone().unwrap_or_default(),
-        ),
-        None => (
-            format!("HTTP{status}"),
-            String::from_utf8_lossy(text).chars().take(200).collect(),
-            String::new(),
-        ),
-    };
-    if status == 401 {
-        return Refusal::Failed(Failure::fatal(Error::Unauthorized { message }));
-    }
-    if code == "ConsentRequired" {
-        return Refusal::Consent(doc.and_then(|d| d.required_scopes).unwrap_or_default());
-    }
-    let error = Error::Api {
-        status,
-        code,
-        message,
-        request_id,
-        method: method.to_string(),
-        path: format!("/{path}"),
-        retries: 0,
-    };
-    let retryable = error.is_transient();
-    Refusal::Failed(Failure {
-        error,
-        retryable,
-        retry_after: matches!(status, 429 | 503).then_some(retry_after).flatten(),
-    })
-}
-
-/// A reqwest error's text without its URL (the URL is reported separately).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text
-            .replace(&format!(" ({url})"), "")
-            .replace(url.as_str(), "<url>");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// Collection ids in `https://auth.globus.org/scopes/<C>/data_access` dependencies.
-fn data_access_collections(scopes: &[String]) -> Vec<String> {
-    let mut found: Vec<String> = scopes
-        .iter()
-        .flat_map(|s| s.split(['[', ']', ' ', '*']))
-        .filter_map(|part| {
-            part.strip_prefix("https://auth.globus.org/scopes/")?
-                .strip_suffix("/data_access")
-        })
-        .map(str::to_owned)
-        .collect();
-    found.sort();
-    found.dedup();
-    found
 }
 
 #[cfg(test)]

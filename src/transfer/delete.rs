@@ -19,13 +19,13 @@ use super::types::{DeleteItem, DeleteRequest};
 use crate::error::{Error, Result};
 
 /// How long a batch waits for more paths when nobody holds a place in it.
-pub const QUIET: Duration = Duration::from_millis(20);
+pub(crate) const QUIET: Duration = Duration::from_millis(20);
 
 /// How long a batch waits at most for deletions that hold a place in it.
-pub const MAX_HOLD: Duration = Duration::from_secs(2);
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(2);
 
 /// The delete batcher of one identity. Share it with an `Arc`.
-pub struct Deleter {
+pub(crate) struct Deleter {
     client: TransferClient,
     state: Mutex<State>,
     changed: Notify,
@@ -48,14 +48,14 @@ type PendingDelete = (String, oneshot::Sender<Result<(), String>>);
 
 /// A place in the next delete task, for a deletion that must wait before it knows its
 /// path is ready to go. Dropping it unused gives the place up.
-pub struct DeleteHold {
+pub(crate) struct DeleteHold {
     deleter: Arc<Deleter>,
     used: bool,
 }
 
 impl Deleter {
     /// A batcher that submits with `client`.
-    pub fn new(client: TransferClient) -> Deleter {
+    pub(crate) fn new(client: TransferClient) -> Deleter {
         Deleter {
             client,
             state: Mutex::new(State::default()),
@@ -64,7 +64,7 @@ impl Deleter {
     }
 
     /// Holds a place in the next delete task (see the module docs).
-    pub fn hold(self: &Arc<Self>) -> DeleteHold {
+    pub(crate) fn hold(self: &Arc<Self>) -> DeleteHold {
         self.update(|state| state.holds += 1);
         DeleteHold {
             deleter: Arc::clone(self),
@@ -159,7 +159,7 @@ impl Deleter {
 
 impl DeleteHold {
     /// Puts `path` on `collection` in the delete task this hold has a place in.
-    pub fn add(mut self, collection: String, path: String) -> DeleteReceipt {
+    pub(crate) fn add(mut self, collection: String, path: String) -> DeleteReceipt {
         let (done, submitted) = oneshot::channel();
         self.used = true;
         self.deleter.update(|state| {
@@ -176,13 +176,13 @@ impl DeleteHold {
 }
 
 /// Tells when a path's delete task was submitted.
-pub struct DeleteReceipt {
+pub(crate) struct DeleteReceipt {
     submitted: oneshot::Receiver<Result<(), String>>,
 }
 
 impl DeleteReceipt {
     /// Waits until the delete task is submitted (not until it has run).
-    pub async fn submitted(self) -> Result<()> {
+    pub(crate) async fn submitted(self) -> Result<()> {
         match self.submitted.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::background("deleting evicted copies", Some(e.into()))),

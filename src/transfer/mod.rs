@@ -11,24 +11,26 @@
 //!   per cycle for every awaited label, and the batcher that turns evictions into few
 //!   delete tasks. `lookup`: the collection lookup a login is given.
 
+mod answer;
 pub mod budget;
 mod client;
 pub(crate) mod delete;
 mod lookup;
 mod manager;
-pub mod path;
+pub(crate) mod path;
 mod retry;
 pub(crate) mod states;
 pub mod types;
 pub mod watch;
 
-pub use client::{DEFAULT_TRANSFER_URL, MAX_IDS_PER_LIST, RequestGate, TaskQuery, TransferClient};
+pub use client::{DEFAULT_TRANSFER_URL, RequestGate, TaskQuery, TransferClient};
+
 pub use lookup::TransferCollectionLookup;
 pub use manager::{
-    Activity, BatchOptions, BatchStatus, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_REQUEST_BUDGET,
-    Enqueued, ItemSpec, ItemStatus, ManagerConfig, PART_SUFFIX, Priority, RESPLIT_SUFFIX,
-    TransferManager, Trouble, Unsubmitted, new_label, resplit_label,
+    Activity, BatchOptions, BatchStatus, DEFAULT_MAX_DOCUMENT_BYTES, Enqueued, ItemSpec,
+    ItemStatus, ManagerConfig, Priority, RESPLIT_SUFFIX, TransferManager, Trouble, Unsubmitted,
 };
+pub(crate) use manager::{new_label, resplit_label};
 pub(crate) use manager::{owner_alive, this_process};
 pub use retry::RetryConfig;
 pub use states::{BatchState, ItemState, TaskStatus};

@@ -30,7 +30,7 @@ pub enum PathError {
 ///   source was once reported as copied).
 ///
 /// ```
-/// use ps_globus::transfer::path::{PathError, collection_path};
+/// use ps_globus::internal::{PathError, collection_path};
 /// assert_eq!(collection_path("/~/a//b/./c/").unwrap(), "/a/b/c");
 /// assert_eq!(collection_path("~").unwrap(), "/");
 /// assert_eq!(collection_path("/a/../b").unwrap(), "/b");
@@ -49,7 +49,7 @@ pub fn collection_path(path: &str) -> Result<String, PathError> {
 /// home towards the root (never above it).
 ///
 /// ```
-/// use ps_globus::transfer::path::collection_path_from;
+/// use ps_globus::internal::collection_path_from;
 /// assert_eq!(collection_path_from("~/x", "/home/u").unwrap(), "/home/u/x");
 /// assert_eq!(collection_path_from("/~/../v", "/home/u").unwrap(), "/home/v");
 /// assert_eq!(collection_path_from("/x", "/home/u").unwrap(), "/x");
@@ -84,14 +84,14 @@ pub fn collection_path_from(path: &str, home: &str) -> Result<String, PathError>
 }
 
 /// Whether `path` is read from the home directory (`~`, `/~`, `~/…`, `/~/…`).
-pub fn starts_at_home(path: &str) -> bool {
+pub(crate) fn starts_at_home(path: &str) -> bool {
     matches!(path, "~" | "/~") || path.starts_with("~/") || path.starts_with("/~/")
 }
 
 /// The home directory an endpoint document's `default_directory` names, as a normalised
 /// collection path: `None` when it is absent or itself relative to a home the client
 /// cannot know (`/~/`, as GCSv5 mapped collections often say).
-pub fn home_directory(default_directory: Option<&str>) -> Option<String> {
+pub(crate) fn home_directory(default_directory: Option<&str>) -> Option<String> {
     let dir = default_directory?.trim();
     if dir.is_empty() || starts_at_home(dir) || !dir.starts_with('/') {
         return None;
@@ -103,7 +103,7 @@ pub fn home_directory(default_directory: Option<&str>) -> Option<String> {
 /// the text itself where that refuses it (such a path matches only itself).
 ///
 /// ```
-/// use ps_globus::transfer::path::normalise_path;
+/// use ps_globus::internal::normalise_path;
 /// assert_eq!(normalise_path("/~/a//b/./c"), "/a/b/c");
 /// assert_eq!(normalise_path("~/x"), "/x");
 /// assert_eq!(normalise_path("/a/b/"), "/a/b");

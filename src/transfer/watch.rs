@@ -29,7 +29,7 @@ use crate::state::query::query;
 /// How long a task seen before may be missing from the list before the watcher asks for
 /// it directly (a task the service lost, or deleted from history, is then `FAILED` with
 /// `TASK_NOT_FOUND` for its readers instead of waited on until its deadline).
-pub const MISSING_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const MISSING_GRACE: Duration = Duration::from_secs(10);
 
 /// One watched label.
 #[derive(Default)]
@@ -50,6 +50,12 @@ pub struct Watcher {
     labels: Mutex<HashMap<String, Watched>>,
     changed: Notify,
     wake: Notify,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
 }
 
 /// How long a `watches` row or the `watcher:` lease lasts without renewal.
@@ -170,6 +176,14 @@ impl Watcher {
 pub struct WatchGuard {
     watcher: Arc<Watcher>,
     label: String,
+}
+
+impl std::fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchGuard")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for WatchGuard {
@@ -524,6 +538,7 @@ async fn lost(client: &TransferClient, mut task: Task) -> Option<Task> {
 
 /// The documented exact-label filter for `labels`: `label:=a,=b` (a bare `label:a` is
 /// undocumented, and refused by a strict service).
+#[doc(hidden)]
 pub fn label_filter(labels: &[String]) -> String {
     let exact: Vec<String> = labels.iter().map(|l| format!("={l}")).collect();
     format!("label:{}", exact.join(","))

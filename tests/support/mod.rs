@@ -1,6 +1,9 @@
 //! Test helpers shared by the integration tests.
 
-#![allow(dead_code)] // each test crate uses a different part
+#![allow(dead_code)]
+// each test crate uses a different part
+// Helpers of test binaries: `pub` for the modules that use them, never an API.
+#![allow(unreachable_pub)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

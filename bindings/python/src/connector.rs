@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use ps_globus::connector::{
     Connector, ConnectorConfig, GlobusConfig, GlobusConnector, Key, PutOptions, RedisConnector,
 };
-use ps_globus::runtime::fork_generation;
+use ps_globus::internal::fork_generation;
 use ps_globus::{Error, Settings};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;

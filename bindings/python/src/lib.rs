@@ -4,7 +4,7 @@
 //! (`python/ps_globus`): ProxyStore connectors at importable paths, exceptions that
 //! pickle, the staging and reference functions. This module is their engine: every wait
 //! runs off the GIL ([`wait::wait`]) and a process forked after the library started
-//! rebuilds what it needs (`ps_globus::runtime::ForkLocal`).
+//! rebuilds what it needs (`ps_globus::internal::ForkLocal`).
 
 // These functions pass the library's own `Error` through unchanged (to become a Python
 // exception a moment later); boxing it here would only add an allocation.
@@ -80,7 +80,7 @@ fn config_sites_json(py: Python<'_>) -> PyResult<String> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Long waits are said through Python's logging (`wait::wait`), not `tracing`.
-    ps_globus::waits::report_through_host();
+    ps_globus::internal::report_through_host();
     m.add_class::<connector::PyConnector>()?;
     m.add_class::<emulator::PyEmulator>()?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;

@@ -23,7 +23,7 @@ where
     F: Future<Output = ps_globus::Result<T>> + Send + 'static,
 {
     let (done, mut result) = sync_channel(1);
-    let task = ps_globus::runtime::handle().spawn(async move {
+    let task = ps_globus::internal::handle().spawn(async move {
         let _ = done.send(work.await);
     });
     loop {
@@ -55,7 +55,7 @@ where
 /// Logs the library's summary of this process's long waits, when one is due, to the
 /// `ps_globus` logger at WARNING (`ps_globus::waits`: at most one every 30 s).
 fn report_long_waits(py: Python<'_>) {
-    if let Some(summary) = ps_globus::waits::summary_due() {
+    if let Some(summary) = ps_globus::internal::summary_due() {
         let logged = py
             .import("logging")
             .and_then(|logging| logging.call_method1("getLogger", ("ps_globus",)))

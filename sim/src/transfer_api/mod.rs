@@ -17,7 +17,7 @@ use super::checksum::Algorithm;
 use super::paths::Resolved;
 use super::tasks::{Admission, Kind, Request, TaskHandle, TaskState};
 use super::{Collection, SimConfig, SimState, engine};
-use ps_globus::transfer::path::collection_path_from;
+use ps_globus::internal::collection_path_from;
 use ps_globus::transfer::types::{
     DeleteRequest, ErrorDoc, FileEntry, FileList, Link, MarkerPage, MkdirRequest, Page,
     RenameRequest, ResultDoc, SubmitResult, Task, TaskStatus, TaskUpdate, TransferRequest,

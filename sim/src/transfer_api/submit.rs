@@ -107,7 +107,7 @@ pub fn check_transfer_document(body: &[u8]) -> Result<(), String> {
     deadline(&doc.deadline, Duration::from_secs(86_400)).map_err(|e| e.doc.message)?;
     for item in &doc.data {
         for path in [&item.source_path, &item.destination_path] {
-            ps_globus::transfer::path::collection_path(path).map_err(|e| e.to_string())?;
+            ps_globus::internal::collection_path(path).map_err(|e| e.to_string())?;
         }
     }
     Ok(())

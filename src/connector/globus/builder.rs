@@ -46,6 +46,14 @@ pub struct ProcessDefaults {
     pub site: Option<String>,
 }
 
+impl std::fmt::Debug for ProcessDefaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessDefaults")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 static DEFAULTS: RwLock<Option<ProcessDefaults>> = RwLock::new(None);
 
 /// The settings connectors rebuilt from a config use in this process: the process
@@ -73,6 +81,15 @@ pub struct GlobusConnectorBuilder {
     settings: Option<Settings>,
     manager: Option<ManagerConfig>,
     provenance: Provenance,
+}
+
+impl std::fmt::Debug for GlobusConnectorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobusConnectorBuilder")
+            .field("config", &self.config)
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GlobusConnectorBuilder {

@@ -12,10 +12,10 @@ use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 /// The newest object-metadata format this build writes and reads.
-pub const META_VERSION: u16 = 1;
+pub(crate) const META_VERSION: u16 = 1;
 
 /// How long a read waits for a transfer whose task (and so deadline) it cannot see.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// The connector's configuration: travels inside every proxy, so any site can rebuild it.
 ///
@@ -114,6 +114,7 @@ impl GlobusConfig {
 
 /// What a Globus key carries besides its id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ObjectMeta {
     /// Format version.
     pub v: u16,

@@ -105,7 +105,7 @@ pub(super) struct Follow {
 impl Follow {
     /// Follows the batch labelled `root`, of an object bound from `paths.source` to
     /// `paths.destination`.
-    pub fn new(root: &str, paths: Paths) -> Self {
+    pub(super) fn new(root: &str, paths: Paths) -> Self {
         let mut follow = Follow {
             root: root.to_owned(),
             paths,
@@ -118,23 +118,23 @@ impl Follow {
     }
 
     /// The labels followed, the key's own first.
-    pub fn labels(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn labels(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|m| m.label.as_str())
     }
 
     /// Whether any task of the family has been seen.
-    pub fn any_seen(&self) -> bool {
+    pub(super) fn any_seen(&self) -> bool {
         self.members.iter().any(|m| m.task.is_some())
     }
 
     /// The filter that lists the family: `label:~ROOT-*` (`*` as globus-cli's inexact
     /// filters use it: a bare `~x` may match only x).
-    pub fn family_filter(&self) -> String {
+    pub(super) fn family_filter(&self) -> String {
         format!("label:~{}-*", self.root)
     }
 
     /// Event: `task`, of a followed label, as the watcher shows it now.
-    pub fn task_seen(&mut self, task: &Task, now: Instant) {
+    pub(super) fn task_seen(&mut self, task: &Task, now: Instant) {
         match task.status {
             TaskStatus::Failed => self.task_failed(task, now),
             TaskStatus::Succeeded => self.task_succeeded(task),
@@ -146,7 +146,7 @@ impl Follow {
 
     /// Event: `task` failed; a cancelled one hands its unfinished items to a re-split,
     /// which is followed for its grace period.
-    pub fn task_failed(&mut self, task: &Task, now: Instant) {
+    pub(super) fn task_failed(&mut self, task: &Task, now: Instant) {
         if self.record(task)
             && cancelled(task)
             && let Some(label) = task.label.as_deref()
@@ -157,13 +157,13 @@ impl Follow {
     }
 
     /// Event: `task` succeeded; its skipped errors are to be read for this object.
-    pub fn task_succeeded(&mut self, task: &Task) {
+    pub(super) fn task_succeeded(&mut self, task: &Task) {
         self.record(task);
     }
 
     /// Event: the skipped errors of the succeeded task `task_id` were read: whether
     /// they name this object's file.
-    pub fn file_verdict(&mut self, task_id: &str, skipped: &[SkippedError]) {
+    pub(super) fn file_verdict(&mut self, task_id: &str, skipped: &[SkippedError]) {
         let destination = normalise_path(&self.paths.destination);
         let verdict = match skipped
             .iter()
@@ -182,7 +182,11 @@ impl Follow {
 
     /// Event: the family's list, as the labels it holds; those not followed yet are
     /// followed until the watcher sees them (or their grace ends).
-    pub fn family_listed<'a>(&mut self, labels: impl IntoIterator<Item = &'a str>, now: Instant) {
+    pub(super) fn family_listed<'a>(
+        &mut self,
+        labels: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) {
         let prefix = format!("{}-", self.root);
         for label in labels {
             if label.starts_with(&prefix) {
@@ -193,7 +197,7 @@ impl Follow {
     }
 
     /// Event: time passed. What the followed tasks say now, or what to find out first.
-    pub fn tick(&mut self, now: Instant) -> Next {
+    pub(super) fn tick(&mut self, now: Instant) -> Next {
         let open = self.members.iter().any(|m| match &m.task {
             Some(task) => !task.is_final(),
             None => m.appear_by.is_none_or(|by| now < by),
@@ -291,7 +295,7 @@ pub(super) struct Family {
 
 impl Family {
     /// Follows the batch labelled `root`.
-    pub fn new(watcher: Arc<Watcher>, root: &str, paths: Paths) -> Self {
+    pub(super) fn new(watcher: Arc<Watcher>, root: &str, paths: Paths) -> Self {
         let mut family = Family {
             follow: Follow::new(root, paths),
             watcher,
@@ -302,18 +306,18 @@ impl Family {
     }
 
     /// The task of the label the key names, as last seen.
-    pub fn root_task(&self) -> Option<Task> {
+    pub(super) fn root_task(&self) -> Option<Task> {
         self.watcher.task(&self.follow.root)
     }
 
     /// Whether any task of the family has been seen.
-    pub fn any_seen(&self) -> bool {
+    pub(super) fn any_seen(&self) -> bool {
         self.follow.any_seen()
     }
 
     /// One look at the family (see [`Step`]); `client` asks Globus for skipped errors
     /// and for the family's list.
-    pub async fn step(&mut self, client: &TransferClient) -> Result<Step> {
+    pub(super) async fn step(&mut self, client: &TransferClient) -> Result<Step> {
         let now = Instant::now();
         self.observe(now);
         loop {

@@ -51,8 +51,8 @@ use tokio::sync::OnceCell;
 
 pub(crate) use builder::process_settings;
 pub use builder::{GlobusConnectorBuilder, ProcessDefaults, set_process_defaults};
-pub use config::{DEFAULT_WAIT, GlobusConfig, META_VERSION, ObjectMeta};
-pub use verify::INLINE_HASH_LIMIT;
+pub(crate) use config::{DEFAULT_WAIT, META_VERSION};
+pub use config::{GlobusConfig, ObjectMeta};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, Provenance, PutOptions, Settlement};
 use crate::auth::Authorizer;

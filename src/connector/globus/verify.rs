@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::runtime;
 
 /// Files smaller than this are hashed on the calling task.
-pub const INLINE_HASH_LIMIT: u64 = 1 << 20;
+pub(crate) const INLINE_HASH_LIMIT: u64 = 1 << 20;
 
 /// What a look at an object's file found.
 pub(super) enum Verdict {

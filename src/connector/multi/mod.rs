@@ -38,6 +38,7 @@ use crate::settings::Settings;
 /// One child of a [`MultiConfig`]: a name (recorded in keys), a connector, a policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ChildConfig {
     /// The child's name: 1 to 64 characters of `A-Z a-z 0-9 _ -`, unique in its parent.
     pub name: String,
@@ -62,6 +63,7 @@ pub struct ChildConfig {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct MultiConfig {
     /// The children. Order breaks ties of priority.
     pub children: Vec<ChildConfig>,

@@ -28,7 +28,7 @@
 
 mod connect;
 
-pub use crate::config::redis::{DEFAULT_PREFIX, RedisConfig};
+pub use crate::config::redis::RedisConfig;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -64,7 +64,7 @@ struct Lane {
 }
 
 impl CommitLane {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         CommitLane {
             queue: Mutex::new(Vec::new()),
             lane: tokio::sync::Mutex::new(Lane::default()),
@@ -73,7 +73,7 @@ impl CommitLane {
 
     /// Queues a write. Callers queue under the manager's open-batches lock, so that a
     /// batch's close always comes after its items.
-    pub fn push(&self, request: WriteReq) {
+    pub(super) fn push(&self, request: WriteReq) {
         self.queue
             .lock()
             .expect("commit queue poisoned")
@@ -82,7 +82,7 @@ impl CommitLane {
 
     /// Commits everything queued (leading, or after the leader before it), then returns.
     /// Each request's answer goes to its own `ack`.
-    pub async fn commit_queued(&self, db: &StateDb, identity: &str, owner: &str) {
+    pub(super) async fn commit_queued(&self, db: &StateDb, identity: &str, owner: &str) {
         let mut lane = self.lane.lock().await;
         loop {
             let group = std::mem::take(&mut *self.queue.lock().expect("commit queue poisoned"));

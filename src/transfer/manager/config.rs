@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Transfer requests per second per state database and identity, by default.
-pub const DEFAULT_REQUEST_BUDGET: f64 = 8.0;
+pub(crate) const DEFAULT_REQUEST_BUDGET: f64 = 8.0;
 
 /// The largest `POST /transfer` document the manager makes by default: 1 MiB (about
 /// 5 000 items with 60-byte paths). Globus documents no limit; see
@@ -156,6 +156,7 @@ pub enum Priority {
 
 /// One path to transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ItemSpec {
     /// Source collection id.
     pub source: String,
@@ -239,6 +240,7 @@ impl ItemSpec {
 
 /// What [`TransferManager::enqueue`](super::TransferManager::enqueue) hands back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Enqueued {
     /// The item's id in the state database.
     pub item: i64,

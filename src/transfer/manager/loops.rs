@@ -25,14 +25,14 @@ pub(super) struct OpenBatch {
 
 impl OpenBatch {
     /// Whether an item of `bytes` (in its document) may join it.
-    pub fn fits(&self, bytes: usize, config: &super::ManagerConfig) -> bool {
+    pub(super) fn fits(&self, bytes: usize, config: &super::ManagerConfig) -> bool {
         self.items == 0
             || (self.items < config.max_items
                 && self.bytes + bytes <= super::split::item_budget(config.max_document_bytes))
     }
 
     /// Whether it is full: it closes now.
-    pub fn is_full(&self, config: &super::ManagerConfig) -> bool {
+    pub(super) fn is_full(&self, config: &super::ManagerConfig) -> bool {
         self.items >= config.max_items
             || self.bytes >= super::split::item_budget(config.max_document_bytes)
     }

@@ -72,11 +72,10 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::transfer::budget::RequestBudget;
 
 pub use config::{
-    BatchOptions, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_REQUEST_BUDGET, Enqueued, ItemSpec,
-    ManagerConfig, Priority,
+    BatchOptions, DEFAULT_MAX_DOCUMENT_BYTES, Enqueued, ItemSpec, ManagerConfig, Priority,
 };
 pub(crate) use liveness::{owner_alive, this_process};
-pub use split::PART_SUFFIX;
+pub(crate) use split::PART_SUFFIX;
 pub(crate) use sql::take_lease;
 pub use status::{BatchStatus, ItemStatus};
 pub use trouble::{Activity, Trouble};
@@ -112,6 +111,12 @@ use crate::transfer::states::BatchState;
 #[derive(Clone)]
 pub struct TransferManager {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TransferManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferManager").finish_non_exhaustive()
+    }
 }
 
 struct Inner {
@@ -172,18 +177,19 @@ fn shared() -> &'static Registry {
 
 /// A fresh batch label: `psg-` and 32 hex digits (no `,` `/` `:`, which the filter
 /// grammar uses).
-pub fn new_label() -> String {
+pub(crate) fn new_label() -> String {
     format!("psg-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The label of the batch that takes over the unfinished items of batch `label` after
 /// its task was cancelled (fail-fast): derived, so that a reader at another site, who
 /// knows only the old label, can follow its object there.
-pub fn resplit_label(label: &str) -> String {
+pub(crate) fn resplit_label(label: &str) -> String {
     format!("{label}{RESPLIT_SUFFIX}")
 }
 
-/// What [`resplit_label`] appends; a batch whose label ends so is never re-split again.
+/// What `resplit_label` appends; a batch whose label ends so is never re-split again.
+#[doc(hidden)]
 pub const RESPLIT_SUFFIX: &str = "-resplit";
 
 impl TransferManager {

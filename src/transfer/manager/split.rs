@@ -49,7 +49,7 @@ pub(super) fn item_budget(max_document_bytes: usize) -> usize {
 }
 
 /// What a part's label adds to its root's: `ROOT-part2`.
-pub const PART_SUFFIX: &str = "-part";
+pub(crate) const PART_SUFFIX: &str = "-part";
 
 /// The label of the `n`th part of the batch labelled `root`.
 fn part_label(root: &str, n: i64) -> String {

@@ -7,6 +7,7 @@ use crate::transfer::states::{BatchState, ItemState, TaskStatus};
 
 /// Where an item stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ItemStatus {
     /// The item id.
     pub item: i64,
@@ -83,6 +84,7 @@ impl ItemStatus {
 /// A batch, as the state database records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the column names say it
+#[non_exhaustive]
 pub struct BatchStatus {
     pub label: String,
     /// The identity (and service) it belongs to: `IDENTITY@TRANSFER_URL`.

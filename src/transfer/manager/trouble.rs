@@ -31,6 +31,7 @@ impl Activity {
 
 /// A background failure not (yet) followed by a success.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Trouble {
     /// What failed.
     pub activity: Activity,
@@ -83,12 +84,12 @@ impl Trouble {
 pub(super) struct TroubleCell(tokio::sync::watch::Sender<Option<Trouble>>);
 
 impl TroubleCell {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         TroubleCell(tokio::sync::watch::channel(None).0)
     }
 
     /// Records a failed attempt at `activity`.
-    pub fn failed(&self, activity: Activity, error: Error) {
+    pub(super) fn failed(&self, activity: Activity, error: Error) {
         self.0.send_modify(|now| {
             let failures = match now {
                 Some(t) if t.activity == activity => t.failures + 1,
@@ -103,7 +104,7 @@ impl TroubleCell {
     }
 
     /// Records a successful attempt at `activity`: its trouble, if any, is over.
-    pub fn succeeded(&self, activity: Activity) {
+    pub(super) fn succeeded(&self, activity: Activity) {
         self.0.send_if_modified(|now| {
             let over = now.as_ref().is_some_and(|t| t.activity == activity);
             if over {
@@ -114,12 +115,12 @@ impl TroubleCell {
     }
 
     /// The current trouble.
-    pub fn current(&self) -> Option<Trouble> {
+    pub(super) fn current(&self) -> Option<Trouble> {
         self.0.borrow().clone()
     }
 
     /// Waits until there is trouble, and returns it.
-    pub async fn next(&self) -> Trouble {
+    pub(super) async fn next(&self) -> Trouble {
         let mut watching = self.0.subscribe();
         // The guard is dropped here, before any other await.
         let seen = watching

@@ -11,6 +11,7 @@ use crate::transfer::BatchState;
 
 /// A batch without a task, and whether the process that made it still runs.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Unsubmitted {
     /// The batch (its identity, items, last error).
     #[serde(flatten)]
