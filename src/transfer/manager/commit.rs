@@ -16,15 +16,19 @@
 //!   own, outside the pool ([`crate::state::direct`]), on its own thread, every statement
 //!   prepared once. Only when another writer holds the lock (or, outside WAL mode,
 //!   readers may make the commit wait) does the group go to a blocking thread, which
-//!   waits there for the lock and answers every request itself.
+//!   waits there for the lock and answers every request itself. That thread holds the
+//!   lane until it is done, even if the leader that sent it there is dropped: the next
+//!   group (a batch's close, perhaps) never commits before the group before it.
 //!
 //! On PostgreSQL a group is its statements sent one by one, in one transaction when
 //! there are several (a put into a batch already there is one `INSERT`, one round
 //! trip), and without the write lock: the lane only appends its own batches and items.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::OwnedMutexGuard;
 
 use super::loops::WriteReq;
 use super::rows::BatchKey;
@@ -53,8 +57,11 @@ const COMMITTING: &str = "committing enqueued transfers to the state database fa
 /// The queue of writes not yet committed, and the lane a leader holds while it commits.
 pub(super) struct CommitLane {
     queue: Mutex<Vec<WriteReq>>,
-    lane: tokio::sync::Mutex<Lane>,
+    lane: Arc<tokio::sync::Mutex<Lane>>,
 }
+
+/// The lane, held by the leader, or by the blocking thread its group went to.
+type HeldLane = OwnedMutexGuard<Lane>;
 
 /// What the leader holds: SQLite's connection, and the batches it has inserted.
 #[derive(Default)]
@@ -67,7 +74,7 @@ impl CommitLane {
     pub(super) fn new() -> Self {
         CommitLane {
             queue: Mutex::new(Vec::new()),
-            lane: tokio::sync::Mutex::new(Lane::default()),
+            lane: Arc::new(tokio::sync::Mutex::new(Lane::default())),
         }
     }
 
@@ -83,7 +90,7 @@ impl CommitLane {
     /// Commits everything queued (leading, or after the leader before it), then returns.
     /// Each request's answer goes to its own `ack`.
     pub(super) async fn commit_queued(&self, db: &StateDb, identity: &str, owner: &str) {
-        let mut lane = self.lane.lock().await;
+        let mut lane = Arc::clone(&self.lane).lock_owned().await;
         loop {
             let group = std::mem::take(&mut *self.queue.lock().expect("commit queue poisoned"));
             if group.is_empty() {
@@ -91,7 +98,12 @@ impl CommitLane {
             }
             let to = (identity, owner);
             if db.sqlite_pool().is_some() {
-                lane.commit_sqlite(db, to, group).await;
+                match Lane::commit_sqlite(lane, db, to, group).await {
+                    Some(back) => lane = back,
+                    // The blocking commit panicked, and its hold on the lane went with
+                    // it: the next leader takes the lane afresh.
+                    None => return,
+                }
             } else {
                 let result = lane.commit_in_transaction(db, to, &group).await;
                 answer(db, group, result);
@@ -103,31 +115,49 @@ impl CommitLane {
 impl Lane {
     /// Commits `group` on SQLite and answers it: on this thread when nothing can make
     /// the commit wait, else on a blocking thread that waits for the lock. The answers
-    /// are sent there too, so that every caller hears even if this leader's future is
-    /// dropped meanwhile.
-    async fn commit_sqlite(&mut self, db: &StateDb, to: (&str, &str), group: Vec<WriteReq>) {
-        let mut connection = match self.direct.take().map(Ok).or_else(|| db.direct()) {
+    /// are sent there too, and the lane goes there with the group and comes back with
+    /// it (`None` if that thread panicked), so that a leader dropped meanwhile neither
+    /// leaves its callers unanswered nor lets the next group commit first.
+    async fn commit_sqlite(
+        mut lane: HeldLane,
+        db: &StateDb,
+        to: (&str, &str),
+        group: Vec<WriteReq>,
+    ) -> Option<HeldLane> {
+        let mut connection = match lane.direct.take().map(Ok).or_else(|| db.direct()) {
             Some(Ok(connection)) => connection,
-            Some(Err(e)) => return answer(db, group, Err(e)),
+            Some(Err(e)) => {
+                answer(db, group, Err(e));
+                return Some(lane);
+            }
             None => unreachable!("called on SQLite only"),
         };
         if db.commits_without_readers() {
-            match commit_direct(&mut connection, to, &group, &mut self.inserted) {
+            match commit_direct(&mut connection, to, &group, &mut lane.inserted) {
                 Ok(ids) => {
-                    self.keep(db, connection);
-                    return answer(db, group, Ok(ids));
+                    lane.keep(db, connection);
+                    answer(db, group, Ok(ids));
+                    return Some(lane);
                 }
                 // Another writer holds the lock: wait for it below, off this thread.
                 Err(e) if direct::is_busy(&e) => {}
                 // Opened again for the next group: nothing of this one was committed.
-                Err(e) => return answer(db, group, Err(db.direct_error(COMMITTING, e))),
+                Err(e) => {
+                    answer(db, group, Err(db.direct_error(COMMITTING, e)));
+                    return Some(lane);
+                }
             }
         }
         let (db, identity, owner) = (db.clone(), to.0.to_owned(), to.1.to_owned());
-        let mut inserted = std::mem::take(&mut self.inserted);
-        let waited = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
+            let lane_ref = &mut *lane;
             let result = connection.wait_for_locks(LOCK_WAIT).and_then(|()| {
-                commit_direct(&mut connection, (&identity, &owner), &group, &mut inserted)
+                commit_direct(
+                    &mut connection,
+                    (&identity, &owner),
+                    &group,
+                    &mut lane_ref.inserted,
+                )
             });
             let keep = match &result {
                 Ok(_) => connection.wait_for_locks(Duration::ZERO).is_ok(),
@@ -138,17 +168,13 @@ impl Lane {
                 group,
                 result.map_err(|e| db.direct_error(COMMITTING, e)),
             );
-            (keep.then_some(connection), inserted, db)
-        })
-        .await;
-        // A panic there lost the record of inserted batches: the next group inserts them
-        // again, harmlessly (see BATCH_INSERT).
-        if let Ok((connection, inserted, db)) = waited {
-            self.inserted = inserted;
-            if let Some(connection) = connection {
-                self.keep(&db, connection);
+            if keep {
+                lane_ref.keep(&db, connection);
             }
-        }
+            lane
+        })
+        .await
+        .ok()
     }
 
     /// Keeps `connection` for the next group and, every [`CHECKPOINT_EVERY`] commits,

@@ -246,3 +246,39 @@ fn the_one_item_insert_is_the_multi_row_insert_of_one() {
         items_insert(2)
     );
 }
+
+/// Regression: a leader dropped while its group waited for the lock on the blocking
+/// thread let go of the lane, so the next leader could commit the next group (a close
+/// of the same batch, perhaps) before the first: a batch closed, claimed and posted
+/// without the items still on their way into it. The blocking thread now holds the lane
+/// until its group is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_leader_keeps_the_lane_until_its_waiting_group_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
+    let holder = db.begin_write().await.unwrap();
+    let commits = std::sync::Arc::new(CommitLane::new());
+    let (request, id) = acked("psg-a", 0);
+    commits.push(request);
+    let leader = {
+        let (db, commits) = (db.clone(), commits.clone());
+        tokio::spawn(async move { commits.commit_queued(&db, "me", "o").await })
+    };
+    // The leader takes the lane, then the group (the queue empties), finds the
+    // database busy and sends the group to a blocking thread, where it waits: its only
+    // await point after taking the group. (Probing the lane itself would race: a lock
+    // handed to a leader not yet polled is given back when that leader is dropped.)
+    while !commits.queue.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    assert!(
+        commits.lane.try_lock().is_err(),
+        "the waiting group still holds the lane"
+    );
+    holder.commit().await.unwrap();
+    assert!(id.await.unwrap().is_ok(), "answered by the blocking thread");
+    let _free = commits.lane.lock().await;
+    assert_eq!(counts(&db).await, (1, 1));
+}
