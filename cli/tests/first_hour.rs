@@ -8,7 +8,7 @@ use ps_globus_sim::FaultKind;
 
 /// An emulator where a transfer of `/in/stuck` never ends: its destination keeps
 /// refusing connections, which Globus retries until the deadline.
-fn stuck_emu() -> Emu {
+pub(crate) fn stuck_emu() -> Emu {
     Emu::with(|c| {
         c.faults.push(fault(
             FaultKind::ConnectFailed,
@@ -572,68 +572,6 @@ fn no_wait_returns_when_globus_holds_a_batch_and_says_it_is_queued() {
         left["last_error"].as_str().unwrap().contains("409"),
         "{status}"
     );
-}
-
-/// Regression: a transfer retried after its command failed copied the file twice (the
-/// failed command's item was still queued, and the retry queued another). The retry
-/// follows the earlier item, also when it runs as another identity (a refused token
-/// replaced by a good one), which then takes the never-submitted batch over.
-#[test]
-fn a_retried_transfer_follows_the_item_its_failed_run_left_queued_instead_of_copying_twice() {
-    let emu = Emu::start();
-    let setup = Setup::new(&emu);
-    write(emu.root_a(), "in/x", b"copied once");
-    let (code, _, stderr) = setup.run_env(
-        &["transfer", "a:/in/x", "b:/out/x"],
-        &[("PS_GLOBUS_ACCESS_TOKEN", "expired-or-wrong")],
-    );
-    assert_eq!(code, 4, "{stderr}");
-    assert!(
-        stderr.contains("Running this command again submits them once"),
-        "{stderr}"
-    );
-    let (code, stdout, stderr) = setup.run(&["transfer", "a:/in/x", "b:/out/x"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(
-        stderr.contains("Already queued by an earlier command"),
-        "{stderr}"
-    );
-    assert_eq!(task_ids(&stdout).len(), 1, "{stdout}");
-    assert_eq!(emu.sim.stats().tasks(), 1);
-    assert_eq!(
-        std::fs::read(emu.root_b().join("out/x")).unwrap(),
-        b"copied once"
-    );
-    // Nothing of it is left queued.
-    let (code, stdout, _) = setup.run(&["status", "-F", "json"]);
-    assert_eq!(code, 0);
-    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(status["unsubmitted"], serde_json::json!([]), "{stdout}");
-}
-
-#[test]
-fn a_transfer_retried_after_its_timeout_as_the_same_identity_is_posted_once() {
-    let emu = stuck_emu();
-    let setup = Setup::new(&emu);
-    write(emu.root_a(), "in/stuck", b"1");
-    write(emu.root_a(), "in/other", b"2");
-    let (code, stdout, stderr) = setup.run(&["transfer", "--no-wait", "a:/in/stuck", "b:/out/x"]);
-    assert_eq!(code, 0, "{stderr}");
-    let stuck = task_ids(&stdout)[0].clone();
-    // Held by Globus (identical paths in flight) until it times out: left queued.
-    let (code, _, stderr) = setup.run(&["transfer", "--timeout", "2", "a:/in/other", "b:/out/x"]);
-    assert_ne!(code, 0, "{stderr}");
-    let (code, _, stderr) = setup.run(&["task", "cancel", &stuck]);
-    assert_eq!(code, 0, "{stderr}");
-    let (code, stdout, stderr) = setup.run(&["transfer", "a:/in/other", "b:/out/x"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(
-        stderr.contains("Already queued by an earlier command"),
-        "{stderr}"
-    );
-    assert_eq!(std::fs::read(emu.root_b().join("out/x")).unwrap(), b"2");
-    // The stuck task, and one task for the retried copy.
-    assert_eq!(emu.sim.stats().tasks(), 2);
 }
 
 /// A wait for an object on its way says so on stderr while it lasts (what, since when,

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::command::{Setup, task_ids};
+use crate::first_hour::stuck_emu;
 use crate::support::emulator::{Emu, fault, write};
 use ps_globus::config::Config;
 use ps_globus_sim::FaultKind;
@@ -627,4 +628,66 @@ fn output_into_a_closed_pipe_ends_quietly() {
         "ended by SIGPIPE, as Unix tools are: {:?}",
         out.status
     );
+}
+
+/// Regression: a transfer retried after its command failed copied the file twice (the
+/// failed command's item was still queued, and the retry queued another). The retry
+/// follows the earlier item, also when it runs as another identity (a refused token
+/// replaced by a good one), which then takes the never-submitted batch over.
+#[test]
+fn a_retried_transfer_follows_the_item_its_failed_run_left_queued_instead_of_copying_twice() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/x", b"copied once");
+    let (code, _, stderr) = setup.run_env(
+        &["transfer", "a:/in/x", "b:/out/x"],
+        &[("PS_GLOBUS_ACCESS_TOKEN", "expired-or-wrong")],
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("Running this command again submits them once"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = setup.run(&["transfer", "a:/in/x", "b:/out/x"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("Already queued by an earlier command"),
+        "{stderr}"
+    );
+    assert_eq!(task_ids(&stdout).len(), 1, "{stdout}");
+    assert_eq!(emu.sim.stats().tasks(), 1);
+    assert_eq!(
+        std::fs::read(emu.root_b().join("out/x")).unwrap(),
+        b"copied once"
+    );
+    // Nothing of it is left queued.
+    let (code, stdout, _) = setup.run(&["status", "-F", "json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["unsubmitted"], serde_json::json!([]), "{stdout}");
+}
+
+#[test]
+fn a_transfer_retried_after_its_timeout_as_the_same_identity_is_posted_once() {
+    let emu = stuck_emu();
+    let setup = Setup::new(&emu);
+    write(emu.root_a(), "in/stuck", b"1");
+    write(emu.root_a(), "in/other", b"2");
+    let (code, stdout, stderr) = setup.run(&["transfer", "--no-wait", "a:/in/stuck", "b:/out/x"]);
+    assert_eq!(code, 0, "{stderr}");
+    let stuck = task_ids(&stdout)[0].clone();
+    // Held by Globus (identical paths in flight) until it times out: left queued.
+    let (code, _, stderr) = setup.run(&["transfer", "--timeout", "2", "a:/in/other", "b:/out/x"]);
+    assert_ne!(code, 0, "{stderr}");
+    let (code, _, stderr) = setup.run(&["task", "cancel", &stuck]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = setup.run(&["transfer", "a:/in/other", "b:/out/x"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("Already queued by an earlier command"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(emu.root_b().join("out/x")).unwrap(), b"2");
+    // The stuck task, and one task for the retried copy.
+    assert_eq!(emu.sim.stats().tasks(), 2);
 }
