@@ -9,6 +9,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 mod commands;
+mod hint;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -152,7 +153,7 @@ fn main() -> ExitCode {
                         .to_owned(),
                 )
             } else {
-                library.and_then(ps_globus::Error::hint)
+                library.and_then(hint::hint)
             };
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");

@@ -28,6 +28,7 @@ use ps_globus::Error;
 use ps_globus::auth::StaticTokenAuthorizer;
 use ps_globus::config::SiteConfig;
 use ps_globus::connector::{Connector, GlobusConfig, GlobusConnector, Key, PutOptions};
+use ps_globus::error::TransferFailure;
 
 const TOKEN: &str = "soak-static-token";
 /// The store whose objects hit a fatal fault (see the emulator's configuration).
@@ -607,8 +608,10 @@ fn consumer(work: &Path, id: usize, of: usize) -> Outcome {
                         }
                         Ok(Some(_)) => "wrong bytes".to_owned(),
                         Ok(None) => "missing".to_owned(),
-                        Err(Error::TransferFailed { code, .. }) => format!("failed {code}"),
-                        Err(e) => format!("error {:?}: {e}", e.kind()),
+                        Err(e) => match e.downcast_ref::<TransferFailure>() {
+                            Some(failure) => format!("failed {}", failure.code),
+                            None => format!("error {:?}: {e}", e.kind()),
+                        },
                     };
                     let record = serde_json::json!({"key": promise.key, "got": got});
                     let mut file = outcomes.lock().expect("outcomes");

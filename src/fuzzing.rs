@@ -167,10 +167,13 @@ pub fn address(data: &[u8]) {
         assert!(!p.split('/').any(|c| c == ".." || c == "."));
     });
     // Parsed once: the fuzzer calls this hundreds of thousands of times a second.
-    static CONFIG: std::sync::LazyLock<Config> = std::sync::LazyLock::new(|| {
-        Config::from_toml(ADDRESS_CONFIG, "fuzz").expect("the fixed configuration")
-    });
-    if let Ok(location) = staging::resolve_address(text, &CONFIG, Some("a"))
+    /// The slot's own type.
+    struct FuzzConfig(Config);
+    let config = &crate::process::inherited(|| {
+        FuzzConfig(Config::from_toml(ADDRESS_CONFIG, "fuzz").expect("the fixed configuration"))
+    })
+    .0;
+    if let Ok(location) = staging::resolve_address(text, config, Some("a"))
         && let Ok(path) = collection_path(&location.path)
     {
         assert!(!path.split('/').any(|c| c == ".."));

@@ -12,10 +12,7 @@ pub(crate) fn client(
     base_url: &str,
     builder: reqwest::ClientBuilder,
 ) -> Result<(reqwest::Client, String)> {
-    let invalid = |message: String| Error::InvalidConfig {
-        what: what.into(),
-        message,
-    };
+    let invalid = |message: String| Error::invalid_config(what, message);
     let url = reqwest::Url::parse(base_url).map_err(|e| invalid(format!("{base_url:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(format!("{base_url:?} is not an http(s) URL")));

@@ -23,7 +23,7 @@
 //! Modules: [`connector`] (where bytes live: memory, a directory, or Globus collections
 //! across sites), [`proxy`] (stores, proxies, persistent dataset references),
 //! [`transfer`] (the Globus Transfer client and the transfer manager), [`auth`] (login,
-//! service identities, token storage), [`staging`] (stage-in/out as library calls), [`stream`] (topics of objects, over
+//! service identities, token storage), [`stream`] (topics of objects, over
 //! Redis or over Globus itself),
 //! [`config`] (sites and the client id), [`state`] (the state database), [`settings`]
 //! (the environment, read once), `conformance` (the connector test suite, feature
@@ -39,21 +39,24 @@ pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod connector;
-mod error;
-// The two modules with `unsafe` of their own (the lint denies it everywhere else), each
+pub mod error;
+// The three modules with `unsafe` of their own (the lint denies it everywhere else), each
 // block with its SAFETY argument: fsutil (a huge-page hint on a fresh buffer, its length
-// after the kernel filled it) and runtime (the fork and exit hooks).
+// after the kernel filled it), process (the fork hook, and `ForkLocal`'s leaked slot) and
+// runtime (the exit hook).
 #[allow(unsafe_code)]
 mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+#[allow(unsafe_code)]
+mod process;
 pub mod proxy;
 mod redact;
 #[allow(unsafe_code)]
 mod runtime;
 pub mod settings;
-pub mod staging;
+mod staging;
 pub mod state;
 pub mod stream;
 pub mod transfer;
@@ -82,10 +85,23 @@ pub struct ReadmeDoctests;
 /// need it (if it does, that is an issue to file).
 pub mod internal {
     pub use crate::auth::{AUTH_RS, TRANSFER_RS};
+    pub use crate::config::edit::{remove_redis, remove_site, save_redis, save_site};
     pub use crate::config::host_name;
+    pub use crate::process::ForkLocal;
     pub use crate::redact::url as redact_url;
-    pub use crate::runtime::{ForkLocal, deadline_after, fork_generation, handle};
+    pub use crate::runtime::{deadline_after, fork_generation, handle};
     pub use crate::staging::{NO_TIMEOUT, deadline, join_endpoint, labels_and_tasks, sync_level};
+
+    /// Staging for `ps-globus transfer|stage-in|stage-out` and the Python package's
+    /// `ps_globus.staging`: addresses resolved against the sites, a plan, its items
+    /// enqueued and awaited.
+    pub mod staging {
+        pub use crate::staging::{
+            BatchLine, Direction, Location, NO_TIMEOUT, PlannedItem, deadline, enqueue,
+            join_endpoint, labels_and_tasks, local_path, parse_batch, plan, submit, sync_level,
+            wait_all,
+        };
+    }
     pub use crate::transfer::RESPLIT_SUFFIX;
     pub use crate::transfer::path::{
         PathError, collection_path, collection_path_from, normalise_path,

@@ -21,26 +21,25 @@
 //!
 //! A process forked after the runtime started (Python's `multiprocessing`, a process-pool
 //! executor) gets a runtime of its own on first use, rather than hanging on the parent's
-//! threads that it does not have: see [`ForkLocal`].
+//! threads that it does not have: see [`ForkLocal`](crate::process::ForkLocal).
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// The library runtime's handle, creating the runtime on first use (and again in a
-/// process forked after it started: see [`ForkLocal`]).
+/// process forked after it started: see [`ForkLocal`](crate::process::ForkLocal)).
 ///
 /// Spawn long-lived library work (pollers, background resolves) here, never on a caller's
 /// runtime.
 pub fn handle() -> &'static Handle {
-    static RUNTIME: ForkLocal<Runtime> = ForkLocal::new();
-    RUNTIME
+    crate::process::own_context()
+        .runtime
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
                 .thread_name("ps-globus")
@@ -54,7 +53,7 @@ pub fn handle() -> &'static Handle {
 /// How many times this process's ancestry forked since the library first started: 0 in
 /// the process that started it, and one more in each child forked after that.
 ///
-/// Counted by a `pthread_atfork` child handler, installed when the first [`ForkLocal`]
+/// Counted by a `pthread_atfork` child handler, installed when the first [`ForkLocal`](crate::process::ForkLocal)
 /// value (the runtime, say) is made.
 ///
 /// ```
@@ -62,101 +61,7 @@ pub fn handle() -> &'static Handle {
 /// assert_eq!(ps_globus::internal::fork_generation(), 0); // not a forked child
 /// ```
 pub fn fork_generation() -> u64 {
-    FORK_GENERATION.load(Ordering::Acquire)
-}
-
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// Registers, once per process, the `pthread_atfork` handler that counts forks.
-pub(crate) fn install_fork_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    extern "C" fn forked_child() {
-        // Only an atomic store: the child of a multi-threaded process may call nothing
-        // that is not async-signal-safe until it execs.
-        FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
-    }
-    ONCE.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(forked_child));
-        }
-    });
-}
-
-/// A process-global value that a forked child does not inherit.
-///
-/// `fork` copies memory but only the forking thread: in the child, the library runtime's
-/// worker threads are gone (a wait on it would hang forever), and a lock another thread
-/// held at the fork stays locked. Values that own threads, locks, connections or open
-/// state files (the runtime, the registries of running managers and stores) live in a
-/// `ForkLocal`: a child forked after one was made gets a fresh one on first use. The
-/// parent's copy is leaked in the child, never dropped: dropping it would join threads
-/// that do not exist there, or close connections the parent still uses.
-///
-/// ```
-/// use std::sync::Mutex;
-/// use ps_globus::internal::ForkLocal;
-///
-/// static OPEN_FILES: ForkLocal<Mutex<Vec<String>>> = ForkLocal::new();
-/// OPEN_FILES.get_or_init(Default::default).lock().unwrap().push("a".into());
-/// // The same value in this process; a forked child would start with an empty list.
-/// assert_eq!(OPEN_FILES.get_or_init(Default::default).lock().unwrap().len(), 1);
-/// ```
-pub struct ForkLocal<T> {
-    slot: AtomicPtr<(u64, T)>,
-    // Shared like a `&T` across threads: Send and Sync only where `T` is.
-    _value: std::marker::PhantomData<T>,
-}
-
-impl<T> std::fmt::Debug for ForkLocal<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForkLocal").finish_non_exhaustive()
-    }
-}
-
-impl<T> ForkLocal<T> {
-    /// An empty slot, for a `static`.
-    pub const fn new() -> Self {
-        ForkLocal {
-            slot: AtomicPtr::new(std::ptr::null_mut()),
-            _value: std::marker::PhantomData,
-        }
-    }
-
-    /// This process's value, made by `init` on first use in this process.
-    pub fn get_or_init(&'static self, init: impl FnOnce() -> T) -> &'static T {
-        let generation = fork_generation();
-        let current = self.slot.load(Ordering::Acquire);
-        // SAFETY: a non-null slot points at a leaked box, never freed.
-        if let Some((made_in, value)) = unsafe { current.as_ref() }
-            && *made_in == generation
-        {
-            return value;
-        }
-        // Counting forks matters from the first value on: only then is there one a
-        // child must not use.
-        install_fork_handler();
-        let fresh = Box::into_raw(Box::new((generation, init())));
-        match self
-            .slot
-            .compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire)
-        {
-            // SAFETY: just leaked; lives for the rest of the process.
-            Ok(_) => unsafe { &(*fresh).1 },
-            Err(winner) => {
-                // Another thread of this process made it first: use theirs, and leak ours
-                // (it may own threads that must not be joined from here).
-                // SAFETY: as above, a leaked box.
-                unsafe { &(*winner).1 }
-            }
-        }
-    }
-}
-
-impl<T> Default for ForkLocal<T> {
-    fn default() -> Self {
-        Self::new()
-    }
+    crate::process::fork_generation()
 }
 
 /// Runs `future` to completion from synchronous code, from any thread.
@@ -322,12 +227,12 @@ pub(crate) async fn in_library_context<F: Future>(future: F) -> F::Output {
 /// already be gone when exit hooks run. A panic in one piece does not stop the others.
 /// `abort`, a crash or `kill -9` skip it all.
 pub(crate) fn at_exit(work: fn()) {
-    static WORK: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
-    static ONCE: std::sync::Once = std::sync::Once::new();
+    let context = crate::process::inherited_context();
     extern "C" fn run_all() {
         // Nothing may unwind out of an exit hook.
         let _ = std::panic::catch_unwind(|| {
-            let work = std::mem::take(&mut *WORK.lock().unwrap_or_else(|e| e.into_inner()));
+            let registered = &crate::process::inherited_context().exit_work;
+            let work = std::mem::take(&mut *registered.lock().unwrap_or_else(|e| e.into_inner()));
             let runner = thread::Builder::new()
                 .name("ps-globus-exit".into())
                 .spawn(move || {
@@ -340,8 +245,12 @@ pub(crate) fn at_exit(work: fn()) {
             }
         });
     }
-    WORK.lock().unwrap_or_else(|e| e.into_inner()).push(work);
-    ONCE.call_once(|| {
+    context
+        .exit_work
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(work);
+    context.exit_hook.call_once(|| {
         // SAFETY: `run_all` is an `extern "C" fn()` that never unwinds.
         unsafe {
             libc::atexit(run_all);
@@ -351,7 +260,7 @@ pub(crate) fn at_exit(work: fn()) {
 
 /// Runs `work` on the library runtime's blocking threads: for work that takes long
 /// enough (hashing a large file) to stall an async worker. A panic in `work` becomes
-/// [`Error::Background`](crate::Error::Background).
+/// [`Error::Internal`](crate::Error::Internal).
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> crate::Result<T> {
@@ -361,27 +270,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| crate::Error::background("blocking work", Some(e.into())))
 }
 
-/// Forks, runs `child` in the child (killed by an alarm if it hangs) and returns the
-/// child's wait status.
-#[cfg(test)]
-pub(crate) fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child only runs `child` and exits; it never returns into the harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        unsafe { libc::alarm(20) };
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    status
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::in_forked_child;
 
     #[test]
     fn a_child_forked_after_the_runtime_started_gets_a_working_runtime_of_its_own() {

@@ -22,7 +22,6 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// The Transfer service root of the real Globus.
 pub const DEFAULT_TRANSFER_URL: &str = "https://transfer.api.globus.org/";
@@ -99,10 +98,13 @@ impl Settings {
         Settings::from_lookup(|name| std::env::var_os(name))
     }
 
-    /// The settings as this process's environment held them when first asked.
+    /// The settings as this process's environment held them when first asked (a forked
+    /// child keeps its parent's). Library code reads them only in its `*_default`
+    /// constructors; everything else is handed its settings.
     pub fn global() -> &'static Settings {
-        static GLOBAL: OnceLock<Settings> = OnceLock::new();
-        GLOBAL.get_or_init(Settings::from_env)
+        /// The slot's own type.
+        struct Global(Settings);
+        &crate::process::inherited(|| Global(Settings::from_env())).0
     }
 
     /// Reads every setting through `lookup` (a variable's value, or `None`); an empty

@@ -32,10 +32,7 @@ pub(crate) fn resolve_address(
     config: &Config,
     current: Option<&str>,
 ) -> Result<Location> {
-    let bad = |message: String| Error::InvalidConfig {
-        what: "address".into(),
-        message,
-    };
+    let bad = |message: String| Error::invalid_config("address", message);
     if is_local_address(text) {
         let site_name = current.ok_or_else(|| {
             bad(format!(
@@ -98,9 +95,11 @@ pub(crate) fn is_local_address(text: &str) -> bool {
 }
 
 fn site<'a>(config: &'a Config, name: &str) -> Result<&'a SiteConfig> {
-    config.sites.get(name).ok_or_else(|| Error::UnknownSite {
-        message: format!("{name:?} is neither a collection id nor a configured site"),
-        known: config.sites.keys().cloned().collect(),
+    config.sites.get(name).ok_or_else(|| {
+        Error::unknown_site(
+            format!("{name:?} is neither a collection id nor a configured site"),
+            &config.sites.keys().cloned().collect::<Vec<_>>(),
+        )
     })
 }
 
@@ -116,10 +115,10 @@ fn join(prefix: &str, rest: &str) -> String {
 
 fn check_path(path: &str) -> Result<()> {
     let refuse = |why: &str| {
-        Err(Error::InvalidConfig {
-            what: "address".into(),
-            message: format!("{path:?} may not contain {why}"),
-        })
+        Err(Error::invalid_config(
+            "address",
+            format!("{path:?} may not contain {why}"),
+        ))
     };
     if path.contains('\0') {
         return refuse("a NUL byte");
@@ -207,7 +206,7 @@ pub struct BatchLine {
 /// skipped. A line that is not so is refused with its number.
 ///
 /// ```
-/// use ps_globus::staging::parse_batch;
+/// use ps_globus::internal::staging::parse_batch;
 /// let lines = parse_batch("# inputs\n--recursive a:/in b:/out\n'a:/my file' b:/f\n")?;
 /// assert!(lines[0].recursive && !lines[1].recursive);
 /// assert_eq!(lines[1].source, "a:/my file");
@@ -221,9 +220,11 @@ pub fn parse_batch(text: &str) -> Result<Vec<BatchLine>> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let bad = |why: String| Error::InvalidConfig {
-            what: "batch file".into(),
-            message: format!("line {}: {why}, in {trimmed:?}", n + 1),
+        let bad = |why: String| {
+            Error::invalid_config(
+                "batch file",
+                format!("line {}: {why}, in {trimmed:?}", n + 1),
+            )
         };
         let words = shlex::split(trimmed).ok_or_else(|| bad("a quote is not closed".into()))?;
         let mut recursive = false;
@@ -257,7 +258,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<BatchLine>> {
 /// (`lab:/runs`); the result is an address `resolve_address` reads.
 ///
 /// ```
-/// use ps_globus::staging::join_endpoint;
+/// use ps_globus::internal::staging::join_endpoint;
 /// assert_eq!(join_endpoint("lab", "in/x"), "lab:in/x");
 /// assert_eq!(join_endpoint("lab:/runs/", "/in/x"), "lab:/runs/in/x");
 /// assert_eq!(join_endpoint("lab:", "/in/x"), "lab:/in/x");
@@ -301,7 +302,7 @@ pub enum Direction {
 ///
 /// ```
 /// use ps_globus::config::{Config, SiteConfig};
-/// use ps_globus::staging::{BatchLine, Direction, plan};
+/// use ps_globus::internal::staging::{BatchLine, Direction, plan};
 /// let mut config = Config::default();
 /// for (name, id) in [("hpc", 1u128), ("lab", 2)] {
 ///     config.sites.insert(name.into(), SiteConfig {
@@ -322,10 +323,7 @@ pub fn plan(
     config: &Config,
     current: &Result<String>,
 ) -> Result<Vec<PlannedItem>> {
-    let refuse = |message: String| Error::InvalidConfig {
-        what: "transfer".into(),
-        message,
-    };
+    let refuse = |message: String| Error::invalid_config("transfer", message);
     let here = current.as_deref().ok();
     let mut items = Vec::with_capacity(lines.len());
     for line in lines {
@@ -372,10 +370,7 @@ pub fn plan(
 /// own source (a recursive copy would nest into itself), and two items with one
 /// destination (only one source could end up there, yet both would report success).
 pub(crate) fn check_plan(items: &[PlannedItem]) -> Result<()> {
-    let refuse = |message: String| Error::InvalidConfig {
-        what: "transfer".into(),
-        message,
-    };
+    let refuse = |message: String| Error::invalid_config("transfer", message);
     let mut destinations: std::collections::HashMap<(Uuid, String), usize> = Default::default();
     for (n, item) in items.iter().enumerate() {
         let read =
@@ -420,11 +415,11 @@ pub(crate) fn check_plan(items: &[PlannedItem]) -> Result<()> {
 pub const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Globus's `sync_level` number for `exists`, `size`, `mtime` or `checksum` (the CLI's
-/// `--sync-level` words); anything else is [`Error::InvalidConfig`].
+/// `--sync-level` words); anything else is [`Error::InvalidInput`](crate::Error::InvalidInput).
 ///
 /// ```
-/// assert_eq!(ps_globus::staging::sync_level("mtime").unwrap(), 2);
-/// assert!(ps_globus::staging::sync_level("newer").is_err());
+/// assert_eq!(ps_globus::internal::staging::sync_level("mtime").unwrap(), 2);
+/// assert!(ps_globus::internal::staging::sync_level("newer").is_err());
 /// ```
 #[doc(hidden)]
 pub fn sync_level(word: &str) -> Result<u8> {
@@ -433,34 +428,34 @@ pub fn sync_level(word: &str) -> Result<u8> {
         "size" => Ok(1),
         "mtime" => Ok(2),
         "checksum" => Ok(3),
-        other => Err(Error::InvalidConfig {
-            what: "sync_level".into(),
-            message: format!("{other:?} is not one of exists, size, mtime, checksum"),
-        }),
+        other => Err(Error::invalid_config(
+            "sync_level",
+            format!("{other:?} is not one of exists, size, mtime, checksum"),
+        )),
     }
 }
 
 /// A task deadline as a person types it (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC), in
-/// the form Globus reads; anything else is [`Error::InvalidConfig`], before anything is
+/// the form Globus reads; anything else is [`Error::InvalidInput`](crate::Error::InvalidInput), before anything is
 /// sent.
 ///
 /// ```
-/// let at = ps_globus::staging::deadline("2030-01-01 12:00:00").unwrap();
+/// let at = ps_globus::internal::staging::deadline("2030-01-01 12:00:00").unwrap();
 /// assert!(at.starts_with("2030-01-01"));
-/// assert!(ps_globus::staging::deadline("tomorrow").is_err());
+/// assert!(ps_globus::internal::staging::deadline("tomorrow").is_err());
 /// ```
 #[doc(hidden)]
 pub fn deadline(text: &str) -> Result<String> {
     use crate::transfer::types::{format_time, parse_time};
-    parse_time(text)
-        .map(format_time)
-        .ok_or_else(|| Error::InvalidConfig {
-            what: "deadline".into(),
-            message: format!(
+    parse_time(text).map(format_time).ok_or_else(|| {
+        Error::invalid_config(
+            "deadline",
+            format!(
                 "{text:?} is not a time: give RFC 3339 (2030-01-01T12:00:00Z) or \
                  YYYY-MM-DD HH:MM:SS, in UTC"
             ),
-        })
+        )
+    })
 }
 
 /// The labels of `handles`' batches (sorted, once each) and the Globus tasks they have
@@ -536,9 +531,7 @@ pub async fn wait_all(
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let status = match manager.wait(item.item, left).await {
             Ok(status) => status,
-            Err(Error::TransferFailed { .. }) | Err(Error::NeedsAttention { .. }) => {
-                manager.item(item.item).await?
-            }
+            Err(Error::TransferFailed(_)) => manager.item(item.item).await?,
             Err(e) => return Err(e),
         };
         progress(&status);

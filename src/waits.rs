@@ -34,21 +34,33 @@ struct Registry {
     entries: Vec<Entry>,
     last_report: Option<Instant>,
     through_host: bool,
+    /// Read from the environment at the first report due, not when the registry is made
+    /// (the Python package makes it at import, before a notebook sets its variables).
+    report_after: Option<Duration>,
 }
 
-static WAITS: Mutex<Registry> = Mutex::new(Registry {
-    next: 0,
-    entries: Vec::new(),
-    last_report: None,
-    through_host: false,
-});
-
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    WAITS.lock().unwrap_or_else(|e| e.into_inner())
+    let waits = crate::process::inherited(|| {
+        Mutex::new(Registry {
+            next: 0,
+            entries: Vec::new(),
+            last_report: None,
+            through_host: false,
+            report_after: None,
+        })
+    });
+    waits.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How long a wait lasts before it is reported, and how often reports come.
 pub fn report_after() -> Duration {
+    *registry()
+        .report_after
+        .get_or_insert_with(report_after_default)
+}
+
+/// [`report_after`] as the environment sets it (`PS_GLOBUS_WAIT_REPORT`), else 30 s.
+fn report_after_default() -> Duration {
     crate::Settings::global()
         .wait_report
         .unwrap_or(Duration::from_secs(30))
@@ -121,7 +133,7 @@ pub fn summary_due() -> Option<String> {
 /// [`summary_due`] on the locked registry.
 fn due(waits: &mut Registry) -> Option<String> {
     let now = Instant::now();
-    let every = report_after();
+    let every = *waits.report_after.get_or_insert_with(report_after_default);
     if waits.last_report.is_some_and(|at| now < at + every) {
         return None;
     }

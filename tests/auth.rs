@@ -94,7 +94,7 @@ async fn a_wrong_secret_is_a_clear_error_that_never_shows_the_secret() {
     let auth = service(&emu, "not-the-secret");
     let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth.clone()).unwrap();
     let err = client.submission_id().await.unwrap_err();
-    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
     let text = format!("{err} {err:?} {auth:?}");
     assert!(
         text.contains(ID) && text.contains("PS_GLOBUS_CLIENT_SECRET"),

@@ -141,7 +141,7 @@ fn child_resolves_shipment() {
     let store_was_registered = get_store(store_name).is_some();
     if let Err(e) = shipment.measurement.resolve() {
         let kind = match e {
-            Error::NotFound { .. } => "NotFound",
+            Error::NotFound(_) => "NotFound",
             _ => "Other",
         };
         println!("CHILD-ERROR {kind}: {e}");

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use crate::support::Counting;
 use ps_globus::connector::{Connector, FileConnector};
+use ps_globus::error::LeaseEnded;
 use ps_globus::proxy::reap_expired_leases;
 use ps_globus::state::StateDb;
-use ps_globus::{Error, ErrorKind, Store};
+use ps_globus::{ErrorKind, Store};
 
 fn counting_store(name: &str) -> (Store, Arc<Counting>) {
     let counting = Arc::new(Counting::default());
@@ -51,17 +52,20 @@ async fn an_expired_lease_evicts_exactly_its_objects_and_takes_nothing_more() {
     assert!(store.exists_async(&outside).await.unwrap());
 
     let late = lease.put_async(&9u8).await.unwrap_err();
-    assert!(matches!(late, Error::LeaseEnded { .. }), "{late}");
+    assert!(late.is::<LeaseEnded>(), "{late}");
     assert_eq!(late.kind(), ErrorKind::NotFound);
     let extended = lease
         .extend_async(Duration::from_secs(60))
         .await
         .unwrap_err();
-    assert!(matches!(extended, Error::LeaseEnded { .. }), "{extended}");
-    assert!(matches!(
-        lease.attach_async(&outside).await.unwrap_err(),
-        Error::LeaseEnded { .. }
-    ));
+    assert!(extended.is::<LeaseEnded>(), "{extended}");
+    assert!(
+        lease
+            .attach_async(&outside)
+            .await
+            .unwrap_err()
+            .is::<LeaseEnded>()
+    );
     assert_eq!(counting.evicted().len(), 4, "the late put wrote nothing");
     assert!(
         store.exists_async(&outside).await.unwrap(),
@@ -90,10 +94,13 @@ async fn extending_moves_the_expiry_and_ending_evicts_at_once() {
     assert_eq!(counting.evicted(), vec![key.id().to_owned()]);
     assert!(!store.exists_async(&key).await.unwrap());
     // A clone sees the end; ending twice is no error and evicts nothing more.
-    assert!(matches!(
-        other.expires_at_async().await.unwrap_err(),
-        Error::LeaseEnded { .. }
-    ));
+    assert!(
+        other
+            .expires_at_async()
+            .await
+            .unwrap_err()
+            .is::<LeaseEnded>()
+    );
     other.end_async().await.unwrap();
     assert_eq!(counting.evicted().len(), 1);
 }
@@ -233,7 +240,7 @@ async fn no_put_into_a_lease_that_is_ending_outlives_it() {
                         for i in 0..1000u32 {
                             match lease.put_async(&(p * 10_000 + i)).await {
                                 Ok(key) => kept.push(key.id().to_owned()),
-                                Err(Error::LeaseEnded { .. }) => return kept,
+                                Err(e) if e.is::<LeaseEnded>() => return kept,
                                 Err(e) => panic!("{e}"),
                             }
                         }

@@ -2,6 +2,7 @@
 //! admission, polling cost, retries under fault storms, crash resume at the failpoints,
 //! failing only what failed, deadlines, cancel, and two processes sharing one database.
 
+use ps_globus::error::{GlobusApiError, GlobusCode, NeedsAttention, Remedy, TransferFailure};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -359,23 +360,19 @@ async fn the_client_retries_with_a_limit_and_never_retries_external_errors() {
         36,
         "three 503s, then success"
     );
-    match c.task_list(&Default::default()).await.unwrap_err() {
-        Error::Api {
-            status: 429,
-            retries: 5,
-            ..
-        } => {}
-        other => panic!("expected 429 after 5 retries, got {other:?}"),
+    let err = c.task_list(&Default::default()).await.unwrap_err();
+    match err.downcast_ref::<GlobusApiError>() {
+        Some(answer) if answer.status == 429 && answer.retries == 5 => {}
+        _ => panic!("expected 429 after 5 retries, got {err:?}"),
     }
     assert_eq!(emu.sim.stats().route("GET /v0.10/task_list"), 6);
-    match c.endpoint(&emu.a).await.unwrap_err() {
-        Error::Api {
-            status: 502,
-            code,
-            retries: 0,
-            ..
-        } => assert_eq!(code, "ExternalError.Backend"),
-        other => panic!("{other:?}"),
+    let err = c.endpoint(&emu.a).await.unwrap_err();
+    match err.downcast_ref::<GlobusApiError>() {
+        Some(answer) if answer.status == 502 && answer.retries == 0 => assert_eq!(
+            answer.code,
+            GlobusCode::External("ExternalError.Backend".into())
+        ),
+        _ => panic!("{err:?}"),
     }
     let bad = TransferClient::with_base_url(
         emu.sim.transfer_url(),
@@ -383,8 +380,8 @@ async fn the_client_retries_with_a_limit_and_never_retries_external_errors() {
     )
     .unwrap();
     let err = bad.submission_id().await.unwrap_err();
-    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
-    assert!(err.hint().unwrap().contains("ps-globus login"), "{err}");
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    assert_eq!(err.remedy(), Some(&Remedy::LoginAgain), "{err}");
     assert!(!format!("{err:?}").contains("wrong"), "no token in errors");
 }
 
@@ -409,14 +406,15 @@ on_both_engines! {
     for (i, item) in items.iter().enumerate() {
         let result = m.wait(item.item, LONG).await;
         if i == 4 {
-            match result.unwrap_err() {
-                Error::TransferFailed {
+            let err = result.unwrap_err();
+            match err.downcast_ref::<TransferFailure>() {
+                Some(TransferFailure {
                     code,
                     source_path,
                     destination_path,
                     task_id,
                     ..
-                } => {
+                }) => {
                     assert_eq!(code, "FILE_NOT_FOUND");
                     assert_eq!(
                         (source_path.as_str(), destination_path.as_str()),
@@ -424,7 +422,7 @@ on_both_engines! {
                     );
                     assert!(task_id.is_some());
                 }
-                other => panic!("{other:?}"),
+                None => panic!("{err:?}"),
             }
         } else {
             assert_eq!(result.unwrap().state, ItemState::Succeeded);
@@ -436,11 +434,10 @@ on_both_engines! {
 
 /// The code and description an item failed with.
 async fn failure(m: &TransferManager, item: i64) -> (String, String) {
-    match m.wait(item, LONG).await {
-        Err(Error::TransferFailed {
-            code, description, ..
-        }) => (code, description),
-        other => panic!("expected a failure, got {other:?}"),
+    let err = m.wait(item, LONG).await.expect_err("expected a failure");
+    match err.downcast_ref::<TransferFailure>() {
+        Some(failure) => (failure.code.clone(), failure.description.clone()),
+        None => panic!("expected a failure, got {err:?}"),
     }
 }
 
@@ -550,7 +547,7 @@ on_both_engines! {
         if *name == "full" {
             let err = result.unwrap_err();
             assert!(
-                matches!(&err, Error::TransferFailed { code, .. } if code == "QUOTA_EXCEEDED"),
+                err.downcast_ref::<TransferFailure>().is_some_and(|f| f.code == "QUOTA_EXCEEDED"),
                 "{err:?}"
             );
         } else {
@@ -583,16 +580,17 @@ on_both_engines! {
         .enqueue(spec(&emu, "/f", "/late").options(options))
         .await
         .unwrap();
-    match m.wait(expiring.item, LONG).await.unwrap_err() {
-        Error::TransferFailed {
+    let err = m.wait(expiring.item, LONG).await.unwrap_err();
+    match err.downcast_ref::<TransferFailure>() {
+        Some(TransferFailure {
             code, description, ..
-        } => {
+        }) => {
             assert_eq!(code, "EXPIRED");
             // Defect 14: the fatal error and the last event say the same; it is said once.
             let reason = "the task's deadline passed before it completed";
             assert_eq!(description.matches(reason).count(), 1, "{description}");
         }
-        other => panic!("{other:?}"),
+        None => panic!("{err:?}"),
     }
     let doomed = m.enqueue(spec(&emu, "/f", "/never")).await.unwrap();
     tokio::time::timeout(LONG, m.flush())
@@ -600,9 +598,10 @@ on_both_engines! {
         .unwrap()
         .unwrap();
     m.cancel_label(&doomed.label).await.unwrap();
-    match m.wait(doomed.item, LONG).await.unwrap_err() {
-        Error::TransferFailed { code, .. } => assert_eq!(code, "CANCELED"),
-        other => panic!("{other:?}"),
+    let err = m.wait(doomed.item, LONG).await.unwrap_err();
+    match err.downcast_ref::<TransferFailure>() {
+        Some(failure) => assert_eq!(failure.code, "CANCELED"),
+        None => panic!("{err:?}"),
     }
     let waited = m.wait(expiring.item, Duration::from_millis(1)).await;
     assert!(waited.is_err());
@@ -612,7 +611,7 @@ on_both_engines! {
         .await
         .unwrap_err()
     {
-        Error::Timeout { .. } => {}
+        Error::Timeout(_) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -626,12 +625,14 @@ on_both_engines! {
     let state = engine.fresh().await;
     let m = manager(&emu, &state.url, config()).await;
     let item = m.enqueue(spec(&emu, "/expired", "/x")).await.unwrap();
-    match m.wait(item.item, LONG).await.unwrap_err() {
-        Error::NeedsAttention { fix, task_id, .. } => {
-            assert!(fix.contains("ps-globus login"));
-            m.cancel_task(&task_id).await.unwrap();
+    let err = m.wait(item.item, LONG).await.unwrap_err();
+    match err.downcast_ref::<NeedsAttention>() {
+        Some(paused) => {
+            assert!(paused.resumes_on_login);
+            assert_eq!(err.remedy(), Some(&Remedy::ResumeTaskByLogin));
+            m.cancel_task(&paused.task_id).await.unwrap();
         }
-        other => panic!("{other:?}"),
+        None => panic!("{err:?}"),
     }
 }
 }
@@ -887,16 +888,20 @@ async fn a_service_that_never_answers_fails_within_the_retry_budget() {
         .task_list(&Default::default())
         .await
         .unwrap_err();
-    match &err {
-        Error::Network {
-            url: at, retries, ..
-        } => {
-            assert_eq!(*retries, 2, "every attempt timed out and was retried");
-            assert!(at.starts_with(&url), "{at}");
-        }
-        other => panic!("expected a network error, got {other:?}"),
-    }
-    assert_eq!(err.kind(), ps_globus::ErrorKind::Service);
+    assert!(
+        matches!(err, Error::Unreachable(_)),
+        "expected a network error, got {err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("(after 2 retries)"),
+        "every attempt timed out and was retried: {text}"
+    );
+    assert!(
+        text.starts_with(&format!("could not reach {url}")),
+        "{text}"
+    );
+    assert_eq!(err.kind(), ps_globus::ErrorKind::Unreachable);
     // With a budget shorter than its retries, the call stops retrying at the budget.
     let budgeted = RetryConfig {
         max_retries: 1000,
@@ -909,10 +914,16 @@ async fn a_service_that_never_answers_fails_within_the_retry_budget() {
         .task_list(&Default::default())
         .await
         .unwrap_err();
-    match err {
-        Error::Network { retries, .. } => assert!(retries < 1000, "{retries} retries"),
-        other => panic!("expected a network error, got {other:?}"),
-    }
+    assert!(
+        matches!(err, Error::Unreachable(_)),
+        "expected a network error, got {err:?}"
+    );
+    let retries: u32 = err
+        .to_string()
+        .rsplit_once("(after ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(retries < 1000, "{retries} retries: {err}");
     silent.abort();
 }
 
@@ -935,18 +946,19 @@ on_both_engines! {
     m.flush().await.unwrap();
     let task = m.item(item.item).await.unwrap().task_id.expect("submitted");
     assert!(emu.sim.forget_task(&task), "the emulator knew the task");
-    match m.wait(item.item, LONG).await.unwrap_err() {
-        Error::TransferFailed {
+    let err = m.wait(item.item, LONG).await.unwrap_err();
+    match err.downcast_ref::<TransferFailure>() {
+        Some(TransferFailure {
             code,
             task_id,
             description,
             ..
-        } => {
+        }) => {
             assert_eq!(code, "TASK_NOT_FOUND");
             assert_eq!(task_id.as_deref(), Some(task.as_str()));
             assert!(description.contains(&task), "{description}");
         }
-        other => panic!("expected a typed failure, got {other:?}"),
+        None => panic!("expected a typed failure, got {err:?}"),
     }
     let batch = &m.batches(1).await.unwrap()[0];
     assert_eq!(batch.state, BatchState::Done);

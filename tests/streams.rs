@@ -68,7 +68,7 @@ async fn a_redis_stream_keeps_order_replays_late_and_survives_a_restart() {
         .unwrap()
         .wait(Duration::from_millis(200));
     let e = idle.next_event().await.unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(matches!(e, Error::Timeout(_)), "{e}");
     assert!(StreamConsumer::<u64>::new(&channel, "../x").is_err());
 }
 
@@ -151,7 +151,7 @@ async fn a_globus_stream_arrives_at_the_other_site_in_order_without_a_broker() {
     let e = StreamProducer::open(&other, &sites.at_a, "events")
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidConfig { .. }), "{e}");
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +293,7 @@ async fn a_forged_event_naming_another_store_is_refused() {
         let consumer = StreamConsumer::<u64>::new(&sites.at_b, "events").unwrap();
         let mut consumer = consumer.from_position(position);
         let e = consumer.next_event().await.unwrap_err();
-        assert!(matches!(e, Error::MalformedKey { .. }), "{e}");
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
         assert!(
             e.to_string().contains("outside the channel's Globus store"),
             "{e}"

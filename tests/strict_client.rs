@@ -12,6 +12,7 @@ use crate::support::emulator::{Emu, fault, write};
 use crate::support::managers::{client, config, manager, spec, sqlite};
 use ps_globus::Error;
 use ps_globus::auth::ClientCredentialsAuthorizer;
+use ps_globus::error::{NeedsAttention, TransferFailure};
 use ps_globus::state::StateDb;
 use ps_globus::transfer::watch::Watcher;
 use ps_globus::transfer::{
@@ -164,15 +165,19 @@ async fn a_persistent_permission_error_needs_a_human_and_the_task_is_left_runnin
         .enqueue(spec(&emu, "/in/locked", "/out/locked").options(options))
         .await
         .unwrap();
-    match m.wait(item.item, LONG).await {
-        Err(Error::NeedsAttention {
+    let waited = m.wait(item.item, LONG).await;
+    match waited
+        .as_ref()
+        .map_err(|e| e.downcast_ref::<NeedsAttention>())
+    {
+        Err(Some(NeedsAttention {
             task_id, reason, ..
-        }) => {
+        })) => {
             assert!(reason.contains("PERMISSION_DENIED"), "{reason}");
-            let task = emu.task(&task_id).await;
+            let task = emu.task(task_id).await;
             assert_eq!(task["status"], "ACTIVE", "not cancelled");
         }
-        other => panic!("expected NeedsAttention, got {other:?}"),
+        _ => panic!("expected NeedsAttention, got {waited:?}"),
     }
     assert_eq!(emu.sim.stats().tasks(), 1, "not re-submitted");
 }
@@ -200,10 +205,12 @@ async fn a_tilde_path_is_read_from_the_collections_default_directory() {
         std::fs::read(emu.root_b().join("home/u/out/f")).unwrap(),
         b"home"
     );
-    assert!(matches!(
-        m.wait(missing.item, LONG).await,
-        Err(Error::TransferFailed { code, .. }) if code == "FILE_NOT_FOUND"
-    ));
+    let err = m.wait(missing.item, LONG).await.unwrap_err();
+    assert!(
+        err.downcast_ref::<TransferFailure>()
+            .is_some_and(|f| f.code == "FILE_NOT_FOUND"),
+        "{err}"
+    );
     assert_eq!(emu.sim.stats().tasks(), 1);
 }
 
@@ -398,7 +405,7 @@ async fn a_refused_login_ends_a_wait_at_once_and_keeps_the_item() {
         .unwrap();
     let item = m.enqueue(spec(&emu, "/in/f", "/out/f")).await.unwrap();
     let err = m.wait(item.item, LONG).await.unwrap_err();
-    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
     assert!(err.needs_login());
     let trouble = m.trouble().expect("the manager knows why");
     assert_eq!(trouble.activity, ps_globus::transfer::Activity::Submitting);

@@ -176,7 +176,7 @@ async fn site_add(args: SiteAddArgs) -> CliResult {
         local_path,
         host_regex,
     };
-    ps_globus::config::save_site(path, &name, &site)?;
+    ps_globus::internal::save_site(path, &name, &site)?;
     eprintln!("site {name} saved in {}", path.display());
     Ok(())
 }
@@ -184,7 +184,7 @@ async fn site_add(args: SiteAddArgs) -> CliResult {
 /// `site rm NAME`.
 fn site_rm(name: &str) -> CliResult {
     let path = &settings().config_path;
-    if !ps_globus::config::remove_site(path, name)? {
+    if !ps_globus::internal::remove_site(path, name)? {
         let known: Vec<String> = Config::load_from(path)?.sites.into_keys().collect();
         return Err(format!(
             "no site {name:?} in {}; configured sites: {}",

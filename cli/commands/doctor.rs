@@ -168,9 +168,9 @@ async fn check_sites_reachable(
                 "",
             ),
             Err(e) => {
-                let fix = match (&e, e.hint()) {
+                let fix = match (&e, crate::hint::hint(&e)) {
                     (_, Some(hint)) if e.needs_login() => hint,
-                    (ps_globus::Error::Network { .. }, _) => format!(
+                    (ps_globus::Error::Unreachable(_), _) => format!(
                         "the Transfer service at {} does not answer: check the network, and \
                          PS_GLOBUS_TRANSFER_URL if you set it (an emulator must be running: \
                          `ps-globus sim serve`)",
@@ -223,8 +223,8 @@ async fn check_redis(report: &mut Report, config: &Config) {
                 "check that nothing else writes under this prefix, and the server's memory policy",
             ),
             Err(e) => {
-                let fix = e.hint().unwrap_or_else(|| match e {
-                    ps_globus::Error::Network { .. } | ps_globus::Error::Timeout { .. } => {
+                let fix = crate::hint::hint(&e).unwrap_or_else(|| match e {
+                    ps_globus::Error::Unreachable(_) | ps_globus::Error::Timeout(_) => {
                         "start the server, or check host, port, tls and the firewall".into()
                     }
                     _ => "check the [redis] table".into(),

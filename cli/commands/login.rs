@@ -90,11 +90,11 @@ impl ps_globus::auth::LoginPrompt for TerminalPrompt {
 
     fn read_code(&mut self) -> ps_globus::Result<String> {
         let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(|e| ps_globus::Error::LoginRequired {
-                reason: format!("could not read the code from standard input: {e}"),
-            })?;
+        std::io::stdin().read_line(&mut line).map_err(|e| {
+            ps_globus::Error::login_required(format!(
+                "could not read the code from standard input: {e}"
+            ))
+        })?;
         Ok(line.trim().to_owned())
     }
 }

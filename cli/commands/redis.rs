@@ -73,7 +73,7 @@ pub fn run(command: RedisCommand) -> CliResult {
         RedisCommand::Add(args) => {
             let name = args.name.clone();
             let config = redis_config(args);
-            ps_globus::config::save_redis(path, &name, &config)?;
+            ps_globus::internal::save_redis(path, &name, &config)?;
             eprintln!(
                 "redis {name} saved in {}; `ps-globus doctor` checks that it answers",
                 path.display()
@@ -87,7 +87,7 @@ pub fn run(command: RedisCommand) -> CliResult {
             super::config::redis_table(&servers);
         }
         RedisCommand::Rm { name } => {
-            if !ps_globus::config::remove_redis(path, &name)? {
+            if !ps_globus::internal::remove_redis(path, &name)? {
                 let known: Vec<String> = Config::load_from(path)?.redis.into_keys().collect();
                 return Err(crate::Exit(
                     2,

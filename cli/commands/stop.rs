@@ -169,7 +169,7 @@ pub async fn end(
         }
         Stop::Trouble(t) => {
             eprintln!("error: {t}");
-            if let Some(hint) = t.error.hint() {
+            if let Some(hint) = crate::hint::hint(&t.error) {
                 eprintln!("hint: {hint}");
             }
         }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::ProgressBar;
 use ps_globus::config::Config;
-pub use ps_globus::staging::Direction;
-use ps_globus::staging::{
+pub use ps_globus::internal::staging::Direction;
+use ps_globus::internal::staging::{
     BatchLine, NO_TIMEOUT, PlannedItem, enqueue, join_endpoint, labels_and_tasks, parse_batch,
     sync_level, wait_all,
 };
@@ -71,10 +71,7 @@ pub struct TransferArgs {
 /// A deadline as typed: a time Globus reads, or a usage error (exit 2) before anything
 /// is sent.
 fn deadline(text: &str) -> Result<String, String> {
-    ps_globus::internal::deadline(text).map_err(|e| match e {
-        ps_globus::Error::InvalidConfig { message, .. } => message,
-        other => other.to_string(),
-    })
+    ps_globus::internal::deadline(text).map_err(|e| e.to_string())
 }
 
 /// `transfer`, `stage-in`, `stage-out`. Every step after planning — submission as well
@@ -238,7 +235,7 @@ fn plan(args: &TransferArgs, direction: Direction) -> Result<Vec<PlannedItem>, C
         line.recursive |= args.recursive;
     }
     // Refused before anything is shown or submitted, dry runs included.
-    Ok(ps_globus::staging::plan(
+    Ok(ps_globus::internal::staging::plan(
         &lines, direction, &config, &current,
     )?)
 }
@@ -376,7 +373,7 @@ fn report(
     let mut paused = None;
     for f in &failed {
         match f.error() {
-            Some(e @ ps_globus::Error::NeedsAttention { .. }) => {
+            Some(e) if e.is::<ps_globus::error::NeedsAttention>() => {
                 eprintln!("PAUSED {} -> {}: {e}", f.source_path, f.destination_path);
                 paused = Some(e);
             }

@@ -14,6 +14,7 @@ use ps_globus::auth::{
     CodeDelivery, FileTokenStore, KeyringTokenStore, LoginOptions, LoginPrompt, TRANSFER_RS,
     TokenSet, TokenStore, UserAuthorizer, choose_token_store,
 };
+use ps_globus::error::{ConsentRequired, Remedy};
 use ps_globus::transfer::{TransferClient, TransferCollectionLookup};
 
 const APP: &str = "a0a0a0a0-1111-4222-8333-444444444444";
@@ -301,10 +302,13 @@ async fn a_revoked_refresh_token_asks_for_a_new_login_without_hanging() {
     let auth = Arc::new(UserAuthorizer::transfer(store.clone(), emu.sim.auth_url()).unwrap());
     let client = TransferClient::with_base_url(emu.sim.transfer_url(), auth).unwrap();
     let err = client.ls(&emu.a, "/").await.unwrap_err();
-    assert!(matches!(err, Error::LoginRequired { .. }), "{err}");
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
     assert!(err.needs_login());
-    assert!(
-        err.hint().unwrap().contains("run `ps-globus login`"),
+    assert_eq!(
+        err.remedy(),
+        Some(&Remedy::Login {
+            collections: vec![]
+        }),
         "{err}"
     );
     assert!(!err.to_string().contains(refresh.as_str()));
@@ -332,14 +336,15 @@ async fn consent_required_then_login_with_the_collection_then_success() {
         }
     };
     let err = ls(store.clone(), emu.a.clone()).await.unwrap_err();
-    let Error::ConsentRequired { collections, .. } = &err else {
+    let Some(consent) = err.downcast_ref::<ConsentRequired>() else {
         panic!("expected ConsentRequired, got {err}");
     };
-    assert_eq!(collections, &vec![emu.a.clone()]);
-    assert!(
-        err.hint()
-            .unwrap()
-            .contains(&format!("ps-globus login --collection {}", emu.a)),
+    assert_eq!(consent.collections, vec![emu.a.clone()]);
+    assert_eq!(
+        err.remedy(),
+        Some(&Remedy::Login {
+            collections: vec![emu.a.clone()]
+        }),
         "{err}"
     );
 
@@ -425,7 +430,7 @@ fn the_keyring_is_used_only_when_it_reads_back_and_a_file_choice_sticks() {
     assert!(sticky.store.describe().contains("tokens.json"));
     assert!(matches!(
         choose_token_store("vault", file, keyring),
-        Err(Error::InvalidConfig { .. })
+        Err(Error::InvalidInput(_))
     ));
 }
 

@@ -17,7 +17,7 @@ pub fn exit_with(outcome: Outcome) -> ExitCode {
             eprintln!("error: {error}");
             if let Some(hint) = error
                 .downcast_ref::<ps_globus::Error>()
-                .and_then(ps_globus::Error::hint)
+                .and_then(ps_globus::Error::remedy)
             {
                 eprintln!("hint: {hint}");
             }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 
+use ps_globus::error::IntegrityMismatch;
 use ps_globus::proxy::Proxy;
-use ps_globus::{Error, Result};
+use ps_globus::{Error, ErrorKind, Result};
 
 /// The `index`th demo object: between 1 KiB and `max_size` bytes, content from the
 /// index, so the consumer can check every byte without being told them.
@@ -49,24 +50,26 @@ pub async fn consume(
         let Some((index, json)) = line.split_once('\t') else {
             continue;
         };
-        let index: usize = index.parse().map_err(|_| Error::MalformedProxy {
-            reason: format!("bad demo line index {index:?}"),
+        let index: usize = index.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("malformed proxy: bad demo line index {index:?}"),
+            )
         })?;
         work.push((index, json.to_owned()));
     }
     let mut results =
         futures_util::stream::iter(work.into_iter().map(|(index, json)| async move {
-            let proxy: Proxy<Vec<u8>> =
-                serde_json::from_str(&json).map_err(|e| Error::MalformedProxy {
-                    reason: e.to_string(),
-                })?;
+            let proxy: Proxy<Vec<u8>> = serde_json::from_str(&json).map_err(|e| {
+                Error::with_source(ErrorKind::InvalidInput, format!("malformed proxy: {e}"), e)
+            })?;
             let value = proxy.resolve_async().await?;
             if *value != expected(index) {
-                return Err(Error::Integrity {
-                    path: PathBuf::from(format!("object {index}")),
-                    expected: "the producer's bytes".into(),
-                    found: format!("{} other bytes", value.len()),
-                });
+                return Err(Error::from(IntegrityMismatch::new(
+                    PathBuf::from(format!("object {index}")),
+                    "the producer's bytes",
+                    format!("{} other bytes", value.len()),
+                )));
             }
             Ok::<_, Error>((index, value.len()))
         }))

@@ -194,10 +194,7 @@ impl Simulator {
 
     /// [`start`](Self::start), logging one line per request to stderr (what `sim serve` does).
     pub fn start_with_logging(config: SimConfig, log_requests: bool) -> Result<Simulator> {
-        let invalid = |message: String| Error::InvalidConfig {
-            what: "emulator".into(),
-            message,
-        };
+        let invalid = |message: String| Error::invalid_config("emulator", message);
         config.validate().map_err(invalid)?;
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;

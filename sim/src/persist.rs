@@ -167,12 +167,14 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Restored>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("read the emulator state", path, e)),
     };
-    let invalid = |message: String| Error::InvalidConfig {
-        what: "emulator state".into(),
-        message: format!(
-            "{}: {message}; move it away to start afresh",
-            path.display()
-        ),
+    let invalid = |message: String| {
+        Error::invalid_config(
+            "emulator state",
+            format!(
+                "{}: {message}; move it away to start afresh",
+                path.display()
+            ),
+        )
     };
     let mut order = Vec::new();
     let mut latest: HashMap<Uuid, SavedTask> = HashMap::new();

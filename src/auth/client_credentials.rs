@@ -79,12 +79,15 @@ impl ClientCredentialsAuthorizer {
     /// `PS_GLOBUS_CLIENT_SECRET`, at `PS_GLOBUS_AUTH_URL`), for Transfer.
     pub fn from_settings(settings: &crate::settings::Settings) -> Result<Self> {
         match (&settings.client_id, &settings.client_secret) {
-            (Some(id), Some(secret)) => {
-                Self::new(&settings.auth_url, id.clone(), secret.clone(), TRANSFER_SCOPE)
-            }
-            _ => Err(Error::Unauthorized {
-                message: "PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET must both be set for a service identity".into(),
-            }),
+            (Some(id), Some(secret)) => Self::new(
+                &settings.auth_url,
+                id.clone(),
+                secret.clone(),
+                TRANSFER_SCOPE,
+            ),
+            _ => Err(Error::unauthorized(
+                "PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET must both be set for a service identity",
+            )),
         }
     }
 
@@ -131,16 +134,12 @@ impl ClientCredentialsAuthorizer {
             ])
             .send()
             .await
-            .map_err(|e| Error::Network {
-                url: self.token_url.clone(),
-                source: Box::new(e.without_url()),
-                retries: 0,
+            .map_err(|e| {
+                Error::unreachable(&self.token_url.clone(), Box::new(e.without_url()), 0)
             })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| Error::Network {
-            url: self.token_url.clone(),
-            source: Box::new(e.without_url()),
-            retries: 0,
+        let body = response.bytes().await.map_err(|e| {
+            Error::unreachable(&self.token_url.clone(), Box::new(e.without_url()), 0)
         })?;
         if !status.is_success() {
             // OAuth error documents carry `error` and maybe `error_description`; never a secret.
@@ -149,17 +148,14 @@ impl ClientCredentialsAuthorizer {
                 .as_str()
                 .or(doc["error"].as_str())
                 .unwrap_or("no reason given");
-            return Err(Error::Unauthorized {
-                message: format!(
-                    "Globus Auth refused client {} ({status}: {what}); check PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET",
-                    self.client_id
-                ),
-            });
+            return Err(Error::unauthorized(format!(
+                "Globus Auth refused client {} ({status}: {what}); check PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET",
+                self.client_id
+            )));
         }
-        let token: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| Error::Unauthorized {
-                message: format!("unexpected token response from Globus Auth: {e}"),
-            })?;
+        let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            Error::unauthorized(format!("unexpected token response from Globus Auth: {e}"))
+        })?;
         let lifetime = Duration::from_secs(token.expires_in);
         let margin = Duration::from_secs(60).min(lifetime / 2);
         Ok(Token {

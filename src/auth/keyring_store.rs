@@ -13,7 +13,7 @@ use std::sync::Arc;
 use keyring_core::{CredentialStore, Entry};
 
 use super::{FileTokenStore, TokenSet, TokenStore};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Remedy, Result};
 use crate::fsutil::with_file_lock;
 
 /// The keyring service name under which tokens are saved.
@@ -87,9 +87,7 @@ impl KeyringTokenStore {
         let _ = self.entry(&user).map(|e| e.delete_credential());
         match back? {
             read if read == value => Ok(()),
-            _ => Err(Error::Unauthorized {
-                message: "the keyring returned a different secret than was stored".into(),
-            }),
+            _ => Err(Error::unauthorized(PROBE_MISMATCH)),
         }
     }
 
@@ -102,12 +100,14 @@ impl KeyringTokenStore {
     }
 }
 
+const PROBE_MISMATCH: &str = "the keyring returned a different secret than was stored";
+
 fn keyring_error(e: keyring_core::Error) -> Error {
-    Error::Unauthorized {
-        message: format!(
-            "the OS keyring failed ({e}); set PS_GLOBUS_TOKEN_STORE=file to keep tokens in a 0600 file"
-        ),
-    }
+    let message = format!(
+        "Globus refused the credentials (the OS keyring failed ({e}); set \
+         PS_GLOBUS_TOKEN_STORE=file to keep tokens in a 0600 file)"
+    );
+    Error::with_source(ErrorKind::PermissionDenied, message, e).with_remedy(Remedy::LoginAgain)
 }
 
 impl TokenStore for KeyringTokenStore {
@@ -198,20 +198,18 @@ pub fn choose_token_store(
                 )))),
             }
         }
-        other => Err(Error::InvalidConfig {
-            what: "PS_GLOBUS_TOKEN_STORE".into(),
-            message: format!("{other:?} is not one of file, keyring, auto"),
-        }),
+        other => Err(Error::invalid_config(
+            "PS_GLOBUS_TOKEN_STORE",
+            format!("{other:?} is not one of file, keyring, auto"),
+        )),
     }
 }
 
+/// Why the keyring is not usable, without the advice to use a file (that is what happens).
 fn short_reason(e: &Error) -> String {
-    match e {
-        Error::Unauthorized { message } => message
-            .split("; set PS_GLOBUS_TOKEN_STORE")
-            .next()
-            .unwrap_or(message)
-            .to_owned(),
-        other => other.to_string(),
+    match e.downcast_ref::<keyring_core::Error>() {
+        Some(keyring) => format!("the OS keyring failed ({keyring})"),
+        None if e.to_string().contains(PROBE_MISMATCH) => PROBE_MISMATCH.into(),
+        None => e.to_string(),
     }
 }

@@ -26,7 +26,7 @@ use super::{
     AUTH_RS, LOGIN_BASE_SCOPES, TRANSFER_RS, TokenSet, TokenStore, now, stale_warning,
     transfer_scope,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, GlobusApiError, Result};
 
 /// How long a login waits for the browser or the user.
 const LOGIN_WAIT: Duration = Duration::from_secs(600);
@@ -78,7 +78,7 @@ pub trait LoginPrompt: Send {
 #[async_trait::async_trait]
 pub trait CollectionLookup: Send + Sync + std::fmt::Debug {
     /// Whether `collection` needs a `data_access` consent, asked as `authorizer`. A
-    /// collection that does not exist is [`Error::Api`] with status 404.
+    /// collection that does not exist is [`GlobusApiError`](crate::error::GlobusApiError) with status 404.
     async fn needs_data_access(
         &self,
         collection: &Uuid,
@@ -112,28 +112,24 @@ impl LoginOptions {
         lookup: Arc<dyn CollectionLookup>,
     ) -> Result<Self> {
         if settings.has_service_identity() {
-            return Err(Error::InvalidConfig {
-                what: "login".into(),
-                message: "PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET make this process a \
+            return Err(Error::invalid_config(
+                "login",
+                "PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET make this process a \
                           service identity, which needs no login; unset PS_GLOBUS_CLIENT_SECRET \
-                          to log in as a user"
-                    .into(),
-            });
+                          to log in as a user",
+            ));
         }
         let client_id = settings
             .client_id
             .clone()
             .or_else(|| config.client_id.clone())
-            .ok_or_else(|| Error::InvalidConfig {
-                what: "login".into(),
-                message: format!(
+            .ok_or_else(|| Error::invalid_config("login", format!(
                     "no native app client id. Register one at https://app.globus.org/settings/developers \
                      (\"Register a thick client or script that will be installed and run by users\", \
                      i.e. a native app), then set PS_GLOBUS_CLIENT_ID=<its client id> or put \
                      client_id = \"<its client id>\" in {}",
                     settings.config_path.display()
-                ),
-            })?;
+                )))?;
         Ok(LoginOptions {
             auth_url: settings.auth_url.clone(),
             lookup,
@@ -195,14 +191,14 @@ pub async fn login(
             .lookup
             .needs_data_access(id, transfer_auth.clone())
             .await
-            .map_err(|e| match e {
-                Error::Api { status: 404, .. } => Error::InvalidConfig {
-                    what: "login".into(),
-                    message: format!(
+            .map_err(|e| match e.downcast_ref::<GlobusApiError>() {
+                Some(answer) if answer.status == 404 => Error::invalid_config(
+                    "login",
+                    format!(
                         "collection {id} does not exist (or is not visible to you); check its id"
                     ),
-                },
-                other => other,
+                ),
+                _ => e,
             })?;
         if needs {
             need.insert(*id);
@@ -262,16 +258,14 @@ async fn run_flow(
         Some(listener) => {
             crate::runtime::timeout(LOGIN_WAIT, receive_redirect(listener, state.secret()))
                 .await
-                .ok_or_else(|| Error::LoginRequired {
-                    reason: format!("no browser redirect within {LOGIN_WAIT:?}"),
+                .ok_or_else(|| {
+                    Error::login_required(format!("no browser redirect within {LOGIN_WAIT:?}"))
                 })??
         }
         None => prompt.read_code()?.trim().to_owned(),
     };
     if code.is_empty() {
-        return Err(Error::LoginRequired {
-            reason: "no authorization code was entered".into(),
-        });
+        return Err(Error::login_required("no authorization code was entered"));
     }
     let send = auth.oauth_http();
     let response = client
@@ -281,13 +275,11 @@ async fn run_flow(
         .await
         .map_err(|e| token_error(&auth.base, e))?;
     let tokens = tokens_by_server(&response, now());
-    let auth_token = tokens.get(AUTH_RS).ok_or_else(|| Error::Unauthorized {
-        message: "Globus Auth issued no auth.globus.org token".into(),
-    })?;
+    let auth_token = tokens
+        .get(AUTH_RS)
+        .ok_or_else(|| Error::unauthorized("Globus Auth issued no auth.globus.org token"))?;
     if !tokens.contains_key(TRANSFER_RS) {
-        return Err(Error::Unauthorized {
-            message: "Globus Auth issued no Transfer token".into(),
-        });
+        return Err(Error::unauthorized("Globus Auth issued no Transfer token"));
     }
     let (identity, username) = auth.userinfo(&auth_token.access_token).await?;
     let client_id = options.client_id.clone();
@@ -343,9 +335,9 @@ async fn receive_redirect(listener: TcpListener, state: &str) -> Result<String> 
             (true, None, Some(error)) => (
                 "200 OK",
                 "Login was not completed.",
-                Some(Err(Error::LoginRequired {
-                    reason: format!("Globus Auth answered {error}"),
-                })),
+                Some(Err(Error::login_required(format!(
+                    "Globus Auth answered {error}"
+                )))),
             ),
             (false, Some(_), _) | (false, None, Some(_)) => {
                 tracing::warn!(
@@ -461,14 +453,12 @@ pub struct ResourceServerStatus {
     pub refreshable: bool,
 }
 
-/// The stored login in `store`, or [`Error::LoginRequired`].
+/// The stored login in `store`, or [`Error::PermissionDenied`](crate::Error::PermissionDenied).
 pub fn status(store: &dyn TokenStore) -> Result<LoginStatus> {
     let set = store
         .load()?
         .filter(|s| !s.tokens.is_empty())
-        .ok_or_else(|| Error::LoginRequired {
-            reason: format!("no login in {}", store.describe()),
-        })?;
+        .ok_or_else(|| Error::login_required(format!("no login in {}", store.describe())))?;
     let time = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string())

@@ -91,7 +91,7 @@ pub(crate) fn now() -> i64 {
 /// `PS_GLOBUS_ACCESS_TOKEN` (obtained elsewhere, or the emulator's static token); else a
 /// service identity when `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET` are both
 /// set; else the login in the token store ([`open_token_store`]);
-/// [`Error::LoginRequired`](crate::Error::LoginRequired) when there is none.
+/// [`Error::PermissionDenied`](crate::Error::PermissionDenied) when there is none.
 pub fn default_authorizer(settings: &Settings) -> Result<Arc<dyn Authorizer>> {
     if let Some(token) = &settings.access_token {
         return Ok(Arc::new(StaticTokenAuthorizer::new(token.clone())));

@@ -115,9 +115,8 @@ impl GlobusAuth {
 
     /// The `oauth2` client, redirecting to `redirect`.
     pub(super) fn client(&self, redirect: &str) -> Result<NativeClient> {
-        let url = |what: &str, text: String| Error::InvalidConfig {
-            what: "Globus Auth URL".into(),
-            message: format!("{what} {text} is not a URL"),
+        let url = |what: &str, text: String| {
+            Error::invalid_config("Globus Auth URL", format!("{what} {text} is not a URL"))
         };
         let auth = AuthUrl::new(format!("{}v2/oauth2/authorize", self.base))
             .map_err(|e| url("authorize", e.to_string()))?;
@@ -149,9 +148,9 @@ impl GlobusAuth {
             .map_err(|e| network(&url, e))?;
         match response.status() {
             status if status.is_success() => Ok(()),
-            status => Err(Error::Unauthorized {
-                message: format!("Globus Auth refused to revoke a token ({status})"),
-            }),
+            status => Err(Error::unauthorized(format!(
+                "Globus Auth refused to revoke a token ({status})"
+            ))),
         }
     }
 
@@ -172,9 +171,9 @@ impl GlobusAuth {
                 sub.to_owned(),
                 doc["preferred_username"].as_str().map(str::to_owned),
             )),
-            _ => Err(Error::Unauthorized {
-                message: format!("Globus Auth userinfo answered {status}"),
-            }),
+            _ => Err(Error::unauthorized(format!(
+                "Globus Auth userinfo answered {status}"
+            ))),
         }
     }
 }
@@ -215,11 +214,7 @@ async fn send(http: reqwest::Client, request: oauth2::HttpRequest) -> OAuthResul
 }
 
 fn network(url: &str, e: reqwest::Error) -> Error {
-    Error::Network {
-        url: url.to_owned(),
-        source: Box::new(e.without_url()),
-        retries: 0,
-    }
+    Error::unreachable(url, Box::new(e.without_url()), 0)
 }
 
 /// Turns an `oauth2` failure into our error: a refused grant means "log in again".
@@ -234,27 +229,25 @@ pub(crate) fn token_error(
                 .cloned()
                 .unwrap_or_else(|| response.error().to_string());
             match response.error() {
-                BasicErrorResponseType::InvalidGrant => Error::LoginRequired {
-                    reason: format!("Globus Auth refused the grant ({what})"),
-                },
-                _ => Error::Unauthorized {
-                    message: format!("Globus Auth: {what}"),
-                },
+                BasicErrorResponseType::InvalidGrant => {
+                    Error::login_required(format!("Globus Auth refused the grant ({what})"))
+                }
+                _ => Error::unauthorized(format!("Globus Auth: {what}")),
             }
         }
-        RequestTokenError::Request(e) => Error::Network {
-            url: url.to_owned(),
-            source: match e {
+        RequestTokenError::Request(e) => {
+            let source: crate::error::BoxError = match e {
                 HttpClientError::Reqwest(e) => Box::new(e.without_url()),
                 other => other.to_string().into(),
-            },
-            retries: 0,
-        },
+            };
+            Error::unreachable(url, source, 0)
+        }
         // Never echo the body: it may hold a token.
-        RequestTokenError::Parse(e, _) => Error::Unauthorized {
-            message: format!("unexpected token response from Globus Auth ({})", e.path()),
-        },
-        RequestTokenError::Other(what) => Error::Unauthorized { message: what },
+        RequestTokenError::Parse(e, _) => Error::unauthorized(format!(
+            "unexpected token response from Globus Auth ({})",
+            e.path()
+        )),
+        RequestTokenError::Other(what) => Error::unauthorized(what),
     }
 }
 

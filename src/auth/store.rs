@@ -100,11 +100,11 @@ impl TokenSet {
             )
         })?;
         if set.version > TOKEN_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "token set",
-                found: set.version,
-                supported: TOKEN_FORMAT_VERSION,
-            });
+            return Err(Error::unsupported_version(
+                "token set",
+                set.version,
+                TOKEN_FORMAT_VERSION,
+            ));
         }
         Ok(set)
     }
@@ -175,15 +175,14 @@ impl FileTokenStore {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             // Not "Globus refused the credentials": nothing was asked of Globus.
-            return Err(Error::State {
-                path: self.path.clone(),
-                message: format!(
+            return Err(Error::state_message(
+                self.path.clone(),
+                format!(
                     "this token file has mode {mode:o}, readable by others; refusing to use it. \
                      Run `chmod 600 {}` if you trust its contents, or delete it and log in again",
                     self.path.display()
                 ),
-                source: None,
-            });
+            ));
         }
         let text = fs::read(&self.path).map_err(|e| Error::io("read", &self.path, e))?;
         TokenSet::decode(&text, &self.path).map(Some)

@@ -23,7 +23,7 @@ pub(crate) const STALE_AFTER_DAYS: i64 = 120;
 /// `min(60 s, lifetime / 2)` before it expires and once after a 401.
 ///
 /// It never prompts: with no login, or a refresh token Globus no longer accepts, it
-/// answers [`Error::LoginRequired`] ("run `ps-globus login`"). Several processes may share
+/// answers [`Error::PermissionDenied`](crate::Error::PermissionDenied) ("run `ps-globus login`"). Several processes may share
 /// one store; each re-reads it before refreshing, so one refresh serves them all.
 pub struct UserAuthorizer {
     store: Arc<dyn TokenStore>,
@@ -43,9 +43,10 @@ impl UserAuthorizer {
     pub fn new(store: Arc<dyn TokenStore>, auth_url: &str, resource_server: &str) -> Result<Self> {
         let set = store.load()?.unwrap_or_default();
         if !set.tokens.contains_key(resource_server) {
-            return Err(Error::LoginRequired {
-                reason: format!("no {resource_server} token in {}", store.describe()),
-            });
+            return Err(Error::login_required(format!(
+                "no {resource_server} token in {}",
+                store.describe()
+            )));
         }
         if let Some(warning) = stale_warning(&set, now()) {
             tracing::warn!("{warning}");
@@ -67,13 +68,11 @@ impl UserAuthorizer {
     async fn token(&self, force: bool, stale_token: Option<&str>) -> Result<(String, i64)> {
         let set = self.store.load()?.unwrap_or_default();
         let Some(token) = set.tokens.get(&self.resource_server) else {
-            return Err(Error::LoginRequired {
-                reason: format!(
-                    "no {} token in {} (logged out?)",
-                    self.resource_server,
-                    self.store.describe()
-                ),
-            });
+            return Err(Error::login_required(format!(
+                "no {} token in {} (logged out?)",
+                self.resource_server,
+                self.store.describe()
+            )));
         };
         let renewed_elsewhere = stale_token.is_some_and(|t| t != token.access_token);
         if (!force || renewed_elsewhere) && now() < token.renew_at() {
@@ -82,11 +81,9 @@ impl UserAuthorizer {
         let refresh = token
             .refresh_token
             .clone()
-            .ok_or_else(|| Error::LoginRequired {
-                reason: "the stored login has no refresh token".into(),
-            })?;
-        let client_id = set.client_id.clone().ok_or_else(|| Error::LoginRequired {
-            reason: "the stored login does not name its native app".into(),
+            .ok_or_else(|| Error::login_required("the stored login has no refresh token"))?;
+        let client_id = set.client_id.clone().ok_or_else(|| {
+            Error::login_required("the stored login does not name its native app")
         })?;
         let auth = GlobusAuth::new(&self.auth_url, &client_id)?;
         let client = auth.client(&auth.auth_code_page())?;
@@ -99,13 +96,12 @@ impl UserAuthorizer {
             .await
             .map_err(|e| token_error(&auth.base, e))?;
         let issued = tokens_by_server(&response, now());
-        let fresh =
-            issued
-                .get(&self.resource_server)
-                .cloned()
-                .ok_or_else(|| Error::Unauthorized {
-                    message: format!("Globus Auth refreshed no {} token", self.resource_server),
-                })?;
+        let fresh = issued.get(&self.resource_server).cloned().ok_or_else(|| {
+            Error::unauthorized(format!(
+                "Globus Auth refreshed no {} token",
+                self.resource_server
+            ))
+        })?;
         let rs = self.resource_server.clone();
         let mut keep = fresh.clone();
         self.store.update(&mut |set: &mut TokenSet| {

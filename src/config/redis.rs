@@ -126,12 +126,7 @@ impl TryFrom<RawRedisConfig> for RedisConfig {
     type Error = Error;
 
     fn try_from(raw: RawRedisConfig) -> Result<Self> {
-        let invalid = |message: String| {
-            Err(Error::InvalidConfig {
-                what: "redis connector".into(),
-                message,
-            })
-        };
+        let invalid = |message: String| Err(Error::invalid_config("redis connector", message));
         if raw.password.is_some() {
             return invalid(
                 "a password is never kept in a config (it would travel inside every proxy): \

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::Settlement;
 use crate::connector::manifest::{self, Outcome};
-use crate::error::{Error, Result};
+use crate::error::{AlreadySet, Error, Result};
 use crate::fsutil::{ObjectDir, read_regular_file_if_there};
 
 /// The name of the manifest of object `id`.
@@ -23,7 +23,7 @@ pub(crate) fn manifest_name(id: &str) -> String {
 /// its manifest, each a whole file linked into place only if none has its name
 /// ([`ObjectDir::write_new`]), so a manifest is never there before its object here and
 /// the first settlement wins. A later one — a setter deserialized twice, an abandon after
-/// a value — is [`Error::AlreadySet`] and changes nothing. The manifest's outcome.
+/// a value — is [`AlreadySet`](crate::error::AlreadySet) and changes nothing. The manifest's outcome.
 pub(crate) fn write(objects: &ObjectDir, id: &str, settlement: Settlement<'_>) -> Result<Outcome> {
     let outcome = write_object(objects, id, settlement)?;
     seal_manifest(objects, id, settlement, outcome)
@@ -48,9 +48,10 @@ pub(crate) fn write_object(
 }
 
 fn already_set(objects: &ObjectDir, id: &str) -> Error {
-    Error::AlreadySet {
-        what: format!("the future {}", objects.path().join(id).display()),
-    }
+    Error::from(AlreadySet::new(format!(
+        "the future {}",
+        objects.path().join(id).display()
+    )))
 }
 
 /// The second half of [`write`]: the manifest sealing `outcome`, linked into place only
@@ -86,7 +87,7 @@ pub(crate) enum Found {
     Mismatch(Error, Outcome),
 }
 
-/// Looks for deferred object `id` in `dir`. An abandoned one is [`Error::ProducerGone`];
+/// Looks for deferred object `id` in `dir`. An abandoned one is [`ProducerGone`](crate::error::ProducerGone);
 /// `what` names the object in errors.
 pub(crate) fn read(dir: &Path, id: &str, what: &str) -> Result<Found> {
     let Some(sealed) = read_regular_file_if_there(&dir.join(manifest_name(id)))? else {

@@ -123,13 +123,13 @@ impl FileConnector {
     ) -> Result<Arc<dyn Connector>> {
         let options: FileOptions = config.options_as()?;
         if !options.dir.is_absolute() {
-            return Err(Error::InvalidConfig {
-                what: "file connector".into(),
-                message: format!(
+            return Err(Error::invalid_config(
+                "file connector",
+                format!(
                     "dir {} is relative; a config must name an absolute directory",
                     options.dir.display()
                 ),
-            });
+            ));
         }
         match provenance {
             Provenance::Local => Ok(Arc::new(Self::new(options.dir)?)),
@@ -179,7 +179,7 @@ impl Connector for FileConnector {
     /// On a file system other hosts mount (NFS, Lustre, GPFS, …), anywhere; on a local
     /// one, this host.
     fn reach(&self) -> super::Reach {
-        let settings = super::globus::process_settings();
+        let settings = super::globus::settings_default();
         match crate::state::network_file_system(&self.dir, &settings) {
             Some(_) => super::Reach::anywhere(),
             None => super::Reach::this_host(),
@@ -218,20 +218,13 @@ impl Connector for FileConnector {
     async fn resolve_path(&self, key: &Key) -> Result<PathBuf> {
         let path = self.path(key)?;
         if key.is_deferred() && self.get(key).await?.is_none() {
-            return Err(Error::NotFound {
-                store: self.dir.display().to_string(),
-                key: key.to_string(),
-                hint: "; the future is not set yet".into(),
-            });
+            let store = self.dir.display().to_string();
+            return Err(Error::not_found(&store, key, "the future is not set yet"));
         }
         match object_meta(&path).map_err(|e| Error::io("inspect", &path, e))? {
             Some(meta) if meta.is_file() => Ok(path),
             Some(_) => Err(Error::io("inspect", path, crate::fsutil::not_an_object())),
-            None => Err(Error::NotFound {
-                store: self.dir.display().to_string(),
-                key: key.to_string(),
-                hint: String::new(),
-            }),
+            None => Err(Error::not_found(&self.dir.display().to_string(), key, "")),
         }
     }
 
@@ -370,9 +363,6 @@ mod tests {
     fn relative_dirs_in_configs_are_refused() {
         let config =
             ConnectorConfig::new("file", serde_json::json!({"dir": "relative/path"})).unwrap();
-        assert!(matches!(
-            config.build_local(),
-            Err(Error::InvalidConfig { .. })
-        ));
+        assert!(matches!(config.build_local(), Err(Error::InvalidInput(_))));
     }
 }

@@ -6,7 +6,7 @@
 //! another process the instance is new and empty, and its objects are not found.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,12 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
 use crate::connector::manifest;
-use crate::error::{Error, Result};
+use crate::error::{AlreadySet, Error, Result};
 
 type Objects = RwLock<HashMap<String, Bytes>>;
 
 /// Live instances in this process, so a rebuilt connector shares its original's objects.
-static INSTANCES: LazyLock<Mutex<HashMap<String, Weak<Objects>>>> = LazyLock::new(Default::default);
+fn instances() -> &'static Mutex<HashMap<String, Weak<Objects>>> {
+    /// The slot's own type.
+    #[derive(Default)]
+    struct Instances(Mutex<HashMap<String, Weak<Objects>>>);
+    &crate::process::inherited(Instances::default).0
+}
 
 /// An in-memory connector.
 ///
@@ -54,7 +59,7 @@ impl LocalConnector {
 
     /// The instance named `instance`: shared if it is alive in this process, else new.
     fn instance(instance: String) -> Self {
-        let mut instances = INSTANCES.lock().expect("local instances poisoned");
+        let mut instances = instances().lock().expect("local instances poisoned");
         let objects = match instances.get(&instance).and_then(Weak::upgrade) {
             Some(objects) => objects,
             None => {
@@ -167,9 +172,9 @@ impl Connector for LocalConnector {
         key.check_deferred(Self::KIND)?;
         let value = Bytes::from(manifest::envelope(settlement));
         match self.write().entry(key.id().to_owned()) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(Error::AlreadySet {
-                what: format!("the future {key}"),
-            }),
+            std::collections::hash_map::Entry::Occupied(_) => {
+                Err(Error::from(AlreadySet::new(format!("the future {key}"))))
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(value);
                 Ok(())

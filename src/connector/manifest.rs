@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Settlement;
-use crate::error::{Error, Result};
+use crate::error::{Error, IntegrityMismatch, ProducerGone, Result};
 
 const MAGIC: &str = "ps-globus-manifest/1 ";
 
@@ -115,21 +115,20 @@ impl Outcome {
         }
     }
 
-    /// The size the object must have; [`Error::ProducerGone`] (naming `what`) if it was
+    /// The size the object must have; [`ProducerGone`](crate::error::ProducerGone) (naming `what`) if it was
     /// abandoned.
     pub(crate) fn expected_size(&self, what: &str) -> Result<u64> {
         match self {
             Outcome::Set { size, .. } => Ok(*size),
-            Outcome::Abandoned { reason } => Err(Error::ProducerGone {
-                what: what.to_owned(),
-                reason: reason.clone(),
-            }),
+            Outcome::Abandoned { reason } => {
+                Err(Error::from(ProducerGone::new(what, reason.clone())))
+            }
             Outcome::Evicted => Err(evicted(what)),
         }
     }
 
     /// `data` if it is the object this outcome promises; an [`Error::Integrity`] naming
-    /// `what` if it is not; [`Error::ProducerGone`] if the object was abandoned.
+    /// `what` if it is not; [`ProducerGone`](crate::error::ProducerGone) if the object was abandoned.
     pub(crate) fn check(&self, what: &str, data: Bytes) -> Result<Bytes> {
         self.expected_size(what)?;
         let found = Outcome::of(&data);
@@ -140,21 +139,21 @@ impl Outcome {
             Outcome::Set { size, sha256, .. } => format!("{size} bytes, sha256 {sha256}"),
             Outcome::Abandoned { .. } | Outcome::Evicted => String::new(),
         };
-        Err(Error::Integrity {
-            path: what.into(),
-            expected: describe(self),
-            found: describe(&found),
-        })
+        Err(Error::from(IntegrityMismatch::new(
+            what,
+            describe(self),
+            describe(&found),
+        )))
     }
 }
 
 /// The error for a future whose object was evicted (or expired): `what` names it.
 pub(crate) fn evicted(what: &str) -> Error {
-    Error::NotFound {
-        store: "a future's store".into(),
-        key: what.to_owned(),
-        hint: "; it was set, then evicted (or its Redis TTL ran out): it will not come back".into(),
-    }
+    Error::not_found(
+        "a future's store",
+        &what,
+        "it was set, then evicted (or its Redis TTL ran out): it will not come back",
+    )
 }
 
 /// A tombstone manifest (see [`Outcome::Evicted`]), sealed.
@@ -175,11 +174,11 @@ pub(crate) fn envelope(settlement: Settlement<'_>) -> Vec<u8> {
 /// [`Error::Integrity`].
 pub(crate) fn open_envelope(what: &str, value: &Bytes) -> Result<Bytes> {
     let Some(opened) = open::<Outcome>(value) else {
-        return Err(Error::Integrity {
-            path: what.into(),
-            expected: "a deferred object's manifest".into(),
-            found: format!("{} bytes without a manifest that verifies", value.len()),
-        });
+        return Err(Error::from(IntegrityMismatch::new(
+            what,
+            "a deferred object's manifest",
+            format!("{} bytes without a manifest that verifies", value.len()),
+        )));
     };
     let (outcome, data) = opened?;
     let start = value.len() - data.len();
@@ -226,11 +225,11 @@ mod tests {
         *wrong.last_mut().unwrap() = b'e';
         let wrong = Bytes::from(wrong);
         let e = open_envelope("k", &wrong).unwrap_err();
-        assert!(matches!(e, Error::Integrity { .. }), "{e}");
+        assert!(matches!(e, Error::Integrity(_)), "{e}");
         let gone = envelope(Settlement::Abandoned("dropped"));
         let e = open_envelope("k", &Bytes::from(gone)).unwrap_err();
-        assert!(matches!(e, Error::ProducerGone { .. }), "{e}");
+        assert!(e.is::<ProducerGone>(), "{e}");
         let e = open_envelope("k", &Bytes::from_static(b"raw bytes")).unwrap_err();
-        assert!(matches!(e, Error::Integrity { .. }), "{e}");
+        assert!(matches!(e, Error::Integrity(_)), "{e}");
     }
 }

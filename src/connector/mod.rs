@@ -48,7 +48,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -115,11 +115,7 @@ impl TryFrom<RawKey> for Key {
             return Err(Error::malformed("version 0 is not a key format version"));
         }
         if raw.v > KEY_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "key",
-                found: raw.v,
-                supported: KEY_VERSION,
-            });
+            return Err(Error::unsupported_version("key", raw.v, KEY_VERSION));
         }
         if raw.kind.is_empty() {
             return Err(Error::malformed("the connector kind is empty"));
@@ -153,7 +149,7 @@ fn validate_id(id: &str) -> Result<()> {
 impl Key {
     /// A key of the current format for an object `id` made by a connector of `kind`.
     ///
-    /// Fails with [`Error::MalformedKey`] if `id` is not a valid object id.
+    /// Fails with [`Error::InvalidInput`] if `id` is not a valid object id.
     pub fn new(kind: &'static str, id: impl Into<String>) -> Result<Self> {
         let id = id.into();
         validate_id(&id)?;
@@ -252,7 +248,7 @@ impl Key {
         self.meta.as_ref()
     }
 
-    /// The metadata decoded as `T`; a missing or mismatched one is [`Error::MalformedKey`].
+    /// The metadata decoded as `T`; a missing or mismatched one is [`Error::InvalidInput`].
     pub fn meta_as<T: DeserializeOwned>(&self) -> Result<T> {
         let meta = self
             .meta
@@ -266,11 +262,7 @@ impl Key {
     /// Every connector calls this first, so keys built any way are re-validated.
     pub fn check_kind(&self, kind: &str) -> Result<()> {
         if self.kind != kind {
-            return Err(Error::ForeignKey {
-                expected: kind.to_owned(),
-                found: self.kind.to_string(),
-                key: self.to_string(),
-            });
+            return Err(Error::foreign_key(kind, &self.kind, self));
         }
         validate_id(&self.id)
     }
@@ -353,11 +345,11 @@ impl PutOptions {
 
 /// The refusal of a deferred-key operation by a connector without them.
 fn no_deferred_keys(kind: &str) -> Error {
-    Error::Unsupported {
-        operation: "deferred keys (futures)",
-        connector: kind.into(),
-        advice: "use a local, file, Globus or Redis store for futures".into(),
-    }
+    Error::unsupported(
+        "deferred keys (futures)",
+        kind,
+        "use a local, file, Globus or Redis store for futures",
+    )
 }
 
 /// How the object of a deferred key is settled (see [`Connector::settle`]).
@@ -395,22 +387,18 @@ pub struct ConnectorConfig {
 impl ConnectorConfig {
     /// A config for `kind` with `options` serialized to JSON.
     pub fn new(kind: &str, options: impl Serialize) -> Result<Self> {
-        let options = serde_json::to_value(options).map_err(|e| Error::InvalidConfig {
-            what: kind.to_owned(),
-            message: e.to_string(),
-        })?;
+        let options =
+            serde_json::to_value(options).map_err(|e| Error::invalid_config_from(kind, e))?;
         Ok(ConnectorConfig {
             kind: kind.to_owned(),
             options,
         })
     }
 
-    /// The options decoded as `T`; a mismatch is [`Error::InvalidConfig`].
+    /// The options decoded as `T`; a mismatch is [`Error::InvalidInput`].
     pub fn options_as<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.options.clone()).map_err(|e| Error::InvalidConfig {
-            what: format!("{} connector", self.kind),
-            message: e.to_string(),
-        })
+        serde_json::from_value(self.options.clone())
+            .map_err(|e| Error::invalid_config_from(&format!("{} connector", self.kind), e))
     }
 
     /// Builds a connector from this config **as data from elsewhere** (a proxy's, an
@@ -431,7 +419,7 @@ impl ConnectorConfig {
     /// Builds a connector from this config with the builder registered for its kind,
     /// judged as `provenance` says.
     pub fn build_as(&self, provenance: &Provenance) -> Result<Arc<dyn Connector>> {
-        let builder = KINDS
+        let builder = kinds()
             .read()
             .expect("connector registry poisoned")
             .get(self.kind.as_str())
@@ -441,10 +429,7 @@ impl ConnectorConfig {
                 Some(trust) => build(&trust::admit(self, trust)?, provenance),
                 None => build(self, provenance),
             },
-            None => Err(Error::UnknownConnector {
-                kind: self.kind.clone(),
-                known: known_kinds(),
-            }),
+            None => Err(Error::unknown_connector(&self.kind.clone(), &known_kinds())),
         }
     }
 }
@@ -454,21 +439,27 @@ impl ConnectorConfig {
 /// [`Provenance::Data`] config itself (`docs/THREAT-MODEL.md`).
 pub type BuildConnector = fn(&ConnectorConfig, &Provenance) -> Result<Arc<dyn Connector>>;
 
-static KINDS: LazyLock<RwLock<HashMap<String, BuildConnector>>> = LazyLock::new(|| {
-    let mut kinds: HashMap<String, BuildConnector> = HashMap::new();
-    kinds.insert(LocalConnector::KIND.into(), LocalConnector::build);
-    kinds.insert(FileConnector::KIND.into(), FileConnector::build);
-    kinds.insert(GlobusConnector::KIND.into(), GlobusConnector::build);
-    kinds.insert(RedisConnector::KIND.into(), RedisConnector::build);
-    kinds.insert(MultiConnector::KIND.into(), MultiConnector::build);
-    RwLock::new(kinds)
-});
+/// The connector kinds this process builds (a forked child keeps what was registered).
+struct Kinds(RwLock<HashMap<String, BuildConnector>>);
+
+fn kinds() -> &'static RwLock<HashMap<String, BuildConnector>> {
+    &crate::process::inherited(|| {
+        let mut kinds: HashMap<String, BuildConnector> = HashMap::new();
+        kinds.insert(LocalConnector::KIND.into(), LocalConnector::build);
+        kinds.insert(FileConnector::KIND.into(), FileConnector::build);
+        kinds.insert(GlobusConnector::KIND.into(), GlobusConnector::build);
+        kinds.insert(RedisConnector::KIND.into(), RedisConnector::build);
+        kinds.insert(MultiConnector::KIND.into(), MultiConnector::build);
+        Kinds(RwLock::new(kinds))
+    })
+    .0
+}
 
 /// Registers (or replaces) the builder for connector `kind` in this process.
 ///
 /// A plug-in connector registers itself before any proxy that names it is resolved.
 pub fn register_kind(kind: &str, build: BuildConnector) {
-    KINDS
+    kinds()
         .write()
         .expect("connector registry poisoned")
         .insert(kind.to_owned(), build);
@@ -476,7 +467,7 @@ pub fn register_kind(kind: &str, build: BuildConnector) {
 
 /// The connector kinds this process can build, sorted.
 pub(crate) fn known_kinds() -> Vec<String> {
-    let mut kinds: Vec<String> = KINDS
+    let mut kinds: Vec<String> = kinds()
         .read()
         .expect("connector registry poisoned")
         .keys()
@@ -563,13 +554,13 @@ impl Capabilities {
 /// - `get` of a key whose object is gone returns `Ok(None)`, never an error.
 /// - `evict` is idempotent; afterwards `exists` is false and `get` is `None`.
 /// - Batch results keep the order of their inputs.
-/// - A key of another kind is [`Error::ForeignKey`]; a malformed one [`Error::MalformedKey`].
+/// - A key of another kind is [`Error::InvalidInput`]; a malformed one [`Error::InvalidInput`].
 /// - `config().build()` yields a connector that reads the keys this one wrote.
 /// - With [`Capabilities::deferred_keys`]: `get` of a key from `new_key` is `Ok(None)`
 ///   until it is `set` (then the bytes, verified against the manifest `set` wrote with
-///   them), [`Error::ProducerGone`] once it is `abandon`ed, and [`Error::NotFound`] once
+///   them), [`ProducerGone`](crate::error::ProducerGone) once it is `abandon`ed, and [`Error::NotFound`] once
 ///   it is evicted (a tombstone: its readers fail instead of waiting). It is settled
-///   once: a second `set` or `abandon` is [`Error::AlreadySet`] and changes nothing.
+///   once: a second `set` or `abandon` is [`AlreadySet`](crate::error::AlreadySet) and changes nothing.
 #[async_trait]
 pub trait Connector: Send + Sync + fmt::Debug {
     /// The kind name that tags this connector's keys and configs.
@@ -625,11 +616,11 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// file per object refuse.
     async fn resolve_path(&self, key: &Key) -> Result<std::path::PathBuf> {
         key.check_kind(self.kind())?;
-        Err(Error::Unsupported {
-            operation: "resolve_path",
-            connector: self.kind().into(),
-            advice: "this connector keeps no local file per object: read it with get".into(),
-        })
+        Err(Error::unsupported(
+            "resolve_path",
+            self.kind(),
+            "this connector keeps no local file per object: read it with get",
+        ))
     }
 
     /// A key for an object that will be written later with [`set`](Self::set), possibly
@@ -659,7 +650,7 @@ pub trait Connector: Send + Sync + fmt::Debug {
     }
 
     /// Records that the object of a key from [`new_key`](Self::new_key) will never be
-    /// written, and why: its readers fail with [`Error::ProducerGone`] instead of waiting.
+    /// written, and why: its readers fail with [`ProducerGone`](crate::error::ProducerGone) instead of waiting.
     async fn abandon(&self, key: &Key, reason: &str) -> Result<()> {
         self.settle(key, Settlement::Abandoned(reason)).await
     }

@@ -9,7 +9,7 @@
 //! [`Provenance::Data`] for a configuration deserialized from elsewhere. A data
 //! configuration is first passed through [`admit`], a pure step (no socket, no file, no
 //! database) that checks every *binding* against the local configuration and replaces it
-//! with the local one, or refuses it with [`Error::Untrusted`] naming the configuration
+//! with the local one, or refuses it with [`Untrusted`] naming the configuration
 //! line that would trust it. A connector built from data also changes (deletes, writes a
 //! future's value) only objects its store minted, in a directory this process trusts
 //! ([`LocalTrust::allows_changes_in`]).
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ConnectorConfig, GlobusConfig, MultiConfig, RedisConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Untrusted};
 use crate::settings::{DEFAULT_TRANSFER_URL, Settings};
 
 /// The name of the marker file a store writes into a directory it creates or is
@@ -149,7 +149,7 @@ impl LocalTrust {
     /// program or test that starts the emulator and builds its store on it was configured
     /// with that URL; a proxy that names it only repeats it).
     pub fn process() -> Result<Arc<LocalTrust>> {
-        let settings = super::globus::process_settings();
+        let settings = super::globus::settings_default();
         let mut trust = Self::from_settings(&settings)?;
         trust.trusted_transfer_urls.extend(
             configured_transfer_urls()
@@ -175,25 +175,24 @@ impl LocalTrust {
             || self.trusted_transfer_urls.iter().any(|t| same(named, t));
         let shown = crate::redact::url(named);
         if !trusted {
-            return Err(Error::Untrusted {
-                what: "Transfer service URL",
-                named: shown.clone(),
-                advice: format!(
+            return Err(Error::from(Untrusted::new(
+                "Transfer service URL",
+                shown.clone(),
+                format!(
                     "this process sends its Globus token only to its own Transfer URL ({}); \
                      to trust this one, add `[trust]` `transfer_urls = [\"{shown}\"]` to {}",
                     self.transfer_url,
                     self.config_path.display()
                 ),
-            });
+            )));
         }
         if !is_safe_service_url(named) {
-            return Err(Error::Untrusted {
-                what: "Transfer service URL",
-                named: shown,
-                advice: "a token is never sent over plain http:// to a host that is not \
-                         loopback: use https://"
-                    .into(),
-            });
+            return Err(Error::from(Untrusted::new(
+                "Transfer service URL",
+                shown,
+                "a token is never sent over plain http:// to a host that is not \
+                         loopback: use https://",
+            )));
         }
         Ok(named.to_owned())
     }
@@ -202,17 +201,19 @@ impl LocalTrust {
     /// it names (by `server`, or by the same socket or host and port), whose connection
     /// settings and password source replace the data's; else, on loopback or a Unix
     /// socket only, the server it names without any credential; else
-    /// [`Error::Untrusted`] with the table that would trust it.
+    /// [`Untrusted`] with the table that would trust it.
     pub fn redis(&self, data: &RedisConfig) -> Result<RedisConfig> {
         let table = match &data.server {
-            Some(name) => Some(self.redis.get(name).ok_or_else(|| Error::Untrusted {
-                what: "Redis server",
-                named: name.clone(),
-                advice: format!(
-                    "the proxy names the server by its table [redis.{name}], which {} does \
+            Some(name) => Some(self.redis.get(name).ok_or_else(|| {
+                Error::from(Untrusted::new(
+                    "Redis server",
+                    name.clone(),
+                    format!(
+                        "the proxy names the server by its table [redis.{name}], which {} does \
                      not have: add that table (host, port, password_env) to it",
-                    self.config_path.display()
-                ),
+                        self.config_path.display()
+                    ),
+                ))
             })?),
             None => self.redis.values().find(|local| same_server(local, data)),
         };
@@ -237,10 +238,10 @@ impl LocalTrust {
                 admitted.password_env = None;
                 Ok(admitted)
             }
-            None => Err(Error::Untrusted {
-                what: "Redis server",
-                named: data.url(),
-                advice: format!(
+            None => Err(Error::from(Untrusted::new(
+                "Redis server",
+                data.url(),
+                format!(
                     "this process connects only to Redis servers its configuration names: \
                      add to {} a table `[redis.NAME]` with `host = \"{}\"` and `port = {}` \
                      (and `password_env` if it needs a password)",
@@ -248,7 +249,7 @@ impl LocalTrust {
                     data.host,
                     data.port
                 ),
-            }),
+            ))),
         }
     }
 
@@ -276,8 +277,10 @@ impl LocalTrust {
 /// The Transfer URLs that connectors built by this process's own code use (see
 /// [`LocalTrust::process`]).
 fn configured_transfer_urls() -> &'static std::sync::Mutex<Vec<String>> {
-    static URLS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    &URLS
+    /// The slot's own type.
+    #[derive(Default)]
+    struct Urls(std::sync::Mutex<Vec<String>>);
+    &crate::process::inherited(Urls::default).0
 }
 
 /// Records that this process's own code configured a Globus connector with `url`.
@@ -322,29 +325,29 @@ pub(crate) fn check_change(
         return Ok(());
     };
     if !is_minted_id(id) {
-        return Err(Error::Untrusted {
-            what: "object to change",
-            named: match dir {
+        return Err(Error::from(Untrusted::new(
+            "object to change",
+            match dir {
                 Some(dir) => format!("{}/{id}", dir.display()),
                 None => id.to_owned(),
             },
-            advice: format!(
+            format!(
                 "{operation} skipped: a store rebuilt from a proxy changes only objects it \
                  minted (32 hexadecimal digits)"
             ),
-        });
+        )));
     }
     if let Some(dir) = dir.filter(|dir| !trust.allows_changes_in(dir)) {
-        return Err(Error::Untrusted {
-            what: "store directory",
-            named: dir.display().to_string(),
-            advice: format!(
+        return Err(Error::from(Untrusted::new(
+            "store directory",
+            dir.display().to_string(),
+            format!(
                 "{operation} of {id} skipped: a store rebuilt from a proxy changes objects \
                  only in a directory that carries the store's marker ({STORE_MARKER}) or \
                  that `[trust] store_dirs` in {} lists",
                 trust.config_path.display()
             ),
-        });
+        )));
     }
     Ok(())
 }
@@ -408,10 +411,8 @@ pub fn admit(config: &ConnectorConfig, trust: &LocalTrust) -> Result<ConnectorCo
 }
 
 fn to_value(kind: &str, options: &impl serde::Serialize) -> Result<serde_json::Value> {
-    serde_json::to_value(options).map_err(|e| Error::InvalidConfig {
-        what: format!("{kind} connector"),
-        message: e.to_string(),
-    })
+    serde_json::to_value(options)
+        .map_err(|e| Error::invalid_config_from(&format!("{kind} connector"), e))
 }
 
 #[cfg(test)]

@@ -1,66 +1,152 @@
 //! What sort of failure an [`Error`] is ([`ErrorKind`]), whether repeating the call may
-//! help, and what to do about it (the hints `ps-globus` prints under an error).
+//! help, and what a person can do about it ([`Remedy`]).
 
-use super::Error;
+use super::{Error, GlobusApiError, NeedsAttention, ServerError};
 
-/// What sort of failure an [`Error`] is, for code that decides by sort, not by variant.
+/// What sort of failure an [`Error`] is: one kind per variant, for code that keeps the
+/// sort apart from the error (a counter, a Python exception's `kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// Input that is not well-formed or not meant for this place: a key, a proxy, a
-    /// configuration, a name.
+    /// [`Error::InvalidInput`].
     InvalidInput,
-    /// Written by a newer release than this one.
+    /// [`Error::Unsupported`].
     Unsupported,
-    /// The object (or the thing named) does not exist here.
+    /// [`Error::NotFound`].
     NotFound,
-    /// A store name is taken by a different configuration.
+    /// [`Error::Conflict`].
     Conflict,
-    /// Credentials are missing, refused, or lack a consent.
+    /// [`Error::PermissionDenied`].
     PermissionDenied,
-    /// Bytes do not match what their key promises.
+    /// [`Error::Integrity`].
     Integrity,
-    /// A transfer failed at Globus, or waits for someone to act.
+    /// [`Error::TransferFailed`].
     TransferFailed,
-    /// A time limit passed.
+    /// [`Error::Timeout`].
     Timeout,
-    /// A service could not be reached, or answered with an error.
+    /// [`Error::Unreachable`].
+    Unreachable,
+    /// [`Error::Service`].
     Service,
-    /// The local file system or the state database failed.
+    /// [`Error::Storage`].
     Storage,
-    /// Encoding or decoding a value failed.
+    /// [`Error::Codec`].
     Codec,
-    /// Something inside ps-globus went wrong (a background task, a panicking factory).
+    /// [`Error::Internal`].
     Internal,
 }
 
+/// What a person can do about an error, in no front end's words: the command line and
+/// the Python package each say it their way (a command to run, a setting to change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Log in to Globus; with `collections`, granting a `data_access` consent for each.
+    /// On a compute node: a file token store on a shared directory, or a service
+    /// identity.
+    Login {
+        /// The collections that need a consent (none: a plain login).
+        collections: Vec<String>,
+    },
+    /// Globus refused the credentials in use: log in again (or, where a token came from
+    /// the environment, set a valid one); on a compute node, a service identity.
+    LoginAgain,
+    /// Globus paused a task because a login or consent expired: a new login (with a
+    /// consent for each collection involved) resumes it by itself.
+    ResumeTaskByLogin,
+    /// Globus keeps retrying a task on a path this identity may not reach: grant access
+    /// there (the task resumes by itself), or cancel it.
+    GrantAccessOrCancelTask {
+        /// The task.
+        task_id: String,
+    },
+    /// No site is configured: write a configuration with a site for each collection.
+    ConfigureSites,
+    /// Raise the time limit, or check that the awaited transfer is on its way.
+    RaiseLimitOrCheckTransfers,
+    /// A setting to change, said in full (it names no command).
+    Advice(String),
+}
+
+impl std::fmt::Display for Remedy {
+    /// The remedy in plain words, naming no command (a front end says it its own way).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remedy::Login { collections } if !collections.is_empty() => write!(
+                f,
+                "log in to Globus, granting a data_access consent for collection {}",
+                collections.join(", ")
+            ),
+            Remedy::Login { .. } => f.write_str("log in to Globus"),
+            Remedy::LoginAgain => f.write_str(
+                "log in to Globus again (or give a valid token), or use a service identity",
+            ),
+            Remedy::ResumeTaskByLogin => f.write_str(
+                "log in to Globus again, with a consent for each collection involved: the \
+                 task resumes by itself",
+            ),
+            Remedy::GrantAccessOrCancelTask { task_id } => write!(
+                f,
+                "grant this identity access to the path at the collection (task {task_id} \
+                 resumes by itself), or cancel the task"
+            ),
+            Remedy::ConfigureSites => {
+                f.write_str("configure a site for each collection the store uses")
+            }
+            Remedy::RaiseLimitOrCheckTransfers => f.write_str(
+                "raise the time limit, or check that the awaited transfer is on its way",
+            ),
+            Remedy::Advice(advice) => f.write_str(advice),
+        }
+    }
+}
+
 impl Error {
-    /// Whether repeating the same call may succeed (a timeout, an interrupted or busy I/O).
+    /// What sort of failure this is (the variant, as a value).
     ///
     /// ```
-    /// use ps_globus::Error;
-    /// let e = Error::NotSerializable;
-    /// assert!(!e.is_transient());
+    /// use ps_globus::{Error, ErrorKind};
+    /// assert_eq!(Error::login_required("none stored").kind(), ErrorKind::PermissionDenied);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::Integrity(_) => ErrorKind::Integrity,
+            Error::TransferFailed(_) => ErrorKind::TransferFailed,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Unreachable(_) => ErrorKind::Unreachable,
+            Error::Service(_) => ErrorKind::Service,
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::Codec(_) => ErrorKind::Codec,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether repeating the same call may succeed (a timeout, a service out of reach or
+    /// busy, an interrupted or busy I/O).
+    ///
+    /// ```
+    /// use ps_globus::{Error, ErrorKind};
+    /// assert!(!Error::new(ErrorKind::InvalidInput, "bad").is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
         use std::io::ErrorKind::*;
         match self {
-            Error::Timeout { .. } | Error::Network { .. } => true,
-            Error::Server { code, .. } => {
-                matches!(
-                    code.as_str(),
-                    "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN"
-                )
+            Error::Timeout(_) | Error::Unreachable(_) => true,
+            Error::Service(_) | Error::PermissionDenied(_) => {
+                self.downcast_ref::<ServerError>()
+                    .is_some_and(ServerError::is_transient)
+                    || self
+                        .downcast_ref::<GlobusApiError>()
+                        .is_some_and(GlobusApiError::is_transient)
             }
-            Error::Api { status, code, .. } => {
-                matches!(status, 429 | 500 | 502 | 503 | 504)
-                    && !code.contains("ExternalError")
-                    && !code.contains("EndpointError")
-            }
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                Interrupted | WouldBlock | TimedOut | ResourceBusy
-            ),
+            Error::Storage(_) => self.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                matches!(e.kind(), Interrupted | WouldBlock | TimedOut | ResourceBusy)
+            }),
             _ => false,
         }
     }
@@ -69,141 +155,8 @@ impl Error {
     /// as globus-cli does. A task Globus paused (INACTIVE) waits for exactly that.
     pub fn needs_login(&self) -> bool {
         matches!(
-            self,
-            Error::LoginRequired { .. }
-                | Error::ConsentRequired { .. }
-                | Error::Unauthorized { .. }
-                | Error::NeedsAttention { .. }
-        )
+            self.remedy(),
+            Some(Remedy::Login { .. } | Remedy::LoginAgain)
+        ) || self.is::<NeedsAttention>()
     }
-
-    /// What sort of failure this is.
-    ///
-    /// ```
-    /// use ps_globus::{Error, ErrorKind};
-    /// assert_eq!(Error::NotSerializable.kind(), ErrorKind::InvalidInput);
-    /// ```
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::MalformedKey { .. }
-            | Error::MalformedProxy { .. }
-            | Error::ForeignKey { .. }
-            | Error::UnknownConnector { .. }
-            | Error::InvalidConfig { .. }
-            | Error::NotSerializable
-            | Error::UnknownSite { .. }
-            | Error::NoRoute { .. } => ErrorKind::InvalidInput,
-            Error::UnsupportedVersion { .. } | Error::Unsupported { .. } => ErrorKind::Unsupported,
-            Error::NotFound { .. }
-            | Error::NotStaged { .. }
-            | Error::LeaseEnded { .. }
-            | Error::ProducerGone { .. } => ErrorKind::NotFound,
-            Error::StoreConflict { .. } | Error::AlreadySet { .. } => ErrorKind::Conflict,
-            Error::ConsentRequired { .. }
-            | Error::Unauthorized { .. }
-            | Error::LoginRequired { .. }
-            | Error::Untrusted { .. } => ErrorKind::PermissionDenied,
-            Error::Server { code, .. } if is_auth_code(code) => ErrorKind::PermissionDenied,
-            Error::Server { .. } => ErrorKind::Service,
-            Error::Integrity { .. } => ErrorKind::Integrity,
-            Error::TransferFailed { .. } | Error::NeedsAttention { .. } => {
-                ErrorKind::TransferFailed
-            }
-            Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::Api { .. } | Error::Network { .. } => ErrorKind::Service,
-            Error::Io { .. } | Error::State { .. } => ErrorKind::Storage,
-            Error::Encode { .. } | Error::Decode { .. } => ErrorKind::Codec,
-            Error::FactoryConsumed | Error::Background { .. } => ErrorKind::Internal,
-        }
-    }
-
-    /// What to do about it, where that is a command to run or a setting to change (the
-    /// command line prints it under the error). Advice that needs no command is part of
-    /// the message itself.
-    ///
-    /// ```
-    /// use ps_globus::Error;
-    /// let e = Error::LoginRequired { reason: "no stored login".into() };
-    /// assert!(e.hint().unwrap().contains("ps-globus login"));
-    /// assert!(!e.to_string().contains("ps-globus login"));
-    /// ```
-    pub fn hint(&self) -> Option<String> {
-        const SERVICE_IDENTITY: &str =
-            "use a service identity (PS_GLOBUS_CLIENT_ID and PS_GLOBUS_CLIENT_SECRET)";
-        match self {
-            Error::ConsentRequired { collections, .. } => {
-                Some(format!("run `{}`", consent_command(collections)))
-            }
-            // A token from the environment is used as is: a login would not replace it.
-            Error::Unauthorized { .. } if crate::Settings::global().access_token.is_some() => Some(
-                "Globus refuses the token in PS_GLOBUS_ACCESS_TOKEN: set a valid one, or \
-                     unset it to use your stored login (`ps-globus login`)"
-                    .into(),
-            ),
-            Error::Unauthorized { .. } => Some(format!(
-                "run `ps-globus login`, or on a compute node {SERVICE_IDENTITY}"
-            )),
-            Error::LoginRequired { .. } => Some(format!(
-                "run `ps-globus login`. On a compute node without a keyring, log in with \
-                 PS_GLOBUS_TOKEN_STORE=file where the state directory is shared, or \
-                 {SERVICE_IDENTITY}"
-            )),
-            Error::NeedsAttention { fix, .. } => Some(fix.clone()),
-            Error::UnknownSite { known, .. } if known.is_empty() => Some(
-                "no site is configured: run `ps-globus config init`, then `ps-globus site add \
-                 NAME COLLECTION_ID --collection-path PATH --local-path DIR` for each site"
-                    .into(),
-            ),
-            Error::Server { code, message, .. } => server_hint(code, message).map(Into::into),
-            Error::NoRoute { .. } => Some(
-                "give the multi connector a child whose policy accepts it (a last child with \
-                 no policy takes every put), or change the put's tags"
-                    .into(),
-            ),
-            Error::Timeout { .. } => Some(
-                "raise the time limit (a store's resolve_timeout, a wait's timeout), or check \
-                 that the awaited transfer is on its way (`ps-globus status`)"
-                    .into(),
-            ),
-            _ => None,
-        }
-    }
-}
-
-/// The login command that grants `data_access` consents for `collections`.
-fn consent_command(collections: &[String]) -> String {
-    let mut command = String::from("ps-globus login");
-    for c in collections {
-        command.push_str(" --collection ");
-        command.push_str(c);
-    }
-    command
-}
-
-/// Whether a server's error code says the credentials are missing or refused.
-fn is_auth_code(code: &str) -> bool {
-    matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
-}
-
-/// What to do about a server's error, where that is known.
-fn server_hint(code: &str, message: &str) -> Option<&'static str> {
-    if message.contains("invalid bulk length") {
-        return Some(
-            "the object is larger than the server's proto-max-bulk-len (512 MiB by default): \
-             raise it, or send objects this large elsewhere with a MultiConnector size policy",
-        );
-    }
-    Some(match code {
-        "NOAUTH" | "WRONGPASS" => {
-            "put the server's password in the environment variable the connector's \
-             password_env names (and its user in username), in every process that uses it"
-        }
-        "NOPERM" => "grant this Redis user GET, SET, EXISTS, UNLINK and SCAN on its key prefix",
-        "OOM" => {
-            "the Redis server is full: raise its maxmemory, give objects a ttl, or send large \
-             objects elsewhere with a MultiConnector size policy"
-        }
-        "READONLY" => "this server is a read-only replica: connect to the primary",
-        _ => return None,
-    })
 }

@@ -1,18 +1,33 @@
-//! The one public error type.
+//! The one public error type, by category.
 //!
-//! Every variant is a case a caller can act on, and carries what the user needs to act:
-//! the store, the key, the path. The failure underneath (an `io::Error`, a database or
-//! HTTP error, a codec's complaint) is kept as the [`source`](std::error::Error::source),
-//! never flattened into text, and never holds a token or other secret.
-//! [`Error::kind`] sorts the variants into a few [`ErrorKind`]s for code that only needs
-//! to know *what sort* of failure it is (as OpenDAL's `ErrorKind`), and [`Error::hint`]
-//! gives the remedy where one is known (`ps-globus` prints it under the error).
+//! An [`Error`] is one of a few categories, shaped like [`ErrorKind`] (as
+//! `object_store`'s errors and `std::io::Error` are): code that decides by sort matches
+//! the variant or [`Error::kind`]. Every variant carries the same [`Context`]: a message
+//! naming what the user needs to act (the store, the key, the path), the failure
+//! underneath as the [`source`](std::error::Error::source) (an `io::Error`, a database,
+//! HTTP or serde error, never flattened into text and never holding a secret), and where
+//! one is known a typed [`Remedy`] that the command line and the Python package word for
+//! their users.
+//!
+//! Detail a caller may act on beyond the category is a typed error of its own, reached
+//! with [`Error::downcast_ref`]: Globus's answer ([`GlobusApiError`], its code a
+//! [`GlobusCode`]), a Redis server's ([`ServerError`]), a multi connector's refusal
+//! ([`NoRoute`]), a failed or paused transfer, a settled or abandoned future, an
+//! untrusted name.
 
 mod advice;
+mod detail;
+mod globus;
 
-pub use advice::ErrorKind;
+pub use advice::{ErrorKind, Remedy};
+pub use detail::{
+    AlreadySet, ConsentRequired, IntegrityMismatch, LeaseEnded, NeedsAttention, NoRoute,
+    ProducerGone, ServerError, TransferFailure, Untrusted,
+};
+pub use globus::{GlobusApiError, GlobusCode};
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 /// Any underlying failure kept as an error's source.
@@ -21,485 +36,454 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in ps-globus.
+/// Everything that can go wrong in ps-globus, by category.
 ///
-/// Match on the variant to decide what to do; [`Error::is_transient`] says whether the
-/// same call may succeed if repeated.
-#[derive(Debug, thiserror::Error)]
+/// Each variant holds a boxed [`Context`] (so a `Result` stays two words wide); its
+/// message is the error's `Display`. [`Error::is_transient`] says whether the same call
+/// may succeed if repeated, [`Error::remedy`] what a person can do.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// A key (or a proxy's key) is not well-formed: bad id, bad fields, bad JSON.
-    #[error("malformed key: {reason}")]
-    MalformedKey {
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A serialized proxy is not well-formed.
-    #[error("malformed proxy: {reason}")]
-    MalformedProxy {
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A key made by one kind of connector was handed to another kind.
-    #[error(
-        "key {key} was made by a '{found}' connector and cannot be used with a '{expected}' connector: \
-         use it with a store on the connector that made it"
-    )]
-    ForeignKey {
-        /// The connector kind that was asked.
-        expected: String,
-        /// The connector kind named in the key.
-        found: String,
-        /// The key, as text.
-        key: String,
-    },
-
-    /// Something written by a newer (or unknown) release: a key, a proxy, a config.
-    #[error(
-        "unsupported {what} format version {found} (this build reads version {supported}): \
-         upgrade ps-globus on this machine to read it"
-    )]
-    UnsupportedVersion {
-        /// What carried the version: "key", "proxy", "store config".
-        what: &'static str,
-        /// The version found.
-        found: u16,
-        /// The newest version this build reads.
-        supported: u16,
-    },
-
-    /// A file-system operation failed on a path.
-    #[error("{op} {}: {source}{}", path.display(), io_hint(source))]
-    Io {
-        /// What was being done: "write", "read", "rename", "remove", "create directory".
-        op: &'static str,
-        /// The path it was done to.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A value could not be encoded (with a store's codec, or as JSON or TOML).
-    #[error("could not encode a value with codec {codec}: {source}")]
-    Encode {
-        /// The codec's name.
-        codec: &'static str,
-        /// What the codec said.
-        #[source]
-        source: BoxError,
-    },
-
-    /// Stored bytes could not be decoded into the requested type.
-    #[error(
-        "could not decode key {key} of store '{store}' with codec {codec}: {source} \
-         (was it stored as a different type, or by a store with another codec?)"
-    )]
-    Decode {
-        /// The store's name.
-        store: String,
-        /// The key, as text.
-        key: String,
-        /// The codec's name.
-        codec: &'static str,
-        /// What the codec said.
-        #[source]
-        source: BoxError,
-    },
-
-    /// A proxy was resolved, but its object is not in the store.
-    #[error(
-        "object {key} is not in store '{store}': it was evicted (a proxy made with evict=true \
-         resolves only once), or it was stored by a connector this process cannot reach{hint}"
-    )]
-    NotFound {
-        /// The store's name.
-        store: String,
-        /// The key, as text.
-        key: String,
-        /// Extra advice from the connector, starting with "; " when present.
-        hint: String,
-    },
-
-    /// Waiting for something took longer than allowed: a resolve past the store's
-    /// resolve timeout, a transfer past its wait limit.
-    #[error("timed out after {after:?} waiting for {what}")]
-    Timeout {
-        /// What was awaited (naming the store and key, or the transfer).
-        what: String,
-        /// The limit that expired.
-        after: Duration,
-    },
-
-    /// A store name is already registered with a different configuration.
-    #[error(
-        "store '{name}' is already registered in this process with a different configuration: \
-         give the new store another name, or close the old one first"
-    )]
-    StoreConflict {
-        /// The store's name.
-        name: String,
-    },
-
-    /// A config names a connector kind this build does not know.
-    #[error(
-        "unknown connector kind '{kind}' (known: {}): register it with \
-         connector::register_kind before resolving",
-        known.join(", ")
-    )]
-    UnknownConnector {
-        /// The kind asked for.
-        kind: String,
-        /// The kinds this process knows.
-        known: Vec<String>,
-    },
-
-    /// A connector or store configuration is invalid (or an address or batch file typed
-    /// by a user: then the message alone says what is wrong with it).
-    #[error("{}", invalid_config(what, message))]
-    InvalidConfig {
-        /// What was being configured (a connector kind, "store", ...).
-        what: String,
-        /// What is wrong.
-        message: String,
-    },
-
-    /// A proxy built from a closure was serialized; only store-backed proxies travel.
-    #[error(
-        "a proxy built from a closure cannot be serialized: make it with Store::proxy so it \
-         travels as a store reference"
-    )]
-    NotSerializable,
-
-    /// A closure proxy's factory already ran and panicked; it cannot run again.
-    #[error("the proxy's factory panicked during an earlier resolve and cannot run again")]
-    FactoryConsumed,
-
-    /// Globus answered a request with an error document.
-    #[error(
-        "Globus answered {status} {code} to {method} {path}: {message} (request id {request_id}; \
-         {})", after_retries(*retries)
-    )]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The Globus error code, e.g. `ClientError.NotFound`.
-        code: String,
-        /// The service's message.
-        message: String,
-        /// The service's request id, for a support ticket.
-        request_id: String,
-        /// The HTTP method.
-        method: String,
-        /// The request path.
-        path: String,
-        /// How many times the request was retried.
-        retries: u32,
-    },
-
-    /// Globus needs a `data_access` consent that the current login lacks.
-    #[error(
-        "Globus requires a data_access consent for collection {} that the current login lacks",
-        collections.join(", ")
-    )]
-    ConsentRequired {
-        /// The scopes to ask for, as Globus listed them.
-        required_scopes: Vec<String>,
-        /// The collections named in them.
-        collections: Vec<String>,
-    },
-
-    /// The credentials were refused or are missing.
-    #[error("Globus refused the credentials ({message})")]
-    Unauthorized {
-        /// What the service said.
-        message: String,
-    },
-
-    /// Bytes at a site do not match the size or sha256 their key promises.
-    #[error(
-        "integrity check failed for {}: expected {expected}, found {found}; the file was \
-         changed or corrupted after transfer: evict the object and put it again",
-        path.display()
-    )]
-    Integrity {
-        /// The local file.
-        path: PathBuf,
-        /// What the key says (size and sha256).
-        expected: String,
-        /// What is there.
-        found: String,
-    },
-
-    /// The object was not sent to this site.
-    #[error(
-        "object {key} is not staged at site {site} (it was sent to: {}); put it with this \
-         site among its destinations, or enable pull_on_demand on the store",
-        destinations.join(", ")
-    )]
-    NotStaged {
-        /// The object id.
-        key: String,
-        /// This site.
-        site: String,
-        /// The sites it was sent to.
-        destinations: Vec<String>,
-    },
-
-    /// No configured site matches, or a name is not a site.
-    #[error("{message}; configured sites: {}", known.join(", "))]
-    UnknownSite {
-        /// What went wrong.
-        message: String,
-        /// The configured sites with their host regexes.
-        known: Vec<String>,
-    },
-
-    /// There is no usable login: none stored, or Globus no longer accepts it.
-    #[error("not logged in to Globus ({reason})")]
-    LoginRequired {
-        /// Why.
-        reason: String,
-    },
-
+    /// Input that is not well-formed or not meant for this place: a key, a proxy, a
+    /// configuration, a name, a put no connector accepts.
+    InvalidInput(Box<Context>),
+    /// Written by a newer release, or an operation this connector does not offer.
+    Unsupported(Box<Context>),
+    /// The object (or the thing named) is not here, and will not come: not stored, not
+    /// staged here, evicted with its lease, or its producer is gone.
+    NotFound(Box<Context>),
+    /// Something already exists or is already settled: a store name, a future's value.
+    Conflict(Box<Context>),
+    /// Credentials are missing, refused or lack a consent, or data names something this
+    /// process does not trust.
+    PermissionDenied(Box<Context>),
+    /// Bytes do not match what their key promises.
+    Integrity(Box<Context>),
+    /// A transfer failed at Globus, or waits for someone to act.
+    TransferFailed(Box<Context>),
+    /// A time limit passed.
+    Timeout(Box<Context>),
     /// A service could not be reached.
-    #[error(
-        "could not reach {url}: {source} ({}); check the network and the service URL",
-        after_retries(*retries)
-    )]
-    Network {
-        /// The URL (without query or credentials).
-        url: String,
-        /// What the HTTP client said.
-        #[source]
-        source: BoxError,
-        /// How many times the request was retried.
-        retries: u32,
-    },
+    Unreachable(Box<Context>),
+    /// A service answered with an error of its own.
+    Service(Box<Context>),
+    /// The local file system, the state database or the token file failed.
+    Storage(Box<Context>),
+    /// Encoding or decoding a value failed.
+    Codec(Box<Context>),
+    /// Something inside ps-globus went wrong (a background task, a panicking factory).
+    Internal(Box<Context>),
+}
 
-    /// A file of stored state failed: the state database, or the token file. The message
-    /// says which.
-    #[error("{}: {message}{}", path.display(), caused_by(source))]
-    State {
-        /// The database file.
-        path: PathBuf,
-        /// What was being done, or what is wrong, and what to do.
-        message: String,
-        /// The database's (or parser's) error, where there is one.
-        #[source]
-        source: Option<BoxError>,
-    },
-
-    /// A transfer item failed at Globus.
-    #[error(
-        "transfer of {source_path} to {destination_path} failed with {code}: {description}{}",
-        task_id.as_ref().map(|t| format!(" (Globus task {t})")).unwrap_or_default()
-    )]
-    TransferFailed {
-        /// The Globus task, if one was created.
-        task_id: Option<String>,
-        /// The Globus code, e.g. `FILE_NOT_FOUND`, `CANCELED`, `EXPIRED`.
-        code: String,
-        /// The event description or fatal error text.
-        description: String,
-        /// Source path (collection path).
-        source_path: String,
-        /// Destination path (collection path).
-        destination_path: String,
-    },
-
-    /// A Globus task is paused (INACTIVE) until someone acts; [`Error::hint`] says how.
-    #[error("Globus task {task_id} needs attention: {reason}")]
-    NeedsAttention {
-        /// The task.
-        task_id: String,
-        /// Why it is paused.
-        reason: String,
-        /// What to run or do.
-        fix: String,
-    },
-
-    /// Background work ended abnormally (its task panicked, was cancelled, or stopped).
-    #[error("{what} failed{}", caused_by(source))]
-    Background {
-        /// What was running in the background.
-        what: String,
-        /// Why it ended, where known.
-        #[source]
-        source: Option<BoxError>,
-    },
-
-    /// A server other than Globus (Redis) answered a command with an error of its own:
-    /// out of memory, a wrong password, a read-only replica.
-    #[error("{service} at {url} answered {operation} with {code}: {message}")]
-    Server {
-        /// The kind of server, e.g. `Redis`.
-        service: &'static str,
-        /// Where it is (without credentials).
-        url: String,
-        /// The command, e.g. `SET`.
-        operation: String,
-        /// The server's error code, e.g. `OOM`, `WRONGPASS`.
-        code: String,
-        /// The server's message.
-        message: String,
-    },
-
-    /// No child of a multi connector accepts this put.
-    #[error(
-        "no child connector accepts a put of {size} bytes with tags {tags:?}: {}",
-        refusals.iter().map(|(child, why)| format!("{child}: {why}")).collect::<Vec<_>>().join("; ")
-    )]
-    NoRoute {
-        /// The object's size.
-        size: u64,
-        /// The put's tags.
-        tags: Vec<String>,
-        /// Each child and why its policy refused.
-        refusals: Vec<(String, String)>,
-    },
-
-    /// A lease lifetime has expired or was ended: its objects are evicted (or being
-    /// evicted), so nothing joins it and it cannot be extended.
-    #[error(
-        "lease {lease} has expired or was ended, and its objects are evicted: start a new \
-         lease, and extend a lease before it expires"
-    )]
-    LeaseEnded {
-        /// The lease's id.
-        lease: String,
-    },
-
-    /// A future's value will never be set: its producer gave it up or is gone.
-    #[error("{what} will never be set: {reason}")]
-    ProducerGone {
-        /// The future (naming its store and key).
-        what: String,
-        /// Why: dropped unset, or the producing process is no longer running.
-        reason: String,
-    },
-
-    /// Data from elsewhere (a proxy, a stream event, a lease row, a serialized setter)
-    /// names a service, server, credential source or object that this process's own
-    /// configuration does not trust; nothing was sent or changed
-    /// (`docs/THREAT-MODEL.md`).
-    #[error("{what} {named} is not trusted here: {advice}")]
-    Untrusted {
-        /// What the data named: "Transfer service URL", "Redis server", "store directory".
-        what: &'static str,
-        /// The URL, server or path it named (without credentials).
-        named: String,
-        /// What was skipped, and the configuration line that would trust it.
-        advice: String,
-    },
-
-    /// A future's outcome is already settled: a second value (a retried setter) or an
-    /// abandon after a value changes nothing.
-    #[error("{what} is already set: the first settlement wins, and this one changed nothing")]
-    AlreadySet {
-        /// The future (naming its store and key).
-        what: String,
-    },
-
-    /// The connector cannot do this operation (see
-    /// [`Capabilities`](crate::connector::Capabilities)).
-    #[error("{operation} is not available on a '{connector}' connector: {advice}")]
-    Unsupported {
-        /// The operation asked for, e.g. `resolve_path`.
-        operation: &'static str,
-        /// The connector kind.
-        connector: String,
-        /// What to do instead.
-        advice: String,
-    },
+/// What every [`Error`] carries: its message, the failure underneath, and what to do.
+#[derive(Debug)]
+pub struct Context {
+    /// The message; empty when the source (a typed detail) says it all.
+    message: String,
+    source: Option<BoxError>,
+    remedy: Option<Remedy>,
 }
 
 impl Error {
-    /// Builds an [`Error::Io`] for `op` on `path`.
-    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+    /// An error of `kind` saying `message`, with no failure underneath.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::build(kind, message.into(), None, None)
     }
 
-    /// Builds an [`Error::State`] for the database (or state file) at `path`.
-    pub(crate) fn state(
-        path: impl Into<PathBuf>,
+    /// An error of `kind` saying `message`, caused by `source`. The message says what was
+    /// being done; it shows the source's text itself where that helps.
+    pub fn with_source(
+        kind: ErrorKind,
         message: impl Into<String>,
         source: impl Into<BoxError>,
     ) -> Self {
-        Error::State {
-            path: path.into(),
-            message: message.into(),
-            source: Some(source.into()),
-        }
+        Error::build(kind, message.into(), Some(source.into()), None)
     }
 
-    /// Builds an [`Error::Background`]: `what` ended abnormally, for `source` if known.
-    pub(crate) fn background(what: impl Into<String>, source: Option<BoxError>) -> Self {
-        Error::Background {
-            what: what.into(),
+    /// The same error, with `remedy` as what to do about it.
+    pub fn with_remedy(mut self, remedy: Remedy) -> Self {
+        self.context_mut().remedy = Some(remedy);
+        self
+    }
+
+    /// An error of `kind` whose message is `detail`'s, keeping `detail` as the source
+    /// for [`Error::downcast_ref`].
+    pub(crate) fn from_detail(
+        kind: ErrorKind,
+        detail: impl std::error::Error + Send + Sync + 'static,
+        remedy: Option<Remedy>,
+    ) -> Self {
+        Error::build(kind, String::new(), Some(Box::new(detail)), remedy)
+    }
+
+    fn build(
+        kind: ErrorKind,
+        message: String,
+        source: Option<BoxError>,
+        remedy: Option<Remedy>,
+    ) -> Self {
+        let context = Box::new(Context {
+            message,
             source,
+            remedy,
+        });
+        match kind {
+            ErrorKind::InvalidInput => Error::InvalidInput(context),
+            ErrorKind::Unsupported => Error::Unsupported(context),
+            ErrorKind::NotFound => Error::NotFound(context),
+            ErrorKind::Conflict => Error::Conflict(context),
+            ErrorKind::PermissionDenied => Error::PermissionDenied(context),
+            ErrorKind::Integrity => Error::Integrity(context),
+            ErrorKind::TransferFailed => Error::TransferFailed(context),
+            ErrorKind::Timeout => Error::Timeout(context),
+            ErrorKind::Unreachable => Error::Unreachable(context),
+            ErrorKind::Service => Error::Service(context),
+            ErrorKind::Storage => Error::Storage(context),
+            ErrorKind::Codec => Error::Codec(context),
+            ErrorKind::Internal => Error::Internal(context),
         }
     }
 
-    /// Builds an [`Error::Encode`] for a value `codec` could not encode.
+    fn context(&self) -> &Context {
+        match self {
+            Error::InvalidInput(c)
+            | Error::Unsupported(c)
+            | Error::NotFound(c)
+            | Error::Conflict(c)
+            | Error::PermissionDenied(c)
+            | Error::Integrity(c)
+            | Error::TransferFailed(c)
+            | Error::Timeout(c)
+            | Error::Unreachable(c)
+            | Error::Service(c)
+            | Error::Storage(c)
+            | Error::Codec(c)
+            | Error::Internal(c) => c,
+        }
+    }
+
+    fn context_mut(&mut self) -> &mut Context {
+        match self {
+            Error::InvalidInput(c)
+            | Error::Unsupported(c)
+            | Error::NotFound(c)
+            | Error::Conflict(c)
+            | Error::PermissionDenied(c)
+            | Error::Integrity(c)
+            | Error::TransferFailed(c)
+            | Error::Timeout(c)
+            | Error::Unreachable(c)
+            | Error::Service(c)
+            | Error::Storage(c)
+            | Error::Codec(c)
+            | Error::Internal(c) => c,
+        }
+    }
+
+    /// The first error of type `T` among this error's sources (its typed detail, or a
+    /// failure underneath such as an `io::Error`).
+    ///
+    /// ```
+    /// use ps_globus::error::{AlreadySet, Error};
+    /// let e = Error::from(AlreadySet::new("future k of store s"));
+    /// assert_eq!(e.downcast_ref::<AlreadySet>().unwrap().what, "future k of store s");
+    /// ```
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<T>() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+
+    /// Whether this error's detail (or a failure underneath) is a `T`.
+    pub fn is<T: std::error::Error + 'static>(&self) -> bool {
+        self.downcast_ref::<T>().is_some()
+    }
+
+    /// What to do about it, where a person must act: the command line and the Python
+    /// package say it in their own words. Advice that needs nothing outside the library
+    /// is part of the message itself.
+    ///
+    /// ```
+    /// use ps_globus::error::{Error, Remedy};
+    /// let e = Error::login_required("no stored login");
+    /// assert_eq!(e.remedy(), Some(&Remedy::Login { collections: vec![] }));
+    /// ```
+    pub fn remedy(&self) -> Option<&Remedy> {
+        self.context().remedy.as_ref()
+    }
+}
+
+/// Constructors for the errors raised in many places.
+impl Error {
+    /// A file-system operation `op` ("write", "read", "rename") failed on `path`.
+    pub fn io(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        let message = format!(
+            "{op} {}: {source}{}",
+            path.as_ref().display(),
+            io_hint(&source)
+        );
+        Error::with_source(ErrorKind::Storage, message, source)
+    }
+
+    /// A file of stored state (the state database, the token file) at `path` failed:
+    /// `message` says what was being done, or what is wrong, and what to do.
+    pub(crate) fn state(
+        path: impl AsRef<Path>,
+        message: impl fmt::Display,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        let source = source.into();
+        let message = format!("{}: {message}: {source}", path.as_ref().display());
+        Error::with_source(ErrorKind::Storage, message, source)
+    }
+
+    /// Like [`Error::state`], with no failure underneath.
+    pub(crate) fn state_message(path: impl AsRef<Path>, message: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::Storage,
+            format!("{}: {message}", path.as_ref().display()),
+        )
+    }
+
+    /// Background work (`what`) ended abnormally, for `source` if known.
+    pub(crate) fn background(what: impl fmt::Display, source: Option<BoxError>) -> Self {
+        match source {
+            Some(s) => Error::with_source(ErrorKind::Internal, format!("{what} failed: {s}"), s),
+            None => Error::new(ErrorKind::Internal, format!("{what} failed")),
+        }
+    }
+
+    /// A value could not be encoded with `codec` (a store's codec, JSON, TOML).
     pub fn encode(codec: &'static str, source: impl Into<BoxError>) -> Self {
-        Error::Encode {
-            codec,
-            source: source.into(),
-        }
+        let source = source.into();
+        let message = format!("could not encode a value with codec {codec}: {source}");
+        Error::with_source(ErrorKind::Codec, message, source)
     }
 
-    /// Builds an [`Error::MalformedKey`].
-    pub(crate) fn malformed(reason: impl Into<String>) -> Self {
-        Error::MalformedKey {
-            reason: reason.into(),
-        }
+    /// The bytes of `key` in `store` could not be decoded with `codec`.
+    pub(crate) fn decode(
+        store: &str,
+        key: &impl fmt::Display,
+        codec: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        let source = source.into();
+        let message = format!(
+            "could not decode key {key} of store '{store}' with codec {codec}: {source} \
+             (was it stored as a different type, or by a store with another codec?)"
+        );
+        Error::with_source(ErrorKind::Codec, message, source)
     }
 
-    /// Builds an [`Error::NotFound`] for `key` (as text) in `store`.
-    pub(crate) fn not_found(store: &str, key: &impl std::fmt::Display, hint: &str) -> Self {
-        Error::NotFound {
-            store: store.to_owned(),
-            key: key.to_string(),
-            hint: if hint.is_empty() {
-                String::new()
-            } else {
-                format!("; {hint}")
-            },
+    /// A key (or a proxy's key) is not well-formed, for `reason`.
+    pub(crate) fn malformed(reason: impl fmt::Display) -> Self {
+        Error::new(ErrorKind::InvalidInput, format!("malformed key: {reason}"))
+    }
+
+    /// A serialized proxy is not well-formed, for `reason`.
+    pub(crate) fn malformed_proxy(reason: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("malformed proxy: {reason}"),
+        )
+    }
+
+    /// A configuration of `what` (a connector kind, "store") is invalid: `message` says
+    /// how. For what a user typed ("address", "batch file", "deadline"), the message
+    /// alone.
+    pub fn invalid_config(what: &str, message: impl fmt::Display) -> Self {
+        let text = if matches!(what, "address" | "batch file" | "deadline") {
+            message.to_string()
+        } else {
+            format!("invalid {what} configuration: {message}")
+        };
+        Error::new(ErrorKind::InvalidInput, text)
+    }
+
+    /// Like [`Error::invalid_config`], keeping the parser's error as the source.
+    pub fn invalid_config_from(what: &str, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        let message = Error::invalid_config(what, &source).to_string();
+        Error::with_source(ErrorKind::InvalidInput, message, source)
+    }
+
+    /// Waiting for `what` took longer than `after`.
+    pub(crate) fn timeout(what: impl fmt::Display, after: Duration) -> Self {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("timed out after {after:?} waiting for {what}"),
+        )
+        .with_remedy(Remedy::RaiseLimitOrCheckTransfers)
+    }
+
+    /// `key` (as text) is not in `store`; `hint` is the connector's advice, if any.
+    pub(crate) fn not_found(store: &str, key: &impl fmt::Display, hint: &str) -> Self {
+        let hint = if hint.is_empty() {
+            String::new()
+        } else {
+            format!("; {hint}")
+        };
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "object {key} is not in store '{store}': it was evicted (a proxy made with \
+                 evict=true resolves only once), or it was stored by a connector this \
+                 process cannot reach{hint}"
+            ),
+        )
+    }
+
+    /// There is no usable login: none stored, or Globus no longer accepts it.
+    pub fn login_required(reason: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::PermissionDenied,
+            format!("not logged in to Globus ({reason})"),
+        )
+        .with_remedy(Remedy::Login {
+            collections: vec![],
+        })
+    }
+
+    /// Globus refused the credentials, saying `message`.
+    pub fn unauthorized(message: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::PermissionDenied,
+            format!("Globus refused the credentials ({message})"),
+        )
+        .with_remedy(Remedy::LoginAgain)
+    }
+
+    /// The service at `url` could not be reached, after `retries` retries.
+    pub(crate) fn unreachable(url: &str, source: impl Into<BoxError>, retries: u32) -> Self {
+        let source = source.into();
+        let message = format!(
+            "could not reach {url}: {source} ({}); check the network and the service URL",
+            globus::after_retries(retries)
+        );
+        Error::with_source(ErrorKind::Unreachable, message, source)
+    }
+
+    /// `operation` is not offered by a `connector` connector; `advice` says what instead.
+    pub fn unsupported(operation: &str, connector: &str, advice: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!("{operation} is not available on a '{connector}' connector: {advice}"),
+        )
+    }
+
+    /// `what` ("key", "proxy", "store config") was written in format version `found`;
+    /// this build reads up to `supported`.
+    pub(crate) fn unsupported_version(what: &str, found: u16, supported: u16) -> Self {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "unsupported {what} format version {found} (this build reads version \
+                 {supported}): upgrade ps-globus on this machine to read it"
+            ),
+        )
+    }
+
+    /// Store `name` is already registered in this process with another configuration.
+    pub(crate) fn store_conflict(name: &str) -> Self {
+        Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "store '{name}' is already registered in this process with a different \
+                 configuration: give the new store another name, or close the old one first"
+            ),
+        )
+    }
+
+    /// `key` was made by a `found` connector and handed to an `expected` one.
+    pub(crate) fn foreign_key(expected: &str, found: &str, key: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "key {key} was made by a '{found}' connector and cannot be used with a \
+                 '{expected}' connector: use it with a store on the connector that made it"
+            ),
+        )
+    }
+
+    /// A config names connector `kind`, which this process does not know (`known`).
+    pub(crate) fn unknown_connector(kind: &str, known: &[String]) -> Self {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "unknown connector kind '{kind}' (known: {}): register it with \
+                 connector::register_kind before resolving",
+                known.join(", ")
+            ),
+        )
+    }
+
+    /// Object `key` was not sent to this `site`, only to `destinations`.
+    pub(crate) fn not_staged(
+        key: impl fmt::Display,
+        site: impl fmt::Display,
+        destinations: &[String],
+    ) -> Self {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "object {key} is not staged at site {site} (it was sent to: {}); put it with \
+                 this site among its destinations, or enable pull_on_demand on the store",
+                destinations.join(", ")
+            ),
+        )
+    }
+
+    /// A proxy built from a closure was serialized; only store-backed proxies travel.
+    pub(crate) fn not_serializable() -> Self {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "a proxy built from a closure cannot be serialized: make it with Store::proxy so \
+             it travels as a store reference",
+        )
+    }
+
+    /// A closure proxy's factory already ran and panicked; it cannot run again.
+    pub(crate) fn factory_consumed() -> Self {
+        Error::new(
+            ErrorKind::Internal,
+            "the proxy's factory panicked during an earlier resolve and cannot run again",
+        )
+    }
+
+    /// No configured site matches, or a name is not a site; `known` lists the sites.
+    pub(crate) fn unknown_site(message: impl fmt::Display, known: &[String]) -> Self {
+        let error = Error::new(
+            ErrorKind::InvalidInput,
+            format!("{message}; configured sites: {}", known.join(", ")),
+        );
+        if known.is_empty() {
+            error.with_remedy(Remedy::ConfigureSites)
+        } else {
+            error
         }
     }
 }
 
-/// `": <source>"`, or nothing.
-/// `after 1 retry`, `after 5 retries`, `not retried`.
-fn after_retries(retries: u32) -> String {
-    match retries {
-        0 => "not retried".into(),
-        1 => "after 1 retry".into(),
-        n => format!("after {n} retries"),
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let context = self.context();
+        match (&context.source, context.message.is_empty()) {
+            (Some(detail), true) => detail.fmt(f),
+            _ => f.write_str(&context.message),
+        }
     }
 }
 
-fn invalid_config(what: &str, message: &str) -> String {
-    // What a user typed (an address, a batch file's line): the message says what is wrong.
-    if what == "address" || what == "batch file" {
-        message.to_owned()
-    } else {
-        format!("invalid {what} configuration: {message}")
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source = self.context().source.as_ref()?;
+        Some(&**source as &(dyn std::error::Error + 'static))
     }
-}
-
-fn caused_by(source: &Option<BoxError>) -> String {
-    source
-        .as_ref()
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default()
 }
 
 /// Advice for the I/O failures a user can fix.
@@ -517,77 +501,4 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::error::Error as _;
-
-    #[test]
-    fn wrapped_failures_keep_their_cause_as_the_source() {
-        let json = serde_json::from_str::<u8>("nope").unwrap_err();
-        let e = Error::state("/x/state.db", "reference \"r\" is unreadable", json);
-        let source = e.source().expect("the parser's error is kept");
-        assert!(source.downcast_ref::<serde_json::Error>().is_some());
-        assert!(e.to_string().contains("/x/state.db"), "{e}");
-        let e = Error::encode("json", "bad value");
-        assert_eq!(e.source().unwrap().to_string(), "bad value");
-        let e = Error::background("the delete batcher", None);
-        assert!(e.source().is_none());
-        assert_eq!(e.kind(), ErrorKind::Internal);
-    }
-
-    #[test]
-    fn remedies_are_hints_and_messages_name_no_command() {
-        let consent = Error::ConsentRequired {
-            required_scopes: vec![],
-            collections: vec!["c1".into(), "c2".into()],
-        };
-        let login = Error::LoginRequired {
-            reason: "no stored login".into(),
-        };
-        let refused = Error::Unauthorized {
-            message: "token expired".into(),
-        };
-        for e in [&consent, &login, &refused] {
-            assert!(!e.to_string().contains("ps-globus"), "{e}");
-            assert!(e.hint().unwrap().contains("ps-globus login"), "{e}");
-            assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-            assert!(e.needs_login());
-        }
-        assert_eq!(
-            consent.hint().unwrap(),
-            "run `ps-globus login --collection c1 --collection c2`"
-        );
-        let attention = Error::NeedsAttention {
-            task_id: "t".into(),
-            reason: "paused".into(),
-            fix: "log in again".into(),
-        };
-        assert_eq!(attention.hint().as_deref(), Some("log in again"));
-        assert!(!attention.to_string().contains("log in again"));
-    }
-
-    #[test]
-    fn kinds_sort_the_variants_a_caller_acts_on() {
-        let timeout = Error::Timeout {
-            what: "a transfer".into(),
-            after: Duration::from_secs(1),
-        };
-        assert_eq!(timeout.kind(), ErrorKind::Timeout);
-        assert!(timeout.is_transient());
-        let unsupported = Error::Unsupported {
-            operation: "resolve_path",
-            connector: "local".into(),
-            advice: "read it with get".into(),
-        };
-        assert_eq!(unsupported.kind(), ErrorKind::Unsupported);
-        assert!(!unsupported.is_transient());
-        assert_eq!(Error::malformed("x").kind(), ErrorKind::InvalidInput);
-        let io = Error::io(
-            "write",
-            "/full",
-            std::io::Error::from(std::io::ErrorKind::StorageFull),
-        );
-        assert_eq!(io.kind(), ErrorKind::Storage);
-        assert!(io.to_string().contains("free space"), "{io}");
-    }
-}
+mod tests;

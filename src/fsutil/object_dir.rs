@@ -18,7 +18,6 @@ use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -156,10 +155,10 @@ fn step_into(dir: &OwnedFd, name: &OsStr) -> std::io::Result<OwnedFd> {
     })
 }
 
-/// The hidden temporary name for `name`, unique to this process and call.
+/// The hidden temporary name for `name`, unique to this process and call (a random
+/// part: no counter to keep, and none a forked child would repeat).
 pub(super) fn temporary_name(name: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let unique = uuid::Uuid::new_v4().simple();
     format!(".{name}.{}-{unique}.tmp", std::process::id())
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 
 /// How a [`Store`](crate::Store) turns values into bytes. Part of the store's config.
 ///
@@ -49,25 +49,25 @@ impl Codec {
         if let Some(raw) = as_raw_bytes(value) {
             return Ok(Cow::Borrowed(raw));
         }
-        let encoded = match self {
-            Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
-            Codec::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+        let encoded: Result<Vec<u8>, BoxError> = match self {
+            Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(Into::into),
+            Codec::Json => serde_json::to_vec(value).map_err(Into::into),
         };
         encoded
             .map(Cow::Owned)
-            .map_err(|message| Error::encode(self.name(), message))
+            .map_err(|source| Error::encode(self.name(), source))
     }
 
-    /// Decodes stored bytes as `T`. The error is the codec's message, for the caller to
-    /// wrap with the store and key.
-    pub fn decode<T: DeserializeOwned + 'static>(self, bytes: Bytes) -> Result<T, String> {
+    /// Decodes stored bytes as `T`. The error is the codec's own (a serde error), for the
+    /// caller to keep as the source of an error naming the store and key.
+    pub fn decode<T: DeserializeOwned + 'static>(self, bytes: Bytes) -> Result<T, BoxError> {
         let bytes = match from_raw_bytes::<T>(bytes) {
             Ok(value) => return Ok(value),
             Err(bytes) => bytes,
         };
         match self {
-            Codec::MessagePack => rmp_serde::from_slice(&bytes).map_err(|e| e.to_string()),
-            Codec::Json => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            Codec::MessagePack => rmp_serde::from_slice(&bytes).map_err(Into::into),
+            Codec::Json => serde_json::from_slice(&bytes).map_err(Into::into),
         }
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! **A producer that dies.** A setter dropped without a value (the producer returned
 //! early, failed with an error, or panicked) *abandons* the future: every consumer's
-//! resolve fails at once with [`Error::ProducerGone`], saying why. A producer killed
+//! resolve fails at once with [`ProducerGone`](crate::error::ProducerGone), saying why. A producer killed
 //! outright (`kill -9`, a node lost) runs no code at all: its consumers see
 //! [`Error::Timeout`] at the store's resolve timeout, which is why a store used for
 //! futures should set one.
@@ -27,6 +27,7 @@
 //! [`Connector::new_key`]: crate::connector::Connector::new_key
 //! [`Capabilities::deferred_keys`]: crate::connector::Capabilities::deferred_keys
 
+use crate::error::{AlreadySet, ProducerGone};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,16 +116,13 @@ where
         let bytes = self.store.codec().encode(value)?;
         let set = self.store.connector().set(&self.key, &bytes).await;
         // A future someone already settled keeps its outcome: nothing to abandon.
-        if set
-            .as_ref()
-            .is_err_and(|e| !matches!(e, Error::AlreadySet { .. }))
-        {
+        if set.as_ref().is_err_and(|e| !e.is::<AlreadySet>()) {
             self.abandon_now("the producer's set failed").await;
         }
         set
     }
 
-    /// Gives the future up: consumers fail with [`Error::ProducerGone`] and `reason`.
+    /// Gives the future up: consumers fail with [`ProducerGone`](crate::error::ProducerGone) and `reason`.
     pub fn abandon(self, reason: &str) -> Result<()> {
         self.disarm()?;
         block_on(self.store.connector().abandon(&self.key, reason))
@@ -134,10 +132,10 @@ where
         if self.armed.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        Err(Error::ProducerGone {
-            what: format!("this setter of future {}", self.key),
-            reason: "it was sent to another process, which sets it now".into(),
-        })
+        Err(Error::from(ProducerGone::new(
+            format!("this setter of future {}", self.key),
+            "it was sent to another process, which sets it now",
+        )))
     }
 }
 
@@ -146,7 +144,8 @@ impl<T> FutureSetter<T> {
     async fn abandon_now(&self, reason: &str) {
         match self.store.connector().abandon(&self.key, reason).await {
             // Another copy of this setter (a retried task) set it: the value stands.
-            Ok(()) | Err(Error::AlreadySet { .. }) => {}
+            Ok(()) => {}
+            Err(e) if e.is::<AlreadySet>() => {}
             Err(e) => tracing::warn!("could not abandon future {}: {e}", self.key),
         }
     }

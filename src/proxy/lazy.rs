@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::registry::get_or_create_store;
 use super::store::{Store, StoreConfig};
 use crate::connector::{Key, PutOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Untrusted};
 use crate::runtime::{self, block_on};
 
 /// The newest serialized-proxy format this build writes and reads.
@@ -71,24 +71,21 @@ impl ProxyFactory {
     /// ```
     /// use ps_globus::proxy::ProxyFactory;
     /// let err = ProxyFactory::from_json("{\"v\": 1}").unwrap_err();
-    /// assert!(matches!(err, ps_globus::Error::MalformedProxy { .. }));
+    /// assert!(matches!(err, ps_globus::Error::InvalidInput(_)));
     /// ```
     pub fn from_json(text: &str) -> Result<Self> {
-        let factory: ProxyFactory =
-            serde_json::from_str(text).map_err(|e| Error::MalformedProxy {
-                reason: e.to_string(),
-            })?;
+        let factory: ProxyFactory = serde_json::from_str(text).map_err(Error::malformed_proxy)?;
         factory.check_version()?;
         Ok(factory)
     }
 
     fn check_version(&self) -> Result<()> {
         if self.version == 0 || self.version > PROXY_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "proxy",
-                found: self.version,
-                supported: PROXY_VERSION,
-            });
+            return Err(Error::unsupported_version(
+                "proxy",
+                self.version,
+                PROXY_VERSION,
+            ));
         }
         Ok(())
     }
@@ -202,7 +199,7 @@ where
             match store.evict_async(&key).await {
                 // A proxy from elsewhere asked to delete what this process may not: the
                 // value is still the caller's; the deletion is skipped and reported.
-                Err(e @ Error::Untrusted { .. }) => {
+                Err(e) if e.is::<Untrusted>() => {
                     tracing::warn!("evict-on-resolve of {key} skipped: {e}")
                 }
                 other => other?,
@@ -269,11 +266,11 @@ impl<T> Proxy<T> {
     }
 
     /// The store a store-backed proxy's object is in (found or built from its config);
-    /// [`Error::NotSerializable`] for a closure proxy, which has none.
+    /// [`Error::not_serializable()`] for a closure proxy, which has none.
     pub(crate) fn store(&self) -> Result<Store> {
         match &self.state.source {
             Source::Store(source) => source.store(),
-            Source::Closure(_) => Err(Error::NotSerializable),
+            Source::Closure(_) => Err(Error::not_serializable()),
         }
     }
 
@@ -287,7 +284,9 @@ impl<T> Proxy<T> {
         match &self.state.source {
             Source::Closure(factory) => {
                 let factory = factory.lock().expect("proxy poisoned").take();
-                factory.map(|f| Arc::new(f())).ok_or(Error::FactoryConsumed)
+                factory
+                    .map(|f| Arc::new(f()))
+                    .ok_or(Error::factory_consumed())
             }
             Source::Store(source) => {
                 let store = source.store()?;
@@ -404,11 +403,12 @@ impl<T> fmt::Debug for Proxy<T> {
 
 impl<T> Serialize for Proxy<T> {
     /// Serializes the factory (store config + key), never the object. A closure proxy
-    /// fails with [`Error::NotSerializable`]'s message.
+    /// fails (an [`Error::InvalidInput`](crate::Error::InvalidInput) message: only
+    /// store-backed proxies travel).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.factory() {
             Some(factory) => factory.serialize(serializer),
-            None => Err(S::Error::custom(Error::NotSerializable)),
+            None => Err(S::Error::custom(Error::not_serializable())),
         }
     }
 }

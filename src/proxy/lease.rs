@@ -16,6 +16,7 @@
 //! be built in the reaping process (a Redis password variable set only at one site) is
 //! left for a process that can.
 
+use crate::error::{LeaseEnded, Untrusted};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,7 @@ use super::lazy::Proxy;
 use super::store::{Store, StoreConfig};
 use crate::connector::{Key, Reach, Verdict};
 use crate::error::{Error, Result};
-use crate::runtime::{ForkLocal, block_on};
+use crate::runtime::block_on;
 use crate::settings::Settings;
 use crate::state::{StateDb, leases};
 
@@ -66,7 +67,7 @@ impl Store {
     /// [`StateDb::shared_default`]).
     pub fn lease(&self, ttl: Duration) -> Result<Lease> {
         block_on(async {
-            let db = StateDb::shared_default(Settings::global()).await?;
+            let db = StateDb::shared_default(&Settings::from_env()).await?;
             self.lease_in_async(&db, ttl).await
         })
     }
@@ -93,14 +94,14 @@ impl Lease {
         &self.id
     }
 
-    /// When the lease expires; [`Error::LeaseEnded`] once it has expired or was ended.
+    /// When the lease expires; [`LeaseEnded`](crate::error::LeaseEnded) once it has expired or was ended.
     pub async fn expires_at_async(&self) -> Result<DateTime<Utc>> {
         let at = leases::expiry(&self.db, &self.id).await?;
         at.map(time).ok_or_else(|| self.ended())
     }
 
     /// Moves the expiry `by` later; the new expiry. A lease that has already expired (or
-    /// was ended) cannot be revived: [`Error::LeaseEnded`].
+    /// was ended) cannot be revived: [`LeaseEnded`](crate::error::LeaseEnded).
     pub fn extend(&self, by: Duration) -> Result<DateTime<Utc>> {
         block_on(self.extend_async(by))
     }
@@ -126,7 +127,7 @@ impl Lease {
     }
 
     /// Async [`put`](Self::put). If the lease has expired meanwhile, the object is
-    /// evicted again (nothing outlives its lease) and the put is [`Error::LeaseEnded`].
+    /// evicted again (nothing outlives its lease) and the put is [`LeaseEnded`](crate::error::LeaseEnded).
     pub async fn put_async<T: Serialize + 'static>(&self, value: &T) -> Result<Key> {
         // Refuse early: no object is written for a lease that is over.
         self.expires_at_async().await?;
@@ -162,24 +163,22 @@ impl Lease {
     /// [`Error::Unsupported`] says where.
     pub async fn end_async(self) -> Result<()> {
         match end_lease(&self.db, &self.id).await? {
-            Some(ended) if ended.left > 0 => Err(Error::Unsupported {
-                operation: "ending a lease whose objects this process cannot reach",
-                connector: self.store.connector().kind().into(),
-                advice: format!(
+            Some(ended) if ended.left > 0 => Err(Error::unsupported(
+                "ending a lease whose objects this process cannot reach",
+                self.store.connector().kind(),
+                format!(
                     "{} object(s) of lease {} left: {}",
                     ended.left,
                     self.id,
                     ended.why.unwrap_or_default()
                 ),
-            }),
+            )),
             _ => Ok(()),
         }
     }
 
     fn ended(&self) -> Error {
-        Error::LeaseEnded {
-            lease: self.id.clone(),
-        }
+        Error::from(LeaseEnded::new(self.id.clone()))
     }
 }
 
@@ -315,7 +314,7 @@ async fn evict_claimed(db: &StateDb, claimed: leases::Claimed) -> Result<LeaseRe
         match result {
             Ok(()) => ended.evicted += 1,
             // Not this store's to delete (a hostile row): left, and said so.
-            Err(e @ Error::Untrusted { .. }) => {
+            Err(e) if e.is::<Untrusted>() => {
                 ended.left += 1;
                 ended.why.get_or_insert_with(|| e.to_string());
             }
@@ -349,14 +348,18 @@ fn reaper_backoff(failures: u32, database_gone: bool) -> Option<Duration> {
     Some(doubled.min(REAPER_BACKOFF_MAX))
 }
 
+/// This process's lease reapers, by database: the handle that wakes each.
+fn running_reapers() -> &'static Mutex<HashMap<PathBuf, Arc<Notify>>> {
+    /// The slot's own type.
+    #[derive(Default)]
+    struct Reapers(Mutex<HashMap<PathBuf, Arc<Notify>>>);
+    &crate::process::own(Reapers::default).0
+}
+
 /// Starts (once per database, per process) the reaper of `db`'s leases; the handle that
 /// wakes it when a lease is made.
 fn reaper_for(db: &StateDb) -> Arc<Notify> {
-    static REAPERS: ForkLocal<Mutex<HashMap<PathBuf, Arc<Notify>>>> = ForkLocal::new();
-    let mut reapers = REAPERS
-        .get_or_init(Mutex::default)
-        .lock()
-        .expect("poisoned");
+    let mut reapers = running_reapers().lock().expect("poisoned");
     if let Some(wake) = reapers.get(db.path()) {
         return Arc::clone(wake);
     }
@@ -398,8 +401,10 @@ fn reaper_for(db: &StateDb) -> Arc<Notify> {
             // A lease made meanwhile may be due sooner: it wakes the reaper.
             let _ = tokio::time::timeout(wait, woken.notified()).await;
         }
-        let reapers = REAPERS.get_or_init(Mutex::default);
-        reapers.lock().expect("poisoned").remove(db.path());
+        running_reapers()
+            .lock()
+            .expect("poisoned")
+            .remove(db.path());
     });
     wake
 }

@@ -24,7 +24,7 @@ use super::lazy::{Proxy, ProxyOptions};
 use super::store::Store;
 use crate::connector::Key;
 use crate::error::Result;
-use crate::runtime::{self, ForkLocal, block_on};
+use crate::runtime::{self, block_on};
 
 /// Objects of one store that are evicted together when the lifetime ends.
 ///
@@ -147,16 +147,19 @@ const EXIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// This process's static lifetimes, one per store.
 fn static_lifetimes() -> &'static Mutex<Vec<Arc<Lifetime>>> {
-    static STATIC: ForkLocal<Mutex<Vec<Arc<Lifetime>>>> = ForkLocal::new();
-    STATIC.get_or_init(|| {
+    /// The slot's own type.
+    struct StaticLifetimes(Mutex<Vec<Arc<Lifetime>>>);
+    &crate::process::own(|| {
         install_exit_hook();
-        Mutex::default()
+        StaticLifetimes(Mutex::default())
     })
+    .0
 }
 
 /// Registers, once per process, the exit work that ends the static lifetimes.
 fn install_exit_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
+    /// The slot's own type: the hook is registered.
+    struct ExitHook;
     fn end_static_lifetimes() {
         let lifetimes = std::mem::take(&mut *static_lifetimes().lock().expect("poisoned"));
         if lifetimes.iter().all(|l| l.keys().is_empty()) {
@@ -177,7 +180,10 @@ fn install_exit_hook() {
             }
         })
     }
-    ONCE.call_once(|| runtime::at_exit(end_static_lifetimes));
+    crate::process::inherited(|| {
+        runtime::at_exit(end_static_lifetimes);
+        ExitHook
+    });
 }
 
 impl Store {

@@ -64,8 +64,10 @@ impl DatasetRef {
 
     /// Parses a string form (surrounding whitespace is ignored).
     pub fn from_string_form(text: &str) -> Result<Self> {
-        let bad = |why: String| Error::MalformedProxy {
-            reason: format!("not a dataset reference ({why}); it starts with {PREFIX}"),
+        let bad = |why: String| {
+            Error::malformed_proxy(format!(
+                "not a dataset reference ({why}); it starts with {PREFIX}"
+            ))
         };
         let text = text.trim();
         let Some(body) = text.strip_prefix(PREFIX) else {
@@ -78,11 +80,11 @@ impl DatasetRef {
             serde_json::from_slice(&json).map_err(|e| bad(format!("bad JSON: {e}")))?;
         let found = value["v"].as_u64().unwrap_or(0) as u16;
         if found > REF_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "dataset reference",
+            return Err(Error::unsupported_version(
+                "dataset reference",
                 found,
-                supported: REF_VERSION,
-            });
+                REF_VERSION,
+            ));
         }
         let r: DatasetRef = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         check_name(&r.name)?;
@@ -104,12 +106,12 @@ fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidConfig {
-            what: "dataset reference".into(),
-            message: format!(
+        Err(Error::invalid_config(
+            "dataset reference",
+            format!(
                 "name {name:?} must be 1-200 characters of letters, digits, '.', '_', '/', '-'"
             ),
-        })
+        ))
     }
 }
 

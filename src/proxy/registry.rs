@@ -24,8 +24,7 @@ struct Stores {
 /// This process's stores (a forked child starts without its parent's: their connectors'
 /// managers and connections belong to the parent).
 fn stores() -> &'static RwLock<Stores> {
-    static STORES: crate::runtime::ForkLocal<RwLock<Stores>> = crate::runtime::ForkLocal::new();
-    STORES.get_or_init(Default::default)
+    crate::process::own(RwLock::<Stores>::default)
 }
 
 /// The text a config from data is filed under.
@@ -37,14 +36,12 @@ fn data_key(config: &StoreConfig) -> String {
 ///
 /// If a store with the same name and an equal config is already registered, that one is
 /// kept and returned (so both handles share a cache); a different config is
-/// [`Error::StoreConflict`].
+/// [`Error::Conflict`](crate::Error::Conflict).
 pub fn register_store(store: &Store) -> Result<Store> {
     let mut stores = stores().write().expect("store registry poisoned");
     match stores.local.get(store.name()) {
         Some(existing) if existing.config() == store.config() => Ok(existing.clone()),
-        Some(_) => Err(Error::StoreConflict {
-            name: store.name().to_owned(),
-        }),
+        Some(_) => Err(Error::store_conflict(store.name())),
         None => {
             stores.local.insert(store.name().to_owned(), store.clone());
             Ok(store.clone())
@@ -82,9 +79,7 @@ pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
         match stores.local.get(&config.name) {
             Some(existing) if existing.config() == config => return Ok(existing.clone()),
             Some(_) => {
-                return Err(Error::StoreConflict {
-                    name: config.name.clone(),
-                });
+                return Err(Error::store_conflict(&config.name.clone()));
             }
             None => {}
         }

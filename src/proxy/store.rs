@@ -182,7 +182,7 @@ impl StoreBuilder {
         self
     }
 
-    /// Builds the store; fails with [`Error::StoreConflict`] if another store of the same
+    /// Builds the store; fails with [`Error::Conflict`](crate::Error::Conflict) if another store of the same
     /// name but a different configuration is registered.
     pub fn build(self) -> Result<Store> {
         let config = StoreConfig {
@@ -228,11 +228,11 @@ impl Store {
     /// [`get_or_create_store`](crate::get_or_create_store) instead.
     pub fn from_config(mut config: StoreConfig) -> Result<Store> {
         if config.version == 0 || config.version > STORE_CONFIG_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "store config",
-                found: config.version,
-                supported: STORE_CONFIG_VERSION,
-            });
+            return Err(Error::unsupported_version(
+                "store config",
+                config.version,
+                STORE_CONFIG_VERSION,
+            ));
         }
         let connector = config.connector.build()?;
         config.bound_numbers();
@@ -610,12 +610,7 @@ impl Store {
         codec
             .decode::<T>(bytes)
             .map(Arc::new)
-            .map_err(|message| Error::Decode {
-                store: self.name().to_owned(),
-                key: key.to_string(),
-                codec: codec.name(),
-                source: message.into(),
-            })
+            .map_err(|message| Error::decode(self.name(), &key, codec.name(), message))
     }
 
     /// A future's bytes, once set: polls the connector (a local look on file and Globus
@@ -639,13 +634,13 @@ impl Store {
         };
         match runtime::poll_until_found(limit, Duration::from_millis(200), look).await? {
             Some(bytes) => Ok(Some(bytes)),
-            None => Err(Error::Timeout {
-                what: format!(
+            None => Err(Error::timeout(
+                format!(
                     "future {key} of store '{}' to be set (is its producer still running?)",
                     self.name()
                 ),
-                after: limit,
-            }),
+                limit,
+            )),
         }
     }
 
@@ -658,10 +653,10 @@ impl Store {
             return future.await;
         };
         runtime::timeout(limit, future).await.unwrap_or_else(|| {
-            Err(Error::Timeout {
-                what: format!("key {key} of store '{}' to resolve", self.name()),
-                after: limit,
-            })
+            Err(Error::timeout(
+                format!("key {key} of store '{}' to resolve", self.name()),
+                limit,
+            ))
         })
     }
 }

@@ -17,34 +17,35 @@ use crate::error::{Error, Result};
 use crate::runtime::fork_generation;
 
 /// The fork generation in which this process (or the ancestor it was forked from) first
-/// opened a SQLite database; `u64::MAX`: never.
-static SQLITE_OPENED_IN: AtomicU64 = AtomicU64::new(u64::MAX);
+/// opened a SQLite database; `u64::MAX`: never. A forked child keeps it: that is the
+/// point.
+struct SqliteOpenedIn(AtomicU64);
 
 /// Refuses a SQLite open in a child forked after SQLite was used; records the first use.
 pub(super) fn check_sqlite_allowed(path: &Path) -> Result<()> {
     // From the first SQLite open on, forks must be counted.
-    crate::runtime::install_fork_handler();
+    crate::process::install_fork_handler();
     let now = fork_generation();
-    match SQLITE_OPENED_IN.compare_exchange(u64::MAX, now, Ordering::AcqRel, Ordering::Acquire) {
+    let opened_in = &crate::process::inherited(|| SqliteOpenedIn(AtomicU64::new(u64::MAX))).0;
+    match opened_in.compare_exchange(u64::MAX, now, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(()),
         Err(opened) if opened == now => Ok(()),
-        Err(_) => Err(Error::State {
-            path: path.to_path_buf(),
-            message: "this process was forked from one that had a SQLite state database \
+        Err(_) => Err(Error::state_message(
+            path,
+            "this process was forked from one that had a SQLite state database \
                       open, and SQLite's state cannot cross a fork (it could hang, or corrupt \
                       the database). Start worker processes before using ps-globus, or with \
                       multiprocessing's 'spawn' or 'forkserver' start method, or give every \
-                      process one PostgreSQL database (PS_GLOBUS_STATE_URL)"
-                .into(),
-            source: None,
-        }),
+                      process one PostgreSQL database (PS_GLOBUS_STATE_URL)",
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::StateDb;
-    use crate::runtime::{block_on, in_forked_child};
+    use crate::process::in_forked_child;
+    use crate::runtime::block_on;
 
     #[test]
     fn a_child_forked_after_sqlite_was_opened_is_refused_at_once_and_the_parent_goes_on() {
@@ -52,7 +53,7 @@ mod tests {
         let path = dir.path().join("state.db");
         let db = block_on(StateDb::open(&path)).unwrap();
         let status = in_forked_child(|| match block_on(StateDb::open(&path)) {
-            Err(e) if e.to_string().contains("forked") && e.hint().is_none() => 0,
+            Err(e) if e.to_string().contains("forked") && e.remedy().is_none() => 0,
             Err(_) => 2,
             Ok(_) => 3,
         });

@@ -188,19 +188,20 @@ impl StateDb {
                 warning: None,
             });
         }
-        Err(Error::InvalidConfig {
-            what: "state_url".into(),
-            message: format!(
+        Err(Error::invalid_config(
+            "state_url",
+            format!(
                 "{:?} is not a state database URL: use sqlite:PATH (the default, a file on \
                  this host) or postgres://USER@HOST:PORT/DATABASE (one database for every host)",
                 postgres::redacted(url)
             ),
-        })
+        ))
     }
 
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date,
+    /// with the settings this process's environment holds now.
     pub async fn open(path: impl AsRef<Path>) -> Result<StateDb> {
-        Self::open_with(path, Settings::global()).await
+        Self::open_with(path, &Settings::from_env()).await
     }
 
     /// [`open`](Self::open), with `settings` deciding what the environment would.
@@ -241,8 +242,10 @@ impl StateDb {
         // migrates at a time, in this process (async lock) and across processes (flock).
         // Connecting is inside: the first connection switches a new file to WAL, which
         // takes an exclusive lock SQLite does not wait for ("database is locked").
-        static OPENING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _one_here = OPENING.lock().await;
+        /// The slot's own type.
+        struct Opening(tokio::sync::Mutex<()>);
+        let opening = crate::process::own(|| Opening(tokio::sync::Mutex::const_new(())));
+        let _one_here = opening.0.lock().await;
         let lock_path = path.with_extension("migrate.lock");
         let pool = crate::fsutil::with_file_lock(&lock_path, || {
             crate::runtime::block_on(async {

@@ -41,15 +41,14 @@ pub(crate) async fn open(url: &str) -> Result<PgPool> {
         if let Some(name) = missing_database(&e) {
             // The server's own words end with its source line ("at line 948"): ours say
             // what to do instead.
-            return Error::State {
-                path: shown.clone().into(),
-                message: format!(
+            return Error::state_message(
+                shown.clone(),
+                format!(
                     "the PostgreSQL server at {place} has no database {name:?}: create it \
                      (`createdb {name}`, or `CREATE DATABASE {name}` as a role that may), \
                      then run this again; ps-globus creates its tables, not the database"
                 ),
-                source: None,
-            };
+            );
         }
         failed(
             &format!("cannot connect to the PostgreSQL state database at {place}"),

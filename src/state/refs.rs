@@ -33,13 +33,13 @@ pub(crate) async fn save(db: &StateDb, row: &RefRow, replace: bool) -> Result<()
         .execute(db)
         .await?;
     if saved == 0 {
-        return Err(Error::InvalidConfig {
-            what: "dataset reference".into(),
-            message: format!(
+        return Err(Error::invalid_config(
+            "dataset reference",
+            format!(
                 "a reference named {:?} already exists; remove it first or replace it",
                 row.name
             ),
-        });
+        ));
     }
     Ok(())
 }
@@ -102,7 +102,7 @@ mod tests {
             let db = &engine.db;
             save(db, &row("run/input", "k1"), false).await.unwrap();
             let twice = save(db, &row("run/input", "k2"), false).await.unwrap_err();
-            assert!(matches!(twice, Error::InvalidConfig { .. }), "{twice}");
+            assert!(matches!(twice, Error::InvalidInput(_)), "{twice}");
             assert!(twice.to_string().contains("already exists"), "{twice}");
             assert_eq!(load(db, "run/input").await.unwrap().unwrap().key, "k1");
             save(db, &row("run/input", "k2"), true).await.unwrap();

@@ -21,13 +21,14 @@ impl StateDb {
     /// [`shared_default`](Self::shared_default)). The pool lives on the library runtime,
     /// so callers on short-lived runtimes share it safely.
     pub async fn shared_in(home: &Path, settings: &Settings) -> Result<StateDb> {
-        type Shared = std::sync::Mutex<std::collections::HashMap<String, StateDb>>;
-        static SHARED: crate::runtime::ForkLocal<Shared> = crate::runtime::ForkLocal::new();
+        /// The slot's own type: this process's open databases, by URL.
+        #[derive(Default)]
+        struct Shared(std::sync::Mutex<std::collections::HashMap<String, StateDb>>);
         let which = match state_url(settings)? {
             Some(url) => url,
             None => format!("sqlite:{}", home.join("state.db").display()),
         };
-        let shared = SHARED.get_or_init(Default::default);
+        let shared = &crate::process::own(Shared::default).0;
         if let Some(db) = shared.lock().expect("shared databases").get(&which) {
             return Ok(db.clone());
         }

@@ -128,11 +128,11 @@ impl Event {
 
     fn check(self, topic: &str, position: u64) -> Result<Event> {
         if self.v > EVENT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "stream event",
-                found: self.v,
-                supported: EVENT_VERSION,
-            });
+            return Err(Error::unsupported_version(
+                "stream event",
+                self.v,
+                EVENT_VERSION,
+            ));
         }
         if self.topic != topic || self.position != position {
             return Err(Error::malformed(format!(
@@ -150,10 +150,10 @@ fn check_topic(topic: &str) -> Result<()> {
     if is_plain_name(topic, 128) {
         return Ok(());
     }
-    Err(Error::InvalidConfig {
-        what: "stream topic".into(),
-        message: format!("{topic:?} is not 1-128 characters of A-Z a-z 0-9 _ -"),
-    })
+    Err(Error::invalid_config(
+        "stream topic",
+        format!("{topic:?} is not 1-128 characters of A-Z a-z 0-9 _ -"),
+    ))
 }
 
 /// Publishes the objects of one topic (see the module docs).
@@ -174,20 +174,21 @@ impl StreamProducer {
             Channel::Redis(redis) => redis::last_position(redis, topic).await?,
             Channel::Globus(globus) => {
                 if store.connector().config() != crate::connector::Connector::config(globus) {
-                    return Err(Error::InvalidConfig {
-                        what: "stream producer".into(),
-                        message: "a Globus channel announces objects of its own Globus store: \
-                                  give the producer a store over the same connector"
-                            .into(),
-                    });
+                    return Err(Error::invalid_config(
+                        "stream producer",
+                        "a Globus channel announces objects of its own Globus store: \
+                                  give the producer a store over the same connector",
+                    ));
                 }
                 globus::resume(globus, topic).await?
             }
         }
         .map_or(Some(0), |last| last.checked_add(1))
-        .ok_or_else(|| Error::InvalidConfig {
-            what: "stream producer".into(),
-            message: format!("topic {topic} has no position left after {}", u64::MAX),
+        .ok_or_else(|| {
+            Error::invalid_config(
+                "stream producer",
+                format!("topic {topic} has no position left after {}", u64::MAX),
+            )
         })?;
         Ok(StreamProducer {
             store: store.clone(),
@@ -325,10 +326,10 @@ impl<T> StreamConsumer<T> {
             Reader::Globus(globus) => globus::read(globus, &self.topic, self.next, until).await?,
         };
         let Some(event) = event else {
-            return Err(Error::Timeout {
-                what: format!("event {} of topic {}", self.next, self.topic),
-                after: self.wait,
-            });
+            return Err(Error::timeout(
+                format!("event {} of topic {}", self.next, self.topic),
+                self.wait,
+            ));
         };
         let event = event.check(&self.topic, self.next)?;
         self.next = self.next.saturating_add(1);

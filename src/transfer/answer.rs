@@ -9,19 +9,29 @@ use reqwest::Method;
 use reqwest::header::RETRY_AFTER;
 
 use super::types::ErrorDoc;
-use crate::error::Error;
+use crate::error::{BoxError, Error, GlobusApiError, GlobusCode};
 
 /// A failed attempt, as the retry loop sees it.
 pub(super) struct Failure {
-    pub(super) error: Error,
+    pub(super) failed: Failed,
     pub(super) retryable: bool,
     pub(super) retry_after: Option<Duration>,
+}
+
+/// What failed, kept apart until the number of retries is known.
+pub(super) enum Failed {
+    /// Globus answered with an error.
+    Answer(GlobusApiError),
+    /// The service could not be reached at `url`.
+    Unreachable { url: String, source: BoxError },
+    /// Anything else, final as it is.
+    Other(Error),
 }
 
 impl Failure {
     pub(super) fn fatal(error: Error) -> Self {
         Failure {
-            error,
+            failed: Failed::Other(error),
             retryable: false,
             retry_after: None,
         }
@@ -29,30 +39,13 @@ impl Failure {
 
     /// The error, saying how many retries were made.
     pub(super) fn into_error(self, retries: u32) -> Error {
-        match self.error {
-            Error::Api {
-                status,
-                code,
-                message,
-                request_id,
-                method,
-                path,
-                ..
-            } => Error::Api {
-                status,
-                code,
-                message,
-                request_id,
-                method,
-                path,
-                retries,
-            },
-            Error::Network { url, source, .. } => Error::Network {
-                url,
-                source,
-                retries,
-            },
-            other => other,
+        match self.failed {
+            Failed::Answer(mut answer) => {
+                answer.retries = retries;
+                answer.into()
+            }
+            Failed::Unreachable { url, source } => Error::unreachable(&url, source, retries),
+            Failed::Other(error) => error,
         }
     }
 }
@@ -64,10 +57,9 @@ pub(super) async fn send(
     url: &str,
 ) -> Result<(reqwest::StatusCode, Option<Duration>, bytes::Bytes), Failure> {
     let network = |e: reqwest::Error| Failure {
-        error: Error::Network {
+        failed: Failed::Unreachable {
             url: url.to_owned(),
             source: without_url(&e).into(),
-            retries: 0,
         },
         retryable: true,
         retry_after: None,
@@ -114,23 +106,21 @@ pub(super) fn classify(
         ),
     };
     if status == 401 {
-        return Refusal::Failed(Failure::fatal(Error::Unauthorized { message }));
+        return Refusal::Failed(Failure::fatal(Error::unauthorized(message)));
     }
     if code == "ConsentRequired" {
         return Refusal::Consent(doc.and_then(|d| d.required_scopes).unwrap_or_default());
     }
-    let error = Error::Api {
+    let answer = GlobusApiError::new(
         status,
-        code,
+        GlobusCode::parse(&code),
         message,
         request_id,
-        method: method.to_string(),
-        path: format!("/{path}"),
-        retries: 0,
-    };
-    let retryable = error.is_transient();
+        (method.to_string(), format!("/{path}")),
+    );
+    let retryable = answer.is_transient();
     Refusal::Failed(Failure {
-        error,
+        failed: Failed::Answer(answer),
         retryable,
         retry_after: matches!(status, 429 | 503).then_some(retry_after).flatten(),
     })

@@ -3,10 +3,11 @@
 //! Every request runs on the library's own runtime (so a pooled connection never belongs
 //! to a caller's short-lived runtime), goes through the retry policy of
 //! [`RetryConfig`](super::RetryConfig), and turns error documents into typed
-//! [`Error`]s: [`Error::Api`] with the status, code, message and request id;
-//! [`Error::ConsentRequired`] with the scopes and collections; [`Error::Unauthorized`]
+//! [`Error`]s: [`GlobusApiError`](crate::error::GlobusApiError) with the status, code, message and request id;
+//! [`ConsentRequired`](crate::error::ConsentRequired) with the scopes and collections; [`Error::PermissionDenied`](crate::Error::PermissionDenied)
 //! after one failed refresh. The `Authorization` header never reaches an error or a log.
 
+use crate::error::{ConsentRequired, ErrorKind, GlobusApiError, GlobusCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -227,13 +228,18 @@ impl TransferClient {
     /// a `TASK_NOT_FOUND` error. `None` while the service still has it.
     pub async fn lost_task(&self, task_id: &str) -> Result<Option<FatalError>> {
         match self.task(task_id).await {
-            Err(Error::Api { status: 404, .. }) => Ok(Some(FatalError {
-                code: "TASK_NOT_FOUND".into(),
-                description: format!(
-                    "Globus no longer knows task {task_id} (the service lost it, or it was \
+            Err(e)
+                if e.downcast_ref::<GlobusApiError>()
+                    .is_some_and(|a| a.status == 404) =>
+            {
+                Ok(Some(FatalError {
+                    code: "TASK_NOT_FOUND".into(),
+                    description: format!(
+                        "Globus no longer knows task {task_id} (the service lost it, or it was \
                      deleted from history); nothing more will happen to it"
-                ),
-            })),
+                    ),
+                }))
+            }
             Ok(_) => Ok(None),
             Err(e) => Err(e),
         }
@@ -444,14 +450,16 @@ impl Inner {
         .await;
         let retries = attempts.load(Ordering::Relaxed).saturating_sub(1);
         let text = result.map_err(|f| f.into_error(retries))?;
-        serde_json::from_slice(&text).map_err(|e| Error::Api {
-            status: 200,
-            code: "ClientError.BadResponse".into(),
-            message: format!("the answer is not the expected document: {e}"),
-            request_id: String::new(),
-            method: method.to_string(),
-            path: format!("/{path}"),
-            retries,
+        serde_json::from_slice(&text).map_err(|e| {
+            let mut answer = GlobusApiError::new(
+                200,
+                GlobusCode::BadResponse,
+                format!("the answer is not the expected document: {e}"),
+                "",
+                (method.to_string(), format!("/{path}")),
+            );
+            answer.retries = retries;
+            Error::with_source(ErrorKind::Service, answer.to_string(), e)
         })
     }
 
@@ -488,10 +496,10 @@ impl Inner {
                     {
                         continue;
                     }
-                    return Err(Failure::fatal(Error::ConsentRequired {
+                    return Err(Failure::fatal(Error::from(ConsentRequired::new(
                         required_scopes,
                         collections,
-                    }));
+                    ))));
                 }
                 Refusal::Failed(failure) => return Err(failure),
             }
@@ -512,9 +520,9 @@ impl Inner {
         }
         let header = self.auth.authorization().await.map_err(Failure::fatal)?;
         let mut header = reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
-            Failure::fatal(Error::Unauthorized {
-                message: "the authorizer produced a header that is not valid HTTP".into(),
-            })
+            Failure::fatal(Error::unauthorized(
+                "the authorizer produced a header that is not valid HTTP",
+            ))
         })?;
         header.set_sensitive(true);
         let timeout = if *method == Method::GET {

@@ -38,11 +38,8 @@ struct Live {
 /// notebook may set them after importing.
 fn build(kind: &str, options: &serde_json::Value) -> ps_globus::Result<Live> {
     let (connector, site): (Arc<dyn Connector>, Option<String>) = if kind == GlobusConnector::KIND {
-        let config: GlobusConfig =
-            serde_json::from_value(options.clone()).map_err(|e| Error::InvalidConfig {
-                what: "globus connector".into(),
-                message: e.to_string(),
-            })?;
+        let config: GlobusConfig = serde_json::from_value(options.clone())
+            .map_err(|e| Error::invalid_config_from("globus connector", e))?;
         let connector = GlobusConnector::builder(config)
             .settings(Settings::from_env())
             .build()?;
@@ -92,10 +89,7 @@ impl PyConnector {
         let options: serde_json::Value = serde_json::from_str(options_json).map_err(|e| {
             to_py_err(
                 py,
-                Error::InvalidConfig {
-                    what: format!("{kind} connector"),
-                    message: e.to_string(),
-                },
+                Error::invalid_config_from(&format!("{kind} connector"), e),
             )
         })?;
         let live = build(kind, &options).map_err(|e| to_py_err(py, e))?;
@@ -150,11 +144,8 @@ impl PyConnector {
     /// Removes every object of a Redis connector's layout, and nothing else; how many.
     fn clear(&self, py: Python<'_>) -> PyResult<u64> {
         if self.kind != RedisConnector::KIND {
-            let unsupported = Error::Unsupported {
-                operation: "clear",
-                connector: self.kind.clone(),
-                advice: "evict objects one by one".into(),
-            };
+            let unsupported =
+                Error::unsupported("clear", &self.kind.clone(), "evict objects one by one");
             return Err(to_py_err(py, unsupported));
         }
         let config = ConnectorConfig {

@@ -9,17 +9,11 @@ use pyo3::prelude::*;
 use crate::wait::wait;
 
 fn json(r: &DatasetRef) -> ps_globus::Result<String> {
-    serde_json::to_string(r).map_err(|e| ps_globus::Error::InvalidConfig {
-        what: "reference".into(),
-        message: e.to_string(),
-    })
+    serde_json::to_string(r).map_err(|e| ps_globus::Error::invalid_config_from("reference", e))
 }
 
 fn invalid(e: serde_json::Error) -> ps_globus::Error {
-    ps_globus::Error::InvalidConfig {
-        what: "reference".into(),
-        message: e.to_string(),
-    }
+    ps_globus::Error::invalid_config_from("reference", e)
 }
 
 /// Saves `name` for the object `key` (text) of the store `store_json` (a store config:
@@ -33,7 +27,7 @@ pub fn ref_save(
     key: &str,
     replace: bool,
 ) -> PyResult<String> {
-    let built = (|| {
+    let built = (|| -> ps_globus::Result<DatasetRef> {
         let store: StoreConfig = serde_json::from_str(store_json).map_err(invalid)?;
         Ok(DatasetRef::new(name, store, key.parse()?))
     })();

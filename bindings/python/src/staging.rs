@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ps_globus::Settings;
 use ps_globus::config::{Config, current_site};
-use ps_globus::staging::{
+use ps_globus::internal::staging::{
     BatchLine, Direction, NO_TIMEOUT, deadline, enqueue, labels_and_tasks, plan, sync_level,
     wait_all,
 };

@@ -14,7 +14,7 @@ from ps_globus.testing import emulator
 
 CASES = [
     ('TransferFailed', e.TransferFailed, {'code': 'FILE_NOT_FOUND', 'task_id': 'task-1', 'source_path': '/a/x'}),
-    ('NeedsAttention', e.NeedsAttention, {'code': 'NEEDS_ATTENTION', 'task_id': 'task-2', 'hint': 'log in again'}),
+    ('NeedsAttention', e.NeedsAttention, {'code': 'NEEDS_ATTENTION', 'task_id': 'task-2', 'hint': 'run `ps-globus login` (with `--collection <id>` for each collection involved); the task resumes by itself'}),
     ('Integrity', e.IntegrityError, {'path': '/b/x', 'found': '3 bytes, sha256 bb'}),
     ('ConsentRequired', e.ConsentRequired, {'collections': ['collection-1'], 'required_scopes': ['scope-1']}),
     ('LoginRequired', e.LoginRequired, {'kind': 'PermissionDenied'}),

@@ -54,12 +54,18 @@ impl std::fmt::Debug for ProcessDefaults {
     }
 }
 
-static DEFAULTS: RwLock<Option<ProcessDefaults>> = RwLock::new(None);
+/// The process defaults (a forked child keeps them).
+fn defaults_slot() -> &'static RwLock<Option<ProcessDefaults>> {
+    /// The slot's own type.
+    #[derive(Default)]
+    struct Defaults(RwLock<Option<ProcessDefaults>>);
+    &crate::process::inherited(Defaults::default).0
+}
 
 /// The settings connectors rebuilt from a config use in this process: the process
 /// defaults', else [`Settings::global`].
-pub(crate) fn process_settings() -> Settings {
-    DEFAULTS
+pub(crate) fn settings_default() -> Settings {
+    defaults_slot()
         .read()
         .expect("defaults lock")
         .as_ref()
@@ -69,7 +75,7 @@ pub(crate) fn process_settings() -> Settings {
 
 /// Sets what connectors rebuilt from a config use in this process.
 pub fn set_process_defaults(defaults: ProcessDefaults) {
-    *DEFAULTS.write().expect("defaults lock") = Some(defaults);
+    *defaults_slot().write().expect("defaults lock") = Some(defaults);
 }
 
 /// Builds a [`GlobusConnector`].
@@ -153,20 +159,17 @@ impl GlobusConnectorBuilder {
         let mut config = self.config;
         check_relative(&config.store_dir, "store_dir")?;
         if config.sites.is_empty() {
-            return Err(Error::InvalidConfig {
-                what: "globus".into(),
-                message: "no sites: add at least two to the store's configuration".into(),
-            });
+            return Err(Error::invalid_config(
+                "globus",
+                "no sites: add at least two to the store's configuration",
+            ));
         }
-        let defaults = DEFAULTS
+        let defaults = defaults_slot()
             .read()
             .expect("defaults lock")
             .clone()
             .unwrap_or_default();
-        let settings = self
-            .settings
-            .or(defaults.settings)
-            .unwrap_or_else(|| Settings::global().clone());
+        let settings = self.settings.unwrap_or_else(settings_default);
         let site = match self.site.or(defaults.site) {
             Some(site) => {
                 config.site(&site)?;

@@ -61,13 +61,13 @@ impl GlobusConfig {
     ) -> Result<GlobusConfig> {
         let file = crate::config::Config::load(settings)?;
         if file.sites.is_empty() {
-            return Err(Error::InvalidConfig {
-                what: "globus".into(),
-                message: format!(
+            return Err(Error::invalid_config(
+                "globus",
+                format!(
                     "no sites in {}: add them (see `sites` in the README)",
                     settings.config_path.display()
                 ),
-            });
+            ));
         }
         Ok(GlobusConfig {
             store_dir: store_dir.into(),
@@ -99,9 +99,11 @@ impl GlobusConfig {
     }
 
     pub(super) fn site(&self, name: &str) -> Result<&SiteConfig> {
-        self.sites.get(name).ok_or_else(|| Error::UnknownSite {
-            message: format!("{name:?} is not a site of this store"),
-            known: crate::config::site_list(&self.sites),
+        self.sites.get(name).ok_or_else(|| {
+            Error::unknown_site(
+                format!("{name:?} is not a site of this store"),
+                &crate::config::site_list(&self.sites),
+            )
         })
     }
 
@@ -184,7 +186,7 @@ mod tests {
         let none = config(&[("lab", Some("^no-such-host$")), ("hpc", None)]);
         let err = none.current_site(&settings).unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, Error::UnknownSite { .. }), "{text}");
+        assert!(matches!(err, Error::InvalidInput(_)), "{text}");
         assert!(text.contains("PS_GLOBUS_SITE"), "{text}");
         assert!(
             text.contains("lab (hosts matching ^no-such-host$)"),
@@ -194,7 +196,7 @@ mod tests {
         let broken = config(&[("lab", Some("(unclosed"))]);
         assert!(matches!(
             broken.current_site(&settings),
-            Err(Error::InvalidConfig { .. })
+            Err(Error::InvalidInput(_))
         ));
     }
 

@@ -55,15 +55,15 @@ impl GlobusConnector {
             .and_then(|m| m.get("site"))
             .and_then(|s| s.as_str());
         if let Some(settler) = settler.filter(|s| *s != self.inner.site) {
-            return Err(Error::Unsupported {
-                operation: "settling a future made for another site",
-                connector: Self::KIND.into(),
-                advice: format!(
+            return Err(Error::unsupported(
+                "settling a future made for another site",
+                Self::KIND,
+                format!(
                     "future {id} is settled only at site {settler:?}, and this process is at \
                      {:?}: set it there (or make it with PutOptions::with_settling_site)",
                     self.inner.site
                 ),
-            });
+            ));
         }
         let asked: Option<Vec<String>> = key
             .meta()

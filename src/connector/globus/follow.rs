@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TransferFailure};
 use crate::transfer::path::normalise_path;
 use crate::transfer::states::TaskStatus;
 use crate::transfer::types::{SkippedError, Task};
@@ -396,13 +396,12 @@ fn cancelled(task: &Task) -> bool {
 
 /// The error for an object whose task `task` failed it with `code`.
 fn failed(task: &Task, code: String, description: String, paths: &Paths) -> Error {
-    Error::TransferFailed {
-        task_id: Some(task.task_id.clone()),
+    Error::from(TransferFailure::new(
+        Some(task.task_id.clone()),
         code,
         description,
-        source_path: paths.source.clone(),
-        destination_path: paths.destination.clone(),
-    }
+        (paths.source.clone(), paths.destination.clone()),
+    ))
 }
 
 #[cfg(test)]

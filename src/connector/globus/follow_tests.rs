@@ -1,5 +1,6 @@
 //! One test per transition of [`Follow`], without an emulator: tasks are values.
 use super::*;
+use crate::error::TransferFailure;
 use crate::transfer::types::FatalError;
 
 fn paths() -> Paths {
@@ -46,7 +47,9 @@ fn skipped(destination: &str, code: &str) -> SkippedError {
 
 fn ended_code(next: Next) -> Option<String> {
     match next {
-        Next::Ended(Some(Error::TransferFailed { code, .. })) => Some(code),
+        Next::Ended(Some(e)) if e.is::<TransferFailure>() => {
+            Some(e.downcast_ref::<TransferFailure>().unwrap().code.clone())
+        }
         Next::Ended(None) => None,
         other => panic!("not ended: {other:?}"),
     }

@@ -49,14 +49,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-pub(crate) use builder::process_settings;
+pub(crate) use builder::settings_default;
 pub use builder::{GlobusConnectorBuilder, ProcessDefaults, set_process_defaults};
 pub(crate) use config::{DEFAULT_WAIT, META_VERSION};
 pub use config::{GlobusConfig, ObjectMeta};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, Provenance, PutOptions, Settlement};
 use crate::auth::Authorizer;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Untrusted};
 use crate::fsutil::ObjectDir;
 use crate::settings::Settings;
 use crate::state::StateDb;
@@ -99,12 +99,16 @@ struct Inner {
 const DROP_FLUSH_LIMIT: Duration = Duration::from_secs(30);
 
 impl Drop for Inner {
+    /// Puts return once enqueued: a connector dropped with transfers held back hands their
+    /// submission to the library runtime and returns at once, on any thread or runtime
+    /// (it used to wait up to 30 s here). The flush holds the manager until it is done; a
+    /// process that exits first has the exit hook (`transfer/manager/exit.rs`), which
+    /// submits what every running manager holds back and says what it could not.
     fn drop(&mut self) {
-        // Puts return once enqueued; make sure a process that ends now still submits.
         let Some(manager) = self.manager.get().cloned() else {
             return;
         };
-        let flush = async move {
+        crate::runtime::handle().spawn(async move {
             match crate::runtime::timeout(DROP_FLUSH_LIMIT, manager.flush()).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::warn!("submitting pending transfers at close: {e}"),
@@ -112,18 +116,7 @@ impl Drop for Inner {
                     "pending transfers were not submitted within 30 s; the next run at this site resumes them"
                 ),
             }
-        };
-        let on_current_thread_runtime = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        if on_current_thread_runtime {
-            // Its only worker must not block: the flush goes on in the background. A
-            // process that exits right away should call `close` first.
-            crate::runtime::handle().spawn(flush);
-        } else {
-            // Off any runtime this blocks the dropping thread; on a multi-thread worker,
-            // `block_on` first hands the worker's other tasks to another thread.
-            crate::runtime::block_on(flush);
-        }
+        });
     }
 }
 
@@ -176,14 +169,14 @@ impl GlobusConnector {
     /// [`trust::check_change`](super::trust::check_change)).
     fn check_change(&self, id: &str, path: &str, operation: &'static str) -> Result<()> {
         if self.inner.provenance.trust().is_some() && path != id {
-            return Err(Error::Untrusted {
-                what: "object path",
-                named: path.to_owned(),
-                advice: format!(
+            return Err(Error::from(Untrusted::new(
+                "object path",
+                path,
+                format!(
                     "{operation} skipped: a store rebuilt from a proxy changes only the \
                      objects it minted, each at its id"
                 ),
-            });
+            )));
         }
         super::trust::check_change(
             &self.inner.provenance,
@@ -287,11 +280,11 @@ impl GlobusConnector {
         }
         let meta: ObjectMeta = key.meta_as()?;
         if meta.v > META_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "Globus object metadata",
-                found: meta.v,
-                supported: META_VERSION,
-            });
+            return Err(Error::unsupported_version(
+                "Globus object metadata",
+                meta.v,
+                META_VERSION,
+            ));
         }
         check_relative(&meta.path, "object path")?;
         Ok(Some(meta))
@@ -427,7 +420,7 @@ impl Connector for GlobusConnector {
             return match self.get_deferred(key).await {
                 Ok(found) => Ok(found.is_some()),
                 // Evicted: a tombstone, not an object.
-                Err(Error::NotFound { .. }) => Ok(false),
+                Err(Error::NotFound(_)) => Ok(false),
                 Err(e) => Err(e),
             };
         }

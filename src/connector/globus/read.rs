@@ -18,7 +18,7 @@ use super::config::{DEFAULT_WAIT, ObjectMeta};
 use super::follow::{Family, Paths, Step};
 use super::verify::{Verdict, integrity, verify_file};
 use crate::connector::Key;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TransferFailure};
 use crate::transfer::{ItemSpec, Priority};
 
 impl GlobusConnector {
@@ -26,9 +26,11 @@ impl GlobusConnector {
     /// verified local path at this site, waiting for the transfer if it is on the way; a
     /// 40 GB array never passes through memory.
     pub(super) async fn verified_path(&self, key: &Key) -> Result<PathBuf> {
-        let meta = self.meta(key)?.ok_or_else(|| Error::InvalidConfig {
-            what: "globus key".into(),
-            message: format!("key {} carries no object metadata", key.id()),
+        let meta = self.meta(key)?.ok_or_else(|| {
+            Error::invalid_config(
+                "globus key",
+                format!("key {} carries no object metadata", key.id()),
+            )
         })?;
         // The waits and the final check look for links themselves, right before each look.
         let (root, local) = self.object_at_site(&meta.path)?;
@@ -107,10 +109,10 @@ impl GlobusConnector {
             }
             let now = Instant::now();
             if now >= until {
-                return Err(Error::Timeout {
-                    what: format!("{} to arrive at site {site}", meta.path),
-                    after: explicit.unwrap_or(DEFAULT_WAIT),
-                });
+                return Err(Error::timeout(
+                    format!("{} to arrive at site {site}", meta.path),
+                    explicit.unwrap_or(DEFAULT_WAIT),
+                ));
             }
             let _ = crate::runtime::timeout(delay.min(until - now), changed).await;
             // A stat is cheap; the file is the completion signal, so look often.
@@ -134,11 +136,8 @@ impl GlobusConnector {
                 Verdict::Match(bytes) => return Ok(Arrival::Here(bytes)),
                 _ if self.inner.config.pull_on_demand => self.pull(meta).await?,
                 _ => {
-                    return Err(Error::NotStaged {
-                        key: meta.path.clone(),
-                        site: site.clone(),
-                        destinations: meta.destinations.keys().cloned().collect(),
-                    });
+                    let sent_to: Vec<String> = meta.destinations.keys().cloned().collect();
+                    return Err(Error::not_staged(&meta.path, site, &sent_to));
                 }
             },
         };
@@ -237,16 +236,15 @@ fn not_delivered(
     match verdict {
         Verdict::Mismatch(found) => integrity(local, meta, found),
         Verdict::WrongSize(size) => integrity(local, meta, format!("{size} bytes")),
-        _ => Error::TransferFailed {
-            task_id: root_task.map(|t| t.task_id),
-            code: "MISSING".into(),
-            description: format!(
+        _ => Error::from(TransferFailure::new(
+            root_task.map(|t| t.task_id),
+            "MISSING",
+            format!(
                 "the task succeeded but {} is not there (deleted since?)",
                 local.display()
             ),
-            source_path: paths.source,
-            destination_path: paths.destination,
-        },
+            (paths.source, paths.destination),
+        )),
     }
 }
 

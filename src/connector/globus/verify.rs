@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::config::ObjectMeta;
-use crate::error::{Error, Result};
+use crate::error::{Error, IntegrityMismatch, Result};
 use crate::runtime;
 
 /// Files smaller than this are hashed on the calling task.
@@ -181,11 +181,11 @@ pub(super) fn sha256_hex(data: &[u8]) -> String {
 
 /// The error for a file that is not the object its key describes.
 pub(super) fn integrity(local: &Path, meta: &ObjectMeta, found: String) -> Error {
-    Error::Integrity {
-        path: local.to_owned(),
-        expected: format!("{} bytes, sha256 {}", meta.size, meta.sha256),
+    Error::from(IntegrityMismatch::new(
+        local,
+        format!("{} bytes, sha256 {}", meta.size, meta.sha256),
         found,
-    }
+    ))
 }
 
 #[cfg(test)]
@@ -242,7 +242,7 @@ mod tests {
             }
             assert!(matches!(
                 read_verified(dir.path(), &path, &meta).await,
-                Err(Error::Integrity { .. })
+                Err(Error::Integrity(_))
             ));
             let mut grown = data.clone();
             grown.extend_from_slice(&[0; 3 << 20]);

@@ -5,7 +5,7 @@
 //!
 //! **Routing.** A put goes to the highest-priority child whose policy accepts its size,
 //! its tags ([`PutOptions::tags`]) and the current site; a put that no child accepts is
-//! [`Error::NoRoute`], listing each child's reason. A batch is split by child, and each
+//! [`NoRoute`](crate::error::NoRoute), listing each child's reason. A batch is split by child, and each
 //! child gets one batch (one Globus task for all the large objects of a batch, one `MSET`
 //! for the small ones): ProxyStore's `MultiConnector` puts a batch one object at a time.
 //!
@@ -32,8 +32,7 @@ use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, Provenance, PutOptions};
-use crate::error::{Error, Result};
-use crate::settings::Settings;
+use crate::error::{Error, NoRoute, Result};
 
 /// One child of a [`MultiConfig`]: a name (recorded in keys), a connector, a policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -166,10 +165,7 @@ impl MultiConnector {
 
     /// A connector of the children `config` lists; none is built yet.
     pub fn from_config(config: MultiConfig) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            what: "multi connector".into(),
-            message,
-        };
+        let invalid = |message: String| Error::invalid_config("multi connector", message);
         if config.children.is_empty() {
             return Err(invalid("it has no children".into()));
         }
@@ -295,7 +291,7 @@ impl MultiConnector {
     /// it would route every put as if this process were nowhere.
     fn current_site(&self) -> Result<Option<&str>> {
         let found = self.site.get_or_init(|| {
-            let settings = Settings::global();
+            let settings = &crate::connector::globus::settings_default();
             let config = crate::config::Config::load(settings).ok();
             let Some(name) = &settings.site else {
                 return Ok(config.and_then(|c| crate::config::current_site(&c.sites, None).ok()));
@@ -322,10 +318,7 @@ impl MultiConnector {
         });
         match found {
             Ok(site) => Ok(site.as_deref()),
-            Err((message, known)) => Err(Error::UnknownSite {
-                message: message.clone(),
-                known: known.clone(),
-            }),
+            Err((message, known)) => Err(Error::unknown_site(message.clone(), &known.clone())),
         }
     }
 
@@ -355,11 +348,11 @@ impl MultiConnector {
                 }
             }
         }
-        best.ok_or(Error::NoRoute {
+        best.ok_or(Error::from(NoRoute {
             size,
             tags: options.tags.clone(),
             refusals,
-        })
+        }))
     }
 
     fn wrap(&self, child: usize, key: Key) -> Result<Key> {

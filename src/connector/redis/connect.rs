@@ -7,10 +7,7 @@ use crate::error::{Error, Result};
 /// The connection settings of `config`, with the password read from `password_env` now.
 pub(super) fn client(config: &RedisConfig) -> Result<redis::Client> {
     use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
-    let invalid = |message: String| Error::InvalidConfig {
-        what: "redis connector".into(),
-        message,
-    };
+    let invalid = |message: String| Error::invalid_config("redis connector", message);
     if let Some(problem) = config.problem() {
         return Err(invalid(problem));
     }

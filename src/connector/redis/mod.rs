@@ -19,8 +19,8 @@
 //! command that fails because the connection dropped or was refused is retried
 //! (`RETRIES` times, 0.1 to 1 s apart; every command here is idempotent: a put writes a
 //! fresh key); a server that does not answer within `timeout_ms` is an
-//! [`Error::Timeout`] at once, not retried. A server that is gone is [`Error::Network`];
-//! an error the server answers (out of memory, a wrong password) is [`Error::Server`]
+//! [`Error::Timeout`] at once, not retried. A server that is gone is [`Error::Unreachable`](crate::Error::Unreachable);
+//! an error the server answers (out of memory, a wrong password) is [`ServerError`](crate::error::ServerError)
 //! with its code and advice. When the server is back, the next command succeeds.
 //!
 //! **Secrets.** The password comes from the environment variable the config names
@@ -43,7 +43,7 @@ use redis::{FromRedisValue, RedisError};
 
 use super::{Capabilities, Connector, ConnectorConfig, Key, PutOptions, Settlement};
 use crate::connector::manifest;
-use crate::error::{Error, Result};
+use crate::error::{AlreadySet, Error, Result, ServerError};
 use crate::runtime::in_library_context;
 
 /// How long an evicted future's tombstone (and an expired one's mark) stays: a day.
@@ -107,10 +107,7 @@ impl RedisConnector {
             let _context = crate::runtime::handle().enter();
             ConnectionManager::new_lazy_with_config(client, manager)
         }
-        .map_err(|e| Error::InvalidConfig {
-            what: "redis connector".into(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| Error::invalid_config_from("redis connector", e))?;
         Ok(RedisConnector {
             url: config.url(),
             config,
@@ -124,13 +121,15 @@ impl RedisConnector {
     /// rebuilds it where the file does not exist.
     pub fn named(settings: &crate::Settings, name: &str) -> Result<Self> {
         let mut servers = crate::config::Config::load(settings)?.redis;
-        let config = servers.remove(name).ok_or_else(|| Error::InvalidConfig {
-            what: "redis connector".into(),
-            message: format!(
-                "{} has no [redis.{name}] table (it names: {})",
-                settings.config_path.display(),
-                servers.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
+        let config = servers.remove(name).ok_or_else(|| {
+            Error::invalid_config(
+                "redis connector",
+                format!(
+                    "{} has no [redis.{name}] table (it names: {})",
+                    settings.config_path.display(),
+                    servers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
         })?;
         Self::new(RedisConfig {
             server: Some(name.to_owned()),
@@ -215,7 +214,7 @@ impl RedisConnector {
             .await;
         match got {
             Ok(pair) => Ok(pair.into_iter().nth(1)),
-            Err(Error::Server { .. }) => Ok(None),
+            Err(e) if e.is::<ServerError>() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -281,7 +280,7 @@ impl RedisConnector {
             Err(_) => None,
         };
         match limit {
-            Some(limit) if size > limit => Error::Server {
+            Some(limit) if size > limit => Error::from(ServerError {
                 service: "Redis",
                 url: self.url.clone(),
                 operation: "SET".into(),
@@ -290,7 +289,7 @@ impl RedisConnector {
                     "Protocol error: invalid bulk length (the object is {size} bytes, over \
                      the server's proto-max-bulk-len of {limit})"
                 ),
-            },
+            }),
             _ => lost,
         }
     }
@@ -298,24 +297,20 @@ impl RedisConnector {
     /// The typed error for `source`, naming the server and the command.
     fn error(&self, operation: &'static str, source: RedisError, retries: u32) -> Error {
         if source.is_timeout() {
-            return Error::Timeout {
-                what: format!("Redis at {} to answer {operation}", self.url),
-                after: self.config.timeout(),
-            };
+            return Error::timeout(
+                format!("Redis at {} to answer {operation}", self.url),
+                self.config.timeout(),
+            );
         }
         if is_connection_error(&source) {
-            return Error::Network {
-                url: self.url.clone(),
-                source: source.into(),
-                retries,
-            };
+            return Error::unreachable(&self.url.clone(), source, retries);
         }
         // The client reports a refused AUTH as a kind of its own, not the server's code.
         let code = match source.kind() {
             redis::ErrorKind::AuthenticationFailed => "WRONGPASS",
             _ => source.code().unwrap_or(source.category()),
         };
-        Error::Server {
+        Error::from(ServerError {
             service: "Redis",
             url: self.url.clone(),
             operation: operation.into(),
@@ -323,7 +318,7 @@ impl RedisConnector {
             message: source
                 .detail()
                 .map_or_else(|| source.to_string(), str::to_owned),
-        }
+        })
     }
 
     /// `SET` of one value, with the TTL if configured.
@@ -378,7 +373,7 @@ impl Connector for RedisConnector {
         let set = self.set_command(&self.redis_key(&key)?, data);
         match self.run::<()>("SET", &set).await {
             Ok(()) => Ok(key),
-            Err(e @ Error::Network { .. }) => Err(self.too_large(data.len(), e).await),
+            Err(e @ Error::Unreachable(_)) => Err(self.too_large(data.len(), e).await),
             Err(e) => Err(e),
         }
     }
@@ -410,7 +405,7 @@ impl Connector for RedisConnector {
             // An unreachable server is an error, never "no such object".
             return match self.get(key).await {
                 Ok(value) => Ok(value.is_some()),
-                Err(Error::NotFound { .. } | Error::ProducerGone { .. }) => Ok(false),
+                Err(Error::NotFound(_)) => Ok(false),
                 Err(e) => Err(e),
             };
         }
@@ -514,9 +509,7 @@ impl Connector for RedisConnector {
         if there.as_deref() == Some(&envelope[..]) {
             return Ok(());
         }
-        Err(Error::AlreadySet {
-            what: format!("the future {key}"),
-        })
+        Err(Error::from(AlreadySet::new(format!("the future {key}"))))
     }
 
     fn not_found_hint(&self) -> &'static str {

@@ -2,6 +2,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::connector::{Connector, FileConnector, Key, PutOptions};
+use crate::error::Untrusted;
 
 const LOCAL_TRANSFER: &str = "http://127.0.0.1:4455/";
 
@@ -59,7 +60,7 @@ fn a_proxys_transfer_url_is_used_only_where_the_local_configuration_trusts_it() 
     ] {
         let err = admitted_url(&globus(Some(hostile))).unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, Error::Untrusted { .. }), "{text}");
+        assert!(err.is::<Untrusted>(), "{text}");
         assert!(text.contains(hostile.trim_end_matches('/')), "{text}");
         assert!(text.contains("transfer_urls"), "{text}");
     }
@@ -115,7 +116,7 @@ fn a_redis_proxy_never_chooses_the_server_or_the_password_variable() {
     )
     .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, Error::Untrusted { .. }), "{text}");
+    assert!(err.is::<Untrusted>(), "{text}");
     assert!(
         text.contains("redis://collector.evil.example:6379"),
         "{text}"
@@ -125,10 +126,9 @@ fn a_redis_proxy_never_chooses_the_server_or_the_password_variable() {
         "{text}"
     );
     // A table name the configuration lacks: refused.
-    assert!(matches!(
-        admitted_redis(serde_json::json!({"server": "nope"})),
-        Err(Error::Untrusted { .. })
-    ));
+    assert!(
+        admitted_redis(serde_json::json!({"server": "nope"})).is_err_and(|e| e.is::<Untrusted>())
+    );
 }
 
 #[test]
@@ -141,10 +141,7 @@ fn a_multi_configs_children_are_admitted_too() {
         ]}),
     )
     .unwrap();
-    assert!(matches!(
-        admit(&multi, &local()),
-        Err(Error::Untrusted { .. })
-    ));
+    assert!(admit(&multi, &local()).is_err_and(|e| e.is::<Untrusted>()));
 }
 
 #[test]
@@ -170,7 +167,7 @@ fn a_file_store_from_data_changes_only_minted_objects_in_a_marked_directory() {
     for id in ["authorized_keys", minted.as_str()] {
         let key = Key::new("file", id).unwrap();
         let err = crate::block_on(connector.evict(&key)).unwrap_err();
-        assert!(matches!(err, Error::Untrusted { .. }), "{err}");
+        assert!(err.is::<Untrusted>(), "{err}");
     }
     assert!(crate::block_on(connector.put(b"x", &PutOptions::default())).is_err());
     assert_eq!(std::fs::read(&victim).unwrap(), b"ssh-ed25519 AAAA");
@@ -193,7 +190,7 @@ fn a_file_store_from_data_changes_only_minted_objects_in_a_marked_directory() {
     crate::block_on(rebuilt.evict(&Key::new("file", minted.as_str()).unwrap())).unwrap();
     assert!(!outside.path().join(&minted).exists());
     let e = crate::block_on(rebuilt.evict(&Key::new("file", "authorized_keys").unwrap()));
-    assert!(matches!(e, Err(Error::Untrusted { .. })), "{e:?}");
+    assert!(e.as_ref().is_err_and(|e| e.is::<Untrusted>()), "{e:?}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"ssh-ed25519 AAAA");
 
     // A genuine store's directory carries the marker: its own objects go.

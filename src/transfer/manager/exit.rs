@@ -25,7 +25,8 @@ const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// Registers, once per process, the exit hook that flushes every running manager and
 /// reports what it could not send.
 pub(super) fn install_exit_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
+    /// The slot's own type: the hook is registered.
+    struct ExitHook;
     fn submit_held_back() {
         for manager in TransferManager::running() {
             let report = runtime::block_on(manager.flush_before_exit(EXIT_FLUSH_LIMIT));
@@ -34,7 +35,10 @@ pub(super) fn install_exit_hook() {
             }
         }
     }
-    ONCE.call_once(|| runtime::at_exit(submit_held_back));
+    crate::process::inherited(|| {
+        runtime::at_exit(submit_held_back);
+        ExitHook
+    });
 }
 
 impl TransferManager {
@@ -118,9 +122,7 @@ mod tests {
 
     #[test]
     fn a_refused_login_at_exit_says_what_was_not_sent_where_it_is_and_to_log_in() {
-        let refused = Error::LoginRequired {
-            reason: "Globus refused the credentials".into(),
-        };
+        let refused = Error::login_required("Globus refused the credentials");
         let report = exit_report(3, "/tmp/x/state.db", Some(&refused), EXIT_FLUSH_LIMIT);
         assert!(report.contains("3 transfer item(s)"), "{report}");
         assert!(report.contains("NOT sent"), "{report}");

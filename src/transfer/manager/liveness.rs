@@ -60,10 +60,19 @@ pub(crate) fn owner_alive(owner: &str) -> bool {
 /// The name this host goes by in the state database: `PS_GLOBUS_HOST_ID` when set
 /// (containers or test "hosts" that share a kernel's host name), else the host name.
 fn hostname() -> String {
-    if let Some(id) = &crate::settings::Settings::global().host_id {
-        return id.clone();
+    /// The slot's own type: read once, as the process's identity must not change.
+    struct HostId(String);
+    crate::process::inherited(|| HostId(host_id_default()))
+        .0
+        .clone()
+}
+
+/// The host name as the environment sets it, else the kernel's.
+fn host_id_default() -> String {
+    match &crate::settings::Settings::global().host_id {
+        Some(id) => id.clone(),
+        None => crate::config::host_name(),
     }
-    crate::config::host_name()
 }
 
 impl Inner {

@@ -28,7 +28,7 @@
 //! 6. Outcomes per item: skipped source errors fail only their own item; a task stuck
 //!    ACTIVE on a fatal `nice_status` for [`fail_fast_after`](ManagerConfig::fail_fast_after)
 //!    is cancelled, its failing item failed with the Globus reason, and the rest re-split
-//!    into a new batch (once); INACTIVE tasks report [`Error::NeedsAttention`].
+//!    into a new batch (once); INACTIVE tasks report [`NeedsAttention`](crate::error::NeedsAttention).
 //!
 //! ## Files
 //!
@@ -171,8 +171,7 @@ type Registry = Mutex<HashMap<(std::path::PathBuf, String), Weak<Inner>>>;
 /// This process's registry (a forked child starts an empty one: the parent's managers'
 /// pollers and connections are not the child's).
 fn shared() -> &'static Registry {
-    static SHARED: crate::runtime::ForkLocal<Registry> = crate::runtime::ForkLocal::new();
-    SHARED.get_or_init(Default::default)
+    crate::process::own(Registry::default)
 }
 
 /// A fresh batch label: `psg-` and 32 hex digits (no `,` `/` `:`, which the filter
@@ -371,15 +370,17 @@ impl TransferManager {
     pub async fn item(&self, item: i64) -> Result<ItemStatus> {
         sql::item_status(&self.inner.db, item)
             .await?
-            .ok_or_else(|| Error::InvalidConfig {
-                what: "transfer item".into(),
-                message: format!("no item {item} in {}", self.inner.db.path().display()),
+            .ok_or_else(|| {
+                Error::invalid_config(
+                    "transfer item",
+                    format!("no item {item} in {}", self.inner.db.path().display()),
+                )
             })
     }
 
     /// Waits until `item` is final. Success is `Ok`; a failure is
     /// [`Error::TransferFailed`] with the Globus code, description and paths; a paused
-    /// task is [`Error::NeedsAttention`]; a login or consent that Globus refuses and the
+    /// task is [`NeedsAttention`](crate::error::NeedsAttention); a login or consent that Globus refuses and the
     /// manager cannot renew is that error ([`Error::needs_login`]) at once, though the
     /// item stays queued; past `timeout`, [`Error::Timeout`].
     pub async fn wait(&self, item: i64, timeout: Duration) -> Result<ItemStatus> {
@@ -408,10 +409,10 @@ impl TransferManager {
                 .trouble()
                 .map(|t| format!(" (meanwhile {t})"))
                 .unwrap_or_default();
-            Err(Error::Timeout {
-                what: format!("transfer item {item}{meanwhile}"),
-                after: timeout,
-            })
+            Err(Error::timeout(
+                format!("transfer item {item}{meanwhile}"),
+                timeout,
+            ))
         })
     }
 
@@ -483,10 +484,10 @@ impl TransferManager {
     /// Cancels the batch labelled `label`: its task at Globus if it has one, else locally.
     pub async fn cancel_label(&self, label: &str) -> Result<()> {
         let Some(batch) = self.batch(label).await? else {
-            return Err(Error::InvalidConfig {
-                what: "transfer batch".into(),
-                message: format!("no batch labelled {label}"),
-            });
+            return Err(Error::invalid_config(
+                "transfer batch",
+                format!("no batch labelled {label}"),
+            ));
         };
         if let Some(task) = batch.task_id {
             return self.cancel_task(&task).await;
@@ -503,24 +504,24 @@ impl TransferManager {
                     ..
                 }) => return self.cancel_task(&task).await,
                 Some(b) if b.state == BatchState::Merged => {
-                    return Err(Error::InvalidConfig {
-                        what: "transfer batch".into(),
-                        message: format!(
+                    return Err(Error::invalid_config(
+                        "transfer batch",
+                        format!(
                             "the items of batch {label} joined another batch when it was \
                              submitted (from this or another host): cancel that batch's task \
                              once `ps-globus status` shows it"
                         ),
-                    });
+                    ));
                 }
                 Some(b) if b.state != BatchState::Done => {
-                    return Err(Error::InvalidConfig {
-                        what: "transfer batch".into(),
-                        message: format!(
+                    return Err(Error::invalid_config(
+                        "transfer batch",
+                        format!(
                             "batch {label} is being submitted (its submission id is fixed, \
                              and it may already be a task at Globus): cancel its task once \
                              `ps-globus status` shows it"
                         ),
-                    });
+                    ));
                 }
                 _ => {}
             }

@@ -8,7 +8,7 @@
 //! a skipped source fails only its own item, with its own reason. A task stuck ACTIVE on
 //! a fatal `nice_status`, without progress, for `fail_fast_after` is cancelled and what
 //! it did not copy is re-split into a new batch (once); an INACTIVE task is
-//! [`Error::NeedsAttention`].
+//! [`NeedsAttention`](crate::error::NeedsAttention).
 
 use std::collections::{BTreeSet, HashMap};
 

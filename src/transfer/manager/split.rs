@@ -24,7 +24,7 @@
 use super::Inner;
 use super::config::BatchOptions;
 use super::sql::{bump_generation, now_ms};
-use crate::error::{Error, Result};
+use crate::error::{Error, GlobusApiError, Result};
 use crate::state::query::query;
 use crate::transfer::states::BatchState;
 
@@ -69,7 +69,8 @@ const MAX_LABEL: usize = 128;
 
 /// Whether the service refused a document for its size.
 pub(super) fn refused_as_too_large(e: &Error) -> bool {
-    matches!(e, Error::Api { status: 413, .. })
+    e.downcast_ref::<GlobusApiError>()
+        .is_some_and(|answer| answer.status == 413)
 }
 
 impl Inner {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, NeedsAttention, TransferFailure};
 use crate::transfer::states::{BatchState, ItemState, TaskStatus};
 
 /// Where an item stands.
@@ -45,37 +45,31 @@ impl ItemStatus {
     }
 
     /// Why the item did not arrive, as the error a wait returns: [`Error::TransferFailed`]
-    /// with the Globus code and description, or [`Error::NeedsAttention`] while its task
+    /// with the Globus code and description, or [`NeedsAttention`] while its task
     /// is paused (INACTIVE); `None` if it succeeded or is still on its way.
     pub fn error(&self) -> Option<Error> {
         match self.state {
             ItemState::Succeeded => None,
             ItemState::Failed | ItemState::Canceled | ItemState::Other(_) if self.is_final() => {
-                Some(Error::TransferFailed {
-                    task_id: self.task_id.clone(),
-                    code: self.code.clone().unwrap_or_else(|| self.state.to_string()),
-                    description: self.description.clone().unwrap_or_default(),
-                    source_path: self.source_path.clone(),
-                    destination_path: self.destination_path.clone(),
-                })
+                Some(Error::from(TransferFailure::new(
+                    self.task_id.clone(),
+                    self.code.clone().unwrap_or_else(|| self.state.to_string()),
+                    self.description.clone().unwrap_or_default(),
+                    (self.source_path.clone(), self.destination_path.clone()),
+                )))
             }
-            _ if self.task_status == Some(TaskStatus::Inactive) => Some(Error::NeedsAttention {
-                task_id: self.task_id.clone().unwrap_or_default(),
-                reason: format!(
+            _ if self.task_status == Some(TaskStatus::Inactive) => {
+                let reason = format!(
                     "Globus paused it ({}): the credentials or a data_access consent expired",
                     self.nice_status.as_deref().unwrap_or("INACTIVE")
-                ),
-                fix: "run `ps-globus login` (with `--collection <id>` for each collection \
-                      involved); the task resumes by itself"
-                    .into(),
-            }),
-            _ => self.attention.as_ref().map(|reason| Error::NeedsAttention {
-                task_id: self.task_id.clone().unwrap_or_default(),
-                reason: format!("Globus keeps retrying it on {reason}, and nothing moves"),
-                fix: "grant this identity access to the path (or fix the path's \
-                      permissions) at the collection; the task resumes by itself, or cancel \
-                      it with `ps-globus task cancel`"
-                    .into(),
+                );
+                let task = self.task_id.clone().unwrap_or_default();
+                Some(NeedsAttention::login(task, reason).into())
+            }
+            _ => self.attention.as_ref().map(|reason| {
+                let reason = format!("Globus keeps retrying it on {reason}, and nothing moves");
+                let task = self.task_id.clone().unwrap_or_default();
+                NeedsAttention::access(task, reason).into()
             }),
         }
     }

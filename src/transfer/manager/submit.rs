@@ -14,7 +14,7 @@ use super::config::{BatchOptions, Priority};
 use super::rows::ItemToPost;
 use super::split::refused_as_too_large;
 use super::sql::{self, BatchEnd, BatchToPost};
-use crate::error::{Error, Result};
+use crate::error::{Error, GlobusApiError, GlobusCode, Result};
 use crate::transfer::types::{TransferItem, TransferRequest};
 
 impl Inner {
@@ -185,10 +185,10 @@ impl Inner {
             Err(e) => {
                 // Globus refused the batch for good (bad path, unknown collection, consent,
                 // or one item whose document alone is over the service's limit).
-                let code = match &e {
-                    Error::Api { status: 413, .. } => "RequestTooLarge".into(),
-                    Error::Api { code, .. } => code.clone(),
-                    _ => "SubmitFailed".into(),
+                let code = match e.downcast_ref::<GlobusApiError>() {
+                    Some(answer) if answer.status == 413 => "RequestTooLarge".into(),
+                    Some(answer) => answer.code.to_string(),
+                    None => "SubmitFailed".into(),
                 };
                 self.finish_batch(BatchEnd {
                     batch,
@@ -264,8 +264,13 @@ const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
 /// flight (`Conflict`) or the pending-task limit (`…PendingTaskLimit`), both lifted
 /// when earlier tasks end. Neither is a failed batch.
 fn asks_to_wait(e: &Error) -> bool {
-    matches!(e, Error::Api { status: 409, code, .. }
-        if code == "Conflict" || code.ends_with("PendingTaskLimit"))
+    e.downcast_ref::<GlobusApiError>().is_some_and(|answer| {
+        answer.status == 409
+            && matches!(
+                answer.code,
+                GlobusCode::Conflict | GlobusCode::PendingTaskLimit(_)
+            )
+    })
 }
 
 /// The `POST /transfer` document for a batch. Tasks the manager creates never e-mail.

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::error::Error;
+use crate::error::{ConsentRequired, Error, ErrorKind, Remedy};
 
 /// What a background loop was doing when it failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,22 +61,15 @@ impl Trouble {
     /// The error a wait ends with when this trouble needs a person (a login or consent
     /// the manager cannot renew): `None` for trouble that may pass by itself.
     pub fn needs_login(&self) -> Option<Error> {
-        match &*self.error {
-            Error::ConsentRequired {
-                required_scopes,
-                collections,
-            } => Some(Error::ConsentRequired {
-                required_scopes: required_scopes.clone(),
-                collections: collections.clone(),
-            }),
-            Error::Unauthorized { message } => Some(Error::Unauthorized {
-                message: format!("{}: {message}", self.activity.as_str()),
-            }),
-            Error::LoginRequired { reason } => Some(Error::LoginRequired {
-                reason: format!("{}: {reason}", self.activity.as_str()),
-            }),
-            _ => None,
+        if let Some(consent) = self.error.downcast_ref::<ConsentRequired>() {
+            return Some(consent.clone().into());
         }
+        let remedy = self
+            .error
+            .remedy()
+            .filter(|r| matches!(r, Remedy::Login { .. } | Remedy::LoginAgain))?;
+        let message = format!("{}: {}", self.activity.as_str(), self.error);
+        Some(Error::new(ErrorKind::PermissionDenied, message).with_remedy(remedy.clone()))
     }
 }
 
@@ -141,9 +134,7 @@ mod tests {
     use super::*;
 
     fn refused() -> Error {
-        Error::Unauthorized {
-            message: "Token is not valid.".into(),
-        }
+        Error::unauthorized("Token is not valid.")
     }
 
     #[tokio::test]
