@@ -313,19 +313,23 @@ fn start_emulator(bin: &Path, work: &Path, life: u32) -> std::io::Result<Child> 
 }
 
 fn sites(work: &Path, port: u16) -> GlobusConfig {
-    let site = |name: &str| SiteConfig {
-        collection: ps_globus_sim::collection_id(name),
-        collection_path: "/".into(),
-        local_path: work.join(name),
-        host_regex: None,
+    let site = |name: &str| {
+        let mut built = SiteConfig::default();
+        built.collection = ps_globus_sim::collection_id(name);
+        built.collection_path = "/".into();
+        built.local_path = work.join(name);
+        built.host_regex = None;
+        built
     };
-    GlobusConfig {
-        store_dir: STORE.into(),
-        sites: [("a".to_string(), site("a")), ("b".to_string(), site("b"))].into(),
-        destinations: None,
-        pull_on_demand: false,
-        wait_timeout_s: Some(150),
-        transfer_url: Some(format!("http://127.0.0.1:{port}/")),
+    {
+        let mut built = GlobusConfig::default();
+        built.store_dir = STORE.into();
+        built.sites = [("a".to_string(), site("a")), ("b".to_string(), site("b"))].into();
+        built.destinations = None;
+        built.pull_on_demand = false;
+        built.wait_timeout_s = Some(150);
+        built.transfer_url = Some(format!("http://127.0.0.1:{port}/"));
+        built
     }
 }
 

@@ -103,8 +103,9 @@ impl TrustConfig {
 }
 
 /// One Globus collection as one facility sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SiteConfig {
     /// The collection's id.
     pub collection: Uuid,

@@ -102,15 +102,14 @@ impl Host {
 }
 
 fn manager_config() -> ManagerConfig {
-    ManagerConfig {
-        // The emulator's limit, so that only the hosts' shared admission keeps to it.
-        max_pending_tasks: PENDING_LIMIT,
-        poll_min: Duration::from_millis(50),
-        poll_idle: Duration::from_millis(50),
-        poll_max: Duration::from_millis(200),
-        lease_ttl: Duration::from_secs(1),
-        ..ManagerConfig::default()
-    }
+    let mut config = ManagerConfig::default();
+    // The emulator's limit, so that only the hosts' shared admission keeps to it.
+    config.max_pending_tasks = PENDING_LIMIT;
+    config.poll_min = Duration::from_millis(50);
+    config.poll_idle = Duration::from_millis(50);
+    config.poll_max = Duration::from_millis(200);
+    config.lease_ttl = Duration::from_secs(1);
+    config
 }
 
 /// One host of the tests below (run by them, in a process of its own).
@@ -158,9 +157,10 @@ async fn host() {
                     format!("/{prefix}/{i}"),
                 );
                 if separate {
-                    spec = spec.options(BatchOptions {
-                        label: Some(format!("{prefix}-{i}")),
-                        ..BatchOptions::default()
+                    spec = spec.options({
+                        let mut built = BatchOptions::default();
+                        built.label = Some(format!("{prefix}-{i}"));
+                        built
                     });
                 }
                 m.enqueue(spec)

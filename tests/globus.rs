@@ -105,9 +105,10 @@ async fn readers_follow_their_objects_into_the_resplit_of_a_cancelled_task() {
         GlobusConnector::builder(config.clone())
             .site(site)
             .home(home.path())
-            .manager_config(ManagerConfig {
-                fail_fast_after: std::time::Duration::from_millis(300),
-                ..ManagerConfig::default()
+            .manager_config({
+                let mut built = ManagerConfig::default();
+                built.fail_fast_after = std::time::Duration::from_millis(300);
+                built
             })
             .build()
             .unwrap()
@@ -536,9 +537,10 @@ fn child_puts_and_exits_without_close() {
 fn child_resolves_a_proxy() {
     // This process is site b (PS_GLOBUS_SITE); it acts as the test token's identity.
     let token = std::env::var("PS_GLOBUS_TEST_TOKEN").unwrap();
-    ps_globus::connector::set_process_defaults(ps_globus::connector::ProcessDefaults {
-        authorizer: Some(Arc::new(ps_globus::auth::StaticTokenAuthorizer::new(token))),
-        ..Default::default()
+    ps_globus::connector::set_process_defaults({
+        let mut built = ps_globus::connector::ProcessDefaults::default();
+        built.authorizer = Some(Arc::new(ps_globus::auth::StaticTokenAuthorizer::new(token)));
+        built
     });
     let json = std::env::var("PS_GLOBUS_CHILD_PROXY").unwrap();
     let proxy: ps_globus::Proxy<Vec<u64>> = serde_json::from_str(&json).unwrap();
@@ -804,9 +806,10 @@ async fn readers_follow_their_objects_into_the_parts_of_a_batch_too_large_to_pos
         GlobusConnector::builder(config_for(&emu, store_dir))
             .site(site)
             .home(home.path())
-            .manager_config(ManagerConfig {
-                quiet: std::time::Duration::from_secs(2),
-                ..ManagerConfig::default()
+            .manager_config({
+                let mut built = ManagerConfig::default();
+                built.quiet = std::time::Duration::from_secs(2);
+                built
             })
             .build()
             .unwrap()

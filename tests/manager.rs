@@ -118,14 +118,12 @@ on_both_engines! {
     });
     write(emu.root_a(), "f", b"x");
     let state = engine.fresh().await;
-    let quiet = ManagerConfig {
-        max_items: 1, // every item its own task
-        max_pending_tasks: 250,
-        poll_min: Duration::from_secs(3600),
-        poll_max: Duration::from_secs(3600),
-        request_budget: 0.0,
-        ..ManagerConfig::default()
-    };
+    let mut quiet = ManagerConfig::default();
+    quiet.max_items = 1; // every item its own task
+    quiet.max_pending_tasks = 250;
+    quiet.poll_min = Duration::from_secs(3600);
+    quiet.poll_max = Duration::from_secs(3600);
+    quiet.request_budget = 0.0;
     let m = manager(&emu, &state.url, quiet).await;
     for i in 0..150 {
         m.enqueue(spec(&emu, "/f", &format!("/out/{i}")))
@@ -163,18 +161,20 @@ async fn the_client_lists_many_tasks_with_at_most_50_ids_per_request() {
     let c = client(&emu);
     let mut ids = Vec::new();
     for i in 0..150 {
-        let doc = ps_globus::transfer::types::TransferRequest {
-            data_type: "transfer".into(),
-            submission_id: c.submission_id().await.unwrap(),
-            source_endpoint: emu.a.clone(),
-            destination_endpoint: emu.b.clone(),
-            data: vec![ps_globus::transfer::types::TransferItem {
-                data_type: "transfer_item".into(),
-                source_path: "/f".into(),
-                destination_path: format!("/{i}"),
-                ..Default::default()
-            }],
-            ..Default::default()
+        let doc = {
+            let mut built = ps_globus::transfer::types::TransferRequest::default();
+            built.data_type = "transfer".into();
+            built.submission_id = c.submission_id().await.unwrap();
+            built.source_endpoint = emu.a.clone();
+            built.destination_endpoint = emu.b.clone();
+            built.data = vec![{
+                let mut built = ps_globus::transfer::types::TransferItem::default();
+                built.data_type = "transfer_item".into();
+                built.source_path = "/f".into();
+                built.destination_path = format!("/{i}");
+                built
+            }];
+            built
         };
         ids.push(c.submit_transfer(&doc).await.unwrap().task_id);
     }
@@ -190,12 +190,7 @@ on_both_engines! {
     let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
     write(emu.root_a(), "f", b"x");
     let state = engine.fresh().await;
-    let capped = ManagerConfig {
-        max_items: 1,
-        max_pending_tasks: 2,
-        bulk_every: 3,
-        ..config()
-    };
+    let capped = { let mut built = config(); built.max_items = 1; built.max_pending_tasks = 2; built.bulk_every = 3; built };
     let m = manager(&emu, &state.url, capped).await;
     for i in 0..4 {
         m.enqueue(spec(&emu, "/f", &format!("/bulk{i}")))
@@ -295,10 +290,7 @@ on_both_engines! {
     let m = manager(
         &emu,
         &state.url,
-        ManagerConfig {
-            max_items: 20,
-            ..config()
-        },
+        { let mut built = config(); built.max_items = 20; built },
     )
     .await;
     let mut items = Vec::new();
@@ -487,10 +479,7 @@ on_both_engines! {
     }
     let state = engine.fresh().await;
     let m = manager(&emu, &state.url, config()).await;
-    let options = BatchOptions {
-        fail_on_quota_errors: true,
-        ..BatchOptions::default()
-    };
+    let options = { let mut built = BatchOptions::default(); built.fail_on_quota_errors = true; built };
     let mut items = Vec::new();
     // Copied in request order: `c` comes after the file that fails the task.
     for name in ["a", "missing", "full", "c"] {
@@ -528,10 +517,7 @@ on_both_engines! {
         write(emu.root_a(), &format!("in/{name}"), name.as_bytes());
     }
     let state = engine.fresh().await;
-    let fast_fail = ManagerConfig {
-        fail_fast_after: Duration::from_millis(300),
-        ..config()
-    };
+    let fast_fail = { let mut built = config(); built.fail_fast_after = Duration::from_millis(300); built };
     let m = manager(&emu, &state.url, fast_fail).await;
     let mut items = Vec::new();
     for name in ["a", "b", "full", "c", "d"] {
@@ -572,10 +558,7 @@ on_both_engines! {
     let state = engine.fresh().await;
     let m = manager(&emu, &state.url, config()).await;
     let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(500)).to_rfc3339();
-    let options = BatchOptions {
-        deadline: Some(soon),
-        ..BatchOptions::default()
-    };
+    let options = { let mut built = BatchOptions::default(); built.deadline = Some(soon); built };
     let expiring = m
         .enqueue(spec(&emu, "/f", "/late").options(options))
         .await
@@ -671,9 +654,10 @@ async fn child() {
             .with_retry(fast_retry())
             .unwrap();
     // The failpoint comes from the environment the parent set, read once as settings.
-    let mut config = ManagerConfig {
-        failpoint: ps_globus::Settings::from_env().failpoint,
-        ..config()
+    let mut config = {
+        let mut built = config();
+        built.failpoint = ps_globus::Settings::from_env().failpoint;
+        built
     };
     // HOLD: keep the batch open (no quiet or age limit will close it) and wait to be
     // killed once the items are committed.
@@ -875,12 +859,13 @@ async fn a_service_that_never_answers_fails_within_the_retry_budget() {
     });
     let client =
         TransferClient::with_base_url(&url, Arc::new(StaticTokenAuthorizer::new(TOKEN))).unwrap();
-    let per_request = RetryConfig {
-        max_retries: 2,
-        max_sleep: Duration::from_millis(5),
-        base: Duration::from_millis(1),
-        read_timeout: Duration::from_millis(100),
-        ..RetryConfig::default()
+    let per_request = {
+        let mut built = RetryConfig::default();
+        built.max_retries = 2;
+        built.max_sleep = Duration::from_millis(5);
+        built.base = Duration::from_millis(1);
+        built.read_timeout = Duration::from_millis(100);
+        built
     };
     let err = client
         .with_retry(per_request)
@@ -903,10 +888,11 @@ async fn a_service_that_never_answers_fails_within_the_retry_budget() {
     );
     assert_eq!(err.kind(), ps_globus::ErrorKind::Unreachable);
     // With a budget shorter than its retries, the call stops retrying at the budget.
-    let budgeted = RetryConfig {
-        max_retries: 1000,
-        total: Duration::from_millis(300),
-        ..per_request
+    let budgeted = {
+        let mut built = per_request;
+        built.max_retries = 1000;
+        built.total = Duration::from_millis(300);
+        built
     };
     let err = client
         .with_retry(budgeted)
@@ -937,10 +923,7 @@ on_both_engines! {
     let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
     write(emu.root_a(), "in/0", b"0");
     let state = engine.fresh().await;
-    let quick = ManagerConfig {
-        young: Duration::from_millis(50),
-        ..config()
-    };
+    let quick = { let mut built = config(); built.young = Duration::from_millis(50); built };
     let m = manager(&emu, &state.url, quick).await;
     let item = m.enqueue(spec(&emu, "/in/0", "/out/0")).await.unwrap();
     m.flush().await.unwrap();
@@ -1086,10 +1069,7 @@ on_both_engines! {
     // 16 KiB, far less than the manager's own cap.
     let emu = Emu::with(|c| c.max_body_bytes = 16 << 10);
     let state = engine.fresh().await;
-    let one_batch = ManagerConfig {
-        quiet: Duration::from_secs(2),
-        ..config()
-    };
+    let one_batch = { let mut built = config(); built.quiet = Duration::from_secs(2); built };
     let m = manager(&emu, &state.url, one_batch).await;
     let labels = enqueue_and_wait(&m, &emu, &"d".repeat(90), 300).await;
     assert_delivered(&emu, 300);
@@ -1109,11 +1089,7 @@ on_both_engines! {
     async fn batches_close_at_their_document_size_before_the_service_refuses_one(engine: Engine) {
     let emu = Emu::start();
     let state = engine.fresh().await;
-    let capped = ManagerConfig {
-        quiet: Duration::from_secs(2),
-        max_document_bytes: 16 << 10,
-        ..config()
-    };
+    let capped = { let mut built = config(); built.quiet = Duration::from_secs(2); built.max_document_bytes = 16 << 10; built };
     let m = manager(&emu, &state.url, capped).await;
     let labels = enqueue_and_wait(&m, &emu, &"d".repeat(90), 300).await;
     assert_delivered(&emu, 300);

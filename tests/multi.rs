@@ -26,16 +26,18 @@ fn child(key: &Key) -> String {
 
 #[tokio::test]
 async fn puts_route_by_size_with_inclusive_bounds_and_priority() {
-    let small = Policy {
-        max_size: Some(1024),
-        priority: 2,
-        ..Policy::default()
+    let small = {
+        let mut built = Policy::default();
+        built.max_size = Some(1024);
+        built.priority = 2;
+        built
     };
-    let medium = Policy {
-        min_size: 1000,
-        max_size: Some(1 << 20),
-        priority: 1,
-        ..Policy::default()
+    let medium = {
+        let mut built = Policy::default();
+        built.min_size = 1000;
+        built.max_size = Some(1 << 20);
+        built.priority = 1;
+        built
     };
     let multi = MultiConnector::new([
         ("small", local(), small),
@@ -75,14 +77,16 @@ async fn equal_priorities_go_to_the_earlier_child() {
 
 #[tokio::test]
 async fn puts_route_by_required_and_allowed_tags() {
-    let secure = Policy {
-        tags_required: vec!["sensitive".into()],
-        priority: 5,
-        ..Policy::default()
+    let secure = {
+        let mut built = Policy::default();
+        built.tags_required = vec!["sensitive".into()];
+        built.priority = 5;
+        built
     };
-    let plain = Policy {
-        tags_allowed: Some(vec!["public".into(), "scratch".into()]),
-        ..Policy::default()
+    let plain = {
+        let mut built = Policy::default();
+        built.tags_allowed = Some(vec!["public".into(), "scratch".into()]);
+        built
     };
     let multi =
         MultiConnector::new([("secure", local(), secure), ("plain", local(), plain)]).unwrap();
@@ -133,9 +137,10 @@ async fn puts_route_by_required_and_allowed_tags() {
 #[tokio::test]
 async fn puts_route_by_the_site_of_the_process_and_reads_work_at_any_site() {
     let dir = tempfile::tempdir().unwrap();
-    let at = |site: &str| Policy {
-        sites: Some(vec![site.into()]),
-        ..Policy::default()
+    let at = |site: &str| {
+        let mut built = Policy::default();
+        built.sites = Some(vec![site.into()]);
+        built
     };
     let children = [
         (
@@ -256,10 +261,11 @@ async fn a_batch_that_fails_in_one_child_leaves_nothing_in_the_others() {
 async fn children_are_built_on_first_use_so_one_that_cannot_be_built_here_spares_the_others() {
     let mut unusable = RedisConfig::new("127.0.0.1", 1);
     unusable.password_env = Some("PS_GLOBUS_TEST_SURELY_UNSET_VARIABLE".into());
-    let secret = Policy {
-        tags_required: vec!["secret".into()],
-        priority: 1,
-        ..Policy::default()
+    let secret = {
+        let mut built = Policy::default();
+        built.tags_required = vec!["secret".into()];
+        built.priority = 1;
+        built
     };
     let unusable = ConnectorConfig::new("redis", &unusable).unwrap();
     let multi = MultiConnector::new([
@@ -339,10 +345,11 @@ fn configs_that_cannot_route_are_refused() {
 #[tokio::test]
 async fn a_batch_with_a_child_that_cannot_be_built_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let small = Policy {
-        max_size: Some(100),
-        priority: 1,
-        ..Policy::default()
+    let small = {
+        let mut built = Policy::default();
+        built.max_size = Some(100);
+        built.priority = 1;
+        built
     };
     let unbuildable =
         ConnectorConfig::new("file", serde_json::json!({"dir": "relative/dir"})).unwrap();
@@ -377,10 +384,11 @@ async fn readme_twin_small_objects_through_redis_and_large_ones_through_globus()
     let (_, globus_a) = crate::support::sites::connector("a", &store_dir);
     let (_, globus_b) = crate::support::sites::connector("b", &store_dir);
     let hybrid = |globus: ps_globus::connector::GlobusConnector| {
-        let small = Policy {
-            max_size: Some((1 << 20) - 1),
-            priority: 1,
-            ..Policy::default()
+        let small = {
+            let mut built = Policy::default();
+            built.max_size = Some((1 << 20) - 1);
+            built.priority = 1;
+            built
         };
         let redis: Arc<dyn Connector> = Arc::new(RedisConnector::new(server.config()).unwrap());
         let globus: Arc<dyn Connector> = Arc::new(globus);
@@ -437,9 +445,10 @@ fn a_ps_globus_site_that_no_site_has_is_refused_not_taken_as_is() {
 #[test]
 #[ignore = "child process of a_ps_globus_site_that_no_site_has_is_refused_not_taken_as_is"]
 fn child_puts_through_site_policies() {
-    let at = |site: &str| Policy {
-        sites: Some(vec![site.into()]),
-        ..Policy::default()
+    let at = |site: &str| {
+        let mut built = Policy::default();
+        built.sites = Some(vec![site.into()]);
+        built
     };
     let multi =
         MultiConnector::new([("at-a", local(), at("a")), ("at-b", local(), at("b"))]).unwrap();

@@ -195,12 +195,13 @@ fn child_publishes_and_crashes() {
         serde_json::from_str(&std::env::var(CRASH_VAR).unwrap()).unwrap();
     let config: GlobusConfig = serde_json::from_value(given["config"].clone()).unwrap();
     let home = given["home"].as_str().unwrap();
-    ps_globus::connector::set_process_defaults(ProcessDefaults {
-        authorizer: Some(Arc::new(StaticTokenAuthorizer::new(
+    ps_globus::connector::set_process_defaults({
+        let mut built = ProcessDefaults::default();
+        built.authorizer = Some(Arc::new(StaticTokenAuthorizer::new(
             crate::support::emulator::TOKEN,
-        ))),
-        settings: Some(ps_globus::Settings::isolated(home)),
-        ..Default::default()
+        )));
+        built.settings = Some(ps_globus::Settings::isolated(home));
+        built
     });
     let a = GlobusConnector::builder(config)
         .site("a")

@@ -16,7 +16,7 @@ use ps_globus::error::{NeedsAttention, TransferFailure};
 use ps_globus::state::StateDb;
 use ps_globus::transfer::watch::Watcher;
 use ps_globus::transfer::{
-    BatchOptions, BatchState, ItemState, ManagerConfig, RequestGate, TaskStatus, TransferClient,
+    BatchOptions, BatchState, ItemState, RequestGate, TaskStatus, TransferClient,
 };
 use ps_globus_sim::{CollectionConfig, FaultKind};
 
@@ -121,9 +121,10 @@ async fn the_pending_task_limit_holds_a_batch_and_never_fails_it() {
     write(emu.root_a(), "in/a", b"a");
     write(emu.root_a(), "in/b", b"b");
     let dir = tempfile::tempdir().unwrap();
-    let one_per_task = ManagerConfig {
-        max_items: 1,
-        ..config()
+    let one_per_task = {
+        let mut built = config();
+        built.max_items = 1;
+        built
     };
     let m = manager(&emu, &sqlite(&dir.path().join("state.db")), one_per_task).await;
     let a = m.enqueue(spec(&emu, "/in/a", "/out/a")).await.unwrap();
@@ -152,14 +153,16 @@ async fn a_persistent_permission_error_needs_a_human_and_the_task_is_left_runnin
     });
     write(emu.root_a(), "in/locked", b"x");
     let dir = tempfile::tempdir().unwrap();
-    let quick = ManagerConfig {
-        fail_fast_after: Duration::from_millis(300),
-        ..config()
+    let quick = {
+        let mut built = config();
+        built.fail_fast_after = Duration::from_millis(300);
+        built
     };
     let m = manager(&emu, &sqlite(&dir.path().join("state.db")), quick).await;
-    let options = BatchOptions {
-        skip_source_errors: false,
-        ..BatchOptions::default()
+    let options = {
+        let mut built = BatchOptions::default();
+        built.skip_source_errors = false;
+        built
     };
     let item = m
         .enqueue(spec(&emu, "/in/locked", "/out/locked").options(options))
@@ -282,18 +285,20 @@ async fn a_service_identity_gets_the_data_access_of_a_mapped_collection_by_itsel
     .unwrap();
     let c = TransferClient::with_base_url(emu.sim.transfer_url(), Arc::new(auth)).unwrap();
     let mapped = emu.sim.collections()["mapped"].id.to_string();
-    let doc = ps_globus::transfer::types::TransferRequest {
-        data_type: "transfer".into(),
-        submission_id: c.submission_id().await.unwrap(),
-        source_endpoint: emu.a.clone(),
-        destination_endpoint: mapped,
-        data: vec![ps_globus::transfer::types::TransferItem {
-            data_type: "transfer_item".into(),
-            source_path: "/in/f".into(),
-            destination_path: "/svc/f".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
+    let doc = {
+        let mut built = ps_globus::transfer::types::TransferRequest::default();
+        built.data_type = "transfer".into();
+        built.submission_id = c.submission_id().await.unwrap();
+        built.source_endpoint = emu.a.clone();
+        built.destination_endpoint = mapped;
+        built.data = vec![{
+            let mut built = ps_globus::transfer::types::TransferItem::default();
+            built.data_type = "transfer_item".into();
+            built.source_path = "/in/f".into();
+            built.destination_path = "/svc/f".into();
+            built
+        }];
+        built
     };
     let submitted = c.submit_transfer(&doc).await.unwrap();
     assert_eq!(submitted.code, "Accepted");
@@ -363,11 +368,12 @@ async fn while_batches_queue_for_posting_an_open_batch_keeps_taking_items() {
     let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
     write(emu.root_a(), "f", b"x");
     let dir = tempfile::tempdir().unwrap();
-    let one_at_a_time = ManagerConfig {
-        max_pending_tasks: 1,
-        quiet: Duration::ZERO,
-        max_delay: Duration::ZERO,
-        ..config()
+    let one_at_a_time = {
+        let mut built = config();
+        built.max_pending_tasks = 1;
+        built.quiet = Duration::ZERO;
+        built.max_delay = Duration::ZERO;
+        built
     };
     let m = manager(&emu, &sqlite(&dir.path().join("state.db")), one_at_a_time).await;
     m.enqueue(spec(&emu, "/f", "/out/a")).await.unwrap();
@@ -423,11 +429,12 @@ async fn while_every_running_slot_is_busy_later_items_share_one_task() {
     for (slots, expect_shared) in [(3, true), (0, false)] {
         let emu = Emu::with(|c| c.task_latency_ms = 1_500);
         let dir = tempfile::tempdir().unwrap();
-        let quick = ManagerConfig {
-            quiet: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
-            running_slots: slots,
-            ..config()
+        let quick = {
+            let mut built = config();
+            built.quiet = Duration::from_millis(1);
+            built.max_delay = Duration::from_millis(2);
+            built.running_slots = slots;
+            built
         };
         let m = manager(&emu, &sqlite(&dir.path().join("state.db")), quick).await;
         // Three tasks take the three running slots.

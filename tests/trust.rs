@@ -81,9 +81,10 @@ fn local_configuration() -> &'static Path {
         let settings = Settings::from_lookup(|name| {
             vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.into())
         });
-        set_process_defaults(ProcessDefaults {
-            settings: Some(settings),
-            ..Default::default()
+        set_process_defaults({
+            let mut built = ProcessDefaults::default();
+            built.settings = Some(settings);
+            built
         });
         home
     })

@@ -170,11 +170,13 @@ async fn site_add(args: SiteAddArgs) -> CliResult {
             endpoint.display_name.as_deref().unwrap_or("(no name)")
         );
     }
-    let site = SiteConfig {
-        collection,
-        collection_path,
-        local_path,
-        host_regex,
+    let site = {
+        let mut built = SiteConfig::default();
+        built.collection = collection;
+        built.collection_path = collection_path;
+        built.local_path = local_path;
+        built.host_regex = host_regex;
+        built
     };
     ps_globus::internal::save_site(path, &name, &site)?;
     eprintln!("site {name} saved in {}", path.display());

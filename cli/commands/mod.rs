@@ -56,11 +56,12 @@ pub async fn observer() -> Result<TransferManager, CommandError> {
 async fn start_manager(adopt_orphans: bool) -> Result<TransferManager, CommandError> {
     let settings = settings();
     let db = StateDb::open_default(settings).await?;
-    let config = ManagerConfig {
-        quiet: Duration::from_secs(60),
-        max_delay: Duration::from_secs(120),
-        adopt_orphans,
-        ..ManagerConfig::from_settings(settings)
+    let config = {
+        let mut built = ManagerConfig::from_settings(settings);
+        built.quiet = Duration::from_secs(60);
+        built.max_delay = Duration::from_secs(120);
+        built.adopt_orphans = adopt_orphans;
+        built
     };
     Ok(TransferManager::start(db, client()?, config).await?)
 }

@@ -230,11 +230,12 @@ pub async fn run(command: TaskCommand) -> CliResult {
 }
 
 async fn list(client: &TransferClient, limit: u32, filter: String, out: &Output) -> CliResult {
-    let query = TaskQuery {
-        filter: Some(filter),
-        orderby: Some("request_time DESC".into()),
-        limit: Some(limit),
-        ..Default::default()
+    let query = {
+        let mut built = TaskQuery::default();
+        built.filter = Some(filter);
+        built.orderby = Some("request_time DESC".into());
+        built.limit = Some(limit);
+        built
     };
     let page = client.task_list(&query).await?;
     if out.machine() {
@@ -443,10 +444,11 @@ async fn cancel(
         if let Some(label) = &label {
             filter.push_str(&format!("/{}", label_filter(std::slice::from_ref(label))));
         }
-        let query = TaskQuery {
-            filter: Some(filter),
-            limit: Some(1000),
-            ..Default::default()
+        let query = {
+            let mut built = TaskQuery::default();
+            built.filter = Some(filter);
+            built.limit = Some(1000);
+            built
         };
         let page = client.task_list(&query).await?;
         ids.extend(page.data.into_iter().map(|t| t.task_id));

@@ -84,12 +84,13 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
     if args.dry_run {
         return show_dry_run(&items, &args.out);
     }
-    let options = BatchOptions {
-        sync_level: args.sync_level.as_deref().map(sync_level).transpose()?,
-        verify_checksum: !args.no_verify_checksum,
-        deadline: args.deadline.clone(),
-        label: args.label.clone(),
-        ..BatchOptions::default()
+    let options = {
+        let mut built = BatchOptions::default();
+        built.sync_level = args.sync_level.as_deref().map(sync_level).transpose()?;
+        built.verify_checksum = !args.no_verify_checksum;
+        built.deadline = args.deadline.clone();
+        built.label = args.label.clone();
+        built
     };
     let deadline = stop::deadline(args.timeout);
     let mut interrupt = Interrupt::catch()?;

@@ -19,15 +19,14 @@ impl Setup {
         let home = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         for (name, id, root) in [("a", &emu.a, emu.root_a()), ("b", &emu.b, emu.root_b())] {
-            config.sites.insert(
-                name.into(),
-                SiteConfig {
-                    collection: id.parse().unwrap(),
-                    collection_path: "/".into(),
-                    local_path: root.canonicalize().unwrap(),
-                    host_regex: None,
-                },
-            );
+            config.sites.insert(name.into(), {
+                let mut built = SiteConfig::default();
+                built.collection = id.parse().unwrap();
+                built.collection_path = "/".into();
+                built.local_path = root.canonicalize().unwrap();
+                built.host_regex = None;
+                built
+            });
         }
         config.save_to(&home.path().join("config.toml")).unwrap();
         Setup {

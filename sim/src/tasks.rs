@@ -69,13 +69,15 @@ impl TaskState {
     }
 
     pub(crate) fn event(&mut self, code: &str, description: &str, details: &str, is_error: bool) {
-        self.events.push(Event {
-            data_type: "event".into(),
-            code: code.into(),
-            description: description.into(),
-            details: details.into(),
-            is_error,
-            time: format_time(Utc::now()),
+        self.events.push({
+            let mut built = Event::default();
+            built.data_type = "event".into();
+            built.code = code.into();
+            built.description = description.into();
+            built.details = details.into();
+            built.is_error = is_error;
+            built.time = format_time(Utc::now());
+            built
         });
     }
 
@@ -238,15 +240,19 @@ impl TaskHandle {
     /// Why the task must stop now, if it must.
     pub(crate) fn stop_reason(&self) -> Option<FatalError> {
         if self.is_cancel_requested() {
-            return Some(FatalError {
-                code: "CANCELED".into(),
-                description: "canceled by the task owner".into(),
+            return Some({
+                let mut built = FatalError::default();
+                built.code = "CANCELED".into();
+                built.description = "canceled by the task owner".into();
+                built
             });
         }
         if Utc::now() >= self.state().deadline {
-            return Some(FatalError {
-                code: "EXPIRED".into(),
-                description: "the task's deadline passed before it completed".into(),
+            return Some({
+                let mut built = FatalError::default();
+                built.code = "EXPIRED".into();
+                built.description = "the task's deadline passed before it completed".into();
+                built
             });
         }
         None

@@ -55,23 +55,24 @@ impl TwoSites {
         let mut sites = std::collections::BTreeMap::new();
         for name in ["a", "b"] {
             let collection = sim.collection(name).expect("started with it");
-            sites.insert(
-                name.to_string(),
-                SiteConfig {
-                    collection: collection.id,
-                    collection_path: "/".into(),
-                    local_path: collection.root.clone(),
-                    host_regex: None,
-                },
-            );
+            sites.insert(name.to_string(), {
+                let mut built = SiteConfig::default();
+                built.collection = collection.id;
+                built.collection_path = "/".into();
+                built.local_path = collection.root.clone();
+                built.host_regex = None;
+                built
+            });
         }
-        let config = GlobusConfig {
-            store_dir: "demo-store".into(),
-            sites,
-            destinations: None,
-            pull_on_demand: false,
-            wait_timeout_s: Some(600),
-            transfer_url: Some(sim.transfer_url().into()),
+        let config = {
+            let mut built = GlobusConfig::default();
+            built.store_dir = "demo-store".into();
+            built.sites = sites;
+            built.destinations = None;
+            built.pull_on_demand = false;
+            built.wait_timeout_s = Some(600);
+            built.transfer_url = Some(sim.transfer_url().into());
+            built
         };
         Ok(TwoSites { sim, config, dir })
     }

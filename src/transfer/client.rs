@@ -38,6 +38,7 @@ pub(crate) const MAX_IDS_PER_LIST: usize = 50;
 
 /// A query of `GET /task_list`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskQuery {
     /// The Transfer filter grammar: `field:value,value` clauses joined by `/`, e.g.
     /// `status:ACTIVE/label:=psg-...`.

@@ -17,6 +17,7 @@ use std::time::Duration;
 /// assert_eq!(fast.max_retries, 5);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Retries after the first attempt.
     pub max_retries: usize,

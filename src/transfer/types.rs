@@ -22,6 +22,7 @@ pub struct SubmissionId {
 /// One file or directory of a transfer.
 #[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TransferItem {
     /// `"transfer_item"` (or `"transfer_symlink_item"`).
     #[serde(rename = "DATA_TYPE", default = "data_type::transfer_item")]
@@ -40,7 +41,8 @@ pub struct TransferItem {
 
 /// A filter rule applied while expanding directories.
 #[skip_serializing_none]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FilterRule {
     /// Always `"filter_rule"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::filter_rule")]
@@ -57,6 +59,7 @@ pub struct FilterRule {
 /// `POST /transfer`: the transfer document.
 #[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TransferRequest {
     /// Always `"transfer"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::transfer")]
@@ -105,7 +108,8 @@ pub struct TransferRequest {
 }
 
 /// One path of a delete.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeleteItem {
     /// Always `"delete_item"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::delete_item")]
@@ -117,6 +121,7 @@ pub struct DeleteItem {
 /// `POST /delete`: the delete document.
 #[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeleteRequest {
     /// Always `"delete"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::delete")]
@@ -149,7 +154,8 @@ pub struct DeleteRequest {
 }
 
 /// A link to a related resource.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Link {
     /// Always `"link"`.
     #[serde(rename = "DATA_TYPE", default)]
@@ -165,7 +171,8 @@ pub struct Link {
 }
 
 /// The answer to `POST /transfer` and `POST /delete`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SubmitResult {
     /// `"transfer_result"` or `"delete_result"`.
     #[serde(rename = "DATA_TYPE", default)]
@@ -190,7 +197,8 @@ pub struct SubmitResult {
 }
 
 /// A fatal error of a finished task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FatalError {
     /// E.g. `FILE_NOT_FOUND`, `CANCELED`, `EXPIRED`.
     pub code: String,
@@ -207,6 +215,7 @@ pub use super::states::TaskStatus;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[allow(missing_docs)] // the field names are the service's task document keys
+#[non_exhaustive]
 pub struct Task {
     #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
@@ -283,6 +292,7 @@ impl Task {
 
 /// A paged list (`task_list`, `event_list`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Page<T> {
     /// `"task_list"`, `"event_list"`.
     #[serde(rename = "DATA_TYPE", default)]
@@ -300,8 +310,23 @@ pub struct Page<T> {
     pub total: u64,
 }
 
+// By hand: an empty page needs no `T: Default`.
+impl<T> Default for Page<T> {
+    fn default() -> Self {
+        Page {
+            data_type: String::new(),
+            data: Vec::new(),
+            length: 0,
+            limit: 0,
+            offset: 0,
+            total: 0,
+        }
+    }
+}
+
 /// One task event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Event {
     /// Always `"event"`.
     #[serde(rename = "DATA_TYPE", default)]
@@ -320,6 +345,7 @@ pub struct Event {
 
 /// A marker-paged list (`successful_transfers`, `skipped_errors`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MarkerPage<T> {
     /// `"successful_transfers"`, `"skipped_errors"`.
     #[serde(rename = "DATA_TYPE", default)]
@@ -334,8 +360,21 @@ pub struct MarkerPage<T> {
     pub data: Vec<T>,
 }
 
+// By hand: an empty page needs no `T: Default`.
+impl<T> Default for MarkerPage<T> {
+    fn default() -> Self {
+        MarkerPage {
+            data_type: String::new(),
+            marker: 0,
+            next_marker: None,
+            data: Vec::new(),
+        }
+    }
+}
+
 /// A file a task copied.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SuccessfulTransfer {
     /// Always `"successful_transfer"`.
     #[serde(rename = "DATA_TYPE", default)]
@@ -349,8 +388,9 @@ pub struct SuccessfulTransfer {
 }
 
 /// A source path a task skipped (with `skip_source_errors`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the field names are the service's
+#[non_exhaustive]
 pub struct SkippedError {
     #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
@@ -370,7 +410,8 @@ pub struct SkippedError {
 }
 
 /// A generic result (`cancel`, `rename`, `mkdir`, task update).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ResultDoc {
     /// `"result"` or `"mkdir_result"`.
     #[serde(rename = "DATA_TYPE", default)]
@@ -389,7 +430,8 @@ pub struct ResultDoc {
 
 /// An error answer.
 #[skip_serializing_none]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ErrorDoc {
     /// E.g. `ClientError.NotFound`, `ConsentRequired`.
     pub code: String,
@@ -406,8 +448,9 @@ pub struct ErrorDoc {
 }
 
 /// A file or directory entry (`ls`, `stat`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the field names are the service's
+#[non_exhaustive]
 pub struct FileEntry {
     #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
@@ -429,8 +472,9 @@ pub struct FileEntry {
 }
 
 /// `GET /operation/endpoint/{id}/ls`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // the field names are the service's
+#[non_exhaustive]
 pub struct FileList {
     #[serde(rename = "DATA_TYPE", default)]
     pub data_type: String,
@@ -446,7 +490,8 @@ pub struct FileList {
 }
 
 /// `POST /operation/endpoint/{id}/mkdir`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MkdirRequest {
     /// Always `"mkdir"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::mkdir")]
@@ -456,7 +501,8 @@ pub struct MkdirRequest {
 }
 
 /// `POST /operation/endpoint/{id}/rename`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RenameRequest {
     /// Always `"rename"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::rename")]
@@ -470,6 +516,7 @@ pub struct RenameRequest {
 /// `PUT /task/{id}`: the fields a task update may change.
 #[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskUpdate {
     /// Always `"task"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::task")]

@@ -10,25 +10,25 @@ use ps_globus::transfer::{ItemSpec, ManagerConfig, RetryConfig, TransferClient, 
 use super::emulator::{Emu, TOKEN};
 
 pub fn fast_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 5,
-        max_sleep: Duration::from_millis(20),
-        base: Duration::from_millis(2),
-        ..RetryConfig::default()
+    {
+        let mut built = RetryConfig::default();
+        built.max_retries = 5;
+        built.max_sleep = Duration::from_millis(20);
+        built.base = Duration::from_millis(2);
+        built
     }
 }
 
 pub fn config() -> ManagerConfig {
-    ManagerConfig {
-        // Tests that enqueue one item after another expect one batch: a gap between two
-        // enqueues longer than `quiet` (a loaded CI machine, a PostgreSQL round trip)
-        // would close it between them.
-        quiet: Duration::from_millis(150),
-        poll_min: Duration::from_millis(50),
-        poll_idle: Duration::from_millis(50),
-        poll_max: Duration::from_millis(200),
-        ..ManagerConfig::default()
-    }
+    let mut config = ManagerConfig::default();
+    // Tests that enqueue one item after another expect one batch: a gap between two
+    // enqueues longer than `quiet` (a loaded CI machine, a PostgreSQL round trip) would
+    // close it between them.
+    config.quiet = Duration::from_millis(150);
+    config.poll_min = Duration::from_millis(50);
+    config.poll_idle = Duration::from_millis(50);
+    config.poll_max = Duration::from_millis(200);
+    config
 }
 
 pub fn client(emu: &Emu) -> TransferClient {

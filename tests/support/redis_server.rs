@@ -283,10 +283,11 @@ pub fn small_to_redis(
     large: ps_globus::connector::ConnectorConfig,
 ) -> ps_globus::connector::MultiConnector {
     use ps_globus::connector::{Connector, MultiConnector, Policy, RedisConnector};
-    let small = Policy {
-        max_size: Some(max_small),
-        priority: 1,
-        ..Policy::default()
+    let small = {
+        let mut built = Policy::default();
+        built.max_size = Some(max_small);
+        built.priority = 1;
+        built
     };
     let redis = RedisConnector::new(server.config()).unwrap().config();
     MultiConnector::new([("small", redis, small), ("large", large, Policy::default())]).unwrap()

@@ -20,10 +20,11 @@ pub fn shared() -> &'static Emu {
     static EMU: OnceLock<Emu> = OnceLock::new();
     EMU.get_or_init(|| {
         let home = tempfile::tempdir().unwrap().keep();
-        ps_globus::connector::set_process_defaults(ProcessDefaults {
-            authorizer: Some(Arc::new(StaticTokenAuthorizer::new(TOKEN))),
-            settings: Some(ps_globus::Settings::isolated(&home)),
-            ..Default::default()
+        ps_globus::connector::set_process_defaults({
+            let mut built = ProcessDefaults::default();
+            built.authorizer = Some(Arc::new(StaticTokenAuthorizer::new(TOKEN)));
+            built.settings = Some(ps_globus::Settings::isolated(&home));
+            built
         });
         let emu = Emu::start();
         for dir in [home, emu.root_a().to_path_buf(), emu.root_b().to_path_buf()] {
@@ -61,23 +62,27 @@ pub fn remove_at_exit(dir: PathBuf) {
 
 /// Sites `a` and `b` of `emu`, for a store in `store_dir`.
 pub fn config_for(emu: &Emu, store_dir: &str) -> GlobusConfig {
-    let site = |id: &str, root: &std::path::Path, regex: Option<&str>| SiteConfig {
-        collection: id.parse().unwrap(),
-        collection_path: "/".into(),
-        local_path: root.to_path_buf(),
-        host_regex: regex.map(str::to_owned),
+    let site = |id: &str, root: &std::path::Path, regex: Option<&str>| {
+        let mut built = SiteConfig::default();
+        built.collection = id.parse().unwrap();
+        built.collection_path = "/".into();
+        built.local_path = root.to_path_buf();
+        built.host_regex = regex.map(str::to_owned);
+        built
     };
-    GlobusConfig {
-        store_dir: store_dir.into(),
-        sites: [
+    {
+        let mut built = GlobusConfig::default();
+        built.store_dir = store_dir.into();
+        built.sites = [
             ("a".to_string(), site(&emu.a, emu.root_a(), Some("."))),
             ("b".to_string(), site(&emu.b, emu.root_b(), None)),
         ]
-        .into(),
-        destinations: None,
-        pull_on_demand: false,
-        wait_timeout_s: None,
-        transfer_url: Some(emu.sim.transfer_url().into()),
+        .into();
+        built.destinations = None;
+        built.pull_on_demand = false;
+        built.wait_timeout_s = None;
+        built.transfer_url = Some(emu.sim.transfer_url().into());
+        built
     }
 }
 

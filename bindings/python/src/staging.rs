@@ -62,12 +62,13 @@ pub fn transfer(
         })?,
     };
     wait(py, async move {
-        let batch = BatchOptions {
-            sync_level: options.sync_level.as_deref().map(sync_level).transpose()?,
-            verify_checksum: options.verify_checksum,
-            deadline: options.deadline.as_deref().map(deadline).transpose()?,
-            label: options.label.clone(),
-            ..BatchOptions::default()
+        let batch = {
+            let mut built = BatchOptions::default();
+            built.sync_level = options.sync_level.as_deref().map(sync_level).transpose()?;
+            built.verify_checksum = options.verify_checksum;
+            built.deadline = options.deadline.as_deref().map(deadline).transpose()?;
+            built.label = options.label.clone();
+            built
         };
         let settings = Settings::from_env();
         let config = Config::load(&settings)?;

@@ -85,9 +85,11 @@ pub(crate) async fn run(sim: Arc<SimState>, task: Arc<TaskHandle>) {
         tokio::task::spawn_blocking(move || execute(&sim2, &task2))
             .await
             .unwrap_or_else(|e| {
-                Some(FatalError {
-                    code: "ENDPOINT_ERROR".into(),
-                    description: format!("emulator worker failed: {e}"),
+                Some({
+                    let mut built = FatalError::default();
+                    built.code = "ENDPOINT_ERROR".into();
+                    built.description = format!("emulator worker failed: {e}");
+                    built
                 })
             })
     }
@@ -192,9 +194,11 @@ impl FilePlan {
 }
 
 fn fatal(code: &str, description: impl Into<String>) -> FatalError {
-    FatalError {
-        code: code.into(),
-        description: description.into(),
+    {
+        let mut built = FatalError::default();
+        built.code = code.into();
+        built.description = description.into();
+        built
     }
 }
 
@@ -347,11 +351,13 @@ mod tests {
     use super::*;
 
     fn rule(method: &str, name: &str, kind: Option<&str>) -> FilterRule {
-        FilterRule {
-            data_type: "filter_rule".into(),
-            method: method.into(),
-            name: name.into(),
-            kind: kind.map(Into::into),
+        {
+            let mut built = FilterRule::default();
+            built.data_type = "filter_rule".into();
+            built.method = method.into();
+            built.name = name.into();
+            built.kind = kind.map(Into::into);
+            built
         }
     }
 

@@ -73,18 +73,20 @@ impl Worker<'_> {
             if skip_source_errors && (code == "FILE_NOT_FOUND" || code == "PERMISSION_DENIED") {
                 self.with_state(|s| {
                     s.doc.subtasks_skipped_errors += 1;
-                    s.skipped.push(SkippedError {
-                        data_type: "skipped_error".into(),
-                        source_path: source_path.into(),
-                        destination_path: destination_path.into(),
-                        error_code: code.clone(),
-                        error_details: details.clone(),
-                        error_time: format_time(Utc::now()),
-                        is_directory: false,
-                        is_symlink: false,
-                        is_delete_destination_extra: false,
-                        external_checksum: None,
-                        checksum_algorithm: None,
+                    s.skipped.push({
+                        let mut built = SkippedError::default();
+                        built.data_type = "skipped_error".into();
+                        built.source_path = source_path.into();
+                        built.destination_path = destination_path.into();
+                        built.error_code = code.clone();
+                        built.error_details = details.clone();
+                        built.error_time = format_time(Utc::now());
+                        built.is_directory = false;
+                        built.is_symlink = false;
+                        built.is_delete_destination_extra = false;
+                        built.external_checksum = None;
+                        built.checksum_algorithm = None;
+                        built
                     });
                     s.event("SKIPPED_ERRORS", "skipped errors", &generic, true);
                 });
@@ -436,10 +438,12 @@ impl Worker<'_> {
                     self.with_state(|s| {
                         s.doc.files_transferred += 1;
                         s.doc.subtasks_succeeded += 1;
-                        s.successful.push(SuccessfulTransfer {
-                            data_type: "successful_transfer".into(),
-                            source_path: plan.src_path.clone(),
-                            destination_path: plan.dst_path.clone(),
+                        s.successful.push({
+                            let mut built = SuccessfulTransfer::default();
+                            built.data_type = "successful_transfer".into();
+                            built.source_path = plan.src_path.clone();
+                            built.destination_path = plan.dst_path.clone();
+                            built
                         });
                     });
                     return Ok(false);

@@ -104,20 +104,22 @@ pub(super) fn file_entry(
         .modified()
         .map(Into::into)
         .unwrap_or_else(|_| Utc::now());
-    Ok(FileEntry {
-        data_type: "file".into(),
-        name: name.into(),
-        kind: kind.into(),
-        size: meta.len(),
-        permissions: format!("{:04o}", meta.permissions().mode() & 0o7777),
-        last_modified: modified.format("%Y-%m-%d %H:%M:%S+00:00").to_string(),
-        user: Some(meta.uid().to_string()),
-        group: Some(meta.gid().to_string()),
-        link_target: link_target.clone(),
-        link_group: link_target.as_ref().map(|_| link.gid().to_string()),
-        link_last_modified: None,
-        link_size: link_target.as_ref().map(|_| link.len()),
-        link_user: link_target.as_ref().map(|_| link.uid().to_string()),
+    Ok({
+        let mut built = FileEntry::default();
+        built.data_type = "file".into();
+        built.name = name.into();
+        built.kind = kind.into();
+        built.size = meta.len();
+        built.permissions = format!("{:04o}", meta.permissions().mode() & 0o7777);
+        built.last_modified = modified.format("%Y-%m-%d %H:%M:%S+00:00").to_string();
+        built.user = Some(meta.uid().to_string());
+        built.group = Some(meta.gid().to_string());
+        built.link_target = link_target.clone();
+        built.link_group = link_target.as_ref().map(|_| link.gid().to_string());
+        built.link_last_modified = None;
+        built.link_size = link_target.as_ref().map(|_| link.len());
+        built.link_user = link_target.as_ref().map(|_| link.uid().to_string());
+        built
     })
 }
 
@@ -214,20 +216,19 @@ pub(crate) async fn ls(
     } else {
         format!("{}/", dir.path)
     };
-    ok(
-        StatusCode::OK,
-        FileList {
-            data_type: "file_list".into(),
-            path: shown,
-            absolute_path: None,
-            endpoint: c.id.to_string(),
-            length: data.len() as u64,
-            total,
-            rename_supported: true,
-            symlink_supported: false,
-            data,
-        },
-    )
+    ok(StatusCode::OK, {
+        let mut built = FileList::default();
+        built.data_type = "file_list".into();
+        built.path = shown;
+        built.absolute_path = None;
+        built.endpoint = c.id.to_string();
+        built.length = data.len() as u64;
+        built.total = total;
+        built.rename_supported = true;
+        built.symlink_supported = false;
+        built.data = data;
+        built
+    })
 }
 
 /// `GET /operation/endpoint/{id}/stat`.

@@ -46,13 +46,15 @@ impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            doc: Box::new(ErrorDoc {
-                code: code.into(),
-                message: message.into(),
-                request_id: Some(request_id()),
-                resource: None,
-                required_scopes: None,
-                authorization_parameters: None,
+            doc: Box::new({
+                let mut built = ErrorDoc::default();
+                built.code = code.into();
+                built.message = message.into();
+                built.request_id = Some(request_id());
+                built.resource = None;
+                built.required_scopes = None;
+                built.authorization_parameters = None;
+                built
             }),
         }
     }

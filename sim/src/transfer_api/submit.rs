@@ -322,22 +322,23 @@ pub(super) fn new_task_doc(
     label: &Option<String>,
     deadline: DateTime<Utc>,
 ) -> Task {
-    Task {
-        data_type: "task".into(),
-        task_id: String::new(),
-        kind: kind.as_str().into(),
-        status: TaskStatus::Active,
-        label: label.clone(),
-        owner_id: caller.identity.id.to_string(),
-        username: Some(caller.identity.username.clone()),
-        request_time: Some(format_time(Utc::now())),
-        deadline: Some(format_time(deadline)),
-        command: "API 0.10".into(),
-        is_ok: Some(true),
-        nice_status: Some("Queued".into()),
-        nice_status_short_description: Some("Queued".into()),
-        nice_status_expires_in: Some(-1),
-        ..Task::default()
+    {
+        let mut built = Task::default();
+        built.data_type = "task".into();
+        built.task_id = String::new();
+        built.kind = kind.as_str().into();
+        built.status = TaskStatus::Active;
+        built.label = label.clone();
+        built.owner_id = caller.identity.id.to_string();
+        built.username = Some(caller.identity.username.clone());
+        built.request_time = Some(format_time(Utc::now()));
+        built.deadline = Some(format_time(deadline));
+        built.command = "API 0.10".into();
+        built.is_ok = Some(true);
+        built.nice_status = Some("Queued".into());
+        built.nice_status_short_description = Some("Queued".into());
+        built.nice_status_expires_in = Some(-1);
+        built
     }
 }
 
@@ -418,25 +419,26 @@ pub(super) fn admit(
             ));
         }
     };
-    ok(
-        status,
-        SubmitResult {
-            data_type: result_type.into(),
-            code: code.into(),
-            message,
-            request_id: request_id(),
-            resource: format!("/{kind_name}"),
-            submission_id: submission.into(),
-            task_id: task_id.to_string(),
-            task_link: Some(Link {
-                data_type: "link".into(),
-                href: format!("task/{task_id}?format=json"),
-                rel: "related".into(),
-                resource: "task".into(),
-                title: "related task".into(),
-            }),
-        },
-    )
+    ok(status, {
+        let mut built = SubmitResult::default();
+        built.data_type = result_type.into();
+        built.code = code.into();
+        built.message = message;
+        built.request_id = request_id();
+        built.resource = format!("/{kind_name}");
+        built.submission_id = submission.into();
+        built.task_id = task_id.to_string();
+        built.task_link = Some({
+            let mut built = Link::default();
+            built.data_type = "link".into();
+            built.href = format!("task/{task_id}?format=json");
+            built.rel = "related".into();
+            built.resource = "task".into();
+            built.title = "related task".into();
+            built
+        });
+        built
+    })
 }
 
 #[cfg(test)]

@@ -59,12 +59,14 @@ pub(crate) async fn update_task(
 }
 
 pub(super) fn result_doc(data_type: &str, code: &str, message: &str, resource: &str) -> ResultDoc {
-    ResultDoc {
-        data_type: data_type.into(),
-        code: code.into(),
-        message: message.into(),
-        request_id: request_id(),
-        resource: resource.into(),
+    {
+        let mut built = ResultDoc::default();
+        built.data_type = data_type.into();
+        built.code = code.into();
+        built.message = message.into();
+        built.request_id = request_id();
+        built.resource = resource.into();
+        built
     }
 }
 
@@ -160,17 +162,16 @@ pub(crate) async fn event_list(
         .skip(offset as usize)
         .take(limit as usize)
         .collect();
-    ok(
-        StatusCode::OK,
-        Page {
-            data_type: "event_list".into(),
-            length: data.len() as u64,
-            data,
-            limit,
-            offset,
-            total,
-        },
-    )
+    ok(StatusCode::OK, {
+        let mut built = Page::default();
+        built.data_type = "event_list".into();
+        built.length = data.len() as u64;
+        built.data = data;
+        built.limit = limit;
+        built.offset = offset;
+        built.total = total;
+        built
+    })
 }
 
 pub(super) fn marker_page<T: Clone + serde::Serialize>(
@@ -190,15 +191,14 @@ pub(super) fn marker_page<T: Clone + serde::Serialize>(
     let marker = number(&q, "marker", 0)? as usize;
     let data: Vec<T> = all.iter().skip(marker).take(PAGE).cloned().collect();
     let next = marker + data.len();
-    ok(
-        StatusCode::OK,
-        MarkerPage {
-            data_type: data_type.into(),
-            marker: marker as u64,
-            next_marker: (next < all.len()).then_some(next as u64),
-            data,
-        },
-    )
+    ok(StatusCode::OK, {
+        let mut built = MarkerPage::default();
+        built.data_type = data_type.into();
+        built.marker = marker as u64;
+        built.next_marker = (next < all.len()).then_some(next as u64);
+        built.data = data;
+        built
+    })
 }
 
 /// `GET /task/{id}/successful_transfers`.
@@ -428,15 +428,14 @@ pub(crate) async fn task_list(
             }
         })
         .collect();
-    ok(
-        StatusCode::OK,
-        Page {
-            data_type: "task_list".into(),
-            length: data.len() as u64,
-            data,
-            limit,
-            offset,
-            total,
-        },
-    )
+    ok(StatusCode::OK, {
+        let mut built = Page::default();
+        built.data_type = "task_list".into();
+        built.length = data.len() as u64;
+        built.data = data;
+        built.limit = limit;
+        built.offset = offset;
+        built.total = total;
+        built
+    })
 }

@@ -36,6 +36,7 @@ use crate::transfer::ManagerConfig;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct ProcessDefaults {
     /// The identity to act as (default: [`crate::auth::default_authorizer`]).
     pub authorizer: Option<Arc<dyn Authorizer>>,

@@ -31,8 +31,9 @@ pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// })).unwrap();
 /// assert_eq!(config.destinations_from("hpc").unwrap(), vec!["lab".to_string()]);
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GlobusConfig {
     /// The store's directory under every site's prefix (relative, no `..`).
     pub store_dir: String,

@@ -14,6 +14,7 @@ pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
 /// How the manager batches, admits and polls.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ManagerConfig {
     /// Close a batch after this long without a new item.
     pub quiet: Duration,
@@ -107,6 +108,7 @@ impl Default for ManagerConfig {
 
 /// Per-task options; items with different options go to different tasks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BatchOptions {
     /// 0 exists, 1 size, 2 mtime, 3 checksum; `None`: always copy.
     pub sync_level: Option<u8>,
