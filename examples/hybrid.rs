@@ -130,12 +130,9 @@ fn measure(
     let globus: Arc<dyn Connector> = Arc::new(sites.producer()?);
     let connector: Arc<dyn Connector> = match redis {
         Some(redis) => {
-            let small = {
-                let mut built = Policy::default();
-                built.max_size = Some(workload.threshold as u64 - 1);
-                built.priority = 1;
-                built
-            };
+            let small = Policy::default()
+                .max_size(workload.threshold as u64 - 1)
+                .priority(1);
             let redis: Arc<dyn Connector> = Arc::new(RedisConnector::new(redis.config())?);
             Arc::new(MultiConnector::from_connectors([
                 ("small", redis, small),

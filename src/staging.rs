@@ -305,9 +305,11 @@ pub enum Direction {
 /// use ps_globus::internal::staging::{BatchLine, Direction, plan};
 /// let mut config = Config::default();
 /// for (name, id) in [("hpc", 1u128), ("lab", 2)] {
-///     config.sites.insert(name.into(), SiteConfig {
-///         collection: uuid::Uuid::from_u128(id), collection_path: "/data".into(),
-///         local_path: format!("/srv/{name}").into(), host_regex: None });
+///     let mut site = SiteConfig::default();
+///     site.collection = uuid::Uuid::from_u128(id);
+///     site.collection_path = "/data".into();
+///     site.local_path = format!("/srv/{name}").into();
+///     config.sites.insert(name.into(), site);
 /// }
 /// let line = |s: &str, d: &str| BatchLine { source: s.into(), destination: d.into(), recursive: false };
 /// let here = Ok("lab".to_string());

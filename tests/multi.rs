@@ -26,19 +26,11 @@ fn child(key: &Key) -> String {
 
 #[tokio::test]
 async fn puts_route_by_size_with_inclusive_bounds_and_priority() {
-    let small = {
-        let mut built = Policy::default();
-        built.max_size = Some(1024);
-        built.priority = 2;
-        built
-    };
-    let medium = {
-        let mut built = Policy::default();
-        built.min_size = 1000;
-        built.max_size = Some(1 << 20);
-        built.priority = 1;
-        built
-    };
+    let small = Policy::default().max_size(1024).priority(2);
+    let medium = Policy::default()
+        .min_size(1000)
+        .max_size(1 << 20)
+        .priority(1);
     let multi = MultiConnector::new([
         ("small", local(), small),
         ("medium", local(), medium),
@@ -77,17 +69,8 @@ async fn equal_priorities_go_to_the_earlier_child() {
 
 #[tokio::test]
 async fn puts_route_by_required_and_allowed_tags() {
-    let secure = {
-        let mut built = Policy::default();
-        built.tags_required = vec!["sensitive".into()];
-        built.priority = 5;
-        built
-    };
-    let plain = {
-        let mut built = Policy::default();
-        built.tags_allowed = Some(vec!["public".into(), "scratch".into()]);
-        built
-    };
+    let secure = Policy::default().tags_required(["sensitive"]).priority(5);
+    let plain = Policy::default().tags_allowed(["public", "scratch"]);
     let multi =
         MultiConnector::new([("secure", local(), secure), ("plain", local(), plain)]).unwrap();
     let put = |tags: &'static [&'static str]| {
@@ -137,11 +120,7 @@ async fn puts_route_by_required_and_allowed_tags() {
 #[tokio::test]
 async fn puts_route_by_the_site_of_the_process_and_reads_work_at_any_site() {
     let dir = tempfile::tempdir().unwrap();
-    let at = |site: &str| {
-        let mut built = Policy::default();
-        built.sites = Some(vec![site.into()]);
-        built
-    };
+    let at = |site: &str| Policy::default().sites([site]);
     let children = [
         (
             "files-a",
@@ -261,12 +240,7 @@ async fn a_batch_that_fails_in_one_child_leaves_nothing_in_the_others() {
 async fn children_are_built_on_first_use_so_one_that_cannot_be_built_here_spares_the_others() {
     let mut unusable = RedisConfig::new("127.0.0.1", 1);
     unusable.password_env = Some("PS_GLOBUS_TEST_SURELY_UNSET_VARIABLE".into());
-    let secret = {
-        let mut built = Policy::default();
-        built.tags_required = vec!["secret".into()];
-        built.priority = 1;
-        built
-    };
+    let secret = Policy::default().tags_required(["secret"]).priority(1);
     let unusable = ConnectorConfig::new("redis", &unusable).unwrap();
     let multi = MultiConnector::new([
         ("elsewhere", unusable, secret),
@@ -345,12 +319,7 @@ fn configs_that_cannot_route_are_refused() {
 #[tokio::test]
 async fn a_batch_with_a_child_that_cannot_be_built_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let small = {
-        let mut built = Policy::default();
-        built.max_size = Some(100);
-        built.priority = 1;
-        built
-    };
+    let small = Policy::default().max_size(100).priority(1);
     let unbuildable =
         ConnectorConfig::new("file", serde_json::json!({"dir": "relative/dir"})).unwrap();
     let multi = MultiConnector::new([
@@ -384,12 +353,7 @@ async fn readme_twin_small_objects_through_redis_and_large_ones_through_globus()
     let (_, globus_a) = crate::support::sites::connector("a", &store_dir);
     let (_, globus_b) = crate::support::sites::connector("b", &store_dir);
     let hybrid = |globus: ps_globus::connector::GlobusConnector| {
-        let small = {
-            let mut built = Policy::default();
-            built.max_size = Some((1 << 20) - 1);
-            built.priority = 1;
-            built
-        };
+        let small = Policy::default().max_size((1 << 20) - 1).priority(1);
         let redis: Arc<dyn Connector> = Arc::new(RedisConnector::new(server.config()).unwrap());
         let globus: Arc<dyn Connector> = Arc::new(globus);
         MultiConnector::from_connectors([
@@ -445,11 +409,7 @@ fn a_ps_globus_site_that_no_site_has_is_refused_not_taken_as_is() {
 #[test]
 #[ignore = "child process of a_ps_globus_site_that_no_site_has_is_refused_not_taken_as_is"]
 fn child_puts_through_site_policies() {
-    let at = |site: &str| {
-        let mut built = Policy::default();
-        built.sites = Some(vec![site.into()]);
-        built
-    };
+    let at = |site: &str| Policy::default().sites([site]);
     let multi =
         MultiConnector::new([("at-a", local(), at("a")), ("at-b", local(), at("b"))]).unwrap();
     let refused = ps_globus::block_on(multi.put(b"x", &opts())).unwrap_err();

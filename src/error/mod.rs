@@ -36,6 +36,28 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `match $error { Error::A($context) | Error::B($context) | … => $body }`, over every
+/// variant: they all hold the same context.
+macro_rules! every_variant {
+    ($error:expr, $context:ident => $body:expr) => {
+        match $error {
+            Error::InvalidInput($context)
+            | Error::Unsupported($context)
+            | Error::NotFound($context)
+            | Error::Conflict($context)
+            | Error::PermissionDenied($context)
+            | Error::Integrity($context)
+            | Error::TransferFailed($context)
+            | Error::Timeout($context)
+            | Error::Unreachable($context)
+            | Error::Service($context)
+            | Error::Storage($context)
+            | Error::Codec($context)
+            | Error::Internal($context) => $body,
+        }
+    };
+}
+
 /// Everything that can go wrong in ps-globus, by category.
 ///
 /// Each variant holds a boxed [`Context`] (so a `Result` stays two words wide); its
@@ -145,39 +167,11 @@ impl Error {
     }
 
     fn context(&self) -> &Context {
-        match self {
-            Error::InvalidInput(c)
-            | Error::Unsupported(c)
-            | Error::NotFound(c)
-            | Error::Conflict(c)
-            | Error::PermissionDenied(c)
-            | Error::Integrity(c)
-            | Error::TransferFailed(c)
-            | Error::Timeout(c)
-            | Error::Unreachable(c)
-            | Error::Service(c)
-            | Error::Storage(c)
-            | Error::Codec(c)
-            | Error::Internal(c) => c,
-        }
+        every_variant!(self, context => context)
     }
 
     fn context_mut(&mut self) -> &mut Context {
-        match self {
-            Error::InvalidInput(c)
-            | Error::Unsupported(c)
-            | Error::NotFound(c)
-            | Error::Conflict(c)
-            | Error::PermissionDenied(c)
-            | Error::Integrity(c)
-            | Error::TransferFailed(c)
-            | Error::Timeout(c)
-            | Error::Unreachable(c)
-            | Error::Service(c)
-            | Error::Storage(c)
-            | Error::Codec(c)
-            | Error::Internal(c) => c,
-        }
+        every_variant!(self, context => context)
     }
 
     /// The first error of type `T` among this error's sources (its typed detail, or a

@@ -13,7 +13,8 @@ use std::time::Duration;
 /// How requests are retried.
 ///
 /// ```
-/// let fast = ps_globus::transfer::RetryConfig { base: std::time::Duration::from_millis(1), ..Default::default() };
+/// let mut fast = ps_globus::transfer::RetryConfig::default();
+/// fast.base = std::time::Duration::from_millis(1);
 /// assert_eq!(fast.max_retries, 5);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -283,12 +283,7 @@ pub fn small_to_redis(
     large: ps_globus::connector::ConnectorConfig,
 ) -> ps_globus::connector::MultiConnector {
     use ps_globus::connector::{Connector, MultiConnector, Policy, RedisConnector};
-    let small = {
-        let mut built = Policy::default();
-        built.max_size = Some(max_small);
-        built.priority = 1;
-        built
-    };
+    let small = Policy::default().max_size(max_small).priority(1);
     let redis = RedisConnector::new(server.config()).unwrap().config();
     MultiConnector::new([("small", redis, small), ("large", large, Policy::default())]).unwrap()
 }

@@ -162,16 +162,10 @@ pub(crate) async fn event_list(
         .skip(offset as usize)
         .take(limit as usize)
         .collect();
-    ok(StatusCode::OK, {
-        let mut built = Page::default();
-        built.data_type = "event_list".into();
-        built.length = data.len() as u64;
-        built.data = data;
-        built.limit = limit;
-        built.offset = offset;
-        built.total = total;
-        built
-    })
+    ok(
+        StatusCode::OK,
+        page("event_list", data, (limit, offset, total)),
+    )
 }
 
 pub(super) fn marker_page<T: Clone + serde::Serialize>(
@@ -428,14 +422,20 @@ pub(crate) async fn task_list(
             }
         })
         .collect();
-    ok(StatusCode::OK, {
-        let mut built = Page::default();
-        built.data_type = "task_list".into();
-        built.length = data.len() as u64;
-        built.data = data;
-        built.limit = limit;
-        built.offset = offset;
-        built.total = total;
-        built
-    })
+    ok(
+        StatusCode::OK,
+        page("task_list", data, (limit, offset, total)),
+    )
+}
+
+/// A page of `data` as the service lists it: `limit` and `offset` as asked, `total` in all.
+fn page<T>(data_type: &str, data: Vec<T>, (limit, offset, total): (u64, u64, u64)) -> Page<T> {
+    let mut page = Page::default();
+    page.data_type = data_type.into();
+    page.length = data.len() as u64;
+    page.data = data;
+    page.limit = limit;
+    page.offset = offset;
+    page.total = total;
+    page
 }

@@ -29,7 +29,9 @@ use crate::transfer::ManagerConfig;
 ///     }
 /// }))?;
 /// // This process knows where it runs: every connector it builds or rebuilds is there.
-/// set_process_defaults(ProcessDefaults { site: Some("lab".into()), ..Default::default() });
+/// let mut defaults = ProcessDefaults::default();
+/// defaults.site = Some("lab".into());
+/// set_process_defaults(defaults);
 /// assert_eq!(GlobusConnector::builder(config.clone()).build()?.site(), "lab");
 /// // A builder's own choice still wins.
 /// assert_eq!(GlobusConnector::builder(config).site("hpc").build()?.site(), "hpc");

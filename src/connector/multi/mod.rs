@@ -107,7 +107,7 @@ type FoundSite = std::result::Result<Option<String>, (String, Vec<String>)>;
 /// ```
 /// use ps_globus::connector::{Connector, LocalConnector, MultiConnector, Policy, PutOptions};
 /// # ps_globus::block_on(async {
-/// let small = Policy { max_size: Some(1024), priority: 1, ..Policy::default() };
+/// let small = Policy::default().max_size(1024).priority(1);
 /// let multi = MultiConnector::new([
 ///     ("small", LocalConnector::new().config(), small),
 ///     ("large", LocalConnector::new().config(), Policy::default()),

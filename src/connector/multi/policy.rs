@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```
 /// use ps_globus::connector::Policy;
-/// let small = Policy { max_size: Some(1 << 20), priority: 1, ..Policy::default() };
+/// let small = Policy::default().max_size(1 << 20).priority(1);
 /// assert!(small.refusal(1000, &[], Some("lab")).is_none());
 /// assert_eq!(small.refusal(2 << 20, &[], Some("lab")).unwrap(), "2097152 bytes is above max_size 1048576");
 /// ```
@@ -49,6 +49,46 @@ fn is_zero(n: &i32) -> bool {
 
 fn is_zero_u64(n: &u64) -> bool {
     *n == 0
+}
+
+/// Chainable setters, the way to build a policy in code (the struct is
+/// `#[non_exhaustive]`: it will grow): `Policy::default().max_size(1024).priority(1)`.
+impl Policy {
+    /// Sets [`priority`](Self::priority).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets [`min_size`](Self::min_size).
+    pub fn min_size(mut self, bytes: u64) -> Self {
+        self.min_size = bytes;
+        self
+    }
+
+    /// Sets [`max_size`](Self::max_size).
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    /// Sets [`tags_required`](Self::tags_required).
+    pub fn tags_required<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags_required = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`tags_allowed`](Self::tags_allowed).
+    pub fn tags_allowed<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags_allowed = Some(tags.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets [`sites`](Self::sites).
+    pub fn sites<S: Into<String>>(mut self, sites: impl IntoIterator<Item = S>) -> Self {
+        self.sites = Some(sites.into_iter().map(Into::into).collect());
+        self
+    }
 }
 
 impl Policy {
