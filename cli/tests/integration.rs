@@ -16,6 +16,7 @@ mod cli_stream;
 // A globus-cli user's first hour, the README as written, logins, staging.
 mod first_hour;
 mod login;
+mod login_cli;
 mod readme;
 mod staging;
 
