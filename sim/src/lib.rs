@@ -23,9 +23,6 @@
 // The endpoint document is one large `json!` literal.
 #![recursion_limit = "256"]
 #![warn(missing_docs)]
-// The library's `Error` is large (several inline variants); inside the library clippy
-// excuses it as public API, from this crate it would flag every function returning it.
-#![allow(clippy::result_large_err)]
 
 mod auth;
 mod checksum;
