@@ -31,6 +31,7 @@ mod auth;
 // The emulator itself.
 mod sim;
 mod sim_auth;
+mod sim_https;
 mod sim_strict;
 
 // What runs by hand, replayed: the fuzz corpora, the examples.

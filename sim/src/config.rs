@@ -84,6 +84,8 @@ pub struct SimConfig {
     /// Copy a task's files in request order. Default off: a seeded random order, since
     /// Globus promises none.
     pub ordered_copies: bool,
+    /// How long each HTTPS request waits before it is served (a wide-area round trip).
+    pub https_latency_ms: u64,
 }
 
 /// The emulator's request-body limit by default: 1 MiB, the client's own cap for a
@@ -115,6 +117,7 @@ impl Default for SimConfig {
             bare_label_filters: false,
             nice_status_linger_s: 900,
             ordered_copies: false,
+            https_latency_ms: 0,
         }
     }
 }
@@ -140,6 +143,9 @@ pub struct CollectionConfig {
     /// (`user@sim.ps-globus.local`, `CLIENT_ID@clients.auth.globus.org`), identity ids or
     /// client ids. Absent: every identity the emulator authenticates.
     pub allow: Option<Vec<String>>,
+    /// No HTTPS for it (`enable_https = false`): its endpoint document says
+    /// `https_server: null`, and it has no HTTPS origin.
+    pub disable_https: bool,
 }
 
 /// One injected fault.

@@ -30,6 +30,7 @@ mod config;
 pub mod demo;
 mod engine;
 mod faults;
+mod https;
 mod paths;
 mod persist;
 mod stats;
@@ -80,6 +81,8 @@ pub(crate) struct Collection {
     /// Canonical local root.
     pub root: PathBuf,
     pub config: CollectionConfig,
+    /// Its HTTPS origin (`http://127.0.0.1:PORT`), unless HTTPS is disabled for it.
+    pub https_server: Option<String>,
 }
 
 impl Collection {
@@ -202,7 +205,7 @@ impl Simulator {
             .local_addr()
             .map_err(|e| Error::io("listen on", config.listen.to_string(), e))?;
         let url = format!("http://{address}/");
-        let (collections, public) = open_collections(&config)?;
+        let (collections, public, https_listeners) = open_collections(&config)?;
         auth::warm_up_keys();
         let tasks = tasks::TaskTable::default();
         let (journal, unfinished) = restore(&config, &tasks)?;
@@ -231,6 +234,13 @@ impl Simulator {
                     .build()
                     .expect("emulator runtime");
                 runtime.block_on(async move {
+                    let with_https = keeper
+                        .collections
+                        .iter()
+                        .filter(|c| c.https_server.is_some());
+                    for (c, listener) in with_https.zip(https_listeners) {
+                        https::serve(Arc::clone(&keeper), Arc::clone(c), listener);
+                    }
                     if keeper.journal.is_some() {
                         for task in unfinished {
                             tokio::spawn(engine::run(Arc::clone(&keeper), task));
@@ -627,13 +637,28 @@ type PublicCollections = BTreeMap<String, SimCollection>;
 
 /// The configured collections, their roots made canonical: as the server keeps them,
 /// and as [`Simulator`] shows them.
-fn open_collections(config: &SimConfig) -> Result<(Vec<Arc<Collection>>, PublicCollections)> {
+/// The collections, with the HTTPS origin each has bound (not yet serving).
+type Opened = (
+    Vec<Arc<Collection>>,
+    PublicCollections,
+    Vec<std::net::TcpListener>,
+);
+
+fn open_collections(config: &SimConfig) -> Result<Opened> {
     let mut collections = Vec::new();
     let mut public = BTreeMap::new();
+    let mut listeners = Vec::new();
     for (name, c) in &config.collections {
         let root = std::fs::canonicalize(&c.root)
             .map_err(|e| Error::io("open collection root", &c.root, e))?;
         let id = collection_id(name);
+        let https_server = if c.disable_https {
+            None
+        } else {
+            let origin = https::bind().map_err(|e| Error::io("listen on", "127.0.0.1:0", e))?;
+            listeners.push(origin.listener);
+            Some(origin.url)
+        };
         public.insert(
             name.clone(),
             SimCollection {
@@ -646,9 +671,10 @@ fn open_collections(config: &SimConfig) -> Result<(Vec<Arc<Collection>>, PublicC
             id,
             root,
             config: c.clone(),
+            https_server,
         }));
     }
-    Ok((collections, public))
+    Ok((collections, public, listeners))
 }
 
 /// With a `--state FILE`, the tasks it kept, restored into `tasks`: its journal, and

@@ -319,6 +319,23 @@ impl AuthState {
         })
     }
 
+    /// Checks a bearer token for `resource_server` and returns its scopes too (`None`:
+    /// the static token, which carries every scope).
+    pub(crate) fn check_scoped(
+        &self,
+        token: Option<&str>,
+        resource_server: &str,
+    ) -> Result<(Caller, Option<Vec<String>>), TokenProblem> {
+        let caller = self.check(token, resource_server)?;
+        if caller.all_consents {
+            return Ok((caller, None));
+        }
+        let scopes = token
+            .and_then(|t| self.lock().tokens.get(t).map(|r| r.scopes.clone()))
+            .unwrap_or_default();
+        Ok((caller, Some(scopes)))
+    }
+
     /// Checks confidential-client credentials.
     fn client_secret_ok(&self, id: &str, secret: &str) -> bool {
         self.lock().clients.get(id).is_some_and(|s| s == secret)

@@ -20,7 +20,7 @@ pub(super) fn endpoint_doc(c: &Collection, owner: &Uuid) -> Value {
         "default_directory": format!("{}/", c.home().trim_end_matches('/')), "force_encryption": false, "disable_verify": false, "force_verify": false,
         "high_assurance": c.config.high_assurance, "is_globus_connect": gcp, "gcp_connected": if gcp { json!(true) } else { json!(null) },
         "gcp_paused": if gcp { json!(false) } else { json!(null) }, "gcs_version": if gcp { json!(null) } else { json!("5.4.70") },
-        "gcs_manager_url": null, "https_server": null, "host_endpoint_id": null, "host_path": null,
+        "gcs_manager_url": null, "https_server": c.https_server, "host_endpoint_id": null, "host_path": null,
         "non_functional": false, "shareable": false, "acl_available": false, "acl_editable": false,
         "in_use": false, "my_effective_roles": ["administrator"], "local_user_info_available": null,
         "mfa_required": false, "activated": true, "expires_in": -1, "expire_time": null,

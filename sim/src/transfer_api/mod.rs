@@ -155,26 +155,32 @@ fn collection(sim: &SimState, id: &str) -> ApiResult<Arc<Collection>> {
     })
 }
 
+/// Whether collection `c`'s access rules let `caller` use it (by username, identity id or
+/// client id; no rules: everyone the emulator authenticates).
+pub(crate) fn allowed(c: &Collection, caller: &Caller) -> bool {
+    let Some(allow) = &c.config.allow else {
+        return true;
+    };
+    let who = &caller.identity;
+    let client_id = who.username.strip_suffix("@clients.auth.globus.org");
+    allow
+        .iter()
+        .any(|a| *a == who.username || *a == who.id.to_string() || Some(a.as_str()) == client_id)
+}
+
 /// The collection, after checking the caller may use it: its access rules, then the
 /// `data_access` consent.
 fn usable_collection(sim: &SimState, caller: &Caller, id: &str) -> ApiResult<Arc<Collection>> {
     let c = collection(sim, id)?;
-    if let Some(allow) = &c.config.allow {
-        let who = &caller.identity;
-        let client_id = who.username.strip_suffix("@clients.auth.globus.org");
-        let allowed = allow.iter().any(|a| {
-            *a == who.username || *a == who.id.to_string() || Some(a.as_str()) == client_id
-        });
-        if !allowed {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "PermissionDenied",
-                format!(
-                    "{} has no role on collection {} ({}); its access rules allow others",
-                    who.username, c.name, c.id
-                ),
-            ));
-        }
+    if !allowed(&c, caller) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PermissionDenied",
+            format!(
+                "{} has no role on collection {} ({}); its access rules allow others",
+                caller.identity.username, c.name, c.id
+            ),
+        ));
     }
     if c.config.requires_data_access && !c.config.high_assurance && !caller.has_data_access(&c.id) {
         return Err(ApiError::consent_required(&c));
