@@ -336,3 +336,89 @@ async fn a_put_cut_off_mid_body_leaves_a_truncated_file() {
         b"0123456789"
     );
 }
+
+/// The faults a client of the real service must survive: the `ENDPOINT_ERROR` 404 that
+/// sticks to its connection (a fresh connection gets through), a 5xx, and a body cut off.
+#[tokio::test]
+async fn faults_stick_to_a_connection_and_a_fresh_one_gets_through() {
+    use ps_globus_sim::{FaultConfig, FaultKind};
+    let fault = |kind, route: &str| FaultConfig {
+        kind,
+        path: None,
+        route: Some(route.into()),
+        probability: 1.0,
+        after: 0,
+        count: Some(1),
+        retry_after: 1,
+    };
+    let emu = emu_with(|config| {
+        config.faults = vec![
+            fault(FaultKind::HttpsEndpointError, "HTTPS GET"),
+            fault(FaultKind::Http503, "HTTPS PUT"),
+        ];
+    });
+    let origin = https_server(&emu, &emu.a)
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = token(&emu, &https_scope(&emu.a)).await;
+    write(emu.root_a(), "f", b"intact");
+    let url = format!("{origin}/f");
+
+    // One connection (keep-alive): the fault hits once, then sticks to it.
+    let one = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let answer = one.get(&url).bearer_auth(&bearer).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        assert!(answer.text().await.unwrap().contains("c=ENDPOINT_ERROR"));
+    }
+    let fresh = no_redirects();
+    let answer = fresh.get(&url).bearer_auth(&bearer).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(&answer.bytes().await.unwrap()[..], b"intact");
+
+    // A 5xx PUT changes nothing; the next one lands.
+    let put = || fresh.put(&url).bearer_auth(&bearer).body("replaced").send();
+    assert_eq!(
+        put().await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(std::fs::read(emu.root_a().join("f")).unwrap(), b"intact");
+    assert_eq!(put().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(std::fs::read(emu.root_a().join("f")).unwrap(), b"replaced");
+
+    let stats = emu.sim.stats();
+    assert_eq!(stats.route("HTTPS GET"), 3);
+    assert_eq!(stats.route("HTTPS PUT"), 2);
+
+    // A body cut off mid-way is an error for the reader, never a short success.
+    let emu = emu_with(|config| {
+        config.faults = vec![fault(FaultKind::ConnectionReset, "HTTPS GET")];
+    });
+    let origin = https_server(&emu, &emu.a)
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = token(&emu, &https_scope(&emu.a)).await;
+    write(emu.root_a(), "big", &[7u8; 64 << 10]);
+    let url = format!("{origin}/big");
+    let cut = no_redirects().get(&url).bearer_auth(&bearer).send().await;
+    let read = match cut {
+        Ok(answer) => answer.bytes().await.map(|b| b.len()),
+        Err(e) => Err(e),
+    };
+    assert!(read.is_err(), "a cut body read as {read:?}");
+    let whole = no_redirects()
+        .get(&url)
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.bytes().await.unwrap().len(), 64 << 10);
+}

@@ -157,8 +157,9 @@ pub struct FaultConfig {
     /// For task faults: a glob matched against an item's source path (`/dir/*.dat`).
     #[serde(default)]
     pub path: Option<String>,
-    /// For HTTP faults: `"METHOD /route/template"`, e.g. `"GET /v0.10/task_list"`;
-    /// absent: every Transfer route.
+    /// For HTTP faults: `"METHOD /route/template"`, e.g. `"GET /v0.10/task_list"`, or
+    /// `"HTTPS METHOD"` for a collection's HTTPS requests (`"HTTPS PUT"`); absent: every
+    /// Transfer route (never HTTPS).
     #[serde(default)]
     pub route: Option<String>,
     /// Probability per request (HTTP faults), seeded. Default 1.
@@ -215,6 +216,10 @@ pub enum FaultKind {
     Http502,
     /// The connection is cut in the middle of the response body.
     ConnectionReset,
+    /// HTTPS only: the 404 a failing GCS backend answers (`GlobusError: v=1
+    /// c=ENDPOINT_ERROR`), and every later request on the same connection too (the
+    /// fault is sticky per connection: a client retries on a fresh one).
+    HttpsEndpointError,
 }
 
 impl FaultKind {
@@ -226,6 +231,7 @@ impl FaultKind {
                 | FaultKind::Http503
                 | FaultKind::Http502
                 | FaultKind::ConnectionReset
+                | FaultKind::HttpsEndpointError
         )
     }
 }
@@ -366,6 +372,7 @@ mod tests {
             ("http_503", FaultKind::Http503),
             ("http_502", FaultKind::Http502),
             ("connection_reset", FaultKind::ConnectionReset),
+            ("https_endpoint_error", FaultKind::HttpsEndpointError),
         ];
         for (name, kind) in names {
             let path = if kind.is_http() {

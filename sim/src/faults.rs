@@ -15,10 +15,16 @@ use super::config::{FaultConfig, FaultKind, SimConfig};
 /// What an HTTP fault does to a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HttpFault {
-    TooManyRequests { retry_after: u64 },
-    Unavailable { retry_after: u64 },
+    TooManyRequests {
+        retry_after: u64,
+    },
+    Unavailable {
+        retry_after: u64,
+    },
     ExternalError,
     ConnectionReset,
+    /// HTTPS: the sticky `ENDPOINT_ERROR` 404.
+    EndpointError,
 }
 
 pub(crate) struct Faults {
@@ -127,9 +133,12 @@ impl Faults {
             *n - 1
         };
         let what = occurrence.unwrap_or("");
+        let https = route.starts_with("HTTPS ");
         for (i, fault) in self.http.iter().enumerate() {
-            if fault.route.as_deref().is_some_and(|r| r != route) {
-                continue;
+            match fault.route.as_deref() {
+                Some(r) if r != route => continue,
+                None if https => continue,
+                _ => {}
             }
             if n < fault.after || fault.count.is_some_and(|c| n >= fault.after + c) {
                 continue;
@@ -145,11 +154,13 @@ impl Faults {
                         retry_after: fault.retry_after,
                     },
                     FaultKind::Http502 => HttpFault::ExternalError,
+                    FaultKind::HttpsEndpointError => HttpFault::EndpointError,
                     _ => HttpFault::ConnectionReset,
                 });
             }
         }
-        (self.chance(&[identity, route, what, &n.to_string(), "fail_rate"]) < self.fail_rate)
+        (!https
+            && self.chance(&[identity, route, what, &n.to_string(), "fail_rate"]) < self.fail_rate)
             .then_some(HttpFault::Unavailable { retry_after: 1 })
     }
 

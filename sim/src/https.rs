@@ -16,12 +16,14 @@
 //! for PUT and DELETE; a PUT whose parent directory is missing is a 404 (strict: the
 //! client makes directories through Transfer); `~` is not expanded.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -29,6 +31,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{self, Caller};
+use crate::faults::HttpFault;
 use crate::{Collection, SimState};
 
 /// The scope a token needs for HTTPS on collection `id`.
@@ -57,34 +60,87 @@ pub(crate) fn bind() -> std::io::Result<Origin> {
 
 /// Serves collection `c` on `listener` until the emulator's runtime stops.
 pub(crate) fn serve(sim: Arc<SimState>, c: Arc<Collection>, listener: std::net::TcpListener) {
-    let router = Router::new().fallback(handle).with_state((sim, c));
+    let origin = Arc::new(OriginState {
+        sim,
+        collection: c,
+        failing: Mutex::new(HashSet::new()),
+    });
+    let router = Router::new().fallback(handle).with_state(origin);
     tokio::spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("https listener");
-        if let Err(e) = axum::serve(listener, router).await {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
             eprintln!("ps-globus sim: an HTTPS origin stopped: {e}");
         }
     });
 }
 
-type Shared = (Arc<SimState>, Arc<Collection>);
+/// What one origin's requests share.
+struct OriginState {
+    sim: Arc<SimState>,
+    collection: Arc<Collection>,
+    /// Connections (by peer address) that drew the `ENDPOINT_ERROR` fault: every later
+    /// request on them draws it too.
+    failing: Mutex<HashSet<SocketAddr>>,
+}
 
-async fn handle(State((sim, c)): State<Shared>, request: Request) -> Response {
+/// The body of the 404 a failing GCS backend answers (HTTPS.md §4).
+const ENDPOINT_ERROR: &str = "Mapping collection to specified ID failed.\nGlobusError: v=1 c=ENDPOINT_ERROR\nGCS Manager Internal Error";
+
+async fn handle(
+    State(origin): State<Arc<OriginState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (sim, c) = (&origin.sim, &origin.collection);
     let method = request.method().clone();
     let route = format!("HTTPS {method}");
-    let mut who = "anonymous".to_owned();
-    let response = match authorize(&sim, &c, &method, request.headers()) {
+    let response = match authorize(sim, c, &method, request.headers()) {
         Err(refused) => *refused,
         Ok(caller) => {
-            who = caller.identity.id.to_string();
+            let who = caller.identity.id.to_string();
             let latency = sim.config.https_latency_ms;
             if latency > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
             }
-            serve_file(&c, request).await
+            let fault = sim.faults.http_fault(&who, &route, None);
+            answer(&origin, peer, fault, request).await
         }
     };
-    sim.stats.request(&who, &route, response.status().as_u16());
+    sim.stats.https_request(&route, response.status().as_u16());
     with_cors(response)
+}
+
+/// The answer to an authorized request, with `fault` (or the connection's own) acting on it.
+async fn answer(
+    origin: &OriginState,
+    peer: SocketAddr,
+    fault: Option<HttpFault>,
+    request: Request,
+) -> Response {
+    let c = &origin.collection;
+    {
+        let mut failing = origin.failing.lock().expect("failing connections");
+        if fault == Some(HttpFault::EndpointError) {
+            failing.insert(peer);
+        }
+        if failing.contains(&peer) {
+            return text(StatusCode::NOT_FOUND, ENDPOINT_ERROR);
+        }
+    }
+    match fault {
+        Some(HttpFault::Unavailable { .. }) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable (injected)",
+        ),
+        Some(HttpFault::TooManyRequests { .. }) => text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests (injected)",
+        ),
+        Some(HttpFault::ExternalError) => text(StatusCode::BAD_GATEWAY, "Bad Gateway (injected)"),
+        Some(HttpFault::ConnectionReset) => crate::cut_off(serve_file(c, request).await).await,
+        _ => serve_file(c, request).await,
+    }
 }
 
 /// The caller, or the answer that refuses it.

@@ -166,6 +166,8 @@ pub struct SimCollection {
     pub id: Uuid,
     /// The local directory it serves.
     pub root: PathBuf,
+    /// Its HTTPS origin (`http://127.0.0.1:PORT`), unless HTTPS is disabled for it.
+    pub https_server: Option<String>,
 }
 
 /// A running emulator: on its own runtime thread, until [`shutdown`](Self::shutdown) or drop.
@@ -615,7 +617,7 @@ fn with_retry_after(error: ApiError, seconds: u64) -> Response {
 
 /// The response with its body cut in half and the connection then dropped: the request
 /// took effect, but the client never learns how.
-async fn cut_off(response: Response) -> Response {
+pub(crate) async fn cut_off(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, BODY_LIMIT)
         .await
@@ -664,8 +666,10 @@ fn open_collections(config: &SimConfig) -> Result<Opened> {
             SimCollection {
                 id,
                 root: root.clone(),
+                https_server: https_server.clone(),
             },
         );
+
         collections.push(Arc::new(Collection {
             name: name.clone(),
             id,

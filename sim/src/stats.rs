@@ -14,7 +14,7 @@ pub struct SimStats {
     pub by_identity: BTreeMap<String, u64>,
     /// Requests by `METHOD /route/template`.
     pub by_route: BTreeMap<String, u64>,
-    /// Requests by HTTP status.
+    /// Requests by HTTP status (HTTPS requests included).
     pub by_status: BTreeMap<u16, u64>,
     /// Tasks submitted, by type (`TRANSFER`, `DELETE`).
     pub tasks_submitted: BTreeMap<String, u64>,
@@ -30,6 +30,10 @@ pub struct SimStats {
     pub responses_429: u64,
     /// 503 answers sent.
     pub responses_503: u64,
+    /// Requests to the collections' HTTPS origins (not in `api_requests`: the data plane
+    /// is no Transfer or Auth request). Also in `by_route` as `HTTPS METHOD`.
+    #[serde(default)]
+    pub https_requests: u64,
 }
 
 impl SimStats {
@@ -63,6 +67,15 @@ impl Stats {
                 503 => s.responses_503 += 1,
                 _ => {}
             }
+        });
+    }
+
+    /// One request to a collection's HTTPS origin, answered with `status`.
+    pub(crate) fn https_request(&self, route: &str, status: u16) {
+        self.with(|s| {
+            s.https_requests += 1;
+            *s.by_route.entry(route.to_owned()).or_default() += 1;
+            *s.by_status.entry(status).or_default() += 1;
         });
     }
 

@@ -40,6 +40,7 @@ class Emulator:
         assert info["transfer_url"].endswith("/") and info["auth_url"].endswith("/")
         self.url = info["transfer_url"]
         self.ids = {name: c["id"] for name, c in info["collections"].items()}
+        self.https = {name: c["https_server"] for name, c in info["collections"].items()}
 
     def env(self):
         env = dict(os.environ)
