@@ -43,6 +43,14 @@ pub struct SimServeArgs {
     /// Per-task overhead in milliseconds, spent after a task takes a running slot.
     #[arg(long)]
     task_latency_ms: Option<u64>,
+    /// How long each request to a collection's HTTPS origin waits before it is served,
+    /// in milliseconds (a wide-area round trip; default 0).
+    #[arg(long)]
+    https_latency_ms: Option<u64>,
+    /// No HTTPS for collection NAME (repeatable): its endpoint document says
+    /// `https_server: null`. Every collection has HTTPS otherwise, on a port of its own.
+    #[arg(long = "no-https", value_name = "NAME")]
+    no_https: Vec<String>,
     /// Copy rate per running task, e.g. 500MB/s or 1GiB/s (default unlimited).
     #[arg(long)]
     bandwidth: Option<String>,
@@ -166,6 +174,16 @@ fn sim_config(args: SimServeArgs) -> Result<ps_globus_sim::SimConfig, Box<dyn st
     }
     if let Some(v) = args.task_latency_ms {
         config.task_latency_ms = v;
+    }
+    if let Some(v) = args.https_latency_ms {
+        config.https_latency_ms = v;
+    }
+    for name in &args.no_https {
+        config
+            .collections
+            .get_mut(name)
+            .ok_or_else(|| format!("--no-https {name}: no such collection"))?
+            .disable_https = true;
     }
     if args.bandwidth.is_some() {
         config.bandwidth = args.bandwidth;

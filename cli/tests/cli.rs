@@ -120,14 +120,22 @@ fn sim_serve_prints_one_json_line_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let collection = dir.path().join("laptop");
     std::fs::create_dir(&collection).unwrap();
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ps-globus"))
         .args([
             "sim",
             "serve",
             "--collection",
             &format!("laptop={}", collection.display()),
+            "--collection",
+            &format!("closed={}", closed.display()),
+            "--no-https",
+            "closed",
             "--task-latency-ms",
             "5",
+            "--https-latency-ms",
+            "1",
         ])
         .env("PS_GLOBUS_SIM_STATIC_TOKEN", "t")
         .stdout(std::process::Stdio::piped())
@@ -156,6 +164,16 @@ fn sim_serve_prints_one_json_line_and_exits_cleanly_on_sigterm() {
             .unwrap()
             .display()
             .to_string()
+    );
+    // Each collection's HTTPS origin, on a port of its own, unless turned off.
+    let https = laptop["https_server"].as_str().unwrap();
+    assert!(
+        https.starts_with("http://127.0.0.1:") && format!("{https}/") != url,
+        "{https}"
+    );
+    assert_eq!(
+        info["collections"]["closed"]["https_server"],
+        serde_json::Value::Null
     );
 
     let status = Command::new("kill")
