@@ -17,6 +17,7 @@ mod trust;
 
 // Back ends: Globus sites, the multi connector, Redis.
 mod globus;
+mod https_client;
 mod multi;
 mod redis;
 

@@ -3,6 +3,8 @@
 //! - [`types`]: every request and response document of Transfer API v0.10 the product and
 //!   the emulator use, defined once so both sides of the wire agree.
 //! - [`TransferClient`]: typed requests with globus-sdk's retry policy ([`RetryConfig`]).
+//! - [`CollectionHttps`]: a collection's files over HTTPS (GET, ranged GET, HEAD, PUT,
+//!   DELETE), for small objects that need not wait for a task.
 //! - [`TransferManager`]: coalesced, exactly-once, crash-resumable transfers tracked in
 //!   the [state database](crate::state), polled by one poller per identity.
 //! - [`ItemState`], [`BatchState`], [`TaskStatus`]: the states, as enums that keep words
@@ -15,6 +17,7 @@ mod answer;
 pub mod budget;
 mod client;
 pub(crate) mod delete;
+mod https;
 mod lookup;
 mod manager;
 pub(crate) mod path;
@@ -24,6 +27,7 @@ pub mod types;
 pub mod watch;
 
 pub use client::{DEFAULT_TRANSFER_URL, RequestGate, TaskQuery, TransferClient};
+pub use https::{CollectionHttps, https_scope};
 
 pub use lookup::TransferCollectionLookup;
 pub use manager::{

@@ -8,10 +8,9 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-/// `GET /submission_id`.
+/// `GET /submission_id` (the client hands out the id itself).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct SubmissionId {
+pub(crate) struct SubmissionId {
     /// Always `"submission_id"`.
     #[serde(rename = "DATA_TYPE", default = "data_type::submission_id")]
     pub data_type: String,
@@ -428,7 +427,9 @@ pub struct ResultDoc {
     pub resource: String,
 }
 
-/// An error answer.
+/// An error answer, as the emulator writes it and the client reads it (callers see it as
+/// a [`GlobusApiError`](crate::error::GlobusApiError): not part of the API).
+#[doc(hidden)]
 #[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -546,6 +547,8 @@ pub struct Endpoint {
     pub high_assurance: bool,
     /// Where relative paths start (`/~/`).
     pub default_directory: Option<String>,
+    /// The collection's HTTPS origin (GCS v5 collections that enable HTTPS), else null.
+    pub https_server: Option<String>,
     /// Every other key of the document.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -556,6 +559,15 @@ impl Endpoint {
     /// mapped collections that are not high-assurance (as globus-sdk decides it).
     pub fn requires_data_access_scope(&self) -> bool {
         self.entity_type.as_deref() == Some("GCSv5_mapped_collection") && !self.high_assurance
+    }
+
+    /// The HTTPS origin to send its files to, without a trailing `/`: `None` when the
+    /// collection serves no HTTPS (`https_server` null or empty).
+    pub fn https_origin(&self) -> Option<&str> {
+        self.https_server
+            .as_deref()
+            .map(|s| s.trim_end_matches('/'))
+            .filter(|s| !s.is_empty())
     }
 }
 
