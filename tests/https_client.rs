@@ -10,7 +10,7 @@ use crate::support::managers::client;
 use ps_globus::ErrorKind;
 use ps_globus::auth::ClientCredentialsAuthorizer;
 use ps_globus::error::ConsentRequired;
-use ps_globus::transfer::{CollectionHttps, RetryConfig, https_scope};
+use ps_globus::transfer::{CollectionHttps, RetryConfig};
 use ps_globus_sim::{FaultConfig, FaultKind};
 use uuid::Uuid;
 
@@ -43,7 +43,7 @@ async fn collection_a(emu: &Emu, scope: &str) -> CollectionHttps {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_go_up_come_back_whole_or_by_range_and_go_away() {
     let emu = emu_with(vec![]);
-    let https = collection_a(&emu, &https_scope(&emu.a.parse().unwrap())).await;
+    let https = collection_a(&emu, &CollectionHttps::scope(&emu.a.parse().unwrap())).await;
     assert!(https.origin().starts_with("http://127.0.0.1:"));
     std::fs::create_dir(emu.root_a().join("store")).unwrap();
     // A name that must be percent-encoded on the way.
@@ -69,11 +69,45 @@ async fn files_go_up_come_back_whole_or_by_range_and_go_away() {
     assert!(e.to_string().contains("404"), "{e}");
 }
 
+/// A service identity (`PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET`) gets its
+/// HTTPS token by client credentials, for the scopes the collection's document names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_identity_asks_for_the_collections_https_scopes_itself() {
+    let emu = Emu::with(|config| {
+        config.clients.insert(CLIENT.into(), SECRET.into());
+        config
+            .collections
+            .get_mut("a")
+            .unwrap()
+            .requires_data_access = true;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = ps_globus::Settings::isolated(dir.path());
+    settings.auth_url = emu.sim.auth_url().into();
+    settings.client_id = Some(CLIENT.into());
+    settings.client_secret = Some(SECRET.into());
+    let a: Uuid = emu.a.parse().unwrap();
+    let transfer = client(&emu);
+    let endpoint = transfer.endpoint(&emu.a).await.unwrap();
+    let scopes = vec![
+        CollectionHttps::scope(&a),
+        ps_globus::auth::data_access_scope(&a),
+    ];
+    assert!(endpoint.requires_data_access_scope());
+    let auth = ps_globus::auth::https_authorizer(&settings, &a, &scopes).unwrap();
+    let https = CollectionHttps::discover(&transfer, a, auth).await.unwrap();
+    write(emu.root_a(), "f", b"for a service");
+    assert_eq!(
+        &https.get("/f").await.unwrap().unwrap()[..],
+        b"for a service"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_without_https_and_a_token_without_its_scope_are_typed_refusals() {
     let emu = emu_with(vec![]);
     let b: Uuid = emu.b.parse().unwrap();
-    let e = CollectionHttps::discover(&client(&emu), b, service(&emu, &https_scope(&b)))
+    let e = CollectionHttps::discover(&client(&emu), b, service(&emu, &CollectionHttps::scope(&b)))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
@@ -87,7 +121,7 @@ async fn a_collection_without_https_and_a_token_without_its_scope_are_typed_refu
         .expect("a consent error");
     assert_eq!(
         consent.required_scopes,
-        vec![https_scope(&emu.a.parse().unwrap())]
+        vec![CollectionHttps::scope(&emu.a.parse().unwrap())]
     );
     assert_eq!(consent.collections, vec![emu.a.clone()]);
     assert!(e.needs_login());
@@ -108,7 +142,7 @@ async fn a_sticky_endpoint_error_is_retried_on_a_fresh_connection_and_5xx_with_b
         fault(FaultKind::HttpsEndpointError, "HTTPS GET", 1),
         fault(FaultKind::Http503, "HTTPS PUT", 2),
     ]);
-    let https = collection_a(&emu, &https_scope(&emu.a.parse().unwrap())).await;
+    let https = collection_a(&emu, &CollectionHttps::scope(&emu.a.parse().unwrap())).await;
     write(emu.root_a(), "f", b"survives");
     assert_eq!(&https.get("/f").await.unwrap().unwrap()[..], b"survives");
     https.put("/g", "after two 503s".into()).await.unwrap();

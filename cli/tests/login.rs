@@ -17,9 +17,14 @@ use ps_globus::transfer::{TransferClient, TransferCollectionLookup};
 
 pub(super) const APP: &str = "a0a0a0a0-1111-4222-8333-444444444444";
 
+/// Collections `flagged` need a `data_access` consent. None serves HTTPS: these tests
+/// count the flows consents take (`a_login_holds_an_https_token_…` adds HTTPS).
 pub(super) fn emu_with_flagged(flagged: &[&str]) -> Emu {
     let flagged: Vec<String> = flagged.iter().map(|s| s.to_string()).collect();
     Emu::with(move |c| {
+        for collection in c.collections.values_mut() {
+            collection.disable_https = true;
+        }
         for name in &flagged {
             c.collections.get_mut(name).unwrap().requires_data_access = true;
         }
@@ -430,4 +435,67 @@ fn the_keyring_is_used_only_when_it_reads_back_and_a_file_choice_sticks() {
         choose_token_store("vault", file, keyring),
         Err(Error::InvalidInput(_))
     ));
+}
+
+/// A login asks, in the same flow as the consents, for the HTTPS scopes of each
+/// collection that serves HTTPS (with `data_access` on a mapped one), and the token it
+/// gets reads the collection's files; a collection without HTTPS gets none, and a second
+/// login that changes nothing takes no flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_holds_an_https_token_for_each_collection_that_serves_https() {
+    use ps_globus::transfer::CollectionHttps;
+    let emu = Emu::with(|c| {
+        c.collections.get_mut("a").unwrap().requires_data_access = true;
+        c.collections.get_mut("b").unwrap().disable_https = true;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let opts = options(&emu, CodeDelivery::CopyPaste, &[&emu.a, &emu.b]);
+    let outcome = ps_globus::auth::login(&store, &opts, &mut Approve::default())
+        .await
+        .unwrap();
+    let a: uuid::Uuid = emu.a.parse().unwrap();
+    assert_eq!(outcome.https, BTreeSet::from([a]));
+    assert_eq!(
+        outcome.flows, 2,
+        "the login, then consents and HTTPS in one"
+    );
+    assert!(stored(&store).tokens.contains_key(&emu.a));
+    assert!(!stored(&store).tokens.contains_key(&emu.b));
+
+    let transfer = TransferClient::with_base_url(
+        emu.sim.transfer_url(),
+        Arc::new(UserAuthorizer::transfer(store.clone(), emu.sim.auth_url()).unwrap()),
+    )
+    .unwrap();
+    let for_a = Arc::new(UserAuthorizer::new(store.clone(), emu.sim.auth_url(), &emu.a).unwrap());
+    let https = CollectionHttps::discover(&transfer, a, for_a)
+        .await
+        .unwrap();
+    std::fs::write(emu.root_a().join("f"), b"over https").unwrap();
+    assert_eq!(&https.get("/f").await.unwrap().unwrap()[..], b"over https");
+
+    let again = ps_globus::auth::login(&store, &opts, &mut Approve::default())
+        .await
+        .unwrap();
+    assert_eq!(again.flows, 0);
+
+    // A process of this login asking for b's HTTPS token: a typed consent error naming
+    // the scope, whose remedy is a login with the collection.
+    let mut settings = ps_globus::Settings::isolated(dir.path());
+    settings.token_store = "file".into();
+    let b: uuid::Uuid = emu.b.parse().unwrap();
+    let scopes = vec![CollectionHttps::scope(&b)];
+    let e = ps_globus::auth::https_authorizer(&settings, &b, &scopes).unwrap_err();
+    let consent = e
+        .downcast_ref::<ConsentRequired>()
+        .expect("a consent error");
+    assert_eq!(consent.required_scopes, scopes);
+    assert_eq!(
+        e.remedy(),
+        Some(&Remedy::Login {
+            collections: vec![emu.b.clone()]
+        })
+    );
+    assert!(e.needs_login());
 }

@@ -11,7 +11,7 @@
 //! for the union of the consents already held and the new ones, because a new Transfer
 //! token replaces the old one and would otherwise drop them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,17 @@ pub trait CollectionLookup: Send + Sync + std::fmt::Debug {
         collection: &Uuid,
         authorizer: Arc<dyn super::Authorizer>,
     ) -> Result<bool>;
+
+    /// The scopes a token for `collection`'s HTTPS needs (`https`, plus `data_access`
+    /// on a GCSv5 mapped collection that is not high-assurance); empty when the
+    /// collection serves no HTTPS. By default: none.
+    async fn https_scopes(
+        &self,
+        _collection: &Uuid,
+        _authorizer: Arc<dyn super::Authorizer>,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What to log in for.
@@ -153,6 +164,8 @@ pub struct LoginOutcome {
     pub consents: BTreeSet<Uuid>,
     /// Collections that were looked up and need no consent.
     pub no_consent_needed: BTreeSet<Uuid>,
+    /// Collections whose HTTPS the login now holds a token for (those that serve HTTPS).
+    pub https: BTreeSet<Uuid>,
     /// How many browser round trips it took (0: the stored login already sufficed).
     pub flows: u32,
 }
@@ -173,7 +186,14 @@ pub async fn login(
         } else {
             BTreeSet::new()
         };
-        held = run_flow(store.as_ref(), &auth, options, &consents, prompt).await?;
+        held = run_flow(
+            store.as_ref(),
+            &auth,
+            options,
+            (&consents, &BTreeMap::new()),
+            prompt,
+        )
+        .await?;
         flows += 1;
     }
     // Look the collections up with the Transfer token we now hold.
@@ -183,7 +203,23 @@ pub async fn login(
     )?);
     let mut need = held.consents.clone();
     let mut no_consent_needed = BTreeSet::new();
+    let mut https = BTreeMap::new();
     for id in &options.collections {
+        let missing = |e: Error| match e.downcast_ref::<GlobusApiError>() {
+            Some(answer) if answer.status == 404 => Error::invalid_config(
+                "login",
+                format!("collection {id} does not exist (or is not visible to you); check its id"),
+            ),
+            _ => e,
+        };
+        let scopes = options
+            .lookup
+            .https_scopes(id, transfer_auth.clone())
+            .await
+            .map_err(missing)?;
+        if !scopes.is_empty() {
+            https.insert(*id, scopes);
+        }
         if held.consents.contains(id) {
             continue;
         }
@@ -191,23 +227,17 @@ pub async fn login(
             .lookup
             .needs_data_access(id, transfer_auth.clone())
             .await
-            .map_err(|e| match e.downcast_ref::<GlobusApiError>() {
-                Some(answer) if answer.status == 404 => Error::invalid_config(
-                    "login",
-                    format!(
-                        "collection {id} does not exist (or is not visible to you); check its id"
-                    ),
-                ),
-                _ => e,
-            })?;
+            .map_err(missing)?;
         if needs {
             need.insert(*id);
         } else {
             no_consent_needed.insert(*id);
         }
     }
-    if need != held.consents {
-        held = run_flow(store.as_ref(), &auth, options, &need, prompt).await?;
+    // HTTPS tokens held before for collections not asked about now are kept.
+    let wanted_https: BTreeSet<Uuid> = https.keys().copied().collect();
+    if need != held.consents || !wanted_https.is_subset(&held.https) {
+        held = run_flow(store.as_ref(), &auth, options, (&need, &https), prompt).await?;
         flows += 1;
     }
     Ok(LoginOutcome {
@@ -215,17 +245,18 @@ pub async fn login(
         username: held.username.clone(),
         consents: held.consents.clone(),
         no_consent_needed,
+        https: held.https.clone(),
         flows,
     })
 }
 
-/// One browser round trip for the base scopes plus Transfer with `consents`; saves and
-/// returns the new set.
+/// One browser round trip for the base scopes, Transfer with `consents`, and each
+/// collection's HTTPS scopes in `https`; saves and returns the new set.
 async fn run_flow(
     store: &dyn TokenStore,
     auth: &GlobusAuth,
     options: &LoginOptions,
-    consents: &BTreeSet<Uuid>,
+    (consents, https): (&BTreeSet<Uuid>, &BTreeMap<Uuid, Vec<String>>),
     prompt: &mut dyn LoginPrompt,
 ) -> Result<TokenSet> {
     let (listener, redirect) = match options.delivery {
@@ -252,6 +283,9 @@ async fn run_flow(
         request = request.add_scope(Scope::new((*scope).into()));
     }
     request = request.add_scope(Scope::new(transfer_scope(consents)));
+    for scope in https.values().flatten() {
+        request = request.add_scope(Scope::new(scope.clone()));
+    }
     let (url, state) = request.url();
     prompt.show_url(url.as_str(), options.delivery);
     let code = match listener {
@@ -287,12 +321,16 @@ async fn run_flow(
         if set.identity.as_deref() != Some(identity.as_str()) {
             // Another identity's consents and tokens mean nothing for this one.
             set.consents.clear();
+            set.https.clear();
             set.tokens.clear();
         }
         set.identity = Some(identity.clone());
         set.username = username.clone();
         set.client_id = Some(client_id.clone());
         set.consents = consents.clone();
+        // A collection's HTTPS token counts only if Globus issued it.
+        set.https
+            .extend(https.keys().filter(|c| tokens.contains_key(&c.to_string())));
         set.tokens.extend(tokens.clone());
     })
 }

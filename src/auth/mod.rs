@@ -87,6 +87,45 @@ pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The authorizer for `collection`'s HTTPS, chosen as [`default_authorizer`] chooses
+/// Transfer's: a token in `PS_GLOBUS_ACCESS_TOKEN` as it is; a service identity asking
+/// for `scopes` (the collection's, from its endpoint document); else the login's token
+/// for the collection. A login without one is a typed
+/// [`ConsentRequired`](crate::error::ConsentRequired) naming `scopes`, whose remedy is a
+/// login with the collection (exit code 4 at the command line).
+pub fn https_authorizer(
+    settings: &Settings,
+    collection: &Uuid,
+    scopes: &[String],
+) -> Result<Arc<dyn Authorizer>> {
+    if let Some(token) = &settings.access_token {
+        return Ok(Arc::new(StaticTokenAuthorizer::new(token.clone())));
+    }
+    if let (Some(id), Some(secret)) = (&settings.client_id, &settings.client_secret) {
+        let scope = scopes.join(" ");
+        return Ok(Arc::new(ClientCredentialsAuthorizer::new(
+            &settings.auth_url,
+            id.clone(),
+            secret.clone(),
+            scope,
+        )?));
+    }
+    let choice = open_token_store(settings)?;
+    let held = choice.store.load()?.unwrap_or_default();
+    if !held.tokens.contains_key(&collection.to_string()) {
+        return Err(crate::error::ConsentRequired::new(
+            scopes.to_vec(),
+            vec![collection.to_string()],
+        )
+        .into());
+    }
+    Ok(Arc::new(UserAuthorizer::new(
+        choice.store,
+        &settings.auth_url,
+        &collection.to_string(),
+    )?))
+}
+
 /// The Transfer authorizer this process should use: a bearer token in
 /// `PS_GLOBUS_ACCESS_TOKEN` (obtained elsewhere, or the emulator's static token); else a
 /// service identity when `PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET` are both

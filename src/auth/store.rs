@@ -84,6 +84,10 @@ pub struct TokenSet {
     pub client_id: Option<String>,
     /// Collections whose `data_access` consent the Transfer token carries.
     pub consents: BTreeSet<Uuid>,
+    /// Collections whose HTTPS the login holds a token for (keyed by the collection id
+    /// in `tokens`).
+    #[serde(default)]
+    pub https: BTreeSet<Uuid>,
     /// Tokens by resource server (`transfer.api.globus.org`, ...).
     pub tokens: BTreeMap<String, StoredToken>,
 }

@@ -24,9 +24,18 @@ use super::retry::RetryConfig;
 use crate::auth::Authorizer;
 use crate::error::{ConsentRequired, Error, ErrorKind, Result};
 
-/// The scope a token needs for HTTPS on `collection`.
-pub fn https_scope(collection: &Uuid) -> String {
-    format!("https://auth.globus.org/scopes/{collection}/https")
+/// The scopes a token for `collection`'s HTTPS needs, as its endpoint document says
+/// (`https`, plus `data_access` for a GCSv5 mapped collection that is not high-assurance,
+/// as globus-sdk's `GCSDownloader` decides it); empty when it serves no HTTPS.
+pub(crate) fn scopes_for(collection: &Uuid, endpoint: &super::types::Endpoint) -> Vec<String> {
+    if endpoint.https_origin().is_none() {
+        return Vec::new();
+    }
+    let mut scopes = vec![CollectionHttps::scope(collection)];
+    if endpoint.requires_data_access_scope() {
+        scopes.push(crate::auth::data_access_scope(collection));
+    }
+    scopes
 }
 
 /// One collection's HTTPS origin, with the credentials for it.
@@ -51,6 +60,12 @@ enum Attempt {
 }
 
 impl CollectionHttps {
+    /// The scope a token needs for HTTPS on `collection` (its resource server is the
+    /// collection).
+    pub fn scope(collection: &Uuid) -> String {
+        format!("https://auth.globus.org/scopes/{collection}/https")
+    }
+
     /// `collection`'s files at `origin` (its `https_server`), with a token from `auth`
     /// (whose resource server must be the collection).
     pub fn new(collection: Uuid, origin: &str, auth: Arc<dyn Authorizer>) -> Result<Self> {
@@ -273,7 +288,7 @@ impl CollectionHttps {
                             .collect()
                     })
                     .filter(|s: &Vec<String>| !s.is_empty())
-                    .unwrap_or_else(|| vec![https_scope(&self.collection)]);
+                    .unwrap_or_else(|| vec![Self::scope(&self.collection)]);
                 ConsentRequired::new(required, vec![self.collection.to_string()]).into()
             }
             StatusCode::FORBIDDEN => Error::new(

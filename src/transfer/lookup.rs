@@ -37,4 +37,14 @@ impl CollectionLookup for TransferCollectionLookup {
         let endpoint = client.endpoint(&collection.to_string()).await?;
         Ok(endpoint.requires_data_access_scope())
     }
+
+    async fn https_scopes(
+        &self,
+        collection: &Uuid,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Result<Vec<String>> {
+        let client = TransferClient::with_base_url(&self.base_url, authorizer)?;
+        let endpoint = client.endpoint(&collection.to_string()).await?;
+        Ok(super::https::scopes_for(collection, &endpoint))
+    }
 }

@@ -27,7 +27,7 @@ pub mod types;
 pub mod watch;
 
 pub use client::{DEFAULT_TRANSFER_URL, RequestGate, TaskQuery, TransferClient};
-pub use https::{CollectionHttps, https_scope};
+pub use https::CollectionHttps;
 
 pub use lookup::TransferCollectionLookup;
 pub use manager::{
