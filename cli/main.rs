@@ -14,7 +14,8 @@ mod output;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    config, demo, doctor, lease, login, proxy, redis, refs, sim, status, stream, task, transfer,
+    config, demo, doctor, https, lease, login, proxy, redis, refs, sim, status, stream, task,
+    transfer,
 };
 
 /// Pass-by-reference for distributed workflows, with Globus Transfer moving the bytes.
@@ -61,6 +62,13 @@ enum Command {
     /// failure (exit 1) everywhere; one command may make several tasks (one per source,
     /// destination and options).
     Transfer(transfer::TransferArgs),
+    /// Read one file from a collection over its HTTPS (COLLECTION_UUID:/PATH or
+    /// SITE:PATH), without a Transfer task: for small files, now. Resumes an interrupted
+    /// get from LOCAL.part.
+    Get(https::GetArgs),
+    /// Write one file to a collection over its HTTPS, without a Transfer task (not
+    /// atomic: a failed put may leave the file cut short; the size is checked after).
+    Put(https::PutArgs),
     /// `transfer` into this site: the destination is a local path here.
     StageIn(transfer::TransferArgs),
     /// `transfer` out of this site: the source is a local path here.
@@ -235,6 +243,8 @@ fn run(command: Command) -> CliResult {
     use transfer::Direction;
     match command {
         Command::Transfer(args) => block_on(transfer::transfer(args, Direction::Any)),
+        Command::Get(args) => block_on(https::get(args)),
+        Command::Put(args) => block_on(https::put(args)),
         Command::StageIn(args) => block_on(transfer::transfer(args, Direction::In)),
         Command::StageOut(args) => block_on(transfer::transfer(args, Direction::Out)),
         Command::Task(command) => block_on(task::run(command)),

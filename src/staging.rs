@@ -27,11 +27,7 @@ pub struct Location {
 }
 
 /// Parses and resolves an address against the configured sites.
-pub(crate) fn resolve_address(
-    text: &str,
-    config: &Config,
-    current: Option<&str>,
-) -> Result<Location> {
+pub fn resolve_address(text: &str, config: &Config, current: Option<&str>) -> Result<Location> {
     let bad = |message: String| Error::invalid_config("address", message);
     if is_local_address(text) {
         let site_name = current.ok_or_else(|| {

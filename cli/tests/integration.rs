@@ -15,6 +15,7 @@ mod cli_stream;
 
 // A globus-cli user's first hour, the README as written, logins, staging.
 mod first_hour;
+mod get_put;
 mod login;
 mod login_cli;
 mod readme;

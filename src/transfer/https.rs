@@ -24,20 +24,6 @@ use super::retry::RetryConfig;
 use crate::auth::Authorizer;
 use crate::error::{ConsentRequired, Error, ErrorKind, Result};
 
-/// The scopes a token for `collection`'s HTTPS needs, as its endpoint document says
-/// (`https`, plus `data_access` for a GCSv5 mapped collection that is not high-assurance,
-/// as globus-sdk's `GCSDownloader` decides it); empty when it serves no HTTPS.
-pub(crate) fn scopes_for(collection: &Uuid, endpoint: &super::types::Endpoint) -> Vec<String> {
-    if endpoint.https_origin().is_none() {
-        return Vec::new();
-    }
-    let mut scopes = vec![CollectionHttps::scope(collection)];
-    if endpoint.requires_data_access_scope() {
-        scopes.push(crate::auth::data_access_scope(collection));
-    }
-    scopes
-}
-
 /// One collection's HTTPS origin, with the credentials for it.
 #[derive(Debug, Clone)]
 pub struct CollectionHttps {
@@ -64,6 +50,21 @@ impl CollectionHttps {
     /// collection).
     pub fn scope(collection: &Uuid) -> String {
         format!("https://auth.globus.org/scopes/{collection}/https")
+    }
+
+    /// The scopes a token for `collection`'s HTTPS needs, as its endpoint document says
+    /// (`https`, plus `data_access` for a GCSv5 mapped collection that is not
+    /// high-assurance, as globus-sdk's `GCSDownloader` decides it); empty when it serves
+    /// no HTTPS.
+    pub fn scopes(collection: &Uuid, endpoint: &super::types::Endpoint) -> Vec<String> {
+        if endpoint.https_origin().is_none() {
+            return Vec::new();
+        }
+        let mut scopes = vec![Self::scope(collection)];
+        if endpoint.requires_data_access_scope() {
+            scopes.push(crate::auth::data_access_scope(collection));
+        }
+        scopes
     }
 
     /// `collection`'s files at `origin` (its `https_server`), with a token from `auth`

@@ -45,6 +45,6 @@ impl CollectionLookup for TransferCollectionLookup {
     ) -> Result<Vec<String>> {
         let client = TransferClient::with_base_url(&self.base_url, authorizer)?;
         let endpoint = client.endpoint(&collection.to_string()).await?;
-        Ok(super::https::scopes_for(collection, &endpoint))
+        Ok(super::CollectionHttps::scopes(collection, &endpoint))
     }
 }

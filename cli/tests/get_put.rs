@@ -1,0 +1,113 @@
+//! `ps-globus get` and `put`: one file over a collection's HTTPS, with no Transfer task;
+//! an interrupted get resumed by range; the refusals and their exit codes.
+
+use crate::command::Setup;
+use crate::support::emulator::Emu;
+
+const CLIENT: &str = "c3c3c3c3-0000-4000-8000-000000000003";
+const SECRET: &str = "get-put-client-secret";
+
+/// A file of `len` bytes whose content says where each byte sits.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn put_and_get_move_a_file_over_https_with_no_task_and_a_get_resumes_by_range() {
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let data = pattern((9 << 20) + 13); // two ranges of 8 MiB at most
+    let local = setup.home.path().join("data.bin");
+    std::fs::write(&local, &data).unwrap();
+    std::fs::create_dir(emu.root_a().join("up")).unwrap();
+
+    let (code, out, err) = setup.run(&["put", local.to_str().unwrap(), "a:/up/data.bin"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("Sent {} bytes", data.len())), "{out}");
+    assert_eq!(
+        std::fs::read(emu.root_a().join("up/data.bin")).unwrap(),
+        data
+    );
+
+    let back = setup.home.path().join("back.bin");
+    let (code, out, err) = setup.run(&["get", "a:/up/data.bin", back.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("Received {} bytes", data.len())),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    let stats = emu.sim.stats();
+    assert_eq!(stats.tasks(), 0, "no Transfer task");
+    assert_eq!(stats.route("HTTPS GET"), 2, "two ranges");
+
+    // An interrupted get left its first MiB and 13 bytes: the next one asks only for
+    // the rest, 8 MiB, in one range.
+    let again = setup.home.path().join("again.bin");
+    let mut part = again.as_os_str().to_owned();
+    part.push(".part");
+    std::fs::write(&part, &data[..(1 << 20) + 13]).unwrap();
+    let (code, _, err) = setup.run(&[
+        "get",
+        &format!("{}:/up/data.bin", emu.a),
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&again).unwrap(), data);
+    assert!(!std::path::Path::new(&part).exists());
+    assert_eq!(
+        emu.sim.stats().route("HTTPS GET"),
+        3,
+        "one range for the rest"
+    );
+}
+
+#[test]
+fn refusals_say_what_is_wrong_and_a_token_without_the_scope_exits_4_with_the_login() {
+    let emu = Emu::with(|c| {
+        c.clients.insert(CLIENT.into(), SECRET.into());
+        c.collections.get_mut("b").unwrap().disable_https = true;
+    });
+    let setup = Setup::new(&emu);
+    let local = setup.home.path().join("x");
+    std::fs::write(&local, b"x").unwrap();
+
+    let (code, _, err) = setup.run(&["get", "a:/missing", local.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no such file"), "{err}");
+    let (code, _, err) = setup.run(&["put", local.to_str().unwrap(), "b:/x"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HTTPS disabled"), "{err}");
+    let (code, _, err) = setup.run(&["get", &format!("{}:relative", emu.a), "y"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HTTPS paths are absolute"), "{err}");
+
+    // A Transfer token is no token for the collection: exit 4, and the login to run.
+    let token = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let tokens: serde_json::Value = emu
+            .http
+            .post(emu.url("v2/oauth2/token"))
+            .basic_auth(CLIENT, Some(SECRET))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "urn:globus:auth:scope:transfer.api.globus.org:all"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens["access_token"].as_str().unwrap().to_owned()
+    });
+    let (code, _, err) = setup.run_env(
+        &["put", local.to_str().unwrap(), "a:/x"],
+        &[("PS_GLOBUS_ACCESS_TOKEN", token.as_str())],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(&format!("ps-globus login --collection {}", emu.a)),
+        "{err}"
+    );
+    assert!(!emu.root_a().join("x").exists());
+}
