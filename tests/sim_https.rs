@@ -35,18 +35,17 @@ async fn https_server(emu: &Emu, collection: &str) -> Value {
 
 /// A client-credentials token for `scopes` (space-separated).
 async fn token(emu: &Emu, scopes: &str) -> String {
-    let tokens: Value = emu
-        .http
-        .post(emu.url("v2/oauth2/token"))
-        .basic_auth(CLIENT, Some(SECRET))
-        .form(&[("grant_type", "client_credentials"), ("scope", scopes)])
+    emu.client_token(CLIENT, SECRET, scopes).await
+}
+
+/// `GET url` with `token`, following no redirect.
+async fn get_with(url: &str, token: &str) -> reqwest::Response {
+    no_redirects()
+        .get(url)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    tokens["access_token"].as_str().unwrap().to_owned()
 }
 
 fn https_scope(collection: &str) -> String {
@@ -146,12 +145,7 @@ async fn a_mapped_collection_needs_data_access_too_and_access_rules_still_apply(
         .to_owned();
     write(emu.root_a(), "f", b"mapped");
     let only_https = token(&emu, &https_scope(&emu.a)).await;
-    let answer = no_redirects()
-        .get(format!("{origin}/f"))
-        .bearer_auth(&only_https)
-        .send()
-        .await
-        .unwrap();
+    let answer = get_with(&format!("{origin}/f"), &only_https).await;
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     let body: Value = answer.json().await.unwrap();
     let data_access = format!("https://auth.globus.org/scopes/{}/data_access", emu.a);
@@ -160,12 +154,7 @@ async fn a_mapped_collection_needs_data_access_too_and_access_rules_still_apply(
         serde_json::json!([https_scope(&emu.a), data_access])
     );
     let both = token(&emu, &format!("{} {data_access}", https_scope(&emu.a))).await;
-    let answer = no_redirects()
-        .get(format!("{origin}/f"))
-        .bearer_auth(&both)
-        .send()
-        .await
-        .unwrap();
+    let answer = get_with(&format!("{origin}/f"), &both).await;
     assert_eq!(answer.status(), StatusCode::OK);
 
     // Collection b's rules name someone else: a valid token of b is refused.
@@ -176,12 +165,7 @@ async fn a_mapped_collection_needs_data_access_too_and_access_rules_still_apply(
         .to_owned();
     write(emu.root_b(), "g", b"x");
     let b_token = token(&emu, &https_scope(&emu.b)).await;
-    let answer = no_redirects()
-        .get(format!("{b_origin}/g"))
-        .bearer_auth(&b_token)
-        .send()
-        .await
-        .unwrap();
+    let answer = get_with(&format!("{b_origin}/g"), &b_token).await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);
 }
 
@@ -414,11 +398,6 @@ async fn faults_stick_to_a_connection_and_a_fresh_one_gets_through() {
         Err(e) => Err(e),
     };
     assert!(read.is_err(), "a cut body read as {read:?}");
-    let whole = no_redirects()
-        .get(&url)
-        .bearer_auth(&bearer)
-        .send()
-        .await
-        .unwrap();
+    let whole = get_with(&url, &bearer).await;
     assert_eq!(whole.bytes().await.unwrap().len(), 64 << 10);
 }

@@ -83,23 +83,10 @@ fn refusals_say_what_is_wrong_and_a_token_without_the_scope_exits_4_with_the_log
     assert!(err.contains("HTTPS paths are absolute"), "{err}");
 
     // A Transfer token is no token for the collection: exit 4, and the login to run.
-    let token = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let tokens: serde_json::Value = emu
-            .http
-            .post(emu.url("v2/oauth2/token"))
-            .basic_auth(CLIENT, Some(SECRET))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("scope", "urn:globus:auth:scope:transfer.api.globus.org:all"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tokens["access_token"].as_str().unwrap().to_owned()
-    });
+    let transfer_only = "urn:globus:auth:scope:transfer.api.globus.org:all";
+    let token = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(emu.client_token(CLIENT, SECRET, transfer_only));
     let (code, _, err) = setup.run_env(
         &["put", local.to_str().unwrap(), "a:/x"],
         &[("PS_GLOBUS_ACCESS_TOKEN", token.as_str())],
