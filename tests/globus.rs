@@ -467,8 +467,9 @@ impl ps_globus::auth::Authorizer for GatedAuthorizer {
 
 /// Regression (issue 33): dropping a connector whose put was still held back blocked the
 /// dropping thread until the flush ended, up to 30 s with a service that does not answer.
-/// The flush now goes on in the background: the drop returns while the only way to the
-/// service is shut, and the object still reaches the destination once it opens.
+/// Now the drop waits a bounded moment (2 s) and leaves the flush to the background: it
+/// returns while the only way to the service is shut, and the object still reaches the
+/// destination once it opens.
 #[test]
 fn dropping_a_connector_never_waits_for_its_flush_and_the_flush_still_lands() {
     let emu = shared();

@@ -100,15 +100,17 @@ const DROP_FLUSH_LIMIT: Duration = Duration::from_secs(30);
 
 impl Drop for Inner {
     /// Puts return once enqueued: a connector dropped with transfers held back hands their
-    /// submission to the library runtime and returns at once, on any thread or runtime
-    /// (it used to wait up to 30 s here). The flush holds the manager until it is done; a
-    /// process that exits first has the exit hook (`transfer/manager/exit.rs`), which
+    /// submission to the library runtime, waits for it at most [`DROP_WAIT`] (it usually
+    /// takes milliseconds, and then nothing of this store outlives the drop), and returns
+    /// (it used to wait up to 30 s here). On a current-thread runtime it does not wait at
+    /// all: its only worker must not block. The flush holds the manager until it is done;
+    /// a process that exits first has the exit hook (`transfer/manager/exit.rs`), which
     /// submits what every running manager holds back and says what it could not.
     fn drop(&mut self) {
         let Some(manager) = self.manager.get().cloned() else {
             return;
         };
-        crate::runtime::handle().spawn(async move {
+        let flush = crate::runtime::handle().spawn(async move {
             match crate::runtime::timeout(DROP_FLUSH_LIMIT, manager.flush()).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::warn!("submitting pending transfers at close: {e}"),
@@ -117,8 +119,18 @@ impl Drop for Inner {
                 ),
             }
         });
+        let on_current_thread_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !on_current_thread_runtime {
+            // Past the moment, the flush goes on in the background (a dropped handle
+            // detaches the task, it does not cancel it).
+            crate::runtime::block_on(crate::runtime::timeout(DROP_WAIT, flush));
+        }
     }
 }
+
+/// How long dropping a connector waits for its flush before leaving it to the background.
+const DROP_WAIT: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for GlobusConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
