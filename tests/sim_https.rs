@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 
-use crate::support::emulator::{Emu, TOKEN, write};
+use crate::support::emulator::{Emu, write};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -20,17 +20,18 @@ fn emu_with(tweak: impl FnOnce(&mut ps_globus_sim::SimConfig)) -> Emu {
 
 /// The collection's `https_server`, as its endpoint document publishes it.
 async fn https_server(emu: &Emu, collection: &str) -> Value {
-    let doc: Value = emu
-        .http
-        .get(emu.url(&format!("v0.10/endpoint/{collection}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, doc) = emu.get(&format!("/v0.10/endpoint/{collection}")).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
     doc["https_server"].clone()
+}
+
+/// The HTTPS origin of a collection that has one.
+async fn origin_of(emu: &Emu, collection: &str) -> String {
+    let published = https_server(emu, collection).await;
+    published
+        .as_str()
+        .expect("the collection serves HTTPS")
+        .to_owned()
 }
 
 /// A client-credentials token for `scopes` (space-separated).
@@ -75,11 +76,7 @@ async fn each_collection_has_its_own_origin_and_a_disabled_one_publishes_null() 
 #[tokio::test]
 async fn a_token_needs_the_collection_as_audience_and_its_https_scope() {
     let emu = emu_with(|_| {});
-    let origin = https_server(&emu, &emu.a)
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let origin = origin_of(&emu, &emu.a).await;
     write(emu.root_a(), "f", b"hello");
     let http = no_redirects();
     let url = format!("{origin}/f");
@@ -138,11 +135,7 @@ async fn a_mapped_collection_needs_data_access_too_and_access_rules_still_apply(
         let b = config.collections.get_mut("b").unwrap();
         b.allow = Some(vec!["someone-else@sim.ps-globus.local".into()]);
     });
-    let origin = https_server(&emu, &emu.a)
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let origin = origin_of(&emu, &emu.a).await;
     write(emu.root_a(), "f", b"mapped");
     let only_https = token(&emu, &https_scope(&emu.a)).await;
     let answer = get_with(&format!("{origin}/f"), &only_https).await;
@@ -158,11 +151,7 @@ async fn a_mapped_collection_needs_data_access_too_and_access_rules_still_apply(
     assert_eq!(answer.status(), StatusCode::OK);
 
     // Collection b's rules name someone else: a valid token of b is refused.
-    let b_origin = https_server(&emu, &emu.b)
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let b_origin = origin_of(&emu, &emu.b).await;
     write(emu.root_b(), "g", b"x");
     let b_token = token(&emu, &https_scope(&emu.b)).await;
     let answer = get_with(&format!("{b_origin}/g"), &b_token).await;
@@ -172,11 +161,7 @@ async fn a_mapped_collection_needs_data_access_too_and_access_rules_still_apply(
 #[tokio::test]
 async fn files_are_read_by_absolute_ranges_written_over_and_deleted_but_never_listed() {
     let emu = emu_with(|_| {});
-    let origin = https_server(&emu, &emu.a)
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let origin = origin_of(&emu, &emu.a).await;
     let bearer = token(&emu, &https_scope(&emu.a)).await;
     let http = no_redirects();
     let at = |path: &str| format!("{origin}{path}");
@@ -289,11 +274,7 @@ async fn files_are_read_by_absolute_ranges_written_over_and_deleted_but_never_li
 #[tokio::test]
 async fn a_put_cut_off_mid_body_leaves_a_truncated_file() {
     let emu = emu_with(|_| {});
-    let origin = https_server(&emu, &emu.a)
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let origin = origin_of(&emu, &emu.a).await;
     let bearer = token(&emu, &https_scope(&emu.a)).await;
     write(emu.root_a(), "obj", b"the whole old object");
     let address = origin.trim_start_matches("http://").to_owned();
@@ -341,11 +322,7 @@ async fn faults_stick_to_a_connection_and_a_fresh_one_gets_through() {
             fault(FaultKind::Http503, "HTTPS PUT"),
         ];
     });
-    let origin = https_server(&emu, &emu.a)
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let origin = origin_of(&emu, &emu.a).await;
     let bearer = token(&emu, &https_scope(&emu.a)).await;
     write(emu.root_a(), "f", b"intact");
     let url = format!("{origin}/f");
@@ -384,11 +361,7 @@ async fn faults_stick_to_a_connection_and_a_fresh_one_gets_through() {
     let emu = emu_with(|config| {
         config.faults = vec![fault(FaultKind::ConnectionReset, "HTTPS GET")];
     });
-    let origin = https_server(&emu, &emu.a)
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let origin = origin_of(&emu, &emu.a).await;
     let bearer = token(&emu, &https_scope(&emu.a)).await;
     write(emu.root_a(), "big", &[7u8; 64 << 10]);
     let url = format!("{origin}/big");

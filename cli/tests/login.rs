@@ -460,6 +460,9 @@ async fn a_login_holds_an_https_token_for_each_collection_that_serves_https() {
         outcome.flows, 2,
         "the login, then consents and HTTPS in one"
     );
+    assert_eq!(outcome.consents, BTreeSet::from([a]));
+    // One endpoint lookup tells a's HTTPS scopes and consent; b, without HTTPS, two.
+    assert_eq!(emu.sim.stats().route("GET /v0.10/endpoint/{id}"), 3);
     assert!(stored(&store).tokens.contains_key(&emu.a));
     assert!(!stored(&store).tokens.contains_key(&emu.b));
 

@@ -217,17 +217,24 @@ pub async fn login(
             .https_scopes(id, transfer_auth.clone())
             .await
             .map_err(missing)?;
+        // The HTTPS scopes already say whether Transfer needs a consent (both follow the
+        // same document): only a collection without HTTPS is looked up again.
+        let from_https =
+            (!scopes.is_empty()).then(|| scopes.contains(&super::data_access_scope(id)));
         if !scopes.is_empty() {
             https.insert(*id, scopes);
         }
         if held.consents.contains(id) {
             continue;
         }
-        let needs = options
-            .lookup
-            .needs_data_access(id, transfer_auth.clone())
-            .await
-            .map_err(missing)?;
+        let needs = match from_https {
+            Some(needs) => needs,
+            None => options
+                .lookup
+                .needs_data_access(id, transfer_auth.clone())
+                .await
+                .map_err(missing)?,
+        };
         if needs {
             need.insert(*id);
         } else {
