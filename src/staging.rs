@@ -579,6 +579,7 @@ mod resolve_address_example {
                 collection_path: "/data".into(),
                 local_path: "/srv/data".into(),
                 host_regex: None,
+                https_max_size: None,
             },
         );
         let at = resolve_address("lab:run1/in.h5", &config, None)?;

@@ -63,10 +63,10 @@ async fn files_go_up_come_back_whole_or_by_range_and_go_away() {
     assert_eq!(https.get(path).await.unwrap(), None);
     assert_eq!(https.size(path).await.unwrap(), None);
     assert!(!https.delete(path).await.unwrap());
-    // A directory that is not there: the PUT fails, and says what the service said.
+    // A directory that is not there: the PUT fails as NotFound, and says what to do.
     let e = https.put("/nowhere/x", "x".into()).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Service, "{e}");
-    assert!(e.to_string().contains("404"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("make it through Transfer"), "{e}");
 }
 
 /// A service identity (`PS_GLOBUS_CLIENT_ID` and `PS_GLOBUS_CLIENT_SECRET`) gets its

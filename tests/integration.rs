@@ -18,6 +18,7 @@ mod trust;
 // Back ends: Globus sites, the multi connector, Redis.
 mod globus;
 mod https_client;
+mod lane;
 mod multi;
 mod redis;
 

@@ -23,13 +23,26 @@ fn the_demo_runs_end_to_end_and_reports_what_it_did() {
             .env_remove("PS_GLOBUS_SITE"),
     );
     assert!(stdout.starts_with("20 objects"), "{stdout}");
-    let tasks: u64 = stdout
-        .split("Globus tasks: ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|t| t.parse().ok())
-        .expect("a task count");
-    assert!((1..=3).contains(&tasks), "{stdout}");
+    let count = |label: &str| -> u64 {
+        stdout
+            .split(label)
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no {label}in {stdout}"))
+    };
+    // Every object is under the HTTPS lane's 4 MiB: one PUT each, no task.
+    assert_eq!(count("Globus tasks: "), 0, "{stdout}");
+    assert_eq!(count("HTTPS PUTs: "), 20, "{stdout}");
+    // The tenth is 5-10 MB, above it: by Transfer.
+    let mixed = succeeded(
+        Command::new(env!("CARGO_BIN_EXE_ps-globus"))
+            .args(["demo", "--objects", "10", "--max-size", "10000000"])
+            .args(["--task-latency-ms", "100"])
+            .env_remove("PS_GLOBUS_SITE"),
+    );
+    assert!(mixed.contains("Globus tasks: 1 "), "{mixed}");
+    assert!(mixed.contains("HTTPS PUTs: 9 "), "{mixed}");
 }
 
 /// Regression: the exit hook, running after `main` returned, used the exiting thread's

@@ -90,10 +90,15 @@ impl TwoSites {
             CLIENT_SECRET,
             TRANSFER_SCOPE,
         )?;
+        // The same identity asks for each collection's HTTPS scopes (the lane).
+        let mut settings = Settings::isolated(self.home("a"));
+        settings.client_id = Some(CLIENT_ID.into());
+        settings.client_secret = Some(CLIENT_SECRET.into());
+        settings.auth_url = self.sim.auth_url().into();
         GlobusConnector::builder(self.config.clone())
             .site("a")
             .authorizer(Arc::new(auth))
-            .settings(Settings::isolated(self.home("a")))
+            .settings(settings)
             .build()
     }
 

@@ -23,6 +23,11 @@ pub fn save_site(path: &Path, name: &str, site: &SiteConfig) -> Result<()> {
             Some(value(site.local_path.to_string_lossy().as_ref())),
         ),
         ("host_regex", site.host_regex.as_deref().map(value)),
+        (
+            "https_max_size",
+            site.https_max_size
+                .map(|n| value(n.min(i64::MAX as u64) as i64)),
+        ),
     ];
     save_table(path, "sites", name, fields)
 }

@@ -36,6 +36,10 @@ pub(crate) const STORE_MARKER: &str = ".ps-globus-store";
 /// cut to it rather than overflowing a deadline.
 pub(crate) const MAX_DATA_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// The largest `https_max_size` a store from data may set (a store's or a site's): a
+/// reader that pulls by HTTPS holds the object in memory.
+pub(crate) const MAX_DATA_HTTPS_SIZE: u64 = 64 << 20;
+
 /// Where a connector configuration came from.
 #[derive(Clone, Debug, Default)]
 pub enum Provenance {
@@ -88,6 +92,7 @@ pub(crate) const FIELDS: &[(&str, &str, Role)] = &[
     ("globus", "destinations", Role::Locator),
     ("globus", "pull_on_demand", Role::Binding),
     ("globus", "wait_timeout_s", Role::Tuning),
+    ("globus", "https_max_size", Role::Tuning),
     ("globus", "transfer_url", Role::Binding),
     ("redis", "server", Role::Locator),
     ("redis", "host", Role::Binding),
@@ -392,6 +397,11 @@ pub fn admit(config: &ConnectorConfig, trust: &LocalTrust) -> Result<ConnectorCo
             globus.wait_timeout_s = globus
                 .wait_timeout_s
                 .map(|s| s.min(MAX_DATA_TIMEOUT.as_secs()));
+            // A reader's HTTPS pull holds the object in memory: bounded from data.
+            globus.https_max_size = globus.https_max_size.map(|n| n.min(MAX_DATA_HTTPS_SIZE));
+            for site in globus.sites.values_mut() {
+                site.https_max_size = site.https_max_size.map(|n| n.min(MAX_DATA_HTTPS_SIZE));
+            }
             to_value(&config.kind, &globus)?
         }
         "redis" => to_value(&config.kind, &trust.redis(&config.options_as()?)?)?,

@@ -34,7 +34,12 @@ pub struct CollectionHttps {
     /// For a retry after `ENDPOINT_ERROR`: a client that never reuses a connection.
     fresh: reqwest::Client,
     retry: RetryConfig,
+    /// Each request's limit, from connecting to the body's end (default 300 s).
+    timeout: Duration,
 }
+
+/// How long one request may take by default.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What one attempt came to.
 enum Attempt {
@@ -71,9 +76,8 @@ impl CollectionHttps {
     /// (whose resource server must be the collection).
     pub fn new(collection: Uuid, origin: &str, auth: Arc<dyn Authorizer>) -> Result<Self> {
         let build = |reuse: bool| {
-            let mut builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(300));
+            let mut builder =
+                reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
             if !reuse {
                 builder = builder.pool_max_idle_per_host(0);
             }
@@ -88,6 +92,7 @@ impl CollectionHttps {
             http,
             fresh,
             retry: RetryConfig::default(),
+            timeout: REQUEST_TIMEOUT,
         })
     }
 
@@ -115,6 +120,18 @@ impl CollectionHttps {
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// With another limit on each request (a sender that falls back to Transfer wants a
+    /// short one).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The collection served.
+    pub fn collection(&self) -> &Uuid {
+        &self.collection
     }
 
     /// The origin requests go to.
@@ -157,14 +174,21 @@ impl CollectionHttps {
         }
     }
 
-    /// Writes `data` over the file at `path` (its directory must exist). Not atomic: a
-    /// failed PUT may leave the file cut short.
+    /// Writes `data` over the file at `path` (its directory must exist: a missing one is
+    /// [`ErrorKind::NotFound`]). Not atomic: a failed PUT may leave the file cut short.
     pub async fn put(&self, path: &str, data: Bytes) -> Result<()> {
         let (status, _, body) = self.request(Method::PUT, path, None, Some(data)).await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(self.refusal("PUT", path, status, &body))
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "collection {} has no directory for {path} (HTTPS makes none): make it \
+                     through Transfer first",
+                    self.collection
+                ),
+            )),
+            other => Err(self.refusal("PUT", path, other, &body)),
         }
     }
 
@@ -231,7 +255,8 @@ impl CollectionHttps {
         let mut request = client
             .request(method.clone(), url)
             .header(reqwest::header::AUTHORIZATION, token)
-            .header("X-Requested-With", "XMLHttpRequest");
+            .header("X-Requested-With", "XMLHttpRequest")
+            .timeout(self.timeout);
         if let Some(range) = range {
             request = request.header(reqwest::header::RANGE, range);
         }

@@ -74,6 +74,11 @@ state_enum! {
     ItemState {
         /// Not yet final: waiting in a batch or in a running task.
         Pending = "PENDING",
+        /// Not yet final: on its way by HTTPS, straight to the destination collection
+        /// (the lane for small objects). Never submitted as it is: a 2xx makes it
+        /// `SUCCEEDED`; a failed request, or a sender that died, makes it `PENDING` in
+        /// its batch, once, and it goes by Transfer.
+        Https = "HTTPS",
         /// Copied (and verified, where the batch verifies checksums).
         Succeeded = "SUCCEEDED",
         /// Failed at Globus, or refused at submission.
@@ -84,9 +89,9 @@ state_enum! {
 }
 
 impl ItemState {
-    /// Whether the item has reached a final state (anything but `PENDING`).
+    /// Whether the item has reached a final state (anything but `PENDING` and `HTTPS`).
     pub fn is_final(&self) -> bool {
-        *self != ItemState::Pending
+        !matches!(self, ItemState::Pending | ItemState::Https)
     }
 }
 
@@ -95,7 +100,10 @@ state_enum! {
     ///
     /// `OPEN` (taking items) → `READY` (items fixed) → `SUBMITTING` (submission id fixed,
     /// not yet acknowledged) → `SUBMITTED` (task id known) → `DONE`; or `READY` →
-    /// `MERGED`, when another batch took its items at submission.
+    /// `MERGED`, when another batch took its items at submission. A batch of the HTTPS
+    /// lane is `HTTPS` instead of `OPEN` and `READY`, until each of its items was
+    /// delivered (→ `DONE`) or fell back (→ `READY`, a Transfer task of its own label
+    /// carrying only those).
     BatchState {
         /// Taking items.
         Open = "OPEN",
@@ -111,6 +119,8 @@ state_enum! {
         /// priority, from any process or host) when that one was submitted, and are
         /// reported with it.
         Merged = "MERGED",
+        /// Its items go by HTTPS; it is never submitted in this state.
+        Https = "HTTPS",
     }
 }
 
@@ -149,11 +159,19 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_their_stored_words() {
-        for word in ["PENDING", "SUCCEEDED", "FAILED", "CANCELED"] {
+        for word in ["PENDING", "HTTPS", "SUCCEEDED", "FAILED", "CANCELED"] {
             assert_eq!(ItemState::from(word).as_str(), word);
             assert!(!matches!(ItemState::from(word), ItemState::Other(_)));
         }
-        for word in ["OPEN", "READY", "SUBMITTING", "SUBMITTED", "DONE", "MERGED"] {
+        for word in [
+            "OPEN",
+            "READY",
+            "SUBMITTING",
+            "SUBMITTED",
+            "DONE",
+            "MERGED",
+            "HTTPS",
+        ] {
             assert_eq!(String::from(BatchState::from(word)), word);
         }
         assert_eq!(

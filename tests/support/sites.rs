@@ -23,7 +23,12 @@ pub fn shared() -> &'static Emu {
         ps_globus::connector::set_process_defaults({
             let mut built = ProcessDefaults::default();
             built.authorizer = Some(Arc::new(StaticTokenAuthorizer::new(TOKEN)));
-            built.settings = Some(ps_globus::Settings::isolated(&home));
+            built.settings = Some({
+                // The static token serves every collection's HTTPS too.
+                let mut settings = ps_globus::Settings::isolated(&home);
+                settings.access_token = Some(TOKEN.into());
+                settings
+            });
             built
         });
         let emu = Emu::start();
@@ -82,6 +87,9 @@ pub fn config_for(emu: &Emu, store_dir: &str) -> GlobusConfig {
         built.pull_on_demand = false;
         built.wait_timeout_s = None;
         built.transfer_url = Some(emu.sim.transfer_url().into());
+        // These stores test the Transfer path: the HTTPS lane's tests (`lane.rs`) turn
+        // it on.
+        built.https_max_size = Some(0);
         built
     }
 }

@@ -86,6 +86,7 @@ pub struct GlobusConnectorBuilder {
     config: GlobusConfig,
     site: Option<String>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    https_authorizer: Option<Arc<dyn Authorizer>>,
     home: Option<PathBuf>,
     settings: Option<Settings>,
     manager: Option<ManagerConfig>,
@@ -107,6 +108,7 @@ impl GlobusConnectorBuilder {
             config,
             site: None,
             authorizer: None,
+            https_authorizer: None,
             home: None,
             settings: None,
             manager: None,
@@ -132,6 +134,14 @@ impl GlobusConnectorBuilder {
     /// Acts as this identity (default: the process defaults, else the settings).
     pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
         self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Sends HTTPS requests to every collection with this identity's token (a token
+    /// every collection accepts, or a test's). Default: a token per collection from the
+    /// settings ([`crate::auth::https_authorizer`]).
+    pub fn https_authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.https_authorizer = Some(authorizer);
         self
     }
 
@@ -207,6 +217,7 @@ impl GlobusConnectorBuilder {
                 config,
                 site,
                 authorizer: self.authorizer.or(defaults.authorizer),
+                https_authorizer: self.https_authorizer,
                 home: self.home.unwrap_or_else(|| settings.home.clone()),
                 transfer_url,
                 manager_config: self
@@ -218,6 +229,7 @@ impl GlobusConnectorBuilder {
                 manager: OnceCell::new(),
                 watcher: OnceCell::new(),
                 deleter: OnceCell::new(),
+                lane: OnceCell::new(),
                 provenance: self.provenance,
                 marked: std::sync::Once::new(),
             }),

@@ -51,6 +51,12 @@ pub struct GlobusConfig {
     /// The Transfer service root (default `PS_GLOBUS_TRANSFER_URL`, else the real one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_url: Option<String>,
+    /// Objects up to this many bytes go by HTTPS to each destination whose collection
+    /// serves it (0: always Transfer). A ceiling beside each site's own
+    /// ([`SiteConfig::https_max_size`]); with neither,
+    /// [`DEFAULT_HTTPS_MAX_SIZE`](crate::config::DEFAULT_HTTPS_MAX_SIZE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_max_size: Option<u64>,
 }
 
 impl GlobusConfig {
@@ -77,6 +83,7 @@ impl GlobusConfig {
             pull_on_demand: false,
             wait_timeout_s: None,
             transfer_url: None,
+            https_max_size: None,
         })
     }
 
@@ -97,6 +104,16 @@ impl GlobusConfig {
             self.site(name)?;
         }
         Ok(names.into_iter().filter(|n| n != source).collect())
+    }
+
+    /// The largest object a put sends to site `dest` by HTTPS: the smaller of the store's
+    /// and the site's ceilings, the default when neither is set.
+    pub fn https_max_size_for(&self, dest: &str) -> Result<u64> {
+        let site = self.site(dest)?.https_max_size;
+        Ok(match (self.https_max_size, site) {
+            (None, None) => crate::config::DEFAULT_HTTPS_MAX_SIZE,
+            (a, b) => a.into_iter().chain(b).min().unwrap_or_default(),
+        })
     }
 
     pub(super) fn site(&self, name: &str) -> Result<&SiteConfig> {
@@ -168,6 +185,7 @@ mod tests {
                             collection_path: "/".into(),
                             local_path: "/tmp".into(),
                             host_regex: re.map(str::to_owned),
+                            https_max_size: None,
                         },
                     )
                 })
@@ -176,6 +194,7 @@ mod tests {
             pull_on_demand: false,
             wait_timeout_s: None,
             transfer_url: None,
+            https_max_size: None,
         }
     }
 

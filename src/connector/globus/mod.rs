@@ -63,7 +63,9 @@ use crate::state::StateDb;
 use crate::transfer::budget::RequestBudget;
 use crate::transfer::delete::Deleter;
 use crate::transfer::watch::Watcher;
-use crate::transfer::{ManagerConfig, TransferClient, TransferManager};
+use crate::transfer::{
+    HttpsCredentials, HttpsLane, ManagerConfig, TransferClient, TransferManager,
+};
 use config::check_relative;
 use verify::sha256_hex;
 
@@ -79,6 +81,9 @@ struct Inner {
     objects: ObjectDir,
     site: String,
     authorizer: Option<Arc<dyn Authorizer>>,
+    /// HTTPS credentials for every collection (default: per collection, from the
+    /// settings: [`crate::auth::https_authorizer`]).
+    https_authorizer: Option<Arc<dyn Authorizer>>,
     home: PathBuf,
     transfer_url: String,
     settings: Settings,
@@ -88,6 +93,7 @@ struct Inner {
     manager: OnceCell<TransferManager>,
     watcher: OnceCell<Arc<Watcher>>,
     deleter: OnceCell<Arc<Deleter>>,
+    lane: OnceCell<HttpsLane>,
     /// Local, or rebuilt from data: then it deletes only objects it minted, in a store
     /// directory this process trusts.
     provenance: Provenance,
@@ -238,6 +244,12 @@ impl GlobusConnector {
             .await
     }
 
+    /// The transfer manager this connector's puts go through (started on first use):
+    /// its batches, their items and their tasks.
+    pub async fn transfer_manager(&self) -> Result<TransferManager> {
+        self.manager().await.cloned()
+    }
+
     async fn manager(&self) -> Result<&TransferManager> {
         self.inner
             .manager
@@ -302,6 +314,29 @@ impl GlobusConnector {
         Ok(Some(meta))
     }
 
+    /// The HTTPS lane of this connector's puts (and pulls), on its manager.
+    async fn lane(&self) -> Result<&HttpsLane> {
+        self.inner
+            .lane
+            .get_or_try_init(|| async {
+                let manager = self.manager().await?.clone();
+                let credentials: HttpsCredentials = match &self.inner.https_authorizer {
+                    Some(auth) => {
+                        let auth = Arc::clone(auth);
+                        Arc::new(move |_, _| Ok(Arc::clone(&auth)))
+                    }
+                    None => {
+                        let settings = self.inner.settings.clone();
+                        Arc::new(move |collection, scopes| {
+                            crate::auth::https_authorizer(&settings, collection, scopes)
+                        })
+                    }
+                };
+                Ok(HttpsLane::new(manager, credentials))
+            })
+            .await
+    }
+
     async fn deleter(&self) -> Result<&Arc<Deleter>> {
         let client = self.client().await?.clone();
         self.inner
@@ -351,7 +386,8 @@ impl Connector for GlobusConnector {
             write()?;
             sha256_hex(data)
         };
-        self.stage(id, data.len() as u64, sha256, options).await
+        self.stage(id, data.len() as u64, sha256, options, Some(data))
+            .await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
@@ -416,9 +452,10 @@ impl Connector for GlobusConnector {
         super::Reach::site(self.inner.site.clone())
     }
 
-    /// Submits every transfer still waiting in an open batch, so that a producer that
-    /// exits right after its puts does not leave them for its next run. (Dropping the
-    /// last handle does the same, best effort.)
+    /// Submits every transfer still waiting in an open batch, and waits for the HTTPS
+    /// requests on their way (each delivered, or handed to Transfer and submitted), so
+    /// that a producer that exits right after its puts does not leave them for its next
+    /// run. (Dropping the last handle does the same, best effort.)
     async fn close(&self) -> Result<()> {
         if let Some(manager) = self.inner.manager.get() {
             manager.flush().await?;

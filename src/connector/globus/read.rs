@@ -134,7 +134,12 @@ impl GlobusConnector {
             Some(label) => label.clone(),
             None => match verify_file(root, local, meta, keep).await? {
                 Verdict::Match(bytes) => return Ok(Arrival::Here(bytes)),
-                _ if self.inner.config.pull_on_demand => self.pull(meta).await?,
+                _ if self.inner.config.pull_on_demand => {
+                    if let Some(bytes) = self.pull_by_https(meta, keep).await? {
+                        return Ok(Arrival::Here(bytes));
+                    }
+                    self.pull(meta).await?
+                }
                 _ => {
                     let sent_to: Vec<String> = meta.destinations.keys().cloned().collect();
                     return Err(Error::not_staged(&meta.path, site, &sent_to));
@@ -146,6 +151,46 @@ impl GlobusConnector {
             Verdict::Match(bytes) => Arrival::Here(bytes),
             _ => Arrival::Follow(label),
         })
+    }
+
+    /// Fetches a small object from its source collection by HTTPS (absolute ranges, a
+    /// whole file for an empty one), verifies size and sha256, and writes it here:
+    /// `Some` (its bytes if `keep`). `None` when the lane does not apply (too large, no
+    /// HTTPS there, a source collection that a store rebuilt from data may not read from,
+    /// a nested path) or the fetch failed: the pull goes by Transfer then. Credentials
+    /// missing for the source's HTTPS are the typed error, not a silent fallback.
+    async fn pull_by_https(&self, meta: &ObjectMeta, keep: bool) -> Result<Option<Option<Bytes>>> {
+        let max = self.inner.config.https_max_size_for(&self.inner.site)?;
+        let trusted = self
+            .inner
+            .provenance
+            .trust()
+            .is_none_or(|trust| trust.collections.contains(&meta.collection));
+        if max == 0 || meta.size > max || meta.path.contains('/') || !trusted {
+            return Ok(None);
+        }
+        let Some(https) = self.lane().await?.route(&meta.collection).await? else {
+            return Ok(None);
+        };
+        let (_, source_path) = self.paths(&meta.source, &meta.path)?;
+        let bytes = match fetch_ranges(&https, &source_path, meta.size).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::info!("HTTPS pull of {source_path} failed, it goes by Transfer: {e}");
+                return Ok(None);
+            }
+        };
+        let found = super::verify::sha256_hex(&bytes);
+        if bytes.len() as u64 != meta.size || found != meta.sha256 {
+            let (_, local) = self.object_at_site(&meta.path)?;
+            return Err(integrity(
+                &local,
+                meta,
+                format!("{} bytes, sha256 {found}", bytes.len()),
+            ));
+        }
+        self.inner.objects.write_atomic(&meta.path, &bytes)?;
+        Ok(Some(keep.then_some(bytes)))
     }
 
     /// Transfers an object from its source to this site; returns the batch label.
@@ -168,6 +213,39 @@ impl GlobusConnector {
         .size(meta.size);
         Ok(self.manager().await?.enqueue(spec).await?.label)
     }
+}
+
+/// The bytes of a pull by HTTPS are asked for in ranges of this size.
+const PULL_RANGE: u64 = 8 << 20;
+
+/// The `size` bytes of the file at collection `path`, in absolute ranges (the service
+/// refuses suffix ranges); a file that is missing or shorter is an error.
+async fn fetch_ranges(
+    https: &crate::transfer::CollectionHttps,
+    path: &str,
+    size: u64,
+) -> Result<Bytes> {
+    let missing = || {
+        Error::new(
+            crate::error::ErrorKind::NotFound,
+            format!("{path} is not at the source collection"),
+        )
+    };
+    if size == 0 {
+        return https.get(path).await?.ok_or_else(missing);
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    let mut from = 0;
+    while from < size {
+        let to = (from + PULL_RANGE).min(size) - 1;
+        let part = https.get_range(path, from, to).await?.ok_or_else(missing)?;
+        if part.is_empty() {
+            break;
+        }
+        from += part.len() as u64;
+        bytes.extend_from_slice(&part);
+    }
+    Ok(bytes.into())
 }
 
 /// Where an object is when a reader starts to wait for it.

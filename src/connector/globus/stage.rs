@@ -4,27 +4,36 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::GlobusConnector;
 use super::config::{META_VERSION, ObjectMeta};
 use super::verify::INLINE_HASH_LIMIT;
 use crate::connector::{Key, PutOptions};
 use crate::error::{Error, Result};
-use crate::transfer::{ItemSpec, Priority};
+use crate::transfer::{CollectionHttps, ItemSpec, LaneBody, Priority};
 
 impl GlobusConnector {
-    /// Enqueues the transfers of a freshly written object; returns its key.
+    /// Enqueues the transfers of a freshly written object; returns its key. To each
+    /// destination whose collection serves HTTPS, an object of at most its
+    /// `https_max_size` goes by the HTTPS lane (`data`, else the file written here, is
+    /// PUT there after this returns); the rest by Transfer. Credentials missing for a
+    /// lane are this put's error, before anything is enqueued (the written file is
+    /// removed).
     pub(super) async fn stage(
         &self,
         id: String,
         size: u64,
         sha256: String,
         options: &PutOptions,
+        data: Option<&[u8]>,
     ) -> Result<Key> {
         self.mark_store_dir();
         let source = self.inner.site.clone();
-        let (_, source_path) = self.paths(&source, &id)?;
+        let (local, source_path) = self.paths(&source, &id)?;
         let collection = self.inner.config.site(&source)?.collection;
         let mut destinations = BTreeMap::new();
         let targets = self
@@ -32,20 +41,46 @@ impl GlobusConnector {
             .config
             .destinations_for(&source, options.destinations.as_deref())?;
         if !targets.is_empty() {
+            let routes = match self.lane_routes(&targets, size).await {
+                Ok(routes) => routes,
+                Err(e) => {
+                    // Nothing was enqueued: the object was never handed out.
+                    let _ = fs::remove_file(&local);
+                    return Err(e);
+                }
+            };
             let manager = self.manager().await?;
-            for dest in targets {
+            let mut sends = Vec::new();
+            for (dest, https) in targets.into_iter().zip(routes) {
                 let (_, dest_path) = self.paths(&dest, &id)?;
-                let spec = ItemSpec::new(
+                let mut spec = ItemSpec::new(
                     collection.to_string(),
                     source_path.clone(),
                     self.inner.config.site(&dest)?.collection.to_string(),
-                    dest_path,
+                    dest_path.clone(),
                 )
                 .priority(Priority::Latency)
                 .options(super::labelled_batches())
                 .checksum(sha256.clone(), "SHA256")
                 .size(size);
-                destinations.insert(dest, manager.enqueue(spec).await?.label);
+                if https.is_some() {
+                    spec = spec.via_https();
+                }
+                let enqueued = manager.enqueue(spec).await?;
+                if let Some(https) = https {
+                    sends.push((enqueued.item, https, dest_path));
+                }
+                destinations.insert(dest, enqueued.label);
+            }
+            if !sends.is_empty() {
+                let lane = self.lane().await?;
+                let body = match data {
+                    Some(data) => LaneBody::Bytes(Bytes::copy_from_slice(data)),
+                    None => LaneBody::File(local),
+                };
+                for (item, https, dest_path) in sends {
+                    lane.send(item, https, dest_path, body.clone());
+                }
             }
         }
         Key::new(Self::KIND, id.clone())?.with_meta(ObjectMeta {
@@ -57,6 +92,27 @@ impl GlobusConnector {
             sha256,
             destinations,
         })
+    }
+
+    /// Per destination, its collection's HTTPS if an object of `size` bytes goes there
+    /// by the lane, else `None` (Transfer).
+    async fn lane_routes(
+        &self,
+        targets: &[String],
+        size: u64,
+    ) -> Result<Vec<Option<Arc<CollectionHttps>>>> {
+        let mut routes = Vec::with_capacity(targets.len());
+        for dest in targets {
+            let max = self.inner.config.https_max_size_for(dest)?;
+            let route = if max > 0 && size <= max {
+                let collection = self.inner.config.site(dest)?.collection;
+                self.lane().await?.route(&collection).await?
+            } else {
+                None
+            };
+            routes.push(route);
+        }
+        Ok(routes)
     }
 
     /// [`Connector::put_file`]: a reflink into the store directory where the file
@@ -80,7 +136,7 @@ impl GlobusConnector {
         };
         tracing::debug!(how = ?placed.how, size = placed.size, "staged {}", file.display());
         let sha256 = placed.sha256.expect("place_file hashes when asked to");
-        self.stage(id, placed.size, sha256, options).await
+        self.stage(id, placed.size, sha256, options, None).await
     }
 
     /// Enqueues the transfers of files already written under this site's store directory

@@ -24,8 +24,10 @@ fn local() -> LocalTrust {
 fn globus(transfer_url: Option<&str>) -> ConnectorConfig {
     let mut options = serde_json::json!({
         "store_dir": "s",
-        "sites": {"a": {"collection": uuid::Uuid::nil(), "collection_path": "/", "local_path": "/tmp"}},
+        "sites": {"a": {"collection": uuid::Uuid::nil(), "collection_path": "/", "local_path": "/tmp",
+                        "https_max_size": u64::MAX}},
         "wait_timeout_s": u64::MAX,
+        "https_max_size": u64::MAX,
     });
     if let Some(url) = transfer_url {
         options["transfer_url"] = url.into();
@@ -76,6 +78,11 @@ fn numbers_from_data_are_bounded() {
         .options_as()
         .unwrap();
     assert_eq!(admitted.wait_timeout_s, Some(MAX_DATA_TIMEOUT.as_secs()));
+    assert_eq!(admitted.https_max_size, Some(MAX_DATA_HTTPS_SIZE));
+    assert_eq!(
+        admitted.sites["a"].https_max_size,
+        Some(MAX_DATA_HTTPS_SIZE)
+    );
 }
 
 fn redis(options: serde_json::Value) -> ConnectorConfig {

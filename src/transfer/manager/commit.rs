@@ -321,13 +321,17 @@ const BATCH_INSERT: &str = "INSERT INTO batches (label, identity, source, destin
 const ITEM_INSERT: &str = "INSERT INTO items (batch_id, source_path, destination_path, \
      recursive, external_checksum, checksum_algorithm, state, created_at, size) VALUES \
      ((SELECT id FROM batches WHERE label = $1), $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
-const BATCH_CLOSE: &str =
-    "UPDATE batches SET state = $1, closed_at = $2 WHERE label = $3 AND state = $4";
+/// `OPEN` → `READY`; a batch of the HTTPS lane keeps its state and is only stamped
+/// closed (it settles as its requests end: `lane.rs`).
+/// (Parameters first appear in order: SQLite numbers `$N` names as they appear.)
+const BATCH_CLOSE: &str = "UPDATE batches SET state = CASE WHEN state = $1 THEN $2 ELSE state END, \
+     closed_at = $3 WHERE label = $4 AND (state = $1 OR (state = $5 AND closed_at IS NULL))";
 
 /// A group of requests sorted by what they write.
 struct Group<'a> {
-    /// Batches not yet in the database (their first items are in this group).
-    new_batches: Vec<(&'a String, &'a BatchKey)>,
+    /// Batches not yet in the database (their first items are in this group), and
+    /// whether they are of the HTTPS lane.
+    new_batches: Vec<(&'a String, &'a BatchKey, bool)>,
     items: Vec<(&'a String, &'a ItemSpec)>,
     closes: Vec<&'a String>,
 }
@@ -347,9 +351,9 @@ impl<'a> Group<'a> {
                     key, label, spec, ..
                 } => {
                     if !inserted.contains(label)
-                        && !group.new_batches.iter().any(|(l, _)| *l == label)
+                        && !group.new_batches.iter().any(|(l, _, _)| *l == label)
                     {
-                        group.new_batches.push((label, key));
+                        group.new_batches.push((label, key, spec.https));
                     }
                     group.items.push((label, spec));
                 }
@@ -361,7 +365,7 @@ impl<'a> Group<'a> {
 
     /// The values of one new batch's insert, in [`BATCH_INSERT`]'s order.
     fn batch_values(
-        (label, key): (&'a String, &'a BatchKey),
+        (label, key, https): (&'a String, &'a BatchKey, bool),
         (identity, owner): (&'a str, &'a str),
         now: i64,
     ) -> [Arg<'a>; 9] {
@@ -372,7 +376,11 @@ impl<'a> Group<'a> {
             Arg::Text(Some(&key.1)),
             Arg::Text(Some(&key.2)),
             Arg::Int(Some(key.3)),
-            Arg::Text(Some(BatchState::Open.as_str())),
+            Arg::Text(Some(if https {
+                BatchState::Https.as_str()
+            } else {
+                BatchState::Open.as_str()
+            })),
             Arg::Text(Some(owner)),
             Arg::Int(Some(now)),
         ]
@@ -392,25 +400,30 @@ impl<'a> Group<'a> {
             Arg::Bool(spec.recursive),
             Arg::Text(checksum),
             Arg::Text(algorithm),
-            Arg::Text(Some(ItemState::Pending.as_str())),
+            Arg::Text(Some(if spec.https {
+                ItemState::Https.as_str()
+            } else {
+                ItemState::Pending.as_str()
+            })),
             Arg::Int(Some(now)),
             Arg::Int(spec.size.map(|s| s as i64)),
         ]
     }
 
     /// The values of one close, in [`BATCH_CLOSE`]'s order.
-    fn close_values(label: &'a str, now: i64) -> [Arg<'a>; 4] {
+    fn close_values(label: &'a str, now: i64) -> [Arg<'a>; 5] {
         [
+            Arg::Text(Some(BatchState::Open.as_str())),
             Arg::Text(Some(BatchState::Ready.as_str())),
             Arg::Int(Some(now)),
             Arg::Text(Some(label)),
-            Arg::Text(Some(BatchState::Open.as_str())),
+            Arg::Text(Some(BatchState::Https.as_str())),
         ]
     }
 
     /// Records what the committed group changed in `inserted`.
     fn committed(self, inserted: &mut HashSet<String>) {
-        for (label, _) in self.new_batches {
+        for (label, _, _) in self.new_batches {
             inserted.insert(label.clone());
         }
         for label in self.closes {

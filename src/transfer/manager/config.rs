@@ -130,6 +130,10 @@ pub struct BatchOptions {
     /// batch at submission (whose task has another label), nor waits for such mates.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_label: bool,
+    /// The batch's items go by HTTPS first ([`ItemSpec::via_https`]): set by the
+    /// manager from its items, so that they never share a batch with Transfer-only ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) https_lane: bool,
 }
 
 impl Default for BatchOptions {
@@ -143,6 +147,7 @@ impl Default for BatchOptions {
             deadline: None,
             label: None,
             keep_label: false,
+            https_lane: false,
         }
     }
 }
@@ -178,6 +183,8 @@ pub struct ItemSpec {
     pub options: BatchOptions,
     /// Scheduling class.
     pub priority: Priority,
+    /// Sent by HTTPS first ([`ItemSpec::via_https`]).
+    pub(crate) https: bool,
 }
 
 impl ItemSpec {
@@ -199,7 +206,19 @@ impl ItemSpec {
             size: None,
             options: BatchOptions::default(),
             priority: Priority::Bulk,
+            https: false,
         }
+    }
+
+    /// Sent by HTTPS first, by the caller, straight to the destination collection (the
+    /// lane for small objects: [`crate::transfer::HttpsLane`]). The item is committed in
+    /// the `HTTPS` state, which is never submitted; the caller reports the request's fate
+    /// ([`TransferManager::https_delivered`](super::TransferManager::https_delivered),
+    /// [`https_failed`](super::TransferManager::https_failed)). One that failed, or whose
+    /// sender died, goes by Transfer, once, in a task labelled as its batch.
+    pub fn via_https(mut self) -> Self {
+        self.https = true;
+        self
     }
 
     /// With `priority`.

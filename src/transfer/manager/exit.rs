@@ -48,7 +48,24 @@ impl TransferManager {
     /// them, and what to do. Each manager's loss is reported once, whichever hook
     /// (Python's `atexit`, the library's) asks first.
     pub async fn flush_before_exit(&self, limit: Duration) -> Option<String> {
-        let error = match runtime::timeout(limit, self.flush()).await {
+        // Requests of the HTTPS lane get half the time to end; what is still on its way
+        // then goes by Transfer (a late answer changes nothing), and is submitted.
+        let half = limit / 2;
+        let flushed = match runtime::timeout(half, self.flush()).await {
+            Some(done) => Some(done),
+            None => {
+                let owner = self.inner.owner.clone();
+                if let Err(e) = self
+                    .inner
+                    .fall_back_lanes_of(&owner, "the process exited first")
+                    .await
+                {
+                    tracing::warn!("moving unfinished HTTPS requests to Transfer at exit: {e}");
+                }
+                runtime::timeout(limit - half, self.flush()).await
+            }
+        };
+        let error = match flushed {
             Some(Ok(())) => return None,
             Some(Err(e)) => Some(e),
             None => None,
@@ -74,13 +91,14 @@ impl TransferManager {
             "SELECT COUNT(DISTINCT batches.id), COUNT(items.id) FROM batches \
              JOIN items ON items.batch_id = batches.id \
              WHERE batches.identity = $1 AND batches.owner = $2 AND batches.task_id IS NULL \
-             AND batches.state IN ($3, $4, $5)",
+             AND batches.state IN ($3, $4, $5, $6) AND items.state IN ('PENDING', 'HTTPS')",
         )
         .bind(&self.inner.identity)
         .bind(&self.inner.owner)
         .bind(BatchState::Open.as_str())
         .bind(BatchState::Ready.as_str())
         .bind(BatchState::Submitting.as_str())
+        .bind(BatchState::Https.as_str())
         .fetch_one_as(&self.inner.db)
         .await
     }

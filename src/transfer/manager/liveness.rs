@@ -105,7 +105,7 @@ impl Inner {
                 sql::adopt_open_batch(&self.db, batch, &self.owner).await?;
             }
         }
-        Ok(())
+        self.fall_back_orphaned_lanes(&live).await
     }
 
     /// Renews this process's heartbeat, which other hosts read as "alive".

@@ -16,6 +16,8 @@ use crate::error::Result;
 /// A batch that takes items, as this process sees it.
 pub(super) struct OpenBatch {
     pub label: String,
+    /// A batch of the HTTPS lane: once closed, it settles as its items' requests end.
+    pub https: bool,
     pub first: Instant,
     pub last: Instant,
     pub items: usize,
@@ -88,7 +90,7 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         }
         let pressure = Pressure::of(&inner).await;
         let (due, next) = due_batches(&inner, pressure, Instant::now());
-        for label in &due {
+        for (label, _) in &due {
             // The items of a due batch were queued before it left `open`: its close
             // comes after them.
             let (ack, _) = oneshot::channel();
@@ -99,6 +101,13 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         }
         if !due.is_empty() {
             inner.commit_queued().await;
+            // A lane batch closed after its last request ended settles now; one with
+            // requests in flight settles when the last of them ends.
+            for (label, _) in due.iter().filter(|(_, https)| *https) {
+                if let Err(e) = inner.settle_lane(label).await {
+                    tracing::warn!("settling HTTPS batch {label}: {e}");
+                }
+            }
             inner.signals.submit_kick.notify_one();
         }
         drop(inner);
@@ -155,11 +164,15 @@ impl Pressure {
 
 /// Takes the open batches due to close at `now` out of `inner.open`; their labels, and
 /// when the next of those left is due.
-fn due_batches(inner: &Inner, pressure: Pressure, now: Instant) -> (Vec<String>, Option<Instant>) {
+fn due_batches(
+    inner: &Inner,
+    pressure: Pressure,
+    now: Instant,
+) -> (Vec<(String, bool)>, Option<Instant>) {
     let config = &inner.config;
     let hold_open = pressure.backlogged || pressure.slots_busy;
     let mut open = inner.open.lock().expect("open batches poisoned");
-    let due: Vec<String> = open
+    let due: Vec<(String, bool)> = open
         .values()
         .filter(|b| {
             let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
@@ -167,9 +180,9 @@ fn due_batches(inner: &Inner, pressure: Pressure, now: Instant) -> (Vec<String>,
                 || (timely && !hold_open)
                 || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
         })
-        .map(|b| b.label.clone())
+        .map(|b| (b.label.clone(), b.https))
         .collect();
-    open.retain(|_, b| !due.contains(&b.label));
+    open.retain(|_, b| !due.iter().any(|(label, _)| *label == b.label));
     let next = open
         .values()
         .map(|b| {

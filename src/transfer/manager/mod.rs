@@ -50,6 +50,7 @@ mod claim;
 mod commit;
 mod config;
 mod exit;
+mod lane;
 mod liveness;
 mod loops;
 mod poll;
@@ -290,7 +291,11 @@ impl TransferManager {
     /// Adds an item to the open batch for its source, destination, options and priority;
     /// returns once the item is committed to the state database.
     pub async fn enqueue(&self, spec: ItemSpec) -> Result<Enqueued> {
-        let options = serde_json::to_string(&spec.options).map_err(|e| Error::encode("json", e))?;
+        let options = BatchOptions {
+            https_lane: spec.https,
+            ..spec.options.clone()
+        };
+        let options = serde_json::to_string(&options).map_err(|e| Error::encode("json", e))?;
         let key: BatchKey = (
             spec.source.clone(),
             spec.destination.clone(),
@@ -318,6 +323,7 @@ impl TransferManager {
             }
             let batch = open.entry(key.clone()).or_insert_with(|| OpenBatch {
                 label: new_label(),
+                https: spec.https,
                 first: now,
                 last: now,
                 items: 0,

@@ -26,7 +26,7 @@ use super::config::BatchOptions;
 use super::sql::{bump_generation, now_ms};
 use crate::error::{Error, GlobusApiError, Result};
 use crate::state::query::query;
-use crate::transfer::states::BatchState;
+use crate::transfer::states::{BatchState, ItemState};
 
 /// What one item adds to a transfer document beside its paths and checksum (its field
 /// names, `DATA_TYPE`, `recursive`, quotes and separators: about 120 bytes), with room
@@ -120,10 +120,13 @@ async fn split_batch(
     why: &str,
 ) -> Result<Option<(String, String)>> {
     let mut tx = db.begin_write().await?;
-    let items: Vec<i64> = query("SELECT id FROM items WHERE batch_id = $1 ORDER BY id")
-        .bind(batch)
-        .fetch_scalars(&mut tx)
-        .await?;
+    // Only items still to go (a lane batch that fell back holds delivered ones too).
+    let items: Vec<i64> =
+        query("SELECT id FROM items WHERE batch_id = $1 AND state = $2 ORDER BY id")
+            .bind(batch)
+            .bind(ItemState::Pending.as_str())
+            .fetch_scalars(&mut tx)
+            .await?;
     if items.len() < 2 {
         return Ok(None);
     }

@@ -241,7 +241,7 @@ pub(super) async fn cancel_unsubmitted(db: &StateDb, label: &str) -> Result<bool
     Ok(true)
 }
 
-/// Counts of `owner`'s batches, for `flush`: (open or being submitted and not held,
+/// Counts of `owner`'s batches, for `flush`: (open, of the HTTPS lane and unsettled, or being submitted and not held,
 /// ready, at Globus or being submitted).
 pub(super) async fn flush_counts(
     db: &StateDb,
@@ -251,7 +251,7 @@ pub(super) async fn flush_counts(
     // A batch Globus holds (409, identical paths or the pending-task limit) is settled
     // for now: it goes when Globus lets it, which no flush can hasten.
     query(
-        "SELECT COUNT(CASE WHEN state = 'OPEN' OR (state = 'SUBMITTING' AND (hold_until IS NULL OR hold_until <= $1)) THEN 1 END), \
+        "SELECT COUNT(CASE WHEN state IN ('OPEN', 'HTTPS') OR (state = 'SUBMITTING' AND (hold_until IS NULL OR hold_until <= $1)) THEN 1 END), \
          COUNT(CASE WHEN state = 'READY' THEN 1 END), \
          COUNT(CASE WHEN state IN ('SUBMITTING', 'SUBMITTED') THEN 1 END) FROM batches WHERE identity = $2 AND owner = $3",
     )
@@ -335,8 +335,9 @@ pub(super) async fn batch_to_post(db: &StateDb, batch: i64) -> Result<BatchToPos
         .bind(batch)
         .fetch_one(db)
         .await?;
-    let items = query("SELECT id, source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = $1 ORDER BY id")
-        .bind(batch).fetch_all(db).await?;
+    // Only what is still to go: a lane batch that fell back holds delivered items too.
+    let items = query("SELECT id, source_path, destination_path, recursive, external_checksum, checksum_algorithm FROM items WHERE batch_id = $1 AND state = $2 ORDER BY id")
+        .bind(batch).bind(ItemState::Pending.as_str()).fetch_all(db).await?;
     Ok(BatchToPost {
         label: row.try_get("label")?,
         source: row.try_get("source")?,

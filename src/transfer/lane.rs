@@ -1,0 +1,327 @@
+//! The HTTPS lane: small objects PUT straight to each destination collection that serves
+//! HTTPS, in tens of milliseconds, with Transfer behind them for what fails.
+//!
+//! An item of the lane is enqueued with [`ItemSpec::via_https`](super::ItemSpec::via_https)
+//! first: committed in the `HTTPS` state, which the manager never submits (`put` returns
+//! then, as fast as without the lane). Then [`HttpsLane::send`] PUTs its bytes in the
+//! background, at most [`HttpsLane::with_concurrency`] at once: a 2xx makes it
+//! `SUCCEEDED`; a 5xx, a cut connection or a timeout (after one quick retry) hands it to
+//! Transfer, once, in its batch, whose label the caller already handed out (see the
+//! manager's `lane.rs`). A process that dies meanwhile leaves it `HTTPS`: the next
+//! manager on the database moves it to Transfer.
+//!
+//! - **Where the bytes go** comes from the destination's endpoint document
+//!   (`https_server`), looked up once per collection and process, never from data.
+//! - **Credentials** per collection come from the caller ([`HttpsCredentials`]): a login
+//!   without them is a typed [`ConsentRequired`](crate::error::ConsentRequired) from
+//!   [`HttpsLane::route`], before anything is enqueued, never a silent fallback. A
+//!   token the collection refuses later (401) hands that object to Transfer, says so,
+//!   and makes the next `route` to the collection that same error.
+//! - **Requests** do not draw on the Transfer request budget: they go to the
+//!   collection's own server, and HTTPS.md finds no documented limit there.
+//! - **Integrity**: HTTPS has no checksums and a PUT is not atomic; readers verify size
+//!   and sha256 as for Transfer, so a cut-short file is never read as the object.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, OnceCell, Semaphore};
+use uuid::Uuid;
+
+use super::{CollectionHttps, RetryConfig, TransferManager};
+use crate::auth::Authorizer;
+use crate::error::{ConsentRequired, Error, GlobusApiError, GlobusCode, Result};
+
+/// The credentials for a collection's HTTPS, given its id and the scopes its endpoint
+/// document asks for ([`crate::auth::https_authorizer`], most often).
+pub type HttpsCredentials =
+    Arc<dyn Fn(&Uuid, &[String]) -> Result<Arc<dyn Authorizer>> + Send + Sync>;
+
+/// PUTs in flight at once, by default.
+pub(crate) const DEFAULT_CONCURRENCY: usize = 8;
+
+/// How long one PUT may take before its object goes by Transfer, by default.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where an item's bytes come from.
+#[derive(Clone, Debug)]
+pub enum LaneBody {
+    /// Already in memory (a `put`'s bytes).
+    Bytes(Bytes),
+    /// A local file, read when its turn comes.
+    File(PathBuf),
+}
+
+/// A directory of a collection, made once (whoever asks first makes it).
+type Made = Arc<OnceCell<()>>;
+
+/// How a destination collection is reached.
+#[derive(Clone, Debug)]
+enum Route {
+    /// It serves no HTTPS: Transfer.
+    Transfer,
+    Https(Arc<CollectionHttps>),
+}
+
+/// Sends items of the HTTPS lane for one manager. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpsLane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    manager: TransferManager,
+    credentials: HttpsCredentials,
+    routes: Mutex<HashMap<Uuid, Arc<OnceCell<Route>>>>,
+    /// Directories known to exist on a collection (made, or found, through Transfer).
+    made: Mutex<HashMap<(Uuid, String), Made>>,
+    /// Collections whose server refused our token: the error, until a new lane.
+    refused: Mutex<HashMap<Uuid, ConsentRequired>>,
+    permits: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    timeout: Duration,
+    retry: RetryConfig,
+}
+
+impl std::fmt::Debug for HttpsLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsLane")
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpsLane {
+    /// A lane for `manager`'s items, with `credentials` per collection.
+    pub fn new(manager: TransferManager, credentials: HttpsCredentials) -> Self {
+        HttpsLane {
+            inner: Arc::new(Inner {
+                manager,
+                credentials,
+                routes: Mutex::default(),
+                made: Mutex::default(),
+                refused: Mutex::default(),
+                permits: Arc::new(Semaphore::new(DEFAULT_CONCURRENCY)),
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+                timeout: DEFAULT_REQUEST_TIMEOUT,
+                retry: RetryConfig {
+                    max_retries: 1,
+                    base: Duration::from_millis(100),
+                    max_sleep: Duration::from_millis(500),
+                    ..RetryConfig::default()
+                },
+            }),
+        }
+    }
+
+    /// At most `n` PUTs at once (at least 1). Before the first send.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.permits = Arc::new(Semaphore::new(n.max(1)));
+        }
+        self
+    }
+
+    /// Each PUT may take `timeout` before its object goes by Transfer. Before the first
+    /// send.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.timeout = timeout;
+        }
+        self
+    }
+
+    /// The manager whose items this lane sends.
+    pub fn manager(&self) -> &TransferManager {
+        &self.inner.manager
+    }
+
+    /// How `collection` is reached: `Some` with its HTTPS, or `None` when it serves none
+    /// (its objects go by Transfer). Looked up once per lane (one Transfer request).
+    /// Credentials missing for it are a typed
+    /// [`ConsentRequired`](crate::error::ConsentRequired) naming its scopes; a lookup
+    /// that fails for a while (an outage) is `None` this time, and asked again next.
+    pub async fn route(&self, collection: &Uuid) -> Result<Option<Arc<CollectionHttps>>> {
+        if let Some(refused) = self.refused(collection) {
+            return Err(refused.into());
+        }
+        let cell = Arc::clone(
+            self.inner
+                .routes
+                .lock()
+                .expect("lane routes poisoned")
+                .entry(*collection)
+                .or_default(),
+        );
+        let route = cell
+            .get_or_try_init(|| async {
+                let client = self.inner.manager.client();
+                let endpoint = client.endpoint(&collection.to_string()).await?;
+                let Some(origin) = endpoint.https_origin() else {
+                    return Ok(Route::Transfer);
+                };
+                let scopes = CollectionHttps::scopes(collection, &endpoint);
+                let auth = (self.inner.credentials)(collection, &scopes)?;
+                let https = CollectionHttps::new(*collection, origin, auth)?
+                    .with_retry(self.inner.retry)
+                    .with_timeout(self.inner.timeout);
+                Ok::<_, Error>(Route::Https(Arc::new(https)))
+            })
+            .await;
+        match route {
+            Ok(Route::Transfer) => Ok(None),
+            Ok(Route::Https(https)) => Ok(Some(Arc::clone(https))),
+            Err(e) if e.is_transient() => {
+                tracing::debug!("looking up collection {collection} for HTTPS: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PUTs `body` to `path` on `https`'s collection in the background, for the lane
+    /// item `item` (enqueued with [`ItemSpec::via_https`](super::ItemSpec::via_https)),
+    /// and reports its fate to the manager.
+    pub fn send(&self, item: i64, https: Arc<CollectionHttps>, path: String, body: LaneBody) {
+        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let lane = self.clone();
+        crate::runtime::handle().spawn(async move {
+            let outcome = lane.put(&https, &path, body).await;
+            lane.report(item, &https, &path, outcome).await;
+            if lane.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                lane.inner.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// PUTs in flight (or waiting for their turn) now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no PUT is in flight: each has been delivered or handed to Transfer.
+    pub async fn idle(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// One PUT, in its turn.
+    async fn put(&self, https: &CollectionHttps, path: &str, body: LaneBody) -> Result<()> {
+        let _permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::background("the HTTPS lane", None))?;
+        let bytes = match body {
+            LaneBody::Bytes(bytes) => bytes,
+            LaneBody::File(file) => tokio::fs::read(&file)
+                .await
+                .map_err(|e| Error::io("read", &file, e))?
+                .into(),
+        };
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            // HTTPS makes no directories (the emulator says 404, HTTPS.md does not know):
+            // a store's first object at a collection has its directory made by Transfer.
+            self.ensure_dir(https.collection(), dir).await?;
+        }
+        https.put(path, bytes).await
+    }
+
+    /// Makes directory `dir` of `collection` through Transfer, once per lane (one that
+    /// exists is fine; a missing parent is made first).
+    async fn ensure_dir(&self, collection: &Uuid, dir: &str) -> Result<()> {
+        if dir.is_empty() || dir == "/" {
+            return Ok(());
+        }
+        let cell = Arc::clone(
+            self.inner
+                .made
+                .lock()
+                .expect("lane dirs poisoned")
+                .entry((*collection, dir.to_owned()))
+                .or_default(),
+        );
+        cell.get_or_try_init(|| async {
+            let client = self.inner.manager.client();
+            let id = collection.to_string();
+            match client.mkdir(&id, dir).await {
+                Err(e) if parent_missing(&e) => {
+                    let parent = dir.rsplit_once('/').map_or("", |(p, _)| p);
+                    Box::pin(self.ensure_dir(collection, parent)).await?;
+                    match client.mkdir(&id, dir).await {
+                        Err(e) if !exists(&e) => Err(e),
+                        _ => Ok(()),
+                    }
+                }
+                Err(e) if !exists(&e) => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Tells the manager how item `item`'s PUT ended. A token the collection refused is
+    /// remembered: the next route there is that error, not another fallback.
+    async fn report(&self, item: i64, https: &CollectionHttps, path: &str, outcome: Result<()>) {
+        let recorded = match outcome {
+            Ok(()) => self.inner.manager.https_delivered(item).await,
+            Err(e) => {
+                let collection = *https.collection();
+                if let Some(consent) = e.downcast_ref::<ConsentRequired>() {
+                    tracing::warn!(
+                        "collection {collection} refused our HTTPS token ({e}); {path} goes by \
+                         Transfer, and further puts there fail until a login grants {}",
+                        consent.required_scopes.join(" ")
+                    );
+                    self.inner
+                        .refused
+                        .lock()
+                        .expect("lane refusals poisoned")
+                        .insert(collection, consent.clone());
+                } else {
+                    tracing::info!("HTTPS PUT of {path} failed, it goes by Transfer: {e}");
+                }
+                self.inner.manager.https_failed(item, &e.to_string()).await
+            }
+        };
+        if let Err(e) = recorded {
+            // The item stays `HTTPS`: the next manager on the database (or this one as
+            // the process exits) moves it to Transfer.
+            tracing::warn!("recording the fate of HTTPS item {item}: {e}");
+        }
+    }
+
+    fn refused(&self, collection: &Uuid) -> Option<ConsentRequired> {
+        self.inner
+            .refused
+            .lock()
+            .expect("lane refusals poisoned")
+            .get(collection)
+            .cloned()
+    }
+}
+
+/// Whether `error` is Transfer's answer to a `mkdir` whose parent is missing.
+fn parent_missing(error: &Error) -> bool {
+    error
+        .downcast_ref::<GlobusApiError>()
+        .is_some_and(|e| e.code == GlobusCode::NotFound)
+}
+
+/// Whether `error` is Transfer's answer to a `mkdir` of a directory that exists.
+fn exists(error: &Error) -> bool {
+    error
+        .downcast_ref::<GlobusApiError>()
+        .is_some_and(|e| matches!(&e.code, GlobusCode::External(code) if code.ends_with(".Exists")))
+}
