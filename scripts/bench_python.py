@@ -99,8 +99,11 @@ def main() -> None:
     parser.add_argument('--objects', type=int, default=100)
     parser.add_argument('--size', type=int, default=1024)
     parser.add_argument('--task-latency-ms', type=int, default=1000)
+    parser.add_argument('--https', action='store_true',
+                        help="objects up to 4 MiB by the collections' HTTPS (default: Transfer only, as ProxyStore)")
     args = parser.parse_args()
-    with emulator(sites=('a', 'b'), task_latency_ms=args.task_latency_ms) as emu:
+    lane = {} if args.https else {'https_max_size': 0}
+    with emulator(sites=('a', 'b'), task_latency_ms=args.task_latency_ms, **lane) as emu:
         ours = ps_globus_run(emu, args.objects, args.size)
         print(json.dumps(ours), flush=True)
         theirs = proxystore_run(emu, args.objects, args.size)

@@ -98,8 +98,8 @@ pub mod internal {
     pub mod staging {
         pub use crate::staging::{
             BatchLine, Direction, Location, NO_TIMEOUT, PlannedItem, deadline, enqueue,
-            join_endpoint, labels_and_tasks, local_path, parse_batch, plan, resolve_address,
-            submit, sync_level, wait_all,
+            enqueue_with_lane, join_endpoint, labels_and_tasks, local_path, parse_batch, plan,
+            resolve_address, submit, sync_level, wait_all,
         };
     }
     pub use crate::transfer::RESPLIT_SUFFIX;

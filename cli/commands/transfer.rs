@@ -1,6 +1,7 @@
 //! `transfer`, `stage-in`, `stage-out`: addresses resolved by `ps_globus::staging`,
 //! items submitted through this process's manager, waited for with a progress bar.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -9,10 +10,10 @@ use indicatif::ProgressBar;
 use ps_globus::config::Config;
 pub use ps_globus::internal::staging::Direction;
 use ps_globus::internal::staging::{
-    BatchLine, NO_TIMEOUT, PlannedItem, enqueue, join_endpoint, labels_and_tasks, parse_batch,
-    sync_level, wait_all,
+    BatchLine, NO_TIMEOUT, PlannedItem, enqueue, enqueue_with_lane, join_endpoint,
+    labels_and_tasks, parse_batch, sync_level, wait_all,
 };
-use ps_globus::transfer::{BatchOptions, ItemState, ItemStatus, TransferManager};
+use ps_globus::transfer::{BatchOptions, HttpsLane, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
 use super::stop::{self, Interrupt, Stop};
@@ -64,6 +65,12 @@ pub struct TransferArgs {
     /// Exit code when --timeout expires.
     #[arg(long, default_value_t = 1)]
     timeout_exit_code: u8,
+    /// Send files of at most this many bytes over the collections' HTTPS instead of a
+    /// Globus task (a file here PUT to a destination that serves HTTPS, a stage-in's
+    /// file fetched by ranged GET from such a source); a failed request goes by
+    /// Transfer. Off by default.
+    #[arg(long, value_name = "BYTES")]
+    https_max_size: Option<u64>,
     #[command(flatten)]
     out: Output,
 }
@@ -95,8 +102,33 @@ pub async fn transfer(args: TransferArgs, direction: Direction) -> CliResult {
     let deadline = stop::deadline(args.timeout);
     let mut interrupt = Interrupt::catch()?;
     let manager = manager().await?;
+    let enqueued = async {
+        match args.https_max_size.filter(|n| *n > 0) {
+            None => enqueue(&manager, &items, &options).await,
+            Some(max) => {
+                let config = Config::load(settings())?;
+                let current =
+                    ps_globus::config::current_site(&config.sites, settings().site.as_deref()).ok();
+                let lane = HttpsLane::new(
+                    manager.clone(),
+                    Arc::new(|collection, scopes| {
+                        ps_globus::auth::https_authorizer(settings(), collection, scopes)
+                    }),
+                );
+                enqueue_with_lane(
+                    &manager,
+                    &items,
+                    &options,
+                    &lane,
+                    max,
+                    (&config, current.as_deref()),
+                )
+                .await
+            }
+        }
+    };
     let handles = tokio::select! {
-        handles = enqueue(&manager, &items, &options) => handles?,
+        handles = enqueued => handles?,
         _ = interrupt.recv() => return Err(stop::end(Stop::Interrupted, &manager, &[], &args.out).await),
     };
     for (item, handle) in items.iter().zip(&handles).filter(|(_, h)| h.earlier) {

@@ -98,3 +98,89 @@ fn refusals_say_what_is_wrong_and_a_token_without_the_scope_exits_4_with_the_log
     );
     assert!(!emu.root_a().join("x").exists());
 }
+
+/// `transfer --https-max-size`: a small file here goes by PUT, a larger one by a task;
+/// `stage-in --https-max-size` fetches a small file by GET; a failing PUT goes by Transfer.
+#[test]
+fn transfer_and_stage_in_send_small_files_over_https_when_asked() {
+    let emu = Emu::start();
+    let mut setup = Setup::new(&emu);
+    crate::support::emulator::write(emu.root_a(), "in/small.txt", b"small");
+    crate::support::emulator::write(emu.root_a(), "in/big.bin", &pattern(2000));
+    let batch = setup.home.path().join("batch.txt");
+    std::fs::write(
+        &batch,
+        "a:/in/small.txt b:/out/small.txt\na:/in/big.bin b:/out/big.bin\n",
+    )
+    .unwrap();
+    let args = ["transfer", "--https-max-size", "1000", "--batch"];
+    let doc = setup.json(&[&args[..], &[batch.to_str().unwrap(), "--json"]].concat());
+    assert_eq!(doc["succeeded"], 2, "{doc}");
+    assert_eq!(
+        std::fs::read(emu.root_b().join("out/small.txt")).unwrap(),
+        b"small"
+    );
+    assert_eq!(
+        std::fs::read(emu.root_b().join("out/big.bin")).unwrap(),
+        pattern(2000)
+    );
+    let stats = emu.sim.stats();
+    assert_eq!(stats.route("HTTPS PUT"), 1, "the small file by HTTPS");
+    assert_eq!(
+        stats.route("POST /v0.10/transfer"),
+        1,
+        "the large one by a task"
+    );
+
+    setup.site = "b".into();
+    let here = emu
+        .root_b()
+        .canonicalize()
+        .unwrap()
+        .join("staged/small.txt");
+    let (code, _, err) = setup.run(&[
+        "stage-in",
+        "--https-max-size",
+        "1000",
+        "a:/in/small.txt",
+        here.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&here).unwrap(), b"small");
+    let stats = emu.sim.stats();
+    assert_eq!(stats.route("HTTPS GET"), 1);
+    assert_eq!(
+        stats.route("POST /v0.10/transfer"),
+        1,
+        "no task for the stage-in"
+    );
+}
+
+#[test]
+fn a_transfer_whose_put_fails_goes_by_a_task_and_succeeds() {
+    let emu = Emu::with(|c| {
+        c.faults.push(crate::support::emulator::fault(
+            ps_globus_sim::FaultKind::Http503,
+            None,
+            Some("HTTPS PUT"),
+            None,
+        ))
+    });
+    let setup = Setup::new(&emu);
+    crate::support::emulator::write(emu.root_a(), "in/x", b"falls back");
+    let (code, _, err) = setup.run(&[
+        "transfer",
+        "--https-max-size",
+        "1000",
+        "a:/in/x",
+        "b:/out/x",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(emu.root_b().join("out/x")).unwrap(),
+        b"falls back"
+    );
+    let stats = emu.sim.stats();
+    assert_eq!(stats.route("HTTPS PUT"), 2, "tried, retried once");
+    assert_eq!(stats.route("POST /v0.10/transfer"), 1);
+}

@@ -32,11 +32,15 @@ pub struct TwoSites {
 impl TwoSites {
     /// Starts the emulator with `task_latency_ms` of per-task overhead.
     pub fn start(task_latency_ms: u64) -> Result<TwoSites> {
+        Self::start_with(|config| config.task_latency_ms = task_latency_ms)
+    }
+
+    /// Starts the emulator with the settings `tweak` makes (its collections and client
+    /// are the harness's).
+    pub fn start_with(tweak: impl FnOnce(&mut SimConfig)) -> Result<TwoSites> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
-        let mut sim_config = SimConfig {
-            task_latency_ms,
-            ..SimConfig::default()
-        };
+        let mut sim_config = SimConfig::default();
+        tweak(&mut sim_config);
         sim_config
             .clients
             .insert(CLIENT_ID.into(), CLIENT_SECRET.into());
@@ -84,6 +88,12 @@ impl TwoSites {
 
     /// The connector of a producer at site `a`, in this process.
     pub fn producer(&self) -> Result<GlobusConnector> {
+        self.connector("a")
+    }
+
+    /// A connector at `site` in this process, with that site's state directory, acting
+    /// as the harness's service identity (for Transfer and each collection's HTTPS).
+    pub fn connector(&self, site: &str) -> Result<GlobusConnector> {
         let auth = ClientCredentialsAuthorizer::new(
             self.sim.auth_url(),
             CLIENT_ID,
@@ -91,12 +101,12 @@ impl TwoSites {
             TRANSFER_SCOPE,
         )?;
         // The same identity asks for each collection's HTTPS scopes (the lane).
-        let mut settings = Settings::isolated(self.home("a"));
+        let mut settings = Settings::isolated(self.home(site));
         settings.client_id = Some(CLIENT_ID.into());
         settings.client_secret = Some(CLIENT_SECRET.into());
         settings.auth_url = self.sim.auth_url().into();
         GlobusConnector::builder(self.config.clone())
-            .site("a")
+            .site(site)
             .authorizer(Arc::new(auth))
             .settings(settings)
             .build()

@@ -34,15 +34,21 @@ use uuid::Uuid;
 
 use super::{CollectionHttps, RetryConfig, TransferManager};
 use crate::auth::Authorizer;
-use crate::error::{ConsentRequired, Error, GlobusApiError, GlobusCode, Result};
+use crate::error::{ConsentRequired, Error, ErrorKind, GlobusApiError, GlobusCode, Result};
 
 /// The credentials for a collection's HTTPS, given its id and the scopes its endpoint
 /// document asks for ([`crate::auth::https_authorizer`], most often).
 pub type HttpsCredentials =
     Arc<dyn Fn(&Uuid, &[String]) -> Result<Arc<dyn Authorizer>> + Send + Sync>;
 
-/// PUTs in flight at once, by default.
-pub(crate) const DEFAULT_CONCURRENCY: usize = 8;
+/// PUTs in flight at once, by default: a burst of small puts waits on the round trip
+/// of each, not on bandwidth, so many connections pay (measured on the emulator at 20 ms
+/// per request, 100 × 1 KiB: p50 resolve 244 ms with 8, 121 ms with 16, 70-76 ms with
+/// 32). HTTPS.md knows no per-client connection limit at a GCS server; this is a guess.
+pub(crate) const DEFAULT_CONCURRENCY: usize = 32;
+
+/// A fetch asks for this many bytes a request.
+const FETCH_RANGE: u64 = 8 << 20;
 
 /// How long one PUT may take before its object goes by Transfer, by default.
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -198,6 +204,73 @@ impl HttpsLane {
                 lane.inner.idle.notify_waiters();
             }
         });
+    }
+
+    /// Fetches `path` from `https`'s collection (`size` bytes) into the local file `to`
+    /// in the background, for the lane item `item` whose destination is that local file
+    /// (a stage-in): ranged GETs, their size checked, written to a temporary file beside
+    /// `to` (its directory made) and renamed into place.
+    /// Its fate goes to the manager as a PUT's does.
+    pub fn fetch(
+        &self,
+        item: i64,
+        https: Arc<CollectionHttps>,
+        path: String,
+        to: PathBuf,
+        size: u64,
+    ) {
+        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let lane = self.clone();
+        crate::runtime::handle().spawn(async move {
+            let outcome = lane.get_into(&https, &path, &to, size).await;
+            lane.report(item, &https, &path, outcome).await;
+            if lane.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                lane.inner.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// One fetch, in its turn (see [`fetch`](Self::fetch)).
+    async fn get_into(
+        &self,
+        https: &CollectionHttps,
+        path: &str,
+        to: &std::path::Path,
+        size: u64,
+    ) -> Result<()> {
+        let _permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::background("the HTTPS lane", None))?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        while (bytes.len() as u64) < size {
+            let from = bytes.len() as u64;
+            let to = (from + FETCH_RANGE).min(size) - 1;
+            match https.get_range(path, from, to).await? {
+                Some(part) if !part.is_empty() => bytes.extend_from_slice(&part),
+                _ => break,
+            }
+        }
+        if size == 0 {
+            bytes = https.get(path).await?.map(Vec::from).unwrap_or_default();
+        }
+        if bytes.len() as u64 != size {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "{path} came {} bytes long over HTTPS, not {size}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let (to, bytes) = (to.to_path_buf(), bytes);
+        crate::runtime::blocking(move || {
+            if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            }
+            crate::fsutil::write_atomic(&to, &bytes, false)
+        })
+        .await?
     }
 
     /// PUTs in flight (or waiting for their turn) now.

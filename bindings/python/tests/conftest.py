@@ -20,8 +20,10 @@ CHILD_LIMIT_S = 120
 
 @pytest.fixture
 def emu(tmp_path: Path) -> Iterator[Emulator]:
-    """The emulator (sites a and b, 50 ms per task), with this process at site a."""
-    with emulator(home=tmp_path / 'emu', task_latency_ms=50) as e:
+    """The emulator (sites a and b, 50 ms per task), with this process at site a. Its
+    sites send every object by Transfer (`https_max_size = 0`): these tests are of that
+    path; the HTTPS lane's are the Rust library's (`tests/lane.rs`) and the README's."""
+    with emulator(home=tmp_path / 'emu', task_latency_ms=50, https_max_size=0) as e:
         e.activate('a')
         yield e
 

@@ -51,7 +51,7 @@ def test_the_classes_are_what_python_code_already_catches() -> None:
 
 def test_a_wait_past_its_limit_raises_wait_timeout(tmp_path: Path) -> None:
     # Every task takes ten minutes; the store waits at most one second.
-    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000) as emu:
+    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000, https_max_size=0) as emu:
         produced = run_at(
             emu,
             'a',
@@ -79,7 +79,7 @@ def test_a_wait_past_its_limit_raises_wait_timeout(tmp_path: Path) -> None:
 
 
 def test_a_refused_service_identity_raises_login_required(tmp_path: Path) -> None:
-    with emulator(home=tmp_path / 'emu') as emu:
+    with emulator(home=tmp_path / 'emu', https_max_size=0) as emu:
         done = run_at(
             emu,
             'a',
@@ -108,7 +108,7 @@ def test_a_refused_service_identity_raises_login_required(tmp_path: Path) -> Non
 
 
 def test_a_refused_access_token_from_the_environment_gets_the_clis_hint(tmp_path: Path) -> None:
-    with emulator(home=tmp_path / 'emu') as emu:
+    with emulator(home=tmp_path / 'emu', https_max_size=0) as emu:
         done = run_at(
             emu,
             'a',

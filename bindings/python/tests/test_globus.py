@@ -88,7 +88,7 @@ def test_a_hundred_puts_through_a_proxystore_store_travel_in_few_tasks(emu: Emul
 def test_a_failing_transfer_raises_transfer_failed_with_the_globus_code(tmp_path: Path) -> None:
     # Reported missing at the source: Globus skips the file with its reason.
     doomed = {'kind': 'file_not_found', 'path': '/doomed/*'}
-    with emulator(home=tmp_path / 'emu', task_latency_ms=20, faults=[doomed]) as emu:
+    with emulator(home=tmp_path / 'emu', task_latency_ms=20, faults=[doomed], https_max_size=0) as emu:
         emu.activate('a')
         store = Store('doomed', GlobusConnector('doomed'), register=True)
         proxy = store.proxy(b'never arrives intact')

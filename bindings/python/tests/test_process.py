@@ -191,7 +191,7 @@ WAIT_AND_INTERRUPT = """
 
 def test_ctrl_c_interrupts_a_wait_for_a_transfer(tmp_path: Path) -> None:
     # Each task takes ten minutes: the reader at b would wait that long.
-    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000) as emu:
+    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000, https_max_size=0) as emu:
         produced = run_at(
             emu,
             'a',
@@ -208,7 +208,7 @@ def test_ctrl_c_interrupts_a_wait_for_a_transfer(tmp_path: Path) -> None:
 
 def test_a_long_wait_is_said_through_the_ps_globus_logger_at_most_once_a_period(tmp_path: Path) -> None:
     # Each task takes ten minutes: the reader at b waits until its own 3 s limit.
-    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000) as emu:
+    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000, https_max_size=0) as emu:
         produced = run_at(
             emu,
             'a',

@@ -78,6 +78,7 @@ impl GlobusConnector {
             explicit,
         );
         let mut delay = Duration::from_millis(10);
+        let began = Instant::now();
         loop {
             let changed = watcher.changed();
             let verdict = verify_file(root, local, meta, keep).await?;
@@ -115,8 +116,14 @@ impl GlobusConnector {
                 ));
             }
             let _ = crate::runtime::timeout(delay.min(until - now), changed).await;
-            // A stat is cheap; the file is the completion signal, so look often.
-            delay = (delay * 2).min(Duration::from_millis(100));
+            // A stat is cheap; the file is the completion signal, so look often: every
+            // 25 ms while an HTTPS PUT may land (its arrival wakes nothing), then 100 ms.
+            let cap = if now < began + LANE_WINDOW {
+                Duration::from_millis(25)
+            } else {
+                Duration::from_millis(100)
+            };
+            delay = (delay * 2).min(cap);
         }
     }
 
@@ -214,6 +221,10 @@ impl GlobusConnector {
         Ok(self.manager().await?.enqueue(spec).await?.label)
     }
 }
+
+/// How long after a reader starts its object may still come by an HTTPS PUT, which no
+/// task reports: it looks for the file more often meanwhile.
+const LANE_WINDOW: Duration = Duration::from_secs(2);
 
 /// The bytes of a pull by HTTPS are asked for in ranges of this size.
 const PULL_RANGE: u64 = 8 << 20;

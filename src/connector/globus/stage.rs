@@ -16,6 +16,10 @@ use crate::connector::{Key, PutOptions};
 use crate::error::{Error, Result};
 use crate::transfer::{CollectionHttps, ItemSpec, LaneBody, Priority};
 
+/// Objects up to this size are kept in memory for their HTTPS PUT; larger ones are read
+/// back from the store directory.
+const KEEP_FOR_LANE: usize = 64 << 10;
+
 impl GlobusConnector {
     /// Enqueues the transfers of a freshly written object; returns its key. To each
     /// destination whose collection serves HTTPS, an object of at most its
@@ -74,9 +78,14 @@ impl GlobusConnector {
             }
             if !sends.is_empty() {
                 let lane = self.lane().await?;
+                // A small object's bytes are kept; a larger one is read from the store
+                // directory when its turn comes, so a burst of puts queued for the lane
+                // holds no copies (at most the PUTs in flight hold theirs).
                 let body = match data {
-                    Some(data) => LaneBody::Bytes(Bytes::copy_from_slice(data)),
-                    None => LaneBody::File(local),
+                    Some(data) if data.len() <= KEEP_FOR_LANE => {
+                        LaneBody::Bytes(Bytes::copy_from_slice(data))
+                    }
+                    _ => LaneBody::File(local),
                 };
                 for (item, https, dest_path) in sends {
                     lane.send(item, https, dest_path, body.clone());

@@ -55,14 +55,18 @@ class Emulator:
         self._core = core
         self.directory = directory
         self.sites = sites
-        """``{name: {"collection", "collection_path", "local_path"}}``, as ps-globus reads them."""
+        """``{name: {"collection", "collection_path", "local_path"}}`` (and
+        ``https_max_size`` where set), as ps-globus reads them."""
         self.transfer_url: str = core.transfer_url
         self.auth_url: str = core.auth_url
         self.config_path = directory / 'config.toml'
         lines = []
         for name, site in sites.items():
             lines.append(f'[sites.{_toml_string(name)}]')
-            lines.extend(f'{k} = {_toml_string(v)}' for k, v in site.items())
+            lines.extend(
+                f'{k} = {v}' if isinstance(v, int) else f'{k} = {_toml_string(v)}'
+                for k, v in site.items()
+            )
             lines.append('')
         self.config_path.write_text('\n'.join(lines))
         self._saved_env: dict[str, str | None] | None = None
@@ -124,6 +128,7 @@ def emulator(
     task_latency_ms: int = 0,
     rate_limit: int | None = None,
     faults: Sequence[Mapping[str, Any]] = (),
+    https_max_size: int | None = None,
     **config: Any,
 ) -> Iterator[Emulator]:
     """Runs the emulator with one collection per site, in ``home`` (default: a temporary
@@ -132,6 +137,9 @@ def emulator(
     ``faults`` are the emulator's injected faults, e.g. ``{"kind": "checksum_mismatch",
     "path": "/store/*"}`` or ``{"kind": "http_503", "probability": 0.1}``; other keyword
     arguments are further emulator settings (``bandwidth="100MB/s"``, ``seed=...``).
+    Every collection serves HTTPS, so objects up to 4 MiB go by it (the lane); a site's
+    ``https_max_size`` (``0``: always Transfer) is written when given, for tests of the
+    Transfer path.
     """
     if not sites:
         raise ValueError('an emulator needs at least one site')
@@ -161,6 +169,7 @@ def emulator(
                 'collection': served[name]['id'],
                 'collection_path': '/',
                 'local_path': served[name]['root'],
+                **({} if https_max_size is None else {'https_max_size': https_max_size}),
             }
             for name in sites
         }
