@@ -379,3 +379,36 @@ async fn a_pull_on_demand_fetches_a_small_object_by_https_ranges() {
     assert_eq!(c.get(&large).await.unwrap().unwrap().len(), 1001);
     assert_eq!(emu.sim.stats().route(TASKS), 1);
 }
+
+/// A token the collection refuses at PUT time (401): that object goes by Transfer (not
+/// lost), and the next put to the collection is the typed consent error naming the
+/// scope, not another quiet detour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_https_token_falls_back_once_then_fails_puts_naming_the_scope() {
+    let emu = Emu::start();
+    let config = lane_config(&emu, &unique_name("refused"));
+    let home = tempfile::tempdir().unwrap();
+    let build = |site: &str| {
+        builder_at(&config, site, home.path())
+            .https_authorizer(Arc::new(StaticTokenAuthorizer::new("not-a-token")))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build("a"), build("b"));
+    let key = a
+        .put(b"refused over HTTPS", &PutOptions::default())
+        .await
+        .unwrap();
+    a.close().await.unwrap();
+    assert_eq!(
+        b.get(&key).await.unwrap().as_deref(),
+        Some(&b"refused over HTTPS"[..])
+    );
+    assert_eq!(emu.sim.stats().route(TASKS), 1, "it went by Transfer");
+    let err = a.put(b"next", &PutOptions::default()).await.unwrap_err();
+    let consent = err
+        .downcast_ref::<ConsentRequired>()
+        .unwrap_or_else(|| panic!("expected ConsentRequired, got {err}"));
+    let scope = format!("https://auth.globus.org/scopes/{}/https", emu.b);
+    assert!(consent.required_scopes.contains(&scope), "{consent:?}");
+}

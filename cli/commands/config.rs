@@ -62,6 +62,11 @@ pub struct SiteAddArgs {
     /// Hosts matching this regex are at this site.
     #[arg(long)]
     host_regex: Option<String>,
+    /// Objects sent to this site go by its collection's HTTPS up to this many bytes, by
+    /// Transfer above (0: always Transfer; default 4 MiB where the collection serves
+    /// HTTPS).
+    #[arg(long, value_name = "BYTES")]
+    https_max_size: Option<u64>,
     /// Do not look the collection up at Globus.
     #[arg(long)]
     no_lookup: bool,
@@ -135,6 +140,7 @@ async fn site_add(args: SiteAddArgs) -> CliResult {
         local_path,
         remote,
         host_regex,
+        https_max_size,
         no_lookup,
     } = args;
     let path = &settings().config_path;
@@ -165,8 +171,12 @@ async fn site_add(args: SiteAddArgs) -> CliResult {
     }
     if !no_lookup {
         let endpoint = client()?.endpoint(&collection.to_string()).await?;
+        let https = match endpoint.https_origin() {
+            Some(origin) => format!("HTTPS at {origin}"),
+            None => "no HTTPS: its objects go by Transfer".into(),
+        };
         eprintln!(
-            "collection {collection}: {}",
+            "collection {collection}: {} ({https})",
             endpoint.display_name.as_deref().unwrap_or("(no name)")
         );
     }
@@ -176,6 +186,7 @@ async fn site_add(args: SiteAddArgs) -> CliResult {
         built.collection_path = collection_path;
         built.local_path = local_path;
         built.host_regex = host_regex;
+        built.https_max_size = https_max_size;
         built
     };
     ps_globus::internal::save_site(path, &name, &site)?;

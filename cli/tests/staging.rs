@@ -271,6 +271,8 @@ fn config_init_site_add_doctor_and_completions() {
         "^never$",
     ]);
     assert_eq!(code, 0, "{stderr}");
+    // The lookup says whether the collection serves HTTPS (the lane for small objects).
+    assert!(stderr.contains("(HTTPS at http://127.0.0.1:"), "{stderr}");
     let root_b = emu.root_b().to_str().unwrap().to_owned();
     assert_eq!(
         setup
@@ -282,7 +284,9 @@ fn config_init_site_add_doctor_and_completions() {
                 "--collection-path",
                 "/",
                 "--local-path",
-                &root_b
+                &root_b,
+                "--https-max-size",
+                "0",
             ])
             .0,
         0
@@ -302,6 +306,8 @@ fn config_init_site_add_doctor_and_completions() {
     let config = Config::load_from(&config_path).unwrap();
     assert_eq!(config.sites.len(), 2);
     assert_eq!(config.sites["a"].host_regex.as_deref(), Some("^never$"));
+    assert_eq!(config.sites["a"].https_max_size, None);
+    assert_eq!(config.sites["b"].https_max_size, Some(0));
 
     let (code, stdout, _) = setup.run(&["doctor"]);
     assert_eq!(code, 0, "{stdout}");
