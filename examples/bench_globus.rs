@@ -154,12 +154,7 @@ fn run() -> common::Outcome {
     }
     let resolve_s = resolve_started.elapsed().as_secs_f64();
     let stats = sites.sim.stats();
-    let transfer_requests: u64 = stats
-        .by_route
-        .iter()
-        .filter(|(route, _)| route.contains(" /v0.10/"))
-        .map(|(_, n)| n)
-        .sum();
+    let transfer_requests = stats.transfer_requests();
     let mut report = serde_json::json!({
         "objects": objects,
         "size": size,

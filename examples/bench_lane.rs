@@ -100,12 +100,7 @@ async fn measure(
         ms(latencies[i])
     };
     let stats = sites.sim.stats();
-    let transfer_requests: u64 = stats
-        .by_route
-        .iter()
-        .filter(|(route, _)| route.contains(" /v0.10/"))
-        .map(|(_, n)| n)
-        .sum();
+    let transfer_requests = stats.transfer_requests();
     Ok(serde_json::json!({
         "size": size,
         "objects": objects,

@@ -9,23 +9,14 @@ its bytes at B (both processes on this host's clock). Prints one JSON line.
 """
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
 
-from proxystore.connectors.globus import GlobusConnector, GlobusEndpoint, GlobusKey
+from proxystore.connectors.globus import GlobusKey
 from proxystore.store import Store
 
-
-def connector(conf, here):
-    host = '^' + socket.gethostname() + '$'
-    endpoints = [
-        GlobusEndpoint(conf[s]['id'], '/ps-store', conf[s]['root'] + '/ps-store',
-                       host if s == here else '^no-such-host$')
-        for s in ('a', 'b')
-    ]
-    return GlobusConnector(endpoints, polling_interval=1, timeout=600, clear=False)
+from proxystore_globus_bench import connector
 
 
 def consume(conf, size):

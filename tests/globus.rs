@@ -738,22 +738,10 @@ fn child_stages_a_large_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_on_demand_fetches_to_a_site_that_was_not_a_destination() {
     let c_root = tempfile::tempdir().unwrap();
-    let c_dir = c_root.path().to_path_buf();
-    let emu = Emu::with(move |cfg| {
-        cfg.collections.insert(
-            "c".into(),
-            ps_globus_sim::CollectionConfig {
-                root: c_dir,
-                ..Default::default()
-            },
-        );
-    });
+    let emu = crate::support::sites::emu_with_c(c_root.path());
     shared();
     let mut config = config_for(&emu, &unique_name("pull"));
-    let mut site_c = config.sites["b"].clone();
-    site_c.collection = emu.sim.collection("c").unwrap().id;
-    site_c.local_path = c_root.path().to_path_buf();
-    config.sites.insert("c".into(), site_c);
+    crate::support::sites::add_site_c(&mut config, &emu, c_root.path());
     config.destinations = Some(vec!["b".into()]);
     config.pull_on_demand = true;
     let (_home, a, c) = crate::support::sites::own_pair(&config, "a", "c");

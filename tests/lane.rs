@@ -337,21 +337,9 @@ fn child_puts_then_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_on_demand_fetches_a_small_object_by_https_ranges() {
     let c_root = tempfile::tempdir().unwrap();
-    let c_dir = c_root.path().to_path_buf();
-    let emu = Emu::with(move |cfg| {
-        cfg.collections.insert(
-            "c".into(),
-            ps_globus_sim::CollectionConfig {
-                root: c_dir,
-                ..Default::default()
-            },
-        );
-    });
+    let emu = crate::support::sites::emu_with_c(c_root.path());
     let mut config = lane_config(&emu, &unique_name("pull"));
-    let mut site_c = config.sites["b"].clone();
-    site_c.collection = emu.sim.collection("c").unwrap().id;
-    site_c.local_path = c_root.path().to_path_buf();
-    config.sites.insert("c".into(), site_c);
+    crate::support::sites::add_site_c(&mut config, &emu, c_root.path());
     config.destinations = Some(vec![]);
     config.pull_on_demand = true;
     config.https_max_size = Some(1000);

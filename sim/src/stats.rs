@@ -46,6 +46,15 @@ impl SimStats {
     pub fn route(&self, route: &str) -> u64 {
         self.by_route.get(route).copied().unwrap_or(0)
     }
+
+    /// Requests made to the Transfer API (every `/v0.10/` route; not Auth, not HTTPS).
+    pub fn transfer_requests(&self) -> u64 {
+        self.by_route
+            .iter()
+            .filter(|(route, _)| route.contains(" /v0.10/"))
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 #[derive(Default)]

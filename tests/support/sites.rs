@@ -141,3 +141,25 @@ pub async fn assert_evicted_in_one_delete_task(
 pub fn pair(store_dir: &str) -> (GlobusConnector, GlobusConnector) {
     (connector("a", store_dir).1, connector("b", store_dir).1)
 }
+
+/// An emulator with a third collection, `c`, served from `c_root`.
+pub fn emu_with_c(c_root: &std::path::Path) -> Emu {
+    let c_dir = c_root.to_path_buf();
+    Emu::with(move |cfg| {
+        cfg.collections.insert(
+            "c".into(),
+            ps_globus_sim::CollectionConfig {
+                root: c_dir,
+                ..Default::default()
+            },
+        );
+    })
+}
+
+/// Adds `emu`'s collection `c` (served from `c_root`) to `config` as site `c`.
+pub fn add_site_c(config: &mut GlobusConfig, emu: &Emu, c_root: &std::path::Path) {
+    let mut site_c = config.sites["b"].clone();
+    site_c.collection = emu.sim.collection("c").unwrap().id;
+    site_c.local_path = c_root.to_path_buf();
+    config.sites.insert("c".into(), site_c);
+}
