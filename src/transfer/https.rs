@@ -161,6 +161,33 @@ impl CollectionHttps {
         }
     }
 
+    /// The first `size` bytes of the file at `path` (a file whose size is known, from
+    /// its key or a HEAD), asked in absolute ranges of at most 8 MiB; a missing file is
+    /// [`ErrorKind::NotFound`], a shorter one comes back short (the caller checks).
+    pub async fn get_sized(&self, path: &str, size: u64) -> Result<Bytes> {
+        const RANGE: u64 = 8 << 20;
+        let missing = || {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{path} is not on collection {}", self.collection),
+            )
+        };
+        if size == 0 {
+            return self.get(path).await?.ok_or_else(missing);
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        while (bytes.len() as u64) < size {
+            let from = bytes.len() as u64;
+            let to = (from + RANGE).min(size) - 1;
+            let part = self.get_range(path, from, to).await?.ok_or_else(missing)?;
+            if part.is_empty() {
+                break;
+            }
+            bytes.extend_from_slice(&part);
+        }
+        Ok(bytes.into())
+    }
+
     /// The size of the file at `path`; `None` if there is none.
     pub async fn size(&self, path: &str) -> Result<Option<u64>> {
         let (status, headers, body) = self.request(Method::HEAD, path, None, None).await?;

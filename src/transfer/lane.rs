@@ -47,9 +47,6 @@ pub type HttpsCredentials =
 /// 32). HTTPS.md knows no per-client connection limit at a GCS server; this is a guess.
 pub(crate) const DEFAULT_CONCURRENCY: usize = 32;
 
-/// A fetch asks for this many bytes a request.
-const FETCH_RANGE: u64 = 8 << 20;
-
 /// How long one PUT may take before its object goes by Transfer, by default.
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -242,18 +239,7 @@ impl HttpsLane {
             .acquire_owned()
             .await
             .map_err(|_| Error::background("the HTTPS lane", None))?;
-        let mut bytes = Vec::with_capacity(size as usize);
-        while (bytes.len() as u64) < size {
-            let from = bytes.len() as u64;
-            let to = (from + FETCH_RANGE).min(size) - 1;
-            match https.get_range(path, from, to).await? {
-                Some(part) if !part.is_empty() => bytes.extend_from_slice(&part),
-                _ => break,
-            }
-        }
-        if size == 0 {
-            bytes = https.get(path).await?.map(Vec::from).unwrap_or_default();
-        }
+        let bytes = https.get_sized(path, size).await?;
         if bytes.len() as u64 != size {
             return Err(Error::new(
                 ErrorKind::Integrity,

@@ -180,7 +180,7 @@ impl GlobusConnector {
             return Ok(None);
         };
         let (_, source_path) = self.paths(&meta.source, &meta.path)?;
-        let bytes = match fetch_ranges(&https, &source_path, meta.size).await {
+        let bytes = match https.get_sized(&source_path, meta.size).await {
             Ok(bytes) => bytes,
             Err(e) => {
                 tracing::info!("HTTPS pull of {source_path} failed, it goes by Transfer: {e}");
@@ -225,39 +225,6 @@ impl GlobusConnector {
 /// How long after a reader starts its object may still come by an HTTPS PUT, which no
 /// task reports: it looks for the file more often meanwhile.
 const LANE_WINDOW: Duration = Duration::from_secs(2);
-
-/// The bytes of a pull by HTTPS are asked for in ranges of this size.
-const PULL_RANGE: u64 = 8 << 20;
-
-/// The `size` bytes of the file at collection `path`, in absolute ranges (the service
-/// refuses suffix ranges); a file that is missing or shorter is an error.
-async fn fetch_ranges(
-    https: &crate::transfer::CollectionHttps,
-    path: &str,
-    size: u64,
-) -> Result<Bytes> {
-    let missing = || {
-        Error::new(
-            crate::error::ErrorKind::NotFound,
-            format!("{path} is not at the source collection"),
-        )
-    };
-    if size == 0 {
-        return https.get(path).await?.ok_or_else(missing);
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    let mut from = 0;
-    while from < size {
-        let to = (from + PULL_RANGE).min(size) - 1;
-        let part = https.get_range(path, from, to).await?.ok_or_else(missing)?;
-        if part.is_empty() {
-            break;
-        }
-        from += part.len() as u64;
-        bytes.extend_from_slice(&part);
-    }
-    Ok(bytes.into())
-}
 
 /// Where an object is when a reader starts to wait for it.
 enum Arrival {
