@@ -118,8 +118,7 @@ pub struct SiteConfig {
     pub host_regex: Option<String>,
     /// Objects sent to this site go by HTTPS (when its collection serves it) up to this
     /// many bytes, by Transfer above (0: always Transfer). A ceiling beside the store's
-    /// own (`GlobusConfig::https_max_size`); with neither,
-    /// [`DEFAULT_HTTPS_MAX_SIZE`].
+    /// own (`GlobusConfig::https_max_size`); with neither, 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_max_size: Option<u64>,
 }
@@ -127,7 +126,7 @@ pub struct SiteConfig {
 /// The largest object sent by HTTPS when neither the store nor the site says: 4 MiB.
 /// A PUT of that size takes well under a second on a campus link, and Transfer's task
 /// round trip (about a second at best) stops mattering beyond it.
-pub const DEFAULT_HTTPS_MAX_SIZE: u64 = 4 << 20;
+pub(crate) const DEFAULT_HTTPS_MAX_SIZE: u64 = 4 << 20;
 
 impl Config {
     /// Reads the configuration file `settings` name (missing: empty).

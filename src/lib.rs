@@ -103,6 +103,7 @@ pub mod internal {
         };
     }
     pub use crate::transfer::RESPLIT_SUFFIX;
+    pub use crate::transfer::lane::{HttpsCredentials, HttpsLane};
     pub use crate::transfer::path::{
         PathError, collection_path, collection_path_from, normalise_path,
     };

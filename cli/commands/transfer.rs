@@ -8,12 +8,13 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::ProgressBar;
 use ps_globus::config::Config;
+use ps_globus::internal::HttpsLane;
 pub use ps_globus::internal::staging::Direction;
 use ps_globus::internal::staging::{
     BatchLine, NO_TIMEOUT, PlannedItem, enqueue, enqueue_with_lane, join_endpoint,
     labels_and_tasks, parse_batch, sync_level, wait_all,
 };
-use ps_globus::transfer::{BatchOptions, HttpsLane, ItemState, ItemStatus, TransferManager};
+use ps_globus::transfer::{BatchOptions, ItemState, ItemStatus, TransferManager};
 use serde_json::json;
 
 use super::stop::{self, Interrupt, Stop};

@@ -4,8 +4,8 @@
 //!   the emulator use, defined once so both sides of the wire agree.
 //! - [`TransferClient`]: typed requests with globus-sdk's retry policy ([`RetryConfig`]).
 //! - [`CollectionHttps`]: a collection's files over HTTPS (GET, ranged GET, HEAD, PUT,
-//!   DELETE), for small objects that need not wait for a task; [`HttpsLane`] sends
-//!   manager items that way, with Transfer behind them for what fails.
+//!   DELETE), for small objects that need not wait for a task; `lane` (crate-private)
+//!   sends manager items that way, with Transfer behind them for what fails.
 //! - [`TransferManager`]: coalesced, exactly-once, crash-resumable transfers tracked in
 //!   the [state database](crate::state), polled by one poller per identity.
 //! - [`ItemState`], [`BatchState`], [`TaskStatus`]: the states, as enums that keep words
@@ -19,7 +19,7 @@ pub mod budget;
 mod client;
 pub(crate) mod delete;
 mod https;
-mod lane;
+pub(crate) mod lane;
 mod lookup;
 mod manager;
 pub(crate) mod path;
@@ -30,7 +30,7 @@ pub mod watch;
 
 pub use client::{DEFAULT_TRANSFER_URL, RequestGate, TaskQuery, TransferClient};
 pub use https::CollectionHttps;
-pub use lane::{HttpsCredentials, HttpsLane, LaneBody};
+pub(crate) use lane::{HttpsCredentials, HttpsLane, LaneBody};
 
 pub use lookup::TransferCollectionLookup;
 pub use manager::{

@@ -53,8 +53,7 @@ pub struct GlobusConfig {
     pub transfer_url: Option<String>,
     /// Objects up to this many bytes go by HTTPS to each destination whose collection
     /// serves it (0: always Transfer). A ceiling beside each site's own
-    /// ([`SiteConfig::https_max_size`]); with neither,
-    /// [`DEFAULT_HTTPS_MAX_SIZE`](crate::config::DEFAULT_HTTPS_MAX_SIZE).
+    /// ([`SiteConfig::https_max_size`]); with neither, 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_max_size: Option<u64>,
 }

@@ -211,12 +211,12 @@ impl ItemSpec {
     }
 
     /// Sent by HTTPS first, by the caller, straight to the destination collection (the
-    /// lane for small objects: [`crate::transfer::HttpsLane`]). The item is committed in
+    /// lane for small objects, `transfer/lane.rs`). The item is committed in
     /// the `HTTPS` state, which is never submitted; the caller reports the request's fate
     /// ([`TransferManager::https_delivered`](super::TransferManager::https_delivered),
     /// [`https_failed`](super::TransferManager::https_failed)). One that failed, or whose
     /// sender died, goes by Transfer, once, in a task labelled as its batch.
-    pub fn via_https(mut self) -> Self {
+    pub(crate) fn via_https(mut self) -> Self {
         self.https = true;
         self
     }
