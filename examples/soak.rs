@@ -10,6 +10,9 @@
 //!   `doomed` store hit a fatal, per-object fault (the source is reported missing).
 //! * Every few seconds one producer, one consumer or the emulator itself is killed with
 //!   SIGKILL and started again (the emulator on the same port, with its state file).
+//! * The `soak` store's objects take the HTTPS lane (PUTs cut off by the kills fall back
+//!   to Transfer, a killed producer's by the next manager); the doomed store's go by
+//!   Transfer, where their fault is.
 //! * Producers record each key once `put` returned it (the promise made to a reader);
 //!   consumers resolve every recorded key at site `b` and record what they got.
 //!
@@ -497,9 +500,17 @@ fn connector(
     let text = std::fs::read_to_string(work.join("sites.json"))?;
     let mut config: GlobusConfig = serde_json::from_str(&text)?;
     config.store_dir = store_dir.into();
+    if store_dir == DOOMED {
+        // Its fatal fault is a Transfer task's: its objects go by Transfer, where the
+        // other store's small ones take the HTTPS lane (and its fallbacks) under chaos.
+        config.https_max_size = Some(0);
+    }
+    // The static token serves Transfer and every collection's HTTPS (the lane).
+    let token = Arc::new(StaticTokenAuthorizer::new(TOKEN));
     Ok(GlobusConnector::builder(config)
         .site(site)
-        .authorizer(Arc::new(StaticTokenAuthorizer::new(TOKEN)))
+        .authorizer(token.clone())
+        .https_authorizer(token)
         .home(work.join(home))
         .build()?)
 }
