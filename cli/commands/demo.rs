@@ -23,7 +23,7 @@ pub struct DemoArgs {
     objects: usize,
     /// The largest object, in bytes (sizes are mixed, from 1 KiB up; every tenth is
     /// over half this, and above the HTTPS lane's 4 MiB goes by Transfer).
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = 8 << 20)]
     max_size: usize,
     /// Globus's per-task overhead on the emulator, in milliseconds.
     #[arg(long, default_value_t = 1000)]

@@ -70,7 +70,17 @@ impl GlobusConnector {
                 if https.is_some() {
                     spec = spec.via_https();
                 }
-                let enqueued = manager.enqueue(spec).await?;
+                let enqueued = match manager.enqueue(spec).await {
+                    Ok(enqueued) => enqueued,
+                    Err(e) => {
+                        // No PUT will follow for the lane items already committed: they
+                        // go by Transfer, or a flush would wait for them for ever.
+                        for (item, _, _) in &sends {
+                            let _ = manager.https_failed(*item, "its put failed").await;
+                        }
+                        return Err(e);
+                    }
+                };
                 if let Some(https) = https {
                     sends.push((enqueued.item, https, dest_path));
                 }
