@@ -187,3 +187,17 @@ def test_put_file_and_resolve_path_move_files_without_reading_them_into_python(
 
     assert Path(path).is_relative_to(emu.sites['b']['local_path'])
     assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_small_objects_go_by_https_and_large_ones_by_a_task(tmp_path: Path) -> None:
+    # The sites set no ceiling: the store's https_max_size decides.
+    with emulator(home=tmp_path / 'emu', task_latency_ms=50) as emu:
+        emu.activate('a')
+        store = Store('lane', GlobusConnector('lane', https_max_size=4096), register=True)
+        proxies = [store.proxy(b's' * 100), store.proxy(b'L' * 5000)]
+        store.close()
+        done = run_at(emu, 'b', RESOLVE_ALL, stdin=pickle.dumps(proxies))
+        assert done.stdout.strip() == b'5100'
+        routes = emu.stats()['by_route']
+        assert routes.get('HTTPS PUT', 0) == 1, routes
+        assert emu.transfer_tasks() == 1

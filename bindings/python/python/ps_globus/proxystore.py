@@ -160,7 +160,9 @@ class FileConnector(RustConnector):
 
 
 class GlobusConnector(RustConnector):
-    """Objects moved between sites by Globus Transfer, batched into few tasks.
+    """Objects moved between sites by Globus: small ones by one HTTPS PUT to each
+    destination collection that serves HTTPS, the rest by Transfer, batched into few
+    tasks.
 
     Args:
         store_dir: The store's directory under every site's local path (relative,
@@ -174,6 +176,10 @@ class GlobusConnector(RustConnector):
         wait_timeout_s: Longest wait for a transfer (default: the task's deadline).
         transfer_url: The Transfer service (default ``PS_GLOBUS_TRANSFER_URL``, else
             Globus).
+        https_max_size: Objects up to this many bytes go by HTTPS where the destination
+            serves it (default 4 MiB; a site's own ``https_max_size`` is a ceiling too;
+            ``0``: always Transfer). A login without the collection's HTTPS consent
+            makes ``put`` raise ``ConsentRequired`` naming the scope.
     """
 
     kind = 'globus'
@@ -186,6 +192,7 @@ class GlobusConnector(RustConnector):
         pull_on_demand: bool = False,
         wait_timeout_s: int | None = None,
         transfer_url: str | None = None,
+        https_max_size: int | None = None,
     ) -> None:
         if sites is None:
             sites = json.loads(_core.config_sites_json())
@@ -196,6 +203,7 @@ class GlobusConnector(RustConnector):
             'pull_on_demand': pull_on_demand,
             'wait_timeout_s': wait_timeout_s,
             'transfer_url': transfer_url,
+            'https_max_size': https_max_size,
         }
         self._start(_without_none(options), options)
         # The config carries the sites as the library read them (uuids normalised),
