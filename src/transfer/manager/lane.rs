@@ -35,7 +35,7 @@ const SETTLE: &str = "UPDATE batches SET \
 impl TransferManager {
     /// Item `item` of the HTTPS lane arrived (its request answered 2xx): `SUCCEEDED`.
     /// Nothing changes if it already fell back.
-    pub async fn https_delivered(&self, item: i64) -> Result<()> {
+    pub(crate) async fn https_delivered(&self, item: i64) -> Result<()> {
         self.inner
             .resolve_lane_item(item, ItemState::Succeeded, None)
             .await
@@ -43,7 +43,7 @@ impl TransferManager {
 
     /// Item `item`'s HTTPS request failed (`reason`): it goes by Transfer, once, in its
     /// batch. Nothing changes if it was already delivered or fell back.
-    pub async fn https_failed(&self, item: i64, reason: &str) -> Result<()> {
+    pub(crate) async fn https_failed(&self, item: i64, reason: &str) -> Result<()> {
         let why = format!("fell back to Transfer: {reason}");
         self.inner
             .resolve_lane_item(item, ItemState::Pending, Some(&why))
