@@ -4,7 +4,7 @@
 //! An item of the lane is enqueued with [`ItemSpec::via_https`](super::ItemSpec::via_https)
 //! first: committed in the `HTTPS` state, which the manager never submits (`put` returns
 //! then, as fast as without the lane). Then [`HttpsLane::send`] PUTs its bytes in the
-//! background, at most [`HttpsLane::with_concurrency`] at once: a 2xx makes it
+//! background, at most [`CONCURRENCY`] at once: a 2xx makes it
 //! `SUCCEEDED`; a 5xx, a cut connection or a timeout (after one quick retry) hands it to
 //! Transfer, once, in its batch, whose label the caller already handed out (see the
 //! manager's `lane.rs`). A process that dies meanwhile leaves it `HTTPS`: the next
@@ -24,12 +24,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, OnceCell, Semaphore};
+use tokio::sync::{OnceCell, Semaphore};
 use uuid::Uuid;
 
 use super::{CollectionHttps, RetryConfig, TransferManager};
@@ -45,10 +44,10 @@ pub type HttpsCredentials =
 /// of each, not on bandwidth, so many connections pay (measured on the emulator at 20 ms
 /// per request, 100 × 1 KiB: p50 resolve 244 ms with 8, 121 ms with 16, 70-76 ms with
 /// 32). HTTPS.md knows no per-client connection limit at a GCS server; this is a guess.
-pub(crate) const DEFAULT_CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 32;
 
 /// How long one PUT may take before its object goes by Transfer, by default.
-pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where an item's bytes come from.
 #[derive(Clone, Debug)]
@@ -85,17 +84,11 @@ struct Inner {
     /// Collections whose server refused our token: the error, until a new lane.
     refused: Mutex<HashMap<Uuid, ConsentRequired>>,
     permits: Arc<Semaphore>,
-    in_flight: AtomicUsize,
-    idle: Notify,
-    timeout: Duration,
-    retry: RetryConfig,
 }
 
 impl std::fmt::Debug for HttpsLane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpsLane")
-            .field("in_flight", &self.in_flight())
-            .finish_non_exhaustive()
+        f.debug_struct("HttpsLane").finish_non_exhaustive()
     }
 }
 
@@ -109,40 +102,9 @@ impl HttpsLane {
                 routes: Mutex::default(),
                 made: Mutex::default(),
                 refused: Mutex::default(),
-                permits: Arc::new(Semaphore::new(DEFAULT_CONCURRENCY)),
-                in_flight: AtomicUsize::new(0),
-                idle: Notify::new(),
-                timeout: DEFAULT_REQUEST_TIMEOUT,
-                retry: RetryConfig {
-                    max_retries: 1,
-                    base: Duration::from_millis(100),
-                    max_sleep: Duration::from_millis(500),
-                    ..RetryConfig::default()
-                },
+                permits: Arc::new(Semaphore::new(CONCURRENCY)),
             }),
         }
-    }
-
-    /// At most `n` PUTs at once (at least 1). Before the first send.
-    pub fn with_concurrency(mut self, n: usize) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.permits = Arc::new(Semaphore::new(n.max(1)));
-        }
-        self
-    }
-
-    /// Each PUT may take `timeout` before its object goes by Transfer. Before the first
-    /// send.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.timeout = timeout;
-        }
-        self
-    }
-
-    /// The manager whose items this lane sends.
-    pub fn manager(&self) -> &TransferManager {
-        &self.inner.manager
     }
 
     /// How `collection` is reached: `Some` with its HTTPS, or `None` when it serves none
@@ -171,9 +133,16 @@ impl HttpsLane {
                 };
                 let scopes = CollectionHttps::scopes(collection, &endpoint);
                 let auth = (self.inner.credentials)(collection, &scopes)?;
+                // One quick retry, then Transfer: the lane is for what is fast.
+                let retry = RetryConfig {
+                    max_retries: 1,
+                    base: Duration::from_millis(100),
+                    max_sleep: Duration::from_millis(500),
+                    ..RetryConfig::default()
+                };
                 let https = CollectionHttps::new(*collection, origin, auth)?
-                    .with_retry(self.inner.retry)
-                    .with_timeout(self.inner.timeout);
+                    .with_retry(retry)
+                    .with_timeout(REQUEST_TIMEOUT);
                 Ok::<_, Error>(Route::Https(Arc::new(https)))
             })
             .await;
@@ -192,22 +161,17 @@ impl HttpsLane {
     /// item `item` (enqueued with [`ItemSpec::via_https`](super::ItemSpec::via_https)),
     /// and reports its fate to the manager.
     pub fn send(&self, item: i64, https: Arc<CollectionHttps>, path: String, body: LaneBody) {
-        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
         let lane = self.clone();
-        crate::runtime::handle().spawn(async move {
-            let outcome = lane.put(&https, &path, body).await;
-            lane.report(item, &https, &path, outcome).await;
-            if lane.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-                lane.inner.idle.notify_waiters();
-            }
+        self.spawn(item, https, path, |https, path| async move {
+            lane.put(&https, &path, body).await
         });
     }
 
     /// Fetches `path` from `https`'s collection (`size` bytes) into the local file `to`
     /// in the background, for the lane item `item` whose destination is that local file
     /// (a stage-in): ranged GETs, their size checked, written to a temporary file beside
-    /// `to` (its directory made) and renamed into place.
-    /// Its fate goes to the manager as a PUT's does.
+    /// `to` (its directory made) and renamed into place. Its fate goes to the manager as
+    /// a PUT's does.
     pub fn fetch(
         &self,
         item: i64,
@@ -216,71 +180,30 @@ impl HttpsLane {
         to: PathBuf,
         size: u64,
     ) {
-        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
-        let lane = self.clone();
-        crate::runtime::handle().spawn(async move {
-            let outcome = lane.get_into(&https, &path, &to, size).await;
-            lane.report(item, &https, &path, outcome).await;
-            if lane.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-                lane.inner.idle.notify_waiters();
-            }
+        self.spawn(item, https, path, move |https, path| async move {
+            get_into(&https, &path, to, size).await
         });
     }
 
-    /// One fetch, in its turn (see [`fetch`](Self::fetch)).
-    async fn get_into(
-        &self,
-        https: &CollectionHttps,
-        path: &str,
-        to: &std::path::Path,
-        size: u64,
-    ) -> Result<()> {
-        let _permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::background("the HTTPS lane", None))?;
-        let bytes = https.get_sized(path, size).await?;
-        if bytes.len() as u64 != size {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "{path} came {} bytes long over HTTPS, not {size}",
-                    bytes.len()
-                ),
-            ));
-        }
-        let (to, bytes) = (to.to_path_buf(), bytes);
-        crate::runtime::blocking(move || {
-            if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-            }
-            crate::fsutil::write_atomic(&to, &bytes, false)
-        })
-        .await?
+    /// Runs `request` for item `item` on the library runtime in its turn (at most
+    /// [`CONCURRENCY`] at once), then reports its outcome.
+    fn spawn<F, Fut>(&self, item: i64, https: Arc<CollectionHttps>, path: String, request: F)
+    where
+        F: FnOnce(Arc<CollectionHttps>, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
+        let lane = self.clone();
+        crate::runtime::handle().spawn(async move {
+            let outcome = match Arc::clone(&lane.inner.permits).acquire_owned().await {
+                Ok(_permit) => request(Arc::clone(&https), path.clone()).await,
+                Err(_) => Err(Error::background("the HTTPS lane", None)),
+            };
+            lane.report(item, &https, &path, outcome).await;
+        });
     }
 
-    /// PUTs in flight (or waiting for their turn) now.
-    pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::SeqCst)
-    }
-
-    /// Waits until no PUT is in flight: each has been delivered or handed to Transfer.
-    pub async fn idle(&self) {
-        loop {
-            let idle = self.inner.idle.notified();
-            if self.in_flight() == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-
-    /// One PUT, in its turn.
+    /// One PUT.
     async fn put(&self, https: &CollectionHttps, path: &str, body: LaneBody) -> Result<()> {
-        let _permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::background("the HTTPS lane", None))?;
         let bytes = match body {
             LaneBody::Bytes(bytes) => bytes,
             LaneBody::File(file) => tokio::fs::read(&file)
@@ -369,6 +292,27 @@ impl HttpsLane {
             .get(collection)
             .cloned()
     }
+}
+
+/// One fetch (see [`HttpsLane::fetch`]).
+async fn get_into(https: &CollectionHttps, path: &str, to: PathBuf, size: u64) -> Result<()> {
+    let bytes = https.get_sized(path, size).await?;
+    if bytes.len() as u64 != size {
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            format!(
+                "{path} came {} bytes long over HTTPS, not {size}",
+                bytes.len()
+            ),
+        ));
+    }
+    crate::runtime::blocking(move || {
+        if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        }
+        crate::fsutil::write_atomic(&to, &bytes, false)
+    })
+    .await?
 }
 
 /// Whether `error` is Transfer's answer to a `mkdir` whose parent is missing.
