@@ -14,8 +14,8 @@ mod output;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    config, demo, doctor, https, lease, login, proxy, redis, refs, sim, status, stream, task,
-    transfer,
+    config, demo, doctor, endpoint, https, lease, login, proxy, redis, refs, sim, status, stream,
+    task, transfer,
 };
 
 /// Pass-by-reference for distributed workflows, with Globus Transfer moving the bytes.
@@ -116,6 +116,15 @@ enum Command {
     /// Topics of objects (streams), over Redis or over Globus itself.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// Endpoints: a long-running object store per site that serves ProxyStore's endpoint
+    /// REST API and fetches from the endpoints of other sites (a drop-in for
+    /// `proxystore-endpoint`).
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCommand),
+    /// The relay endpoints register with, find each other through, and tunnel through
+    /// when no direct path exists.
+    #[command(subcommand)]
+    Relay(endpoint::RelayCommand),
     /// Redis servers in the configuration file (`[redis.NAME]`): add, list, remove.
     #[command(subcommand)]
     Redis(redis::RedisCommand),
@@ -136,7 +145,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let logging_in = matches!(cli.command, Command::Login(_));
-    match run(cli.command) {
+    match run(cli.command, cli.verbose) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             if let Some(Exit(code, message)) = error.downcast_ref::<Exit>() {
@@ -238,7 +247,7 @@ fn collection_id(text: &str) -> Result<uuid::Uuid, String> {
     })
 }
 
-fn run(command: Command) -> CliResult {
+fn run(command: Command, verbose: u8) -> CliResult {
     use ps_globus::block_on;
     use transfer::Direction;
     match command {
@@ -272,6 +281,8 @@ fn run(command: Command) -> CliResult {
         Command::Proxy(command) => proxy::run(command),
         Command::Stream(command) => stream::run(command),
         Command::Redis(command) => redis::run(command),
+        Command::Endpoint(command) => endpoint::run(command, verbose),
+        Command::Relay(command) => endpoint::relay(command),
         Command::Sim(command) => sim::run(command),
     }
 }

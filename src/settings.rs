@@ -37,6 +37,10 @@ pub struct Settings {
     pub home: PathBuf,
     /// The configuration file.
     pub config_path: PathBuf,
+    /// Where endpoints are configured, one directory each (ProxyStore's home directory:
+    /// `PROXYSTORE_HOME`, else `XDG_DATA_HOME/proxystore`, else
+    /// `~/.local/share/proxystore`).
+    pub proxystore_home: PathBuf,
     /// The site this process is at, when set explicitly.
     pub site: Option<String>,
     /// The Transfer service root.
@@ -127,6 +131,11 @@ impl Settings {
                     .join("ps-globus")
                     .join("config.toml")
             });
+        let proxystore_home = os("PROXYSTORE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            os("XDG_DATA_HOME")
+                .map(|d| PathBuf::from(d).join("proxystore"))
+                .unwrap_or_else(|| user_home().join(".local/share/proxystore"))
+        });
         // A ProxyStore user's service identity (both PROXYSTORE_GLOBUS_CLIENT_ID and
         // _SECRET: their own confidential client) serves when ps-globus's pair is unset,
         // so a compute node configured for ProxyStore's GlobusConnector needs nothing
@@ -146,6 +155,7 @@ impl Settings {
         Settings {
             home,
             config_path,
+            proxystore_home,
             site: text("PS_GLOBUS_SITE"),
             transfer_url: text("PS_GLOBUS_TRANSFER_URL")
                 .unwrap_or_else(|| DEFAULT_TRANSFER_URL.into()),
@@ -198,6 +208,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("home", &self.home)
             .field("config_path", &self.config_path)
+            .field("proxystore_home", &self.proxystore_home)
             .field("site", &self.site)
             .field("transfer_url", &self.transfer_url)
             .field("auth_url", &self.auth_url)

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod endpoint;
 pub mod https;
 pub mod lease;
 pub mod login;

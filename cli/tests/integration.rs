@@ -21,6 +21,9 @@ mod login_cli;
 mod readme;
 mod staging;
 
+// Endpoints and the relay, as processes.
+mod endpoints;
+
 // The main job and references; leases; many reader processes.
 mod demo_and_refs;
 mod leases;

@@ -8,6 +8,7 @@
 //! | --- | --- | --- |
 //! | `local` | [`LocalConnector`] | this process's memory |
 //! | `file` | [`FileConnector`] | files in one directory |
+//! | `endpoint` | [`EndpointConnector`] | endpoint processes, one per site, that fetch from each other |
 //! | `globus` | [`GlobusConnector`] | files at each site, copied between sites by Globus |
 //! | `redis` | [`RedisConnector`] | values on a Redis server every site reaches |
 //! | `multi` | [`MultiConnector`] | in one of its child connectors, chosen per put by policy |
@@ -22,6 +23,7 @@
 //! error rather than a wrong read.
 
 mod deferred;
+pub mod endpoint;
 mod file;
 mod globus;
 mod local;
@@ -31,6 +33,7 @@ mod reach;
 mod redis;
 pub mod trust;
 
+pub use endpoint::{EndpointConfig, EndpointConnector};
 pub use file::FileConnector;
 pub(crate) use globus::DEFAULT_WAIT;
 pub use globus::{
@@ -447,6 +450,7 @@ fn kinds() -> &'static RwLock<HashMap<String, BuildConnector>> {
         let mut kinds: HashMap<String, BuildConnector> = HashMap::new();
         kinds.insert(LocalConnector::KIND.into(), LocalConnector::build);
         kinds.insert(FileConnector::KIND.into(), FileConnector::build);
+        kinds.insert(EndpointConnector::KIND.into(), EndpointConnector::build);
         kinds.insert(GlobusConnector::KIND.into(), GlobusConnector::build);
         kinds.insert(RedisConnector::KIND.into(), RedisConnector::build);
         kinds.insert(MultiConnector::KIND.into(), MultiConnector::build);

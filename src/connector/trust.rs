@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ConnectorConfig, GlobusConfig, MultiConfig, RedisConfig};
+use super::{ConnectorConfig, EndpointConfig, GlobusConfig, MultiConfig, RedisConfig};
 use crate::error::{Error, Result, Untrusted};
 use crate::settings::{DEFAULT_TRANSFER_URL, Settings};
 
@@ -87,6 +87,9 @@ pub(crate) const FIELDS: &[(&str, &str, Role)] = &[
     ("store", "resolve_timeout", Role::Tuning),
     ("local", "instance", Role::Locator),
     ("file", "dir", Role::Locator),
+    ("endpoint", "endpoints", Role::Locator),
+    ("endpoint", "proxystore_dir", Role::Binding),
+    ("endpoint", "timeout_ms", Role::Tuning),
     ("globus", "store_dir", Role::Locator),
     ("globus", "sites", Role::Locator),
     ("globus", "destinations", Role::Locator),
@@ -405,6 +408,16 @@ pub fn admit(config: &ConnectorConfig, trust: &LocalTrust) -> Result<ConnectorCo
             to_value(&config.kind, &globus)?
         }
         "redis" => to_value(&config.kind, &trust.redis(&config.options_as()?)?)?,
+        "endpoint" => {
+            let mut endpoint: EndpointConfig = config.options_as()?;
+            // Where the home endpoint is comes from this process's own directory: a
+            // proxy naming another would point it at configuration files it planted.
+            endpoint.proxystore_dir = None;
+            endpoint.timeout_ms = endpoint
+                .timeout_ms
+                .map(|ms| ms.min(MAX_DATA_TIMEOUT.as_millis() as u64));
+            to_value(&config.kind, &endpoint)?
+        }
         "multi" => {
             let mut multi: MultiConfig = config.options_as()?;
             for child in &mut multi.children {
