@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 
 mod connector;
 mod emulator;
+mod endpoint;
 mod errors;
 mod refs;
 mod staging;
@@ -83,6 +84,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ps_globus::internal::report_through_host();
     m.add_class::<connector::PyConnector>()?;
     m.add_class::<emulator::PyEmulator>()?;
+    m.add_class::<endpoint::PyEndpoint>()?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(flush_at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;

@@ -37,7 +37,15 @@ def run_at(
 ) -> subprocess.CompletedProcess[bytes]:
     """Runs ``script`` (dedented) in a new interpreter configured as a process at ``site``;
     fails the test if it exits non-zero."""
-    child_env = {**os.environ, **emu.env(site), **(env or {})}
+    return run_at_env(script, stdin, {**emu.env(site), **(env or {})})
+
+
+def run_at_env(
+    script: str, stdin: bytes = b'', env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Runs ``script`` (dedented) in a new interpreter with ``env`` added to this
+    process's environment; fails the test if it exits non-zero."""
+    child_env = {**os.environ, **(env or {})}
     done = subprocess.run(
         [sys.executable, '-c', textwrap.dedent(script)],
         input=stdin,

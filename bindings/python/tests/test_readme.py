@@ -76,10 +76,15 @@ def parsl_snippet(code: str, tmp_path: Path) -> None:
     assert out.split() == ['2000000', '0', 'task(s)'], out
 
 
+def endpoint_and_globus(code: str, tmp_path: Path) -> None:
+    assert run(code, tmp_path).split() == ['near', 'far', '5000000']
+
+
 # Each Python block, by a line it holds: how it runs. A block none knows fails the test.
 RUNNERS = {
-    "emu.activate('hpc')": quick_start,
+    '# this process is at site hpc': quick_start,
     '@parsl.python_app': parsl_snippet,
+    "'near': (EndpointConnector": endpoint_and_globus,
 }
 
 

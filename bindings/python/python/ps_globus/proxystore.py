@@ -229,6 +229,40 @@ class GlobusConnector(RustConnector):
         return cls(store_dir, sites=sites_from_proxystore(endpoints), **kwargs)
 
 
+class EndpointConnector(RustConnector):
+    """Objects in endpoints (``ps-globus endpoint start``, or ProxyStore's own layout):
+    ProxyStore's ``EndpointConnector(endpoints, proxystore_dir)`` arguments, on the Rust
+    connector.
+
+    Each process finds its home endpoint among ``endpoints`` in its own endpoint
+    directory (``PROXYSTORE_HOME``, or ``proxystore_dir`` where this process constructs
+    the connector); a proxy rebuilt elsewhere uses that process's own directory, never
+    one the proxy names. A key names the endpoint that holds the object, and the home
+    endpoint fetches it from there. Where ProxyStore's client aborts on the first
+    endpoint that refuses a connection, this one tries the next; a peer that cannot be
+    reached is a :class:`ps_globus.errors.ServiceError` naming it, after the
+    endpoint's deadline, never a hang.
+    """
+
+    kind = 'endpoint'
+
+    def __init__(
+        self,
+        endpoints: Sequence[Any],
+        proxystore_dir: str | os.PathLike[str] | None = None,
+        *,
+        timeout_ms: int | None = None,
+    ) -> None:
+        ids = [str(e) for e in endpoints]
+        directory = None if proxystore_dir is None else os.path.abspath(os.fspath(proxystore_dir))
+        self._start(
+            _without_none(
+                {'endpoints': ids, 'proxystore_dir': directory, 'timeout_ms': timeout_ms}
+            ),
+            {'endpoints': ids, 'proxystore_dir': directory, 'timeout_ms': timeout_ms},
+        )
+
+
 class RedisConnector(RustConnector):
     """Objects as values on a Redis server every process using them reaches.
 
@@ -435,6 +469,7 @@ def prefetch(proxies: Iterable[Any]) -> None:
 
 
 __all__ = [
+    'EndpointConnector',
     'FileConnector',
     'GlobusConnector',
     'PsGlobusKey',

@@ -183,4 +183,45 @@ def emulator(
             shutil.rmtree(directory, ignore_errors=True)
 
 
-__all__ = ['CLIENT_ID', 'CLIENT_SECRET', 'Emulator', 'emulator']
+class RunningEndpoint:
+    """An endpoint served from this process (see :func:`endpoint`)."""
+
+    def __init__(self, core: _core.Endpoint, home: Path) -> None:
+        self._core = core
+        #: Its id: what ``EndpointConnector([uuid])`` names.
+        self.uuid: str = core.uuid
+        #: Its ``PROXYSTORE_HOME`` (pass it as ``proxystore_dir``, or set the variable).
+        self.home: Path = home
+
+    def stop(self) -> None:
+        """Stops serving; its objects stay in its directory."""
+        self._core.stop()
+
+
+@contextmanager
+def endpoint(
+    name: str = 'endpoint',
+    *,
+    home: str | os.PathLike[str] | None = None,
+    max_object_size: int | None = None,
+) -> Iterator[RunningEndpoint]:
+    """Serves endpoint ``name`` of ``home`` (default: a temporary directory, removed at
+    the end) from this process, configuring it first if needed: what ProxyStore's
+    ``EndpointConnector`` and ours use in a test, without ``ps-globus endpoint start``."""
+    owned = home is None
+    directory = Path(tempfile.mkdtemp(prefix='ps-globus-endpoints-')) if owned else Path(home)
+    directory = directory.resolve()
+    try:
+        running = RunningEndpoint(
+            _core.Endpoint(str(directory), name, max_object_size), directory
+        )
+        try:
+            yield running
+        finally:
+            running.stop()
+    finally:
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+__all__ = ['CLIENT_ID', 'CLIENT_SECRET', 'Emulator', 'RunningEndpoint', 'emulator', 'endpoint']
