@@ -23,6 +23,9 @@
 //! error rather than a wrong read.
 
 mod deferred;
+// Its config file model and wire constants are for the endpoint package and the command;
+// the public face is `EndpointConnector` and `EndpointConfig`.
+#[doc(hidden)]
 pub mod endpoint;
 mod file;
 mod globus;

@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(read_message(&mut reader).await.unwrap(), None);
 
         // An unknown field or type is refused, not guessed at.
-        let mut odd = &b"{\"type\":\"ping\",\"extra\":1}\n"[..];
+        let mut odd = &b"{\"type\":\"lookup\",\"id\":1,\"peer\":\"6f6b8e1e-4b1e-4e55-9a63-8f0e8a7bde21\",\"extra\":1}\n"[..];
         assert!(read_message(&mut odd).await.is_err());
         let mut odd = &b"{\"type\":\"teleport\"}\n"[..];
         assert!(read_message(&mut odd).await.is_err());

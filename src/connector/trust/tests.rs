@@ -152,6 +152,26 @@ fn a_multi_configs_children_are_admitted_too() {
 }
 
 #[test]
+fn an_endpoint_proxy_never_chooses_the_directory_its_home_endpoint_is_found_in() {
+    let planted = ConnectorConfig {
+        kind: "endpoint".into(),
+        options: serde_json::json!({
+            "endpoints": ["6f6b8e1e-4b1e-4e55-9a63-8f0e8a7bde21"],
+            "proxystore_dir": "/tmp/planted",
+            "timeout_ms": u64::MAX,
+        }),
+    };
+    let admitted: crate::connector::EndpointConfig =
+        admit(&planted, &local()).unwrap().options_as().unwrap();
+    assert_eq!(admitted.proxystore_dir, None);
+    assert_eq!(
+        admitted.timeout_ms,
+        Some(MAX_DATA_TIMEOUT.as_millis() as u64)
+    );
+    assert_eq!(admitted.endpoints.len(), 1);
+}
+
+#[test]
 fn only_minted_ids_are_changed_from_data() {
     assert!(is_minted_id(&Key::new_id()));
     for id in ["authorized_keys", "0123", &"A".repeat(32), &"g".repeat(32)] {
@@ -260,6 +280,7 @@ fn every_connector_option_is_classified_as_locator_or_binding_in_the_threat_mode
             fields_of::<crate::connector::local::LocalOptions>(),
         ),
         ("file", fields_of::<crate::connector::file::FileOptions>()),
+        ("endpoint", fields_of::<crate::connector::EndpointConfig>()),
         ("globus", fields_of::<GlobusConfig>()),
         ("redis", fields_of::<RedisConfig>()),
         ("multi", fields_of::<MultiConfig>()),
