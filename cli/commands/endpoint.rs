@@ -55,10 +55,15 @@ pub struct ConfigureArgs {
     /// The REST API's port (default: a free one).
     #[arg(long)]
     port: Option<u16>,
-    /// The relay to register with, tcp://HOST:PORT (`ps-globus relay serve`). Without
-    /// one the endpoint serves its own objects only.
+    /// The relay to register with, tls://HOST:PORT (`ps-globus relay serve --tls-cert`),
+    /// or tcp://HOST:PORT on loopback or without auth. Without one the endpoint serves
+    /// its own objects only.
     #[arg(long)]
     relay_address: Option<String>,
+    /// A CA certificate (PEM) to check a tls:// relay's certificate against, instead of
+    /// the system's roots.
+    #[arg(long)]
+    relay_ca_file: Option<PathBuf>,
     /// How the relay checks this endpoint: globus (a token for a service identity,
     /// PS_GLOBUS_CLIENT_ID/SECRET or PROXYSTORE_GLOBUS_CLIENT_ID/SECRET) or none.
     #[arg(long, value_parser = ["globus", "none"])]
@@ -137,6 +142,13 @@ pub struct RelayServeArgs {
     /// The audience a token must carry (default: ProxyStore's relay resource server).
     #[arg(long, default_value = PROXYSTORE_RELAY_AUDIENCE)]
     audience: String,
+    /// Serve TLS with this certificate chain (PEM); endpoints then use tls://. Needed
+    /// for tokens to cross a network.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn home() -> PathBuf {
@@ -211,6 +223,10 @@ fn configure(home: &Path, args: ConfigureArgs) -> CliResult {
     ext.relay_address = args.relay_address;
     ext.relay_auth = args.relay_auth;
     ext.relay_scope = args.relay_scope;
+    ext.relay_ca_file = match args.relay_ca_file {
+        Some(path) => Some(std::path::absolute(path)?.display().to_string()),
+        None => None,
+    };
     ext.peer_listen = args.peer_listen;
     ext.peer_advertise = args.peer_advertise;
     ext.peer_timeout_s = args.peer_timeout_s;
@@ -479,16 +495,23 @@ pub fn relay(command: RelayCommand) -> CliResult {
             RelayAuth::globus(&s.auth_url, id, secret, &args.audience).map_err(err)?
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(ps_globus_endpoint::relay::transport::acceptor(cert, key).map_err(err)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "tls" } else { "tcp" };
     ps_globus::block_on(async move {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let listener = tokio::net::TcpListener::bind(&args.listen).await?;
         println!(
             "{}",
-            serde_json::json!({"address": format!("tcp://{}", listener.local_addr()?)})
+            serde_json::json!({"address": format!("{scheme}://{}", listener.local_addr()?)})
         );
         tokio::select! {
-            () = ps_globus_endpoint::relay::server::serve(listener, auth) => {}
+            () = ps_globus_endpoint::relay::server::serve(listener, auth, tls) => {}
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }

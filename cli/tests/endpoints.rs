@@ -516,7 +516,7 @@ async fn endpoints_reregister_after_the_relay_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_expiring_token_is_renewed_and_identities_do_not_mix() {
+async fn over_a_tls_relay_an_expiring_token_is_renewed_and_identities_do_not_mix() {
     // Globus Auth (the emulator): tokens live 2 s; the relay introspects as its own client.
     let emu = Emu::with(|config| {
         config.token_lifetime_s = 2;
@@ -537,7 +537,28 @@ async fn an_expiring_token_is_renewed_and_identities_do_not_mix() {
         ("PS_GLOBUS_CLIENT_ID".into(), "relay-client".into()),
         ("PS_GLOBUS_CLIENT_SECRET".into(), "relay-secret".into()),
     ];
-    let (_relay, address) = relay(&relay_home, "127.0.0.1:0", &[]);
+    // The relay serves TLS (tokens cross it) with a certificate for 127.0.0.1 signed by
+    // a CA the endpoints are told to trust.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+    let signing_key = rcgen::KeyPair::generate().unwrap();
+    let made = params.signed_by(&signing_key, &ca).unwrap();
+    let path = |name: &str| relay_home.path().join(name);
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("relay.pem"), made.pem()).unwrap();
+    std::fs::write(path("relay.key"), signing_key.serialize_pem()).unwrap();
+    let [ca_arg, cert_arg, key_arg] =
+        ["ca.pem", "relay.pem", "relay.key"].map(|name| path(name).display().to_string());
+    let (_relay, address) = relay(
+        &relay_home,
+        "127.0.0.1:0",
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+    );
+    assert!(address.starts_with("tls://127.0.0.1:"), "{address}");
 
     let mut home = Home::new();
     home.env = vec![
@@ -548,6 +569,8 @@ async fn an_expiring_token_is_renewed_and_identities_do_not_mix() {
     let peer_args = [
         "--relay-address",
         &address,
+        "--relay-ca-file",
+        &ca_arg,
         "--peer-listen",
         "127.0.0.1:0",
         "--peer-timeout-s",

@@ -22,6 +22,7 @@ use crate::owner::{TcpOwners, UnixOwners, own_uid};
 use crate::peer::{Peers, tls};
 use crate::relay::auth::PROXYSTORE_RELAY_SCOPE;
 use crate::relay::client::{Registration, RelayClient};
+use crate::relay::transport::RelayAddress;
 use crate::rest::{self, Api};
 use crate::storage::{DATABASE_FILE, Storage};
 
@@ -126,17 +127,6 @@ async fn serve(
     a.and(b).map_err(|e| fail("serving", e))
 }
 
-/// The relay's `host:port` from `tcp://host:port`.
-fn relay_host_port(address: &str) -> Result<String, ServeError> {
-    match address.split_once("://") {
-        Some(("tcp", rest)) if !rest.is_empty() => Ok(rest.trim_end_matches('/').to_owned()),
-        _ => Err(ServeError(format!(
-            "relay_address {address:?} is not tcp://HOST:PORT (our relay speaks its own protocol; \
-             ProxyStore's ws:// relays are not supported)"
-        ))),
-    }
-}
-
 /// The token source for the relay, as configured.
 fn relay_token(config: &EndpointFileConfig) -> Result<Option<Arc<dyn Authorizer>>, ServeError> {
     match config.ps_globus.relay_auth.as_deref().unwrap_or("globus") {
@@ -178,8 +168,13 @@ async fn start_peering(
     storage: Storage,
 ) -> Result<Arc<Peers>, ServeError> {
     let ext = &config.ps_globus;
-    let relay = relay_host_port(relay)?;
     let token = relay_token(config)?;
+    let relay = RelayAddress::parse(
+        relay,
+        ext.relay_ca_file.as_deref().map(Path::new),
+        token.is_some(),
+    )
+    .map_err(ServeError)?;
     let listen = ext
         .peer_listen
         .clone()
@@ -217,7 +212,11 @@ async fn start_peering(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(serving.clone().serve_connection(stream));
+                    tokio::spawn(
+                        serving
+                            .clone()
+                            .serve_connection(crate::peer::direct(stream)),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!("accepting a peer: {e}");

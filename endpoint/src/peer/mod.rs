@@ -33,6 +33,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use uuid::Uuid;
 
 use crate::relay::client::{PeerInfo, RelayClient, RelayError};
+use crate::relay::transport::Stream;
 use crate::storage::{Storage, StorageError};
 use wire::{Header, read_frame, write_frame};
 
@@ -133,7 +134,7 @@ pub async fn run_local(storage: &Storage, key: &str, op: Op) -> Result<Answer, S
     })
 }
 
-type Connection = tokio_rustls::client::TlsStream<TcpStream>;
+type Connection = tokio_rustls::client::TlsStream<Stream>;
 
 /// How the connections to peers were made, for `endpoint check` and the tests.
 #[derive(Debug, Default)]
@@ -307,7 +308,7 @@ impl Peers {
             let mut problems = Vec::new();
             for address in &info.addresses {
                 match TcpStream::connect(address).await {
-                    Ok(stream) => match self.greet(&connector, stream).await {
+                    Ok(stream) => match self.greet(&connector, direct(stream)).await {
                         Ok(connection) => return Ok(connection),
                         Err(e) => problems.push(format!("{address}: {e}")),
                     },
@@ -368,12 +369,7 @@ impl Peers {
     }
 
     /// TLS over `stream`, then our `hello` and the peer's `welcome`.
-    async fn greet(
-        &self,
-        connector: &TlsConnector,
-        stream: TcpStream,
-    ) -> Result<Connection, String> {
-        let _ = stream.set_nodelay(true);
+    async fn greet(&self, connector: &TlsConnector, stream: Stream) -> Result<Connection, String> {
         let mut connection = connector
             .connect(tls::server_name(), stream)
             .await
@@ -392,8 +388,7 @@ impl Peers {
     }
 
     /// Serves one connection a peer opened (directly or through a circuit).
-    pub async fn serve_connection(self: Arc<Self>, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    pub async fn serve_connection(self: Arc<Self>, stream: Stream) {
         let config = match self.identity.server_config() {
             Ok(config) => config,
             Err(e) => {
@@ -486,6 +481,12 @@ impl Peers {
             }
         }
     }
+}
+
+/// A direct TCP connection as a [`Stream`], without Nagle's delay.
+pub fn direct(stream: TcpStream) -> Stream {
+    let _ = stream.set_nodelay(true);
+    Box::new(stream)
 }
 
 /// Why one attempt failed.

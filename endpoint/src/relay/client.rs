@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use ps_globus::auth::Authorizer;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::proto::{Message, Secret, read_message, write_message};
+use super::transport::{RelayAddress, Stream};
 
 /// How often the control connection is pinged.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
@@ -75,7 +75,7 @@ impl std::fmt::Debug for RelayClient {
 }
 
 struct Inner {
-    address: String,
+    address: RelayAddress,
     registration: Registration,
     token: Option<Arc<dyn Authorizer>>,
     /// The live connection's outbox (None while disconnected).
@@ -92,7 +92,7 @@ impl RelayClient {
     /// as `registration` with tokens from `token` (none for a relay without auth).
     /// Circuits peers open to us arrive on the returned channel: `(circuit, from)`.
     pub fn start(
-        address: String,
+        address: RelayAddress,
         registration: Registration,
         token: Option<Arc<dyn Authorizer>>,
     ) -> (Self, mpsc::UnboundedReceiver<(String, Uuid)>) {
@@ -114,8 +114,8 @@ impl RelayClient {
     }
 
     /// The relay's address.
-    pub fn address(&self) -> &str {
-        &self.inner.address
+    pub fn address(&self) -> String {
+        self.inner.address.to_string()
     }
 
     /// Whether the control connection is up.
@@ -156,7 +156,7 @@ impl RelayClient {
 
     /// Opens a relayed circuit to `peer` and joins it: a byte stream to the peer, in which
     /// the caller runs TLS.
-    pub async fn circuit(&self, peer: Uuid, deadline: Instant) -> Result<TcpStream, RelayError> {
+    pub async fn circuit(&self, peer: Uuid, deadline: Instant) -> Result<Stream, RelayError> {
         let circuit = match self
             .ask(|id| Message::Connect { id, peer }, deadline)
             .await?
@@ -171,13 +171,12 @@ impl RelayClient {
     }
 
     /// Joins `circuit` (one a peer opened to us, or our own).
-    pub async fn join(&self, circuit: &str, deadline: Instant) -> Result<TcpStream, RelayError> {
-        let down = || RelayError::Down(self.inner.address.clone());
-        let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(&self.inner.address))
+    pub async fn join(&self, circuit: &str, deadline: Instant) -> Result<Stream, RelayError> {
+        let down = || RelayError::Down(self.inner.address.to_string());
+        let mut stream = tokio::time::timeout_at(deadline, self.inner.address.connect())
             .await
             .map_err(|_| down())?
             .map_err(|_| down())?;
-        let _ = stream.set_nodelay(true);
         write_message(
             &mut stream,
             &Message::Join {
@@ -195,7 +194,7 @@ impl RelayClient {
         make: impl FnOnce(u64) -> Message,
         deadline: Instant,
     ) -> Result<Message, RelayError> {
-        let down = || RelayError::Down(self.inner.address.clone());
+        let down = || RelayError::Down(self.inner.address.to_string());
         let mut outbox = self.inner.outbox.subscribe();
         let sender = tokio::time::timeout_at(deadline, outbox.wait_for(Option::is_some))
             .await
@@ -295,14 +294,12 @@ async fn session(client: &Arc<Inner>, incoming: &mpsc::UnboundedSender<(String, 
         },
         None => None,
     };
-    let connect =
-        tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&client.address));
+    let connect = tokio::time::timeout(Duration::from_secs(10), client.address.connect());
     let mut stream = match connect.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Session::Failed(format!("cannot connect to the relay: {e}")),
         Err(_) => return Session::Failed("the relay did not accept within 10 s".into()),
     };
-    let _ = stream.set_nodelay(true);
     let r = &client.registration;
     let register = Message::Register {
         uuid: r.uuid,
@@ -332,7 +329,7 @@ async fn session(client: &Arc<Inner>, incoming: &mpsc::UnboundedSender<(String, 
     *client.last_problem.lock().expect("relay lock") = None;
     tracing::info!(relay = %client.address, "registered");
 
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (outbox, mut queue) = mpsc::unbounded_channel::<Message>();
     let writing = tokio::spawn(async move {
         while let Some(message) = queue.recv().await {

@@ -16,12 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use super::auth::{RelayAuth, User};
 use super::proto::{Message, read_message, write_message};
+use super::transport::Stream;
 
 /// How long a circuit waits for its two ends.
 pub const CIRCUIT_WAIT: Duration = Duration::from_secs(10);
@@ -46,7 +48,7 @@ struct Circuit {
     /// The two endpoints it joins.
     ends: (Uuid, Uuid),
     /// The first end to join waits here for the second's stream.
-    waiting: Option<oneshot::Sender<TcpStream>>,
+    waiting: Option<oneshot::Sender<Stream>>,
 }
 
 /// The relay's state.
@@ -57,8 +59,8 @@ struct Relay {
     connections: AtomicU64,
 }
 
-/// Serves the relay on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, auth: RelayAuth) {
+/// Serves the relay on `listener` (TLS with `tls`) until the task is dropped.
+pub async fn serve(listener: TcpListener, auth: RelayAuth, tls: Option<TlsAcceptor>) {
     let relay = Arc::new(Relay::default());
     let auth = Arc::new(auth);
     loop {
@@ -71,11 +73,21 @@ pub async fn serve(listener: TcpListener, auth: RelayAuth) {
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(handle(relay.clone(), auth.clone(), stream));
+        let (relay, auth, tls) = (relay.clone(), auth.clone(), tls.clone());
+        tokio::spawn(async move {
+            let stream: Stream = match tls {
+                None => Box::new(stream),
+                Some(tls) => match tokio::time::timeout(FIRST_MESSAGE, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    _ => return,
+                },
+            };
+            handle(relay, auth, stream).await;
+        });
     }
 }
 
-async fn handle(relay: Arc<Relay>, auth: Arc<RelayAuth>, mut stream: TcpStream) {
+async fn handle(relay: Arc<Relay>, auth: Arc<RelayAuth>, mut stream: Stream) {
     let first = match tokio::time::timeout(FIRST_MESSAGE, read_message(&mut stream)).await {
         Ok(Ok(Some(message))) => message,
         _ => return,
@@ -113,7 +125,7 @@ async fn handle(relay: Arc<Relay>, auth: Arc<RelayAuth>, mut stream: TcpStream) 
 /// Serves one registered endpoint's control connection.
 async fn control(
     relay: Arc<Relay>,
-    stream: TcpStream,
+    stream: Stream,
     user: User,
     uuid: Uuid,
     name: String,
@@ -159,7 +171,7 @@ async fn control(
     }
     tracing::info!(%uuid, %name, "registered");
     let _ = outbox.send(Message::Registered);
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let writer_task = tokio::spawn(async move {
         while let Some(message) = inbox.recv().await {
             let last = matches!(message, Message::Refused { .. });
@@ -312,7 +324,7 @@ fn expire_circuit(relay: &Arc<Relay>, circuit: String) {
 
 /// One end joins `circuit`: the first waits for the second; the second hands its stream
 /// over and the first copies bytes between them until either closes.
-async fn join(relay: Arc<Relay>, stream: TcpStream, circuit: String) {
+async fn join(relay: Arc<Relay>, stream: Stream, circuit: String) {
     let waiting = {
         let mut circuits = relay.circuits.lock().expect("relay lock");
         let Some(entry) = circuits.get_mut(&circuit) else {

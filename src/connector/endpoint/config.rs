@@ -81,8 +81,8 @@ pub struct Extensions {
     /// The address the REST API listens on (default `127.0.0.1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_host: Option<String>,
-    /// The relay this endpoint registers with (`tcp://host:port`), absent for an
-    /// endpoint on its own.
+    /// The relay this endpoint registers with (`tls://host:port`, or `tcp://host:port`
+    /// on loopback or without auth), absent for an endpoint on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_address: Option<String>,
     /// How the relay checks who we are: `globus` (a Globus Auth token, the default) or
@@ -92,6 +92,10 @@ pub struct Extensions {
     /// The scope the relay token is asked for (default ProxyStore's relay scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_scope: Option<String>,
+    /// A CA certificate (PEM) a `tls://` relay's certificate is checked against, instead
+    /// of the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_ca_file: Option<String>,
     /// Where peers connect to us directly (`host:port`; default `0.0.0.0:0`, any free
     /// port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
