@@ -59,10 +59,20 @@ pub enum StorageError {
     },
 }
 
-/// One object held in memory.
+/// One object held in memory, with its SHA-256 (computed once, when it arrived).
 #[derive(Clone)]
 struct Resident {
     data: Bytes,
+    sha256: [u8; 32],
+}
+
+/// An object and its SHA-256, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Its bytes.
+    pub data: Bytes,
+    /// Their SHA-256.
+    pub sha256: [u8; 32],
 }
 
 /// The memory tier: an LRU of objects and their total size.
@@ -81,7 +91,8 @@ impl Memory {
 
     /// Keeps `data` in memory if it fits the budget, dropping the least recently used
     /// objects to make room (they stay in the database).
-    fn insert(&mut self, key: String, data: Bytes) {
+    fn insert(&mut self, key: String, stored: Stored) {
+        let Stored { data, sha256 } = stored;
         self.remove(&key);
         let size = data.len() as u64;
         if size > self.budget {
@@ -94,7 +105,7 @@ impl Memory {
             }
         }
         self.bytes += size;
-        self.objects.put(key, Resident { data });
+        self.objects.put(key, Resident { data, sha256 });
     }
 }
 
@@ -200,31 +211,50 @@ impl Storage {
     /// Stores `data` under `key` (replacing what was there, as ProxyStore's does): in the
     /// database first, then in memory.
     pub async fn set(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        let size = data.len() as u64;
+        let sha256 = Sha256::digest(&data).into();
+        self.set_stored(key, Stored { data, sha256 }).await
+    }
+
+    /// Stores an object whose SHA-256 the caller has already computed or checked (a
+    /// peer's frame carries it).
+    pub async fn set_stored(&self, key: &str, stored: Stored) -> Result<(), StorageError> {
+        let size = stored.data.len() as u64;
         if size > self.max_object_size {
             return Err(StorageError::TooLarge {
                 size,
                 limit: self.max_object_size,
             });
         }
-        let digest = Sha256::digest(&data).to_vec();
-        let (row_key, row) = (key.to_owned(), data.clone());
+        let (row_key, row) = (key.to_owned(), stored.clone());
         self.with_db(move |db| {
             db.prepare_cached(
                 "INSERT OR REPLACE INTO objects (key, value, size, sha256) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![row_key, &row[..], size as i64, digest])
+            .execute(params![
+                row_key,
+                &row.data[..],
+                size as i64,
+                &row.sha256[..]
+            ])
         })
         .await?;
-        self.memory().insert(key.to_owned(), data);
+        self.memory().insert(key.to_owned(), stored);
         Ok(())
     }
 
     /// The object under `key`, if any: from memory, or read from the database and
     /// checked.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        Ok(self.get_stored(key).await?.map(|stored| stored.data))
+    }
+
+    /// The object under `key` and its SHA-256, if any.
+    pub async fn get_stored(&self, key: &str) -> Result<Option<Stored>, StorageError> {
         if let Some(resident) = self.memory().objects.get(key) {
-            return Ok(Some(resident.data.clone()));
+            return Ok(Some(Stored {
+                data: resident.data.clone(),
+                sha256: resident.sha256,
+            }));
         }
         let row_key = key.to_owned();
         let row: Option<(Vec<u8>, i64, Vec<u8>)> = self
@@ -237,7 +267,8 @@ impl Storage {
         let Some((value, size, digest)) = row else {
             return Ok(None);
         };
-        if value.len() as i64 != size || Sha256::digest(&value)[..] != digest[..] {
+        let sha256: [u8; 32] = Sha256::digest(&value).into();
+        if value.len() as i64 != size || sha256[..] != digest[..] {
             tracing::error!(key, path = %self.path.display(), "a stored object is damaged; removing it");
             self.evict(key).await?;
             return Err(StorageError::Corrupt {
@@ -245,9 +276,12 @@ impl Storage {
                 path: self.path.clone(),
             });
         }
-        let data = Bytes::from(value);
-        self.memory().insert(key.to_owned(), data.clone());
-        Ok(Some(data))
+        let stored = Stored {
+            data: Bytes::from(value),
+            sha256,
+        };
+        self.memory().insert(key.to_owned(), stored.clone());
+        Ok(Some(stored))
     }
 
     /// Whether an object is stored under `key`.

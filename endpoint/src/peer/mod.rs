@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::relay::client::{PeerInfo, RelayClient, RelayError};
 use crate::relay::transport::Stream;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, Stored};
 use wire::{Header, read_frame, write_frame};
 
 /// How long a direct dial runs alone before a relayed circuit is started beside it.
@@ -376,7 +376,7 @@ impl Peers {
             .map_err(|e| format!("TLS handshake: {e}"))?;
         let mut hello = Header::new("hello");
         hello.from = Some(self.uuid);
-        write_frame(&mut connection, hello, None)
+        write_frame(&mut connection, hello, None, None)
             .await
             .map_err(|e| format!("greeting: {e}"))?;
         match read_frame(&mut connection, 0).await {
@@ -422,12 +422,12 @@ impl Peers {
             if vouched.fingerprint != presented {
                 let mut refused = Header::new("error");
                 refused.message = Some("your certificate is not the one the relay knows".into());
-                let _ = write_frame(&mut connection, refused, None).await;
+                let _ = write_frame(&mut connection, refused, None, None).await;
                 return Err(format!(
                     "{from} presented a certificate the relay does not know"
                 ));
             }
-            write_frame(&mut connection, Header::new("welcome"), None)
+            write_frame(&mut connection, Header::new("welcome"), None, None)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>((connection, from))
@@ -447,33 +447,36 @@ impl Peers {
         let limit = self.storage.max_object_size();
         while let Ok(Some((header, body))) = read_frame(&mut connection, limit).await {
             let key = header.key.clone().unwrap_or_default();
-            let op = match (header.kind.as_str(), body) {
-                ("get", _) => Op::Get,
-                ("exists", _) => Op::Exists,
-                ("evict", _) => Op::Evict,
-                ("set", Some(data)) => Op::Set(data),
+            tracing::debug!(%from, op = %header.kind, "peer request");
+            let storage = &self.storage;
+            let answered = match (header.kind.as_str(), body) {
+                // The digest kept since the object arrived goes with it: the reader checks
+                // it, and nothing here hashes the object again.
+                ("get", _) => storage.get_stored(&key).await.map(|stored| match stored {
+                    Some(stored) => (found(true), Some((stored.data, stored.sha256))),
+                    None => (found(false), None),
+                }),
+                ("exists", _) => storage.exists(&key).await.map(|is| (found(is), None)),
+                ("evict", _) => storage
+                    .evict(&key)
+                    .await
+                    .map(|()| (Header::new("ok"), None)),
+                ("set", Some((data, sha256))) => storage
+                    .set_stored(&key, Stored { data, sha256 })
+                    .await
+                    .map(|()| (Header::new("ok"), None)),
                 _ => break,
             };
-            tracing::debug!(%from, op = op.name(), "peer request");
-            let (reply, body) = match run_local(&self.storage, &key, op).await {
-                Ok(Answer::Data(data)) => {
-                    let mut ok = Header::new("ok");
-                    ok.found = Some(data.is_some());
-                    (ok, data)
-                }
-                Ok(Answer::Exists(found)) => {
-                    let mut ok = Header::new("ok");
-                    ok.found = Some(found);
-                    (ok, None)
-                }
-                Ok(Answer::Done) => (Header::new("ok"), None),
-                Err(e) => {
-                    let mut error = Header::new("error");
-                    error.message = Some(e.to_string());
-                    (error, None)
-                }
+            let (reply, body) = answered.unwrap_or_else(|e| {
+                let mut error = Header::new("error");
+                error.message = Some(e.to_string());
+                (error, None)
+            });
+            let (body, digest) = match body {
+                Some((data, digest)) => (Some(data), Some(digest)),
+                None => (None, None),
             };
-            if write_frame(&mut connection, reply, body.as_ref())
+            if write_frame(&mut connection, reply, body.as_ref(), digest)
                 .await
                 .is_err()
             {
@@ -481,6 +484,12 @@ impl Peers {
             }
         }
     }
+}
+
+fn found(is: bool) -> Header {
+    let mut ok = Header::new("ok");
+    ok.found = Some(is);
+    ok
 }
 
 /// A direct TCP connection as a [`Stream`], without Nagle's delay.
@@ -512,7 +521,7 @@ async fn exchange(
         Op::Set(data) => Some(data),
         _ => None,
     };
-    write_frame(&mut connection, header, body)
+    write_frame(&mut connection, header, body, None)
         .await
         .map_err(|e| Failure::Path(format!("sending: {e}")))?;
     let (reply, body) = match read_frame(&mut connection, max_body).await {
@@ -528,7 +537,7 @@ async fn exchange(
         return Err(Failure::Remote(reply.message.unwrap_or_default()));
     }
     let answer = match op {
-        Op::Get => Answer::Data(body),
+        Op::Get => Answer::Data(body.map(|(data, _)| data)),
         Op::Exists => Answer::Exists(reply.found.unwrap_or(false)),
         Op::Set(_) | Op::Evict => Answer::Done,
     };

@@ -5,7 +5,7 @@
 //! length, the body. A body carries its SHA-256 in the header and is checked on arrival;
 //! a length over the receiver's limit ends the connection before anything is read.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,14 +54,20 @@ fn invalid(message: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, message.into())
 }
 
-/// Writes one frame; a body gets its digest in the header.
+/// A body and its SHA-256.
+pub type Body = (Bytes, [u8; 32]);
+
+/// Writes one frame; a body gets its digest in the header (`known`, when the caller has
+/// it already: an object's digest is kept from when it was stored).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     mut header: Header,
     body: Option<&Bytes>,
+    known: Option<[u8; 32]>,
 ) -> std::io::Result<()> {
     if let Some(body) = body {
-        header.sha256 = Some(hex(&Sha256::digest(body)));
+        let digest: [u8; 32] = known.unwrap_or_else(|| Sha256::digest(body).into());
+        header.sha256 = Some(hex(&digest));
     }
     let head = serde_json::to_vec(&header).map_err(|e| invalid(e.to_string()))?;
     let mut prefix = Vec::with_capacity(4 + head.len() + 8);
@@ -80,7 +86,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_body: u64,
-) -> std::io::Result<Option<(Header, Option<Bytes>)>> {
+) -> std::io::Result<Option<(Header, Option<Body>)>> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -109,13 +115,20 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             Err(invalid("a body without its sha256"))
         };
     }
-    let mut body = BytesMut::zeroed(body_len as usize);
-    reader.read_exact(&mut body).await?;
-    let body = body.freeze();
-    if header.sha256.as_deref() != Some(hex(&Sha256::digest(&body)).as_str()) {
+    // Read into spare capacity (no zero-filling of a large body first).
+    let mut body = Vec::with_capacity(body_len as usize);
+    let read = reader.take(body_len).read_to_end(&mut body).await?;
+    if read as u64 != body_len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the connection ended inside a body",
+        ));
+    }
+    let digest: [u8; 32] = Sha256::digest(&body).into();
+    if header.sha256.as_deref() != Some(hex(&digest).as_str()) {
         return Err(invalid("a body whose sha256 differs from its header's"));
     }
-    Ok(Some((header, Some(body))))
+    Ok(Some((header, Some((Bytes::from(body), digest)))))
 }
 
 #[cfg(test)]
@@ -128,12 +141,21 @@ mod tests {
         let mut header = Header::new("set");
         header.key = Some("k".into());
         let mut wire = Vec::new();
-        write_frame(&mut wire, header.clone(), Some(&body))
+        write_frame(&mut wire, header.clone(), Some(&body), None)
             .await
             .unwrap();
         let (got, got_body) = read_frame(&mut &wire[..], 1 << 20).await.unwrap().unwrap();
         assert_eq!(got.key.as_deref(), Some("k"));
-        assert_eq!(got_body, Some(body.clone()));
+        let (got_body, digest) = got_body.unwrap();
+        assert_eq!(got_body, body);
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&body)));
+
+        // A digest the sender claims that does not match its body: refused.
+        let mut lying = Vec::new();
+        write_frame(&mut lying, header.clone(), Some(&body), Some([0; 32]))
+            .await
+            .unwrap();
+        assert!(read_frame(&mut &lying[..], 1 << 20).await.is_err());
 
         // One flipped byte of the body: refused, not delivered.
         let last = wire.len() - 1;
