@@ -65,6 +65,18 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let ext = config.ps_globus.clone();
+    if config.relay.is_some() && ext.relay_address.is_none() {
+        tracing::warn!(
+            "the [relay] table (ProxyStore's websocket relay) is not ours: this endpoint serves \
+             its own objects only; set relay_address in its [ps_globus] table to peer"
+        );
+    }
+    if config.storage.database_path.is_some() {
+        tracing::warn!(
+            "[storage] database_path is ProxyStore's; this endpoint keeps its objects in {}",
+            dir.join(DATABASE_FILE).display()
+        );
+    }
     let storage = Storage::open(
         &dir.join(DATABASE_FILE),
         ext.memory_budget.unwrap_or(DEFAULT_MEMORY_BUDGET),

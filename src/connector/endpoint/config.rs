@@ -62,7 +62,8 @@ fn default_host_type() -> String {
 /// ProxyStore's `[storage]` table.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StorageSection {
-    /// The SQLite database objects spill to (and persist in).
+    /// ProxyStore's SQLite database, kept as written: our endpoint keeps every object in
+    /// `objects.db` in its own directory, with its size and sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_path: Option<String>,
     /// The largest object accepted, in bytes (ProxyStore's default: 100,000,000).
@@ -74,8 +75,8 @@ pub struct StorageSection {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extensions {
-    /// Bytes of objects kept in memory before the least recently used spill to the
-    /// database (default 1 GiB).
+    /// Bytes of the most recently used objects kept in memory as well (default 1 GiB);
+    /// every object is in the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_budget: Option<u64>,
     /// The address the REST API listens on (default `127.0.0.1`).
