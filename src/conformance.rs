@@ -56,40 +56,62 @@ impl Harness {
 }
 
 /// Generates one test per check for a connector: `conformance_suite!(name, || harness)`.
+///
+/// `conformance_suite!(@sequential name, || harness)` generates one ignored test that
+/// runs every check in turn instead: for a connector whose configuration comes from the
+/// process's environment, run as a child process that has it (`--ignored --exact name`).
 #[macro_export]
 macro_rules! conformance_suite {
+    (@sequential $name:ident, $make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "run in a child process that has the connector's environment"]
+        async fn $name() {
+            let make = || -> $crate::conformance::Harness { ($make)() };
+            $crate::conformance_suite!(@list @run make);
+        }
+    };
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
             fn make() -> $crate::conformance::Harness {
                 ($make)()
             }
-            $crate::conformance_suite!(@checks
-                round_trips_of_every_size,
-                missing_keys_are_none,
-                evict_is_idempotent,
-                batches_keep_order,
-                concurrent_puts_and_gets,
-                config_round_trip_reads_old_keys,
-                rebuilt_after_all_instances_dropped,
-                foreign_keys_are_refused,
-                malformed_keys_are_refused,
-                keys_are_tagged_and_versioned,
-                put_file_stores_the_file,
-                resolve_path_gives_the_bytes_or_is_unsupported,
-                close_keeps_every_object,
-                deferred_keys_wait_for_set_or_are_unsupported,
-                a_future_is_settled_once,
-                an_evicted_future_fails_at_once,
-            );
+            $crate::conformance_suite!(@list @each);
         }
     };
-    (@checks $($check:ident,)*) => {
+    // The one list of checks, handed to a mode.
+    (@list @$mode:ident $($args:ident)*) => {
+        $crate::conformance_suite!(@$mode $($args)* ;
+            round_trips_of_every_size,
+            missing_keys_are_none,
+            evict_is_idempotent,
+            batches_keep_order,
+            concurrent_puts_and_gets,
+            config_round_trip_reads_old_keys,
+            rebuilt_after_all_instances_dropped,
+            foreign_keys_are_refused,
+            malformed_keys_are_refused,
+            keys_are_tagged_and_versioned,
+            put_file_stores_the_file,
+            resolve_path_gives_the_bytes_or_is_unsupported,
+            close_keeps_every_object,
+            deferred_keys_wait_for_set_or_are_unsupported,
+            a_future_is_settled_once,
+            an_evicted_future_fails_at_once,
+        );
+    };
+    (@each ; $($check:ident,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
                 $crate::conformance::$check(make()).await;
             }
+        )*
+    };
+    (@run $make:ident ; $($check:ident,)*) => {
+        $(
+            eprintln!("conformance: {}", stringify!($check));
+            $crate::conformance::$check($make()).await;
         )*
     };
 }

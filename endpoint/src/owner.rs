@@ -102,29 +102,14 @@ impl Listener for TcpOwners {
     type Addr = Caller;
 
     async fn accept(&mut self) -> (TcpStream, Caller) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, client)) => {
-                    let server = stream.local_addr().ok();
-                    let uid = match server {
-                        Some(server) if client.ip().is_loopback() => tcp_owner(client, server),
-                        _ => None,
-                    };
-                    return (
-                        stream,
-                        Caller {
-                            uid,
-                            from: client.to_string(),
-                        },
-                    );
-                }
-                // Out of file descriptors and the like: wait a little rather than spin.
-                Err(e) => {
-                    tracing::warn!("accepting a REST connection: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
+        // axum's own accept retries what fails (out of file descriptors and the like).
+        let (stream, client) = Listener::accept(&mut self.0).await;
+        let uid = match stream.local_addr() {
+            Ok(server) if client.ip().is_loopback() => tcp_owner(client, server),
+            _ => None,
+        };
+        let from = client.to_string();
+        (stream, Caller { uid, from })
     }
 
     fn local_addr(&self) -> io::Result<Caller> {
@@ -144,24 +129,10 @@ impl Listener for UnixOwners {
     type Addr = Caller;
 
     async fn accept(&mut self) -> (UnixStream, Caller) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, _)) => {
-                    let uid = stream.peer_cred().ok().map(|c| c.uid());
-                    return (
-                        stream,
-                        Caller {
-                            uid,
-                            from: "the Unix socket".into(),
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!("accepting a REST connection: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let (stream, _) = Listener::accept(&mut self.0).await;
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
+        let from = "the Unix socket".to_owned();
+        (stream, Caller { uid, from })
     }
 
     fn local_addr(&self) -> io::Result<Caller> {

@@ -168,6 +168,7 @@ pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 pub mod emulator;
+pub mod endpoints;
 pub mod managers;
 pub mod pg_cluster;
 pub mod readme;

@@ -12,7 +12,6 @@ from proxystore.connectors.endpoint import EndpointConnector as ProxyStoreEndpoi
 from proxystore.connectors.endpoint import EndpointConnectorError
 from proxystore.store import Store
 
-from ps_globus.errors import InvalidInput
 from ps_globus.proxystore import EndpointConnector
 from ps_globus.testing import endpoint
 
@@ -50,8 +49,8 @@ def test_our_connector_rebuilds_in_another_process_from_its_own_directory(tmp_pa
         try:
             proxy = store.proxy([1, 2, 3])
             assert proxy == [1, 2, 3]
-            with pytest.raises(InvalidInput, match='empty object'):
-                connector.put(b'')
+            # ProxyStore's REST API refuses an empty body; our connector still stores one.
+            assert connector.get(connector.put(b'')) == b''
             # A worker rebuilds the store from the proxy: its home endpoint comes from
             # its own PROXYSTORE_HOME (the proxy's proxystore_dir is not followed).
             done = run_at_env(

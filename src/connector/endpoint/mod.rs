@@ -80,7 +80,15 @@ struct Home {
 struct KeyMeta {
     /// The endpoint that holds the object.
     endpoint: Uuid,
+    /// The object is empty: ProxyStore's REST API refuses an empty body, so the endpoint
+    /// holds [`EMPTY_MARKER`] for it (every other object is stored byte for byte, as
+    /// ProxyStore's own client would read it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    empty: bool,
 }
+
+/// What the endpoint holds for an empty object.
+const EMPTY_MARKER: &[u8] = b"\0";
 
 /// A connector whose objects live in endpoints (ProxyStore's Endpoint store).
 ///
@@ -284,10 +292,18 @@ impl EndpointConnector {
         }))
     }
 
-    fn parts(key: &Key) -> Result<(String, Uuid)> {
+    /// The object id of `key` and what its key says of it. A key without metadata names
+    /// an object at the home endpoint (as a ProxyStore request without `endpoint` does).
+    async fn locate(&self, key: &Key) -> Result<(String, KeyMeta)> {
         key.check_kind(Self::KIND)?;
-        let meta: KeyMeta = key.meta_as()?;
-        Ok((key.id().to_owned(), meta.endpoint))
+        let meta = match key.meta() {
+            Some(_) => key.meta_as()?,
+            None => KeyMeta {
+                endpoint: self.home().await?.uuid,
+                empty: false,
+            },
+        };
+        Ok((key.id().to_owned(), meta))
     }
 }
 
@@ -326,25 +342,22 @@ impl Connector for EndpointConnector {
     }
 
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
-        if data.is_empty() {
-            // ProxyStore's endpoint refuses an empty body; so does ours.
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "an endpoint cannot store an empty object (ProxyStore's endpoints refuse one too)",
-            ));
-        }
         let home = self.home().await?.uuid;
-        let key = Key::generate(Self::KIND).with_meta(KeyMeta { endpoint: home })?;
-        let body = Bytes::copy_from_slice(data);
+        let empty = data.is_empty();
+        let key = Key::generate(Self::KIND).with_meta(KeyMeta {
+            endpoint: home,
+            empty,
+        })?;
+        let body = Bytes::copy_from_slice(if empty { EMPTY_MARKER } else { data });
         self.request("set", reqwest::Method::POST, key.id(), home, Some(body))
             .await?;
         Ok(key)
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        let (id, endpoint) = Self::parts(key)?;
+        let (id, meta) = self.locate(key).await?;
         let response = self
-            .request("get", reqwest::Method::GET, &id, endpoint, None)
+            .request("get", reqwest::Method::GET, &id, meta.endpoint, None)
             .await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -356,7 +369,7 @@ impl Connector for EndpointConnector {
                 e,
             )
         })?;
-        Ok(Some(bytes))
+        Ok(Some(if meta.empty { Bytes::new() } else { bytes }))
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
@@ -364,9 +377,9 @@ impl Connector for EndpointConnector {
         struct Answer {
             exists: bool,
         }
-        let (id, endpoint) = Self::parts(key)?;
+        let (id, meta) = self.locate(key).await?;
         let response = self
-            .request("exists", reqwest::Method::GET, &id, endpoint, None)
+            .request("exists", reqwest::Method::GET, &id, meta.endpoint, None)
             .await?;
         let answer: Answer = in_library_context(response.json()).await.map_err(|e| {
             Error::with_source(ErrorKind::Service, "the endpoint's exists answer", e)
@@ -375,9 +388,9 @@ impl Connector for EndpointConnector {
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
-        let (id, endpoint) = Self::parts(key)?;
+        let (id, meta) = self.locate(key).await?;
         super::trust::check_change(&self.provenance, None, &id, "an eviction")?;
-        self.request("evict", reqwest::Method::POST, &id, endpoint, None)
+        self.request("evict", reqwest::Method::POST, &id, meta.endpoint, None)
             .await?;
         Ok(())
     }
