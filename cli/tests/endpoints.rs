@@ -647,3 +647,174 @@ fn configure_start_list_check_stop_remove_as_a_user_does() {
     assert_eq!(code, 0, "{err}");
     assert!(!home.path().join("site-ep").exists());
 }
+
+/// A private network namespace, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    /// A namespace with loopback up and a link on which 10.99.0.2 swallows every packet
+    /// (a veth whose peer has no such address, and a permanent neighbour entry, so SYNs
+    /// leave and nothing ever answers): the firewall that drops, as on Polaris.
+    fn with_a_swallowing_host() -> Option<Netns> {
+        let name = crate::support::unique_name("psg")[..15].to_owned();
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = Netns(name);
+        let n = ns.0.as_str();
+        for args in [
+            &["-n", n, "link", "set", "lo", "up"][..],
+            &[
+                "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            ],
+            &["-n", n, "addr", "add", "10.99.0.1/24", "dev", "v0"],
+            &["-n", n, "link", "set", "v0", "up"],
+            &["-n", n, "link", "set", "v1", "up"],
+            &[
+                "-n",
+                n,
+                "neigh",
+                "add",
+                "10.99.0.2",
+                "lladdr",
+                "02:00:00:00:00:02",
+                "dev",
+                "v0",
+                "nud",
+                "permanent",
+            ],
+        ] {
+            assert!(ip(args), "ip {args:?}");
+        }
+        Some(ns)
+    }
+
+    /// `ps-globus ARGS` inside the namespace, as `home`'s user.
+    fn ps_globus(&self, home: &Home, args: &[&str]) -> Command {
+        let inner = home.command(args);
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
+
+    fn run(&self, home: &Home, args: &[&str]) -> String {
+        let out = self.ps_globus(home, args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Netns {
+    /// Kills what still runs inside (a detached endpoint of a failed test), then deletes.
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_direct_path_whose_packets_vanish_in_a_network_namespace_gives_way_to_the_relay() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("not root: no network namespace; the listener blackhole test covers the path");
+        return;
+    }
+    let Some(ns) = Netns::with_a_swallowing_host() else {
+        eprintln!("`ip netns add` failed here; the listener blackhole test covers the path");
+        return;
+    };
+    let home = Home::new();
+    let mut relay = ns
+        .ps_globus(
+            &home,
+            &[
+                "relay",
+                "serve",
+                "--auth",
+                "none",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _relay = Proc(relay);
+    let address = serde_json::from_str::<Value>(&line).unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let common = [
+        "--relay-address",
+        &address,
+        "--relay-auth",
+        "none",
+        "--peer-timeout-s",
+        "8",
+    ];
+    // a is dialled at 10.99.0.2, whose SYNs vanish; its real listener is on loopback.
+    let mut a_args = vec!["endpoint", "configure", "a", "--peer-listen", "127.0.0.1:0"];
+    a_args.extend_from_slice(&["--peer-advertise", "10.99.0.2:4000"]);
+    a_args.extend_from_slice(&common);
+    let a = ns.run(&home, &a_args);
+    let mut b_args = vec!["endpoint", "configure", "b", "--peer-listen", "127.0.0.1:0"];
+    b_args.extend_from_slice(&common);
+    ns.run(&home, &b_args);
+    ns.run(&home, &["endpoint", "start", "a"]);
+    ns.run(&home, &["endpoint", "start", "b"]);
+    let stop = |name: &str| ns.run(&home, &["endpoint", "stop", name]);
+    let key = ns.run(
+        &home,
+        &["endpoint", "test", "a", "put", "past the firewall"],
+    );
+    // Both registered before b asks (`check` exits 1 until its relay is connected).
+    for name in ["a", "b"] {
+        let connected = || {
+            ns.ps_globus(&home, &["endpoint", "check", name])
+                .output()
+                .is_ok_and(|out| out.status.success())
+        };
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !connected() {
+            assert!(std::time::Instant::now() < limit, "{name} never registered");
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+    let got = ns.run(
+        &home,
+        &["endpoint", "test", "b", "--remote", &a, "get", &key],
+    );
+    assert_eq!(got, "past the firewall");
+    let status: Value =
+        serde_json::from_str(&ns.run(&home, &["endpoint", "check", "b", "-F", "json"])).unwrap();
+    assert_eq!(status["peering"]["relayed_connections"], 1, "{status}");
+    assert_eq!(status["peering"]["direct_connections"], 0, "{status}");
+    stop("a");
+    stop("b");
+}

@@ -220,7 +220,7 @@ impl Peers {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Failure::Path(match telling.take() {
                     Some(reason) => reason,
-                    None => format!("no answer within {} s", self.timeout.as_secs_f64()),
+                    None => "no answer".to_owned(),
                 })),
             };
             let problem = match outcome {
