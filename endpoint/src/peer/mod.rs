@@ -3,11 +3,13 @@
 //!
 //! **Which path.** The relay tells where a peer can be dialled. A request to a peer with
 //! no pooled connection dials directly and, if that has not succeeded after
-//! [`HEAD_START`], starts a relayed circuit too; the first to finish its TLS handshake
-//! and greeting wins. A direct path that failed is not tried again for
-//! [`DIRECT_RETRY_AFTER`]: the next requests go through the relay at once. A direct
-//! path that connects but never completes its handshake (a firewall that swallows
-//! packets: the Polaris case) costs the head start, not the deadline.
+//! [`HEAD_START`] (or has failed sooner), starts a relayed circuit too; the first to
+//! finish its TLS handshake and greeting wins. A direct path that lost that race is not
+//! tried again for [`DIRECT_RETRY_AFTER`]: the next requests go through the relay at
+//! once. So a direct path that connects but never completes its handshake, or whose
+//! packets vanish (a firewall that swallows them: the Polaris case), costs the head
+//! start once, not the deadline; one that is refused (a peer restarting) is tried again
+//! at the next connection.
 //!
 //! **Deadlines.** Every request has one ([`Peers::timeout`], 30 s by default): it is
 //! retried (fresh connection, backoff 0.1 s doubling to 1 s) until then, so a peer that
@@ -317,9 +319,15 @@ impl Peers {
             }
             Err(problems.join("; "))
         };
+        // The relay is tried after the head start, or at once when the direct path has
+        // already failed (refused, say: a peer restarting).
+        let direct_gave_up = tokio::sync::Notify::new();
         let relayed = async {
             if !skip_direct {
-                tokio::time::sleep(HEAD_START).await;
+                tokio::select! {
+                    () = tokio::time::sleep(HEAD_START) => {}
+                    () = direct_gave_up.notified() => {}
+                }
             }
             let stream = self
                 .relay
@@ -342,9 +350,9 @@ impl Peers {
                             return Ok(connection);
                         }
                         Err(problem) => {
-                            if !skip_direct {
-                                self.direct_failed.lock().expect("peers lock").insert(peer, Instant::now());
-                            }
+                            // Failed fast (refused, or a certificate the relay no longer
+                            // vouches for): not a path to skip, but no reason to wait.
+                            direct_gave_up.notify_one();
                             problems.push(format!("direct: {problem}"));
                         }
                     }
@@ -355,7 +363,8 @@ impl Peers {
                         Ok(connection) => {
                             self.paths.relayed.fetch_add(1, Ordering::Relaxed);
                             if !direct_done && !skip_direct {
-                                // The direct path lost the race to a relay: skip it for a while.
+                                // The direct path lost the race to a relay (its packets
+                                // vanish somewhere): skip it for a while.
                                 self.direct_failed.lock().expect("peers lock").insert(peer, Instant::now());
                             }
                             return Ok(connection);
