@@ -22,6 +22,7 @@ mod readme;
 mod staging;
 
 // Endpoints and the relay, as processes.
+mod endpoint_peering;
 mod endpoints;
 
 // The main job and references; leases; many reader processes.
