@@ -38,6 +38,15 @@ impl Home {
         }
     }
 
+    /// A home in `parent` (a directory other users can traverse, for tests that connect
+    /// as another user).
+    pub fn new_in(parent: &str) -> Home {
+        Home {
+            dir: tempfile::tempdir_in(parent).unwrap(),
+            env: Vec::new(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -289,6 +298,36 @@ async fn another_users_connection_is_refused_on_loopback() {
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o700
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_users_connection_to_the_socket_is_refused_even_where_permissions_allow_it() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("not root: cannot connect as another user");
+        return;
+    }
+    // Under /tmp (TMPDIR may be private), with every permission opened on the way: a user
+    // who loosened them still serves only themselves (SO_PEERCRED).
+    let home = Home::new_in("/tmp");
+    home.configure("ep", &[]);
+    let _ep = home.start("ep").await;
+    let socket = home.path().join("ep/endpoint.sock");
+    for (path, mode) in [
+        (home.path().to_owned(), 0o755),
+        (home.path().join("ep"), 0o755),
+        (socket.clone(), 0o666),
+    ] {
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+    }
+    let mut c = Command::new("curl");
+    c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&socket)
+        .arg("http://endpoint/endpoint");
+    std::os::unix::process::CommandExt::uid(&mut c, 65534);
+    let out = String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned();
+    assert!(out.ends_with("\n403"), "{out}");
+    assert!(out.contains("belongs to uid 65534"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
