@@ -395,6 +395,10 @@ fn configure_start_list_check_stop_remove_as_a_user_does() {
     let (code, out, err) = home.run(&["endpoint", "start", "site-ep"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), id.to_string());
+    // A second start of a running endpoint is refused, naming its process.
+    let (code, _, err) = home.run(&["endpoint", "start", "site-ep"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already running (pid"), "{err}");
     let (_, listed, _) = home.run(&["endpoint", "list", "-F", "json"]);
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["status"], "RUNNING");
