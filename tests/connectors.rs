@@ -48,7 +48,7 @@ ps_globus::conformance_suite!(multi_redis_globus, || {
 // process that has one, each check against a fresh endpoint served in that process.
 ps_globus::conformance_suite!(@sequential endpoint_suite_in_a_child, || {
     let home = ps_globus::Settings::global().proxystore_home.clone();
-    let running = crate::support::endpoints::Running::start(&home);
+    let running = crate::support::endpoints::serve_new(&home);
     let connector = ps_globus::connector::EndpointConnector::new(ps_globus::connector::EndpointConfig {
         endpoints: vec![running.uuid],
         proxystore_dir: None,

@@ -3,17 +3,34 @@
 //! packets vanish), across a peer's and the relay's restart, and across token expiry
 //! with Globus Auth (the emulator) checking the tokens. The harness is `endpoints.rs`'s.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use ps_globus::ErrorKind;
 use ps_globus::connector::{Connector, PutOptions};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::endpoints::{Home, Proc, relay};
+use crate::endpoints::{Home, Proc, relay, relay_from};
 use crate::support::emulator::Emu;
 use crate::support::until;
+
+/// Puts `object` through endpoint `at`, gets it through `via` (which fetches it from `at`),
+/// and checks the bytes; the key.
+async fn put_at_get_via(
+    home: &Home,
+    at: Uuid,
+    via: Uuid,
+    object: &[u8],
+) -> ps_globus::connector::Key {
+    let key = home
+        .connector(at)
+        .put(object, &PutOptions::default())
+        .await
+        .unwrap();
+    let got = home.connector(via).get(&key).await.unwrap();
+    assert!(got.as_deref() == Some(object), "the bytes differ");
+    key
+}
 
 /// Two endpoints `a` and `b` on a relay without auth; `a` advertises `a_advertise`
 /// (default: where it listens).
@@ -167,15 +184,7 @@ async fn endpoints_reregister_after_the_relay_restarts() {
         })
         .await;
     }
-    let key = home
-        .connector(a)
-        .put(b"after the restart", &PutOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        home.connector(b).get(&key).await.unwrap().as_deref(),
-        Some(&b"after the restart"[..])
-    );
+    put_at_get_via(&home, a, b, b"after the restart").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,15 +260,7 @@ async fn over_a_tls_relay_an_expiring_token_is_renewed_and_identities_do_not_mix
         })
         .await;
     }
-    let key = home
-        .connector(a)
-        .put(b"still peers", &PutOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        home.connector(b).get(&key).await.unwrap().as_deref(),
-        Some(&b"still peers"[..])
-    );
+    let key = put_at_get_via(&home, a, b, b"still peers").await;
 
     // An endpoint of another identity on the same relay is not a peer.
     let mut other = Home::new();
@@ -376,31 +377,17 @@ fn a_direct_path_whose_packets_vanish_in_a_network_namespace_gives_way_to_the_re
         return;
     };
     let home = Home::new();
-    let mut relay = ns
-        .ps_globus(
-            &home,
-            &[
-                "relay",
-                "serve",
-                "--auth",
-                "none",
-                "--listen",
-                "127.0.0.1:0",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(relay.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _relay = Proc(relay);
-    let address = serde_json::from_str::<Value>(&line).unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_relay, address) = relay_from(ns.ps_globus(
+        &home,
+        &[
+            "relay",
+            "serve",
+            "--auth",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    ));
     let common = [
         "--relay-address",
         &address,

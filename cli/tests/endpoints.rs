@@ -154,8 +154,12 @@ fn http() -> reqwest::Client {
 pub fn relay(home: &Home, listen: &str, extra: &[&str]) -> (Proc, String) {
     let mut args = vec!["relay", "serve", "--listen", listen];
     args.extend_from_slice(extra);
-    let mut child = home
-        .command(&args)
+    relay_from(home.command(&args))
+}
+
+/// Runs `command` (a `relay serve`) and reads the address from its first line.
+pub fn relay_from(mut command: Command) -> (Proc, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

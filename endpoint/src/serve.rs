@@ -8,14 +8,16 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ps_globus::auth::{Authorizer, ClientCredentialsAuthorizer};
 use ps_globus::connector::endpoint::config::{EndpointFileConfig, SOCKET_FILE};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::manage::{self, PID_FILE};
 use crate::owner::{TcpOwners, UnixOwners, own_uid};
@@ -46,9 +48,18 @@ pub async fn run(
     dir: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_telling(dir, shutdown, None).await
+}
+
+/// [`run`], sending the endpoint's id on `ready` once it is listening.
+async fn run_telling(
+    dir: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: Option<oneshot::Sender<Uuid>>,
+) -> Result<(), ServeError> {
     let mut config = EndpointFileConfig::load(dir).map_err(|e| ServeError(e.to_string()))?;
     manage::claim_pid_file(dir)?;
-    let outcome = serve(dir, &mut config, shutdown).await;
+    let outcome = serve(dir, &mut config, shutdown, ready).await;
     // Whatever happened, leave the directory saying "not running".
     config.host = None;
     if let Err(e) = config.save(dir) {
@@ -63,6 +74,7 @@ async fn serve(
     dir: &Path,
     config: &mut EndpointFileConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: Option<oneshot::Sender<Uuid>>,
 ) -> Result<(), ServeError> {
     let ext = config.ps_globus.clone();
     if config.relay.is_some() && ext.relay_address.is_none() {
@@ -114,6 +126,9 @@ async fn serve(
     config.host = Some(rest_address.ip().to_string());
     config.save(dir).map_err(|e| ServeError(e.to_string()))?;
     tracing::info!(uuid = %config.uuid, name = %config.name, rest = %rest_address, "endpoint running");
+    if let Some(ready) = ready {
+        let _ = ready.send(config.uuid);
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -277,7 +292,60 @@ fn advertised(bound: SocketAddr) -> Vec<String> {
     found
 }
 
-/// The directory of endpoint `name` under `home`.
-pub fn endpoint_dir(home: &Path, name: &str) -> PathBuf {
-    home.join(name)
+/// An endpoint served by this process on the library's runtime (the Python package's
+/// `ps_globus.testing.endpoint()`, and tests); stopped when dropped.
+#[derive(Debug)]
+pub struct InProcess {
+    /// The endpoint's id.
+    pub uuid: Uuid,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl InProcess {
+    /// Serves the endpoint configured in `dir`, returning once it listens (blocks the
+    /// calling thread: call it outside async code, or from a blocking section).
+    pub fn start(dir: &Path) -> Result<InProcess, ServeError> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, listening) = oneshot::channel();
+        let dir = dir.to_owned();
+        let task = ps_globus::internal::handle().spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            run_telling(&dir, shutdown, Some(ready)).await
+        });
+        match ps_globus::block_on(listening) {
+            Ok(uuid) => Ok(InProcess {
+                uuid,
+                stop: Some(stop),
+                task: Some(task),
+            }),
+            // It ended before listening: its own error says why.
+            Err(_) => Err(ps_globus::block_on(task)
+                .map_err(|e| ServeError(format!("the endpoint's task: {e}")))?
+                .err()
+                .unwrap_or_else(|| ServeError("the endpoint stopped at start".into()))),
+        }
+    }
+
+    /// Stops serving and waits until it has (its objects stay in its directory).
+    pub fn stop(&mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => ps_globus::block_on(task)
+                .map_err(|e| ServeError(format!("the endpoint's task: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!("stopping an in-process endpoint: {e}");
+        }
+    }
 }

@@ -4,19 +4,22 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use ps_globus::connector::endpoint::config::EndpointFileConfig;
+use ps_globus::connector::endpoint::config::{CONFIG_FILE, EndpointFileConfig};
+use ps_globus_endpoint::serve::InProcess;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use tokio::sync::oneshot;
 
 /// A running endpoint until `stop`.
 #[pyclass(module = "ps_globus._core", name = "Endpoint", frozen)]
 pub struct PyEndpoint {
     uuid: String,
     dir: PathBuf,
-    running: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+    running: Mutex<Option<InProcess>>,
+}
+
+fn error(e: impl std::fmt::Display) -> PyErr {
+    PyRuntimeError::new_err(e.to_string())
 }
 
 #[pymethods]
@@ -30,46 +33,17 @@ impl PyEndpoint {
         name: &str,
         max_object_size: Option<u64>,
     ) -> PyResult<Self> {
-        let error = |e: &dyn std::fmt::Display| PyRuntimeError::new_err(e.to_string());
         let dir = home.join(name);
-        if !dir.join("config.toml").exists() {
-            let mut config = EndpointFileConfig::new(name, 0).map_err(|e| error(&e))?;
+        if !dir.join(CONFIG_FILE).exists() {
+            let mut config = EndpointFileConfig::new(name, 0).map_err(error)?;
             config.storage.max_object_size = max_object_size;
-            ps_globus_endpoint::manage::configure(&home, &config).map_err(|e| error(&e))?;
+            ps_globus_endpoint::manage::configure(&home, &config).map_err(error)?;
         }
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = dir.clone();
-        let task = ps_globus::internal::handle().spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = ps_globus_endpoint::serve::run(&serving, shutdown).await {
-                eprintln!("ps_globus endpoint: {e}");
-            }
-        });
-        // Up once its config names its host (serve writes it after binding).
-        let config = py.detach(|| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                if task.is_finished() {
-                    return Err("the endpoint stopped at start (see stderr)".to_owned());
-                }
-                if let Ok(config) = EndpointFileConfig::load(&dir)
-                    && config.host.is_some()
-                {
-                    return Ok(config);
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err("the endpoint did not start within 20 s".to_owned());
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        let config = config.map_err(|e| error(&e))?;
+        let running = py.detach(|| InProcess::start(&dir)).map_err(error)?;
         Ok(PyEndpoint {
-            uuid: config.uuid.to_string(),
+            uuid: running.uuid.to_string(),
             dir,
-            running: Mutex::new(Some((stop, task))),
+            running: Mutex::new(Some(running)),
         })
     }
 
@@ -86,13 +60,11 @@ impl PyEndpoint {
     }
 
     /// Stops serving (idempotent); its objects stay in its directory.
-    fn stop(&self, py: Python<'_>) {
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let running = self.running.lock().expect("endpoint lock").take();
-        if let Some((stop, task)) = running {
-            let _ = stop.send(());
-            py.detach(|| {
-                let _ = ps_globus::block_on(task);
-            });
+        match running {
+            Some(mut running) => py.detach(|| running.stop()).map_err(error),
+            None => Ok(()),
         }
     }
 }
