@@ -39,7 +39,7 @@ async fn pair(
     relay_address: &str,
     a_advertise: Option<&str>,
 ) -> (Uuid, Uuid, Proc, Proc) {
-    let mut a_args = vec![
+    let common = [
         "--relay-address",
         relay_address,
         "--relay-auth",
@@ -49,23 +49,12 @@ async fn pair(
         "--peer-timeout-s",
         "8",
     ];
+    let mut a_args = common.to_vec();
     if let Some(advertise) = a_advertise {
         a_args.extend_from_slice(&["--peer-advertise", advertise]);
     }
     let a = home.configure("a", &a_args);
-    let b = home.configure(
-        "b",
-        &[
-            "--relay-address",
-            relay_address,
-            "--relay-auth",
-            "none",
-            "--peer-listen",
-            "127.0.0.1:0",
-            "--peer-timeout-s",
-            "8",
-        ],
-    );
+    let b = home.configure("b", &common);
     let pa = home.start("a").await;
     let pb = home.start("b").await;
     for name in ["a", "b"] {
