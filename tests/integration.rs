@@ -12,6 +12,7 @@ mod futures;
 mod leases;
 mod ownership;
 mod proxy;
+mod stream_messages;
 mod streams;
 mod trust;
 

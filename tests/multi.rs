@@ -416,3 +416,59 @@ fn child_puts_through_site_policies() {
     assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
     println!("PUT: {refused}");
 }
+
+#[tokio::test]
+async fn futures_route_to_the_one_child_every_size_goes_to_or_are_refused() {
+    // Split by size: a future's size is unknown until set, so there is no one child.
+    let by_size = MultiConnector::new([
+        ("small", local(), Policy::default().max_size(1024).priority(1)),
+        ("large", local(), Policy::default()),
+    ])
+    .unwrap();
+    assert!(!by_size.capabilities().deferred_keys);
+    let refused = by_size.new_key(&opts()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+    assert!(refused.to_string().contains("route futures by tags"), "{refused}");
+
+    // A child that requires a tag takes every future with that tag, whatever its size.
+    let dir = tempfile::tempdir().unwrap();
+    let futures = FileConnector::new(dir.path()).unwrap().config();
+    let multi = MultiConnector::new([
+        ("small", local(), Policy::default().max_size(1024).priority(1)),
+        ("large", local(), Policy::default()),
+        (
+            "futures",
+            futures,
+            Policy::default().tags_required(["future"]).priority(5),
+        ),
+    ])
+    .unwrap();
+    let tagged = PutOptions::default().with_tags(["future"]);
+    let key = multi.new_key(&tagged).unwrap();
+    assert!(key.is_deferred());
+    assert_eq!(child(&key), "futures");
+    assert_eq!(multi.get(&key).await.unwrap(), None, "not set yet");
+    let value = vec![7u8; 5000];
+    multi.set(&key, &value).await.unwrap();
+    assert_eq!(multi.get(&key).await.unwrap().as_deref(), Some(&value[..]));
+    // Settled once: a second set changes nothing.
+    let again = multi.set(&key, b"other").await.unwrap_err();
+    assert!(again.is::<ps_globus::error::AlreadySet>(), "{again}");
+    assert_eq!(multi.get(&key).await.unwrap().as_deref(), Some(&value[..]));
+    // A key of a stored object is not a future's.
+    let stored = multi.put(b"x", &opts()).await.unwrap();
+    let not_deferred = multi.set(&stored, b"y").await.unwrap_err();
+    assert_eq!(not_deferred.kind(), ErrorKind::InvalidInput, "{not_deferred}");
+}
+
+#[tokio::test]
+async fn a_future_routed_to_a_child_without_deferred_keys_is_refused_naming_it() {
+    let endpoint = ConnectorConfig {
+        kind: "endpoint".into(),
+        options: serde_json::json!({"endpoints": [uuid::Uuid::new_v4().to_string()]}),
+    };
+    let multi = MultiConnector::new([("ep", endpoint, Policy::default())]).unwrap();
+    let refused = multi.new_key(&opts()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+    assert!(refused.to_string().contains("\"ep\""), "{refused}");
+}

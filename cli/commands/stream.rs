@@ -1,10 +1,11 @@
-//! `stream tail`: the events of a topic as they arrive at this site.
+//! `stream tail`: the events of a topic as they arrive at this site; `stream key`: the key
+//! that seals a channel's messages.
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use ps_globus::connector::{GlobusConfig, GlobusConnector, RedisConnector};
-use ps_globus::stream::{Channel, Event, StreamConsumer};
+use ps_globus::stream::{Channel, Event, StreamConsumer, StreamKey};
 
 use super::settings;
 use crate::CliResult;
@@ -16,6 +17,19 @@ pub enum StreamCommand {
     /// until the end of the stream (or `--count` events). An event over Globus is printed
     /// once its file and the object it names are here and verified.
     Tail(Tail),
+    /// Make the key that seals stream messages (the Python package's Globus and Redis
+    /// stream shims): 64 hex digits in a new file readable by you only. Copy the same
+    /// file to every site of the channel (scp); an existing key is never replaced.
+    Key(KeyArgs),
+}
+
+/// `stream key`'s arguments.
+#[derive(Args)]
+pub struct KeyArgs {
+    /// Where to write it (default: `stream.key` in the state directory, where the
+    /// shims look).
+    #[arg(long, value_name = "PATH")]
+    file: Option<std::path::PathBuf>,
 }
 
 /// `stream tail`'s arguments.
@@ -56,6 +70,14 @@ const SAY_WAITING_AFTER: Duration = Duration::from_secs(1);
 pub fn run(command: StreamCommand) -> CliResult {
     match command {
         StreamCommand::Tail(tail) => run_tail(tail),
+        StreamCommand::Key(args) => {
+            let path = args
+                .file
+                .unwrap_or_else(|| StreamKey::default_path(settings()));
+            let key = StreamKey::create(&path)?;
+            println!("{}", key.path().display());
+            Ok(())
+        }
     }
 }
 

@@ -186,3 +186,27 @@ fn tail_of_a_topic_without_events_says_it_is_waiting() {
     );
     assert_ne!(code, 0, "{stderr}");
 }
+
+#[test]
+fn stream_key_makes_an_owner_only_key_once_and_never_replaces_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = Emu::start();
+    let setup = Setup::new(&emu);
+    let (code, made, err) = setup.run(&["stream", "key"]);
+    assert_eq!(code, 0, "{err}");
+    let path = std::path::PathBuf::from(made.trim());
+    assert!(path.starts_with(setup.home.path()), "{made}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(first.trim().len(), 64);
+    ps_globus::stream::StreamKey::load(&path).unwrap();
+    let (code, _, again) = setup.run(&["stream", "key"]);
+    assert_ne!(code, 0);
+    assert!(again.contains("File exists"), "{again}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), first, "not replaced");
+    let elsewhere = setup.home.path().join("keys/site-b.key");
+    let (code, made, err) = setup.run(&["stream", "key", "--file", elsewhere.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(made.trim(), elsewhere.to_str().unwrap());
+}

@@ -10,8 +10,8 @@
 //! and sha256 that do not exist yet, so `set` writes a small self-verifying manifest (the
 //! object's size and sha256, and the manifest's own checksum) that travels with the
 //! object, and the reader verifies the object from it. The store's connector must have
-//! [`Capabilities::deferred_keys`] (local, file, Globus and Redis do; multi does not: its
-//! policies route by size, unknown until `set`).
+//! [`Capabilities::deferred_keys`] (local, file, Globus and Redis do; multi does when its
+//! policies send a future to one child whatever its size: by tag or site).
 //!
 //! **A producer that dies.** A setter dropped without a value (the producer returned
 //! early, failed with an error, or panicked) *abandons* the future: every consumer's

@@ -16,7 +16,7 @@ use crate::fsutil::{ObjectDir, read_regular_file_if_there};
 const SLOWEST_LOOK: Duration = Duration::from_millis(100);
 
 /// The topic's directory, relative to the store directory.
-fn topic_dir(topic: &str) -> String {
+pub(super) fn topic_dir(topic: &str) -> String {
     format!("streams/{topic}")
 }
 
@@ -26,7 +26,7 @@ fn event_path(topic: &str, position: u64) -> String {
 }
 
 /// The topic's directory at this site, for writing.
-fn writer(globus: &GlobusConnector, topic: &str) -> Result<ObjectDir> {
+pub(super) fn writer(globus: &GlobusConnector, topic: &str) -> Result<ObjectDir> {
     let (root, _) = globus.object_at_site(&topic_dir(topic))?;
     let below = PathBuf::from(&globus.globus_config().store_dir).join(topic_dir(topic));
     Ok(ObjectDir::new(root, below))
@@ -40,49 +40,59 @@ fn writer(globus: &GlobusConnector, topic: &str) -> Result<ObjectDir> {
 /// name (`99999999999999999999.event`) is passed over, never a reason to skip positions
 /// that consumers would then wait for for ever.
 pub(super) async fn resume(globus: &GlobusConnector, topic: &str) -> Result<Option<u64>> {
-    let (_, dir) = globus.local_object(&topic_dir(topic))?;
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("list", dir, e)),
+    let is_event_at = |position: u64, sealed: &[u8]| {
+        matches!(
+            manifest::open::<Event>(sealed),
+            Some(Ok((event, _))) if event.topic == topic && event.position == position
+        )
     };
-    let mut positions: Vec<u64> = entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let digits = name.to_str()?.strip_suffix(".event")?;
-            (digits.len() == 20).then(|| digits.parse::<u64>().ok())?
-        })
-        .collect();
-    positions.sort_unstable_by(|a, b| b.cmp(a));
-    let is_event_at = |position: u64| {
-        let path = dir.join(format!("{position:020}.event"));
-        let sealed = read_regular_file_if_there(&path).ok().flatten();
-        sealed.is_some_and(|sealed| {
-            matches!(
-                manifest::open::<Event>(&sealed),
-                Some(Ok((event, _))) if event.topic == topic && event.position == position
-            )
-        })
-    };
-    let mut last = None;
-    for position in positions {
-        if is_event_at(position) {
-            last = Some(position);
-            break;
-        }
-        tracing::warn!(
-            "{}/{position:020}.event is not a sealed event of topic {topic} at {position}: \
-             passed over when resuming",
-            dir.display()
-        );
-    }
+    let last = last_genuine(globus, topic, "event", is_event_at)?;
     if let Some(last) = last {
         globus
             .send_files(&[(event_path(topic, last), None)], None)
             .await?;
     }
     Ok(last)
+}
+
+/// The highest position of a file `<position, 20 digits>.<extension>` in the topic's
+/// directory at this site whose bytes `genuine` accepts for its position; the others
+/// (stray, half-written, planted) are passed over with a warning.
+pub(super) fn last_genuine(
+    globus: &GlobusConnector,
+    topic: &str,
+    extension: &str,
+    genuine: impl Fn(u64, &[u8]) -> bool,
+) -> Result<Option<u64>> {
+    let (_, dir) = globus.local_object(&topic_dir(topic))?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let suffix = format!(".{extension}");
+    let mut positions: Vec<u64> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let digits = name.to_str()?.strip_suffix(suffix.as_str())?;
+            (digits.len() == 20).then(|| digits.parse::<u64>().ok())?
+        })
+        .collect();
+    positions.sort_unstable_by(|a, b| b.cmp(a));
+    for position in positions {
+        let path = dir.join(format!("{position:020}{suffix}"));
+        let sealed = read_regular_file_if_there(&path).ok().flatten();
+        if sealed.is_some_and(|sealed| genuine(position, &sealed)) {
+            return Ok(Some(position));
+        }
+        tracing::warn!(
+            "{} is not a genuine {extension} of topic {topic} at {position}: passed over when \
+             resuming",
+            path.display()
+        );
+    }
+    Ok(None)
 }
 
 /// Writes `event`'s file here and enqueues it to every destination, after the object it

@@ -48,7 +48,12 @@
 //! ```
 
 mod globus;
+mod messages;
 mod redis;
+mod seal;
+
+pub use messages::{MessageChannel, MessagePublisher, MessageSubscriber};
+pub use seal::StreamKey;
 
 use std::marker::PhantomData;
 use std::time::Duration;

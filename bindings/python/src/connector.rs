@@ -205,6 +205,48 @@ impl PyConnector {
         Ok(path.display().to_string())
     }
 
+    /// Whether this connector makes deferred keys (futures): `new_key` then `set`.
+    #[getter]
+    fn deferred_keys(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.connector(py)?.capabilities().deferred_keys)
+    }
+
+    /// A deferred key (a future's), whose object `set` writes later, perhaps in another
+    /// process: `settling_site` is the one Globus site that may set it (default: here),
+    /// `destinations` where it goes, `tags` a multi connector's routing.
+    #[pyo3(signature = (settling_site = None, destinations = None, tags = Vec::new()))]
+    fn new_key(
+        &self,
+        py: Python<'_>,
+        settling_site: Option<String>,
+        destinations: Option<Vec<String>>,
+        tags: Vec<String>,
+    ) -> PyResult<String> {
+        let mut options = PutOptions::default().with_tags(tags);
+        if let Some(site) = settling_site {
+            options = options.with_settling_site(site);
+        }
+        if let Some(sites) = destinations {
+            options = options.with_destinations(sites);
+        }
+        let key = self.connector(py)?.new_key(&options);
+        Ok(key.map_err(|e| to_py_err(py, e))?.to_string())
+    }
+
+    /// Writes the object of a deferred key, once (a second settlement raises
+    /// `AlreadySet` and changes nothing).
+    fn set(&self, py: Python<'_>, key: &str, data: PyBackedBytes) -> PyResult<()> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        wait(py, async move { c.set(&key, &data).await })
+    }
+
+    /// Records that a deferred key's object will never come, and why: its readers raise
+    /// `ProducerGone` instead of waiting.
+    fn abandon(&self, py: Python<'_>, key: &str, reason: String) -> PyResult<()> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        wait(py, async move { c.abandon(&key, &reason).await })
+    }
+
     /// Submits what is held back for batching; never deletes data.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let c = self.connector(py)?;

@@ -5,7 +5,8 @@
 //! internals; here each library error picks its class and fills its attributes.
 
 use ps_globus::error::{
-    ConsentRequired, IntegrityMismatch, NeedsAttention, Remedy, TransferFailure,
+    AlreadySet, ConsentRequired, IntegrityMismatch, NeedsAttention, ProducerGone, Remedy,
+    TransferFailure,
 };
 use ps_globus::{Error, ErrorKind, Settings};
 use pyo3::exceptions::PyRuntimeError;
@@ -42,6 +43,13 @@ fn build(py: Python<'_>, error: &Error) -> PyResult<PyErr> {
         fields.set_item("expected", &mismatch.expected)?;
         fields.set_item("found", &mismatch.found)?;
         "IntegrityError"
+    } else if let Some(set) = error.downcast_ref::<AlreadySet>() {
+        fields.set_item("what", &set.what)?;
+        "AlreadySet"
+    } else if let Some(gone) = error.downcast_ref::<ProducerGone>() {
+        fields.set_item("what", &gone.what)?;
+        fields.set_item("reason", &gone.reason)?;
+        "ProducerGone"
     } else if let Some(consent) = error.downcast_ref::<ConsentRequired>() {
         fields.set_item("required_scopes", consent.required_scopes.clone())?;
         fields.set_item("collections", consent.collections.clone())?;
@@ -126,6 +134,8 @@ pub fn _raise_library_error(py: Python<'_>, variant: &str) -> PyResult<()> {
         "ConsentRequired" => {
             ConsentRequired::new(vec!["scope-1".into()], vec!["collection-1".into()]).into()
         }
+        "AlreadySet" => AlreadySet::new("the future f").into(),
+        "ProducerGone" => ProducerGone::new("the future f", "its producer failed").into(),
         "LoginRequired" => Error::login_required("no stored login"),
         "Unauthorized" => Error::unauthorized("token expired"),
         "Timeout" => Error::new(

@@ -21,6 +21,7 @@ mod endpoint;
 mod errors;
 mod refs;
 mod staging;
+mod stream;
 mod wait;
 
 /// How long interpreter exit waits for each manager's held-back batches.
@@ -85,6 +86,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connector::PyConnector>()?;
     m.add_class::<emulator::PyEmulator>()?;
     m.add_class::<endpoint::PyEndpoint>()?;
+    m.add_class::<stream::PyMessagePublisher>()?;
+    m.add_class::<stream::PyMessageSubscriber>()?;
+    m.add_function(wrap_pyfunction!(stream::default_stream_key_file, m)?)?;
+    m.add_function(wrap_pyfunction!(stream::create_stream_key, m)?)?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(flush_at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;

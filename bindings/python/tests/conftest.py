@@ -57,6 +57,33 @@ def run_at_env(
     return done
 
 
+def start(script: str, stdin: bytes, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Starts ``script`` in a new interpreter, feeds it ``stdin``, and returns once it
+    said its first line (``waiting``)."""
+    child = subprocess.Popen(
+        [sys.executable, '-c', textwrap.dedent(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    child.stdin.write(stdin)
+    child.stdin.close()
+    child.stdin = None  # closed: communicate() must not flush it
+    first = child.stdout.readline()
+    if first != b'waiting\n':
+        child.wait(timeout=CHILD_LIMIT_S)
+        pytest.fail(f'the consumer said {first!r}: {child.stderr.read().decode()}')
+    return child
+
+
+def last_line(child: subprocess.Popen[bytes]) -> str:
+    out, err = child.communicate(timeout=CHILD_LIMIT_S)
+    assert child.returncode == 0, err.decode()
+    return out.decode().strip().splitlines()[-1]
+
+
 class RedisServer:
     """A throw-away ``redis-server`` (Debian's package) on a free loopback port, without
     persistence."""

@@ -17,6 +17,8 @@ CASES = [
     ('NeedsAttention', e.NeedsAttention, {'code': 'NEEDS_ATTENTION', 'task_id': 'task-2', 'hint': 'run `ps-globus login` (with `--collection <id>` for each collection involved); the task resumes by itself'}),
     ('Integrity', e.IntegrityError, {'path': '/b/x', 'found': '3 bytes, sha256 bb'}),
     ('ConsentRequired', e.ConsentRequired, {'collections': ['collection-1'], 'required_scopes': ['scope-1']}),
+    ('AlreadySet', e.AlreadySet, {'kind': 'Conflict', 'what': 'the future f'}),
+    ('ProducerGone', e.ProducerGone, {'what': 'the future f', 'reason': 'its producer failed'}),
     ('LoginRequired', e.LoginRequired, {'kind': 'PermissionDenied'}),
     ('Unauthorized', e.LoginRequired, {'kind': 'PermissionDenied'}),
     ('Timeout', e.WaitTimeout, {'kind': 'Timeout', 'transient': True}),

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
-use super::{Capabilities, Connector, ConnectorConfig, Key, Provenance, PutOptions};
+use super::{Capabilities, Connector, ConnectorConfig, Key, Provenance, PutOptions, Settlement};
 use crate::error::{Error, NoRoute, Result};
 
 /// One child of a [`MultiConfig`]: a name (recorded in keys), a connector, a policy.
@@ -355,6 +355,48 @@ impl MultiConnector {
         }))
     }
 
+    /// The child a deferred key made with `options` goes to: the one child that
+    /// [`route_put`](Self::route_put) picks whatever the object's size (it is unknown
+    /// until `set`), if that child has deferred keys. Policies are step functions of the
+    /// size, so trying the size at every step of every policy tries them all.
+    fn route_deferred(&self, options: &PutOptions) -> Result<usize> {
+        let steps = self.children.iter().flat_map(|c| {
+            let policy = &c.config.policy;
+            [Some(policy.min_size), policy.max_size.map(|m| m.saturating_add(1))]
+        });
+        let mut sizes: Vec<u64> = std::iter::once(0).chain(steps.flatten()).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        // The first size says why no child takes the future at all (a site, a tag).
+        let mut chosen = Some(self.route_put(0, options)?);
+        for size in sizes {
+            let n = self.route_put(size, options).ok();
+            if n.is_none() || chosen.is_some_and(|c| Some(c) != n) {
+                return Err(Error::unsupported(
+                    "deferred keys (futures)",
+                    Self::KIND,
+                    "this store's policies route by size, which a future's object does not \
+                     have until it is set: route futures by tags (a child whose policy \
+                     requires a tag, and that tag on the future) or by site, to one child",
+                ));
+            }
+            chosen = n;
+        }
+        let n = chosen.expect("size 0 was tried");
+        if !self.child_connector(n)?.capabilities().deferred_keys {
+            return Err(Error::unsupported(
+                "deferred keys (futures)",
+                Self::KIND,
+                format!(
+                    "futures route to child {:?}, whose connector has none: route them to a \
+                     local, file, Globus or Redis child",
+                    self.children[n].name()
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
     fn wrap(&self, child: usize, key: Key) -> Result<Key> {
         Key::new(Self::KIND, key.id().to_owned())?.with_meta(MultiMeta {
             child: self.children[child].name().to_owned(),
@@ -393,7 +435,31 @@ impl Connector for MultiConnector {
             all.resolve_path &= caps.resolve_path;
             longest = longest.max(caps.max_key_len);
         }
+        // Futures without tags have one child to go to: those with tags may too, which
+        // `new_key` finds out.
+        all.deferred_keys = self.route_deferred(&PutOptions::default()).is_ok();
         all.with_max_key_len(2 * longest + 100)
+    }
+
+    /// A deferred key of the one child every size of object routes to (see
+    /// [`Connector::new_key`]); a store whose policies split futures by size refuses.
+    fn new_key(&self, options: &PutOptions) -> Result<Key> {
+        let n = self.route_deferred(options)?;
+        let inner = self.child_connector(n)?.new_key(options)?;
+        let id = inner.id().to_owned();
+        Key::new(Self::KIND, id)?.with_meta(serde_json::json!({
+            "deferred": true,
+            "child": self.children[n].name(),
+            "key": inner,
+        }))
+    }
+
+    async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
+        key.check_deferred(Self::KIND)?;
+        match self.connector_for(key)? {
+            Some((connector, inner)) => connector.settle(&inner, settlement).await,
+            None => Err(Error::malformed(format!("key {key} names no child"))),
+        }
     }
 
     /// Every child's reach at once (a child that cannot be built here adds nothing).

@@ -23,11 +23,13 @@ import sys
 
 from ps_globus import _core
 from ps_globus.errors import (
+    AlreadySet,
     ConsentRequired,
     IntegrityError,
     InvalidInput,
     LoginRequired,
     NeedsAttention,
+    ProducerGone,
     PsGlobusError,
     TransferFailed,
     WaitTimeout,
@@ -43,6 +45,14 @@ from ps_globus.refs import (
 from ps_globus.staging import TransferReport, stage_in, stage_out, transfer
 
 __version__: str = _core.__version__
+
+
+def future(store, **options):  # type: ignore[no-untyped-def]
+    """A ProxyStore future on ``store`` that its producer can abandon; see
+    :func:`ps_globus.futures.future` (imported on first use: it needs ProxyStore)."""
+    from ps_globus.futures import future as make
+
+    return make(store, **options)
 
 
 def flush() -> None:
@@ -96,17 +106,20 @@ EXIT_ON_LOSS_STATUS = 3
 atexit.register(_flush_at_exit)
 
 __all__ = [
+    'AlreadySet',
     'ConsentRequired',
     'IntegrityError',
     'InvalidInput',
     'LoginRequired',
     'NeedsAttention',
+    'ProducerGone',
     'PsGlobusError',
     'Reference',
     'TransferFailed',
     'TransferReport',
     'WaitTimeout',
     'flush',
+    'future',
     'import_reference',
     'list_references',
     'load_reference',

@@ -91,6 +91,17 @@ class Conflict(PsGlobusError):
     """A name is taken by something else (a reference, a store)."""
 
 
+class AlreadySet(Conflict):
+    """A future (a deferred key) is settled already: the first ``set`` wins and this
+    one changed nothing. ``what`` names the future."""
+
+
+class ProducerGone(NotFound):
+    """A future will never be set: its producer gave it up (``abandon``, or an
+    exception inside ``with ps_globus.future(...)``). ``what`` names the future,
+    ``reason`` says why."""
+
+
 class ServiceError(PsGlobusError):
     """Globus (or the network to it) failed; ``transient`` says whether to retry."""
 
@@ -112,6 +123,8 @@ __all__ = [
     'Unsupported',
     'NotFound',
     'Conflict',
+    'AlreadySet',
+    'ProducerGone',
     'ServiceError',
     'StorageError',
 ]

@@ -148,7 +148,42 @@ class RustConnector:
         }
 
 
-class FileConnector(RustConnector):
+class DeferrableRustConnector(RustConnector):
+    """A connector whose keys may be made before their objects: ProxyStore's
+    ``DeferrableConnector`` protocol, so ``Store.future()`` works on it.
+
+    ``set`` writes the object with a small self-verifying manifest (its size and
+    sha256), so a reader that finds bytes not matching it raises
+    :class:`~ps_globus.errors.IntegrityError`, never returns them; a key is set once,
+    and a second ``set`` (a retried task, a copy of a pickled future) raises
+    :class:`~ps_globus.errors.AlreadySet` and changes nothing. ``get`` of a key not yet
+    set returns ``None`` at once, so ProxyStore's own polling (``polling_timeout``)
+    decides how long a reader waits.
+    """
+
+    def _new_key_options(self) -> dict[str, Any]:
+        return {}
+
+    def new_key(self, obj: Any = None) -> PsGlobusKey:
+        """A key whose object :meth:`set` writes later, perhaps in another process.
+        ``obj`` is accepted for ProxyStore's protocol and not used: the object is
+        whatever ``set`` writes."""
+        del obj
+        return PsGlobusKey(self._core.new_key(**self._new_key_options()))
+
+    def set(self, key: PsGlobusKey, obj: Any) -> None:
+        """Writes the object of a key from :meth:`new_key`, once."""
+        self._core.set(_key_text(key), _as_bytes(obj))
+
+    def abandon(self, key: PsGlobusKey, reason: str) -> None:
+        """Records that the object of a key from :meth:`new_key` will never be
+        written: its readers raise :class:`~ps_globus.errors.ProducerGone` with
+        ``reason`` instead of waiting. (ProxyStore's ``Future`` has no way to say this;
+        :func:`ps_globus.future` does.)"""
+        self._core.abandon(_key_text(key), reason)
+
+
+class FileConnector(DeferrableRustConnector):
     """Objects as files in ``store_dir`` (a shared file system), written atomically and
     durably."""
 
@@ -159,7 +194,7 @@ class FileConnector(RustConnector):
         self._start({'dir': store_dir}, {'store_dir': store_dir})
 
 
-class GlobusConnector(RustConnector):
+class GlobusConnector(DeferrableRustConnector):
     """Objects moved between sites by Globus: small ones by one HTTPS PUT to each
     destination collection that serves HTTPS, the rest by Transfer, batched into few
     tasks.
@@ -180,6 +215,9 @@ class GlobusConnector(RustConnector):
             serves it (default 4 MiB; a site's own ``https_max_size`` is a ceiling too;
             ``0``: always Transfer). A login without the collection's HTTPS consent
             makes ``put`` raise ``ConsentRequired`` naming the scope.
+        settling_site: The one site whose processes may set the futures this
+            connector makes (``Store.future()``; default: the site where each future
+            is made), so two sites never both set one.
     """
 
     kind = 'globus'
@@ -193,6 +231,7 @@ class GlobusConnector(RustConnector):
         wait_timeout_s: int | None = None,
         transfer_url: str | None = None,
         https_max_size: int | None = None,
+        settling_site: str | None = None,
     ) -> None:
         if sites is None:
             sites = json.loads(_core.config_sites_json())
@@ -205,10 +244,19 @@ class GlobusConnector(RustConnector):
             'transfer_url': transfer_url,
             'https_max_size': https_max_size,
         }
-        self._start(_without_none(options), options)
+        self._start(_without_none(options), {**options, 'settling_site': settling_site})
         # The config carries the sites as the library read them (uuids normalised),
         # so the rebuilt connector means the same collections anywhere.
         self._config['sites'] = json.loads(self._core.config_json())['sites']
+        if settling_site is not None and settling_site not in self._config['sites']:
+            raise ValueError(
+                f'settling_site {settling_site!r} is not one of the sites '
+                f'{sorted(self._config["sites"])}'
+            )
+        self._settling_site = settling_site
+
+    def _new_key_options(self) -> dict[str, Any]:
+        return {'settling_site': self._settling_site}
 
     @property
     def site(self) -> str:
@@ -263,7 +311,7 @@ class EndpointConnector(RustConnector):
         )
 
 
-class RedisConnector(RustConnector):
+class RedisConnector(DeferrableRustConnector):
     """Objects as values on a Redis server every process using them reaches.
 
     ProxyStore's ``RedisConnector(hostname, port, clear)`` arguments work as they are,
@@ -332,7 +380,7 @@ class RedisConnector(RustConnector):
         super().close()
 
 
-class MultiConnector(RustConnector):
+class MultiConnector(DeferrableRustConnector):
     """Several ps-globus connectors behind one; each put goes to the highest-priority
     child whose policy accepts its size, tags and site (Redis for small objects, Globus
     for large ones, say).
@@ -344,13 +392,18 @@ class MultiConnector(RustConnector):
             ``tags_allowed`` and ``sites``; or ``{name: {"kind", "options", "policy"}}``
             (what :meth:`config` returns).
 
+        future_tags: The tags of the futures it makes (``Store.future()``): a future's
+            size is unknown until it is set, so a multi connector makes futures only
+            where its policies send every size to one child -- by these tags, say, and
+            a child whose policy requires one.
+
     ``store.proxy(obj, tags=[...])`` passes tags through ProxyStore's ``Store`` to
     :meth:`put`. A batch goes to each child as one batch.
     """
 
     kind = 'multi'
 
-    def __init__(self, children: Mapping[str, Any]) -> None:
+    def __init__(self, children: Mapping[str, Any], future_tags: Sequence[str] = ()) -> None:
         described: dict[str, dict[str, Any]] = {}
         for name, child in children.items():
             if isinstance(child, Mapping):
@@ -383,7 +436,14 @@ class MultiConnector(RustConnector):
                 for name, c in described.items()
             ]
         }
-        self._start(options, {'children': described})
+        self._future_tags = list(future_tags)
+        config: dict[str, Any] = {'children': described}
+        if self._future_tags:
+            config['future_tags'] = self._future_tags
+        self._start(options, config)
+
+    def _new_key_options(self) -> dict[str, Any]:
+        return {'tags': self._future_tags}
 
     def put(self, obj: Any, tags: Iterable[str] = ()) -> PsGlobusKey:
         """Stores ``obj`` in the child its size, ``tags`` and this site choose."""
@@ -469,10 +529,13 @@ def prefetch(proxies: Iterable[Any]) -> None:
 
 
 __all__ = [
+    'DeferrableRustConnector',
     'EndpointConnector',
     'FileConnector',
     'GlobusConnector',
+    'MultiConnector',
     'PsGlobusKey',
+    'RedisConnector',
     'RustConnector',
     'prefetch',
     'sites_from_proxystore',
