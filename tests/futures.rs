@@ -208,6 +208,7 @@ async fn a_globus_future_arrives_with_its_manifest_in_one_task_and_is_evicted_th
     // tombstone replaces its manifest there: a reader at b, waiting meanwhile, fails once
     // it lands, instead of waiting for the whole resolve timeout.
     store_a.evict_async(&key).await.unwrap();
+    store_a.close_async().await.unwrap();
     assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
     let e = store_b.get_async::<Vec<u8>>(&key).await.unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e}");

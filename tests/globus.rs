@@ -631,6 +631,7 @@ async fn an_eviction_waiting_for_its_transfer_joins_the_delete_task_of_its_peers
     let (first, second) = tokio::join!(a.evict(&arrived), a.evict(&in_flight));
     first.unwrap();
     second.unwrap();
+    a.close().await.unwrap(); // waits for the copies' deletion, in the background
     let done = emu.the_one_delete_task().await;
     assert_eq!(done["status"], "SUCCEEDED");
     assert_eq!(done["subtasks_succeeded"], 2, "{done}");
@@ -642,7 +643,10 @@ async fn an_eviction_waiting_for_its_transfer_joins_the_delete_task_of_its_peers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn evicting_at_the_source_removes_the_copies_in_one_delete_task() {
+/// Regression: each eviction waited for its delete task's submission, so evictions made
+/// one after another (ProxyStore's `ContextLifetime` closing, an owned proxy after another)
+/// made one delete task each. They return once the object is gone here and share one.
+async fn evicting_at_the_source_one_after_another_removes_the_copies_in_one_delete_task() {
     let store_dir = unique_name("evict");
     let emu = Emu::start();
     shared();
@@ -654,10 +658,14 @@ async fn evicting_at_the_source_removes_the_copies_in_one_delete_task() {
         b.resolve_path(&key).await.unwrap();
         keys.push(key);
     }
-    let evictions = keys.iter().map(|k| a.evict(k));
-    for result in futures_util::future::join_all(evictions).await {
-        result.unwrap();
+    for key in &keys {
+        a.evict(key).await.unwrap();
+        assert!(
+            !a.exists(key).await.unwrap(),
+            "gone here when evict returns"
+        );
     }
+    a.close().await.unwrap(); // waits for the copies' deletion, in the background
     assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
     for key in &keys {
         assert!(!a.exists(key).await.unwrap());

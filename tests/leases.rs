@@ -365,3 +365,45 @@ async fn a_process_that_cannot_reach_a_leases_objects_leaves_the_lease() {
     assert!(!memory.exists_async(&keys[0]).await.unwrap());
     assert_eq!(counting.evicted(), vec![keys[0].id().to_owned()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_reopened_by_id_by_a_store_over_the_same_connector_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = state_db(&dir).await;
+    let files = FileConnector::new(dir.path().join("objects")).unwrap();
+    let store = Store::new(crate::support::unique_name("lease-by-id"), files.clone()).unwrap();
+    let lease = store
+        .lease_in_async(&db, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let key = lease.put_async(&1u8).await.unwrap();
+    // Another store over the same connector (another process's, say) reopens it.
+    let again = Store::new(crate::support::unique_name("lease-by-id-2"), files).unwrap();
+    let reopened = again.lease_by_id_in_async(&db, lease.id()).await.unwrap();
+    let later = reopened.put_async(&2u8).await.unwrap();
+    reopened.end_async().await.unwrap();
+    assert!(!store.exists_async(&key).await.unwrap());
+    assert!(!store.exists_async(&later).await.unwrap());
+    // Ended, unknown, or another store's: refused.
+    let ended = again
+        .lease_by_id_in_async(&db, lease.id())
+        .await
+        .unwrap_err();
+    assert!(ended.is::<LeaseEnded>(), "{ended}");
+    let unknown = again
+        .lease_by_id_in_async(&db, "lease-none")
+        .await
+        .unwrap_err();
+    assert!(unknown.is::<LeaseEnded>(), "{unknown}");
+    let other_dir = FileConnector::new(dir.path().join("other")).unwrap();
+    let other = Store::new(crate::support::unique_name("lease-other"), other_dir).unwrap();
+    let live = store
+        .lease_in_async(&db, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let refused = other
+        .lease_by_id_in_async(&db, live.id())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
+}

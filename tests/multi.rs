@@ -421,20 +421,31 @@ fn child_puts_through_site_policies() {
 async fn futures_route_to_the_one_child_every_size_goes_to_or_are_refused() {
     // Split by size: a future's size is unknown until set, so there is no one child.
     let by_size = MultiConnector::new([
-        ("small", local(), Policy::default().max_size(1024).priority(1)),
+        (
+            "small",
+            local(),
+            Policy::default().max_size(1024).priority(1),
+        ),
         ("large", local(), Policy::default()),
     ])
     .unwrap();
     assert!(!by_size.capabilities().deferred_keys);
     let refused = by_size.new_key(&opts()).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
-    assert!(refused.to_string().contains("route futures by tags"), "{refused}");
+    assert!(
+        refused.to_string().contains("route futures by tags"),
+        "{refused}"
+    );
 
     // A child that requires a tag takes every future with that tag, whatever its size.
     let dir = tempfile::tempdir().unwrap();
     let futures = FileConnector::new(dir.path()).unwrap().config();
     let multi = MultiConnector::new([
-        ("small", local(), Policy::default().max_size(1024).priority(1)),
+        (
+            "small",
+            local(),
+            Policy::default().max_size(1024).priority(1),
+        ),
         ("large", local(), Policy::default()),
         (
             "futures",
@@ -458,7 +469,11 @@ async fn futures_route_to_the_one_child_every_size_goes_to_or_are_refused() {
     // A key of a stored object is not a future's.
     let stored = multi.put(b"x", &opts()).await.unwrap();
     let not_deferred = multi.set(&stored, b"y").await.unwrap_err();
-    assert_eq!(not_deferred.kind(), ErrorKind::InvalidInput, "{not_deferred}");
+    assert_eq!(
+        not_deferred.kind(),
+        ErrorKind::InvalidInput,
+        "{not_deferred}"
+    );
 }
 
 #[tokio::test]

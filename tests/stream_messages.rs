@@ -20,7 +20,11 @@ fn key(dir: &tempfile::TempDir, name: &str) -> StreamKey {
 async fn take(subscriber: &mut MessageSubscriber, count: usize) -> Vec<String> {
     let mut got = Vec::new();
     while got.len() < count {
-        let message = subscriber.next(WAIT).await.unwrap().expect("a message in time");
+        let message = subscriber
+            .next(WAIT)
+            .await
+            .unwrap()
+            .expect("a message in time");
         got.push(String::from_utf8(message.to_vec()).unwrap());
     }
     got
@@ -43,16 +47,25 @@ async fn sealed_globus_messages_reach_the_other_site_in_order_past_a_planted_fil
     forged.extend_from_slice(b"cos\nsystem\n(S'touch /tmp/owned'\ntR.");
     std::fs::write(&planted, &forged).unwrap();
 
-    let mut subscriber =
-        MessageSubscriber::new(MessageChannel::Globus(b.clone(), shared.clone()), "results", 0)
-            .unwrap();
+    let mut subscriber = MessageSubscriber::new(
+        MessageChannel::Globus(b.clone(), shared.clone()),
+        "results",
+        0,
+    )
+    .unwrap();
     let reading = tokio::spawn(async move {
         let got = take(&mut subscriber, 3).await;
         (got, subscriber.rejected())
     });
     let mut publisher = MessagePublisher::new(MessageChannel::Globus(a.clone(), shared.clone()));
     for i in 0..3 {
-        assert_eq!(publisher.send("results", format!("m{i}").as_bytes()).await.unwrap(), i);
+        assert_eq!(
+            publisher
+                .send("results", format!("m{i}").as_bytes())
+                .await
+                .unwrap(),
+            i
+        );
     }
     ps_globus::connector::Connector::close(&a).await.unwrap();
     let (got, rejected) = reading.await.unwrap();
@@ -65,7 +78,10 @@ async fn sealed_globus_messages_reach_the_other_site_in_order_past_a_planted_fil
     let stranger = key(&keys, "stranger");
     let mut other = MessagePublisher::new(MessageChannel::Globus(b.clone(), stranger));
     assert_eq!(other.send("intruder", b"x").await.unwrap(), 0);
-    let intruder_at_b = emu.root_b().join(&config.store_dir).join("streams/intruder");
+    let intruder_at_b = emu
+        .root_b()
+        .join(&config.store_dir)
+        .join("streams/intruder");
     std::fs::copy(
         intruder_at_b.join("00000000000000000000.msg"),
         topic_at_b.join("00000000000000000008.msg"),
@@ -99,13 +115,20 @@ async fn a_redis_message_stream_replays_late_and_drops_what_does_not_open() {
     let sealed = MessageChannel::Redis(redis.clone(), Some(key(&keys, "k")));
     let mut publisher = MessagePublisher::new(sealed.clone());
     for i in 0..3 {
-        publisher.send("t", format!("m{i}").as_bytes()).await.unwrap();
+        publisher
+            .send("t", format!("m{i}").as_bytes())
+            .await
+            .unwrap();
     }
     // A forged entry at the next position, as anyone who can write the server could add.
     let stream = format!("{}messages:t", redis.redis_config().prefix);
     server.cli(&["XADD", &stream, "*", "p", "3", "m", "psgm1 forged"]);
     let mut restarted = MessagePublisher::new(sealed.clone());
-    assert_eq!(restarted.send("t", b"m3").await.unwrap(), 3, "after the last genuine");
+    assert_eq!(
+        restarted.send("t", b"m3").await.unwrap(),
+        3,
+        "after the last genuine"
+    );
 
     // A subscriber that starts after it all reads every genuine message, once, in order.
     let mut late = MessageSubscriber::new(sealed.clone(), "t", 0).unwrap();

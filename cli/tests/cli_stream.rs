@@ -204,7 +204,11 @@ fn stream_key_makes_an_owner_only_key_once_and_never_replaces_it() {
     let (code, _, again) = setup.run(&["stream", "key"]);
     assert_ne!(code, 0);
     assert!(again.contains("File exists"), "{again}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), first, "not replaced");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        first,
+        "not replaced"
+    );
     let elsewhere = setup.home.path().join("keys/site-b.key");
     let (code, made, err) = setup.run(&["stream", "key", "--file", elsewhere.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

@@ -86,6 +86,43 @@ impl Store {
             id,
         })
     }
+
+    /// The live lease `id` of this store, kept in the default state database: one that
+    /// another process made (a workflow's later step extends or ends it).
+    /// [`LeaseEnded`](crate::error::LeaseEnded) if it has expired, was ended or never
+    /// was; [`Error::InvalidInput`] if it holds another store's objects.
+    pub fn lease_by_id(&self, id: &str) -> Result<Lease> {
+        block_on(async {
+            let db = StateDb::shared_default(&Settings::from_env()).await?;
+            self.lease_by_id_in_async(&db, id).await
+        })
+    }
+
+    /// [`lease_by_id`](Self::lease_by_id) in `db`.
+    pub async fn lease_by_id_in_async(&self, db: &StateDb, id: &str) -> Result<Lease> {
+        let Some(stored) = leases::live_store(db, id).await? else {
+            return Err(Error::from(LeaseEnded::new(id.to_owned())));
+        };
+        let theirs: StoreConfig = serde_json::from_str(&stored)
+            .map_err(|e| Error::malformed(format!("lease {id}: its store: {e}")))?;
+        if theirs.connector != self.config().connector {
+            return Err(Error::invalid_config(
+                "lease",
+                format!(
+                    "lease {id} holds objects of store {:?} over another connector than \
+                     store {:?}: open it with that store",
+                    theirs.name,
+                    self.name()
+                ),
+            ));
+        }
+        reaper_for(db).notify_one();
+        Ok(Lease {
+            store: self.clone(),
+            db: db.clone(),
+            id: id.to_owned(),
+        })
+    }
 }
 
 impl Lease {
@@ -321,6 +358,9 @@ async fn evict_claimed(db: &StateDb, claimed: leases::Claimed) -> Result<LeaseRe
             Err(e) => return Err(e),
         }
     }
+    // A Globus store deletes the copies elsewhere in the background: a failure there
+    // keeps the lease for a later round, as a failed eviction here does.
+    store.connector().close().await?;
     if ended.left == 0 {
         leases::finish(db, &claimed.id).await?;
         ended.forgotten = true;

@@ -140,6 +140,18 @@ pub(crate) async fn expiry(db: &StateDb, id: &str) -> Result<Option<i64>> {
     Ok(row.map(|(at,)| at))
 }
 
+/// The store config (JSON) of a live lease; `None` if it has expired, is ending or is gone.
+pub(crate) async fn live_store(db: &StateDb, id: &str) -> Result<Option<String>> {
+    let now = db.clock_ms().await?;
+    let row: Option<(String,)> =
+        query("SELECT store FROM lifetime_leases WHERE id = $1 AND ending = 0 AND expires_at > $2")
+            .bind(id)
+            .bind(now)
+            .fetch_optional_as(db)
+            .await?;
+    Ok(row.map(|(store,)| store))
+}
+
 /// When the next lease (live, or a claim that may go stale) is due, if any lease is left.
 pub(crate) async fn next_due(db: &StateDb) -> Result<Option<i64>> {
     query("SELECT MIN(expires_at) FROM lifetime_leases")

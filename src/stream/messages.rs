@@ -150,7 +150,10 @@ impl MessagePublisher {
             }
         }
         let next = position.checked_add(1).ok_or_else(|| {
-            Error::invalid_config("stream topic", format!("topic {topic} has no position left"))
+            Error::invalid_config(
+                "stream topic",
+                format!("topic {topic} has no position left"),
+            )
         })?;
         self.next.insert(topic.to_owned(), next);
         Ok(position)
@@ -197,7 +200,9 @@ impl MessagePublisher {
                     };
                     let genuine = reply.ids.iter().find_map(|entry| {
                         let (position, sealed) = redis_entry(entry).ok()?;
-                        self.channel.open(topic, position, &sealed).map(|_| position)
+                        self.channel
+                            .open(topic, position, &sealed)
+                            .map(|_| position)
                     });
                     if genuine.is_some() {
                         break genuine;
@@ -218,7 +223,11 @@ pub struct MessageSubscriber {
     next: u64,
     /// A Redis subscriber's connection of its own (a blocked read holds up nothing
     /// else), the id of the last entry read, and entries read but not taken yet.
-    redis: Option<(RedisConnector, String, std::collections::VecDeque<(u64, Vec<u8>)>)>,
+    redis: Option<(
+        RedisConnector,
+        String,
+        std::collections::VecDeque<(u64, Vec<u8>)>,
+    )>,
     rejected: u64,
     /// The rejected Globus files seen, by content, so that one is counted once.
     seen: HashSet<[u8; 32]>,
@@ -307,7 +316,12 @@ impl MessageSubscriber {
 
     async fn next_redis(&mut self, until: Instant) -> Result<Option<Bytes>> {
         loop {
-            let queued = self.redis.as_mut().expect("a Redis subscriber").2.pop_front();
+            let queued = self
+                .redis
+                .as_mut()
+                .expect("a Redis subscriber")
+                .2
+                .pop_front();
             if let Some((position, sealed)) = queued {
                 if position != self.next {
                     continue; // an earlier message, or a stray ahead of its place

@@ -115,9 +115,13 @@ impl StreamKey {
     /// only, and loads it.
     pub fn create(path: &Path) -> Result<Self> {
         let mut bytes = [0u8; KEY_LEN];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| Error::io("read randomness for", path, std::io::Error::other("no randomness")))?;
+        SystemRandom::new().fill(&mut bytes).map_err(|_| {
+            Error::io(
+                "read randomness for",
+                path,
+                std::io::Error::other("no randomness"),
+            )
+        })?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
@@ -240,7 +244,10 @@ mod tests {
         assert!(bad.to_string().contains("64 hex digits"), "{bad}");
         let none = StreamKey::load(&dir.path().join("absent")).unwrap_err();
         assert!(none.to_string().contains("ps-globus stream key"), "{none}");
-        assert!(StreamKey::create(&path).is_err(), "an existing key is never replaced");
+        assert!(
+            StreamKey::create(&path).is_err(),
+            "an existing key is never replaced"
+        );
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&short, &link).unwrap();
         assert!(StreamKey::load(&link).is_err(), "a symlink is not taken");

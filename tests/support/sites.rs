@@ -130,6 +130,9 @@ pub async fn assert_evicted_in_one_delete_task(
     keys: &[ps_globus::connector::Key],
 ) {
     use ps_globus::connector::Connector;
+    // Evictions return once the object is gone here; closing waits for the deletion of
+    // the copies elsewhere (in the background, sharing one task).
+    store.close_async().await.unwrap();
     assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
     for key in keys {
         assert!(!store.exists_async(key).await.unwrap());

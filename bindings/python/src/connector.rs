@@ -70,7 +70,7 @@ fn to_bytes(py: Python<'_>, data: Option<bytes::Bytes>) -> Option<Py<PyBytes>> {
 impl PyConnector {
     /// The connector of this process: rebuilt from its options in a child forked after it
     /// was made (the parent's holds the parent's runtime, manager and connections).
-    fn connector(&self, py: Python<'_>) -> PyResult<Arc<dyn Connector>> {
+    pub(crate) fn connector(&self, py: Python<'_>) -> PyResult<Arc<dyn Connector>> {
         let mut live = self.live.lock().expect("connector lock");
         if live.generation != fork_generation() {
             let fresh = build(&self.kind, &self.options).map_err(|e| to_py_err(py, e))?;

@@ -5,8 +5,8 @@
 //! internals; here each library error picks its class and fills its attributes.
 
 use ps_globus::error::{
-    AlreadySet, ConsentRequired, IntegrityMismatch, NeedsAttention, ProducerGone, Remedy,
-    TransferFailure,
+    AlreadySet, ConsentRequired, IntegrityMismatch, LeaseEnded, NeedsAttention, ProducerGone,
+    Remedy, TransferFailure,
 };
 use ps_globus::{Error, ErrorKind, Settings};
 use pyo3::exceptions::PyRuntimeError;
@@ -50,6 +50,9 @@ fn build(py: Python<'_>, error: &Error) -> PyResult<PyErr> {
         fields.set_item("what", &gone.what)?;
         fields.set_item("reason", &gone.reason)?;
         "ProducerGone"
+    } else if let Some(ended) = error.downcast_ref::<LeaseEnded>() {
+        fields.set_item("lease", &ended.lease)?;
+        "LeaseEnded"
     } else if let Some(consent) = error.downcast_ref::<ConsentRequired>() {
         fields.set_item("required_scopes", consent.required_scopes.clone())?;
         fields.set_item("collections", consent.collections.clone())?;
@@ -136,6 +139,7 @@ pub fn _raise_library_error(py: Python<'_>, variant: &str) -> PyResult<()> {
         }
         "AlreadySet" => AlreadySet::new("the future f").into(),
         "ProducerGone" => ProducerGone::new("the future f", "its producer failed").into(),
+        "LeaseEnded" => LeaseEnded::new("lease-1").into(),
         "LoginRequired" => Error::login_required("no stored login"),
         "Unauthorized" => Error::unauthorized("token expired"),
         "Timeout" => Error::new(

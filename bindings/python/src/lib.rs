@@ -19,6 +19,7 @@ mod connector;
 mod emulator;
 mod endpoint;
 mod errors;
+mod lease;
 mod refs;
 mod staging;
 mod stream;
@@ -86,6 +87,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connector::PyConnector>()?;
     m.add_class::<emulator::PyEmulator>()?;
     m.add_class::<endpoint::PyEndpoint>()?;
+    m.add_class::<lease::PyLease>()?;
+    m.add_function(wrap_pyfunction!(lease::reap_expired_leases, m)?)?;
     m.add_class::<stream::PyMessagePublisher>()?;
     m.add_class::<stream::PyMessageSubscriber>()?;
     m.add_function(wrap_pyfunction!(stream::default_stream_key_file, m)?)?;

@@ -140,7 +140,9 @@ impl PyMessagePublisher {
     /// Publishes `message` to `topic`; its position.
     fn send(&self, py: Python<'_>, topic: String, message: PyBackedBytes) -> PyResult<u64> {
         let publisher = self.publisher(py)?;
-        wait(py, async move { publisher.lock().await.send(&topic, &message).await })
+        wait(py, async move {
+            publisher.lock().await.send(&topic, &message).await
+        })
     }
 
     /// Submits the message files still batching (Globus).

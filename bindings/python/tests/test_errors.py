@@ -19,6 +19,7 @@ CASES = [
     ('ConsentRequired', e.ConsentRequired, {'collections': ['collection-1'], 'required_scopes': ['scope-1']}),
     ('AlreadySet', e.AlreadySet, {'kind': 'Conflict', 'what': 'the future f'}),
     ('ProducerGone', e.ProducerGone, {'what': 'the future f', 'reason': 'its producer failed'}),
+    ('LeaseEnded', e.LeaseEnded, {'kind': 'NotFound', 'lease': 'lease-1'}),
     ('LoginRequired', e.LoginRequired, {'kind': 'PermissionDenied'}),
     ('Unauthorized', e.LoginRequired, {'kind': 'PermissionDenied'}),
     ('Timeout', e.WaitTimeout, {'kind': 'Timeout', 'transient': True}),

@@ -16,10 +16,16 @@
 //! reason at once, not a timeout, and the wait ends at the task's deadline. Bytes that do
 //! not match are an [`Error::Integrity`], never returned.
 //!
+//! **Evict.** At the site that put the object, `evict` removes it here and returns; its
+//! copies at the destinations are deleted in the background, each after its transfer
+//! ended, and evictions close together (concurrent, or one after another as ProxyStore's
+//! `ContextLifetime` makes them) share one delete task. A failure there is logged and
+//! returned by the next `close`.
+//!
 //! **Closing.** `put` returns before the batch is submitted; a producer that exits right
 //! after its puts must call `Store::close` (or `Connector::close`) first, which submits
-//! what is still batching. Otherwise the next process at that site with the same state
-//! directory resumes it.
+//! what is still batching (and waits for the deletion of evicted copies). Otherwise the
+//! next process at that site with the same state directory resumes the puts.
 //!
 //! **Sites.** The current site is fixed by the builder, else `PS_GLOBUS_SITE`, else the
 //! first site whose host regex matches the host name.

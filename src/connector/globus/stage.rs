@@ -236,30 +236,42 @@ impl GlobusConnector {
     /// Deletes `paths` (under the store directory) at each destination, after the
     /// transfers of the batches labelled there end. The deletes join the delete batch at
     /// once (a hold on their place), so evictions made together become one delete task
-    /// even when one waits for its transfer.
+    /// even when one waits for its transfer; and the rest runs in the background (the
+    /// manager's `flush`, `close` and the exit hook wait for it), so evictions made one
+    /// after another (ProxyStore's `ContextLifetime`) share a task too.
     pub(super) async fn evict_copies(
         &self,
         labels: &BTreeMap<String, Vec<String>>,
         paths: &[String],
     ) -> Result<()> {
-        let manager = self.manager().await?;
+        let manager = self.manager().await?.clone();
         let deleter = self.deleter().await?;
         let mut holds = Vec::new();
         for dest in labels.keys() {
+            let collection = self.inner.config.site(dest)?.collection.to_string();
             for path in paths {
-                holds.push((dest, path, deleter.hold()));
+                holds.push((
+                    dest.clone(),
+                    collection.clone(),
+                    path.clone(),
+                    deleter.hold(),
+                ));
             }
         }
-        let mut receipts = Vec::with_capacity(holds.len());
-        for (dest, path, hold) in holds {
-            // Let an in-flight transfer finish first, or it would land after the delete.
-            let dest_path = self.wait_for_copy(manager, labels, dest, path).await?;
-            let collection = self.inner.config.site(dest)?.collection.to_string();
-            receipts.push(hold.add(collection, dest_path));
-        }
-        for receipt in receipts {
-            receipt.submitted().await?;
-        }
+        let (this, labels) = (self.clone(), labels.clone());
+        let waiting = manager.clone();
+        manager.spawn_background("deleting evicted copies", async move {
+            let mut receipts = Vec::with_capacity(holds.len());
+            for (dest, collection, path, hold) in holds {
+                // Let an in-flight transfer finish first, or it would land after the delete.
+                let dest_path = this.wait_for_copy(&waiting, &labels, &dest, &path).await?;
+                receipts.push(hold.add(collection, dest_path));
+            }
+            for receipt in receipts {
+                receipt.submitted().await?;
+            }
+            Ok(())
+        });
         Ok(())
     }
 }

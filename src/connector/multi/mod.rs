@@ -362,7 +362,10 @@ impl MultiConnector {
     fn route_deferred(&self, options: &PutOptions) -> Result<usize> {
         let steps = self.children.iter().flat_map(|c| {
             let policy = &c.config.policy;
-            [Some(policy.min_size), policy.max_size.map(|m| m.saturating_add(1))]
+            [
+                Some(policy.min_size),
+                policy.max_size.map(|m| m.saturating_add(1)),
+            ]
         });
         let mut sizes: Vec<u64> = std::iter::once(0).chain(steps.flatten()).collect();
         sizes.sort_unstable();
@@ -455,6 +458,9 @@ impl Connector for MultiConnector {
     }
 
     async fn settle(&self, key: &Key, settlement: Settlement<'_>) -> Result<()> {
+        if !key.is_deferred() && !self.capabilities().deferred_keys {
+            return Err(super::no_deferred_keys(Self::KIND));
+        }
         key.check_deferred(Self::KIND)?;
         match self.connector_for(key)? {
             Some((connector, inner)) => connector.settle(&inner, settlement).await,

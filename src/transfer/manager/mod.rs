@@ -46,6 +46,7 @@
 //! earlier copy is queued), `tests.rs` (unit tests that need the
 //! manager's private parts).
 
+mod background;
 mod claim;
 mod commit;
 mod config;
@@ -147,6 +148,8 @@ struct Inner {
     /// What this manager could not send was reported at exit (by a host language's
     /// hook, or the library's): said once, not by each hook.
     exit_reported: std::sync::atomic::AtomicBool,
+    /// Work callers left running (evicted copies being deleted); `flush` waits for it.
+    background: background::Background,
 }
 /// Wake-ups shared with the background loops, which wait on them without keeping the
 /// manager alive.
@@ -246,6 +249,7 @@ impl TransferManager {
             unverifiable: Mutex::default(),
             trouble: trouble::TroubleCell::new(),
             exit_reported: std::sync::atomic::AtomicBool::new(false),
+            background: Default::default(),
         });
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner);
@@ -536,6 +540,15 @@ impl TransferManager {
         Ok(())
     }
 
+    /// Runs `work` (of `what`) in the background; [`flush`](Self::flush) waits for it.
+    pub(crate) fn spawn_background(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = Result<()>> + Send + 'static,
+    ) {
+        self.inner.background.spawn(what, work);
+    }
+
     /// Closes every open batch now and returns once each batch of this process is at
     /// Globus, waits only for admission, or is held by Globus (a 409: identical paths in
     /// flight, or the pending-task limit; it goes when Globus lets it, which no flush
@@ -550,6 +563,7 @@ impl TransferManager {
             }
         }
         self.inner.signals.batcher_kick.notify_one();
+        self.inner.background.finish().await?;
         loop {
             let changed = self.inner.signals.changed.notified();
             let open_here = !self

@@ -34,6 +34,7 @@ from ps_globus.errors import (
     TransferFailed,
     WaitTimeout,
 )
+from ps_globus.leases import Lease, lease, open_lease, reap_expired_leases
 from ps_globus.refs import (
     Reference,
     import_reference,
@@ -110,6 +111,7 @@ __all__ = [
     'ConsentRequired',
     'IntegrityError',
     'InvalidInput',
+    'Lease',
     'LoginRequired',
     'NeedsAttention',
     'ProducerGone',
@@ -121,8 +123,11 @@ __all__ = [
     'flush',
     'future',
     'import_reference',
+    'lease',
     'list_references',
     'load_reference',
+    'open_lease',
+    'reap_expired_leases',
     'remove_reference',
     'save_reference',
     'stage_in',

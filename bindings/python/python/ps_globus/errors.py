@@ -102,6 +102,11 @@ class ProducerGone(NotFound):
     ``reason`` says why."""
 
 
+class LeaseEnded(NotFound):
+    """A lease (:func:`ps_globus.lease`) has expired or was ended: its objects are
+    evicted, nothing joins it and it cannot be extended. ``lease`` is its id."""
+
+
 class ServiceError(PsGlobusError):
     """Globus (or the network to it) failed; ``transient`` says whether to retry."""
 
@@ -125,6 +130,7 @@ __all__ = [
     'Conflict',
     'AlreadySet',
     'ProducerGone',
+    'LeaseEnded',
     'ServiceError',
     'StorageError',
 ]
