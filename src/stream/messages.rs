@@ -15,7 +15,7 @@
 //! keeps waiting for the genuine message at that position (the producer's transfer
 //! replaces a planted file); on Redis it reads on (an entry cannot be replaced).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -215,6 +215,10 @@ impl MessagePublisher {
     }
 }
 
+/// A Redis subscriber's connection, the id of the last entry read, and the entries read
+/// but not taken yet (position, sealed message).
+type RedisCursor = (RedisConnector, String, VecDeque<(u64, Vec<u8>)>);
+
 /// Reads one topic's messages in order, from a position (see the module docs).
 #[derive(Debug)]
 pub struct MessageSubscriber {
@@ -223,11 +227,7 @@ pub struct MessageSubscriber {
     next: u64,
     /// A Redis subscriber's connection of its own (a blocked read holds up nothing
     /// else), the id of the last entry read, and entries read but not taken yet.
-    redis: Option<(
-        RedisConnector,
-        String,
-        std::collections::VecDeque<(u64, Vec<u8>)>,
-    )>,
+    redis: Option<RedisCursor>,
     rejected: u64,
     /// The rejected Globus files seen, by content, so that one is counted once.
     seen: HashSet<[u8; 32]>,

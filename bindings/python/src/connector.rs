@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 
+use crate::aio::awaitable;
 use crate::errors::to_py_err;
 use crate::wait::wait;
 
@@ -245,6 +246,55 @@ impl PyConnector {
     fn abandon(&self, py: Python<'_>, key: &str, reason: String) -> PyResult<()> {
         let (c, key) = (self.connector(py)?, parse_key(py, key)?);
         wait(py, async move { c.abandon(&key, &reason).await })
+    }
+
+    /// `put` as an awaitable (for asyncio): the key's text.
+    #[pyo3(signature = (data, tags = Vec::new()))]
+    fn put_async<'py>(
+        &self,
+        py: Python<'py>,
+        data: PyBackedBytes,
+        tags: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.connector(py)?;
+        let work = async move {
+            let options = PutOptions::default().with_tags(tags);
+            Ok(c.put(&data, &options).await?.to_string())
+        };
+        awaitable(py, work, |_, key| Ok(key))
+    }
+
+    /// `get` as an awaitable: the object's bytes (waiting for its transfer), or `None`.
+    fn get_async<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        awaitable(py, async move { c.get(&key).await }, |py, data| {
+            Ok(to_bytes(py, data))
+        })
+    }
+
+    /// `get_batch` as an awaitable: every object, waited for together; in order.
+    fn get_batch_async<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.connector(py)?;
+        let keys = keys
+            .iter()
+            .map(|k| parse_key(py, k))
+            .collect::<PyResult<Vec<_>>>()?;
+        awaitable(py, async move { c.get_batch(&keys).await }, |py, values| {
+            Ok(values
+                .into_iter()
+                .map(|v| to_bytes(py, v))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// `evict` as an awaitable.
+    fn evict_async<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (c, key) = (self.connector(py)?, parse_key(py, key)?);
+        awaitable(py, async move { c.evict(&key).await }, |_, ()| Ok(()))
     }
 
     /// Submits what is held back for batching; never deletes data.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use ps_globus::transfer::TransferManager;
 use pyo3::prelude::*;
 
+mod aio;
 mod connector;
 mod emulator;
 mod endpoint;
