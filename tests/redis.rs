@@ -365,3 +365,71 @@ async fn exists_on_an_unreachable_server_is_an_error_not_false() {
         );
     }
 }
+
+/// Regression: a large value went through the multiplexed connection, copied three times
+/// into fresh memory (a 1 MiB `put_batch` took 2.5 ms an object, three times ProxyStore's).
+/// Large values now go by a blocking connection that writes them as they lie: this
+/// checks that path's answers, not its speed (that is `examples/bench_redis.rs`'s job):
+/// every byte back, batches over several `MSET`s, expiry kept, over TCP, TLS, a Unix
+/// socket and with a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_round_trip_by_the_bulk_path_on_every_transport() {
+    let pattern = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    };
+    let plain = RedisServer::start();
+    let tls = RedisServer::start_tls();
+    // The password comes from a variable every process has (setting one in a test that
+    // runs beside others would be unsound): HOME's value.
+    let home = std::env::var("HOME").expect("HOME is set");
+    let locked = RedisServer::start_with(&["--requirepass", &home]);
+    let mut with_password = locked.config();
+    with_password.password_env = Some("HOME".into());
+    for (name, config, server) in [
+        ("tcp", plain.config(), &plain),
+        ("tls", tls.config(), &tls),
+        ("unix", RedisConfig::unix(plain.socket()), &plain),
+        ("password", with_password, &locked),
+    ] {
+        let c = RedisConnector::new(config).unwrap();
+        let one = pattern(3 << 20, 1);
+        let key = c.put(&one, &opts()).await.unwrap();
+        assert_eq!(
+            c.get(&key).await.unwrap().as_deref(),
+            Some(&one[..]),
+            "{name}"
+        );
+        // 20 MiB and 1 MiB objects: more than one MSET of at most 16 MiB.
+        let objects: Vec<Vec<u8>> = (0..6)
+            .map(|i| pattern(if i == 2 { 20 << 20 } else { 1 << 20 }, i))
+            .collect();
+        let slices: Vec<&[u8]> = objects.iter().map(Vec::as_slice).collect();
+        let msets = server.calls("mset");
+        let keys = c.put_batch(&slices, &opts()).await.unwrap();
+        assert!(
+            server.calls("mset") >= msets + 2,
+            "{name}: one MSET per chunk"
+        );
+        let back = c.get_batch(&keys).await.unwrap();
+        for (got, want) in back.iter().zip(&objects) {
+            assert_eq!(got.as_deref(), Some(&want[..]), "{name}");
+        }
+    }
+    // Objects that expire keep their expiry on the bulk path.
+    let mut expiring = plain.config();
+    expiring.ttl_s = Some(600);
+    let c = RedisConnector::new(expiring).unwrap();
+    let big = pattern(1 << 20, 9);
+    let keys = c.put_batch(&[&big[..], &big[..]], &opts()).await.unwrap();
+    let single = c.put(&big, &opts()).await.unwrap();
+    for key in keys.iter().chain([&single]) {
+        let ttl: i64 = plain
+            .cli(&["PTTL", &format!("ps-globus:{}", key.id())])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(ttl > 500_000 && ttl <= 600_000, "{ttl}");
+    }
+}
