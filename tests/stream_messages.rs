@@ -135,8 +135,28 @@ async fn a_redis_message_stream_replays_late_and_drops_what_does_not_open() {
     assert_eq!(take(&mut late, 4).await, ["m0", "m1", "m2", "m3"]);
     assert_eq!(late.rejected(), 1);
     assert_eq!(late.next(Duration::from_millis(100)).await.unwrap(), None);
-    let mut from_two = MessageSubscriber::new(sealed, "t", 2).unwrap();
+    let mut from_two = MessageSubscriber::new(sealed.clone(), "t", 2).unwrap();
     assert_eq!(take(&mut from_two, 2).await, ["m2", "m3"]);
+
+    // A batch brings what is here already, in order, up to its size; then nothing.
+    let mut batched = MessageSubscriber::new(sealed.clone(), "t", 0).unwrap();
+    let first = batched.next_batch(WAIT, 3).await.unwrap();
+    assert_eq!(first, ["m0", "m1", "m2"].map(bytes::Bytes::from).to_vec());
+    let rest = batched.next_batch(WAIT, 3).await.unwrap();
+    assert_eq!(rest, [bytes::Bytes::from("m3")]);
+    assert_eq!(
+        batched.rejected(),
+        1,
+        "the forged entry, dropped inside the batch"
+    );
+    assert!(
+        batched
+            .next_batch(Duration::from_millis(50), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(batched.position(), 4);
 
     // Without a key, messages pass as they are (whoever writes the server is trusted).
     let plain = MessageChannel::Redis(redis, None);

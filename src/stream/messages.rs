@@ -278,6 +278,24 @@ impl MessageSubscriber {
         Ok(found)
     }
 
+    /// The next genuine message (waiting up to `wait` for it) and those after it that
+    /// are here already, up to `max` in all; empty if none came. One call for many small
+    /// messages: a caller in another language pays its crossing once.
+    pub async fn next_batch(&mut self, wait: Duration, max: usize) -> Result<Vec<Bytes>> {
+        let mut batch = Vec::new();
+        let Some(first) = self.next(wait).await? else {
+            return Ok(batch);
+        };
+        batch.push(first);
+        while batch.len() < max {
+            match self.next(Duration::ZERO).await? {
+                Some(message) => batch.push(message),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
     fn reject(&mut self, position: u64, why: &str) {
         self.rejected += 1;
         tracing::warn!(

@@ -210,18 +210,28 @@ impl PyMessageSubscriber {
     /// `None` if none came.
     #[pyo3(signature = (timeout_s = None))]
     fn next(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<Option<Py<PyBytes>>> {
-        let limit = match timeout_s {
-            Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(1e9)),
-            Some(s) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "timeout_s must be a non-negative number of seconds, not {s}"
-                )));
-            }
-            None => DEFAULT_WAIT,
-        };
+        let limit = wait_limit(timeout_s)?;
         let subscriber = self.subscriber(py)?;
         let message = wait(py, async move { subscriber.lock().await.next(limit).await })?;
         Ok(message.map(|m| PyBytes::new(py, &m).unbind()))
+    }
+
+    /// The next genuine message and those after it that are here already (up to
+    /// `max`), waiting up to `timeout_s` seconds for the first (default: a day); empty if
+    /// none came.
+    #[pyo3(signature = (timeout_s = None, max = 256))]
+    fn next_batch(
+        &self,
+        py: Python<'_>,
+        timeout_s: Option<f64>,
+        max: usize,
+    ) -> PyResult<Vec<Py<PyBytes>>> {
+        let limit = wait_limit(timeout_s)?;
+        let subscriber = self.subscriber(py)?;
+        let batch = wait(py, async move {
+            subscriber.lock().await.next_batch(limit, max.max(1)).await
+        })?;
+        Ok(batch.iter().map(|m| PyBytes::new(py, m).unbind()).collect())
     }
 
     /// How many messages were dropped because they did not open under the key.
@@ -236,6 +246,17 @@ impl PyMessageSubscriber {
     fn position(&self, py: Python<'_>) -> PyResult<u64> {
         let subscriber = self.subscriber(py)?;
         wait(py, async move { Ok(subscriber.lock().await.position()) })
+    }
+}
+
+/// How long a read waits: `timeout_s` seconds, or a day.
+fn wait_limit(timeout_s: Option<f64>) -> PyResult<Duration> {
+    match timeout_s {
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.min(1e9))),
+        Some(s) => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "timeout_s must be a non-negative number of seconds, not {s}"
+        ))),
+        None => Ok(DEFAULT_WAIT),
     }
 }
 

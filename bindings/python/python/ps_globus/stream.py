@@ -37,6 +37,7 @@ Redis server, would run code in every consumer. So:
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -73,6 +74,9 @@ class _Subscriber:
         self._core = core
         self._timeout = timeout
         self._closed = False
+        # Messages read ahead: one crossing into the engine brings every message that is
+        # here already.
+        self._ahead: collections.deque[bytes] = collections.deque()
 
     def __iter__(self) -> _Subscriber:
         return self
@@ -88,12 +92,14 @@ class _Subscriber:
     @property
     def position(self) -> int:
         """The position of the next message."""
-        return self._core.position
+        return self._core.position - len(self._ahead)
 
     def _next_raw(self) -> bytes:
         if self._closed:
             raise StopIteration
-        message = self._core.next(self._timeout)
+        if not self._ahead:
+            self._ahead.extend(self._core.next_batch(self._timeout))
+        message = self._ahead.popleft() if self._ahead else None
         if message is None:
             raise WaitTimeout(
                 f'no message at position {self._core.position} within {self._timeout} s',
