@@ -270,6 +270,7 @@ async fn an_evicted_lane_object_is_gone_from_both_sites() {
     let (_home, a, b) = lane_pair(&config);
     let key = a.put(b"short-lived", &PutOptions::default()).await.unwrap();
     a.evict(&key).await.unwrap();
+    a.close().await.unwrap(); // waits for the copy's deletion, in the background
     assert_eq!(emu.the_one_delete_task().await["status"], "SUCCEEDED");
     assert!(!a.exists(&key).await.unwrap());
     assert!(!b.exists(&key).await.unwrap(), "the copy at b was deleted");

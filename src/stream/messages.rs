@@ -19,8 +19,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::streams::StreamRangeReply;
 
+use super::redis::READ_COUNT;
 use super::seal::{Place, StreamKey};
 use crate::connector::{GlobusConnector, RedisConnector};
 use crate::error::{Error, Result};
@@ -28,9 +29,6 @@ use crate::fsutil::read_regular_file_if_there;
 
 /// The longest a Globus subscriber waits between looks for the next message file.
 const SLOWEST_LOOK: Duration = Duration::from_millis(100);
-
-/// How many entries one `XREAD` asks for.
-const READ_COUNT: usize = 256;
 
 /// Where a topic's messages go (see the module docs).
 #[derive(Clone, Debug)]
@@ -62,13 +60,8 @@ impl MessageChannel {
 
     fn seal(&self, topic: &str, position: u64, message: &[u8]) -> Vec<u8> {
         let channel = self.name();
-        let place = Place {
-            channel: &channel,
-            topic,
-            position,
-        };
         match self.key() {
-            Some(key) => key.seal(place, message),
+            Some(key) => key.seal(Place::new(&channel, topic, position), message),
             None => message.to_vec(),
         }
     }
@@ -76,13 +69,10 @@ impl MessageChannel {
     /// The message in `sealed`, if it opens for `topic` at `position`.
     fn open(&self, topic: &str, position: u64, sealed: &[u8]) -> Option<Bytes> {
         let channel = self.name();
-        let place = Place {
-            channel: &channel,
-            topic,
-            position,
-        };
         match self.key() {
-            Some(key) => key.open(place, sealed).map(Bytes::copy_from_slice),
+            Some(key) => key
+                .open(Place::new(&channel, topic, position), sealed)
+                .map(Bytes::copy_from_slice),
             None => Some(Bytes::copy_from_slice(sealed)),
         }
     }
@@ -357,18 +347,9 @@ impl MessageSubscriber {
             }
             let (redis, last_id, read) = self.redis.as_mut().expect("a Redis subscriber");
             let longest = redis.redis_config().timeout() / 2;
-            let block = left.min(longest).max(Duration::from_millis(1));
-            let mut xread = redis::cmd("XREAD");
-            xread
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(redis_stream(redis, &self.topic))
-                .arg(last_id.as_str());
-            let reply: Option<StreamReadReply> = redis.run("XREAD", &xread).await?;
-            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            let key = redis_stream(redis, &self.topic);
+            let entries = super::redis::read_after(redis, &key, last_id, left.min(longest)).await?;
+            for entry in entries {
                 *last_id = entry.id.clone();
                 match redis_entry(&entry) {
                     Ok(found) => read.push_back(found),

@@ -12,7 +12,7 @@ use crate::connector::RedisConnector;
 use crate::error::{Error, Result};
 
 /// How many entries one `XREAD` asks for.
-const READ_COUNT: usize = 256;
+pub(super) const READ_COUNT: usize = 256;
 
 /// The Redis key of `topic`'s stream.
 fn stream_key(redis: &RedisConnector, topic: &str) -> String {
@@ -55,6 +55,31 @@ pub(super) async fn append(redis: &RedisConnector, event: &Event) -> Result<()> 
     Ok(())
 }
 
+/// Up to [`READ_COUNT`] entries of the stream `key` after the entry `last_id`, waiting
+/// up to `block` for the first (`XREAD BLOCK`).
+pub(super) async fn read_after(
+    redis: &RedisConnector,
+    key: &str,
+    last_id: &str,
+    block: Duration,
+) -> Result<Vec<redis::streams::StreamId>> {
+    let mut xread = redis::cmd("XREAD");
+    xread
+        .arg("COUNT")
+        .arg(READ_COUNT)
+        .arg("BLOCK")
+        .arg(block.max(Duration::from_millis(1)).as_millis() as u64)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(last_id);
+    let reply: Option<StreamReadReply> = redis.run("XREAD", &xread).await?;
+    Ok(reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|k| k.ids)
+        .collect())
+}
+
 /// A reader's place in a stream, on a connection of its own.
 pub(super) struct Cursor {
     redis: RedisConnector,
@@ -91,18 +116,9 @@ impl Cursor {
             if left.is_zero() {
                 return Ok(None);
             }
-            let block = left.min(longest).max(Duration::from_millis(1));
-            let mut xread = redis::cmd("XREAD");
-            xread
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(stream_key(&self.redis, topic))
-                .arg(&self.last_id);
-            let reply: Option<StreamReadReply> = self.redis.run("XREAD", &xread).await?;
-            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            let key = stream_key(&self.redis, topic);
+            let read = read_after(&self.redis, &key, &self.last_id, left.min(longest)).await?;
+            for entry in read {
                 self.last_id = entry.id.clone();
                 self.read.push_back(decode(&entry)?);
             }

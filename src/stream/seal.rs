@@ -56,6 +56,16 @@ pub(crate) struct Place<'a> {
     pub(crate) position: u64,
 }
 
+impl<'a> Place<'a> {
+    pub(crate) fn new(channel: &'a str, topic: &'a str, position: u64) -> Self {
+        Place {
+            channel,
+            topic,
+            position,
+        }
+    }
+}
+
 impl StreamKey {
     /// The default key file: `stream.key` in the state directory.
     pub fn default_path(settings: &Settings) -> PathBuf {

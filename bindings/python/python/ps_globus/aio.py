@@ -25,19 +25,20 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ps_globus.proxystore import PsGlobusKey, RustConnector, _as_bytes, _key_text
+from ps_globus.proxystore import (
+    PsGlobusKey,
+    RustConnector,
+    _as_bytes,
+    _batchable,
+    _key_text,
+    _store_connector,
+)
 
 _MISSING = object()
 
 
 def _ours(store: Any) -> RustConnector:
-    connector = store.connector
-    if not isinstance(connector, RustConnector):
-        raise TypeError(
-            f'ps_globus.aio needs a store on a ps_globus connector, not '
-            f'{type(connector).__name__}'
-        )
-    return connector
+    return _store_connector(store, 'ps_globus.aio')
 
 
 async def put(store: Any, obj: Any, *, serializer: Any = None) -> PsGlobusKey:
@@ -115,25 +116,7 @@ async def _poll(store: Any, factory: Any) -> Any:
 async def prefetch(proxies: Iterable[Any]) -> None:
     """Resolves many proxies: those of each ps_globus store with one batched wait, the
     others concurrently in worker threads."""
-    from proxystore.proxy import is_resolved
-    from proxystore.store.factory import PollingStoreFactory, StoreFactory
-
-    groups: dict[int, tuple[Any, list[tuple[Any, Any]]]] = {}
-    others = []
-    for proxy in proxies:
-        if is_resolved(proxy):
-            continue
-        factory = object.__getattribute__(proxy, '__proxy_factory__')
-        store = factory.get_store() if isinstance(factory, StoreFactory) else None
-        batchable = (
-            store is not None
-            and isinstance(store.connector, RustConnector)
-            and not isinstance(factory, PollingStoreFactory)
-        )
-        if batchable:
-            groups.setdefault(id(store), (store, []))[1].append((proxy, factory))
-        else:
-            others.append(proxy)
+    groups, others = _batchable(proxies)
 
     async def group(store: Any, members: list[tuple[Any, Any]]) -> None:
         from proxystore.store.exceptions import ProxyResolveMissingKeyError
@@ -151,7 +134,7 @@ async def prefetch(proxies: Iterable[Any]) -> None:
                 store.cache.set(factory.key, obj)
 
     await asyncio.gather(
-        *(group(store, members) for store, members in groups.values()),
+        *(group(store, members) for store, members in groups),
         *(resolve(proxy) for proxy in others),
     )
 

@@ -20,17 +20,11 @@ import json
 from typing import Any
 
 from ps_globus import _core
-from ps_globus.proxystore import PsGlobusKey, RustConnector
+from ps_globus.proxystore import PsGlobusKey, RustConnector, _store_connector
 
 
 def _connector(store: Any) -> RustConnector:
-    connector = store.connector
-    if not isinstance(connector, RustConnector):
-        raise TypeError(
-            f'a ps_globus lease needs a store on a ps_globus connector, not '
-            f'{type(connector).__name__}: use ProxyStore\'s LeaseLifetime for other stores'
-        )
-    return connector
+    return _store_connector(store, "a ps_globus lease (ProxyStore's LeaseLifetime serves other stores)")
 
 
 class Lease:

@@ -492,17 +492,12 @@ def sites_from_proxystore(endpoints: Any) -> dict[str, dict[str, str]]:
     return sites
 
 
-def prefetch(proxies: Iterable[Any]) -> None:
-    """Resolves many proxies with one batched wait.
-
-    Proxies of stores on a ps_globus connector are fetched together
-    (``connector.get_batch``: every transfer waited for at once, outside the store's
-    lock); any other proxy is resolved as usual. Proxies already resolved are left alone.
-    A proxy made with ``evict=True`` evicts its object, as resolving it would.
-    """
-    from proxystore.proxy import is_resolved, resolve
-    from proxystore.store.exceptions import ProxyResolveMissingKeyError
-    from proxystore.store.factory import StoreFactory
+def _batchable(proxies: Iterable[Any]) -> tuple[list[tuple[Any, list[tuple[Any, Any]]]], list[Any]]:
+    """The unresolved proxies of stores on a ps_globus connector, by store (``(store,
+    [(proxy, factory)])``), and the others: proxies of other stores, and of futures
+    (their polling is their own)."""
+    from proxystore.proxy import is_resolved
+    from proxystore.store.factory import PollingStoreFactory, StoreFactory
 
     groups: dict[int, tuple[Any, list[tuple[Any, Any]]]] = {}
     others = []
@@ -511,11 +506,41 @@ def prefetch(proxies: Iterable[Any]) -> None:
             continue
         factory = object.__getattribute__(proxy, '__proxy_factory__')
         store = factory.get_store() if isinstance(factory, StoreFactory) else None
-        if store is None or not isinstance(store.connector, RustConnector):
+        batchable = (
+            store is not None
+            and isinstance(store.connector, RustConnector)
+            and not isinstance(factory, PollingStoreFactory)
+        )
+        if batchable:
+            groups.setdefault(id(store), (store, []))[1].append((proxy, factory))
+        else:
             others.append(proxy)
-            continue
-        groups.setdefault(id(store), (store, []))[1].append((proxy, factory))
-    for store, members in groups.values():
+    return list(groups.values()), others
+
+
+def _store_connector(store: Any, what: str) -> RustConnector:
+    """``store``'s connector, which ``what`` needs to be a ps_globus one."""
+    connector = store.connector
+    if not isinstance(connector, RustConnector):
+        raise TypeError(
+            f'{what} needs a store on a ps_globus connector, not {type(connector).__name__}'
+        )
+    return connector
+
+
+def prefetch(proxies: Iterable[Any]) -> None:
+    """Resolves many proxies with one batched wait.
+
+    Proxies of stores on a ps_globus connector are fetched together
+    (``connector.get_batch``: every transfer waited for at once, outside the store's
+    lock); any other proxy is resolved as usual. Proxies already resolved are left alone.
+    A proxy made with ``evict=True`` evicts its object, as resolving it would.
+    """
+    from proxystore.proxy import resolve
+    from proxystore.store.exceptions import ProxyResolveMissingKeyError
+
+    groups, others = _batchable(proxies)
+    for store, members in groups:
         values = store.connector.get_batch([factory.key for _, factory in members])
         for (proxy, factory), data in zip(members, values):
             if data is None:
