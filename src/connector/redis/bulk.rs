@@ -1,13 +1,14 @@
-//! Large values by the shortest way: a plain (blocking) connection of the `redis` crate,
-//! on a blocking thread, that writes each value to the socket from where it lies.
+//! Large values by a shorter way: plain (blocking) connections of the `redis` crate, on a
+//! blocking thread, fed packed writes by the calling task.
 //!
 //! The multiplexed connection copies a value three times on its way out (into the
 //! command, into the packed command, into the connection's write buffer), each time into
 //! fresh memory: a 1 MiB `SET` took 1.2-1.8 ms where `redis-benchmark` takes 0.7, and a
 //! `put_batch` of 1 MiB objects 2.5 ms an object (ProxyStore's `redis-py` writes large
-//! values without copying them, and took 0.85). Here a value is copied once (to own it
-//! on the blocking thread) and written as is; the headers between values are gathered
-//! into one small write each.
+//! values without copying them, and took 0.85). Here a value is copied once, into a
+//! recycled buffer with the small arguments around it, while the writer sends the one
+//! before: one write per large value, so no small write follows a large one and waits
+//! for the server's delayed acknowledgement (Nagle).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
