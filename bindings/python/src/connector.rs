@@ -3,12 +3,11 @@
 //! The ProxyStore-facing classes (`ps_globus.proxystore`) are pure Python and hold one of
 //! these; keys cross as their compact JSON text.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ps_globus::connector::{
     Connector, ConnectorConfig, GlobusConfig, GlobusConnector, Key, PutOptions, RedisConnector,
 };
-use ps_globus::internal::fork_generation;
 use ps_globus::{Error, Settings};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -16,6 +15,7 @@ use pyo3::types::PyBytes;
 
 use crate::aio::awaitable;
 use crate::errors::to_py_err;
+use crate::fork_local::ForkLocal;
 use crate::wait::wait;
 
 /// A connector of any kind the library knows (`globus`, `file`, …), built from its
@@ -24,12 +24,12 @@ use crate::wait::wait;
 pub struct PyConnector {
     kind: String,
     options: serde_json::Value,
-    live: Mutex<Live>,
+    live: ForkLocal<Live>,
 }
 
-/// The connector serving this process, and the fork generation it was built in.
+/// The connector serving this process, and the site it acts as (Globus).
+#[derive(Clone)]
 struct Live {
-    generation: u64,
     connector: Arc<dyn Connector>,
     site: Option<String>,
 }
@@ -53,11 +53,7 @@ fn build(kind: &str, options: &serde_json::Value) -> ps_globus::Result<Live> {
         };
         (config.build_local()?, None)
     };
-    Ok(Live {
-        generation: fork_generation(),
-        connector,
-        site,
-    })
+    Ok(Live { connector, site })
 }
 
 fn parse_key(py: Python<'_>, text: &str) -> PyResult<Key> {
@@ -72,13 +68,12 @@ impl PyConnector {
     /// The connector of this process: rebuilt from its options in a child forked after it
     /// was made (the parent's holds the parent's runtime, manager and connections).
     pub(crate) fn connector(&self, py: Python<'_>) -> PyResult<Arc<dyn Connector>> {
-        let mut live = self.live.lock().expect("connector lock");
-        if live.generation != fork_generation() {
-            let fresh = build(&self.kind, &self.options).map_err(|e| to_py_err(py, e))?;
-            // Leaked, not dropped: dropping would close the parent's connections.
-            std::mem::forget(std::mem::replace(&mut *live, fresh));
-        }
-        Ok(Arc::clone(&live.connector))
+        Ok(self.live(py)?.connector)
+    }
+
+    fn live(&self, py: Python<'_>) -> PyResult<Live> {
+        self.live
+            .get(|_| build(&self.kind, &self.options).map_err(|e| to_py_err(py, e)))
     }
 }
 
@@ -97,15 +92,14 @@ impl PyConnector {
         Ok(PyConnector {
             kind: kind.to_owned(),
             options,
-            live: Mutex::new(live),
+            live: ForkLocal::new(live),
         })
     }
 
     /// The site this process acts as (Globus connectors), else `None`.
     #[getter]
     fn site(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        self.connector(py)?;
-        Ok(self.live.lock().expect("connector lock").site.clone())
+        Ok(self.live(py)?.site)
     }
 
     /// The connector's config options as JSON (what rebuilds it anywhere).

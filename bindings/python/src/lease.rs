@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use ps_globus::Store;
-use ps_globus::internal::fork_generation;
 use ps_globus::proxy::Lease;
 use ps_globus::state::StateDb;
 use pyo3::prelude::*;
 
 use crate::connector::PyConnector;
 use crate::errors::to_py_err;
+use crate::fork_local::ForkLocal;
 use crate::wait::wait;
 
 /// A duration from seconds a Python caller gave: finite and not negative.
@@ -31,7 +31,7 @@ fn seconds(what: &str, s: f64) -> PyResult<Duration> {
 pub struct PyLease {
     store: Store,
     id: String,
-    live: std::sync::Mutex<(u64, Lease)>,
+    live: ForkLocal<Lease>,
 }
 
 /// The store a lease is of: the connector under the Python store, by the Python store's
@@ -48,16 +48,13 @@ impl PyLease {
     /// The lease, reopened by id in a child forked after it was made (the parent's holds
     /// the parent's database pool).
     fn lease(&self, py: Python<'_>) -> PyResult<Lease> {
-        let mut live = self.live.lock().expect("lease lock");
-        if live.0 != fork_generation() {
+        self.live.get(|_| {
             let (store, id) = (self.store.clone(), self.id.clone());
-            let lease = wait(py, async move {
+            wait(py, async move {
                 let db = StateDb::shared_default(&ps_globus::Settings::from_env()).await?;
                 store.lease_by_id_in_async(&db, &id).await
-            })?;
-            *live = (fork_generation(), lease);
-        }
-        Ok(live.1.clone())
+            })
+        })
     }
 }
 
@@ -91,7 +88,7 @@ impl PyLease {
         Ok(PyLease {
             store,
             id: lease.id().to_owned(),
-            live: std::sync::Mutex::new((fork_generation(), lease)),
+            live: ForkLocal::new(lease),
         })
     }
 

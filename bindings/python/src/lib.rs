@@ -20,6 +20,7 @@ mod connector;
 mod emulator;
 mod endpoint;
 mod errors;
+mod fork_local;
 mod lease;
 mod refs;
 mod staging;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use ps_globus::connector::{
     ConnectorConfig, GlobusConfig, GlobusConnector, RedisConfig, RedisConnector,
 };
-use ps_globus::internal::fork_generation;
 use ps_globus::stream::{MessageChannel, MessagePublisher, MessageSubscriber, StreamKey};
 use ps_globus::{Error, Settings};
 use pyo3::prelude::*;
@@ -18,6 +17,7 @@ use pyo3::types::PyBytes;
 use tokio::sync::Mutex;
 
 use crate::errors::to_py_err;
+use crate::fork_local::ForkLocal;
 use crate::wait::wait;
 
 /// How long `next` waits when the caller gives no limit: a day, as a stream consumer's.
@@ -84,33 +84,19 @@ fn recipe(
     })
 }
 
-/// A value built for this process, rebuilt in a child forked after it was made (the
-/// parent's holds the parent's connections and runtime).
-struct ForkLocal<T> {
-    generation: u64,
-    value: Arc<Mutex<T>>,
-}
-
 /// Publishes sealed messages to any topic of one channel.
 #[pyclass(module = "ps_globus._core", name = "MessagePublisher", frozen)]
 pub struct PyMessagePublisher {
     recipe: Recipe,
-    live: std::sync::Mutex<ForkLocal<MessagePublisher>>,
+    live: ForkLocal<Arc<Mutex<MessagePublisher>>>,
 }
 
 impl PyMessagePublisher {
     fn publisher(&self, py: Python<'_>) -> PyResult<Arc<Mutex<MessagePublisher>>> {
-        let mut live = self.live.lock().expect("publisher lock");
-        if live.generation != fork_generation() {
+        self.live.get(|_| {
             let channel = self.recipe.channel().map_err(|e| to_py_err(py, e))?;
-            let fresh = ForkLocal {
-                generation: fork_generation(),
-                value: Arc::new(Mutex::new(MessagePublisher::new(channel))),
-            };
-            // Leaked, not dropped: dropping would close the parent's connections.
-            std::mem::forget(std::mem::replace(&mut *live, fresh));
-        }
-        Ok(Arc::clone(&live.value))
+            Ok(Arc::new(Mutex::new(MessagePublisher::new(channel))))
+        })
     }
 }
 
@@ -130,10 +116,7 @@ impl PyMessagePublisher {
         let channel = recipe.channel().map_err(|e| to_py_err(py, e))?;
         Ok(PyMessagePublisher {
             recipe,
-            live: std::sync::Mutex::new(ForkLocal {
-                generation: fork_generation(),
-                value: Arc::new(Mutex::new(MessagePublisher::new(channel))),
-            }),
+            live: ForkLocal::new(Arc::new(Mutex::new(MessagePublisher::new(channel)))),
         })
     }
 
@@ -157,25 +140,19 @@ impl PyMessagePublisher {
 pub struct PyMessageSubscriber {
     recipe: Recipe,
     topic: String,
-    live: std::sync::Mutex<ForkLocal<MessageSubscriber>>,
+    live: ForkLocal<Arc<Mutex<MessageSubscriber>>>,
 }
 
 impl PyMessageSubscriber {
     fn subscriber(&self, py: Python<'_>) -> PyResult<Arc<Mutex<MessageSubscriber>>> {
-        let mut live = self.live.lock().expect("subscriber lock");
-        if live.generation != fork_generation() {
+        self.live.get(|parents| {
             // The child continues where the parent was when it forked.
-            let position = live.value.try_lock().map(|s| s.position()).unwrap_or(0);
+            let position = parents.try_lock().map(|s| s.position()).unwrap_or(0);
             let channel = self.recipe.channel().map_err(|e| to_py_err(py, e))?;
             let subscriber = MessageSubscriber::new(channel, &self.topic, position)
                 .map_err(|e| to_py_err(py, e))?;
-            let fresh = ForkLocal {
-                generation: fork_generation(),
-                value: Arc::new(Mutex::new(subscriber)),
-            };
-            std::mem::forget(std::mem::replace(&mut *live, fresh));
-        }
-        Ok(Arc::clone(&live.value))
+            Ok(Arc::new(Mutex::new(subscriber)))
+        })
     }
 }
 
@@ -199,10 +176,7 @@ impl PyMessageSubscriber {
         Ok(PyMessageSubscriber {
             recipe,
             topic,
-            live: std::sync::Mutex::new(ForkLocal {
-                generation: fork_generation(),
-                value: Arc::new(Mutex::new(subscriber)),
-            }),
+            live: ForkLocal::new(Arc::new(Mutex::new(subscriber))),
         })
     }
 
