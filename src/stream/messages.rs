@@ -219,7 +219,8 @@ pub struct MessageSubscriber {
     /// else), the id of the last entry read, and entries read but not taken yet.
     redis: Option<RedisCursor>,
     rejected: u64,
-    /// The rejected Globus files seen, by content, so that one is counted once.
+    /// The rejected Globus files seen at the current position, by content, so that one
+    /// is counted once.
     seen: HashSet<[u8; 32]>,
 }
 
@@ -264,6 +265,8 @@ impl MessageSubscriber {
         };
         if found.is_some() {
             self.next = self.next.saturating_add(1);
+            // What was rejected was at the position just taken: nothing to remember.
+            self.seen.clear();
         }
         Ok(found)
     }
