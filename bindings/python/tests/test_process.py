@@ -160,6 +160,34 @@ def test_a_child_forked_after_sqlite_was_opened_fails_at_once_saying_what_to_do(
     assert exitcode == '0'
 
 
+FORKED_KEYS = """
+    import os
+    from ps_globus.proxystore import FileConnector
+
+    files = FileConnector(os.path.join(os.environ['PS_GLOBUS_HOME'], 'files'))
+    files.put(b'the parent made a key before forking')
+    read, write = os.pipe()
+    child = os.fork()
+    keys = [files.put(b'x').key for _ in range(3)]
+    if child == 0:
+        os.write(write, '\\n'.join(keys).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read().split('\\n')
+    os.waitpid(child, 0)
+    print(len(set(keys) | set(theirs)))
+"""
+
+
+def test_keys_made_in_a_forked_child_are_not_its_parents(emu: Emulator) -> None:
+    # Object ids came from a thread-local generator that a forked child continued where
+    # its parent was: the child's puts took the parent's next keys (and a transfer's
+    # checksum failed at the other site).
+    done = run_at(emu, 'a', textwrap.dedent(FORKED_KEYS))
+    assert done.stdout.strip() == b'6'
+
+
 WAIT_AND_INTERRUPT = """
     import os, signal, sys, threading, time
     from ps_globus.proxystore import GlobusConnector, PsGlobusKey
