@@ -16,6 +16,7 @@ use pyo3_async_runtimes::TaskLocals;
 use pyo3_async_runtimes::generic::{self, ContextExt};
 
 use crate::errors::to_py_err;
+use crate::exit_gate;
 
 /// The library runtime, as `pyo3-async-runtimes` sees a runtime.
 pub struct LibraryRuntime;
@@ -56,7 +57,13 @@ impl generic::Runtime for LibraryRuntime {
     where
         F: FnOnce() + Send + 'static,
     {
-        let task = ps_globus::internal::handle().spawn_blocking(f);
+        // pyo3-async-runtimes hands a result to Python here (with the GIL): not once the
+        // interpreter exits (`exit_gate`).
+        let task = ps_globus::internal::handle().spawn_blocking(|| {
+            if let Some(_pass) = exit_gate::enter() {
+                f()
+            }
+        });
         Box::pin(async move { task.await.map_err(Unfinished) })
     }
 }
@@ -93,6 +100,10 @@ where
 {
     generic::future_into_py::<LibraryRuntime, _, V>(py, async move {
         let done = work.await;
+        let Some(_pass) = exit_gate::enter() else {
+            // The interpreter exits: no loop is left to take the value (`exit_gate`).
+            return std::future::pending().await;
+        };
         Python::attach(|py| match done {
             Ok(value) => convert(py, value),
             Err(e) => Err(to_py_err(py, e)),

@@ -20,12 +20,16 @@ mod connector;
 mod emulator;
 mod endpoint;
 mod errors;
+mod exit_gate;
 mod fork_local;
 mod lease;
 mod refs;
 mod staging;
 mod stream;
 mod wait;
+
+/// How long interpreter exit waits for results already on their way into Python.
+const EXIT_GATE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long interpreter exit waits for each manager's held-back batches.
 const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(10);
@@ -56,10 +60,11 @@ fn flush_all(py: Python<'_>) -> PyResult<usize> {
 }
 
 /// Flushes every manager at interpreter exit (Python's `atexit`, while the interpreter
-/// still runs): the reports of what could not be sent (empty when everything went), each
+/// still runs), after closing the [`exit_gate`]: the reports of what could not be sent (empty when everything went), each
 /// said once (the library's own exit hook then stays quiet about it).
 #[pyfunction]
 fn flush_at_exit(py: Python<'_>) -> PyResult<Vec<String>> {
+    py.detach(|| exit_gate::close(EXIT_GATE_LIMIT));
     wait::wait(py, async {
         let mut reports = Vec::new();
         for manager in TransferManager::running() {
@@ -67,6 +72,13 @@ fn flush_at_exit(py: Python<'_>) -> PyResult<Vec<String>> {
         }
         Ok(reports)
     })
+}
+
+/// How many results of awaitables the exit gate kept out of an exiting interpreter
+/// (tests watch it).
+#[pyfunction]
+fn exit_gate_refusals() -> u64 {
+    exit_gate::refused()
 }
 
 /// The sites of the configuration file the CLI uses (`$PS_GLOBUS_CONFIG`, `ps-globus
@@ -97,6 +109,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stream::create_stream_key, m)?)?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(flush_at_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(exit_gate_refusals, m)?)?;
     m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_raise_library_error, m)?)?;
     m.add_function(wrap_pyfunction!(staging::transfer, m)?)?;

@@ -66,6 +66,44 @@ def test_an_await_for_a_transfer_leaves_the_event_loop_running(tmp_path: Path) -
         assert done.stdout.decode().strip() == 'from a True True'
 
 
+#: At site b: an await in a loop of its own thread; then what the exit hook does first
+#: (while the interpreter still runs); then the object arrives. Its result must not be
+#: handed to Python: CPython ends a thread that takes the GIL while the interpreter
+#: finalizes, and PyO3's guard unwinding out of it aborted the process (status -6).
+EXITING_AT_B = """
+import asyncio, os, pickle, shutil, sys, threading, time
+from proxystore.store import Store
+import ps_globus.aio as aio
+from ps_globus import _core
+from ps_globus.proxystore import GlobusConnector
+
+key, source, here = pickle.loads(sys.stdin.buffer.read())
+store = Store('aio-exit', GlobusConnector('aio-exit'), register=True)
+loop = asyncio.new_event_loop()
+threading.Thread(target=loop.run_forever, daemon=True).start()
+getting = asyncio.run_coroutine_threadsafe(aio.get(store, key), loop)
+_core.flush_at_exit()
+os.makedirs(os.path.dirname(here), exist_ok=True)
+shutil.copy(source, here + '.part')
+os.replace(here + '.part', here)
+deadline = time.monotonic() + 60
+while _core.exit_gate_refusals() == 0 and time.monotonic() < deadline:
+    time.sleep(0.005)  # polls a condition: the arrival is seen by the library's poller
+print(getting.done(), _core.exit_gate_refusals())
+"""
+
+
+def test_a_result_arriving_while_the_interpreter_exits_stays_out_of_python(tmp_path: Path) -> None:
+    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000, https_max_size=0) as emu:
+        emu.activate('a')
+        store = Store('aio-exit', GlobusConnector('aio-exit'), register=True)
+        key = asyncio.run(aio.put(store, 'from a'))
+        source = Path(emu.sites['a']['local_path']) / 'aio-exit' / key.id
+        here = Path(emu.sites['b']['local_path']) / 'aio-exit' / key.id
+        done = run_at(emu, 'b', EXITING_AT_B, stdin=pickle.dumps((key, str(source), str(here))))
+        assert done.stdout.decode().split() == ['False', '1']
+
+
 def test_prefetch_and_resolve_at_the_other_site(emu: Emulator) -> None:
     store = Store('aio-prefetch', GlobusConnector('aio-prefetch'), register=True)
     proxies = [store.proxy(i) for i in range(5)]
