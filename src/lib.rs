@@ -89,7 +89,7 @@ pub mod internal {
     pub use crate::config::host_name;
     pub use crate::process::ForkLocal;
     pub use crate::redact::url as redact_url;
-    pub use crate::runtime::{deadline_after, fork_generation, handle};
+    pub use crate::runtime::{block_on_for, deadline_after, fork_generation, handle};
     pub use crate::staging::{NO_TIMEOUT, deadline, join_endpoint, labels_and_tasks, sync_level};
 
     /// Staging for `ps-globus transfer|stage-in|stage-out` and the Python package's

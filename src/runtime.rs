@@ -24,11 +24,11 @@
 //! threads that it does not have: see [`ForkLocal`](crate::process::ForkLocal).
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -73,6 +73,28 @@ pub fn fork_generation() -> u64 {
 /// assert_eq!(answer, 42);
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
+    block_on_until(pin!(future), None).expect("no deadline to pass")
+}
+
+/// [`block_on`] for at most `limit`: the future's output, or `None` with the future left
+/// as it is (poll it again to go on waiting; drop it to cancel). For a caller that must
+/// look up now and then, as the Python package does for Ctrl-C.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut never = std::pin::pin!(std::future::pending::<()>());
+/// assert_eq!(ps_globus::internal::block_on_for(never.as_mut(), Duration::from_millis(1)), None);
+/// let mut ready = std::pin::pin!(async { 7 });
+/// assert_eq!(ps_globus::internal::block_on_for(ready.as_mut(), Duration::ZERO), Some(7));
+/// ```
+pub fn block_on_for<F: Future>(future: Pin<&mut F>, limit: Duration) -> Option<F::Output> {
+    block_on_until(future, Some(deadline_after(limit)))
+}
+
+fn block_on_until<F: Future>(
+    mut future: Pin<&mut F>,
+    deadline: Option<Instant>,
+) -> Option<F::Output> {
     // Decided before entering our own context, which would hide the caller's runtime. A
     // nested call (a proxy's factory resolving another proxy) leaves it to the outermost
     // call: that one already left the worker, or was on a current-thread runtime, where
@@ -84,19 +106,26 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
             .unwrap_or(false);
     let _depth = DepthGuard::enter();
     let _context = handle().enter();
-    let mut future = pin!(future);
     if let Poll::Ready(value) = future
         .as_mut()
         .poll(&mut Context::from_waker(Waker::noop()))
     {
-        return value;
+        return Some(value);
     }
-    let park = || park_until_ready(future);
+    let park = || park_until_ready(future, deadline);
     if caller_is_multi_thread {
         tokio::task::block_in_place(park)
     } else {
         park()
     }
+}
+
+/// Whether this thread is inside [`block_on`], which holds it until its future is done:
+/// blocking I/O here (a large write to a socket, say) stalls nothing the library's
+/// runtime or the caller's runtime would otherwise run, and saves handing the work to a
+/// blocking thread and back.
+pub(crate) fn may_block() -> bool {
+    DEPTH.get() > 0
 }
 
 thread_local! {
@@ -119,16 +148,29 @@ impl Drop for DepthGuard {
     }
 }
 
-/// Polls `future` on this thread, parking between wake-ups.
-fn park_until_ready<F: Future>(mut future: std::pin::Pin<&mut F>) -> F::Output {
+/// Polls `future` on this thread, parking between wake-ups; `None` once `deadline`
+/// passed.
+fn park_until_ready<F: Future>(
+    mut future: Pin<&mut F>,
+    deadline: Option<Instant>,
+) -> Option<F::Output> {
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut cx = Context::from_waker(&waker);
     loop {
         if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
+            return Some(value);
         }
         // A spurious unpark only costs one more poll.
-        thread::park();
+        match deadline {
+            None => thread::park(),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                thread::park_timeout(left);
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use ps_globus::connector::{
     Connector, ConnectorConfig, Key, PutOptions, RedisConfig, RedisConnector,
 };
 use ps_globus::error::{Remedy, ServerError};
-use ps_globus::{Error, ErrorKind};
+use ps_globus::{Error, ErrorKind, block_on};
 
 fn opts() -> PutOptions {
     PutOptions::default()
@@ -394,27 +394,36 @@ async fn large_values_round_trip_by_the_bulk_path_on_every_transport() {
         ("password", with_password, &locked),
     ] {
         let c = RedisConnector::new(config).unwrap();
-        let one = pattern(3 << 20, 1);
-        let key = c.put(&one, &opts()).await.unwrap();
-        assert_eq!(
-            c.get(&key).await.unwrap().as_deref(),
-            Some(&one[..]),
-            "{name}"
-        );
-        // 20 MiB and 1 MiB objects: more than one MSET of at most 16 MiB.
-        let objects: Vec<Vec<u8>> = (0..6)
-            .map(|i| pattern(if i == 2 { 20 << 20 } else { 1 << 20 }, i))
-            .collect();
-        let slices: Vec<&[u8]> = objects.iter().map(Vec::as_slice).collect();
-        let msets = server.calls("mset");
-        let keys = c.put_batch(&slices, &opts()).await.unwrap();
-        assert!(
-            server.calls("mset") >= msets + 2,
-            "{name}: one MSET per chunk"
-        );
-        let back = c.get_batch(&keys).await.unwrap();
-        for (got, want) in back.iter().zip(&objects) {
-            assert_eq!(got.as_deref(), Some(&want[..]), "{name}");
+        // Async callers copy large values to a blocking thread; a caller inside
+        // `block_on` (the Python package, the blocking API) writes them from where they
+        // are, on its own thread.
+        let options = opts();
+        for blocking in [false, true] {
+            let name = format!("{name}, blocking: {blocking}");
+            let one = pattern(3 << 20, 1);
+            let put = c.put(&one, &options);
+            let key = if blocking { block_on(put) } else { put.await }.unwrap();
+            assert_eq!(
+                c.get(&key).await.unwrap().as_deref(),
+                Some(&one[..]),
+                "{name}"
+            );
+            // 20 MiB and 1 MiB objects: more than one MSET of at most 16 MiB.
+            let objects: Vec<Vec<u8>> = (0..6)
+                .map(|i| pattern(if i == 2 { 20 << 20 } else { 1 << 20 }, i))
+                .collect();
+            let slices: Vec<&[u8]> = objects.iter().map(Vec::as_slice).collect();
+            let msets = server.calls("mset");
+            let put = c.put_batch(&slices, &options);
+            let keys = if blocking { block_on(put) } else { put.await }.unwrap();
+            assert!(
+                server.calls("mset") >= msets + 2,
+                "{name}: one MSET per chunk"
+            );
+            let back = c.get_batch(&keys).await.unwrap();
+            for (got, want) in back.iter().zip(&objects) {
+                assert_eq!(got.as_deref(), Some(&want[..]), "{name}");
+            }
         }
     }
     // Objects that expire keep their expiry on the bulk path.
@@ -424,7 +433,8 @@ async fn large_values_round_trip_by_the_bulk_path_on_every_transport() {
     let big = pattern(1 << 20, 9);
     let keys = c.put_batch(&[&big[..], &big[..]], &opts()).await.unwrap();
     let single = c.put(&big, &opts()).await.unwrap();
-    for key in keys.iter().chain([&single]) {
+    let blocking = block_on(c.put(&big, &opts())).unwrap();
+    for key in keys.iter().chain([&single, &blocking]) {
         let ttl: i64 = plain
             .cli(&["PTTL", &format!("ps-globus:{}", key.id())])
             .trim()

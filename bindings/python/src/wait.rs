@@ -1,10 +1,8 @@
 //! Waiting on the library from Python: off the GIL, and still answering Ctrl-C.
 
 use std::future::Future;
-use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::time::Duration;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use crate::errors::to_py_err;
@@ -13,40 +11,36 @@ use crate::errors::to_py_err;
 /// this).
 const SIGNAL_CHECK: Duration = Duration::from_millis(200);
 
-/// Runs `work` on the library's runtime and waits for it without holding the GIL, so
-/// other Python threads run meanwhile. Every [`SIGNAL_CHECK`] the wait takes the GIL back
-/// to run Python's signal handlers: a `KeyboardInterrupt` (or any exception a handler
-/// raises) cancels `work` and is raised here.
+/// Runs `work` on this thread, as the library's [`block_on`](ps_globus::block_on) does, and
+/// waits for it without holding the GIL, so other Python threads run meanwhile. Polling
+/// here rather than on a runtime worker saves two thread hand-offs an operation, and lets
+/// the library block this thread on a large write instead of handing it to another
+/// (`redis` bulk path). Every [`SIGNAL_CHECK`] the wait takes the GIL back to run Python's
+/// signal handlers: a `KeyboardInterrupt` (or any exception a handler raises) cancels
+/// `work` and is raised here.
 pub fn wait<T, F>(py: Python<'_>, work: F) -> PyResult<T>
 where
     T: Send + 'static,
     F: Future<Output = ps_globus::Result<T>> + Send + 'static,
 {
-    let (done, mut result) = sync_channel(1);
-    let task = ps_globus::internal::handle().spawn(async move {
-        let _ = done.send(work.await);
-    });
+    let mut work = Box::pin(work);
     loop {
-        // The receiver is moved into the detached closure and back: it is `Send`, not
-        // `Sync`.
-        let (answer, receiver) = py.detach(move || (result.recv_timeout(SIGNAL_CHECK), result));
-        result = receiver;
+        // The future is moved into the detached closure and back.
+        let (answer, back) = py.detach(move || {
+            let answer = ps_globus::internal::block_on_for(work.as_mut(), SIGNAL_CHECK);
+            (answer, work)
+        });
+        work = back;
         match answer {
-            Ok(outcome) => return outcome.map_err(|e| to_py_err(py, e)),
-            Err(RecvTimeoutError::Timeout) => {
+            Some(outcome) => return outcome.map_err(|e| to_py_err(py, e)),
+            None => {
                 report_long_waits(py);
                 if let Err(interrupted) = py.check_signals() {
                     // Dropping the future is how the library cancels: what it committed
                     // stays committed (a put's transfer still happens).
-                    task.abort();
+                    drop(work);
                     return Err(interrupted);
                 }
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(PyRuntimeError::new_err(
-                    "ps-globus: the library's background task ended without an answer \
-                     (it panicked; this is a bug, please report it)",
-                ));
             }
         }
     }

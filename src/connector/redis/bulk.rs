@@ -1,15 +1,14 @@
-//! Large values by a shorter way: plain (blocking) connections of the `redis` crate, on a
-//! blocking thread, fed packed writes by the calling task.
+//! Large values by a shorter way: plain (blocking) connections of the `redis` crate.
 //!
 //! The multiplexed connection copies a value three times on its way out (into the
 //! command, into the packed command, into the connection's write buffer), each time into
 //! fresh memory: a 1 MiB `SET` took 1.2-1.8 ms where `redis-benchmark` takes 0.7, and a
 //! `put_batch` of 1 MiB objects 2.5 ms an object (ProxyStore's `redis-py` writes large
-//! values without copying them, and took 0.85). Here a value is copied once, into a
-//! recycled buffer with the small arguments around it, while the writer sends the one
-//! before: one write per large value, so no small write follows a large one and waits
-//! for the server's delayed acknowledgement (Nagle).
-
+//! values without copying them, and took 0.85). Here, where the calling thread may block
+//! (it is inside [`block_on`](crate::block_on): the Python package, the blocking API),
+//! the large values are written from where they are, on that thread, as `redis-py` does;
+//! elsewhere (an async caller) each is copied once, into a recycled buffer with the small
+//! arguments around it, and a blocking thread writes one while the task packs the next.
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,10 +41,10 @@ const QUEUED_WRITES: usize = 2;
 
 impl Pool {
     /// Sends `commands` on one connection (pipelined: all written, then every answer
-    /// read); each command's answer. The writes happen on a blocking thread while this
+    /// read); each command's answer. On this thread where it may block
+    /// ([`Self::send_here`]); else the writes happen on a blocking thread while this
     /// task packs the next one: RESP arrays of bulk strings, each large value copied
-    /// once, with the small arguments around it (a small write after a large one would
-    /// wait for the server's delayed acknowledgement: Nagle). A connection that fails
+    /// once, with the small arguments around it. A connection that fails
     /// is dropped, and the request tried once more on a new one (the commands are `SET`s
     /// and `MSET`s of fresh keys).
     pub(super) async fn send(
@@ -68,6 +67,9 @@ impl Pool {
         timeout: Duration,
         commands: &[Command<'_>],
     ) -> RedisResult<Vec<Value>> {
+        if crate::runtime::may_block() {
+            return self.send_here(client, timeout, commands);
+        }
         let (writes, mut queued) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_WRITES);
         let (pool, client, answers) = (self.clone(), client.clone(), commands.len());
         let writer = crate::runtime::handle().spawn_blocking(move || {
@@ -108,6 +110,38 @@ impl Pool {
             Ok(done) => done,
             Err(e) => Err(RedisError::from(std::io::Error::other(e.to_string()))),
         }
+    }
+
+    /// [`Self::send_once`] on this thread, each large value written from where it is
+    /// (the small pieces between them gathered into one write: the connections set
+    /// `TCP_NODELAY`, so no write waits for the one before to be acknowledged).
+    fn send_here(
+        &self,
+        client: &redis::Client,
+        timeout: Duration,
+        commands: &[Command<'_>],
+    ) -> RedisResult<Vec<Value>> {
+        let mut connection = self.take(client, timeout)?;
+        let mut small = self.buffer();
+        for command in commands {
+            small.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+            for arg in command {
+                small.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                if arg.len() >= BULK_MIN {
+                    connection.send_packed_command(&small)?;
+                    small.clear();
+                    connection.send_packed_command(arg)?;
+                } else {
+                    small.extend_from_slice(arg);
+                }
+                small.extend_from_slice(b"\r\n");
+            }
+        }
+        connection.send_packed_command(&small)?;
+        self.recycle(small);
+        let answers = read_answers(&mut connection, commands.len())?;
+        self.give_back(connection);
+        Ok(answers)
     }
 
     /// An empty write buffer: a spare one if there is.
