@@ -118,6 +118,47 @@ async fn a_server_that_goes_away_is_a_network_error_and_the_connector_recovers_w
     assert_eq!(c.get(&after).await.unwrap().as_deref(), Some(&b"after"[..]));
 }
 
+/// A caller inside `block_on` (the Python package, the blocking API) sends its commands
+/// on blocking connections from its own thread: the same answers, the same typed errors,
+/// and the same recovery as the runtime's connection (a pooled connection the server
+/// dropped is not used again).
+#[test]
+fn commands_from_a_blocking_caller_answer_fail_and_recover_as_async_ones() {
+    let mut server = RedisServer::start();
+    let mut config = server.config();
+    config.timeout_ms = 300;
+    let c = RedisConnector::new(config).unwrap();
+    let key = block_on(c.put(b"small", &opts())).unwrap();
+    assert_eq!(
+        block_on(c.get(&key)).unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
+    assert!(block_on(c.exists(&key)).unwrap());
+
+    server.pause();
+    let e = block_on(c.get(&key)).unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e:?}");
+    server.resume();
+    assert_eq!(
+        block_on(c.get(&key)).unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
+
+    server.stop();
+    let e = block_on(c.put(b"while down", &opts())).unwrap_err();
+    assert!(matches!(e, Error::Unreachable(_)), "{e:?}");
+    assert!(e.to_string().contains("(after 3 retries)"), "{e}");
+    server.restart();
+    // The pooled connections died with the old server; the next command gets a new one.
+    let after = block_on(c.put(b"after", &opts())).unwrap();
+    assert_eq!(
+        block_on(c.get(&after)).unwrap().as_deref(),
+        Some(&b"after"[..])
+    );
+    block_on(c.evict(&after)).unwrap();
+    assert!(!block_on(c.exists(&after)).unwrap());
+}
+
 #[tokio::test]
 async fn a_server_that_stops_answering_is_a_timeout_and_answers_again_after() {
     let server = RedisServer::start();

@@ -72,7 +72,7 @@ pub(super) async fn read_after(
         .arg("STREAMS")
         .arg(key)
         .arg(last_id);
-    let reply: Option<StreamReadReply> = redis.run("XREAD", &xread).await?;
+    let reply: Option<StreamReadReply> = redis.run_on_runtime("XREAD", &xread).await?;
     Ok(reply
         .into_iter()
         .flat_map(|r| r.keys)

@@ -26,7 +26,7 @@
 //! **Secrets.** The password comes from the environment variable the config names
 //! (`password_env`), read in each process; it is never in a config, a proxy or a message.
 
-mod bulk;
+mod blocking;
 mod connect;
 
 pub use crate::config::redis::RedisConfig;
@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BlockingRetryable, ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError};
@@ -83,10 +83,10 @@ pub struct RedisConnector {
     config: RedisConfig,
     url: String,
     connection: ConnectionManager,
-    /// The client the connections are made from, and the blocking connections that
-    /// write large values (`bulk.rs`).
+    /// The client the connections are made from, and the blocking connections used
+    /// from threads that may block and for large values (`blocking.rs`).
     client: redis::Client,
-    bulk: bulk::Pool,
+    blocking: blocking::Pool,
     /// Rebuilt from data: evicts and settles only keys it mints.
     provenance: super::Provenance,
 }
@@ -128,7 +128,7 @@ impl RedisConnector {
             config,
             connection,
             client,
-            bulk: bulk::Pool::default(),
+            blocking: blocking::Pool::default(),
             provenance: super::Provenance::Local,
         })
     }
@@ -241,8 +241,42 @@ impl RedisConnector {
         Ok(format!("{}{}", self.config.prefix, key.id()))
     }
 
-    /// Runs one command; see [`Self::call`].
+    /// Runs one command; see [`Self::call`]. A caller whose thread may block (inside
+    /// [`block_on`](crate::block_on): the Python package, the blocking API) sends it on
+    /// a blocking connection from this thread, as `redis-py` does: no hand-off to the
+    /// runtime's workers and back, two thread wake-ups an operation. Not for commands
+    /// that wait at the server ([`Self::run_on_runtime`]): a blocked thread cannot be
+    /// interrupted.
     pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
+        if crate::runtime::may_block() {
+            return self.run_here(operation, cmd);
+        }
+        self.run_on_runtime(operation, cmd).await
+    }
+
+    /// [`Self::run`] on this thread, with the same retries as [`Self::call`].
+    fn run_here<T: FromRedisValue>(&self, operation: &'static str, cmd: &redis::Cmd) -> Result<T> {
+        let retries = AtomicU32::new(0);
+        let timeout = self.config.timeout();
+        (|| self.blocking.query(&self.client, timeout, cmd))
+            .retry(Self::backoff())
+            .sleep(std::thread::sleep)
+            .when(|e: &RedisError| e.is_connection_dropped() || e.is_connection_refusal())
+            .notify(|_, _| {
+                retries.fetch_add(1, Ordering::Relaxed);
+            })
+            .call()
+            .map_err(|e| self.error(operation, e, retries.load(Ordering::Relaxed)))
+    }
+
+    /// Runs one command on the runtime's multiplexed connection, whatever the caller:
+    /// for commands that wait at the server (`XREAD BLOCK`), which a caller must be
+    /// able to give up on.
+    pub(crate) async fn run_on_runtime<T: FromRedisValue>(
         &self,
         operation: &'static str,
         cmd: &redis::Cmd,
@@ -253,14 +287,14 @@ impl RedisConnector {
         .await
     }
 
-    /// Sends `commands` by the bulk path (large values, see `bulk.rs`); errors become
+    /// Sends `commands` by the bulk path (large values, see `blocking.rs`); errors become
     /// typed ones naming the server.
     async fn run_bulk(
         &self,
         operation: &'static str,
-        commands: &[bulk::Command<'_>],
+        commands: &[blocking::Command<'_>],
     ) -> Result<()> {
-        self.bulk
+        self.blocking
             .send(&self.client, self.config.timeout(), commands)
             .await
             .map(|_| ())
@@ -273,7 +307,7 @@ impl RedisConnector {
         redis_key: &'a str,
         data: &'a [u8],
         ttl_ms: &'a str,
-    ) -> bulk::Command<'a> {
+    ) -> blocking::Command<'a> {
         let mut args = vec![b"SET".as_slice(), redis_key.as_bytes(), data];
         if self.config.ttl_s.is_some() {
             args.extend([b"PX".as_slice(), ttl_ms.as_bytes()]);
@@ -297,7 +331,7 @@ impl RedisConnector {
         redis_keys: &'a [String],
         objects: &[&'a [u8]],
         ttl_ms: &'a str,
-    ) -> Vec<bulk::Command<'a>> {
+    ) -> Vec<blocking::Command<'a>> {
         if self.config.ttl_s.is_some() {
             return redis_keys
                 .iter()
@@ -306,7 +340,7 @@ impl RedisConnector {
                 .collect();
         }
         let mut commands = Vec::new();
-        let mut current: bulk::Command<'a> = Vec::new();
+        let mut current: blocking::Command<'a> = Vec::new();
         let mut bytes = 0;
         for (redis_key, data) in redis_keys.iter().zip(objects) {
             if !current.is_empty() && bytes + data.len() > MSET_CHUNK {
@@ -332,13 +366,8 @@ impl RedisConnector {
     {
         let retries = AtomicU32::new(0);
         let attempt = || in_library_context(request(self.connection.clone()));
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(1))
-            .with_max_times(RETRIES)
-            .with_jitter();
         attempt
-            .retry(backoff)
+            .retry(Self::backoff())
             .sleep(|d| in_library_context(tokio::time::sleep(d)))
             .when(|e: &RedisError| e.is_connection_dropped() || e.is_connection_refusal())
             .notify(|_, _| {
@@ -346,6 +375,15 @@ impl RedisConnector {
             })
             .await
             .map_err(|e| self.error(operation, e, retries.load(Ordering::Relaxed)))
+    }
+
+    /// The pauses between tries of a command whose connection dropped or was refused.
+    fn backoff() -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(RETRIES)
+            .with_jitter()
     }
 
     /// The error for a put of `size` bytes whose connection was reset: a server that
@@ -459,7 +497,7 @@ impl Connector for RedisConnector {
     async fn put(&self, data: &[u8], _options: &PutOptions) -> Result<Key> {
         let key = Key::generate(Self::KIND);
         let redis_key = self.redis_key(&key)?;
-        let sent = if data.len() >= bulk::BULK_MIN {
+        let sent = if data.len() >= blocking::BULK_MIN {
             let ttl_ms = self.ttl_ms();
             self.run_bulk("SET", &[self.set_args(&redis_key, data, &ttl_ms)])
                 .await
@@ -537,7 +575,7 @@ impl Connector for RedisConnector {
         for key in &keys {
             redis_keys.push(self.redis_key(key)?);
         }
-        if objects.iter().any(|data| data.len() >= bulk::BULK_MIN) {
+        if objects.iter().any(|data| data.len() >= blocking::BULK_MIN) {
             let ttl_ms = self.ttl_ms();
             let commands = self.bulk_batch(&redis_keys, objects, &ttl_ms);
             if let Err(e) = self.run_bulk("MSET", &commands).await {

@@ -1,14 +1,20 @@
-//! Large values by a shorter way: plain (blocking) connections of the `redis` crate.
+//! Plain (blocking) connections of the `redis` crate: commands sent from a thread that
+//! may block, and large values by a shorter way.
+//!
+//! A thread inside [`block_on`](crate::block_on) (the Python package, the blocking API)
+//! sends its commands itself, as `redis-py` does, rather than handing each to a runtime
+//! worker and being woken with the answer: on a 2-core machine every wake-up costs tens of
+//! microseconds ([`Pool::query`]).
 //!
 //! The multiplexed connection copies a value three times on its way out (into the
 //! command, into the packed command, into the connection's write buffer), each time into
 //! fresh memory: a 1 MiB `SET` took 1.2-1.8 ms where `redis-benchmark` takes 0.7, and a
 //! `put_batch` of 1 MiB objects 2.5 ms an object (ProxyStore's `redis-py` writes large
-//! values without copying them, and took 0.85). Here, where the calling thread may block
-//! (it is inside [`block_on`](crate::block_on): the Python package, the blocking API),
-//! the large values are written from where they are, on that thread, as `redis-py` does;
-//! elsewhere (an async caller) each is copied once, into a recycled buffer with the small
-//! arguments around it, and a blocking thread writes one while the task packs the next.
+//! values without copying them, and took 0.85). Here, where the calling thread may block,
+//! the large values are written from where they are, on that thread; elsewhere (an async
+//! caller) each is copied once, into a recycled buffer with the small arguments around
+//! it, and a blocking thread writes one while the task packs the next ([`Pool::send`]).
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,6 +148,24 @@ impl Pool {
         let answers = read_answers(&mut connection, commands.len())?;
         self.give_back(connection);
         Ok(answers)
+    }
+
+    /// Sends `cmd` on an idle connection (or a new one) and reads its answer. The
+    /// connection goes back for the next command unless it failed (an error answer
+    /// leaves it in step; a broken or timed-out one does not).
+    pub(super) fn query<T: redis::FromRedisValue>(
+        &self,
+        client: &redis::Client,
+        timeout: Duration,
+        cmd: &redis::Cmd,
+    ) -> RedisResult<T> {
+        let mut connection = self.take(client, timeout)?;
+        let answer = cmd.query(&mut connection);
+        match &answer {
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {}
+            _ => self.give_back(connection),
+        }
+        answer
     }
 
     /// An empty write buffer: a spare one if there is.
