@@ -31,8 +31,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use crate::error::{Error, Result};
@@ -233,7 +235,7 @@ impl StateDb {
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(state_error)?
             .filename(&path)
-            .create_if_missing(true)
+            .create_if_missing(false)
             .journal_mode(journal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
@@ -249,6 +251,14 @@ impl StateDb {
         let lock_path = path.with_extension("migrate.lock");
         let pool = crate::fsutil::with_file_lock(&lock_path, || {
             crate::runtime::block_on(async {
+                // Only the first connection may create the file: the pool opens more as
+                // it needs them, and one opened after the database was removed (a test's
+                // directory, a home cleaned while a process ran) made an empty database
+                // without tables there, rather than failing.
+                let first =
+                    SqliteConnection::connect_with(&options.clone().create_if_missing(true))
+                        .await
+                        .map_err(state_error)?;
                 let pool = SqlitePoolOptions::new()
                     .max_connections(4)
                     // No ping before every acquire: a round trip to the connection's
@@ -258,6 +268,7 @@ impl StateDb {
                     .connect_with(options)
                     .await
                     .map_err(state_error)?;
+                first.close().await.map_err(state_error)?;
                 migrator(SQLITE_MIGRATIONS)
                     .run(&pool)
                     .await

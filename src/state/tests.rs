@@ -230,3 +230,30 @@ fn network_file_systems_are_recognised_by_magic() {
     assert_eq!(classify_fs_magic(0xEF53), None, "ext4 is local");
     assert_eq!(classify_fs_magic(0x0102_1994), None, "tmpfs is local");
 }
+
+/// Regression (a run of the tests left a directory holding an empty `state.db`): the
+/// pool opens connections as it needs them, and one opened after the database was
+/// removed created a new, empty one there. Only the first open creates the file now; a
+/// removed database is an error, and nothing appears in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_removed_while_open_is_not_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let db = StateDb::open(&path).await.unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    // Hold every connection the pool has, so that it must open another.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        match db.pool().acquire().await {
+            Ok(connection) => held.push(connection),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        held.len() < 4,
+        "a new connection to a removed database failed"
+    );
+    assert!(!path.exists(), "the removed database was made again");
+}
