@@ -101,11 +101,12 @@ fn run() -> common::Outcome {
         ));
     }
     let started = Instant::now();
+    let mut first_put_spread = None;
     // `put_s`: the put loop alone; with producer processes, the longest of theirs (their
     // start-up is not a put).
     let (lines, put_s, producer_rss) = if producers == 0 {
         let store = Store::builder("bench-globus", sites.producer()?).build()?;
-        let (lines, put_s) = put_objects(&store, 0..objects, size)?;
+        let (lines, put_s, _) = put_objects(&store, 0..objects, size)?;
         (lines, put_s, None)
     } else {
         let fleet = Fleet {
@@ -114,6 +115,7 @@ fn run() -> common::Outcome {
             state_url: state_url.as_deref(),
         };
         let produced = spawn_producers(&sites, &fleet, objects, size)?;
+        first_put_spread = Some(produced.first_put_spread);
         (produced.lines, produced.put_s, Some(produced.rss_kb))
     };
 
@@ -172,6 +174,7 @@ fn run() -> common::Outcome {
     });
     if let Some(producer_rss) = producer_rss {
         report["producers"] = producers.into();
+        report["first_put_spread_s"] = first_put_spread.unwrap_or(0.0).into();
         report["hosts"] = hosts.into();
         report["state"] = if state_url.is_some() {
             "one PostgreSQL database"
@@ -200,28 +203,45 @@ fn produce(first: usize, objects: usize, size: usize) -> common::Outcome {
         serde_json::from_str(&std::env::var("PS_GLOBUS_BENCH_CONFIG")?)?;
     let connector = ps_globus::connector::GlobusConnector::builder(config).build()?;
     let store = Store::builder("bench-globus", connector).build()?;
-    let (lines, put_s) = put_objects(&store, first..first + objects, size)?;
+    // The barrier: every producer is built before any puts.
+    println!("ready");
+    std::io::stdout().flush()?;
+    std::io::stdin().read_line(&mut String::new())?;
+    let (lines, put_s, first_put) = put_objects(&store, first..first + objects, size)?;
     store.close()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for line in lines {
         writeln!(out, "{line}")?;
     }
     writeln!(out, "time\t{put_s}")?;
+    if let Some(at) = first_put {
+        writeln!(out, "first\t{at}")?;
+    }
     writeln!(out, "rss\t{}", peak_rss_kb())?;
     Ok(())
 }
 
-/// Puts the objects `range` one at a time; returns their `index<TAB>proxy` lines and
-/// the time of the put loop alone (the proxies are written out after it).
+/// A put loop's `index<TAB>proxy` lines, its time, and when its first put returned.
+type PutLoop = (Vec<String>, f64, Option<f64>);
+
+/// Puts the objects `range` one at a time; returns their `index<TAB>proxy` lines, the
+/// time of the put loop alone (the proxies are written out after it), and when the first
+/// put returned (seconds since the epoch: comparable across processes).
 fn put_objects(
     store: &Store,
     range: std::ops::Range<usize>,
     size: usize,
-) -> Result<(Vec<String>, f64), Box<dyn std::error::Error>> {
+) -> Result<PutLoop, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut keys = Vec::with_capacity(range.len());
+    let mut first_put = None;
     for i in range.clone() {
         keys.push(store.put(&value(i, size))?);
+        first_put.get_or_insert_with(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        });
     }
     let put_s = started.elapsed().as_secs_f64();
     let mut lines = Vec::with_capacity(keys.len());
@@ -229,7 +249,7 @@ fn put_objects(
         let proxy = store.proxy_from_key::<Vec<u8>>(key);
         lines.push(format!("{i}\t{}", serde_json::to_string(&proxy)?));
     }
-    Ok((lines, put_s))
+    Ok((lines, put_s, first_put))
 }
 
 /// What the producer processes made.
@@ -240,6 +260,8 @@ struct Produced {
     rss_kb: u64,
     /// The longest put loop (seconds).
     put_s: f64,
+    /// From the first producer's first put to the last producer's (seconds).
+    first_put_spread: f64,
 }
 
 /// The producer processes of site A: `hosts` hosts of `producers` each, sharing the
@@ -279,9 +301,23 @@ fn spawn_producers(
         if let Some(url) = fleet.state_url {
             command.env("PS_GLOBUS_STATE_URL", url);
         }
-        let child = command.stdout(Stdio::piped()).spawn()?;
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        // Released together below, once every producer is built.
+        let mut ready = [0u8; 6];
+        let stdout = child.stdout.as_mut().ok_or("a producer without stdout")?;
+        std::io::Read::read_exact(stdout, &mut ready)?;
+        if &ready != b"ready\n" {
+            return Err(format!("a producer at site a said {ready:?}, not ready").into());
+        }
         children.push(child);
         first += share;
+    }
+    for child in &mut children {
+        let mut go = child.stdin.take().ok_or("a producer without stdin")?;
+        go.write_all(b"go\n")?;
     }
     // Each child's output is drained on its own thread: one waiting on a full pipe
     // would otherwise wait for the children before it to finish.
@@ -291,6 +327,7 @@ fn spawn_producers(
         .collect();
     let mut lines = Vec::with_capacity(objects);
     let (mut rss, mut put_s) = (0, 0f64);
+    let (mut first_min, mut first_max) = (f64::MAX, f64::MIN);
     for output in outputs {
         let output = output
             .join()
@@ -300,6 +337,9 @@ fn spawn_producers(
         }
         rss = rss.max(reported(&output.stdout, "rss").unwrap_or(0.0) as u64);
         put_s = put_s.max(reported(&output.stdout, "time").unwrap_or(0.0));
+        if let Some(at) = reported(&output.stdout, "first") {
+            (first_min, first_max) = (first_min.min(at), first_max.max(at));
+        }
         let text = String::from_utf8(output.stdout)?;
         lines.extend(
             text.lines()
@@ -316,6 +356,7 @@ fn spawn_producers(
         lines,
         rss_kb: rss,
         put_s,
+        first_put_spread: (first_max - first_min).max(0.0),
     })
 }
 

@@ -37,6 +37,8 @@ struct Role<'a> {
     prefix: &'a str,
     /// Each item in a batch of its own (a distinct task label), so none coalesce.
     separate: bool,
+    /// Items whose batches keep their label, as a Globus store's do.
+    keep_label: bool,
     items: String,
 }
 
@@ -56,6 +58,7 @@ impl Role<'_> {
             ("COUNT", self.count.to_string()),
             ("PREFIX", self.prefix.to_owned()),
             ("SEPARATE", (self.separate as u8).to_string()),
+            ("KEEP_LABEL", (self.keep_label as u8).to_string()),
             ("ITEMS", self.items.clone()),
             ("A", self.emu.a.clone()),
             ("B", self.emu.b.clone()),
@@ -162,10 +165,22 @@ async fn host() {
                         built.label = Some(format!("{prefix}-{i}"));
                         built
                     });
+                } else if var("KEEP_LABEL") == "1" {
+                    spec = spec.options({
+                        let mut built = BatchOptions::default();
+                        built.keep_label = true;
+                        built
+                    });
                 }
                 m.enqueue(spec)
             });
             let enqueued = futures_util::future::try_join_all(enqueues).await.unwrap();
+            // Every item travels in the batch its answer named (a reader finds the task
+            // by that label), wherever the batch was opened.
+            for e in &enqueued {
+                let status = m.item(e.item).await.unwrap();
+                assert_eq!(status.label, e.label, "item {}", e.item);
+            }
             let ids: Vec<i64> = enqueued.iter().map(|e| e.item).collect();
             if role == "lead" {
                 m.flush().await.unwrap();
@@ -208,6 +223,19 @@ fn delivered(emu: &Emu, prefix: &str, count: usize) {
 /// Runs `hosts` hosts at once, each enqueueing `count` items under its own prefix
 /// (all released together), and waits for every one to see its items succeed.
 fn run_hosts(emu: &Emu, url: &str, hosts: usize, count: usize, separate: bool) {
+    run_hosts_with(emu, url, hosts, count, separate, false)
+}
+
+/// [`run_hosts`], with items whose batches keep their label (a Globus store's) when
+/// `keep_label`.
+fn run_hosts_with(
+    emu: &Emu,
+    url: &str,
+    hosts: usize,
+    count: usize,
+    separate: bool,
+    keep_label: bool,
+) {
     let names: Vec<String> = (0..hosts).map(|h| format!("host-{h}")).collect();
     let mut running: Vec<Host> = names
         .iter()
@@ -220,6 +248,7 @@ fn run_hosts(emu: &Emu, url: &str, hosts: usize, count: usize, separate: bool) {
                 count,
                 prefix: name,
                 separate,
+                keep_label,
                 items: String::new(),
             }
             .spawn()
@@ -271,6 +300,28 @@ async fn three_hosts_enqueueing_at_once_coalesce_into_the_tasks_of_one() {
     assert!(merged >= 2, "the other hosts' batches joined: {merged}");
 }
 
+/// Three hosts putting a Globus store's objects at once (batches that keep their label,
+/// so they never merge at submission) share one open batch rather than making a task
+/// each, on PostgreSQL and on SQLite, and every item travels under the label its answer
+/// named (checked by each host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_putting_at_once_share_open_batches_that_keep_their_label() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let emu = Emu::with(|c| c.task_latency_ms = 300);
+    sources(&emu, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("state.db").display());
+    for url in [fresh_database().await, sqlite] {
+        let before = emu.sim.stats().tasks();
+        run_hosts_with(&emu, &url, 3, 40, false, true);
+        let tasks = emu.sim.stats().tasks() - before;
+        assert!(
+            tasks <= 2,
+            "3 hosts x 40 shared items made {tasks} tasks ({url})"
+        );
+    }
+}
+
 /// The pending-task limit holds for the identity as a whole: three hosts submitting 100
 /// tasks each never have more than the limit pending at Globus (the emulator refuses
 /// one more with 409 `PendingTaskLimit`), and every task is submitted once.
@@ -315,6 +366,7 @@ async fn a_host_killed_holding_the_poller_lease_is_replaced_and_nothing_is_submi
         count: 20,
         prefix: "led",
         separate: false,
+        keep_label: false,
         items,
     };
     let mut leader = role("host-a", "lead", String::new()).spawn();

@@ -140,6 +140,20 @@ impl DirectConnection {
     /// `BEGIN` and `COMMIT` too) with `params` bound in order, handing the first column
     /// of each row it returns, as an integer, to `row`. A string holding more than one
     /// statement is an error, not its first statement run alone.
+    /// The first column of the first row of `sql` as text, if it returns a row.
+    pub(crate) fn first_text(
+        &mut self,
+        sql: &str,
+        params: &[Arg<'_>],
+    ) -> Result<Option<String>, DirectError> {
+        let mut statement = self.connection().prepare_cached(sql)?;
+        let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+        match rows.next()? {
+            Some(row) => Ok(Some(row.get(0)?)),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn run(
         &mut self,
         sql: &str,

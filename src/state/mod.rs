@@ -59,7 +59,7 @@ mod shared;
 macro_rules! migrations {
     ($engine:literal) => {
         migrations!($engine: 1 "init", 2 "refs", 3 "strict_service", 4 "reporting",
-            5 "merging", 6 "lifetime_leases", 7 "lease_reach")
+            5 "merging", 6 "lifetime_leases", 7 "lease_reach", 8 "shared_batches")
     };
     // `migrations/<engine>/000<version>_<name>.sql`, for versions 1 to 9.
     ($engine:literal: $($version:literal $name:literal),*) => {

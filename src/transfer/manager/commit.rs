@@ -24,14 +24,14 @@
 //! there are several (a put into a batch already there is one `INSERT`, one round
 //! trip), and without the write lock: the lane only appends its own batches and items.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::OwnedMutexGuard;
 
-use super::loops::WriteReq;
+use super::loops::{Committed, WriteReq};
 use super::rows::BatchKey;
+use super::share::{self, Known, Placed, Placements};
 use super::sql::now_ms;
 use crate::error::Result;
 use crate::state::StateDb;
@@ -63,18 +63,23 @@ pub(super) struct CommitLane {
 /// The lane, held by the leader, or by the blocking thread its group went to.
 type HeldLane = OwnedMutexGuard<Lane>;
 
-/// What the leader holds: SQLite's connection, and the batches it has inserted.
+/// What the leader holds: SQLite's connection, the batches it knows in the database,
+/// and how many items a batch it joins may hold.
 #[derive(Default)]
 struct Lane {
     direct: Option<DirectConnection>,
-    inserted: HashSet<String>,
+    known: Known,
+    max_items: usize,
 }
 
 impl CommitLane {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(max_items: usize) -> Self {
         CommitLane {
             queue: Mutex::new(Vec::new()),
-            lane: Arc::new(tokio::sync::Mutex::new(Lane::default())),
+            lane: Arc::new(tokio::sync::Mutex::new(Lane {
+                max_items,
+                ..Lane::default()
+            })),
         }
     }
 
@@ -132,11 +137,12 @@ impl Lane {
             }
             None => unreachable!("called on SQLite only"),
         };
+        let max_items = lane.max_items;
         if db.commits_without_readers() {
-            match commit_direct(&mut connection, to, &group, &mut lane.inserted) {
-                Ok(ids) => {
+            match commit_direct(&mut connection, to, &group, &mut lane.known, max_items) {
+                Ok(done) => {
                     lane.keep(db, connection);
-                    answer(db, group, Ok(ids));
+                    answer(db, group, Ok(done));
                     return Some(lane);
                 }
                 // Another writer holds the lock: wait for it below, off this thread.
@@ -156,7 +162,8 @@ impl Lane {
                     &mut connection,
                     (&identity, &owner),
                     &group,
-                    &mut lane_ref.inserted,
+                    &mut lane_ref.known,
+                    max_items,
                 )
             });
             let keep = match &result {
@@ -194,23 +201,33 @@ impl Lane {
 
     /// Commits `group` one statement at a time (PostgreSQL: a server round trip each),
     /// in one transaction when it has more than one statement. No write lock: the group
-    /// only inserts this process's batches and items and closes its own batches, which
-    /// no other writer reads and then changes (a claim takes only closed batches), so
-    /// every host's groups commit side by side. Item ids come from one sequence, drawn
-    /// in `VALUES` order: sorted, they are in the order of the group's items.
+    /// inserts this process's batches and items, closes its own batches, and joins other
+    /// processes' open batches holding each row against its close (`share.rs`), so every
+    /// host's groups commit side by side. Item ids come from one sequence, drawn in
+    /// `VALUES` order: sorted, they are in the order of the group's items.
     async fn commit_in_transaction(
         &mut self,
         db: &StateDb,
         to: (&str, &str),
         requests: &[WriteReq],
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Done> {
         let now = now_ms();
-        let group = Group::of(requests, &self.inserted);
+        let group = Group::of(requests);
+        let unknown = group
+            .batches
+            .iter()
+            .filter(|(label, _, _)| !self.known.inserted.contains(*label))
+            .count();
         let chunks = group.items.len().div_ceil(ITEMS_PER_INSERT);
-        let statements = group.new_batches.len() + chunks + group.closes.len();
+        let statements = unknown + chunks + group.closes.len();
+        // Joins and looks for a batch to join hold the identity's share lock first.
+        let shares = group.batches.iter().any(|(label, key, https)| {
+            !self.known.inserted.contains(*label)
+                && (self.known.joined.contains(*label) || share::shareable(&key.2, *https))
+        });
         // One statement (a put into a batch already there, most often) is atomic alone.
         let mut tx = match statements {
-            1 => None,
+            1 if !shares => None,
             _ => Some(db.begin_append().await?),
         };
         macro_rules! on {
@@ -221,15 +238,70 @@ impl Lane {
                 }
             };
         }
-        for &batch in &group.new_batches {
-            bound(query(BATCH_INSERT), Group::batch_values(batch, to, now))
+        if shares {
+            query(share::SHARE_LOCK)
+                .bind(share::share_lock_key(to.0).as_str())
                 .execute(on!())
                 .await?;
+        }
+        let mut placements = Placements::new();
+        for &(label, key, https) in &group.batches {
+            let placed = if self.known.inserted.contains(label) {
+                Placed::own(label, false)
+            } else {
+                let joined = self.known.joined.contains(label);
+                let limit = self.max_items;
+                let still = joined
+                    && join(now, label, limit)
+                        .fetch_optional(on!())
+                        .await?
+                        .is_some();
+                if still {
+                    Placed::joined(label.clone())
+                } else {
+                    let fresh = joined.then(super::new_label);
+                    let own = fresh.as_ref().unwrap_or(label);
+                    let mut taken = None;
+                    if share::shareable(&key.2, https) {
+                        let found = bound(
+                            query(share::FIND_OPEN),
+                            Group::route_values(key, to, self.max_items),
+                        )
+                        .fetch_optional(on!())
+                        .await?
+                        .map(|row| row.try_get::<String, _>(0))
+                        .transpose()?;
+                        if let Some(theirs) = found
+                            && join(now, &theirs, limit)
+                                .fetch_optional(on!())
+                                .await?
+                                .is_some()
+                        {
+                            taken = Some(theirs);
+                        }
+                    }
+                    match taken {
+                        Some(theirs) => Placed::joined(theirs),
+                        None => {
+                            bound(
+                                query(BATCH_INSERT),
+                                Group::batch_values((own, key, https), to, now),
+                            )
+                            .execute(on!())
+                            .await?;
+                            Placed::own(own, true)
+                        }
+                    }
+                }
+            };
+            placements.insert(label.clone(), placed);
         }
         let mut ids = Vec::with_capacity(group.items.len());
         for chunk in group.items.chunks(ITEMS_PER_INSERT) {
             let sql = items_insert(chunk.len());
-            let values = chunk.iter().flat_map(|&item| Group::item_values(item, now));
+            let values = chunk.iter().flat_map(|&(label, spec)| {
+                Group::item_values((&placements[label].label, spec), now)
+            });
             ids.extend(
                 bound(query(&sql), values)
                     .fetch_scalars::<i64>(on!())
@@ -245,17 +317,37 @@ impl Lane {
             tx.commit().await?;
         }
         ids.sort_unstable();
-        group.committed(&mut self.inserted);
-        Ok(ids)
+        share::learn(&mut self.known, &placements, &group.closes, &group.forgets);
+        Ok(Done { ids, placements })
     }
 }
 
-/// Answers every request of a committed (or failed) group: items their ids in order,
-/// closes `Ok`; on failure each its own error, sharing the cause's text.
-fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Vec<i64>>) {
-    let mut item_ids = match &result {
-        Ok(ids) => ids.clone().into_iter(),
-        Err(_) => Vec::new().into_iter(),
+/// [`share::JOIN`] of the batch `label` at `now`, if it has fewer than `limit` items.
+fn join(now: i64, label: &str, limit: usize) -> Statement<'_> {
+    bound(
+        query(share::JOIN),
+        [
+            Arg::Int(Some(now)),
+            Arg::Text(Some(label)),
+            Arg::Int(Some(limit as i64)),
+        ],
+    )
+}
+
+/// A committed group: its items' ids in order, and where each proposed label's items
+/// went.
+#[derive(Debug)]
+pub(super) struct Done {
+    ids: Vec<i64>,
+    placements: Placements,
+}
+
+/// Answers every request of a committed (or failed) group: items their ids (in order)
+/// and batches, closes `Ok`; on failure each its own error, sharing the cause's text.
+fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Done>) {
+    let (mut item_ids, placements) = match &result {
+        Ok(done) => (done.ids.clone().into_iter(), Some(&done.placements)),
+        Err(_) => (Vec::new().into_iter(), None),
     };
     let failed = || {
         let cause = result.as_ref().err().map(ToString::to_string);
@@ -267,11 +359,16 @@ fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Vec<i64>>) {
     };
     for request in group {
         match request {
-            WriteReq::Item { ack, .. } => {
-                let _ = ack.send(if result.is_ok() {
-                    item_ids.next().ok_or_else(failed)
-                } else {
-                    Err(failed())
+            WriteReq::Item { ack, label, .. } => {
+                let placed = placements.and_then(|p| p.get(&label));
+                let _ = ack.send(match (item_ids.next(), placed) {
+                    (Some(item), Some(placed)) => Ok(Committed {
+                        item,
+                        label: placed.label.clone(),
+                        joined: placed.joined,
+                        inserted: placed.inserted,
+                    }),
+                    _ => Err(failed()),
                 });
             }
             WriteReq::Close { ack, .. } => {
@@ -281,6 +378,7 @@ fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Vec<i64>>) {
                     Err(failed())
                 });
             }
+            WriteReq::Forget { .. } => {}
         }
     }
 }
@@ -329,43 +427,61 @@ const BATCH_CLOSE: &str = "UPDATE batches SET state = CASE WHEN state = $1 THEN 
 
 /// A group of requests sorted by what they write.
 struct Group<'a> {
-    /// Batches not yet in the database (their first items are in this group), and
+    /// The batches its items were proposed for (in order of first appearance), and
     /// whether they are of the HTTPS lane.
-    new_batches: Vec<(&'a String, &'a BatchKey, bool)>,
+    batches: Vec<(&'a String, &'a BatchKey, bool)>,
     items: Vec<(&'a String, &'a ItemSpec)>,
     closes: Vec<&'a String>,
+    /// Joined batches the writer no longer puts into.
+    forgets: Vec<&'a String>,
 }
 
 impl<'a> Group<'a> {
-    /// Sorts `requests`; `inserted` holds the labels of batches already in the database
-    /// (inserted by an earlier group of this writer and not closed since).
-    fn of(requests: &'a [WriteReq], inserted: &HashSet<String>) -> Self {
+    /// Sorts `requests`.
+    fn of(requests: &'a [WriteReq]) -> Self {
         let mut group = Group {
-            new_batches: Vec::new(),
+            batches: Vec::new(),
             items: Vec::new(),
             closes: Vec::new(),
+            forgets: Vec::new(),
         };
         for request in requests {
             match request {
                 WriteReq::Item {
                     key, label, spec, ..
                 } => {
-                    if !inserted.contains(label)
-                        && !group.new_batches.iter().any(|(l, _, _)| *l == label)
-                    {
-                        group.new_batches.push((label, key, spec.https));
+                    if !group.batches.iter().any(|(l, _, _)| *l == label) {
+                        group.batches.push((label, key, spec.https));
                     }
                     group.items.push((label, spec));
                 }
                 WriteReq::Close { label, .. } => group.closes.push(label),
+                WriteReq::Forget { label } => group.forgets.push(label),
             }
         }
         group
     }
 
+    /// The values of [`share::FIND_OPEN`] for a batch of `key`.
+    fn route_values(
+        key: &'a BatchKey,
+        (identity, owner): (&'a str, &'a str),
+        max_items: usize,
+    ) -> [Arg<'a>; 7] {
+        [
+            Arg::Text(Some(identity)),
+            Arg::Text(Some(&key.0)),
+            Arg::Text(Some(&key.1)),
+            Arg::Text(Some(&key.2)),
+            Arg::Int(Some(key.3)),
+            Arg::Text(Some(owner)),
+            Arg::Int(Some(max_items as i64)),
+        ]
+    }
+
     /// The values of one new batch's insert, in [`BATCH_INSERT`]'s order.
     fn batch_values(
-        (label, key, https): (&'a String, &'a BatchKey, bool),
+        (label, key, https): (&'a str, &'a BatchKey, bool),
         (identity, owner): (&'a str, &'a str),
         now: i64,
     ) -> [Arg<'a>; 9] {
@@ -387,7 +503,7 @@ impl<'a> Group<'a> {
     }
 
     /// The values of one item's row, in [`ITEM_INSERT`]'s order.
-    fn item_values((label, spec): (&'a String, &'a ItemSpec), now: i64) -> [Arg<'a>; 9] {
+    fn item_values((label, spec): (&'a str, &'a ItemSpec), now: i64) -> [Arg<'a>; 9] {
         let (checksum, algorithm) = spec
             .external_checksum
             .as_ref()
@@ -420,40 +536,69 @@ impl<'a> Group<'a> {
             Arg::Text(Some(BatchState::Https.as_str())),
         ]
     }
-
-    /// Records what the committed group changed in `inserted`.
-    fn committed(self, inserted: &mut HashSet<String>) {
-        for (label, _, _) in self.new_batches {
-            inserted.insert(label.clone());
-        }
-        for label in self.closes {
-            inserted.remove(label.as_str());
-        }
-    }
 }
 
 /// Commits a group on a direct connection in one transaction: each statement prepared
 /// once, no round trip to another thread. Returns the new item ids in the group's
-/// order. A busy database (another writer holds the lock) fails at `BEGIN`, before
-/// anything is written; any failure later rolls the whole group back.
+/// order, and where their batches went (`share.rs`). A busy database (another writer
+/// holds the lock) fails at `BEGIN`, before anything is written; any failure later rolls
+/// the whole group back.
 fn commit_direct(
     conn: &mut DirectConnection,
     to: (&str, &str),
     requests: &[WriteReq],
-    inserted: &mut HashSet<String>,
-) -> std::result::Result<Vec<i64>, DirectError> {
+    known: &mut Known,
+    max_items: usize,
+) -> std::result::Result<Done, DirectError> {
     let now = now_ms();
-    let group = Group::of(requests, inserted);
+    let group = Group::of(requests);
     conn.begin_immediate()?;
     let mut ids = Vec::with_capacity(group.items.len());
+    let mut placements = Placements::new();
     let mut write = || {
-        for &batch in &group.new_batches {
-            conn.run(BATCH_INSERT, &Group::batch_values(batch, to, now), |_| {})?;
+        let limit = Arg::Int(Some(max_items as i64));
+        for &(label, key, https) in &group.batches {
+            let placed = if known.inserted.contains(label) {
+                Placed::own(label, false)
+            } else {
+                let joined = known.joined.contains(label);
+                let join = |conn: &mut DirectConnection, label: &str| {
+                    conn.first_text(
+                        share::JOIN,
+                        &[Arg::Int(Some(now)), Arg::Text(Some(label)), limit],
+                    )
+                };
+                if joined && join(conn, label)?.is_some() {
+                    Placed::joined(label.clone())
+                } else {
+                    let fresh = joined.then(super::new_label);
+                    let own = fresh.as_ref().unwrap_or(label);
+                    let found = match share::shareable(&key.2, https) {
+                        true => conn.first_text(
+                            share::FIND_OPEN,
+                            &Group::route_values(key, to, max_items),
+                        )?,
+                        false => None,
+                    };
+                    // Under the write lock: found open, it is still open.
+                    match found {
+                        Some(theirs) if join(conn, &theirs)?.is_some() => Placed::joined(theirs),
+                        _ => {
+                            conn.run(
+                                BATCH_INSERT,
+                                &Group::batch_values((own, key, https), to, now),
+                                |_| {},
+                            )?;
+                            Placed::own(own, true)
+                        }
+                    }
+                }
+            };
+            placements.insert(label.clone(), placed);
         }
-        for &item in &group.items {
-            conn.run(ITEM_INSERT, &Group::item_values(item, now), |id| {
-                ids.push(id)
-            })?;
+        for &(label, spec) in &group.items {
+            let values = Group::item_values((&placements[label].label, spec), now);
+            conn.run(ITEM_INSERT, &values, |id| ids.push(id))?;
         }
         for label in &group.closes {
             conn.run(BATCH_CLOSE, &Group::close_values(label, now), |_| {})?;
@@ -464,8 +609,8 @@ fn commit_direct(
         conn.rollback();
         return Err(e);
     }
-    group.committed(inserted);
-    Ok(ids)
+    share::learn(known, &placements, &group.closes, &group.forgets);
+    Ok(Done { ids, placements })
 }
 
 #[cfg(test)]

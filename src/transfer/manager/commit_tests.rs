@@ -1,5 +1,6 @@
 //! The commit lane's tests: both paths (SQLite's own connection, PostgreSQL's
 //! transaction) on a fresh database of their own.
+use super::super::config::BatchOptions;
 use super::*;
 use tokio::sync::oneshot;
 
@@ -17,7 +18,7 @@ fn item(label: &str, n: usize) -> WriteReq {
 }
 
 /// An item request, and where its answer arrives.
-fn acked(label: &str, n: usize) -> (WriteReq, oneshot::Receiver<Result<i64>>) {
+fn acked(label: &str, n: usize) -> (WriteReq, oneshot::Receiver<Result<Committed>>) {
     let (ack, answer) = oneshot::channel();
     let WriteReq::Item {
         key, label, spec, ..
@@ -65,17 +66,30 @@ impl Via {
         &mut self,
         db: &StateDb,
         group: &[WriteReq],
-        inserted: &mut HashSet<String>,
+        known: &mut Known,
     ) -> Result<Vec<i64>> {
-        let to = ("me", "host:1:1");
+        Ok(self.commit_as(db, "host:1:1", group, known, 0).await?.ids)
+    }
+
+    /// A commit by the process `owner`, which joins other processes' batches of fewer
+    /// than `max_items` items.
+    async fn commit_as(
+        &mut self,
+        db: &StateDb,
+        owner: &str,
+        group: &[WriteReq],
+        known: &mut Known,
+        max_items: usize,
+    ) -> Result<Done> {
+        let to = ("me", owner);
         match self {
-            Via::Direct(conn) => {
-                commit_direct(conn, to, group, inserted).map_err(|e| db.direct_error("commit", e))
-            }
+            Via::Direct(conn) => commit_direct(conn, to, group, known, max_items)
+                .map_err(|e| db.direct_error("commit", e)),
             Via::Transaction(lane) => {
-                lane.inserted = std::mem::take(inserted);
+                lane.known = std::mem::take(known);
+                lane.max_items = max_items;
                 let result = lane.commit_in_transaction(db, to, group).await;
-                *inserted = std::mem::take(&mut lane.inserted);
+                *known = std::mem::take(&mut lane.known);
                 result
             }
         }
@@ -96,7 +110,7 @@ async fn ids_follow_the_items_order_and_rows_hold_every_field() {
     for (engine, mut via) in Via::each().await {
         let db = &engine.db;
         let label = format!("psg-{}", via.name());
-        let mut inserted = HashSet::new();
+        let mut inserted = Known::default();
         let count = ITEMS_PER_INSERT * 2 + 7;
         let group: Vec<WriteReq> = (0..count).map(|n| item(&label, n)).collect();
         let ids = via.commit(db, &group, &mut inserted).await.unwrap();
@@ -122,7 +136,7 @@ async fn ids_follow_the_items_order_and_rows_hold_every_field() {
             );
             assert_eq!(row, want, "{}", via.name());
         }
-        assert!(inserted.contains(&label));
+        assert!(inserted.inserted.contains(&label));
     }
 }
 
@@ -133,11 +147,11 @@ async fn ids_follow_the_items_order_and_rows_hold_every_field() {
 async fn a_batch_inserted_again_is_not_an_error() {
     for (engine, mut via) in Via::each().await {
         let db = &engine.db;
-        let mut inserted = HashSet::new();
+        let mut inserted = Known::default();
         via.commit(db, &[item("psg-a", 0)], &mut inserted)
             .await
             .unwrap();
-        inserted.clear(); // the record lost
+        inserted.inserted.clear(); // the record lost
         via.commit(db, &[item("psg-a", 1)], &mut inserted)
             .await
             .expect("the batch is already there: nothing to insert");
@@ -152,12 +166,13 @@ async fn a_failed_group_is_rolled_back_and_the_connection_stays_usable() {
     for (engine, mut via) in Via::each().await {
         let db = &engine.db;
         // The writer believes a batch exists that does not: its item cannot be inserted.
-        let mut inserted: HashSet<String> = ["psg-gone".to_string()].into();
+        let mut inserted = Known::default();
+        inserted.inserted.insert("psg-gone".to_string());
         let new = format!("psg-new-{}", via.name());
         let group = [item(&new, 0), item("psg-gone", 1)];
         assert!(via.commit(db, &group, &mut inserted).await.is_err());
         assert_eq!(counts(db).await, (0, 0), "all or nothing: {}", via.name());
-        assert!(!inserted.contains(&new));
+        assert!(!inserted.inserted.contains(&new));
         let ids = via
             .commit(db, &[item(&new, 2)], &mut inserted)
             .await
@@ -185,7 +200,7 @@ async fn outside_wal_mode_a_group_waits_for_readers_off_the_callers_thread() {
         .await
         .unwrap();
 
-    let commits = std::sync::Arc::new(CommitLane::new());
+    let commits = std::sync::Arc::new(CommitLane::new(0));
     let (request, id) = acked("psg-a", 0);
     commits.push(request);
     let committing = {
@@ -209,7 +224,8 @@ async fn a_busy_database_makes_the_group_wait_for_the_lock_off_the_callers_threa
     let mut holder = db.begin_write().await.unwrap();
     let mut direct = db.direct().unwrap().unwrap();
     let group = [item("psg-a", 0)];
-    let err = commit_direct(&mut direct, ("me", "o"), &group, &mut HashSet::new()).unwrap_err();
+    let err =
+        commit_direct(&mut direct, ("me", "o"), &group, &mut Known::default(), 0).unwrap_err();
     assert!(direct::is_busy(&err), "{err}");
     let written: i64 = query("SELECT COUNT(*) FROM items")
         .fetch_scalar(&mut holder)
@@ -217,7 +233,7 @@ async fn a_busy_database_makes_the_group_wait_for_the_lock_off_the_callers_threa
         .unwrap();
     assert_eq!(written, 0);
 
-    let commits = std::sync::Arc::new(CommitLane::new());
+    let commits = std::sync::Arc::new(CommitLane::new(0));
     let (request, id) = acked("psg-a", 0);
     commits.push(request);
     let committing = {
@@ -257,7 +273,7 @@ async fn a_dropped_leader_keeps_the_lane_until_its_waiting_group_is_committed() 
     let dir = tempfile::tempdir().unwrap();
     let db = StateDb::open(dir.path().join("state.db")).await.unwrap();
     let holder = db.begin_write().await.unwrap();
-    let commits = std::sync::Arc::new(CommitLane::new());
+    let commits = std::sync::Arc::new(CommitLane::new(0));
     let (request, id) = acked("psg-a", 0);
     commits.push(request);
     let leader = {
@@ -281,4 +297,138 @@ async fn a_dropped_leader_keeps_the_lane_until_its_waiting_group_is_committed() 
     assert!(id.await.unwrap().is_ok(), "answered by the blocking thread");
     let _free = commits.lane.lock().await;
     assert_eq!(counts(&db).await, (1, 1));
+}
+
+/// An item of a route whose batches keep their label (a Globus store's).
+fn shared_item(label: &str, n: usize) -> WriteReq {
+    let WriteReq::Item {
+        label, spec, ack, ..
+    } = item(label, n)
+    else {
+        unreachable!("item makes items")
+    };
+    let options = serde_json::to_string(&BatchOptions {
+        keep_label: true,
+        ..BatchOptions::default()
+    })
+    .unwrap();
+    WriteReq::Item {
+        key: ("src".into(), "dst".into(), options, 0),
+        label,
+        spec,
+        ack,
+    }
+}
+
+fn close(label: &str) -> WriteReq {
+    WriteReq::Close {
+        label: label.into(),
+        ack: oneshot::channel().0,
+    }
+}
+
+async fn items_of(db: &StateDb, label: &str) -> i64 {
+    query("SELECT COUNT(*) FROM items JOIN batches ON batches.id = items.batch_id WHERE batches.label = $1")
+        .bind(label)
+        .fetch_scalar(db)
+        .await
+        .unwrap()
+}
+
+/// A Globus store's put joins another process's open batch of its route, and its answer
+/// names that batch; once the batch's owner closes it, the next put goes into a batch of
+/// its own under a fresh label (never into the closed one). A full batch is not joined,
+/// and batches that do not keep their label are never shared (they merge at claim).
+#[tokio::test]
+async fn a_put_joins_another_process_open_batch_until_its_owner_closes_it() {
+    for (engine, mut via) in Via::each().await {
+        let db = &engine.db;
+        let name = via.name();
+        let (mut theirs, mut mine) = (Known::default(), Known::default());
+        let (them, me) = ("them:1:1", "me:2:2");
+        via.commit_as(db, them, &[shared_item("psg-theirs", 0)], &mut theirs, 3)
+            .await
+            .unwrap();
+        let done = via
+            .commit_as(db, me, &[shared_item("psg-mine", 1)], &mut mine, 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            done.placements["psg-mine"],
+            Placed::joined("psg-theirs".into()),
+            "{name}"
+        );
+        assert!(mine.joined.contains("psg-theirs") && mine.inserted.is_empty());
+        // Later puts propose the batch joined: checked again, still open.
+        let done = via
+            .commit_as(db, me, &[shared_item("psg-theirs", 2)], &mut mine, 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            done.placements["psg-theirs"],
+            Placed::joined("psg-theirs".into())
+        );
+        assert_eq!(items_of(db, "psg-theirs").await, 3, "{name}");
+
+        // Full (3 items of at most 3): a newcomer opens its own.
+        let mut third = Known::default();
+        let done = via
+            .commit_as(
+                db,
+                "third:3:3",
+                &[shared_item("psg-third", 9)],
+                &mut third,
+                3,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            done.placements["psg-third"],
+            Placed::own("psg-third", true),
+            "{name}"
+        );
+
+        via.commit_as(db, them, &[close("psg-theirs")], &mut theirs, 3)
+            .await
+            .unwrap();
+        let done = via
+            .commit_as(db, me, &[shared_item("psg-theirs", 3)], &mut mine, 10)
+            .await
+            .unwrap();
+        let placed = &done.placements["psg-theirs"];
+        // The third process's open batch takes it: it has room at 10.
+        assert_eq!(placed, &Placed::joined("psg-third".into()), "{name}");
+        assert_eq!(items_of(db, "psg-theirs").await, 3, "closed: {name}");
+        via.commit_as(db, "third:3:3", &[close("psg-third")], &mut third, 3)
+            .await
+            .unwrap();
+        let done = via
+            .commit_as(db, me, &[shared_item("psg-third", 4)], &mut mine, 10)
+            .await
+            .unwrap();
+        let placed = &done.placements["psg-third"];
+        assert!(placed.inserted && !placed.joined, "{name}: {placed:?}");
+        assert!(placed.label.starts_with("psg-") && placed.label != "psg-third");
+        assert!(mine.inserted.contains(&placed.label) && mine.joined.is_empty());
+        let state: String = query("SELECT state FROM batches WHERE label = $1")
+            .bind(placed.label.as_str())
+            .fetch_scalar(db)
+            .await
+            .unwrap();
+        assert_eq!(state, "OPEN");
+
+        // Batches that do not keep their label: one each.
+        let done = via
+            .commit_as(db, me, &[item("psg-plain-mine", 5)], &mut mine, 10)
+            .await
+            .unwrap();
+        via.commit_as(db, them, &[item("psg-plain-theirs", 6)], &mut theirs, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            done.placements["psg-plain-mine"],
+            Placed::own("psg-plain-mine", true)
+        );
+        assert_eq!(items_of(db, "psg-plain-theirs").await, 1, "{name}");
+    }
 }

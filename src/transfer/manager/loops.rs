@@ -23,6 +23,14 @@ pub(super) struct OpenBatch {
     pub items: usize,
     /// Its items' share of its transfer document, estimated.
     pub bytes: usize,
+    /// Another process's batch this one's puts joined (`share.rs`): its owner closes it;
+    /// this process only stops putting into it.
+    pub foreign: bool,
+    /// Other processes may join it (`share.rs`): it stays open while they do.
+    pub shared: bool,
+    /// `flush` wants it closed now (a shared one after its quiet, and not while other
+    /// processes' puts are still joining it).
+    pub closing: bool,
 }
 
 impl OpenBatch {
@@ -40,18 +48,34 @@ impl OpenBatch {
     }
 }
 
-/// A write to commit (see `commit.rs`): an item, or the close of a batch.
+/// A write to commit (see `commit.rs`): an item, the close of a batch, or the end of
+/// this process's puts into another's batch.
 pub(super) enum WriteReq {
     Item {
         key: BatchKey,
+        /// The batch proposed for it: the one it joins is decided at commit.
         label: String,
         spec: Box<ItemSpec>,
-        ack: oneshot::Sender<Result<i64>>,
+        ack: oneshot::Sender<Result<Committed>>,
     },
     Close {
         label: String,
         ack: oneshot::Sender<Result<()>>,
     },
+    Forget {
+        label: String,
+    },
+}
+
+/// A committed item: its id, and the batch it went into.
+#[derive(Debug)]
+pub(super) struct Committed {
+    pub item: i64,
+    pub label: String,
+    /// Another process's open batch (`share.rs`).
+    pub joined: bool,
+    /// A batch of this process that its commit inserted.
+    pub inserted: bool,
 }
 
 /// Starts the three loops on the library runtime.
@@ -89,13 +113,22 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
             return;
         }
         let pressure = Pressure::of(&inner).await;
-        let (due, next) = due_batches(&inner, pressure, Instant::now());
-        for (label, _) in &due {
+        let (mut due, mut next) = due_batches(&inner, pressure, Instant::now());
+        if let Some(again) = keep_joined_open(&inner, &mut due).await {
+            next = Some(next.map_or(again, |n| n.min(again)));
+        }
+        for (_, batch) in &due {
             // The items of a due batch were queued before it left `open`: its close
-            // comes after them.
+            // comes after them. Another process's batch is its owner's to close.
+            if batch.foreign {
+                inner.lane.push(WriteReq::Forget {
+                    label: batch.label.clone(),
+                });
+                continue;
+            }
             let (ack, _) = oneshot::channel();
             inner.lane.push(WriteReq::Close {
-                label: label.clone(),
+                label: batch.label.clone(),
                 ack,
             });
         }
@@ -103,9 +136,9 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
             inner.commit_queued().await;
             // A lane batch closed after its last request ended settles now; one with
             // requests in flight settles when the last of them ends.
-            for (label, _) in due.iter().filter(|(_, https)| *https) {
-                if let Err(e) = inner.settle_lane(label).await {
-                    tracing::warn!("settling HTTPS batch {label}: {e}");
+            for (_, batch) in due.iter().filter(|(_, b)| b.https) {
+                if let Err(e) = inner.settle_lane(&batch.label).await {
+                    tracing::warn!("settling HTTPS batch {}: {e}", batch.label);
                 }
             }
             inner.signals.submit_kick.notify_one();
@@ -168,21 +201,29 @@ fn due_batches(
     inner: &Inner,
     pressure: Pressure,
     now: Instant,
-) -> (Vec<(String, bool)>, Option<Instant>) {
+) -> (Vec<(BatchKey, OpenBatch)>, Option<Instant>) {
     let config = &inner.config;
     let hold_open = pressure.backlogged || pressure.slots_busy;
     let mut open = inner.open.lock().expect("open batches poisoned");
-    let due: Vec<(String, bool)> = open
-        .values()
-        .filter(|b| {
-            let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
-            b.is_full(config)
-                || (timely && !hold_open)
-                || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
-        })
-        .map(|b| (b.label.clone(), b.https))
+    let is_due = |b: &OpenBatch| {
+        let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
+        // A flush closes a batch at once, but for one other processes may join: that
+        // one after its quiet, so that workers finishing together share it.
+        let flushed = b.closing && (!b.shared || now >= b.last + config.quiet);
+        b.is_full(config)
+            || flushed
+            || (timely && !hold_open)
+            || now >= b.first + config.max_delay.max(MAX_HOLD_OPEN)
+    };
+    let keys: Vec<BatchKey> = open
+        .iter()
+        .filter(|(_, b)| is_due(b))
+        .map(|(k, _)| k.clone())
         .collect();
-    open.retain(|_, b| !due.iter().any(|(label, _)| *label == b.label));
+    let due: Vec<(BatchKey, OpenBatch)> = keys
+        .into_iter()
+        .filter_map(|k| open.remove_entry(&k))
+        .collect();
     let next = open
         .values()
         .map(|b| {
@@ -199,6 +240,43 @@ fn due_batches(
         })
         .min();
     (due, next)
+}
+
+/// Puts back into `open` the due batches of this process that other processes' puts
+/// joined within the last [`joining_window`](super::share::joining_window) (`share.rs`),
+/// unless full or `max_delay` old: their workers are still starting their puts. Returns
+/// when to look at them again.
+async fn keep_joined_open(inner: &Inner, due: &mut Vec<(BatchKey, OpenBatch)>) -> Option<Instant> {
+    let config = &inner.config;
+    let now = Instant::now();
+    let window = super::share::joining_window(config.quiet);
+    let window_ms = window.as_millis() as i64;
+    let mut again = None;
+    let mut closing = Vec::with_capacity(due.len());
+    for (key, mut batch) in due.drain(..) {
+        let may_wait = batch.shared
+            && !batch.foreign
+            && !batch.is_full(config)
+            && now < batch.first + config.max_delay;
+        let joined = may_wait
+            && sql::joined_since(&inner.db, &batch.label, sql::now_ms() - window_ms)
+                .await
+                .unwrap_or(false);
+        if joined {
+            let mut open = inner.open.lock().expect("open batches poisoned");
+            // Unless a new batch of the route opened meanwhile: then this one closes.
+            if let std::collections::hash_map::Entry::Vacant(slot) = open.entry(key.clone()) {
+                // Due again `window` after this look, the quiet that closes it then.
+                batch.last = now + window.saturating_sub(config.quiet);
+                again = Some(now + window);
+                slot.insert(batch);
+                continue;
+            }
+        }
+        closing.push((key, batch));
+    }
+    *due = closing;
+    again
 }
 
 /// Submits admitted batches; retries failed submissions with a growing back-off.

@@ -7,7 +7,9 @@
 //! 1. [`enqueue`](TransferManager::enqueue) puts the item in the *open batch* for its
 //!    (source, destination, options, priority) and returns once the item row is committed
 //!    (group commit: the caller leads it, and one transaction takes every item queued
-//!    meanwhile). The batch's label, `psg-<32 hex>`, is fixed when it opens.
+//!    meanwhile). The batch's label, `psg-<32 hex>`, is fixed when it opens. A batch
+//!    whose options keep its label (a Globus store's) may be another process's open
+//!    batch of the same route, joined at commit (`share.rs`); the answer names it.
 //! 2. A batch *closes* after [`quiet`](ManagerConfig::quiet) without new items, or at
 //!    [`max_delay`](ManagerConfig::max_delay), or at [`max_items`](ManagerConfig::max_items)
 //!    or [`max_document_bytes`](ManagerConfig::max_document_bytes) (a batch too large to
@@ -43,7 +45,7 @@
 //! do right now, for callers who will not wait for it), `unsubmitted.rs` (work that
 //! never reached Globus: finding and pruning it), `exit.rs` (what a process sends, or
 //! says it could not send, as it exits), `twins.rs` (an item asked for again while an
-//! earlier copy is queued), `tests.rs` (unit tests that need the
+//! earlier copy is queued), `share.rs` (open batches shared across processes), `tests.rs` (unit tests that need the
 //! manager's private parts).
 
 mod background;
@@ -56,6 +58,7 @@ mod liveness;
 mod loops;
 mod poll;
 mod rows;
+mod share;
 mod split;
 mod sql;
 mod status;
@@ -64,7 +67,7 @@ mod trouble;
 mod twins;
 mod unsubmitted;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -132,6 +135,9 @@ struct Inner {
     /// Writes waiting to be committed, and the lane their leader commits them in.
     lane: commit::CommitLane,
     open: Mutex<HashMap<BatchKey, OpenBatch>>,
+    /// Other processes' batches this process's items joined and has not seen posted:
+    /// `flush` waits for them too.
+    joined: Mutex<HashSet<String>>,
     signals: Arc<Signals>,
     poll_cycles: AtomicU64,
     /// Callers of `wait` in this process right now: with none, young tasks are polled
@@ -227,6 +233,7 @@ impl TransferManager {
         let me = liveness::this_process();
         sql::register_process(&db, &me).await?;
         let (stop, _) = watch::channel(false);
+        let max_items = config.max_items;
         let inner = Arc::new(Inner {
             db,
             client,
@@ -234,8 +241,9 @@ impl TransferManager {
             config,
             owner: me.owner,
             host: me.host,
-            lane: commit::CommitLane::new(),
+            lane: commit::CommitLane::new(max_items),
             open: Mutex::new(HashMap::new()),
+            joined: Mutex::default(),
             signals: Arc::new(Signals {
                 batcher_kick: Notify::new(),
                 submit_kick: Notify::new(),
@@ -307,11 +315,12 @@ impl TransferManager {
             spec.priority.code(),
         );
         let (ack, done) = oneshot::channel();
+        let item_bytes = spec.document_bytes();
+        let key_of_item = key.clone();
         let kick_batcher;
         let label = {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
             let now = Instant::now();
-            let item_bytes = spec.document_bytes();
             if open
                 .get(&key)
                 .is_some_and(|b| !b.fits(item_bytes, &self.inner.config))
@@ -332,6 +341,9 @@ impl TransferManager {
                 last: now,
                 items: 0,
                 bytes: 0,
+                foreign: false,
+                shared: share::shareable(&key.2, spec.https),
+                closing: false,
             });
             batch.last = now;
             batch.items += 1;
@@ -342,7 +354,7 @@ impl TransferManager {
             let label = batch.label.clone();
             // Queued under the lock, so the batcher's Close for this label comes after it.
             self.inner.lane.push(WriteReq::Item {
-                key,
+                key: key.clone(),
                 label: label.clone(),
                 spec: Box::new(spec),
                 ack,
@@ -354,24 +366,72 @@ impl TransferManager {
         }
         // Lead the commit of what is queued (this item among it), or follow the leader.
         self.inner.commit_queued().await;
-        let item = done.await.map_err(|_| {
+        let committed = done.await.map_err(|_| {
             Error::background(
                 "committing a transfer item",
                 Some("the manager stopped, or the commit that took it was interrupted".into()),
             )
         })??;
-        // The quiet window runs from the commit: a caller that enqueues one item after
-        // another waits for each commit (a round trip to a PostgreSQL server, say), and
-        // that wait is not a pause in its stream.
-        if let Some(batch) = (self.inner.open.lock().expect("open batches poisoned"))
-            .values_mut()
-            .find(|b| b.label == label)
+        let mut close_now = false;
         {
-            batch.last = Instant::now();
+            let mut open = self.inner.open.lock().expect("open batches poisoned");
+            // The commit may have put the item into another process's open batch, or
+            // out of one that closed (`share.rs`): later puts go where it went.
+            if let Some(batch) = open.values_mut().find(|b| b.label == label) {
+                batch.label.clone_from(&committed.label);
+                batch.foreign = committed.joined;
+            } else if committed.inserted && !open.values().any(|b| b.label == committed.label) {
+                // A batch of this process that no entry names: the batch this item was
+                // proposed for left `open` (forgotten as another's) before the answer
+                // came. It takes the route's next puts if none has opened since, else it
+                // closes now; left alone, it would stay open for ever.
+                match open.entry(key_of_item) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        let now = Instant::now();
+                        slot.insert(OpenBatch {
+                            label: committed.label.clone(),
+                            https: false,
+                            first: now,
+                            last: now,
+                            items: 1,
+                            bytes: item_bytes,
+                            foreign: false,
+                            shared: true,
+                            closing: false,
+                        });
+                        self.inner.signals.batcher_kick.notify_one();
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        let (ack, _) = oneshot::channel();
+                        self.inner.lane.push(WriteReq::Close {
+                            label: committed.label.clone(),
+                            ack,
+                        });
+                        close_now = true;
+                    }
+                }
+            }
+            // The quiet window runs from the commit: a caller that enqueues one item
+            // after another waits for each commit (a round trip to a PostgreSQL server,
+            // say), and that wait is not a pause in its stream.
+            if let Some(batch) = open.values_mut().find(|b| b.label == committed.label) {
+                batch.last = Instant::now();
+            }
+        }
+        if close_now {
+            self.inner.commit_queued().await;
+            self.inner.signals.submit_kick.notify_one();
+        }
+        if committed.joined {
+            self.inner
+                .joined
+                .lock()
+                .expect("joined batches poisoned")
+                .insert(committed.label.clone());
         }
         Ok(Enqueued {
-            item,
-            label,
+            item: committed.item,
+            label: committed.label,
             earlier: false,
         })
     }
@@ -549,17 +609,19 @@ impl TransferManager {
         self.inner.background.spawn(what, work);
     }
 
-    /// Closes every open batch now and returns once each batch of this process is at
-    /// Globus, waits only for admission, or is held by Globus (a 409: identical paths in
-    /// flight, or the pending-task limit; it goes when Globus lets it, which no flush
-    /// can hasten). Before a short-lived process exits, say. A login or consent that
+    /// Closes every open batch now (one that other processes' puts are joining, when
+    /// they stop or at `max_delay`) and returns once each batch of this process, and
+    /// each other process's batch its items joined, is at Globus, waits only for
+    /// admission, or is held by Globus (a 409: identical paths in flight, or the
+    /// pending-task limit; it goes when Globus lets it, which no flush can hasten).
+    /// Before a short-lived process exits, say. A login or consent that
     /// Globus refuses and the manager cannot renew is that error at once
     /// ([`Error::needs_login`]); the batches stay committed.
     pub async fn flush(&self) -> Result<()> {
         {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
             for batch in open.values_mut() {
-                batch.items = batch.items.max(self.inner.config.max_items);
+                batch.closing = true;
             }
         }
         self.inner.signals.batcher_kick.notify_one();
@@ -576,12 +638,34 @@ impl TransferManager {
                 sql::flush_counts(&self.inner.db, &self.inner.identity, &self.inner.owner).await?;
             let admitted_all =
                 ready == 0 || pending as usize >= self.inner.config.max_pending_tasks;
-            if !open_here && unsettled == 0 && admitted_all {
+            let joined_posted = self.joined_posted().await?;
+            if !open_here && unsettled == 0 && admitted_all && joined_posted {
                 return Ok(());
             }
             self.inner.signals.submit_kick.notify_one();
             self.until_changed(changed).await?;
         }
+    }
+
+    /// Whether every other process's batch this process's items joined was posted (or
+    /// ended otherwise): forgets those that were. Their owner closes and posts them; one
+    /// whose owner died is adopted by a manager that adopts orphans (this one, by
+    /// default).
+    async fn joined_posted(&self) -> Result<bool> {
+        let labels: Vec<String> = (self.inner.joined.lock().expect("joined batches poisoned"))
+            .iter()
+            .cloned()
+            .collect();
+        if labels.is_empty() {
+            return Ok(true);
+        }
+        let waiting = sql::unposted_of(&self.inner.db, &labels).await?;
+        self.inner
+            .joined
+            .lock()
+            .expect("joined batches poisoned")
+            .retain(|label| waiting.contains(label));
+        Ok(waiting.is_empty())
     }
 
     /// Waits for `changed` (a state change), or for the background work to fail. A login

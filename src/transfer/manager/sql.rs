@@ -8,6 +8,7 @@
 //! in one write transaction ([`StateDb::begin_write`]), so concurrent processes and
 //! hosts queue instead of failing or losing an update. Times are Unix milliseconds.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use super::resplit_label;
@@ -15,7 +16,7 @@ pub(super) use super::rows::*;
 use super::status::{BatchStatus, ItemStatus};
 use crate::error::Result;
 use crate::state::StateDb;
-use crate::state::query::{Tx, query};
+use crate::state::query::{Tx, placeholders, query};
 use crate::transfer::states::{BatchState, ItemState};
 use crate::transfer::types::Task;
 
@@ -99,6 +100,34 @@ pub(super) async fn open_batches(db: &StateDb, identity: &str) -> Result<Vec<(i6
         .bind(BatchState::Open.as_str())
         .fetch_all_as(db)
         .await
+}
+
+/// Whether another process's put joined the batch `label` at or after `since` (ms).
+pub(super) async fn joined_since(db: &StateDb, label: &str, since: i64) -> Result<bool> {
+    let count: i64 = query(super::share::JOINED_SINCE)
+        .bind(label)
+        .bind(since)
+        .fetch_scalar(db)
+        .await?;
+    Ok(count > 0)
+}
+
+/// Those of the batches `labels` that are still open or wait to be posted.
+pub(super) async fn unposted_of(db: &StateDb, labels: &[String]) -> Result<HashSet<String>> {
+    let mut waiting = HashSet::new();
+    for chunk in labels.chunks(500) {
+        let sql = format!(
+            "SELECT label FROM batches WHERE state IN ('OPEN', 'READY') AND label IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let found: Vec<String> = chunk
+            .iter()
+            .fold(query(&sql), |q, label| q.bind(label.as_str()))
+            .fetch_scalars(db)
+            .await?;
+        waiting.extend(found);
+    }
+    Ok(waiting)
 }
 
 /// Closes an open batch on behalf of `owner` (its own died).

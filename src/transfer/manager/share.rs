@@ -1,0 +1,147 @@
+//! Open batches shared across processes: a put of a Globus store joins another process's
+//! open batch of the same route rather than opening its own.
+//!
+//! A Globus store's batches keep their label (readers at other sites find the task by
+//! it), so they never merge at submission (`claim.rs`): 16 workers putting at once made
+//! 16 tasks, queued behind Globus's 3 running slots. Instead the *open* batch is shared,
+//! and every key names the label its object really travels under:
+//!
+//! - The writer decides where a group's items go inside the group's transaction. A batch
+//!   it inserted stays its own (only its owner closes it, or an adopter once the owner
+//!   died). A route with no batch of its own yet first looks for another live-or-adoptable
+//!   process's `OPEN` batch of the same route, identity, options and priority, with fewer
+//!   than `max_items` items, and joins it; else it inserts its own.
+//! - A batch it joined earlier is checked again at each commit: still `OPEN` and not
+//!   full, or the items go to a batch of their own (looked for and joined, or inserted,
+//!   as above) under a fresh label.
+//! - Ordering against the owner's close: on SQLite every group holds the write lock, so
+//!   a join and a close never interleave. On PostgreSQL a join is an `UPDATE` of the
+//!   batch row that checks it is open ([`JOIN`]): the owner's closing `UPDATE` waits for
+//!   the joining transaction, and a join after the close finds it closed. Transactions
+//!   that join or look for a batch to join take the identity's advisory lock first
+//!   ([`SHARE_LOCK`]): two processes that find no batch to join do not both insert one,
+//!   and no two of them wait for each other's rows.
+//! - Each join stamps the batch (`joined_at`), and its owner keeps it open while puts
+//!   keep joining it ([`JOINED_SINCE`]): workers released together start their first
+//!   puts over a spread of tens of milliseconds (process start, opening the state
+//!   database), longer than the 20 ms of quiet that closes a batch. A lone producer's
+//!   batch, which nobody joins, closes as before; a shared one at `max_delay`.
+//! - Only batches whose options keep their label and that are not of the HTTPS lane are
+//!   shared (a lane batch settles by its own requests, `lane.rs`).
+
+use std::collections::{HashMap, HashSet};
+
+use super::config::BatchOptions;
+
+/// Another process's open batch of a route, not full: `$1..$5` the route, `$6` this
+/// writer (its own batches it knows), `$7` the item limit.
+pub(super) const FIND_OPEN: &str = "SELECT label FROM batches WHERE identity = $1 \
+     AND source = $2 AND destination = $3 AND options = $4 AND priority = $5 \
+     AND state = 'OPEN' AND owner <> $6 \
+     AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $7 \
+     ORDER BY id LIMIT 1";
+
+/// Joins the batch `$2` if it still takes items (open, fewer than `$3`), stamping
+/// when (`$1`): its label back, or no row. On PostgreSQL the update holds the row
+/// against the owner's close until this transaction ends, and one that comes after the
+/// close finds the batch closed (PostgreSQL re-reads the row).
+pub(super) const JOIN: &str = "UPDATE batches SET joined_at = $1 WHERE label = $2 \
+     AND state = 'OPEN' AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $3 \
+     RETURNING label";
+
+/// PostgreSQL: the identity's share lock, held to commit by every transaction that joins
+/// a batch or looks for one to join, taken before any row: so two processes that find
+/// no batch to join do not both insert one, and no two such transactions wait for each
+/// other's rows (a joiner holding a batch row while waiting to look, and an owner
+/// holding the look while waiting to close that row, deadlocked).
+pub(super) const SHARE_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
+
+/// The text the share lock of `identity` is taken on.
+pub(super) fn share_lock_key(identity: &str) -> String {
+    format!("ps-globus shared batches of {identity}")
+}
+
+/// Whether batches with these stored options may be shared (see the module docs).
+pub(super) fn shareable(options: &str, https: bool) -> bool {
+    !https
+        && serde_json::from_str::<BatchOptions>(options)
+            .is_ok_and(|o| o.keep_label && !o.https_lane)
+}
+
+/// The batches a writer knows in the database: those it inserted and has not closed
+/// since, and other processes' open batches it joined.
+#[derive(Default)]
+pub(super) struct Known {
+    pub(super) inserted: HashSet<String>,
+    pub(super) joined: HashSet<String>,
+}
+
+/// How long after the last join a shared batch stays open (within `max_delay`): four
+/// times the quiet that closes a batch. Sixteen workers released together on a 2-core
+/// machine made their first puts over 80-105 ms, up to ~30 ms apart at the tail, so a
+/// 20 ms window let the batch close between two of them (3-4 tasks instead of 1).
+pub(super) fn joining_window(quiet: std::time::Duration) -> std::time::Duration {
+    quiet.saturating_mul(4)
+}
+
+/// Whether the batch `$1` was joined at or after `$2`.
+pub(super) const JOINED_SINCE: &str =
+    "SELECT COUNT(*) FROM batches WHERE label = $1 AND joined_at >= $2";
+
+/// Where the items of one label (as the caller proposed it) went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Placed {
+    pub(super) label: String,
+    /// Another process's batch.
+    pub(super) joined: bool,
+    /// A batch this group inserted.
+    pub(super) inserted: bool,
+}
+
+impl Placed {
+    pub(super) fn own(label: &str, inserted: bool) -> Self {
+        Placed {
+            label: label.to_owned(),
+            joined: false,
+            inserted,
+        }
+    }
+
+    pub(super) fn joined(label: String) -> Self {
+        Placed {
+            label,
+            joined: true,
+            inserted: false,
+        }
+    }
+}
+
+/// The placements of one group, by proposed label.
+pub(super) type Placements = HashMap<String, Placed>;
+
+/// What a commit of `placements` (and of `closed` and `forgotten` labels) teaches the
+/// writer. `proposed` labels that were joined batches but no longer take items are
+/// forgotten.
+pub(super) fn learn(
+    known: &mut Known,
+    placements: &Placements,
+    closed: &[&String],
+    forgotten: &[&String],
+) {
+    for (proposed, placed) in placements {
+        if placed.label != *proposed {
+            known.joined.remove(proposed);
+        }
+        if placed.joined {
+            known.joined.insert(placed.label.clone());
+        } else if placed.inserted {
+            known.inserted.insert(placed.label.clone());
+        }
+    }
+    for label in closed {
+        known.inserted.remove(*label);
+    }
+    for label in forgotten {
+        known.joined.remove(*label);
+    }
+}
