@@ -380,11 +380,17 @@ impl TransferManager {
             if let Some(batch) = open.values_mut().find(|b| b.label == label) {
                 batch.label.clone_from(&committed.label);
                 batch.foreign = committed.joined;
-            } else if committed.inserted && !open.values().any(|b| b.label == committed.label) {
-                // A batch of this process that no entry names: the batch this item was
-                // proposed for left `open` (forgotten as another's) before the answer
-                // came. It takes the route's next puts if none has opened since, else it
-                // closes now; left alone, it would stay open for ever.
+            } else if committed.inserted
+                && committed.label != label
+                && !open.values().any(|b| b.label == committed.label)
+            {
+                // A batch of this process under a fresh label that no entry names: the
+                // other process's batch this item was proposed for had closed, and its
+                // entry left `open` (forgotten) before the answer came. The new batch
+                // takes the route's next puts if none has opened since, else it closes
+                // now; left alone, it would stay open for ever. (An item placed in the
+                // batch it was proposed for needs nothing: if that entry left `open`,
+                // its close is queued behind the item.)
                 match open.entry(key_of_item) {
                     std::collections::hash_map::Entry::Vacant(slot) => {
                         let now = Instant::now();
