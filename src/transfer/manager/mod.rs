@@ -372,69 +372,9 @@ impl TransferManager {
                 Some("the manager stopped, or the commit that took it was interrupted".into()),
             )
         })??;
-        let mut close_now = false;
-        {
-            let mut open = self.inner.open.lock().expect("open batches poisoned");
-            // The commit may have put the item into another process's open batch, or
-            // out of one that closed (`share.rs`): later puts go where it went.
-            if let Some(batch) = open.values_mut().find(|b| b.label == label) {
-                batch.label.clone_from(&committed.label);
-                batch.foreign = committed.joined;
-            } else if committed.inserted
-                && committed.label != label
-                && !open.values().any(|b| b.label == committed.label)
-            {
-                // A batch of this process under a fresh label that no entry names: the
-                // other process's batch this item was proposed for had closed, and its
-                // entry left `open` (forgotten) before the answer came. The new batch
-                // takes the route's next puts if none has opened since, else it closes
-                // now; left alone, it would stay open for ever. (An item placed in the
-                // batch it was proposed for needs nothing: if that entry left `open`,
-                // its close is queued behind the item.)
-                match open.entry(key_of_item) {
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        let now = Instant::now();
-                        slot.insert(OpenBatch {
-                            label: committed.label.clone(),
-                            https: false,
-                            first: now,
-                            last: now,
-                            items: 1,
-                            bytes: item_bytes,
-                            foreign: false,
-                            shared: true,
-                            closing: false,
-                        });
-                        self.inner.signals.batcher_kick.notify_one();
-                    }
-                    std::collections::hash_map::Entry::Occupied(_) => {
-                        let (ack, _) = oneshot::channel();
-                        self.inner.lane.push(WriteReq::Close {
-                            label: committed.label.clone(),
-                            ack,
-                        });
-                        close_now = true;
-                    }
-                }
-            }
-            // The quiet window runs from the commit: a caller that enqueues one item
-            // after another waits for each commit (a round trip to a PostgreSQL server,
-            // say), and that wait is not a pause in its stream.
-            if let Some(batch) = open.values_mut().find(|b| b.label == committed.label) {
-                batch.last = Instant::now();
-            }
-        }
-        if close_now {
-            self.inner.commit_queued().await;
-            self.inner.signals.submit_kick.notify_one();
-        }
-        if committed.joined {
-            self.inner
-                .joined
-                .lock()
-                .expect("joined batches poisoned")
-                .insert(committed.label.clone());
-        }
+        self.inner
+            .follow(&label, &committed, key_of_item, item_bytes)
+            .await;
         Ok(Enqueued {
             item: committed.item,
             label: committed.label,

@@ -29,9 +29,16 @@
 //! - Only batches whose options keep their label and that are not of the HTTPS lane are
 //!   shared (a lane batch settles by its own requests, `lane.rs`).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
+use tokio::sync::oneshot;
+
+use super::Inner;
 use super::config::BatchOptions;
+use super::loops::{Committed, OpenBatch, WriteReq};
+use super::rows::BatchKey;
 
 /// Another process's open batch of a route, not full: `$1..$5` the route, `$6` this
 /// writer (its own batches it knows), `$7` the item limit.
@@ -143,5 +150,80 @@ pub(super) fn learn(
     }
     for label in forgotten {
         known.joined.remove(*label);
+    }
+}
+
+impl Inner {
+    /// After an item's commit: the route's later puts go where it went. Its open entry
+    /// (proposed `label`) follows the batch it joined, or left; a fresh batch of this
+    /// process that no entry names is taken back or closed. `key` and `bytes` are the
+    /// item's route and document share.
+    pub(super) async fn follow(
+        &self,
+        label: &str,
+        committed: &Committed,
+        key: BatchKey,
+        bytes: usize,
+    ) {
+        let mut close_now = false;
+        {
+            let mut open = self.open.lock().expect("open batches poisoned");
+            if let Some(batch) = open.values_mut().find(|b| b.label == label) {
+                batch.label.clone_from(&committed.label);
+                batch.foreign = committed.joined;
+            } else if committed.inserted
+                && committed.label != label
+                && !open.values().any(|b| b.label == committed.label)
+            {
+                // A batch of this process under a fresh label that no entry names: the
+                // other process's batch this item was proposed for had closed, and its
+                // entry left `open` (forgotten) before the answer came. The new batch
+                // takes the route's next puts if none has opened since, else it closes
+                // now; left alone, it would stay open for ever. (An item placed in the
+                // batch it was proposed for needs nothing: if that entry left `open`,
+                // its close is queued behind the item.)
+                match open.entry(key) {
+                    Entry::Vacant(slot) => {
+                        let now = Instant::now();
+                        slot.insert(OpenBatch {
+                            label: committed.label.clone(),
+                            https: false,
+                            first: now,
+                            last: now,
+                            items: 1,
+                            bytes,
+                            foreign: false,
+                            shared: true,
+                            closing: false,
+                        });
+                        self.signals.batcher_kick.notify_one();
+                    }
+                    Entry::Occupied(_) => {
+                        let (ack, _) = oneshot::channel();
+                        self.lane.push(WriteReq::Close {
+                            label: committed.label.clone(),
+                            ack,
+                        });
+                        close_now = true;
+                    }
+                }
+            }
+            // The quiet window runs from the commit: a caller that enqueues one item
+            // after another waits for each commit (a round trip to a PostgreSQL server,
+            // say), and that wait is not a pause in its stream.
+            if let Some(batch) = open.values_mut().find(|b| b.label == committed.label) {
+                batch.last = Instant::now();
+            }
+        }
+        if close_now {
+            self.commit_queued().await;
+            self.signals.submit_kick.notify_one();
+        }
+        if committed.joined {
+            self.joined
+                .lock()
+                .expect("joined batches poisoned")
+                .insert(committed.label.clone());
+        }
     }
 }
