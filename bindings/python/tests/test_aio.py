@@ -55,15 +55,22 @@ asyncio.run(main())
 """
 
 
-def test_an_await_for_a_transfer_leaves_the_event_loop_running(tmp_path: Path) -> None:
+def await_at_b_an_object_put_at_a(tmp_path: Path, store_name: str, script: str) -> str:
+    """Puts an object at site a whose transfer never ends by itself (ten minutes a task),
+    then runs ``script`` at site b with ``(key, [], source, here)`` on its stdin; its
+    output."""
     with emulator(home=tmp_path / 'emu', task_latency_ms=600_000, https_max_size=0) as emu:
         emu.activate('a')
-        store = Store('aio-globus', GlobusConnector('aio-globus'), register=True)
+        store = Store(store_name, GlobusConnector(store_name), register=True)
         key = asyncio.run(aio.put(store, 'from a'))
-        source = Path(emu.sites['a']['local_path']) / 'aio-globus' / key.id
-        here = Path(emu.sites['b']['local_path']) / 'aio-globus' / key.id
-        done = run_at(emu, 'b', AT_B, stdin=pickle.dumps((key, [], str(source), str(here))))
-        assert done.stdout.decode().strip() == 'from a True True'
+        source = Path(emu.sites['a']['local_path']) / store_name / key.id
+        here = Path(emu.sites['b']['local_path']) / store_name / key.id
+        done = run_at(emu, 'b', script, stdin=pickle.dumps((key, [], str(source), str(here))))
+        return done.stdout.decode()
+
+
+def test_an_await_for_a_transfer_leaves_the_event_loop_running(tmp_path: Path) -> None:
+    assert await_at_b_an_object_put_at_a(tmp_path, 'aio-globus', AT_B).strip() == 'from a True True'
 
 
 #: At site b: an await in a loop of its own thread; then what the exit hook does first
@@ -77,7 +84,7 @@ import ps_globus.aio as aio
 from ps_globus import _core
 from ps_globus.proxystore import GlobusConnector
 
-key, source, here = pickle.loads(sys.stdin.buffer.read())
+key, _, source, here = pickle.loads(sys.stdin.buffer.read())
 store = Store('aio-exit', GlobusConnector('aio-exit'), register=True)
 loop = asyncio.new_event_loop()
 threading.Thread(target=loop.run_forever, daemon=True).start()
@@ -94,14 +101,8 @@ print(getting.done(), _core.exit_gate_refusals())
 
 
 def test_a_result_arriving_while_the_interpreter_exits_stays_out_of_python(tmp_path: Path) -> None:
-    with emulator(home=tmp_path / 'emu', task_latency_ms=600_000, https_max_size=0) as emu:
-        emu.activate('a')
-        store = Store('aio-exit', GlobusConnector('aio-exit'), register=True)
-        key = asyncio.run(aio.put(store, 'from a'))
-        source = Path(emu.sites['a']['local_path']) / 'aio-exit' / key.id
-        here = Path(emu.sites['b']['local_path']) / 'aio-exit' / key.id
-        done = run_at(emu, 'b', EXITING_AT_B, stdin=pickle.dumps((key, str(source), str(here))))
-        assert done.stdout.decode().split() == ['False', '1']
+    out = await_at_b_an_object_put_at_a(tmp_path, 'aio-exit', EXITING_AT_B)
+    assert out.split() == ['False', '1']
 
 
 def test_prefetch_and_resolve_at_the_other_site(emu: Emulator) -> None:
