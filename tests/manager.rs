@@ -673,17 +673,19 @@ async fn child() {
     let count: usize = var("COUNT").parse().unwrap();
     let prefix = var("PREFIX");
     let mut items = Vec::new();
+    let shared = std::env::var(format!("{CHILD_ENV}_KEEP_LABEL")).is_ok();
     for i in 0..count {
         let spec = ItemSpec::new(
             var("A"),
             format!("/in/{i}"),
             var("B"),
             format!("/{prefix}/{i}"),
-        );
+        )
+        .options(options(shared));
         items.push(m.enqueue(spec).await.unwrap());
     }
     if hold {
-        println!("ENQUEUED");
+        println!("ENQUEUED {}", items[0].label);
         std::io::Write::flush(&mut std::io::stdout()).unwrap();
         std::future::pending::<()>().await;
     }
@@ -953,31 +955,14 @@ on_both_engines! {
     /// (no exit hook runs then) are submitted by the next process on the same state
     /// database: it adopts the open batches of dead processes.
     async fn a_batch_left_open_by_a_killed_process_is_submitted_by_the_next(engine: Engine) {
-    use std::io::BufRead;
     let emu = Emu::start();
     for i in 0..5 {
         write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
     }
     let state = engine.fresh().await;
     let db = state.url.clone();
-    let mut vars = child_vars(&emu, &db, 5, "out");
-    vars.push(("PS_GLOBUS_TEST_CHILD_HOLD", "1".into()));
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--ignored", "--exact", "manager::child", "--nocapture"])
-        .stdout(std::process::Stdio::piped());
-    for (k, v) in &vars {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let committed = stdout
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line == "ENQUEUED");
-    assert!(committed, "the child committed its items");
-    child.kill().unwrap(); // SIGKILL: no exit hook, no flush
-    child.wait().unwrap();
+    let mut child = HoldingChild::spawn(&emu, &db, 5, false);
+    child.kill();
     assert_eq!(emu.sim.stats().tasks(), 0, "nothing reached Globus");
 
     let m = manager(&emu, &db, config()).await;
@@ -988,6 +973,93 @@ on_both_engines! {
     assert_eq!(emu.sim.stats().tasks(), 1);
     assert_delivered(&emu, 5);
 }
+}
+
+on_both_engines! {
+    /// Shared open batches (`share.rs`) and crash safety: a process joins another
+    /// process's open batch, then its opener is killed with `kill -9` before closing it.
+    /// The joiner's flush waits for that batch, adopts it, and it goes as one task with
+    /// every item, the opener's and the joiner's, under the label both were told.
+    async fn a_shared_batch_whose_opener_was_killed_is_adopted_by_a_process_that_joined_it(engine: Engine) {
+    let emu = Emu::start();
+    for i in 0..8 {
+        write(emu.root_a(), &format!("in/{i}"), format!("{i}").as_bytes());
+    }
+    let state = engine.fresh().await;
+    let db = state.url.clone();
+    let mut opener = HoldingChild::spawn(&emu, &db, 5, true);
+
+    let m = manager(&emu, &db, config()).await;
+    let mut joined = Vec::new();
+    for i in 5..8 {
+        let spec = ItemSpec::new(&emu.a, format!("/in/{i}"), &emu.b, format!("/out/{i}"))
+            .options(options(true));
+        joined.push(m.enqueue(spec).await.unwrap());
+    }
+    assert!(
+        joined.iter().all(|e| e.label == opener.label),
+        "the puts joined the opener's batch {}: {joined:?}",
+        opener.label
+    );
+    opener.kill();
+    assert_eq!(emu.sim.stats().tasks(), 0, "nothing reached Globus");
+
+    m.flush().await.unwrap();
+    let done = m.wait_label(&opener.label, LONG).await.unwrap();
+    assert_eq!(done.len(), 8, "no item lost, the opener's nor the joiner's");
+    assert!(done.iter().all(|i| i.state == ItemState::Succeeded));
+    assert_eq!(emu.sim.stats().tasks(), 1, "one task for the shared batch");
+    assert_delivered(&emu, 8);
+}
+}
+
+/// The batch options of the child and the tests: `keep_label` for a Globus store's
+/// batches, which other processes' puts join (`share.rs`).
+fn options(keep_label: bool) -> BatchOptions {
+    let mut built = BatchOptions::default();
+    built.keep_label = keep_label;
+    built
+}
+
+/// A `child` that committed its items into a batch it holds open, and waits to be killed.
+struct HoldingChild {
+    process: std::process::Child,
+    /// The label of its open batch.
+    label: String,
+}
+
+impl HoldingChild {
+    /// Starts one that puts `count` items (`keep_label`: as a Globus store's) and
+    /// returns once they are committed.
+    fn spawn(emu: &Emu, db: &str, count: usize, keep_label: bool) -> Self {
+        use std::io::BufRead;
+        let mut vars = child_vars(emu, db, count, "out");
+        vars.push(("PS_GLOBUS_TEST_CHILD_HOLD", "1".into()));
+        if keep_label {
+            vars.push(("PS_GLOBUS_TEST_CHILD_KEEP_LABEL", "1".into()));
+        }
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--ignored", "--exact", "manager::child", "--nocapture"])
+            .stdout(std::process::Stdio::piped());
+        for (k, v) in &vars {
+            command.env(k, v);
+        }
+        let mut process = command.spawn().unwrap();
+        let stdout = std::io::BufReader::new(process.stdout.take().unwrap());
+        let label = stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("ENQUEUED ").map(str::to_owned))
+            .expect("the child committed its items");
+        HoldingChild { process, label }
+    }
+
+    /// `kill -9`: no exit hook, no flush.
+    fn kill(&mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+    }
 }
 
 on_both_engines! {

@@ -97,15 +97,18 @@ impl Inner {
             .collect())
     }
 
-    /// Open batches whose process died are closed, so they get submitted.
-    pub(super) async fn close_orphaned_open_batches(&self) -> Result<()> {
+    /// Open batches whose process died are closed, so they get submitted; how many.
+    pub(super) async fn close_orphaned_open_batches(&self) -> Result<usize> {
         let live = self.live_owners().await?;
+        let mut closed = 0;
         for (batch, owner) in sql::open_batches(&self.db, &self.identity).await? {
             if !live.contains(&owner) {
                 sql::adopt_open_batch(&self.db, batch, &self.owner).await?;
+                closed += 1;
             }
         }
-        self.fall_back_orphaned_lanes(&live).await
+        self.fall_back_orphaned_lanes(&live).await?;
+        Ok(closed)
     }
 
     /// Renews this process's heartbeat, which other hosts read as "alive".

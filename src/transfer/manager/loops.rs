@@ -353,6 +353,7 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
     let mut interval;
     let mut seen_generation = -1;
     let mut last_interval = Duration::ZERO;
+    let mut orphans_checked = Instant::now();
     loop {
         let Some(inner) = manager.upgrade() else {
             return;
@@ -362,6 +363,20 @@ async fn poller_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         }
         let config = inner.config.clone();
         let _ = inner.heartbeat().await;
+        // A process that dies while others run leaves its open batches open: the items
+        // of processes that joined them (`share.rs`), and keys already handed out, would
+        // wait for the next process to start. Looked for at the heartbeat's pace.
+        if config.adopt_orphans && orphans_checked.elapsed() >= config.lease_ttl / 2 {
+            orphans_checked = Instant::now();
+            match inner.close_orphaned_open_batches().await {
+                Ok(0) => {}
+                Ok(_) => {
+                    inner.signals.changed.notify_waiters();
+                    inner.signals.submit_kick.notify_one();
+                }
+                Err(e) => tracing::warn!("closing dead processes' open batches: {e}"),
+            }
+        }
         // Other processes record outcomes too (the previous poller, a refused submission,
         // a cancel): whoever polls now, notice their changes through the database's
         // generation. Checking it only while another process held the lease left a

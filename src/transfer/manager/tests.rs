@@ -6,6 +6,7 @@ use crate::auth::StaticTokenAuthorizer;
 use crate::state::query::{Tx, query};
 use crate::state::tests::engines;
 use crate::transfer::states::ItemState;
+use loops::Committed;
 
 /// Regression (eight `transfer` processes, one hung although its item SUCCEEDED):
 /// the poller noticed other processes' outcomes only while *another* process held
@@ -117,6 +118,106 @@ async fn only_a_manager_that_adopts_orphans_submits_a_dead_process_batch() {
         } else {
             assert_eq!(next, None, "neither batch is this manager's to submit");
         }
+        m.shutdown();
+    }
+}
+
+/// Regression (an 8 × 8 facility run hung with 316 items in a batch that never closed):
+/// a put proposed for another process's open batch found it closed at commit and went
+/// into a fresh batch of this process; the batcher had meanwhile forgotten the foreign
+/// entry, so nothing in memory named the fresh batch. The answer must take it back
+/// (the route's entry), or close it when a newer batch of the route opened meanwhile.
+/// The interleaving is forced here: the answer arrives with no entry of its label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_batch_whose_proposed_entry_was_forgotten_is_taken_back_or_closed() {
+    for engine in engines().await {
+        let db = &engine.db;
+        let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
+        let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
+        let config = ManagerConfig {
+            // The batcher must not close what the test looks at.
+            quiet: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(3600),
+            ..ManagerConfig::default()
+        };
+        let m = TransferManager::start(db.clone(), client, config)
+            .await
+            .unwrap();
+        let inner = &m.inner;
+        let key: BatchKey = ("s".into(), "d".into(), "{}".into(), 0);
+        let fresh_batch = |label: &'static str| {
+            let (db, identity, owner) = (db.clone(), inner.identity.clone(), inner.owner.clone());
+            async move {
+                query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ($1, $2, 's', 'd', '{}', 0, 'OPEN', $3, 0)")
+                    .bind(label).bind(&identity).bind(&owner).execute(&db).await.unwrap();
+                Committed {
+                    item: 1,
+                    label: label.into(),
+                    joined: false,
+                    inserted: true,
+                }
+            }
+        };
+        let state_of = |label: &'static str| {
+            let db = db.clone();
+            async move {
+                query("SELECT state FROM batches WHERE label = $1")
+                    .bind(label)
+                    .fetch_scalar::<String>(&db)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // The route has no entry (the foreign one was forgotten): the fresh batch
+        // becomes the route's open batch, its own, and so closes in time.
+        let committed = fresh_batch("psg-fresh-1").await;
+        inner
+            .follow("psg-foreign", &committed, key.clone(), 100)
+            .await;
+        {
+            let open = inner.open.lock().unwrap();
+            let entry = open.get(&key).expect("the fresh batch is taken back");
+            assert_eq!(entry.label, "psg-fresh-1");
+            assert!(!entry.foreign && entry.shared && entry.items == 1);
+        }
+        assert_eq!(state_of("psg-fresh-1").await, "OPEN");
+
+        // The route's entry now names a newer batch: the second fresh one closes at once.
+        let committed = fresh_batch("psg-fresh-2").await;
+        inner
+            .follow("psg-foreign", &committed, key.clone(), 100)
+            .await;
+        assert_eq!(
+            inner
+                .open
+                .lock()
+                .unwrap()
+                .get(&key)
+                .map(|b| b.label.clone()),
+            Some("psg-fresh-1".to_owned()),
+            "the route keeps its entry"
+        );
+        assert_eq!(
+            state_of("psg-fresh-2").await,
+            "READY",
+            "closed, not left open"
+        );
+
+        // The first item of a batch placed where it was proposed leaves `open` as it is
+        // (its close, if the entry is gone, is queued behind it): taking the batch back
+        // would put later items into a closed batch.
+        let committed = Committed {
+            item: 2,
+            label: "psg-fresh-1".into(),
+            joined: false,
+            inserted: true,
+        };
+        inner.open.lock().unwrap().clear();
+        inner
+            .follow("psg-fresh-1", &committed, key.clone(), 100)
+            .await;
+        assert!(inner.open.lock().unwrap().is_empty());
         m.shutdown();
     }
 }
