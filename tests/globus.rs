@@ -692,6 +692,39 @@ async fn a_put_may_name_its_own_destinations() {
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
 }
 
+/// The express lane's classes (issue 37): a put is latency work below the store's
+/// `latency_max_size`, bulk work at or above it, or when its options say so; its batch
+/// (and Globus task) has that priority, and every object still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_are_bulk_work_from_latency_max_size_or_when_asked() {
+    let store_dir = unique_name("classes");
+    let mut config = config_for(shared(), &store_dir);
+    config.latency_max_size = Some(1000);
+    let a = GlobusConnector::builder(config.clone())
+        .site("a")
+        .build()
+        .unwrap();
+    let b = GlobusConnector::builder(config).site("b").build().unwrap();
+    let puts = [
+        (vec![1u8; 999], opts(), "latency"),
+        (vec![2u8; 1000], opts(), "bulk"),
+        (vec![3u8; 10], opts().with_bulk(), "bulk"),
+    ];
+    for (bytes, options, class) in puts {
+        let key = a.put(&bytes, &options).await.unwrap();
+        let meta: ps_globus::connector::ObjectMeta = key.meta_as().unwrap();
+        let label = &meta.destinations["b"];
+        let mut found = None;
+        for manager in ps_globus::transfer::TransferManager::running() {
+            if let Some(batch) = manager.batch(label).await.unwrap() {
+                found = Some(batch.priority);
+            }
+        }
+        assert_eq!(found.as_deref(), Some(class), "{} bytes", bytes.len());
+        assert_eq!(b.get(&key).await.unwrap().as_deref(), Some(&bytes[..]));
+    }
+}
+
 /// Staging and resolving a 256 MiB file keeps memory far below the file's size (run in
 /// its own process, so its high-water mark is its own).
 #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::on_both_engines;
 use crate::support::emulator::{Emu, TOKEN, fault, write};
 use crate::support::managers::{Engine, client, config, fast_retry, manager, spec};
+use crate::support::until;
 use ps_globus::Error;
 use ps_globus::auth::StaticTokenAuthorizer;
 use ps_globus::state::StateDb;
@@ -254,6 +255,72 @@ on_both_engines! {
         "every third admission is bulk's"
     );
     assert_eq!(emu.sim.stats().tasks(), 7);
+}
+}
+
+on_both_engines! {
+    /// The express lane (issue 37): while latency work is about, bulk tasks leave one of
+    /// Globus's three running slots free, so a latency batch made after them starts at
+    /// once instead of queueing behind bulk tasks that may run for hours; bulk takes the
+    /// slot back as its own tasks end, and a flush sends bulk work past the cap.
+    async fn a_latency_task_starts_at_once_while_bulk_tasks_fill_the_slots_they_may(engine: Engine) {
+    let emu = Emu::with(|c| c.task_latency_ms = 3_600_000);
+    write(emu.root_a(), "f", b"x");
+    let state = engine.fresh().await;
+    let config = { let mut built = config(); built.max_items = 1; built };
+    let m = manager(&emu, &state.url, config).await;
+    let globus = client(&emu);
+    let task_of = async |label: &str| -> Option<String> {
+        m.batches(100).await.unwrap().into_iter().find(|b| b.label == label)?.task_id
+    };
+    let enqueue = async |to: &str, priority: Priority| {
+        m.enqueue(spec(&emu, "/f", to).priority(priority)).await.unwrap().label
+    };
+    let tasks_reach = async |n: u64| {
+        until(&format!("{n} tasks at Globus"), async || emu.sim.stats().tasks() == n).await;
+    };
+
+    // Latency work was made a moment ago (its task ended, cancelled).
+    let l0 = enqueue("/l0", Priority::Latency).await;
+    tasks_reach(1).await;
+    m.cancel_task(&task_of(&l0).await.unwrap()).await.unwrap();
+    until("the latency task to end", async || {
+        m.poll_now().await.unwrap();
+        m.batches(100).await.unwrap().iter().any(|b| b.label == l0 && b.state == BatchState::Done)
+    })
+    .await;
+
+    // Four bulk batches: two go, two wait for a slot.
+    let mut bulk = Vec::new();
+    for i in 0..4 {
+        bulk.push(enqueue(&format!("/bulk{i}"), Priority::Bulk).await);
+    }
+    tasks_reach(3).await;
+    // A latency batch goes to the slot kept free, and runs at once.
+    let l1 = enqueue("/l1", Priority::Latency).await;
+    tasks_reach(4).await;
+    let l1_task = task_of(&l1).await.expect("the latency batch was submitted");
+    until("the latency task to start", async || {
+        let events = globus.events(&l1_task, 100, false).await.unwrap();
+        events.data.iter().any(|e| e.code == "STARTED")
+    })
+    .await;
+    let waiting: Vec<&String> = {
+        let batches = m.batches(100).await.unwrap();
+        bulk.iter()
+            .filter(|label| batches.iter().any(|b| &&b.label == label && b.task_id.is_none()))
+            .collect()
+    };
+    assert_eq!(waiting, [&bulk[2], &bulk[3]], "two bulk batches wait for a slot");
+
+    // A bulk task ends: the next bulk batch takes its slot, and only that one.
+    m.cancel_task(&task_of(&bulk[0]).await.unwrap()).await.unwrap();
+    tasks_reach(5).await;
+    assert!(task_of(&bulk[2]).await.is_some());
+    // A flush sends the rest (left waiting, it would outlive this process).
+    tokio::time::timeout(LONG, m.flush()).await.unwrap().unwrap();
+    assert!(task_of(&bulk[3]).await.is_some());
+    assert_eq!(emu.sim.stats().tasks(), 6);
 }
 }
 

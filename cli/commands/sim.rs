@@ -54,6 +54,10 @@ pub struct SimServeArgs {
     /// Copy rate per running task, e.g. 500MB/s or 1GiB/s (default unlimited).
     #[arg(long)]
     bandwidth: Option<String>,
+    /// Copy rate shared by every running task (the sites' link), e.g. 1GB/s (default
+    /// unlimited).
+    #[arg(long)]
+    link_bandwidth: Option<String>,
     /// Transfer requests per second per identity, metered over 10 s (default 20, as
     /// Globus documents; 0: unlimited).
     #[arg(long)]
@@ -187,6 +191,9 @@ fn sim_config(args: SimServeArgs) -> Result<ps_globus_sim::SimConfig, Box<dyn st
     }
     if args.bandwidth.is_some() {
         config.bandwidth = args.bandwidth;
+    }
+    if args.link_bandwidth.is_some() {
+        config.link_bandwidth = args.link_bandwidth;
     }
     if args.lenient {
         config = config.lenient();

@@ -46,6 +46,12 @@ pub struct SimConfig {
     pub task_latency_ms: u64,
     /// Copy rate per running task, e.g. `"500MB/s"`, `"1GiB/s"`; absent: unlimited.
     pub bandwidth: Option<String>,
+    /// Copy rate shared by every running task, e.g. `"1GB/s"`: the sites' data nodes and
+    /// network, which tasks between them share (at Globus, more tasks at once do not
+    /// make a link faster); absent: unlimited. With `bandwidth` too, a task gets the
+    /// lower of its own rate and its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_bandwidth: Option<String>,
     /// Transfer requests per second per identity, metered over 10-second windows, as
     /// Globus documents (~20); over it, 429 with `Retry-After`. Absent or 0: unlimited.
     pub rate_limit: Option<u32>,
@@ -102,6 +108,7 @@ impl Default for SimConfig {
             native_clients: Vec::new(),
             task_latency_ms: 0,
             bandwidth: None,
+            link_bandwidth: None,
             rate_limit: Some(DEFAULT_RATE_LIMIT),
             fail_rate: 0.0,
             seed: 0,
@@ -247,6 +254,11 @@ impl SimConfig {
         self.bandwidth.as_deref().map(parse_rate).transpose()
     }
 
+    /// The link bandwidth in bytes per second, if limited.
+    pub fn link_bandwidth_bytes_per_s(&self) -> Result<Option<u64>, String> {
+        self.link_bandwidth.as_deref().map(parse_rate).transpose()
+    }
+
     /// This configuration with every real-service rule relaxed: no rate limit, no
     /// identical-path conflicts, bare label filters accepted, `nice_status` cleared at
     /// once, files copied in request order. For tests that need one of them off.
@@ -270,6 +282,7 @@ impl SimConfig {
     /// Checks the settings, saying what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         self.bandwidth_bytes_per_s()?;
+        self.link_bandwidth_bytes_per_s()?;
         if !(0.0..=1.0).contains(&self.fail_rate) {
             return Err(format!(
                 "fail_rate {} is not between 0 and 1",

@@ -132,6 +132,8 @@ pub(crate) struct SimState {
     pub base_url: String,
     pub collections: Vec<Arc<Collection>>,
     pub bandwidth: Option<u64>,
+    /// The link every running task copies through (`link_bandwidth`).
+    pub link: std::sync::Mutex<engine::Bucket>,
     pub auth: auth::AuthState,
     pub tasks: tasks::TaskTable,
     pub faults: faults::Faults,
@@ -213,6 +215,9 @@ impl Simulator {
         let (journal, unfinished) = restore(&config, &tasks)?;
         let state = Arc::new(SimState {
             bandwidth: config.bandwidth_bytes_per_s().map_err(invalid)?,
+            link: std::sync::Mutex::new(engine::Bucket::new(
+                config.link_bandwidth_bytes_per_s().map_err(invalid)?,
+            )),
             auth: auth::AuthState::new(&config),
             tasks,
             faults: faults::Faults::new(&config),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::{CollectionConfig, SimConfig, Simulator};
 use ps_globus::auth::{ClientCredentialsAuthorizer, TRANSFER_SCOPE};
 use ps_globus::config::SiteConfig;
-use ps_globus::connector::{GlobusConfig, GlobusConnector};
+use ps_globus::connector::{GlobusConfig, GlobusConnector, GlobusConnectorBuilder};
 use ps_globus::settings::Settings;
 use ps_globus::{Error, Result};
 
@@ -94,6 +94,12 @@ impl TwoSites {
     /// A connector at `site` in this process, with that site's state directory, acting
     /// as the harness's service identity (for Transfer and each collection's HTTPS).
     pub fn connector(&self, site: &str) -> Result<GlobusConnector> {
+        self.builder(site)?.build()
+    }
+
+    /// The builder of [`connector`](Self::connector), for a caller that sets more (its
+    /// manager's configuration, say).
+    pub fn builder(&self, site: &str) -> Result<GlobusConnectorBuilder> {
         let auth = ClientCredentialsAuthorizer::new(
             self.sim.auth_url(),
             CLIENT_ID,
@@ -105,11 +111,10 @@ impl TwoSites {
         settings.client_id = Some(CLIENT_ID.into());
         settings.client_secret = Some(CLIENT_SECRET.into());
         settings.auth_url = self.sim.auth_url().into();
-        GlobusConnector::builder(self.config.clone())
+        Ok(GlobusConnector::builder(self.config.clone())
             .site(site)
             .authorizer(Arc::new(auth))
-            .settings(settings)
-            .build()
+            .settings(settings))
     }
 
     /// The environment of a consumer process at site `b`: it rebuilds the store from

@@ -323,6 +323,11 @@ pub struct PutOptions {
     /// connector); `None`: the site where the key is made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settling_site: Option<String>,
+    /// The object is bulk work whatever its size (Globus connector): its task leaves the
+    /// running slot kept for small objects that readers wait on (see
+    /// [`GlobusConfig::latency_max_size`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bulk: bool,
 }
 
 impl PutOptions {
@@ -339,6 +344,12 @@ impl PutOptions {
     /// connector): two sites can then never both set one future.
     pub fn with_settling_site(mut self, site: impl Into<String>) -> Self {
         self.settling_site = Some(site.into());
+        self
+    }
+
+    /// Sends the object as bulk work ([`PutOptions::bulk`]).
+    pub fn with_bulk(mut self) -> Self {
+        self.bulk = true;
         self
     }
 

@@ -96,6 +96,7 @@ pub(crate) const FIELDS: &[(&str, &str, Role)] = &[
     ("globus", "pull_on_demand", Role::Binding),
     ("globus", "wait_timeout_s", Role::Tuning),
     ("globus", "https_max_size", Role::Tuning),
+    ("globus", "latency_max_size", Role::Tuning),
     ("globus", "transfer_url", Role::Binding),
     ("redis", "server", Role::Locator),
     ("redis", "host", Role::Binding),

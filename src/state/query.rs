@@ -223,6 +223,14 @@ pub(crate) enum On<'a> {
 }
 
 impl On<'_> {
+    /// The same place, for one more statement (a transaction lent again).
+    pub(crate) fn reborrow(&mut self) -> On<'_> {
+        match self {
+            On::Db(db) => On::Db(db),
+            On::Tx(tx) => On::Tx(tx),
+        }
+    }
+
     /// The database the statement runs on, to name in errors.
     fn path(&self) -> Arc<Path> {
         match self {

@@ -2,7 +2,8 @@
 //!
 //! The copy is streamed in fixed-size chunks (constant memory) and written in place, as
 //! the real service does, so a reader that does not wait for the task can see a partial
-//! file. Bandwidth is a token bucket per running task. Path faults make a task retry
+//! file. Bandwidth is a token bucket per running task, and another that every running
+//! task shares (the link). Path faults make a task retry
 //! while it stays ACTIVE with the failing code as `nice_status`, until its deadline.
 
 use std::collections::BTreeSet;
@@ -318,14 +319,14 @@ struct Done {
 }
 
 /// A token bucket of bytes per second, with a tenth of a second of burst.
-struct Bucket {
+pub(crate) struct Bucket {
     rate: Option<f64>,
     tokens: f64,
     last: Instant,
 }
 
 impl Bucket {
-    fn new(rate: Option<u64>) -> Self {
+    pub(crate) fn new(rate: Option<u64>) -> Self {
         Bucket {
             rate: rate.map(|r| r as f64),
             tokens: rate.map_or(0.0, |r| r as f64 / 10.0),

@@ -588,7 +588,16 @@ impl Worker<'_> {
             if n == 0 {
                 break;
             }
-            if let Some(wait) = bucket.take(n as u64) {
+            // The task's own rate, then its turn on the shared link (taken after the
+            // task's wait, so that a task held by its own rate does not hold link
+            // tokens meanwhile).
+            let own = bucket.take(n as u64);
+            if let Some(wait) = own {
+                self.sleep(wait)
+                    .map_err(|_| io::Error::new(ErrorKind::Interrupted, "task stopped"))?;
+            }
+            let link = self.sim.link.lock().expect("link poisoned").take(n as u64);
+            if let Some(wait) = link {
                 self.sleep(wait)
                     .map_err(|_| io::Error::new(ErrorKind::Interrupted, "task stopped"))?;
             }

@@ -56,7 +56,18 @@ pub struct GlobusConfig {
     /// ([`SiteConfig::https_max_size`]); with neither, 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_max_size: Option<u64>,
+    /// Objects of at least this many bytes are bulk work: their tasks leave a running
+    /// slot at Globus to small objects that readers wait on (the express lane). Smaller
+    /// ones are latency work unless a put says otherwise ([`PutOptions::bulk`]).
+    /// Default 16 MiB.
+    ///
+    /// [`PutOptions::bulk`]: crate::connector::PutOptions::bulk
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_max_size: Option<u64>,
 }
+
+/// The default [`GlobusConfig::latency_max_size`]: 16 MiB.
+pub(crate) const DEFAULT_LATENCY_MAX_SIZE: u64 = 16 << 20;
 
 impl GlobusConfig {
     /// A store in `store_dir` over the sites of the configuration file
@@ -83,6 +94,7 @@ impl GlobusConfig {
             wait_timeout_s: None,
             transfer_url: None,
             https_max_size: None,
+            latency_max_size: None,
         })
     }
 
@@ -113,6 +125,12 @@ impl GlobusConfig {
             (None, None) => crate::config::DEFAULT_HTTPS_MAX_SIZE,
             (a, b) => a.into_iter().chain(b).min().unwrap_or_default(),
         })
+    }
+
+    /// Whether an object of `size` bytes is bulk work (see
+    /// [`latency_max_size`](Self::latency_max_size)), unless its put says so.
+    pub fn is_bulk(&self, size: u64) -> bool {
+        size >= self.latency_max_size.unwrap_or(DEFAULT_LATENCY_MAX_SIZE)
     }
 
     pub(super) fn site(&self, name: &str) -> Result<&SiteConfig> {
@@ -194,6 +212,7 @@ mod tests {
             wait_timeout_s: None,
             transfer_url: None,
             https_max_size: None,
+            latency_max_size: None,
         }
     }
 

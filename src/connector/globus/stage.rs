@@ -63,7 +63,7 @@ impl GlobusConnector {
                     self.inner.config.site(&dest)?.collection.to_string(),
                     dest_path.clone(),
                 )
-                .priority(Priority::Latency)
+                .priority(self.priority_of(size, options))
                 .options(super::labelled_batches())
                 .checksum(sha256.clone(), "SHA256")
                 .size(size);
@@ -158,9 +158,20 @@ impl GlobusConnector {
         self.stage(id, placed.size, sha256, options, None).await
     }
 
+    /// The priority of an object's transfers: bulk at or above the store's
+    /// `latency_max_size`, or when its put says so; else latency (the express lane).
+    fn priority_of(&self, size: u64, options: &PutOptions) -> Priority {
+        if options.bulk || self.inner.config.is_bulk(size) {
+            Priority::Bulk
+        } else {
+            Priority::Latency
+        }
+    }
+
     /// Enqueues the transfers of files already written under this site's store directory
     /// (paths relative to it, each with its size and sha256 where they are checked) to
-    /// the `asked` destinations (default: the store's), in order, at latency priority,
+    /// the `asked` destinations (default: the store's), in order, at latency priority
+    /// (bulk from `latency_max_size`),
     /// so that files sent together join one Globus task. The labels of their batches, by
     /// destination.
     pub(crate) async fn send_files(
@@ -187,11 +198,18 @@ impl GlobusConnector {
                     dest_collection.clone(),
                     dest_path,
                 )
-                .priority(Priority::Latency)
                 .options(super::labelled_batches());
                 if let Some((size, sha256)) = check {
                     spec = spec.checksum(sha256.clone(), "SHA256").size(*size);
                 }
+                let bulk = check
+                    .as_ref()
+                    .is_some_and(|(size, _)| self.inner.config.is_bulk(*size));
+                spec = spec.priority(if bulk {
+                    Priority::Bulk
+                } else {
+                    Priority::Latency
+                });
                 let label = manager.enqueue(spec).await?.label;
                 let sent: &mut Vec<String> = labels.entry(dest.clone()).or_default();
                 if !sent.contains(&label) {

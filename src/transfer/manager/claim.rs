@@ -11,9 +11,12 @@
 //! the submission id are one commit, so every item is posted in exactly one task.
 //!
 //! Admission is checked in the same transaction: the claim is refused while the
-//! identity has `max_pending` batches submitting or at Globus, counted across every
+//! identity has `max_pending` batches submitting or at Globus, or (a bulk batch) while
+//! bulk has the slots the express lane leaves it (`express.rs`), counted across every
 //! process and host, and the write lock makes two claims count one after the other.
 
+use super::config::Priority;
+use super::express::{Express, Slots};
 use super::split::{ITEM_BYTES_SQL, item_budget};
 use crate::error::Result;
 use crate::state::StateDb;
@@ -37,6 +40,8 @@ pub(super) enum Claim {
 pub(super) struct Limits {
     /// Batches of the identity submitting or at Globus, at most.
     pub max_pending: usize,
+    /// Bulk batches at Globus, at most, while latency work is about (`express.rs`).
+    pub express: Express,
     /// Items in one batch, at most.
     pub max_items: usize,
     /// A batch's transfer document, at most (estimated: `split.rs`).
@@ -62,7 +67,7 @@ pub(super) async fn claim(
     .bind(batch)
     .fetch_scalar(&mut tx)
     .await?;
-    if pending as usize >= limits.max_pending {
+    if pending as usize >= limits.max_pending || !express_admits(&mut tx, batch, &limits).await? {
         return Ok(Claim::Full);
     }
     let claimed = query(
@@ -85,6 +90,22 @@ pub(super) async fn claim(
     let merged = merge_mates(&mut tx, batch, limits).await?;
     tx.commit().await?;
     Ok(Claim::Claimed { merged })
+}
+
+/// Whether the express lane (`express.rs`) lets `batch` go now: a latency batch always;
+/// a bulk one while bulk is below its cap, counted in this transaction.
+async fn express_admits(tx: &mut Tx, batch: i64, limits: &Limits) -> Result<bool> {
+    let (identity, priority): (String, i64) =
+        query("SELECT identity, priority FROM batches WHERE id = $1")
+            .bind(batch)
+            .fetch_one_as(&mut *tx)
+            .await?;
+    if priority != Priority::Bulk.code() {
+        return Ok(true);
+    }
+    let now = super::sql::now_ms();
+    let slots = Slots::of(&mut *tx, &identity, limits.express.window, now).await?;
+    Ok(limits.express.bulk_may_start(&slots))
 }
 
 /// Moves into `batch` the items of the waiting batches it may take (same route,
@@ -226,6 +247,7 @@ mod tests {
     fn roomy() -> Limits {
         Limits {
             max_pending: 10,
+            express: Express::of(&crate::transfer::ManagerConfig::default()),
             max_items: 10,
             max_document_bytes: crate::transfer::DEFAULT_MAX_DOCUMENT_BYTES,
         }
@@ -295,6 +317,7 @@ mod tests {
             let second = ready(db, "psg-2", "host-b:2:2", &options(Some("2"), false), 1).await;
             let one = || Limits {
                 max_pending: 1,
+                express: Express::of(&crate::transfer::ManagerConfig::default()),
                 max_items: 10,
                 max_document_bytes: crate::transfer::DEFAULT_MAX_DOCUMENT_BYTES,
             };
@@ -307,6 +330,67 @@ mod tests {
                 .unwrap();
             assert_eq!(full, Claim::Full);
             assert_eq!(state_of(db, second).await, "READY");
+        }
+    }
+
+    /// The express lane (`express.rs`), facility-wide: with two bulk tasks at Globus
+    /// (any process's), a third bulk batch waits while latency work is about, a latency
+    /// batch goes; once no latency work was made within the window, bulk takes the slot.
+    #[tokio::test]
+    async fn a_bulk_claim_leaves_a_slot_for_latency_work_while_it_is_about() {
+        for engine in crate::state::tests::engines().await {
+            let db = &engine.db;
+            let plain = options(None, false);
+            for (label, owner) in [("psg-run-1", "host-a:1:1"), ("psg-run-2", "host-b:2:2")] {
+                let running = ready(db, label, owner, &plain, 1).await;
+                query("UPDATE batches SET state = 'SUBMITTED' WHERE id = $1")
+                    .bind(running)
+                    .execute(db)
+                    .await
+                    .unwrap();
+            }
+            let bulk = ready(db, "psg-bulk", "host-c:3:3", &options(Some("1"), false), 1).await;
+            let latency = ready(
+                db,
+                "psg-latency",
+                "host-a:1:1",
+                &options(Some("2"), false),
+                1,
+            )
+            .await;
+            query("UPDATE batches SET priority = 0, created_at = $2 WHERE id = $1")
+                .bind(latency)
+                .bind(sql::now_ms())
+                .execute(db)
+                .await
+                .unwrap();
+            let refused = claim(db, bulk, "sid-1", "host-c:3:3", roomy())
+                .await
+                .unwrap();
+            assert_eq!(
+                refused,
+                Claim::Full,
+                "the third slot is kept for latency work"
+            );
+            assert_eq!(state_of(db, bulk).await, "READY");
+            let claimed = claim(db, latency, "sid-2", "host-a:1:1", roomy())
+                .await
+                .unwrap();
+            assert_eq!(claimed, Claim::Claimed { merged: 0 });
+            // The latency task ends, and was made longer ago than the window.
+            query("UPDATE batches SET state = 'DONE', created_at = 0 WHERE id = $1")
+                .bind(latency)
+                .execute(db)
+                .await
+                .unwrap();
+            let claimed = claim(db, bulk, "sid-3", "host-c:3:3", roomy())
+                .await
+                .unwrap();
+            assert_eq!(
+                claimed,
+                Claim::Claimed { merged: 0 },
+                "no latency work: bulk goes"
+            );
         }
     }
 

@@ -213,6 +213,9 @@ impl Lane {
     ) -> Result<Done> {
         let now = now_ms();
         let group = Group::of(requests);
+        if let Some(done) = self.rejoin(db, &group, now).await? {
+            return Ok(done);
+        }
         let unknown = group
             .batches
             .iter()
@@ -296,18 +299,7 @@ impl Lane {
             };
             placements.insert(label.clone(), placed);
         }
-        let mut ids = Vec::with_capacity(group.items.len());
-        for chunk in group.items.chunks(ITEMS_PER_INSERT) {
-            let sql = items_insert(chunk.len());
-            let values = chunk.iter().flat_map(|&(label, spec)| {
-                Group::item_values((&placements[label].label, spec), now)
-            });
-            ids.extend(
-                bound(query(&sql), values)
-                    .fetch_scalars::<i64>(on!())
-                    .await?,
-            );
-        }
+        let ids = insert_items(on!(), &group, &placements, now).await?;
         for label in &group.closes {
             bound(query(BATCH_CLOSE), Group::close_values(label, now))
                 .execute(on!())
@@ -316,10 +308,66 @@ impl Lane {
         if let Some(tx) = tx {
             tx.commit().await?;
         }
-        ids.sort_unstable();
         share::learn(&mut self.known, &placements, &group.closes, &group.forgets);
         Ok(Done { ids, placements })
     }
+
+    /// PostgreSQL: commits a group that only puts items into the one batch this process
+    /// joined before, holding it with a share lock ([`share::REJOIN`]) and without the
+    /// identity's lock: a joiner's every put, which would otherwise wait for every other
+    /// joiner's. `None` (nothing done) for any other group, or when the batch no longer
+    /// takes items: the general path then finds the items a batch.
+    async fn rejoin(&mut self, db: &StateDb, group: &Group<'_>, now: i64) -> Result<Option<Done>> {
+        let [(label, _, _)] = group.batches[..] else {
+            return Ok(None);
+        };
+        if !group.closes.is_empty()
+            || !self.known.joined.contains(label)
+            || self.known.inserted.contains(label)
+        {
+            return Ok(None);
+        }
+        let mut tx = db.begin_append().await?;
+        let held = query(share::REJOIN)
+            .bind(label)
+            .bind(self.max_items as i64)
+            .fetch_optional(&mut tx)
+            .await?
+            .is_some();
+        if !held {
+            // Dropped, the transaction rolls back: it holds nothing.
+            return Ok(None);
+        }
+        let placements = Placements::from([(label.clone(), Placed::joined(label.clone()))]);
+        let ids = insert_items(On::from(&mut tx), group, &placements, now).await?;
+        tx.commit().await?;
+        share::learn(&mut self.known, &placements, &[], &group.forgets);
+        Ok(Some(Done { ids, placements }))
+    }
+}
+
+/// Inserts `group`'s items into the batches `placements` put them in; their ids, in
+/// the items' order.
+async fn insert_items(
+    mut on: On<'_>,
+    group: &Group<'_>,
+    placements: &Placements,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(group.items.len());
+    for chunk in group.items.chunks(ITEMS_PER_INSERT) {
+        let sql = items_insert(chunk.len());
+        let values = chunk
+            .iter()
+            .flat_map(|&(label, spec)| Group::item_values((&placements[label].label, spec), now));
+        ids.extend(
+            bound(query(&sql), values)
+                .fetch_scalars::<i64>(on.reborrow())
+                .await?,
+        );
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// [`share::JOIN`] of the batch `label` at `now`, if it has fewer than `limit` items.

@@ -56,6 +56,13 @@ pub struct ManagerConfig {
     /// `max_items`, or 10 s) so that later items join them: one task when a slot frees,
     /// not many queued. 0: submit as soon as a batch closes, however busy Globus is.
     pub running_slots: usize,
+    /// Running slots kept for latency work (the express lane, `express.rs`): while the
+    /// identity has latency batches to do, or made one within `express_window`, bulk
+    /// tasks at Globus stay below `running_slots - express_slots` (at least 1), so a
+    /// latency batch never queues behind bulk ones. 0: bulk and latency share every slot.
+    pub express_slots: usize,
+    /// How long after the last latency batch was made the slots stay kept.
+    pub express_window: Duration,
     /// Whether this manager submits the never-submitted batches that processes which
     /// have since died left behind (crash recovery: on by default). A program that only
     /// looks at the state, or prunes it, turns it off.
@@ -100,6 +107,8 @@ impl Default for ManagerConfig {
             request_budget: DEFAULT_REQUEST_BUDGET,
             adopt_orphans: true,
             running_slots: 3,
+            express_slots: 1,
+            express_window: Duration::from_secs(60),
             #[cfg(feature = "failpoints")]
             failpoint: None,
         }

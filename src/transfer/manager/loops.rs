@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::config::ItemSpec;
+use super::config::{ItemSpec, Priority};
+use super::express::Slots;
 use super::sql::{self, BatchKey};
 use super::trouble::Activity;
 use super::{Inner, Signals};
@@ -31,6 +32,8 @@ pub(super) struct OpenBatch {
     /// `flush` wants it closed now (a shared one after its quiet, and not while other
     /// processes' puts are still joining it).
     pub closing: bool,
+    /// Other processes' items in it at the last look (a shared one of this process).
+    pub others: usize,
 }
 
 impl OpenBatch {
@@ -99,9 +102,9 @@ const BACKLOG_RECHECK: Duration = Duration::from_millis(100);
 const SLOTS_RECHECK: Duration = Duration::from_secs(1);
 
 /// Closes batches that have been quiet for `quiet`, are `max_delay` old, or are full.
-/// While a new task could only queue — closed batches wait to be posted, or every
-/// running slot the identity has at Globus is taken by its tasks — only full (or very
-/// old) ones: Nagle's rule for Globus tasks. Later items join the open batch, and it
+/// While a new task could only queue — closed batches wait to be posted, or the running
+/// slots the identity has at Globus for its priority are taken (`express.rs`) — only
+/// full (or very old) ones: Nagle's rule for Globus tasks. Later items join the open batch, and it
 /// goes as one task when a slot frees, instead of many small tasks queued behind the
 /// running ones.
 async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
@@ -114,7 +117,7 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         }
         let pressure = Pressure::of(&inner).await;
         let (mut due, mut next) = due_batches(&inner, pressure, Instant::now());
-        if let Some(again) = keep_joined_open(&inner, &mut due).await {
+        if let Some(again) = keep_joined_open(&inner, pressure, &mut due).await {
             next = Some(next.map_or(again, |n| n.min(again)));
         }
         for (_, batch) in &due {
@@ -154,7 +157,7 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
         });
         tokio::select! {
             _ = kick => {}
-            _ = changed, if pressure.slots_busy => {}
+            _ = changed, if pressure.any_slots_busy() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
@@ -162,12 +165,15 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
 }
 
 /// Why open batches stay open longer than their quiet time (see [`batcher_loop`]).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Pressure {
     /// Closed batches of this process queue for posting.
     backlogged: bool,
-    /// Every running slot the identity has at Globus is taken.
-    slots_busy: bool,
+    /// A task of latency work could only queue at Globus: the running slots are taken,
+    /// those kept for latency work by latency work (`express.rs`).
+    latency_busy: bool,
+    /// A task of bulk work could only queue at Globus: the slots bulk may take are.
+    bulk_busy: bool,
 }
 
 impl Pressure {
@@ -181,17 +187,34 @@ impl Pressure {
             && sql::unposted_backlog(&inner.db, &inner.identity, &inner.owner)
                 .await
                 .is_ok_and(|n| n > 0);
-        let slots = inner.config.running_slots;
-        let slots_busy = any_open
-            && !backlogged
-            && slots > 0
-            && sql::pending_at_globus(&inner.db, &inner.identity)
-                .await
-                .is_ok_and(|n| n >= slots as i64);
+        let express = inner.express();
+        if !any_open || backlogged || express.running_slots == 0 {
+            return Pressure {
+                backlogged,
+                ..Pressure::default()
+            };
+        }
+        let slots = Slots::of(&inner.db, &inner.identity, express.window, sql::now_ms())
+            .await
+            .unwrap_or_default();
         Pressure {
             backlogged,
-            slots_busy,
+            latency_busy: express.slots_busy(&slots, Priority::Latency),
+            bulk_busy: express.slots_busy(&slots, Priority::Bulk),
         }
+    }
+
+    /// Whether batches of priority `code` wait for a running slot.
+    fn slots_busy(&self, code: i64) -> bool {
+        if code == Priority::Latency.code() {
+            self.latency_busy
+        } else {
+            self.bulk_busy
+        }
+    }
+
+    fn any_slots_busy(&self) -> bool {
+        self.latency_busy || self.bulk_busy
     }
 }
 
@@ -203,13 +226,18 @@ fn due_batches(
     now: Instant,
 ) -> (Vec<(BatchKey, OpenBatch)>, Option<Instant>) {
     let config = &inner.config;
-    let hold_open = pressure.backlogged || pressure.slots_busy;
     let mut open = inner.open.lock().expect("open batches poisoned");
-    let is_due = |b: &OpenBatch| {
+    let is_due = |(_, _, _, priority): &BatchKey, b: &OpenBatch| {
+        let hold_open = pressure.backlogged || pressure.slots_busy(*priority);
         let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
         // A flush closes a batch at once, but for one other processes may join: that
         // one after its quiet, so that workers finishing together share it.
         let flushed = b.closing && (!b.shared || now >= b.last + config.quiet);
+        if b.foreign {
+            // Another process's batch: its owner closes it, and this process's puts go
+            // on joining it until they find it closed, or until a flush (or long idle).
+            return b.is_full(config) || b.closing || now >= b.last + MAX_HOLD_OPEN;
+        }
         b.is_full(config)
             || flushed
             || (timely && !hold_open)
@@ -217,7 +245,7 @@ fn due_batches(
     };
     let keys: Vec<BatchKey> = open
         .iter()
-        .filter(|(_, b)| is_due(b))
+        .filter(|(k, b)| is_due(k, b))
         .map(|(k, _)| k.clone())
         .collect();
     let due: Vec<(BatchKey, OpenBatch)> = keys
@@ -225,13 +253,15 @@ fn due_batches(
         .filter_map(|k| open.remove_entry(&k))
         .collect();
     let next = open
-        .values()
-        .map(|b| {
+        .iter()
+        .map(|((_, _, _, priority), b)| {
             let at = (b.last + config.quiet).min(b.first + config.max_delay);
-            if pressure.backlogged {
+            if b.foreign {
+                b.last + MAX_HOLD_OPEN
+            } else if pressure.backlogged {
                 // Look again soon: the backlog drains as the submitter posts.
                 at.max(now + BACKLOG_RECHECK)
-            } else if pressure.slots_busy {
+            } else if pressure.slots_busy(*priority) {
                 // A task's end wakes the batcher; this is the fallback.
                 at.max(now + SLOTS_RECHECK)
             } else {
@@ -244,24 +274,37 @@ fn due_batches(
 
 /// Puts back into `open` the due batches of this process that other processes' puts
 /// joined within the last [`joining_window`](super::share::joining_window) (`share.rs`),
-/// unless full or `max_delay` old: their workers are still starting their puts. Returns
-/// when to look at them again.
-async fn keep_joined_open(inner: &Inner, due: &mut Vec<(BatchKey, OpenBatch)>) -> Option<Instant> {
+/// unless full or `max_delay` old: their workers are still starting their puts. While a
+/// task of the batch could only queue at Globus (Nagle's rule, [`batcher_loop`]), the
+/// limit is `MAX_HOLD_OPEN`: this process's flush closed it, but the others' puts go on
+/// and would otherwise make a task of their own each `max_delay`. Returns when to look at
+/// them again.
+async fn keep_joined_open(
+    inner: &Inner,
+    pressure: Pressure,
+    due: &mut Vec<(BatchKey, OpenBatch)>,
+) -> Option<Instant> {
     let config = &inner.config;
     let now = Instant::now();
     let window = super::share::joining_window(config.quiet);
-    let window_ms = window.as_millis() as i64;
     let mut again = None;
     let mut closing = Vec::with_capacity(due.len());
     for (key, mut batch) in due.drain(..) {
-        let may_wait = batch.shared
-            && !batch.foreign
-            && !batch.is_full(config)
-            && now < batch.first + config.max_delay;
-        let joined = may_wait
-            && sql::joined_since(&inner.db, &batch.label, sql::now_ms() - window_ms)
-                .await
-                .unwrap_or(false);
+        let limit = if pressure.backlogged || pressure.slots_busy(key.3) {
+            config.max_delay.max(MAX_HOLD_OPEN)
+        } else {
+            config.max_delay
+        };
+        let may_wait =
+            batch.shared && !batch.foreign && !batch.is_full(config) && now < batch.first + limit;
+        // Other processes' items arrived since the last look.
+        let mut joined = false;
+        if may_wait
+            && let Ok(others) = sql::others_items(&inner.db, &batch.label, batch.items).await
+        {
+            joined = others > batch.others;
+            batch.others = others;
+        }
         if joined {
             let mut open = inner.open.lock().expect("open batches poisoned");
             // Unless a new batch of the route opened meanwhile: then this one closes.

@@ -53,6 +53,7 @@ mod claim;
 mod commit;
 mod config;
 mod exit;
+mod express;
 mod lane;
 mod liveness;
 mod loops;
@@ -156,6 +157,8 @@ struct Inner {
     exit_reported: std::sync::atomic::AtomicBool,
     /// Work callers left running (evicted copies being deleted); `flush` waits for it.
     background: background::Background,
+    /// Flushes in progress: bulk work meanwhile goes past the express lane's cap.
+    flushing: AtomicUsize,
 }
 /// Wake-ups shared with the background loops, which wait on them without keeping the
 /// manager alive.
@@ -258,6 +261,7 @@ impl TransferManager {
             trouble: trouble::TroubleCell::new(),
             exit_reported: std::sync::atomic::AtomicBool::new(false),
             background: Default::default(),
+            flushing: AtomicUsize::new(0),
         });
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner);
@@ -325,12 +329,17 @@ impl TransferManager {
                 .get(&key)
                 .is_some_and(|b| !b.fits(item_bytes, &self.inner.config))
             {
-                // Full: close it here, behind its own items in the commit queue.
+                // Full: close it here, behind its own items in the commit queue (another
+                // process's batch is its owner's to close: this one only stops joining).
                 let full = open.remove(&key).expect("checked above");
-                let (ack, _) = oneshot::channel();
-                self.inner.lane.push(WriteReq::Close {
-                    label: full.label,
-                    ack,
+                self.inner.lane.push(if full.foreign {
+                    WriteReq::Forget { label: full.label }
+                } else {
+                    let (ack, _) = oneshot::channel();
+                    WriteReq::Close {
+                        label: full.label,
+                        ack,
+                    }
                 });
                 self.inner.signals.submit_kick.notify_one();
             }
@@ -343,7 +352,9 @@ impl TransferManager {
                 bytes: 0,
                 foreign: false,
                 shared: share::shareable(&key.2, spec.https),
-                closing: false,
+                // A flush under way closes it in its turn.
+                closing: self.inner.flushing.load(Ordering::SeqCst) > 0,
+                others: 0,
             });
             batch.last = now;
             batch.items += 1;
@@ -564,6 +575,7 @@ impl TransferManager {
     /// Globus refuses and the manager cannot renew is that error at once
     /// ([`Error::needs_login`]); the batches stay committed.
     pub async fn flush(&self) -> Result<()> {
+        let _bulk_goes = express::Flushing::begin(&self.inner);
         {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
             for batch in open.values_mut() {
@@ -589,7 +601,13 @@ impl TransferManager {
                 return Ok(());
             }
             self.inner.signals.submit_kick.notify_one();
-            self.until_changed(changed).await?;
+            // Not every step is told: another process posting a batch this one joined
+            // moves nothing the database's generation counts (task states come later),
+            // and the batcher forgetting such a batch commits nothing. So look again
+            // at least every `poll_min`.
+            let _ = runtime::timeout(self.inner.config.poll_min, self.until_changed(changed))
+                .await
+                .transpose()?;
         }
     }
 

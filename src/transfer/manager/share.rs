@@ -21,11 +21,15 @@
 //!   that join or look for a batch to join take the identity's advisory lock first
 //!   ([`SHARE_LOCK`]): two processes that find no batch to join do not both insert one,
 //!   and no two of them wait for each other's rows.
-//! - Each join stamps the batch (`joined_at`), and its owner keeps it open while puts
-//!   keep joining it ([`JOINED_SINCE`]): workers released together start their first
-//!   puts over a spread of tens of milliseconds (process start, opening the state
-//!   database), longer than the 20 ms of quiet that closes a batch. A lone producer's
-//!   batch, which nobody joins, closes as before; a shared one at `max_delay`.
+//! - A process keeps putting into the batch it joined until it finds it closed (or
+//!   flushes): on PostgreSQL each such put holds the row with a share lock ([`REJOIN`]),
+//!   so joiners do not wait for each other, nor for the identity's lock.
+//! - Its owner keeps it open while other processes' puts keep joining it (their items
+//!   in it grow between two looks, [`OTHERS_ITEMS`]): workers released together start
+//!   their first puts over a spread of tens of milliseconds (process start, opening the
+//!   state database), longer than the 20 ms of quiet that closes a batch. A lone
+//!   producer's batch, which nobody joins, closes as before; a shared one at
+//!   `max_delay` (while slots are free; `loops.rs`).
 //! - Only batches whose options keep their label and that are not of the HTTPS lane are
 //!   shared (a lane batch settles by its own requests, `lane.rs`).
 
@@ -91,9 +95,18 @@ pub(super) fn joining_window(quiet: std::time::Duration) -> std::time::Duration 
     quiet.saturating_mul(4)
 }
 
-/// Whether the batch `$1` was joined at or after `$2`.
-pub(super) const JOINED_SINCE: &str =
-    "SELECT COUNT(*) FROM batches WHERE label = $1 AND joined_at >= $2";
+/// PostgreSQL: holds the batch `$1`, which this process joined before, against its
+/// owner's close until this transaction ends, if it still takes items (open, fewer than
+/// `$2`): its label back, or no row. A share lock: the puts of every process that joined
+/// it go side by side, and only the close (an update) waits for them. An owner's close
+/// that came first makes it find the batch closed (PostgreSQL re-reads a row it waited
+/// for). Over the item limit by a few items at most, when joiners race for the last
+/// places: a batch too large to post is posted in parts (`split.rs`).
+pub(super) const REJOIN: &str = "SELECT label FROM batches WHERE label = $1 AND state = 'OPEN'      AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $2 FOR SHARE";
+
+/// Other processes' items in the batch `$1` (of `$2` items this process put in it).
+pub(super) const OTHERS_ITEMS: &str = "SELECT COUNT(*) - $2 FROM items \
+     WHERE batch_id = (SELECT id FROM batches WHERE label = $1)";
 
 /// Where the items of one label (as the caller proposed it) went.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,7 +207,9 @@ impl Inner {
                             bytes,
                             foreign: false,
                             shared: true,
-                            closing: false,
+                            // A flush under way closes it in its turn.
+                            closing: self.flushing.load(std::sync::atomic::Ordering::SeqCst) > 0,
+                            others: 0,
                         });
                         self.signals.batcher_kick.notify_one();
                     }

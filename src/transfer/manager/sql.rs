@@ -102,14 +102,14 @@ pub(super) async fn open_batches(db: &StateDb, identity: &str) -> Result<Vec<(i6
         .await
 }
 
-/// Whether another process's put joined the batch `label` at or after `since` (ms).
-pub(super) async fn joined_since(db: &StateDb, label: &str, since: i64) -> Result<bool> {
-    let count: i64 = query(super::share::JOINED_SINCE)
+/// Other processes' items in the batch `label`, where this process put `own`.
+pub(super) async fn others_items(db: &StateDb, label: &str, own: usize) -> Result<usize> {
+    let count: i64 = query(super::share::OTHERS_ITEMS)
         .bind(label)
-        .bind(since)
+        .bind(own as i64)
         .fetch_scalar(db)
         .await?;
-    Ok(count > 0)
+    Ok(count.max(0) as usize)
 }
 
 /// Those of the batches `labels` that are still open or wait to be posted.

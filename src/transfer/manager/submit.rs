@@ -3,7 +3,8 @@
 //! Admission: at most `max_pending_tasks` of the identity's tasks are pending at Globus
 //! (counted over every process and host, when the batch is claimed: `claim.rs`);
 //! latency work goes first, but every `bulk_every`-th admission goes to waiting bulk
-//! work. Submission: a fresh id from `GET /submission_id` is committed with the batch
+//! work, and bulk leaves a running slot to latency work while there is some (the
+//! express lane, `express.rs`). Submission: a fresh id from `GET /submission_id` is committed with the batch
 //! (`SUBMITTING`) *before* `POST /transfer`, so a retry or a restarted process re-posts
 //! the same id and items, and Globus answers `Duplicate` with the original task id: a
 //! batch never becomes two tasks, whenever the process dies.
@@ -11,6 +12,7 @@
 use super::Inner;
 use super::claim::{Claim, Limits, claim, open_mates};
 use super::config::{BatchOptions, Priority};
+use super::express::Slots;
 use super::rows::ItemToPost;
 use super::split::refused_as_too_large;
 use super::sql::{self, BatchEnd, BatchToPost};
@@ -41,18 +43,26 @@ impl Inner {
         if pending as usize >= self.config.max_pending_tasks {
             return Ok(None);
         }
-        let mine: Vec<(i64, i64)> = sql::ready(&self.db, &self.identity)
+        let mut mine: Vec<(i64, i64)> = sql::ready(&self.db, &self.identity)
             .await?
             .into_iter()
             .filter(|(_, _, owner)| ours(owner))
             .map(|(id, priority, _)| (id, priority))
             .collect();
+        // Bulk waiting for its slots (`express.rs`) leaves latency work to go. The claim
+        // checks again, in its transaction; this saves it a submission id.
+        let bulk = Priority::Bulk.code();
+        if mine.iter().any(|(_, p)| *p == bulk) {
+            let express = self.express();
+            let slots = Slots::of(&self.db, &self.identity, express.window, sql::now_ms()).await?;
+            if !express.bulk_may_start(&slots) {
+                mine.retain(|(_, p)| *p != bulk);
+            }
+        }
         let bulk_turn = self.config.bulk_every > 0
             && admissions % self.config.bulk_every == self.config.bulk_every - 1;
         let pick = if bulk_turn {
-            mine.iter()
-                .find(|(_, p)| *p == Priority::Bulk.code())
-                .or(mine.first())
+            mine.iter().find(|(_, p)| *p == bulk).or(mine.first())
         } else {
             mine.first()
         };
@@ -121,6 +131,7 @@ impl Inner {
         };
         let limits = Limits {
             max_pending: self.config.max_pending_tasks,
+            express: self.express(),
             max_items: self.config.max_items,
             max_document_bytes: self.config.max_document_bytes,
         };

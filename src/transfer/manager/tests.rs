@@ -222,6 +222,59 @@ async fn a_fresh_batch_whose_proposed_entry_was_forgotten_is_taken_back_or_close
     }
 }
 
+/// Regression (an 8 × 8 facility run took 10 s longer than its work): a process whose
+/// puts joined another process's batch waited in `flush` for a state change to look
+/// again, but that process posting the batch changes nothing the database's generation
+/// counts; only the next poller's first poll did, once the exiting poller's lease ran
+/// out. The flush must see the batch posted without any such change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_sees_a_joined_batch_posted_by_its_owner_without_a_state_change() {
+    for engine in engines().await {
+        let db = &engine.db;
+        let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
+        let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
+        let config = ManagerConfig {
+            poll_min: Duration::from_millis(20),
+            ..ManagerConfig::default()
+        };
+        let m = TransferManager::start(db.clone(), client, config)
+            .await
+            .unwrap();
+        // Another live process (another host, fresh heartbeat) has an open batch.
+        let other = "elsewhere:1:1";
+        query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, 'elsewhere', 1, '1', $2)")
+            .bind(other).bind(db.clock_ms().await.unwrap()).execute(db).await.unwrap();
+        let options = serde_json::to_string(&BatchOptions {
+            keep_label: true,
+            ..BatchOptions::default()
+        })
+        .unwrap();
+        query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-theirs', $1, 's', 'd', $2, 1, 'OPEN', $3, 0)")
+            .bind(m.identity()).bind(&options).bind(other).execute(db).await.unwrap();
+        let spec = ItemSpec::new("s", "/a", "d", "/b").options(BatchOptions {
+            keep_label: true,
+            ..BatchOptions::default()
+        });
+        let joined = m.enqueue(spec).await.unwrap();
+        assert_eq!(joined.label, "psg-theirs", "the put joined the open batch");
+        let flushing = {
+            let m = m.clone();
+            tokio::spawn(async move { m.flush().await })
+        };
+        // Its owner closes and posts it (as a task that is done): no generation bump.
+        query("UPDATE batches SET state = 'DONE' WHERE label = 'psg-theirs'")
+            .execute(db)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), flushing)
+            .await
+            .expect("the flush saw the joined batch posted")
+            .unwrap()
+            .unwrap();
+        m.shutdown();
+    }
+}
+
 async fn bump_generation_for_test(tx: &mut Tx) {
     query("UPDATE generation SET value = value + 1 WHERE id = 1")
         .execute(tx)

@@ -215,6 +215,9 @@ class GlobusConnector(DeferrableRustConnector):
             serves it (default 4 MiB; a site's own ``https_max_size`` is a ceiling too;
             ``0``: always Transfer). A login without the collection's HTTPS consent
             makes ``put`` raise ``ConsentRequired`` naming the scope.
+        latency_max_size: Objects of at least this many bytes are bulk work, whose
+            Globus tasks leave a running slot to the small objects readers wait on
+            (default 16 MiB).
         settling_site: The one site whose processes may set the futures this
             connector makes (``Store.future()``; default: the site where each future
             is made), so two sites never both set one.
@@ -232,6 +235,7 @@ class GlobusConnector(DeferrableRustConnector):
         transfer_url: str | None = None,
         https_max_size: int | None = None,
         settling_site: str | None = None,
+        latency_max_size: int | None = None,
     ) -> None:
         if sites is None:
             sites = json.loads(_core.config_sites_json())
@@ -243,6 +247,7 @@ class GlobusConnector(DeferrableRustConnector):
             'wait_timeout_s': wait_timeout_s,
             'transfer_url': transfer_url,
             'https_max_size': https_max_size,
+            'latency_max_size': latency_max_size,
         }
         self._start(_without_none(options), {**options, 'settling_site': settling_site})
         # The config carries the sites as the library read them (uuids normalised),
