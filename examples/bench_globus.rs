@@ -67,6 +67,10 @@ fn run() -> common::Outcome {
     let objects = arg(&args, "--objects", 100)?;
     let size = arg(&args, "--size", 1024)?;
     let latency = arg(&args, "--task-latency-ms", 1000)? as u64;
+    let stream = args.iter().any(|a| a == "--stream");
+    if args.iter().any(|a| a == "--consumer") && stream {
+        return ps_globus::block_on(consume_streaming(objects, size));
+    }
     if args.iter().any(|a| a == "--consumer") {
         let stdin = std::io::stdin();
         let (n, _) = ps_globus::block_on(ps_globus_sim::demo::consume(
@@ -100,8 +104,28 @@ fn run() -> common::Outcome {
             "--hosts and --state-url need --producers",
         ));
     }
+    if stream && producers == 0 {
+        return Err(common::usage("bench_globus", "--stream needs --producers"));
+    }
     let started = Instant::now();
     let mut first_put_spread = None;
+    // With --stream, one reader at site B runs from the start: each producer's proxies
+    // go to it as that producer ends, and it reports when each object was verified.
+    let mut streaming = None;
+    if stream {
+        let mut consumer = Command::new(std::env::current_exe()?)
+            .args(["--consumer", "--stream", "--objects", &objects.to_string()])
+            .args(["--size", &size.to_string()])
+            .envs(sites.consumer_env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = consumer.stdin.take().ok_or("the consumer has no stdin")?;
+        streaming = Some((
+            consumer,
+            std::sync::Arc::new(std::sync::Mutex::new(Some(stdin))),
+        ));
+    }
     // `put_s`: the put loop alone; with producer processes, the longest of theirs (their
     // start-up is not a put).
     let (lines, put_s, producer_rss) = if producers == 0 {
@@ -114,8 +138,22 @@ fn run() -> common::Outcome {
             producers,
             state_url: state_url.as_deref(),
         };
-        let produced = spawn_producers(&sites, &fleet, objects, size)?;
+        let forward = streaming.as_ref().map(|(_, stdin)| stdin.clone());
+        let produced = spawn_producers(&sites, &fleet, objects, size, forward)?;
         first_put_spread = Some(produced.first_put_spread);
+        if let Some((consumer, stdin)) = streaming {
+            stdin.lock().map_err(|_| "stdin poisoned")?.take();
+            return report_streamed(StreamRun {
+                args: &args,
+                sites: &sites,
+                consumer,
+                produced,
+                fleet: &fleet,
+                started,
+                task_latency_ms: latency,
+                size,
+            });
+        }
         (produced.lines, produced.put_s, Some(produced.rss_kb))
     };
 
@@ -207,11 +245,15 @@ fn produce(first: usize, objects: usize, size: usize) -> common::Outcome {
     println!("ready");
     std::io::stdout().flush()?;
     std::io::stdin().read_line(&mut String::new())?;
-    let (lines, put_s, first_put) = put_objects(&store, first..first + objects, size)?;
+    let (lines, put_s, put_times) = put_objects(&store, first..first + objects, size)?;
+    let first_put = put_times.first().map(|(_, at)| *at);
     store.close()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for line in lines {
         writeln!(out, "{line}")?;
+    }
+    for (i, at) in put_times {
+        writeln!(out, "put\t{i}\t{at}")?;
     }
     writeln!(out, "time\t{put_s}")?;
     if let Some(at) = first_put {
@@ -221,12 +263,19 @@ fn produce(first: usize, objects: usize, size: usize) -> common::Outcome {
     Ok(())
 }
 
-/// A put loop's `index<TAB>proxy` lines, its time, and when its first put returned.
-type PutLoop = (Vec<String>, f64, Option<f64>);
+/// A put loop's `index<TAB>proxy` lines, its time, and when each put returned.
+type PutLoop = (Vec<String>, f64, Vec<(usize, f64)>);
+
+/// Seconds since the epoch: comparable across processes.
+fn epoch_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// Puts the objects `range` one at a time; returns their `index<TAB>proxy` lines, the
-/// time of the put loop alone (the proxies are written out after it), and when the first
-/// put returned (seconds since the epoch: comparable across processes).
+/// time of the put loop alone (the proxies are written out after it), and when each put
+/// returned ([`epoch_s`]).
 fn put_objects(
     store: &Store,
     range: std::ops::Range<usize>,
@@ -234,14 +283,10 @@ fn put_objects(
 ) -> Result<PutLoop, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut keys = Vec::with_capacity(range.len());
-    let mut first_put = None;
+    let mut put_times = Vec::with_capacity(range.len());
     for i in range.clone() {
         keys.push(store.put(&value(i, size))?);
-        first_put.get_or_insert_with(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        });
+        put_times.push((i, epoch_s()));
     }
     let put_s = started.elapsed().as_secs_f64();
     let mut lines = Vec::with_capacity(keys.len());
@@ -249,13 +294,15 @@ fn put_objects(
         let proxy = store.proxy_from_key::<Vec<u8>>(key);
         lines.push(format!("{i}\t{}", serde_json::to_string(&proxy)?));
     }
-    Ok((lines, put_s, first_put))
+    Ok((lines, put_s, put_times))
 }
 
 /// What the producer processes made.
 struct Produced {
     /// Their proxy lines, in object order.
     lines: Vec<String>,
+    /// When each object's put returned ([`epoch_s`]).
+    put_times: Vec<(usize, f64)>,
     /// The largest producer's peak memory (KiB).
     rss_kb: u64,
     /// The longest put loop (seconds).
@@ -278,6 +325,7 @@ fn spawn_producers(
     fleet: &Fleet<'_>,
     objects: usize,
     size: usize,
+    forward: Option<Forward>,
 ) -> Result<Produced, Box<dyn std::error::Error>> {
     let config = serde_json::to_string(&sites.config)?;
     let mut children = Vec::new();
@@ -323,9 +371,24 @@ fn spawn_producers(
     // would otherwise wait for the children before it to finish.
     let outputs: Vec<_> = children
         .into_iter()
-        .map(|child| std::thread::spawn(move || child.wait_with_output()))
+        .map(|child| {
+            let forward = forward.clone();
+            std::thread::spawn(move || {
+                let output = child.wait_with_output()?;
+                if let Some(stdin) = forward
+                    && let Some(stdin) = stdin.lock().expect("stdin poisoned").as_mut()
+                {
+                    for line in object_lines(&output.stdout) {
+                        writeln!(stdin, "{line}")?;
+                    }
+                    stdin.flush()?;
+                }
+                Ok::<_, std::io::Error>(output)
+            })
+        })
         .collect();
     let mut lines = Vec::with_capacity(objects);
+    let mut put_times = Vec::with_capacity(objects);
     let (mut rss, mut put_s) = (0, 0f64);
     let (mut first_min, mut first_max) = (f64::MAX, f64::MIN);
     for output in outputs {
@@ -340,20 +403,13 @@ fn spawn_producers(
         if let Some(at) = reported(&output.stdout, "first") {
             (first_min, first_max) = (first_min.min(at), first_max.max(at));
         }
-        let text = String::from_utf8(output.stdout)?;
-        lines.extend(
-            text.lines()
-                .filter(|l| {
-                    l.split('\t')
-                        .next()
-                        .is_some_and(|i| i.parse::<usize>().is_ok())
-                })
-                .map(String::from),
-        );
+        put_times.extend(timed(&output.stdout, "put"));
+        lines.extend(object_lines(&output.stdout));
     }
     lines.sort_by_key(|l| l.split('\t').next().and_then(|i| i.parse::<usize>().ok()));
     Ok(Produced {
         lines,
+        put_times,
         rss_kb: rss,
         put_s,
         first_put_spread: (first_max - first_min).max(0.0),
@@ -378,4 +434,137 @@ fn reported(stdout: &[u8], name: &str) -> Option<f64> {
             .strip_prefix('\t')
             .and_then(|v| v.parse().ok())
     })
+}
+
+/// The `index<TAB>proxy` lines a producer printed.
+fn object_lines(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| {
+            l.split('\t')
+                .next()
+                .is_some_and(|i| i.parse::<usize>().is_ok())
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// The `<name><TAB>index<TAB>seconds` lines a child printed.
+fn timed(stdout: &[u8], name: &str) -> Vec<(usize, f64)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.strip_prefix(name)?.strip_prefix('\t')?.split('\t');
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Where producers' proxy lines go as each producer ends (the streaming reader's stdin;
+/// `None` once closed).
+type Forward = std::sync::Arc<std::sync::Mutex<Option<std::process::ChildStdin>>>;
+
+/// The streaming reader (`--consumer --stream`): resolves and verifies each proxy line
+/// as it arrives, 64 at a time, and prints `got<TAB>index<TAB>seconds` for each.
+async fn consume_streaming(objects: usize, size: usize) -> common::Outcome {
+    let (lines, mut incoming) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut work = tokio::task::JoinSet::new();
+    while let Some(line) = incoming.recv().await {
+        let Some((index, json)) = line.split_once('\t') else {
+            continue;
+        };
+        let index: usize = index.parse()?;
+        let proxy: ps_globus::proxy::Proxy<Vec<u8>> = serde_json::from_str(json)?;
+        let permit = limit.clone().acquire_owned().await?;
+        work.spawn(async move {
+            let value = proxy.resolve_async().await.map_err(|e| e.to_string())?;
+            drop(permit);
+            if *value != self::value(index, size) {
+                return Err(format!("object {index} arrived with other bytes"));
+            }
+            Ok((index, epoch_s()))
+        });
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut count = 0;
+    while let Some(done) = work.join_next().await {
+        let (index, at) = done??;
+        writeln!(out, "got\t{index}\t{at}")?;
+        count += 1;
+    }
+    if count != objects {
+        return Err(format!("only {count} of {objects} objects resolved").into());
+    }
+    writeln!(out, "rss\t{}", peak_rss_kb())?;
+    Ok(())
+}
+
+/// A `--stream` run, its producers done.
+struct StreamRun<'a> {
+    args: &'a [String],
+    sites: &'a TwoSites,
+    consumer: std::process::Child,
+    produced: Produced,
+    fleet: &'a Fleet<'a>,
+    started: Instant,
+    task_latency_ms: u64,
+    size: usize,
+}
+
+/// Waits for the streaming reader and prints the report of a `--stream` run: the
+/// objects' resolve latency (put returned at A → verified at B) p50, p95 and max besides
+/// the usual counts.
+fn report_streamed(run: StreamRun<'_>) -> common::Outcome {
+    let output = run.consumer.wait_with_output()?;
+    if !output.status.success() {
+        return Err(format!("the reader at site b failed ({})", output.status).into());
+    }
+    let put_at: std::collections::HashMap<usize, f64> =
+        run.produced.put_times.iter().copied().collect();
+    let mut latencies: Vec<f64> = timed(&output.stdout, "got")
+        .into_iter()
+        .filter_map(|(i, at)| Some((at - put_at.get(&i)?) * 1000.0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let objects = latencies.len();
+    let at = |q: f64| -> f64 {
+        let i = ((objects as f64 * q).ceil() as usize).clamp(1, objects.max(1)) - 1;
+        latencies
+            .get(i)
+            .map_or(0.0, |ms| (ms * 10.0).round() / 10.0)
+    };
+    let stats = run.sites.sim.stats();
+    let report = serde_json::json!({
+        "objects": objects,
+        "size": run.size,
+        "task_latency_ms": run.task_latency_ms,
+        "hosts": run.fleet.hosts,
+        "producers": run.fleet.producers,
+        "state": if run.fleet.state_url.is_some() { "one PostgreSQL database" } else { "one SQLite database per host" },
+        "first_put_spread_s": run.produced.first_put_spread,
+        "put_s": run.produced.put_s,
+        "resolve_ms_p50": at(0.50),
+        "resolve_ms_p95": at(0.95),
+        "resolve_ms_max": at(1.0),
+        "wall_s": run.started.elapsed().as_secs_f64(),
+        "tasks": stats.route("POST /v0.10/transfer"),
+        "api_requests": stats.api_requests,
+        "transfer_requests": stats.transfer_requests(),
+        "producer_peak_rss_mb": run.produced.rss_kb as f64 / 1024.0,
+        "reader_peak_rss_mb": reported(&output.stdout, "rss").unwrap_or(0.0) / 1024.0,
+    });
+    if run.args.iter().any(|a| a == "--json") {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
 }
