@@ -273,8 +273,9 @@ fn due_batches(
 }
 
 /// Puts back into `open` the due batches of this process that other processes' puts
-/// joined within the last [`joining_window`](super::share::joining_window) (`share.rs`),
-/// unless full or `max_delay` old: their workers are still starting their puts. While a
+/// joined since the last look (`share.rs`), for another
+/// [`joining_window`](super::share::joining_window), unless full or `max_delay` old:
+/// their workers are still putting. While a
 /// task of the batch could only queue at Globus (Nagle's rule, [`batcher_loop`]), the
 /// limit is `MAX_HOLD_OPEN`: this process's flush closed it, but the others' puts go on
 /// and would otherwise make a task of their own each `max_delay`. Returns when to look at

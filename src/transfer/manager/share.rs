@@ -87,8 +87,8 @@ pub(super) struct Known {
     pub(super) joined: HashSet<String>,
 }
 
-/// How long after the last join a shared batch stays open (within `max_delay`): four
-/// times the quiet that closes a batch. Sixteen workers released together on a 2-core
+/// How long a shared batch that others joined since the owner's last look stays open
+/// before the next look (within `max_delay`): four times the quiet that closes a batch. Sixteen workers released together on a 2-core
 /// machine made their first puts over 80-105 ms, up to ~30 ms apart at the tail, so a
 /// 20 ms window let the batch close between two of them (3-4 tasks instead of 1).
 pub(super) fn joining_window(quiet: std::time::Duration) -> std::time::Duration {
@@ -102,7 +102,8 @@ pub(super) fn joining_window(quiet: std::time::Duration) -> std::time::Duration 
 /// that came first makes it find the batch closed (PostgreSQL re-reads a row it waited
 /// for). Over the item limit by a few items at most, when joiners race for the last
 /// places: a batch too large to post is posted in parts (`split.rs`).
-pub(super) const REJOIN: &str = "SELECT label FROM batches WHERE label = $1 AND state = 'OPEN'      AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $2 FOR SHARE";
+pub(super) const REJOIN: &str = "SELECT label FROM batches WHERE label = $1 AND state = 'OPEN' \
+     AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $2 FOR SHARE";
 
 /// Other processes' items in the batch `$1` (of `$2` items this process put in it).
 pub(super) const OTHERS_ITEMS: &str = "SELECT COUNT(*) - $2 FROM items \

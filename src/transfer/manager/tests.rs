@@ -275,6 +275,60 @@ async fn a_flush_sees_a_joined_batch_posted_by_its_owner_without_a_state_change(
     }
 }
 
+/// Regression (found reading the code for issue 37): a process whose own items filled
+/// its share of another process's open batch pushed the *close* of that batch, as for a
+/// full batch of its own: a joiner closed its owner's batch, whose later items would go
+/// into a closed one. A joiner only stops joining it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_whose_share_is_full_never_closes_the_owners_batch() {
+    for engine in engines().await {
+        let db = &engine.db;
+        let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
+        let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
+        let config = ManagerConfig {
+            max_items: 2,
+            quiet: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(3600),
+            ..ManagerConfig::default()
+        };
+        let m = TransferManager::start(db.clone(), client, config)
+            .await
+            .unwrap();
+        let other = "elsewhere:1:1";
+        query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, 'elsewhere', 1, '1', $2)")
+            .bind(other).bind(db.clock_ms().await.unwrap()).execute(db).await.unwrap();
+        let shared = BatchOptions {
+            keep_label: true,
+            ..BatchOptions::default()
+        };
+        let options = serde_json::to_string(&shared).unwrap();
+        query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-theirs', $1, 's', 'd', $2, 1, 'OPEN', $3, 0)")
+            .bind(m.identity()).bind(&options).bind(other).execute(db).await.unwrap();
+        let mut labels = Vec::new();
+        for i in 0..3 {
+            let spec =
+                ItemSpec::new("s", format!("/a{i}"), "d", format!("/b{i}")).options(shared.clone());
+            labels.push(m.enqueue(spec).await.unwrap().label);
+        }
+        assert_eq!(labels[..2], ["psg-theirs", "psg-theirs"], "two joined");
+        assert_ne!(
+            labels[2], "psg-theirs",
+            "the third went elsewhere: the batch is full"
+        );
+        let (state, owner): (String, String) =
+            query("SELECT state, owner FROM batches WHERE label = 'psg-theirs'")
+                .fetch_one_as(db)
+                .await
+                .unwrap();
+        assert_eq!(
+            (state.as_str(), owner.as_str()),
+            ("OPEN", other),
+            "its owner's to close"
+        );
+        m.shutdown();
+    }
+}
+
 async fn bump_generation_for_test(tx: &mut Tx) {
     query("UPDATE generation SET value = value + 1 WHERE id = 1")
         .execute(tx)
