@@ -231,30 +231,12 @@ async fn a_fresh_batch_whose_proposed_entry_was_forgotten_is_taken_back_or_close
 async fn a_flush_sees_a_joined_batch_posted_by_its_owner_without_a_state_change() {
     for engine in engines().await {
         let db = &engine.db;
-        let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
-        let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
         let config = ManagerConfig {
             poll_min: Duration::from_millis(20),
             ..ManagerConfig::default()
         };
-        let m = TransferManager::start(db.clone(), client, config)
-            .await
-            .unwrap();
-        // Another live process (another host, fresh heartbeat) has an open batch.
-        let other = "elsewhere:1:1";
-        query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, 'elsewhere', 1, '1', $2)")
-            .bind(other).bind(db.clock_ms().await.unwrap()).execute(db).await.unwrap();
-        let options = serde_json::to_string(&BatchOptions {
-            keep_label: true,
-            ..BatchOptions::default()
-        })
-        .unwrap();
-        query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-theirs', $1, 's', 'd', $2, 1, 'OPEN', $3, 0)")
-            .bind(m.identity()).bind(&options).bind(other).execute(db).await.unwrap();
-        let spec = ItemSpec::new("s", "/a", "d", "/b").options(BatchOptions {
-            keep_label: true,
-            ..BatchOptions::default()
-        });
+        let m = beside_an_open_batch(db, config).await;
+        let spec = ItemSpec::new("s", "/a", "d", "/b").options(shared_options());
         let joined = m.enqueue(spec).await.unwrap();
         assert_eq!(joined.label, "psg-theirs", "the put joined the open batch");
         let flushing = {
@@ -283,31 +265,17 @@ async fn a_flush_sees_a_joined_batch_posted_by_its_owner_without_a_state_change(
 async fn a_joiner_whose_share_is_full_never_closes_the_owners_batch() {
     for engine in engines().await {
         let db = &engine.db;
-        let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
-        let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
         let config = ManagerConfig {
             max_items: 2,
             quiet: Duration::from_secs(3600),
             max_delay: Duration::from_secs(3600),
             ..ManagerConfig::default()
         };
-        let m = TransferManager::start(db.clone(), client, config)
-            .await
-            .unwrap();
-        let other = "elsewhere:1:1";
-        query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, 'elsewhere', 1, '1', $2)")
-            .bind(other).bind(db.clock_ms().await.unwrap()).execute(db).await.unwrap();
-        let shared = BatchOptions {
-            keep_label: true,
-            ..BatchOptions::default()
-        };
-        let options = serde_json::to_string(&shared).unwrap();
-        query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-theirs', $1, 's', 'd', $2, 1, 'OPEN', $3, 0)")
-            .bind(m.identity()).bind(&options).bind(other).execute(db).await.unwrap();
+        let m = beside_an_open_batch(db, config).await;
         let mut labels = Vec::new();
         for i in 0..3 {
-            let spec =
-                ItemSpec::new("s", format!("/a{i}"), "d", format!("/b{i}")).options(shared.clone());
+            let spec = ItemSpec::new("s", format!("/a{i}"), "d", format!("/b{i}"))
+                .options(shared_options());
             labels.push(m.enqueue(spec).await.unwrap().label);
         }
         assert_eq!(labels[..2], ["psg-theirs", "psg-theirs"], "two joined");
@@ -322,11 +290,38 @@ async fn a_joiner_whose_share_is_full_never_closes_the_owners_batch() {
                 .unwrap();
         assert_eq!(
             (state.as_str(), owner.as_str()),
-            ("OPEN", other),
+            ("OPEN", OTHER),
             "its owner's to close"
         );
         m.shutdown();
     }
+}
+
+/// Another live process (another host, fresh heartbeat) of the shared-batch tests.
+const OTHER: &str = "elsewhere:1:1";
+
+/// Options of a Globus store's batches, which other processes' puts join (`share.rs`).
+fn shared_options() -> BatchOptions {
+    BatchOptions {
+        keep_label: true,
+        ..BatchOptions::default()
+    }
+}
+
+/// A manager (whose client reaches nothing) on `db`, where [`OTHER`] has the open batch
+/// `psg-theirs` of the route `s` → `d`, with [`shared_options`].
+async fn beside_an_open_batch(db: &StateDb, config: ManagerConfig) -> TransferManager {
+    let auth = Arc::new(StaticTokenAuthorizer::new("unused"));
+    let client = TransferClient::with_base_url("http://127.0.0.1:9/", auth).unwrap();
+    let m = TransferManager::start(db.clone(), client, config)
+        .await
+        .unwrap();
+    query("INSERT INTO processes (owner, host, pid, started, heartbeat_at) VALUES ($1, 'elsewhere', 1, '1', $2)")
+        .bind(OTHER).bind(db.clock_ms().await.unwrap()).execute(db).await.unwrap();
+    let options = serde_json::to_string(&shared_options()).unwrap();
+    query("INSERT INTO batches (label, identity, source, destination, options, priority, state, owner, created_at) VALUES ('psg-theirs', $1, 's', 'd', $2, 1, 'OPEN', $3, 0)")
+        .bind(m.identity()).bind(&options).bind(OTHER).execute(db).await.unwrap();
+    m
 }
 
 async fn bump_generation_for_test(tx: &mut Tx) {
