@@ -63,7 +63,7 @@ impl GlobusConnector {
                     self.inner.config.site(&dest)?.collection.to_string(),
                     dest_path.clone(),
                 )
-                .priority(self.priority_of(size, options))
+                .priority(self.priority_of(Some(size), options.bulk))
                 .options(super::labelled_batches())
                 .checksum(sha256.clone(), "SHA256")
                 .size(size);
@@ -159,9 +159,10 @@ impl GlobusConnector {
     }
 
     /// The priority of an object's transfers: bulk at or above the store's
-    /// `latency_max_size`, or when its put says so; else latency (the express lane).
-    fn priority_of(&self, size: u64, options: &PutOptions) -> Priority {
-        if options.bulk || self.inner.config.is_bulk(size) {
+    /// `latency_max_size` (when its size is known), or when its put says so (`bulk`);
+    /// else latency (the express lane).
+    fn priority_of(&self, size: Option<u64>, bulk: bool) -> Priority {
+        if bulk || size.is_some_and(|size| self.inner.config.is_bulk(size)) {
             Priority::Bulk
         } else {
             Priority::Latency
@@ -202,14 +203,8 @@ impl GlobusConnector {
                 if let Some((size, sha256)) = check {
                     spec = spec.checksum(sha256.clone(), "SHA256").size(*size);
                 }
-                let bulk = check
-                    .as_ref()
-                    .is_some_and(|(size, _)| self.inner.config.is_bulk(*size));
-                spec = spec.priority(if bulk {
-                    Priority::Bulk
-                } else {
-                    Priority::Latency
-                });
+                let size = check.as_ref().map(|(size, _)| *size);
+                spec = spec.priority(self.priority_of(size, false));
                 let label = manager.enqueue(spec).await?.label;
                 let sent: &mut Vec<String> = labels.entry(dest.clone()).or_default();
                 if !sent.contains(&label) {

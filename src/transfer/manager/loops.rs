@@ -104,9 +104,9 @@ const SLOTS_RECHECK: Duration = Duration::from_secs(1);
 /// Closes batches that have been quiet for `quiet`, are `max_delay` old, or are full.
 /// While a new task could only queue — closed batches wait to be posted, or the running
 /// slots the identity has at Globus for its priority are taken (`express.rs`) — only
-/// full (or very old) ones: Nagle's rule for Globus tasks. Later items join the open batch, and it
-/// goes as one task when a slot frees, instead of many small tasks queued behind the
-/// running ones.
+/// full (or very old) ones: Nagle's rule for Globus tasks. Later items join the open
+/// batch, and it goes as one task when a slot frees, instead of many small tasks queued
+/// behind the running ones.
 async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
     loop {
         let Some(inner) = manager.upgrade() else {

@@ -4,8 +4,9 @@
 //! (counted over every process and host, when the batch is claimed: `claim.rs`);
 //! latency work goes first, but every `bulk_every`-th admission goes to waiting bulk
 //! work, and bulk leaves a running slot to latency work while there is some (the
-//! express lane, `express.rs`). Submission: a fresh id from `GET /submission_id` is committed with the batch
-//! (`SUBMITTING`) *before* `POST /transfer`, so a retry or a restarted process re-posts
+//! express lane, `express.rs`). Submission: a fresh id from `GET /submission_id` is
+//! committed with the batch (`SUBMITTING`) *before* `POST /transfer`, so a retry or a
+//! restarted process re-posts
 //! the same id and items, and Globus answers `Duplicate` with the original task id: a
 //! batch never becomes two tasks, whenever the process dies.
 
