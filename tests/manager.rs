@@ -273,50 +273,49 @@ on_both_engines! {
     let task_of = async |label: &str| -> Option<String> {
         m.batches(100).await.unwrap().into_iter().find(|b| b.label == label)?.task_id
     };
+    // The batch's task as the manager recorded it (the emulator counts a task before
+    // the manager has its id).
+    let submitted = async |label: &str| -> String {
+        until(&format!("{label} to be submitted"), async || task_of(label).await.is_some()).await;
+        task_of(label).await.unwrap()
+    };
     let enqueue = async |to: &str, priority: Priority| {
         m.enqueue(spec(&emu, "/f", to).priority(priority)).await.unwrap().label
-    };
-    let tasks_reach = async |n: u64| {
-        until(&format!("{n} tasks at Globus"), async || emu.sim.stats().tasks() == n).await;
     };
 
     // Latency work was made a moment ago (its task ended, cancelled).
     let l0 = enqueue("/l0", Priority::Latency).await;
-    tasks_reach(1).await;
-    m.cancel_task(&task_of(&l0).await.unwrap()).await.unwrap();
+    m.cancel_task(&submitted(&l0).await).await.unwrap();
     until("the latency task to end", async || {
         m.poll_now().await.unwrap();
         m.batches(100).await.unwrap().iter().any(|b| b.label == l0 && b.state == BatchState::Done)
     })
     .await;
 
-    // Four bulk batches: two go, two wait for a slot.
+    // Four bulk batches: two go, two wait for a slot (were they not capped, they would
+    // have gone with the first two, long before the latency batch below).
     let mut bulk = Vec::new();
     for i in 0..4 {
         bulk.push(enqueue(&format!("/bulk{i}"), Priority::Bulk).await);
     }
-    tasks_reach(3).await;
+    let bulk_0 = submitted(&bulk[0]).await;
+    submitted(&bulk[1]).await;
     // A latency batch goes to the slot kept free, and runs at once.
     let l1 = enqueue("/l1", Priority::Latency).await;
-    tasks_reach(4).await;
-    let l1_task = task_of(&l1).await.expect("the latency batch was submitted");
+    let l1_task = submitted(&l1).await;
     until("the latency task to start", async || {
         let events = globus.events(&l1_task, 100, false).await.unwrap();
         events.data.iter().any(|e| e.code == "STARTED")
     })
     .await;
-    let waiting: Vec<&String> = {
-        let batches = m.batches(100).await.unwrap();
-        bulk.iter()
-            .filter(|label| batches.iter().any(|b| &&b.label == label && b.task_id.is_none()))
-            .collect()
-    };
-    assert_eq!(waiting, [&bulk[2], &bulk[3]], "two bulk batches wait for a slot");
+    assert_eq!(task_of(&bulk[2]).await, None, "bulk waits for a slot");
+    assert_eq!(task_of(&bulk[3]).await, None, "bulk waits for a slot");
+    assert_eq!(emu.sim.stats().tasks(), 4);
 
     // A bulk task ends: the next bulk batch takes its slot, and only that one.
-    m.cancel_task(&task_of(&bulk[0]).await.unwrap()).await.unwrap();
-    tasks_reach(5).await;
-    assert!(task_of(&bulk[2]).await.is_some());
+    m.cancel_task(&bulk_0).await.unwrap();
+    submitted(&bulk[2]).await;
+    assert_eq!(task_of(&bulk[3]).await, None, "bulk is at its cap again");
     // A flush sends the rest (left waiting, it would outlive this process).
     tokio::time::timeout(LONG, m.flush()).await.unwrap().unwrap();
     assert!(task_of(&bulk[3]).await.is_some());
