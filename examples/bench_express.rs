@@ -49,6 +49,7 @@ struct Mix {
 async fn run() -> common::Outcome {
     let args: Vec<String> = std::env::args().collect();
     let number = |name, default| common::number_arg("bench_express", &args, name, default);
+    let text = |name| common::text_arg("bench_express", &args, name);
     let mix = Mix {
         small: number("--small", 100)?,
         small_size: number("--small-size", 1024)?,
@@ -56,9 +57,9 @@ async fn run() -> common::Outcome {
         bulk_size: number("--bulk-size", 64 << 20)?,
         task_latency_ms: number("--task-latency-ms", 1000)? as u64,
         pace: Duration::from_millis(number("--pace-ms", 50)? as u64),
-        bandwidth: text_arg(&args, "--bandwidth"),
-        link_bandwidth: text_arg(&args, "--link-bandwidth"),
-        window: text_arg(&args, "--express-window-s")
+        bandwidth: text("--bandwidth")?,
+        link_bandwidth: text("--link-bandwidth")?,
+        window: text("--express-window-s")?
             .map(|s| s.parse().map(Duration::from_secs))
             .transpose()
             .map_err(|_| common::usage("bench_express", "--express-window-s takes seconds"))?,
@@ -78,13 +79,6 @@ async fn run() -> common::Outcome {
         }
     }
     Ok(())
-}
-
-/// The value after `name`, if given.
-fn text_arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
 }
 
 /// What a reader at B measured for one object.

@@ -94,10 +94,7 @@ fn run() -> common::Outcome {
     }
     let producers = arg(&args, "--producers", 0)?;
     let hosts = arg(&args, "--hosts", 1)?.max(1);
-    let state_url = args
-        .iter()
-        .position(|a| a == "--state-url")
-        .and_then(|i| args.get(i + 1).cloned());
+    let state_url = common::text_arg("bench_globus", &args, "--state-url")?;
     if (hosts > 1 || state_url.is_some()) && producers == 0 {
         return Err(common::usage(
             "bench_globus",

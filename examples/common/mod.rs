@@ -41,11 +41,25 @@ pub fn number_arg(
     name: &str,
     default: usize,
 ) -> Result<usize, Box<dyn std::error::Error>> {
-    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
+    match text_arg(example, args, name)? {
         None => Ok(default),
-        Some(Some(v)) => v
+        Some(v) => v
             .parse()
             .map_err(|_| usage(example, format!("{name} takes a number, not {v:?}"))),
+    }
+}
+
+/// The value after option `name` in `args`, if the option is given; a usage error naming
+/// `example` when its value is missing.
+#[allow(dead_code)] // not every example takes options
+pub fn text_arg(
+    example: &str,
+    args: &[String],
+    name: &str,
+) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
+        None => Ok(None),
+        Some(Some(v)) => Ok(Some(v.clone())),
         Some(None) => Err(usage(example, format!("{name} needs a value"))),
     }
 }
