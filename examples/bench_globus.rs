@@ -137,7 +137,7 @@ fn run() -> common::Outcome {
         };
         let forward = streaming.as_ref().map(|(_, stdin)| stdin.clone());
         let produced = spawn_producers(&sites, &fleet, objects, size, forward)?;
-        first_put_spread = Some(produced.first_put_spread);
+        first_put_spread = Some(produced.first_put_spread.clone());
         if let Some((consumer, stdin)) = streaming {
             stdin.lock().map_err(|_| "stdin poisoned")?.take();
             return report_streamed(StreamRun {
@@ -209,7 +209,9 @@ fn run() -> common::Outcome {
     });
     if let Some(producer_rss) = producer_rss {
         report["producers"] = producers.into();
-        report["first_put_spread_s"] = first_put_spread.unwrap_or(0.0).into();
+        let spread = first_put_spread.unwrap_or_default();
+        report["first_put_start_spread_s"] = spread.start.into();
+        report["first_put_spread_s"] = spread.end.into();
         report["hosts"] = hosts.into();
         report["state"] = if state_url.is_some() {
             "one PostgreSQL database"
@@ -237,11 +239,16 @@ fn produce(first: usize, objects: usize, size: usize) -> common::Outcome {
     let config: ps_globus::connector::GlobusConfig =
         serde_json::from_str(&std::env::var("PS_GLOBUS_BENCH_CONFIG")?)?;
     let connector = ps_globus::connector::GlobusConnector::builder(config).build()?;
+    // Opening the state database and starting the transfer manager (on first use) is
+    // start-up, which the barrier is there to keep out of "at once": 64 processes
+    // connecting to one PostgreSQL server on 2 cores took 0.4-2.2 s each.
+    ps_globus::block_on(connector.transfer_manager())?;
     let store = Store::builder("bench-globus", connector).build()?;
     // The barrier: every producer is built before any puts.
     println!("ready");
     std::io::stdout().flush()?;
     std::io::stdin().read_line(&mut String::new())?;
+    let start = epoch_s();
     let (lines, put_s, put_times) = put_objects(&store, first..first + objects, size)?;
     let first_put = put_times.first().map(|(_, at)| *at);
     store.close()?;
@@ -254,6 +261,7 @@ fn produce(first: usize, objects: usize, size: usize) -> common::Outcome {
     }
     writeln!(out, "time\t{put_s}")?;
     if let Some(at) = first_put {
+        writeln!(out, "start\t{start}")?;
         writeln!(out, "first\t{at}")?;
     }
     writeln!(out, "rss\t{}", peak_rss_kb())?;
@@ -304,8 +312,34 @@ struct Produced {
     rss_kb: u64,
     /// The longest put loop (seconds).
     put_s: f64,
-    /// From the first producer's first put to the last producer's (seconds).
-    first_put_spread: f64,
+    /// From the first producer's first put to the last producer's (seconds): their
+    /// starts (what the barrier controls) and their returns (what the puts then took).
+    first_put_spread: Spread,
+}
+
+/// How far apart in time the producers' first puts were (seconds); while collecting,
+/// the earliest and latest times seen in `start` and `end`.
+#[derive(Clone, Default)]
+struct Spread {
+    start: f64,
+    end: f64,
+}
+
+impl Spread {
+    /// Widens the range to `at` (epoch seconds), if reported.
+    fn add(&mut self, at: Option<f64>) {
+        if let Some(at) = at {
+            if self.start == 0.0 && self.end == 0.0 {
+                (self.start, self.end) = (at, at);
+            }
+            (self.start, self.end) = (self.start.min(at), self.end.max(at));
+        }
+    }
+
+    /// The width of the range.
+    fn seconds(&self) -> f64 {
+        (self.end - self.start).max(0.0)
+    }
 }
 
 /// The producer processes of site A: `hosts` hosts of `producers` each, sharing the
@@ -387,7 +421,7 @@ fn spawn_producers(
     let mut lines = Vec::with_capacity(objects);
     let mut put_times = Vec::with_capacity(objects);
     let (mut rss, mut put_s) = (0, 0f64);
-    let (mut first_min, mut first_max) = (f64::MAX, f64::MIN);
+    let (mut starts, mut firsts) = (Spread::default(), Spread::default());
     for output in outputs {
         let output = output
             .join()
@@ -397,9 +431,8 @@ fn spawn_producers(
         }
         rss = rss.max(reported(&output.stdout, "rss").unwrap_or(0.0) as u64);
         put_s = put_s.max(reported(&output.stdout, "time").unwrap_or(0.0));
-        if let Some(at) = reported(&output.stdout, "first") {
-            (first_min, first_max) = (first_min.min(at), first_max.max(at));
-        }
+        starts.add(reported(&output.stdout, "start"));
+        firsts.add(reported(&output.stdout, "first"));
         put_times.extend(timed(&output.stdout, "put"));
         lines.extend(object_lines(&output.stdout));
     }
@@ -409,7 +442,10 @@ fn spawn_producers(
         put_times,
         rss_kb: rss,
         put_s,
-        first_put_spread: (first_max - first_min).max(0.0),
+        first_put_spread: Spread {
+            start: starts.seconds(),
+            end: firsts.seconds(),
+        },
     })
 }
 
@@ -546,7 +582,8 @@ fn report_streamed(run: StreamRun<'_>) -> common::Outcome {
         "hosts": run.fleet.hosts,
         "producers": run.fleet.producers,
         "state": if run.fleet.state_url.is_some() { "one PostgreSQL database" } else { "one SQLite database per host" },
-        "first_put_spread_s": run.produced.first_put_spread,
+        "first_put_start_spread_s": run.produced.first_put_spread.start,
+        "first_put_spread_s": run.produced.first_put_spread.end,
         "put_s": run.produced.put_s,
         "resolve_ms_p50": at(0.50),
         "resolve_ms_p95": at(0.95),

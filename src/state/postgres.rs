@@ -62,17 +62,41 @@ pub(crate) async fn open(url: &str) -> Result<PgPool> {
         .connect_with(options)
         .await
         .map_err(|e| failed("cannot connect to the PostgreSQL state database", e))?;
-    super::migrator(super::POSTGRES_MIGRATIONS)
-        .run(&pool)
-        .await
-        .map_err(|e| {
-            Error::state(
-                &shown,
-                "cannot bring the PostgreSQL state database's schema up to date",
-                e,
-            )
-        })?;
+    let migrator = super::migrator(super::POSTGRES_MIGRATIONS);
+    if up_to_date(&pool, &migrator).await {
+        return Ok(pool);
+    }
+    migrator.run(&pool).await.map_err(|e| {
+        Error::state(
+            &shown,
+            "cannot bring the PostgreSQL state database's schema up to date",
+            e,
+        )
+    })?;
     Ok(pool)
+}
+
+/// Whether every migration of `migrator` is applied to the database, unchanged (the
+/// checksums sqlx recorded). Looked at without the migrator's advisory lock: a fleet of
+/// workers starting at once (64 processes) queued on that lock for 2 s before their
+/// first puts, to learn one after another that there was nothing to do. Anything else
+/// (no table yet, a failed or changed migration, an error) is for the migrator to
+/// settle, under its lock.
+async fn up_to_date(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> bool {
+    let applied: Vec<(i64, bool, Vec<u8>)> =
+        match sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(_) => return false,
+        };
+    applied.len() == migrator.iter().count()
+        && migrator.iter().all(|m| {
+            applied.iter().any(|(version, success, checksum)| {
+                *version == m.version && *success && checksum[..] == m.checksum[..]
+            })
+        })
 }
 
 /// The database `e` says does not exist (PostgreSQL's `invalid_catalog_name`, 3D000).
@@ -109,6 +133,35 @@ mod tests {
         );
         assert!(!redacted("postgres//me:s3cret@nowhere").contains("s3cret"));
         assert!(!redacted("postgres://me@db/psg?password=s3cret").contains("s3cret"));
+    }
+
+    /// A database at the newest schema is seen so without the migrator (and its lock);
+    /// one whose recorded migration differs from ours is not: the migrator then refuses
+    /// it, as it did before this look.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_an_unchanged_newest_schema_skips_the_migrator() {
+        let url = pg_test_cluster::fresh_database().await;
+        let pool = open(&url).await.unwrap();
+        let migrator = crate::state::migrator(crate::state::POSTGRES_MIGRATIONS);
+        assert!(up_to_date(&pool, &migrator).await, "freshly migrated");
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert!(!up_to_date(&pool, &migrator).await, "a changed migration");
+        let refused = open(&url)
+            .await
+            .expect_err("the migrator refuses a changed one");
+        assert_eq!(refused.kind(), crate::ErrorKind::Storage, "{refused}");
+        assert!(
+            refused.to_string().contains("schema up to date"),
+            "{refused}"
+        );
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert!(!up_to_date(&pool, &migrator).await, "one missing");
     }
 
     /// Hosts that open a fresh database at the same moment all succeed, and the schema is

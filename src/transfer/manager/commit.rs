@@ -213,7 +213,7 @@ impl Lane {
     ) -> Result<Done> {
         let now = now_ms();
         let group = Group::of(requests);
-        if let Some(done) = self.rejoin(db, &group, now).await? {
+        if let Some(done) = self.rejoin(db, to, &group, now).await? {
             return Ok(done);
         }
         let unknown = group
@@ -254,11 +254,7 @@ impl Lane {
             } else {
                 let joined = self.known.joined.contains(label);
                 let limit = self.max_items;
-                let still = joined
-                    && join(now, label, limit)
-                        .fetch_optional(on!())
-                        .await?
-                        .is_some();
+                let still = joined && hold(label, limit).fetch_optional(on!()).await?.is_some();
                 if still {
                     Placed::joined(label.clone())
                 } else {
@@ -275,10 +271,7 @@ impl Lane {
                         .map(|row| row.try_get::<String, _>(0))
                         .transpose()?;
                         if let Some(theirs) = found
-                            && join(now, &theirs, limit)
-                                .fetch_optional(on!())
-                                .await?
-                                .is_some()
+                            && hold(&theirs, limit).fetch_optional(on!()).await?.is_some()
                         {
                             taken = Some(theirs);
                         }
@@ -312,38 +305,97 @@ impl Lane {
         Ok(Done { ids, placements })
     }
 
-    /// PostgreSQL: commits a group that only puts items into the one batch this process
-    /// joined before, holding it with a share lock ([`share::REJOIN`]) and without the
-    /// identity's lock: a joiner's every put, which would otherwise wait for every other
-    /// joiner's. `None` (nothing done) for any other group, or when the batch no longer
-    /// takes items: the general path then finds the items a batch.
-    async fn rejoin(&mut self, db: &StateDb, group: &Group<'_>, now: i64) -> Result<Option<Done>> {
-        let [(label, _, _)] = group.batches[..] else {
+    /// PostgreSQL: commits a group that only puts items into one other process's open
+    /// batch, holding it with a share lock ([`share::REJOIN`]) and without the
+    /// identity's lock: the batch this process joined before, or, for a route it has no
+    /// batch of, the one [`share::FIND_OPEN`] finds. Joiners' puts, first ones included,
+    /// then go side by side instead of one after another behind that lock (64 processes
+    /// on 2 cores took 2 s to make their first puts so). The transaction holds one row
+    /// with a share lock and waits on nothing else, so it is in no deadlock cycle.
+    /// `None` (nothing done) for any other group, or when the batch no longer takes
+    /// items: the general path then finds the items a batch, under the lock.
+    async fn rejoin(
+        &mut self,
+        db: &StateDb,
+        to: (&str, &str),
+        group: &Group<'_>,
+        now: i64,
+    ) -> Result<Option<Done>> {
+        let [(label, key, https)] = group.batches[..] else {
             return Ok(None);
         };
-        if !group.closes.is_empty()
-            || !self.known.joined.contains(label)
-            || self.known.inserted.contains(label)
-        {
+        if !group.closes.is_empty() || self.known.inserted.contains(label) {
             return Ok(None);
         }
-        let mut tx = db.begin_append().await?;
-        let held = query(share::REJOIN)
-            .bind(label)
-            .bind(self.max_items as i64)
-            .fetch_optional(&mut tx)
-            .await?
-            .is_some();
-        if !held {
-            // Dropped, the transaction rolls back: it holds nothing.
-            return Ok(None);
-        }
-        let placements = Placements::from([(label.clone(), Placed::joined(label.clone()))]);
-        let ids = insert_items(On::from(&mut tx), group, &placements, now).await?;
-        tx.commit().await?;
+        // The batch it joined before; once that no longer takes items, one found open.
+        let mut joined = self.known.joined.contains(label).then(|| label.clone());
+        let mut looked = false;
+        let (ids, batch) = loop {
+            let candidate = match joined.take() {
+                Some(before) => before,
+                None if !looked && share::shareable(&key.2, https) => {
+                    looked = true;
+                    let found = bound(
+                        query(share::FIND_OPEN),
+                        Group::route_values(key, to, self.max_items),
+                    )
+                    .fetch_optional(db)
+                    .await?;
+                    match found {
+                        Some(row) => row.try_get::<String, _>(0)?,
+                        None => return Ok(None),
+                    }
+                }
+                None => return Ok(None),
+            };
+            if let Some(ids) = put_into(db, &candidate, self.max_items, group, now).await? {
+                break (ids, candidate);
+            }
+        };
+        let placements = Placements::from([(label.clone(), Placed::joined(batch))]);
         share::learn(&mut self.known, &placements, &[], &group.forgets);
         Ok(Some(Done { ids, placements }))
     }
+}
+
+/// PostgreSQL: inserts `group`'s items into another process's batch `batch` if it
+/// still takes items, holding it against its owner's close while it does; their
+/// ids, or `None` (nothing done). One item (each put of a worker) is one statement
+/// ([`JOIN_ONE`]), not a transaction of four round trips.
+async fn put_into(
+    db: &StateDb,
+    batch: &str,
+    max_items: usize,
+    group: &Group<'_>,
+    now: i64,
+) -> Result<Option<Vec<i64>>> {
+    if let [(_, spec)] = group.items[..] {
+        let values = Group::item_values((batch, spec), now)
+            .into_iter()
+            .chain([Arg::Int(Some(max_items as i64))]);
+        let ids = bound(query(JOIN_ONE), values)
+            .fetch_scalars::<i64>(db)
+            .await?;
+        return Ok((!ids.is_empty()).then_some(ids));
+    }
+    let mut tx = db.begin_append().await?;
+    if hold(batch, max_items)
+        .fetch_optional(&mut tx)
+        .await?
+        .is_none()
+    {
+        // Dropped, the transaction rolls back: it holds nothing.
+        return Ok(None);
+    }
+    // The group's one proposed label (`rejoin` checked), now placed in `batch`.
+    let placements: Placements = group
+        .batches
+        .iter()
+        .map(|(proposed, _, _)| ((*proposed).clone(), Placed::joined(batch.to_owned())))
+        .collect();
+    let ids = insert_items(On::from(&mut tx), group, &placements, now).await?;
+    tx.commit().await?;
+    Ok(Some(ids))
 }
 
 /// Inserts `group`'s items into the batches `placements` put them in; their ids, in
@@ -370,15 +422,12 @@ async fn insert_items(
     Ok(ids)
 }
 
-/// [`share::JOIN`] of the batch `label` at `now`, if it has fewer than `limit` items.
-fn join(now: i64, label: &str, limit: usize) -> Statement<'_> {
+/// PostgreSQL: holds the batch `label` against its owner's close ([`share::REJOIN`]) if
+/// it still takes items (open, fewer than `limit`): its label back, or no row.
+fn hold(label: &str, limit: usize) -> Statement<'_> {
     bound(
-        query(share::JOIN),
-        [
-            Arg::Int(Some(now)),
-            Arg::Text(Some(label)),
-            Arg::Int(Some(limit as i64)),
-        ],
+        query(share::REJOIN),
+        [Arg::Text(Some(label)), Arg::Int(Some(limit as i64))],
     )
 }
 
@@ -462,6 +511,14 @@ fn bound<'q>(statement: Statement<'q>, values: impl IntoIterator<Item = Arg<'q>>
 const BATCH_INSERT: &str = "INSERT INTO batches (label, identity, source, destination, options, \
      priority, state, owner, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (label) DO NOTHING";
+/// PostgreSQL: one item (`$1` its batch's label, `$2..$9` as in [`ITEM_INSERT`]) into
+/// another process's batch, if it still takes items (open, fewer than `$10`), holding
+/// the batch row with a share lock as [`share::REJOIN`] does: its id, or no row.
+const JOIN_ONE: &str = "INSERT INTO items (batch_id, source_path, destination_path, \
+     recursive, external_checksum, checksum_algorithm, state, created_at, size) \
+     SELECT b.id, $2, $3, $4, $5, $6, $7, $8, $9 FROM batches b WHERE b.label = $1 \
+     AND b.state = 'OPEN' AND (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id) < $10 \
+     FOR SHARE OF b RETURNING id";
 /// One item, and its id back: [`items_insert`]`(1)` (a test checks), as a constant for
 /// the prepared-statement cache.
 const ITEM_INSERT: &str = "INSERT INTO items (batch_id, source_path, destination_path, \

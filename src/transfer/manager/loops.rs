@@ -34,9 +34,40 @@ pub(super) struct OpenBatch {
     pub closing: bool,
     /// Other processes' items in it at the last look (a shared one of this process).
     pub others: usize,
+    /// Its items whose commit has not answered yet. Its quiet runs from the last
+    /// answer: a commit waiting for a lock (another process's, say) is no pause in
+    /// the puts, and a batch closed then loses the entry its answer follows.
+    pub committing: usize,
+    /// Tells this entry from a later one of the same route.
+    pub serial: u64,
 }
 
 impl OpenBatch {
+    /// A batch with no items yet, opened at `now`.
+    pub(super) fn fresh(
+        label: String,
+        https: bool,
+        shared: bool,
+        closing: bool,
+        serial: u64,
+    ) -> Self {
+        let now = Instant::now();
+        OpenBatch {
+            label,
+            https,
+            first: now,
+            last: now,
+            items: 0,
+            bytes: 0,
+            foreign: false,
+            shared,
+            closing,
+            others: 0,
+            committing: 0,
+            serial,
+        }
+    }
+
     /// Whether an item of `bytes` (in its document) may join it.
     pub(super) fn fits(&self, bytes: usize, config: &super::ManagerConfig) -> bool {
         self.items == 0
@@ -166,7 +197,7 @@ async fn batcher_loop(manager: Weak<Inner>, signals: Arc<Signals>) {
 
 /// Why open batches stay open longer than their quiet time (see [`batcher_loop`]).
 #[derive(Clone, Copy, Default)]
-struct Pressure {
+pub(super) struct Pressure {
     /// Closed batches of this process queue for posting.
     backlogged: bool,
     /// A task of latency work could only queue at Globus: the running slots are taken,
@@ -220,7 +251,7 @@ impl Pressure {
 
 /// Takes the open batches due to close at `now` out of `inner.open`; their labels, and
 /// when the next of those left is due.
-fn due_batches(
+pub(super) fn due_batches(
     inner: &Inner,
     pressure: Pressure,
     now: Instant,
@@ -229,10 +260,11 @@ fn due_batches(
     let mut open = inner.open.lock().expect("open batches poisoned");
     let is_due = |(_, _, _, priority): &BatchKey, b: &OpenBatch| {
         let hold_open = pressure.backlogged || pressure.slots_busy(*priority);
-        let timely = now >= b.last + config.quiet || now >= b.first + config.max_delay;
+        let quiet = b.committing == 0 && now >= b.last + config.quiet;
+        let timely = quiet || now >= b.first + config.max_delay;
         // A flush closes a batch at once, but for one other processes may join: that
         // one after its quiet, so that workers finishing together share it.
-        let flushed = b.closing && (!b.shared || now >= b.last + config.quiet);
+        let flushed = b.closing && (!b.shared || quiet);
         if b.foreign {
             // Another process's batch: its owner closes it, and this process's puts go
             // on joining it until they find it closed, or until a flush (or long idle).
@@ -255,7 +287,13 @@ fn due_batches(
     let next = open
         .iter()
         .map(|((_, _, _, priority), b)| {
-            let at = (b.last + config.quiet).min(b.first + config.max_delay);
+            // While a commit is out, its answer restarts the quiet: look again then.
+            let quiet_from = if b.committing > 0 {
+                now.max(b.last)
+            } else {
+                b.last
+            };
+            let at = (quiet_from + config.quiet).min(b.first + config.max_delay);
             if b.foreign {
                 b.last + MAX_HOLD_OPEN
             } else if pressure.backlogged {

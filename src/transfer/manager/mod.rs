@@ -159,6 +159,8 @@ struct Inner {
     background: background::Background,
     /// Flushes in progress: bulk work meanwhile goes past the express lane's cap.
     flushing: AtomicUsize,
+    /// The next open batch entry's serial (`OpenBatch::serial`).
+    serials: AtomicU64,
 }
 /// Wake-ups shared with the background loops, which wait on them without keeping the
 /// manager alive.
@@ -262,6 +264,7 @@ impl TransferManager {
             exit_reported: std::sync::atomic::AtomicBool::new(false),
             background: Default::default(),
             flushing: AtomicUsize::new(0),
+            serials: AtomicU64::new(0),
         });
         inner.close_orphaned_open_batches().await?;
         loops::spawn(&inner);
@@ -321,7 +324,7 @@ impl TransferManager {
         let (ack, done) = oneshot::channel();
         let item_bytes = spec.document_bytes();
         let key_of_item = key.clone();
-        let kick_batcher;
+        let (kick_batcher, serial);
         let label = {
             let mut open = self.inner.open.lock().expect("open batches poisoned");
             let now = Instant::now();
@@ -343,26 +346,25 @@ impl TransferManager {
                 });
                 self.inner.signals.submit_kick.notify_one();
             }
-            let batch = open.entry(key.clone()).or_insert_with(|| OpenBatch {
-                label: new_label(),
-                https: spec.https,
-                first: now,
-                last: now,
-                items: 0,
-                bytes: 0,
-                foreign: false,
-                shared: share::shareable(&key.2, spec.https),
-                // A flush under way closes it in its turn.
-                closing: self.inner.flushing.load(Ordering::SeqCst) > 0,
-                others: 0,
+            let batch = open.entry(key.clone()).or_insert_with(|| {
+                OpenBatch::fresh(
+                    new_label(),
+                    spec.https,
+                    share::shareable(&key.2, spec.https),
+                    // A flush under way closes it in its turn.
+                    self.inner.flushing.load(Ordering::SeqCst) > 0,
+                    self.inner.serials.fetch_add(1, Ordering::Relaxed),
+                )
             });
             batch.last = now;
+            batch.committing += 1;
             batch.items += 1;
             batch.bytes += item_bytes;
             // The batcher sleeps until the earliest batch is due; only a new batch (or a
             // full one) changes that. Waking it for every item cost each put a hop.
             kick_batcher = batch.items == 1 || batch.is_full(&self.inner.config);
             let label = batch.label.clone();
+            serial = batch.serial;
             // Queued under the lock, so the batcher's Close for this label comes after it.
             self.inner.lane.push(WriteReq::Item {
                 key: key.clone(),
@@ -377,7 +379,9 @@ impl TransferManager {
         }
         // Lead the commit of what is queued (this item among it), or follow the leader.
         self.inner.commit_queued().await;
-        let committed = done.await.map_err(|_| {
+        let answer = done.await;
+        self.inner.answered(&key_of_item, serial);
+        let committed = answer.map_err(|_| {
             Error::background(
                 "committing a transfer item",
                 Some("the manager stopped, or the commit that took it was interrupted".into()),

@@ -15,15 +15,18 @@
 //!   full, or the items go to a batch of their own (looked for and joined, or inserted,
 //!   as above) under a fresh label.
 //! - Ordering against the owner's close: on SQLite every group holds the write lock, so
-//!   a join and a close never interleave. On PostgreSQL a join is an `UPDATE` of the
-//!   batch row that checks it is open ([`JOIN`]): the owner's closing `UPDATE` waits for
-//!   the joining transaction, and a join after the close finds it closed. Transactions
-//!   that join or look for a batch to join take the identity's advisory lock first
-//!   ([`SHARE_LOCK`]): two processes that find no batch to join do not both insert one,
-//!   and no two of them wait for each other's rows.
+//!   a join and a close never interleave. On PostgreSQL a put into another process's
+//!   batch holds its row with a share lock ([`REJOIN`], or in the put's one statement)
+//!   and checks it is open: the owner's closing `UPDATE` waits for it, and a put after
+//!   the close finds the batch closed. Such a put holds one row and waits on nothing
+//!   else, so joiners go side by side, first puts included (a batch found open by
+//!   [`FIND_OPEN`] and held). Only a process that may insert a batch (it found none to
+//!   join) takes the identity's advisory lock first ([`SHARE_LOCK`]) and looks again
+//!   under it: two such processes do not both insert one, and no two of them wait for
+//!   each other's rows.
 //! - A process keeps putting into the batch it joined until it finds it closed (or
-//!   flushes): on PostgreSQL each such put holds the row with a share lock ([`REJOIN`]),
-//!   so joiners do not wait for each other, nor for the identity's lock.
+//!   flushes). Its open entry's quiet runs from each commit's answer, not from the put
+//!   (`loops.rs`): a commit slower than the quiet is no pause in its puts.
 //! - Its owner keeps it open while other processes' puts keep joining it (their items
 //!   in it grow between two looks, [`OTHERS_ITEMS`]): workers released together start
 //!   their first puts over a spread of tens of milliseconds (process start, opening the
@@ -52,10 +55,10 @@ pub(super) const FIND_OPEN: &str = "SELECT label FROM batches WHERE identity = $
      AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $7 \
      ORDER BY id LIMIT 1";
 
-/// Joins the batch `$2` if it still takes items (open, fewer than `$3`), stamping
-/// when (`$1`): its label back, or no row. On PostgreSQL the update holds the row
-/// against the owner's close until this transaction ends, and one that comes after the
-/// close finds the batch closed (PostgreSQL re-reads the row).
+/// SQLite: joins the batch `$2` if it still takes items (open, fewer than `$3`),
+/// stamping when (`$1`): its label back, or no row. (PostgreSQL holds the row with
+/// [`REJOIN`] instead: an update there waited behind every joiner's share lock, and
+/// `joined_at`, which nothing reads since joins are counted, is no longer written.)
 pub(super) const JOIN: &str = "UPDATE batches SET joined_at = $1 WHERE label = $2 \
      AND state = 'OPEN' AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $3 \
      RETURNING label";
@@ -95,10 +98,13 @@ pub(super) fn joining_window(quiet: std::time::Duration) -> std::time::Duration 
     quiet.saturating_mul(4)
 }
 
-/// PostgreSQL: holds the batch `$1`, which this process joined before, against its
-/// owner's close until this transaction ends, if it still takes items (open, fewer than
-/// `$2`): its label back, or no row. A share lock: the puts of every process that joined
-/// it go side by side, and only the close (an update) waits for them. An owner's close
+/// PostgreSQL: holds another process's batch `$1` against its owner's close until this
+/// transaction ends, if it still takes items (open, fewer than `$2`): its label back, or
+/// no row. A share lock: the puts of every process that joined it go side by side, and
+/// only the close (an update) waits for them. (PostgreSQL lets a share lock pass an
+/// update that waits for others: under a steady stream of joins the close could wait
+/// on; each hold is one statement or a short transaction, and in the 8 × 8 bench the
+/// close came at `max_delay`.) An owner's close
 /// that came first makes it find the batch closed (PostgreSQL re-reads a row it waited
 /// for). Over the item limit by a few items at most, when joiners race for the last
 /// places: a batch too large to post is posted in parts (`split.rs`).
@@ -168,6 +174,16 @@ pub(super) fn learn(
 }
 
 impl Inner {
+    /// The commit of an item put into the open entry `serial` of route `key` answered
+    /// (either way): one fewer out, and the entry's quiet starts again.
+    pub(super) fn answered(&self, key: &BatchKey, serial: u64) {
+        let mut open = self.open.lock().expect("open batches poisoned");
+        if let Some(batch) = open.get_mut(key).filter(|b| b.serial == serial) {
+            batch.committing = batch.committing.saturating_sub(1);
+            batch.last = Instant::now();
+        }
+    }
+
     /// After an item's commit: the route's later puts go where it went. Its open entry
     /// (proposed `label`) follows the batch it joined, or left; a fresh batch of this
     /// process that no entry names is taken back or closed. `key` and `bytes` are the
@@ -183,7 +199,17 @@ impl Inner {
         {
             let mut open = self.open.lock().expect("open batches poisoned");
             if let Some(batch) = open.values_mut().find(|b| b.label == label) {
-                batch.label.clone_from(&committed.label);
+                if batch.label != committed.label {
+                    // Another batch than proposed (the one it joined had closed): that
+                    // batch's clock and counts, not the old one's. A clock from the
+                    // first put into a long-gone batch would close a new one at once.
+                    let now = Instant::now();
+                    batch.label.clone_from(&committed.label);
+                    batch.first = now;
+                    batch.items = 1;
+                    batch.bytes = bytes;
+                    batch.others = 0;
+                }
                 batch.foreign = committed.joined;
             } else if committed.inserted
                 && committed.label != label
@@ -198,20 +224,17 @@ impl Inner {
                 // its close is queued behind the item.)
                 match open.entry(key) {
                     Entry::Vacant(slot) => {
-                        let now = Instant::now();
-                        slot.insert(OpenBatch {
-                            label: committed.label.clone(),
-                            https: false,
-                            first: now,
-                            last: now,
-                            items: 1,
-                            bytes,
-                            foreign: false,
-                            shared: true,
+                        let mut fresh = OpenBatch::fresh(
+                            committed.label.clone(),
+                            false,
+                            true,
                             // A flush under way closes it in its turn.
-                            closing: self.flushing.load(std::sync::atomic::Ordering::SeqCst) > 0,
-                            others: 0,
-                        });
+                            self.flushing.load(std::sync::atomic::Ordering::SeqCst) > 0,
+                            self.serials
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        );
+                        (fresh.items, fresh.bytes) = (1, bytes);
+                        slot.insert(fresh);
                         self.signals.batcher_kick.notify_one();
                     }
                     Entry::Occupied(_) => {

@@ -297,6 +297,138 @@ async fn a_joiner_whose_share_is_full_never_closes_the_owners_batch() {
     }
 }
 
+/// Regression (the 19-task runs of the 8 × 8 facility bench): when the batch a process
+/// had joined closed, its next put opened a batch of its own, but the open entry that
+/// followed it kept the joined batch's clock (and item count). A first item long before
+/// made the new batch `max_delay` old at birth: it closed at once, and every joiner
+/// whose put was in flight at the close made a task of its own. The new batch's clock
+/// starts at its first item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_opened_when_the_joined_one_closed_starts_its_own_clock() {
+    for engine in engines().await {
+        let db = &engine.db;
+        let config = ManagerConfig {
+            quiet: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(60),
+            ..ManagerConfig::default()
+        };
+        let m = beside_an_open_batch(db, config).await;
+        let spec = |i: usize| {
+            ItemSpec::new("s", format!("/a{i}"), "d", format!("/b{i}")).options(shared_options())
+        };
+        assert_eq!(m.enqueue(spec(0)).await.unwrap().label, "psg-theirs");
+        // Joined long ago (as a worker that joined early in a long burst).
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .expect("the clock runs an hour");
+        {
+            let mut open = m.inner.open.lock().unwrap();
+            let entry = open.values_mut().next().expect("the joined batch's entry");
+            entry.first = long_ago;
+        }
+        // Its owner closes it.
+        query("UPDATE batches SET state = 'READY' WHERE label = 'psg-theirs'")
+            .execute(db)
+            .await
+            .unwrap();
+        let before = Instant::now();
+        let own = m.enqueue(spec(1)).await.unwrap().label;
+        assert_ne!(own, "psg-theirs", "the put went to a batch of its own");
+        {
+            let open = m.inner.open.lock().unwrap();
+            let entry = open
+                .values()
+                .find(|b| b.label == own)
+                .expect("the new batch is still open: its clock did not start an hour ago");
+            assert!(entry.first >= before, "its clock starts at its first item");
+            assert!(!entry.foreign, "its own");
+            assert_eq!(
+                (entry.items, entry.others),
+                (1, 0),
+                "its counts start afresh"
+            );
+        }
+        let (state,): (String,) = query("SELECT state FROM batches WHERE label = $1")
+            .bind(&own)
+            .fetch_one_as(db)
+            .await
+            .unwrap();
+        assert_eq!(state, "OPEN");
+        m.shutdown();
+    }
+}
+
+/// Regression (the 8 × 8 facility bench: every put of a worker looked for a batch to
+/// join under the identity's lock): the batcher counted an open batch's quiet from the
+/// put, not from its commit's answer. A commit slower than the quiet (waiting for a
+/// lock) got its batch closed under it, and the answer found no entry to follow: the
+/// worker's next put started over, under the lock again, which kept commits slow. An
+/// entry is not quiet while a commit of it is out; its answer starts the quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_batch_is_not_quiet_while_a_commit_of_it_is_out() {
+    let engine = engines().await.into_iter().next().expect("an engine");
+    let hour = Duration::from_secs(3600);
+    let config = ManagerConfig {
+        quiet: hour,
+        max_delay: hour * 10,
+        ..ManagerConfig::default()
+    };
+    let m = beside_an_open_batch(&engine.db, config).await;
+    let key: BatchKey = ("s".into(), "d".into(), "{}".into(), 1);
+    let long_ago = Instant::now()
+        .checked_sub(hour * 2)
+        .expect("the clock runs 2 h");
+    let mut entry = OpenBatch::fresh("psg-mine".into(), false, true, false, 77);
+    (entry.last, entry.committing, entry.items) = (long_ago, 1, 1);
+    m.inner.open.lock().unwrap().insert(key.clone(), entry);
+    let (due, _) = loops::due_batches(&m.inner, Default::default(), Instant::now());
+    assert!(due.is_empty(), "its commit is out: no quiet yet");
+    m.inner.answered(&key, 76);
+    assert_eq!(
+        m.inner.open.lock().unwrap()[&key].committing,
+        1,
+        "an answer for an earlier entry of the route changes nothing"
+    );
+    m.inner.answered(&key, 77);
+    let later = Instant::now() + hour / 2;
+    let (due, _) = loops::due_batches(&m.inner, Default::default(), later);
+    assert!(due.is_empty(), "the answer started the quiet");
+    let (due, _) = loops::due_batches(&m.inner, Default::default(), later + hour);
+    assert_eq!(due.len(), 1, "quiet for its quiet after the answer");
+    m.shutdown();
+}
+
+/// PostgreSQL: a worker's put joins another process's open batch without the
+/// identity's share lock (which only a process that may insert a batch needs): 64
+/// workers' first puts went one after another behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_joins_an_open_batch_while_the_identitys_share_lock_is_held() {
+    for engine in engines().await {
+        let db = &engine.db;
+        if db.sqlite_pool().is_some() {
+            continue;
+        }
+        let m = beside_an_open_batch(db, ManagerConfig::default()).await;
+        let mut holder = db.begin_append().await.unwrap();
+        query(share::SHARE_LOCK)
+            .bind(share::share_lock_key(m.identity()).as_str())
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        for i in 0..2 {
+            let spec = ItemSpec::new("s", format!("/a{i}"), "d", format!("/b{i}"))
+                .options(shared_options());
+            let put = tokio::time::timeout(Duration::from_secs(30), m.enqueue(spec))
+                .await
+                .expect("the put did not wait for the identity's lock")
+                .unwrap();
+            assert_eq!(put.label, "psg-theirs", "put {i} joined the open batch");
+        }
+        holder.commit().await.unwrap();
+        m.shutdown();
+    }
+}
+
 /// Another live process (another host, fresh heartbeat) of the shared-batch tests.
 const OTHER: &str = "elsewhere:1:1";
 
