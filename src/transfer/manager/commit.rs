@@ -29,16 +29,15 @@ use std::time::Duration;
 
 use tokio::sync::OwnedMutexGuard;
 
+use group::{BATCH_CLOSE, BATCH_INSERT, Group, ITEM_INSERT, JOIN_ONE, items_insert};
+
 use super::loops::{Committed, WriteReq};
-use super::rows::BatchKey;
 use super::share::{self, Known, Placed, Placements};
 use super::sql::now_ms;
 use crate::error::Result;
 use crate::state::StateDb;
 use crate::state::direct::{self, DirectConnection, DirectError};
-use crate::state::query::{Arg, On, Statement, placeholders, query};
-use crate::transfer::ItemSpec;
-use crate::transfer::states::{BatchState, ItemState};
+use crate::state::query::{Arg, On, Statement, query};
 
 /// Items per `INSERT` statement: 10 parameters each, well under SQLite's 32766.
 const ITEMS_PER_INSERT: usize = 500;
@@ -480,167 +479,9 @@ fn answer(db: &StateDb, group: Vec<WriteReq>, result: Result<Done>) {
     }
 }
 
-/// The columns of an item's row, in [`Group::item_values`]'s order.
-const ITEM_COLUMNS: &str = "INSERT INTO items (batch_id, source_path, destination_path, \
-     recursive, external_checksum, checksum_algorithm, state, created_at, size) VALUES ";
-
-/// An insert of `rows` items that returns their ids.
-fn items_insert(rows: usize) -> String {
-    let mut sql = String::from(ITEM_COLUMNS);
-    for n in 0..rows {
-        if n > 0 {
-            sql.push(',');
-        }
-        let first = n * 9 + 1;
-        sql.push_str(&format!(
-            "((SELECT id FROM batches WHERE label = ${first}), {})",
-            placeholders(first + 1, 8)
-        ));
-    }
-    sql.push_str(" RETURNING id");
-    sql
-}
-
 /// `statement` with `values` bound in order.
 fn bound<'q>(statement: Statement<'q>, values: impl IntoIterator<Item = Arg<'q>>) -> Statement<'q> {
     values.into_iter().fold(statement, Statement::bind)
-}
-
-/// Idempotent: a leader dropped mid-commit may have committed a batch it could not record
-/// in `inserted`; the next group inserts it again, harmlessly.
-const BATCH_INSERT: &str = "INSERT INTO batches (label, identity, source, destination, options, \
-     priority, state, owner, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-     ON CONFLICT (label) DO NOTHING";
-/// PostgreSQL: one item (`$1` its batch's label, `$2..$9` as in [`ITEM_INSERT`]) into
-/// another process's batch, if it still takes items (open, fewer than `$10`), holding
-/// the batch row with a share lock as [`share::REJOIN`] does: its id, or no row.
-const JOIN_ONE: &str = "INSERT INTO items (batch_id, source_path, destination_path, \
-     recursive, external_checksum, checksum_algorithm, state, created_at, size) \
-     SELECT b.id, $2, $3, $4, $5, $6, $7, $8, $9 FROM batches b WHERE b.label = $1 \
-     AND b.state = 'OPEN' AND (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id) < $10 \
-     FOR SHARE OF b RETURNING id";
-/// One item, and its id back: [`items_insert`]`(1)` (a test checks), as a constant for
-/// the prepared-statement cache.
-const ITEM_INSERT: &str = "INSERT INTO items (batch_id, source_path, destination_path, \
-     recursive, external_checksum, checksum_algorithm, state, created_at, size) VALUES \
-     ((SELECT id FROM batches WHERE label = $1), $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
-/// `OPEN` → `READY`; a batch of the HTTPS lane keeps its state and is only stamped
-/// closed (it settles as its requests end: `lane.rs`).
-/// (Parameters first appear in order: SQLite numbers `$N` names as they appear.)
-const BATCH_CLOSE: &str = "UPDATE batches SET state = CASE WHEN state = $1 THEN $2 ELSE state END, \
-     closed_at = $3 WHERE label = $4 AND (state = $1 OR (state = $5 AND closed_at IS NULL))";
-
-/// A group of requests sorted by what they write.
-struct Group<'a> {
-    /// The batches its items were proposed for (in order of first appearance), and
-    /// whether they are of the HTTPS lane.
-    batches: Vec<(&'a String, &'a BatchKey, bool)>,
-    items: Vec<(&'a String, &'a ItemSpec)>,
-    closes: Vec<&'a String>,
-    /// Joined batches the writer no longer puts into.
-    forgets: Vec<&'a String>,
-}
-
-impl<'a> Group<'a> {
-    /// Sorts `requests`.
-    fn of(requests: &'a [WriteReq]) -> Self {
-        let mut group = Group {
-            batches: Vec::new(),
-            items: Vec::new(),
-            closes: Vec::new(),
-            forgets: Vec::new(),
-        };
-        for request in requests {
-            match request {
-                WriteReq::Item {
-                    key, label, spec, ..
-                } => {
-                    if !group.batches.iter().any(|(l, _, _)| *l == label) {
-                        group.batches.push((label, key, spec.https));
-                    }
-                    group.items.push((label, spec));
-                }
-                WriteReq::Close { label, .. } => group.closes.push(label),
-                WriteReq::Forget { label } => group.forgets.push(label),
-            }
-        }
-        group
-    }
-
-    /// The values of [`share::FIND_OPEN`] for a batch of `key`.
-    fn route_values(
-        key: &'a BatchKey,
-        (identity, owner): (&'a str, &'a str),
-        max_items: usize,
-    ) -> [Arg<'a>; 7] {
-        [
-            Arg::Text(Some(identity)),
-            Arg::Text(Some(&key.0)),
-            Arg::Text(Some(&key.1)),
-            Arg::Text(Some(&key.2)),
-            Arg::Int(Some(key.3)),
-            Arg::Text(Some(owner)),
-            Arg::Int(Some(max_items as i64)),
-        ]
-    }
-
-    /// The values of one new batch's insert, in [`BATCH_INSERT`]'s order.
-    fn batch_values(
-        (label, key, https): (&'a str, &'a BatchKey, bool),
-        (identity, owner): (&'a str, &'a str),
-        now: i64,
-    ) -> [Arg<'a>; 9] {
-        [
-            Arg::Text(Some(label)),
-            Arg::Text(Some(identity)),
-            Arg::Text(Some(&key.0)),
-            Arg::Text(Some(&key.1)),
-            Arg::Text(Some(&key.2)),
-            Arg::Int(Some(key.3)),
-            Arg::Text(Some(if https {
-                BatchState::Https.as_str()
-            } else {
-                BatchState::Open.as_str()
-            })),
-            Arg::Text(Some(owner)),
-            Arg::Int(Some(now)),
-        ]
-    }
-
-    /// The values of one item's row, in [`ITEM_INSERT`]'s order.
-    fn item_values((label, spec): (&'a str, &'a ItemSpec), now: i64) -> [Arg<'a>; 9] {
-        let (checksum, algorithm) = spec
-            .external_checksum
-            .as_ref()
-            .map(|(c, a)| (c.as_str(), a.as_str()))
-            .unzip();
-        [
-            Arg::Text(Some(label)),
-            Arg::Text(Some(&spec.source_path)),
-            Arg::Text(Some(&spec.destination_path)),
-            Arg::Bool(spec.recursive),
-            Arg::Text(checksum),
-            Arg::Text(algorithm),
-            Arg::Text(Some(if spec.https {
-                ItemState::Https.as_str()
-            } else {
-                ItemState::Pending.as_str()
-            })),
-            Arg::Int(Some(now)),
-            Arg::Int(spec.size.map(|s| s as i64)),
-        ]
-    }
-
-    /// The values of one close, in [`BATCH_CLOSE`]'s order.
-    fn close_values(label: &'a str, now: i64) -> [Arg<'a>; 5] {
-        [
-            Arg::Text(Some(BatchState::Open.as_str())),
-            Arg::Text(Some(BatchState::Ready.as_str())),
-            Arg::Int(Some(now)),
-            Arg::Text(Some(label)),
-            Arg::Text(Some(BatchState::Https.as_str())),
-        ]
-    }
 }
 
 /// Commits a group on a direct connection in one transaction: each statement prepared
@@ -717,6 +558,9 @@ fn commit_direct(
     share::learn(known, &placements, &group.closes, &group.forgets);
     Ok(Done { ids, placements })
 }
+
+#[path = "group.rs"]
+mod group;
 
 #[cfg(test)]
 #[path = "commit_tests.rs"]

@@ -2,6 +2,8 @@
 //! transaction) on a fresh database of their own.
 use super::super::config::BatchOptions;
 use super::*;
+use crate::transfer::ItemSpec;
+use crate::transfer::states::ItemState;
 use tokio::sync::oneshot;
 
 fn item(label: &str, n: usize) -> WriteReq {
