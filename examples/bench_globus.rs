@@ -137,7 +137,7 @@ fn run() -> common::Outcome {
         };
         let forward = streaming.as_ref().map(|(_, stdin)| stdin.clone());
         let produced = spawn_producers(&sites, &fleet, objects, size, forward)?;
-        first_put_spread = Some(produced.first_put_spread.clone());
+        first_put_spread = Some(produced.first_put_spread);
         if let Some((consumer, stdin)) = streaming {
             stdin.lock().map_err(|_| "stdin poisoned")?.take();
             return report_streamed(StreamRun {
@@ -209,9 +209,9 @@ fn run() -> common::Outcome {
     });
     if let Some(producer_rss) = producer_rss {
         report["producers"] = producers.into();
-        let spread = first_put_spread.unwrap_or_default();
-        report["first_put_start_spread_s"] = spread.start.into();
-        report["first_put_spread_s"] = spread.end.into();
+        let (starts, returns) = first_put_spread.unwrap_or_default();
+        report["first_put_start_spread_s"] = starts.into();
+        report["first_put_spread_s"] = returns.into();
         report["hosts"] = hosts.into();
         report["state"] = if state_url.is_some() {
             "one PostgreSQL database"
@@ -314,32 +314,15 @@ struct Produced {
     put_s: f64,
     /// From the first producer's first put to the last producer's (seconds): their
     /// starts (what the barrier controls) and their returns (what the puts then took).
-    first_put_spread: Spread,
+    first_put_spread: (f64, f64),
 }
 
-/// How far apart in time the producers' first puts were (seconds); while collecting,
-/// the earliest and latest times seen in `start` and `end`.
-#[derive(Clone, Default)]
-struct Spread {
-    start: f64,
-    end: f64,
-}
-
-impl Spread {
-    /// Widens the range to `at` (epoch seconds), if reported.
-    fn add(&mut self, at: Option<f64>) {
-        if let Some(at) = at {
-            if self.start == 0.0 && self.end == 0.0 {
-                (self.start, self.end) = (at, at);
-            }
-            (self.start, self.end) = (self.start.min(at), self.end.max(at));
-        }
-    }
-
-    /// The width of the range.
-    fn seconds(&self) -> f64 {
-        (self.end - self.start).max(0.0)
-    }
+/// How far apart `times` are (seconds; 0 for none).
+fn width(times: &[f64]) -> f64 {
+    let (min, max) = times
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    (max - min).max(0.0)
 }
 
 /// The producer processes of site A: `hosts` hosts of `producers` each, sharing the
@@ -421,7 +404,7 @@ fn spawn_producers(
     let mut lines = Vec::with_capacity(objects);
     let mut put_times = Vec::with_capacity(objects);
     let (mut rss, mut put_s) = (0, 0f64);
-    let (mut starts, mut firsts) = (Spread::default(), Spread::default());
+    let (mut starts, mut firsts) = (Vec::new(), Vec::new());
     for output in outputs {
         let output = output
             .join()
@@ -431,8 +414,8 @@ fn spawn_producers(
         }
         rss = rss.max(reported(&output.stdout, "rss").unwrap_or(0.0) as u64);
         put_s = put_s.max(reported(&output.stdout, "time").unwrap_or(0.0));
-        starts.add(reported(&output.stdout, "start"));
-        firsts.add(reported(&output.stdout, "first"));
+        starts.extend(reported(&output.stdout, "start"));
+        firsts.extend(reported(&output.stdout, "first"));
         put_times.extend(timed(&output.stdout, "put"));
         lines.extend(object_lines(&output.stdout));
     }
@@ -442,10 +425,7 @@ fn spawn_producers(
         put_times,
         rss_kb: rss,
         put_s,
-        first_put_spread: Spread {
-            start: starts.seconds(),
-            end: firsts.seconds(),
-        },
+        first_put_spread: (width(&starts), width(&firsts)),
     })
 }
 
@@ -582,8 +562,8 @@ fn report_streamed(run: StreamRun<'_>) -> common::Outcome {
         "hosts": run.fleet.hosts,
         "producers": run.fleet.producers,
         "state": if run.fleet.state_url.is_some() { "one PostgreSQL database" } else { "one SQLite database per host" },
-        "first_put_start_spread_s": run.produced.first_put_spread.start,
-        "first_put_spread_s": run.produced.first_put_spread.end,
+        "first_put_start_spread_s": run.produced.first_put_spread.0,
+        "first_put_spread_s": run.produced.first_put_spread.1,
         "put_s": run.produced.put_s,
         "resolve_ms_p50": at(0.50),
         "resolve_ms_p95": at(0.95),

@@ -43,7 +43,7 @@ pub(super) struct OpenBatch {
 }
 
 impl OpenBatch {
-    /// A batch with no items yet, opened at `now`.
+    /// A batch with no items yet, opened now.
     pub(super) fn fresh(
         label: String,
         https: bool,

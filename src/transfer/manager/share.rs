@@ -101,13 +101,13 @@ pub(super) fn joining_window(quiet: std::time::Duration) -> std::time::Duration 
 /// PostgreSQL: holds another process's batch `$1` against its owner's close until this
 /// transaction ends, if it still takes items (open, fewer than `$2`): its label back, or
 /// no row. A share lock: the puts of every process that joined it go side by side, and
-/// only the close (an update) waits for them. (PostgreSQL lets a share lock pass an
-/// update that waits for others: under a steady stream of joins the close could wait
-/// on; each hold is one statement or a short transaction, and in the 8 × 8 bench the
-/// close came at `max_delay`.) An owner's close
-/// that came first makes it find the batch closed (PostgreSQL re-reads a row it waited
-/// for). Over the item limit by a few items at most, when joiners race for the last
-/// places: a batch too large to post is posted in parts (`split.rs`).
+/// only the close (an update) waits for them. An owner's close that came first makes it
+/// find the batch closed (PostgreSQL re-reads a row it waited for). Over the item limit
+/// by a few items at most, when joiners race for the last places: a batch too large to
+/// post is posted in parts (`split.rs`). PostgreSQL lets a share lock pass an update
+/// that waits for others, so under a steady stream of joins a close could wait on; each
+/// hold is one statement or a short transaction, and in the 8 × 8 bench the close came
+/// at `max_delay`.
 pub(super) const REJOIN: &str = "SELECT label FROM batches WHERE label = $1 AND state = 'OPEN' \
      AND (SELECT COUNT(*) FROM items WHERE items.batch_id = batches.id) < $2 FOR SHARE";
 
@@ -175,7 +175,10 @@ pub(super) fn learn(
 
 impl Inner {
     /// The commit of an item put into the open entry `serial` of route `key` answered
-    /// (either way): one fewer out, and the entry's quiet starts again.
+    /// (either way): one fewer out, and the entry's quiet starts again. The quiet runs
+    /// from the answer: a caller that enqueues one item after another waits for each
+    /// commit (a round trip to a PostgreSQL server, a lock), and that wait is not a
+    /// pause in its stream.
     pub(super) fn answered(&self, key: &BatchKey, serial: u64) {
         let mut open = self.open.lock().expect("open batches poisoned");
         if let Some(batch) = open.get_mut(key).filter(|b| b.serial == serial) {
@@ -246,12 +249,6 @@ impl Inner {
                         close_now = true;
                     }
                 }
-            }
-            // The quiet window runs from the commit: a caller that enqueues one item
-            // after another waits for each commit (a round trip to a PostgreSQL server,
-            // say), and that wait is not a pause in its stream.
-            if let Some(batch) = open.values_mut().find(|b| b.label == committed.label) {
-                batch.last = Instant::now();
             }
         }
         if close_now {
