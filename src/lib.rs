@@ -40,6 +40,7 @@ pub mod config;
 pub mod conformance;
 pub mod connector;
 pub mod error;
+pub mod job;
 // The three modules with `unsafe` of their own (the lint denies it everywhere else), each
 // block with its SAFETY argument: fsutil (a huge-page hint on a fresh buffer, its length
 // after the kernel filled it), process (the fork hook, and `ForkLocal`'s leaked slot) and

@@ -31,6 +31,9 @@ mod strict_client;
 // Globus Auth: service identities.
 mod auth;
 
+// Jobs of a batch scheduler (Slurm) tied to their data.
+mod job;
+
 // The emulator itself.
 mod sim;
 mod sim_auth;

@@ -174,6 +174,7 @@ pub mod pg_cluster;
 pub mod readme;
 pub mod redis_server;
 pub mod sites;
+pub mod slurm_cluster;
 
 /// The state database of a test's own directory `dir`.
 pub async fn lease_db(dir: &tempfile::TempDir) -> ps_globus::state::StateDb {

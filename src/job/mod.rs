@@ -1,0 +1,9 @@
+//! Jobs of a batch scheduler tied to their data (issue 38): a job's stage-in starts at
+//! submission, while the job queues, and its first step waits for it, verified; its
+//! stage-out follows its end.
+//!
+//! Slurm is the scheduler: its commands, as typed calls, are [`slurm`].
+
+pub mod slurm;
+
+pub use slurm::{JobId, JobInfo, JobState, Slurm};

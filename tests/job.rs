@@ -1,0 +1,133 @@
+//! Slurm's commands as the library calls them, against a real throw-away cluster
+//! (`support::slurm_cluster`): submission held and not, release, cancel, the states a
+//! job ends in, and the errors of a cluster that is not there.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ps_globus::ErrorKind;
+use ps_globus::job::{JobId, JobInfo, JobState, Slurm};
+
+use crate::support::slurm_cluster;
+
+fn slurm() -> Slurm {
+    Slurm::from_path().with_conf(slurm_cluster::conf())
+}
+
+/// A batch script in `dir` running `body`, its output to `dir/out`.
+fn script(dir: &Path, body: &str) -> std::path::PathBuf {
+    let path = dir.join("job.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    path
+}
+
+fn output_to(dir: &Path) -> Vec<OsString> {
+    vec!["-o".into(), dir.join("out").into()]
+}
+
+/// Polls Slurm (it has no other way to tell) until the job has ended.
+async fn ended(slurm: &Slurm, job: &JobId) -> JobInfo {
+    let limit = Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = slurm.show(job).await.unwrap().expect("Slurm knows the job");
+        if info.state.is_final() {
+            return info;
+        }
+        assert!(Instant::now() < limit, "job {job} still {:?}", info.state);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_held_job_waits_without_a_start_until_released_then_runs_its_script_with_args() {
+    let dir = tempfile::tempdir().unwrap();
+    let slurm = slurm();
+    let marker = dir.path().join("ran");
+    let job_script = script(dir.path(), "echo \"$1 $2\" > \"$3\"");
+    let args: Vec<OsString> = vec!["one".into(), "two words".into(), marker.clone().into()];
+    let job = slurm
+        .submit(&output_to(dir.path()), &job_script, &args, true)
+        .await
+        .unwrap();
+    let info = slurm.show(&job).await.unwrap().unwrap();
+    assert_eq!(info.state, JobState::Pending);
+    assert!(info.held, "{info:?}");
+    assert_eq!(info.reason, "JobHeldUser");
+    assert_eq!(slurm.expected_start(&job).await.unwrap(), None, "held: N/A");
+    assert!(!marker.exists());
+    slurm.release(&job).await.unwrap();
+    let info = ended(&slurm, &job).await;
+    assert_eq!(info.state, JobState::Completed);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "one two words\n");
+    assert_eq!(
+        slurm.accounted(&job).await.unwrap(),
+        None,
+        "this cluster keeps no accounting"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_script_ends_failed_with_its_exit_code_and_a_cancelled_job_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let slurm = slurm();
+    let failing = script(dir.path(), "exit 3");
+    let job = slurm
+        .submit(&output_to(dir.path()), &failing, &[], false)
+        .await
+        .unwrap();
+    let info = ended(&slurm, &job).await;
+    assert_eq!(
+        (info.state, info.exit_code.as_str()),
+        (JobState::Failed, "3:0")
+    );
+
+    let held = slurm
+        .submit(&output_to(dir.path()), &failing, &[], true)
+        .await
+        .unwrap();
+    slurm.cancel(&held).await.unwrap();
+    assert_eq!(ended(&slurm, &held).await.state, JobState::Cancelled);
+}
+
+#[tokio::test]
+async fn a_job_slurm_never_knew_is_none() {
+    let unknown = JobId {
+        id: 60_000_000,
+        cluster: None,
+    };
+    assert_eq!(slurm().show(&unknown).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_controller_that_is_not_there_is_unreachable_naming_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    // The cluster's configuration, its controller moved to a port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let conf: String = std::fs::read_to_string(slurm_cluster::conf())
+        .unwrap()
+        .lines()
+        .map(|line| match line.strip_prefix("SlurmctldPort=") {
+            Some(_) => format!("SlurmctldPort={port}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let moved = dir.path().join("slurm.conf");
+    std::fs::write(&moved, conf).unwrap();
+    let slurm = Slurm::from_path().with_conf(&moved);
+    let e = slurm
+        .submit(&[], &script(dir.path(), "true"), &[], false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains("`sbatch --parsable"), "{e}");
+    let job = JobId {
+        id: 1,
+        cluster: None,
+    };
+    let e = slurm.show(&job).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains("`scontrol"), "{e}");
+}
