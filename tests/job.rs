@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ps_globus::ErrorKind;
-use ps_globus::job::{JobId, JobInfo, JobState, Slurm};
+use ps_globus::job::{JobId, JobInfo, JobState, Slurm, wrapper_script};
 
 use crate::support::slurm_cluster;
 
@@ -130,4 +130,63 @@ async fn a_controller_that_is_not_there_is_unreachable_naming_the_command() {
     let e = slurm.show(&job).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
     assert!(e.to_string().contains("`scontrol"), "{e}");
+}
+
+/// Submits `script` wrapped with `first_step`; the job's end.
+async fn run_wrapped(dir: &Path, script: &str, first_step: &[&str], args: &[&str]) -> JobInfo {
+    let wrapper = wrapper_script(
+        script.as_bytes(),
+        &first_step.iter().map(OsString::from).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let path = dir.join("wrapped.sh");
+    std::fs::write(&path, wrapper).unwrap();
+    let slurm = slurm();
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let job = slurm
+        .submit(&output_to(dir), &path, &args, false)
+        .await
+        .unwrap();
+    let info = ended(&slurm, &job).await;
+    // The job's name came from the user's script's #SBATCH line.
+    let named = std::process::Command::new("scontrol")
+        .env("SLURM_CONF", slurm_cluster::conf())
+        .args(["show", "job", "-o", &job.text()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&named.stdout).contains("JobName=from-directive"),
+        "{}",
+        String::from_utf8_lossy(&named.stdout)
+    );
+    info
+}
+
+#[tokio::test]
+async fn a_wrapped_script_runs_after_its_first_step_with_its_args_and_directives() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let script = format!(
+        "#!/bin/bash\n#SBATCH --job-name=from-directive\nprintf '%s|' \"$@\" > {}\n",
+        ran.display()
+    );
+    let info = run_wrapped(dir.path(), &script, &["true"], &["a b", "c"]).await;
+    assert_eq!(info.state, JobState::Completed);
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "a b|c|");
+}
+
+#[tokio::test]
+async fn a_failed_first_step_fails_the_job_with_its_status_and_the_script_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -J from-directive\ntouch {}\n",
+        ran.display()
+    );
+    let info = run_wrapped(dir.path(), &script, &["sh", "-c", "exit 7"], &[]).await;
+    assert_eq!(
+        (info.state, info.exit_code.as_str()),
+        (JobState::Failed, "7:0")
+    );
+    assert!(!ran.exists(), "the batch script did not run");
 }

@@ -2,8 +2,11 @@
 //! submission, while the job queues, and its first step waits for it, verified; its
 //! stage-out follows its end.
 //!
-//! Slurm is the scheduler: its commands, as typed calls, are [`slurm`].
+//! Slurm is the scheduler: its commands, as typed calls, are [`slurm`]; a `job submit`
+//! command line and the wrapper of its script, [`wrap`].
 
 pub mod slurm;
+pub mod wrap;
 
 pub use slurm::{JobId, JobInfo, JobState, Slurm};
+pub use wrap::{SubmitLine, wrapper_script};
