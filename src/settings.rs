@@ -89,6 +89,15 @@ pub struct Settings {
     pub failpoint: Option<String>,
 }
 
+/// The environment variables whose values are credentials of ours: kept out of every
+/// environment this library hands on to be stored elsewhere (a batch job's, which Slurm
+/// saves with the job).
+pub const SECRET_VARIABLES: &[&str] = &[
+    "PS_GLOBUS_ACCESS_TOKEN",
+    "PS_GLOBUS_CLIENT_SECRET",
+    "PROXYSTORE_GLOBUS_CLIENT_SECRET",
+];
+
 /// A secret that a configuration names by its environment variable (a Redis server's
 /// password, say), read from this process's environment when it is needed, so that it is
 /// never written into a configuration or a proxy. Unset or empty: `None`.

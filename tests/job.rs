@@ -190,3 +190,48 @@ async fn a_failed_first_step_fails_the_job_with_its_status_and_the_script_never_
     );
     assert!(!ran.exists(), "the batch script did not run");
 }
+
+/// Regression (issue 38's trust review): `sbatch` hands the job its whole environment
+/// (`--export=ALL`, the default), and slurmctld saves it with the job in its state
+/// directory: a token in the submitting process's environment would be stored there and
+/// reach every node of the job. Ours, and any variable a caller names, are kept out.
+#[tokio::test]
+async fn a_submitted_job_never_gets_our_secrets_in_its_environment_nor_slurms_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("env");
+    let secret = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    let slurm = slurm()
+        .env("PS_GLOBUS_ACCESS_TOKEN", &secret)
+        .env("PS_GLOBUS_CLIENT_SECRET", &secret)
+        .env("MY_REDIS_PASSWORD", &secret)
+        .env("PS_GLOBUS_SITE", "hpc")
+        .withholding("MY_REDIS_PASSWORD");
+    let job_script = script(dir.path(), &format!("env > {}", seen.display()));
+    let job = slurm
+        .submit(&output_to(dir.path()), &job_script, &[], true)
+        .await
+        .unwrap();
+    // While it is held, slurmctld keeps the job's environment in its state directory.
+    let conf = std::fs::read_to_string(slurm_cluster::conf()).unwrap();
+    let state_dir = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("StateSaveLocation="))
+        .expect("the cluster's state directory");
+    let leaked = std::process::Command::new("grep")
+        .args(["-r", "-l", &secret, state_dir])
+        .output()
+        .unwrap();
+    assert!(
+        leaked.stdout.is_empty(),
+        "the secret is in Slurm's state: {}",
+        String::from_utf8_lossy(&leaked.stdout)
+    );
+    slurm.release(&job).await.unwrap();
+    assert_eq!(ended(&slurm, &job).await.state, JobState::Completed);
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        env.contains("PS_GLOBUS_SITE=hpc"),
+        "the rest goes with the job"
+    );
+    assert!(!env.contains(&secret), "{env}");
+}

@@ -191,6 +191,11 @@ impl JobInfo {
 pub struct Slurm {
     bin_dir: Option<PathBuf>,
     conf: Option<PathBuf>,
+    /// Variables set for the commands (and so for a submitted job's environment).
+    env: Vec<(OsString, OsString)>,
+    /// Variables kept out of a submitted job's environment, besides ours
+    /// ([`SECRET_VARIABLES`](crate::settings::SECRET_VARIABLES)).
+    withheld: Vec<OsString>,
 }
 
 impl Slurm {
@@ -208,6 +213,20 @@ impl Slurm {
     /// The cluster that the configuration file `conf` describes (its `SLURM_CONF`).
     pub fn with_conf(mut self, conf: impl Into<PathBuf>) -> Slurm {
         self.conf = Some(conf.into());
+        self
+    }
+
+    /// Sets `name` to `value` for the commands; `sbatch` hands it to the job (its
+    /// default `--export=ALL`).
+    pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Slurm {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Keeps `name` out of the environment of the jobs it submits: a variable that holds
+    /// a secret (a Redis password a configuration names, say). Ours always are.
+    pub fn withholding(mut self, name: impl Into<OsString>) -> Slurm {
+        self.withheld.push(name.into());
         self
     }
 
@@ -322,6 +341,15 @@ impl Slurm {
         let mut child = tokio::process::Command::new(&program);
         if let Some(conf) = &self.conf {
             child.env("SLURM_CONF", conf);
+        }
+        child.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // sbatch copies its environment into the job, which slurmctld saves in its
+        // state directory and hands to the job's nodes: no credential of ours goes there.
+        for name in crate::settings::SECRET_VARIABLES {
+            child.env_remove(name);
+        }
+        for name in &self.withheld {
+            child.env_remove(name);
         }
         let out = child
             .args(argv)
