@@ -14,8 +14,8 @@ mod output;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    config, demo, doctor, endpoint, https, lease, login, proxy, redis, refs, sim, status, stream,
-    task, transfer,
+    config, demo, doctor, endpoint, https, job, lease, login, proxy, redis, refs, sim, status,
+    stream, task, transfer,
 };
 
 /// Pass-by-reference for distributed workflows, with Globus Transfer moving the bytes.
@@ -76,6 +76,8 @@ enum Command {
     /// Globus tasks: list, show, wait, cancel, events.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Every batch and task the local state database tracks: outcome judged by every
     /// item, work never submitted (`--prune` drops what stopped commands left), live
     /// totals.
@@ -257,6 +259,7 @@ fn run(command: Command, verbose: u8) -> CliResult {
         Command::StageIn(args) => block_on(transfer::transfer(args, Direction::In)),
         Command::StageOut(args) => block_on(transfer::transfer(args, Direction::Out)),
         Command::Task(command) => block_on(task::run(command)),
+        Command::Job(command) => block_on(job::run(command)),
         Command::Status(args) => block_on(status::status(args)),
         Command::Config(command) => config::config(command),
         Command::Site(command) => block_on(config::site(command)),

@@ -81,9 +81,11 @@ AccountingStorageType=accounting_storage/none
 MpiDefault=none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
+# CPUs only (no memory), shared: the tests' jobs mostly wait, several at once.
+SelectTypeParameters=CR_CPU
 ReturnToService=2
 NodeName=$host NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 $*
 CONF
   export SLURM_CONF="$slurm_dir/slurm.conf"

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod doctor;
 pub mod endpoint;
 pub mod https;
+pub mod job;
 pub mod lease;
 pub mod login;
 pub mod proxy;

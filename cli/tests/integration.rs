@@ -21,6 +21,9 @@ mod login_cli;
 mod readme;
 mod staging;
 
+// Jobs of a batch scheduler (Slurm) with their stage-in.
+mod job;
+
 // Endpoints and the relay, as processes.
 mod endpoint_peering;
 mod endpoints;

@@ -6,7 +6,9 @@
 //! command line and the wrapper of its script, [`wrap`].
 
 pub mod slurm;
+pub mod stage;
 pub mod wrap;
 
 pub use slurm::{JobId, JobInfo, JobState, Slurm};
+pub use stage::{StagedFile, expected_of, wait_stage_in};
 pub use wrap::{SubmitLine, wrapper_script};

@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The script that starts and stops clusters, from the repository's root.
+/// The script that starts and stops clusters, in the repository's `scripts/` (above the
+/// package of the test binary: the library's, or the command's in `cli/`).
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-throwaway.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("scripts/slurm-throwaway.sh"))
+        .find(|script| script.exists())
+        .expect("scripts/slurm-throwaway.sh above the package")
 }
 
 /// The cluster's `slurm.conf` (give it to `Slurm::with_conf`, or as `SLURM_CONF`).
