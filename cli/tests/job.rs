@@ -93,76 +93,71 @@ fn script(dir: &Path, from: &Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-#[test]
-fn a_job_runs_its_script_once_its_stage_in_has_arrived_verified() {
-    let emu = Emu::start();
-    let setup = cluster_setup(&emu);
-    write(emu.root_a(), "data/input.h5", b"input bytes");
+/// What a staged job left: its end, its output, and what its script read (if it ran).
+struct Ran {
+    info: JobInfo,
+    said: String,
+    seen: Option<Vec<u8>>,
+}
+
+/// Submits a job at site `b` whose stage-in brings `a:/data/NAME` to `b`'s
+/// `scratch/NAME`, and whose script reads that; waits for its end.
+fn run_staged(emu: &Emu, name: &str) -> Ran {
+    let setup = cluster_setup(emu);
     let arrives = emu
         .root_b()
         .canonicalize()
         .unwrap()
-        .join("scratch/input.h5");
+        .join("scratch")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     let job_script = script(dir.path(), &arrives);
     let log = dir.path().join("slurm.out");
-    let stage_in = format!("a:/data/input.h5:{}", arrives.display());
+    let stage_in = format!("a:/data/{name}:{}", arrives.display());
+    let output = ["-o", log.to_str().unwrap()];
     let (code, stdout, stderr) = submit(
         &setup,
-        &[
-            "--stage-in",
-            &stage_in,
-            "-o",
-            log.to_str().unwrap(),
-            &job_script,
-        ],
+        &["--stage-in", &stage_in, output[0], output[1], &job_script],
     );
     assert_eq!(code, 0, "{stderr}");
     let info = ended(&stdout, &log);
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(info.state, JobState::Completed, "{said}");
-    assert_eq!(
-        std::fs::read(dir.path().join("seen")).unwrap(),
-        b"input bytes"
+    Ran {
+        info,
+        said: std::fs::read_to_string(&log).unwrap_or_default(),
+        seen: std::fs::read(dir.path().join("seen")).ok(),
+    }
+}
+
+#[test]
+fn a_job_runs_its_script_once_its_stage_in_has_arrived_verified() {
+    // The task takes longer than Slurm takes to start the job: the first step waits.
+    let emu = Emu::with(|c| c.task_latency_ms = 3000);
+    write(emu.root_a(), "data/input.h5", b"input bytes");
+    let ran = run_staged(&emu, "input.h5");
+    assert_eq!(ran.info.state, JobState::Completed, "{}", ran.said);
+    assert_eq!(ran.seen.as_deref(), Some(&b"input bytes"[..]));
+    assert!(
+        ran.said.contains("arrived and verified (1 file(s))"),
+        "{}",
+        ran.said
     );
-    assert!(said.contains("arrived and verified (1 file(s))"), "{said}");
 }
 
 #[test]
 fn a_failed_stage_in_fails_the_first_step_with_the_globus_reason_and_the_script_never_runs() {
     let emu = Emu::start();
-    let setup = cluster_setup(&emu);
-    let arrives = emu
-        .root_b()
-        .canonicalize()
-        .unwrap()
-        .join("scratch/missing.h5");
-    let dir = tempfile::tempdir().unwrap();
-    let job_script = script(dir.path(), &arrives);
-    let log = dir.path().join("slurm.out");
-    let stage_in = format!("a:/data/missing.h5:{}", arrives.display());
-    let (code, stdout, stderr) = submit(
-        &setup,
-        &[
-            "--stage-in",
-            &stage_in,
-            "-o",
-            log.to_str().unwrap(),
-            &job_script,
-        ],
+    let ran = run_staged(&emu, "missing.h5");
+    assert_eq!(
+        (ran.info.state, ran.info.exit_code.as_str()),
+        (JobState::Failed, "1:0"),
+        "{}",
+        ran.said
     );
-    assert_eq!(code, 0, "{stderr}");
-    let info = ended(&stdout, &log);
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(info.state, JobState::Failed, "{said}");
-    assert_eq!(info.exit_code, "1:0", "{said}");
+    assert_eq!(ran.seen, None, "the batch script never ran");
     assert!(
-        !dir.path().join("seen").exists(),
-        "the batch script never ran"
-    );
-    assert!(
-        said.contains("missing.h5"),
-        "the reason names the file: {said}"
+        ran.said.contains("missing.h5"),
+        "the reason names the file: {}",
+        ran.said
     );
 }
 
