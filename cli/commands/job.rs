@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Subcommand;
 use ps_globus::config::Config;
 use ps_globus::internal::staging::{BatchLine, Direction, enqueue, local_path, plan};
-use ps_globus::job::{Slurm, StagedFile, SubmitLine, expected_of, wait_stage_in, wrapper_script};
+use ps_globus::job::{
+    JobId, OnFailure, Slurm, StagedFile, SubmitLine, expected_of, wait_stage_in, wrapper_script,
+};
 use ps_globus::transfer::BatchOptions;
 use serde_json::json;
 
@@ -24,7 +26,8 @@ pub enum JobCommand {
     /// and the job's first step waits for it (verified) before the script runs.
     ///
     /// Usage: job submit [--stage-in SRC:DST]... [--stage-in-timeout SECONDS]
-    /// [--format text|json] [SBATCH OPTIONS] SCRIPT [ARGS]. SRC is SITE:PATH or
+    /// [--on-stage-in-failure fail|cancel|hold|run] [--format text|json]
+    /// [SBATCH OPTIONS] SCRIPT [ARGS]. SRC is SITE:PATH or
     /// COLLECTION_UUID:PATH, DST a path on this site, after the last `:`. sbatch's
     /// options pass through, except --hold, --parsable, --wrap, --array, --wait and
     /// --test-only.
@@ -40,6 +43,9 @@ pub enum JobCommand {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = DEFAULT_STAGE_IN_TIMEOUT)]
         timeout: u64,
+        /// What the job does when the stage-in fails: fail, cancel, hold or run.
+        #[arg(long, default_value = "fail")]
+        on_failure: String,
         /// The files, as `job submit` wrote them (ITEM:SIZE:SHA256:PATH).
         files: Vec<OsString>,
     },
@@ -48,17 +54,27 @@ pub enum JobCommand {
 pub async fn run(command: JobCommand) -> CliResult {
     match command {
         JobCommand::Submit { words } => submit(words).await,
-        JobCommand::WaitStageIn { timeout, files } => wait(timeout, files).await,
+        JobCommand::WaitStageIn {
+            timeout,
+            on_failure,
+            files,
+        } => wait(timeout, &on_failure, files).await,
     }
 }
 
 /// Our options of `job submit`, with a value.
-const OURS: &[&str] = &["stage-in", "stage-in-timeout", "format"];
+const OURS: &[&str] = &[
+    "stage-in",
+    "stage-in-timeout",
+    "on-stage-in-failure",
+    "format",
+];
 
 async fn submit(words: Vec<OsString>) -> CliResult {
     let usage = |e: ps_globus::Error| Usage(Box::new(e));
     let line = SubmitLine::parse(&words, OURS, &[]).map_err(usage)?;
     let (mut lines, mut timeout, mut json_out) = (Vec::new(), DEFAULT_STAGE_IN_TIMEOUT, false);
+    let mut on_failure = OnFailure::default();
     for (name, value) in &line.ours {
         let value = value.as_deref().unwrap_or_default().to_string_lossy();
         match name.as_str() {
@@ -68,6 +84,7 @@ async fn submit(words: Vec<OsString>) -> CliResult {
                     Usage(format!("--stage-in-timeout {value:?}: give whole seconds").into())
                 })?;
             }
+            "on-stage-in-failure" => on_failure = OnFailure::parse(&value).map_err(usage)?,
             _ => json_out = parse_format(&value)?,
         }
     }
@@ -116,6 +133,8 @@ async fn submit(words: Vec<OsString>) -> CliResult {
         "wait-stage-in".into(),
         "--timeout".into(),
         timeout.to_string().into(),
+        "--on-failure".into(),
+        on_failure.as_str().into(),
         "--".into(),
     ];
     first_step.extend(files.iter().map(StagedFile::to_word));
@@ -178,19 +197,50 @@ fn parse_format(text: &str) -> Result<bool, Usage> {
     }
 }
 
-/// The first step: waits for every file, then verifies it; a failure ends the job's
-/// step with the reason (exit 1), before the script runs.
-async fn wait(timeout: u64, words: Vec<OsString>) -> CliResult {
+/// The first step: waits for every file, then verifies it. A failure is said, then the
+/// job does as `--on-stage-in-failure` says: this step fails (exit 1, the script unrun),
+/// the job is cancelled or requeued held, or the script runs anyway.
+async fn wait(timeout: u64, on_failure: &str, words: Vec<OsString>) -> CliResult {
+    let usage = |e: ps_globus::Error| Usage(Box::new(e));
+    let on_failure = OnFailure::parse(on_failure).map_err(usage)?;
     let files = words
         .iter()
         .map(|w| StagedFile::parse_word(w))
         .collect::<ps_globus::Result<Vec<_>>>()
-        .map_err(|e| Usage(Box::new(e)))?;
+        .map_err(usage)?;
     let manager = observer().await?;
-    wait_stage_in(&manager, &files, Duration::from_secs(timeout)).await?;
-    eprintln!(
-        "ps-globus: stage-in arrived and verified ({} file(s)); the batch script runs now",
-        files.len()
-    );
-    Ok(())
+    let failed = match wait_stage_in(&manager, &files, Duration::from_secs(timeout)).await {
+        Ok(()) => {
+            eprintln!(
+                "ps-globus: stage-in arrived and verified ({} file(s)); the batch script runs now",
+                files.len()
+            );
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    eprintln!("ps-globus: the stage-in failed: {failed}");
+    // Slurm names the job to its steps.
+    let this_job = std::env::var("SLURM_JOB_ID")
+        .ok()
+        .and_then(|id| JobId::parse_parsable(&id).ok());
+    match (on_failure, this_job) {
+        (OnFailure::Run, _) => {
+            eprintln!("ps-globus: running the batch script anyway (--on-stage-in-failure run)");
+            return Ok(());
+        }
+        (OnFailure::Cancel, Some(job)) => {
+            eprintln!("ps-globus: cancelling job {job} (--on-stage-in-failure cancel)");
+            Slurm::from_path().cancel(&job).await?;
+        }
+        (OnFailure::Hold, Some(job)) => {
+            eprintln!(
+                "ps-globus: job {job} goes back to the queue, held (--on-stage-in-failure \
+                 hold): `scontrol release {job}` runs it again, this step first"
+            );
+            Slurm::from_path().requeue_held(&job).await?;
+        }
+        _ => {}
+    }
+    Err(failed.into())
 }

@@ -52,9 +52,9 @@ fn submit(setup: &Setup, args: &[&str]) -> (i32, String, String) {
     crate::command::finished(out)
 }
 
-/// The job `stdout` names ("Submitted batch job N"), once it has ended (its output in
-/// `log`, shown if it does not end).
-fn ended(stdout: &str, log: &Path) -> JobInfo {
+/// The job `stdout` names ("Submitted batch job N"), once `there` says so of it (its
+/// output in `log`, shown if that does not come).
+fn until(stdout: &str, log: &Path, there: impl Fn(&JobInfo) -> bool) -> JobInfo {
     let id = stdout
         .lines()
         .find_map(|l| l.strip_prefix("Submitted batch job "))
@@ -65,7 +65,7 @@ fn ended(stdout: &str, log: &Path) -> JobInfo {
     loop {
         // Slurm has no way to tell but being asked.
         let info = ps_globus::block_on(slurm.show(&job)).unwrap().unwrap();
-        if info.state.is_final() {
+        if there(&info) {
             return info;
         }
         assert!(
@@ -101,8 +101,18 @@ struct Ran {
 }
 
 /// Submits a job at site `b` whose stage-in brings `a:/data/NAME` to `b`'s
-/// `scratch/NAME`, and whose script reads that; waits for its end.
-fn run_staged(emu: &Emu, name: &str) -> Ran {
+/// `scratch/NAME`, and whose script reads that, with our `options`; waits for its end.
+fn run_staged(emu: &Emu, name: &str, options: &[&str]) -> Ran {
+    run_staged_until(emu, name, options, |info| info.state.is_final())
+}
+
+/// [`run_staged`], waiting until `there` says so of the job.
+fn run_staged_until(
+    emu: &Emu,
+    name: &str,
+    options: &[&str],
+    there: impl Fn(&JobInfo) -> bool,
+) -> Ran {
     let setup = cluster_setup(emu);
     let arrives = emu
         .root_b()
@@ -115,12 +125,12 @@ fn run_staged(emu: &Emu, name: &str) -> Ran {
     let log = dir.path().join("slurm.out");
     let stage_in = format!("a:/data/{name}:{}", arrives.display());
     let output = ["-o", log.to_str().unwrap()];
-    let (code, stdout, stderr) = submit(
-        &setup,
-        &["--stage-in", &stage_in, output[0], output[1], &job_script],
-    );
+    let mut args = vec!["--stage-in", &stage_in];
+    args.extend_from_slice(options);
+    args.extend([output[0], output[1], &job_script]);
+    let (code, stdout, stderr) = submit(&setup, &args);
     assert_eq!(code, 0, "{stderr}");
-    let info = ended(&stdout, &log);
+    let info = until(&stdout, &log, there);
     Ran {
         info,
         said: std::fs::read_to_string(&log).unwrap_or_default(),
@@ -133,7 +143,7 @@ fn a_job_runs_its_script_once_its_stage_in_has_arrived_verified() {
     // The task takes longer than Slurm takes to start the job: the first step waits.
     let emu = Emu::with(|c| c.task_latency_ms = 3000);
     write(emu.root_a(), "data/input.h5", b"input bytes");
-    let ran = run_staged(&emu, "input.h5");
+    let ran = run_staged(&emu, "input.h5", &[]);
     assert_eq!(ran.info.state, JobState::Completed, "{}", ran.said);
     assert_eq!(ran.seen.as_deref(), Some(&b"input bytes"[..]));
     assert!(
@@ -146,7 +156,7 @@ fn a_job_runs_its_script_once_its_stage_in_has_arrived_verified() {
 #[test]
 fn a_failed_stage_in_fails_the_first_step_with_the_globus_reason_and_the_script_never_runs() {
     let emu = Emu::start();
-    let ran = run_staged(&emu, "missing.h5");
+    let ran = run_staged(&emu, "missing.h5", &[]);
     assert_eq!(
         (ran.info.state, ran.info.exit_code.as_str()),
         (JobState::Failed, "1:0"),
@@ -159,6 +169,38 @@ fn a_failed_stage_in_fails_the_first_step_with_the_globus_reason_and_the_script_
         "the reason names the file: {}",
         ran.said
     );
+}
+
+#[test]
+fn a_failed_stage_in_cancels_requeues_held_or_runs_the_job_as_asked() {
+    let emu = Emu::start();
+    let policy = |word| ["--on-stage-in-failure", word];
+    let cancelled = run_staged(&emu, "gone-1.h5", &policy("cancel"));
+    assert_eq!(
+        cancelled.info.state,
+        JobState::Cancelled,
+        "{}",
+        cancelled.said
+    );
+    assert_eq!(cancelled.seen, None, "the batch script never ran");
+
+    let held = run_staged_until(&emu, "gone-2.h5", &policy("hold"), |info| {
+        info.state == JobState::Pending && info.held
+    });
+    assert!(
+        held.said.contains("goes back to the queue, held"),
+        "{}",
+        held.said
+    );
+    assert_eq!(held.seen, None, "the batch script never ran");
+
+    let ran = run_staged(&emu, "gone-3.h5", &policy("run"));
+    assert!(
+        ran.said.contains("running the batch script anyway"),
+        "{}",
+        ran.said
+    );
+    assert!(ran.seen.is_some(), "the batch script ran: {}", ran.said);
 }
 
 #[test]
@@ -178,6 +220,10 @@ fn usage_errors_of_job_submit_exit_2_and_submit_nothing() {
             "not under site b",
         ),
         (vec!["-J", "name"], "no SCRIPT"),
+        (
+            vec!["--on-stage-in-failure", "retry", job_script.as_str()],
+            "fail, cancel, hold, run",
+        ),
         (vec!["/nonexistent/job.sh"], "cannot read the batch script"),
     ] {
         let (code, stdout, stderr) = submit(&setup, &args);

@@ -10,5 +10,5 @@ pub mod stage;
 pub mod wrap;
 
 pub use slurm::{JobId, JobInfo, JobState, Slurm};
-pub use stage::{StagedFile, expected_of, wait_stage_in};
+pub use stage::{OnFailure, StagedFile, expected_of, wait_stage_in};
 pub use wrap::{SubmitLine, wrapper_script};

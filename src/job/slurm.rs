@@ -316,6 +316,15 @@ impl Slurm {
         self.run("scontrol", &argv).await.map(drop)
     }
 
+    /// Puts a job back in the queue, held (`scontrol requeuehold`): from inside a
+    /// running job, its batch step ends and the job waits for a release.
+    pub async fn requeue_held(&self, job: &JobId) -> Result<()> {
+        let mut argv: Vec<OsString> = Vec::new();
+        cluster_args(job, &mut argv);
+        argv.extend(["requeuehold".into(), job.text().into()]);
+        self.run("scontrol", &argv).await.map(drop)
+    }
+
     /// Cancels a job (`scancel`).
     pub async fn cancel(&self, job: &JobId) -> Result<()> {
         let mut argv: Vec<OsString> = Vec::new();

@@ -132,6 +132,47 @@ impl StagedFile {
     }
 }
 
+/// What a job does when its stage-in fails for good (or does not arrive in time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Its first step fails with the reason: the job ends `FAILED`, its script unrun.
+    #[default]
+    Fail,
+    /// It is cancelled (`scancel`): it ends `CANCELLED`, its script unrun.
+    Cancel,
+    /// It goes back to the queue, held (`scontrol requeuehold`), its script unrun: a
+    /// release runs it again, first step first.
+    Hold,
+    /// Its script runs anyway, after the reason is said.
+    Run,
+}
+
+impl OnFailure {
+    /// Reads `fail`, `cancel`, `hold` or `run`.
+    pub fn parse(text: &str) -> Result<OnFailure> {
+        match text {
+            "fail" => Ok(OnFailure::Fail),
+            "cancel" => Ok(OnFailure::Cancel),
+            "hold" => Ok(OnFailure::Hold),
+            "run" => Ok(OnFailure::Run),
+            other => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{other:?} is not one of fail, cancel, hold, run"),
+            )),
+        }
+    }
+
+    /// Its word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Fail => "fail",
+            OnFailure::Cancel => "cancel",
+            OnFailure::Hold => "hold",
+            OnFailure::Run => "run",
+        }
+    }
+}
+
 /// The size and sha256 of a source file at the submitting site, read now: what its copy
 /// must be when it arrives.
 pub fn expected_of(local_source: &std::path::Path) -> Result<(u64, String)> {
