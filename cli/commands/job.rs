@@ -97,6 +97,8 @@ async fn submit(words: Vec<OsString>) -> CliResult {
             .into(),
         )
     })?;
+    // A script sbatch would refuse is refused now, before anything is staged.
+    wrapper_script(&script, &[]).map_err(usage)?;
     let config = Config::load(settings())?;
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
     let items = plan(&lines, Direction::In, &config, &current).map_err(usage)?;
@@ -146,7 +148,19 @@ async fn submit(words: Vec<OsString>) -> CliResult {
     std::fs::write(wrapped.path(), wrapper)?;
     let job = Slurm::from_path()
         .submit(&line.sbatch, wrapped.path(), &line.args, false)
-        .await?;
+        .await
+        .map_err(|e| {
+            let staged = if files.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (the stage-in was submitted to Globus and goes on: `ps-globus status` \
+                     follows it; a second `job submit` of the same files follows it too \
+                     rather than copying them again)"
+                )
+            };
+            format!("{e}{staged}")
+        })?;
     if json_out {
         let staged: Vec<_> = files
             .iter()

@@ -209,6 +209,11 @@ fn usage_errors_of_job_submit_exit_2_and_submit_nothing() {
     let setup = cluster_setup(&emu);
     let dir = tempfile::tempdir().unwrap();
     let job_script = script(dir.path(), Path::new("/dev/null"));
+    let not_a_batch_script = dir.path().join("no-shebang.sh");
+    std::fs::write(&not_a_batch_script, "echo hi\n").unwrap();
+    let not_a_batch_script = not_a_batch_script.to_str().unwrap().to_owned();
+    let scratch = emu.root_b().canonicalize().unwrap().join("scratch/x");
+    let valid_stage_in = format!("a:/data/x:{}", scratch.display());
     for (args, says) in [
         (vec!["--hold", job_script.as_str()], "--hold-until-staged"),
         (
@@ -225,10 +230,19 @@ fn usage_errors_of_job_submit_exit_2_and_submit_nothing() {
             "fail, cancel, hold, run",
         ),
         (vec!["/nonexistent/job.sh"], "cannot read the batch script"),
+        (
+            vec!["--stage-in", &valid_stage_in, not_a_batch_script.as_str()],
+            "#!",
+        ),
     ] {
         let (code, stdout, stderr) = submit(&setup, &args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stdout.contains("Submitted"), "{args:?}");
     }
+    assert_eq!(
+        emu.sim.stats().route("POST /v0.10/transfer"),
+        0,
+        "nothing was staged for a job that was refused"
+    );
 }
