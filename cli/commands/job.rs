@@ -153,11 +153,10 @@ async fn submit(words: Vec<OsString>) -> CliResult {
             let staged = if files.is_empty() {
                 String::new()
             } else {
-                format!(
-                    " (the stage-in was submitted to Globus and goes on: `ps-globus status` \
-                     follows it; a second `job submit` of the same files follows it too \
-                     rather than copying them again)"
-                )
+                " (the stage-in was submitted to Globus and goes on: `ps-globus status` \
+                 follows it; a second `job submit` of the same files follows it too rather \
+                 than copying them again)"
+                    .to_owned()
             };
             format!("{e}{staged}")
         })?;
