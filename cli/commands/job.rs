@@ -154,8 +154,8 @@ async fn submit(words: Vec<OsString>) -> CliResult {
                 String::new()
             } else {
                 " (the stage-in was submitted to Globus and goes on: `ps-globus status` \
-                 follows it; a second `job submit` of the same files follows it too rather \
-                 than copying them again)"
+                 follows it; a second `job submit` of the same files while it is on its \
+                 way follows it rather than copying them again)"
                     .to_owned()
             };
             format!("{e}{staged}")
