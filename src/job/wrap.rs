@@ -290,7 +290,8 @@ pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>>
         b"# Written by `ps-globus job submit`: the first step waits for the job's stage-in\n\
           # (verified), then the batch script below runs with the job's arguments.\n\
           ps_globus_script=$(mktemp \"${TMPDIR:-/tmp}/ps-globus-job.XXXXXX\") || exit 1\n\
-          trap 'rm -f \"$ps_globus_script\"' EXIT\n",
+          trap 'rm -f \"$ps_globus_script\"' EXIT\n\
+          trap 'exit 129' HUP\ntrap 'exit 130' INT\ntrap 'exit 143' TERM\n",
     );
     out.extend_from_slice(format!("cat > \"$ps_globus_script\" <<'{delimiter}'\n").as_bytes());
     out.extend_from_slice(script);

@@ -101,3 +101,44 @@ fn a_wrapper_keeps_the_directives_gates_on_the_first_step_and_carries_the_script
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 }
+
+/// Regression (found in the job tests' /tmp): a job cancelled, or requeued held, while
+/// its first step waited left the carried copy of its script behind on the node. Slurm
+/// ends a step with SIGTERM to all its processes; the shell died without its EXIT trap.
+#[test]
+fn a_wrapper_ended_by_a_signal_leaves_no_copy_of_the_script_behind() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = wrapper_script(
+        b"#!/bin/sh\necho ran\n",
+        &[OsString::from("sleep"), OsString::from("60")],
+    )
+    .unwrap();
+    let path = dir.path().join("wrapper.sh");
+    std::fs::write(&path, wrapper).unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut shell = std::process::Command::new("sh")
+        .arg(&path)
+        .env("TMPDIR", &tmp)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let copies = || std::fs::read_dir(&tmp).unwrap().count();
+    // The copy is made before the first step starts; wait for it (bounded).
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while copies() == 0 {
+        assert!(std::time::Instant::now() < limit, "no copy was made");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // As Slurm does: SIGTERM to every process of the step.
+    let group = format!("-{}", shell.id());
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", "--", &group])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = shell.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert_eq!(copies(), 0, "the copy of the script was removed");
+}
