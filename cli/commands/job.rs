@@ -222,7 +222,11 @@ async fn wait(timeout: u64, on_failure: &str, words: Vec<OsString>) -> CliResult
         .collect::<ps_globus::Result<Vec<_>>>()
         .map_err(usage)?;
     let manager = observer().await?;
-    let failed = match wait_stage_in(&manager, &files, Duration::from_secs(timeout)).await {
+    let arrival = |item, left| {
+        let manager = &manager;
+        async move { manager.wait(item, left).await.map(drop) }
+    };
+    let failed = match wait_stage_in(&files, Duration::from_secs(timeout), arrival).await {
         Ok(()) => {
             eprintln!(
                 "ps-globus: stage-in arrived and verified ({} file(s)); the batch script runs now",

@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transfer::TransferManager;
 
 /// One file of a stage-in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,17 +179,24 @@ pub fn expected_of(local_source: &std::path::Path) -> Result<(u64, String)> {
 }
 
 /// Waits, up to `limit` in all, for every file of a stage-in to arrive, then verifies
-/// each. A file whose transfer failed for good is that failure (Globus's code and
-/// description); past `limit`, a timeout naming what was still on its way.
-pub async fn wait_stage_in(
-    manager: &TransferManager,
+/// each. `arrival(item, left)` waits up to `left` for one transfer item to succeed: a
+/// `TransferManager::wait`, passed in by the caller, so that this module needs nothing
+/// of the transfer layer. A file whose transfer failed for good is that failure
+/// (Globus's code and description); past `limit`, a timeout naming what was still on
+/// its way.
+pub async fn wait_stage_in<F, Fut>(
     files: &[StagedFile],
     limit: Duration,
-) -> Result<()> {
+    mut arrival: F,
+) -> Result<()>
+where
+    F: FnMut(i64, Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let deadline = tokio::time::Instant::now() + limit;
     for file in files {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        manager.wait(file.item, left).await.map_err(|e| {
+        arrival(file.item, left).await.map_err(|e| {
             if e.kind() == ErrorKind::Timeout {
                 Error::timeout(
                     format!(
