@@ -40,7 +40,6 @@ pub mod config;
 pub mod conformance;
 pub mod connector;
 pub mod error;
-pub mod job;
 // The three modules with `unsafe` of their own (the lint denies it everywhere else), each
 // block with its SAFETY argument: fsutil (a huge-page hint on a fresh buffer, its length
 // after the kernel filled it), process (the fork hook, and `ForkLocal`'s leaked slot) and
@@ -56,6 +55,7 @@ pub mod proxy;
 mod redact;
 #[allow(unsafe_code)]
 mod runtime;
+mod scheduler;
 pub mod settings;
 mod staging;
 pub mod state;
@@ -70,6 +70,7 @@ pub use proxy::{
 };
 pub use runtime::block_on;
 pub use settings::Settings;
+pub use staging::job;
 
 /// The README's Rust examples, compiled (and run, but for the `no_run` ones, which need
 /// real collections or a Redis server, and whose twins run against the emulator) as

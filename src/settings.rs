@@ -106,6 +106,15 @@ pub(crate) fn secret_from_env(variable: &str) -> Option<String> {
 }
 
 impl Settings {
+    /// The named point at which a test build aborts the process (`PS_GLOBUS_FAILPOINT`);
+    /// `None` in a build without the `failpoints` feature.
+    pub fn failpoint_name(&self) -> Option<&str> {
+        #[cfg(feature = "failpoints")]
+        return self.failpoint.as_deref();
+        #[cfg(not(feature = "failpoints"))]
+        None
+    }
+
     /// Reads every setting from this process's environment.
     pub fn from_env() -> Settings {
         Settings::from_lookup(|name| std::env::var_os(name))

@@ -1,20 +1,22 @@
 //! `job submit`: a Slurm job whose stage-in starts at submission, while it queues, and
-//! whose first step waits for it, verified (`ps_globus::job`). `job wait-stage-in` is
-//! that first step.
+//! whose first step waits for it, verified; `job watch`, the long-running side that
+//! releases held jobs, stages out and cancels; `job status`. The work is the library's
+//! (`ps_globus::job`). `job wait-stage-in` is the wrapped job's first step.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Subcommand;
 use ps_globus::config::Config;
-use ps_globus::internal::staging::{BatchLine, Direction, enqueue, local_path, plan};
+use ps_globus::internal::staging::{BatchLine, parse_batch};
 use ps_globus::job::{
-    JobId, OnFailure, Slurm, StagedFile, SubmitLine, expected_of, wait_stage_in, wrapper_script,
+    JobId, JobReport, JobRequest, OnFailure, Slurm, StagedFile, SubmitLine, WatchOptions,
+    wait_stage_in,
 };
-use ps_globus::transfer::BatchOptions;
 use serde_json::json;
 
 use super::{manager, observer, settings};
+use crate::output::{Output, print_table};
 use crate::{CliResult, Usage};
 
 /// How long the first step waits for the stage-in by default (seconds).
@@ -25,17 +27,48 @@ pub enum JobCommand {
     /// Submit a batch script to Slurm; its stage-in starts now, while the job queues,
     /// and the job's first step waits for it (verified) before the script runs.
     ///
-    /// Usage: job submit [--stage-in SRC:DST]... [--stage-in-timeout SECONDS]
+    /// Usage: job submit [--stage-in SRC:DST]... [--batch FILE] [--stage-out SRC:DST]...
+    /// [--stage-out-always] [--hold-until-staged] [--stage-in-timeout SECONDS]
     /// [--on-stage-in-failure fail|cancel|hold|run] [--format text|json]
-    /// [SBATCH OPTIONS] SCRIPT [ARGS]. SRC is SITE:PATH or
-    /// COLLECTION_UUID:PATH, DST a path on this site, after the last `:`. sbatch's
-    /// options pass through, except --hold, --parsable, --wrap, --array, --wait and
-    /// --test-only.
+    /// [SBATCH OPTIONS] SCRIPT [ARGS]. A stage-in's SRC is SITE:PATH or
+    /// COLLECTION_UUID:PATH, its DST a path here (after the last `:`); a stage-out's SRC
+    /// is a path here (before the first `:`), its DST SITE:PATH or COLLECTION_UUID:PATH.
+    /// --batch FILE: stage-in lines `SRC DST` as `globus transfer --batch` reads them.
+    /// sbatch's options pass through, except --hold, --parsable, --wrap, --array,
+    /// --wait and --test-only.
     #[command(disable_help_flag = true)]
     Submit {
         /// Our options, sbatch's, the script and its arguments, in that order.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
         words: Vec<OsString>,
+    },
+    /// Release held jobs whose stage-in arrived, stage out the jobs that ended, and
+    /// cancel the stage-in of cancelled jobs: for every job this identity submitted
+    /// with `job submit` (run it on a login node, or `--once` from cron).
+    Watch {
+        /// One pass, then exit (non-zero if an action failed).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between passes.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Seconds a watcher's claim on a release or stage-out keeps other watchers off
+        /// it (one that dies holding a claim delays the action this long).
+        #[arg(long, default_value_t = 120, hide = true)]
+        claim_seconds: u64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// A job's Slurm state beside its stage-in and stage-out progress; without JOB, this
+    /// identity's recent jobs.
+    Status {
+        /// The job id (as sbatch printed it).
+        job: Option<String>,
+        /// How many recent jobs, without JOB.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        output: Output,
     },
     /// The first step of a submitted job: waits for its stage-in and verifies it.
     #[command(hide = true)]
@@ -54,6 +87,13 @@ pub enum JobCommand {
 pub async fn run(command: JobCommand) -> CliResult {
     match command {
         JobCommand::Submit { words } => submit(words).await,
+        JobCommand::Watch {
+            once,
+            interval,
+            claim_seconds,
+            output,
+        } => watch(once, interval, claim_seconds, &output).await,
+        JobCommand::Status { job, limit, output } => status(job.as_deref(), limit, &output).await,
         JobCommand::WaitStageIn {
             timeout,
             on_failure,
@@ -65,121 +105,193 @@ pub async fn run(command: JobCommand) -> CliResult {
 /// Our options of `job submit`, with a value.
 const OURS: &[&str] = &[
     "stage-in",
+    "stage-out",
+    "batch",
     "stage-in-timeout",
     "on-stage-in-failure",
     "format",
 ];
 
+/// Our flags of `job submit`.
+const OUR_FLAGS: &[&str] = &["hold-until-staged", "stage-out-always"];
+
 async fn submit(words: Vec<OsString>) -> CliResult {
     let usage = |e: ps_globus::Error| Usage(Box::new(e));
-    let line = SubmitLine::parse(&words, OURS, &[]).map_err(usage)?;
-    let (mut lines, mut timeout, mut json_out) = (Vec::new(), DEFAULT_STAGE_IN_TIMEOUT, false);
-    let mut on_failure = OnFailure::default();
+    let line = SubmitLine::parse(&words, OURS, OUR_FLAGS).map_err(usage)?;
+    let mut request = JobRequest::new(&line.script, std::env::current_exe()?);
+    request.sbatch = line.sbatch.clone();
+    request.args = line.args.clone();
+    request.stage_in_timeout = Duration::from_secs(DEFAULT_STAGE_IN_TIMEOUT);
+    let mut json_out = false;
     for (name, value) in &line.ours {
         let value = value.as_deref().unwrap_or_default().to_string_lossy();
         match name.as_str() {
-            "stage-in" => lines.push(stage_in_line(&value)?),
+            "stage-in" => request.stage_in.push(stage_in_line(&value)?),
+            "stage-out" => request.stage_out.push(stage_out_line(&value)?),
+            "batch" => {
+                let text = std::fs::read_to_string(&*value)
+                    .map_err(|e| Usage(format!("--batch {value}: cannot read it: {e}").into()))?;
+                request.stage_in.extend(parse_batch(&text).map_err(usage)?);
+            }
             "stage-in-timeout" => {
-                timeout = value.parse().map_err(|_| {
+                let seconds = value.parse().map_err(|_| {
                     Usage(format!("--stage-in-timeout {value:?}: give whole seconds").into())
                 })?;
+                request.stage_in_timeout = Duration::from_secs(seconds);
             }
-            "on-stage-in-failure" => on_failure = OnFailure::parse(&value).map_err(usage)?,
+            "on-stage-in-failure" => {
+                request.on_failure = OnFailure::parse(&value).map_err(usage)?
+            }
+            "hold-until-staged" => request.hold_until_staged = true,
+            "stage-out-always" => request.stage_out_always = true,
             _ => json_out = parse_format(&value)?,
         }
     }
-    let script = std::fs::read(&line.script).map_err(|e| {
-        Usage(
-            format!(
-                "cannot read the batch script {}: {e}",
-                line.script.display()
-            )
-            .into(),
-        )
-    })?;
-    // A script sbatch would refuse is refused now, before anything is staged.
-    wrapper_script(&script, &[]).map_err(usage)?;
     let config = Config::load(settings())?;
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
-    let items = plan(&lines, Direction::In, &config, &current).map_err(usage)?;
-    let here = current.as_deref().ok();
-    // What each file must be when it arrives, where its source is here to read now.
-    let mut expected = Vec::with_capacity(items.len());
-    for item in &items {
-        expected.push(match local_path(&item.source, &config, here) {
-            Some(path) if path.is_file() => Some(expected_of(&path)?),
-            _ => None,
-        });
-    }
     let manager = manager().await?;
-    let mut options = BatchOptions::default();
-    options.verify_checksum = true;
-    let handles = enqueue(&manager, &items, &options).await?;
-    manager.flush().await?;
-    let mut files = Vec::with_capacity(items.len());
-    for ((item, handle), expected) in items.iter().zip(&handles).zip(expected) {
-        let path = local_path(&item.destination, &config, here).ok_or_else(|| {
-            Usage(format!("{}: not a path at this site", item.destination.path).into())
-        })?;
-        let (size, sha256) = expected.unzip();
-        files.push(StagedFile {
-            item: handle.item,
-            path,
-            size,
-            sha256,
-        });
+    let submitted =
+        ps_globus::job::submit(&manager, &Slurm::from_path(), &config, &current, &request)
+            .await
+            .map_err(|e| -> Box<dyn std::error::Error> {
+                // What was typed is wrong: nothing was started.
+                if e.kind() == ps_globus::ErrorKind::InvalidInput {
+                    Box::new(Usage(Box::new(e)))
+                } else {
+                    Box::new(e)
+                }
+            })?;
+    for warning in &submitted.warnings {
+        eprintln!("warning: {warning}");
     }
-    let mut first_step: Vec<OsString> = vec![
-        std::env::current_exe()?.into(),
-        "job".into(),
-        "wait-stage-in".into(),
-        "--timeout".into(),
-        timeout.to_string().into(),
-        "--on-failure".into(),
-        on_failure.as_str().into(),
-        "--".into(),
-    ];
-    first_step.extend(files.iter().map(StagedFile::to_word));
-    let wrapper = wrapper_script(&script, &first_step).map_err(usage)?;
-    let wrapped = tempfile::Builder::new()
-        .prefix("ps-globus-job.")
-        .suffix(".sh")
-        .tempfile()?;
-    std::fs::write(wrapped.path(), wrapper)?;
-    let job = Slurm::from_path()
-        .submit(&line.sbatch, wrapped.path(), &line.args, false)
-        .await
-        .map_err(|e| {
-            let staged = if files.is_empty() {
-                String::new()
-            } else {
-                " (the stage-in was submitted to Globus and goes on: `ps-globus status` \
-                 follows it; a second `job submit` of the same files while it is on its \
-                 way follows it rather than copying them again)"
-                    .to_owned()
-            };
-            format!("{e}{staged}")
-        })?;
     if json_out {
-        let staged: Vec<_> = files
-            .iter()
-            .zip(&handles)
-            .map(|(f, h)| json!({"item": f.item, "path": f.path, "label": h.label, "size": f.size, "sha256": f.sha256}))
-            .collect();
         println!(
             "{}",
-            json!({"job_id": job.to_string(), "stage_in": staged, "stage_in_timeout_s": timeout})
+            json!({
+                "job_id": submitted.job_id,
+                "held": submitted.held,
+                "stage_in": submitted.stage_in,
+                "labels": submitted.labels,
+                "stage_in_timeout_s": request.stage_in_timeout.as_secs(),
+                "warnings": submitted.warnings,
+            })
         );
     } else {
-        println!("Submitted batch job {job}");
-        if !files.is_empty() {
+        println!("Submitted batch job {}", submitted.job_id);
+        if !submitted.stage_in.is_empty() {
+            let waits = if submitted.held {
+                "the job is held until they arrive".to_owned()
+            } else {
+                format!(
+                    "the job's first step waits for them (up to {} s)",
+                    request.stage_in_timeout.as_secs()
+                )
+            };
             println!(
-                "Stage-in: {} file(s) on their way; the job's first step waits for them (up to {timeout} s).",
-                files.len()
+                "Stage-in: {} file(s) on their way; {waits}.",
+                submitted.stage_in.len()
             );
         }
     }
     Ok(())
+}
+
+/// `job watch`: a pass every `interval` seconds (one with `--once`).
+async fn watch(once: bool, interval: u64, claim_seconds: u64, output: &Output) -> CliResult {
+    let config = Config::load(settings())?;
+    let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
+    let manager = manager().await?;
+    let slurm = Slurm::from_path();
+    let options = WatchOptions {
+        claim: Duration::from_secs(claim_seconds),
+        failpoint: settings().failpoint_name().map(str::to_owned),
+    };
+    loop {
+        let report =
+            ps_globus::job::watch(&manager, &slurm, &config, current.as_deref().ok(), &options)
+                .await?;
+        if output.machine() {
+            output.emit(&report)?;
+        } else {
+            for job in &report.released {
+                println!("job {job}: released (its stage-in arrived and verified)");
+            }
+            for job in &report.cancelled {
+                println!("job {job}: cancelled (its stage-in failed)");
+            }
+            for job in &report.cancelled_stage_in {
+                println!("job {job}: its unfinished stage-in cancelled");
+            }
+            for job in &report.staged_out {
+                println!("job {job}: stage-out queued");
+            }
+            for (job, end) in &report.ended {
+                println!("job {job}: ended {end}");
+            }
+            for (job, error) in &report.errors {
+                eprintln!("job {job}: {error} (tried again on the next pass)");
+            }
+        }
+        if once {
+            if report.errors.is_empty() {
+                return Ok(());
+            }
+            return Err(crate::Exit(1, String::new()).into());
+        }
+        tokio::time::sleep(Duration::from_secs(interval)).await;
+    }
+}
+
+/// `job status [JOB]`.
+async fn status(job: Option<&str>, limit: i64, output: &Output) -> CliResult {
+    let manager = observer().await?;
+    let reports = ps_globus::job::status(&manager, &Slurm::from_path(), job, limit).await?;
+    if output.machine() {
+        return output.emit(&reports);
+    }
+    if reports.is_empty() {
+        println!("No jobs submitted with `ps-globus job submit` by this identity.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = reports.iter().map(status_row).collect();
+    print_table(&["JOB", "STATE", "STAGE-IN", "STAGE-OUT", "WHY"], &rows);
+    Ok(())
+}
+
+fn status_row(report: &JobReport) -> Vec<String> {
+    let side = |p: &ps_globus::job::Progress| {
+        if p.files == 0 {
+            return "-".to_owned();
+        }
+        let bytes = match p.bytes_total {
+            Some(total) => format!(" {}/{} B", p.bytes_done, total),
+            None => format!(" {} B", p.bytes_done),
+        };
+        let failed = if p.failed > 0 {
+            format!(", {} failed", p.failed)
+        } else {
+            String::new()
+        };
+        let queued = if p.queued { "" } else { " (not yet queued)" };
+        format!("{}/{} files{bytes}{failed}{queued}", p.arrived, p.files)
+    };
+    let mut state = report.state.clone();
+    if report.held {
+        state.push_str(" (held)");
+    }
+    let why = report
+        .reason
+        .clone()
+        .or_else(|| report.slurm_reason.clone())
+        .or_else(|| report.slurm_error.clone())
+        .unwrap_or_default();
+    vec![
+        report.job_id.clone(),
+        state,
+        side(&report.stage_in),
+        side(&report.stage_out),
+        why,
+    ]
 }
 
 /// `SRC:DST` of `--stage-in`: DST after the last `:`.
@@ -196,6 +308,26 @@ fn stage_in_line(text: &str) -> Result<BatchLine, Usage> {
             format!(
                 "--stage-in {text:?}: give SRC:DST, SRC a SITE:PATH or COLLECTION_UUID:PATH and \
                  DST a path on this site (no `:` in it)"
+            )
+            .into(),
+        )),
+    }
+}
+
+/// `SRC:DST` of `--stage-out`: SRC (a path here) before the first `:`.
+fn stage_out_line(text: &str) -> Result<BatchLine, Usage> {
+    match text.split_once(':') {
+        Some((source, destination)) if !source.is_empty() && destination.contains(':') => {
+            Ok(BatchLine {
+                source: source.into(),
+                destination: destination.into(),
+                recursive: false,
+            })
+        }
+        _ => Err(Usage(
+            format!(
+                "--stage-out {text:?}: give SRC:DST, SRC a path here (no `:` in it) and DST a \
+                 SITE:PATH or COLLECTION_UUID:PATH"
             )
             .into(),
         )),
@@ -221,6 +353,9 @@ async fn wait(timeout: u64, on_failure: &str, words: Vec<OsString>) -> CliResult
         .map(|w| StagedFile::parse_word(w))
         .collect::<ps_globus::Result<Vec<_>>>()
         .map_err(usage)?;
+    if files.is_empty() {
+        return Ok(()); // nothing to wait for (a job with only a stage-out)
+    }
     let manager = observer().await?;
     let arrival = |item, left| {
         let manager = &manager;

@@ -21,8 +21,9 @@ mod login_cli;
 mod readme;
 mod staging;
 
-// Jobs of a batch scheduler (Slurm) with their stage-in.
+// Jobs of a batch scheduler (Slurm) with their stage-in, and their watcher.
 mod job;
+mod job_watch;
 
 // Endpoints and the relay, as processes.
 mod endpoint_peering;

@@ -16,7 +16,7 @@ use crate::support::slurm_cluster;
 
 /// A setup at site `b` (the cluster), whose token store holds the emulator's token: a
 /// job's steps get no token through Slurm, as on a real cluster.
-fn cluster_setup(emu: &Emu) -> Setup {
+pub(crate) fn cluster_setup(emu: &Emu) -> Setup {
     let mut setup = Setup::new(emu);
     setup.site = "b".into();
     let now = chrono::Utc::now().timestamp();
@@ -39,7 +39,7 @@ fn cluster_setup(emu: &Emu) -> Setup {
 
 /// `ps-globus job submit ARGS` on the cluster, logged in through the token store as its
 /// jobs are: (exit code, stdout, stderr).
-fn submit(setup: &Setup, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn submit(setup: &Setup, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["job", "submit"];
     all.extend_from_slice(args);
     let out = setup
@@ -54,7 +54,7 @@ fn submit(setup: &Setup, args: &[&str]) -> (i32, String, String) {
 
 /// The job `stdout` names ("Submitted batch job N"), once `there` says so of it (its
 /// output in `log`, shown if that does not come).
-fn until(stdout: &str, log: &Path, there: impl Fn(&JobInfo) -> bool) -> JobInfo {
+pub(crate) fn until(stdout: &str, log: &Path, there: impl Fn(&JobInfo) -> bool) -> JobInfo {
     let id = stdout
         .lines()
         .find_map(|l| l.strip_prefix("Submitted batch job "))
@@ -79,7 +79,7 @@ fn until(stdout: &str, log: &Path, there: impl Fn(&JobInfo) -> bool) -> JobInfo 
 }
 
 /// A batch script in `dir` that copies `from` to `dir/seen`.
-fn script(dir: &Path, from: &Path) -> String {
+pub(crate) fn script(dir: &Path, from: &Path) -> String {
     let path = dir.join("job.sh");
     std::fs::write(
         &path,

@@ -315,7 +315,7 @@ fn config_init_site_add_doctor_and_completions() {
     let state = setup.home.path().join("state.db");
     assert!(
         stdout.contains(&format!(
-            "ok    state database: SQLite at {} (wal journal, schema version 8)",
+            "ok    state database: SQLite at {} (wal journal, schema version 9)",
             state.display()
         )),
         "{stdout}"

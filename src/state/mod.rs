@@ -42,6 +42,7 @@ use crate::settings::Settings;
 
 pub(crate) mod direct;
 mod fork;
+pub(crate) mod jobs;
 pub(crate) mod leases;
 #[cfg(test)]
 #[path = "../../tests/support/pg_cluster.rs"]
@@ -59,7 +60,7 @@ mod shared;
 macro_rules! migrations {
     ($engine:literal) => {
         migrations!($engine: 1 "init", 2 "refs", 3 "strict_service", 4 "reporting",
-            5 "merging", 6 "lifetime_leases", 7 "lease_reach", 8 "shared_batches")
+            5 "merging", 6 "lifetime_leases", 7 "lease_reach", 8 "shared_batches", 9 "jobs")
     };
     // `migrations/<engine>/000<version>_<name>.sql`, for versions 1 to 9.
     ($engine:literal: $($version:literal $name:literal),*) => {

@@ -204,6 +204,7 @@ mod tests {
                 "batches",
                 "generation",
                 "items",
+                "jobs",
                 "leases",
                 "lifetime_leases",
                 "lifetime_objects",

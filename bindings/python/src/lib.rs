@@ -22,6 +22,7 @@ mod endpoint;
 mod errors;
 mod exit_gate;
 mod fork_local;
+mod job;
 mod lease;
 mod refs;
 mod staging;
@@ -113,6 +114,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config_sites_json, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_raise_library_error, m)?)?;
     m.add_function(wrap_pyfunction!(staging::transfer, m)?)?;
+    m.add_function(wrap_pyfunction!(job::job_submit, m)?)?;
+    m.add_function(wrap_pyfunction!(job::job_watch, m)?)?;
+    m.add_function(wrap_pyfunction!(job::job_status, m)?)?;
     m.add_function(wrap_pyfunction!(refs::ref_save, m)?)?;
     m.add_function(wrap_pyfunction!(refs::ref_load, m)?)?;
     m.add_function(wrap_pyfunction!(refs::ref_list, m)?)?;

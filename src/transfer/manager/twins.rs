@@ -74,6 +74,52 @@ impl TransferManager {
     }
 }
 
+impl TransferManager {
+    /// The items of this identity, in any state, that make one of `specs`' copies (same
+    /// collections, paths and options) and were queued at or after `since_ms` (Unix
+    /// milliseconds): by position in `specs`, the first such item of each. A caller that
+    /// may have queued a copy before it died (and cannot know whether it did) asks this
+    /// before queueing it again.
+    pub async fn copies_since(
+        &self,
+        specs: &[ItemSpec],
+        since_ms: i64,
+    ) -> Result<Vec<Option<Enqueued>>> {
+        let mut found = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let options =
+                serde_json::to_string(&spec.options).map_err(|e| Error::encode("json", e))?;
+            let row = query(
+                "SELECT items.id, COALESCE(origin.label, batches.label) AS label \
+                 FROM items JOIN batches ON batches.id = items.batch_id \
+                 LEFT JOIN batches origin ON origin.id = items.merged_from \
+                 WHERE batches.identity = $1 AND batches.source = $2 AND batches.destination = $3 \
+                 AND batches.options = $4 AND items.source_path = $5 \
+                 AND items.destination_path = $6 AND items.created_at >= $7 \
+                 ORDER BY items.id LIMIT 1",
+            )
+            .bind(&self.inner.identity)
+            .bind(&spec.source)
+            .bind(&spec.destination)
+            .bind(&options)
+            .bind(&spec.source_path)
+            .bind(&spec.destination_path)
+            .bind(since_ms)
+            .fetch_optional(&self.inner.db)
+            .await?;
+            found.push(match row {
+                Some(row) => Some(Enqueued {
+                    item: row.try_get("id")?,
+                    label: row.try_get("label")?,
+                    earlier: true,
+                }),
+                None => None,
+            });
+        }
+        Ok(found)
+    }
+}
+
 /// (source, source path, destination, destination path).
 type Copy = (String, String, String, String);
 

@@ -43,6 +43,7 @@ from ps_globus.refs import (
     remove_reference,
     save_reference,
 )
+from ps_globus import job
 from ps_globus.staging import TransferReport, stage_in, stage_out, transfer
 
 __version__: str = _core.__version__
@@ -123,6 +124,7 @@ __all__ = [
     'flush',
     'future',
     'import_reference',
+    'job',
     'lease',
     'list_references',
     'load_reference',

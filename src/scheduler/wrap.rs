@@ -286,10 +286,24 @@ pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>>
     let delimiter = format!("PS_GLOBUS_SCRIPT_{}", uuid::Uuid::new_v4().simple());
     let mut out = b"#!/bin/sh\n".to_vec();
     out.extend(directives(script));
+    // The first step runs before the script is copied out: a step that ends the job
+    // (a failed stage-in; `scancel`; `scontrol requeuehold`, whose SIGKILL no trap
+    // sees) leaves nothing behind on the node.
     out.extend_from_slice(
         b"# Written by `ps-globus job submit`: the first step waits for the job's stage-in\n\
-          # (verified), then the batch script below runs with the job's arguments.\n\
-          ps_globus_script=$(mktemp \"${TMPDIR:-/tmp}/ps-globus-job.XXXXXX\") || exit 1\n\
+          # (verified), then the batch script below runs with the job's arguments.\n",
+    );
+    for (n, word) in first_step.iter().enumerate() {
+        if n > 0 {
+            out.push(b' ');
+        }
+        out.extend(quoted(word));
+    }
+    if !first_step.is_empty() {
+        out.extend_from_slice(b" || exit $?\n");
+    }
+    out.extend_from_slice(
+        b"ps_globus_script=$(mktemp \"${TMPDIR:-/tmp}/ps-globus-job.XXXXXX\") || exit 1\n\
           trap 'rm -f \"$ps_globus_script\"' EXIT\n\
           trap 'exit 129' HUP\ntrap 'exit 130' INT\ntrap 'exit 143' TERM\n",
     );
@@ -299,14 +313,7 @@ pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>>
         out.push(b'\n');
     }
     out.extend_from_slice(format!("{delimiter}\n").as_bytes());
-    out.extend_from_slice(b"chmod 700 \"$ps_globus_script\"\n");
-    for (n, word) in first_step.iter().enumerate() {
-        if n > 0 {
-            out.push(b' ');
-        }
-        out.extend(quoted(word));
-    }
-    out.extend_from_slice(b" || exit $?\n\"$ps_globus_script\" \"$@\"\n");
+    out.extend_from_slice(b"chmod 700 \"$ps_globus_script\"\n\"$ps_globus_script\" \"$@\"\n");
     Ok(out)
 }
 

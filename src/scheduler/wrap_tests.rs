@@ -102,16 +102,28 @@ fn a_wrapper_keeps_the_directives_gates_on_the_first_step_and_carries_the_script
     }
 }
 
-/// Regression (found in the job tests' /tmp): a job cancelled, or requeued held, while
-/// its first step waited left the carried copy of its script behind on the node. Slurm
-/// ends a step with SIGTERM to all its processes; the shell died without its EXIT trap.
+/// Regression (found in the job tests' /tmp, twice): a job cancelled, or requeued held,
+/// while its first step waited left the carried copy of its script behind on the node.
+/// A trap covers SIGTERM, but a requeue (and `scancel` after `KillWait`) ends the step
+/// with SIGKILL, which no trap sees: the copy is now made only after the first step.
 #[test]
-fn a_wrapper_ended_by_a_signal_leaves_no_copy_of_the_script_behind() {
+fn a_wrapper_killed_during_its_first_step_leaves_no_copy_of_the_script_behind() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
+    let listing = dir.path().join("listing");
+    let started = dir.path().join("started");
+    let step = format!(
+        "ls -A \"$TMPDIR\" > '{}'; touch '{}'; sleep 60",
+        listing.display(),
+        started.display()
+    );
     let wrapper = wrapper_script(
         b"#!/bin/sh\necho ran\n",
-        &[OsString::from("sleep"), OsString::from("60")],
+        &[
+            OsString::from("sh"),
+            OsString::from("-c"),
+            OsString::from(step),
+        ],
     )
     .unwrap();
     let path = dir.path().join("wrapper.sh");
@@ -124,14 +136,58 @@ fn a_wrapper_ended_by_a_signal_leaves_no_copy_of_the_script_behind() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let copies = || std::fs::read_dir(&tmp).unwrap().count();
-    // The copy is made before the first step starts; wait for it (bounded).
     let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while copies() == 0 {
-        assert!(std::time::Instant::now() < limit, "no copy was made");
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the first step never ran"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // As Slurm does: SIGTERM to every process of the step.
+    assert_eq!(
+        std::fs::read_to_string(&listing).unwrap(),
+        "",
+        "no copy before the step"
+    );
+    // As a requeue does: SIGKILL to every process of the step.
+    let group = format!("-{}", shell.id());
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    shell.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
+
+/// A wrapper stopped by SIGTERM while its script runs removes the copy (its trap).
+#[test]
+fn a_wrapper_ended_by_sigterm_while_its_script_runs_removes_the_copy() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let script = format!("#!/bin/sh\ntouch '{}'\nsleep 60\n", started.display());
+    let wrapper = wrapper_script(script.as_bytes(), &[OsString::from("true")]).unwrap();
+    let path = dir.path().join("wrapper.sh");
+    std::fs::write(&path, wrapper).unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut shell = std::process::Command::new("sh")
+        .arg(&path)
+        .env("TMPDIR", &tmp)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < limit, "the script never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "the copy runs");
     let group = format!("-{}", shell.id());
     let killed = std::process::Command::new("kill")
         .args(["-TERM", "--", &group])
@@ -140,5 +196,9 @@ fn a_wrapper_ended_by_a_signal_leaves_no_copy_of_the_script_behind() {
     assert!(killed.success());
     let status = shell.wait().unwrap();
     assert_eq!(status.code(), Some(143), "{status:?}");
-    assert_eq!(copies(), 0, "the copy of the script was removed");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the copy was removed"
+    );
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::error::{Error, ErrorKind, Result};
 
 /// One file of a stage-in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StagedFile {
     /// Its transfer item in the state database.
     pub item: i64,

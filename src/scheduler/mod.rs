@@ -1,6 +1,7 @@
-//! Jobs of a batch scheduler tied to their data (issue 38): a job's stage-in starts at
-//! submission, while the job queues, and its first step waits for it, verified; its
-//! stage-out follows its end.
+//! The batch scheduler's side of jobs tied to their data (issue 38), published as
+//! `ps_globus::job`: the scheduler's commands, the wrapper of a job's script, and its first
+//! step, which waits for the stage-in, verified. It stands on the ground floor: what
+//! tracks a job through the transfer manager is `staging/job/`.
 //!
 //! Slurm is the scheduler: its commands, as typed calls, are [`slurm`]; a `job submit`
 //! command line and the wrapper of its script, [`wrap`].

@@ -1,0 +1,324 @@
+//! Batch-scheduler jobs tied to their data, as library calls (issue 38): [`submit`] a
+//! Slurm job whose stage-in starts now, while it queues; [`watch`] the tracked jobs
+//! (release a held job once its stage-in arrived, stage out after the end, cancel the
+//! stage-in of a cancelled job); [`status`] of a job beside its data's progress.
+//!
+//! Slurm's commands, the wrapper and the job's first step are re-exported here from the
+//! scheduler's side ([`slurm`], [`wrap`], [`stage`]); what is
+//! tracked is in the state database (`state/jobs.rs`), so that any watcher of the same
+//! identity on the same database (a facility's PostgreSQL) carries on where another
+//! stopped, and each action happens once.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::state::jobs::{self, JobKey, JobRow};
+use crate::transfer::{BatchOptions, TransferManager};
+
+use super::{BatchLine, Direction, PlannedItem, enqueue, local_path, plan_with};
+
+mod estimate;
+mod status;
+mod watch;
+
+pub use crate::scheduler::{
+    JobId, JobInfo, JobState, OnFailure, Slurm, StagedFile, SubmitLine, expected_of, wait_stage_in,
+    wrapper_script,
+};
+pub use status::{JobReport, Progress, status};
+pub use watch::{WatchOptions, WatchReport, watch};
+
+/// Slurm's side, by module, as before this module grew the tracking.
+pub use crate::scheduler::{slurm, stage, wrap};
+
+/// The scheduler a tracked job belongs to (the only one so far).
+const SLURM: &str = "slurm";
+
+/// What to submit: the batch script, its stage-in and stage-out, and how to go about it.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    /// The batch script.
+    pub script: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Options for `sbatch` (see `crate::scheduler::SubmitLine` for those refused).
+    pub sbatch: Vec<OsString>,
+    /// `SRC DST` pairs copied here before the script runs (DST a path at this site).
+    pub stage_in: Vec<BatchLine>,
+    /// `SRC DST` pairs copied from here after the job ends (SRC a path at this site).
+    pub stage_out: Vec<BatchLine>,
+    /// Stage out whatever the job's end, not only after `COMPLETED`.
+    pub stage_out_always: bool,
+    /// Submit the job held, and have a watcher release it once its stage-in arrived
+    /// (the job's queue age then counts from the release, unless the site's
+    /// `PriorityFlags` has `ACCRUE_ALWAYS`).
+    pub hold_until_staged: bool,
+    /// What the job does when its stage-in fails for good.
+    pub on_failure: OnFailure,
+    /// How long the job's first step waits for its stage-in.
+    pub stage_in_timeout: Duration,
+    /// The `ps-globus` program the first step runs, at a path the job's nodes see.
+    pub program: PathBuf,
+}
+
+impl JobRequest {
+    /// Submits `script` (no stage-in yet), its first step run by `program`: unheld,
+    /// failing its first step when the stage-in fails, waiting up to an hour.
+    pub fn new(script: impl Into<PathBuf>, program: impl Into<PathBuf>) -> JobRequest {
+        JobRequest {
+            script: script.into(),
+            args: Vec::new(),
+            sbatch: Vec::new(),
+            stage_in: Vec::new(),
+            stage_out: Vec::new(),
+            stage_out_always: false,
+            hold_until_staged: false,
+            on_failure: OnFailure::default(),
+            stage_in_timeout: Duration::from_secs(3600),
+            program: program.into(),
+        }
+    }
+}
+
+/// A submitted job.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubmittedJob {
+    /// Its id (and cluster, where sbatch named one).
+    pub job_id: String,
+    /// The files its first step waits for.
+    pub stage_in: Vec<StagedFile>,
+    /// The batches (labels) its stage-in went into.
+    pub labels: Vec<String>,
+    /// Submitted held, for a watcher to release.
+    pub held: bool,
+    /// Said at submission: the stage-in is likely to arrive after the job starts, or
+    /// the job is held with nobody yet to release it.
+    pub warnings: Vec<String>,
+}
+
+/// A job's stored stage-out: the copies to make when it ends.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StageOut {
+    items: Vec<PlannedItem>,
+}
+
+/// Submits `request` to `slurm`: checks everything first (the script as sbatch would,
+/// both plans); starts the stage-in through `manager` (enqueued, exactly once, and
+/// submitted to Globus); wraps the script so that its first step waits for the stage-in,
+/// verified; runs sbatch (held if asked); then records the job for the watcher.
+///
+/// `config` and `current` (the current site's name) place the local paths. An sbatch that
+/// fails after the stage-in started says so (the stage-in goes on).
+pub async fn submit(
+    manager: &TransferManager,
+    slurm: &Slurm,
+    config: &Config,
+    current: &Result<String>,
+    request: &JobRequest,
+) -> Result<SubmittedJob> {
+    let script = std::fs::read(&request.script).map_err(|e| {
+        Error::with_source(
+            ErrorKind::InvalidInput,
+            format!("cannot read the batch script {}", request.script.display()),
+            e,
+        )
+    })?;
+    // A script sbatch would refuse is refused now, before anything is staged.
+    wrapper_script(&script, &[])?;
+    let stage_in = plan_with(&request.stage_in, Direction::In, config, current, true)?;
+    let stage_out = StageOut {
+        items: plan_with(&request.stage_out, Direction::Out, config, current, false)?,
+    };
+    let here = current.as_deref().ok();
+    let mut files = Vec::with_capacity(stage_in.len());
+    for item in &stage_in {
+        let path = local_path(&item.destination_location(), config, here).ok_or_else(|| {
+            Error::invalid_config(
+                "stage-in",
+                format!("{}: not a path at this site", item.destination.path),
+            )
+        })?;
+        // What the file must be when it arrives, where its source is here to read now.
+        let (size, sha256) = match local_path(&item.source, config, here) {
+            Some(source) if source.is_file() => {
+                let (size, sha) = expected_of(&source)?;
+                (Some(size), Some(sha))
+            }
+            _ => (None, None),
+        };
+        files.push(StagedFile {
+            item: 0,
+            path,
+            size,
+            sha256,
+        });
+    }
+    // Sizes of remote sources, from Globus: checked on arrival, and the estimate's.
+    estimate::remote_sizes(manager, &stage_in, &mut files).await;
+    let stored_out = serde_json::to_string(&stage_out).map_err(|e| Error::encode("json", e))?;
+    let options = verified();
+    let handles = enqueue(manager, &stage_in, &options).await?;
+    manager.flush().await?;
+    for (file, handle) in files.iter_mut().zip(&handles) {
+        file.item = handle.item;
+    }
+    let stored_in = serde_json::to_string(&files).map_err(|e| {
+        Error::with_source(
+            ErrorKind::InvalidInput,
+            "a stage-in path is not UTF-8: it cannot be tracked",
+            e,
+        )
+    })?;
+    let mut first_step: Vec<OsString> = vec![
+        request.program.clone().into(),
+        "job".into(),
+        "wait-stage-in".into(),
+        "--timeout".into(),
+        request.stage_in_timeout.as_secs().to_string().into(),
+        "--on-failure".into(),
+        request.on_failure.as_str().into(),
+        "--".into(),
+    ];
+    first_step.extend(files.iter().map(StagedFile::to_word));
+    let wrapper = wrapper_script(&script, &first_step)?;
+    let wrapped = tempfile::Builder::new()
+        .prefix("ps-globus-job.")
+        .suffix(".sh")
+        .tempfile()
+        .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+    std::fs::write(wrapped.path(), wrapper).map_err(|e| Error::io("write", wrapped.path(), e))?;
+    let held = request.hold_until_staged;
+    let job = slurm
+        .submit(&request.sbatch, wrapped.path(), &request.args, held)
+        .await
+        .map_err(|e| {
+            if files.is_empty() {
+                return e;
+            }
+            let kind = e.kind();
+            Error::with_source(
+                kind,
+                "sbatch failed after the stage-in was submitted to Globus; the stage-in goes \
+                 on (`ps-globus status` follows it, and a second `job submit` of the same \
+                 files while it is on its way follows it rather than copying them again)",
+                e,
+            )
+        })?;
+    let key = key_of(&job);
+    let row = JobRow {
+        key: key.clone(),
+        identity: manager.identity().to_owned(),
+        stage_in: stored_in,
+        stage_out: stored_out,
+        stage_out_always: request.stage_out_always,
+        held,
+        on_failure: request.on_failure.as_str().to_owned(),
+        released_at: None,
+        releases: 0,
+        stage_out_items: None,
+        stage_in_cancelled: false,
+        ended: None,
+        ended_at: None,
+        reason: None,
+        created_at: 0,
+    };
+    if let Err(e) = jobs::insert(manager.db(), &row).await {
+        // A held job nobody tracks would never be released: it goes.
+        let fate = if held {
+            match slurm.cancel(&job).await {
+                Ok(()) => "it was cancelled (held, nobody would release it)".to_owned(),
+                Err(c) => format!("cancelling it failed too ({c}): `scancel {}`", job.text()),
+            }
+        } else {
+            "it runs, but no watcher will stage out or cancel for it".to_owned()
+        };
+        return Err(Error::with_source(
+            e.kind(),
+            format!(
+                "job {} was submitted but could not be recorded in the state database: {fate}",
+                job.text()
+            ),
+            e,
+        ));
+    }
+    let mut warnings = Vec::new();
+    if held {
+        warnings.push(format!(
+            "job {} is held until its stage-in arrives: `ps-globus job watch` releases it \
+             (run one, on a login node or from cron, if none runs)",
+            job.text()
+        ));
+    } else if let Some(late) = estimate::late_arrival(manager, slurm, &job, &stage_in, &files).await
+    {
+        warnings.push(late);
+    }
+    let mut labels: Vec<String> = handles.iter().map(|h| h.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    Ok(SubmittedJob {
+        job_id: job.text(),
+        stage_in: files,
+        labels,
+        held,
+        warnings,
+    })
+}
+
+/// The stored key of a Slurm job.
+fn key_of(job: &JobId) -> JobKey {
+    JobKey {
+        scheduler: SLURM.to_owned(),
+        cluster: job.cluster.clone().unwrap_or_default(),
+        job_id: job.id.to_string(),
+    }
+}
+
+/// The Slurm job a stored key names.
+fn job_of(key: &JobKey) -> JobId {
+    JobId {
+        id: key.job_id.parse().unwrap_or_default(),
+        cluster: (!key.cluster.is_empty()).then(|| key.cluster.clone()),
+    }
+}
+
+/// The files a stored job waits for.
+fn staged_files(row: &JobRow) -> Result<Vec<StagedFile>> {
+    serde_json::from_str(&row.stage_in).map_err(|e| unreadable(row, "stage-in", e))
+}
+
+/// The copies a stored job makes when it ends.
+fn stage_out_of(row: &JobRow) -> Result<Vec<PlannedItem>> {
+    Ok(serde_json::from_str::<StageOut>(&row.stage_out)
+        .map_err(|e| unreadable(row, "stage-out", e))?
+        .items)
+}
+
+/// A stored job's `what` that does not read back (another version wrote it).
+fn unreadable(row: &JobRow, what: &str, e: serde_json::Error) -> Error {
+    Error::with_source(
+        ErrorKind::Storage,
+        format!(
+            "job {}'s stored {what} is unreadable (written by another version of ps-globus?)",
+            row.key.job_id
+        ),
+        e,
+    )
+}
+
+/// Reads `JOB` or `JOB;CLUSTER` as a tracked job's key.
+fn key_from_text(text: &str) -> Result<JobKey> {
+    JobId::parse_parsable(text).map(|job| key_of(&job))
+}
+
+/// The options of a job's transfers: checksums verified, as `ps-globus transfer`'s.
+fn verified() -> BatchOptions {
+    BatchOptions {
+        verify_checksum: true,
+        ..BatchOptions::default()
+    }
+}
