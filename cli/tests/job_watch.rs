@@ -35,6 +35,12 @@ struct Shim {
 impl Shim {
     /// An `scontrol` that logs `release JOB arrived|absent` (`watched` there or not).
     fn logging_releases(watched: &Path) -> Shim {
+        Shim::logging_slow_releases(watched, 0)
+    }
+
+    /// [`Shim::logging_releases`], each release taking `seconds` more: a second watcher
+    /// then looks while the first is releasing (Slurm still says held).
+    fn logging_slow_releases(watched: &Path, seconds: u32) -> Shim {
         let shim = Shim {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -44,6 +50,7 @@ impl Shim {
                 "if [ \"$1\" = release ]; then\n\
                  \x20 if [ -f '{}' ]; then was=arrived; else was=absent; fi\n\
                  \x20 echo \"release $2 $was\" >> '{}'\n\
+                 \x20 sleep {seconds}\n\
                  fi\n",
                 watched.display(),
                 shim.log().display()
@@ -64,6 +71,18 @@ impl Shim {
              \x20 echo 'slurm_load_jobs error: Invalid job id specified' >&2\n\
              \x20 exit 1\n\
              fi\n",
+        );
+        shim
+    }
+
+    /// An `squeue` whose `--start` says Slurm expects every job to start at `start`.
+    fn expecting_start(start: &str) -> Shim {
+        let shim = Shim {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        shim.install(
+            "squeue",
+            &format!("if [ \"$1\" = --start ]; then echo '{start}'; exit 0; fi\n"),
         );
         shim
     }
@@ -111,7 +130,30 @@ struct Site<'a> {
     state_url: Option<String>,
 }
 
-impl Site<'_> {
+impl<'a> Site<'a> {
+    /// The site of `setup`, its state in SQLite in the home.
+    fn sqlite(setup: &'a Setup) -> Site<'a> {
+        Site {
+            setup,
+            state_url: None,
+        }
+    }
+
+    /// One `job watch --once` pass that aborts at `failpoint`, its claims lapsing after
+    /// 2 s: (exit code, what it said).
+    fn watch_dying_at(&self, shim: &Shim, failpoint: &str) -> (i32, String) {
+        let claim = ["--claim-seconds", "2"];
+        let path = shim.path();
+        let env = [
+            ("PATH", path.as_os_str()),
+            ("PS_GLOBUS_FAILPOINT", std::ffi::OsStr::new(failpoint)),
+        ];
+        let mut args = vec!["job", "watch", "--once"];
+        args.extend(claim);
+        let (code, stdout, stderr) = self.run(&args, &env);
+        (code, format!("{stdout}{stderr}"))
+    }
+
     /// `ps-globus ARGS` on the cluster, logged in through the token store as its jobs
     /// are, with `env` set.
     fn command(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Command {
@@ -182,8 +224,7 @@ impl Site<'_> {
 }
 
 fn show(job: &JobId) -> JobInfo {
-    let slurm = Slurm::from_path().with_conf(slurm_cluster::conf());
-    ps_globus::block_on(slurm.show(job)).unwrap().unwrap()
+    ps_globus::block_on(slurm().show(job)).unwrap().unwrap()
 }
 
 /// Waits until Slurm says the job ended.
@@ -208,12 +249,94 @@ fn arrival(emu: &Emu, name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A job at `b` whose script copies what arrives at `b`'s `scratch/NAME` (staged from
+/// `a:/data/NAME`) to `seen` in `dir`, its output in `log`.
+struct Staged {
+    job: JobId,
+    arrives: PathBuf,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    said: String,
+}
+
+impl Staged {
+    /// Submits it `--hold-until-staged`, with `options` too.
+    fn held(site: &Site, emu: &Emu, name: &str, options: &[&str]) -> Staged {
+        let arrives = arrival(emu, name);
+        let dir = tempfile::tempdir().unwrap();
+        let job_script = script(dir.path(), &arrives);
+        let log = dir.path().join("slurm.out");
+        let stage_in = format!("a:/data/{name}:{}", arrives.display());
+        let mut args = vec!["--hold-until-staged", "--stage-in", &stage_in];
+        args.extend_from_slice(options);
+        args.extend(["-o", log.to_str().unwrap(), &job_script]);
+        let (job, said) = site.submit(&args);
+        Staged {
+            job,
+            arrives,
+            dir,
+            log,
+            said,
+        }
+    }
+
+    /// Waits for its end, which must be `COMPLETED`.
+    fn completed(&self) {
+        let ended = until(
+            &format!("Submitted batch job {}\n", self.job),
+            &self.log,
+            |i| i.state.is_final(),
+        );
+        assert_eq!(ended.state, JobState::Completed);
+    }
+}
+
+/// Submits a job at `b` that writes `result {n}` to `b`'s `scratch/NAME` and exits
+/// `code`, to be staged out to `a:/results/NAME`, with `options` too: (job, its output
+/// file, its directory).
+fn output_job(
+    site: &Site,
+    emu: &Emu,
+    name: &str,
+    code: i32,
+    options: &[&str],
+) -> (JobId, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = arrival(emu, name);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let path = dir.path().join("job.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nprintf 'result {name}' > '{}'\nexit {code}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let stage_out = format!("{}:a:/results/{name}", out.display());
+    let log = dir.path().join("slurm.out");
+    let mut args = vec!["--stage-out", &stage_out];
+    args.extend_from_slice(options);
+    args.extend(["-o", log.to_str().unwrap(), path.to_str().unwrap()]);
+    (site.submit(&args).0, dir)
+}
+
+/// What `a:/results/NAME` holds, if anything.
+fn staged_out(emu: &Emu, name: &str) -> Option<Vec<u8>> {
+    std::fs::read(emu.root_a().join("results").join(name)).ok()
+}
+
+fn slurm() -> Slurm {
+    Slurm::from_path().with_conf(slurm_cluster::conf())
+}
+
 /// A held job's release, raced by two watchers at a time, on the facility's PostgreSQL
 /// state: exactly one `scontrol release`, made after the file arrived; the script then
 /// reads what was staged.
 #[test]
 fn a_held_job_is_released_once_after_its_stage_in_arrived_though_two_watchers_race() {
-    let emu = Emu::with(|c| c.task_latency_ms = 2000);
+    // The task takes 4 s: the first pass comes while it is on its way.
+    let emu = Emu::with(|c| c.task_latency_ms = 4000);
     write(emu.root_a(), "data/held.h5", b"held bytes");
     let setup = cluster_setup(&emu);
     let site = Site {
@@ -222,52 +345,54 @@ fn a_held_job_is_released_once_after_its_stage_in_arrived_though_two_watchers_ra
             crate::support::pg_cluster::fresh_database(),
         )),
     };
-    let arrives = arrival(&emu, "held.h5");
-    let dir = tempfile::tempdir().unwrap();
-    let job_script = script(dir.path(), &arrives);
-    let log = dir.path().join("slurm.out");
-    let stage_in = format!("a:/data/held.h5:{}", arrives.display());
-    let (job, said) = site.submit(&[
-        "--hold-until-staged",
-        "--stage-in",
-        &stage_in,
-        "-o",
-        log.to_str().unwrap(),
-        &job_script,
-    ]);
-    assert!(said.contains("held until its stage-in arrives"), "{said}");
-    let info = show(&job);
+    let staged = Staged::held(&site, &emu, "held.h5", &[]);
+    let job = &staged.job;
+    assert!(
+        staged.said.contains("held until its stage-in arrives"),
+        "{}",
+        staged.said
+    );
+    let info = show(job);
     assert!(
         info.held && info.state == JobState::Pending,
         "submitted held: {info:?}"
     );
-    let shim = Shim::logging_releases(&arrives);
+    // Each release takes a second: the other watcher of the pair looks meanwhile.
+    let shim = Shim::logging_slow_releases(&staged.arrives, 1);
     let limit = Instant::now() + Duration::from_secs(120);
-    while show(&job).held {
+    // A pass while the stage-in is on its way releases nothing.
+    let (code, said) = site.watch(&shim, &[]);
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(shim.releases(), Vec::<String>::new());
+    // Once it arrived, both watchers of a pair find the job held and its data there.
+    while site.status(job)["stage_in"]["arrived"] != 1 {
+        assert!(Instant::now() < limit, "the stage-in never arrived");
+    }
+    while show(job).held {
+        let path = shim.path();
         let racing: Vec<_> = (0..2)
             .map(|_| {
-                let path = shim.path();
                 site.command(&["job", "watch", "--once"], &[("PATH", path.as_os_str())])
-                    .output()
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
                     .unwrap()
             })
             .collect();
-        for out in racing {
+        for child in racing {
+            let out = child.wait_with_output().unwrap();
             let (code, stdout, stderr) = crate::command::finished(out);
             assert_eq!(code, 0, "{stdout}{stderr}");
         }
         assert!(
             Instant::now() < limit,
             "never released: {:?}",
-            site.status(&job)
+            site.status(job)
         );
     }
-    let ended = until(&format!("Submitted batch job {job}\n"), &log, |i| {
-        i.state.is_final()
-    });
-    assert_eq!(ended.state, JobState::Completed);
+    staged.completed();
     assert_eq!(
-        std::fs::read(dir.path().join("seen")).unwrap(),
+        std::fs::read(staged.dir.path().join("seen")).unwrap(),
         b"held bytes"
     );
     assert_eq!(
@@ -279,7 +404,7 @@ fn a_held_job_is_released_once_after_its_stage_in_arrived_though_two_watchers_ra
     site.watch(&shim, &[]);
     site.watch(&shim, &[]);
     assert_eq!(shim.releases().len(), 1);
-    let status = site.status(&job);
+    let status = site.status(job);
     assert_eq!(status["releases"], 1, "{status:#}");
     assert_eq!(status["released"], true);
     assert_eq!(status["state"], "COMPLETED");
@@ -297,55 +422,33 @@ fn a_held_job_is_released_once_after_its_stage_in_arrived_though_two_watchers_ra
 fn a_watcher_killed_mid_release_and_restarted_releases_once() {
     let emu = Emu::start();
     let setup = cluster_setup(&emu);
-    let site = Site {
-        setup: &setup,
-        state_url: None,
-    };
+    let site = Site::sqlite(&setup);
     for (n, failpoint) in ["job-release-claimed", "job-released"].iter().enumerate() {
         let name = format!("crash-{n}.h5");
         write(emu.root_a(), &format!("data/{name}"), b"bytes");
-        let arrives = arrival(&emu, &name);
-        let dir = tempfile::tempdir().unwrap();
-        let job_script = script(dir.path(), &arrives);
-        let log = dir.path().join("slurm.out");
-        let stage_in = format!("a:/data/{name}:{}", arrives.display());
-        let (job, _) = site.submit(&[
-            "--hold-until-staged",
-            "--stage-in",
-            &stage_in,
-            "-o",
-            log.to_str().unwrap(),
-            &job_script,
-        ]);
-        let shim = Shim::logging_releases(&arrives);
+        let staged = Staged::held(&site, &emu, &name, &[]);
+        let job = &staged.job;
+        let shim = Shim::logging_releases(&staged.arrives);
         // Passes with the failpoint until one reaches it (the stage-in arrived) and dies.
         let limit = Instant::now() + Duration::from_secs(120);
         let died = loop {
-            let path = shim.path();
-            let (code, stdout, stderr) = site.run(
-                &["job", "watch", "--once", "--claim-seconds", "2"],
-                &[
-                    ("PATH", path.as_os_str()),
-                    ("PS_GLOBUS_FAILPOINT", std::ffi::OsStr::new(failpoint)),
-                ],
-            );
-            let said = format!("{stdout}{stderr}");
+            let (code, said) = site.watch_dying_at(&shim, failpoint);
             if code != 0 {
                 break said;
             }
             assert!(Instant::now() < limit, "{failpoint} never reached: {said}");
         };
         assert!(died.contains(failpoint), "{died}");
-        let before = shim.releases().len();
+        let released_before_dying = *failpoint == "job-released";
         assert_eq!(
-            before,
-            usize::from(*failpoint == "job-released"),
+            shim.releases().len(),
+            usize::from(released_before_dying),
             "{failpoint}: {:?}",
             shim.releases()
         );
         // Restarted: the job is released (after the dead watcher's claim lapses, if it
         // never released it), and only once in all.
-        let status = site.watch_until(&shim, &job, |s| s["released"] == true);
+        let status = site.watch_until(&shim, job, |s| s["released"] == true);
         assert_eq!(
             shim.releases(),
             [format!("release {job} arrived")],
@@ -353,28 +456,11 @@ fn a_watcher_killed_mid_release_and_restarted_releases_once() {
         );
         assert_eq!(
             status["releases"],
-            usize::from(*failpoint == "job-release-claimed"),
+            usize::from(!released_before_dying),
             "{failpoint}: releases this database saw run: {status:#}"
         );
-        let ended = until(&format!("Submitted batch job {job}\n"), &log, |i| {
-            i.state.is_final()
-        });
-        assert_eq!(ended.state, JobState::Completed, "{failpoint}");
+        staged.completed();
     }
-}
-
-/// A batch script in `dir` that writes `bytes` to `out` and exits `code`.
-fn writing_script(dir: &Path, out: &Path, bytes: &str, code: i32) -> String {
-    let path = dir.join("job.sh");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nprintf '{bytes}' > '{}'\nexit {code}\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_owned()
 }
 
 /// Stage-out after `COMPLETED`; none after `FAILED`, unless `--stage-out-always`.
@@ -382,42 +468,31 @@ fn writing_script(dir: &Path, out: &Path, bytes: &str, code: i32) -> String {
 fn stage_out_follows_a_completed_job_and_not_a_failed_one_unless_asked() {
     let emu = Emu::start();
     let setup = cluster_setup(&emu);
-    let site = Site {
-        setup: &setup,
-        state_url: None,
-    };
+    let site = Site::sqlite(&setup);
     let shim = Shim::logging_releases(Path::new("/nonexistent"));
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut jobs = Vec::new();
-    for (n, (code, always)) in [(0, false), (3, false), (3, true)].into_iter().enumerate() {
-        let out = arrival(&emu, &format!("out-{n}.dat"));
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let job_script = writing_script(dirs[n].path(), &out, &format!("result {n}"), code);
-        let stage_out = format!("{}:a:/results/out-{n}.dat", out.display());
-        let log = dirs[n].path().join("slurm.out");
-        let mut args = vec!["--stage-out", &stage_out];
-        if always {
-            args.push("--stage-out-always");
-        }
-        args.extend(["-o", log.to_str().unwrap(), &job_script]);
-        jobs.push(site.submit(&args).0);
-    }
-    let ends: Vec<JobState> = jobs.iter().map(|job| until_final(job).state).collect();
+    let cases = [
+        ("completed.dat", 0, &[][..], true),
+        ("failed.dat", 3, &[][..], false),
+        ("failed-always.dat", 3, &["--stage-out-always"][..], true),
+    ];
+    let jobs: Vec<_> = cases
+        .iter()
+        .map(|(name, code, options, _)| output_job(&site, &emu, name, *code, options))
+        .collect();
+    let ends: Vec<JobState> = jobs.iter().map(|(job, _)| until_final(job).state).collect();
     assert_eq!(
         ends,
         [JobState::Completed, JobState::Failed, JobState::Failed]
     );
-    for (n, job) in jobs.iter().enumerate() {
-        let staged = n != 1;
+    for ((name, _, _, staged), (job, _)) in cases.iter().zip(&jobs) {
         let status = site.watch_until(&shim, job, |s| {
             s["tracked"] == false && (!staged || s["stage_out"]["arrived"] == 1)
         });
-        assert_eq!(status["stage_out"]["queued"], staged, "job {n}: {status:#}");
-        let copied = std::fs::read(emu.root_a().join(format!("results/out-{n}.dat"))).ok();
+        assert_eq!(status["stage_out"]["queued"], *staged, "{name}: {status:#}");
         assert_eq!(
-            copied,
-            staged.then(|| format!("result {n}").into_bytes()),
-            "job {n}"
+            staged_out(&emu, name),
+            staged.then(|| format!("result {name}").into_bytes()),
+            "{name}"
         );
     }
     // Another pass stages nothing out again.
@@ -433,19 +508,11 @@ fn scancel_of_a_job_cancels_its_unfinished_stage_in() {
     let emu = Emu::with(|c| c.task_latency_ms = 600_000);
     write(emu.root_a(), "data/slow.h5", b"slow bytes");
     let setup = cluster_setup(&emu);
-    let site = Site {
-        setup: &setup,
-        state_url: None,
-    };
-    let arrives = arrival(&emu, "slow.h5");
-    let dir = tempfile::tempdir().unwrap();
-    let job_script = script(dir.path(), &arrives);
-    let stage_in = format!("a:/data/slow.h5:{}", arrives.display());
-    let (job, _) = site.submit(&["--hold-until-staged", "--stage-in", &stage_in, &job_script]);
-    let slurm = Slurm::from_path().with_conf(slurm_cluster::conf());
-    ps_globus::block_on(slurm.cancel(&job)).unwrap();
-    let shim = Shim::logging_releases(&arrives);
-    let status = site.watch_until(&shim, &job, |s| {
+    let site = Site::sqlite(&setup);
+    let staged = Staged::held(&site, &emu, "slow.h5", &[]);
+    ps_globus::block_on(slurm().cancel(&staged.job)).unwrap();
+    let shim = Shim::logging_releases(&staged.arrives);
+    let status = site.watch_until(&shim, &staged.job, |s| {
         s["tracked"] == false && s["stage_in"]["failed"] == 1
     });
     assert_eq!(status["state"], "CANCELLED", "{status:#}");
@@ -454,7 +521,7 @@ fn scancel_of_a_job_cancels_its_unfinished_stage_in() {
         shim.releases().is_empty(),
         "a cancelled job is not released"
     );
-    assert!(!arrives.exists(), "the stage-in never arrived");
+    assert!(!staged.arrives.exists(), "the stage-in never arrived");
 }
 
 /// A job Slurm forgot before any watcher saw it end (no accounting) is `UNKNOWN`:
@@ -463,16 +530,8 @@ fn scancel_of_a_job_cancels_its_unfinished_stage_in() {
 fn a_job_slurm_forgot_unseen_ends_unknown_and_is_not_staged_out() {
     let emu = Emu::start();
     let setup = cluster_setup(&emu);
-    let site = Site {
-        setup: &setup,
-        state_url: None,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let out = arrival(&emu, "forgotten.dat");
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let job_script = writing_script(dir.path(), &out, "done", 0);
-    let stage_out = format!("{}:a:/results/forgotten.dat", out.display());
-    let (job, _) = site.submit(&["--stage-out", &stage_out, &job_script]);
+    let site = Site::sqlite(&setup);
+    let (job, _dir) = output_job(&site, &emu, "forgotten.dat", 0, &[]);
     assert_eq!(until_final(&job).state, JobState::Completed);
     let (code, said) = site.watch(&Shim::forgetting(), &[]);
     assert_eq!(code, 0, "{said}");
@@ -503,33 +562,16 @@ fn a_job_slurm_forgot_unseen_ends_unknown_and_is_not_staged_out() {
 fn a_watcher_killed_mid_stage_out_and_restarted_stages_out_once() {
     let emu = Emu::start();
     let setup = cluster_setup(&emu);
-    let site = Site {
-        setup: &setup,
-        state_url: None,
-    };
+    let site = Site::sqlite(&setup);
     let shim = Shim::logging_releases(Path::new("/nonexistent"));
-    for (n, failpoint) in ["job-stage-out-claimed", "job-stage-out-queued"]
-        .iter()
-        .enumerate()
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let out = arrival(&emu, &format!("crash-out-{n}.dat"));
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let job_script = writing_script(dir.path(), &out, "out", 0);
-        let stage_out = format!("{}:a:/results/crash-out-{n}.dat", out.display());
-        let (job, _) = site.submit(&["--stage-out", &stage_out, &job_script]);
+    for failpoint in ["job-stage-out-claimed", "job-stage-out-queued"] {
+        let name = format!("{failpoint}.dat");
+        let (job, _dir) = output_job(&site, &emu, &name, 0, &[]);
         assert_eq!(until_final(&job).state, JobState::Completed);
         let posted = emu.sim.stats().route("POST /v0.10/transfer");
-        let path = shim.path();
-        let (code, stdout, stderr) = site.run(
-            &["job", "watch", "--once", "--claim-seconds", "2"],
-            &[
-                ("PATH", path.as_os_str()),
-                ("PS_GLOBUS_FAILPOINT", std::ffi::OsStr::new(failpoint)),
-            ],
-        );
-        assert_ne!(code, 0, "{failpoint}: {stdout}{stderr}");
-        assert!(stderr.contains(failpoint), "{stderr}");
+        let (code, said) = site.watch_dying_at(&shim, failpoint);
+        assert_ne!(code, 0, "{failpoint}: {said}");
+        assert!(said.contains(failpoint), "{said}");
         let status = site.watch_until(&shim, &job, |s| {
             s["tracked"] == false && s["stage_out"]["arrived"] == 1
         });
@@ -540,8 +582,8 @@ fn a_watcher_killed_mid_stage_out_and_restarted_stages_out_once() {
             "{failpoint}: one stage-out task"
         );
         assert_eq!(
-            std::fs::read(emu.root_a().join(format!("results/crash-out-{n}.dat"))).unwrap(),
-            b"out"
+            staged_out(&emu, &name),
+            Some(format!("result {name}").into_bytes())
         );
     }
 }
@@ -552,17 +594,10 @@ fn a_watcher_killed_mid_stage_out_and_restarted_stages_out_once() {
 fn a_held_job_whose_stage_in_failed_stays_held_with_the_reason_or_is_cancelled() {
     let emu = Emu::start();
     let setup = cluster_setup(&emu);
-    let site = Site {
-        setup: &setup,
-        state_url: None,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let arrives = arrival(&emu, "never.h5");
-    let job_script = script(dir.path(), &arrives);
-    let shim = Shim::logging_releases(&arrives);
-    let stage_in = format!("a:/data/never.h5:{}", arrives.display());
-    let (held, _) = site.submit(&["--hold-until-staged", "--stage-in", &stage_in, &job_script]);
-    let status = site.watch_until(&shim, &held, |s| {
+    let site = Site::sqlite(&setup);
+    let held = Staged::held(&site, &emu, "never.h5", &[]);
+    let shim = Shim::logging_releases(&held.arrives);
+    let status = site.watch_until(&shim, &held.job, |s| {
         !s["reason"].is_null() && s["stage_in"]["failed"] == 1
     });
     let reason = status["reason"].as_str().unwrap();
@@ -574,26 +609,79 @@ fn a_held_job_whose_stage_in_failed_stays_held_with_the_reason_or_is_cancelled()
         reason.contains("never.h5"),
         "Globus's reason names the file: {reason}"
     );
-    let info = show(&held);
+    let info = show(&held.job);
     assert!(info.held && info.state == JobState::Pending, "{info:?}");
-    let (code, stdout, _) = site.run(&["job", "status", &held.text()], &[]);
+    let (code, stdout, _) = site.run(&["job", "status", &held.job.text()], &[]);
     assert_eq!(code, 0);
     assert!(stdout.contains("stays held"), "{stdout}");
 
-    let (cancelled, _) = site.submit(&[
-        "--hold-until-staged",
-        "--on-stage-in-failure",
-        "cancel",
-        "--stage-in",
-        &format!(
-            "a:/data/never-2.h5:{}",
-            arrival(&emu, "never-2.h5").display()
-        ),
-        &job_script,
-    ]);
-    let status = site.watch_until(&shim, &cancelled, |s| s["tracked"] == false);
+    let cancel = ["--on-stage-in-failure", "cancel"];
+    let cancelled = Staged::held(&site, &emu, "never-2.h5", &cancel);
+    let status = site.watch_until(&shim, &cancelled.job, |s| s["tracked"] == false);
     assert_eq!(status["state"], "CANCELLED", "{status:#}");
     assert!(shim.releases().is_empty(), "{:?}", shim.releases());
-    let slurm = Slurm::from_path().with_conf(slurm_cluster::conf());
-    ps_globus::block_on(slurm.cancel(&held)).unwrap();
+    ps_globus::block_on(slurm().cancel(&held.job)).unwrap();
+}
+
+/// At submission, a stage-in whose estimated finish (its bytes over the rate of recent
+/// tasks between the same collections) is after Slurm's expected start is warned of;
+/// one that should arrive before it is not.
+#[test]
+fn submit_warns_when_the_stage_in_should_finish_after_the_expected_start() {
+    let emu = Emu::start();
+    let setup = cluster_setup(&emu);
+    let site = Site::sqlite(&setup);
+    // A measured rate: one earlier task between the same collections.
+    write(emu.root_a(), "data/earlier.bin", &vec![7u8; 1 << 20]);
+    let earlier = arrival(&emu, "earlier.bin");
+    let (code, _, stderr) = site.run(
+        &[
+            "transfer",
+            "--timeout",
+            "120",
+            "a:/data/earlier.bin",
+            &format!(
+                "b:{}",
+                earlier
+                    .strip_prefix(emu.root_b().canonicalize().unwrap())
+                    .unwrap()
+                    .display()
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    write(emu.root_a(), "data/big.bin", &vec![9u8; 1 << 20]);
+    let dir = tempfile::tempdir().unwrap();
+    let job_script = script(dir.path(), Path::new("/dev/null"));
+    let log = dir.path().join("slurm.out");
+    for (n, start, warned) in [
+        (0, "2000-01-01T00:00:00", true),
+        (1, "2999-01-01T00:00:00", false),
+    ] {
+        let arrives = arrival(&emu, &format!("big-{n}.bin"));
+        let stage_in = format!("a:/data/big.bin:{}", arrives.display());
+        let shim = Shim::expecting_start(start);
+        let path = shim.path();
+        let (code, stdout, stderr) = site.run(
+            &[
+                "job",
+                "submit",
+                "--stage-in",
+                &stage_in,
+                "-o",
+                log.to_str().unwrap(),
+                &job_script,
+            ],
+            &[("PATH", path.as_os_str())],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("Submitted batch job"), "{stdout}");
+        let said = stderr.contains("after Slurm's expected start");
+        assert_eq!(said, warned, "start {start}: {stderr}");
+        if warned {
+            assert!(stderr.contains(&format!("({start})")), "{stderr}");
+            assert!(stderr.contains("1.0 MB"), "the bytes to move: {stderr}");
+        }
+    }
 }

@@ -267,3 +267,90 @@ async fn set(db: &StateDb, key: &JobKey, assignment: &str, value: Option<&str>) 
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str) -> JobRow {
+        JobRow {
+            key: JobKey {
+                scheduler: "slurm".into(),
+                cluster: String::new(),
+                job_id: id.into(),
+            },
+            identity: "me@test".into(),
+            stage_in: "[]".into(),
+            stage_out: "{\"items\":[]}".into(),
+            stage_out_always: false,
+            held: true,
+            on_failure: "fail".into(),
+            released_at: None,
+            releases: 0,
+            stage_out_items: None,
+            stage_in_cancelled: false,
+            ended: None,
+            ended_at: None,
+            reason: None,
+            created_at: 0,
+        }
+    }
+
+    /// Of concurrent claims on one job's release, one wins; a live claim keeps others
+    /// off, a lapsed one is taken over, and a recorded release ends claims; the end is
+    /// recorded once. On both engines.
+    #[tokio::test]
+    async fn a_claim_is_won_once_taken_over_only_when_lapsed_and_an_end_recorded_once() {
+        for engine in crate::state::tests::engines().await {
+            let db = &engine.db;
+            let row = job("7");
+            insert(db, &row).await.unwrap();
+            let key = &row.key;
+            let racing =
+                futures_util::future::join_all((0..8).map(|_| claim_release(db, key, 60_000)))
+                    .await;
+            let won = racing.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+            assert_eq!(won, 1, "one of eight claims wins");
+            assert!(
+                !claim_release(db, key, 60_000).await.unwrap(),
+                "a live claim holds"
+            );
+            // A claim that lapsed at once (its watcher died) is taken over.
+            assert!(claim_stage_out(db, key, -1).await.unwrap());
+            assert!(
+                claim_stage_out(db, key, 60_000).await.unwrap(),
+                "lapsed: taken over"
+            );
+            released(db, key, true).await.unwrap();
+            stage_out_queued(db, key, "[1]").await.unwrap();
+            assert!(
+                !claim_release(db, key, -1).await.unwrap(),
+                "released: no more claims"
+            );
+            assert!(
+                !claim_stage_out(db, key, -1).await.unwrap(),
+                "queued: no more claims"
+            );
+            assert!(end(db, key, "COMPLETED", None).await.unwrap());
+            assert!(!end(db, key, "FAILED", None).await.unwrap(), "ended once");
+            let stored = get(db, key).await.unwrap().unwrap();
+            assert_eq!(
+                (
+                    stored.ended.as_deref(),
+                    stored.releases,
+                    stored.stage_out_items.as_deref()
+                ),
+                (Some("COMPLETED"), 1, Some("[1]"))
+            );
+            assert!(list(db, "me@test", true, 10).await.unwrap().is_empty());
+            // A cluster whose ids restarted: a new job 7 replaces the ended one.
+            insert(db, &job("7")).await.unwrap();
+            let again = get(db, key).await.unwrap().unwrap();
+            assert_eq!((again.ended, again.releases), (None, 0));
+            assert!(
+                insert(db, &job("7")).await.is_err(),
+                "a live job is not replaced"
+            );
+        }
+    }
+}
