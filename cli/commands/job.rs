@@ -294,44 +294,40 @@ fn status_row(report: &JobReport) -> Vec<String> {
     ]
 }
 
-/// `SRC:DST` of `--stage-in`: DST after the last `:`.
+/// `SRC:DST` of `--stage-in`: DST (a path here) after the last `:`.
 fn stage_in_line(text: &str) -> Result<BatchLine, Usage> {
-    match text.rsplit_once(':') {
-        Some((source, destination)) if source.contains(':') && !destination.is_empty() => {
-            Ok(BatchLine {
-                source: source.into(),
-                destination: destination.into(),
-                recursive: false,
-            })
-        }
-        _ => Err(Usage(
-            format!(
-                "--stage-in {text:?}: give SRC:DST, SRC a SITE:PATH or COLLECTION_UUID:PATH and \
-                 DST a path on this site (no `:` in it)"
-            )
-            .into(),
-        )),
-    }
+    let split = text
+        .rsplit_once(':')
+        .filter(|(source, destination)| source.contains(':') && !destination.is_empty());
+    pair(split, || {
+        format!(
+            "--stage-in {text:?}: give SRC:DST, SRC a SITE:PATH or COLLECTION_UUID:PATH and \
+             DST a path on this site (no `:` in it)"
+        )
+    })
 }
 
 /// `SRC:DST` of `--stage-out`: SRC (a path here) before the first `:`.
 fn stage_out_line(text: &str) -> Result<BatchLine, Usage> {
-    match text.split_once(':') {
-        Some((source, destination)) if !source.is_empty() && destination.contains(':') => {
-            Ok(BatchLine {
-                source: source.into(),
-                destination: destination.into(),
-                recursive: false,
-            })
-        }
-        _ => Err(Usage(
-            format!(
-                "--stage-out {text:?}: give SRC:DST, SRC a path here (no `:` in it) and DST a \
-                 SITE:PATH or COLLECTION_UUID:PATH"
-            )
-            .into(),
-        )),
-    }
+    let split = text
+        .split_once(':')
+        .filter(|(source, destination)| !source.is_empty() && destination.contains(':'));
+    pair(split, || {
+        format!(
+            "--stage-out {text:?}: give SRC:DST, SRC a path here (no `:` in it) and DST a \
+             SITE:PATH or COLLECTION_UUID:PATH"
+        )
+    })
+}
+
+/// The line of a split `SRC:DST`, or the usage error `why` says.
+fn pair(split: Option<(&str, &str)>, why: impl FnOnce() -> String) -> Result<BatchLine, Usage> {
+    let (source, destination) = split.ok_or_else(|| Usage(why().into()))?;
+    Ok(BatchLine {
+        source: source.into(),
+        destination: destination.into(),
+        recursive: false,
+    })
 }
 
 fn parse_format(text: &str) -> Result<bool, Usage> {

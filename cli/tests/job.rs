@@ -231,6 +231,14 @@ fn usage_errors_of_job_submit_exit_2_and_submit_nothing() {
         ),
         (vec!["/nonexistent/job.sh"], "cannot read the batch script"),
         (
+            vec!["--stage-out", "result.dat", job_script.as_str()],
+            "--stage-out \"result.dat\": give SRC:DST",
+        ),
+        (
+            vec!["--batch", "/nonexistent/lines", job_script.as_str()],
+            "cannot read it",
+        ),
+        (
             vec!["--stage-in", &valid_stage_in, not_a_batch_script.as_str()],
             "#!",
         ),
@@ -245,4 +253,56 @@ fn usage_errors_of_job_submit_exit_2_and_submit_nothing() {
         0,
         "nothing was staged for a job that was refused"
     );
+}
+
+/// `--batch FILE`: stage-in lines as `globus transfer --batch` reads them, each waited
+/// for as a `--stage-in` is.
+#[test]
+fn a_batch_file_of_stage_in_lines_is_waited_for_like_stage_in_options() {
+    let emu = Emu::start();
+    write(emu.root_a(), "data/one.h5", b"one ");
+    write(emu.root_a(), "data/two.h5", b"two");
+    let setup = cluster_setup(&emu);
+    let scratch = emu.root_b().canonicalize().unwrap().join("scratch");
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("lines");
+    std::fs::write(
+        &lines,
+        format!(
+            "# inputs\na:/data/one.h5 {0}/one.h5\na:/data/two.h5 {0}/two.h5\n",
+            scratch.display()
+        ),
+    )
+    .unwrap();
+    let job_script = dir.path().join("job.sh");
+    std::fs::write(
+        &job_script,
+        format!(
+            "#!/bin/sh\ncat '{0}/one.h5' '{0}/two.h5' > '{1}'\n",
+            scratch.display(),
+            dir.path().join("seen").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("slurm.out");
+    let (code, stdout, stderr) = submit(
+        &setup,
+        &[
+            "--batch",
+            lines.to_str().unwrap(),
+            "-o",
+            log.to_str().unwrap(),
+            job_script.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Stage-in: 2 file(s)"), "{stdout}");
+    let info = until(&stdout, &log, |i| i.state.is_final());
+    assert_eq!(
+        info.state,
+        JobState::Completed,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(std::fs::read(dir.path().join("seen")).unwrap(), b"one two");
 }

@@ -102,13 +102,56 @@ fn a_wrapper_keeps_the_directives_gates_on_the_first_step_and_carries_the_script
     }
 }
 
+/// Starts the wrapper of `script` and `first_step` in `dir`, in a process group of its
+/// own (as Slurm runs a step), with `dir/tmp` as its `TMPDIR`: the shell and that `TMPDIR`.
+fn start_wrapper(
+    dir: &std::path::Path,
+    script: &[u8],
+    first_step: &[OsString],
+) -> (std::process::Child, std::path::PathBuf) {
+    use std::os::unix::process::CommandExt;
+    let path = dir.join("wrapper.sh");
+    std::fs::write(&path, wrapper_script(script, first_step).unwrap()).unwrap();
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let shell = std::process::Command::new("sh")
+        .arg(&path)
+        .env("TMPDIR", &tmp)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    (shell, tmp)
+}
+
+/// Waits (bounded) until `path` exists: the step or script got that far.
+fn until_exists(path: &std::path::Path) {
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < limit,
+            "{} never came",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` to every process of the step, as Slurm does.
+fn signal_step(shell: &std::process::Child, signal: &str) {
+    let group = format!("-{}", shell.id());
+    let sent = std::process::Command::new("kill")
+        .args([signal, "--", &group])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// Regression (found in the job tests' /tmp, twice): a job cancelled, or requeued held,
 /// while its first step waited left the carried copy of its script behind on the node.
 /// A trap covers SIGTERM, but a requeue (and `scancel` after `KillWait`) ends the step
 /// with SIGKILL, which no trap sees: the copy is now made only after the first step.
 #[test]
 fn a_wrapper_killed_during_its_first_step_leaves_no_copy_of_the_script_behind() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let listing = dir.path().join("listing");
     let started = dir.path().join("started");
@@ -117,45 +160,19 @@ fn a_wrapper_killed_during_its_first_step_leaves_no_copy_of_the_script_behind() 
         listing.display(),
         started.display()
     );
-    let wrapper = wrapper_script(
-        b"#!/bin/sh\necho ran\n",
-        &[
-            OsString::from("sh"),
-            OsString::from("-c"),
-            OsString::from(step),
-        ],
-    )
-    .unwrap();
-    let path = dir.path().join("wrapper.sh");
-    std::fs::write(&path, wrapper).unwrap();
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let mut shell = std::process::Command::new("sh")
-        .arg(&path)
-        .env("TMPDIR", &tmp)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !started.exists() {
-        assert!(
-            std::time::Instant::now() < limit,
-            "the first step never ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let first_step = [
+        OsString::from("sh"),
+        OsString::from("-c"),
+        OsString::from(step),
+    ];
+    let (mut shell, tmp) = start_wrapper(dir.path(), b"#!/bin/sh\necho ran\n", &first_step);
+    until_exists(&started);
     assert_eq!(
         std::fs::read_to_string(&listing).unwrap(),
         "",
         "no copy before the step"
     );
-    // As a requeue does: SIGKILL to every process of the step.
-    let group = format!("-{}", shell.id());
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", "--", &group])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal_step(&shell, "-KILL");
     shell.wait().unwrap();
     assert_eq!(
         std::fs::read_dir(&tmp).unwrap().count(),
@@ -167,33 +184,13 @@ fn a_wrapper_killed_during_its_first_step_leaves_no_copy_of_the_script_behind() 
 /// A wrapper stopped by SIGTERM while its script runs removes the copy (its trap).
 #[test]
 fn a_wrapper_ended_by_sigterm_while_its_script_runs_removes_the_copy() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
     let script = format!("#!/bin/sh\ntouch '{}'\nsleep 60\n", started.display());
-    let wrapper = wrapper_script(script.as_bytes(), &[OsString::from("true")]).unwrap();
-    let path = dir.path().join("wrapper.sh");
-    std::fs::write(&path, wrapper).unwrap();
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let mut shell = std::process::Command::new("sh")
-        .arg(&path)
-        .env("TMPDIR", &tmp)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !started.exists() {
-        assert!(std::time::Instant::now() < limit, "the script never ran");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (mut shell, tmp) = start_wrapper(dir.path(), script.as_bytes(), &[OsString::from("true")]);
+    until_exists(&started);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "the copy runs");
-    let group = format!("-{}", shell.id());
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", "--", &group])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal_step(&shell, "-TERM");
     let status = shell.wait().unwrap();
     assert_eq!(status.code(), Some(143), "{status:?}");
     assert_eq!(
