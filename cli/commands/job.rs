@@ -11,11 +11,11 @@ use ps_globus::config::Config;
 use ps_globus::internal::staging::{BatchLine, parse_batch};
 use ps_globus::job::{
     JobId, JobReport, JobRequest, OnFailure, Slurm, StagedFile, SubmitLine, WatchOptions,
-    wait_stage_in,
+    shell_quoted, wait_stage_in,
 };
 use serde_json::json;
 
-use super::{manager, observer, settings};
+use super::{CommandError, manager, observer, settings};
 use crate::output::{Output, print_table};
 use crate::{CliResult, Usage};
 
@@ -27,13 +27,16 @@ pub enum JobCommand {
     /// Submit a batch script to Slurm; its stage-in starts now, while the job queues,
     /// and the job's first step waits for it (verified) before the script runs.
     ///
-    /// Usage: job submit [--stage-in SRC:DST]... [--batch FILE] [--stage-out SRC:DST]...
+    /// Usage: job submit [--stage-in SRC:DST]... [--batch FILE] [--stage-in-ref NAME]...
+    /// [--stage-out SRC:DST]...
     /// [--stage-out-always] [--hold-until-staged] [--stage-in-timeout SECONDS]
     /// [--on-stage-in-failure fail|cancel|hold|run] [--format text|json]
     /// [SBATCH OPTIONS] SCRIPT [ARGS]. A stage-in's SRC is SITE:PATH or
     /// COLLECTION_UUID:PATH, its DST a path here (after the last `:`); a stage-out's SRC
     /// is a path here (before the first `:`), its DST SITE:PATH or COLLECTION_UUID:PATH.
     /// --batch FILE: stage-in lines `SRC DST` as `globus transfer --batch` reads them.
+    /// --stage-in-ref NAME: a named reference (`ps-globus ref`), waited for at this site
+    /// and verified; the script finds its path in PS_GLOBUS_REF_<NAME>.
     /// sbatch's options pass through, except --hold, --parsable, --wrap, --array,
     /// --wait and --test-only.
     #[command(disable_help_flag = true)]
@@ -79,6 +82,10 @@ pub enum JobCommand {
         /// What the job does when the stage-in fails: fail, cancel, hold or run.
         #[arg(long, default_value = "fail")]
         on_failure: String,
+        /// A named reference the script reads: its local path is printed as
+        /// `export PS_GLOBUS_REF_<NAME>='PATH'` for the wrapper.
+        #[arg(long = "ref")]
+        refs: Vec<String>,
         /// The files, as `job submit` wrote them (ITEM:SIZE:SHA256:PATH).
         files: Vec<OsString>,
     },
@@ -97,14 +104,16 @@ pub async fn run(command: JobCommand) -> CliResult {
         JobCommand::WaitStageIn {
             timeout,
             on_failure,
+            refs,
             files,
-        } => wait(timeout, &on_failure, files).await,
+        } => wait(timeout, &on_failure, &refs, files).await,
     }
 }
 
 /// Our options of `job submit`, with a value.
 const OURS: &[&str] = &[
     "stage-in",
+    "stage-in-ref",
     "stage-out",
     "batch",
     "stage-in-timeout",
@@ -127,6 +136,7 @@ async fn submit(words: Vec<OsString>) -> CliResult {
         let value = value.as_deref().unwrap_or_default().to_string_lossy();
         match name.as_str() {
             "stage-in" => request.stage_in.push(stage_in_line(&value)?),
+            "stage-in-ref" => request.stage_in_refs.push(value.into_owned()),
             "stage-out" => request.stage_out.push(stage_out_line(&value)?),
             "batch" => {
                 let text = std::fs::read_to_string(&*value)
@@ -330,6 +340,40 @@ fn pair(split: Option<(&str, &str)>, why: impl FnOnce() -> String) -> Result<Bat
     })
 }
 
+/// The verified local path of reference `name`'s object at this site, waiting up to
+/// `left` for it to arrive.
+async fn resolve_ref(name: &str, left: Duration) -> Result<std::path::PathBuf, CommandError> {
+    let db = ps_globus::state::StateDb::open_default(settings()).await?;
+    let reference = ps_globus::proxy::load_ref(&db, name)
+        .await?
+        .ok_or_else(|| format!("no reference named {name:?} in this state database"))?;
+    let store = reference.store()?;
+    match tokio::time::timeout(left, store.resolve_path_async(&reference.key)).await {
+        Ok(path) => Ok(path?),
+        Err(_) => Err(ps_globus::Error::new(
+            ps_globus::ErrorKind::Timeout,
+            format!(
+                "reference {name}: its object did not arrive at this site within {} s",
+                left.as_secs()
+            ),
+        )
+        .into()),
+    }
+}
+
+/// `export NAME='PATH'` on standard output for each resolved reference: the wrapper runs
+/// these lines before the script.
+fn print_exports(exports: &[(&String, std::path::PathBuf)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for (name, path) in exports {
+        out.write_all(format!("export {}=", ps_globus::job::ref_variable(name)).as_bytes())?;
+        out.write_all(&shell_quoted(path.as_os_str()))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
 fn parse_format(text: &str) -> Result<bool, Usage> {
     match text {
         "json" => Ok(true),
@@ -338,10 +382,12 @@ fn parse_format(text: &str) -> Result<bool, Usage> {
     }
 }
 
-/// The first step: waits for every file, then verifies it. A failure is said, then the
-/// job does as `--on-stage-in-failure` says: this step fails (exit 1, the script unrun),
-/// the job is cancelled or requeued held, or the script runs anyway.
-async fn wait(timeout: u64, on_failure: &str, words: Vec<OsString>) -> CliResult {
+/// The first step: waits for every file, then verifies it, then for every reference
+/// (its local path printed for the wrapper as `export PS_GLOBUS_REF_<NAME>='PATH'`),
+/// within `timeout` in all. A failure is said, then the job does as
+/// `--on-stage-in-failure` says: this step fails (exit 1, the script unrun), the job is
+/// cancelled or requeued held, or the script runs anyway.
+async fn wait(timeout: u64, on_failure: &str, refs: &[String], words: Vec<OsString>) -> CliResult {
     let usage = |e: ps_globus::Error| Usage(Box::new(e));
     let on_failure = OnFailure::parse(on_failure).map_err(usage)?;
     let files = words
@@ -349,18 +395,34 @@ async fn wait(timeout: u64, on_failure: &str, words: Vec<OsString>) -> CliResult
         .map(|w| StagedFile::parse_word(w))
         .collect::<ps_globus::Result<Vec<_>>>()
         .map_err(usage)?;
-    if files.is_empty() {
-        return Ok(()); // nothing to wait for (a job with only a stage-out)
-    }
-    let manager = observer().await?;
-    let arrival = |item, left| {
-        let manager = &manager;
-        async move { manager.wait(item, left).await.map(drop) }
+    let limit = Duration::from_secs(timeout);
+    let deadline = tokio::time::Instant::now() + limit;
+    let staged = async {
+        if !files.is_empty() {
+            let manager = observer().await?;
+            let arrival = |item, left| {
+                let manager = &manager;
+                async move { manager.wait(item, left).await.map(drop) }
+            };
+            wait_stage_in(&files, limit, arrival).await?;
+        }
+        let mut exports = Vec::with_capacity(refs.len());
+        for name in refs {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            exports.push((name, resolve_ref(name, left).await?));
+        }
+        Ok::<_, CommandError>(exports)
     };
-    let failed = match wait_stage_in(&files, Duration::from_secs(timeout), arrival).await {
-        Ok(()) => {
+    let failed = match staged.await {
+        Ok(exports) => {
+            print_exports(&exports)?;
+            let referenced = match refs.len() {
+                0 => String::new(),
+                n => format!(", {n} reference(s)"),
+            };
             eprintln!(
-                "ps-globus: stage-in arrived and verified ({} file(s)); the batch script runs now",
+                "ps-globus: stage-in arrived and verified ({} file(s){referenced}); the batch \
+                 script runs now",
                 files.len()
             );
             return Ok(());
@@ -390,5 +452,5 @@ async fn wait(timeout: u64, on_failure: &str, words: Vec<OsString>) -> CliResult
         }
         _ => {}
     }
-    Err(failed.into())
+    Err(failed)
 }

@@ -306,3 +306,57 @@ fn a_batch_file_of_stage_in_lines_is_waited_for_like_stage_in_options() {
     );
     assert_eq!(std::fs::read(dir.path().join("seen")).unwrap(), b"one two");
 }
+
+/// `--stage-in-ref NAME`: the job's first step waits until the reference's object is at
+/// the job's site, verified, and the script reads it at `PS_GLOBUS_REF_<NAME>`; a name
+/// not saved is refused before anything is submitted.
+#[test]
+fn a_job_reads_a_named_reference_at_its_site_from_its_variable() {
+    use crate::support::sites::{pair, shared};
+    use crate::support::unique_name;
+    let emu = shared();
+    let (a, _) = pair(&unique_name("job-refs"));
+    let store = ps_globus::Store::builder(unique_name("job-ref-store"), a)
+        .build()
+        .unwrap();
+    let data = b"referenced bytes ".repeat(1000);
+    let key = store.put(&data).unwrap();
+    let text = ps_globus::proxy::DatasetRef::new("input", store.config().clone(), key)
+        .to_string_form()
+        .unwrap();
+    let setup = cluster_setup(emu);
+    let (code, _, stderr) = setup.run(&["ref", "import", &text, "--name", "run7/input.h5"]);
+    assert_eq!(code, 0, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let job_script = dir.path().join("job.sh");
+    std::fs::write(
+        &job_script,
+        format!(
+            "#!/bin/sh\ncat \"$PS_GLOBUS_REF_RUN7_INPUT_H5\" > '{}'\n",
+            dir.path().join("seen").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("slurm.out");
+    let script = job_script.to_str().unwrap();
+    let (code, stdout, stderr) = submit(
+        &setup,
+        &[
+            "--stage-in-ref",
+            "run7/input.h5",
+            "-o",
+            log.to_str().unwrap(),
+            script,
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let info = until(&stdout, &log, |i| i.state.is_final());
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(info.state, JobState::Completed, "{said}");
+    assert!(said.contains("1 reference(s)"), "{said}");
+    assert_eq!(std::fs::read(dir.path().join("seen")).unwrap(), data);
+
+    let (code, stdout, stderr) = submit(&setup, &["--stage-in-ref", "never/saved", script]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("no reference of that name"), "{stderr}");
+}

@@ -12,4 +12,4 @@ pub mod wrap;
 
 pub use slurm::{JobId, JobInfo, JobState, Slurm};
 pub use stage::{OnFailure, StagedFile, expected_of, wait_stage_in};
-pub use wrap::{SubmitLine, wrapper_script};
+pub use wrap::{SubmitLine, shell_quoted, wrapper_script};

@@ -268,7 +268,8 @@ fn usage(message: &str) -> Error {
 
 /// The wrapper of `script` (the user's batch script, as read at submission): its
 /// `#SBATCH` lines, then `first_step` (a command; the job ends with its exit status if
-/// it fails, the script not run), then the script itself with the job's arguments.
+/// it fails, the script not run; the `export NAME='value'` lines it prints, and nothing
+/// else, are run), then the script itself with the job's arguments.
 pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>> {
     if !script.starts_with(b"#!") {
         return Err(Error::new(
@@ -293,14 +294,17 @@ pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>>
         b"# Written by `ps-globus job submit`: the first step waits for the job's stage-in\n\
           # (verified), then the batch script below runs with the job's arguments.\n",
     );
-    for (n, word) in first_step.iter().enumerate() {
-        if n > 0 {
-            out.push(b' ');
-        }
-        out.extend(quoted(word));
-    }
+    // What the step prints on its standard output are `export NAME='value'` lines for
+    // the script (the local paths of the references it resolved), run here.
     if !first_step.is_empty() {
-        out.extend_from_slice(b" || exit $?\n");
+        out.extend_from_slice(b"ps_globus_exports=$(");
+        for (n, word) in first_step.iter().enumerate() {
+            if n > 0 {
+                out.push(b' ');
+            }
+            out.extend(shell_quoted(word));
+        }
+        out.extend_from_slice(b") || exit $?\neval \"$ps_globus_exports\"\n");
     }
     out.extend_from_slice(
         b"ps_globus_script=$(mktemp \"${TMPDIR:-/tmp}/ps-globus-job.XXXXXX\") || exit 1\n\
@@ -338,7 +342,7 @@ fn directives(script: &[u8]) -> Vec<u8> {
 }
 
 /// `word` quoted for `sh`: in single quotes, a `'` as `'\''`.
-fn quoted(word: &OsStr) -> Vec<u8> {
+pub fn shell_quoted(word: &OsStr) -> Vec<u8> {
     let mut out = vec![b'\''];
     for &b in word.as_bytes() {
         if b == b'\'' {

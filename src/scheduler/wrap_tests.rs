@@ -91,7 +91,9 @@ fn a_wrapper_keeps_the_directives_gates_on_the_first_step_and_carries_the_script
         "2 copied, and the script's 3 inside it, past the wrapper's first command"
     );
     assert!(
-        wrapper.contains("'ps-globus' 'it'\\''s' || exit $?\n"),
+        wrapper.contains(
+            "ps_globus_exports=$('ps-globus' 'it'\\''s') || exit $?\neval \"$ps_globus_exports\"\n"
+        ),
         "{wrapper}"
     );
     assert!(wrapper.contains("#!/bin/bash\n# a comment\n#SBATCH -J named\n\n"));

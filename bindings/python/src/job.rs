@@ -24,6 +24,7 @@ struct Request {
     args: Vec<String>,
     sbatch: Vec<String>,
     stage_in: Vec<(String, String)>,
+    stage_in_refs: Vec<String>,
     stage_out: Vec<(String, String)>,
     stage_out_always: bool,
     hold_until_staged: bool,
@@ -67,6 +68,7 @@ pub fn job_submit(py: Python<'_>, request_json: &str) -> PyResult<String> {
     job.args = request.args.into_iter().map(Into::into).collect();
     job.sbatch = request.sbatch.into_iter().map(Into::into).collect();
     job.stage_in = lines(request.stage_in);
+    job.stage_in_refs = request.stage_in_refs;
     job.stage_out = lines(request.stage_out);
     job.stage_out_always = request.stage_out_always;
     job.hold_until_staged = request.hold_until_staged;

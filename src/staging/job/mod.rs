@@ -27,8 +27,8 @@ mod status;
 mod watch;
 
 pub use crate::scheduler::{
-    JobId, JobInfo, JobState, OnFailure, Slurm, StagedFile, SubmitLine, expected_of, wait_stage_in,
-    wrapper_script,
+    JobId, JobInfo, JobState, OnFailure, Slurm, StagedFile, SubmitLine, expected_of, shell_quoted,
+    wait_stage_in, wrapper_script,
 };
 pub use status::{JobReport, Progress, status};
 pub use watch::{WatchOptions, WatchReport, watch};
@@ -50,6 +50,10 @@ pub struct JobRequest {
     pub sbatch: Vec<OsString>,
     /// `SRC DST` pairs copied here before the script runs (DST a path at this site).
     pub stage_in: Vec<BatchLine>,
+    /// Named references (`ps-globus ref`) whose objects the job reads: its first step
+    /// waits until each is at this site, verified against its reference, and the script
+    /// finds its local path in `PS_GLOBUS_REF_<NAME>` ([`ref_variable`]).
+    pub stage_in_refs: Vec<String>,
     /// `SRC DST` pairs copied from here after the job ends (SRC a path at this site).
     pub stage_out: Vec<BatchLine>,
     /// Stage out whatever the job's end, not only after `COMPLETED`.
@@ -75,6 +79,7 @@ impl JobRequest {
             args: Vec::new(),
             sbatch: Vec::new(),
             stage_in: Vec::new(),
+            stage_in_refs: Vec::new(),
             stage_out: Vec::new(),
             stage_out_always: false,
             hold_until_staged: false,
@@ -130,6 +135,7 @@ pub async fn submit(
     })?;
     // A script sbatch would refuse is refused now, before anything is staged.
     wrapper_script(&script, &[])?;
+    check_refs(manager, &request.stage_in_refs).await?;
     let stage_in = plan_with(&request.stage_in, Direction::In, config, current, true)?;
     let stage_out = StageOut {
         items: plan_with(&request.stage_out, Direction::Out, config, current, false)?,
@@ -182,8 +188,11 @@ pub async fn submit(
         request.stage_in_timeout.as_secs().to_string().into(),
         "--on-failure".into(),
         request.on_failure.as_str().into(),
-        "--".into(),
     ];
+    for name in &request.stage_in_refs {
+        first_step.extend(["--ref".into(), name.into()]);
+    }
+    first_step.push("--".into());
     first_step.extend(files.iter().map(StagedFile::to_word));
     let wrapper = wrapper_script(&script, &first_step)?;
     let wrapped = tempfile::Builder::new()
@@ -269,6 +278,50 @@ pub async fn submit(
     })
 }
 
+/// The variable a job's script finds the local path of reference `name` in:
+/// `PS_GLOBUS_REF_` and the name in upper case, every character but letters and digits
+/// as `_` (`staged/input.h5` is `PS_GLOBUS_REF_STAGED_INPUT_H5`).
+pub fn ref_variable(name: &str) -> String {
+    let mut variable = "PS_GLOBUS_REF_".to_owned();
+    variable.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    variable
+}
+
+/// Checks the references a job reads before anything starts: each is saved here, its
+/// store can be built, and no two share a variable.
+async fn check_refs(manager: &TransferManager, names: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for name in names {
+        if let Some(other) = seen.insert(ref_variable(name), name) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "--stage-in-ref {name} and {other} would both be {}: rename one \
+                     (`ps-globus ref import` with --name)",
+                    ref_variable(name)
+                ),
+            ));
+        }
+        let found = crate::proxy::load_ref(manager.db(), name).await?;
+        let reference = found.ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "--stage-in-ref {name}: no reference of that name (see `ps-globus ref list`)"
+                ),
+            )
+        })?;
+        reference.store()?;
+    }
+    Ok(())
+}
+
 /// The stored key of a Slurm job.
 fn key_of(job: &JobId) -> JobKey {
     JobKey {
@@ -320,5 +373,21 @@ fn verified() -> BatchOptions {
     BatchOptions {
         verify_checksum: true,
         ..BatchOptions::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_names_become_variables_of_capitals_digits_and_underscores() {
+        assert_eq!(
+            ref_variable("staged/input.h5"),
+            "PS_GLOBUS_REF_STAGED_INPUT_H5"
+        );
+        assert_eq!(ref_variable("run-7"), "PS_GLOBUS_REF_RUN_7");
+        // Two names, one variable: `check_refs` refuses the pair.
+        assert_eq!(ref_variable("a.b"), ref_variable("a_b"));
     }
 }

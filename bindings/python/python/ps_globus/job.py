@@ -62,6 +62,7 @@ def submit(
     *args: str,
     sbatch: Sequence[str] = (),
     stage_in: Iterable[Pair] = (),
+    stage_in_refs: Sequence[str] = (),
     stage_out: Iterable[Pair] = (),
     stage_out_always: bool = False,
     hold_until_staged: bool = False,
@@ -74,7 +75,8 @@ def submit(
 
     The stage-in (``(SRC, DST)`` pairs) is submitted to Globus now; the job is submitted
     unheld, so it ages in the queue, and its first step waits up to ``stage_in_timeout``
-    seconds for the files, verified. With ``hold_until_staged`` it is submitted held and
+    seconds for the files, verified, and for the objects of the named references
+    ``stage_in_refs`` (their local paths in ``PS_GLOBUS_REF_<NAME>``). With ``hold_until_staged`` it is submitted held and
     a watcher (:func:`watch`, ``ps-globus job watch``) releases it once they arrived: its
     queue age then counts from the release, unless the site accrues age for held jobs.
     ``on_stage_in_failure``: ``fail`` (the first step fails with Globus's reason),
@@ -86,6 +88,7 @@ def submit(
         'args': list(args),
         'sbatch': list(sbatch),
         'stage_in': _pairs(stage_in),
+        'stage_in_refs': list(stage_in_refs),
         'stage_out': _pairs(stage_out),
         'stage_out_always': stage_out_always,
         'hold_until_staged': hold_until_staged,
