@@ -86,6 +86,10 @@ pub enum JobCommand {
         /// `export PS_GLOBUS_REF_<NAME>='PATH'` for the wrapper.
         #[arg(long = "ref")]
         refs: Vec<String>,
+        /// The descriptor the wrapper reads the `export` lines from (standard output
+        /// without).
+        #[arg(long)]
+        exports_fd: Option<u32>,
         /// The files, as `job submit` wrote them (ITEM:SIZE:SHA256:PATH).
         files: Vec<OsString>,
     },
@@ -105,8 +109,9 @@ pub async fn run(command: JobCommand) -> CliResult {
             timeout,
             on_failure,
             refs,
+            exports_fd,
             files,
-        } => wait(timeout, &on_failure, &refs, files).await,
+        } => wait(timeout, &on_failure, (&refs, exports_fd), files).await,
     }
 }
 
@@ -361,11 +366,25 @@ async fn resolve_ref(name: &str, left: Duration) -> Result<std::path::PathBuf, C
     }
 }
 
-/// `export NAME='PATH'` on standard output for each resolved reference: the wrapper runs
-/// these lines before the script.
-fn print_exports(exports: &[(&String, std::path::PathBuf)]) -> std::io::Result<()> {
+/// `export NAME='PATH'` for each resolved reference, on descriptor `fd`, where the
+/// wrapper reads the lines it runs before the script (nothing else the step says goes
+/// there); on standard output without one (by hand).
+fn print_exports(
+    exports: &[(&String, std::path::PathBuf)],
+    fd: Option<u32>,
+) -> std::io::Result<()> {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
+    if exports.is_empty() {
+        return Ok(());
+    }
+    let mut out: Box<dyn Write> = match fd {
+        Some(fd) => Box::new(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(format!("/dev/fd/{fd}"))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
     for (name, path) in exports {
         out.write_all(format!("export {}=", ps_globus::job::ref_variable(name)).as_bytes())?;
         out.write_all(&shell_quoted(path.as_os_str()))?;
@@ -387,7 +406,12 @@ fn parse_format(text: &str) -> Result<bool, Usage> {
 /// within `timeout` in all. A failure is said, then the job does as
 /// `--on-stage-in-failure` says: this step fails (exit 1, the script unrun), the job is
 /// cancelled or requeued held, or the script runs anyway.
-async fn wait(timeout: u64, on_failure: &str, refs: &[String], words: Vec<OsString>) -> CliResult {
+async fn wait(
+    timeout: u64,
+    on_failure: &str,
+    (refs, exports_fd): (&[String], Option<u32>),
+    words: Vec<OsString>,
+) -> CliResult {
     let usage = |e: ps_globus::Error| Usage(Box::new(e));
     let on_failure = OnFailure::parse(on_failure).map_err(usage)?;
     let files = words
@@ -415,7 +439,7 @@ async fn wait(timeout: u64, on_failure: &str, refs: &[String], words: Vec<OsStri
     };
     let failed = match staged.await {
         Ok(exports) => {
-            print_exports(&exports)?;
+            print_exports(&exports, exports_fd)?;
             let referenced = match refs.len() {
                 0 => String::new(),
                 n => format!(", {n} reference(s)"),

@@ -268,8 +268,8 @@ fn usage(message: &str) -> Error {
 
 /// The wrapper of `script` (the user's batch script, as read at submission): its
 /// `#SBATCH` lines, then `first_step` (a command; the job ends with its exit status if
-/// it fails, the script not run; the `export NAME='value'` lines it prints, and nothing
-/// else, are run), then the script itself with the job's arguments.
+/// it fails, the script not run; the `export NAME='value'` lines it writes to descriptor
+/// 3 are run), then the script itself with the job's arguments.
 pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>> {
     if !script.starts_with(b"#!") {
         return Err(Error::new(
@@ -294,8 +294,9 @@ pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>>
         b"# Written by `ps-globus job submit`: the first step waits for the job's stage-in\n\
           # (verified), then the batch script below runs with the job's arguments.\n",
     );
-    // What the step prints on its standard output are `export NAME='value'` lines for
-    // the script (the local paths of the references it resolved), run here.
+    // What the step writes to descriptor 3 are `export NAME='value'` lines for the script
+    // (the local paths of the references it resolved), run here. Only that: its standard
+    // output goes to the job's output, with its standard error, never to `eval`.
     if !first_step.is_empty() {
         out.extend_from_slice(b"ps_globus_exports=$(");
         for (n, word) in first_step.iter().enumerate() {
@@ -304,7 +305,7 @@ pub fn wrapper_script(script: &[u8], first_step: &[OsString]) -> Result<Vec<u8>>
             }
             out.extend(shell_quoted(word));
         }
-        out.extend_from_slice(b") || exit $?\neval \"$ps_globus_exports\"\n");
+        out.extend_from_slice(b" 3>&1 1>&2) || exit $?\neval \"$ps_globus_exports\"\n");
     }
     out.extend_from_slice(
         b"ps_globus_script=$(mktemp \"${TMPDIR:-/tmp}/ps-globus-job.XXXXXX\") || exit 1\n\

@@ -92,7 +92,7 @@ fn a_wrapper_keeps_the_directives_gates_on_the_first_step_and_carries_the_script
     );
     assert!(
         wrapper.contains(
-            "ps_globus_exports=$('ps-globus' 'it'\\''s') || exit $?\neval \"$ps_globus_exports\"\n"
+            "ps_globus_exports=$('ps-globus' 'it'\\''s' 3>&1 1>&2) || exit $?\neval \"$ps_globus_exports\"\n"
         ),
         "{wrapper}"
     );
@@ -200,4 +200,31 @@ fn a_wrapper_ended_by_sigterm_while_its_script_runs_removes_the_copy() {
         0,
         "the copy was removed"
     );
+}
+
+/// Only what the first step writes to descriptor 3 is run by the wrapper; what it prints
+/// on its standard output (a message, or text a server chose) goes to the job's output.
+#[test]
+fn only_the_first_steps_exports_on_descriptor_3_are_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let injected = dir.path().join("injected");
+    let seen = dir.path().join("seen");
+    let step = format!(
+        "echo \"touch '{}'\"; echo \"export PS_GLOBUS_REF_X='a b'\" >&3",
+        injected.display()
+    );
+    let script = format!(
+        "#!/bin/sh\nprintf '%s' \"$PS_GLOBUS_REF_X\" > '{}'\n",
+        seen.display()
+    );
+    let first_step = [
+        OsString::from("sh"),
+        OsString::from("-c"),
+        OsString::from(step),
+    ];
+    let (mut shell, tmp) = start_wrapper(dir.path(), script.as_bytes(), &first_step);
+    assert!(shell.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "a b");
+    assert!(!injected.exists(), "standard output was run");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }

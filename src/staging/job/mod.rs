@@ -192,6 +192,10 @@ pub async fn submit(
     for name in &request.stage_in_refs {
         first_step.extend(["--ref".into(), name.into()]);
     }
+    if !request.stage_in_refs.is_empty() {
+        // The descriptor the wrapper reads the references' `export` lines from.
+        first_step.extend(["--exports-fd".into(), "3".into()]);
+    }
     first_step.push("--".into());
     first_step.extend(files.iter().map(StagedFile::to_word));
     let wrapper = wrapper_script(&script, &first_step)?;

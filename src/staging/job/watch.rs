@@ -160,6 +160,10 @@ impl Watcher<'_> {
     /// A job submitted held, not yet released.
     async fn held(&self, row: &JobRow, info: &JobInfo, report: &mut WatchReport) -> Result<()> {
         let db = self.manager.db();
+        if !info.held {
+            // Released already: by a watcher that died before recording it, or by hand.
+            return jobs::released(db, &row.key, false).await;
+        }
         let files = staged_files(row)?;
         let run_anyway = match self.arrival(&files).await? {
             Arrival::Arrived => false,
@@ -187,10 +191,6 @@ impl Watcher<'_> {
                 }
             },
         };
-        if !info.held {
-            // Released already: by a watcher that died before recording it, or by hand.
-            return jobs::released(db, &row.key, false).await;
-        }
         if !jobs::claim_release(db, &row.key, self.claim_ms()).await? {
             return Ok(()); // another watcher is releasing it
         }
