@@ -75,6 +75,13 @@ impl Shim {
         shim
     }
 
+    /// [`Shim::forgetting`], with accounting: `sacct` remembers every job as `state`.
+    fn forgetting_but_accounted(state: &str) -> Shim {
+        let shim = Shim::forgetting();
+        shim.install("sacct", &format!("echo '{state}'\nexit 0\n"));
+        shim
+    }
+
     /// An `squeue` whose `--start` says Slurm expects every job to start at `start`.
     fn expecting_start(start: &str) -> Shim {
         let shim = Shim {
@@ -525,9 +532,10 @@ fn scancel_of_a_job_cancels_its_unfinished_stage_in() {
 }
 
 /// A job Slurm forgot before any watcher saw it end (no accounting) is `UNKNOWN`:
-/// nothing is staged out, and `job status` says why.
+/// nothing is staged out, and `job status` says why. With accounting, `sacct`'s end
+/// counts, and the stage-out follows it.
 #[test]
-fn a_job_slurm_forgot_unseen_ends_unknown_and_is_not_staged_out() {
+fn a_job_slurm_forgot_unseen_ends_unknown_unless_sacct_remembers_it() {
     let emu = Emu::start();
     let setup = cluster_setup(&emu);
     let site = Site::sqlite(&setup);
@@ -553,6 +561,19 @@ fn a_job_slurm_forgot_unseen_ends_unknown_and_is_not_staged_out() {
     assert!(
         stdout.contains("UNKNOWN") && stdout.contains("MinJobAge"),
         "{stdout}"
+    );
+
+    // Where the cluster keeps accounting, `sacct` tells the end of a job `scontrol` forgot.
+    let (job, _dir) = output_job(&site, &emu, "accounted.dat", 0, &[]);
+    assert_eq!(until_final(&job).state, JobState::Completed);
+    let accounted = Shim::forgetting_but_accounted("COMPLETED");
+    let status = site.watch_until(&accounted, &job, |s| {
+        s["tracked"] == false && s["stage_out"]["arrived"] == 1
+    });
+    assert_eq!(status["state"], "COMPLETED", "{status:#}");
+    assert_eq!(
+        staged_out(&emu, "accounted.dat"),
+        Some(b"result accounted.dat".to_vec())
     );
 }
 
