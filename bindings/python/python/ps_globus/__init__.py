@@ -4,6 +4,7 @@ bytes, with a Rust engine.
 * :mod:`ps_globus.proxystore` -- ProxyStore connectors (``GlobusConnector``, ``RedisConnector``, ``MultiConnector``,
   ``FileConnector``) and :func:`~ps_globus.proxystore.prefetch`;
 * :func:`transfer`, :func:`stage_in`, :func:`stage_out` -- the CLI's staging as calls;
+* :mod:`ps_globus.job` -- Slurm jobs whose stage-in starts at submission;
 * :func:`save_reference` and friends -- named references to stored objects;
 * :mod:`ps_globus.errors` -- the exceptions;
 * :mod:`ps_globus.testing` -- the Globus emulator, for tests.
