@@ -138,13 +138,17 @@ async fn submit(words: Vec<OsString>) -> CliResult {
     request.stage_in_timeout = Duration::from_secs(DEFAULT_STAGE_IN_TIMEOUT);
     let mut json_out = false;
     for (name, value) in &line.ours {
-        let value = value.as_deref().unwrap_or_default().to_string_lossy();
+        // Not lossily: a path with other bytes would name another file.
+        let value = value.as_deref().unwrap_or_default();
+        let value = value.to_str().ok_or_else(|| {
+            Usage(format!("--{name} {}: not UTF-8", value.to_string_lossy()).into())
+        })?;
         match name.as_str() {
-            "stage-in" => request.stage_in.push(stage_in_line(&value)?),
-            "stage-in-ref" => request.stage_in_refs.push(value.into_owned()),
-            "stage-out" => request.stage_out.push(stage_out_line(&value)?),
+            "stage-in" => request.stage_in.push(stage_in_line(value)?),
+            "stage-in-ref" => request.stage_in_refs.push(value.to_owned()),
+            "stage-out" => request.stage_out.push(stage_out_line(value)?),
             "batch" => {
-                let text = std::fs::read_to_string(&*value)
+                let text = std::fs::read_to_string(value)
                     .map_err(|e| Usage(format!("--batch {value}: cannot read it: {e}").into()))?;
                 request.stage_in.extend(parse_batch(&text).map_err(usage)?);
             }
@@ -154,12 +158,10 @@ async fn submit(words: Vec<OsString>) -> CliResult {
                 })?;
                 request.stage_in_timeout = Duration::from_secs(seconds);
             }
-            "on-stage-in-failure" => {
-                request.on_failure = OnFailure::parse(&value).map_err(usage)?
-            }
+            "on-stage-in-failure" => request.on_failure = OnFailure::parse(value).map_err(usage)?,
             "hold-until-staged" => request.hold_until_staged = true,
             "stage-out-always" => request.stage_out_always = true,
-            _ => json_out = parse_format(&value)?,
+            _ => json_out = parse_format(value)?,
         }
     }
     let config = Config::load(settings())?;

@@ -248,6 +248,25 @@ fn usage_errors_of_job_submit_exit_2_and_submit_nothing() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stdout.contains("Submitted"), "{args:?}");
     }
+    // A path that is not UTF-8 is refused, not read lossily as another path.
+    let not_utf8 = {
+        use std::os::unix::ffi::OsStrExt;
+        let mut bytes = format!("a:/data/x:{}/", scratch.parent().unwrap().display()).into_bytes();
+        bytes.push(0xff);
+        std::ffi::OsStr::from_bytes(&bytes).to_owned()
+    };
+    let out = setup
+        .command(&["job", "submit", "--stage-in"])
+        .arg(&not_utf8)
+        .arg(&job_script)
+        .env_remove("PS_GLOBUS_ACCESS_TOKEN")
+        .env("SLURM_CONF", slurm_cluster::conf())
+        .env("PS_GLOBUS_TOKEN_STORE", "file")
+        .output()
+        .unwrap();
+    let (code, _, stderr) = crate::command::finished(out);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
     assert_eq!(
         emu.sim.stats().route("POST /v0.10/transfer"),
         0,

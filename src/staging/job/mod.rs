@@ -173,13 +173,7 @@ pub async fn submit(
     for (file, handle) in files.iter_mut().zip(&handles) {
         file.item = handle.item;
     }
-    let stored_in = serde_json::to_string(&files).map_err(|e| {
-        Error::with_source(
-            ErrorKind::InvalidInput,
-            "a stage-in path is not UTF-8: it cannot be tracked",
-            e,
-        )
-    })?;
+    let stored_in = serde_json::to_string(&files).map_err(|e| Error::encode("json", e))?;
     let mut first_step: Vec<OsString> = vec![
         request.program.clone().into(),
         "job".into(),
