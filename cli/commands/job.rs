@@ -224,9 +224,19 @@ async fn watch(once: bool, interval: u64, claim_seconds: u64, output: &Output) -
         failpoint: settings().failpoint_name().map(str::to_owned),
     };
     loop {
-        let report =
+        let pass =
             ps_globus::job::watch(&manager, &slurm, &config, current.as_deref().ok(), &options)
-                .await?;
+                .await;
+        let report = match pass {
+            Ok(report) => report,
+            Err(e) if once => return Err(e.into()),
+            // Slurm or the database down: a long-running watcher says so and tries again.
+            Err(e) => {
+                eprintln!("ps-globus job watch: {e} (trying again in {interval} s)");
+                tokio::time::sleep(Duration::from_secs(interval)).await;
+                continue;
+            }
+        };
         if output.machine() {
             output.emit(&report)?;
         } else {

@@ -82,6 +82,24 @@ impl Shim {
         shim
     }
 
+    /// An `scontrol` that answers as a controller that is down while `down` exists.
+    fn down_while(down: &Path) -> Shim {
+        let shim = Shim {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        shim.install(
+            "scontrol",
+            &format!(
+                "if [ -e '{}' ]; then\n\
+                 \x20 echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\n\
+                 \x20 exit 1\n\
+                 fi\n",
+                down.display()
+            ),
+        );
+        shim
+    }
+
     /// An `squeue` whose `--start` says Slurm expects every job to start at `start`.
     fn expecting_start(start: &str) -> Shim {
         let shim = Shim {
@@ -705,4 +723,52 @@ fn submit_warns_when_the_stage_in_should_finish_after_the_expected_start() {
             assert!(stderr.contains("1.0 MB"), "the bytes to move: {stderr}");
         }
     }
+}
+
+/// A long-running watcher outlives a controller that is down: it says so, tries again,
+/// and releases the job once Slurm answers.
+#[test]
+fn a_running_watcher_outlives_a_controller_outage_then_releases() {
+    let emu = Emu::start();
+    write(emu.root_a(), "data/outage.h5", b"bytes");
+    let setup = cluster_setup(&emu);
+    let site = Site::sqlite(&setup);
+    let staged = Staged::held(&site, &emu, "outage.h5", &[]);
+    let down = staged.dir.path().join("down");
+    std::fs::write(&down, b"").unwrap();
+    let shim = Shim::down_while(&down);
+    let said = staged.dir.path().join("watcher.err");
+    let path = shim.path();
+    let mut watcher = site
+        .command(
+            &["job", "watch", "--interval", "1"],
+            &[("PATH", path.as_os_str())],
+        )
+        .stderr(std::fs::File::create(&said).unwrap())
+        .spawn()
+        .unwrap();
+    let limit = Instant::now() + Duration::from_secs(120);
+    let read = || std::fs::read_to_string(&said).unwrap_or_default();
+    while !read().contains("Unable to contact slurm controller") {
+        assert!(Instant::now() < limit, "{}", read());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(read().contains("trying again"), "{}", read());
+    assert!(
+        show(&staged.job).held,
+        "nothing released while Slurm is down"
+    );
+    std::fs::remove_file(&down).unwrap();
+    while show(&staged.job).held {
+        assert!(Instant::now() < limit, "never released: {}", read());
+        assert!(
+            watcher.try_wait().unwrap().is_none(),
+            "the watcher exited: {}",
+            read()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+    staged.completed();
 }
