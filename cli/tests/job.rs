@@ -316,6 +316,18 @@ fn a_batch_file_of_stage_in_lines_is_waited_for_like_stage_in_options() {
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("Stage-in: 2 file(s)"), "{stdout}");
+    assert_eq!(
+        (
+            emu.sim
+                .stats()
+                .route("GET /v0.10/operation/endpoint/{id}/ls"),
+            emu.sim
+                .stats()
+                .route("GET /v0.10/operation/endpoint/{id}/stat")
+        ),
+        (1, 0),
+        "the sources' sizes: one listing of their directory"
+    );
     let info = until(&stdout, &log, |i| i.state.is_final());
     assert_eq!(
         info.state,

@@ -12,29 +12,52 @@ use super::PlannedItem;
 /// How many recent tasks the measured rate is taken from.
 const RECENT_TASKS: u32 = 50;
 
-/// Fills in the sizes of stage-in files whose source is not here, from Globus (`stat`),
-/// a few at a time. A source Globus cannot stat now stays unknown: the transfer says why.
+/// At most this many Globus requests for sizes at submission (beyond, sizes stay
+/// unknown: Globus's checksum verification still vouches for the copies).
+const MAX_SIZE_REQUESTS: usize = 16;
+
+/// Fills in the sizes of stage-in files whose source is not here, from Globus: one
+/// listing (`ls`) per source directory, a few at a time, at most [`MAX_SIZE_REQUESTS`]
+/// (a thousand files in one directory are one request). A source Globus does not list
+/// now stays unknown: the transfer says why.
 pub(super) async fn remote_sizes(
     manager: &TransferManager,
     items: &[PlannedItem],
     files: &mut [StagedFile],
 ) {
+    // (collection, directory) -> the files (by position) whose sources are in it.
+    let mut directories: Vec<((String, String), Vec<usize>)> = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        if files[n].size.is_some() {
+            continue;
+        }
+        let Some((directory, _)) = item.source.path.rsplit_once('/') else {
+            continue;
+        };
+        let directory = if directory.is_empty() { "/" } else { directory };
+        let at = (item.source.collection.to_string(), directory.to_owned());
+        match directories.iter_mut().find(|(d, _)| *d == at) {
+            Some((_, wanted)) => wanted.push(n),
+            None => directories.push((at, vec![n])),
+        }
+    }
+    directories.truncate(MAX_SIZE_REQUESTS);
     let client = manager.client();
-    let unknown: Vec<usize> = (0..files.len())
-        .filter(|&n| files[n].size.is_none())
-        .collect();
-    for chunk in unknown.chunks(8) {
-        let collections: Vec<String> = chunk
+    for chunk in directories.chunks(8) {
+        let listing = chunk
             .iter()
-            .map(|&n| items[n].source.collection.to_string())
-            .collect();
-        let asking = chunk
-            .iter()
-            .zip(&collections)
-            .map(|(&n, collection)| client.stat(collection, &items[n].source.path));
-        let answers = futures_util::future::join_all(asking).await;
-        for (&n, entry) in chunk.iter().zip(answers) {
-            files[n].size = entry.ok().filter(|e| e.kind == "file").map(|e| e.size);
+            .map(|((collection, directory), _)| client.ls(collection, directory));
+        let listed = futures_util::future::join_all(listing).await;
+        for ((_, wanted), listed) in chunk.iter().zip(listed) {
+            let Ok(listed) = listed else { continue };
+            for &n in wanted {
+                let name = items[n].source.path.rsplit('/').next().unwrap_or_default();
+                files[n].size = listed
+                    .data
+                    .iter()
+                    .find(|e| e.name == name && e.kind == "file")
+                    .map(|e| e.size);
+            }
         }
     }
 }
