@@ -23,6 +23,7 @@ mod staging;
 
 // Jobs of a batch scheduler (Slurm) with their stage-in, and their watcher.
 mod job;
+mod job_support;
 mod job_watch;
 
 // Endpoints and the relay, as processes.
