@@ -10,11 +10,12 @@ use clap::Subcommand;
 use ps_globus::config::Config;
 use ps_globus::internal::staging::{BatchLine, parse_batch};
 use ps_globus::job::{
-    JobId, JobReport, JobRequest, OnFailure, Slurm, StagedFile, SubmitLine, WatchOptions,
+    JobId, JobReport, JobRequest, OnFailure, Slurm, StagedFile, SubmitLine, WatchOptions, prepare,
     shell_quoted, wait_stage_in,
 };
 use serde_json::json;
 
+use super::stop::Interrupt;
 use super::{CommandError, manager, observer, settings};
 use crate::output::{Output, print_table};
 use crate::{CliResult, Usage};
@@ -135,7 +136,6 @@ async fn submit(words: Vec<OsString>) -> CliResult {
     let mut request = JobRequest::new(&line.script, std::env::current_exe()?);
     request.sbatch = line.sbatch.clone();
     request.args = line.args.clone();
-    request.stage_in_timeout = Duration::from_secs(DEFAULT_STAGE_IN_TIMEOUT);
     let mut json_out = false;
     for (name, value) in &line.ours {
         // Not lossily: a path with other bytes would name another file.
@@ -166,18 +166,40 @@ async fn submit(words: Vec<OsString>) -> CliResult {
     }
     let config = Config::load(settings())?;
     let current = ps_globus::config::current_site(&config.sites, settings().site.as_deref());
+    let mut interrupt = Interrupt::catch()?;
     let manager = manager().await?;
-    let submitted =
-        ps_globus::job::submit(&manager, &Slurm::from_path(), &config, &current, &request)
-            .await
-            .map_err(|e| -> Box<dyn std::error::Error> {
+    // Until the preparation ends (hashing a large source may take minutes), Ctrl-C
+    // stops with nothing started.
+    let prepared = tokio::select! {
+        prepared = prepare(&manager, &config, &current, &request) => prepared.map_err(
+            |e| -> CommandError {
                 // What was typed is wrong: nothing was started.
                 if e.kind() == ps_globus::ErrorKind::InvalidInput {
                     Box::new(Usage(Box::new(e)))
                 } else {
                     Box::new(e)
                 }
-            })?;
+            },
+        )?,
+        _ = interrupt.recv() => {
+            return Err(crate::Exit(130, "interrupted: nothing was submitted".into()).into());
+        }
+    };
+    // Then it finishes what it began: the stage-in, sbatch and the job's record (a job
+    // sbatch queued that nobody recorded would never be released or staged out).
+    let mut interrupted = false;
+    let slurm = Slurm::from_path();
+    let finishing = prepared.submit(&manager, &slurm);
+    tokio::pin!(finishing);
+    let submitted = loop {
+        tokio::select! {
+            submitted = &mut finishing => break submitted?,
+            _ = interrupt.recv() => {
+                interrupted = true;
+                eprintln!("ps-globus: finishing the submission already begun (the stage-in, sbatch, the job's record)");
+            }
+        }
+    };
     for warning in &submitted.warnings {
         eprintln!("warning: {warning}");
     }
@@ -209,6 +231,14 @@ async fn submit(words: Vec<OsString>) -> CliResult {
                 submitted.stage_in.len()
             );
         }
+    }
+    if interrupted {
+        let job = &submitted.job_id;
+        return Err(crate::Exit(
+            130,
+            format!("interrupted after job {job} was submitted and recorded (`scancel {job}` cancels it)"),
+        )
+        .into());
     }
     Ok(())
 }

@@ -94,6 +94,17 @@ impl Shim {
         shim
     }
 
+    /// An `sbatch` that writes `started` when it is run, then takes `seconds` before
+    /// Slurm's own runs.
+    pub(crate) fn slow_sbatch(started: &Path, seconds: u32) -> Shim {
+        let shim = Shim::new();
+        shim.install(
+            "sbatch",
+            &format!("touch '{}'\nsleep {seconds}\n", started.display()),
+        );
+        shim
+    }
+
     /// An `squeue` whose `--start` says Slurm expects every job to start at `start`.
     pub(crate) fn expecting_start(start: &str) -> Shim {
         let shim = Shim::new();

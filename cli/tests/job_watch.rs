@@ -436,3 +436,73 @@ fn a_running_watcher_outlives_a_controller_outage_then_releases() {
     watcher.wait().unwrap();
     staged.completed();
 }
+
+/// Ctrl-C while sbatch runs (at a terminal: SIGINT to the whole process group): the
+/// submission it began is finished (sbatch is not killed half-way, leaving a queued job
+/// nobody knows), recorded, and said, then the command exits 130.
+#[test]
+fn ctrl_c_during_sbatch_finishes_and_records_the_submission_then_exits_130() {
+    use std::os::unix::process::CommandExt;
+    let emu = Emu::start();
+    write(emu.root_a(), "data/interrupted.h5", b"bytes");
+    let setup = cluster_setup(&emu);
+    let site = Site::sqlite(&setup);
+    let dir = tempfile::tempdir().unwrap();
+    let arrives = arrival(&emu, "interrupted.h5");
+    let job_script = script(dir.path(), &arrives);
+    let started = dir.path().join("sbatch-started");
+    let shim = Shim::slow_sbatch(&started, 2);
+    let stage_in = format!("a:/data/interrupted.h5:{}", arrives.display());
+    let path = shim.path();
+    let log = dir.path().join("slurm.out");
+    let child = site
+        .command(
+            &[
+                "job",
+                "submit",
+                "--hold-until-staged",
+                "--stage-in",
+                &stage_in,
+                "-o",
+                log.to_str().unwrap(),
+                &job_script,
+            ],
+            &[("PATH", path.as_os_str())],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let limit = Instant::now() + Duration::from_secs(120);
+    while !started.exists() {
+        assert!(Instant::now() < limit, "sbatch never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = format!("-{}", child.id());
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (code, stdout, stderr) = crate::command::finished(child.wait_with_output().unwrap());
+    assert_eq!(code, 130, "{stdout}{stderr}");
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Submitted batch job "))
+        .unwrap_or_else(|| panic!("no job id: {stdout}{stderr}"));
+    let job = ps_globus::job::JobId::parse_parsable(id).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "interrupted after job {job} was submitted and recorded"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        site.status(&job)["tracked"],
+        true,
+        "recorded for the watcher"
+    );
+    assert!(show(&job).held);
+    ps_globus::block_on(slurm().cancel(&job)).unwrap();
+}

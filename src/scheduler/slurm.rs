@@ -360,9 +360,13 @@ impl Slurm {
         for name in &self.withheld {
             child.env_remove(name);
         }
+        // A process group of its own: a Ctrl-C at the terminal is the caller's to handle
+        // (`job submit` finishes a submission it began), not a kill of sbatch half-way,
+        // which may leave a job queued that nobody knows the id of.
         let out = child
             .args(argv)
             .stdin(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .output()
             .await

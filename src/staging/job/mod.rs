@@ -112,10 +112,7 @@ struct StageOut {
     items: Vec<PlannedItem>,
 }
 
-/// Submits `request` to `slurm`: checks everything first (the script as sbatch would,
-/// both plans); starts the stage-in through `manager` (enqueued, exactly once, and
-/// submitted to Globus); wraps the script so that its first step waits for the stage-in,
-/// verified; runs sbatch (held if asked); then records the job for the watcher.
+/// Submits `request` to `slurm`: [`prepare`], then [`PreparedJob::submit`].
 ///
 /// `config` and `current` (the current site's name) place the local paths. An sbatch that
 /// fails after the stage-in started says so (the stage-in goes on).
@@ -126,6 +123,32 @@ pub async fn submit(
     current: &Result<String>,
     request: &JobRequest,
 ) -> Result<SubmittedJob> {
+    prepare(manager, config, current, request)
+        .await?
+        .submit(manager, slurm)
+        .await
+}
+
+/// A job checked and planned, nothing started: [`PreparedJob::submit`] starts it.
+#[derive(Debug)]
+pub struct PreparedJob {
+    request: JobRequest,
+    script: Vec<u8>,
+    stage_in: Vec<PlannedItem>,
+    files: Vec<StagedFile>,
+    stored_out: String,
+}
+
+/// Checks everything a submission needs and reads what it will verify, starting nothing:
+/// the script (as sbatch would), the references, both plans; the size and sha256 of
+/// each stage-in source here, and the sizes of the others (asked of Globus). A caller
+/// may drop the result (a Ctrl-C while a large source is hashed) and nothing was done.
+pub async fn prepare(
+    manager: &TransferManager,
+    config: &Config,
+    current: &Result<String>,
+    request: &JobRequest,
+) -> Result<PreparedJob> {
     let script = std::fs::read(&request.script).map_err(|e| {
         Error::with_source(
             ErrorKind::InvalidInput,
@@ -167,113 +190,137 @@ pub async fn submit(
     // Sizes of remote sources, from Globus: checked on arrival, and the estimate's.
     estimate::remote_sizes(manager, &stage_in, &mut files).await;
     let stored_out = serde_json::to_string(&stage_out).map_err(|e| Error::encode("json", e))?;
-    let options = verified();
-    let handles = enqueue(manager, &stage_in, &options).await?;
-    manager.flush().await?;
-    for (file, handle) in files.iter_mut().zip(&handles) {
-        file.item = handle.item;
-    }
-    let stored_in = serde_json::to_string(&files).map_err(|e| Error::encode("json", e))?;
-    let mut first_step: Vec<OsString> = vec![
-        request.program.clone().into(),
-        "job".into(),
-        "wait-stage-in".into(),
-        "--timeout".into(),
-        request.stage_in_timeout.as_secs().to_string().into(),
-        "--on-failure".into(),
-        request.on_failure.as_str().into(),
-    ];
-    for name in &request.stage_in_refs {
-        first_step.extend(["--ref".into(), name.into()]);
-    }
-    if !request.stage_in_refs.is_empty() {
-        // The descriptor the wrapper reads the references' `export` lines from.
-        first_step.extend(["--exports-fd".into(), "3".into()]);
-    }
-    first_step.push("--".into());
-    first_step.extend(files.iter().map(StagedFile::to_word));
-    let wrapper = wrapper_script(&script, &first_step)?;
-    let wrapped = tempfile::Builder::new()
-        .prefix("ps-globus-job.")
-        .suffix(".sh")
-        .tempfile()
-        .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
-    std::fs::write(wrapped.path(), wrapper).map_err(|e| Error::io("write", wrapped.path(), e))?;
-    let held = request.hold_until_staged;
-    let job = slurm
-        .submit(&request.sbatch, wrapped.path(), &request.args, held)
-        .await
-        .map_err(|e| {
-            if files.is_empty() {
-                return e;
-            }
-            let kind = e.kind();
-            Error::with_source(
-                kind,
-                "sbatch failed after the stage-in was submitted to Globus; the stage-in goes \
-                 on (`ps-globus status` follows it, and a second `job submit` of the same \
-                 files while it is on its way follows it rather than copying them again)",
-                e,
-            )
-        })?;
-    let key = key_of(&job);
-    let row = JobRow {
-        key: key.clone(),
-        identity: manager.identity().to_owned(),
-        stage_in: stored_in,
-        stage_out: stored_out,
-        stage_out_always: request.stage_out_always,
-        held,
-        on_failure: request.on_failure.as_str().to_owned(),
-        released_at: None,
-        releases: 0,
-        stage_out_items: None,
-        stage_in_cancelled: false,
-        ended: None,
-        ended_at: None,
-        reason: None,
-        created_at: 0,
-    };
-    if let Err(e) = jobs::insert(manager.db(), &row).await {
-        // A held job nobody tracks would never be released: it goes.
-        let fate = if held {
-            match slurm.cancel(&job).await {
-                Ok(()) => "it was cancelled (held, nobody would release it)".to_owned(),
-                Err(c) => format!("cancelling it failed too ({c}): `scancel {}`", job.text()),
-            }
-        } else {
-            "it runs, but no watcher will stage out or cancel for it".to_owned()
-        };
-        return Err(Error::with_source(
-            e.kind(),
-            format!(
-                "job {} was submitted but could not be recorded in the state database: {fate}",
-                job.text()
-            ),
-            e,
-        ));
-    }
-    let mut warnings = Vec::new();
-    if held {
-        warnings.push(format!(
-            "job {} is held until its stage-in arrives: `ps-globus job watch` releases it \
-             (run one, on a login node or from cron, if none runs)",
-            job.text()
-        ));
-    } else if let Some(late) = estimate::late_arrival(manager, slurm, &job, &stage_in, &files).await
-    {
-        warnings.push(late);
-    }
-    let mut labels: Vec<String> = handles.iter().map(|h| h.label.clone()).collect();
-    labels.sort();
-    labels.dedup();
-    Ok(SubmittedJob {
-        job_id: job.text(),
-        stage_in: files,
-        labels,
-        held,
-        warnings,
+    Ok(PreparedJob {
+        request: request.clone(),
+        script,
+        stage_in,
+        files,
+        stored_out,
     })
+}
+
+impl PreparedJob {
+    /// Starts the job: the stage-in enqueued through `manager` (exactly once) and
+    /// submitted to Globus; the script wrapped so that its first step waits for the
+    /// stage-in, verified; sbatch (held if asked); the job recorded for the watcher. A
+    /// held job that cannot be recorded is cancelled (nobody would release it).
+    pub async fn submit(self, manager: &TransferManager, slurm: &Slurm) -> Result<SubmittedJob> {
+        let PreparedJob {
+            request,
+            script,
+            stage_in,
+            mut files,
+            stored_out,
+        } = self;
+        let handles = enqueue(manager, &stage_in, &verified()).await?;
+        manager.flush().await?;
+        for (file, handle) in files.iter_mut().zip(&handles) {
+            file.item = handle.item;
+        }
+        let stored_in = serde_json::to_string(&files).map_err(|e| Error::encode("json", e))?;
+        let mut first_step: Vec<OsString> = vec![
+            request.program.clone().into(),
+            "job".into(),
+            "wait-stage-in".into(),
+            "--timeout".into(),
+            request.stage_in_timeout.as_secs().to_string().into(),
+            "--on-failure".into(),
+            request.on_failure.as_str().into(),
+        ];
+        for name in &request.stage_in_refs {
+            first_step.extend(["--ref".into(), name.into()]);
+        }
+        if !request.stage_in_refs.is_empty() {
+            // The descriptor the wrapper reads the references' `export` lines from.
+            first_step.extend(["--exports-fd".into(), "3".into()]);
+        }
+        first_step.push("--".into());
+        first_step.extend(files.iter().map(StagedFile::to_word));
+        let wrapper = wrapper_script(&script, &first_step)?;
+        let wrapped = tempfile::Builder::new()
+            .prefix("ps-globus-job.")
+            .suffix(".sh")
+            .tempfile()
+            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        std::fs::write(wrapped.path(), wrapper)
+            .map_err(|e| Error::io("write", wrapped.path(), e))?;
+        let held = request.hold_until_staged;
+        let job = slurm
+            .submit(&request.sbatch, wrapped.path(), &request.args, held)
+            .await
+            .map_err(|e| {
+                if files.is_empty() {
+                    return e;
+                }
+                let kind = e.kind();
+                Error::with_source(
+                    kind,
+                    "sbatch failed after the stage-in was submitted to Globus; the stage-in goes \
+                     on (`ps-globus status` follows it, and a second `job submit` of the same \
+                     files while it is on its way follows it rather than copying them again)",
+                    e,
+                )
+            })?;
+        let key = key_of(&job);
+        let row = JobRow {
+            key: key.clone(),
+            identity: manager.identity().to_owned(),
+            stage_in: stored_in,
+            stage_out: stored_out,
+            stage_out_always: request.stage_out_always,
+            held,
+            on_failure: request.on_failure.as_str().to_owned(),
+            released_at: None,
+            releases: 0,
+            stage_out_items: None,
+            stage_in_cancelled: false,
+            ended: None,
+            ended_at: None,
+            reason: None,
+            created_at: 0,
+        };
+        if let Err(e) = jobs::insert(manager.db(), &row).await {
+            // A held job nobody tracks would never be released: it goes.
+            let fate = if held {
+                match slurm.cancel(&job).await {
+                    Ok(()) => "it was cancelled (held, nobody would release it)".to_owned(),
+                    Err(c) => format!("cancelling it failed too ({c}): `scancel {}`", job.text()),
+                }
+            } else {
+                "it runs, but no watcher will stage out or cancel for it".to_owned()
+            };
+            return Err(Error::with_source(
+                e.kind(),
+                format!(
+                    "job {} was submitted but could not be recorded in the state database: {fate}",
+                    job.text()
+                ),
+                e,
+            ));
+        }
+        let mut warnings = Vec::new();
+        if held {
+            warnings.push(format!(
+                "job {} is held until its stage-in arrives: `ps-globus job watch` releases it \
+                 (run one, on a login node or from cron, if none runs)",
+                job.text()
+            ));
+        } else if let Some(late) =
+            estimate::late_arrival(manager, slurm, &job, &stage_in, &files).await
+        {
+            warnings.push(late);
+        }
+        let mut labels: Vec<String> = handles.iter().map(|h| h.label.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        Ok(SubmittedJob {
+            job_id: job.text(),
+            stage_in: files,
+            labels,
+            held,
+            warnings,
+        })
+    }
 }
 
 /// The variable a job's script finds the local path of reference `name` in:
