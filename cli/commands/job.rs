@@ -320,9 +320,10 @@ fn status_row(report: &JobReport) -> Vec<String> {
         if p.files == 0 {
             return "-".to_owned();
         }
+        let done = indicatif::HumanBytes(p.bytes_done);
         let bytes = match p.bytes_total {
-            Some(total) => format!(" {}/{} B", p.bytes_done, total),
-            None => format!(" {} B", p.bytes_done),
+            Some(total) => format!(" {done}/{}", indicatif::HumanBytes(total)),
+            None => format!(" {done}"),
         };
         let failed = if p.failed > 0 {
             format!(", {} failed", p.failed)

@@ -27,11 +27,24 @@ pub(crate) struct JobKey {
     pub job_id: String,
 }
 
+/// A job to record at its submission (the rest of its row starts empty).
+#[derive(Clone, Debug)]
+pub(crate) struct NewJob {
+    pub key: JobKey,
+    pub identity: String,
+    /// JSON.
+    pub stage_in: String,
+    /// JSON.
+    pub stage_out: String,
+    pub stage_out_always: bool,
+    pub held: bool,
+    pub on_failure: String,
+}
+
 /// A tracked job as stored.
 #[derive(Clone, Debug)]
 pub(crate) struct JobRow {
     pub key: JobKey,
-    pub identity: String,
     /// JSON.
     pub stage_in: String,
     /// JSON.
@@ -50,8 +63,9 @@ pub(crate) struct JobRow {
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "scheduler, cluster, job_id, identity, stage_in, stage_out, \
-    stage_out_always, held, on_failure, released_at, releases, stage_out_items, stage_in_cancelled, ended, ended_at, reason, created_at";
+const COLUMNS: &str = "scheduler, cluster, job_id, stage_in, stage_out, stage_out_always, \
+    held, on_failure, released_at, releases, stage_out_items, stage_in_cancelled, ended, \
+    ended_at, reason, created_at";
 
 /// The `WHERE` of one job: `$1`-`$3`.
 const THIS_JOB: &str = "scheduler = $1 AND cluster = $2 AND job_id = $3";
@@ -64,7 +78,6 @@ impl JobRow {
                 cluster: row.try_get("cluster")?,
                 job_id: row.try_get("job_id")?,
             },
-            identity: row.try_get("identity")?,
             stage_in: row.try_get("stage_in")?,
             stage_out: row.try_get("stage_out")?,
             stage_out_always: row.try_get::<i64, _>("stage_out_always")? != 0,
@@ -82,10 +95,10 @@ impl JobRow {
     }
 }
 
-/// Records a newly submitted job (its row as given; claims and ends empty). A job id the
-/// table already holds for this cluster (a cluster whose ids restarted) replaces the
-/// old, ended row; a live one is an error.
-pub(crate) async fn insert(db: &StateDb, job: &JobRow) -> Result<()> {
+/// Records a newly submitted job (claims and ends empty). A job id the table already
+/// holds for this cluster (a cluster whose ids restarted) replaces the old, ended row; a
+/// live one is an error.
+pub(crate) async fn insert(db: &StateDb, job: &NewJob) -> Result<()> {
     let now = db.clock_ms().await?;
     let mut tx = db.begin_write().await?;
     query(&format!(
@@ -187,7 +200,7 @@ pub(crate) async fn claim_stage_out(db: &StateDb, key: &JobKey, claim_ms: i64) -
 
 /// Records the stage-out's transfer items (JSON), queued.
 pub(crate) async fn stage_out_queued(db: &StateDb, key: &JobKey, items: &str) -> Result<()> {
-    set(db, key, "stage_out_items = $4", Some(items)).await
+    set(db, key, "stage_out_items = $4", items).await
 }
 
 /// Records that the job's unfinished stage-in was cancelled.
@@ -203,8 +216,8 @@ pub(crate) async fn stage_in_cancelled(db: &StateDb, key: &JobKey) -> Result<()>
     Ok(())
 }
 
-/// Sets (or clears) why the job waits or what went wrong.
-pub(crate) async fn set_reason(db: &StateDb, key: &JobKey, reason: Option<&str>) -> Result<()> {
+/// Sets why the job waits or what went wrong.
+pub(crate) async fn set_reason(db: &StateDb, key: &JobKey, reason: &str) -> Result<()> {
     set(db, key, "reason = $4", reason).await
 }
 
@@ -257,7 +270,7 @@ async fn claim(
 }
 
 /// `UPDATE jobs SET {assignment}` (which may use `$4`, bound to `value`) for one job.
-async fn set(db: &StateDb, key: &JobKey, assignment: &str, value: Option<&str>) -> Result<()> {
+async fn set(db: &StateDb, key: &JobKey, assignment: &str, value: &str) -> Result<()> {
     query(&format!("UPDATE jobs SET {assignment} WHERE {THIS_JOB}"))
         .bind(&key.scheduler)
         .bind(&key.cluster)
@@ -272,8 +285,8 @@ async fn set(db: &StateDb, key: &JobKey, assignment: &str, value: Option<&str>) 
 mod tests {
     use super::*;
 
-    fn job(id: &str) -> JobRow {
-        JobRow {
+    fn job(id: &str) -> NewJob {
+        NewJob {
             key: JobKey {
                 scheduler: "slurm".into(),
                 cluster: String::new(),
@@ -285,14 +298,6 @@ mod tests {
             stage_out_always: false,
             held: true,
             on_failure: "fail".into(),
-            released_at: None,
-            releases: 0,
-            stage_out_items: None,
-            stage_in_cancelled: false,
-            ended: None,
-            ended_at: None,
-            reason: None,
-            created_at: 0,
         }
     }
 

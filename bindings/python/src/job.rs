@@ -8,12 +8,11 @@ use ps_globus::Settings;
 use ps_globus::config::{Config, current_site};
 use ps_globus::internal::staging::BatchLine;
 use ps_globus::job::{JobRequest, OnFailure, Slurm, WatchOptions};
-use ps_globus::state::StateDb;
-use ps_globus::transfer::{ManagerConfig, TransferClient, TransferManager};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde::Deserialize;
 
+use crate::staging::manager;
 use crate::wait::wait;
 
 /// A submission, as `ps_globus.job.submit` sends it.
@@ -42,13 +41,6 @@ fn lines(pairs: Vec<(String, String)>) -> Vec<BatchLine> {
             recursive: false,
         })
         .collect()
-}
-
-/// This process's manager, on the shared state database.
-async fn manager(settings: &Settings) -> ps_globus::Result<TransferManager> {
-    let client = TransferClient::new(settings, ps_globus::auth::default_authorizer(settings)?)?;
-    let db = StateDb::shared_default(settings).await?;
-    TransferManager::start(db, client, ManagerConfig::from_settings(settings)).await
 }
 
 /// Submits the job `request_json` describes; the submitted job, as JSON.

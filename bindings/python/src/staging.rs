@@ -29,6 +29,13 @@ struct Options {
     wait: bool,
 }
 
+/// This process's manager, on the shared state database (the CLI's, and `ps_globus.job`'s).
+pub(crate) async fn manager(settings: &Settings) -> ps_globus::Result<TransferManager> {
+    let client = TransferClient::new(settings, ps_globus::auth::default_authorizer(settings)?)?;
+    let db = StateDb::shared_default(settings).await?;
+    TransferManager::start(db, client, ManagerConfig::from_settings(settings)).await
+}
+
 /// Plans, submits and (unless `wait` is false) waits for the items `lines` name, as
 /// (source, destination, recursive); `direction` is `any`, `in` or `out`. Returns the
 /// report as JSON: `{"task_ids": [...], "labels": [...], "items": [ItemStatus...]}`.
@@ -74,11 +81,7 @@ pub fn transfer(
         let config = Config::load(&settings)?;
         let current = current_site(&config.sites, settings.site.as_deref());
         let items = plan(&lines, direction, &config, &current)?;
-        let client =
-            TransferClient::new(&settings, ps_globus::auth::default_authorizer(&settings)?)?;
-        let db = StateDb::shared_default(&settings).await?;
-        let manager =
-            TransferManager::start(db, client, ManagerConfig::from_settings(&settings)).await?;
+        let manager = manager(&settings).await?;
         let handles = enqueue(&manager, &items, &batch).await?;
         manager.flush().await?;
         let statuses = if options.wait {

@@ -72,14 +72,18 @@ pub(super) async fn late_arrival(
 ) -> Option<String> {
     let first = items.first()?;
     let bytes: u64 = files.iter().filter_map(|f| f.size).sum();
+    if bytes == 0 {
+        return None;
+    }
+    // Slurm first: it usually has no estimate yet (`N/A`), and then Globus is not asked.
+    let start = slurm.expected_start(job).await.ok()??;
+    let start = parse_slurm_time(&start)?;
     let rate = measured_rate(
         manager,
         &first.source.collection.to_string(),
         &first.destination.collection.to_string(),
     )
     .await?;
-    let start = slurm.expected_start(job).await.ok()??;
-    let start = parse_slurm_time(&start)?;
     late_warning(&job.text(), bytes, rate, Local::now(), start)
 }
 

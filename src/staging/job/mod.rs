@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::state::jobs::{self, JobKey, JobRow};
+use crate::state::jobs::{self, JobKey, JobRow, NewJob};
 use crate::transfer::{BatchOptions, TransferManager};
 
 use super::{BatchLine, Direction, PlannedItem, enqueue, local_path, plan_with};
@@ -262,7 +262,7 @@ impl PreparedJob {
                 )
             })?;
         let key = key_of(&job);
-        let row = JobRow {
+        let row = NewJob {
             key: key.clone(),
             identity: manager.identity().to_owned(),
             stage_in: stored_in,
@@ -270,14 +270,6 @@ impl PreparedJob {
             stage_out_always: request.stage_out_always,
             held,
             on_failure: request.on_failure.as_str().to_owned(),
-            released_at: None,
-            releases: 0,
-            stage_out_items: None,
-            stage_in_cancelled: false,
-            ended: None,
-            ended_at: None,
-            reason: None,
-            created_at: 0,
         };
         if let Err(e) = jobs::insert(manager.db(), &row).await {
             // A held job nobody tracks would never be released: it goes.

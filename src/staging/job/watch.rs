@@ -169,13 +169,13 @@ impl Watcher<'_> {
             Arrival::Arrived => false,
             Arrival::Waiting(arrived, all) => {
                 let why = format!("held until its stage-in arrives: {arrived} of {all} file(s)");
-                return jobs::set_reason(db, &row.key, Some(&why)).await;
+                return self.say(row, &why).await;
             }
             Arrival::Failed(e) => match OnFailure::parse(&row.on_failure)? {
                 OnFailure::Run => true,
                 OnFailure::Cancel => {
                     let why = format!("cancelled: its stage-in failed: {e}");
-                    jobs::set_reason(db, &row.key, Some(&why)).await?;
+                    self.say(row, &why).await?;
                     self.slurm.cancel(&job_of(&row.key)).await?;
                     report.cancelled.push(row.key.job_id.clone());
                     return Ok(());
@@ -187,7 +187,7 @@ impl Watcher<'_> {
                          --on-stage-in-failure run)",
                         row.key.job_id
                     );
-                    return jobs::set_reason(db, &row.key, Some(&why)).await;
+                    return self.say(row, &why).await;
                 }
             },
         };
@@ -200,7 +200,7 @@ impl Watcher<'_> {
         jobs::released(db, &row.key, true).await?;
         if run_anyway {
             let why = "released though its stage-in failed (--on-stage-in-failure run)";
-            jobs::set_reason(db, &row.key, Some(why)).await?;
+            self.say(row, why).await?;
         }
         report.released.push(row.key.job_id.clone());
         Ok(())
@@ -329,7 +329,7 @@ impl Watcher<'_> {
         jobs::stage_out_queued(self.manager.db(), &row.key, &stored).await?;
         if !missing.is_empty() {
             let why = format!("stage-out: the job left no {}", missing.join(", "));
-            jobs::set_reason(self.manager.db(), &row.key, Some(&why)).await?;
+            self.say(row, &why).await?;
         }
         self.manager.flush().await
     }
@@ -371,10 +371,19 @@ impl Watcher<'_> {
                 "cancelled; its stage-in batch(es) {} also carry other work and go on",
                 left.join(", ")
             );
-            jobs::set_reason(self.manager.db(), &row.key, Some(&why)).await?;
+            self.say(row, &why).await?;
         }
         report.cancelled_stage_in.push(row.key.job_id.clone());
         Ok(())
+    }
+
+    /// Sets the job's reason to `why`, unless it already says so: a job waiting for its
+    /// stage-in is looked at every pass, and its row is not rewritten each time.
+    async fn say(&self, row: &JobRow, why: &str) -> Result<()> {
+        if row.reason.as_deref() == Some(why) {
+            return Ok(());
+        }
+        jobs::set_reason(self.manager.db(), &row.key, why).await
     }
 
     fn claim_ms(&self) -> i64 {
